@@ -204,6 +204,8 @@ func (c *Cipher) Overhead(n int) int {
 
 // Wipe clears the key material this Cipher holds (salt, HMAC states, CBC IV
 // key) and makes further Seal and Open calls fail with ErrUnsupported.
+// It must not run concurrently with Seal or Open: the sa package wipes an
+// SA only once no worker can still reach it.
 // The expanded AES key schedules live inside crypto/aes, which offers no
 // way to clear them; once the Cipher is unreachable they are garbage.
 func (c *Cipher) Wipe() {

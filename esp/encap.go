@@ -75,17 +75,20 @@ func (c *Cipher) EncapTunnel(s *Scratch, b []byte, off, n int, spi uint32, seq u
 	var tos uint8
 	switch b[off] >> 4 {
 	case 4:
+		if n < 20 {
+			return nil, ErrTruncated
+		}
 		nh, tos = NextHeaderIPv4, b[off+1]
 	case 6:
-		if n < 2 {
+		if n < 40 {
 			return nil, ErrTruncated
 		}
 		nh, tos = NextHeaderIPv6, uint8(binary.BigEndian.Uint16(b[off:])>>4)
 	default:
 		return nil, fmt.Errorf("%w: inner packet is not IPv4 or IPv6", ErrMalformed)
 	}
-	if !o.Src.IsValid() || o.Src.Is4() != o.Dst.Is4() {
-		return nil, fmt.Errorf("%w: tunnel endpoints %v and %v", ErrMalformed, o.Src, o.Dst)
+	if o == nil || !o.Src.IsValid() || o.Src.Is4() != o.Dst.Is4() {
+		return nil, fmt.Errorf("%w: tunnel endpoints missing or of different families", ErrMalformed)
 	}
 	ipLen := 40
 	if o.Src.Is4() {
