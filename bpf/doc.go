@@ -1,0 +1,112 @@
+// Package bpf holds espxdp's XDP program, which steers IPsec ESP and
+// NAT-T traffic into AF_XDP sockets and leaves everything else to the
+// kernel, and the Go code that loads, configures and attaches it.
+//
+// The program (steer.c, with the ABI in steer.h) is compiled by bpf2go
+// into steer_bpfel.o and embedded via steer_bpfel.go; both are committed,
+// so building this package needs no C toolchain. After editing the C
+// code run "go generate ./bpf/"; CI runs bpf/regen-check.sh to make sure
+// the committed object matches the source. Only a little-endian object
+// is built; on big-endian Linux Load returns ErrNotSupported.
+//
+// # Classification
+//
+// The program parses Ethernet with up to two VLAN tags (802.1Q 0x8100 or
+// 802.1ad 0x88A8, in any combination), IPv4 with header length 5 to 15
+// words, and IPv6 with up to six extension headers (hop-by-hop options,
+// routing, destination options, fragment). Then, in this order:
+//
+//   - Not IPv4/IPv6 (ARP, LLDP, a third VLAN tag, ...): passed
+//     (PassedNonIP).
+//   - Truncated or inconsistent headers: passed (Malformed). This covers
+//     frames shorter than a header, IPv4 IHL < 5 or a total length
+//     shorter than the header or longer than the frame, IPv6 payload
+//     length beyond the frame, extension headers running past the
+//     packet, UDP length < 8 or beyond the IP packet, and ESP shorter
+//     than SPI + sequence number. The program never returns XDP_DROP or
+//     XDP_ABORTED: what it does not understand is the kernel's business.
+//   - More than six IPv6 extension headers (or any other header the
+//     program does not walk, e.g. AH, before the upper layer): passed
+//     (PassedOther).
+//   - Outer fragments: see below.
+//   - IP protocol 50 (ESP) to a local address: AF_XDP (ESPRedirected).
+//   - UDP to Options.NATTPort (4500) to a local address, by payload
+//     (RFC 3948), whose length comes from the UDP header so that Ethernet
+//     padding is never mistaken for payload: exactly one byte 0xFF is a
+//     NAT-keepalive, passed (KeepalivePassed); four zero bytes first are
+//     the non-ESP marker of IKE, passed (IKEPassed); a non-zero SPI with
+//     at least 8 bytes of payload is ESP, to AF_XDP (NATTRedirected);
+//     anything else is Malformed.
+//   - UDP to port 500 (IKE) to a local address: passed (IKEPassed).
+//   - In Plaintext mode, anything else whose destination is in a
+//     protected prefix (longest-prefix match, one trie per family): AF_XDP
+//     for encryption (PlaintextRedirected). This includes ESP, NAT-T and
+//     IKE packets that failed the local-address filter: transit traffic
+//     to a protected network is plaintext to this gateway.
+//   - ESP, NAT-T or IKE that failed the local-address filter: passed
+//     (NotLocal).
+//   - Everything else (TCP, ICMP, other UDP, ...): passed (PassedOther).
+//
+// "To a local address" is always true unless Options.LocalAddrs is
+// non-empty, which turns the local-address filter on.
+//
+// # Fragments
+//
+// Outer IP fragments (IPv4 with MF set or a non-zero offset; IPv6 with a
+// fragment header that is not an atomic fragment) are passed to the
+// kernel by default and counted as FragmentPassed: the kernel reassembles
+// them and delivers ESP to its own xfrm stack or NAT-T to the UDP
+// socket, so nothing is lost, but such traffic bypasses the fast path.
+//
+// With Options.SteerFragments, fragments whose protocol is ESP or UDP (to
+// a local address), or that go to a protected prefix in Plaintext mode,
+// are sent to AF_XDP (FragmentRedirected) for reassembly in user space;
+// others are still passed. UDP fragments are taken regardless of port,
+// because only the first fragment has one: user space then also
+// receives fragmented UDP that turns out not to be NAT-T (e.g.
+// fragmented IKE on port 4500) and must hand it to the kernel itself.
+// All fragments go to the first socket of their RX queue (slot 0),
+// because only the first fragment carries the SPI and reassembly needs
+// them together. Note that in Plaintext mode without SteerFragments,
+// fragmented plaintext to protected prefixes reaches the kernel
+// unencrypted; configure the kernel not to forward it.
+//
+// # Steering
+//
+// A packet for AF_XDP goes to XSKMAP index
+// queue*SocketsPerQueue + slot, where queue is the RX queue it arrived on
+// and slot is 0, or with Options.SPIHash SPIHashSlot(spi, n) for ESP and
+// PlaintextHashSlot(dst, n) for plaintext. Program.SocketIndex computes
+// the index and Program.RegisterSocket fills it. If the slot is empty the
+// packet is passed and counted as RedirectNoSocket instead of its
+// redirect counter.
+//
+// # Configuration
+//
+// The configuration (NAT-T port, feature flags, sockets per queue) is a
+// "volatile const" struct in the object's read-only data, written by Load
+// before the program is loaded and frozen by the kernel afterwards. The
+// verifier therefore treats it as constants and prunes disabled
+// features, and nothing can change it under a running program; to
+// reconfigure, Load a new Program and attach it instead. Local addresses
+// and protected prefixes live in maps (a hash map with one key type for
+// both families, and two LPM tries), filled by Load.
+//
+// # Statistics
+//
+// A per-CPU array holds one counter per reason; Program.Stats sums it
+// over CPUs into a Stats. Every packet increments exactly one counter.
+//
+// # Testing
+//
+// The tests run crafted frames through the program with BPF_PROG_TEST_RUN
+// and assert both the verdict and the counters. A test run of
+// bpf_redirect_map returns XDP_REDIRECT only if the XSKMAP slot holds a
+// socket, so the tests put an unbound AF_XDP socket in the slot they
+// expect (an XSKMAP accepts unbound sockets) and check that the program
+// redirects when the socket is in that slot and falls back to XDP_PASS
+// with RedirectNoSocket when it is in any other. A further test attaches
+// the program to a veth pair in throw-away network namespaces in generic
+// and native mode and sends real traffic through it. They need root and
+// skip without it, except in CI (CI=true), where they fail instead.
+package bpf

@@ -1,0 +1,75 @@
+/*
+ * ABI shared between steer.c and the Go loader in this directory.
+ *
+ * Everything here is mirrored in Go: the enums and struct steer_config are
+ * emitted into the object's BTF and turned into Go declarations by bpf2go
+ * (-type flags in gen.go), and abi_test.go checks the hand-written Go names
+ * against them.
+ */
+#ifndef ESPXDP_STEER_H
+#define ESPXDP_STEER_H
+
+#include <linux/types.h>
+
+/*
+ * Why a packet left the program. Every packet increments exactly one of
+ * these per-CPU counters, so their sum is the number of packets seen.
+ */
+enum stat_reason {
+	STAT_ESP_REDIRECTED = 0,      /* raw ESP (IP proto 50) -> AF_XDP */
+	STAT_NATT_REDIRECTED = 1,     /* ESP in UDP (RFC 3948) -> AF_XDP */
+	STAT_PLAINTEXT_REDIRECTED = 2, /* plaintext to a protected prefix -> AF_XDP */
+	STAT_PASSED_NON_IP = 3,       /* not IPv4/IPv6 (ARP, LLDP, 3+ VLAN tags, ...) */
+	STAT_PASSED_OTHER = 4,        /* IP, but nothing for us (TCP, ICMP, other UDP) */
+	STAT_IKE_PASSED = 5,          /* UDP 500, or NAT-T port with non-ESP marker */
+	STAT_KEEPALIVE_PASSED = 6,    /* NAT-T port, 1-byte 0xFF payload */
+	STAT_FRAGMENT_PASSED = 7,     /* outer IP fragment left to the kernel */
+	STAT_FRAGMENT_REDIRECTED = 8, /* outer IP fragment -> AF_XDP (reassembly) */
+	STAT_MALFORMED = 9,           /* truncated or inconsistent headers */
+	STAT_NOT_LOCAL = 10,          /* ESP/NAT-T/IKE not addressed to a local address */
+	STAT_REDIRECT_NO_SOCKET = 11, /* wanted AF_XDP, but the XSKMAP slot was empty */
+	STAT_MAX = 12,
+};
+
+/* Bits of steer_config.flags. */
+enum steer_flag {
+	FLAG_LOCAL_FILTER = 1 << 0,   /* ESP/NAT-T/IKE must be to an address in local_addrs */
+	FLAG_STEER_FRAGMENTS = 1 << 1, /* steer candidate outer fragments to AF_XDP */
+	FLAG_SPI_HASH = 1 << 2,       /* spread over sockets_per_queue sockets by hash */
+	FLAG_PLAINTEXT = 1 << 3,      /* steer plaintext to protected prefixes */
+};
+
+/*
+ * Load-time configuration. It lives in .rodata (a "volatile const"
+ * global), is written by the Go loader before the program is loaded and
+ * is frozen afterwards, so the verifier sees constants and prunes the
+ * branches of disabled features.
+ */
+struct steer_config {
+	__u16 natt_port;          /* host byte order, default 4500 */
+	__u16 pad;
+	__u32 flags;              /* enum steer_flag bits */
+	__u32 sockets_per_queue;  /* 1..64 */
+};
+
+/*
+ * Key of the local_addrs hash map: family 4 with the IPv4 address in
+ * addr[0..3] and zeros after it, or family 6 with the IPv6 address.
+ */
+struct addr_key {
+	__u32 family;
+	__u8 addr[16];
+};
+
+/* Keys of the LPM tries (prefix length in host order, then the address). */
+struct lpm_key_v4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct lpm_key_v6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+#endif
