@@ -98,6 +98,14 @@ func (c *Cipher) EncapTunnel(s *Scratch, b []byte, off, n int, spi uint32, seq u
 	if off < pre {
 		return nil, ErrNoRoom
 	}
+	// Check the size first, so that the caller's packet is left intact.
+	size := o.udpLen() + n + c.Overhead(n) // IPv6 payload length
+	if ipLen == 20 {
+		size += 20 // IPv4 total length
+	}
+	if size > 65535 {
+		return nil, ErrTooBig
+	}
 	pkt, err := c.Seal(s, b, off, n, spi, seq, nh)
 	if err != nil {
 		return nil, err
@@ -187,6 +195,14 @@ func (c *Cipher) EncapTransport(s *Scratch, b []byte, off, n int, spi uint32, se
 	if off < shift {
 		return nil, ErrNoRoom
 	}
+	// Check the size first, so that the caller's packet is left intact.
+	size := n + udp + c.Overhead(n-hl) // IPv4 total length
+	if ip[0]>>4 == 6 {
+		size -= 40 // IPv6 payload length
+	}
+	if size > 65535 {
+		return nil, ErrTooBig
+	}
 	// Move the IP header forward, then seal the upper layer where it is.
 	start := off - shift
 	copy(b[start:start+hl], ip[:hl])
@@ -249,9 +265,17 @@ func transportSplit(ip []byte) (hl, nhOff int, err error) {
 		hl, nhOff = 40, 6
 		for i := 0; i < 8; i++ {
 			switch ip[nhOff] {
-			case 0, 43: // hop-by-hop, routing: stay in front of ESP (RFC 4303 §3.1.1)
+			case 0, 43, 60:
+				// Hop-by-hop and routing headers stay in front of ESP
+				// (RFC 4303 §3.1.1); so do destination options meant for
+				// the hops of a routing header that follows them. Other
+				// destination options belong to the final destination and
+				// are protected with the payload.
 				if hl+8 > len(ip) {
 					return 0, 0, ErrTruncated
+				}
+				if ip[nhOff] == 60 && ip[hl] != 43 {
+					return hl, nhOff, nil
 				}
 				n := 8 + int(ip[hl+1])*8
 				if hl+n > len(ip) {
@@ -359,6 +383,9 @@ func ParseOuter(pkt []byte, nattPort uint16, p *Parsed) error {
 	}
 	switch proto {
 	case ProtocolESP:
+		if p.Len-p.HeaderLen < HeaderLen {
+			return ErrTruncated
+		}
 		p.ESPOffset = p.HeaderLen
 	case 17:
 		u := pkt[p.HeaderLen:p.Len]
@@ -482,7 +509,9 @@ func fixTransportChecksum(pkt []byte, hl int, proto byte) {
 // encapsulation by this SA: in tunnel mode the largest inner IP packet, in
 // transport mode the largest original IP packet (assuming an IP header
 // without options or extension headers). ipv6 is the family of the outer
-// header (and, in transport mode, of the packet); udp is NAT-T.
+// header (and, in transport mode, of the packet); udp is NAT-T. TFC
+// padding (Config.TFCPadTo) beyond the result is not accounted for: an SA
+// that pads to more than its plaintext MTU exceeds the path MTU.
 func (c *Cipher) PlaintextMTU(pathMTU int, mode Mode, ipv6, udp bool) int {
 	ipLen := 20
 	if ipv6 {
