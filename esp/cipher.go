@@ -437,11 +437,14 @@ func (c *Cipher) open(s *Scratch, pkt []byte, seq uint64) bool {
 			_, err := c.aead.Open(body[:0], nonce, pkt[hl:], aad)
 			return err == nil
 		}
-		// 8-byte ICV: decrypt with the GCM keystream, recompute the full
-		// tag by sealing a copy, compare its first 8 bytes, and erase the
-		// plaintext if they differ.
-		c.ctr(s, iv, 2, body)
-		out := c.aead.Seal(s.grow(len(body) + 16)[:0], nonce, body, aad)
+		// 8-byte ICV: GCM encryption is its keystream XOR, so sealing the
+		// ciphertext yields the plaintext (its tag is meaningless); sealing
+		// that plaintext again yields the real full tag, whose first 8
+		// bytes must match. Two passes of the assembly GCM beat one pass of
+		// block-at-a-time CTR. The plaintext is erased if the tag differs.
+		buf := s.grow(len(body) + 16)
+		copy(body, c.aead.Seal(buf[:0], nonce, body, aad)[:len(body)])
+		out := c.aead.Seal(buf[:0], nonce, body, aad)
 		if subtle.ConstantTimeCompare(out[len(body):len(body)+icv], pkt[len(pkt)-icv:]) != 1 {
 			clear(body)
 			return false
