@@ -233,7 +233,7 @@ func (c *Cipher) Wipe() {
 // requires. The caller must therefore never reuse a sequence number.
 func (c *Cipher) Seal(s *Scratch, b []byte, off, n int, spi uint32, seq uint64, nextHeader byte) ([]byte, error) {
 	if c.t.IsZero() {
-		return nil, fmt.Errorf("%w: wiped cipher", ErrUnsupported)
+		return nil, errWiped
 	}
 	hl := c.HeaderLen()
 	if off < hl || n < 0 || off+n > cap(b) {
@@ -388,7 +388,7 @@ func (c *Cipher) ctr(s *Scratch, iv []byte, first uint32, data []byte) {
 // after it authenticated. Nothing is returned of a packet whose ICV fails.
 func (c *Cipher) Open(s *Scratch, pkt []byte, seq uint64) (payload []byte, nextHeader byte, err error) {
 	if c.t.IsZero() {
-		return nil, 0, fmt.Errorf("%w: wiped cipher", ErrUnsupported)
+		return nil, 0, errWiped
 	}
 	hl, icv := c.HeaderLen(), c.t.icv
 	minBody := 2

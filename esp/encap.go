@@ -85,10 +85,10 @@ func (c *Cipher) EncapTunnel(s *Scratch, b []byte, off, n int, spi uint32, seq u
 		}
 		nh, tos = NextHeaderIPv6, uint8(binary.BigEndian.Uint16(b[off:])>>4)
 	default:
-		return nil, fmt.Errorf("%w: inner packet is not IPv4 or IPv6", ErrMalformed)
+		return nil, errInnerNotIP
 	}
 	if o == nil || !o.Src.IsValid() || o.Src.Is4() != o.Dst.Is4() {
-		return nil, fmt.Errorf("%w: tunnel endpoints missing or of different families", ErrMalformed)
+		return nil, errEndpoints
 	}
 	ipLen := 40
 	if o.Src.Is4() {
@@ -290,7 +290,7 @@ func transportSplit(ip []byte) (hl, nhOff int, err error) {
 		}
 		return 0, 0, ErrMalformed
 	}
-	return 0, 0, fmt.Errorf("%w: not IPv4 or IPv6", ErrMalformed)
+	return 0, 0, errNotIP
 }
 
 // Parsed describes the outer headers of a received packet, as found by
@@ -379,7 +379,7 @@ func ParseOuter(pkt []byte, nattPort uint16, p *Parsed) error {
 			}
 		}
 	default:
-		return fmt.Errorf("%w: not IPv4 or IPv6", ErrMalformed)
+		return errNotIP
 	}
 	switch proto {
 	case ProtocolESP:
@@ -399,7 +399,7 @@ func ParseOuter(pkt []byte, nattPort uint16, p *Parsed) error {
 		p.SrcPort = binary.BigEndian.Uint16(u[0:])
 		p.DstPort = binary.BigEndian.Uint16(u[2:])
 		if p.DstPort != nattPort {
-			return fmt.Errorf("%w: UDP to port %d", ErrUnsupported, p.DstPort)
+			return errOtherPort
 		}
 		pl := u[UDPHeaderLen:]
 		switch {
@@ -412,7 +412,7 @@ func ParseOuter(pkt []byte, nattPort uint16, p *Parsed) error {
 		}
 		p.ESPOffset = p.HeaderLen + UDPHeaderLen
 	default:
-		return fmt.Errorf("%w: IP protocol %d", ErrUnsupported, proto)
+		return errOtherProto
 	}
 	return nil
 }
@@ -443,7 +443,7 @@ func DecapTunnel(payload []byte, nextHeader byte) ([]byte, error) {
 	case NextHeaderNone:
 		return nil, ErrDummy
 	}
-	return nil, fmt.Errorf("%w: next header %d in tunnel mode", ErrMalformed, nextHeader)
+	return nil, errTunnelNH
 }
 
 // DecapTransport rebuilds the original packet of a transport-mode SA: the
@@ -463,7 +463,7 @@ func DecapTransport(pkt []byte, p *Parsed, payload []byte, nextHeader byte) ([]b
 	// Locate payload inside pkt.
 	pos := cap(pkt) - cap(payload)
 	if pos < p.HeaderLen || pos+len(payload) > len(pkt) || p.HeaderLen > len(pkt) {
-		return nil, fmt.Errorf("%w: payload is not a slice of the packet", ErrMalformed)
+		return nil, errNotSlice
 	}
 	start := pos - p.HeaderLen
 	copy(pkt[start:pos], pkt[:p.HeaderLen])

@@ -1,6 +1,9 @@
 package esp
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors. Every failure of Open, Seal and the decapsulation helpers
 // wraps or is one of these, so a caller can count drops by reason with
@@ -50,4 +53,18 @@ var (
 	// ErrFragment is an outer IP fragment; ESP is processed after
 	// reassembly (RFC 4303 §3.4.1).
 	ErrFragment = errors.New("esp: outer IP fragment")
+)
+
+// Per-packet errors with detail, built once: the packet paths return these
+// values instead of formatting new ones, so a flood of junk costs no
+// allocations. Each wraps one of the sentinels above.
+var (
+	errNotIP      = fmt.Errorf("%w: not IPv4 or IPv6", ErrMalformed)
+	errInnerNotIP = fmt.Errorf("%w: inner packet is not IPv4 or IPv6", ErrMalformed)
+	errEndpoints  = fmt.Errorf("%w: tunnel endpoints missing or of different families", ErrMalformed)
+	errTunnelNH   = fmt.Errorf("%w: next header is not IPv4, IPv6 or none in tunnel mode", ErrMalformed)
+	errNotSlice   = fmt.Errorf("%w: payload is not a slice of the packet", ErrMalformed)
+	errOtherPort  = fmt.Errorf("%w: UDP not to the NAT-T port", ErrUnsupported)
+	errOtherProto = fmt.Errorf("%w: IP protocol neither ESP nor UDP", ErrUnsupported)
+	errWiped      = fmt.Errorf("%w: wiped cipher", ErrUnsupported)
 )
