@@ -1,0 +1,79 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/espxdp/espxdp/internal/config"
+	"github.com/espxdp/espxdp/internal/show"
+	"github.com/espxdp/espxdp/sa"
+)
+
+// loaded is a configuration with its SAs built.
+type loaded struct {
+	cfg *config.Config
+	sas []*sa.SA // same order as cfg.SAs, nil for those not built
+}
+
+// loadConfig reads the config file and builds the SAs that want(c)
+// selects (all when want is nil). Errors carry the file and line of the
+// SA at fault.
+func loadConfig(path string, want func(*config.SA) bool) (*loaded, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	l := &loaded{cfg: cfg, sas: make([]*sa.SA, len(cfg.SAs))}
+	for i, c := range cfg.SAs {
+		if want != nil && !want(c) {
+			continue
+		}
+		s, err := sa.New(c.SAConfig())
+		if err != nil {
+			l.close()
+			return nil, c.Pos.Errorf("%v", err)
+		}
+		l.sas[i] = s
+	}
+	return l, nil
+}
+
+// close closes the SAs (wiping their keys) and wipes the config's keys.
+func (l *loaded) close() {
+	for _, s := range l.sas {
+		if s != nil {
+			s.Close()
+		}
+	}
+	l.cfg.Wipe()
+}
+
+// stats returns the Stats of the SAs that were built, in config order.
+func (l *loaded) stats() []sa.Stats {
+	var out []sa.Stats
+	for _, s := range l.sas {
+		if s != nil {
+			out = append(out, s.Stats())
+		}
+	}
+	return out
+}
+
+func cmdShowSA(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("show sa", stderr)
+	cfgPath := fs.String("config", "", "YAML configuration `file`")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(fs, args, "config"); err != nil {
+		return err
+	}
+	l, err := loadConfig(*cfgPath, nil)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	r := &show.Report{Title: fmt.Sprintf("config: %s", l.cfg.File), SAs: l.stats()}
+	if *asJSON {
+		return show.JSON(stdout, r)
+	}
+	return show.Text(stdout, r)
+}

@@ -1,0 +1,446 @@
+package sa
+
+import (
+	"errors"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/espxdp/espxdp/esp"
+)
+
+// Direction says whether an SA protects traffic we send (Out) or
+// traffic we receive (In). SAs are unidirectional (RFC 4301 §4.1).
+type Direction uint8
+
+const (
+	// In is an inbound SA: looked up by SPI, decrypts, checks anti-replay.
+	In Direction = iota + 1
+	// Out is an outbound SA: encrypts, assigns sequence numbers.
+	Out
+)
+
+// Replay window sizes (Config.ReplayWindow).
+const (
+	// DefaultReplayWindow is the window used when Config.ReplayWindow is 0.
+	DefaultReplayWindow = 1024
+	// MaxReplayWindow is the largest window accepted; larger values are
+	// rejected by New, never truncated.
+	MaxReplayWindow = 65536
+	// ReplayDisabled turns anti-replay off (RFC 4303 §3.4.3 allows the
+	// receiver to do so). Duplicates are then accepted; the highest
+	// sequence number is still tracked so that ESN inference works.
+	ReplayDisabled = -1
+)
+
+// Unlimited is the value of a Remaining field whose lifetime has no limit.
+const Unlimited = -1
+
+// Lifetime limits an SA by bytes, packets and time since its creation
+// (RFC 4301 §4.4.2.1). A zero field means no limit on that dimension.
+// Bytes count the protected payload: the inner (plaintext) packet as it
+// enters Outbound or leaves Inbound.
+type Lifetime struct {
+	Bytes   uint64        `json:"bytes,omitempty" yaml:"bytes,omitempty"`
+	Packets uint64        `json:"packets,omitempty" yaml:"packets,omitempty"`
+	Time    time.Duration `json:"time,omitempty" yaml:"time,omitempty"`
+}
+
+// IsZero reports whether l sets no limit at all.
+func (l Lifetime) IsZero() bool { return l == Lifetime{} }
+
+// PortRange is an inclusive range of TCP/UDP/SCTP ports. The zero value
+// matches any port (and packets without ports).
+type PortRange struct {
+	Lo uint16 `json:"lo" yaml:"lo"`
+	Hi uint16 `json:"hi" yaml:"hi"`
+}
+
+// Selector is a traffic selector (RFC 4301 §4.4.1.1) as it appears in the
+// packets the SA or policy carries: for an outbound policy Src is our
+// side; for an inbound SA's Selectors, Src is the peer's side (the inner
+// source address of packets we receive). Zero prefixes, Proto 0 and zero
+// port ranges match anything.
+type Selector struct {
+	Src      netip.Prefix `json:"src,omitzero" yaml:"src,omitempty"`
+	Dst      netip.Prefix `json:"dst,omitzero" yaml:"dst,omitempty"`
+	Proto    uint8        `json:"proto,omitempty" yaml:"proto,omitempty"`
+	SrcPorts PortRange    `json:"src_ports,omitzero" yaml:"src_ports,omitempty"`
+	DstPorts PortRange    `json:"dst_ports,omitzero" yaml:"dst_ports,omitempty"`
+}
+
+// Config describes one SA. Keys are copied by New; the caller may wipe
+// its slices afterwards. Config's String, Format, GoString, LogValue and
+// MarshalJSON redact Key and AuthKey.
+type Config struct {
+	// Name is a free-form label shown by Stats and events.
+	Name string
+	// SPI is the Security Parameter Index; 0 is reserved and rejected.
+	SPI uint32
+	// Direction is In or Out.
+	Direction Direction
+	// Mode is esp.Tunnel or esp.Transport.
+	Mode esp.Mode
+	// Local and Remote are the SA endpoints: the outer source and
+	// destination of outbound tunnel-mode packets. Required in tunnel
+	// mode (same family); optional in transport mode.
+	Local, Remote netip.Addr
+	// UDPEncap enables ESP-in-UDP (RFC 3948, NAT-T); the ports default
+	// to 4500.
+	UDPEncap              bool
+	LocalPort, RemotePort uint16
+	// Transform, Key and AuthKey: see esp.Config.
+	Transform esp.Transform
+	Key       []byte
+	AuthKey   []byte
+	// ESN enables 64-bit extended sequence numbers.
+	ESN bool
+	// ReplayWindow is the anti-replay window in packets (inbound SAs):
+	// 0 means DefaultReplayWindow, ReplayDisabled turns the check off,
+	// 1..MaxReplayWindow sets the size.
+	ReplayWindow int
+	// SoftLifetime raises an EventSoftExpire (time to rekey);
+	// HardLifetime stops the SA (EventHardExpire, drops counted as
+	// DropExpired). Each must be ≥ the soft limit it pairs with.
+	SoftLifetime, HardLifetime Lifetime
+	// PathMTU is the MTU towards Remote; 0 means unknown (no MTU check).
+	// Outbound packets larger than the resulting plaintext MTU are dropped
+	// with DropMTU and the MTU reported in Packet.MTU.
+	PathMTU int
+	// TTL of the outer header in tunnel mode (0: 64); DF sets Don't
+	// Fragment on an outer IPv4 header.
+	TTL uint8
+	DF  bool
+	// TFCPadTo: see esp.Config.TFCPadTo.
+	TFCPadTo int
+	// Selectors, when not empty, restrict the inner packets this SA
+	// carries: an inbound packet whose decapsulated inner packet matches
+	// none of them is dropped with DropPolicy (RFC 4301 §5.2); an
+	// outbound packet likewise.
+	Selectors []Selector
+	// With PinWorker set, Worker (modulo the number of workers) owns the
+	// SA in the Sharded and PerCPU concurrency modes, e.g. the worker of
+	// the NIC queue that receives it. Without, the owner is a hash of the
+	// SPI (Processor.OwnerOf).
+	Worker    int
+	PinWorker bool
+	// Created is the SA's creation time, from which time lifetimes run;
+	// zero means time.Now(). Tests use it with a fake clock.
+	Created time.Time
+}
+
+// State is the life-cycle state of an SA.
+type State uint8
+
+const (
+	// StateActive: usable.
+	StateActive State = iota
+	// StateSoftExpired: a soft lifetime was reached; still usable.
+	StateSoftExpired
+	// StateExpired: a hard lifetime or sequence overflow; packets drop.
+	StateExpired
+	// StateDeleted: removed from its SAD (or closed); keys are wiped.
+	StateDeleted
+)
+
+// DropReason says why a packet was dropped. The zero value DropNone means
+// it was not.
+type DropReason uint8
+
+const (
+	DropNone        DropReason = iota
+	DropNoSA                   // inbound: unknown SPI; outbound: SA deleted
+	DropReplay                 // anti-replay: duplicate or too old
+	DropAuth                   // ICV did not verify
+	DropPadding                // bad padding or pad length
+	DropMalformed              // inconsistent header fields, bad inner packet
+	DropTruncated              // shorter than its headers
+	DropExpired                // SA hard-expired (lifetime)
+	DropSeqOverflow            // sequence number would wrap (no ESN)
+	DropMTU                    // outbound packet larger than the plaintext MTU
+	DropPolicy                 // inner packet outside the SA's selectors
+	DropNoPolicy               // outbound: no SPD entry and no tunnel
+	DropDiscard                // SPD action discard
+	DropAcquire                // SPD protect but no SA yet (acquire raised)
+	DropFragment               // outer IP fragment (not reassembled)
+	DropNotESP                 // not ESP nor NAT-T (other protocol or port)
+	DropDummy                  // authenticated dummy packet (next header 59)
+	DropNoRoom                 // buffer lacks headroom or tailroom
+	DropTooBig                 // result would exceed 65535 bytes
+	DropQueueFull              // sharded mode: owner's hand-off queue full
+	DropInternal               // anything else (e.g. wiped cipher race)
+	NumDropReasons             // number of reasons, for arrays
+)
+
+// DropCounts holds one counter per DropReason. It marshals to JSON as an
+// object keyed by the reasons' names, leaving out zeros.
+type DropCounts [NumDropReasons]uint64
+
+// EventKind is the type of a control-plane event.
+type EventKind uint8
+
+const (
+	// EventSoftExpire: a soft lifetime was reached; rekey now.
+	EventSoftExpire EventKind = iota + 1
+	// EventHardExpire: a hard lifetime was reached; the SA stopped.
+	EventHardExpire
+	// EventSeqOverflow: an outbound SA without ESN used sequence number
+	// 2^32-1; it stopped (RFC 4303 §3.3.3).
+	EventSeqOverflow
+	// EventAcquire: an outbound packet matched a protect policy that has
+	// no usable SA; an IKE daemon should negotiate one (rate-limited per
+	// policy, see SPDOptions.AcquireInterval).
+	EventAcquire
+)
+
+// Limit names the lifetime dimension that triggered an expire event.
+type Limit uint8
+
+const (
+	LimitNone Limit = iota
+	LimitBytes
+	LimitPackets
+	LimitTime
+	LimitSequence
+)
+
+// Event is sent to an EventFunc. For SA events SA, SPI, Name and
+// Direction are set; for EventAcquire Policy and Packet describe the
+// packet that triggered it.
+type Event struct {
+	Kind      EventKind `json:"kind"`
+	Time      time.Time `json:"time"`
+	SA        *SA       `json:"-"`
+	SPI       uint32    `json:"spi,omitempty"`
+	Name      string    `json:"name,omitempty"`
+	Direction Direction `json:"direction,omitempty"`
+	Limit     Limit     `json:"limit,omitempty"`
+	Policy    *Policy   `json:"-"`
+	Packet    Selector  `json:"packet,omitzero"` // acquire: the packet's addresses, protocol and ports as /32 or /128 prefixes
+}
+
+// EventFunc receives events. It is called synchronously from a worker
+// (or from SAD.Sweep) and must not block; see EventChannel.
+type EventFunc func(Event)
+
+// Remaining is how much of a lifetime is left; Unlimited (-1) marks a
+// dimension without limit.
+type Remaining struct {
+	Bytes   int64 `json:"bytes"`
+	Packets int64 `json:"packets"`
+	Seconds int64 `json:"seconds"`
+}
+
+// Stats is a snapshot of an SA's counters, like a router's
+// "show crypto ipsec sa". Encaps, Encrypt and Digest are equal for ESP
+// (one step does all three) but are reported separately for familiarity;
+// Verify ≥ Decrypt ≥ Decaps (a packet can verify and then fail padding,
+// the replay update or the inner-packet checks).
+type Stats struct {
+	Name         string     `json:"name"`
+	SPI          uint32     `json:"spi"`
+	Direction    Direction  `json:"direction"`
+	Mode         string     `json:"mode"`
+	Transform    string     `json:"transform"`
+	Local        netip.Addr `json:"local,omitzero"`
+	Remote       netip.Addr `json:"remote,omitzero"`
+	UDPEncap     bool       `json:"udp_encap"`
+	LocalPort    uint16     `json:"local_port,omitempty"`
+	RemotePort   uint16     `json:"remote_port,omitempty"`
+	ESN          bool       `json:"esn"`
+	State        State      `json:"state"`
+	ReplayWindow int        `json:"replay_window"` // 0: disabled or outbound
+	// Seq is, outbound, the last sequence number used; inbound, the
+	// highest authenticated sequence number received.
+	Seq uint64 `json:"seq"`
+
+	EncapsPkts  uint64 `json:"encaps_pkts"`
+	EncryptPkts uint64 `json:"encrypt_pkts"`
+	DigestPkts  uint64 `json:"digest_pkts"`
+	EncapsBytes uint64 `json:"encaps_bytes"`
+	DecapsPkts  uint64 `json:"decaps_pkts"`
+	DecryptPkts uint64 `json:"decrypt_pkts"`
+	VerifyPkts  uint64 `json:"verify_pkts"`
+	DecapsBytes uint64 `json:"decaps_bytes"`
+
+	Drops DropCounts `json:"drops"`
+
+	Age           time.Duration `json:"age_ns"`
+	SoftRemaining Remaining     `json:"soft_remaining"`
+	HardRemaining Remaining     `json:"hard_remaining"`
+	PathMTU       int           `json:"path_mtu"`
+	PlaintextMTU  int           `json:"plaintext_mtu"`
+}
+
+// Errors.
+var (
+	// ErrInvalidConfig is wrapped by every *ConfigError.
+	ErrInvalidConfig = errors.New("sa: invalid config")
+	// ErrExists: an SA with that SPI and direction is already in the SAD.
+	ErrExists = errors.New("sa: SPI already in use")
+	// ErrNotFound: no SA with that SPI and direction in the SAD.
+	ErrNotFound = errors.New("sa: SA not found")
+	// ErrClosed: the SA was deleted or closed and cannot be reused.
+	ErrClosed = errors.New("sa: SA closed")
+)
+
+// ConfigError reports an invalid Config field. It matches
+// ErrInvalidConfig with errors.Is and unwraps to the underlying esp
+// error (e.g. esp.ErrKeySize) when there is one.
+type ConfigError struct {
+	Field  string // e.g. "ReplayWindow", "Key"
+	Reason string
+	Err    error // underlying error, may be nil
+}
+
+// Concurrency selects how a Processor's workers share SAs. See the
+// package documentation for the trade-offs.
+type Concurrency uint8
+
+const (
+	// Shared: any worker processes any SA. Each SA's replay window is
+	// guarded by a mutex; sequence numbers and counters are atomic.
+	Shared Concurrency = iota
+	// Sharded: every SA is owned by exactly one worker (OwnerOf). A
+	// worker that receives a packet for an SA it does not own hands it to
+	// the owner's queue (Verdict HandedOff); the owner picks it up with
+	// Worker.Drain. Replay windows need no lock.
+	Sharded
+	// PerCPU: RFC 9611 style. A Tunnel holds one outbound SA per worker
+	// and each worker encrypts with its own; inbound SAs are owned as in
+	// Sharded (by Config.Worker when pinned, else by hash of the SPI).
+	PerCPU
+)
+
+// Verdict is the outcome for one packet of a batch.
+type Verdict uint8
+
+const (
+	// VerdictNone: not processed (the zero value).
+	VerdictNone Verdict = iota
+	// VerdictOK: Buf[Off:Off+Len] now holds the result: the decrypted
+	// inner packet (Inbound) or the complete outer ESP packet (Outbound).
+	VerdictOK
+	// VerdictDrop: dropped; Reason says why (and MTU for DropMTU).
+	VerdictDrop
+	// VerdictControl: not for the data plane: IKE behind the non-ESP
+	// marker, or a NAT-keepalive. Pass it, unchanged, to the IKE daemon.
+	VerdictControl
+	// VerdictBypass: an SPD bypass policy matched; send it unchanged.
+	VerdictBypass
+	// VerdictHandedOff: Sharded/PerCPU mode queued the packet to its
+	// owner worker, which now owns the buffer; the caller must not reuse
+	// or free it (it comes back out of the owner's Worker.Drain).
+	VerdictHandedOff
+)
+
+// Packet is one entry of a batch. The caller sets Buf, Off and Len (and
+// optionally Tunnel and Meta); Inbound and Outbound set the rest and
+// move Off/Len to the result. Buf is the whole buffer: the headroom
+// Buf[:Off] and the tailroom Buf[Off+Len:] are used for in-place
+// encapsulation (esp.MaxHeadroom and esp.MaxTailroom are always enough
+// without TFC padding).
+type Packet struct {
+	Buf      []byte
+	Off, Len int
+	// Tunnel, when set on an outbound packet, is the route-based binding
+	// to use instead of the SPD. Inbound sets it to the tunnel of the SA
+	// that matched (if the SA was added to one).
+	Tunnel *Tunnel
+	// Meta is carried through unchanged (e.g. an AF_XDP frame address).
+	Meta uint64
+
+	Verdict Verdict
+	Reason  DropReason
+	// Dir is the direction the packet was processed in.
+	Dir Direction
+	// SA is the SA that processed it (nil if none matched).
+	SA *SA
+	// Policy is the SPD entry that matched an outbound packet, if any.
+	Policy *Policy
+	// MTU is the plaintext MTU when Reason is DropMTU (for ICMP
+	// "fragmentation needed" / "packet too big").
+	MTU int
+}
+
+// ProcessorOptions configures a Processor.
+type ProcessorOptions struct {
+	// Workers is the number of workers (goroutines the caller runs);
+	// default 1.
+	Workers int
+	// Concurrency is the SA sharing mode.
+	Concurrency Concurrency
+	// SAD is required: inbound lookup by SPI.
+	SAD *SAD
+	// SPD, if set, selects the outbound SA for packets without a Tunnel.
+	SPD *SPD
+	// Tunnel, if set, is the default outbound binding for packets with
+	// neither Packet.Tunnel nor a matching SPD entry.
+	Tunnel *Tunnel
+	// NATTPort is the UDP port of ESP-in-UDP; 0 means 4500.
+	NATTPort uint16
+	// QueueLen is the capacity of each hand-off queue between two workers
+	// (Sharded and PerCPU); default 1024, rounded up to a power of two.
+	QueueLen int
+	// Clock returns the time; read once per batch (a coarse clock for
+	// time lifetimes). Default time.Now.
+	Clock func() time.Time
+}
+
+// ProcessorStats sums the per-worker counters of a Processor: packets in
+// and out, and drops that no SA can own (unknown SPI, malformed outer
+// headers, no policy, ...). SA-owned drops are in the SA's Stats.
+type ProcessorStats struct {
+	InPkts    uint64     `json:"in_pkts"`
+	InOK      uint64     `json:"in_ok"`
+	OutPkts   uint64     `json:"out_pkts"`
+	OutOK     uint64     `json:"out_ok"`
+	Control   uint64     `json:"control"`
+	Bypass    uint64     `json:"bypass"`
+	HandedOff uint64     `json:"handed_off"`
+	Drops     DropCounts `json:"drops"`
+}
+
+// Action is what an SPD policy does with a matching outbound packet.
+type Action uint8
+
+const (
+	// Protect: encrypt with the policy's SA (or Tunnel).
+	Protect Action = iota + 1
+	// Bypass: send in clear (Verdict Bypass).
+	Bypass
+	// Discard: drop (DropDiscard).
+	Discard
+)
+
+// Policy is one SPD entry (RFC 4301 §4.4.1). For Protect, set SA or
+// Tunnel (Tunnel wins; it allows rekeying and per-CPU SAs); with
+// neither, or with only expired SAs, matching packets raise
+// EventAcquire and are dropped with DropAcquire.
+type Policy struct {
+	Name     string
+	Selector Selector
+	Action   Action
+	SA       *SA
+	Tunnel   *Tunnel
+
+	lastAcquire atomic.Int64 // unix nanos of the last acquire event
+}
+
+// SPDOptions configures an SPD.
+type SPDOptions struct {
+	// Events receives EventAcquire.
+	Events EventFunc
+	// AcquireInterval is the minimum time between two acquire events of
+	// one policy; 0 means 1s.
+	AcquireInterval time.Duration
+}
+
+// SADOptions configures a SAD.
+type SADOptions struct {
+	// Events receives the lifetime events of the SAs in the SAD.
+	Events EventFunc
+	// Clock is used by Sweep when called with a zero time; default
+	// time.Now.
+	Clock func() time.Time
+}

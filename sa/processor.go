@@ -1,0 +1,617 @@
+package sa
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/espxdp/espxdp/esp"
+)
+
+// Processor runs ESP over batches of packets for a set of workers. It
+// holds no goroutines: the caller runs one goroutine per Worker (pinned
+// to a CPU / an AF_XDP queue, or a UDP socket reader) and calls its
+// Inbound and Outbound with batches it owns.
+type Processor struct {
+	workers []*Worker
+	mode    Concurrency
+	sad     *SAD
+	spd     *SPD
+	tun     *Tunnel
+	natt    uint16
+	clock   func() time.Time
+	rings   [][]*ring // rings[to][from]
+	ctrs    []procBlock
+}
+
+// Worker is one worker of a Processor. Use each Worker from one
+// goroutine at a time; it owns per-worker scratch memory (esp.Scratch),
+// counter blocks and, in the Sharded and PerCPU modes, the SAs assigned
+// to it.
+type Worker struct {
+	p      *Processor
+	id     int
+	locked bool // Shared mode with several workers: lock replay windows
+	s      *esp.Scratch
+	parsed esp.Parsed
+	flow   flow
+	now    int64
+	run    run
+	pc     [nPCtr]uint64
+	events []pendingEvent
+	inbox  []*ring
+	rr     int
+	_      [cacheLine]byte
+}
+
+type pendingEvent struct {
+	fn EventFunc
+	e  Event
+}
+
+// NewProcessor checks opts and builds a Processor.
+func NewProcessor(opts ProcessorOptions) (*Processor, error) {
+	if opts.SAD == nil {
+		return nil, errors.New("sa: ProcessorOptions.SAD is required")
+	}
+	if opts.Workers < 0 || opts.Workers > 4096 {
+		return nil, fmt.Errorf("sa: ProcessorOptions.Workers %d out of range", opts.Workers)
+	}
+	if opts.Concurrency > PerCPU {
+		return nil, fmt.Errorf("sa: unknown concurrency mode %v", opts.Concurrency)
+	}
+	if opts.QueueLen < 0 || opts.QueueLen > 1<<20 {
+		return nil, fmt.Errorf("sa: ProcessorOptions.QueueLen %d out of range", opts.QueueLen)
+	}
+	n := max(opts.Workers, 1)
+	p := &Processor{
+		mode: opts.Concurrency, sad: opts.SAD, spd: opts.SPD, tun: opts.Tunnel,
+		natt: opts.NATTPort, clock: opts.Clock, ctrs: make([]procBlock, n),
+	}
+	if p.clock == nil {
+		p.clock = time.Now
+	}
+	if p.mode != Shared && n > 1 {
+		ql := opts.QueueLen
+		if ql == 0 {
+			ql = 1024
+		}
+		p.rings = make([][]*ring, n)
+		for to := range p.rings {
+			p.rings[to] = make([]*ring, n)
+			for from := range p.rings[to] {
+				if from != to {
+					p.rings[to][from] = newRing(ql)
+				}
+			}
+		}
+	}
+	for i := 0; i < n; i++ {
+		w := &Worker{p: p, id: i, locked: p.mode == Shared && n > 1, s: esp.NewScratch(),
+			events: make([]pendingEvent, 0, 16)}
+		if p.rings != nil {
+			for _, r := range p.rings[i] {
+				if r != nil {
+					w.inbox = append(w.inbox, r)
+				}
+			}
+		}
+		p.workers = append(p.workers, w)
+	}
+	return p, nil
+}
+
+// Worker returns worker i (0 ≤ i < Workers()).
+func (p *Processor) Worker(i int) *Worker { return p.workers[i] }
+
+// Workers returns the number of workers.
+func (p *Processor) Workers() int { return len(p.workers) }
+
+// Concurrency returns the processor's mode.
+func (p *Processor) Concurrency() Concurrency { return p.mode }
+
+// owner returns the worker that owns sa in the Sharded / PerCPU modes.
+func (p *Processor) owner(sa *SA) int {
+	n := len(p.workers)
+	if sa.cfg.PinWorker {
+		return sa.cfg.Worker % n
+	}
+	return int(uint64(sa.hashOwner) * uint64(n) >> 32)
+}
+
+// OwnerOf returns the worker that owns the inbound SA with this SPI in
+// the Sharded and PerCPU modes, so that a caller can steer packets to it
+// (e.g. an XDP program or RSS choosing the queue) and avoid hand-offs.
+// Unpinned SAs (and unknown SPIs) map to
+// (uint64(uint32(spi*0x9E3779B1)) * workers) >> 32.
+func (p *Processor) OwnerOf(spi uint32) int {
+	if sa := p.sad.Lookup(spi); sa != nil {
+		return p.owner(sa)
+	}
+	return int(uint64(ownerHash(spi)) * uint64(len(p.workers)) >> 32)
+}
+
+// OwnerOfSA is OwnerOf for a given SA (either direction).
+func (p *Processor) OwnerOfSA(sa *SA) int { return p.owner(sa) }
+
+// Stats sums the workers' processor-level counters.
+func (p *Processor) Stats() ProcessorStats {
+	var c [nPCtr]uint64
+	for i := range p.ctrs {
+		for j := range c {
+			c[j] += p.ctrs[i].v[j].Load()
+		}
+	}
+	st := ProcessorStats{InPkts: c[pInPkts], InOK: c[pInOK], OutPkts: c[pOutPkts], OutOK: c[pOutOK],
+		Control: c[pControl], Bypass: c[pBypass], HandedOff: c[pHandedOff]}
+	copy(st.Drops[:], c[pDrop:])
+	return st
+}
+
+// ID returns the worker's index.
+func (w *Worker) ID() int { return w.id }
+
+// Data returns the packet's bytes, Buf[Off:Off+Len].
+func (p *Packet) Data() []byte { return p.Buf[p.Off : p.Off+p.Len] }
+
+// Reset prepares p for a new batch with the data at buf[off:off+n],
+// clearing all results and the Tunnel and Meta fields.
+func (p *Packet) Reset(buf []byte, off, n int) { *p = Packet{Buf: buf, Off: off, Len: n} }
+
+// Inbound processes a batch of received packets, each an IP packet
+// (IPv4 or IPv6) at Buf[Off:Off+Len] carrying ESP or ESP-in-UDP: outer
+// header parse, SPI lookup, anti-replay pre-check, ICV verification and
+// decryption in place, anti-replay update, decapsulation, inner-packet
+// policy check. Each packet gets a Verdict; on VerdictOK Buf[Off:Off+Len]
+// is the inner packet (tunnel mode) or the reconstructed original packet
+// (transport mode). It does not allocate.
+func (w *Worker) Inbound(pkts []Packet) {
+	w.begin()
+	for i := range pkts {
+		w.in(&pkts[i], false)
+	}
+	w.end()
+}
+
+// Outbound processes a batch of IP packets to send: SA selection
+// (Packet.Tunnel, else the SPD, else the default tunnel), plaintext-MTU
+// check, sequence number, encryption in place and the outer headers.
+// Each packet needs esp.MaxHeadroom bytes in front of Off and
+// esp.MaxTailroom after Off+Len within cap(Buf); the result (the whole
+// outer packet) may extend past len(Buf), in which case Buf is resliced
+// up to its capacity. It does not allocate.
+func (w *Worker) Outbound(pkts []Packet) {
+	w.begin()
+	for i := range pkts {
+		w.out(&pkts[i], false)
+	}
+	w.end()
+}
+
+// Drain processes packets other workers handed to this one (Sharded and
+// PerCPU modes), at most len(pkts), storing them with their results in
+// pkts; it returns how many. Packet.Dir says which way each went. The
+// buffers now belong to this worker's caller, which sends or frees them
+// as for its own packets. Call it in the worker's loop, e.g. after each
+// Inbound or Outbound batch.
+func (w *Worker) Drain(pkts []Packet) int {
+	if len(w.inbox) == 0 {
+		return 0
+	}
+	w.begin()
+	n := 0
+	for k := 0; k < len(w.inbox) && n < len(pkts); k++ {
+		r := w.inbox[(w.rr+k)%len(w.inbox)]
+		for n < len(pkts) && r.pop(&pkts[n]) {
+			if pkts[n].Dir == Out {
+				w.out(&pkts[n], true)
+			} else {
+				w.in(&pkts[n], true)
+			}
+			n++
+		}
+	}
+	w.rr++
+	w.end()
+	return n
+}
+
+// Pending returns how many handed-off packets wait for Drain.
+func (w *Worker) Pending() int {
+	n := 0
+	for _, r := range w.inbox {
+		n += r.len()
+	}
+	return n
+}
+
+func (w *Worker) begin() { w.now = w.p.clock().UnixNano() }
+
+func (w *Worker) end() {
+	w.flushRun()
+	c := &w.p.ctrs[w.id]
+	for i, v := range w.pc {
+		if v != 0 {
+			c.v[i].Add(v)
+			w.pc[i] = 0
+		}
+	}
+	if len(w.events) > 0 {
+		for i := range w.events {
+			w.events[i].fn(w.events[i].e)
+			w.events[i] = pendingEvent{}
+		}
+		w.events = w.events[:0]
+	}
+}
+
+// raise queues an event until the end of the batch, when no SA is held.
+func (w *Worker) raise(fn EventFunc, e Event) { w.events = append(w.events, pendingEvent{fn, e}) }
+
+// use makes sa the SA of the current run, flushing the previous run. It
+// returns false if sa was closed.
+func (w *Worker) use(sa *SA) bool {
+	if w.run.sa == sa {
+		return true
+	}
+	w.flushRun()
+	sa.busy.Add(1)
+	if State(sa.state.Load()) == StateDeleted {
+		sa.busy.Add(-1)
+		return false
+	}
+	w.run.sa = sa
+	sa.checkTime(w.now, w)
+	return true
+}
+
+func (w *Worker) flushRun() {
+	r := &w.run
+	sa := r.sa
+	if sa == nil {
+		return
+	}
+	if r.dirty {
+		b := sa.block(w.id)
+		for i, v := range r.v {
+			if v != 0 {
+				b.v[i].Add(v)
+				r.v[i] = 0
+			}
+		}
+	}
+	sa.account(r.pkts, r.bytes, w.now, w)
+	for r.top != 0 {
+		cur := sa.rxTop.Load()
+		if r.top <= cur || sa.rxTop.CompareAndSwap(cur, r.top) {
+			break
+		}
+	}
+	sa.busy.Add(-1)
+	r.sa, r.pkts, r.bytes, r.top, r.dirty = nil, 0, 0, 0, false
+}
+
+// pdrop drops p with a processor-level reason (no SA to charge).
+func (w *Worker) pdrop(p *Packet, r DropReason) {
+	p.Verdict, p.Reason = VerdictDrop, r
+	w.pc[pDrop+int(r)]++
+}
+
+// sdrop drops p and charges the SA of the current run.
+func (w *Worker) sdrop(p *Packet, r DropReason) {
+	p.Verdict, p.Reason = VerdictDrop, r
+	w.run.drop(r)
+}
+
+// reasonOf maps an esp error to a drop reason.
+func reasonOf(err error) DropReason {
+	switch {
+	case errors.Is(err, esp.ErrAuth):
+		return DropAuth
+	case errors.Is(err, esp.ErrPadding):
+		return DropPadding
+	case errors.Is(err, esp.ErrTruncated):
+		return DropTruncated
+	case errors.Is(err, esp.ErrMalformed):
+		return DropMalformed
+	case errors.Is(err, esp.ErrFragment):
+		return DropFragment
+	case errors.Is(err, esp.ErrNoRoom):
+		return DropNoRoom
+	case errors.Is(err, esp.ErrTooBig):
+		return DropTooBig
+	case errors.Is(err, esp.ErrDummy):
+		return DropDummy
+	}
+	return DropInternal
+}
+
+func (w *Worker) handoff(p *Packet, dir Direction, to int) {
+	q := *p
+	q.Verdict, q.Reason, q.Dir, q.SA, q.Policy, q.MTU = VerdictNone, DropNone, dir, nil, nil, 0
+	if !w.p.rings[to][w.id].push(&q) {
+		w.pdrop(p, DropQueueFull)
+		return
+	}
+	p.Verdict = VerdictHandedOff
+	w.pc[pHandedOff]++
+}
+
+// setResult points p at res, a slice of p.Buf.
+func setResult(p *Packet, res []byte) {
+	p.Off = cap(p.Buf) - cap(res)
+	p.Len = len(res)
+	if p.Off+p.Len > len(p.Buf) {
+		p.Buf = p.Buf[:p.Off+p.Len]
+	}
+}
+
+func (w *Worker) in(p *Packet, queued bool) {
+	p.Verdict, p.Reason, p.Dir, p.SA, p.Policy, p.MTU, p.Tunnel = VerdictNone, DropNone, In, nil, nil, 0, nil
+	if !queued {
+		w.pc[pInPkts]++
+	}
+	if p.Off < 0 || p.Len < 0 || p.Off > len(p.Buf) || p.Len > len(p.Buf)-p.Off {
+		w.pdrop(p, DropMalformed)
+		return
+	}
+	pkt := p.Buf[p.Off : p.Off+p.Len]
+	if err := esp.ParseOuter(pkt, w.p.natt, &w.parsed); err != nil {
+		switch {
+		case err == esp.ErrNotESP || err == esp.ErrKeepalive:
+			p.Verdict = VerdictControl
+			w.pc[pControl]++
+		case errors.Is(err, esp.ErrUnsupported):
+			w.pdrop(p, DropNotESP)
+		default:
+			w.pdrop(p, reasonOf(err))
+		}
+		return
+	}
+	espPkt := pkt[w.parsed.ESPOffset:w.parsed.Len]
+	spi, lo, err := esp.ParseHeader(espPkt)
+	if err != nil {
+		w.pdrop(p, reasonOf(err))
+		return
+	}
+	sa := w.p.sad.Lookup(spi)
+	if sa == nil {
+		w.pdrop(p, DropNoSA)
+		return
+	}
+	if w.p.mode != Shared {
+		if o := w.p.owner(sa); o != w.id {
+			w.handoff(p, In, o)
+			return
+		}
+	}
+	if !w.use(sa) {
+		w.pdrop(p, DropNoSA)
+		return
+	}
+	p.SA = sa
+	if sa.expired() {
+		w.sdrop(p, sa.expiredReason())
+		return
+	}
+	if l := sa.hardReached(w.run.pkts, w.run.bytes); l != LimitNone {
+		sa.expireHard(l, w.now, w)
+		w.sdrop(p, DropExpired)
+		return
+	}
+	seq, ok := sa.replayCheck(lo, w.locked)
+	if !ok {
+		w.sdrop(p, DropReplay)
+		return
+	}
+	payload, nh, err := sa.cipher.Open(w.s, espPkt, seq)
+	switch {
+	case err == nil, err == esp.ErrDummy:
+		w.run.v[cVerify]++
+		w.run.v[cDecrypt]++
+	case err == esp.ErrPadding:
+		w.run.v[cVerify]++
+		w.sdrop(p, DropPadding)
+		return
+	default:
+		w.sdrop(p, reasonOf(err))
+		return
+	}
+	w.run.dirty = true
+	if !sa.replayUpdate(seq, w.locked) {
+		w.sdrop(p, DropReplay) // a concurrent copy of the packet won
+		return
+	}
+	w.run.top = max(w.run.top, seq)
+	if err == esp.ErrDummy {
+		w.sdrop(p, DropDummy)
+		return
+	}
+	var res []byte
+	if sa.mode == esp.Tunnel {
+		res, err = esp.DecapTunnel(payload, nh)
+	} else {
+		res, err = esp.DecapTransport(pkt, &w.parsed, payload, nh)
+	}
+	if err != nil {
+		w.sdrop(p, reasonOf(err))
+		return
+	}
+	if len(sa.selectors) > 0 {
+		if err := parseFlow(res, &w.flow); err != nil {
+			w.sdrop(p, reasonOf(err))
+			return
+		}
+		if !matchAny(sa.selectors, &w.flow) {
+			w.sdrop(p, DropPolicy)
+			return
+		}
+	}
+	setResult(p, res)
+	n := uint64(len(res))
+	w.run.v[cDecPkts]++
+	w.run.v[cDecBytes] += n
+	w.run.pkts++
+	w.run.bytes += n
+	p.Verdict = VerdictOK
+	p.Tunnel = sa.tunnel.Load()
+	w.pc[pInOK]++
+}
+
+func (w *Worker) out(p *Packet, queued bool) {
+	p.Verdict, p.Reason, p.Dir, p.SA, p.Policy, p.MTU = VerdictNone, DropNone, Out, nil, nil, 0
+	if !queued {
+		w.pc[pOutPkts]++
+	}
+	if p.Off < 0 || p.Len < 0 || p.Off > len(p.Buf) || p.Len > len(p.Buf)-p.Off {
+		w.pdrop(p, DropMalformed)
+		return
+	}
+	if p.Len < 1 {
+		w.pdrop(p, DropTruncated)
+		return
+	}
+	data := p.Buf[p.Off : p.Off+p.Len]
+	var pol *Policy
+	var sa *SA
+	haveFlow := false
+	t := p.Tunnel
+	if t == nil && w.p.spd != nil {
+		if err := parseFlow(data, &w.flow); err != nil {
+			w.pdrop(p, reasonOf(err))
+			return
+		}
+		haveFlow = true
+		if pol = w.p.spd.match(&w.flow); pol != nil {
+			p.Policy = pol
+			switch pol.Action {
+			case Bypass:
+				p.Verdict = VerdictBypass
+				w.pc[pBypass]++
+				return
+			case Discard:
+				w.pdrop(p, DropDiscard)
+				return
+			}
+			if t = pol.Tunnel; t == nil {
+				if sa = pol.SA; sa == nil {
+					w.acquire(p, pol)
+					return
+				}
+			}
+		}
+	}
+	if t == nil && sa == nil {
+		t = w.p.tun
+	}
+	// A tunnel's outbound SA can be switched and the old one deleted at
+	// any moment (make-before-break rekeying); if the SA picked was
+	// closed in between, pick again: the tunnel already holds its
+	// successor.
+	for tries := 0; ; tries++ {
+		if t != nil {
+			if sa = t.pick(w.id); sa == nil {
+				if pol != nil {
+					w.acquire(p, pol)
+				} else {
+					w.pdrop(p, DropNoSA)
+				}
+				return
+			}
+		}
+		if sa == nil {
+			w.pdrop(p, DropNoPolicy)
+			return
+		}
+		if w.p.mode == Sharded {
+			if o := w.p.owner(sa); o != w.id {
+				w.handoff(p, Out, o)
+				return
+			}
+		}
+		if w.use(sa) {
+			if State(sa.state.Load()) != StateDeleted {
+				break
+			}
+			// Deleted while this worker's run still held it: release it
+			// and pick the successor.
+			w.flushRun()
+		}
+		if t == nil || tries == 3 {
+			if pol != nil {
+				w.acquire(p, pol)
+			} else {
+				w.pdrop(p, DropNoSA)
+			}
+			return
+		}
+	}
+	p.SA = sa
+	// An SA deleted from here on is still usable for this packet: Close
+	// waits for this worker's run. Only an expired one stops traffic.
+	if sa.expired() {
+		if pol != nil {
+			w.p.spd.acquire(pol, &w.flow, w.now, w)
+		}
+		w.sdrop(p, sa.expiredReason())
+		return
+	}
+	if l := sa.hardReached(w.run.pkts, w.run.bytes); l != LimitNone {
+		sa.expireHard(l, w.now, w)
+		w.sdrop(p, DropExpired)
+		return
+	}
+	if len(sa.selectors) > 0 {
+		if !haveFlow {
+			if err := parseFlow(data, &w.flow); err != nil {
+				w.sdrop(p, reasonOf(err))
+				return
+			}
+		}
+		if !matchAny(sa.selectors, &w.flow) {
+			w.sdrop(p, DropPolicy)
+			return
+		}
+	}
+	fam := 0
+	if data[0]>>4 == 6 {
+		fam = 1
+	}
+	if mtu := int(sa.ptMTU[fam].Load()); mtu > 0 && p.Len > mtu {
+		p.MTU = mtu
+		w.sdrop(p, DropMTU)
+		return
+	}
+	seq, ok := sa.nextSeq(w.now, w)
+	if !ok {
+		w.sdrop(p, DropSeqOverflow)
+		return
+	}
+	n := p.Len
+	var res []byte
+	var err error
+	if sa.mode == esp.Tunnel {
+		res, err = sa.cipher.EncapTunnel(w.s, p.Buf, p.Off, n, sa.spi, seq, &sa.outer)
+	} else {
+		res, err = sa.cipher.EncapTransport(w.s, p.Buf, p.Off, n, sa.spi, seq, &sa.outer)
+	}
+	if err != nil {
+		w.sdrop(p, reasonOf(err))
+		return
+	}
+	setResult(p, res)
+	w.run.v[cEncPkts]++
+	w.run.v[cEncBytes] += uint64(n)
+	w.run.dirty = true
+	w.run.pkts++
+	w.run.bytes += uint64(n)
+	p.Verdict = VerdictOK
+	w.pc[pOutOK]++
+}
+
+// acquire drops p for want of an SA on a protect policy and raises
+// EventAcquire (rate-limited).
+func (w *Worker) acquire(p *Packet, pol *Policy) {
+	w.p.spd.acquire(pol, &w.flow, w.now, w)
+	w.pdrop(p, DropAcquire)
+}

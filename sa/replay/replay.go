@@ -1,0 +1,181 @@
+// Package replay implements the IPsec anti-replay window of RFC 4303
+// §3.4.3 with 64-bit Extended Sequence Numbers per RFC 4303 Appendix A,
+// as a ring of 64-bit bitmap blocks in the style of RFC 6479: advancing
+// the window clears only the blocks it moves over, never shifts the
+// whole bitmap, so the cost of a packet does not grow with the window.
+//
+// A receiver calls Check with the 32 low-order bits from the ESP header
+// before it verifies the ICV; Check returns the full (inferred) sequence
+// number to authenticate with. Only after the ICV verified does it call
+// Update, which records the number and reports false if a concurrent
+// packet with the same number got there first. A Window is not safe for
+// concurrent use; package sa wraps it in a lock when SAs are shared.
+package replay
+
+import (
+	"errors"
+	"fmt"
+)
+
+// MaxSize is the largest window New accepts.
+const MaxSize = 1 << 16
+
+// ErrSize is returned by New for a negative or too large window.
+var ErrSize = errors.New("replay: window size out of range")
+
+// Window is an anti-replay window. The zero value is a disabled window
+// without ESN; use New.
+type Window struct {
+	size uint64   // W; 0 means anti-replay disabled
+	esn  bool     // infer the high 32 bits (RFC 4303 Appendix A)
+	top  uint64   // highest sequence number recorded (the right edge)
+	mask uint64   // len(bits)*64 - 1
+	bits []uint64 // ring of blocks; bit (seq & mask) records seq
+}
+
+// New returns a window of size packets (0 disables anti-replay: every
+// sequence number is accepted but the right edge is still tracked, so
+// that ESN inference keeps working). size must be in [0, MaxSize].
+func New(size int, esn bool) (*Window, error) {
+	w := new(Window)
+	if err := w.Init(size, esn); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// Init (re)initialises w in place, like New.
+func (w *Window) Init(size int, esn bool) error {
+	if size < 0 || size > MaxSize {
+		return fmt.Errorf("%w: %d (want 0..%d)", ErrSize, size, MaxSize)
+	}
+	*w = Window{size: uint64(size), esn: esn}
+	if size > 0 {
+		// One block more than the window needs, so that the block of
+		// the right edge never overlaps the oldest block in use; a power
+		// of two, so that the ring index is a mask.
+		n := 1
+		for n < (size+63)/64+1 {
+			n <<= 1
+		}
+		w.bits = make([]uint64, n)
+		w.mask = uint64(n)*64 - 1
+	}
+	return nil
+}
+
+// Size returns the window size (0 when disabled).
+func (w *Window) Size() int { return int(w.size) }
+
+// ESN reports whether the window infers extended sequence numbers.
+func (w *Window) ESN() bool { return w.esn }
+
+// Top returns the right edge: the highest sequence number recorded.
+func (w *Window) Top() uint64 { return w.top }
+
+// Reset forgets every recorded number.
+func (w *Window) Reset() {
+	clear(w.bits)
+	w.top = 0
+}
+
+// Infer returns the full 64-bit sequence number for the low-order 32
+// bits seqLo received in a packet, per RFC 4303 Appendix A2.1. Without
+// ESN it is seqLo itself. ok is false when the number cannot be valid:
+// zero (never sent), or below the first subspace, or past 2^64-1. When
+// anti-replay is disabled the window used for inference is half the
+// 32-bit space: the number closest to the right edge wins.
+func (w *Window) Infer(seqLo uint32) (seq uint64, ok bool) {
+	if !w.esn {
+		return uint64(seqLo), seqLo != 0
+	}
+	win := w.size
+	if win == 0 {
+		win = 1 << 31
+	}
+	tl, th := uint32(w.top), w.top>>32
+	var sh uint64
+	if uint64(tl) >= win-1 {
+		// Case A: the window lies within one subspace.
+		if uint64(seqLo) >= uint64(tl)-win+1 {
+			sh = th
+		} else {
+			if th == 1<<32-1 {
+				return 0, false
+			}
+			sh = th + 1
+		}
+	} else {
+		// Case B: the window spans two subspaces.
+		if seqLo >= tl-uint32(win)+1 {
+			if th == 0 {
+				return 0, false
+			}
+			sh = th - 1
+		} else {
+			sh = th
+		}
+	}
+	seq = sh<<32 | uint64(seqLo)
+	return seq, seq != 0
+}
+
+// Check is the pre-ICV test. It infers the full sequence number from
+// seqLo and reports whether a packet with it may be accepted: it is new
+// to the right of the window, or inside the window and not yet seen.
+// Check changes nothing; call Update once the ICV verified.
+func (w *Window) Check(seqLo uint32) (seq uint64, ok bool) {
+	seq, ok = w.Infer(seqLo)
+	if !ok {
+		return seq, false
+	}
+	return seq, w.fresh(seq)
+}
+
+// fresh reports whether seq would be accepted now.
+func (w *Window) fresh(seq uint64) bool {
+	if w.size == 0 || seq > w.top {
+		return true
+	}
+	if w.top-seq >= w.size {
+		return false // too old: left of the window
+	}
+	i := seq & w.mask
+	return w.bits[i>>6]&(1<<(i&63)) == 0
+}
+
+// Update records seq, the full sequence number of a packet whose ICV
+// verified, moving the window when seq is to the right of it. It
+// reports false, recording nothing, if seq is no longer acceptable
+// (another packet with it was recorded since Check, or the window moved
+// past it).
+func (w *Window) Update(seq uint64) bool {
+	if seq == 0 {
+		return false
+	}
+	if w.size == 0 {
+		w.top = max(w.top, seq)
+		return true
+	}
+	if seq > w.top {
+		cur, next := w.top>>6, seq>>6
+		n := uint64(len(w.bits))
+		if next-cur < n {
+			n = next - cur
+		}
+		for i := uint64(1); i <= n; i++ {
+			w.bits[(cur+i)&(w.mask>>6)] = 0
+		}
+		w.top = seq
+	} else if w.top-seq >= w.size {
+		return false
+	}
+	i := seq & w.mask
+	b := &w.bits[i>>6]
+	bit := uint64(1) << (i & 63)
+	if *b&bit != 0 {
+		return false
+	}
+	*b |= bit
+	return true
+}

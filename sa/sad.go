@@ -1,0 +1,295 @@
+package sa
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// SAD is the Security Association Database: SAs by direction and SPI.
+//
+// Reads (Lookup, used by every inbound packet) take no lock and do not
+// allocate. Each direction is an open-addressing hash table with linear
+// probing whose slots hold the SPI and an atomic pointer to the SA; the
+// table itself sits behind an atomic pointer. Writers (Add, Replace,
+// Delete) serialise on a mutex and change single slots in place, with
+// atomic stores ordered so that a concurrent reader sees either the old
+// or the new entry; only growth copies the table, so an update costs
+// O(1) amortised whatever the size, and a lookup stays a hash and one or
+// two probes from one SA to millions. (A copy-on-write map would copy the
+// whole map per update: fine for tens of SAs, far too slow at a million.)
+type SAD struct {
+	mu     sync.Mutex
+	in     atomic.Pointer[table]
+	out    atomic.Pointer[table]
+	events EventFunc
+	clock  func() time.Time
+}
+
+// Slot keys: 0 is an empty slot, keyLive|spi a used one and keyDead|spi
+// a deleted one (a tombstone, which lookups probe past). A tombstone is
+// only ever reused by the same SPI, so a slot whose key says spi never
+// holds another SPI's SA: a lookup can trust the key without reading the
+// SA (one cache miss less on large tables). Other SPIs' tombstones are
+// cleared when the table is rebuilt.
+const (
+	keyLive = 1 << 32
+	keyDead = 2 << 32
+)
+
+type slot struct {
+	key atomic.Uint64
+	sa  atomic.Pointer[SA]
+}
+
+type table struct {
+	slots []slot
+	shift uint8 // 64 - log2(len(slots))
+	live  int   // writer-only fields (under SAD.mu)
+	used  int   // live + tombstones
+}
+
+func newTable(n int) *table {
+	bits := uint8(3)
+	for 1<<bits < n {
+		bits++
+	}
+	return &table{slots: make([]slot, 1<<bits), shift: 64 - bits}
+}
+
+// spiHash is Fibonacci hashing: SPIs are often sequential, and the
+// multiply spreads them over the high bits used as the index.
+func (t *table) home(spi uint32) uint64 {
+	return (uint64(spi) * 0x9E3779B97F4A7C15) >> t.shift
+}
+
+func (t *table) lookup(spi uint32) *SA {
+	mask := uint64(len(t.slots) - 1)
+	want := keyLive | uint64(spi)
+	for i, n := t.home(spi), 0; n < len(t.slots); i, n = (i+1)&mask, n+1 {
+		s := &t.slots[i]
+		switch k := s.key.Load(); k {
+		case 0:
+			return nil
+		case want:
+			// nil if deleted between the two loads.
+			if sa := s.sa.Load(); sa != nil {
+				return sa
+			}
+		}
+	}
+	return nil
+}
+
+// find returns the slot holding spi, or nil (writer only).
+func (t *table) find(spi uint32) *slot {
+	mask := uint64(len(t.slots) - 1)
+	want := keyLive | uint64(spi)
+	for i, n := t.home(spi), 0; n < len(t.slots); i, n = (i+1)&mask, n+1 {
+		switch k := t.slots[i].key.Load(); k {
+		case 0:
+			return nil
+		case want:
+			return &t.slots[i]
+		}
+	}
+	return nil
+}
+
+// insert puts sa in a free slot; the caller checked it is absent and
+// that the table has room (writer only).
+func (t *table) insert(sa *SA) {
+	mask := uint64(len(t.slots) - 1)
+	for i := t.home(sa.spi); ; i = (i + 1) & mask {
+		s := &t.slots[i]
+		k := s.key.Load()
+		if k == 0 || k == keyDead|uint64(sa.spi) {
+			s.sa.Store(sa) // pointer first: a reader that sees the key sees it
+			s.key.Store(keyLive | uint64(sa.spi))
+			t.live++
+			if k == 0 {
+				t.used++
+			}
+			return
+		}
+	}
+}
+
+// NewSAD returns an empty SAD.
+func NewSAD(opts SADOptions) *SAD {
+	d := &SAD{events: opts.Events, clock: opts.Clock}
+	if d.clock == nil {
+		d.clock = time.Now
+	}
+	d.in.Store(newTable(8))
+	d.out.Store(newTable(8))
+	return d
+}
+
+func (d *SAD) tab(dir Direction) *atomic.Pointer[table] {
+	if dir == Out {
+		return &d.out
+	}
+	return &d.in
+}
+
+// Lookup returns the inbound SA with the given SPI, or nil. It takes no
+// lock and does not allocate.
+func (d *SAD) Lookup(spi uint32) *SA { return d.in.Load().lookup(spi) }
+
+// LookupOut returns the outbound SA with the given SPI, or nil.
+func (d *SAD) LookupOut(spi uint32) *SA { return d.out.Load().lookup(spi) }
+
+// Get returns the SA of the given direction and SPI, or nil.
+func (d *SAD) Get(dir Direction, spi uint32) *SA { return d.tab(dir).Load().lookup(spi) }
+
+// Add inserts s. It fails with ErrExists if an SA with the same
+// direction and SPI is present, and with ErrClosed for a closed SA or
+// one that is already in another SAD. If s has no EventFunc, it gets
+// SADOptions.Events.
+func (d *SAD) Add(s *SA) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s.State() == StateDeleted {
+		return fmt.Errorf("%w: %v", ErrClosed, s)
+	}
+	p := d.tab(s.dir)
+	t := p.Load()
+	if t.find(s.spi) != nil {
+		return fmt.Errorf("%w: %v SPI 0x%08x", ErrExists, s.dir, s.spi)
+	}
+	if !s.owner.CompareAndSwap(nil, d) {
+		return fmt.Errorf("%w: %v is in another SAD", ErrExists, s)
+	}
+	if d.events != nil && s.events.Load() == nil {
+		s.SetEvents(d.events)
+	}
+	// Keep the load (live entries and tombstones) at most one half, so
+	// probe sequences stay short. When it would pass that, rebuild into
+	// a fresh table - twice the size if live entries fill more than 3/8
+	// of it, else the same size without tombstones - and publish it with
+	// one atomic store.
+	if (t.used+1)*2 > len(t.slots) {
+		size := len(t.slots)
+		if (t.live+1)*8 > size*3 {
+			size *= 2
+		}
+		nt := newTable(size)
+		for i := range t.slots {
+			if t.slots[i].key.Load()&keyLive != 0 {
+				if sa := t.slots[i].sa.Load(); sa != nil {
+					nt.insert(sa)
+				}
+			}
+		}
+		p.Store(nt)
+		t = nt
+	}
+	t.insert(s)
+	return nil
+}
+
+// Replace atomically puts s in place of the SA with the same direction
+// and SPI, so that no packet finds neither, then closes the old SA
+// (waiting for in-flight packets, wiping its keys) and returns it.
+func (d *SAD) Replace(s *SA) (old *SA, err error) {
+	d.mu.Lock()
+	if s.State() == StateDeleted {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("%w: %v", ErrClosed, s)
+	}
+	sl := d.tab(s.dir).Load().find(s.spi)
+	if sl == nil {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("%w: %v SPI 0x%08x", ErrNotFound, s.dir, s.spi)
+	}
+	if sl.sa.Load() == s {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("%w: replacing %v by itself", ErrExists, s)
+	}
+	if !s.owner.CompareAndSwap(nil, d) {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("%w: %v is in another SAD", ErrExists, s)
+	}
+	if d.events != nil && s.events.Load() == nil {
+		s.SetEvents(d.events)
+	}
+	old = sl.sa.Swap(s)
+	d.mu.Unlock()
+	old.Close()
+	return old, nil
+}
+
+// Remove takes the SA out of the SAD without closing it and returns it;
+// the caller owns it and should Close it when done.
+func (d *SAD) Remove(dir Direction, spi uint32) (*SA, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t := d.tab(dir).Load()
+	sl := t.find(spi)
+	if sl == nil {
+		return nil, fmt.Errorf("%w: %v SPI 0x%08x", ErrNotFound, dir, spi)
+	}
+	sl.key.Store(keyDead | uint64(spi)) // key first: readers stop matching
+	s := sl.sa.Swap(nil)
+	t.live--
+	s.owner.Store(nil)
+	return s, nil
+}
+
+// Delete removes the SA and closes it: once in-flight packets are done
+// its keys are wiped. Packets that arrive for it later count as DropNoSA.
+func (d *SAD) Delete(dir Direction, spi uint32) error {
+	s, err := d.Remove(dir, spi)
+	if err != nil {
+		return err
+	}
+	s.Close()
+	return nil
+}
+
+// Len returns the number of SAs (both directions).
+func (d *SAD) Len() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.in.Load().live + d.out.Load().live
+}
+
+// Range calls fn for every SA, inbound first, until fn returns false. It
+// reads the tables like Lookup does, without locking out writers.
+func (d *SAD) Range(fn func(*SA) bool) {
+	for _, p := range []*atomic.Pointer[table]{&d.in, &d.out} {
+		t := p.Load()
+		for i := range t.slots {
+			if t.slots[i].key.Load()&keyLive == 0 {
+				continue
+			}
+			if sa := t.slots[i].sa.Load(); sa != nil && !fn(sa) {
+				return
+			}
+		}
+	}
+}
+
+// All returns every SA, inbound first.
+func (d *SAD) All() []*SA {
+	var out []*SA
+	d.Range(func(s *SA) bool { out = append(out, s); return true })
+	return out
+}
+
+// Sweep checks the time lifetimes of every SA at now (zero: the SAD's
+// clock) and raises the soft and hard expire events that are due. The
+// data path checks time lifetimes only when packets flow; call Sweep
+// periodically (say once a second) so that idle SAs expire too.
+func (d *SAD) Sweep(now time.Time) {
+	if now.IsZero() {
+		now = d.clock()
+	}
+	n := now.UnixNano()
+	d.Range(func(s *SA) bool {
+		s.checkTime(n, nil)
+		return true
+	})
+}

@@ -1,0 +1,108 @@
+package sa
+
+import (
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// Tunnel binds SAs to a route-based tunnel (an ipsec/xfrm/VTI interface,
+// a TUN device, a peer of a VPN product): the current outbound SA - or,
+// for per-CPU SAs (RFC 9611), one per worker - and the inbound SAs whose
+// traffic belongs to the tunnel. It replaces the SPD when routing, not
+// selectors, decides what is encrypted.
+//
+// Make-before-break rekeying: add the new inbound SA to the SAD (and
+// AddInbound), add the new outbound SA to the SAD, SetOutbound(new) -
+// one atomic pointer store, so every later packet uses the new SA and
+// none is dropped - then, once packets sent under the old SAs have had
+// time to arrive, delete the old outbound and inbound SAs.
+type Tunnel struct {
+	name string
+	mu   sync.Mutex
+	out  atomic.Pointer[[]*SA]
+	in   atomic.Pointer[[]*SA]
+}
+
+// NewTunnel returns a tunnel without SAs.
+func NewTunnel(name string) *Tunnel {
+	t := &Tunnel{name: name}
+	t.out.Store(new([]*SA))
+	t.in.Store(new([]*SA))
+	return t
+}
+
+// Name returns the tunnel's name.
+func (t *Tunnel) Name() string { return t.name }
+
+// String returns the name.
+func (t *Tunnel) String() string { return "Tunnel(" + t.name + ")" }
+
+// SetOutbound atomically makes sas the tunnel's outbound SAs. With one
+// SA every worker uses it; with several (per-CPU SAs) worker i uses
+// sas[i % len(sas)]. Without arguments the tunnel has no outbound SA and
+// its packets are dropped with DropNoSA. SAs that are not outbound are
+// ignored.
+func (t *Tunnel) SetOutbound(sas ...*SA) {
+	l := make([]*SA, 0, len(sas))
+	for _, s := range sas {
+		if s != nil && s.dir == Out {
+			l = append(l, s)
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range l {
+		s.tunnel.Store(t)
+	}
+	t.out.Store(&l)
+}
+
+// Outbound returns the current outbound SAs.
+func (t *Tunnel) Outbound() []*SA { return slices.Clone(*t.out.Load()) }
+
+// pick returns worker w's outbound SA, or nil.
+func (t *Tunnel) pick(w int) *SA {
+	l := *t.out.Load()
+	switch len(l) {
+	case 0:
+		return nil
+	case 1:
+		return l[0]
+	}
+	return l[w%len(l)]
+}
+
+// AddInbound records s as one of the tunnel's inbound SAs; Inbound then
+// reports the tunnel in Packet.Tunnel of the packets s decrypts.
+func (t *Tunnel) AddInbound(s *SA) {
+	if s == nil || s.dir != In {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := *t.in.Load()
+	if slices.Contains(old, s) {
+		return
+	}
+	l := append(slices.Clone(old), s)
+	s.tunnel.Store(t)
+	t.in.Store(&l)
+}
+
+// RemoveInbound forgets s.
+func (t *Tunnel) RemoveInbound(s *SA) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := *t.in.Load()
+	i := slices.Index(old, s)
+	if i < 0 {
+		return
+	}
+	l := slices.Delete(slices.Clone(old), i, i+1)
+	s.tunnel.CompareAndSwap(t, nil)
+	t.in.Store(&l)
+}
+
+// Inbound returns the inbound SAs.
+func (t *Tunnel) Inbound() []*SA { return slices.Clone(*t.in.Load()) }
