@@ -349,6 +349,15 @@ type Packet struct {
 	Tunnel *Tunnel
 	// Meta is carried through unchanged (e.g. an AF_XDP frame address).
 	Meta uint64
+	// ESPOnly is for embedders that carry ESP over a UDP socket (NAT-T
+	// style, RFC 3948) and let the kernel handle IP and UDP. Inbound, the
+	// data is a UDP payload as read from the socket: an ESP packet from
+	// the SPI on, or IKE behind the non-ESP marker or a NAT-keepalive
+	// (both VerdictControl). Outbound, the result is the ESP packet alone
+	// (SPI to ICV), to write to the socket. Tunnel-mode SAs only: a
+	// transport-mode SA needs the outer IP header, and drops such packets
+	// with DropMalformed.
+	ESPOnly bool
 
 	Verdict Verdict
 	Reason  DropReason

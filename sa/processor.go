@@ -1,6 +1,7 @@
 package sa
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -356,19 +357,29 @@ func (w *Worker) in(p *Packet, queued bool) {
 		return
 	}
 	pkt := p.Buf[p.Off : p.Off+p.Len]
-	if err := esp.ParseOuter(pkt, w.p.natt, &w.parsed); err != nil {
-		switch {
-		case err == esp.ErrNotESP || err == esp.ErrKeepalive:
-			p.Verdict = VerdictControl
+	var espPkt []byte
+	if p.ESPOnly {
+		if len(pkt) == 1 && pkt[0] == 0xff || len(pkt) >= 4 && binary.BigEndian.Uint32(pkt) == 0 {
+			p.Verdict = VerdictControl // NAT-keepalive, or IKE behind the non-ESP marker
 			w.pc[pControl]++
-		case errors.Is(err, esp.ErrUnsupported):
-			w.pdrop(p, DropNotESP)
-		default:
-			w.pdrop(p, reasonOf(err))
+			return
 		}
-		return
+		espPkt = pkt
+	} else {
+		if err := esp.ParseOuter(pkt, w.p.natt, &w.parsed); err != nil {
+			switch {
+			case err == esp.ErrNotESP || err == esp.ErrKeepalive:
+				p.Verdict = VerdictControl
+				w.pc[pControl]++
+			case errors.Is(err, esp.ErrUnsupported):
+				w.pdrop(p, DropNotESP)
+			default:
+				w.pdrop(p, reasonOf(err))
+			}
+			return
+		}
+		espPkt = pkt[w.parsed.ESPOffset:w.parsed.Len]
 	}
-	espPkt := pkt[w.parsed.ESPOffset:w.parsed.Len]
 	spi, lo, err := esp.ParseHeader(espPkt)
 	if err != nil {
 		w.pdrop(p, reasonOf(err))
@@ -428,9 +439,12 @@ func (w *Worker) in(p *Packet, queued bool) {
 		return
 	}
 	var res []byte
-	if sa.mode == esp.Tunnel {
+	switch {
+	case sa.mode == esp.Tunnel:
 		res, err = esp.DecapTunnel(payload, nh)
-	} else {
+	case p.ESPOnly:
+		err = esp.ErrMalformed // transport mode needs the outer IP header
+	default:
 		res, err = esp.DecapTransport(pkt, &w.parsed, payload, nh)
 	}
 	if err != nil {
@@ -590,9 +604,22 @@ func (w *Worker) out(p *Packet, queued bool) {
 	n := p.Len
 	var res []byte
 	var err error
-	if sa.mode == esp.Tunnel {
+	switch {
+	case p.ESPOnly && sa.mode == esp.Tunnel:
+		nh := byte(esp.NextHeaderIPv4)
+		if fam == 1 {
+			nh = esp.NextHeaderIPv6
+		}
+		// The payload must be an IP packet of that family: the peer's
+		// DecapTunnel checks it against nh.
+		if _, err = esp.DecapTunnel(data, nh); err == nil {
+			res, err = sa.cipher.Seal(w.s, p.Buf, p.Off, n, sa.spi, seq, nh)
+		}
+	case p.ESPOnly:
+		err = esp.ErrMalformed // transport mode needs the IP header around ESP
+	case sa.mode == esp.Tunnel:
 		res, err = sa.cipher.EncapTunnel(w.s, p.Buf, p.Off, n, sa.spi, seq, &sa.outer)
-	} else {
+	default:
 		res, err = sa.cipher.EncapTransport(w.s, p.Buf, p.Off, n, sa.spi, seq, &sa.outer)
 	}
 	if err != nil {
