@@ -1,0 +1,161 @@
+// Package xdp is espxdp's AF_XDP fast path, lower half: UMEMs, AF_XDP
+// sockets and their rings, driven in batches, and a minimal Forwarder
+// that moves packets from one socket to another (the "AF_XDP forwarding
+// without crypto" baseline). The engine that runs the sa batch processor
+// between RX and TX builds on the same primitives and on the Forwarder's
+// batch hook.
+//
+// It is Linux only. On other systems the types exist so that code using
+// them compiles, and every constructor returns ErrNotSupported.
+//
+// # Why not github.com/asavie/xdp
+//
+// The package is written directly on golang.org/x/sys/unix. asavie/xdp
+// v0.3.3 was evaluated first, but its abstractions are in the way
+// rather than short of a few features:
+//
+//   - its UMEM belongs to one Socket (NewSocket maps it), so several
+//     sockets cannot share a UMEM (XDP_SHARED_UMEM), neither on one queue
+//     nor across queues and devices, and fill/completion rings cannot be
+//     per queue;
+//   - the UMEM headroom is fixed at 0, and bind flags are package globals
+//     (no per-socket copy/zero-copy choice, no report of the mode used);
+//   - it ignores the ring flags, so XDP_USE_NEED_WAKEUP cannot work, and
+//     Transmit makes a sendto on every call and panics on unexpected
+//     errors;
+//   - ring indices are read and written with plain loads and stores (its
+//     fences are commented out), free frames are found by scanning a
+//     []bool, and Close never unmaps the rings, whose mappings keep the
+//     socket file, and so the bound queue, alive until the process exits.
+//
+// Fixing that would mean replacing almost all of it; the kernel ABI it
+// wraps is small (a few setsockopts, four mmap'd rings), so this package
+// implements it itself.
+//
+// # Rings
+//
+// A UMEM is NumFrames frames of FrameSize bytes (2048 or 4096, aligned
+// mode) in one anonymous mapping that the kernel pins. The first socket
+// registers it (XDP_UMEM_REG, with the configured headroom). There are
+// four kinds of single-producer/single-consumer rings:
+//
+//	fill        app → kernel  frame addresses to receive into
+//	RX          kernel → app  descriptors of received packets
+//	TX          app → kernel  descriptors of packets to send
+//	completion  kernel → app  addresses of frames sent
+//
+// RX and TX rings belong to a socket. Fill and completion rings belong to
+// the kernel's buffer pool of a UMEM on one interface queue: the first
+// socket of a UMEM on a queue brings the pair, and further sockets of
+// that UMEM on the same queue share it (XDP_SHARED_UMEM without rings of
+// their own; the kernel refuses a second pair). A socket of the UMEM on
+// another queue or another interface brings a pair of its own
+// (XDP_SHARED_UMEM across queues and devices). Socket.OwnsFillRing tells
+// which case applies. All sockets of a UMEM use the mode (copy or
+// zero-copy) and need-wakeup setting of its first socket.
+//
+// Ring indices are shared with the kernel through the mapping: our index
+// is published with an atomic store after the entries it covers, the
+// kernel's read with an atomic load before reading entries. No system
+// call and no allocation per packet: Receive, Transmit, Refill and
+// Complete each move a whole batch under one mutex acquisition, and make
+// a system call only when the kernel asks for one (XDP_USE_NEED_WAKEUP,
+// on by default). In copy mode the kernel always asks on TX and sends at
+// most 32 packets per sendto, so Transmit of a 64-packet batch makes two
+// or three.
+//
+// # Frames and their owners
+//
+// A frame is always in exactly one place, and the UMEM tracks which:
+//
+//	free list → Refill → fill ring → kernel → RX ring → Receive → application
+//	free list → Alloc → application
+//	application → Transmit → TX ring → kernel → completion ring → Complete → free list
+//	application → Free → free list
+//
+// The rules for the application:
+//
+//   - Receive and Alloc hand frames over; the application then gives each
+//     frame back exactly once, with Transmit (on any socket of the same
+//     UMEM: that is the zero-copy hand-over between interfaces) or with
+//     UMEM.Free. After that it must not touch the frame.
+//   - Frames never move between UMEMs; to send a packet of one UMEM on a
+//     socket of another, copy it into a frame of the other (the Forwarder
+//     does).
+//   - Call Refill regularly on receiving sockets and Complete on
+//     transmitting ones; nothing happens in the background.
+//   - Transmit checks every descriptor. One that points outside the UMEM,
+//     crosses the end of its frame, is shorter than MinFrameLen, or is for
+//     a frame the application does not hold is not put on the ring (the
+//     kernel would count it invalid and never return the frame) but
+//     counted, and its frame, if the application held it, freed. Free
+//     likewise ignores and counts frames the application does not hold,
+//     so a double free cannot corrupt the allocator.
+//
+// The allocator is bounded: the free list is a fixed array of NumFrames
+// addresses, nothing grows. UMEM.Counts says where the frames are (free,
+// application, fill, RX, TX, completion, and in the kernel), and
+// UMEM.CheckFrames audits that every frame is in exactly one place and
+// that the counts add up to NumFrames: the tests run it after every test.
+// "In the kernel" is normally zero when traffic stops; in copy mode the
+// kernel keeps a frame after dropping a packet on a full RX ring and uses
+// it for the next one, so it may stay above zero by at most the number of
+// such drops (Stats.Kernel.RxRingFull). When the last socket of a queue
+// closes, every frame the kernel held for that queue returns to the free
+// list.
+//
+// # Headroom and in-place encapsulation
+//
+// The kernel writes a received packet at offset Headroom+KernelHeadroom
+// (UMEM.DataOffset) of its frame. UMEM.Frame returns the whole frame and
+// that offset, so a processor can write outer headers into the headroom
+// before the packet and trailers into the tailroom after it, then point
+// the descriptor at the new start and length (UMEM.SetPacket) and
+// transmit it. The headroom is at least esp.MaxHeadroom (default 256,
+// plus the kernel's 256). With 2048-byte frames a full 1514-byte Ethernet
+// frame leaves only 22 bytes of tailroom, less than esp.MaxTailroom: use
+// 4096-byte frames (the default) to encrypt full-size packets in place.
+// Packets longer than FrameSize-DataOffset are dropped by the kernel
+// (Stats.Kernel.RxDropped); multi-buffer packets (XDP_USE_SG) and the
+// unaligned chunk mode are not supported.
+//
+// # Concurrency
+//
+// A UMEM's allocator, frame states and fill/completion rings are guarded
+// by its mutex, so frames may be handed between goroutines (e.g. to the
+// worker that owns an SA) and sockets of one UMEM may be driven from
+// different goroutines. A socket's RX ring must be read by one goroutine
+// at a time, and its TX ring written by one goroutine at a time. For
+// per-core scaling give each worker its own UMEM and queue.
+//
+// # Forwarder
+//
+// The Forwarder polls In's RX ring on a goroutine locked to an OS thread
+// (optionally pinned to a CPU), in batches of up to MaxBatch, calls the
+// BatchFunc on each batch, and transmits on Out: with one UMEM the frames
+// are handed over, with two each packet is copied. The BatchFunc sees
+// []Packet, each with the whole frame, the packet's offset and length
+// (the fields of sa.Packet), and may rewrite the packet in place, move
+// it within the frame, or drop it: that is where the engine will call
+// the SA processor over the whole batch. When idle it sleeps in poll(2)
+// and Stop wakes it through an eventfd. Stop detaches (closing
+// ForwarderConfig.Detach), forwards what is left on the RX ring, waits a
+// bounded time for transmissions to complete, and closes the sockets and
+// their UMEMs.
+//
+// # Kernel versions
+//
+// AF_XDP appeared in Linux 4.18. This package needs ring flags and
+// XDP_USE_NEED_WAKEUP (5.4; earlier kernels get ErrNotSupported) and
+// XDP_OPTIONS to report the mode (5.3). Sharing a UMEM across queues or
+// devices needs 5.10; the extended XDP_STATISTICS counters (RxRingFull,
+// RxFillRingEmptyDescs, TxRingEmptyDescs) 5.9, and are zero before. With
+// ModeAuto the kernel itself tries zero-copy and falls back to copy
+// mode; veth has no zero-copy, so on veth ModeZeroCopy fails with
+// ErrNotSupported. The kernel frees an interface queue asynchronously
+// after its last socket closes (an RCU grace period and a workqueue,
+// about 16 ms here), so NewSocket retries a bind that fails with EBUSY
+// for up to half a second. The UMEM's pages are pinned and charged to
+// RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK. Developed and
+// tested on Linux 6.18 with veth in copy mode, native XDP.
+package xdp
