@@ -1,9 +1,8 @@
-// Package xdp is espxdp's AF_XDP fast path, lower half: UMEMs, AF_XDP
-// sockets and their rings, driven in batches, and a minimal Forwarder
-// that moves packets from one socket to another (the "AF_XDP forwarding
-// without crypto" baseline). The engine that runs the sa batch processor
-// between RX and TX builds on the same primitives and on the Forwarder's
-// batch hook.
+// Package xdp is espxdp's AF_XDP fast path: UMEMs, AF_XDP sockets and
+// their rings, driven in batches; a minimal Forwarder that moves packets
+// from one socket to another (the "AF_XDP forwarding without crypto"
+// baseline); and the Engine, which runs the sa batch processor between
+// a ciphertext and a plaintext interface.
 //
 // It is Linux only. On other systems the types exist so that code using
 // them compiles, and every constructor returns ErrNotSupported.
@@ -136,12 +135,67 @@
 // are handed over, with two each packet is copied. The BatchFunc sees
 // []Packet, each with the whole frame, the packet's offset and length
 // (the fields of sa.Packet), and may rewrite the packet in place, move
-// it within the frame, or drop it: that is where the engine will call
-// the SA processor over the whole batch. When idle it sleeps in poll(2)
+// it within the frame, or drop it. (The Engine does not use the
+// Forwarder: a worker drives two interfaces in both directions, so it
+// has a loop of its own on the same primitives.) When idle it sleeps in poll(2)
 // and Stop wakes it through an eventfd. Stop detaches (closing
 // ForwarderConfig.Detach), forwards what is left on the RX ring, waits a
 // bounded time for transmissions to complete, and closes the sockets and
 // their UMEMs.
+//
+// # Engine
+//
+// An Engine is a bump-in-the-wire ESP gateway. Its configuration names
+// the ciphertext interface (Cipher), the plaintext interface (Plain) or,
+// instead, a DeliverFunc for embedders, the next-hop MACs of both sides
+// (no ARP: the engine writes static Ethernet headers), and the caller's
+// sa.Processor, whose SAD, SPD and tunnels the caller keeps and may
+// change while the engine runs. Start (called from a thread in the
+// interfaces' network namespace) builds one UMEM shared by all sockets,
+// loads the bpf steering program for the ciphertext side (ESP and
+// ESP-in-UDP to AF_XDP; IKE, keepalives, ARP, ICMP and everything else
+// to the kernel) and one in Plaintext mode for the plaintext side
+// (packets to ProtectedPrefixes to AF_XDP), opens one socket per queue
+// and side, registers them, attaches both programs and starts one worker
+// per queue, each on a goroutine locked to an OS thread and optionally
+// pinned to a CPU (EngineConfig.CPUs). Worker i drives queue i of both
+// interfaces and sa.Processor.Worker(i).
+//
+// A worker's loop, in batches of up to BatchSize:
+//
+//	ciphertext RX → strip Ethernet (and up to two VLAN tags) → Worker.Inbound
+//	    OK      → new Ethernet header in front → plaintext TX (or Deliver)
+//	    Control → ControlFunc, if set, else dropped (counted)
+//	    Drop    → frame freed; counted by reason in the Processor's or
+//	              the SA's stats
+//	plaintext RX → strip Ethernet → Worker.Outbound
+//	    OK, Bypass → Ethernet header in front of the outer IP header
+//	                 (the headroom has room for both) → ciphertext TX
+//	    Drop       → frame freed; DropMTU is counted (MTUDrops) but no
+//	                 ICMP "fragmentation needed" is sent yet: that
+//	                 belongs to the gateway
+//	Engine.Send queue → Worker.Outbound → ciphertext TX
+//	Worker.Drain (Sharded and PerCPU modes) → as above, by Packet.Dir
+//
+// The frame of a packet goes from RX to TX of the other interface
+// without copying (one UMEM); every frame that is not transmitted is
+// freed in the same step, so none is leaked (the tests audit the UMEM
+// after each run). Nothing a packet contains can stall a worker: every
+// packet gets a verdict and a bounded amount of work, and TX retries are
+// bounded (TXFull). When idle a worker sleeps in poll(2) on its sockets
+// and two eventfds (stop, and Send's wakeup).
+//
+// Engine.Send copies IP packets from Go into UMEM frames and queues them
+// (bounded) for a worker to encrypt: the source side for embedders.
+// Stop detaches both programs first, lets every worker process what is
+// left on its RX rings and wait (bounded) for its transmissions, then
+// closes sockets, UMEM, programs and eventfds; an Engine can be started
+// again afterwards. Stats reports per-worker counters, the processor's
+// counters, both programs' counters, every socket's counters and where
+// the UMEM's frames are; per-SA counters are in the SAD (sa.SA.Stats).
+// Packets handed to another worker's queue (Sharded, PerCPU) when Stop
+// runs are processed by that worker's drain if it has not exited yet;
+// otherwise their frames return with the UMEM when it is closed.
 //
 // # Kernel versions
 //

@@ -1,0 +1,186 @@
+package xdp
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/espxdp/espxdp/bpf"
+	"github.com/espxdp/espxdp/sa"
+)
+
+// Port is one side of an Engine: a network interface, in the network
+// namespace of the thread that calls Engine.Start.
+type Port struct {
+	// Name or Ifindex selects the interface (Ifindex wins when set).
+	Name    string
+	Ifindex int
+	// NextHop is the destination MAC of every frame the engine sends on
+	// this side: the engine is a bump in the wire and does no ARP.
+	NextHop net.HardwareAddr
+	// MAC is the source MAC of those frames (nil: the interface's own).
+	MAC net.HardwareAddr
+}
+
+// DeliverFunc receives a batch of decrypted inner IP packets when the
+// engine has no plaintext interface. The slices point into UMEM frames
+// and are valid only during the call.
+type DeliverFunc func(pkts [][]byte)
+
+// ControlFunc receives a packet the SA processor classified as control
+// traffic (IKE behind the non-ESP marker, NAT-keepalive), starting at
+// its IP header. The slice is valid only during the call.
+type ControlFunc func(pkt []byte)
+
+// EngineConfig configures an Engine.
+type EngineConfig struct {
+	// Processor runs ESP; it is built by the caller, who keeps control
+	// of its SAD, SPD and tunnels and may change SAs while the engine
+	// runs. It needs at least Queues workers: worker i serves queue i.
+	Processor *sa.Processor
+	// Cipher is the ciphertext side: ESP and ESP-in-UDP arrive there
+	// (steered by the bpf program) and encrypted packets leave there.
+	Cipher Port
+	// Plain is the plaintext side (AF_XDP, bpf Plaintext mode with
+	// ProtectedPrefixes): packets to the protected prefixes arriving
+	// there are encrypted, decrypted packets leave there. Nil means no
+	// plaintext interface: decrypted packets go to Deliver.
+	Plain *Port
+	// ProtectedPrefixes are the destinations taken on Plain for
+	// encryption (required with Plain).
+	ProtectedPrefixes []netip.Prefix
+	// LocalAddrs, if set, restricts the ESP taken on Cipher to these
+	// destinations (bpf.Options.LocalAddrs).
+	LocalAddrs []netip.Addr
+	// NATTPort is the ESP-in-UDP port (0: 4500).
+	NATTPort uint16
+	// Deliver receives decrypted packets when Plain is nil (required
+	// then; ignored otherwise).
+	Deliver DeliverFunc
+	// Control, if set, receives control packets; otherwise they are
+	// dropped (and counted). The bpf program already passes IKE to the
+	// kernel, so this is rare.
+	Control ControlFunc
+	// Queues is the number of interface queues, and workers: worker i
+	// serves queue i of both interfaces (0: 1).
+	Queues int
+	// UMEM configures the engine's UMEM, shared by all its sockets so
+	// frames move between interfaces and workers without copying. The
+	// zero value gives the defaults.
+	UMEM UMEMConfig
+	// Mode is the AF_XDP bind mode; Attach the XDP attach mode.
+	Mode   Mode
+	Attach bpf.AttachMode
+	// BatchSize is the most packets per RX batch (0: DefaultBatch).
+	BatchSize int
+	// CPUs, if set, pins worker i to CPUs[i%len(CPUs)]. Unpinned,
+	// workers are still locked to an OS thread each.
+	CPUs []int
+	// IdleSpins is the number of empty polls before a worker sleeps in
+	// poll(2) (0: 64; negative: busy poll).
+	IdleSpins int
+}
+
+func (c EngineConfig) normalize() (EngineConfig, error) {
+	bad := func(format string, args ...any) (EngineConfig, error) {
+		return EngineConfig{}, fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	if c.Processor == nil {
+		return bad("engine needs a Processor")
+	}
+	if c.Queues == 0 {
+		c.Queues = 1
+	}
+	if c.Queues < 0 || c.Queues > bpf.MaxQueues {
+		return bad("Queues %d", c.Queues)
+	}
+	if c.Processor.Workers() < c.Queues {
+		return bad("Processor has %d workers for %d queues", c.Processor.Workers(), c.Queues)
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatch
+	}
+	if c.BatchSize < 1 || c.BatchSize > MaxBatch {
+		return bad("BatchSize %d out of range 1..%d", c.BatchSize, MaxBatch)
+	}
+	if c.IdleSpins == 0 {
+		c.IdleSpins = 64
+	}
+	for _, cpu := range c.CPUs {
+		if cpu < 0 {
+			return bad("CPU %d", cpu)
+		}
+	}
+	ports := []*Port{&c.Cipher}
+	if c.Plain != nil {
+		if len(c.ProtectedPrefixes) == 0 {
+			return bad("a Plain port needs ProtectedPrefixes")
+		}
+		ports = append(ports, c.Plain)
+	} else if c.Deliver == nil {
+		return bad("engine needs a Plain port or a Deliver function")
+	}
+	for _, p := range ports {
+		if p.Name == "" && p.Ifindex <= 0 {
+			return bad("port needs an interface name or index")
+		}
+		if len(p.NextHop) != 6 {
+			return bad("port %s: NextHop %v is not a 6-byte MAC", p.Name, p.NextHop)
+		}
+		if p.MAC != nil && len(p.MAC) != 6 {
+			return bad("port %s: MAC %v is not a 6-byte MAC", p.Name, p.MAC)
+		}
+	}
+	u, err := c.UMEM.normalize()
+	if err != nil {
+		return EngineConfig{}, err
+	}
+	c.UMEM = u
+	return c, nil
+}
+
+// EngineWorkerStats are the counters of one engine worker.
+type EngineWorkerStats struct {
+	Queue int
+	// CipherRX: frames received on the ciphertext side; Decrypted:
+	// inner packets sent on the plaintext side or delivered.
+	CipherRX, Decrypted uint64
+	// PlainRX: frames received on the plaintext side; Encrypted: ESP
+	// packets sent on the ciphertext side.
+	PlainRX, Encrypted uint64
+	// Bypassed: packets sent unchanged after an SPD bypass.
+	Bypassed uint64
+	// Control: control packets passed to the Control callback (or
+	// dropped without one: ControlDropped).
+	Control, ControlDropped uint64
+	// SADrops: packets the SA processor dropped (by reason in
+	// Processor.Stats and the SAs' Stats). MTUDrops is the DropMTU part
+	// of it: ICMP "fragmentation needed" is not generated yet.
+	SADrops, MTUDrops uint64
+	// NotIP: frames dropped because they carry no IPv4/IPv6 packet.
+	NotIP uint64
+	// NoRoom: results that left no room for the Ethernet header.
+	NoRoom uint64
+	// TXFull: packets dropped because a TX ring stayed full.
+	TXFull uint64
+	// HandedOff: packets given to another worker (Sharded, PerCPU).
+	HandedOff uint64
+	// Sleeps: times the worker blocked in poll(2).
+	Sleeps uint64
+	// Sent: packets queued by Engine.Send; SendFull: packets Send could
+	// not queue (no free frame, queue full, bad length).
+	Sent, SendFull uint64
+}
+
+// EngineStats is a snapshot of an Engine's counters. Per-SA counters
+// are in the SAD (sa.SA.Stats).
+type EngineStats struct {
+	Workers   []EngineWorkerStats
+	Processor sa.ProcessorStats
+	// CipherProgram and PlainProgram are the XDP programs' counters.
+	CipherProgram, PlainProgram bpf.Stats
+	// CipherSockets and PlainSockets are the sockets' counters, by
+	// queue.
+	CipherSockets, PlainSockets []Stats
+	Frames                      FrameCounts
+}

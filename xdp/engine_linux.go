@@ -1,0 +1,736 @@
+//go:build linux
+
+package xdp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/espxdp/espxdp/bpf"
+	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/sa"
+)
+
+// Engine runs the SA processor between AF_XDP sockets: one worker per
+// interface queue, each on a goroutine locked to an OS thread, decrypts
+// ESP from the ciphertext side towards the plaintext side and encrypts
+// plaintext from the plaintext side towards the ciphertext side. See the
+// package documentation.
+type Engine struct {
+	cfg EngineConfig
+
+	mu      sync.Mutex
+	running bool
+	rt      *engineRun
+	// counters survive Stop, so Stats after Stop still reports them.
+	last EngineStats
+}
+
+// engineRun is what Start builds and Stop tears down.
+type engineRun struct {
+	u           *UMEM
+	progC       *bpf.Program
+	progP       *bpf.Program
+	attC, attP  *bpf.Attachment
+	workers     []*engineWorker
+	efd         int
+	stop        atomic.Bool
+	cMAC, pMAC  [6]byte // our MACs
+	cNext, pNxt [6]byte // next hops
+}
+
+type engineWorker struct {
+	e     *Engine
+	rt    *engineRun
+	q     int
+	w     *sa.Worker
+	cs    *Socket // ciphertext side
+	ps    *Socket // plaintext side, nil with Deliver
+	done  chan struct{}
+	rx    [MaxBatch]Desc
+	pk    [MaxBatch]sa.Packet
+	txC   [2 * MaxBatch]Desc
+	txP   [2 * MaxBatch]Desc
+	free  [2 * MaxBatch]Desc
+	dlv   [2 * MaxBatch][]byte
+	dlvD  [2 * MaxBatch]Desc
+	nC    int
+	nP    int
+	nFree int
+	nDlv  int
+	c     engCounters
+
+	// Packets from Send wait in src (a ring guarded by srcMu) for the
+	// worker; wfd wakes it.
+	srcMu   sync.Mutex
+	src     [srcQueueLen]Desc
+	srcHead int
+	srcN    atomic.Int32
+	wfd     int
+}
+
+// srcQueueLen is the capacity of a worker's Send queue.
+const srcQueueLen = 1024
+
+type engCounters struct {
+	cipherRX, decrypted, plainRX, encrypted, bypassed, control, controlDropped,
+	saDrops, mtuDrops, notIP, noRoom, txFull, handedOff, sleeps, sent, sendFull atomic.Uint64
+}
+
+// NewEngine checks cfg and returns an Engine; Start runs it.
+func NewEngine(cfg EngineConfig) (*Engine, error) {
+	cfg, err := cfg.normalize()
+	if err != nil {
+		return nil, err
+	}
+	return &Engine{cfg: cfg}, nil
+}
+
+func resolve(p *Port) (int, [6]byte, error) {
+	var ifi *net.Interface
+	var err error
+	if p.Ifindex > 0 {
+		ifi, err = net.InterfaceByIndex(p.Ifindex)
+	} else {
+		ifi, err = net.InterfaceByName(p.Name)
+	}
+	if err != nil {
+		return 0, [6]byte{}, fmt.Errorf("%w: interface %q/%d: %v", ErrInvalidConfig, p.Name, p.Ifindex, err)
+	}
+	mac := p.MAC
+	if mac == nil {
+		mac = ifi.HardwareAddr
+	}
+	if len(mac) != 6 {
+		return 0, [6]byte{}, fmt.Errorf("%w: interface %s has no Ethernet address", ErrInvalidConfig, ifi.Name)
+	}
+	return ifi.Index, [6]byte(mac), nil
+}
+
+// Start loads and attaches the XDP programs, opens the sockets and
+// starts the workers. It must be called from a thread in the network
+// namespace of the interfaces. After Stop, Start may be called again.
+func (e *Engine) Start() (err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.running {
+		return nil
+	}
+	cfg := e.cfg
+	rt := &engineRun{efd: -1}
+	defer func() {
+		if err != nil {
+			rt.teardown()
+		}
+	}()
+	cIdx, cMAC, err := resolve(&cfg.Cipher)
+	if err != nil {
+		return err
+	}
+	rt.cMAC, rt.cNext = cMAC, [6]byte(cfg.Cipher.NextHop)
+	pIdx := 0
+	if cfg.Plain != nil {
+		var pMAC [6]byte
+		if pIdx, pMAC, err = resolve(cfg.Plain); err != nil {
+			return err
+		}
+		rt.pMAC, rt.pNxt = pMAC, [6]byte(cfg.Plain.NextHop)
+	}
+	if rt.efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		rt.efd = -1
+		return fmt.Errorf("xdp: eventfd: %w", err)
+	}
+	if rt.u, err = NewUMEM(cfg.UMEM); err != nil {
+		return err
+	}
+	rt.progC, err = bpf.Load(bpf.Options{NATTPort: cfg.NATTPort, LocalAddrs: cfg.LocalAddrs, Queues: cfg.Queues})
+	if err != nil {
+		return err
+	}
+	if cfg.Plain != nil {
+		rt.progP, err = bpf.Load(bpf.Options{NATTPort: cfg.NATTPort, Plaintext: true,
+			ProtectedPrefixes: cfg.ProtectedPrefixes, Queues: cfg.Queues})
+		if err != nil {
+			return err
+		}
+	}
+	for q := range cfg.Queues {
+		ew := &engineWorker{e: e, rt: rt, q: q, w: cfg.Processor.Worker(q), done: make(chan struct{}), wfd: -1}
+		rt.workers = append(rt.workers, ew)
+		if ew.wfd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+			ew.wfd = -1
+			return fmt.Errorf("xdp: eventfd: %w", err)
+		}
+		if ew.cs, err = rt.u.NewSocket(SocketConfig{Ifindex: cIdx, Queue: q, Mode: cfg.Mode}); err != nil {
+			return err
+		}
+		if err = rt.progC.RegisterSocket(q, ew.cs.FD()); err != nil {
+			return err
+		}
+		if cfg.Plain != nil {
+			if ew.ps, err = rt.u.NewSocket(SocketConfig{Ifindex: pIdx, Queue: q, Mode: cfg.Mode}); err != nil {
+				return err
+			}
+			if err = rt.progP.RegisterSocket(q, ew.ps.FD()); err != nil {
+				return err
+			}
+		}
+	}
+	if rt.attC, err = rt.progC.Attach(cIdx, cfg.Attach); err != nil {
+		return err
+	}
+	if cfg.Plain != nil {
+		if rt.attP, err = rt.progP.Attach(pIdx, cfg.Attach); err != nil {
+			return err
+		}
+	}
+	started := 0
+	for _, ew := range rt.workers {
+		ready := make(chan error, 1)
+		go ew.run(ready)
+		if err = <-ready; err != nil {
+			break
+		}
+		started++
+	}
+	if err != nil {
+		rt.stopWorkers(rt.workers[:started+1])
+		return err
+	}
+	e.rt = rt
+	e.running = true
+	return nil
+}
+
+// Stop stops the engine gracefully: it detaches the XDP programs (no new
+// packets are steered), lets every worker process what is on its RX
+// rings and wait, bounded, for its transmissions, then closes the
+// sockets, the UMEM and the programs. Nothing stays attached or open.
+// Stop on a stopped engine does nothing.
+func (e *Engine) Stop() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.running {
+		return nil
+	}
+	rt := e.rt
+	var errs []error
+	for _, a := range []*bpf.Attachment{rt.attC, rt.attP} {
+		if a != nil {
+			if err := a.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	rt.attC, rt.attP = nil, nil
+	rt.stopWorkers(rt.workers)
+	e.last = e.statsLocked()
+	if err := rt.teardown(); err != nil {
+		errs = append(errs, err)
+	}
+	e.rt = nil
+	e.running = false
+	return errors.Join(errs...)
+}
+
+// stopWorkers tells the workers to stop and waits for them.
+func (rt *engineRun) stopWorkers(ws []*engineWorker) {
+	rt.stop.Store(true)
+	one := uint64(1)
+	unix.Write(rt.efd, unsafe.Slice((*byte)(unsafe.Pointer(&one)), 8))
+	for _, ew := range ws {
+		<-ew.done
+	}
+}
+
+// teardown closes whatever rt holds, in reverse order of creation.
+func (rt *engineRun) teardown() error {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, a := range []*bpf.Attachment{rt.attC, rt.attP} {
+		if a != nil {
+			add(a.Close())
+		}
+	}
+	for _, ew := range rt.workers {
+		if ew.wfd >= 0 {
+			add(unix.Close(ew.wfd))
+			ew.wfd = -1
+		}
+		if ew.cs != nil {
+			add(ew.cs.Close())
+		}
+		if ew.ps != nil {
+			add(ew.ps.Close())
+		}
+	}
+	if rt.u != nil {
+		add(rt.u.Close())
+	}
+	for _, p := range []*bpf.Program{rt.progC, rt.progP} {
+		if p != nil {
+			add(p.Close())
+		}
+	}
+	if rt.efd >= 0 {
+		add(unix.Close(rt.efd))
+		rt.efd = -1
+	}
+	return errors.Join(errs...)
+}
+
+// Stats returns the engine's counters; safe while it runs. After Stop it
+// returns the counters as they were when the engine stopped.
+func (e *Engine) Stats() EngineStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.running {
+		return e.last
+	}
+	return e.statsLocked()
+}
+
+func (e *Engine) statsLocked() EngineStats {
+	rt := e.rt
+	st := EngineStats{Processor: e.cfg.Processor.Stats(), Frames: rt.u.Counts()}
+	st.CipherProgram, _ = rt.progC.Stats()
+	if rt.progP != nil {
+		st.PlainProgram, _ = rt.progP.Stats()
+	}
+	for _, ew := range rt.workers {
+		c := &ew.c
+		st.Workers = append(st.Workers, EngineWorkerStats{
+			Queue: ew.q, CipherRX: c.cipherRX.Load(), Decrypted: c.decrypted.Load(),
+			PlainRX: c.plainRX.Load(), Encrypted: c.encrypted.Load(), Bypassed: c.bypassed.Load(),
+			Control: c.control.Load(), ControlDropped: c.controlDropped.Load(),
+			SADrops: c.saDrops.Load(), MTUDrops: c.mtuDrops.Load(), NotIP: c.notIP.Load(),
+			NoRoom: c.noRoom.Load(), TXFull: c.txFull.Load(), HandedOff: c.handedOff.Load(),
+			Sleeps: c.sleeps.Load(), Sent: c.sent.Load(), SendFull: c.sendFull.Load(),
+		})
+		s, _ := ew.cs.Stats()
+		st.CipherSockets = append(st.CipherSockets, s)
+		if ew.ps != nil {
+			s, _ := ew.ps.Stats()
+			st.PlainSockets = append(st.PlainSockets, s)
+		}
+	}
+	return st
+}
+
+func (ew *engineWorker) run(ready chan<- error) {
+	defer close(ew.done)
+	runtime.LockOSThread()
+	cfg := &ew.e.cfg
+	if len(cfg.CPUs) > 0 {
+		cpu := cfg.CPUs[ew.q%len(cfg.CPUs)]
+		var set unix.CPUSet
+		set.Set(cpu)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			// The thread exits with the goroutine, still locked.
+			ready <- fmt.Errorf("xdp: pin engine worker %d to CPU %d: %w", ew.q, cpu, err)
+			return
+		}
+	} else {
+		defer runtime.UnlockOSThread()
+	}
+	ew.cs.Refill()
+	if ew.ps != nil {
+		ew.ps.Refill()
+	}
+	ready <- nil
+	idle := 0
+	for !ew.rt.stop.Load() {
+		if ew.step(true) > 0 {
+			idle = 0
+			continue
+		}
+		idle++
+		if cfg.IdleSpins >= 0 && idle > cfg.IdleSpins {
+			ew.sleep()
+			idle = 0
+		}
+	}
+	ew.drain()
+}
+
+// step processes one batch from each side and the packets other workers
+// handed over; it returns the number of packets taken.
+func (ew *engineWorker) step(refill bool) int {
+	cs, ps := ew.cs, ew.ps
+	cs.Complete()
+	if ps != nil {
+		ps.Complete()
+	}
+	if refill {
+		cs.Refill()
+		if ps != nil {
+			ps.Refill()
+		}
+	}
+	bs := ew.e.cfg.BatchSize
+	total := 0
+	if n := cs.Receive(ew.rx[:bs]); n > 0 {
+		ew.c.cipherRX.Add(uint64(n))
+		total += n
+		k := ew.load(n)
+		ew.w.Inbound(ew.pk[:k])
+		for i := range k {
+			ew.finish(&ew.pk[i], sa.In)
+		}
+		ew.flush()
+	}
+	if ps != nil {
+		if n := ps.Receive(ew.rx[:bs]); n > 0 {
+			ew.c.plainRX.Add(uint64(n))
+			total += n
+			k := ew.load(n)
+			ew.w.Outbound(ew.pk[:k])
+			for i := range k {
+				ew.finish(&ew.pk[i], sa.Out)
+			}
+			ew.flush()
+		}
+	}
+	if ew.srcN.Load() > 0 {
+		k := ew.popSource(ew.rx[:bs])
+		u := ew.rt.u
+		for i, d := range ew.rx[:k] {
+			buf, off := u.Frame(d)
+			ew.pk[i] = sa.Packet{Buf: buf, Off: off, Len: int(d.Len), Meta: d.Addr &^ u.frameMask}
+		}
+		ew.w.Outbound(ew.pk[:k])
+		for i := range k {
+			ew.finish(&ew.pk[i], sa.Out)
+		}
+		ew.flush()
+		total += k
+	}
+	if ew.w.Pending() > 0 {
+		n := ew.w.Drain(ew.pk[:bs])
+		for i := range n {
+			ew.finish(&ew.pk[i], ew.pk[i].Dir)
+		}
+		ew.flush()
+		total += n
+	}
+	if total == 0 {
+		if cs.tx.prodPending() > 0 {
+			cs.kick()
+		}
+		if ps != nil && ps.tx.prodPending() > 0 {
+			ps.kick()
+		}
+	}
+	return total
+}
+
+// l2Len returns the length of the Ethernet header (with up to two VLAN
+// tags) of an IPv4 or IPv6 frame, or 0 if frame carries neither.
+func l2Len(frame []byte) int {
+	off := 12
+	for range 3 {
+		if len(frame) < off+2 {
+			return 0
+		}
+		switch binary.BigEndian.Uint16(frame[off:]) {
+		case 0x0800, 0x86dd:
+			return off + 2
+		case 0x8100, 0x88a8:
+			off += 4
+		default:
+			return 0
+		}
+	}
+	return 0
+}
+
+// load turns the n received descriptors into SA packets past their L2
+// header; frames without IP are freed. It returns the batch length.
+func (ew *engineWorker) load(n int) int {
+	u := ew.rt.u
+	k := 0
+	for _, d := range ew.rx[:n] {
+		buf, off := u.Frame(d)
+		h := l2Len(buf[off : off+int(d.Len)])
+		if h == 0 {
+			ew.c.notIP.Add(1)
+			ew.free[ew.nFree] = d
+			ew.nFree++
+			continue
+		}
+		ew.pk[k] = sa.Packet{Buf: buf, Off: off + h, Len: int(d.Len) - h, Meta: d.Addr &^ u.frameMask}
+		k++
+	}
+	return k
+}
+
+// finish acts on one processed packet: queue it for transmission (with
+// a new Ethernet header) or delivery, pass it to Control, or free it.
+func (ew *engineWorker) finish(p *sa.Packet, dir sa.Direction) {
+	d := Desc{Addr: p.Meta}
+	switch p.Verdict {
+	case sa.VerdictHandedOff:
+		ew.c.handedOff.Add(1)
+		p.Buf = nil
+		return
+	case sa.VerdictOK, sa.VerdictBypass:
+		if p.Verdict == sa.VerdictBypass {
+			ew.c.bypassed.Add(1)
+		}
+		toPlain := dir == sa.In
+		if toPlain && ew.ps == nil {
+			ew.dlv[ew.nDlv] = p.Buf[p.Off : p.Off+p.Len]
+			ew.dlvD[ew.nDlv] = d
+			ew.nDlv++
+			if p.Verdict == sa.VerdictOK {
+				ew.c.decrypted.Add(1)
+			}
+			break
+		}
+		if p.Off < 14 || p.Len < 1 || p.Off+p.Len > len(p.Buf) {
+			ew.c.noRoom.Add(1)
+			ew.queueFree(d)
+			break
+		}
+		et := uint16(0x0800)
+		if p.Buf[p.Off]>>4 == 6 {
+			et = 0x86dd
+		}
+		h := p.Buf[p.Off-14 : p.Off]
+		if toPlain {
+			copy(h[0:6], ew.rt.pNxt[:])
+			copy(h[6:12], ew.rt.pMAC[:])
+		} else {
+			copy(h[0:6], ew.rt.cNext[:])
+			copy(h[6:12], ew.rt.cMAC[:])
+		}
+		binary.BigEndian.PutUint16(h[12:], et)
+		d.Addr += uint64(p.Off - 14)
+		d.Len = uint32(p.Len + 14)
+		if toPlain {
+			ew.txP[ew.nP] = d
+			ew.nP++
+			if p.Verdict == sa.VerdictOK {
+				ew.c.decrypted.Add(1)
+			}
+		} else {
+			ew.txC[ew.nC] = d
+			ew.nC++
+			if p.Verdict == sa.VerdictOK {
+				ew.c.encrypted.Add(1)
+			}
+		}
+	case sa.VerdictControl:
+		if fn := ew.e.cfg.Control; fn != nil {
+			ew.c.control.Add(1)
+			fn(p.Buf[p.Off : p.Off+p.Len])
+		} else {
+			ew.c.controlDropped.Add(1)
+		}
+		ew.queueFree(d)
+	default:
+		ew.c.saDrops.Add(1)
+		if p.Reason == sa.DropMTU {
+			// ICMP "fragmentation needed" / "packet too big" belongs to
+			// the gateway; for now the drop is only counted.
+			ew.c.mtuDrops.Add(1)
+		}
+		ew.queueFree(d)
+	}
+	p.Buf = nil
+}
+
+func (ew *engineWorker) queueFree(d Desc) {
+	ew.free[ew.nFree] = d
+	ew.nFree++
+}
+
+// flush delivers, transmits and frees what finish queued.
+func (ew *engineWorker) flush() {
+	u := ew.rt.u
+	if ew.nDlv > 0 {
+		ew.e.cfg.Deliver(ew.dlv[:ew.nDlv])
+		for i := range ew.nDlv {
+			ew.dlv[i] = nil
+		}
+		u.Free(ew.dlvD[:ew.nDlv])
+		ew.nDlv = 0
+	}
+	if ew.nC > 0 {
+		ew.transmit(ew.cs, ew.txC[:ew.nC])
+		ew.nC = 0
+	}
+	if ew.nP > 0 {
+		ew.transmit(ew.ps, ew.txP[:ew.nP])
+		ew.nP = 0
+	}
+	if ew.nFree > 0 {
+		u.Free(ew.free[:ew.nFree])
+		ew.nFree = 0
+	}
+}
+
+// transmit puts txs on s's TX ring, reaping completions and retrying a
+// few times while it is full; what still does not fit is freed.
+func (ew *engineWorker) transmit(s *Socket, txs []Desc) {
+	for attempt := 0; len(txs) > 0 && attempt < 8; attempt++ {
+		k := s.Transmit(txs)
+		txs = txs[k:]
+		if len(txs) > 0 {
+			s.Complete()
+		}
+	}
+	if len(txs) > 0 {
+		ew.rt.u.Free(txs)
+		ew.c.txFull.Add(uint64(len(txs)))
+	}
+}
+
+// sleep blocks in poll(2) until a socket has packets, Stop wakes the
+// eventfd, or a timeout passes (short while transmissions are pending
+// or other workers handed packets over).
+func (ew *engineWorker) sleep() {
+	timeout := 100 * time.Millisecond
+	if ew.cs.TXOutstanding() > 0 || (ew.ps != nil && ew.ps.TXOutstanding() > 0) ||
+		ew.e.cfg.Processor.Concurrency() != sa.Shared {
+		timeout = time.Millisecond
+	}
+	if ew.srcN.Load() > 0 {
+		return
+	}
+	pfd := [4]unix.PollFd{
+		{Fd: int32(ew.rt.efd), Events: unix.POLLIN},
+		{Fd: int32(ew.wfd), Events: unix.POLLIN},
+		{Fd: int32(ew.cs.fd), Events: unix.POLLIN},
+		{Fd: -1},
+	}
+	if ew.ps != nil {
+		pfd[3] = unix.PollFd{Fd: int32(ew.ps.fd), Events: unix.POLLIN}
+	}
+	pollRetry(pfd[:], timeout)
+	if pfd[1].Revents&unix.POLLIN != 0 {
+		var v [8]byte
+		unix.Read(ew.wfd, v[:])
+	}
+	ew.c.sleeps.Add(1)
+}
+
+// drain processes what is left on the RX rings without refilling, then
+// waits (bounded) for the TX rings to empty.
+func (ew *engineWorker) drain() {
+	deadline := time.Now().Add(drainTimeout)
+	for time.Now().Before(deadline) {
+		if ew.step(false) == 0 {
+			break
+		}
+	}
+	for _, s := range []*Socket{ew.cs, ew.ps} {
+		if s == nil {
+			continue
+		}
+		for s.TXOutstanding() > 0 && time.Now().Before(deadline) {
+			s.Kick()
+			if s.Complete() == 0 {
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+		s.Complete()
+	}
+}
+
+// popSource takes up to len(ds) packets from the Send queue.
+func (ew *engineWorker) popSource(ds []Desc) int {
+	ew.srcMu.Lock()
+	defer ew.srcMu.Unlock()
+	n := min(len(ds), int(ew.srcN.Load()))
+	for i := range n {
+		ds[i] = ew.src[(ew.srcHead+i)%srcQueueLen]
+	}
+	ew.srcHead = (ew.srcHead + n) % srcQueueLen
+	ew.srcN.Add(int32(-n))
+	return n
+}
+
+// pushSource queues ds for the worker and returns how many fit.
+func (ew *engineWorker) pushSource(ds []Desc) int {
+	ew.srcMu.Lock()
+	defer ew.srcMu.Unlock()
+	q := int(ew.srcN.Load())
+	n := min(len(ds), srcQueueLen-q)
+	for i := range n {
+		ew.src[(ew.srcHead+q+i)%srcQueueLen] = ds[i]
+	}
+	ew.srcN.Add(int32(n))
+	return n
+}
+
+// Send queues IP packets (each starting at its IP header) from Go for
+// encryption by the worker of queue: the source side for embedders
+// without a plaintext interface (it works with one too). Each packet is
+// copied into a UMEM frame, so pkts may be reused when Send returns. It
+// returns how many packets were queued; the rest found no free frame or
+// a full queue (counted as SendFull), or were too short (under 20
+// bytes) or too long for a frame with room for ESP. It fails with
+// ErrClosed when the engine is not running and ErrInvalidConfig for a
+// bad queue. Safe for concurrent use; it does not allocate.
+func (e *Engine) Send(queue int, pkts [][]byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.running {
+		return 0, ErrClosed
+	}
+	rt := e.rt
+	if queue < 0 || queue >= len(rt.workers) {
+		return 0, fmt.Errorf("%w: queue %d", ErrInvalidConfig, queue)
+	}
+	ew := rt.workers[queue]
+	u := rt.u
+	maxLen := u.cfg.FrameSize - u.DataOffset() - esp.MaxTailroom
+	var ds [MaxBatch]Desc
+	sent := 0
+	for len(pkts) > 0 {
+		chunk := pkts[:min(len(pkts), MaxBatch)]
+		pkts = pkts[len(chunk):]
+		k := u.Alloc(ds[:len(chunk)])
+		m := 0
+		for i := range k {
+			p := chunk[i]
+			if len(p) < 20 || len(p) > maxLen {
+				continue
+			}
+			d := ds[i]
+			frame, off := u.Frame(d)
+			copy(frame[off:], p)
+			d.Len = uint32(len(p))
+			ds[i], ds[m] = ds[m], d
+			m++
+		}
+		q := ew.pushSource(ds[:m])
+		if k > q {
+			u.Free(ds[q:k])
+		}
+		sent += q
+		if q < len(chunk) {
+			ew.c.sendFull.Add(uint64(len(chunk) - q))
+		}
+	}
+	if sent > 0 {
+		ew.c.sent.Add(uint64(sent))
+		one := uint64(1)
+		unix.Write(ew.wfd, unsafe.Slice((*byte)(unsafe.Pointer(&one)), 8))
+	}
+	return sent, nil
+}
