@@ -1,0 +1,119 @@
+// Package harness measures the esp and sa packages through their public
+// APIs and records the measurements as Results, for package report to
+// render. Timing is done with its own loops (not testing.Benchmark): every
+// measurement runs for a wall-clock budget, in short windows whose
+// per-packet medians are what gets reported, and a baseline measured in
+// the same run is interleaved window by window with the code under test.
+package harness
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+)
+
+// Metric is one measured number with its unit.
+type Metric struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+	Unit  string  `json:"unit"`
+}
+
+// Result is one measurement: what was measured (Kind and the parameters
+// that apply to it) and its metrics.
+type Result struct {
+	Suite     string   `json:"suite"`               // "crypto" or "sa"
+	Kind      string   `json:"kind"`                // see the Kind* constants
+	Transform string   `json:"transform,omitempty"` // ESP transform name
+	Op        string   `json:"op,omitempty"`        // "seal", "open", "check+update", ...
+	Size      int      `json:"size,omitempty"`      // payload bytes
+	SAs       int      `json:"sas,omitempty"`       // number of SAs
+	Workers   int      `json:"workers,omitempty"`   // worker goroutines
+	Mode      string   `json:"mode,omitempty"`      // concurrency mode
+	Dist      string   `json:"dist,omitempty"`      // skew: "elephant" or "uniform"
+	Metrics   []Metric `json:"metrics"`
+}
+
+// Kinds of results.
+const (
+	KindCrypto  = "crypto"     // Seal/Open of one transform vs its raw baseline
+	KindLookup  = "sad-lookup" // SAD.Lookup at a number of SAs
+	KindReplay  = "replay"     // replay.Window Check+Update
+	KindVsESP   = "vs-esp"     // sa.Processor round trip vs esp alone
+	KindModes   = "modes"      // concurrency modes at a number of workers
+	KindSkew    = "skew"       // one elephant SA vs uniform over N SAs
+	UnitNs      = "ns"
+	UnitMBps    = "MB/s"
+	UnitRatio   = "x"
+	UnitAllocs  = "allocs/op"
+	UnitMpps    = "Mpps"
+	UnitPackets = "packets"
+	UnitPercent = "%"
+)
+
+// Get returns the value of the metric called name.
+func (r *Result) Get(name string) (float64, bool) {
+	for _, m := range r.Metrics {
+		if m.Name == name {
+			return m.Value, true
+		}
+	}
+	return 0, false
+}
+
+func (r *Result) add(name string, v float64, unit string) {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return
+	}
+	r.Metrics = append(r.Metrics, Metric{Name: name, Value: v, Unit: unit})
+}
+
+// Config is the harness configuration, recorded with the results.
+type Config struct {
+	Suites     []string `json:"suites"`
+	Sizes      []int    `json:"sizes"`
+	Transforms []string `json:"transforms"`
+	DurationNs int64    `json:"duration_ns"` // per measurement
+	Workers    []int    `json:"workers"`
+	SAs        []int    `json:"sas"`
+	Quick      bool     `json:"quick"`
+	Seed       uint64   `json:"seed"`
+}
+
+// Report is the content of results.json.
+type Report struct {
+	Command string   `json:"command,omitempty"` // the command line that measured
+	Machine Machine  `json:"machine"`
+	Config  Config   `json:"config"`
+	Results []Result `json:"results"`
+}
+
+// Filter returns the results of the given kind.
+func (r *Report) Filter(kind string) []Result {
+	var out []Result
+	for _, x := range r.Results {
+		if x.Kind == kind {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// WriteJSON writes r as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// ReadJSON reads what WriteJSON wrote.
+func ReadJSON(rd io.Reader) (*Report, error) {
+	var r Report
+	dec := json.NewDecoder(rd)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("harness: results: %w", err)
+	}
+	return &r, nil
+}

@@ -1,0 +1,187 @@
+// Command bench measures the esp and sa packages through their public
+// APIs and writes results.json and a Markdown report with SVG plots.
+//
+//	go run ./bench                       # default suites, all transforms
+//	go run ./bench -quick                # CI-sized, a few seconds
+//	go run ./bench -suite crypto -transforms aes128gcm16,chacha20poly1305 -sizes 64,1420
+//
+// See bench/README.md for what each number means.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/espxdp/espxdp/bench/internal/harness"
+	"github.com/espxdp/espxdp/bench/internal/report"
+	"github.com/espxdp/espxdp/esp"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+// Defaults; -quick replaces the ones not set explicitly.
+const (
+	defSizes    = "64,512,1420,9000"
+	defWorkers  = "1,2"
+	defSAs      = "1,16,1000,100000"
+	quickSizes  = "64,1420"
+	quickTrans  = "aes128gcm16,aes128-sha256"
+	quickSAs    = "1,1000"
+	defDuration = 200 * time.Millisecond
+	quickDur    = 20 * time.Millisecond
+	defSeed     = 1
+)
+
+func run(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	suite := fs.String("suite", strings.Join(harness.Suites, ","), "suites to run: crypto, sa")
+	sizes := fs.String("sizes", defSizes, "payload sizes in bytes (crypto suite)")
+	transforms := fs.String("transforms", "all", "transforms (crypto suite), or all")
+	dur := fs.Duration("duration", defDuration, "time budget of each measurement")
+	workers := fs.String("workers", defWorkers, "worker counts (sa suite: concurrency modes; the largest is used for skew)")
+	sas := fs.String("sas", defSAs, "SA counts for the SAD lookup (sa suite)")
+	out := fs.String("out", "bench/out", "output directory")
+	quick := fs.Bool("quick", false, "CI-sized run: "+quickTrans+" at "+quickSizes+" B, SAs "+quickSAs+", 20ms per measurement, unless set explicitly")
+	seed := fs.Uint64("seed", defSeed, "seed of keys and payloads")
+	note := fs.String("note", "", "a paragraph to put under the report's title (e.g. the conditions of the run)")
+	from := fs.String("from", "", "render the report from this results.json instead of measuring")
+	progress := fs.Bool("progress", true, "progress line on stderr")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *from != "" {
+		return rerender(*from, *out, *note)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *quick {
+		if !set["sizes"] {
+			*sizes = quickSizes
+		}
+		if !set["transforms"] {
+			*transforms = quickTrans
+		}
+		if !set["sas"] {
+			*sas = quickSAs
+		}
+		if !set["duration"] {
+			*dur = quickDur
+		}
+	}
+	cfg := harness.Config{Suites: splitList(*suite), DurationNs: int64(*dur), Quick: *quick, Seed: *seed}
+	var err error
+	if cfg.Sizes, err = intList("sizes", *sizes); err != nil {
+		return err
+	}
+	if cfg.Workers, err = intList("workers", *workers); err != nil {
+		return err
+	}
+	if cfg.SAs, err = intList("sas", *sas); err != nil {
+		return err
+	}
+	if *transforms == "all" {
+		cfg.Transforms = esp.TransformNames()
+	} else {
+		cfg.Transforms = splitList(*transforms)
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	var pw io.Writer
+	if *progress {
+		pw = stderr
+	}
+	rep, err := harness.Run(cfg, pw)
+	if err != nil {
+		return err
+	}
+	rep.Command = "go run ./bench"
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name != "note" {
+			rep.Command += " -" + f.Name + "=" + f.Value.String()
+		}
+	})
+	f, err := os.Create(filepath.Join(*out, report.ResultsFile))
+	if err != nil {
+		return err
+	}
+	if err := rep.WriteJSON(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := report.Write(*out, rep, rep.Command, *note); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote %s and %s\n", filepath.Join(*out, report.ResultsFile), filepath.Join(*out, report.ReportFile))
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func intList(name, s string) ([]int, error) {
+	var out []int
+	for _, f := range splitList(s) {
+		v, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("-%s: %q is not a number", name, f)
+		}
+		out = append(out, v)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("-%s: empty list", name)
+	}
+	return out, nil
+}
+
+// rerender writes the report of an earlier run's results.json into out.
+func rerender(from, out, note string) error {
+	f, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rep, err := harness.ReadJSON(f)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	cmd := rep.Command
+	if cmd == "" {
+		cmd = "go run ./bench"
+	}
+	return report.Write(out, rep, cmd+"`, re-rendered with `go run ./bench -from="+from, note)
+}
