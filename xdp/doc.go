@@ -197,6 +197,27 @@
 // runs are processed by that worker's drain if it has not exited yet;
 // otherwise their frames return with the UMEM when it is closed.
 //
+// # TUN
+//
+// A TUN device can be the Engine's plaintext side instead of an
+// interface, which makes a route-based tunnel: OpenTUN creates it
+// (IFF_TUN|IFF_NO_PI, in the calling thread's namespace) on a
+// non-blocking descriptor served by the runtime poller, so Close and
+// read deadlines unblock a pending Read. Set EngineConfig.Deliver to
+// TUN.Deliver, which writes decrypted packets to the device, and run
+// ServeTUN, which reads what the kernel routes into the device in
+// batches of up to BatchSize (one blocking wait, then non-blocking reads
+// until the batch is full or the device is empty) and hands them to
+// Engine.Send; it stops when its stop channel closes, the TUN closes or
+// Send fails. Its buffers (BatchSize × TUNBufSize) are allocated once,
+// and ReadBatch and WriteBatch do not allocate. There are no offloads
+// (no IFF_VNET_HDR, GSO or GRO): every packet costs one read(2) or
+// write(2), and Send copies it into a frame, so this path is much slower
+// than the AF_XDP plaintext interface. Deliver runs on the engine
+// worker, so a device write that would block (it rarely does) stalls
+// that worker. Keep the TUN's MTU at or below the tunnel's plaintext
+// MTU (and under TUNBufSize).
+//
 // # Kernel versions
 //
 // AF_XDP appeared in Linux 4.18. This package needs ring flags and
