@@ -745,3 +745,64 @@ func TestL2Len(t *testing.T) {
 		}
 	}
 }
+
+// TestEngineLiveSAUpdate changes the SAD while the engine runs: packets
+// for an SPI not yet installed are dropped as "no SA", the same SPI
+// decrypts once the control plane adds it, and is dropped again after
+// it is deleted.
+func TestEngineLiveSAUpdate(t *testing.T) {
+	requireNet(t)
+	n := newEngNet(t)
+	s := newEngSAs(t, n)
+	e := startEngine(t, n, n.config(s))
+	capP := newCapture(t, n.p.B)
+
+	const spiNew = 0x3001
+	const count = 8
+	var inner [][]byte
+	for i := range count {
+		inner = append(inner, innerUDP(n.remote, n.pP, uint16(2000+i), 100))
+	}
+	pkts := encryptScapy(t, scapySA(spiNew, n, false), inner, 1)
+
+	n.send(t, pkts[:2]...) // before the SA exists
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(3 * time.Second); !ok(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; processor %+v", what, e.Stats().Processor)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor("2 no-SA drops", func() bool { return e.Stats().Processor.Drops[sa.DropNoSA] == 2 })
+
+	in, err := sa.New(sa.Config{Name: "new", SPI: spiNew, Direction: sa.In, Mode: esp.Tunnel,
+		Local: n.pC, Remote: n.eC, Transform: esp.MustParseTransform("aes128gcm16"), Key: engKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.sad.Add(in); err != nil {
+		t.Fatal(err)
+	}
+	n.send(t, pkts[2:6]...)
+	got := capP.collect(4, 3*time.Second, fromTo(17, n.remote, n.pP))
+	if len(got) != 4 {
+		t.Fatalf("after adding the SA: %d packets decrypted, want 4", len(got))
+	}
+	for i, f := range got {
+		if !bytes.Equal(f[14:], inner[2+i]) {
+			t.Errorf("packet %d differs from the original", 2+i)
+		}
+	}
+	if st := in.Stats(); st.DecapsPkts != 4 {
+		t.Errorf("new SA decaps %d, want 4", st.DecapsPkts)
+	}
+
+	if err := s.sad.Delete(sa.In, spiNew); err != nil {
+		t.Fatal(err)
+	}
+	n.send(t, pkts[6:]...)
+	waitFor("2 more no-SA drops", func() bool { return e.Stats().Processor.Drops[sa.DropNoSA] == 4 })
+	checkFrames(t, e)
+}
