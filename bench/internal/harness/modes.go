@@ -55,18 +55,10 @@ func newModeRig(mode sa.Concurrency, nw, nflows int, seed uint64) (*modeRig, err
 		return r, nil
 	}
 	for f := range nflows {
-		out, in, err := saPair("aes128gcm16", uint32(0x100+f), seed, nil)
+		out, tun, err := installPair(sadA, sadB, uint32(0x100+f), seed, nil, fmt.Sprint("flow", f))
 		if err != nil {
 			return nil, err
 		}
-		if err := sadA.Add(out); err != nil {
-			return nil, err
-		}
-		if err := sadB.Add(in); err != nil {
-			return nil, err
-		}
-		tun := sa.NewTunnel(fmt.Sprint("flow", f))
-		tun.SetOutbound(out)
 		r.tuns = append(r.tuns, tun)
 		if mode == sa.Sharded {
 			r.owner = append(r.owner, tx.OwnerOfSA(out))
@@ -204,18 +196,10 @@ func newPinnedRig(nw int, seed uint64) (*modeRig, error) {
 	}
 	r := &modeRig{tx: tx, rx: rx}
 	for w := range nw {
-		out, in, err := saPair("aes128gcm16", uint32(0x100+w), seed, func(c *sa.Config) { c.Worker, c.PinWorker = w, true })
+		_, tun, err := installPair(sadA, sadB, uint32(0x100+w), seed, func(c *sa.Config) { c.Worker, c.PinWorker = w, true }, fmt.Sprint("w", w))
 		if err != nil {
 			return nil, err
 		}
-		if err := sadA.Add(out); err != nil {
-			return nil, err
-		}
-		if err := sadB.Add(in); err != nil {
-			return nil, err
-		}
-		tun := sa.NewTunnel(fmt.Sprint("w", w))
-		tun.SetOutbound(out)
 		r.tuns = append(r.tuns, tun)
 		r.owner = append(r.owner, w)
 	}
@@ -279,4 +263,22 @@ func allWorkers(nw int) []int {
 		ws[i] = i
 	}
 	return ws
+}
+
+// installPair makes an aes128gcm16 SA pair, adds the outbound SA to sadA
+// and the inbound one to sadB, and binds the outbound SA to a new tunnel.
+func installPair(sadA, sadB *sa.SAD, spi uint32, seed uint64, mod func(*sa.Config), name string) (*sa.SA, *sa.Tunnel, error) {
+	out, in, err := saPair("aes128gcm16", spi, seed, mod)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := sadA.Add(out); err != nil {
+		return nil, nil, err
+	}
+	if err := sadB.Add(in); err != nil {
+		return nil, nil, err
+	}
+	tun := sa.NewTunnel(name)
+	tun.SetOutbound(out)
+	return out, tun, nil
 }
