@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -19,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/espxdp/espxdp/internal/topo"
 )
 
 var counter atomic.Uint32
@@ -97,38 +98,7 @@ func (ns *NS) Exec(ctx context.Context, name string, args ...string) ([]byte, er
 //
 // The thread is returned to the Go scheduler only if switching it back to
 // the original namespace worked; otherwise it is discarded.
-func (ns *NS) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// Deliberately no UnlockOSThread unless restoring works: a
-		// goroutine that exits locked takes its thread with it.
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("netns: open current namespace: %w", err)
-			return
-		}
-		defer unix.Close(orig)
-		target, err := unix.Open(ns.Path(), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("netns: open %s: %w", ns.Path(), err)
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("netns: setns %s: %w", ns.Name, err)
-			return
-		}
-		fnErr := fn()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("netns: restore namespace after %s: %w (thread discarded)", ns.Name, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
-}
+func (ns *NS) Do(fn func() error) error { return topo.Do(ns.Path(), fn) }
 
 // Link is one end of a veth pair.
 type Link struct {
