@@ -178,6 +178,9 @@ func (s *SA) IPv6() bool { return s.Local.Is6() && !s.Local.Is4In6() }
 type Config struct {
 	File string
 	SAs  []*SA
+	// Gateway holds the sections `espxdp run` uses (interfaces,
+	// tunnels, policies, options); nil when the file has only sas.
+	Gateway *Gateway
 }
 
 // Lookup returns the SA with the given name.
@@ -315,32 +318,35 @@ func (p *parser) parse(data []byte) *Config {
 		p.errorf(root.Line, "", "want a mapping with a sas: list at the top level")
 		return cfg
 	}
-	var sas *yaml.Node
+	top := map[string]*yaml.Node{}
 	p.fields(root, "", func(key string, k, v *yaml.Node) bool {
-		switch key {
-		case "sas":
-			sas = v
-			return true
+		if !topFields[key] {
+			return false
 		}
-		return false
+		top[key] = v
+		return true
 	})
-	if sas == nil {
+	sas := top["sas"]
+	gw := top["gateway"] != nil || top["interfaces"] != nil
+	switch {
+	case sas == nil && !gw:
 		p.errorf(root.Line, "sas", "missing (want a list of SAs)")
-		return cfg
-	}
-	if sas.Kind != yaml.SequenceNode {
+	case sas == nil:
+	case sas.Kind != yaml.SequenceNode:
 		p.errorf(sas.Line, "sas", "want a list of SAs")
-		return cfg
-	}
-	if len(sas.Content) == 0 {
+		sas = nil
+	case len(sas.Content) == 0 && !gw:
 		p.errorf(sas.Line, "sas", "no SAs")
 	}
-	for i, n := range sas.Content {
-		if s := p.sa(deref(n), fmt.Sprintf("sas[%d]", i)); s != nil {
-			cfg.SAs = append(cfg.SAs, s)
+	if sas != nil {
+		for i, n := range sas.Content {
+			if s := p.sa(deref(n), fmt.Sprintf("sas[%d]", i)); s != nil {
+				cfg.SAs = append(cfg.SAs, s)
+			}
 		}
 	}
 	p.crossCheck(cfg.SAs)
+	cfg.Gateway = p.gateway(top, cfg)
 	return cfg
 }
 

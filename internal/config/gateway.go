@@ -1,0 +1,628 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/espxdp/espxdp/sa"
+)
+
+// Gateway is the part of a configuration that `espxdp run` needs beyond
+// the SAs: interfaces, tunnels, policies and gateway options. It is nil
+// in a configuration that has only sas (enough for the pcap commands).
+//
+//	gateway:
+//	  control: /run/espxdp/gw.sock   # control socket (default: none)
+//	  queues: 1                      # interface queues = workers
+//	  concurrency: shared            # shared | sharded | percpu
+//	  xdp_mode: auto                 # auto | copy | zerocopy (AF_XDP bind)
+//	  attach: auto                   # auto | native | generic (XDP hook)
+//	  cpus: [0, 1]                   # pin worker i to cpus[i % len]
+//	  mss_clamp: 1360                # TCP MSS clamp, 0 = off
+//	  decrement_ttl: true            # act as a router on inner packets
+//	  icmp_errors: true              # frag-needed / packet-too-big / time exceeded
+//	  keepalive: 20s                 # NAT-T keepalives to udp-encap peers, 0 = off
+//	  log_drops: 1s                  # interval of the drop log, 0 = off
+//	interfaces:
+//	  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: [192.0.2.1]}
+//	  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
+//	  # or, route-based with a tunnel interface instead of plain:
+//	  tun:    {name: vti0, address: 169.254.0.1/30, mtu: 1400, routes: [10.2.0.0/24]}
+//	protected: [10.2.0.0/24]         # plain only: destinations taken for encryption
+//	tunnels:
+//	  - {name: to-B, out: [a-to-b], in: [b-to-a]}
+//	policies:                        # crypto-map style, first match wins
+//	  - {name: web, src: 10.1.0.0/24, dst: 10.2.0.0/24, proto: tcp, dst_ports: 80-443, action: protect, tunnel: to-B}
+//	  - {name: rest, dst: 10.2.0.0/24, action: bypass}
+type Gateway struct {
+	Control      string
+	Queues       int
+	Concurrency  sa.Concurrency
+	XDPMode      string // "auto", "copy" or "zerocopy"
+	Attach       string // "auto", "native" or "generic"
+	CPUs         []int
+	MSSClamp     int
+	DecrementTTL bool
+	ICMPErrors   bool
+	Keepalive    time.Duration
+	LogDrops     time.Duration
+
+	Cipher    Iface
+	Plain     *Iface
+	TUN       *TUNIface
+	Protected []netip.Prefix
+	Tunnels   []*Tunnel
+	Policies  []*Policy
+	Pos       Pos
+}
+
+// Iface is an Ethernet interface the gateway runs AF_XDP on.
+type Iface struct {
+	Name string
+	// NextHop is the destination MAC of frames sent on the interface.
+	NextHop net.HardwareAddr
+	// Local (cipher side) restricts the ESP taken to these destinations.
+	Local []netip.Addr
+	// Address (plain side) is the source of ICMP errors.
+	Address netip.Addr
+	Pos     Pos
+}
+
+// TUNIface is the tunnel interface of a route-based gateway.
+type TUNIface struct {
+	Name    string
+	Address netip.Prefix
+	MTU     int
+	Routes  []netip.Prefix
+	Pos     Pos
+}
+
+// Tunnel binds outbound and inbound SAs by name (sa.Tunnel).
+type Tunnel struct {
+	Name    string
+	Out, In []string
+	Pos     Pos
+}
+
+// Policy is one SPD entry (sa.Policy).
+type Policy struct {
+	Name     string
+	Selector sa.Selector
+	Action   sa.Action
+	Tunnel   string
+	SA       string
+	Pos      Pos
+}
+
+// Defaults of the gateway section.
+const (
+	DefaultKeepalive = 20 * time.Second
+	DefaultLogDrops  = time.Second
+)
+
+var topFields = map[string]bool{
+	"sas": true, "gateway": true, "interfaces": true, "protected": true, "tunnels": true, "policies": true,
+}
+
+// gateway parses the gateway sections found at the top level; vals maps
+// the top-level keys to their nodes.
+func (p *parser) gateway(vals map[string]*yaml.Node, cfg *Config) *Gateway {
+	if vals["gateway"] == nil && vals["interfaces"] == nil && vals["protected"] == nil &&
+		vals["tunnels"] == nil && vals["policies"] == nil {
+		return nil
+	}
+	g := &Gateway{Queues: 1, Concurrency: sa.Shared, XDPMode: "auto", Attach: "auto", Keepalive: DefaultKeepalive, LogDrops: DefaultLogDrops}
+	if n := vals["gateway"]; n != nil {
+		g.Pos = Pos{File: p.file, Line: n.Line, Field: "gateway"}
+		p.gatewayOptions(n, g)
+	}
+	n := vals["interfaces"]
+	if n == nil {
+		line := 0
+		if vals["gateway"] != nil {
+			line = vals["gateway"].Line
+		}
+		p.errorf(line, "interfaces", "missing (a gateway needs a cipher interface and a plain or tun one)")
+	} else {
+		p.interfaces(n, g)
+	}
+	if n := vals["protected"]; n != nil {
+		g.Protected = p.prefixList(n, "protected")
+	}
+	if g.Plain != nil && len(g.Protected) == 0 {
+		p.errorf(lineOf(vals["interfaces"]), "protected", "missing: a plain interface needs the destinations to encrypt")
+	}
+	if g.TUN != nil && vals["protected"] != nil {
+		p.errorf(vals["protected"].Line, "protected", "not used with a tun interface (its routes decide what is encrypted)")
+	}
+	if n := vals["tunnels"]; n != nil {
+		p.list(n, "tunnels", func(m *yaml.Node, path string) {
+			if t := p.tunnel(m, path); t != nil {
+				g.Tunnels = append(g.Tunnels, t)
+			}
+		})
+	}
+	if n := vals["policies"]; n != nil {
+		p.list(n, "policies", func(m *yaml.Node, path string) {
+			if pol := p.policy(m, path); pol != nil {
+				g.Policies = append(g.Policies, pol)
+			}
+		})
+	}
+	p.gatewayRefs(g, cfg)
+	return g
+}
+
+func lineOf(n *yaml.Node) int {
+	if n == nil {
+		return 0
+	}
+	return n.Line
+}
+
+func (p *parser) list(n *yaml.Node, path string, each func(m *yaml.Node, path string)) {
+	if n.Kind != yaml.SequenceNode {
+		p.errorf(n.Line, path, "want a list")
+		return
+	}
+	for i, m := range n.Content {
+		each(deref(m), fmt.Sprintf("%s[%d]", path, i))
+	}
+}
+
+var gatewayOptionFields = map[string]bool{
+	"control": true, "queues": true, "concurrency": true, "xdp_mode": true, "attach": true, "cpus": true,
+	"mss_clamp": true, "decrement_ttl": true, "icmp_errors": true, "keepalive": true, "log_drops": true,
+}
+
+func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n.Line, "gateway", "want a mapping of gateway options")
+		return
+	}
+	p.fields(n, "gateway", func(key string, _, v *yaml.Node) bool {
+		if !gatewayOptionFields[key] {
+			return false
+		}
+		f := "gateway." + key
+		switch key {
+		case "control":
+			if t, ok := p.scalar(v, f); ok {
+				g.Control = t
+			}
+		case "queues":
+			if x, ok := p.uint(v, f, 16); ok {
+				if x < 1 || x > 64 {
+					p.errorf(v.Line, f, "want 1..64, got %d", x)
+				}
+				g.Queues = int(x)
+			}
+		case "concurrency":
+			if t, ok := p.scalar(v, f); ok {
+				switch strings.ToLower(t) {
+				case "shared":
+					g.Concurrency = sa.Shared
+				case "sharded":
+					g.Concurrency = sa.Sharded
+				case "percpu", "per-cpu":
+					g.Concurrency = sa.PerCPU
+				default:
+					p.errorf(v.Line, f, "want shared, sharded or percpu, got %s", quoteShort(t))
+				}
+			}
+		case "xdp_mode":
+			g.XDPMode = p.oneOf(v, f, "auto", "copy", "zerocopy")
+		case "attach":
+			g.Attach = p.oneOf(v, f, "auto", "native", "generic")
+		case "cpus":
+			p.list(v, f, func(m *yaml.Node, path string) {
+				if x, ok := p.uint(m, path, 16); ok {
+					g.CPUs = append(g.CPUs, int(x))
+				}
+			})
+		case "mss_clamp":
+			if x, ok := p.uint(v, f, 16); ok {
+				if x != 0 && (x < 536 || x > 65495) {
+					p.errorf(v.Line, f, "want 0 (off) or 536..65495, got %d", x)
+				}
+				g.MSSClamp = int(x)
+			}
+		case "decrement_ttl":
+			g.DecrementTTL, _ = p.bool(v, f)
+		case "icmp_errors":
+			g.ICMPErrors, _ = p.bool(v, f)
+		case "keepalive":
+			g.Keepalive = p.seconds(v, f)
+		case "log_drops":
+			g.LogDrops = p.seconds(v, f)
+		}
+		return true
+	})
+}
+
+func (p *parser) oneOf(v *yaml.Node, field string, choices ...string) string {
+	t, ok := p.scalar(v, field)
+	if !ok {
+		return choices[0]
+	}
+	t = strings.ToLower(t)
+	for _, c := range choices {
+		if t == c {
+			return t
+		}
+	}
+	p.errorf(v.Line, field, "want %s, got %s", strings.Join(choices, ", "), quoteShort(t))
+	return choices[0]
+}
+
+func (p *parser) interfaces(n *yaml.Node, g *Gateway) {
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n.Line, "interfaces", "want a mapping with cipher and plain or tun")
+		return
+	}
+	var cipher *yaml.Node
+	p.fields(n, "interfaces", func(key string, _, v *yaml.Node) bool {
+		switch key {
+		case "cipher":
+			cipher = v
+			g.Cipher = p.iface(v, "interfaces.cipher", true)
+		case "plain":
+			pl := p.iface(v, "interfaces.plain", false)
+			g.Plain = &pl
+		case "tun":
+			g.TUN = p.tun(v, "interfaces.tun")
+		default:
+			return false
+		}
+		return true
+	})
+	if cipher == nil {
+		p.errorf(n.Line, "interfaces.cipher", "missing")
+	}
+	if g.Plain == nil && g.TUN == nil {
+		p.errorf(n.Line, "interfaces", "want a plain or a tun interface")
+	}
+	if g.Plain != nil && g.TUN != nil {
+		p.errorf(n.Line, "interfaces", "plain and tun are alternatives; set one")
+	}
+	if g.Plain != nil && g.Plain.Name != "" && g.Plain.Name == g.Cipher.Name {
+		p.errorf(g.Plain.Pos.Line, "interfaces.plain.name", "same interface as cipher")
+	}
+}
+
+var ifaceFields = map[string]bool{"name": true, "next_hop": true, "local": true, "address": true}
+
+func (p *parser) iface(n *yaml.Node, path string, cipher bool) Iface {
+	ifc := Iface{Pos: Pos{File: p.file, Line: n.Line, Field: path}}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n.Line, path, "want a mapping with name and next_hop")
+		return ifc
+	}
+	seen := map[string]bool{}
+	p.fields(n, path, func(key string, _, v *yaml.Node) bool {
+		f := join(path, key)
+		switch key {
+		case "name":
+			if t, ok := p.scalar(v, f); ok {
+				if len(t) > 15 || strings.ContainsAny(t, "/ \t") {
+					p.errorf(v.Line, f, "not an interface name: %s", quoteShort(t))
+				}
+				ifc.Name = t
+			}
+		case "next_hop":
+			if t, ok := p.scalar(v, f); ok {
+				mac, err := net.ParseMAC(t)
+				if err != nil || len(mac) != 6 {
+					p.errorf(v.Line, f, "want a 6-byte MAC address such as 02:00:00:00:00:01, got %s", quoteShort(t))
+				}
+				ifc.NextHop = mac
+			}
+		case "local":
+			if !cipher {
+				return false
+			}
+			if v.Kind == yaml.SequenceNode {
+				p.list(v, f, func(m *yaml.Node, path string) { ifc.Local = append(ifc.Local, p.addr(m, path)) })
+			} else {
+				ifc.Local = append(ifc.Local, p.addr(v, f))
+			}
+		case "address":
+			if cipher {
+				return false
+			}
+			ifc.Address = p.addr(v, f)
+		default:
+			return false
+		}
+		seen[key] = true
+		return true
+	})
+	for _, k := range []string{"name", "next_hop"} {
+		if !seen[k] {
+			p.errorf(n.Line, join(path, k), "missing")
+		}
+	}
+	return ifc
+}
+
+var tunFields = map[string]bool{"name": true, "address": true, "mtu": true, "routes": true}
+
+func (p *parser) tun(n *yaml.Node, path string) *TUNIface {
+	t := &TUNIface{Pos: Pos{File: p.file, Line: n.Line, Field: path}}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n.Line, path, "want a mapping with name, address, mtu and routes")
+		return t
+	}
+	p.fields(n, path, func(key string, _, v *yaml.Node) bool {
+		f := join(path, key)
+		switch key {
+		case "name":
+			if s, ok := p.scalar(v, f); ok {
+				if len(s) > 15 || strings.ContainsAny(s, "/ \t") {
+					p.errorf(v.Line, f, "not an interface name: %s", quoteShort(s))
+				}
+				t.Name = s
+			}
+		case "address":
+			t.Address = p.prefix(v, f, false)
+		case "mtu":
+			if x, ok := p.uint(v, f, 16); ok {
+				if x < 576 {
+					p.errorf(v.Line, f, "want at least 576, got %d", x)
+				}
+				t.MTU = int(x)
+			}
+		case "routes":
+			t.Routes = p.prefixList(v, f)
+		default:
+			return false
+		}
+		return true
+	})
+	if t.Name == "" {
+		p.errorf(n.Line, join(path, "name"), "missing")
+	}
+	return t
+}
+
+// prefix parses "10.0.0.0/8"; with masked, host bits must be zero.
+func (p *parser) prefix(v *yaml.Node, field string, masked bool) netip.Prefix {
+	t, ok := p.scalar(v, field)
+	if !ok {
+		return netip.Prefix{}
+	}
+	pf, err := netip.ParsePrefix(t)
+	if err != nil {
+		p.errorf(v.Line, field, "want a prefix such as 10.1.0.0/16, got %s", quoteShort(t))
+		return netip.Prefix{}
+	}
+	if masked && pf.Masked() != pf {
+		p.errorf(v.Line, field, "%v has host bits set (did you mean %v?)", pf, pf.Masked())
+	}
+	return pf
+}
+
+func (p *parser) prefixList(n *yaml.Node, path string) []netip.Prefix {
+	var out []netip.Prefix
+	p.list(n, path, func(m *yaml.Node, f string) {
+		if pf := p.prefix(m, f, true); pf.IsValid() {
+			out = append(out, pf)
+		}
+	})
+	return out
+}
+
+func (p *parser) names(n *yaml.Node, path string) []string {
+	var out []string
+	if n.Kind == yaml.ScalarNode {
+		if t, ok := p.scalar(n, path); ok {
+			out = append(out, t)
+		}
+		return out
+	}
+	p.list(n, path, func(m *yaml.Node, f string) {
+		if t, ok := p.scalar(m, f); ok {
+			out = append(out, t)
+		}
+	})
+	return out
+}
+
+func (p *parser) tunnel(n *yaml.Node, path string) *Tunnel {
+	t := &Tunnel{Pos: Pos{File: p.file, Line: n.Line, Field: path}}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n.Line, path, "want a mapping with name, out and in")
+		return nil
+	}
+	p.fields(n, path, func(key string, _, v *yaml.Node) bool {
+		f := join(path, key)
+		switch key {
+		case "name":
+			if s, ok := p.scalar(v, f); ok {
+				if !nameRE.MatchString(s) {
+					p.errorf(v.Line, f, "want 1-64 letters, digits, '.', '_' or '-'")
+				}
+				t.Name = s
+			}
+		case "out":
+			t.Out = p.names(v, f)
+		case "in":
+			t.In = p.names(v, f)
+		default:
+			return false
+		}
+		return true
+	})
+	if t.Name == "" {
+		p.errorf(n.Line, join(path, "name"), "missing")
+	}
+	return t
+}
+
+var policyFields = map[string]bool{
+	"name": true, "src": true, "dst": true, "proto": true, "src_ports": true, "dst_ports": true,
+	"action": true, "tunnel": true, "sa": true,
+}
+
+func (p *parser) policy(n *yaml.Node, path string) *Policy {
+	pol := &Policy{Pos: Pos{File: p.file, Line: n.Line, Field: path}}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n.Line, path, "want a mapping of policy fields")
+		return nil
+	}
+	vals := map[string]*yaml.Node{}
+	p.fields(n, path, func(key string, _, v *yaml.Node) bool {
+		if !policyFields[key] {
+			return false
+		}
+		vals[key] = v
+		f := join(path, key)
+		switch key {
+		case "name":
+			if s, ok := p.scalar(v, f); ok {
+				if !nameRE.MatchString(s) {
+					p.errorf(v.Line, f, "want 1-64 letters, digits, '.', '_' or '-'")
+				}
+				pol.Name = s
+			}
+		case "src":
+			pol.Selector.Src = p.prefix(v, f, true)
+		case "dst":
+			pol.Selector.Dst = p.prefix(v, f, true)
+		case "proto":
+			pol.Selector.Proto = p.proto(v, f)
+		case "src_ports":
+			pol.Selector.SrcPorts = p.ports(v, f)
+		case "dst_ports":
+			pol.Selector.DstPorts = p.ports(v, f)
+		case "action":
+			switch p.oneOf(v, f, "protect", "bypass", "discard") {
+			case "protect":
+				pol.Action = sa.Protect
+			case "bypass":
+				pol.Action = sa.Bypass
+			case "discard":
+				pol.Action = sa.Discard
+			}
+		case "tunnel":
+			pol.Tunnel, _ = p.scalar(v, f)
+		case "sa":
+			pol.SA, _ = p.scalar(v, f)
+		}
+		return true
+	})
+	if pol.Name == "" {
+		p.errorf(n.Line, join(path, "name"), "missing")
+	}
+	if vals["action"] == nil {
+		p.errorf(n.Line, join(path, "action"), "missing")
+	}
+	if pol.Action != sa.Protect && (pol.Tunnel != "" || pol.SA != "") {
+		p.errorf(n.Line, path, "tunnel and sa are for action protect only")
+	}
+	if pol.Tunnel != "" && pol.SA != "" {
+		p.errorf(n.Line, path, "set tunnel or sa, not both")
+	}
+	s := pol.Selector
+	if s.Src.IsValid() && s.Dst.IsValid() && s.Src.Addr().Is4() != s.Dst.Addr().Is4() {
+		p.errorf(n.Line, path, "src and dst of different address families")
+	}
+	if (!s.SrcPorts.IsZero() || !s.DstPorts.IsZero()) && s.Proto != 6 && s.Proto != 17 && s.Proto != 132 {
+		p.errorf(n.Line, path, "ports need proto tcp, udp or sctp")
+	}
+	return pol
+}
+
+var protoNames = map[string]uint8{"icmp": 1, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "ipv6-icmp": 58, "icmpv6": 58, "sctp": 132}
+
+func (p *parser) proto(v *yaml.Node, field string) uint8 {
+	t, ok := p.scalar(v, field)
+	if !ok {
+		return 0
+	}
+	if x, ok := protoNames[strings.ToLower(t)]; ok {
+		return x
+	}
+	x, err := strconv.ParseUint(t, 10, 8)
+	if err != nil || x == 0 {
+		p.errorf(v.Line, field, "want tcp, udp, icmp, gre, sctp or a protocol number 1..255, got %s", quoteShort(t))
+		return 0
+	}
+	return uint8(x)
+}
+
+// ports parses "80", "1000-2000" or a mapping {lo, hi}.
+func (p *parser) ports(v *yaml.Node, field string) sa.PortRange {
+	t, ok := p.scalar(v, field)
+	if !ok {
+		return sa.PortRange{}
+	}
+	lo, hi, isRange := strings.Cut(t, "-")
+	a, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	b := a
+	var err2 error
+	if isRange {
+		b, err2 = strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+	}
+	if err1 != nil || err2 != nil || a > b {
+		p.errorf(v.Line, field, "want a port or a range lo-hi, got %s", quoteShort(t))
+		return sa.PortRange{}
+	}
+	return sa.PortRange{Lo: uint16(a), Hi: uint16(b)}
+}
+
+// gatewayRefs checks the names tunnels and policies refer to.
+func (p *parser) gatewayRefs(g *Gateway, cfg *Config) {
+	tunnels := map[string]*Tunnel{}
+	used := map[string]string{} // SA name -> tunnel
+	for _, t := range g.Tunnels {
+		if o := tunnels[t.Name]; o != nil && t.Name != "" {
+			p.errorf(t.Pos.Line, t.Pos.Field+".name", "%q already used by %s", t.Name, o.Pos.Field)
+			continue
+		}
+		tunnels[t.Name] = t
+		check := func(names []string, want Direction, field string) {
+			for _, n := range names {
+				s, ok := cfg.Lookup(n)
+				switch {
+				case !ok:
+					p.errorf(t.Pos.Line, t.Pos.Field+"."+field, "no SA named %q", n)
+				case s.Direction != want:
+					p.errorf(t.Pos.Line, t.Pos.Field+"."+field, "SA %q is %s, want %s", n, s.Direction, want)
+				case used[n] != "":
+					p.errorf(t.Pos.Line, t.Pos.Field+"."+field, "SA %q already in tunnel %q", n, used[n])
+				default:
+					used[n] = t.Name
+				}
+			}
+		}
+		check(t.Out, Out, "out")
+		check(t.In, In, "in")
+	}
+	names := map[string]bool{}
+	for _, pol := range g.Policies {
+		if names[pol.Name] && pol.Name != "" {
+			p.errorf(pol.Pos.Line, pol.Pos.Field+".name", "%q already used", pol.Name)
+		}
+		names[pol.Name] = true
+		if pol.Tunnel != "" && tunnels[pol.Tunnel] == nil {
+			p.errorf(pol.Pos.Line, pol.Pos.Field+".tunnel", "no tunnel named %q", pol.Tunnel)
+		}
+		if pol.SA != "" {
+			if s, ok := cfg.Lookup(pol.SA); !ok {
+				p.errorf(pol.Pos.Line, pol.Pos.Field+".sa", "no SA named %q", pol.SA)
+			} else if s.Direction != Out {
+				p.errorf(pol.Pos.Line, pol.Pos.Field+".sa", "SA %q is inbound; a policy needs an outbound SA", pol.SA)
+			}
+		}
+	}
+	if g.TUN != nil && len(g.Policies) == 0 && len(g.Tunnels) > 1 {
+		p.errorf(g.TUN.Pos.Line, "tunnels", "a tun gateway without policies sends everything through one tunnel; %d are configured", len(g.Tunnels))
+	}
+}
