@@ -5,6 +5,12 @@
 //	espxdp pcap encrypt --config F --sa NAME --in plain.pcap --out esp.pcap [--json]
 //	espxdp pcap decrypt --config F --in esp.pcap --out plain.pcap [--json]
 //	espxdp show sa --config F [--json]
+//	espxdp run --config F [--netns NAME] [--socket PATH]
+//	espxdp show sa|stats [--socket PATH] [--json]
+//	espxdp sa add|update --file SA.yaml [--tunnel NAME] [--socket PATH]
+//	espxdp sa del --direction in|out --spi X [--socket PATH]
+//	espxdp sa reload [--socket PATH]
+//	espxdp demo [-size BYTES] [-transform NAME] [-duration D]
 //
 // The SAs come from a YAML file (see package internal/config). Exit status:
 // 0 success, 1 runtime error, 2 usage error.
@@ -46,6 +52,7 @@ const usageText = `usage:
   espxdp pcap encrypt --config FILE --sa NAME --in PLAIN.pcap --out ESP.pcap [--json]
   espxdp pcap decrypt --config FILE --in ESP.pcap --out PLAIN.pcap [--json]
   espxdp show sa --config FILE [--json]
+  espxdp demo [-size BYTES] [-transform NAME] [-duration D]   (root: two gateways in namespaces)
 `
 
 func main() {
@@ -96,8 +103,16 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		switch args[1] {
 		case "sa", "sas":
 			return cmdShowSA(args[2:], stdout, stderr)
+		case "stats":
+			return cmdShowStats(args[2:], stdout, stderr)
 		}
-		return usagef("show: unknown subcommand %q (want sa)", args[1])
+		return usagef("show: unknown subcommand %q (want sa or stats)", args[1])
+	case "run":
+		return cmdRun(args[1:], stdout, stderr)
+	case "sa":
+		return cmdSA(args[1:], stdout, stderr)
+	case "demo":
+		return cmdDemo(args[1:], stdout, stderr)
 	}
 	return usagef("unknown command %q", args[0])
 }

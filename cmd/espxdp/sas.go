@@ -61,10 +61,14 @@ func (l *loaded) stats() []sa.Stats {
 
 func cmdShowSA(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("show sa", stderr)
-	cfgPath := fs.String("config", "", "YAML configuration `file`")
+	cfgPath := fs.String("config", "", "YAML configuration `file` (the SAs as configured, offline)")
+	cf := addCallFlags(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseFlags(fs, args, "config"); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *cfgPath == "" {
+		return cmdShowSALive(*cf.socket, *cf.timeout, *asJSON, stdout)
 	}
 	l, err := loadConfig(*cfgPath, nil)
 	if err != nil {

@@ -626,3 +626,38 @@ func (p *parser) gatewayRefs(g *Gateway, cfg *Config) {
 		p.errorf(g.TUN.Pos.Line, "tunnels", "a tun gateway without policies sends everything through one tunnel; %d are configured", len(g.Tunnels))
 	}
 }
+
+// ParseSA parses one SA given as a YAML or JSON mapping with the fields
+// of an entry of the sas list (for the control socket's sa add and
+// update); file names it in errors.
+func ParseSA(file string, data []byte) (*SA, error) {
+	var n yaml.Node
+	if err := yaml.Unmarshal(data, &n); err != nil {
+		return nil, &Error{File: file, Msg: "not a YAML or JSON mapping: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	root := &n
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, &Error{File: file, Msg: "want a mapping of SA fields"}
+	}
+	p := &parser{file: file}
+	s := p.sa(root, "sa")
+	p.crossCheck([]*SA{s})
+	if len(p.errs) == 1 {
+		if s != nil {
+			s.Key.Wipe()
+			s.AuthKey.Wipe()
+		}
+		return nil, p.errs[0]
+	}
+	if len(p.errs) > 1 {
+		if s != nil {
+			s.Key.Wipe()
+			s.AuthKey.Wipe()
+		}
+		return nil, p.errs
+	}
+	return s, nil
+}

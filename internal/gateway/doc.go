@@ -1,0 +1,14 @@
+// Package gateway is the core of `espxdp run`: it turns a configuration
+// (internal/config) into a running IPsec gateway — SAD, SPD, tunnels,
+// an sa.Processor and an xdp.Engine between a ciphertext interface and a
+// plaintext interface or TUN device — and keeps it running: SIGHUP-style
+// reloads that leave unchanged SAs (and their replay windows, sequence
+// numbers and counters) alone, a unix control socket speaking JSON
+// (show sa, show stats, sa add|del|update, reload), NAT-T keepalives to
+// UDP-encapsulating peers (RFC 3948 §2.3), SA lifetime events in the log
+// and a drop log bounded in lines per interval.
+//
+// Everything it does goes through the public APIs of sa and xdp: the
+// control socket's sa add, del and update are the calls a Go IKE daemon
+// would make on an sa.SAD.
+package gateway

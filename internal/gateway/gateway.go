@@ -1,0 +1,777 @@
+package gateway
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/espxdp/espxdp/bpf"
+	"github.com/espxdp/espxdp/internal/config"
+	"github.com/espxdp/espxdp/internal/show"
+	"github.com/espxdp/espxdp/internal/topo"
+	"github.com/espxdp/espxdp/sa"
+	"github.com/espxdp/espxdp/xdp"
+)
+
+// Errors.
+var (
+	// ErrNotGateway: the configuration has no gateway sections.
+	ErrNotGateway = errors.New("gateway: configuration has no interfaces section")
+	// ErrRestart: a reload changed something only a restart can change
+	// (interfaces, queues, options, the default tunnel); nothing was
+	// changed.
+	ErrRestart = errors.New("gateway: change needs a restart")
+	// ErrClosed: the gateway is not running.
+	ErrClosed = errors.New("gateway: not running")
+)
+
+// Options are the parts of a gateway that are not in its configuration.
+type Options struct {
+	// NetNS is the path of the network namespace of the interfaces (e.g.
+	// /run/netns/gw); empty means the caller's.
+	NetNS string
+	// Logger receives events, drops and errors (nil: slog.Default()).
+	Logger *slog.Logger
+}
+
+// key identifies an SA in the SAD.
+type key struct {
+	dir sa.Direction
+	spi uint32
+}
+
+// entry is one installed SA and the configuration it came from.
+type entry struct {
+	sa     *sa.SA
+	conf   *config.SA
+	sum    [32]byte // fingerprint of conf, keys included
+	tunnel string
+}
+
+// Gateway is a running (or ready to run) gateway. Its methods are safe
+// for concurrent use.
+type Gateway struct {
+	opts Options
+	log  *slog.Logger
+
+	mu      sync.Mutex // control plane: SAs, tunnels, policies, reloads
+	cfg     *config.Config
+	g       *config.Gateway
+	sad     *sa.SAD
+	spd     *sa.SPD
+	proc    *sa.Processor
+	def     *sa.Tunnel // default tunnel (first configured), may be nil
+	tunnels map[string]*sa.Tunnel
+	sas     map[key]*entry
+	order   []key
+
+	eng     *xdp.Engine
+	tun     *xdp.TUN
+	ctl     *controlServer
+	running bool
+	stop    chan struct{}
+	wg      sync.WaitGroup
+
+	kaSent, kaRecv, kaErrors atomic.Uint64
+	eventsLost               atomic.Uint64
+	events                   chan sa.Event
+	started                  time.Time
+	reloader                 ReloadFunc
+}
+
+// New builds a gateway from cfg (which it keeps; don't wipe it). It
+// checks everything it can without touching the system; Start runs it.
+func New(cfg *config.Config, opts Options) (*Gateway, error) {
+	if cfg == nil || cfg.Gateway == nil {
+		return nil, ErrNotGateway
+	}
+	gw := &Gateway{opts: opts, log: opts.Logger, cfg: cfg, g: cfg.Gateway,
+		tunnels: map[string]*sa.Tunnel{}, sas: map[key]*entry{}, events: make(chan sa.Event, 256)}
+	if gw.log == nil {
+		gw.log = slog.Default()
+	}
+	fn := sa.EventChannel(gw.events, nil)
+	gw.sad = sa.NewSAD(sa.SADOptions{Events: func(e sa.Event) {
+		if e.Kind != 0 {
+			fn(e)
+		}
+	}})
+	gw.spd = sa.NewSPD(sa.SPDOptions{Events: fn})
+	for _, t := range gw.g.Tunnels {
+		gw.tunnels[t.Name] = sa.NewTunnel(t.Name)
+	}
+	if len(gw.g.Tunnels) > 0 {
+		gw.def = gw.tunnels[gw.g.Tunnels[0].Name]
+	}
+	for _, c := range cfg.SAs {
+		if err := gw.install(c, tunnelOf(gw.g, c.Name)); err != nil {
+			gw.closeSAs()
+			return nil, err
+		}
+	}
+	if err := gw.spd.Set(gw.policies(gw.g)); err != nil {
+		gw.closeSAs()
+		return nil, err
+	}
+	proc, err := sa.NewProcessor(sa.ProcessorOptions{
+		Workers: gw.g.Queues, Concurrency: gw.g.Concurrency,
+		SAD: gw.sad, SPD: gw.spd, Tunnel: gw.def,
+	})
+	if err != nil {
+		gw.closeSAs()
+		return nil, err
+	}
+	gw.proc = proc
+	return gw, nil
+}
+
+// tunnelOf returns the name of the configured tunnel an SA belongs to.
+func tunnelOf(g *config.Gateway, name string) string {
+	for _, t := range g.Tunnels {
+		if slices.Contains(t.Out, name) || slices.Contains(t.In, name) {
+			return t.Name
+		}
+	}
+	return ""
+}
+
+func fingerprint(c *config.SA) [32]byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s|%v|%d|%v|%v|%v|%v|%d|%d|%v|%v|%d|%+v|%d|", c.Name, c.Direction, c.SPI, c.Mode, c.Local, c.Remote,
+		c.Encap, c.LocalPort, c.RemotePort, c.Transform, c.ESN, c.ReplayWindow, c.Lifetime, c.PathMTU)
+	h.Write([]byte(strconv.Itoa(len(c.Key))))
+	h.Write(c.Key)
+	h.Write(c.AuthKey)
+	var s [32]byte
+	copy(s[:], h.Sum(nil))
+	return s
+}
+
+func keyOf(c *config.SA) key {
+	d := sa.In
+	if c.Direction == config.Out {
+		d = sa.Out
+	}
+	return key{d, c.SPI}
+}
+
+// newSA makes the sa.SA of a configured SA, with the gateway's MTU and
+// TTL conventions.
+func (gw *Gateway) newSA(c *config.SA) (*sa.SA, error) {
+	sc := c.SAConfig()
+	sc.DF = true
+	s, err := sa.New(sc)
+	if err != nil {
+		return nil, c.Pos.Errorf("%v", err)
+	}
+	return s, nil
+}
+
+// install creates and adds one SA (no entry with its key may exist) and
+// binds it to tunnel (if named).
+func (gw *Gateway) install(c *config.SA, tunnel string) error {
+	k := keyOf(c)
+	if _, dup := gw.sas[k]; dup {
+		return fmt.Errorf("%w: %v SPI 0x%x", sa.ErrExists, k.dir, k.spi)
+	}
+	s, err := gw.newSA(c)
+	if err != nil {
+		return err
+	}
+	if err := gw.sad.Add(s); err != nil {
+		s.Close()
+		return err
+	}
+	gw.sas[k] = &entry{sa: s, conf: c, sum: fingerprint(c), tunnel: tunnel}
+	gw.order = append(gw.order, k)
+	gw.bind(k)
+	return nil
+}
+
+// bind (re)computes the SAs of the tunnel of k's entry.
+func (gw *Gateway) bind(k key) {
+	e := gw.sas[k]
+	if e == nil || e.tunnel == "" {
+		return
+	}
+	t := gw.tunnels[e.tunnel]
+	if t == nil {
+		return
+	}
+	if k.dir == sa.In {
+		t.AddInbound(e.sa)
+		return
+	}
+	gw.rebindOut(t)
+}
+
+// rebindOut sets a tunnel's outbound SAs to the installed outbound SAs
+// bound to it, in installation order.
+func (gw *Gateway) rebindOut(t *sa.Tunnel) {
+	var out []*sa.SA
+	for _, k := range gw.order {
+		if e := gw.sas[k]; e != nil && k.dir == sa.Out && e.tunnel == t.Name() {
+			out = append(out, e.sa)
+		}
+	}
+	t.SetOutbound(out...)
+}
+
+// remove deletes the SA of k from the SAD and its tunnel.
+func (gw *Gateway) remove(k key) error {
+	e := gw.sas[k]
+	if e == nil {
+		return fmt.Errorf("%w: %v SPI 0x%x", sa.ErrNotFound, k.dir, k.spi)
+	}
+	delete(gw.sas, k)
+	gw.order = slices.DeleteFunc(gw.order, func(x key) bool { return x == k })
+	if t := gw.tunnels[e.tunnel]; t != nil {
+		if k.dir == sa.In {
+			t.RemoveInbound(e.sa)
+		} else {
+			gw.rebindOut(t)
+		}
+	}
+	return gw.sad.Delete(k.dir, k.spi)
+}
+
+// replace swaps the SA of k for a new one made from c, make-before-break:
+// an outbound tunnel switches to the new SA before the old one closes.
+func (gw *Gateway) replace(c *config.SA, tunnel string) error {
+	k := keyOf(c)
+	old := gw.sas[k]
+	if old == nil {
+		return fmt.Errorf("%w: %v SPI 0x%x", sa.ErrNotFound, k.dir, k.spi)
+	}
+	s, err := gw.newSA(c)
+	if err != nil {
+		return err
+	}
+	gw.sas[k] = &entry{sa: s, conf: c, sum: fingerprint(c), tunnel: tunnel}
+	if t := gw.tunnels[old.tunnel]; t != nil && old.tunnel != tunnel {
+		if k.dir == sa.In {
+			t.RemoveInbound(old.sa)
+		} else {
+			gw.rebindOut(t)
+		}
+	}
+	gw.bind(k)
+	if _, err := gw.sad.Replace(s); err != nil {
+		gw.sas[k] = old
+		gw.bind(k)
+		s.Close()
+		return err
+	}
+	if k.dir == sa.In {
+		if t := gw.tunnels[tunnel]; t != nil {
+			t.RemoveInbound(old.sa)
+		}
+	}
+	return nil
+}
+
+func (gw *Gateway) closeSAs() {
+	for _, k := range gw.order {
+		gw.sad.Delete(k.dir, k.spi)
+	}
+	gw.sas, gw.order = map[key]*entry{}, nil
+}
+
+// policies converts the configured policies.
+func (gw *Gateway) policies(g *config.Gateway) []*sa.Policy {
+	var out []*sa.Policy
+	for _, p := range g.Policies {
+		pol := &sa.Policy{Name: p.Name, Selector: p.Selector, Action: p.Action}
+		if p.Tunnel != "" {
+			pol.Tunnel = gw.tunnels[p.Tunnel]
+		}
+		if p.SA != "" {
+			for _, k := range gw.order {
+				if e := gw.sas[k]; k.dir == sa.Out && e.conf.Name == p.SA {
+					pol.SA = e.sa
+				}
+			}
+		}
+		out = append(out, pol)
+	}
+	return out
+}
+
+func xdpMode(s string) xdp.Mode {
+	switch s {
+	case "copy":
+		return xdp.ModeCopy
+	case "zerocopy":
+		return xdp.ModeZeroCopy
+	}
+	return xdp.ModeAuto
+}
+
+func attachMode(s string) bpf.AttachMode {
+	switch s {
+	case "native":
+		return bpf.AttachNative
+	case "generic":
+		return bpf.AttachGeneric
+	}
+	return bpf.AttachAuto
+}
+
+// inNS runs fn in the gateway's namespace.
+func (gw *Gateway) inNS(fn func() error) error {
+	if gw.opts.NetNS == "" {
+		return fn()
+	}
+	return topo.Do(gw.opts.NetNS, fn)
+}
+
+// engineConfig is the xdp.EngineConfig of the configuration.
+func (gw *Gateway) engineConfig() xdp.EngineConfig {
+	g := gw.g
+	ec := xdp.EngineConfig{
+		Processor:  gw.proc,
+		Cipher:     xdp.Port{Name: g.Cipher.Name, NextHop: g.Cipher.NextHop},
+		LocalAddrs: g.Cipher.Local,
+		Queues:     g.Queues,
+		Mode:       xdpMode(g.XDPMode),
+		Attach:     attachMode(g.Attach),
+		CPUs:       g.CPUs,
+	}
+	if g.Plain != nil {
+		ec.Plain = &xdp.Port{Name: g.Plain.Name, NextHop: g.Plain.NextHop}
+		ec.ProtectedPrefixes = g.Protected
+	}
+	gw.routerOptions(&ec)
+	return ec
+}
+
+// Start creates the TUN device (if configured), starts the engine, the
+// control socket and the background tasks.
+func (gw *Gateway) Start() (err error) {
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	if gw.running {
+		return nil
+	}
+	gw.stop = make(chan struct{})
+	defer func() {
+		if err != nil {
+			gw.teardown()
+		}
+	}()
+	ec := gw.engineConfig()
+	if t := gw.g.TUN; t != nil {
+		if err := gw.inNS(func() error {
+			tun, err := xdp.OpenTUN(t.Name)
+			if err != nil {
+				return err
+			}
+			gw.tun = tun
+			return setupTUN(t, gw.tunMTU())
+		}); err != nil {
+			return fmt.Errorf("gateway: tun %s: %w", t.Name, err)
+		}
+		ec.Deliver = gw.tun.Deliver
+	}
+	eng, err := xdp.NewEngine(ec)
+	if err != nil {
+		return err
+	}
+	if err := gw.inNS(eng.Start); err != nil {
+		return fmt.Errorf("gateway: start engine: %w", err)
+	}
+	gw.eng = eng
+	gw.running = true
+	gw.started = time.Now()
+	if gw.tun != nil {
+		for q := range gw.g.Queues {
+			if q > 0 {
+				break // one reader: a TUN without multiqueue has one queue
+			}
+			gw.wg.Add(1)
+			go func() {
+				defer gw.wg.Done()
+				if err := xdp.ServeTUN(eng, gw.tun, q, gw.stop); err != nil {
+					gw.log.Error("tun reader stopped", "tun", gw.tun.Name(), "err", err)
+				}
+			}()
+		}
+	}
+	if gw.g.Control != "" {
+		ctl, err := gw.listenControl(gw.g.Control)
+		if err != nil {
+			return err
+		}
+		gw.ctl = ctl
+	}
+	gw.wg.Add(3)
+	go gw.logEvents()
+	go gw.logDrops()
+	go gw.keepalives()
+	gw.log.Info("gateway running", "cipher", gw.g.Cipher.Name, "plain", plainName(gw.g), "queues", gw.g.Queues, "sas", len(gw.sas))
+	return nil
+}
+
+func plainName(g *config.Gateway) string {
+	if g.Plain != nil {
+		return g.Plain.Name
+	}
+	if g.TUN != nil {
+		return "tun:" + g.TUN.Name
+	}
+	return ""
+}
+
+// tunMTU is the TUN's MTU: configured, else the smallest plaintext MTU of
+// the outbound SAs, else 1400.
+func (gw *Gateway) tunMTU() int {
+	if gw.g.TUN.MTU > 0 {
+		return gw.g.TUN.MTU
+	}
+	mtu := 0
+	for _, k := range gw.order {
+		if k.dir != sa.Out {
+			continue
+		}
+		if m := gw.sas[k].sa.PlaintextMTU(); m > 0 && (mtu == 0 || m < mtu) {
+			mtu = m
+		}
+	}
+	if mtu == 0 {
+		mtu = 1400
+	}
+	return min(mtu, xdp.TUNBufSize-1)
+}
+
+// Close stops everything Start started, deletes the SAs (wiping their
+// keys) and removes the control socket. The gateway cannot be restarted.
+func (gw *Gateway) Close() error {
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	err := gw.teardown()
+	gw.closeSAs()
+	return err
+}
+
+// teardown stops what runs; gw.mu is held.
+func (gw *Gateway) teardown() error {
+	var errs []error
+	if gw.stop != nil {
+		select {
+		case <-gw.stop:
+		default:
+			close(gw.stop)
+		}
+	}
+	if gw.ctl != nil {
+		errs = append(errs, gw.ctl.close())
+		gw.ctl = nil
+	}
+	if gw.eng != nil {
+		errs = append(errs, gw.eng.Stop())
+	}
+	gw.mu.Unlock()
+	gw.wg.Wait() // background tasks may take gw.mu
+	gw.mu.Lock()
+	if gw.tun != nil {
+		errs = append(errs, gw.tun.Close())
+		gw.tun = nil
+	}
+	gw.running = false
+	return errors.Join(errs...)
+}
+
+// Running reports whether Start succeeded and Close was not called.
+func (gw *Gateway) Running() bool {
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	return gw.running
+}
+
+// Processor returns the gateway's SA processor (for its SAD, SPD...).
+func (gw *Gateway) Processor() *sa.Processor { return gw.proc }
+
+// SAD returns the gateway's SAD.
+func (gw *Gateway) SAD() *sa.SAD { return gw.sad }
+
+// SAStats returns the counters of every SA, in configuration order (SAs
+// added over the control socket last).
+func (gw *Gateway) SAStats() []sa.Stats {
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	out := make([]sa.Stats, 0, len(gw.order))
+	now := time.Now()
+	for _, k := range gw.order {
+		out = append(out, gw.sas[k].sa.StatsAt(now))
+	}
+	return out
+}
+
+// Report is the SA counters as internal/show prints them.
+func (gw *Gateway) Report(title string) *show.Report {
+	st := gw.SAStats()
+	ps := gw.proc.Stats()
+	r := &show.Report{Title: title, SAs: st, Unowned: &ps.Drops}
+	es := gw.Stats()
+	r.Extra = []show.Counter{
+		{Name: "cipher rx", Value: es.CipherRX}, {Name: "plain rx", Value: es.PlainRX},
+		{Name: "encrypted", Value: es.Encrypted}, {Name: "decrypted", Value: es.Decrypted},
+		{Name: "bypassed", Value: es.Bypassed}, {Name: "mtu drops", Value: es.MTUDrops},
+		{Name: "nat-t keepalives sent", Value: es.KeepalivesSent},
+	}
+	r.Extra = append(r.Extra, gw.routerCounters(es)...)
+	return r
+}
+
+// Stats is a snapshot of the gateway's counters.
+type Stats struct {
+	Uptime time.Duration `json:"uptime_ns"`
+	// Sums over the engine's workers.
+	CipherRX  uint64 `json:"cipher_rx"`
+	PlainRX   uint64 `json:"plain_rx"`
+	Encrypted uint64 `json:"encrypted"`
+	Decrypted uint64 `json:"decrypted"`
+	Bypassed  uint64 `json:"bypassed"`
+	SADrops   uint64 `json:"sa_drops"`
+	MTUDrops  uint64 `json:"mtu_drops"`
+	TXFull    uint64 `json:"tx_full"`
+
+	KeepalivesSent     uint64 `json:"keepalives_sent"`
+	KeepalivesReceived uint64 `json:"keepalives_received"`
+	KeepaliveErrors    uint64 `json:"keepalive_errors"`
+	EventsLost         uint64 `json:"events_lost"`
+
+	Processor sa.ProcessorStats `json:"processor"`
+	Engine    xdp.EngineStats   `json:"engine"`
+}
+
+// Stats returns the gateway's counters.
+func (gw *Gateway) Stats() Stats {
+	gw.mu.Lock()
+	eng := gw.eng
+	started := gw.started
+	gw.mu.Unlock()
+	var s Stats
+	if eng != nil {
+		s.Engine = eng.Stats()
+		for _, w := range s.Engine.Workers {
+			s.CipherRX += w.CipherRX
+			s.PlainRX += w.PlainRX
+			s.Encrypted += w.Encrypted
+			s.Decrypted += w.Decrypted
+			s.Bypassed += w.Bypassed
+			s.SADrops += w.SADrops
+			s.MTUDrops += w.MTUDrops
+			s.TXFull += w.TXFull
+		}
+		s.Uptime = time.Since(started)
+	}
+	s.Processor = gw.proc.Stats()
+	s.KeepalivesSent, s.KeepalivesReceived, s.KeepaliveErrors = gw.kaSent.Load(), gw.kaRecv.Load(), gw.kaErrors.Load()
+	s.EventsLost = gw.eventsLost.Load()
+	return s
+}
+
+// logEvents logs SA lifetime and acquire events.
+func (gw *Gateway) logEvents() {
+	defer gw.wg.Done()
+	for {
+		select {
+		case <-gw.stop:
+			return
+		case e := <-gw.events:
+			switch e.Kind {
+			case sa.EventAcquire:
+				pol := ""
+				if e.Policy != nil {
+					pol = e.Policy.Name
+				}
+				gw.log.Warn("acquire: no SA for protected traffic", "policy", pol, "src", e.Packet.Src, "dst", e.Packet.Dst, "proto", e.Packet.Proto)
+			default:
+				gw.log.Warn("sa event", "event", e.Kind.String(), "sa", e.Name, "spi", fmt.Sprintf("0x%x", e.SPI), "dir", e.Direction.String(), "limit", e.Limit.String())
+			}
+		}
+	}
+}
+
+// maxDropLines bounds the drop log per interval.
+const maxDropLines = 16
+
+// logDrops logs, every LogDrops interval, the drops counted since the
+// last one: at most maxDropLines lines, the largest first.
+func (gw *Gateway) logDrops() {
+	defer gw.wg.Done()
+	if gw.g.LogDrops <= 0 {
+		return
+	}
+	tick := time.NewTicker(gw.g.LogDrops)
+	defer tick.Stop()
+	last := map[string]uint64{}
+	for {
+		select {
+		case <-gw.stop:
+			return
+		case <-tick.C:
+		}
+		lines := gw.dropDeltas(last)
+		for i, l := range lines {
+			if i == maxDropLines {
+				gw.log.Warn("drops", "more", len(lines)-maxDropLines)
+				break
+			}
+			gw.log.Warn("drops", "where", l.where, "reason", l.reason, "count", l.n, "interval", gw.g.LogDrops)
+		}
+	}
+}
+
+type dropLine struct {
+	where, reason string
+	n             uint64
+}
+
+// dropDeltas returns the drop counts that grew since last (updating it),
+// largest first.
+func (gw *Gateway) dropDeltas(last map[string]uint64) []dropLine {
+	var out []dropLine
+	add := func(where string, d *sa.DropCounts) {
+		for r, n := range d {
+			if n == 0 {
+				continue
+			}
+			k := where + "|" + sa.DropReason(r).String()
+			if n > last[k] {
+				out = append(out, dropLine{where, sa.DropReason(r).String(), n - last[k]})
+			}
+			last[k] = n
+		}
+	}
+	ps := gw.proc.Stats()
+	add("processor", &ps.Drops)
+	for _, st := range gw.SAStats() {
+		add("sa "+st.Name, &st.Drops)
+	}
+	es := gw.Stats()
+	for name, n := range map[string]uint64{"tx ring full": es.TXFull} {
+		k := "engine|" + name
+		if n > last[k] {
+			out = append(out, dropLine{"engine", name, n - last[k]})
+		}
+		last[k] = n
+	}
+	slices.SortStableFunc(out, func(a, b dropLine) int {
+		switch {
+		case a.n > b.n:
+			return -1
+		case a.n < b.n:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// keepalives sends a NAT-keepalive (RFC 3948 §2.3: one 0xFF byte in UDP
+// from the NAT-T port) to the peer of every UDP-encapsulating outbound SA
+// each interval, from a kernel UDP socket bound to the NAT-T port in the
+// gateway's namespace (the XDP program passes keepalives and IKE to the
+// kernel, so that socket also counts the peers' keepalives).
+func (gw *Gateway) keepalives() {
+	defer gw.wg.Done()
+	if gw.g.Keepalive <= 0 {
+		return
+	}
+	var conn *net.UDPConn
+	open := func(port uint16) {
+		err := gw.inNS(func() (err error) {
+			conn, err = net.ListenUDP("udp", &net.UDPAddr{Port: int(port)})
+			return err
+		})
+		if err != nil {
+			gw.kaErrors.Add(1)
+			gw.log.Error("nat-t keepalive socket", "port", port, "err", err)
+			conn = nil
+		}
+	}
+	recvDone := make(chan struct{})
+	defer func() {
+		if conn != nil {
+			conn.Close()
+			<-recvDone
+		}
+	}()
+	tick := time.NewTicker(gw.g.Keepalive)
+	defer tick.Stop()
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-gw.stop:
+				return
+			case <-tick.C:
+			}
+		}
+		peers, port := gw.nattPeers()
+		if len(peers) == 0 {
+			continue
+		}
+		if conn == nil {
+			open(port)
+			if conn == nil {
+				continue
+			}
+			go func(c *net.UDPConn) {
+				defer close(recvDone)
+				buf := make([]byte, 2048)
+				for {
+					n, _, err := c.ReadFromUDPAddrPort(buf)
+					if err != nil {
+						return
+					}
+					if n == 1 && buf[0] == 0xFF {
+						gw.kaRecv.Add(1)
+					}
+				}
+			}(conn)
+		}
+		for _, p := range peers {
+			if _, err := conn.WriteToUDPAddrPort([]byte{0xFF}, p); err != nil {
+				gw.kaErrors.Add(1)
+				continue
+			}
+			gw.kaSent.Add(1)
+		}
+	}
+}
+
+// nattPeers returns the distinct remote endpoints of the live
+// UDP-encapsulating outbound SAs and the local port to send from.
+func (gw *Gateway) nattPeers() ([]netip.AddrPort, uint16) {
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	var out []netip.AddrPort
+	port := uint16(0)
+	for _, k := range gw.order {
+		e := gw.sas[k]
+		if k.dir != sa.Out || e.conf.Encap != config.EncapUDP || e.sa.State() >= sa.StateExpired {
+			continue
+		}
+		ap := netip.AddrPortFrom(e.conf.Remote, e.conf.RemotePort)
+		if !slices.Contains(out, ap) {
+			out = append(out, ap)
+		}
+		if port == 0 {
+			port = e.conf.LocalPort
+		}
+	}
+	return out, port
+}
+
+var _ io.Closer = (*Gateway)(nil)

@@ -1,0 +1,10 @@
+//go:build !linux
+
+package gateway
+
+import (
+	"github.com/espxdp/espxdp/internal/config"
+	"github.com/espxdp/espxdp/xdp"
+)
+
+func setupTUN(t *config.TUNIface, mtu int) error { return xdp.ErrNotSupported }
