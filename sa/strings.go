@@ -96,15 +96,36 @@ func (s State) String() string { return enumString(stateNames, int(s), "State") 
 // MarshalText implements encoding.TextMarshaler.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (x *State) UnmarshalText(b []byte) error {
+	v, err := enumParse(stateNames, string(b), "state")
+	*x = State(v)
+	return err
+}
+
 func (k EventKind) String() string { return enumString(eventNames, int(k), "EventKind") }
 
 // MarshalText implements encoding.TextMarshaler.
 func (k EventKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
 
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (x *EventKind) UnmarshalText(b []byte) error {
+	v, err := enumParse(eventNames, string(b), "event kind")
+	*x = EventKind(v)
+	return err
+}
+
 func (l Limit) String() string { return enumString(limitNames, int(l), "Limit") }
 
 // MarshalText implements encoding.TextMarshaler.
 func (l Limit) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (x *Limit) UnmarshalText(b []byte) error {
+	v, err := enumParse(limitNames, string(b), "limit")
+	*x = Limit(v)
+	return err
+}
 
 func (v Verdict) String() string { return enumString(verdictNames, int(v), "Verdict") }
 

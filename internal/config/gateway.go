@@ -238,12 +238,29 @@ func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
 		case "icmp_errors":
 			g.ICMPErrors, _ = p.bool(v, f)
 		case "keepalive":
-			g.Keepalive = p.seconds(v, f)
+			g.Keepalive = p.interval(v, f)
 		case "log_drops":
-			g.LogDrops = p.seconds(v, f)
+			g.LogDrops = p.interval(v, f)
 		}
 		return true
 	})
+}
+
+// interval parses seconds or a Go duration of at least 10ms (0 = off).
+func (p *parser) interval(v *yaml.Node, field string) time.Duration {
+	t, ok := p.scalar(v, field)
+	if !ok {
+		return 0
+	}
+	if x, err := strconv.ParseUint(t, 10, 32); err == nil {
+		return time.Duration(x) * time.Second
+	}
+	d, err := time.ParseDuration(t)
+	if err != nil || d < 0 || (d > 0 && d < 10*time.Millisecond) {
+		p.errorf(v.Line, field, "want 0 (off), seconds or a duration of at least 10ms such as 20s, got %s", quoteShort(t))
+		return 0
+	}
+	return d
 }
 
 func (p *parser) oneOf(v *yaml.Node, field string, choices ...string) string {

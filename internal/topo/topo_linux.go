@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -332,4 +333,58 @@ func (ns *NS) AddRoute(dst netip.Prefix, via netip.Addr, dev string, mtu int) er
 	}
 	_, err := ns.IP(args...)
 	return err
+}
+
+// ethtoolValue is struct ethtool_value.
+type ethtoolValue struct{ cmd, data uint32 }
+
+// ifreqData is struct ifreq with the ifr_data member.
+type ifreqData struct {
+	name [unix.IFNAMSIZ]byte
+	data unsafe.Pointer
+	_    [16]byte // the union is 24 bytes on 64-bit
+}
+
+// Legacy ethtool ioctl commands: get and set TX checksum offload.
+const (
+	ethtoolGTXCSUM = 0x16
+	ethtoolSTXCSUM = 0x17
+)
+
+// DisableTXChecksum turns TX checksum offload off on the link, as
+// `ethtool -K NAME tx off` does. A veth peer otherwise hands TCP and UDP
+// packets over with the checksum still to be filled in (CHECKSUM_PARTIAL):
+// the kernel would complete it on a real NIC, but a program that takes
+// the frame with XDP and encrypts it seals the unfinished checksum, and
+// the receiver drops the packet. Hosts whose traffic crosses an XDP
+// gateway over veth need this; real NICs do not.
+func (l *Link) DisableTXChecksum() error {
+	_, err := l.ethtool(ethtoolSTXCSUM, 0)
+	return err
+}
+
+// TXChecksum reports whether TX checksum offload is on.
+func (l *Link) TXChecksum() (bool, error) {
+	v, err := l.ethtool(ethtoolGTXCSUM, 0)
+	return v != 0, err
+}
+
+// ethtool runs a legacy ethtool_value command on the link.
+func (l *Link) ethtool(cmd, data uint32) (uint32, error) {
+	v := ethtoolValue{cmd: cmd, data: data}
+	err := l.NS.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		var req ifreqData
+		copy(req.name[:], l.Name)
+		req.data = unsafe.Pointer(&v)
+		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&req))); errno != 0 {
+			return fmt.Errorf("topo: ethtool command 0x%x on %s: %w", cmd, l.Name, errno)
+		}
+		return nil
+	})
+	return v.data, err
 }

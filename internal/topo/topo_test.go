@@ -35,6 +35,13 @@ func TestPingAndTransfer(t *testing.T) {
 	lrb, lb, err := tp.AddVeth(r, "rb", b, "eth0", VethOptions{MTU: 1400})
 	must(err)
 	must(la.AddAddr(netip.MustParsePrefix("10.9.1.2/24")))
+	if on, err := la.TXChecksum(); err != nil || !on {
+		t.Fatalf("veth TX checksum offload before: %v, %v (want on)", on, err)
+	}
+	must(la.DisableTXChecksum())
+	if on, err := la.TXChecksum(); err != nil || on {
+		t.Fatalf("veth TX checksum offload after disabling: %v, %v", on, err)
+	}
 	must(lra.AddAddr(netip.MustParsePrefix("10.9.1.1/24")))
 	must(lrb.AddAddr(netip.MustParsePrefix("10.9.2.1/24")))
 	must(lb.AddAddr(netip.MustParsePrefix("10.9.2.2/24")))

@@ -1,0 +1,369 @@
+//go:build linux
+
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/espxdp/espxdp/internal/config"
+	"github.com/espxdp/espxdp/internal/testenv"
+	"github.com/espxdp/espxdp/internal/topo"
+	"github.com/espxdp/espxdp/sa"
+)
+
+// site is one side of the test topology: host — gw.
+type site struct {
+	host, gw *topo.NS
+	gwMAC    net.HardwareAddr // the gateway's host-side MAC
+	hostMAC  net.HardwareAddr
+	wanMAC   net.HardwareAddr
+	hostAddr netip.Addr
+	socket   string
+	log      *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func mac(last byte, side byte) net.HardwareAddr { return net.HardwareAddr{2, 0, 0, 0, side, last} }
+
+// buildTopology makes hostA — gwA — gwB — hostB; with tun, the gateways'
+// host-side interfaces are left to the kernel (the TUN gateway routes).
+func buildTopology(t *testing.T) (a, b *site) {
+	t.Helper()
+	tp := topo.New("gwt")
+	t.Cleanup(func() {
+		if err := tp.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk := func(label string) *topo.NS {
+		ns, err := tp.AddNS(label)
+		must(err)
+		return ns
+	}
+	a = &site{host: mk("hostA"), gw: mk("gwA"), hostAddr: netip.MustParseAddr("10.1.0.2")}
+	b = &site{host: mk("hostB"), gw: mk("gwB"), hostAddr: netip.MustParseAddr("10.2.0.2")}
+	for i, s := range []*site{a, b} {
+		n := byte(i + 1)
+		s.hostMAC, s.gwMAC, s.wanMAC = mac(2, n), mac(1, n), mac(0xfe, n)
+		hl, gl, err := tp.AddVeth(s.host, "eth0", s.gw, "lan0", topo.VethOptions{MACA: s.hostMAC, MACB: s.gwMAC})
+		must(err)
+		must(hl.AddAddr(netip.PrefixFrom(s.hostAddr, 24)))
+		must(hl.DisableTXChecksum())
+		gwLAN := netip.AddrFrom4([4]byte{10, n, 0, 1})
+		must(gl.AddAddr(netip.PrefixFrom(gwLAN, 24)))
+		must(s.host.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), gwLAN, "", 0))
+		// XDP takes the protected traffic on lan0; ARP still reaches the
+		// kernel, but static entries keep the test independent of it.
+		must(hl.SetNeighbour(gwLAN, s.gwMAC))
+		must(gl.SetNeighbour(s.hostAddr, s.hostMAC))
+		must(s.gw.Sysctl("net.ipv4.ip_forward", "1"))
+		s.socket = filepath.Join(t.TempDir(), "ctl.sock")
+		s.log = &syncBuffer{}
+	}
+	wa, wb, err := tp.AddVeth(a.gw, "wan0", b.gw, "wan0", topo.VethOptions{MACA: a.wanMAC, MACB: b.wanMAC})
+	must(err)
+	must(wa.AddAddr(netip.MustParsePrefix("192.0.2.1/24")))
+	must(wb.AddAddr(netip.MustParsePrefix("192.0.2.2/24")))
+	must(wa.SetNeighbour(netip.MustParseAddr("192.0.2.2"), b.wanMAC))
+	must(wb.SetNeighbour(netip.MustParseAddr("192.0.2.1"), a.wanMAC))
+	return a, b
+}
+
+type gwParams struct {
+	tun       bool
+	udp       bool
+	keepalive string
+	keyAB     string // key of the A→B SA (both gateways)
+	keyBA     string
+	extra     string // appended to the gateway: section
+}
+
+func randKey(t *testing.T) string {
+	k := make([]byte, 20) // aes128gcm16: 16-byte key + 4-byte salt
+	if _, err := rand.Read(k); err != nil {
+		t.Fatal(err)
+	}
+	return "0x" + hex.EncodeToString(k)
+}
+
+// gatewayYAML returns the configuration of gateway "a" or "b".
+func gatewayYAML(s *site, peer *site, side string, p gwParams) string {
+	local, remote := "192.0.2.1", "192.0.2.2"
+	out, in := "a-to-b", "b-to-a"
+	outSPI, inSPI := "0x1001", "0x2001"
+	outKey, inKey := p.keyAB, p.keyBA
+	protected := "10.2.0.0/24"
+	if side == "b" {
+		local, remote = remote, local
+		out, in = in, out
+		outSPI, inSPI = inSPI, outSPI
+		outKey, inKey = inKey, outKey
+		protected = "10.1.0.0/24"
+	}
+	encap := ""
+	if p.udp {
+		encap = ", encap: udp"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "gateway:\n  control: %s\n  log_drops: 200ms\n", s.socket)
+	if p.keepalive != "" {
+		fmt.Fprintf(&b, "  keepalive: %s\n", p.keepalive)
+	}
+	b.WriteString(p.extra)
+	fmt.Fprintf(&b, "interfaces:\n  cipher: {name: wan0, next_hop: %q, local: %s}\n", peer.wanMAC.String(), local)
+	if p.tun {
+		fmt.Fprintf(&b, "  tun: {name: vti0, routes: [%s]}\n", protected)
+	} else {
+		fmt.Fprintf(&b, "  plain: {name: lan0, next_hop: %q}\nprotected: [%s]\n", s.hostMAC.String(), protected)
+	}
+	fmt.Fprintf(&b, "tunnels:\n  - {name: peer, out: [%s], in: [%s]}\n", out, in)
+	fmt.Fprintf(&b, "sas:\n")
+	fmt.Fprintf(&b, "  - {name: %s, direction: out, spi: %s, local: %s, remote: %s, transform: aes128gcm16, key: %s%s}\n", out, outSPI, local, remote, outKey, encap)
+	fmt.Fprintf(&b, "  - {name: %s, direction: in, spi: %s, local: %s, remote: %s, transform: aes128gcm16, key: %s%s}\n", in, inSPI, local, remote, inKey, encap)
+	return b.String()
+}
+
+func startGateway(t *testing.T, s *site, yaml string) *Gateway {
+	t.Helper()
+	cfg, err := config.Parse("gw.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, yaml)
+	}
+	gw, err := New(cfg, Options{NetNS: s.gw.Path(), Logger: slog.New(slog.NewTextHandler(s.log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Close() })
+	if err := gw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return gw
+}
+
+func ping(t *testing.T, from *site, to netip.Addr, n int) int {
+	t.Helper()
+	r, err := topo.Ping(from.host, to, n, 56, 20*time.Millisecond, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Received
+}
+
+func reload(t *testing.T, gw *Gateway, yaml string) (ReloadResult, error) {
+	t.Helper()
+	cfg, err := config.Parse("gw.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gw.Reload(cfg)
+}
+
+// statsOf returns the SA called name from a control-socket show-sa.
+func statsOf(t *testing.T, socket, name string) sa.Stats {
+	t.Helper()
+	resp, err := Call(socket, Request{Cmd: "show-sa"}, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range resp.SAs {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("show-sa on %s has no SA %q: %+v", socket, name, resp.SAs)
+	return sa.Stats{}
+}
+
+// TestGatewayPlain runs two gateways with AF_XDP on both sides: traffic
+// flows, the control socket reports matching counters, a reload with an
+// unchanged file keeps SAs (and counters), a rekey by reload on both
+// sides keeps traffic flowing, an interface change is refused, and SAs
+// deleted and re-added over the control socket stop and restart
+// traffic.
+func TestGatewayPlain(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := buildTopology(t)
+	p := gwParams{keyAB: randKey(t), keyBA: randKey(t)}
+	ya, yb := gatewayYAML(a, b, "a", p), gatewayYAML(b, a, "b", p)
+	ga := startGateway(t, a, ya)
+	gb := startGateway(t, b, yb)
+
+	if got := ping(t, a, b.hostAddr, 5); got != 5 {
+		t.Fatalf("ping through the tunnel: %d of 5 answered\nlogA:\n%s\nlogB:\n%s", got, a.log, b.log)
+	}
+	// Host routes keep TCP segments inside the plaintext MTU.
+	if err := a.host.AddRoute(netip.MustParsePrefix("10.2.0.0/24"), netip.MustParseAddr("10.1.0.1"), "", 1400); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.host.AddRoute(netip.MustParsePrefix("10.1.0.0/24"), netip.MustParseAddr("10.2.0.1"), "", 1400); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := topo.Transfer(ctx, b.host, netip.AddrPortFrom(b.hostAddr, 5001), a.host, 2<<20, 1, nil)
+	if err != nil {
+		t.Fatalf("transfer: %v", err)
+	}
+	if !res.Intact() {
+		t.Fatalf("transfer not intact: %+v", res)
+	}
+	quiet := func() {
+		// Let the last ACKs land before comparing counters.
+		time.Sleep(200 * time.Millisecond)
+	}
+	quiet()
+	outA, inB := statsOf(t, a.socket, "a-to-b"), statsOf(t, b.socket, "a-to-b")
+	if outA.EncapsPkts == 0 || outA.EncapsPkts != inB.DecapsPkts {
+		t.Errorf("A→B: gwA encaps %d, gwB decaps %d", outA.EncapsPkts, inB.DecapsPkts)
+	}
+	outB, inA := statsOf(t, b.socket, "b-to-a"), statsOf(t, a.socket, "b-to-a")
+	if outB.EncapsPkts == 0 || outB.EncapsPkts != inA.DecapsPkts {
+		t.Errorf("B→A: gwB encaps %d, gwA decaps %d", outB.EncapsPkts, inA.DecapsPkts)
+	}
+	st, err := Call(a.socket, Request{Cmd: "show-stats"}, time.Second)
+	if err != nil || st.Stats.Encrypted < outA.EncapsPkts || st.Stats.Decrypted < inA.DecapsPkts {
+		t.Errorf("show-stats: %+v, err %v", st.Stats, err)
+	}
+
+	// Same file: nothing changes, counters survive.
+	rr, err := reload(t, ga, ya)
+	if err != nil || rr.Unchanged != 2 || len(rr.Added)+len(rr.Removed)+len(rr.Replaced) != 0 {
+		t.Fatalf("reload of the same file: %+v, %v", rr, err)
+	}
+	if s := statsOf(t, a.socket, "a-to-b"); s.EncapsPkts < outA.EncapsPkts {
+		t.Errorf("counters reset by a no-op reload: %d < %d", s.EncapsPkts, outA.EncapsPkts)
+	}
+	// Rekey A→B on both sides by reload.
+	p2 := p
+	p2.keyAB = randKey(t)
+	rr, err = reload(t, ga, gatewayYAML(a, b, "a", p2))
+	if err != nil || len(rr.Replaced) != 1 || rr.Replaced[0] != "a-to-b" || rr.Unchanged != 1 {
+		t.Fatalf("rekey reload on A: %+v, %v", rr, err)
+	}
+	if _, err := reload(t, gb, gatewayYAML(b, a, "b", p2)); err != nil {
+		t.Fatal(err)
+	}
+	if got := ping(t, a, b.hostAddr, 3); got != 3 {
+		t.Fatalf("ping after rekey: %d of 3", got)
+	}
+	if s := statsOf(t, a.socket, "a-to-b"); s.EncapsPkts == 0 || s.EncapsPkts > 10 {
+		t.Errorf("new SA counters: %d encaps, want the few pings since the rekey", s.EncapsPkts)
+	}
+	// Interface changes need a restart and change nothing.
+	bad := strings.Replace(gatewayYAML(a, b, "a", p2), "cipher: {name: wan0", "cipher: {name: wan9", 1)
+	if _, err := reload(t, ga, bad); !errors.Is(err, ErrRestart) {
+		t.Errorf("reload with another interface: %v, want ErrRestart", err)
+	}
+
+	// Delete gwB's inbound SA over the control socket: pings stop,
+	// counted as no-sa drops at gwB; add it back: they flow again.
+	if _, err := Call(b.socket, Request{Cmd: "sa-del", Direction: "in", SPI: 0x1001}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := ping(t, a, b.hostAddr, 2); got != 0 {
+		t.Errorf("ping with gwB's inbound SA deleted: %d answered", got)
+	}
+	ps, err := Call(b.socket, Request{Cmd: "show-stats"}, time.Second)
+	if err != nil || ps.Stats.Processor.Drops[sa.DropNoSA] == 0 {
+		t.Errorf("no-sa drops at gwB: %+v, %v", ps.Stats, err)
+	}
+	add := fmt.Sprintf(`{"name": "a-to-b", "direction": "in", "spi": "0x1001", "local": "192.0.2.2", "remote": "192.0.2.1", "transform": "aes128gcm16", "key": %q}`, p2.keyAB)
+	if _, err := Call(b.socket, Request{Cmd: "sa-add", SA: add, Tunnel: "peer"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := ping(t, a, b.hostAddr, 3); got != 3 {
+		t.Errorf("ping after sa-add: %d of 3", got)
+	}
+	// Bad requests are refused with a reason.
+	for _, req := range []Request{{Cmd: "nope"}, {Cmd: "sa-del", Direction: "up"}, {Cmd: "sa-add", SA: "{spi: 0}"}, {Cmd: "sa-del", Direction: "in", SPI: 0x777}} {
+		if _, err := Call(b.socket, req, time.Second); err == nil {
+			t.Errorf("request %+v accepted", req)
+		}
+	}
+	if !strings.Contains(b.log.String(), "drops") || !strings.Contains(b.log.String(), "no-sa") {
+		t.Errorf("gwB log has no drop line for the no-sa drops:\n%s", b.log)
+	}
+
+	if err := ga.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	if _, err := os.Stat(a.socket); !os.IsNotExist(err) {
+		t.Errorf("control socket left behind: %v", err)
+	}
+	if ga.Running() {
+		t.Error("running after Close")
+	}
+}
+
+// TestGatewayTUNNATT runs route-based gateways (TUN devices, kernel
+// routes) with ESP in UDP 4500 and NAT-T keepalives.
+func TestGatewayTUNNATT(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := buildTopology(t)
+	p := gwParams{tun: true, udp: true, keepalive: "100ms", keyAB: randKey(t), keyBA: randKey(t)}
+	startGateway(t, a, gatewayYAML(a, b, "a", p))
+	startGateway(t, b, gatewayYAML(b, a, "b", p))
+	if got := ping(t, a, b.hostAddr, 5); got != 5 {
+		t.Fatalf("ping through the TUN tunnel: %d of 5\nlogA:\n%s\nlogB:\n%s", got, a.log, b.log)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// The TUN's MTU is the SA's plaintext MTU, so the gateway's kernel
+	// tells the hosts (PMTU) and TCP fits without help.
+	res, err := topo.Transfer(ctx, b.host, netip.AddrPortFrom(b.hostAddr, 5002), a.host, 1<<20, 2, nil)
+	if err != nil || !res.Intact() {
+		t.Fatalf("transfer: %+v, %v", res, err)
+	}
+	s := statsOf(t, a.socket, "a-to-b")
+	if !s.UDPEncap || s.RemotePort != 4500 || s.EncapsPkts == 0 {
+		t.Errorf("a-to-b: udp %v port %d encaps %d", s.UDPEncap, s.RemotePort, s.EncapsPkts)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		sa, _ := Call(a.socket, Request{Cmd: "show-stats"}, time.Second)
+		sb, _ := Call(b.socket, Request{Cmd: "show-stats"}, time.Second)
+		if sa.Stats != nil && sb.Stats != nil && sa.Stats.KeepalivesSent >= 2 && sb.Stats.KeepalivesReceived >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("keepalives: A %+v, B %+v", sa.Stats, sb.Stats)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
