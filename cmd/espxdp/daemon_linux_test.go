@@ -71,7 +71,7 @@ tunnels:
   - {name: t1, out: [out1], in: [in1]}
 sas:
   - {name: out1, direction: out, spi: 0x100, local: 192.0.2.1, remote: 192.0.2.2, transform: aes128gcm16, key: %s}
-  - {name: in1, direction: in, spi: 0x200, local: 192.0.2.1, remote: 192.0.2.2, transform: aes128gcm16, key: %s}
+  - {name: in1, direction: in, spi: 0x200, local: 192.0.2.1, remote: 192.0.2.2, transform: aes128gcm16, key: %s, lifetime: {soft_seconds: 1, hard_seconds: 2}}
 %s`, sock, key(), key(), extra)
 	}
 	cfgPath := writeFile(t, dir, "gw.yaml", conf(""))
@@ -165,6 +165,22 @@ sas:
 	}
 	if code, _, errs := runCLI(t, "sa", "del", "--socket", sock, "--direction", "in", "--spi", "0x900"); code != exitFailure || !strings.Contains(errs, "not found") {
 		t.Errorf("second sa del: %d %s", code, errs)
+	}
+
+	// in1 has a 1 s soft and 2 s hard lifetime and no traffic: the
+	// daemon's sweeper still fires both events and stops the SA.
+	deadline = time.Now().Add(6 * time.Second)
+	for !strings.Contains(logs.String(), "event=hard-expire sa=in1") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no hard-expire event for the idle SA in1:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "event=soft-expire sa=in1") {
+		t.Errorf("no soft-expire event before the hard one:\n%s", logs.String())
+	}
+	if _, out, _ = runCLI(t, "show", "sa", "--socket", sock, "--json"); !strings.Contains(out, `"state": "expired"`) {
+		t.Errorf("in1 not shown expired:\n%s", out)
 	}
 
 	cancel()

@@ -138,6 +138,9 @@ func (p *parser) gateway(vals map[string]*yaml.Node, cfg *Config) *Gateway {
 	if g.Plain != nil && len(g.Protected) == 0 {
 		p.errorf(lineOf(vals["interfaces"]), "protected", "missing: a plain interface needs the destinations to encrypt")
 	}
+	if g.Plain != nil && g.ICMPErrors && !g.Plain.Address.IsValid() {
+		p.errorf(g.Plain.Pos.Line, "interfaces.plain.address", "missing: the source of ICMP errors (gateway.icmp_errors)")
+	}
 	if g.TUN != nil && vals["protected"] != nil {
 		p.errorf(vals["protected"].Line, "protected", "not used with a tun interface (its routes decide what is encrypted)")
 	}

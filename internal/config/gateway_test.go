@@ -112,6 +112,7 @@ func TestGatewayErrors(t *testing.T) {
 		{"ports without proto", "interfaces:\n  cipher: {name: a, next_hop: \"02:00:00:00:00:01\"}\n  tun: {name: t}\npolicies:\n  - {name: p, dst_ports: 80, action: bypass}\n" + sas, "ports need proto"},
 		{"unknown option", "gateway: {turbo: true}\ninterfaces:\n  cipher: {name: a, next_hop: \"02:00:00:00:00:01\"}\n  tun: {name: t}\n" + sas, "gw.yaml:1: gateway.turbo: unknown field"},
 		{"mss range", "gateway: {mss_clamp: 100}\ninterfaces:\n  cipher: {name: a, next_hop: \"02:00:00:00:00:01\"}\n  tun: {name: t}\n" + sas, "gateway.mss_clamp: want 0 (off) or 536..65495"},
+		{"icmp without address", "gateway: {icmp_errors: true}\ninterfaces:\n  cipher: {name: a, next_hop: \"02:00:00:00:00:01\"}\n  plain: {name: b, next_hop: \"02:00:00:00:00:02\"}\nprotected: [10.0.0.0/8]\n" + sas, "gw.yaml:4: interfaces.plain.address: missing"},
 		{"inbound SA in policy", "interfaces:\n  cipher: {name: a, next_hop: \"02:00:00:00:00:01\"}\n  tun: {name: t}\npolicies:\n  - {name: p, action: protect, sa: b-to-a}\n" + sas, "a policy needs an outbound SA"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
