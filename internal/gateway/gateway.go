@@ -99,7 +99,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if gw.log == nil {
 		gw.log = slog.Default()
 	}
-	fn := sa.EventChannel(gw.events, nil)
+	fn := sa.EventChannel(gw.events, &gw.eventsLost)
 	gw.sad = sa.NewSAD(sa.SADOptions{Events: func(e sa.Event) {
 		if e.Kind != 0 {
 			fn(e)
@@ -413,7 +413,8 @@ func (gw *Gateway) Start() (err error) {
 		}
 		gw.ctl = ctl
 	}
-	gw.wg.Add(3)
+	gw.wg.Add(4)
+	go gw.sweep()
 	go gw.logEvents()
 	go gw.logDrops()
 	go gw.keepalives()
@@ -579,6 +580,26 @@ func (gw *Gateway) Stats() Stats {
 	s.KeepalivesSent, s.KeepalivesReceived, s.KeepaliveErrors = gw.kaSent.Load(), gw.kaRecv.Load(), gw.kaErrors.Load()
 	s.EventsLost = gw.eventsLost.Load()
 	return s
+}
+
+// sweepInterval is how often time lifetimes are checked without traffic.
+const sweepInterval = time.Second
+
+// sweep checks the SAs' time lifetimes every sweepInterval, so that an
+// idle SA still expires (and raises its events) on time rather than at
+// its next packet.
+func (gw *Gateway) sweep() {
+	defer gw.wg.Done()
+	tick := time.NewTicker(sweepInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-gw.stop:
+			return
+		case now := <-tick.C:
+			gw.sad.Sweep(now)
+		}
+	}
 }
 
 // logEvents logs SA lifetime and acquire events.
