@@ -164,16 +164,18 @@
 // A worker's loop, in batches of up to BatchSize:
 //
 //	ciphertext RX → strip Ethernet (and up to two VLAN tags) → Worker.Inbound
-//	    OK      → new Ethernet header in front → plaintext TX (or Deliver)
+//	    OK      → [DecrementTTL, ClampMSS] → new Ethernet header in front
+//	              → plaintext TX (or Deliver)
 //	    Control → ControlFunc, if set, else dropped (counted)
 //	    Drop    → frame freed; counted by reason in the Processor's or
 //	              the SA's stats
-//	plaintext RX → strip Ethernet → Worker.Outbound
+//	plaintext RX → strip Ethernet → [DecrementTTL, ClampMSS] → Worker.Outbound
 //	    OK, Bypass → Ethernet header in front of the outer IP header
 //	                 (the headroom has room for both) → ciphertext TX
-//	    Drop       → frame freed; DropMTU is counted (MTUDrops) but no
-//	                 ICMP "fragmentation needed" is sent yet: that
-//	                 belongs to the gateway
+//	    Drop       → frame freed; DropMTU is counted (MTUDrops) and,
+//	                 with ICMPErrors, the same frame becomes ICMP
+//	                 "fragmentation needed" / "packet too big" sent back
+//	                 on the plaintext side (or to Deliver)
 //	Engine.Send queue → Worker.Outbound → ciphertext TX
 //	Worker.Drain (Sharded and PerCPU modes) → as above, by Packet.Dir
 //

@@ -79,6 +79,48 @@ type EngineConfig struct {
 	// IdleSpins is the number of empty polls before a worker sleeps in
 	// poll(2) (0: 64; negative: busy poll).
 	IdleSpins int
+
+	// Gateway duties on the plaintext (inner) packets; see the package
+	// documentation of internal/inet for the packet functions.
+
+	// ClampMSS, if positive, is the TCP MSS that SYN and SYN-ACK
+	// segments crossing the tunnel are clamped to, in both directions
+	// (into it before encryption, out of it after decryption), like
+	// "ip tcp adjust-mss". It is the IPv4 value; IPv6 segments are
+	// clamped to ClampMSS-20. 0 turns clamping off; otherwise it must be
+	// 64..65535. Segments that an SPD bypass policy sends in clear keep
+	// their MSS (the engine restores it after the SA processor decided).
+	ClampMSS int
+	// DecrementTTL makes the engine act as a router for the inner
+	// packets: it decrements their IPv4 TTL / IPv6 hop limit on both
+	// paths (bypassed packets included). On the encrypt path a packet
+	// that would expire (TTL or hop limit 1 or 0) is dropped before
+	// encryption and, with ICMPErrors, answered with ICMP time exceeded;
+	// on the decrypt path it is dropped. Both count as TTLExpired.
+	DecrementTTL bool
+	// ICMPErrors makes the engine answer packets it cannot forward on
+	// the encrypt path with ICMP errors sent back the way they came: on
+	// the plaintext port (to Plain.NextHop) or, without one, to Deliver
+	// (with a TUN, the kernel then learns the path MTU). An outbound
+	// packet the SA processor drops with sa.DropMTU becomes ICMP
+	// "fragmentation needed" (IPv4 with DF set; an IPv4 packet without
+	// DF stays a counted drop: the engine does not fragment) or ICMPv6
+	// "packet too big", reporting the SA's plaintext MTU; with
+	// DecrementTTL, an expiring packet becomes "time exceeded". Errors
+	// are never sent about ICMP errors, non-first fragments or
+	// non-unicast packets (RFC 1812 §4.3.2.7, RFC 4443 §2.4), and are
+	// rate limited per worker (ICMPRate, ICMPBurst).
+	ICMPErrors bool
+	// ICMPSource4 and ICMPSource6 are the source addresses of the ICMP
+	// errors: the gateway's plaintext-side addresses. An error about a
+	// packet of a family without a source address is not sent (counted
+	// as ICMPNotSent). With a TUN, use an address the kernel does not
+	// own: it drops packets from its own addresses as martians.
+	ICMPSource4, ICMPSource6 netip.Addr
+	// ICMPRate and ICMPBurst are the token bucket that limits each
+	// worker's ICMP errors: ICMPRate per second, bursts of ICMPBurst
+	// (0: 100 and 20).
+	ICMPRate, ICMPBurst int
 }
 
 func (c EngineConfig) normalize() (EngineConfig, error) {
@@ -105,6 +147,24 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 	}
 	if c.IdleSpins == 0 {
 		c.IdleSpins = 64
+	}
+	if c.ClampMSS != 0 && (c.ClampMSS < 64 || c.ClampMSS > 65535) {
+		return bad("ClampMSS %d out of range 64..65535", c.ClampMSS)
+	}
+	if c.ICMPSource4.IsValid() && !c.ICMPSource4.Is4() {
+		return bad("ICMPSource4 %v is not an IPv4 address", c.ICMPSource4)
+	}
+	if c.ICMPSource6.IsValid() && (!c.ICMPSource6.Is6() || c.ICMPSource6.Is4In6()) {
+		return bad("ICMPSource6 %v is not an IPv6 address", c.ICMPSource6)
+	}
+	if c.ICMPRate == 0 {
+		c.ICMPRate = 100
+	}
+	if c.ICMPBurst == 0 {
+		c.ICMPBurst = 20
+	}
+	if c.ICMPRate < 0 || c.ICMPBurst < 0 {
+		return bad("ICMPRate %d, ICMPBurst %d", c.ICMPRate, c.ICMPBurst)
 	}
 	for _, cpu := range c.CPUs {
 		if cpu < 0 {
@@ -155,8 +215,21 @@ type EngineWorkerStats struct {
 	Control, ControlDropped uint64
 	// SADrops: packets the SA processor dropped (by reason in
 	// Processor.Stats and the SAs' Stats). MTUDrops is the DropMTU part
-	// of it: ICMP "fragmentation needed" is not generated yet.
+	// of it; with ICMPErrors each may have become an ICMP
+	// "fragmentation needed" / "packet too big" (ICMPSent).
 	SADrops, MTUDrops uint64
+	// MSSClamped: TCP SYN and SYN-ACK segments whose MSS option was
+	// lowered to ClampMSS (both directions).
+	MSSClamped uint64
+	// TTLExpired: packets dropped because DecrementTTL found their TTL
+	// or hop limit expiring (both directions).
+	TTLExpired uint64
+	// ICMPSent: ICMP errors sent back (ICMPErrors). ICMPRateLimited:
+	// errors the per-worker token bucket suppressed. ICMPNotSent:
+	// errors not allowed (about an ICMP error, a non-first fragment, a
+	// non-unicast packet, an IPv4 packet without DF) or impossible (no
+	// ICMPSource of the family, a malformed packet, no headroom).
+	ICMPSent, ICMPRateLimited, ICMPNotSent uint64
 	// NotIP: frames dropped because they carry no IPv4/IPv6 packet.
 	NotIP uint64
 	// NoRoom: results that left no room for the Ethernet header.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/espxdp/espxdp/bpf"
 	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/internal/inet"
 	"github.com/espxdp/espxdp/sa"
 )
 
@@ -44,8 +45,9 @@ type engineRun struct {
 	workers     []*engineWorker
 	efd         int
 	stop        atomic.Bool
-	cMAC, pMAC  [6]byte // our MACs
-	cNext, pNxt [6]byte // next hops
+	epoch       time.Time // for the ICMP token buckets
+	cMAC, pMAC  [6]byte   // our MACs
+	cNext, pNxt [6]byte   // next hops
 }
 
 type engineWorker struct {
@@ -69,6 +71,11 @@ type engineWorker struct {
 	nDlv  int
 	c     engCounters
 
+	// mssOld[i] is the MSS that ClampMSS lowered in pk[i] before
+	// Outbound (0: none), restored if the packet is bypassed.
+	mssOld [MaxBatch]uint16
+	icmp   tokenBucket
+
 	// Packets from Send wait in src (a ring guarded by srcMu) for the
 	// worker; wfd wakes it.
 	srcMu   sync.Mutex
@@ -83,7 +90,32 @@ const srcQueueLen = 1024
 
 type engCounters struct {
 	cipherRX, decrypted, plainRX, encrypted, bypassed, control, controlDropped,
-	saDrops, mtuDrops, notIP, noRoom, txFull, handedOff, sleeps, sent, sendFull atomic.Uint64
+	saDrops, mtuDrops, notIP, noRoom, txFull, handedOff, sleeps, sent, sendFull,
+	mssClamped, ttlExpired, icmpSent, icmpRateLimited, icmpNotSent atomic.Uint64
+}
+
+// tokenBucket limits a worker's ICMP errors: rate tokens per second up
+// to burst; one token per error. Only its worker uses it.
+type tokenBucket struct {
+	tokens, burst, perNs float64
+	last                 int64 // ns since engineRun.epoch
+}
+
+func newTokenBucket(rate, burst int) tokenBucket {
+	return tokenBucket{tokens: float64(burst), burst: float64(burst), perNs: float64(rate) / 1e9}
+}
+
+// take reports whether a token was available at now (ns) and takes it.
+func (b *tokenBucket) take(now int64) bool {
+	if now > b.last {
+		b.tokens = min(b.burst, b.tokens+float64(now-b.last)*b.perNs)
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // NewEngine checks cfg and returns an Engine; Start runs it.
@@ -126,7 +158,7 @@ func (e *Engine) Start() (err error) {
 		return nil
 	}
 	cfg := e.cfg
-	rt := &engineRun{efd: -1}
+	rt := &engineRun{efd: -1, epoch: time.Now()}
 	defer func() {
 		if err != nil {
 			rt.teardown()
@@ -164,7 +196,8 @@ func (e *Engine) Start() (err error) {
 		}
 	}
 	for q := range cfg.Queues {
-		ew := &engineWorker{e: e, rt: rt, q: q, w: cfg.Processor.Worker(q), done: make(chan struct{}), wfd: -1}
+		ew := &engineWorker{e: e, rt: rt, q: q, w: cfg.Processor.Worker(q), done: make(chan struct{}), wfd: -1,
+			icmp: newTokenBucket(cfg.ICMPRate, cfg.ICMPBurst)}
 		rt.workers = append(rt.workers, ew)
 		if ew.wfd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 			ew.wfd = -1
@@ -319,6 +352,8 @@ func (e *Engine) statsLocked() EngineStats {
 			SADrops: c.saDrops.Load(), MTUDrops: c.mtuDrops.Load(), NotIP: c.notIP.Load(),
 			NoRoom: c.noRoom.Load(), TXFull: c.txFull.Load(), HandedOff: c.handedOff.Load(),
 			Sleeps: c.sleeps.Load(), Sent: c.sent.Load(), SendFull: c.sendFull.Load(),
+			MSSClamped: c.mssClamped.Load(), TTLExpired: c.ttlExpired.Load(), ICMPSent: c.icmpSent.Load(),
+			ICMPRateLimited: c.icmpRateLimited.Load(), ICMPNotSent: c.icmpNotSent.Load(),
 		})
 		s, _ := ew.cs.Stats()
 		st.CipherSockets = append(st.CipherSockets, s)
@@ -396,12 +431,7 @@ func (ew *engineWorker) step(refill bool) int {
 		if n := ps.Receive(ew.rx[:bs]); n > 0 {
 			ew.c.plainRX.Add(uint64(n))
 			total += n
-			k := ew.load(n)
-			ew.w.Outbound(ew.pk[:k])
-			for i := range k {
-				ew.finish(&ew.pk[i], sa.Out)
-			}
-			ew.flush()
+			ew.outbound(ew.load(n))
 		}
 	}
 	if ew.srcN.Load() > 0 {
@@ -411,11 +441,7 @@ func (ew *engineWorker) step(refill bool) int {
 			buf, off := u.Frame(d)
 			ew.pk[i] = sa.Packet{Buf: buf, Off: off, Len: int(d.Len), Meta: d.Addr &^ u.frameMask}
 		}
-		ew.w.Outbound(ew.pk[:k])
-		for i := range k {
-			ew.finish(&ew.pk[i], sa.Out)
-		}
-		ew.flush()
+		ew.outbound(k)
 		total += k
 	}
 	if ew.w.Pending() > 0 {
@@ -477,6 +503,145 @@ func (ew *engineWorker) load(n int) int {
 	return k
 }
 
+// outbound encrypts the k packets in ew.pk (plaintext RX or Send):
+// gateway duties, the SA processor, then finish for each.
+func (ew *engineWorker) outbound(k int) {
+	k = ew.beforeOutbound(k)
+	ew.w.Outbound(ew.pk[:k])
+	if ew.e.cfg.ClampMSS > 0 {
+		for i := range k {
+			p := &ew.pk[i]
+			if ew.mssOld[i] != 0 && p.Verdict == sa.VerdictBypass {
+				// Sent in clear, not through the tunnel: no clamping.
+				inet.SetMSS(p.Buf[p.Off:p.Off+p.Len], int(ew.mssOld[i]))
+				ew.c.mssClamped.Add(^uint64(0))
+			}
+		}
+	}
+	for i := range k {
+		ew.finish(&ew.pk[i], sa.Out)
+	}
+	ew.flush()
+}
+
+// beforeOutbound does the gateway duties on the k packets of ew.pk before
+// encryption: it decrements TTLs, taking expiring packets out of the
+// batch (answered with time exceeded, or freed), and clamps MSS. It
+// returns the new batch length.
+func (ew *engineWorker) beforeOutbound(k int) int {
+	cfg := &ew.e.cfg
+	if cfg.ClampMSS == 0 && !cfg.DecrementTTL {
+		return k
+	}
+	m := 0
+	for i := range k {
+		p := &ew.pk[i]
+		if p.Off < 0 || p.Len < 0 || p.Off+p.Len > len(p.Buf) {
+			// Left to the processor, which drops it as malformed.
+			if m != i {
+				ew.pk[m] = *p
+				p.Buf = nil
+			}
+			ew.mssOld[m] = 0
+			m++
+			continue
+		}
+		data := p.Buf[p.Off : p.Off+p.Len]
+		if cfg.DecrementTTL && inet.Version(data) != 0 && !inet.DecTTL(data) {
+			ew.c.ttlExpired.Add(1)
+			ew.icmpBack(p, false, 0)
+			p.Buf = nil
+			continue
+		}
+		old := uint16(0)
+		if cfg.ClampMSS > 0 {
+			old = ew.clampMSS(data)
+		}
+		if m != i {
+			ew.pk[m] = *p
+			p.Buf = nil
+		}
+		ew.mssOld[m] = old
+		m++
+	}
+	return m
+}
+
+// clampMSS clamps the MSS of data (an IP packet) to ClampMSS (IPv6:
+// ClampMSS-20) and returns the MSS it replaced, or 0.
+func (ew *engineWorker) clampMSS(data []byte) uint16 {
+	mss := ew.e.cfg.ClampMSS
+	if len(data) > 0 && data[0]>>4 == 6 {
+		mss -= 20
+	}
+	old, ok := inet.MSS(data)
+	if !ok || old <= mss || !inet.SetMSS(data, mss) {
+		return 0
+	}
+	ew.c.mssClamped.Add(1)
+	return uint16(old)
+}
+
+// afterInbound does the gateway duties on a decrypted (or bypassed)
+// packet: TTL, and for decrypted packets MSS. It returns false when the
+// packet expired and must be dropped.
+func (ew *engineWorker) afterInbound(p *sa.Packet) bool {
+	cfg := &ew.e.cfg
+	if p.Off < 0 || p.Len <= 0 || p.Off+p.Len > len(p.Buf) {
+		return true
+	}
+	data := p.Buf[p.Off : p.Off+p.Len]
+	if cfg.DecrementTTL && inet.Version(data) != 0 && !inet.DecTTL(data) {
+		ew.c.ttlExpired.Add(1)
+		return false
+	}
+	if cfg.ClampMSS > 0 && p.Verdict == sa.VerdictOK {
+		ew.clampMSS(data)
+	}
+	return true
+}
+
+// icmpBack consumes the frame of p, an outbound packet the engine does
+// not forward: with ICMPErrors it becomes an ICMP error to the packet's
+// source (packet too big for mtu, or time exceeded), sent back towards
+// the plaintext side; otherwise, or when no error may or can be sent,
+// the frame is freed.
+func (ew *engineWorker) icmpBack(p *sa.Packet, tooBig bool, mtu int) {
+	d := Desc{Addr: p.Meta}
+	cfg := &ew.e.cfg
+	if !cfg.ICMPErrors {
+		ew.queueFree(d)
+		return
+	}
+	src := cfg.ICMPSource4
+	if p.Off >= 0 && p.Off < len(p.Buf) && p.Buf[p.Off]>>4 == 6 {
+		src = cfg.ICMPSource6
+	}
+	var off, n int
+	err := inet.ErrSourceFamily
+	if src.IsValid() {
+		if tooBig {
+			off, n, err = inet.PacketTooBig(p.Buf, p.Off, p.Len, src, mtu)
+		} else {
+			off, n, err = inet.TimeExceeded(p.Buf, p.Off, p.Len, src)
+		}
+	}
+	if err != nil {
+		ew.c.icmpNotSent.Add(1)
+		ew.queueFree(d)
+		return
+	}
+	if !ew.icmp.take(int64(time.Since(ew.rt.epoch))) {
+		ew.c.icmpRateLimited.Add(1)
+		ew.queueFree(d)
+		return
+	}
+	p.Off, p.Len = off, n
+	if ew.emit(p, d, true) {
+		ew.c.icmpSent.Add(1)
+	}
+}
+
 // finish acts on one processed packet: queue it for transmission (with
 // a new Ethernet header) or delivery, pass it to Control, or free it.
 func (ew *engineWorker) finish(p *sa.Packet, dir sa.Direction) {
@@ -491,47 +656,17 @@ func (ew *engineWorker) finish(p *sa.Packet, dir sa.Direction) {
 			ew.c.bypassed.Add(1)
 		}
 		toPlain := dir == sa.In
-		if toPlain && ew.ps == nil {
-			ew.dlv[ew.nDlv] = p.Buf[p.Off : p.Off+p.Len]
-			ew.dlvD[ew.nDlv] = d
-			ew.nDlv++
-			if p.Verdict == sa.VerdictOK {
-				ew.c.decrypted.Add(1)
-			}
-			break
-		}
-		if p.Off < 14 || p.Len < 1 || p.Off+p.Len > len(p.Buf) {
-			ew.c.noRoom.Add(1)
+		if toPlain && !ew.afterInbound(p) {
 			ew.queueFree(d)
 			break
 		}
-		et := uint16(0x0800)
-		if p.Buf[p.Off]>>4 == 6 {
-			et = 0x86dd
+		if !ew.emit(p, d, toPlain) || p.Verdict != sa.VerdictOK {
+			break
 		}
-		h := p.Buf[p.Off-14 : p.Off]
 		if toPlain {
-			copy(h[0:6], ew.rt.pNxt[:])
-			copy(h[6:12], ew.rt.pMAC[:])
+			ew.c.decrypted.Add(1)
 		} else {
-			copy(h[0:6], ew.rt.cNext[:])
-			copy(h[6:12], ew.rt.cMAC[:])
-		}
-		binary.BigEndian.PutUint16(h[12:], et)
-		d.Addr += uint64(p.Off - 14)
-		d.Len = uint32(p.Len + 14)
-		if toPlain {
-			ew.txP[ew.nP] = d
-			ew.nP++
-			if p.Verdict == sa.VerdictOK {
-				ew.c.decrypted.Add(1)
-			}
-		} else {
-			ew.txC[ew.nC] = d
-			ew.nC++
-			if p.Verdict == sa.VerdictOK {
-				ew.c.encrypted.Add(1)
-			}
+			ew.c.encrypted.Add(1)
 		}
 	case sa.VerdictControl:
 		if fn := ew.e.cfg.Control; fn != nil {
@@ -544,13 +679,56 @@ func (ew *engineWorker) finish(p *sa.Packet, dir sa.Direction) {
 	default:
 		ew.c.saDrops.Add(1)
 		if p.Reason == sa.DropMTU {
-			// ICMP "fragmentation needed" / "packet too big" belongs to
-			// the gateway; for now the drop is only counted.
 			ew.c.mtuDrops.Add(1)
+			if dir == sa.Out {
+				ew.icmpBack(p, true, p.MTU)
+				break
+			}
 		}
 		ew.queueFree(d)
 	}
 	p.Buf = nil
+}
+
+// emit queues the packet p in frame d towards the plaintext side
+// (plaintext TX, or Deliver without a plaintext port) or the ciphertext
+// side, with a new Ethernet header. It reports whether it queued the
+// packet; if not, the frame is freed (NoRoom).
+func (ew *engineWorker) emit(p *sa.Packet, d Desc, toPlain bool) bool {
+	if toPlain && ew.ps == nil {
+		ew.dlv[ew.nDlv] = p.Buf[p.Off : p.Off+p.Len]
+		ew.dlvD[ew.nDlv] = d
+		ew.nDlv++
+		return true
+	}
+	if p.Off < 14 || p.Len < 1 || p.Off+p.Len > len(p.Buf) {
+		ew.c.noRoom.Add(1)
+		ew.queueFree(d)
+		return false
+	}
+	et := uint16(0x0800)
+	if p.Buf[p.Off]>>4 == 6 {
+		et = 0x86dd
+	}
+	h := p.Buf[p.Off-14 : p.Off]
+	if toPlain {
+		copy(h[0:6], ew.rt.pNxt[:])
+		copy(h[6:12], ew.rt.pMAC[:])
+	} else {
+		copy(h[0:6], ew.rt.cNext[:])
+		copy(h[6:12], ew.rt.cMAC[:])
+	}
+	binary.BigEndian.PutUint16(h[12:], et)
+	d.Addr += uint64(p.Off - 14)
+	d.Len = uint32(p.Len + 14)
+	if toPlain {
+		ew.txP[ew.nP] = d
+		ew.nP++
+	} else {
+		ew.txC[ew.nC] = d
+		ew.nC++
+	}
+	return true
 }
 
 func (ew *engineWorker) queueFree(d Desc) {

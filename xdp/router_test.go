@@ -1,0 +1,605 @@
+//go:build linux
+
+package xdp
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"golang.org/x/sys/unix"
+
+	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/internal/inet"
+	"github.com/espxdp/espxdp/internal/netns"
+	"github.com/espxdp/espxdp/internal/race"
+	"github.com/espxdp/espxdp/internal/topo"
+	"github.com/espxdp/espxdp/sa"
+)
+
+// routerNet is hostA —lan— gwA —wan— gwB —lan— hostB, with an Engine
+// on each gateway (plaintext port on lan, ciphertext port on wan) and a
+// tunnel between them for 10.1.0.0/24, fd00:1::/64 (site A) and
+// 10.2.0.0/24, fd00:2::/64 (site B).
+type routerNet struct {
+	hostA, gwA, gwB, hostB *topo.NS
+	hA, pA, cA, cB, pB, hB *topo.Link
+	a, b                   routerSide
+}
+
+// routerSide is one gateway's SAs and processor.
+type routerSide struct {
+	out, in *sa.SA
+	proc    *sa.Processor
+}
+
+var (
+	hostA4, gwA4 = netip.MustParseAddr("10.1.0.2"), netip.MustParseAddr("10.1.0.1")
+	hostB4, gwB4 = netip.MustParseAddr("10.2.0.2"), netip.MustParseAddr("10.2.0.1")
+	hostA6, gwA6 = netip.MustParseAddr("fd00:1::2"), netip.MustParseAddr("fd00:1::1")
+	hostB6, gwB6 = netip.MustParseAddr("fd00:2::2"), netip.MustParseAddr("fd00:2::1")
+	wanA, wanB   = netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+)
+
+func rmac(side, last byte) net.HardwareAddr { return net.HardwareAddr{2, 0, 0, 0x7e, side, last} }
+
+// newRouterNet builds the namespaces; pathMTUA is the path MTU of gwA's
+// outbound SA (0: none), wanMTU the MTU of the wan veth (0: 1500).
+func newRouterNet(t *testing.T, pathMTUA, wanMTU int) *routerNet {
+	t.Helper()
+	requireNet(t)
+	tp := topo.New("rt")
+	t.Cleanup(func() {
+		if err := tp.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk := func(label string) *topo.NS {
+		ns, err := tp.AddNS(label)
+		must(err)
+		return ns
+	}
+	n := &routerNet{hostA: mk("hostA"), gwA: mk("gwA"), gwB: mk("gwB"), hostB: mk("hostB")}
+	var err error
+	n.hA, n.pA, err = tp.AddVeth(n.hostA, "eth0", n.gwA, "lan0", topo.VethOptions{MACA: rmac(1, 2), MACB: rmac(1, 1)})
+	must(err)
+	n.hB, n.pB, err = tp.AddVeth(n.hostB, "eth0", n.gwB, "lan0", topo.VethOptions{MACA: rmac(2, 2), MACB: rmac(2, 1)})
+	must(err)
+	n.cA, n.cB, err = tp.AddVeth(n.gwA, "wan0", n.gwB, "wan0", topo.VethOptions{MACA: rmac(1, 0xfe), MACB: rmac(2, 0xfe), MTU: wanMTU})
+	must(err)
+	for _, s := range []struct {
+		host, gw       *topo.Link
+		h4, g4, h6, g6 netip.Addr
+		far4, far6     string
+	}{
+		{n.hA, n.pA, hostA4, gwA4, hostA6, gwA6, "10.2.0.0/24", "fd00:2::/64"},
+		{n.hB, n.pB, hostB4, gwB4, hostB6, gwB6, "10.1.0.0/24", "fd00:1::/64"},
+	} {
+		must(s.host.AddAddr(netip.PrefixFrom(s.h4, 24)))
+		must(s.host.AddAddr(netip.PrefixFrom(s.h6, 64)))
+		must(s.gw.AddAddr(netip.PrefixFrom(s.g4, 24)))
+		must(s.gw.AddAddr(netip.PrefixFrom(s.g6, 64)))
+		// The engine takes the host's frames with XDP: TCP and UDP must
+		// leave the host with their checksums complete.
+		must(s.host.DisableTXChecksum())
+		must(s.host.SetNeighbour(s.g4, s.gw.MAC))
+		must(s.host.SetNeighbour(s.g6, s.gw.MAC))
+		must(s.gw.SetNeighbour(s.h4, s.host.MAC))
+		must(s.gw.SetNeighbour(s.h6, s.host.MAC))
+		must(s.host.NS.AddRoute(netip.MustParsePrefix(s.far4), s.g4, "", 0))
+		must(s.host.NS.AddRoute(netip.MustParsePrefix(s.far6), s.g6, "", 0))
+	}
+	must(n.cA.AddAddr(netip.PrefixFrom(wanA, 24)))
+	must(n.cB.AddAddr(netip.PrefixFrom(wanB, 24)))
+	must(n.cA.SetNeighbour(wanB, n.cB.MAC))
+	must(n.cB.SetNeighbour(wanA, n.cA.MAC))
+
+	tr := esp.MustParseTransform("aes128gcm16")
+	keyAB, keyBA := bytes.Repeat([]byte{0xab}, 20), bytes.Repeat([]byte{0xba}, 20)
+	mkSA := func(spi uint32, dir sa.Direction, local, remote netip.Addr, key []byte, pmtu int) *sa.SA {
+		s, err := sa.New(sa.Config{Name: fmt.Sprintf("rt-%x", spi), SPI: spi, Direction: dir, Mode: esp.Tunnel,
+			Local: local, Remote: remote, Transform: tr, Key: key, PathMTU: pmtu})
+		must(err)
+		return s
+	}
+	side := func(out, in *sa.SA) routerSide {
+		sad := sa.NewSAD(sa.SADOptions{})
+		must(sad.Add(out))
+		must(sad.Add(in))
+		tun := sa.NewTunnel("peer")
+		tun.SetOutbound(out)
+		proc, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sad, Tunnel: tun})
+		must(err)
+		return routerSide{out: out, in: in, proc: proc}
+	}
+	n.a = side(mkSA(0xa0b, sa.Out, wanA, wanB, keyAB, pathMTUA), mkSA(0xb0a, sa.In, wanB, wanA, keyBA, 0))
+	n.b = side(mkSA(0xb0a, sa.Out, wanB, wanA, keyBA, 0), mkSA(0xa0b, sa.In, wanA, wanB, keyAB, 0))
+	return n
+}
+
+// configA and configB are the gateways' engine configurations without
+// gateway duties.
+func (n *routerNet) configA() EngineConfig {
+	return EngineConfig{
+		Processor: n.a.proc,
+		Cipher:    Port{Name: n.cA.Name, NextHop: n.cB.MAC},
+		Plain:     &Port{Name: n.pA.Name, NextHop: n.hA.MAC},
+		ProtectedPrefixes: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24"),
+			netip.MustParsePrefix("fd00:2::/64")},
+		UMEM: UMEMConfig{NumFrames: 2048, FillSize: 512, CompletionSize: 512},
+	}
+}
+
+func (n *routerNet) configB() EngineConfig {
+	return EngineConfig{
+		Processor: n.b.proc,
+		Cipher:    Port{Name: n.cB.Name, NextHop: n.cA.MAC},
+		Plain:     &Port{Name: n.pB.Name, NextHop: n.hB.MAC},
+		ProtectedPrefixes: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24"),
+			netip.MustParsePrefix("fd00:1::/64")},
+		UMEM: UMEMConfig{NumFrames: 2048, FillSize: 512, CompletionSize: 512},
+	}
+}
+
+// start starts an engine in ns; the returned function stops it (also
+// run with the test's cleanup).
+func startIn(t *testing.T, ns *topo.NS, cfg EngineConfig) (*Engine, func()) {
+	t.Helper()
+	e, err := NewEngine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Do(e.Start); err != nil {
+		t.Fatalf("Engine.Start in %s: %v", ns.Label, err)
+	}
+	stop := func() {
+		if err := e.Stop(); err != nil {
+			t.Errorf("Engine.Stop in %s: %v", ns.Label, err)
+		}
+	}
+	t.Cleanup(stop)
+	return e, stop
+}
+
+// nsLink is l as the test helpers' netns.Link, for newCapture.
+func nsLink(l *topo.Link) *netns.Link {
+	return &netns.Link{NS: &netns.NS{Name: l.NS.Name}, Name: l.Name, Index: l.Index, MAC: l.MAC}
+}
+
+// run runs a command in ns with a timeout and returns its output; the
+// exit status is returned as err (ping fails when no reply comes).
+func run(ns *topo.NS, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := ns.Exec(ctx, name, args...)
+	return string(out), err
+}
+
+var routeMTU = regexp.MustCompile(`\bmtu (\d+)`)
+
+// learnedMTU polls "ip route get dst" in ns until it shows a path MTU
+// (the kernel's PMTU cache) and returns it, or 0 after a timeout.
+func learnedMTU(t *testing.T, ns *topo.NS, dst netip.Addr) (int, string) {
+	t.Helper()
+	var out string
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		var err error
+		if out, err = ns.IP("route", "get", dst.String()); err != nil {
+			t.Fatal(err)
+		}
+		if m := routeMTU.FindStringSubmatch(out); m != nil {
+			v, _ := strconv.Atoi(m[1])
+			return v, out
+		}
+	}
+	return 0, out
+}
+
+// icmpFrame matches IPv4 ICMP frames of type typ from src to dst, or
+// (for IPv6 addresses) ICMPv6 frames.
+func icmpFrame(typ byte, src, dst netip.Addr) func([]byte) bool {
+	if src.Is4() {
+		return func(f []byte) bool { return fromTo(1, src, dst)(f) && len(f) > 34 && f[34] == typ }
+	}
+	return func(f []byte) bool {
+		return len(f) >= 62 && binary.BigEndian.Uint16(f[12:]) == 0x86dd && f[20] == 58 &&
+			netip.AddrFrom16([16]byte(f[22:38])) == src && netip.AddrFrom16([16]byte(f[38:54])) == dst && f[54] == typ
+	}
+}
+
+// checkICMP decodes an ICMP error frame with gopacket, verifies its
+// checksums from scratch and returns the ICMP layer's type, code, the
+// 4-byte field after the checksum and the quoted packet.
+func checkICMP(t *testing.T, f []byte) (typ, code uint8, field uint32, quote []byte) {
+	t.Helper()
+	p := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
+	if ip, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok {
+		m, _ := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+		if m == nil {
+			t.Fatalf("no ICMPv4 layer in %v", p)
+		}
+		if csum(ip.Contents) != 0 || csum(ip.Payload) != 0 {
+			t.Errorf("ICMPv4 error: bad checksum (header %#x, ICMP %#x)", ip.Checksum, m.Checksum)
+		}
+		if ip.TTL != inet.ErrorTTL {
+			t.Errorf("ICMPv4 error TTL %d", ip.TTL)
+		}
+		return m.TypeCode.Type(), m.TypeCode.Code(), uint32(m.Id)<<16 | uint32(m.Seq), m.Payload
+	}
+	ip, _ := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+	m, _ := p.Layer(layers.LayerTypeICMPv6).(*layers.ICMPv6)
+	if ip == nil || m == nil {
+		t.Fatalf("no ICMPv6 in %v", p)
+	}
+	ph := append(append(append([]byte(nil), ip.SrcIP...), ip.DstIP...), 0, 0, byte(len(ip.Payload)>>8), byte(len(ip.Payload)), 0, 0, 0, 58)
+	if csum(append(ph, ip.Payload...)) != 0 {
+		t.Errorf("ICMPv6 error: bad checksum %#x", m.Checksum)
+	}
+	return m.TypeCode.Type(), m.TypeCode.Code(), binary.BigEndian.Uint32(m.Payload), m.Payload[4:]
+}
+
+// TestRouterFragNeeded: hosts behind gwA send DF packets that fit the
+// LAN but not the tunnel (gwA's outbound SA has path MTU 1500); gwA
+// answers with ICMP "fragmentation needed" / ICMPv6 "packet too big",
+// the hosts' kernels learn the plaintext MTU, and packets of that size
+// then cross the tunnel.
+func TestRouterFragNeeded(t *testing.T) {
+	n := newRouterNet(t, 1500, 0)
+	ptMTU := n.a.out.PlaintextMTU()
+	if ptMTU <= 1280 || ptMTU >= 1500 {
+		t.Fatalf("plaintext MTU %d: want 1280 < MTU < 1500 for this test", ptMTU)
+	}
+	cfg := n.configA()
+	cfg.ICMPErrors, cfg.ICMPSource4, cfg.ICMPSource6 = true, gwA4, gwA6
+	ea, _ := startIn(t, n.gwA, cfg)
+	startIn(t, n.gwB, n.configB())
+	capA := newCapture(t, nsLink(n.hA))
+
+	if mtu, out := learnedMTU(t, n.hostA, hostB4); mtu != 0 {
+		t.Fatalf("hostA knows a path MTU before the test: %s", out)
+	}
+	// Without DF the packet is only dropped: the engine does not
+	// fragment (and no ICMP is due). Before hostA learns the MTU, or its
+	// kernel would fragment.
+	w0 := ea.Stats().Workers[0]
+	run(n.hostA, "ping", "-n", "-M", "dont", "-s", "1472", "-c", "1", "-W", "1", hostB4.String())
+	if w := ea.Stats().Workers[0]; w.MTUDrops != w0.MTUDrops+1 || w.ICMPNotSent != w0.ICMPNotSent+1 || w.ICMPSent != w0.ICMPSent {
+		t.Errorf("no-DF ping: MTU drops %d→%d, ICMP not sent %d→%d, sent %d→%d; want +1, +1, +0",
+			w0.MTUDrops, w.MTUDrops, w0.ICMPNotSent, w.ICMPNotSent, w0.ICMPSent, w.ICMPSent)
+	}
+
+	// A 1500-byte DF echo request: dropped by gwA's SA, answered with
+	// fragmentation needed.
+	out, err := run(n.hostA, "ping", "-n", "-M", "do", "-s", "1472", "-c", "1", "-W", "1", hostB4.String())
+	if err == nil {
+		t.Errorf("a 1500-byte ping crossed a tunnel with plaintext MTU %d: %s", ptMTU, out)
+	}
+	got := capA.collect(1, 2*time.Second, icmpFrame(3, gwA4, hostA4))
+	if len(got) != 1 {
+		t.Fatalf("hostA received %d ICMP unreachable from %v, want 1; ping: %s; stats %+v", len(got), gwA4, out, ea.Stats().Workers)
+	}
+	typ, code, field, quote := checkICMP(t, got[0])
+	if typ != 3 || code != 4 || int(field&0xffff) != ptMTU {
+		t.Errorf("ICMP type %d code %d next-hop MTU %d, want 3, 4, %d", typ, code, field&0xffff, ptMTU)
+	}
+	if len(quote) != inet.MaxICMP4-28 || netip.AddrFrom4([4]byte(quote[16:20])) != hostB4 || quote[9] != 1 {
+		t.Errorf("quote of %d bytes: % x", len(quote), quote[:20])
+	}
+	if mtu, out := learnedMTU(t, n.hostA, hostB4); mtu != ptMTU {
+		t.Errorf("hostA's kernel learned path MTU %d, want %d: %s", mtu, ptMTU, out)
+	}
+	// At the learned MTU the tunnel works.
+	if out, err := run(n.hostA, "ping", "-n", "-M", "do", "-s", strconv.Itoa(ptMTU-28), "-c", "1", "-W", "2", hostB4.String()); err != nil {
+		t.Errorf("ping of %d bytes: %v: %s", ptMTU, err, out)
+	}
+
+	// IPv6: packet too big.
+	out, err = run(n.hostA, "ping", "-6", "-n", "-M", "do", "-s", "1452", "-c", "1", "-W", "1", hostB6.String())
+	if err == nil {
+		t.Errorf("a 1500-byte IPv6 ping crossed the tunnel: %s", out)
+	}
+	got = capA.collect(1, 2*time.Second, icmpFrame(2, gwA6, hostA6))
+	if len(got) != 1 {
+		t.Fatalf("hostA received %d ICMPv6 packet too big, want 1; ping: %s; stats %+v", len(got), out, ea.Stats().Workers)
+	}
+	typ, code, field, quote = checkICMP(t, got[0])
+	if typ != 2 || code != 0 || int(field) != ptMTU {
+		t.Errorf("ICMPv6 type %d code %d MTU %d, want 2, 0, %d", typ, code, field, ptMTU)
+	}
+	if len(quote) != inet.MaxICMP6-48 || netip.AddrFrom16([16]byte(quote[24:40])) != hostB6 {
+		t.Errorf("ICMPv6 quote of %d bytes", len(quote))
+	}
+	if mtu, out := learnedMTU(t, n.hostA, hostB6); mtu != ptMTU {
+		t.Errorf("hostA's kernel learned IPv6 path MTU %d, want %d: %s", mtu, ptMTU, out)
+	}
+	if out, err := run(n.hostA, "ping", "-6", "-n", "-M", "do", "-s", strconv.Itoa(ptMTU-48), "-c", "1", "-W", "2", hostB6.String()); err != nil {
+		t.Errorf("IPv6 ping of %d bytes: %v: %s", ptMTU, err, out)
+	}
+	if w := ea.Stats().Workers[0]; w.ICMPSent != 2 || w.ICMPRateLimited != 0 {
+		t.Errorf("ICMP sent %d, rate limited %d; want 2, 0", w.ICMPSent, w.ICMPRateLimited)
+	}
+}
+
+// TestRouterMSSClamp: a TCP connection through both gateways settles on
+// the MSS of the hosts' 1500-byte links without clamping, and on at
+// most ClampMSS (IPv6: ClampMSS-20) with gwA clamping, both ends.
+func TestRouterMSSClamp(t *testing.T) {
+	// The wan link carries 1500-byte inner packets plus ESP.
+	n := newRouterNet(t, 0, 2000)
+	startIn(t, n.gwB, n.configB())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	transfer := func(dst netip.Addr, port uint16) topo.TransferResult {
+		t.Helper()
+		res, err := topo.Transfer(ctx, n.hostB, netip.AddrPortFrom(dst, port), n.hostA, 256<<10, uint64(port), nil)
+		if err != nil {
+			t.Fatalf("transfer to %v: %v", dst, err)
+		}
+		return res
+	}
+
+	ea, stop := startIn(t, n.gwA, n.configA())
+	plain := transfer(hostB4, 5201)
+	if plain.ServerMSS <= 1200 || plain.ClientMSS <= 1200 {
+		t.Errorf("without clamping: server MSS %d, client MSS %d; want above 1200", plain.ServerMSS, plain.ClientMSS)
+	}
+	if c := ea.Stats().Workers[0].MSSClamped; c != 0 {
+		t.Errorf("%d segments clamped with clamping off", c)
+	}
+	stop()
+
+	const clamp = 1200
+	cfg := n.configA()
+	cfg.ClampMSS = clamp
+	ea, _ = startIn(t, n.gwA, cfg)
+	res := transfer(hostB4, 5202)
+	if res.ServerMSS > clamp || res.ClientMSS > clamp || res.ServerMSS < clamp-40 {
+		t.Errorf("clamped to %d: server MSS %d, client MSS %d", clamp, res.ServerMSS, res.ClientMSS)
+	}
+	res6 := transfer(hostB6, 5203)
+	if res6.ServerMSS > clamp-20 || res6.ClientMSS > clamp-20 || res6.ServerMSS < clamp-60 {
+		t.Errorf("IPv6 clamped to %d: server MSS %d, client MSS %d", clamp-20, res6.ServerMSS, res6.ClientMSS)
+	}
+	// SYN on the encrypt path and SYN-ACK on the decrypt path, twice.
+	if c := ea.Stats().Workers[0].MSSClamped; c < 4 {
+		t.Errorf("MSSClamped %d, want at least 4", c)
+	}
+	t.Logf("MSS without clamp: server %d client %d; with %d: server %d client %d; IPv6 server %d client %d",
+		plain.ServerMSS, plain.ClientMSS, clamp, res.ServerMSS, res.ClientMSS, res6.ServerMSS, res6.ClientMSS)
+}
+
+// TestRouterTTL: both gateways decrement the inner TTL; a packet with
+// TTL 1 entering gwA is answered with ICMP time exceeded (IPv6 too), one
+// with TTL 2 expires at gwB after decryption, and one with TTL 5 reaches
+// hostB with TTL 3. ICMP errors are rate limited.
+func TestRouterTTL(t *testing.T) {
+	n := newRouterNet(t, 0, 0)
+	cfg := n.configA()
+	cfg.DecrementTTL, cfg.ICMPErrors, cfg.ICMPSource4, cfg.ICMPSource6 = true, true, gwA4, gwA6
+	cfg.ICMPRate, cfg.ICMPBurst = 1, 3
+	ea, _ := startIn(t, n.gwA, cfg)
+	cfgB := n.configB()
+	cfgB.DecrementTTL = true
+	eb, _ := startIn(t, n.gwB, cfgB)
+	capA, capB := newCapture(t, nsLink(n.hA)), newCapture(t, nsLink(n.hB))
+
+	pkt := func(id uint16, ttl byte) []byte {
+		p := innerUDP(hostA4, hostB4, id, 100)
+		p[8] = ttl // the kernel fills in the header checksum (IP_HDRINCL)
+		return p
+	}
+	if err := sendIPv4(&netns.NS{Name: n.hostA.Name}, unix.IPPROTO_RAW, pkt(1, 1), pkt(2, 2), pkt(5, 5)); err != nil {
+		t.Fatal(err)
+	}
+	got := capA.collect(1, 2*time.Second, icmpFrame(11, gwA4, hostA4))
+	if len(got) != 1 {
+		t.Fatalf("hostA received %d time exceeded, want 1; stats A %+v B %+v", len(got), ea.Stats().Workers, eb.Stats().Workers)
+	}
+	typ, code, _, quote := checkICMP(t, got[0])
+	if typ != 11 || code != 0 || len(quote) != 128 || binary.BigEndian.Uint16(quote[4:]) != 1 || quote[8] != 1 {
+		t.Errorf("ICMP type %d code %d quoting %d bytes (id %d, TTL %d); want 11, 0, the 128-byte packet 1 with TTL 1",
+			typ, code, len(quote), binary.BigEndian.Uint16(quote[4:]), quote[8])
+	}
+	arrived := capB.collect(1, 2*time.Second, fromTo(17, hostA4, hostB4))
+	if len(arrived) != 1 {
+		t.Fatalf("hostB received %d packets, want only the one sent with TTL 5", len(arrived))
+	}
+	if id, ttl := binary.BigEndian.Uint16(arrived[0][18:]), arrived[0][22]; id != 5 || ttl != 3 {
+		t.Errorf("hostB received id %d with TTL %d, want id 5 with TTL 3", id, ttl)
+	}
+	if csum(arrived[0][14:34]) != 0 {
+		t.Error("header checksum wrong after two decrements")
+	}
+	if a, b := ea.Stats().Workers[0], eb.Stats().Workers[0]; a.TTLExpired != 1 || b.TTLExpired != 1 || a.ICMPSent != 1 || b.ICMPSent != 0 {
+		t.Errorf("TTL expired A %d B %d, ICMP sent A %d B %d; want 1, 1, 1, 0", a.TTLExpired, b.TTLExpired, a.ICMPSent, b.ICMPSent)
+	}
+
+	// The kernel's own traceroute-style probe, IPv6: hop limit 1.
+	out, _ := run(n.hostA, "ping", "-6", "-n", "-t", "1", "-c", "1", "-W", "1", hostB6.String())
+	got = capA.collect(1, 2*time.Second, icmpFrame(3, gwA6, hostA6))
+	if len(got) != 1 {
+		t.Fatalf("hostA received %d ICMPv6 time exceeded, want 1; ping: %s", len(got), out)
+	}
+	if typ, code, _, quote := checkICMP(t, got[0]); typ != 3 || code != 0 || len(quote) < 40 || quote[7] != 1 {
+		t.Errorf("ICMPv6 type %d code %d", typ, code)
+	}
+	if !regexp.MustCompile(`(?i)time exceeded|hop limit`).MatchString(out) {
+		t.Errorf("ping does not report the time exceeded: %s", out)
+	}
+
+	// Rate limit: a burst of 3 at 1/s, of which 2 are used.
+	const burst = 10
+	var probes [][]byte
+	for i := range burst {
+		probes = append(probes, pkt(uint16(100+i), 1))
+	}
+	if err := sendIPv4(&netns.NS{Name: n.hostA.Name}, unix.IPPROTO_RAW, probes...); err != nil {
+		t.Fatal(err)
+	}
+	netns.WaitFor(2*time.Second, func() bool { return ea.Stats().Workers[0].TTLExpired == 2+burst })
+	w := ea.Stats().Workers[0]
+	if w.TTLExpired != 2+burst || w.ICMPSent+w.ICMPRateLimited != 2+burst || w.ICMPSent < 3 || w.ICMPRateLimited < burst/2 {
+		t.Errorf("after %d more expiring packets: expired %d, ICMP sent %d, rate limited %d", burst, w.TTLExpired, w.ICMPSent, w.ICMPRateLimited)
+	}
+	if got := capA.collect(burst, 300*time.Millisecond, icmpFrame(11, gwA4, hostA4)); int(w.ICMPSent)-2 != len(got) {
+		t.Errorf("hostA received %d more time exceeded, the engine counts %d", len(got), w.ICMPSent-2)
+	}
+}
+
+func TestICMPTokenBucket(t *testing.T) {
+	b := newTokenBucket(100, 20)
+	n := 0
+	for range 50 {
+		if b.take(0) {
+			n++
+		}
+	}
+	if n != 20 {
+		t.Errorf("burst gave %d tokens, want 20", n)
+	}
+	if b.take(int64(5 * time.Millisecond)) {
+		t.Error("a token after 5ms at 100/s")
+	}
+	if !b.take(int64(10*time.Millisecond)) || b.take(int64(10*time.Millisecond)) {
+		t.Error("want exactly one token after 10ms at 100/s")
+	}
+	if !b.take(int64(time.Hour)) {
+		t.Error("no token after an hour")
+	}
+	n = 0
+	for range 50 {
+		if b.take(int64(time.Hour)) {
+			n++
+		}
+	}
+	if n != 19 {
+		t.Errorf("after a long pause %d more tokens, want 19 (the burst)", n)
+	}
+}
+
+// routerWorker is an engine worker without sockets: ICMP errors go to
+// the Deliver list (as without a plaintext port).
+func routerWorker(cfg EngineConfig) *engineWorker {
+	return &engineWorker{e: &Engine{cfg: cfg}, rt: &engineRun{epoch: time.Now()},
+		icmp: newTokenBucket(1e9, 1e9)}
+}
+
+// synFrame is a frame with headroom holding a TCP SYN from hostA to
+// hostB with MSS 1460 and the given TTL.
+func synFrame(ttl byte) []byte {
+	f := make([]byte, 2048)
+	tcp := []byte{0x9c, 0x40, 0x14, 0x51, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 0x02, 0xfa, 0xf0, 0, 0, 0, 0, 2, 4, 0x05, 0xb4}
+	p := ipv4(hostA4, hostB4, 6, 7, tcp)
+	p[8] = ttl
+	binary.BigEndian.PutUint16(p[10:], 0)
+	binary.BigEndian.PutUint16(p[10:], csum(p[:20]))
+	ph := append(append(append([]byte(nil), p[12:20]...), 0, 6), 0, byte(len(tcp)))
+	binary.BigEndian.PutUint16(p[36:], csum(append(ph, p[20:]...)))
+	copy(f[256:], p)
+	return f[:256+len(p)]
+}
+
+// TestRouterDuties checks the worker's gateway duties without sockets:
+// expiring packets leave the batch and become time exceeded, MSS is
+// clamped, decrypted packets are decremented and clamped.
+func TestRouterDuties(t *testing.T) {
+	cfg := EngineConfig{ClampMSS: 1000, DecrementTTL: true, ICMPErrors: true, ICMPSource4: gwA4}
+	ew := routerWorker(cfg)
+	ttls := []byte{64, 1, 2, 1, 30}
+	for i, ttl := range ttls {
+		f := synFrame(ttl)
+		ew.pk[i] = sa.Packet{Buf: f[:cap(f)], Off: 256, Len: len(f) - 256, Meta: uint64(i) << 12}
+	}
+	k := ew.beforeOutbound(len(ttls))
+	if k != 3 {
+		t.Fatalf("batch of %d after TTL, want 3", k)
+	}
+	for i, want := range []byte{63, 1, 29} {
+		p := ew.pk[i].Data()
+		if p[8] != want || csum(p[:20]) != 0 {
+			t.Errorf("packet %d: TTL %d (want %d), header checksum ok %v", i, p[8], want, csum(p[:20]) == 0)
+		}
+		if mss, _ := inet.MSS(p); mss != 1000 || ew.mssOld[i] != 1460 {
+			t.Errorf("packet %d: MSS %d (was %d), want 1000 (1460)", i, mss, ew.mssOld[i])
+		}
+	}
+	if ew.nDlv != 2 || ew.c.ttlExpired.Load() != 2 || ew.c.icmpSent.Load() != 2 || ew.c.mssClamped.Load() != 3 {
+		t.Errorf("delivered %d, expired %d, ICMP sent %d, clamped %d; want 2, 2, 2, 3",
+			ew.nDlv, ew.c.ttlExpired.Load(), ew.c.icmpSent.Load(), ew.c.mssClamped.Load())
+	}
+	for i := range ew.nDlv {
+		m := ew.dlv[i]
+		if len(m) != 28+44 || m[9] != 1 || m[20] != 11 || netip.AddrFrom4([4]byte(m[16:20])) != hostA4 || csum(m[:20]) != 0 || csum(m[20:]) != 0 {
+			t.Errorf("delivered %d is not a time exceeded to %v: % x", i, hostA4, m)
+		}
+		if ew.dlvD[i].Addr != uint64([]int{1, 3}[i])<<12 {
+			t.Errorf("delivered %d in frame %#x", i, ew.dlvD[i].Addr)
+		}
+	}
+
+	// Decrypt path.
+	f := synFrame(2)
+	p := sa.Packet{Buf: f, Off: 256, Len: len(f) - 256, Verdict: sa.VerdictOK}
+	if !ew.afterInbound(&p) || p.Data()[8] != 1 {
+		t.Fatal("TTL 2 not forwarded with TTL 1")
+	}
+	if mss, _ := inet.MSS(p.Data()); mss != 1000 {
+		t.Errorf("decrypted SYN MSS %d", mss)
+	}
+	if ew.afterInbound(&p) {
+		t.Error("TTL 1 forwarded")
+	}
+	f = synFrame(9)
+	p = sa.Packet{Buf: f, Off: 256, Len: len(f) - 256, Verdict: sa.VerdictBypass}
+	if !ew.afterInbound(&p) || p.Data()[8] != 8 {
+		t.Error("bypassed packet's TTL not decremented")
+	}
+	if mss, _ := inet.MSS(p.Data()); mss != 1460 {
+		t.Errorf("bypassed SYN clamped to %d", mss)
+	}
+}
+
+func TestRouterDutiesAlloc(t *testing.T) {
+	if race.Enabled {
+		t.Skip("allocation counts are meaningless under the race detector")
+	}
+	cfg := EngineConfig{ClampMSS: 1000, DecrementTTL: true, ICMPErrors: true, ICMPSource4: gwA4}
+	ew := routerWorker(cfg)
+	frames := [][]byte{synFrame(64), synFrame(1), synFrame(5)}
+	orig := make([][]byte, len(frames))
+	for i, f := range frames {
+		orig[i] = bytes.Clone(f)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		for i, f := range frames {
+			copy(f, orig[i])
+			ew.pk[i] = sa.Packet{Buf: f, Off: 256, Len: len(f) - 256}
+		}
+		k := ew.beforeOutbound(len(frames))
+		for i := range k {
+			ew.pk[i].Verdict = sa.VerdictOK
+			ew.afterInbound(&ew.pk[i])
+		}
+		ew.pk[0].Verdict, ew.pk[0].Reason = sa.VerdictDrop, sa.DropMTU
+		ew.icmpBack(&ew.pk[0], true, 1400)
+		ew.nDlv, ew.nFree = 0, 0
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per batch, want 0", allocs)
+	}
+}
