@@ -184,6 +184,8 @@ func cmdShowStats(args []string, stdout, stderr io.Writer) error {
 		{"ciphertext rx", st.CipherRX}, {"plaintext rx", st.PlainRX},
 		{"encrypted", st.Encrypted}, {"decrypted", st.Decrypted}, {"bypassed", st.Bypassed},
 		{"sa drops", st.SADrops}, {"mtu drops", st.MTUDrops}, {"tx ring full", st.TXFull},
+		{"mss clamped", st.MSSClamped}, {"ttl expired", st.TTLExpired},
+		{"icmp errors sent", st.ICMPSent}, {"icmp rate-limited", st.ICMPRateLimited}, {"icmp not sent", st.ICMPNotSent},
 		{"nat-t keepalives sent", st.KeepalivesSent}, {"nat-t keepalives received", st.KeepalivesReceived},
 		{"processor in", st.Processor.InPkts}, {"processor out", st.Processor.OutPkts},
 	}

@@ -545,6 +545,13 @@ type Stats struct {
 	SADrops   uint64 `json:"sa_drops"`
 	MTUDrops  uint64 `json:"mtu_drops"`
 	TXFull    uint64 `json:"tx_full"`
+	// Router duties (gateway options mss_clamp, decrement_ttl,
+	// icmp_errors).
+	MSSClamped      uint64 `json:"mss_clamped"`
+	TTLExpired      uint64 `json:"ttl_expired"`
+	ICMPSent        uint64 `json:"icmp_sent"`
+	ICMPRateLimited uint64 `json:"icmp_rate_limited"`
+	ICMPNotSent     uint64 `json:"icmp_not_sent"`
 
 	KeepalivesSent     uint64 `json:"keepalives_sent"`
 	KeepalivesReceived uint64 `json:"keepalives_received"`
@@ -573,6 +580,11 @@ func (gw *Gateway) Stats() Stats {
 			s.SADrops += w.SADrops
 			s.MTUDrops += w.MTUDrops
 			s.TXFull += w.TXFull
+			s.MSSClamped += w.MSSClamped
+			s.TTLExpired += w.TTLExpired
+			s.ICMPSent += w.ICMPSent
+			s.ICMPRateLimited += w.ICMPRateLimited
+			s.ICMPNotSent += w.ICMPNotSent
 		}
 		s.Uptime = time.Since(started)
 	}

@@ -150,13 +150,20 @@ func gatewayYAML(s *site, peer *site, side string, p gwParams) string {
 	if p.tun {
 		fmt.Fprintf(&b, "  tun: {name: vti0, routes: [%s]}\n", protected)
 	} else {
-		fmt.Fprintf(&b, "  plain: {name: lan0, next_hop: %q}\nprotected: [%s]\n", s.hostMAC.String(), protected)
+		fmt.Fprintf(&b, "  plain: {name: lan0, next_hop: %q, address: %s}\nprotected: [%s]\n", s.hostMAC.String(), gwLAN(side), protected)
 	}
 	fmt.Fprintf(&b, "tunnels:\n  - {name: peer, out: [%s], in: [%s]}\n", out, in)
 	fmt.Fprintf(&b, "sas:\n")
 	fmt.Fprintf(&b, "  - {name: %s, direction: out, spi: %s, local: %s, remote: %s, transform: aes128gcm16, key: %s%s}\n", out, outSPI, local, remote, outKey, encap)
 	fmt.Fprintf(&b, "  - {name: %s, direction: in, spi: %s, local: %s, remote: %s, transform: aes128gcm16, key: %s%s}\n", in, inSPI, local, remote, inKey, encap)
 	return b.String()
+}
+
+func gwLAN(side string) string {
+	if side == "a" {
+		return "10.1.0.1"
+	}
+	return "10.2.0.1"
 }
 
 func startGateway(t *testing.T, s *site, yaml string) *Gateway {
@@ -219,7 +226,7 @@ func statsOf(t *testing.T, socket, name string) sa.Stats {
 func TestGatewayPlain(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	a, b := buildTopology(t)
-	p := gwParams{keyAB: randKey(t), keyBA: randKey(t)}
+	p := gwParams{keyAB: randKey(t), keyBA: randKey(t), extra: "  mss_clamp: 1300\n  icmp_errors: true\n  decrement_ttl: true\n"}
 	ya, yb := gatewayYAML(a, b, "a", p), gatewayYAML(b, a, "b", p)
 	ga := startGateway(t, a, ya)
 	gb := startGateway(t, b, yb)
@@ -227,13 +234,18 @@ func TestGatewayPlain(t *testing.T) {
 	if got := ping(t, a, b.hostAddr, 5); got != 5 {
 		t.Fatalf("ping through the tunnel: %d of 5 answered\nlogA:\n%s\nlogB:\n%s", got, a.log, b.log)
 	}
-	// Host routes keep TCP segments inside the plaintext MTU.
-	if err := a.host.AddRoute(netip.MustParsePrefix("10.2.0.0/24"), netip.MustParseAddr("10.1.0.1"), "", 1400); err != nil {
-		t.Fatal(err)
+	// A 1500-byte DF ping does not fit the tunnel (plaintext MTU 1446):
+	// gwA answers with ICMP "fragmentation needed" and hostA's kernel
+	// learns the path MTU.
+	big, err := topo.Ping(a.host, b.hostAddr, 1, 1472, 0, 500*time.Millisecond)
+	if err != nil || big.Received != 0 {
+		t.Fatalf("oversized ping: %+v, %v", big, err)
 	}
-	if err := b.host.AddRoute(netip.MustParsePrefix("10.1.0.0/24"), netip.MustParseAddr("10.2.0.1"), "", 1400); err != nil {
-		t.Fatal(err)
+	route, err := a.host.IP("route", "get", b.hostAddr.String())
+	if err != nil || !strings.Contains(route, "mtu 1446") {
+		t.Errorf("hostA learned no path MTU from gwA's ICMP: %q, %v", route, err)
 	}
+	// The TCP transfer relies on the gateways' MSS clamp, not on routes.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := topo.Transfer(ctx, b.host, netip.AddrPortFrom(b.hostAddr, 5001), a.host, 2<<20, 1, nil)
@@ -257,8 +269,12 @@ func TestGatewayPlain(t *testing.T) {
 		t.Errorf("B→A: gwB encaps %d, gwA decaps %d", outB.EncapsPkts, inA.DecapsPkts)
 	}
 	st, err := Call(a.socket, Request{Cmd: "show-stats"}, time.Second)
-	if err != nil || st.Stats.Encrypted < outA.EncapsPkts || st.Stats.Decrypted < inA.DecapsPkts {
+	if err != nil || st.Stats.Encrypted < outA.EncapsPkts || st.Stats.Decrypted < inA.DecapsPkts ||
+		st.Stats.ICMPSent != 1 || st.Stats.MTUDrops != 1 || st.Stats.MSSClamped == 0 {
 		t.Errorf("show-stats: %+v, err %v", st.Stats, err)
+	}
+	if res.ServerMSS > 1300 || res.ClientMSS > 1300 {
+		t.Errorf("TCP MSS %d/%d above the clamp 1300", res.ClientMSS, res.ServerMSS)
 	}
 
 	// Same file: nothing changes, counters survive.

@@ -6,8 +6,29 @@ import (
 )
 
 // routerOptions copies the gateway duties (MSS clamping, TTL, ICMP
-// errors) into the engine configuration.
-func (gw *Gateway) routerOptions(ec *xdp.EngineConfig) {}
+// errors) into the engine configuration. ICMP errors come from the
+// plain interface's address; a TUN gateway leaves path MTU discovery to
+// the kernel, which checks every packet it routes into the TUN against
+// the TUN's MTU (the SAs' plaintext MTU) and answers itself.
+func (gw *Gateway) routerOptions(ec *xdp.EngineConfig) {
+	g := gw.g
+	ec.ClampMSS = g.MSSClamp
+	ec.DecrementTTL = g.DecrementTTL
+	if g.Plain != nil && g.ICMPErrors && g.Plain.Address.IsValid() {
+		ec.ICMPErrors = true
+		if a := g.Plain.Address; a.Is4() {
+			ec.ICMPSource4 = a
+		} else {
+			ec.ICMPSource6 = a
+		}
+	}
+}
 
 // routerCounters are the router-duty counters for show.
-func (gw *Gateway) routerCounters(s Stats) []show.Counter { return nil }
+func (gw *Gateway) routerCounters(s Stats) []show.Counter {
+	return []show.Counter{
+		{Name: "mss clamped", Value: s.MSSClamped}, {Name: "ttl expired", Value: s.TTLExpired},
+		{Name: "icmp errors sent", Value: s.ICMPSent}, {Name: "icmp rate-limited", Value: s.ICMPRateLimited},
+		{Name: "icmp not sent", Value: s.ICMPNotSent},
+	}
+}

@@ -345,10 +345,11 @@ type ifreqData struct {
 	_    [16]byte // the union is 24 bytes on 64-bit
 }
 
-// Legacy ethtool ioctl commands: get and set TX checksum offload.
+// Legacy ethtool ioctl commands: get and set TX checksum offload, set GRO.
 const (
 	ethtoolGTXCSUM = 0x16
 	ethtoolSTXCSUM = 0x17
+	ethtoolSGRO    = 0x2c
 )
 
 // DisableTXChecksum turns TX checksum offload off on the link, as
@@ -358,9 +359,25 @@ const (
 // the frame with XDP and encrypts it seals the unfinished checksum, and
 // the receiver drops the packet. Hosts whose traffic crosses an XDP
 // gateway over veth need this; real NICs do not.
-func (l *Link) DisableTXChecksum() error {
-	_, err := l.ethtool(ethtoolSTXCSUM, 0)
+func (l *Link) DisableTXChecksum() error { return l.SetTXChecksum(false) }
+
+// SetTXChecksum turns TX checksum offload on or off (TSO follows it).
+func (l *Link) SetTXChecksum(on bool) error {
+	_, err := l.ethtool(ethtoolSTXCSUM, b2u(on))
 	return err
+}
+
+// SetGRO turns generic receive offload on or off ("ethtool -K NAME gro").
+func (l *Link) SetGRO(on bool) error {
+	_, err := l.ethtool(ethtoolSGRO, b2u(on))
+	return err
+}
+
+func b2u(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // TXChecksum reports whether TX checksum offload is on.
