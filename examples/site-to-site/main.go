@@ -1,0 +1,288 @@
+//go:build linux
+
+// Command site-to-site runs a route-based IPsec VPN between two sites,
+// each gateway an espxdp engine with AF_XDP on its WAN interface and a
+// TUN device as its tunnel interface. The kernel routes the remote
+// site's subnet into the TUN; the engine encrypts what comes out of it
+// (ESP tunnel mode, AES-GCM-256, random keys) and writes what it
+// decrypts back into it. It builds the whole topology in network
+// namespaces
+//
+//	hostA ── gwA ── wan router ── gwB ── hostB
+//
+// pings hostB from hostA, moves a checksummed TCP stream across, shows
+// that reaching one more subnet takes only a route, and prints both
+// gateways' SA counters. Everything it creates is removed on exit, on
+// failure and on Ctrl-C. It needs root.
+//
+//	sudo go run ./examples/site-to-site [-size 8388608] [-pings 5] [-transform aes256gcm16]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/internal/show"
+	"github.com/espxdp/espxdp/internal/topo"
+	"github.com/espxdp/espxdp/sa"
+	"github.com/espxdp/espxdp/xdp"
+)
+
+// SPIs of the two directions (an IKE daemon would pick random ones).
+const (
+	spiAtoB = 0xa0b00001
+	spiBtoA = 0xb0a00001
+)
+
+// Options tune a run.
+type Options struct {
+	Transform string        // ESP transform, e.g. "aes256gcm16"
+	Pings     int           // echo requests hostA → hostB
+	Size      int64         // bytes of the TCP transfer hostA → hostB
+	Timeout   time.Duration // bound of the whole run
+}
+
+// GatewayStats are one gateway's counters after the run.
+type GatewayStats struct {
+	Out, In sa.Stats
+	Engine  xdp.EngineStats
+	// TUNOversize counts packets ServeTUN dropped as too big.
+	TUNOversize uint64
+}
+
+// Result is what a run measured.
+type Result struct {
+	PlaintextMTU int
+	Ping         topo.PingResult
+	Transfer     topo.TransferResult
+	// SiteCBefore and SiteCAfter ping 10.3.0.1 before and after the
+	// route into the tunnel was added on gwA.
+	SiteCBefore, SiteCAfter topo.PingResult
+	GwA, GwB                GatewayStats
+	// Quiescent reports that the counters stopped moving before they
+	// were read.
+	Quiescent bool
+	// WireDropsAtoB and WireDropsBtoA are the packets the interfaces
+	// between the gateways dropped, by direction (see wireDrops).
+	WireDropsAtoB, WireDropsBtoA uint64
+	// Namespaces lists what the run created (all removed when it
+	// returns).
+	Namespaces []*topo.NS
+}
+
+func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error) {
+	tr, err := esp.ParseTransform(opts.Transform)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Pings < 1 || opts.Size < 1 {
+		return nil, fmt.Errorf("need at least one ping and one byte")
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	res = &Result{}
+
+	// Scaffolding: the namespaces; removed however run ends.
+	tp := topo.New("s2s")
+	defer func() {
+		res.Namespaces = append(res.Namespaces, tp.Namespaces()...)
+		if cerr := tp.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+		fmt.Fprintf(w, "removed %d namespaces\n", len(res.Namespaces))
+	}()
+	n, err := buildNetwork(tp)
+	if err != nil {
+		return res, err
+	}
+
+	// The VPN: one SA pair per direction, a gateway per site.
+	abOut, abIn, err := newSAPair("gwA-to-gwB", spiAtoB, tr, gwAWAN, gwBWAN, wanLinkMTU)
+	if err != nil {
+		return res, err
+	}
+	baOut, baIn, err := newSAPair("gwB-to-gwA", spiBtoA, tr, gwBWAN, gwAWAN, wanLinkMTU)
+	if err != nil {
+		return res, err
+	}
+	res.PlaintextMTU = abOut.PlaintextMTU()
+	gwA, err := startGateway(n.gwA, gatewayConfig{Name: "gwA", WAN: "wan", WANNextHop: n.routerA.MAC,
+		Local: gwAWAN, Out: abOut, In: baIn, TUN: "ipsec0", TUNAddr: tunAddrA})
+	if err != nil {
+		return res, err
+	}
+	defer gwA.Close()
+	gwB, err := startGateway(n.gwB, gatewayConfig{Name: "gwB", WAN: "wan", WANNextHop: n.routerB.MAC,
+		Local: gwBWAN, Out: baOut, In: abIn, TUN: "ipsec0", TUNAddr: tunAddrB})
+	if err != nil {
+		return res, err
+	}
+	defer gwB.Close()
+
+	// Route-based: each site's subnet is routed into the other
+	// gateway's tunnel interface. That is the whole "policy".
+	if err := n.gwA.AddRoute(siteB, netip.Addr{}, gwA.TUN.Name(), 0); err != nil {
+		return res, err
+	}
+	if err := n.gwB.AddRoute(siteA, netip.Addr{}, gwB.TUN.Name(), 0); err != nil {
+		return res, err
+	}
+	fmt.Fprintf(w, "site-to-site: hostA %v ── gwA %v ══ %s ESP ══ gwB %v ── hostB %v\n", hostAAddr, gwAWAN, tr, gwBWAN, hostBAddr)
+	fmt.Fprintf(w, "  gwA: ip route %v dev %s (TUN, mtu %d)   gwB: ip route %v dev %s (TUN, mtu %d)\n",
+		siteB, gwA.TUN.Name(), res.PlaintextMTU, siteA, gwB.TUN.Name(), baOut.PlaintextMTU())
+
+	// Traffic 1: ping.
+	if res.Ping, err = topo.Ping(n.hostA, hostBAddr, opts.Pings, 56, 50*time.Millisecond, 2*time.Second); err != nil {
+		return res, err
+	}
+	fmt.Fprintf(w, "ping %v from hostA: %d/%d replies%s\n", hostBAddr, res.Ping.Received, res.Ping.Sent, avgRTT(res.Ping))
+	if res.Ping.Received != res.Ping.Sent {
+		return res, fmt.Errorf("only %d of %d pings answered", res.Ping.Received, res.Ping.Sent)
+	}
+
+	// Traffic 2: a TCP transfer, checksummed at both ends.
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	fmt.Fprintf(w, "TCP transfer of %d bytes hostA → %v:5001 ...\n", opts.Size, hostBAddr)
+	res.Transfer, err = topo.Transfer(ctx, n.hostB, netip.AddrPortFrom(hostBAddr, 5001), n.hostA, opts.Size, 1, nil)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+		}
+		return res, err
+	}
+	fmt.Fprintf(w, "  %d bytes intact (SHA-256 %x...) in %v, %.2f Gbit/s, MSS %d (PMTU discovery against the TUN's MTU)\n",
+		res.Transfer.Received, res.Transfer.ReceivedSum[:6], res.Transfer.Duration.Round(time.Millisecond),
+		res.Transfer.Gbps(), res.Transfer.ClientMSS)
+
+	// Traffic 3: another subnet of site B. Without a route on gwA it is
+	// unreachable; one route into the TUN is all it takes.
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	if res.SiteCBefore, err = topo.Ping(n.hostA, hostBSiteC, 1, 56, 0, 300*time.Millisecond); err != nil {
+		return res, err
+	}
+	fmt.Fprintf(w, "ping %v (site B's second subnet, no route on gwA): %d/%d replies\n", hostBSiteC, res.SiteCBefore.Received, res.SiteCBefore.Sent)
+	if err := n.gwA.AddRoute(siteC, netip.Addr{}, gwA.TUN.Name(), 0); err != nil {
+		return res, err
+	}
+	fmt.Fprintf(w, "  gwA: ip route add %v dev %s\n", siteC, gwA.TUN.Name())
+	if res.SiteCAfter, err = topo.Ping(n.hostA, hostBSiteC, 3, 56, 50*time.Millisecond, 2*time.Second); err != nil {
+		return res, err
+	}
+	fmt.Fprintf(w, "ping %v: %d/%d replies%s\n", hostBSiteC, res.SiteCAfter.Received, res.SiteCAfter.Sent, avgRTT(res.SiteCAfter))
+
+	// Counters, once the last ACKs have landed.
+	res.Quiescent = waitQuiet(ctx, 3*time.Second, abOut, abIn, baOut, baIn)
+	res.GwA = gatewayStats(gwA)
+	res.GwB = gatewayStats(gwB)
+	if res.WireDropsAtoB, res.WireDropsBtoA, err = n.wireDrops(); err != nil {
+		return res, err
+	}
+	for _, g := range []struct {
+		gw *gateway
+		st GatewayStats
+		ns *topo.NS
+	}{{gwA, res.GwA, n.gwA}, {gwB, res.GwB, n.gwB}} {
+		ws := g.st.Engine.Workers[0]
+		fmt.Fprintln(w)
+		if err := show.Text(w, &show.Report{
+			Title: fmt.Sprintf("%s  interface: %s (TUN)  wan: %s", g.gw.Name, g.gw.TUN.Name(), g.st.Out.Local),
+			SAs:   []sa.Stats{g.st.Out, g.st.In},
+			Extra: []show.Counter{
+				{Name: "engine: ESP received", Value: ws.CipherRX},
+				{Name: "engine: decrypted into the TUN", Value: ws.Decrypted},
+				{Name: "engine: read from the TUN", Value: ws.Sent},
+				{Name: "engine: encrypted onto the WAN", Value: ws.Encrypted},
+				{Name: "engine: SA drops", Value: ws.SADrops},
+				{Name: "ServeTUN: oversize drops", Value: g.st.TUNOversize},
+			},
+		}); err != nil {
+			return res, err
+		}
+	}
+	fmt.Fprintf(w, "\nlost between the gateways (interface drop counters): %d gwA → gwB, %d gwB → gwA\n\n", res.WireDropsAtoB, res.WireDropsBtoA)
+	if !res.Transfer.Intact() {
+		return res, topo.ErrCorrupt
+	}
+	if res.SiteCAfter.Received != res.SiteCAfter.Sent {
+		return res, fmt.Errorf("only %d of %d pings to %v answered after adding the route", res.SiteCAfter.Received, res.SiteCAfter.Sent, hostBSiteC)
+	}
+	return res, nil
+}
+
+func gatewayStats(g *gateway) GatewayStats {
+	return GatewayStats{Out: g.Out.Stats(), In: g.In.Stats(), Engine: g.Engine.Stats(), TUNOversize: g.TUN.OversizeDrops()}
+}
+
+// waitQuiet waits, at most d, until the SAs' packet counters stop
+// changing, and reports whether they did.
+func waitQuiet(ctx context.Context, d time.Duration, sas ...*sa.SA) bool {
+	snap := func() []uint64 {
+		var v []uint64
+		for _, s := range sas {
+			st := s.Stats()
+			v = append(v, st.EncapsPkts, st.DecapsPkts)
+		}
+		return v
+	}
+	last := snap()
+	for deadline := time.Now().Add(d); time.Now().Before(deadline) && ctx.Err() == nil; {
+		time.Sleep(100 * time.Millisecond)
+		now := snap()
+		if fmt.Sprint(now) == fmt.Sprint(last) {
+			return true
+		}
+		last = now
+	}
+	return false
+}
+
+func avgRTT(p topo.PingResult) string {
+	if len(p.RTTs) == 0 {
+		return ""
+	}
+	var sum time.Duration
+	for _, r := range p.RTTs {
+		sum += r
+	}
+	return fmt.Sprintf(", average rtt %v", (sum / time.Duration(len(p.RTTs))).Round(time.Microsecond))
+}
+
+func main() {
+	var opts Options
+	flag.StringVar(&opts.Transform, "transform", "aes256gcm16", "ESP transform (e.g. aes256gcm16, aes128gcm16, chacha20poly1305, aes256-sha256)")
+	flag.IntVar(&opts.Pings, "pings", 5, "echo requests from hostA to hostB")
+	flag.Int64Var(&opts.Size, "size", 8<<20, "bytes of the TCP transfer from hostA to hostB")
+	flag.DurationVar(&opts.Timeout, "timeout", time.Minute, "bound of the whole run")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "site-to-site: needs root (network namespaces, XDP, AF_XDP, TUN): run with sudo")
+		os.Exit(1)
+	}
+	// Ctrl-C cancels the run; its deferred cleanups remove everything.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if _, err := run(ctx, os.Stdout, opts); err != nil {
+		if errors.Is(err, context.Canceled) {
+			err = errors.New("interrupted; everything created was removed")
+		}
+		fmt.Fprintln(os.Stderr, "site-to-site:", err)
+		stop()
+		os.Exit(1)
+	}
+}
