@@ -115,14 +115,21 @@
 //     cores. Simplest to feed (no steering) but scales worst per SA:
 //     BenchmarkReplaySA shows ~7 ns unlocked vs ~30 ns locked for the
 //     window alone, and BenchmarkModes the whole path. Reordering
-//     between workers can also push packets out of a small window.
+//     between workers can also push packets out of a small window: the
+//     bench harness's shard suite measured 25-50 % replay drops for two
+//     Shared workers on one SA with windows of 64 or 1024 when the
+//     workers do not run side by side, and none with 65536. Steer one
+//     SA's packets to one worker, or use a large window.
 //   - Sharded: each SA belongs to one worker, Processor.OwnerOf(spi)
 //     (hash of the SPI, or Config.Worker when PinWorker is set). A worker
 //     given a packet of an SA it does not own hands it, through a bounded
 //     lock-free queue per pair of workers, to the owner (VerdictHandedOff;
 //     DropQueueFull when full), which processes it in Worker.Drain. Better:
 //     steer packets to the owner in the first place (an XDP program or
-//     RSS by SPI), and nothing is handed off. Windows need no lock and an
+//     RSS by SPI), and nothing is handed off: a handed-off packet can
+//     land far from the owner's own input, and a worker that falls
+//     behind pushes it out of a small window (replay drops). Windows
+//     need no lock and an
 //     SA's hot lines stay in one core's cache, but one SA is limited to
 //     one core.
 //   - PerCPU (RFC 9611): a tunnel carries several SAs for the same
