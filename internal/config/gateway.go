@@ -316,8 +316,6 @@ func (p *parser) interfaces(n *yaml.Node, g *Gateway) {
 	}
 }
 
-var ifaceFields = map[string]bool{"name": true, "next_hop": true, "local": true, "address": true}
-
 func (p *parser) iface(n *yaml.Node, path string, cipher bool) Iface {
 	ifc := Iface{Pos: Pos{File: p.file, Line: n.Line, Field: path}}
 	if n.Kind != yaml.MappingNode {
@@ -370,8 +368,6 @@ func (p *parser) iface(n *yaml.Node, path string, cipher bool) Iface {
 	}
 	return ifc
 }
-
-var tunFields = map[string]bool{"name": true, "address": true, "mtu": true, "routes": true}
 
 func (p *parser) tun(n *yaml.Node, path string) *TUNIface {
 	t := &TUNIface{Pos: Pos{File: p.file, Line: n.Line, Field: path}}
