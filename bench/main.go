@@ -14,9 +14,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/espxdp/espxdp/bench/internal/harness"
@@ -25,6 +27,15 @@ import (
 )
 
 func main() {
+	// On Ctrl-C, remove the e2e and wg suites' namespaces before exiting.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		harness.CloseNetworks()
+		fmt.Fprintln(os.Stderr, "\nbench:", s)
+		os.Exit(130)
+	}()
 	if err := run(os.Args[1:], os.Stderr); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "bench:", err)
@@ -44,23 +55,32 @@ const (
 	defDuration = 200 * time.Millisecond
 	quickDur    = 20 * time.Millisecond
 	defSeed     = 1
+	// e2e and wg suites
+	defE2ESizes = "64,512,1420,imix"
+	defE2EDur   = 2 * time.Second
+	quickE2EDur = 300 * time.Millisecond
+	defWGBytes  = 256 << 20
+	quickWGByte = 16 << 20
 )
 
 func run(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	suite := fs.String("suite", strings.Join(harness.Suites, ","), "suites to run: crypto, sa")
-	sizes := fs.String("sizes", defSizes, "payload sizes in bytes (crypto suite)")
+	suite := fs.String("suite", strings.Join(harness.Suites, ","), "suites to run: crypto, sa; e2e and wg (root: namespaces, XDP) and shard (CPU only, a few minutes) on request")
+	sizes := fs.String("sizes", defSizes, "payload sizes in bytes (crypto suite; shard suite: inner packet sizes, default 1420,64)")
 	transforms := fs.String("transforms", "all", "transforms (crypto suite), or all")
 	dur := fs.Duration("duration", defDuration, "time budget of each measurement")
-	workers := fs.String("workers", defWorkers, "worker counts (sa suite: concurrency modes; the largest is used for skew)")
-	sas := fs.String("sas", defSAs, "SA counts for the SAD lookup (sa suite)")
+	workers := fs.String("workers", defWorkers, "worker counts (sa suite: concurrency modes; the largest is used for skew; shard suite: default 1,2,4,...,GOMAXPROCS)")
+	sas := fs.String("sas", defSAs, "SA counts for the SAD lookup (sa suite) and of the shard matrix")
 	out := fs.String("out", "bench/out", "output directory")
 	quick := fs.Bool("quick", false, "CI-sized run: "+quickTrans+" at "+quickSizes+" B, SAs "+quickSAs+", 20ms per measurement, unless set explicitly")
 	seed := fs.Uint64("seed", defSeed, "seed of keys and payloads")
 	note := fs.String("note", "", "a paragraph to put under the report's title (e.g. the conditions of the run)")
 	from := fs.String("from", "", "render the report from this results.json instead of measuring")
 	progress := fs.Bool("progress", true, "progress line on stderr")
+	e2eSizes := fs.String("e2e-sizes", defE2ESizes, "inner IP packet sizes of the e2e suite, 28..1420 or imix")
+	e2eDur := fs.Duration("e2e-duration", defE2EDur, "sending time of each e2e measurement (wg: of each UDP run)")
+	wgBytes := fs.Int64("wg-bytes", defWGBytes, "bytes of each TCP transfer of the wg suite")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -85,6 +105,12 @@ func run(args []string, stderr io.Writer) error {
 		if !set["duration"] {
 			*dur = quickDur
 		}
+		if !set["e2e-duration"] {
+			*e2eDur = quickE2EDur
+		}
+		if !set["wg-bytes"] {
+			*wgBytes = quickWGByte
+		}
 	}
 	cfg := harness.Config{Suites: splitList(*suite), DurationNs: int64(*dur), Quick: *quick, Seed: *seed}
 	var err error
@@ -97,6 +123,16 @@ func run(args []string, stderr io.Writer) error {
 	if cfg.SAs, err = intList("sas", *sas); err != nil {
 		return err
 	}
+	if set["workers"] {
+		cfg.ShardWorkers = cfg.Workers // else 1, 2, 4, ... GOMAXPROCS
+	}
+	if set["sizes"] {
+		cfg.ShardSizes = cfg.Sizes // else 1420, 64
+	}
+	if cfg.E2ESizes, err = intList("e2e-sizes", strings.ReplaceAll(strings.ToLower(*e2eSizes), "imix", "0")); err != nil {
+		return err
+	}
+	cfg.E2EDurationNs, cfg.WGBytes = int64(*e2eDur), *wgBytes
 	if *transforms == "all" {
 		cfg.Transforms = esp.TransformNames()
 	} else {

@@ -32,6 +32,12 @@ type Result struct {
 	Workers   int      `json:"workers,omitempty"`   // worker goroutines
 	Mode      string   `json:"mode,omitempty"`      // concurrency mode
 	Dist      string   `json:"dist,omitempty"`      // skew: "elephant" or "uniform"
+	Traffic   string   `json:"traffic,omitempty"`   // e2e, wg: "imix", "tcp", "udp"
+	Impl      string   `json:"impl,omitempty"`      // wg: "espxdp", "wireguard-go", "kernel"
+	Ingress   string   `json:"ingress,omitempty"`   // shard: "spray" or "steer"
+	Window    int      `json:"window,omitempty"`    // shard: replay window (0: default)
+	Displace  int      `json:"displace,omitempty"`  // shard-reorder: bound on the displacement
+	Pattern   string   `json:"pattern,omitempty"`   // shard-reorder: how packets are reordered
 	Metrics   []Metric `json:"metrics"`
 }
 
@@ -79,6 +85,17 @@ type Config struct {
 	SAs        []int    `json:"sas"`
 	Quick      bool     `json:"quick"`
 	Seed       uint64   `json:"seed"`
+	// E2ESizes are the inner packet sizes of the e2e suite (0: IMIX);
+	// E2EDurationNs the sending time of each e2e measurement; WGBytes
+	// the bytes of each TCP transfer of the wg suite.
+	E2ESizes      []int `json:"e2e_sizes,omitempty"`
+	E2EDurationNs int64 `json:"e2e_duration_ns,omitempty"`
+	WGBytes       int64 `json:"wg_bytes,omitempty"`
+	// ShardWorkers and ShardSizes are the worker counts and inner packet
+	// sizes of the shard suite (empty: DefaultShardWorkers,
+	// DefaultShardSizes).
+	ShardWorkers []int `json:"shard_workers,omitempty"`
+	ShardSizes   []int `json:"shard_sizes,omitempty"`
 }
 
 // Report is the content of results.json.

@@ -19,8 +19,8 @@ func (cfg *Config) Validate() error {
 		return fmt.Errorf("harness: no suite")
 	}
 	for _, s := range cfg.Suites {
-		if !slices.Contains(Suites, s) {
-			return fmt.Errorf("harness: unknown suite %q (have %v)", s, Suites)
+		if !slices.Contains(Suites, s) && !slices.Contains(PrivilegedSuites, s) && !slices.Contains(OptInSuites, s) {
+			return fmt.Errorf("harness: unknown suite %q (have %v)", s, slices.Concat(Suites, PrivilegedSuites, OptInSuites))
 		}
 	}
 	for _, t := range cfg.Transforms {
@@ -45,6 +45,9 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.DurationNs <= 0 {
 		return fmt.Errorf("harness: duration must be positive")
+	}
+	if err := cfg.validateNet(); err != nil {
+		return err
 	}
 	return nil
 }
@@ -93,6 +96,21 @@ func Run(cfg Config, progress io.Writer) (*Report, error) {
 		for _, m := range []sa.Concurrency{sa.Shared, sa.Sharded} {
 			for _, dist := range []string{"elephant", "uniform"} {
 				steps = append(steps, step{fmt.Sprintf("sa skew %s %s %d workers", m, dist, nw), func() ([]Result, error) { return one(Skew(m, dist, nw, skewFlows, 1420, d, cfg.Seed)) }})
+			}
+		}
+	}
+	if err := checkPrivileged(cfg); err != nil {
+		return nil, err
+	}
+	for _, suite := range []struct {
+		name  string
+		steps func(Config) ([]suiteStep, func())
+	}{{"e2e", E2ESteps}, {"wg", WGSteps}, {"shard", ShardSteps}} {
+		if slices.Contains(cfg.Suites, suite.name) {
+			ss, done := suite.steps(cfg)
+			defer done()
+			for _, s := range ss {
+				steps = append(steps, step(s))
 			}
 		}
 	}

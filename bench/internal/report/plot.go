@@ -19,6 +19,8 @@ var palette = []color.Color{
 	color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
 	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
 	color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
+	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+	color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
 }
 
 // series is one line of a plot.
@@ -171,6 +173,12 @@ func Plots(rep *harness.Report) (map[string][]byte, error) {
 		if svg != nil {
 			out[plotModes] = svg
 		}
+	}
+	if err := e2ePlots(rep, out); err != nil {
+		return nil, err
+	}
+	if err := shardPlots(rep, out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -62,6 +62,9 @@ func Markdown(w io.Writer, rep *harness.Report, cmd, note string, plots map[stri
 	targets(&b, rep)
 	crypto(&b, rep, plots)
 	saSection(&b, rep, plots)
+	shardSection(&b, rep, plots)
+	e2eSection(&b, rep, plots)
+	wgSection(&b, rep)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -175,6 +178,8 @@ func Targets(rep *harness.Report) []Target {
 			ts = append(ts, Target{fmt.Sprintf("processor ≥ %.1f× esp alone, %s %d B", TargetVsESP, r.Transform, r.Size), num(v) + "×", v >= TargetVsESP})
 		}
 	}
+	ts = append(ts, netTargets(rep)...)
+	ts = append(ts, shardTargets(rep)...)
 	return ts
 }
 

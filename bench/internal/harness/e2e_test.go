@@ -1,0 +1,169 @@
+package harness_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/espxdp/espxdp/bench/internal/harness"
+	"github.com/espxdp/espxdp/bench/internal/report"
+	"github.com/espxdp/espxdp/internal/testenv"
+)
+
+// TestE2EAndWG runs tiny e2e and wg suites through harness.Run (real
+// namespaces, veth, XDP, AF_XDP, wireguard-go) and checks that packets
+// were delivered, that the sink never counted more than was offered, that
+// every measurement and ratio is there, and that the report has the
+// sections and targets. Speeds are not asserted.
+func TestE2EAndWG(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	testenv.RequireCommand(t, "ip")
+	cfg := harness.Config{
+		Suites:        []string{"e2e", "wg"},
+		Sizes:         []int{64},
+		Transforms:    []string{"aes128gcm16"},
+		DurationNs:    int64(10 * time.Millisecond),
+		Workers:       []int{1, 2},
+		SAs:           []int{1},
+		Quick:         true,
+		Seed:          3,
+		E2ESizes:      []int{1420, 0},
+		E2EDurationNs: int64(100 * time.Millisecond),
+		WGBytes:       2 << 20,
+	}
+	start := time.Now()
+	rep, err := harness.Run(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("suites ran in %v", time.Since(start))
+
+	e2e := rep.Filter(harness.KindE2E)
+	seen := map[string]bool{}
+	for _, r := range e2e {
+		key := fmt.Sprintf("%s/%d/%d/%s", r.Op, r.Workers, r.Size, r.Traffic)
+		if seen[key] {
+			t.Errorf("duplicate e2e result %s", key)
+		}
+		seen[key] = true
+		sent, ok1 := r.Get("sent")
+		got, ok2 := r.Get("delivered")
+		mpps, ok3 := r.Get("Mpps")
+		if !ok1 || !ok2 || !ok3 {
+			t.Errorf("%s: metrics missing: %+v", key, r.Metrics)
+			continue
+		}
+		if got <= 0 || mpps <= 0 {
+			t.Errorf("%s: nothing delivered (sent %.0f)", key, sent)
+		}
+		if got > sent {
+			t.Errorf("%s: sink counted %.0f packets, more than the %.0f offered", key, got, sent)
+		}
+		if loss, ok := r.Get("loss%"); !ok || loss < 0 || loss > 100 {
+			t.Errorf("%s: loss %v %v", key, loss, ok)
+		}
+		if r.Op == "decrypt" || r.Op == "encrypt" {
+			for _, m := range []string{"crypto-Mpps", "io-Mpps", "x-ceiling", "x-kernel"} {
+				if v, ok := r.Get(m); !ok || v <= 0 {
+					t.Errorf("%s: %s = %v, %v", key, m, v, ok)
+				}
+			}
+			if d, ok := r.Get("gw-drops"); !ok || d != 0 {
+				t.Errorf("%s: the gateway's SA processor dropped %v packets", key, d)
+			}
+			if b, ok := r.Get("busy-workers"); !ok || int(b) != r.Workers {
+				t.Errorf("%s: %v of %d workers got packets", key, b, r.Workers)
+			}
+		}
+	}
+	for _, op := range []string{"forward", "kernel", "decrypt", "encrypt"} {
+		for _, w := range cfg.Workers {
+			for _, sz := range []string{"1420/", "0/imix"} {
+				if key := fmt.Sprintf("%s/%d/%s", op, w, sz); !seen[key] {
+					t.Errorf("no e2e result %s", key)
+				}
+			}
+		}
+	}
+	if len(e2e) != 4*2*2 {
+		t.Errorf("%d e2e results, want 16", len(e2e))
+	}
+
+	wg := rep.Filter(harness.KindWG)
+	impls := map[string]int{}
+	for _, r := range wg {
+		impls[r.Impl+"/"+r.Traffic]++
+		what := fmt.Sprintf("wg %s %s %s %s %d", r.Impl, r.Transform, r.Op, r.Traffic, r.Size)
+		if g, ok := r.Get("Gbps"); !ok || g <= 0 {
+			t.Errorf("%s: Gbps %v %v", what, g, ok)
+		}
+		switch r.Traffic {
+		case "tcp":
+			if b, ok := r.Get("bytes"); !ok || int64(b) != cfg.WGBytes {
+				t.Errorf("%s: %v bytes", what, b)
+			}
+		case "udp":
+			sent, _ := r.Get("sent")
+			got, ok := r.Get("delivered")
+			if !ok || got <= 0 || got > sent {
+				t.Errorf("%s: delivered %v of %v", what, got, sent)
+			}
+		default:
+			t.Errorf("%s: traffic %q", what, r.Traffic)
+		}
+		if r.Impl == "espxdp" {
+			if v, ok := r.Get("x-wireguard"); !ok || v <= 0 {
+				t.Errorf("%s: no ratio to wireguard-go", what)
+			}
+		}
+	}
+	for impl, want := range map[string]int{"kernel": 1, "wireguard-go": 2, "espxdp": 2} {
+		if impls[impl+"/tcp"] != want || impls[impl+"/udp"] != 2*want {
+			t.Errorf("wg results by implementation and traffic: %v", impls)
+		}
+	}
+
+	// Results survive JSON, and the report has the sections and targets.
+	var js bytes.Buffer
+	if err := rep.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	back, err := harness.ReadJSON(&js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Results) != len(rep.Results) || back.Config.WGBytes != cfg.WGBytes || len(back.Config.E2ESizes) != 2 {
+		t.Errorf("JSON round trip: %d results, config %+v", len(back.Results), back.Config)
+	}
+	dir := t.TempDir()
+	if err := report.Write(dir, back, "go test", ""); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(dir, report.ReportFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"## End to end over veth", "## Peers: espxdp vs wireguard-go",
+		"| e2e decrypt at 1420 B ≥ 0.7× min(AF_XDP forward, raw AEAD), 1 worker(s) |",
+		"| e2e encrypt at 1420 B ≥ 0.7× min(AF_XDP forward, raw AEAD), 2 worker(s) |",
+		"| TCP goodput ≥ 1.5× wireguard-go, espxdp aes128gcm16 |",
+		"| TCP goodput ≥ 1.5× wireguard-go, espxdp chacha20poly1305 |",
+		"| decrypt | 2 | IMIX (348) |", "| wireguard-go | ChaCha20-Poly1305 (WireGuard) | offload |",
+		"![end to end](e2e.svg)",
+	} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "e2e.svg")); err != nil || fi.Size() == 0 {
+		t.Errorf("e2e.svg: %v", err)
+	}
+	if t.Failed() {
+		t.Logf("report:\n%s", md)
+	}
+}

@@ -1,0 +1,211 @@
+package report
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/espxdp/espxdp/bench/internal/harness"
+)
+
+// Targets of the e2e and wg suites.
+const (
+	TargetE2ECeiling = 0.7 // decrypt/encrypt at 1420 B vs min(AF_XDP forward, raw AEAD)
+	TargetVsWG       = 1.5 // espxdp TCP goodput vs wireguard-go
+	plotE2E          = "e2e.svg"
+)
+
+// netTargets evaluates the targets of the e2e and wg suites.
+func netTargets(rep *harness.Report) []Target {
+	var ts []Target
+	for _, r := range rep.Filter(harness.KindE2E) {
+		if r.Size != 1420 || (r.Op != "decrypt" && r.Op != "encrypt") {
+			continue
+		}
+		if v, ok := r.Get("x-ceiling"); ok {
+			ts = append(ts, Target{fmt.Sprintf("e2e %s at 1420 B ≥ %.1f× min(AF_XDP forward, raw AEAD), %d worker(s)", r.Op, TargetE2ECeiling, r.Workers),
+				num(v) + "×", v >= TargetE2ECeiling})
+		}
+	}
+	for _, r := range rep.Filter(harness.KindWG) {
+		if v, ok := r.Get("x-wireguard"); ok && r.Impl == "espxdp" && r.Traffic == "tcp" {
+			ts = append(ts, Target{fmt.Sprintf("TCP goodput ≥ %.1f× wireguard-go, espxdp %s", TargetVsWG, r.Transform), num(v) + "×", v >= TargetVsWG})
+		}
+	}
+	return ts
+}
+
+func sizeLabel(r *harness.Result) string {
+	if r.Traffic == "imix" {
+		return fmt.Sprintf("IMIX (%.0f)", harness.IMIXMean())
+	}
+	return fmt.Sprint(r.Size)
+}
+
+func e2eSection(b *strings.Builder, rep *harness.Report, plots map[string][]byte) {
+	rs := rep.Filter(harness.KindE2E)
+	if len(rs) == 0 {
+		return
+	}
+	dur := float64(rep.Config.E2EDurationNs) / 1e9
+	fmt.Fprintf(b, `## End to end over veth: gen → gateway → sink
+
+Three network namespaces, gen —veth— gw —veth— sink, IPv4, static
+neighbours, as many veth queues as the largest worker count. gen sends
+pre-built frames for %.1f s per measurement from one AF_XDP socket per
+queue (one goroutine, batches of 64, every UMEM frame filled once at
+setup); the sink's interface counts what arrives (its rx_packets; the
+frames carry a MAC that is not the sink's, so its kernel drops them at
+once). 16 flows (UDP ports and inner addresses). Sizes are inner IP packet
+bytes; IMIX is 7:4:1 of 64, 576 and 1420 bytes (1420 rather than 1500 so
+that the ESP packet fits a 1500-byte MTU).
+
+- decrypt: gen sends ESP (%s, tunnel mode, built with the sa package at
+  setup; the gateway's inbound SA has anti-replay off so frames can be
+  sent again) → xdp.Engine (ciphertext port towards gen) → plaintext to
+  the sink.
+- encrypt: gen sends plaintext to the protected prefix → xdp.Engine
+  (plaintext port towards gen) → ESP to the sink.
+- forward: xdp.Forwarder (AF_XDP, no crypto, one per queue) between the
+  same interfaces, on decrypt's ESP frames: the I/O ceiling.
+- kernel: the gateway's own IP forwarding (no XDP program) of encrypt's
+  plaintext frames.
+
+offered = packets gen put on its TX rings per second; delivered = packets
+counted at the sink per second; Gbps = inner bytes delivered; loss = 1 −
+delivered/offered (the generator sends as fast as it can, so loss is the
+overload the gateway or the veth rings shed). "crypto" is the raw AEAD
+ceiling (the crypto suite's baseline, one core per worker; IMIX: its
+size mix), "vs ceiling" = delivered / min(forward at the same size and
+workers, crypto). All of gen, gateway, sink and the veth softirqs share
+the machine's %d CPUs.
+
+`, dur, harness.E2ETransformName, rep.Machine.Cores)
+	b.WriteString("| op | workers | inner bytes | offered Mpps | delivered Mpps | Mpps/worker | Gbps | loss % | crypto Mpps | vs ceiling | vs kernel |\n")
+	b.WriteString("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rs {
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Op, r.Workers, sizeLabel(&r),
+			cell(&r, "offered-Mpps"), cell(&r, "Mpps"), cell(&r, "Mpps/worker"), cell(&r, "Gbps"), cell(&r, "loss%"),
+			cell(&r, "crypto-Mpps"), cell(&r, "x-ceiling"), cell(&r, "x-kernel"))
+	}
+	if _, ok := plots[plotE2E]; ok {
+		fmt.Fprintf(b, "\n![end to end](%s)\n", plotE2E)
+	}
+	b.WriteString("\n")
+}
+
+func wgSection(b *strings.Builder, rep *harness.Report) {
+	rs := rep.Filter(harness.KindWG)
+	if len(rs) == 0 {
+		return
+	}
+	fmt.Fprintf(b, `## Peers: espxdp vs wireguard-go
+
+hostA —veth— gwA —veth (wan)— gwB —veth— hostB, four namespaces; a
+checksummed TCP transfer (topo.Transfer) of %d MiB from hostA to hostB,
+median of the runs. The hosts' links have MTU 1420 (the WireGuard TUN
+MTU), the wan 1500.
+
+- kernel: plain IP forwarding by both gateways, no encryption.
+- wireguard-go: golang.zx2c4.com/wireguard (device, Linux TUN with its
+  offloads, the standard UDP bind) in each gateway, in this process.
+- espxdp: an xdp.Engine in each gateway (ciphertext on the wan, plaintext
+  on the hosts' link, one queue and worker), tunnel-mode ESP with the
+  transform shown.
+
+"no-offload": the hosts' transmit checksum offload (and so TSO) is off.
+espxdp needs that: a veth hands its peer packets whose TCP checksum the
+kernel has not finished (CHECKSUM_PARTIAL), which an AF_XDP program
+would encrypt as they are. "offload": the hosts' offloads on and GRO on
+the gateways' links, so the gateways' kernels pass TCP and UDP
+super-packets to wireguard-go's TUN and sockets; the ratio to
+wireguard-go uses the better of its two runs. Retransmits are the
+client's TCP retransmitted segments over all runs.
+
+UDP: hostA sends pre-built UDP packets (16 flows) from an AF_XDP socket
+as fast as it can for %.1f s per size, as the e2e suite's generator
+does; hostB's interface counts what arrives; sizes are inner IP packet
+bytes. This is throughput under overload (no search for a loss-free
+rate): a data plane that sheds excess load early, as an XDP program with
+a full AF_XDP ring does, keeps more CPU for the packets it accepts than
+one whose excess is dropped after the kernel forwarded it to a TUN.
+
+All four namespaces, both gateways' data planes and the traffic's
+endpoints run on the same %d CPUs, so each implementation competes with
+the traffic source and sink for them: the numbers compare the data
+planes under that load, not what either does on dedicated cores.
+
+`, rep.Config.WGBytes>>20, float64(rep.Config.E2EDurationNs)/1e9, rep.Machine.Cores)
+	transform := func(r *harness.Result) string {
+		switch {
+		case r.Transform != "":
+			return r.Transform
+		case r.Impl == "wireguard-go":
+			return "ChaCha20-Poly1305 (WireGuard)"
+		}
+		return "none"
+	}
+	b.WriteString("### TCP goodput\n\n")
+	b.WriteString("| implementation | transform | offloads | Gbps | min | max | runs | retransmits | ping ms | vs wireguard-go | vs kernel |\n")
+	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rs {
+		if r.Traffic != "tcp" {
+			continue
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Impl, transform(&r), r.Op,
+			cell(&r, "Gbps"), cell(&r, "min-Gbps"), cell(&r, "max-Gbps"), intCell(&r, "runs"), intCell(&r, "retransmits"),
+			cell(&r, "ping-ms"), cell(&r, "x-wireguard"), cell(&r, "x-kernel"))
+	}
+	if slices.ContainsFunc(rs, func(r harness.Result) bool { return r.Traffic == "udp" }) {
+		b.WriteString("\n### UDP packets\n\n")
+		b.WriteString("| implementation | transform | offloads | inner bytes | offered Mpps | delivered Mpps | Gbps | loss % | vs wireguard-go | vs kernel |\n")
+		b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, r := range rs {
+			if r.Traffic != "udp" {
+				continue
+			}
+			fmt.Fprintf(b, "| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s |\n", r.Impl, transform(&r), r.Op, r.Size,
+				cell(&r, "offered-Mpps"), cell(&r, "Mpps"), cell(&r, "Gbps"), cell(&r, "loss%"), cell(&r, "x-wireguard"), cell(&r, "x-kernel"))
+		}
+	}
+	b.WriteString("\n")
+}
+
+// e2ePlots renders the e2e plot: delivered Mpps by inner size, per op,
+// solid for one worker and dashed for more.
+func e2ePlots(rep *harness.Report, out map[string][]byte) error {
+	rs := rep.Filter(harness.KindE2E)
+	if len(rs) == 0 {
+		return nil
+	}
+	var ws []int
+	var ops []string
+	for _, r := range rs {
+		if !slices.Contains(ws, r.Workers) {
+			ws = append(ws, r.Workers)
+		}
+		if !slices.Contains(ops, r.Op) {
+			ops = append(ops, r.Op)
+		}
+	}
+	var ss []series
+	for wi, w := range ws {
+		for i, op := range ops {
+			var sel []harness.Result
+			for _, r := range rs {
+				if r.Op == op && r.Workers == w {
+					sel = append(sel, r)
+				}
+			}
+			ss = append(ss, series{label: fmt.Sprintf("%s, %d worker(s)", op, w), pts: xy(sel, func(r *harness.Result) int { return r.Size }, "Mpps"), color: i, dashed: wi > 0})
+		}
+	}
+	svg, err := render("End to end over veth: delivered packets", "inner IP packet bytes", "Mpps delivered", true, false, ss)
+	if err != nil {
+		return err
+	}
+	if svg != nil {
+		out[plotE2E] = svg
+	}
+	return nil
+}
