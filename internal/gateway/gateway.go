@@ -416,8 +416,10 @@ func (gw *Gateway) Start() (err error) {
 	gw.wg.Add(4)
 	go gw.sweep()
 	go gw.logEvents()
-	go gw.logDrops()
-	go gw.keepalives()
+	// Options read once here: Reload swaps gw.g but refuses to change
+	// these (ErrRestart).
+	go gw.logDrops(gw.g.LogDrops)
+	go gw.keepalives(gw.g.Keepalive)
 	gw.log.Info("gateway running", "cipher", gw.g.Cipher.Name, "plain", plainName(gw.g), "queues", gw.g.Queues, "sas", len(gw.sas))
 	return nil
 }
@@ -641,12 +643,12 @@ const maxDropLines = 16
 
 // logDrops logs, every LogDrops interval, the drops counted since the
 // last one: at most maxDropLines lines, the largest first.
-func (gw *Gateway) logDrops() {
+func (gw *Gateway) logDrops(interval time.Duration) {
 	defer gw.wg.Done()
-	if gw.g.LogDrops <= 0 {
+	if interval <= 0 {
 		return
 	}
-	tick := time.NewTicker(gw.g.LogDrops)
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	last := map[string]uint64{}
 	for {
@@ -661,7 +663,7 @@ func (gw *Gateway) logDrops() {
 				gw.log.Warn("drops", "more", len(lines)-maxDropLines)
 				break
 			}
-			gw.log.Warn("drops", "where", l.where, "reason", l.reason, "count", l.n, "interval", gw.g.LogDrops)
+			gw.log.Warn("drops", "where", l.where, "reason", l.reason, "count", l.n, "interval", interval)
 		}
 	}
 }
@@ -717,9 +719,9 @@ func (gw *Gateway) dropDeltas(last map[string]uint64) []dropLine {
 // each interval, from a kernel UDP socket bound to the NAT-T port in the
 // gateway's namespace (the XDP program passes keepalives and IKE to the
 // kernel, so that socket also counts the peers' keepalives).
-func (gw *Gateway) keepalives() {
+func (gw *Gateway) keepalives(interval time.Duration) {
 	defer gw.wg.Done()
-	if gw.g.Keepalive <= 0 {
+	if interval <= 0 {
 		return
 	}
 	var conn *net.UDPConn
@@ -741,7 +743,7 @@ func (gw *Gateway) keepalives() {
 			<-recvDone
 		}
 	}()
-	tick := time.NewTicker(gw.g.Keepalive)
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for first := true; ; first = false {
 		if !first {
