@@ -66,7 +66,8 @@ type EngineConfig struct {
 	Queues int
 	// UMEM configures the engine's UMEM, shared by all its sockets so
 	// frames move between interfaces and workers without copying. The
-	// zero value gives the defaults.
+	// zero value gives the defaults, but NumFrames 0 means EngineFrames:
+	// enough that no socket starves for frames the others hold.
 	UMEM UMEMConfig
 	// Mode is the AF_XDP bind mode; Attach the XDP attach mode.
 	Mode   Mode
@@ -191,12 +192,30 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 			return bad("port %s: MAC %v is not a 6-byte MAC", p.Name, p.MAC)
 		}
 	}
+	if c.UMEM.NumFrames == 0 {
+		c.UMEM.NumFrames = EngineFrames(len(ports), c.Queues, c.UMEM.FillSize)
+	}
 	u, err := c.UMEM.normalize()
 	if err != nil {
 		return EngineConfig{}, err
 	}
 	c.UMEM = u
 	return c, nil
+}
+
+// EngineFrames is the default UMEM size of an Engine with ports
+// interfaces (1 or 2) of queues queues and the given fill ring size (0:
+// DefaultRingSize): enough frames for every socket's fill ring, RX ring
+// and TX ring to be full at once, so that no socket runs out of frames to
+// receive into because others hold them (a frame received on one side is
+// transmitted on the other). With the defaults and two interfaces that is
+// 12288 frames, 48 MiB per queue pair.
+func EngineFrames(ports, queues, fillSize int) int {
+	if fillSize <= 0 {
+		fillSize = DefaultRingSize
+	}
+	n := ports * queues * (fillSize + 2*DefaultRingSize)
+	return min(max(n, DefaultNumFrames), MaxNumFrames)
 }
 
 // EngineWorkerStats are the counters of one engine worker.
