@@ -3,37 +3,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/espxdp/espxdp/internal/testenv"
 	"github.com/espxdp/espxdp/internal/topo"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestRunDaemon drives `espxdp run` the way an operator does: start it
 // on a config, ask it through the control socket with the client
@@ -79,7 +60,7 @@ sas:
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	hup := make(chan os.Signal, 1)
-	var logs, stdout lockedBuffer
+	var logs, stdout testenv.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- runDaemon(ctx, cfgPath, gw.Name, "", slog.New(slog.NewTextHandler(&logs, nil)), hup, &stdout)

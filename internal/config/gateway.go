@@ -327,12 +327,7 @@ func (p *parser) iface(n *yaml.Node, path string, cipher bool) Iface {
 		f := join(path, key)
 		switch key {
 		case "name":
-			if t, ok := p.scalar(v, f); ok {
-				if len(t) > 15 || strings.ContainsAny(t, "/ \t") {
-					p.errorf(v.Line, f, "not an interface name: %s", quoteShort(t))
-				}
-				ifc.Name = t
-			}
+			ifc.Name = p.ifname(v, f)
 		case "next_hop":
 			if t, ok := p.scalar(v, f); ok {
 				mac, err := net.ParseMAC(t)
@@ -379,12 +374,7 @@ func (p *parser) tun(n *yaml.Node, path string) *TUNIface {
 		f := join(path, key)
 		switch key {
 		case "name":
-			if s, ok := p.scalar(v, f); ok {
-				if len(s) > 15 || strings.ContainsAny(s, "/ \t") {
-					p.errorf(v.Line, f, "not an interface name: %s", quoteShort(s))
-				}
-				t.Name = s
-			}
+			t.Name = p.ifname(v, f)
 		case "address":
 			t.Address = p.prefix(v, f, false)
 		case "mtu":
@@ -403,6 +393,24 @@ func (p *parser) tun(n *yaml.Node, path string) *TUNIface {
 	})
 	if t.Name == "" {
 		p.errorf(n.Line, join(path, "name"), "missing")
+	}
+	return t
+}
+
+// ifname parses an interface name.
+func (p *parser) ifname(v *yaml.Node, field string) string {
+	t, ok := p.scalar(v, field)
+	if ok && (len(t) > 15 || strings.ContainsAny(t, "/ \t")) {
+		p.errorf(v.Line, field, "not an interface name: %s", quoteShort(t))
+	}
+	return t
+}
+
+// name parses the name of a tunnel or policy.
+func (p *parser) name(v *yaml.Node, field string) string {
+	t, ok := p.scalar(v, field)
+	if ok && !nameRE.MatchString(t) {
+		p.errorf(v.Line, field, "want 1-64 letters, digits, '.', '_' or '-'")
 	}
 	return t
 }
@@ -460,12 +468,7 @@ func (p *parser) tunnel(n *yaml.Node, path string) *Tunnel {
 		f := join(path, key)
 		switch key {
 		case "name":
-			if s, ok := p.scalar(v, f); ok {
-				if !nameRE.MatchString(s) {
-					p.errorf(v.Line, f, "want 1-64 letters, digits, '.', '_' or '-'")
-				}
-				t.Name = s
-			}
+			t.Name = p.name(v, f)
 		case "out":
 			t.Out = p.names(v, f)
 		case "in":
@@ -501,12 +504,7 @@ func (p *parser) policy(n *yaml.Node, path string) *Policy {
 		f := join(path, key)
 		switch key {
 		case "name":
-			if s, ok := p.scalar(v, f); ok {
-				if !nameRE.MatchString(s) {
-					p.errorf(v.Line, f, "want 1-64 letters, digits, '.', '_' or '-'")
-				}
-				pol.Name = s
-			}
+			pol.Name = p.name(v, f)
 		case "src":
 			pol.Selector.Src = p.prefix(v, f, true)
 		case "dst":

@@ -3,7 +3,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -15,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,24 +31,7 @@ type site struct {
 	wanMAC   net.HardwareAddr
 	hostAddr netip.Addr
 	socket   string
-	log      *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	log      *testenv.SyncBuffer
 }
 
 func mac(last byte, side byte) net.HardwareAddr { return net.HardwareAddr{2, 0, 0, 0, side, last} }
@@ -94,7 +75,7 @@ func buildTopology(t *testing.T) (a, b *site) {
 		must(gl.SetNeighbour(s.hostAddr, s.hostMAC))
 		must(s.gw.Sysctl("net.ipv4.ip_forward", "1"))
 		s.socket = filepath.Join(t.TempDir(), "ctl.sock")
-		s.log = &syncBuffer{}
+		s.log = &testenv.SyncBuffer{}
 	}
 	wa, wb, err := tp.AddVeth(a.gw, "wan0", b.gw, "wan0", topo.VethOptions{MACA: a.wanMAC, MACB: b.wanMAC})
 	must(err)

@@ -9,11 +9,13 @@ package testenv
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -107,4 +109,25 @@ func effectiveCaps() (uint64, error) {
 		return 0, err
 	}
 	return 0, fmt.Errorf("no CapEff line in /proc/self/status")
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent writers and readers,
+// for capturing the log of code that runs goroutines.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/espxdp/espxdp/internal/inet"
 )
 
 // PingResult counts the echo replies of Ping.
@@ -83,7 +85,7 @@ func Ping(ns *NS, dst netip.Addr, count, payload int, interval, timeout time.Dur
 		binary.BigEndian.PutUint16(msg[4:], id)
 		binary.BigEndian.PutUint16(msg[6:], uint16(i))
 		if proto == 1 { // the kernel computes the ICMPv6 checksum
-			binary.BigEndian.PutUint16(msg[2:], ^sum16(msg))
+			binary.BigEndian.PutUint16(msg[2:], inet.Checksum(msg))
 		}
 		sent[i] = time.Now()
 		if _, err := c.WriteTo(msg, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
@@ -98,22 +100,6 @@ func Ping(ns *NS, dst netip.Addr, count, payload int, interval, timeout time.Dur
 	}
 	<-done
 	return res, nil
-}
-
-// sum16 is the ones' complement sum of b (RFC 1071), not inverted.
-func sum16(b []byte) uint16 {
-	var s uint32
-	for len(b) >= 2 {
-		s += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
 }
 
 // TransferResult describes one Transfer.
