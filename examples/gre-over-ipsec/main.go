@@ -24,26 +24,19 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/internal/exampleenv"
 	"github.com/espxdp/espxdp/internal/show"
 	"github.com/espxdp/espxdp/internal/topo"
 	"github.com/espxdp/espxdp/sa"
 	"github.com/espxdp/espxdp/xdp"
 )
-
-// errNeedsRoot is returned when the program cannot build namespaces.
-var errNeedsRoot = errors.New("needs root: run with sudo")
 
 // Options are the command-line flags.
 type Options struct {
@@ -71,61 +64,21 @@ type Result struct {
 	// InnerMTU is the tunnel interfaces' MTU: the SA's plaintext MTU
 	// minus GRE.
 	InnerMTU int
-	// Ping is hostA → hostB with 56 bytes; FullPing with packets of
-	// exactly InnerMTU bytes.
-	Ping, FullPing topo.PingResult
-	Transfer       topo.TransferResult
-	A, B           GatewayResult
+	// Traffic is the pings (56 bytes, and InnerMTU bytes) and the TCP
+	// transfer hostA → hostB.
+	exampleenv.Traffic
+	A, B GatewayResult
 	// WAN is what the router saw on its link to gwA.
 	WAN WANCounts
-	// Namespaces are the namespaces the run created; LeftBehind those
-	// of them that still existed after cleanup.
-	Namespaces, LeftBehind []string
-}
-
-func workerSum(st xdp.EngineStats) xdp.EngineWorkerStats {
-	var s xdp.EngineWorkerStats
-	for _, w := range st.Workers {
-		s.CipherRX += w.CipherRX
-		s.Decrypted += w.Decrypted
-		s.Encrypted += w.Encrypted
-		s.SADrops += w.SADrops
-		s.MTUDrops += w.MTUDrops
-		s.TXFull += w.TXFull
-		s.Sent += w.Sent
-		s.SendFull += w.SendFull
-	}
-	return s
-}
-
-// saPair returns the keys of one direction, shared by both gateways
-// (manual keying: in a real deployment IKE negotiates them).
-func saPair(name string, spi uint32, tr esp.Transform) sa.Config {
-	key := make([]byte, tr.KeyLen())
-	auth := make([]byte, tr.AuthKeyLen())
-	rand.Read(key)
-	rand.Read(auth)
-	return sa.Config{Name: name, SPI: spi, Transform: tr, Key: key, AuthKey: auth, ESN: true}
-}
-
-// quiesce waits until snap returns the same value three times in a row
-// (100 ms apart), at most 3 s: the tunnel has gone quiet.
-func quiesce(ctx context.Context, snap func() [6]uint64) {
-	last, same := snap(), 0
-	for deadline := time.Now().Add(3 * time.Second); same < 3 && time.Now().Before(deadline) && ctx.Err() == nil; {
-		time.Sleep(100 * time.Millisecond)
-		cur := snap()
-		if cur == last {
-			same++
-		} else {
-			same, last = 0, cur
-		}
-	}
+	// Namespaces are the namespaces the run created; LeftBehind the
+	// names of those that still existed after cleanup.
+	Namespaces []*topo.NS
+	LeftBehind []string
 }
 
 func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error) {
-	if os.Geteuid() != 0 {
-		return nil, errNeedsRoot
+	if err := exampleenv.CheckRoot(); err != nil {
+		return nil, err
 	}
 	tr, err := esp.ParseTransform(opts.Transform)
 	if err != nil {
@@ -134,61 +87,40 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 	if opts.Pings < 1 || opts.Size < 1 || opts.Timeout <= 0 {
 		return nil, fmt.Errorf("need at least one ping, one byte and a timeout (got %d, %d, %v)", opts.Pings, opts.Size, opts.Timeout)
 	}
-	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
 	res = &Result{}
 
 	// The namespaces go away on every return path, including Ctrl-C
 	// (ctx) and failures.
-	tp := topo.New("gre")
-	defer func() {
-		tp.Close()
-		res.LeftBehind = nil
-		for _, name := range res.Namespaces {
-			if _, err := os.Stat("/run/netns/" + name); err == nil {
-				res.LeftBehind = append(res.LeftBehind, name)
-			}
-		}
-		if len(res.LeftBehind) > 0 {
-			err = errors.Join(err, fmt.Errorf("namespaces left behind: %v", res.LeftBehind))
-		}
-	}()
-	n, err := buildNetwork(tp)
-	for _, ns := range tp.Namespaces() {
-		res.Namespaces = append(res.Namespaces, ns.Name)
-	}
+	env := exampleenv.Begin(ctx, "gre", opts.Timeout)
+	defer func() { res.Namespaces, res.LeftBehind, err = env.End(err) }()
+	ctx = env.Ctx
+	n, err := buildNetwork(env.Topo)
 	if err != nil {
 		return res, err
 	}
-	tap, err := openWANTap(n.wanToA)
+	tap, err := openWANTap(n.MidA)
 	if err != nil {
 		return res, err
 	}
 	defer tap.close()
 
-	ab := saPair("gwA-to-gwB", 0xa0001, tr)
-	ba := saPair("gwB-to-gwA", 0xb0001, tr)
-	defer func() {
-		for _, c := range []sa.Config{ab, ba} {
-			clear(c.Key)
-			clear(c.AuthKey)
-		}
-	}()
+	ab, ba, wipeKeys := exampleenv.ManualKeys(tr, 0xa0001, 0xb0001)
+	defer wipeKeys()
 	keyed := opts.Key != 0
-	gwA, err := startGateway("gwA", gatewayConfig{ns: n.gwA, wan: n.gwAWan, nextHop: n.wanToA.MAC,
+	gwA, err := startGateway("gwA", gatewayConfig{ns: n.GwA, wan: n.GwAWAN, nextHop: n.MidA.MAC,
 		local: gwAWan, remote: gwBWan, out: ab, in: ba, tunAddr: tunAAddr, farSite: siteB, keyed: keyed, key: opts.Key})
 	if err != nil {
 		return res, err
 	}
 	defer gwA.close()
-	gwB, err := startGateway("gwB", gatewayConfig{ns: n.gwB, wan: n.gwBWan, nextHop: n.wanToB.MAC,
+	gwB, err := startGateway("gwB", gatewayConfig{ns: n.GwB, wan: n.GwBWAN, nextHop: n.MidB.MAC,
 		local: gwBWan, remote: gwAWan, out: ba, in: ab, tunAddr: tunBAddr, farSite: siteA, keyed: keyed, key: opts.Key})
 	if err != nil {
 		return res, err
 	}
 	defer gwB.close()
 	res.InnerMTU = gwA.innerMTU
-	if err := routeHosts(n, res.InnerMTU); err != nil {
+	if err := n.RouteHosts(siteB, siteA, res.InnerMTU); err != nil {
 		return res, err
 	}
 	keyInfo := "no key"
@@ -200,26 +132,12 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 		gwAWan, gwBWan, keyInfo, tr, wanMTU, gwA.out.PlaintextMTU(), res.InnerMTU)
 
 	// Traffic: pings (small and full-size), then a TCP transfer.
-	if res.Ping, err = topo.Ping(n.hostA, hostBAddr, opts.Pings, 56, 100*time.Millisecond, 2*time.Second); err != nil {
+	if res.Traffic, err = exampleenv.PingAndTransfer(ctx, w, n, hostBAddr, opts.Pings, res.InnerMTU, "the tunnel MTU", opts.Size); err != nil {
 		return res, err
 	}
-	fmt.Fprintf(w, "ping hostA → hostB: %d/%d answered\n", res.Ping.Received, res.Ping.Sent)
-	if res.FullPing, err = topo.Ping(n.hostA, hostBAddr, 3, res.InnerMTU-28, 50*time.Millisecond, 2*time.Second); err != nil {
-		return res, err
-	}
-	fmt.Fprintf(w, "ping hostA → hostB with %d-byte packets (the tunnel MTU): %d/%d answered\n", res.InnerMTU, res.FullPing.Received, res.FullPing.Sent)
-	if err := ctx.Err(); err != nil {
-		return res, err
-	}
-	res.Transfer, err = topo.Transfer(ctx, n.hostB, netip.AddrPortFrom(hostBAddr, 5001), n.hostA, opts.Size, uint64(time.Now().UnixNano()), nil)
-	if err != nil {
-		return res, err
-	}
-	fmt.Fprintf(w, "TCP hostA → hostB: %d bytes in %v, intact %v, MSS %d\n",
-		res.Transfer.Received, res.Transfer.Duration.Round(time.Millisecond), res.Transfer.Intact(), res.Transfer.ClientMSS)
 
 	// Let the last ACKs through, then read the counters.
-	quiesce(ctx, func() [6]uint64 {
+	exampleenv.WaitStable(ctx, 3*time.Second, 100*time.Millisecond, 3, func() [6]uint64 {
 		a, b := gwA.gre.stats(), gwB.gre.stats()
 		return [6]uint64{a.Encapsulated, a.Decapsulated, b.Encapsulated, b.Decapsulated, gwA.out.Stats().EncapsPkts, gwB.out.Stats().EncapsPkts}
 	})
@@ -229,7 +147,7 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 	}{{gwA, &res.A}, {gwB, &res.B}} {
 		g.r.Out, g.r.In = g.gw.out.Stats(), g.gw.in.Stats()
 		g.r.GRE = g.gw.gre.stats()
-		g.r.Engine = workerSum(g.gw.eng.Stats())
+		g.r.Engine = exampleenv.SumWorkers(g.gw.eng.Stats())
 	}
 	if err := tap.close(); err != nil {
 		return res, err
@@ -256,13 +174,7 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 	}
 	fmt.Fprintf(w, "\nwan (router's link to gwA): %d ESP, %d GRE in clear, %d other IPv4 packets (capture drops: %d)\n",
 		res.WAN.ESP, res.WAN.GRE, res.WAN.Other, res.WAN.Drops)
-	check := func(what string, a, b uint64) {
-		verdict := "ok"
-		if a != b {
-			verdict = "MISMATCH"
-		}
-		fmt.Fprintf(w, "  %-52s %8d %8d  %s\n", what, a, b, verdict)
-	}
+	check := exampleenv.Agreement{W: w, Width: 52}.Print
 	check("gwA GRE encapsulated / gwA SA encaps", res.A.GRE.Encapsulated, res.A.Out.EncapsPkts)
 	check("gwA SA encaps / gwB SA decaps", res.A.Out.EncapsPkts, res.B.In.DecapsPkts)
 	check("gwB SA decaps / gwB GRE decapsulated", res.B.In.DecapsPkts, res.B.GRE.Decapsulated)
@@ -279,10 +191,7 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 	if err := gwB.close(); err != nil {
 		return res, fmt.Errorf("gwB: %w", err)
 	}
-	if res.Ping.Received != res.Ping.Sent || res.FullPing.Received != res.FullPing.Sent {
-		return res, fmt.Errorf("pings lost: %d/%d and %d/%d answered", res.Ping.Received, res.Ping.Sent, res.FullPing.Received, res.FullPing.Sent)
-	}
-	return res, nil
+	return res, res.Lost()
 }
 
 func main() {
@@ -295,39 +204,12 @@ func main() {
 	flag.Parse()
 	opts.Key = uint32(*key)
 	var err error
-	if opts.Size, err = parseSize(*size); err != nil {
+	if opts.Size, err = exampleenv.ParseSize(*size); err != nil {
 		fmt.Fprintln(os.Stderr, "gre-over-ipsec:", err)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	const name = "gre-over-ipsec"
-	if _, err := run(ctx, os.Stdout, opts); err != nil {
-		switch {
-		case errors.Is(err, errNeedsRoot):
-			fmt.Fprintln(os.Stderr, err)
-		case ctx.Err() != nil:
-			fmt.Fprintf(os.Stderr, "%s: interrupted: %v\n", name, err)
-		default:
-			fmt.Fprintln(os.Stderr, name+":", err)
-		}
-		stop()
-		os.Exit(1)
-	}
-}
-
-// parseSize reads "123", "64K" or "8M".
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	switch {
-	case len(s) > 0 && (s[len(s)-1] == 'K' || s[len(s)-1] == 'k'):
-		mult, s = 1<<10, s[:len(s)-1]
-	case len(s) > 0 && (s[len(s)-1] == 'M' || s[len(s)-1] == 'm'):
-		mult, s = 1<<20, s[:len(s)-1]
-	}
-	var v int64
-	if _, err := fmt.Sscan(s, &v); err != nil || v < 1 {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	return v * mult, nil
+	exampleenv.Main(exampleenv.Command{Name: "gre-over-ipsec"}, func(ctx context.Context) error {
+		_, err := run(ctx, os.Stdout, opts)
+		return err
+	})
 }

@@ -6,11 +6,11 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/espxdp/espxdp/internal/exampleenv"
 	"github.com/espxdp/espxdp/internal/testenv"
 )
 
@@ -33,16 +33,9 @@ func TestRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Ping.Received != 4 || res.FullPing.Received != res.FullPing.Sent || res.FullPing.Sent != 3 {
-				t.Errorf("pings: %d/4 and %d/%d (full size) answered", res.Ping.Received, res.FullPing.Received, res.FullPing.Sent)
-			}
-			if !res.Transfer.Intact() || res.Transfer.Received != size {
-				t.Errorf("transfer: %+v", res.Transfer)
-			}
-			// TCP segments fit the tunnel: MSS = tunnel MTU - 40.
-			if res.Transfer.ClientMSS == 0 || res.Transfer.ClientMSS > res.InnerMTU-40 {
-				t.Errorf("client MSS %d, tunnel MTU %d", res.Transfer.ClientMSS, res.InnerMTU)
-			}
+			// Pings answered, transfer intact, and TCP segments fit the
+			// tunnel: MSS = tunnel MTU - 40.
+			exampleenv.CheckTraffic(t, res.Traffic, 4, res.InnerMTU, size)
 			overhead := 24
 			if c.key != 0 {
 				overhead = 28
@@ -66,12 +59,7 @@ func TestRun(t *testing.T) {
 					t.Errorf("%s: only %d packets", s.name, s.counts)
 				}
 			}
-			eq := func(what string, x, y uint64) {
-				t.Helper()
-				if x != y {
-					t.Errorf("%s: %d != %d", what, x, y)
-				}
-			}
+			eq := func(what string, x, y uint64) { t.Helper(); exampleenv.CheckEqual(t, what, x, y) }
 			eq("gwA GRE encapsulated vs gwA SA encaps", a.GRE.Encapsulated, a.Out.EncapsPkts)
 			eq("gwA SA encaps vs gwB SA decaps", a.Out.EncapsPkts, b.In.DecapsPkts)
 			eq("gwB SA decaps vs gwB GRE decapsulated", b.In.DecapsPkts, b.GRE.Decapsulated)
@@ -93,13 +81,9 @@ func TestRun(t *testing.T) {
 			if res.WAN.GRE != 0 {
 				t.Errorf("%d GRE packets crossed the wan in clear", res.WAN.GRE)
 			}
-			if len(res.Namespaces) != 5 || len(res.LeftBehind) != 0 {
-				t.Errorf("namespaces %v, left behind %v", res.Namespaces, res.LeftBehind)
-			}
-			for _, name := range res.Namespaces {
-				if _, err := os.Stat("/run/netns/" + name); err == nil {
-					t.Errorf("namespace %s still exists", name)
-				}
+			exampleenv.CheckNamespaces(t, res.Namespaces, 5)
+			if len(res.LeftBehind) != 0 {
+				t.Errorf("left behind: %v", res.LeftBehind)
 			}
 		})
 	}

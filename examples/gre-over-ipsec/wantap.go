@@ -4,14 +4,9 @@ package main
 
 import (
 	"encoding/binary"
-	"errors"
-	"fmt"
-	"sync"
 	"sync/atomic"
-	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/espxdp/espxdp/internal/exampleenv"
 	"github.com/espxdp/espxdp/internal/topo"
 )
 
@@ -27,105 +22,44 @@ type WANCounts struct {
 }
 
 // wanTap counts the IPv4 packets on one interface with an AF_PACKET
-// socket, like a tcpdump on the router in the middle.
+// socket (exampleenv.PacketCounter), like a tcpdump on the router in
+// the middle.
 type wanTap struct {
-	fd                int
-	esp, gre, other   atomic.Uint64
-	stopping          atomic.Bool
-	deadline          atomic.Int64 // unix nanos; set by close
-	wg                sync.WaitGroup
-	drops             uint64
-	closeOnce         sync.Once
-	closeErr          error
-	readErr           atomic.Value
-	ifname, namespace string
+	pc              *exampleenv.PacketCounter
+	esp, gre, other atomic.Uint64
 }
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // openWANTap starts counting on l (in its namespace).
 func openWANTap(l *topo.Link) (*wanTap, error) {
-	t := &wanTap{fd: -1, ifname: l.Name, namespace: l.NS.Label}
-	err := l.NS.Do(func() error {
-		// Protocol 0 until bound, so that no packet of another
-		// interface is queued before the bind.
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		t.fd = fd
-		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: l.Index}); err != nil {
-			return err
-		}
-		// Room for a burst while the reader is descheduled.
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20); err != nil {
-			return err
-		}
-		// A receive timeout so the reader notices close.
-		return unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 50_000})
-	})
+	t := &wanTap{}
+	pc, err := exampleenv.OpenPacketCounter(l, t.classify)
 	if err != nil {
-		if t.fd >= 0 {
-			unix.Close(t.fd)
-		}
-		return nil, fmt.Errorf("packet socket on %s/%s: %w", l.NS.Label, l.Name, err)
+		return nil, err
 	}
-	t.wg.Add(1)
-	go t.read()
+	t.pc = pc
 	return t, nil
 }
 
-func (t *wanTap) read() {
-	defer t.wg.Done()
-	buf := make([]byte, 128) // headers are enough; the rest is truncated
-	for {
-		if d := t.deadline.Load(); d != 0 && time.Now().UnixNano() > d {
-			return // bounded even if the link never goes quiet
-		}
-		n, _, err := unix.Recvfrom(t.fd, buf, 0)
-		if err != nil {
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-				// Stop once the socket is empty (a receive timed out)
-				// and close was asked for.
-				if t.stopping.Load() {
-					return
-				}
-				continue
-			}
-			t.readErr.Store(err)
-			return
-		}
-		if n < 34 || binary.BigEndian.Uint16(buf[12:]) != 0x0800 {
-			continue // not IPv4 (ARP, IPv6 neighbour discovery, ...)
-		}
-		switch buf[23] {
-		case 50:
-			t.esp.Add(1)
-		case 47:
-			t.gre.Add(1)
-		default:
-			t.other.Add(1)
-		}
+func (t *wanTap) classify(f []byte) {
+	if len(f) < 34 || binary.BigEndian.Uint16(f[12:]) != 0x0800 {
+		return // not IPv4 (ARP, IPv6 neighbour discovery, ...)
+	}
+	switch f[23] {
+	case 50:
+		t.esp.Add(1)
+	case 47:
+		t.gre.Add(1)
+	default:
+		t.other.Add(1)
 	}
 }
 
 func (t *wanTap) counts() WANCounts {
-	return WANCounts{ESP: t.esp.Load(), GRE: t.gre.Load(), Other: t.other.Load(), Drops: t.drops}
+	return WANCounts{ESP: t.esp.Load(), GRE: t.gre.Load(), Other: t.other.Load(), Drops: t.pc.Drops()}
 }
 
-// close stops the reader, reads the socket's drop count and closes it.
+// close lets the reader empty the socket, reads the socket's drop count
+// and closes it.
 func (t *wanTap) close() error {
-	t.closeOnce.Do(func() {
-		t.deadline.Store(time.Now().Add(2 * time.Second).UnixNano())
-		t.stopping.Store(true)
-		t.wg.Wait()
-		if st, err := unix.GetsockoptTpacketStats(t.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
-			t.drops = uint64(st.Drops)
-		}
-		t.closeErr = unix.Close(t.fd)
-		if err, ok := t.readErr.Load().(error); ok {
-			t.closeErr = fmt.Errorf("packet socket on %s/%s: %w", t.namespace, t.ifname, err)
-		}
-	})
-	return t.closeErr
+	return t.pc.Close()
 }

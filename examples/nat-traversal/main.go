@@ -27,31 +27,25 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/espxdp/espxdp/bpf"
 	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/internal/exampleenv"
 	"github.com/espxdp/espxdp/internal/show"
 	"github.com/espxdp/espxdp/internal/topo"
 	"github.com/espxdp/espxdp/sa"
 	"github.com/espxdp/espxdp/xdp"
 )
-
-// errNeedsRoot is returned when the program cannot build namespaces.
-var errNeedsRoot = errors.New("needs root: run with sudo")
 
 // Options are the command-line flags.
 type Options struct {
@@ -80,11 +74,10 @@ type Result struct {
 	// PlaintextMTU is the SAs' plaintext MTU, used as the TUN MTU and
 	// on the hosts' routes.
 	PlaintextMTU int
-	// Ping is hostA → hostB with 56 bytes; FullPing with packets of
-	// exactly PlaintextMTU bytes.
-	Ping, FullPing topo.PingResult
-	Transfer       topo.TransferResult
-	A, B           GatewayResult
+	// Traffic is the pings (56 bytes, and PlaintextMTU bytes) and the TCP
+	// transfer hostA → hostB.
+	exampleenv.Traffic
+	A, B GatewayResult
 	// Keepalives gwA sent and gwB's kernel socket received; Moved are
 	// keepalives gwB received from another source than the first one.
 	KeepalivesSent, KeepalivesReceived, KeepalivesMoved uint64
@@ -98,51 +91,15 @@ type Result struct {
 	// packet counter, i.e. the number of connections it mapped.
 	NFTRuleset       string
 	MasqueradedFlows uint64
-	// Namespaces are the namespaces the run created; LeftBehind those
-	// of them that still existed after cleanup.
-	Namespaces, LeftBehind []string
-}
-
-func workerSum(st xdp.EngineStats) xdp.EngineWorkerStats {
-	var s xdp.EngineWorkerStats
-	for _, w := range st.Workers {
-		s.CipherRX += w.CipherRX
-		s.Decrypted += w.Decrypted
-		s.Encrypted += w.Encrypted
-		s.SADrops += w.SADrops
-		s.MTUDrops += w.MTUDrops
-		s.TXFull += w.TXFull
-		s.Sent += w.Sent
-		s.SendFull += w.SendFull
-	}
-	return s
-}
-
-// keys returns the keys of one direction, shared by both gateways
-// (manual keying: in a real deployment IKE negotiates them).
-func keys(name string, spi uint32, tr esp.Transform) sa.Config {
-	key := make([]byte, tr.KeyLen())
-	auth := make([]byte, tr.AuthKeyLen())
-	rand.Read(key)
-	rand.Read(auth)
-	return sa.Config{Name: name, SPI: spi, Transform: tr, Key: key, AuthKey: auth, ESN: true}
-}
-
-// waitUntil polls cond every 20 ms until it holds, ctx ends or d passes.
-func waitUntil(ctx context.Context, d time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return false
-		}
-	}
+	// Namespaces are the namespaces the run created; LeftBehind the
+	// names of those that still existed after cleanup.
+	Namespaces []*topo.NS
+	LeftBehind []string
 }
 
 func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error) {
-	if os.Geteuid() != 0 {
-		return nil, errNeedsRoot
+	if err := exampleenv.CheckRoot(); err != nil {
+		return nil, err
 	}
 	if _, err := exec.LookPath("nft"); err != nil {
 		return nil, fmt.Errorf("needs nft (nftables) for the NAT: %w", err)
@@ -155,54 +112,33 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 		return nil, fmt.Errorf("need at least one ping, one byte, a keepalive interval and a timeout (got %d, %d, %v, %v)",
 			opts.Pings, opts.Size, opts.Keepalive, opts.Timeout)
 	}
-	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
 	res = &Result{}
 
 	// The namespaces (and the NAT's nftables ruleset, which lives in
 	// one of them) go away on every return path, including Ctrl-C (ctx)
 	// and failures.
-	tp := topo.New("natt")
-	defer func() {
-		tp.Close()
-		res.LeftBehind = nil
-		for _, name := range res.Namespaces {
-			if _, err := os.Stat("/run/netns/" + name); err == nil {
-				res.LeftBehind = append(res.LeftBehind, name)
-			}
-		}
-		if len(res.LeftBehind) > 0 {
-			err = errors.Join(err, fmt.Errorf("namespaces left behind: %v", res.LeftBehind))
-		}
-	}()
-	n, err := buildNetwork(ctx, tp)
-	for _, ns := range tp.Namespaces() {
-		res.Namespaces = append(res.Namespaces, ns.Name)
-	}
+	env := exampleenv.Begin(ctx, "natt", opts.Timeout)
+	defer func() { res.Namespaces, res.LeftBehind, err = env.End(err) }()
+	ctx = env.Ctx
+	n, err := buildNetwork(ctx, env.Topo)
 	if err != nil {
 		return res, err
 	}
-	tap, err := openOutsideTap(n.natOut)
+	tap, err := openOutsideTap(n.MidB)
 	if err != nil {
 		return res, err
 	}
 	defer tap.close()
 
-	ab := keys("gwA-to-gwB", 0xa0002, tr)
-	ba := keys("gwB-to-gwA", 0xb0002, tr)
-	defer func() {
-		for _, c := range []sa.Config{ab, ba} {
-			clear(c.Key)
-			clear(c.AuthKey)
-		}
-	}()
-	gwA, err := startGateway("gwA", gatewayConfig{ns: n.gwA, wan: n.gwAWan, nextHop: n.natIn.MAC,
+	ab, ba, wipeKeys := exampleenv.ManualKeys(tr, 0xa0002, 0xb0002)
+	defer wipeKeys()
+	gwA, err := startGateway("gwA", gatewayConfig{ns: n.GwA, wan: n.GwAWAN, nextHop: n.MidA.MAC,
 		local: gwAWan, out: ab, in: ba, farSite: siteB})
 	if err != nil {
 		return res, err
 	}
 	defer gwA.close()
-	gwB, err := startGateway("gwB", gatewayConfig{ns: n.gwB, wan: n.gwBWan, nextHop: n.natOut.MAC,
+	gwB, err := startGateway("gwB", gatewayConfig{ns: n.GwB, wan: n.GwBWAN, nextHop: n.MidB.MAC,
 		local: gwBWan, out: ba, in: ab, farSite: siteA})
 	if err != nil {
 		return res, err
@@ -219,12 +155,12 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 	}
 	// gwB learns gwA's address from the first keepalive.
 	learnErr := make(chan error, 1)
-	ka, err := listenKeepalives(n.gwB, func(peer netip.AddrPort) { learnErr <- gwB.installSAs(peer) })
+	ka, err := listenKeepalives(n.GwB, func(peer netip.AddrPort) { learnErr <- gwB.installSAs(peer) })
 	if err != nil {
 		return res, err
 	}
 	defer ka.close()
-	sender, err := startKeepalives(n.gwA, netip.AddrPortFrom(gwBWan, esp.NATTPort), opts.Keepalive)
+	sender, err := startKeepalives(n.GwA, netip.AddrPortFrom(gwBWan, esp.NATTPort), opts.Keepalive)
 	if err != nil {
 		return res, err
 	}
@@ -244,35 +180,21 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 	res.PlaintextMTU = aOut.PlaintextMTU()
 	fmt.Fprintf(w, "gwB: first keepalive came from %v, not from gwA's own address: gwA is behind a NAT; gwB's SAs send there\n", res.LearnedPeer)
 	fmt.Fprintf(w, "ESP-in-UDP tunnel mode %s, path MTU %d, plaintext MTU %d (TUN MTU and host routes)\n", tr, wanMTU, res.PlaintextMTU)
-	if err := routeHosts(n, res.PlaintextMTU); err != nil {
+	if err := n.RouteHosts(siteB, siteA, res.PlaintextMTU); err != nil {
 		return res, err
 	}
 
 	// Traffic: pings (small and full-size), then a TCP transfer.
-	if res.Ping, err = topo.Ping(n.hostA, hostBAddr, opts.Pings, 56, 100*time.Millisecond, 2*time.Second); err != nil {
+	if res.Traffic, err = exampleenv.PingAndTransfer(ctx, w, n, hostBAddr, opts.Pings, res.PlaintextMTU, "the plaintext MTU", opts.Size); err != nil {
 		return res, err
 	}
-	fmt.Fprintf(w, "ping hostA → hostB: %d/%d answered\n", res.Ping.Received, res.Ping.Sent)
-	if res.FullPing, err = topo.Ping(n.hostA, hostBAddr, 3, res.PlaintextMTU-28, 50*time.Millisecond, 2*time.Second); err != nil {
-		return res, err
-	}
-	fmt.Fprintf(w, "ping hostA → hostB with %d-byte packets (the plaintext MTU): %d/%d answered\n", res.PlaintextMTU, res.FullPing.Received, res.FullPing.Sent)
-	if err := ctx.Err(); err != nil {
-		return res, err
-	}
-	res.Transfer, err = topo.Transfer(ctx, n.hostB, netip.AddrPortFrom(hostBAddr, 5001), n.hostA, opts.Size, uint64(time.Now().UnixNano()), nil)
-	if err != nil {
-		return res, err
-	}
-	fmt.Fprintf(w, "TCP hostA → hostB: %d bytes in %v, intact %v, MSS %d\n",
-		res.Transfer.Received, res.Transfer.Duration.Round(time.Millisecond), res.Transfer.Intact(), res.Transfer.ClientMSS)
 
 	// Keep the tunnel up until gwB has had at least two keepalives (the
 	// NAT mapping refreshed), then stop them and let the last one land.
-	waitUntil(ctx, 2*opts.Keepalive+2*time.Second, func() bool { return ka.received.Load() >= 2 })
+	exampleenv.WaitUntil(ctx, 2*opts.Keepalive+2*time.Second, func() bool { return ka.received.Load() >= 2 })
 	sender.close()
 	res.KeepalivesSent = sender.sent.Load()
-	waitUntil(ctx, time.Second, func() bool { return ka.received.Load() >= res.KeepalivesSent })
+	exampleenv.WaitUntil(ctx, time.Second, func() bool { return ka.received.Load() >= res.KeepalivesSent })
 	res.KeepalivesReceived = ka.received.Load()
 	_, res.KeepalivesMoved = ka.learnedPeer()
 
@@ -282,17 +204,7 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 	snap := func() [4]uint64 {
 		return [4]uint64{aOut.Stats().EncapsPkts, aIn.Stats().DecapsPkts, bOut.Stats().EncapsPkts, bIn.Stats().DecapsPkts}
 	}
-	last, same := snap(), 0
-	waitUntil(ctx, 3*time.Second, func() bool {
-		time.Sleep(80 * time.Millisecond)
-		cur := snap()
-		if cur == last {
-			same++
-		} else {
-			same, last = 0, cur
-		}
-		return same >= 3
-	})
+	exampleenv.WaitStable(ctx, 3*time.Second, 100*time.Millisecond, 3, snap)
 	res.A = GatewayResult{Out: aOut.Stats(), In: aIn.Stats()}
 	res.B = GatewayResult{Out: bOut.Stats(), In: bIn.Stats()}
 	for _, g := range []struct {
@@ -300,7 +212,7 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 		r  *GatewayResult
 	}{{gwA, &res.A}, {gwB, &res.B}} {
 		st := g.gw.eng.Stats()
-		g.r.Engine, g.r.Program = workerSum(st), st.CipherProgram
+		g.r.Engine, g.r.Program = exampleenv.SumWorkers(st), st.CipherProgram
 	}
 	if err := tap.close(); err != nil {
 		return res, err
@@ -308,7 +220,7 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 	res.Outside = tap.counts()
 	// The NAT's rule counts the connections it masqueraded: nat chains
 	// see only the first packet of each.
-	out, err := n.nat.Exec(ctx, "nft", "list", "ruleset")
+	out, err := n.Mid.Exec(ctx, "nft", "list", "ruleset")
 	if err != nil {
 		return res, err
 	}
@@ -342,13 +254,7 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 	o := res.Outside
 	fmt.Fprintf(w, "nat outside (out0): %d ESP-in-UDP, %d keepalives, %d with a private address, %d to gwB not from %v, %d other IPv4 (capture drops: %d)\n",
 		o.ESPInUDP, o.Keepalives, o.Private, o.NotFromNAT, natPublic, o.Other, o.Drops)
-	check := func(what string, a, b uint64) {
-		verdict := "ok"
-		if a != b {
-			verdict = "MISMATCH"
-		}
-		fmt.Fprintf(w, "  %-50s %8d %8d  %s\n", what, a, b, verdict)
-	}
+	check := exampleenv.Agreement{W: w, Width: 50}.Print
 	check("gwA SA encaps / gwB SA decaps", res.A.Out.EncapsPkts, res.B.In.DecapsPkts)
 	check("gwB SA encaps / gwA SA decaps", res.B.Out.EncapsPkts, res.A.In.DecapsPkts)
 	check("ESP-in-UDP outside / encaps of both gateways", o.ESPInUDP, res.A.Out.EncapsPkts+res.B.Out.EncapsPkts)
@@ -363,10 +269,7 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 	if err := gwB.close(); err != nil {
 		return res, fmt.Errorf("gwB: %w", err)
 	}
-	if res.Ping.Received != res.Ping.Sent || res.FullPing.Received != res.FullPing.Sent {
-		return res, fmt.Errorf("pings lost: %d/%d and %d/%d answered", res.Ping.Received, res.Ping.Sent, res.FullPing.Received, res.FullPing.Sent)
-	}
-	return res, nil
+	return res, res.Lost()
 }
 
 // masqCounter finds the masquerade rule's packet counter.
@@ -385,39 +288,12 @@ func main() {
 	flag.DurationVar(&opts.Timeout, "timeout", 60*time.Second, "bound on the whole run")
 	flag.Parse()
 	var err error
-	if opts.Size, err = parseSize(*size); err != nil {
+	if opts.Size, err = exampleenv.ParseSize(*size); err != nil {
 		fmt.Fprintln(os.Stderr, "nat-traversal:", err)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	const name = "nat-traversal"
-	if _, err := run(ctx, os.Stdout, opts); err != nil {
-		switch {
-		case errors.Is(err, errNeedsRoot):
-			fmt.Fprintln(os.Stderr, err)
-		case ctx.Err() != nil:
-			fmt.Fprintf(os.Stderr, "%s: interrupted: %v\n", name, err)
-		default:
-			fmt.Fprintln(os.Stderr, name+":", err)
-		}
-		stop()
-		os.Exit(1)
-	}
-}
-
-// parseSize reads "123", "64K" or "8M".
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	switch {
-	case len(s) > 0 && (s[len(s)-1] == 'K' || s[len(s)-1] == 'k'):
-		mult, s = 1<<10, s[:len(s)-1]
-	case len(s) > 0 && (s[len(s)-1] == 'M' || s[len(s)-1] == 'm'):
-		mult, s = 1<<20, s[:len(s)-1]
-	}
-	var v int64
-	if _, err := fmt.Sscan(s, &v); err != nil || v < 1 {
-		return 0, fmt.Errorf("bad size %q", s)
-	}
-	return v * mult, nil
+	exampleenv.Main(exampleenv.Command{Name: "nat-traversal"}, func(ctx context.Context) error {
+		_, err := run(ctx, os.Stdout, opts)
+		return err
+	})
 }

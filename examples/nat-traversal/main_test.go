@@ -5,12 +5,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/internal/exampleenv"
 	"github.com/espxdp/espxdp/internal/testenv"
 )
 
@@ -39,15 +39,7 @@ func TestRun(t *testing.T) {
 	if res.MasqueradedFlows != 1 {
 		t.Errorf("NAT masqueraded %d flows, want 1", res.MasqueradedFlows)
 	}
-	if res.Ping.Received != 4 || res.FullPing.Sent != 3 || res.FullPing.Received != 3 {
-		t.Errorf("pings: %d/4 and %d/%d (full size) answered", res.Ping.Received, res.FullPing.Received, res.FullPing.Sent)
-	}
-	if !res.Transfer.Intact() || res.Transfer.Received != size {
-		t.Errorf("transfer: %+v", res.Transfer)
-	}
-	if res.Transfer.ClientMSS == 0 || res.Transfer.ClientMSS > res.PlaintextMTU-40 {
-		t.Errorf("client MSS %d, plaintext MTU %d", res.Transfer.ClientMSS, res.PlaintextMTU)
-	}
+	exampleenv.CheckTraffic(t, res.Traffic, 4, res.PlaintextMTU, size)
 
 	// gwB found gwA at the NAT's public address, not at gwA's own.
 	if res.LearnedPeer.Addr() != natPublic || res.LearnedPeer.Port() == 0 {
@@ -72,12 +64,7 @@ func TestRun(t *testing.T) {
 	if b.Out.EncapsPkts < size/uint64(res.PlaintextMTU)/16 || a.Out.EncapsPkts < size/uint64(res.PlaintextMTU) {
 		t.Errorf("too few packets: gwA encaps %d, gwB encaps %d", a.Out.EncapsPkts, b.Out.EncapsPkts)
 	}
-	eq := func(what string, x, y uint64) {
-		t.Helper()
-		if x != y {
-			t.Errorf("%s: %d != %d", what, x, y)
-		}
-	}
+	eq := func(what string, x, y uint64) { t.Helper(); exampleenv.CheckEqual(t, what, x, y) }
 	eq("gwA SA encaps vs gwB SA decaps", a.Out.EncapsPkts, b.In.DecapsPkts)
 	eq("gwB SA encaps vs gwA SA decaps", b.Out.EncapsPkts, a.In.DecapsPkts)
 	eq("gwA engine encrypted vs gwB engine decrypted", a.Engine.Encrypted, b.Engine.Decrypted)
@@ -103,25 +90,8 @@ func TestRun(t *testing.T) {
 	}
 
 	// Nothing left behind; the nftables ruleset died with its namespace.
-	if len(res.Namespaces) != 5 || len(res.LeftBehind) != 0 {
-		t.Errorf("namespaces %v, left behind %v", res.Namespaces, res.LeftBehind)
-	}
-	for _, name := range res.Namespaces {
-		if _, err := os.Stat("/run/netns/" + name); err == nil {
-			t.Errorf("namespace %s still exists", name)
-		}
-	}
-}
-
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"1": 1, "64K": 64 << 10, "8M": 8 << 20, "3m": 3 << 20} {
-		if got, err := parseSize(in); err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "M", "-1", "x", "0"} {
-		if _, err := parseSize(in); err == nil {
-			t.Errorf("parseSize(%q) accepted", in)
-		}
+	exampleenv.CheckNamespaces(t, res.Namespaces, 5)
+	if len(res.LeftBehind) != 0 {
+		t.Errorf("left behind: %v", res.LeftBehind)
 	}
 }

@@ -4,16 +4,11 @@ package main
 
 import (
 	"encoding/binary"
-	"errors"
-	"fmt"
 	"net/netip"
-	"sync"
 	"sync/atomic"
-	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/internal/exampleenv"
 	"github.com/espxdp/espxdp/internal/topo"
 )
 
@@ -38,73 +33,23 @@ type OutsideCounts struct {
 }
 
 // outsideTap counts IPv4 packets on one interface with an AF_PACKET
-// socket, like a tcpdump on the NAT's outside.
+// socket (exampleenv.PacketCounter), like a tcpdump on the NAT's
+// outside.
 type outsideTap struct {
-	fd                              int
+	pc                              *exampleenv.PacketCounter
 	esp, keepalive, private, notNAT atomic.Uint64
 	other                           atomic.Uint64
-	deadline                        atomic.Int64 // unix nanos; set by close
-	stopping                        atomic.Bool
-	wg                              sync.WaitGroup
-	drops                           uint64
-	closeOnce                       sync.Once
-	closeErr                        error
-	readErr                         atomic.Value
-	ifname, namespace               string
 }
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // openOutsideTap starts counting on l (in its namespace).
 func openOutsideTap(l *topo.Link) (*outsideTap, error) {
-	t := &outsideTap{fd: -1, ifname: l.Name, namespace: l.NS.Label}
-	err := l.NS.Do(func() error {
-		// Protocol 0 until bound, so that no packet of another
-		// interface is queued before the bind.
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		t.fd = fd
-		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: l.Index}); err != nil {
-			return err
-		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20); err != nil {
-			return err
-		}
-		return unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 50_000})
-	})
+	t := &outsideTap{}
+	pc, err := exampleenv.OpenPacketCounter(l, t.classify)
 	if err != nil {
-		if t.fd >= 0 {
-			unix.Close(t.fd)
-		}
-		return nil, fmt.Errorf("packet socket on %s/%s: %w", l.NS.Label, l.Name, err)
+		return nil, err
 	}
-	t.wg.Add(1)
-	go t.read()
+	t.pc = pc
 	return t, nil
-}
-
-func (t *outsideTap) read() {
-	defer t.wg.Done()
-	buf := make([]byte, 128) // headers are enough; the rest is truncated
-	for {
-		if d := t.deadline.Load(); d != 0 && time.Now().UnixNano() > d {
-			return // bounded even if the link never goes quiet
-		}
-		n, _, err := unix.Recvfrom(t.fd, buf, 0)
-		if err != nil {
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-				if t.stopping.Load() {
-					return // the socket is empty and close was asked for
-				}
-				continue
-			}
-			t.readErr.Store(err)
-			return
-		}
-		t.classify(buf[:min(n, len(buf))])
-	}
 }
 
 func (t *outsideTap) classify(f []byte) {
@@ -146,23 +91,11 @@ func (t *outsideTap) classify(f []byte) {
 
 func (t *outsideTap) counts() OutsideCounts {
 	return OutsideCounts{ESPInUDP: t.esp.Load(), Keepalives: t.keepalive.Load(), Private: t.private.Load(),
-		NotFromNAT: t.notNAT.Load(), Other: t.other.Load(), Drops: t.drops}
+		NotFromNAT: t.notNAT.Load(), Other: t.other.Load(), Drops: t.pc.Drops()}
 }
 
 // close lets the reader empty the socket (at most 2 s), reads the
 // socket's drop count and closes it.
 func (t *outsideTap) close() error {
-	t.closeOnce.Do(func() {
-		t.deadline.Store(time.Now().Add(2 * time.Second).UnixNano())
-		t.stopping.Store(true)
-		t.wg.Wait()
-		if st, err := unix.GetsockoptTpacketStats(t.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
-			t.drops = uint64(st.Drops)
-		}
-		t.closeErr = unix.Close(t.fd)
-		if err, ok := t.readErr.Load().(error); ok {
-			t.closeErr = fmt.Errorf("packet socket on %s/%s: %w", t.namespace, t.ifname, err)
-		}
-	})
-	return t.closeErr
+	return t.pc.Close()
 }

@@ -21,17 +21,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
-	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/internal/exampleenv"
 	"github.com/espxdp/espxdp/internal/show"
 	"github.com/espxdp/espxdp/internal/topo"
 	"github.com/espxdp/espxdp/sa"
@@ -52,13 +49,9 @@ const (
 	polBtoA       = "20 site-B-to-A"
 )
 
-// Options tune a run.
-type Options struct {
-	Transform string        // ESP transform, e.g. "aes256gcm16"
-	Pings     int           // echo requests per demonstration
-	Size      int64         // bytes of the TCP transfer hostA → hostB
-	Timeout   time.Duration // bound of the whole run
-}
+// Options tune a run: the ESP transform, the echo requests, the bytes
+// of the TCP transfer hostA → hostB, and the bound of the whole run.
+type Options = exampleenv.Workload
 
 // GatewayStats are one gateway's counters after the run.
 type GatewayStats struct {
@@ -87,7 +80,8 @@ type Result struct {
 	// were read.
 	Quiescent bool
 	// WireDropsAtoB and WireDropsBtoA are the packets the interfaces
-	// between the gateways dropped, by direction (see wireDrops).
+	// between the gateways dropped, by direction (see
+	// exampleenv.Line.WANDrops).
 	WireDropsAtoB, WireDropsBtoA uint64
 	// Namespaces lists what the run created (all removed when it
 	// returns).
@@ -95,18 +89,10 @@ type Result struct {
 }
 
 func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error) {
-	tr, err := esp.ParseTransform(opts.Transform)
+	tr, bound, err := opts.Parse()
 	if err != nil {
 		return nil, err
 	}
-	if opts.Pings < 1 || opts.Size < 1 {
-		return nil, fmt.Errorf("need at least one ping and one byte")
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = time.Minute
-	}
-	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
 	res = &Result{}
 
 	// The SAs for site A ↔ site B, each carrying its traffic selector.
@@ -121,15 +107,13 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 	res.PlaintextMTU = min(abOut.PlaintextMTU(), baOut.PlaintextMTU())
 
 	// Scaffolding: the namespaces; removed however run ends.
-	tp := topo.New("pol")
+	env := exampleenv.Begin(ctx, "pol", bound)
 	defer func() {
-		res.Namespaces = append(res.Namespaces, tp.Namespaces()...)
-		if cerr := tp.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
+		res.Namespaces, _, err = env.End(err)
 		fmt.Fprintf(w, "removed %d namespaces\n", len(res.Namespaces))
 	}()
-	n, err := buildNetwork(tp)
+	ctx = env.Ctx
+	n, err := buildNetwork(env.Topo)
 	if err != nil {
 		return res, err
 	}
@@ -141,8 +125,8 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 
 	// gwA's crypto map: ICMP to site B in clear, everything else to
 	// site B protected, site C protected but not negotiated yet.
-	gwA, err := startGateway(n.gwA, gatewayConfig{
-		Name: "gwA", LAN: "lan", WAN: "wan", LANNextHop: n.hostAEth.MAC, WANNextHop: n.routerA.MAC,
+	gwA, err := startGateway(n.GwA, gatewayConfig{
+		Name: "gwA", LAN: "lan", WAN: "wan", LANNextHop: n.HostAEth.MAC, WANNextHop: n.MidA.MAC,
 		Local: gwAWAN, Protected: []netip.Prefix{siteB, siteC}, ClampMSS: res.PlaintextMTU - 40,
 		Policies: []*sa.Policy{
 			{Name: polBypassICMP, Selector: sa.Selector{Src: siteA, Dst: siteB, Proto: 1}, Action: sa.Bypass},
@@ -157,8 +141,8 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 	}
 	defer gwA.Close()
 	// gwB mirrors it for site A.
-	gwB, err := startGateway(n.gwB, gatewayConfig{
-		Name: "gwB", LAN: "lan", WAN: "wan", LANNextHop: n.hostBEth.MAC, WANNextHop: n.routerB.MAC,
+	gwB, err := startGateway(n.GwB, gatewayConfig{
+		Name: "gwB", LAN: "lan", WAN: "wan", LANNextHop: n.HostBEth.MAC, WANNextHop: n.MidB.MAC,
 		Local: gwBWAN, Protected: []netip.Prefix{siteA}, ClampMSS: res.PlaintextMTU - 40,
 		Policies: []*sa.Policy{
 			{Name: polBypassICMP, Selector: sa.Selector{Src: siteB, Dst: siteA, Proto: 1}, Action: sa.Bypass},
@@ -178,14 +162,14 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 	printPolicies(w, "gwB", gwB.SPD)
 
 	// An eavesdropper on the wan router's link to gwA.
-	tap, err := startTap(n.router, "to-gwA")
+	tap, err := startTap(n.MidA)
 	if err != nil {
 		return res, err
 	}
 	defer tap.Close()
 
 	// 1. ICMP matches the bypass policy: it crosses in clear.
-	if res.BypassPing, err = topo.Ping(n.hostA, hostBAddr, opts.Pings, 56, 50*time.Millisecond, 2*time.Second); err != nil {
+	if res.BypassPing, err = topo.Ping(n.HostA, hostBAddr, opts.Pings, 56, 50*time.Millisecond, 2*time.Second); err != nil {
 		return res, err
 	}
 	fmt.Fprintf(w, "\n1. ping %v from hostA (policy %q): %d/%d replies\n", hostBAddr, polBypassICMP, res.BypassPing.Received, res.BypassPing.Sent)
@@ -194,7 +178,7 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
-	res.Transfer, err = topo.Transfer(ctx, n.hostB, netip.AddrPortFrom(hostBAddr, 5001), n.hostA, opts.Size, 1, nil)
+	res.Transfer, err = topo.Transfer(ctx, n.HostB, netip.AddrPortFrom(hostBAddr, 5001), n.HostA, opts.Size, 1, nil)
 	if err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
@@ -206,7 +190,7 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 
 	// 3. Site C: protect policy, no SA. The engine drops the packets
 	// (DropAcquire) and raises one acquire per policy and second.
-	if res.SiteCPing, err = topo.Ping(n.hostA, hostCAddr, opts.Pings, 56, 50*time.Millisecond, 300*time.Millisecond); err != nil {
+	if res.SiteCPing, err = topo.Ping(n.HostA, hostCAddr, opts.Pings, 56, 50*time.Millisecond, 300*time.Millisecond); err != nil {
 		return res, err
 	}
 	fmt.Fprintf(w, "3. ping %v from hostA (policy %q): %d/%d replies\n", hostCAddr, polAtoC, res.SiteCPing.Received, res.SiteCPing.Sent)
@@ -228,18 +212,25 @@ collect:
 
 	// 4. Outside the protected prefixes: the XDP program passes the
 	// packets to gwA's kernel, which routes them as usual.
-	if res.OutsidePing, err = topo.Ping(n.hostA, routerAWAN, opts.Pings, 56, 50*time.Millisecond, 2*time.Second); err != nil {
+	if res.OutsidePing, err = topo.Ping(n.HostA, routerAWAN, opts.Pings, 56, 50*time.Millisecond, 2*time.Second); err != nil {
 		return res, err
 	}
 	fmt.Fprintf(w, "4. ping %v (the wan router, not a protected prefix): %d/%d replies\n", routerAWAN, res.OutsidePing.Received, res.OutsidePing.Sent)
 
 	// Counters, once the last packets have landed.
-	res.Quiescent = waitQuiet(ctx, 3*time.Second, tap, abOut, abIn, baOut, baIn)
+	res.Quiescent = exampleenv.WaitStable(ctx, 3*time.Second, 100*time.Millisecond, 1, func() string {
+		v := fmt.Sprint(tap.Counts())
+		for _, s := range []*sa.SA{abOut, abIn, baOut, baIn} {
+			st := s.Stats()
+			v += fmt.Sprint(st.EncapsPkts, st.DecapsPkts)
+		}
+		return v
+	})
 	tap.Close()
 	res.Wire = tap.Counts()
 	res.GwA = GatewayStats{Out: abOut.Stats(), In: baIn.Stats(), Engine: gwA.Engine.Stats()}
 	res.GwB = GatewayStats{Out: baOut.Stats(), In: abIn.Stats(), Engine: gwB.Engine.Stats()}
-	if res.WireDropsAtoB, res.WireDropsBtoA, err = n.wireDrops(); err != nil {
+	if res.WireDropsAtoB, res.WireDropsBtoA, err = n.WANDrops(); err != nil {
 		return res, err
 	}
 	fmt.Fprintf(w, "\nwan router, link to gwA: %d ESP packets; in clear between the sites: %d ICMP, %d TCP, %d other",
@@ -286,49 +277,14 @@ collect:
 	return res, nil
 }
 
-// waitQuiet waits, at most d, until the SAs' packet counters and the
-// tap's counts stop changing, and reports whether they did.
-func waitQuiet(ctx context.Context, d time.Duration, tap *wireTap, sas ...*sa.SA) bool {
-	snap := func() string {
-		v := fmt.Sprint(tap.Counts())
-		for _, s := range sas {
-			st := s.Stats()
-			v += fmt.Sprint(st.EncapsPkts, st.DecapsPkts)
-		}
-		return v
-	}
-	last := snap()
-	for deadline := time.Now().Add(d); time.Now().Before(deadline) && ctx.Err() == nil; {
-		time.Sleep(100 * time.Millisecond)
-		now := snap()
-		if now == last {
-			return true
-		}
-		last = now
-	}
-	return false
-}
-
 func main() {
 	var opts Options
-	flag.StringVar(&opts.Transform, "transform", "aes256gcm16", "ESP transform (e.g. aes256gcm16, aes128gcm16, chacha20poly1305, aes256-sha256)")
-	flag.IntVar(&opts.Pings, "pings", 5, "echo requests per demonstration")
-	flag.Int64Var(&opts.Size, "size", 8<<20, "bytes of the TCP transfer from hostA to hostB")
-	flag.DurationVar(&opts.Timeout, "timeout", time.Minute, "bound of the whole run")
+	opts.RegisterFlags(flag.CommandLine, "echo requests per demonstration")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "policy-based: needs root (network namespaces, XDP, AF_XDP): run with sudo")
-		os.Exit(1)
-	}
 	// Ctrl-C cancels the run; its deferred cleanups remove everything.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if _, err := run(ctx, os.Stdout, opts); err != nil {
-		if errors.Is(err, context.Canceled) {
-			err = errors.New("interrupted; everything created was removed")
-		}
-		fmt.Fprintln(os.Stderr, "policy-based:", err)
-		stop()
-		os.Exit(1)
-	}
+	exampleenv.Main(exampleenv.Command{Name: "policy-based", RootFor: "network namespaces, XDP, AF_XDP",
+		Interrupted: "interrupted; everything created was removed"}, func(ctx context.Context) error {
+		_, err := run(ctx, os.Stdout, opts)
+		return err
+	})
 }

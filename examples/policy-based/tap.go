@@ -7,15 +7,10 @@ package main
 
 import (
 	"encoding/binary"
-	"errors"
-	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
-	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/espxdp/espxdp/internal/exampleenv"
 	"github.com/espxdp/espxdp/internal/topo"
 )
 
@@ -36,68 +31,22 @@ type WireCounts struct {
 var sites = netip.MustParsePrefix("10.0.0.0/8")
 
 // wireTap counts frames in both directions on one interface with an
-// AF_PACKET socket; no XDP, no copy kept.
+// AF_PACKET socket (exampleenv.PacketCounter); no XDP, no copy kept.
 type wireTap struct {
-	fd     int
-	ifi    int
-	stop   atomic.Bool
-	done   chan struct{}
+	pc     *exampleenv.PacketCounter
 	mu     sync.Mutex
 	counts WireCounts
 }
 
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
-// startTap opens the socket inside ns and starts counting on ifname.
-func startTap(ns *topo.NS, ifname string) (*wireTap, error) {
-	t := &wireTap{fd: -1, done: make(chan struct{})}
-	err := ns.Do(func() error {
-		ifi, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		t.ifi = ifi.Index
-		if t.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL))); err != nil {
-			t.fd = -1
-			return err
-		}
-		// Room for a burst of several thousand frames: the counter
-		// must keep up with a TCP transfer.
-		if err := unix.SetsockoptInt(t.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 64<<20); err != nil {
-			return err
-		}
-		tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
-		if err := unix.SetsockoptTimeval(t.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			return err
-		}
-		return unix.Bind(t.fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
-	})
+// startTap starts counting on l, in its namespace.
+func startTap(l *topo.Link) (*wireTap, error) {
+	t := &wireTap{}
+	pc, err := exampleenv.OpenPacketCounter(l, t.classify)
 	if err != nil {
-		if t.fd >= 0 {
-			unix.Close(t.fd)
-		}
 		return nil, err
 	}
-	go t.loop()
+	t.pc = pc
 	return t, nil
-}
-
-func (t *wireTap) loop() {
-	defer close(t.done)
-	buf := make([]byte, 256) // headers are enough; the rest is truncated
-	for !t.stop.Load() {
-		n, from, err := unix.Recvfrom(t.fd, buf, 0)
-		if err != nil {
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return
-		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); !ok || ll.Ifindex != t.ifi {
-			continue // queued before bind, from another interface
-		}
-		t.classify(buf[:n])
-	}
 }
 
 func (t *wireTap) classify(f []byte) {
@@ -124,32 +73,17 @@ func (t *wireTap) classify(f []byte) {
 	}
 }
 
-// Counts returns the counts so far.
+// Counts returns the counts so far (Dropped is known once closed).
 func (t *wireTap) Counts() WireCounts {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.counts
+	c := t.counts
+	c.Dropped = t.pc.Drops()
+	return c
 }
 
-// readDrops adds the socket's drop count (PACKET_STATISTICS, which
-// resets on every read) to the counts.
-func (t *wireTap) readDrops() {
-	st, err := unix.GetsockoptTpacketStats(t.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
-	if err != nil {
-		return
-	}
-	t.mu.Lock()
-	t.counts.Dropped += uint64(st.Drops)
-	t.mu.Unlock()
-}
-
-// Close stops counting (within the socket's 50ms timeout) and closes
-// the socket.
+// Close stops counting, once the socket is empty, and closes the
+// socket.
 func (t *wireTap) Close() {
-	if t.stop.Swap(true) {
-		return
-	}
-	<-t.done
-	t.readDrops()
-	unix.Close(t.fd)
+	t.pc.Close()
 }

@@ -3,13 +3,13 @@
 package main
 
 // Scaffolding: the namespaces that stand in for two sites and the
-// Internet between them. Nothing here is espxdp API.
+// Internet between them (built by internal/exampleenv). Nothing here is
+// espxdp API.
 
 import (
-	"encoding/json"
-	"fmt"
 	"net/netip"
 
+	"github.com/espxdp/espxdp/internal/exampleenv"
 	"github.com/espxdp/espxdp/internal/topo"
 )
 
@@ -37,153 +37,44 @@ var (
 	wanLinkMTU = 1500
 )
 
-// network is the built topology.
-type network struct {
-	hostA, gwA, router, gwB, hostB *topo.NS
-	// The veth ends: hostA/hostB's eth0, the gateways' lan and wan, and
-	// the router's ends facing gwA and gwB.
-	hostAEth, gwALAN, gwAWAN, routerA *topo.Link
-	hostBEth, gwBLAN, gwBWAN, routerB *topo.Link
-}
-
 // buildNetwork creates the five namespaces, links, addresses, routes
 // and static neighbours. Everything belongs to tp, whose Close removes
 // it.
-func buildNetwork(tp *topo.Topology) (*network, error) {
-	n := &network{}
-	var err error
-	for _, x := range []struct {
-		ns    **topo.NS
-		label string
-	}{{&n.hostA, "hostA"}, {&n.gwA, "gwA"}, {&n.router, "wan"}, {&n.gwB, "gwB"}, {&n.hostB, "hostB"}} {
-		if *x.ns, err = tp.AddNS(x.label); err != nil {
-			return nil, err
-		}
+func buildNetwork(tp *topo.Topology) (*exampleenv.Line, error) {
+	n, err := exampleenv.Build(tp, exampleenv.Plan{
+		MidLabel: "wan",
+		HostIf:   "eth0", GwLANIf: "lan", GwWANIf: "wan", MidAIf: "to-gwA", MidBIf: "to-gwB",
+		HostA: hostAAddr, GwALAN: gwALAN, GwAWAN: gwAWAN, MidA: routerAWAN,
+		MidB: routerBWAN, GwBWAN: gwBWAN, GwBLAN: gwBLAN, HostB: hostBAddr, Bits: 24,
+		MTU: wanLinkMTU,
 		// IPv4 only: no IPv6 router solicitations or MLD reports on
 		// the wire or in the counters.
-		for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
-			if err := (*x.ns).Sysctl(k, "1"); err != nil {
-				return nil, err
-			}
-		}
-	}
-	for _, ns := range []*topo.NS{n.gwA, n.router, n.gwB} {
-		if err := ns.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
-			return nil, err
-		}
-	}
-	// link joins a and b with a veth pair, addresses both ends and
-	// installs static neighbours both ways: the XDP programs pass ARP
-	// to the kernel, but static entries keep the first packets from
-	// waiting for it.
-	link := func(a *topo.NS, nameA string, addrA netip.Addr, b *topo.NS, nameB string, addrB netip.Addr) (*topo.Link, *topo.Link, error) {
-		la, lb, err := tp.AddVeth(a, nameA, b, nameB, topo.VethOptions{MTU: wanLinkMTU})
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, s := range []struct {
-			l, other  *topo.Link
-			own, peer netip.Addr
-		}{{la, lb, addrA, addrB}, {lb, la, addrB, addrA}} {
-			if err := s.l.AddAddr(netip.PrefixFrom(s.own, 24)); err != nil {
-				return nil, nil, err
-			}
-			if err := s.l.SetNeighbour(s.peer, s.other.MAC); err != nil {
-				return nil, nil, err
-			}
-		}
-		return la, lb, nil
-	}
-	if n.hostAEth, n.gwALAN, err = link(n.hostA, "eth0", hostAAddr, n.gwA, "lan", gwALAN); err != nil {
+		IPv4Only: true,
+		// Virtual hosts only: a veth leaves TCP/UDP checksums for the
+		// receiver's kernel to fill in, but the gateway's XDP takes the
+		// frames before any kernel does. Real NICs put full checksums on
+		// the wire.
+		HostTXChecksumOff: true,
+	})
+	if err != nil {
 		return nil, err
-	}
-	if n.gwAWAN, n.routerA, err = link(n.gwA, "wan", gwAWAN, n.router, "to-gwA", routerAWAN); err != nil {
-		return nil, err
-	}
-	if n.routerB, n.gwBWAN, err = link(n.router, "to-gwB", routerBWAN, n.gwB, "wan", gwBWAN); err != nil {
-		return nil, err
-	}
-	if n.gwBLAN, n.hostBEth, err = link(n.gwB, "lan", gwBLAN, n.hostB, "eth0", hostBAddr); err != nil {
-		return nil, err
-	}
-	// Virtual hosts only: a veth leaves TCP/UDP checksums for the
-	// receiver's kernel to fill in, but the gateway's XDP takes the
-	// frames before any kernel does. Real NICs put full checksums on
-	// the wire.
-	for _, l := range []*topo.Link{n.hostAEth, n.hostBEth} {
-		if err := l.DisableTXChecksum(); err != nil {
-			return nil, err
-		}
 	}
 	any4 := netip.MustParsePrefix("0.0.0.0/0")
-	for _, r := range []struct {
-		ns  *topo.NS
-		dst netip.Prefix
-		via netip.Addr
-	}{
-		{n.hostA, any4, gwALAN},
-		{n.hostB, any4, gwBLAN},
+	if err := n.RouteHosts(any4, any4, 0); err != nil {
+		return nil, err
+	}
+	if err := exampleenv.AddRoutes(
 		// Crypto-map style: the gateways route the other sites out of
 		// their WAN; the engine picks what to protect by policy, and
 		// the bypassed (clear) traffic follows these routes.
-		{n.gwA, any4, routerAWAN},
-		{n.gwB, any4, routerBWAN},
+		exampleenv.Route{NS: n.GwA, Dst: any4, Via: routerAWAN},
+		exampleenv.Route{NS: n.GwB, Dst: any4, Via: routerBWAN},
 		// The router forwards the clear (bypassed) traffic between the
 		// sites.
-		{n.router, siteA, gwAWAN},
-		{n.router, siteB, gwBWAN},
-	} {
-		if err := r.ns.AddRoute(r.dst, r.via, "", 0); err != nil {
-			return nil, fmt.Errorf("route in %s: %w", r.ns.Label, err)
-		}
+		exampleenv.Route{NS: n.Mid, Dst: siteA, Via: gwAWAN},
+		exampleenv.Route{NS: n.Mid, Dst: siteB, Via: gwBWAN},
+	); err != nil {
+		return nil, err
 	}
 	return n, nil
-}
-
-// linkDrops returns the packets the interface dropped on receive and on
-// transmit, from its counters.
-func linkDrops(ns *topo.NS, dev string) (rx, tx uint64, err error) {
-	out, err := ns.IP("-j", "-s", "link", "show", "dev", dev)
-	if err != nil {
-		return 0, 0, err
-	}
-	var links []struct {
-		Stats struct {
-			RX struct{ Dropped uint64 } `json:"rx"`
-			TX struct{ Dropped uint64 } `json:"tx"`
-		} `json:"stats64"`
-	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
-		return 0, 0, fmt.Errorf("parse ip -s link show %s: %v", dev, err)
-	}
-	return links[0].Stats.RX.Dropped, links[0].Stats.TX.Dropped, nil
-}
-
-// wireDrops sums the drops the interfaces between the gateways counted,
-// per direction. A veth whose receiver runs XDP drops frames when the
-// receiver's ring is full: under load (or on a busy machine) some ESP
-// is lost on the way, as on any network, and TCP retransmits it.
-func (n *network) wireDrops() (aToB, bToA uint64, err error) {
-	type end struct {
-		ns  *topo.NS
-		dev string
-	}
-	gwA, rA, rB, gwB := end{n.gwA, "wan"}, end{n.router, "to-gwA"}, end{n.router, "to-gwB"}, end{n.gwB, "wan"}
-	// In the direction gwA → gwB: gwA's wan and the router's to-gwB
-	// transmit, the router's to-gwA and gwB's wan receive.
-	for _, e := range []end{gwA, rA, rB, gwB} {
-		rx, tx, err := linkDrops(e.ns, e.dev)
-		if err != nil {
-			return 0, 0, err
-		}
-		switch e {
-		case gwA, rB:
-			aToB += tx
-			bToA += rx
-		default:
-			aToB += rx
-			bToA += tx
-		}
-	}
-	return aToB, bToA, nil
 }

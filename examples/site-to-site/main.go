@@ -20,17 +20,14 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
-	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/internal/exampleenv"
 	"github.com/espxdp/espxdp/internal/show"
 	"github.com/espxdp/espxdp/internal/topo"
 	"github.com/espxdp/espxdp/sa"
@@ -43,13 +40,9 @@ const (
 	spiBtoA = 0xb0a00001
 )
 
-// Options tune a run.
-type Options struct {
-	Transform string        // ESP transform, e.g. "aes256gcm16"
-	Pings     int           // echo requests hostA → hostB
-	Size      int64         // bytes of the TCP transfer hostA → hostB
-	Timeout   time.Duration // bound of the whole run
-}
+// Options tune a run: the ESP transform, the echo requests, the bytes
+// of the TCP transfer hostA → hostB, and the bound of the whole run.
+type Options = exampleenv.Workload
 
 // GatewayStats are one gateway's counters after the run.
 type GatewayStats struct {
@@ -72,7 +65,8 @@ type Result struct {
 	// were read.
 	Quiescent bool
 	// WireDropsAtoB and WireDropsBtoA are the packets the interfaces
-	// between the gateways dropped, by direction (see wireDrops).
+	// between the gateways dropped, by direction (see
+	// exampleenv.Line.WANDrops).
 	WireDropsAtoB, WireDropsBtoA uint64
 	// Namespaces lists what the run created (all removed when it
 	// returns).
@@ -80,30 +74,20 @@ type Result struct {
 }
 
 func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error) {
-	tr, err := esp.ParseTransform(opts.Transform)
+	tr, bound, err := opts.Parse()
 	if err != nil {
 		return nil, err
 	}
-	if opts.Pings < 1 || opts.Size < 1 {
-		return nil, fmt.Errorf("need at least one ping and one byte")
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = time.Minute
-	}
-	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
 	res = &Result{}
 
 	// Scaffolding: the namespaces; removed however run ends.
-	tp := topo.New("s2s")
+	env := exampleenv.Begin(ctx, "s2s", bound)
 	defer func() {
-		res.Namespaces = append(res.Namespaces, tp.Namespaces()...)
-		if cerr := tp.Close(); cerr != nil && err == nil {
-			err = cerr
-		}
+		res.Namespaces, _, err = env.End(err)
 		fmt.Fprintf(w, "removed %d namespaces\n", len(res.Namespaces))
 	}()
-	n, err := buildNetwork(tp)
+	ctx = env.Ctx
+	n, err := buildNetwork(env.Topo)
 	if err != nil {
 		return res, err
 	}
@@ -118,13 +102,13 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 		return res, err
 	}
 	res.PlaintextMTU = abOut.PlaintextMTU()
-	gwA, err := startGateway(n.gwA, gatewayConfig{Name: "gwA", WAN: "wan", WANNextHop: n.routerA.MAC,
+	gwA, err := startGateway(n.GwA, gatewayConfig{Name: "gwA", WAN: "wan", WANNextHop: n.MidA.MAC,
 		Local: gwAWAN, Out: abOut, In: baIn, TUN: "ipsec0", TUNAddr: tunAddrA})
 	if err != nil {
 		return res, err
 	}
 	defer gwA.Close()
-	gwB, err := startGateway(n.gwB, gatewayConfig{Name: "gwB", WAN: "wan", WANNextHop: n.routerB.MAC,
+	gwB, err := startGateway(n.GwB, gatewayConfig{Name: "gwB", WAN: "wan", WANNextHop: n.MidB.MAC,
 		Local: gwBWAN, Out: baOut, In: abIn, TUN: "ipsec0", TUNAddr: tunAddrB})
 	if err != nil {
 		return res, err
@@ -133,10 +117,10 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 
 	// Route-based: each site's subnet is routed into the other
 	// gateway's tunnel interface. That is the whole "policy".
-	if err := n.gwA.AddRoute(siteB, netip.Addr{}, gwA.TUN.Name(), 0); err != nil {
+	if err := n.GwA.AddRoute(siteB, netip.Addr{}, gwA.TUN.Name(), 0); err != nil {
 		return res, err
 	}
-	if err := n.gwB.AddRoute(siteA, netip.Addr{}, gwB.TUN.Name(), 0); err != nil {
+	if err := n.GwB.AddRoute(siteA, netip.Addr{}, gwB.TUN.Name(), 0); err != nil {
 		return res, err
 	}
 	fmt.Fprintf(w, "site-to-site: hostA %v ── gwA %v ══ %s ESP ══ gwB %v ── hostB %v\n", hostAAddr, gwAWAN, tr, gwBWAN, hostBAddr)
@@ -144,7 +128,7 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 		siteB, gwA.TUN.Name(), res.PlaintextMTU, siteA, gwB.TUN.Name(), baOut.PlaintextMTU())
 
 	// Traffic 1: ping.
-	if res.Ping, err = topo.Ping(n.hostA, hostBAddr, opts.Pings, 56, 50*time.Millisecond, 2*time.Second); err != nil {
+	if res.Ping, err = topo.Ping(n.HostA, hostBAddr, opts.Pings, 56, 50*time.Millisecond, 2*time.Second); err != nil {
 		return res, err
 	}
 	fmt.Fprintf(w, "ping %v from hostA: %d/%d replies%s\n", hostBAddr, res.Ping.Received, res.Ping.Sent, avgRTT(res.Ping))
@@ -157,7 +141,7 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 		return res, err
 	}
 	fmt.Fprintf(w, "TCP transfer of %d bytes hostA → %v:5001 ...\n", opts.Size, hostBAddr)
-	res.Transfer, err = topo.Transfer(ctx, n.hostB, netip.AddrPortFrom(hostBAddr, 5001), n.hostA, opts.Size, 1, nil)
+	res.Transfer, err = topo.Transfer(ctx, n.HostB, netip.AddrPortFrom(hostBAddr, 5001), n.HostA, opts.Size, 1, nil)
 	if err != nil {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
@@ -173,31 +157,38 @@ func run(ctx context.Context, w io.Writer, opts Options) (res *Result, err error
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
-	if res.SiteCBefore, err = topo.Ping(n.hostA, hostBSiteC, 1, 56, 0, 300*time.Millisecond); err != nil {
+	if res.SiteCBefore, err = topo.Ping(n.HostA, hostBSiteC, 1, 56, 0, 300*time.Millisecond); err != nil {
 		return res, err
 	}
 	fmt.Fprintf(w, "ping %v (site B's second subnet, no route on gwA): %d/%d replies\n", hostBSiteC, res.SiteCBefore.Received, res.SiteCBefore.Sent)
-	if err := n.gwA.AddRoute(siteC, netip.Addr{}, gwA.TUN.Name(), 0); err != nil {
+	if err := n.GwA.AddRoute(siteC, netip.Addr{}, gwA.TUN.Name(), 0); err != nil {
 		return res, err
 	}
 	fmt.Fprintf(w, "  gwA: ip route add %v dev %s\n", siteC, gwA.TUN.Name())
-	if res.SiteCAfter, err = topo.Ping(n.hostA, hostBSiteC, 3, 56, 50*time.Millisecond, 2*time.Second); err != nil {
+	if res.SiteCAfter, err = topo.Ping(n.HostA, hostBSiteC, 3, 56, 50*time.Millisecond, 2*time.Second); err != nil {
 		return res, err
 	}
 	fmt.Fprintf(w, "ping %v: %d/%d replies%s\n", hostBSiteC, res.SiteCAfter.Received, res.SiteCAfter.Sent, avgRTT(res.SiteCAfter))
 
 	// Counters, once the last ACKs have landed.
-	res.Quiescent = waitQuiet(ctx, 3*time.Second, abOut, abIn, baOut, baIn)
+	res.Quiescent = exampleenv.WaitStable(ctx, 3*time.Second, 100*time.Millisecond, 1, func() string {
+		var v []uint64
+		for _, s := range []*sa.SA{abOut, abIn, baOut, baIn} {
+			st := s.Stats()
+			v = append(v, st.EncapsPkts, st.DecapsPkts)
+		}
+		return fmt.Sprint(v)
+	})
 	res.GwA = gatewayStats(gwA)
 	res.GwB = gatewayStats(gwB)
-	if res.WireDropsAtoB, res.WireDropsBtoA, err = n.wireDrops(); err != nil {
+	if res.WireDropsAtoB, res.WireDropsBtoA, err = n.WANDrops(); err != nil {
 		return res, err
 	}
 	for _, g := range []struct {
 		gw *gateway
 		st GatewayStats
 		ns *topo.NS
-	}{{gwA, res.GwA, n.gwA}, {gwB, res.GwB, n.gwB}} {
+	}{{gwA, res.GwA, n.GwA}, {gwB, res.GwB, n.GwB}} {
 		ws := g.st.Engine.Workers[0]
 		fmt.Fprintln(w)
 		if err := show.Text(w, &show.Report{
@@ -229,29 +220,6 @@ func gatewayStats(g *gateway) GatewayStats {
 	return GatewayStats{Out: g.Out.Stats(), In: g.In.Stats(), Engine: g.Engine.Stats(), TUNOversize: g.TUN.OversizeDrops()}
 }
 
-// waitQuiet waits, at most d, until the SAs' packet counters stop
-// changing, and reports whether they did.
-func waitQuiet(ctx context.Context, d time.Duration, sas ...*sa.SA) bool {
-	snap := func() []uint64 {
-		var v []uint64
-		for _, s := range sas {
-			st := s.Stats()
-			v = append(v, st.EncapsPkts, st.DecapsPkts)
-		}
-		return v
-	}
-	last := snap()
-	for deadline := time.Now().Add(d); time.Now().Before(deadline) && ctx.Err() == nil; {
-		time.Sleep(100 * time.Millisecond)
-		now := snap()
-		if fmt.Sprint(now) == fmt.Sprint(last) {
-			return true
-		}
-		last = now
-	}
-	return false
-}
-
 func avgRTT(p topo.PingResult) string {
 	if len(p.RTTs) == 0 {
 		return ""
@@ -265,24 +233,12 @@ func avgRTT(p topo.PingResult) string {
 
 func main() {
 	var opts Options
-	flag.StringVar(&opts.Transform, "transform", "aes256gcm16", "ESP transform (e.g. aes256gcm16, aes128gcm16, chacha20poly1305, aes256-sha256)")
-	flag.IntVar(&opts.Pings, "pings", 5, "echo requests from hostA to hostB")
-	flag.Int64Var(&opts.Size, "size", 8<<20, "bytes of the TCP transfer from hostA to hostB")
-	flag.DurationVar(&opts.Timeout, "timeout", time.Minute, "bound of the whole run")
+	opts.RegisterFlags(flag.CommandLine, "echo requests from hostA to hostB")
 	flag.Parse()
-	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "site-to-site: needs root (network namespaces, XDP, AF_XDP, TUN): run with sudo")
-		os.Exit(1)
-	}
 	// Ctrl-C cancels the run; its deferred cleanups remove everything.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if _, err := run(ctx, os.Stdout, opts); err != nil {
-		if errors.Is(err, context.Canceled) {
-			err = errors.New("interrupted; everything created was removed")
-		}
-		fmt.Fprintln(os.Stderr, "site-to-site:", err)
-		stop()
-		os.Exit(1)
-	}
+	exampleenv.Main(exampleenv.Command{Name: "site-to-site", RootFor: "network namespaces, XDP, AF_XDP, TUN",
+		Interrupted: "interrupted; everything created was removed"}, func(ctx context.Context) error {
+		_, err := run(ctx, os.Stdout, opts)
+		return err
+	})
 }

@@ -3,37 +3,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/espxdp/espxdp/internal/exampleenv"
 	"github.com/espxdp/espxdp/internal/testenv"
-	"github.com/espxdp/espxdp/sa"
 )
-
-// logWriter sends the example's output to the test log, line by line.
-type logWriter struct {
-	t   *testing.T
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Write(p)
-	for {
-		line, err := l.buf.ReadString('\n')
-		if err != nil {
-			l.buf.WriteString(line)
-			return len(p), nil
-		}
-		l.t.Log(line[:len(line)-1])
-	}
-}
 
 // TestRun runs the example end to end: pings and a TCP transfer cross
 // the tunnel, a route is all another subnet needs, both gateways agree
@@ -44,17 +21,10 @@ func TestRun(t *testing.T) {
 	testenv.RequireCommand(t, "ip")
 	const size = 8 << 20
 	const pings = 5
-	res, err := run(context.Background(), &logWriter{t: t}, Options{Transform: "aes256gcm16", Pings: pings, Size: size, Timeout: 90 * time.Second})
+	res, err := run(context.Background(), exampleenv.LogWriter(t), Options{Transform: "aes256gcm16", Pings: pings, Size: size, Timeout: 90 * time.Second})
 	if res != nil {
 		// Checked first: a failed run must clean up too.
-		if len(res.Namespaces) != 5 {
-			t.Errorf("run reported %d namespaces, want 5", len(res.Namespaces))
-		}
-		for _, ns := range res.Namespaces {
-			if ns.Exists() {
-				t.Errorf("namespace %s (%s) left behind", ns.Name, ns.Label)
-			}
-		}
+		exampleenv.CheckNamespaces(t, res.Namespaces, 5)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -84,8 +54,8 @@ func TestRun(t *testing.T) {
 	// those an interface on the way counted as dropped (a busy machine
 	// can overflow a veth's XDP ring; TCP retransmits). Bytes can only
 	// be checked when nothing was lost.
-	checkPair(t, "gwA → gwB", a.Out, b.In, res.WireDropsAtoB)
-	checkPair(t, "gwB → gwA", b.Out, a.In, res.WireDropsBtoA)
+	exampleenv.CheckSAPair(t, "gwA → gwB", a.Out, b.In, res.WireDropsAtoB)
+	exampleenv.CheckSAPair(t, "gwB → gwA", b.Out, a.In, res.WireDropsBtoA)
 	// The transfer alone needs size/MSS data segments; bytes at least
 	// the payload.
 	if minPkts := uint64(size / res.PlaintextMTU); a.Out.EncapsPkts < minPkts || a.Out.EncapsBytes < size {
@@ -110,27 +80,6 @@ func TestRun(t *testing.T) {
 	}
 }
 
-// checkPair checks that an SA's two ends agree once traffic stopped:
-// the receiver decrypted what the sender encrypted, less what the
-// interfaces between them dropped; and no packet failed
-// authentication, anti-replay or the inbound selectors.
-func checkPair(t *testing.T, name string, out, in sa.Stats, wireDrops uint64) {
-	t.Helper()
-	if out.EncapsPkts == 0 || out.EncapsPkts != in.DecapsPkts+wireDrops {
-		t.Errorf("%s: %d packets encapsulated, %d decapsulated, %d dropped on the way", name, out.EncapsPkts, in.DecapsPkts, wireDrops)
-	}
-	if wireDrops == 0 && out.EncapsBytes != in.DecapsBytes {
-		t.Errorf("%s: %d bytes encapsulated, %d decapsulated", name, out.EncapsBytes, in.DecapsBytes)
-	}
-	for _, s := range []sa.Stats{out, in} {
-		for _, r := range []sa.DropReason{sa.DropAuth, sa.DropReplay, sa.DropPolicy} {
-			if s.Drops[r] != 0 {
-				t.Errorf("SA %s: %d drops %v", s.Name, s.Drops[r], r)
-			}
-		}
-	}
-}
-
 // TestRunRejectsBadOptions: a bad transform or empty workload fails
 // before anything is created.
 func TestRunRejectsBadOptions(t *testing.T) {
@@ -138,7 +87,7 @@ func TestRunRejectsBadOptions(t *testing.T) {
 		{Transform: "rot13", Pings: 1, Size: 1},
 		{Transform: "aes256gcm16", Pings: 0, Size: 1},
 	} {
-		if res, err := run(context.Background(), &logWriter{t: t}, o); err == nil || res != nil {
+		if res, err := run(context.Background(), exampleenv.LogWriter(t), o); err == nil || res != nil {
 			t.Errorf("run(%+v) = %v, %v; want an error and no result", o, res, err)
 		}
 	}
@@ -149,16 +98,9 @@ func TestRunRejectsBadOptions(t *testing.T) {
 func TestRunCleansUpOnFailure(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	testenv.RequireCommand(t, "ip")
-	res, err := run(context.Background(), &logWriter{t: t}, Options{Transform: "aes256gcm16", Pings: 1, Size: 1 << 30, Timeout: time.Millisecond})
+	res, err := run(context.Background(), exampleenv.LogWriter(t), Options{Transform: "aes256gcm16", Pings: 1, Size: 1 << 30, Timeout: time.Millisecond})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("run with a 1ms budget: %v, want a deadline error", err)
 	}
-	if len(res.Namespaces) != 5 {
-		t.Fatalf("run reported %d namespaces, want 5", len(res.Namespaces))
-	}
-	for _, ns := range res.Namespaces {
-		if ns.Exists() {
-			t.Errorf("namespace %s (%s) left behind", ns.Name, ns.Label)
-		}
-	}
+	exampleenv.CheckNamespaces(t, res.Namespaces, 5)
 }
