@@ -648,6 +648,8 @@ func (d *demo) compareCounters(ctx context.Context) {
 	}
 	d.res.Reports = rs
 	d.res.Flows = nil
+	aToB, bToA := d.pathDrops()
+	drops := [2]uint64{aToB, bToA} // by sending gateway
 	for _, f := range []struct {
 		name     string
 		from, to int
@@ -659,40 +661,33 @@ func (d *demo) compareCounters(ctx context.Context) {
 		if s, ok := findSA(rs[f.to], f.name, sa.In); ok {
 			fl.Decaps, fl.DecapsB, fl.ReceiverDrops = s.DecapsPkts, s.DecapsBytes, s.Drops.Total()
 		}
-		fl.PathDrops = d.pathDrops(f.from, f.to)
+		fl.PathDrops = drops[f.from]
 		d.res.Flows = append(d.res.Flows, fl)
 		d.check(fl.Agree(), "counters %s: %s encapsulated %d packets, %s decapsulated %d (drops %d at %s, %d at %s, %d counted by the links between)",
 			fl.SA, fl.From, fl.Encaps, fl.To, fl.Decaps, fl.SenderDrops, fl.From, fl.ReceiverDrops, fl.To, fl.PathDrops)
 	}
 }
 
-// pathDrops sums the drops counted by the interfaces on the way from
-// gateway from to gateway to: from's wan0 TX, the router's RX and TX
-// links, to's wan0 RX. Unreadable counters count as none.
-func (d *demo) pathDrops(from, to int) uint64 {
-	wanIn := []string{"toA", "toB"}
-	hops := []struct {
+// pathDrops returns the drops counted by the interfaces between the
+// gateways, gwA → gwB and back: gwA's wan0, the router's toA and toB,
+// gwB's wan0. Unreadable counters count as none.
+func (d *demo) pathDrops() (aToB, bToA uint64) {
+	var links []*topo.Link
+	for _, h := range []struct {
 		ns  *topo.NS
 		dev string
-		rx  bool
-	}{{d.gwNS(from), "wan0", false}, {d.wan, wanIn[from], true}, {d.wan, wanIn[to], false}, {d.gwNS(to), "wan0", true}}
-	var n uint64
-	for _, h := range hops {
+	}{{d.gwA, "wan0"}, {d.wan, "toA"}, {d.wan, "toB"}, {d.gwB, "wan0"}} {
 		l, err := h.ns.Link(h.dev)
 		if err != nil {
-			continue
+			return 0, 0
 		}
-		rx, tx, err := exampleenv.LinkDrops(l)
-		if err != nil {
-			continue
-		}
-		if h.rx {
-			n += rx
-		} else {
-			n += tx
-		}
+		links = append(links, l)
 	}
-	return n
+	aToB, bToA, err := exampleenv.PathDrops(links...)
+	if err != nil {
+		return 0, 0
+	}
+	return aToB, bToA
 }
 
 // reports returns the gateways' SA reports.

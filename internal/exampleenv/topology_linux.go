@@ -153,24 +153,27 @@ func (n *Line) RouteHosts(dstA, dstB netip.Prefix, mtu int) error {
 // receiver's ring is full: under load (or on a busy machine) some ESP
 // is lost on the way, as on any network, and TCP retransmits it.
 func (n *Line) WANDrops() (aToB, bToA uint64, err error) {
-	// In the direction gwA → gwB, gwA's WAN port and the middle's port
-	// facing gwB transmit; the middle's port facing gwA and gwB's WAN
-	// port receive.
-	for _, e := range []struct {
-		l           *topo.Link
-		transmitsAB bool
-	}{{n.GwAWAN, true}, {n.MidA, false}, {n.MidB, true}, {n.GwBWAN, false}} {
-		rx, tx, err := LinkDrops(e.l)
+	return PathDrops(n.GwAWAN, n.MidA, n.MidB, n.GwBWAN)
+}
+
+// PathDrops sums the drops counted by the links of a path given in
+// order from one end to the other as the two ends of each hop (sender,
+// receiver, sender, receiver, ...): forward are the drops of packets
+// going that way (senders' transmit, receivers' receive drops), backward
+// those of packets coming back. Each link's counters are read once.
+func PathDrops(links ...*topo.Link) (forward, backward uint64, err error) {
+	for i, l := range links {
+		rx, tx, err := LinkDrops(l)
 		if err != nil {
 			return 0, 0, err
 		}
-		if e.transmitsAB {
-			aToB, bToA = aToB+tx, bToA+rx
+		if i%2 == 0 {
+			forward, backward = forward+tx, backward+rx
 		} else {
-			aToB, bToA = aToB+rx, bToA+tx
+			forward, backward = forward+rx, backward+tx
 		}
 	}
-	return aToB, bToA, nil
+	return forward, backward, nil
 }
 
 // LinkDrops returns the packets l dropped on receive and on transmit,

@@ -521,10 +521,8 @@ func (gw *Gateway) SAStats() []sa.Stats {
 
 // Report is the SA counters as internal/show prints them.
 func (gw *Gateway) Report(title string) *show.Report {
-	st := gw.SAStats()
-	ps := gw.proc.Stats()
-	r := &show.Report{Title: title, SAs: st, Unowned: &ps.Drops}
-	es := gw.Stats()
+	es := gw.Stats() // with the processor's counters
+	r := &show.Report{Title: title, SAs: gw.SAStats(), Unowned: &es.Processor.Drops}
 	r.Extra = []show.Counter{
 		{Name: "cipher rx", Value: es.CipherRX}, {Name: "plain rx", Value: es.PlainRX},
 		{Name: "encrypted", Value: es.Encrypted}, {Name: "decrypted", Value: es.Decrypted},
@@ -689,12 +687,11 @@ func (gw *Gateway) dropDeltas(last map[string]uint64) []dropLine {
 			last[k] = n
 		}
 	}
-	ps := gw.proc.Stats()
-	add("processor", &ps.Drops)
+	es := gw.Stats() // with the processor's counters
+	add("processor", &es.Processor.Drops)
 	for _, st := range gw.SAStats() {
 		add("sa "+st.Name, &st.Drops)
 	}
-	es := gw.Stats()
 	for name, n := range map[string]uint64{"tx ring full": es.TXFull} {
 		k := "engine|" + name
 		if n > last[k] {

@@ -245,28 +245,6 @@ func TestGatewayPlain(t *testing.T) {
 	// Every packet one gateway encrypted the other decrypted, or the wan
 	// link counted it dropped (the receiving engine's rings full while
 	// its worker waited for a CPU: TCP retransmits those).
-	wanDrops := func(from, to *site) uint64 {
-		var n uint64
-		for _, h := range []struct {
-			ns *topo.NS
-			rx bool
-		}{{from.gw, false}, {to.gw, true}} {
-			l, err := h.ns.Link("wan0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			rx, tx, err := exampleenv.LinkDrops(l)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if h.rx {
-				n += rx
-			} else {
-				n += tx
-			}
-		}
-		return n
-	}
 	agree := func(dir string, out, in sa.Stats, drops uint64) {
 		t.Helper()
 		if out.EncapsPkts == 0 || in.DecapsPkts > out.EncapsPkts || out.EncapsPkts-in.DecapsPkts > drops {
@@ -274,9 +252,21 @@ func TestGatewayPlain(t *testing.T) {
 		}
 	}
 	outA, inB := statsOf(t, a.socket, "a-to-b"), statsOf(t, b.socket, "a-to-b")
-	agree("A→B", outA, inB, wanDrops(a, b))
 	outB, inA := statsOf(t, b.socket, "b-to-a"), statsOf(t, a.socket, "b-to-a")
-	agree("B→A", outB, inA, wanDrops(b, a))
+	la, err := a.gw.Link("wan0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := b.gw.Link("wan0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropsAB, dropsBA, err := exampleenv.PathDrops(la, lb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agree("A→B", outA, inB, dropsAB)
+	agree("B→A", outB, inA, dropsBA)
 	st, err := Call(a.socket, Request{Cmd: "show-stats"}, time.Second)
 	if err != nil || st.Stats.Encrypted < outA.EncapsPkts || st.Stats.Decrypted < inA.DecapsPkts ||
 		st.Stats.ICMPSent != 1 || st.Stats.MTUDrops != 1 || st.Stats.MSSClamped == 0 {
