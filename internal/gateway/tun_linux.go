@@ -3,40 +3,50 @@
 package gateway
 
 import (
-	"bytes"
 	"fmt"
-	"os/exec"
-	"strconv"
-	"strings"
+	"net"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/espxdp/espxdp/internal/config"
 )
 
-// setupTUN configures an open TUN device with iproute2: MTU, address,
-// up, routes. It runs on the thread that is in the gateway's namespace,
-// which the ip command inherits.
+// setupTUN configures an open TUN device over rtnetlink: MTU, address,
+// up, routes. It runs on the thread that is in the gateway's namespace;
+// the netlink handle is opened there, so it talks to that namespace.
 func setupTUN(t *config.TUNIface, mtu int) error {
-	cmds := [][]string{{"link", "set", "dev", t.Name, "mtu", strconv.Itoa(mtu), "up"}}
-	if t.Address.IsValid() {
-		args := []string{"addr", "replace", t.Address.String(), "dev", t.Name}
-		if t.Address.Addr().Is6() {
-			args = append(args, "nodad")
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	link, err := h.LinkByName(t.Name)
+	if err != nil {
+		return fmt.Errorf("tun %s: %w", t.Name, err)
+	}
+	if err := h.LinkSetMTU(link, mtu); err != nil {
+		return fmt.Errorf("tun %s: set mtu %d: %w", t.Name, mtu, err)
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("tun %s: set up: %w", t.Name, err)
+	}
+	if p := t.Address; p.IsValid() {
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+		if p.Addr().Is6() {
+			a.Flags = 0x02 // IFA_F_NODAD: usable at once, like "ip addr ... nodad"
 		}
-		cmds = append(cmds, args)
+		if err := h.AddrReplace(link, a); err != nil {
+			return fmt.Errorf("tun %s: address %v: %w", t.Name, p, err)
+		}
 	}
 	for _, r := range t.Routes {
-		args := []string{"route", "replace", r.String(), "dev", t.Name}
-		if r.Addr().Is6() {
-			args = append([]string{"-6"}, args...)
+		dst := &net.IPNet{IP: r.Masked().Addr().AsSlice(), Mask: net.CIDRMask(r.Bits(), r.Addr().BitLen())}
+		route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst}
+		if r.Addr().Is4() {
+			route.Scope = netlink.SCOPE_LINK // as "ip route ... dev" sets for a route without a gateway
 		}
-		cmds = append(cmds, args)
-	}
-	for _, args := range cmds {
-		var stderr bytes.Buffer
-		cmd := exec.Command("ip", args...)
-		cmd.Stderr = &stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
+		if err := h.RouteReplace(route); err != nil {
+			return fmt.Errorf("tun %s: route %v: %w", t.Name, r, err)
 		}
 	}
 	return nil
