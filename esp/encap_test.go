@@ -12,8 +12,8 @@ import (
 
 	"github.com/espxdp/espxdp/internal/race"
 
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 )
 
 // The tests in this file build packets with gopacket (an independent

@@ -85,8 +85,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 
 	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/internal/scapypeer"

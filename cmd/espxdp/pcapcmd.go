@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 
 	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/internal/config"

@@ -47,7 +47,7 @@ import (
 
 	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/sa"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // ErrInvalid is wrapped by every error Parse and Load report about the
