@@ -161,6 +161,8 @@ func (cfg *Config) validate() error {
 	switch {
 	case cfg.SPI == 0:
 		return cfgErr("SPI", "0 is reserved (RFC 4303 §2.1)", nil)
+	case cfg.SPI < MinSPI:
+		return cfgErr("SPI", fmt.Sprintf("%d: 1..255 are reserved by IANA (RFC 4303 §2.1)", cfg.SPI), nil)
 	case cfg.Direction != In && cfg.Direction != Out:
 		return cfgErr("Direction", fmt.Sprintf("%v (want In or Out)", cfg.Direction), nil)
 	case cfg.Mode != esp.Tunnel && cfg.Mode != esp.Transport:
