@@ -138,7 +138,7 @@ type Config struct {
 	// starts empty. New copies it.
 	Replay *ReplayState
 	// SeqLimit (outbound) is the highest sequence number the SA may use;
-	// 0 means no limit. See SA.SetSeqLimit.
+	// 0 means no limit. See SA.SetSeqLimit. Inbound SAs ignore it.
 	SeqLimit uint64
 	// ESPOnly marks an SA used only with Packet.ESPOnly, over a UDP
 	// socket that adds the IP and UDP headers: Local and Remote become

@@ -156,8 +156,12 @@ func (w *Worker) ID() int { return w.id }
 func (p *Packet) Data() []byte { return p.Buf[p.Off : p.Off+p.Len] }
 
 // Reset prepares p for a new batch with the data at buf[off:off+n],
-// clearing all results and the Tunnel and Meta fields.
-func (p *Packet) Reset(buf []byte, off, n int) { *p = Packet{Buf: buf, Off: off, Len: n} }
+// clearing all results and the Tunnel and Meta fields. ESPOnly is kept:
+// it describes the caller's I/O (a UDP socket), which does not change
+// from batch to batch.
+func (p *Packet) Reset(buf []byte, off, n int) {
+	*p = Packet{Buf: buf, Off: off, Len: n, ESPOnly: p.ESPOnly}
+}
 
 // Inbound processes a batch of received packets, each an IP packet
 // (IPv4 or IPv6) at Buf[Off:Off+Len] carrying ESP or ESP-in-UDP: outer

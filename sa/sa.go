@@ -242,6 +242,9 @@ func (s *SA) Config() Config {
 	c := s.cfg
 	s.attrs.Load().apply(&c)
 	c.PathMTU = s.PathMTU()
+	if s.dir == Out {
+		c.SeqLimit = s.seqLimit.Load()
+	}
 	c.Selectors = append([]Selector(nil), s.cfg.Selectors...)
 	return c
 }
@@ -612,6 +615,9 @@ type configView struct {
 	Worker                int        `json:"worker,omitempty"`
 	PinWorker             bool       `json:"pin_worker,omitempty"`
 	Created               time.Time  `json:"created,omitzero"`
+	InitialSeq            uint64     `json:"initial_seq,omitempty"`
+	SeqLimit              uint64     `json:"seq_limit,omitempty"`
+	ESPOnly               bool       `json:"esp_only,omitempty"`
 }
 
 func redacted(k []byte) string {
@@ -631,6 +637,7 @@ func (cfg Config) view() configView {
 		HardLifetime: cfg.HardLifetime, PathMTU: cfg.PathMTU, TTL: cfg.TTL, DF: cfg.DF,
 		TFCPadTo: cfg.TFCPadTo, Selectors: cfg.Selectors, Worker: cfg.Worker,
 		PinWorker: cfg.PinWorker, Created: cfg.Created,
+		InitialSeq: cfg.InitialSeq, SeqLimit: cfg.SeqLimit, ESPOnly: cfg.ESPOnly,
 	}
 }
 

@@ -21,8 +21,6 @@ func (cfg *Config) validateState() error {
 	switch {
 	case cfg.Direction == In && cfg.InitialSeq != 0:
 		return cfgErr("InitialSeq", "set on an inbound SA (use Replay)", nil)
-	case cfg.Direction == In && cfg.SeqLimit != 0:
-		return cfgErr("SeqLimit", "set on an inbound SA", nil)
 	case cfg.Direction == Out && cfg.Replay != nil:
 		return cfgErr("Replay", "set on an outbound SA (use InitialSeq)", nil)
 	case !cfg.ESN && cfg.InitialSeq > math.MaxUint32:
@@ -46,7 +44,7 @@ func (s *SA) initState(cfg *Config) {
 		s.win.Merge(*cfg.Replay)
 		s.rxTop.Store(s.win.Top())
 	}
-	if cfg.SeqLimit != 0 {
+	if cfg.SeqLimit != 0 && cfg.Direction == Out {
 		s.setSeqLimitLocked(cfg.SeqLimit)
 	}
 	s.cfg.Replay = nil // Config reports ReplayState live, not the import
