@@ -195,7 +195,9 @@ func (s *SA) update(c Changes, ev *eventList) error {
 			return err
 		}
 	}
-	// Validated: commit.
+	// Validated: commit. Invariant: Update never touches the sequence
+	// counter, the replay window, the counters or the lifetime usage -
+	// the SA stays the same SA under the same key.
 	a := s.newAttrs(outer, soft, hard)
 	s.attrs.Store(a)
 	if c.PathMTU != nil {

@@ -352,3 +352,52 @@ func TestReplaceSameKeyUnderTraffic(t *testing.T) {
 		t.Fatal("nothing sent")
 	}
 }
+
+// TestReplaceSameKeyInboundNoReplayGap: while an inbound SA is replaced
+// by same-key SAs, a worker keeps replaying packets it already accepted;
+// none may be accepted again - not even in the moment between the new
+// SA entering the SAD and the window being carried into it.
+func TestReplaceSameKeyInboundNoReplayGap(t *testing.T) {
+	r := newRig(t, "aes128gcm16", fixedKeys)
+	var old [][]byte
+	for i := 0; i < 64; i++ {
+		p := r.seal(t, udpPacket(hostA, hostB, 1, 2, 30, uint64(i)))
+		old = append(old, append([]byte(nil), p.Data()...))
+		if q := r.open(p); q.Verdict != VerdictOK {
+			t.Fatal(q.Reason)
+		}
+	}
+	_, ic := pairCfg("aes128gcm16", 0x1001, fixedKeys)
+	stop := make(chan struct{})
+	done := make(chan int)
+	go func() {
+		accepted := 0
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- accepted
+				return
+			default:
+			}
+			b := make([]Packet, 8)
+			for j := range b {
+				b[j] = packetFor(old[(i*8+j)%len(old)])
+			}
+			r.wRecv.Inbound(b)
+			for _, p := range b {
+				if p.Verdict == VerdictOK {
+					accepted++
+				}
+			}
+		}
+	}()
+	for i := 0; i < 300; i++ {
+		if _, err := r.sadB.Replace(mustSA(t, ic)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	if n := <-done; n != 0 {
+		t.Fatalf("%d replayed packets accepted during same-key Replace", n)
+	}
+}
