@@ -401,3 +401,38 @@ func TestReplaceSameKeyInboundNoReplayGap(t *testing.T) {
 		t.Fatalf("%d replayed packets accepted during same-key Replace", n)
 	}
 }
+
+func TestReplaceSameKeyCarriesUsage(t *testing.T) {
+	r := newRig(t, "aes128gcm16", func(c *Config) {
+		fixedKeys(c)
+		c.SoftLifetime.Packets, c.HardLifetime.Packets = 5, 10
+	})
+	r.sendN(t, 8, 10)
+	if r.out.State() != StateSoftExpired {
+		t.Fatal(r.out.State())
+	}
+	oc, _ := pairCfg("aes128gcm16", 0x1001, fixedKeys)
+	oc.SoftLifetime.Packets, oc.HardLifetime.Packets = 5, 10
+	out2 := mustSA(t, oc)
+	if _, err := r.sadA.Replace(out2); err != nil {
+		t.Fatal(err)
+	}
+	r.tun.SetOutbound(out2)
+	// The usage (8 packets) came along: soft expiry at once, and two
+	// more packets before the hard limit.
+	if out2.State() != StateSoftExpired {
+		t.Fatalf("state %v after Replace past the soft limit", out2.State())
+	}
+	ok, reasons := r.sendN(t, 4, 10)
+	if ok != 2 || reasons[DropExpired] != 2 || out2.State() != StateExpired {
+		t.Fatalf("ok %d reasons %v state %v", ok, reasons, out2.State())
+	}
+	// Past the hard limit already: expired at once.
+	out3 := mustSA(t, oc)
+	if _, err := r.sadA.Replace(out3); err != nil {
+		t.Fatal(err)
+	}
+	if out3.State() != StateExpired {
+		t.Fatalf("state %v", out3.State())
+	}
+}
