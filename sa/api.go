@@ -127,6 +127,20 @@ type Config struct {
 	// Created is the SA's creation time, from which time lifetimes run;
 	// zero means time.Now(). Tests use it with a fake clock.
 	Created time.Time
+	// Child groups the SAs of one IKE child SA (both directions, and
+	// per-CPU siblings) for SAD.AddChild, SAD.DeleteChild and SAD.Child;
+	// 0 means none.
+	Child ChildID
+	// FloatRemote is for NAT-T peers whose public address or port may
+	// change (RFC 7296 §2.23, RFC 3948): an inbound SA accepts packets
+	// from any outer source, and when an authenticated packet that
+	// advances the replay window comes from another address or port than
+	// the last known one (initially Remote and RemotePort) it raises
+	// EventEndpointChanged once per new endpoint. The control plane then
+	// moves the outbound SA. Without it, an inbound SA drops packets
+	// whose outer source is not Remote (or, with UDPEncap, whose source
+	// port is not RemotePort) with DropOuter.
+	FloatRemote bool
 }
 
 // State is the life-cycle state of an SA.
@@ -169,6 +183,8 @@ const (
 	DropTooBig                 // result would exceed 65535 bytes
 	DropQueueFull              // sharded mode: owner's hand-off queue full
 	DropInternal               // anything else (e.g. wiped cipher race)
+	DropEncap                  // inbound: ESP-in-UDP for an SA without UDPEncap, or bare ESP for one with it
+	DropOuter                  // inbound: outer addresses or source port are not the SA's Local/Remote/RemotePort
 	NumDropReasons             // number of reasons, for arrays
 )
 
@@ -189,8 +205,20 @@ const (
 	EventSeqOverflow
 	// EventAcquire: an outbound packet matched a protect policy that has
 	// no usable SA; an IKE daemon should negotiate one (rate-limited per
-	// policy, see SPDOptions.AcquireInterval).
+	// policy, see SPDOptions.AcquireInterval). For a route-based Tunnel
+	// without a usable outbound SA, Tunnel and TunnelName are set instead
+	// of Policy (rate-limited per tunnel, see
+	// ProcessorOptions.AcquireInterval).
 	EventAcquire
+	// EventDeleted: the SA was deleted from its SAD (SAD.Delete,
+	// DeleteSA, DeleteChild); its keys are wiped. Delivered
+	// synchronously from the deleting goroutine, outside the SAD's and
+	// the tunnel's locks.
+	EventDeleted
+	// EventEndpointChanged: an authenticated packet of an inbound SA with
+	// Config.FloatRemote came from a new outer source; Endpoint holds it
+	// (port 0 without UDPEncap).
+	EventEndpointChanged
 )
 
 // Limit names the lifetime dimension that triggered an expire event.
@@ -217,6 +245,14 @@ type Event struct {
 	Limit     Limit     `json:"limit,omitempty"`
 	Policy    *Policy   `json:"-"`
 	Packet    Selector  `json:"packet,omitzero"` // acquire: the packet's addresses, protocol and ports as /32 or /128 prefixes
+	// Tunnel and TunnelName: the tunnel of an acquire event raised for a
+	// route-based tunnel (or a policy's tunnel).
+	Tunnel     *Tunnel `json:"-"`
+	TunnelName string  `json:"tunnel,omitempty"`
+	// Endpoint: EventEndpointChanged's new outer source address and port.
+	Endpoint netip.AddrPort `json:"endpoint,omitzero"`
+	// Child is the SA's Config.Child (0: none).
+	Child ChildID `json:"child,omitempty"`
 }
 
 // EventFunc receives events. It is called synchronously from a worker
@@ -239,6 +275,7 @@ type Remaining struct {
 type Stats struct {
 	Name         string     `json:"name"`
 	SPI          uint32     `json:"spi"`
+	Child        ChildID    `json:"child,omitempty"` // Config.Child
 	Direction    Direction  `json:"direction"`
 	Mode         string     `json:"mode"`
 	Transform    string     `json:"transform"`
@@ -394,6 +431,12 @@ type ProcessorOptions struct {
 	// Clock returns the time; read once per batch (a coarse clock for
 	// time lifetimes). Default time.Now.
 	Clock func() time.Time
+	// Events receives the EventAcquire of route-based tunnels without a
+	// usable outbound SA; nil means the SAD's SADOptions.Events.
+	Events EventFunc
+	// AcquireInterval is the minimum time between two such events of one
+	// tunnel; 0 means 1s.
+	AcquireInterval time.Duration
 }
 
 // ProcessorStats sums the per-worker counters of a Processor: packets in

@@ -73,6 +73,7 @@ type SA struct {
 	events  atomic.Pointer[EventFunc]
 	tunnel  atomic.Pointer[Tunnel]
 	owner   atomic.Pointer[SAD]
+	lastEP  atomic.Pointer[netip.AddrPort] // FloatRemote: last endpoint reported (outer.go)
 	closeMu sync.Mutex
 }
 
@@ -374,7 +375,7 @@ func (s *SA) emit(sink eventSink, e Event) {
 	if p == nil {
 		return
 	}
-	e.SA, e.SPI, e.Name, e.Direction = s, s.spi, s.cfg.Name, s.dir
+	e.SA, e.SPI, e.Name, e.Direction, e.Child = s, s.spi, s.cfg.Name, s.dir, s.cfg.Child
 	if sink != nil {
 		sink.raise(*p, e)
 		return
@@ -508,6 +509,7 @@ func (s *SA) StatsAt(now time.Time) Stats {
 	st := Stats{
 		Name:         s.cfg.Name,
 		SPI:          s.spi,
+		Child:        s.cfg.Child,
 		Direction:    s.dir,
 		Mode:         s.mode.String(),
 		Transform:    s.transform.Name(),
@@ -594,6 +596,8 @@ type configView struct {
 	Worker                int        `json:"worker,omitempty"`
 	PinWorker             bool       `json:"pin_worker,omitempty"`
 	Created               time.Time  `json:"created,omitzero"`
+	Child                 ChildID    `json:"child,omitempty"`
+	FloatRemote           bool       `json:"float_remote,omitempty"`
 }
 
 func redacted(k []byte) string {
@@ -613,6 +617,7 @@ func (cfg Config) view() configView {
 		HardLifetime: cfg.HardLifetime, PathMTU: cfg.PathMTU, TTL: cfg.TTL, DF: cfg.DF,
 		TFCPadTo: cfg.TFCPadTo, Selectors: cfg.Selectors, Worker: cfg.Worker,
 		PinWorker: cfg.PinWorker, Created: cfg.Created,
+		Child: cfg.Child, FloatRemote: cfg.FloatRemote,
 	}
 }
 

@@ -37,7 +37,7 @@ func nonEmpty(names []string) []string {
 var (
 	directionNames   = []string{"", "in", "out"}
 	stateNames       = []string{"active", "soft-expired", "expired", "deleted"}
-	eventNames       = []string{"", "soft-expire", "hard-expire", "seq-overflow", "acquire"}
+	eventNames       = []string{"", "soft-expire", "hard-expire", "seq-overflow", "acquire", "deleted", "endpoint-changed"}
 	limitNames       = []string{"", "bytes", "packets", "time", "sequence"}
 	verdictNames     = []string{"none", "ok", "drop", "control", "bypass", "handed-off"}
 	concurrencyNames = []string{"shared", "sharded", "per-cpu"}
@@ -64,6 +64,8 @@ var (
 		DropTooBig:      "too-big",
 		DropQueueFull:   "queue-full",
 		DropInternal:    "internal",
+		DropEncap:       "encap",
+		DropOuter:       "outer-address",
 	}
 )
 

@@ -1,0 +1,249 @@
+package sa
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// ErrAmbiguous: several outbound SAs have that SPI (towards different
+// peers); identify the SA itself (SAD.DeleteSA, SAD.RemoveSA) or its
+// peer (SAD.GetOut).
+var ErrAmbiguous = errors.New("sa: several outbound SAs have that SPI")
+
+// outIndex holds the outbound SAs of a SAD, keyed by SPI, Remote and
+// RemotePort (0 without UDPEncap). The SPI of an outbound SA is chosen
+// by the peer, so two peers may pick the same one: each SPI maps to the
+// (usually single) SAs that use it. Invariant: no two SAs in one list
+// have the same outKey. Only writers and management use it, under
+// SAD.mu; the data path reaches outbound SAs through Tunnels and the SPD.
+type outIndex struct {
+	bySPI map[uint32][]*SA
+	n     int
+}
+
+// outKey is what identifies an outbound SA besides its SPI.
+type outKey struct {
+	remote netip.Addr
+	port   uint16
+}
+
+func keyOfOut(s *SA) outKey {
+	k := outKey{remote: s.cfg.Remote}
+	if s.cfg.UDPEncap {
+		k.port = s.cfg.RemotePort
+	}
+	return k
+}
+
+// find returns the SA with s's key, or nil.
+func (x *outIndex) find(s *SA) *SA {
+	k := keyOfOut(s)
+	for _, o := range x.bySPI[s.spi] {
+		if keyOfOut(o) == k {
+			return o
+		}
+	}
+	return nil
+}
+
+func (x *outIndex) add(s *SA) {
+	x.bySPI[s.spi] = append(x.bySPI[s.spi], s)
+	x.n++
+}
+
+// remove deletes s and reports whether it was there.
+func (x *outIndex) remove(s *SA) bool {
+	l := x.bySPI[s.spi]
+	i := slices.Index(l, s)
+	if i < 0 {
+		return false
+	}
+	if len(l) == 1 {
+		delete(x.bySPI, s.spi)
+	} else {
+		x.bySPI[s.spi] = slices.Delete(slices.Clone(l), i, i+1)
+	}
+	x.n--
+	return true
+}
+
+// swap puts s in old's place (same key).
+func (x *outIndex) swap(old, s *SA) {
+	l := slices.Clone(x.bySPI[old.spi])
+	l[slices.Index(l, old)] = s
+	x.bySPI[old.spi] = l
+}
+
+// all returns the outbound SAs by SPI, then Remote, then port.
+func (x *outIndex) all() []*SA {
+	out := make([]*SA, 0, x.n)
+	for _, l := range x.bySPI {
+		out = append(out, l...)
+	}
+	slices.SortFunc(out, func(a, b *SA) int {
+		if c := cmp.Compare(a.spi, b.spi); c != 0 {
+			return c
+		}
+		ka, kb := keyOfOut(a), keyOfOut(b)
+		if c := ka.remote.Compare(kb.remote); c != 0 {
+			return c
+		}
+		return cmp.Compare(ka.port, kb.port)
+	})
+	return out
+}
+
+// GetOut returns the outbound SA with this SPI towards remote, or nil.
+// If several SAs to remote share the SPI and differ only in RemotePort
+// (peers behind one NAT), it returns the one with the lowest port; use
+// GetOutPort to choose.
+func (d *SAD) GetOut(spi uint32, remote netip.Addr) *SA {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var best *SA
+	for _, s := range d.out.bySPI[spi] {
+		if k := keyOfOut(s); k.remote == remote && (best == nil || k.port < keyOfOut(best).port) {
+			best = s
+		}
+	}
+	return best
+}
+
+// GetOutPort returns the outbound SA with this SPI towards remote's
+// address and port (port 0 for SAs without UDPEncap), or nil.
+func (d *SAD) GetOutPort(spi uint32, remote netip.AddrPort) *SA {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	want := outKey{remote.Addr(), remote.Port()}
+	for _, s := range d.out.bySPI[spi] {
+		if keyOfOut(s) == want {
+			return s
+		}
+	}
+	return nil
+}
+
+// Outbound returns the outbound SAs that use this SPI (towards different
+// peers), in the order of All.
+func (d *SAD) Outbound(spi uint32) []*SA {
+	d.mu.Lock()
+	l := slices.Clone(d.out.bySPI[spi])
+	d.mu.Unlock()
+	slices.SortFunc(l, func(a, b *SA) int {
+		ka, kb := keyOfOut(a), keyOfOut(b)
+		if c := ka.remote.Compare(kb.remote); c != 0 {
+			return c
+		}
+		return cmp.Compare(ka.port, kb.port)
+	})
+	return l
+}
+
+// get returns the SA of dir and spi (d.mu held): the inbound SA, or the
+// only outbound SA with that SPI.
+func (d *SAD) get(dir Direction, spi uint32) (*SA, error) {
+	if dir == Out {
+		switch l := d.out.bySPI[spi]; len(l) {
+		case 0:
+		case 1:
+			return l[0], nil
+		default:
+			return nil, fmt.Errorf("%w: SPI 0x%08x (%d SAs)", ErrAmbiguous, spi, len(l))
+		}
+	} else if sl := d.in.Load().find(spi); sl != nil {
+		if s := sl.sa.Load(); s != nil {
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %v SPI 0x%08x", ErrNotFound, dir, spi)
+}
+
+// removeLocked takes s, which is in d, out of the tables and its child
+// group (d.mu held).
+func (d *SAD) removeLocked(s *SA) {
+	if s.dir == Out {
+		d.out.remove(s)
+	} else {
+		t := d.in.Load()
+		sl := t.find(s.spi)
+		sl.key.Store(keyDead | uint64(s.spi)) // key first: readers stop matching
+		sl.sa.Store(nil)
+		t.live--
+	}
+	d.leaveChild(s)
+	s.owner.Store(nil)
+}
+
+// checkOwned reports ErrNotFound unless s is in d (d.mu held).
+func (d *SAD) checkOwned(s *SA) error {
+	if s == nil || s.owner.Load() != d {
+		return fmt.Errorf("%w: %v", ErrNotFound, s)
+	}
+	return nil
+}
+
+// RemoveSA takes s out of the SAD and out of its Tunnel without closing
+// it (see Remove). It fails with ErrNotFound if s is not in this SAD.
+func (d *SAD) RemoveSA(s *SA) error {
+	d.mu.Lock()
+	err := d.checkOwned(s)
+	if err == nil {
+		d.removeLocked(s)
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	unbind(s)
+	return nil
+}
+
+// deleteSA is RemoveSA then finishDelete, keeping the tunnel for the
+// second unbind.
+func (d *SAD) deleteSA(s *SA) error {
+	d.mu.Lock()
+	err := d.checkOwned(s)
+	if err == nil {
+		d.removeLocked(s)
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	finishDelete(s, unbind(s))
+	return nil
+}
+
+// DeleteSA deletes s from the SAD (see Delete): the way to delete an
+// outbound SA whose SPI another outbound SA shares. It fails with
+// ErrNotFound if s is not in this SAD.
+func (d *SAD) DeleteSA(s *SA) error { return d.deleteSA(s) }
+
+// unbind takes s out of its tunnel (outbound list and inbound list) and
+// returns that tunnel (nil if none).
+func unbind(s *SA) *Tunnel {
+	t := s.tunnel.Load()
+	if t != nil {
+		t.unbind(s)
+	}
+	return t
+}
+
+// finishDelete closes a removed SA and raises EventDeleted.
+//
+// Invariant (a deleted SA is never reachable through a tunnel): the SA
+// left its tunnel before Close; Close sets StateDeleted, which
+// Tunnel.SetOutbound and AddInbound refuse under the tunnel's lock; the
+// second unbind, after Close, removes it if a concurrent SetOutbound or
+// AddInbound put it back in between.
+func finishDelete(s *SA, t *Tunnel) {
+	s.Close()
+	if t != nil {
+		t.unbind(s)
+	}
+	s.emit(nil, Event{Kind: EventDeleted, Time: time.Now()})
+}
