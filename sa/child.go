@@ -115,12 +115,11 @@ func (d *SAD) DeleteChild(id ChildID) (int, error) {
 	if len(l) == 0 {
 		return 0, fmt.Errorf("%w: child %d", ErrNotFound, id)
 	}
-	tuns := make([]*Tunnel, len(l))
-	for i, s := range l {
-		tuns[i] = unbind(s)
+	for _, s := range l {
+		unbindAll(s)
 	}
-	for i, s := range l {
-		finishDelete(s, tuns[i])
+	for _, s := range l {
+		finishDelete(s)
 	}
 	return len(l), nil
 }

@@ -74,6 +74,7 @@ type SA struct {
 	tunnel  atomic.Pointer[Tunnel]
 	owner   atomic.Pointer[SAD]
 	lastEP  atomic.Pointer[netip.AddrPort] // FloatRemote: last endpoint reported (outer.go)
+	binds   tunnelSet                      // tunnels the SA was bound to (tunnel.go)
 	closeMu sync.Mutex
 }
 

@@ -247,7 +247,7 @@ func (d *SAD) Remove(dir Direction, spi uint32) (*SA, error) {
 	if err != nil {
 		return nil, err
 	}
-	unbind(s)
+	unbindAll(s)
 	return s, nil
 }
 

@@ -198,12 +198,11 @@ func (d *SAD) RemoveSA(s *SA) error {
 	if err != nil {
 		return err
 	}
-	unbind(s)
+	unbindAll(s)
 	return nil
 }
 
-// deleteSA is RemoveSA then finishDelete, keeping the tunnel for the
-// second unbind.
+// deleteSA is RemoveSA then finishDelete.
 func (d *SAD) deleteSA(s *SA) error {
 	d.mu.Lock()
 	err := d.checkOwned(s)
@@ -214,7 +213,8 @@ func (d *SAD) deleteSA(s *SA) error {
 	if err != nil {
 		return err
 	}
-	finishDelete(s, unbind(s))
+	unbindAll(s)
+	finishDelete(s)
 	return nil
 }
 
@@ -223,27 +223,18 @@ func (d *SAD) deleteSA(s *SA) error {
 // ErrNotFound if s is not in this SAD.
 func (d *SAD) DeleteSA(s *SA) error { return d.deleteSA(s) }
 
-// unbind takes s out of its tunnel (outbound list and inbound list) and
-// returns that tunnel (nil if none).
-func unbind(s *SA) *Tunnel {
-	t := s.tunnel.Load()
-	if t != nil {
-		t.unbind(s)
-	}
-	return t
-}
 
 // finishDelete closes a removed SA and raises EventDeleted.
 //
 // Invariant (a deleted SA is never reachable through a tunnel): the SA
-// left its tunnel before Close; Close sets StateDeleted, which
-// Tunnel.SetOutbound and AddInbound refuse under the tunnel's lock; the
-// second unbind, after Close, removes it if a concurrent SetOutbound or
-// AddInbound put it back in between.
-func finishDelete(s *SA, t *Tunnel) {
+// left every tunnel it was bound to before Close; Close sets
+// StateDeleted, which Tunnel.SetOutbound and AddInbound check under the
+// tunnel's lock after recording the tunnel in the SA's binding set. A
+// concurrent SetOutbound either saw StateDeleted (and refused the SA) or
+// recorded its tunnel before Close, in which case the second unbindAll,
+// after Close, finds that tunnel and takes the SA out again.
+func finishDelete(s *SA) {
 	s.Close()
-	if t != nil {
-		t.unbind(s)
-	}
+	unbindAll(s)
 	s.emit(nil, Event{Kind: EventDeleted, Time: time.Now()})
 }

@@ -50,8 +50,13 @@ func (t *Tunnel) SetOutbound(sas ...*SA) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, s := range sas {
-		// Checked under t.mu: see finishDelete.
-		if s != nil && s.dir == Out && s.State() != StateDeleted {
+		if s == nil || s.dir != Out {
+			continue
+		}
+		// Record the binding, then check the state, under t.mu: see
+		// finishDelete.
+		s.binds.add(t)
+		if s.State() != StateDeleted {
 			l = append(l, s)
 		}
 	}
@@ -85,7 +90,8 @@ func (t *Tunnel) AddInbound(s *SA) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if s.State() == StateDeleted { // under t.mu: see finishDelete
+	s.binds.add(t)
+	if s.State() == StateDeleted { // after recording the binding, under t.mu: see finishDelete
 		return
 	}
 	old := *t.in.Load()
@@ -113,6 +119,35 @@ func (t *Tunnel) RemoveInbound(s *SA) {
 
 // Inbound returns the inbound SAs.
 func (t *Tunnel) Inbound() []*SA { return slices.Clone(*t.in.Load()) }
+
+// tunnelSet is the set of tunnels an SA was ever bound to (an SA may be
+// in several), so that deleting it can take it out of every one. Lock
+// order: a Tunnel's mu, then the set's.
+type tunnelSet struct {
+	mu sync.Mutex
+	l  []*Tunnel
+}
+
+func (b *tunnelSet) add(t *Tunnel) {
+	b.mu.Lock()
+	if !slices.Contains(b.l, t) {
+		b.l = append(b.l, t)
+	}
+	b.mu.Unlock()
+}
+
+func (b *tunnelSet) list() []*Tunnel {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.l)
+}
+
+// unbindAll takes s out of every tunnel it was bound to.
+func unbindAll(s *SA) {
+	for _, t := range s.binds.list() {
+		t.unbind(s)
+	}
+}
 
 // unbind removes s from the outbound and inbound lists; SAD deletion
 // calls it, so that a deleted SA is never reachable through a tunnel.
