@@ -335,6 +335,7 @@ func TestTunnelAcquire(t *testing.T) {
 func TestSADLifecycleProperty(t *testing.T) {
 	const lo, hi = 256, 256 + 23 // small: collisions and exhaustion happen
 	remotes := []netip.Addr{gwB, gwC, natIP}
+	hits := map[string]int{} // the sequences must reach every case
 	for seed := uint64(1); seed <= 6; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 99))
 		clock := newFakeClock()
@@ -358,6 +359,7 @@ func TestSADLifecycleProperty(t *testing.T) {
 			for spi, exp := range reserved {
 				if !clock.Now().Before(exp) {
 					delete(reserved, spi) // ends: expired
+					hits["expired"]++
 				}
 			}
 		}
@@ -381,6 +383,9 @@ func TestSADLifecycleProperty(t *testing.T) {
 		added := func(s *SA) {
 			if s.dir == In {
 				liveIn[s.spi] = s
+				if _, ok := reserved[s.spi]; ok {
+					hits["consumed"]++
+				}
 				delete(reserved, s.spi) // ends: consumed
 			} else {
 				liveOut = append(liveOut, s)
@@ -423,6 +428,8 @@ func TestSADLifecycleProperty(t *testing.T) {
 					t.Fatalf("seed %d step %d: AllocSPI handed out taken SPI 0x%x", seed, step, spi)
 				case err == nil:
 					reserved[spi] = clock.Now().Add(ttl)
+				default:
+					hits["no-spi"]++
 				}
 			case 2: // ReleaseSPI
 				expire()
@@ -430,6 +437,9 @@ func TestSADLifecycleProperty(t *testing.T) {
 				err := d.ReleaseSPI(spi)
 				if _, ok := reserved[spi]; ok != (err == nil) {
 					t.Fatalf("seed %d step %d: ReleaseSPI(0x%x) = %v, model reserved %v", seed, step, spi, err, ok)
+				}
+				if err == nil {
+					hits["released"]++
 				}
 				delete(reserved, spi) // ends: released
 			case 3, 4: // Add one SA
@@ -455,10 +465,12 @@ func TestSADLifecycleProperty(t *testing.T) {
 				if err := d.AddChild(batch...); (err == nil) != ok {
 					t.Fatalf("seed %d step %d: AddChild = %v, model %v", seed, step, err, ok)
 				} else if err == nil {
+					hits["add-child"]++
 					for _, s := range batch {
 						added(s)
 					}
 				} else {
+					hits["add-child-refused"]++
 					for _, s := range batch {
 						if s.owner.Load() != nil {
 							t.Fatalf("seed %d step %d: failed AddChild kept %v", seed, step, s)
@@ -474,6 +486,9 @@ func TestSADLifecycleProperty(t *testing.T) {
 				}
 				for _, s := range want {
 					gone(s)
+				}
+				if n > 1 {
+					hits["delete-child"]++
 				}
 			case 7: // Delete one
 				if rng.IntN(2) == 0 {
@@ -555,6 +570,11 @@ func TestSADLifecycleProperty(t *testing.T) {
 		}
 		for _, s := range d.All() {
 			d.DeleteSA(s)
+		}
+	}
+	for _, k := range []string{"expired", "no-spi", "released", "consumed", "add-child", "add-child-refused", "delete-child"} {
+		if hits[k] == 0 {
+			t.Errorf("no %s in the random sequences (hits %v)", k, hits)
 		}
 	}
 }

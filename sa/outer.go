@@ -77,7 +77,9 @@ func (s *SA) noteEndpoint(src netip.Addr, port uint16, now int64, sink eventSink
 	if cur == nil && ep == s.configEndpoint() || cur != nil && *cur == ep {
 		return
 	}
-	if s.lastEP.CompareAndSwap(cur, &ep) {
+	p := new(netip.AddrPort) // only here: ep itself must not escape
+	*p = ep
+	if s.lastEP.CompareAndSwap(cur, p) {
 		s.emit(sink, Event{Kind: EventEndpointChanged, Time: time.Unix(0, now), Endpoint: ep})
 	}
 }
