@@ -81,12 +81,17 @@ type Config struct {
 	Direction Direction
 	// Mode is esp.Tunnel or esp.Transport.
 	Mode esp.Mode
-	// Local and Remote are the SA endpoints: the outer source and
-	// destination of outbound tunnel-mode packets. Required in tunnel
-	// mode (same family); optional in transport mode.
+	// Local and Remote are the SA endpoints, ours and the peer's: the
+	// outer source and destination of outbound tunnel-mode packets, and
+	// the outer destination and source an inbound SA accepts (others
+	// drop with DropOuter; see FloatRemote). Required in tunnel mode
+	// (same family); optional in transport mode, where only what is set
+	// is checked.
 	Local, Remote netip.Addr
 	// UDPEncap enables ESP-in-UDP (RFC 3948, NAT-T); the ports default
-	// to 4500.
+	// to 4500. An inbound SA accepts only the encapsulation it is
+	// configured with (else DropEncap), and with UDPEncap only packets
+	// from RemotePort (unless FloatRemote).
 	UDPEncap              bool
 	LocalPort, RemotePort uint16
 	// Transform, Key and AuthKey: see esp.Config.
