@@ -194,7 +194,11 @@ func TestOuterChecks(t *testing.T) {
 	for _, udp := range []bool{false, true} {
 		r := newRig(t, "aes128gcm16", func(c *Config) { c.UDPEncap = udp })
 		var id uint64
-		seal := func() []byte { id++; q := r.seal(t, udpPacket(hostA, hostB, 1, 2, 30, id)); return append([]byte(nil), q.Data()...) }
+		seal := func() []byte {
+			id++
+			q := r.seal(t, udpPacket(hostA, hostB, 1, 2, 30, id))
+			return append([]byte(nil), q.Data()...)
+		}
 		other := toUDP
 		if udp {
 			other = toESP
@@ -265,7 +269,11 @@ func TestFloatRemote(t *testing.T) {
 		t.Fatalf("initial endpoint %v", r.in.Endpoint())
 	}
 	var id uint64
-	seal := func() []byte { id++; q := r.seal(t, udpPacket(hostA, hostB, 1, 2, 30, id)); return append([]byte(nil), q.Data()...) }
+	seal := func() []byte {
+		id++
+		q := r.seal(t, udpPacket(hostA, hostB, 1, 2, 30, id))
+		return append([]byte(nil), q.Data()...)
+	}
 	moved := func(b []byte, a netip.Addr, port uint16) []byte { return rewriteSrc(b, a, port) }
 	events := func() []Event { return r.evB.ofKind(EventEndpointChanged) }
 

@@ -223,7 +223,6 @@ func (d *SAD) deleteSA(s *SA) error {
 // ErrNotFound if s is not in this SAD.
 func (d *SAD) DeleteSA(s *SA) error { return d.deleteSA(s) }
 
-
 // finishDelete closes a removed SA and raises EventDeleted.
 //
 // Invariant (a deleted SA is never reachable through a tunnel): the SA
