@@ -578,3 +578,38 @@ func TestSADLifecycleProperty(t *testing.T) {
 		}
 	}
 }
+
+// TestDeleteRacesBinding: SetOutbound and AddInbound racing with the
+// deletion of the SA never leave the deleted SA in a tunnel.
+func TestDeleteRacesBinding(t *testing.T) {
+	for i := 0; i < 200; i++ {
+		d := NewSAD(SADOptions{})
+		out, in := mustPair(t, "aes128gcm16", 0x8100, nil)
+		if err := d.AddChild(out, in); err != nil {
+			t.Fatal(err)
+		}
+		tun := NewTunnel("race")
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 20; j++ {
+				tun.SetOutbound(out)
+				tun.AddInbound(in)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if err := d.DeleteSA(out); err != nil {
+				t.Error(err)
+			}
+			if err := d.Delete(In, 0x8100); err != nil {
+				t.Error(err)
+			}
+		}()
+		wg.Wait()
+		if len(tun.Outbound()) != 0 || len(tun.Inbound()) != 0 {
+			t.Fatalf("round %d: deleted SAs left in the tunnel: %v %v", i, tun.Outbound(), tun.Inbound())
+		}
+	}
+}
