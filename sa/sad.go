@@ -274,8 +274,8 @@ func (d *SAD) Len() int {
 
 // Range calls fn for every SA, inbound first, until fn returns false.
 // It reads the inbound table like Lookup does, without locking out
-// writers; outbound SAs come from a snapshot taken under the SAD's lock
-// (in SPI order), so fn may call the SAD.
+// writers; outbound SAs come from a snapshot taken under the SAD's lock,
+// so fn may call the SAD. The order is unspecified.
 func (d *SAD) Range(fn func(*SA) bool) {
 	t := d.in.Load()
 	for i := range t.slots {

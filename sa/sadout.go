@@ -78,22 +78,13 @@ func (x *outIndex) swap(old, s *SA) {
 	x.bySPI[old.spi] = l
 }
 
-// all returns the outbound SAs by SPI, then Remote, then port.
+// all returns the outbound SAs in no particular order (not sorted:
+// Sweep calls it every second, also with a million SAs).
 func (x *outIndex) all() []*SA {
 	out := make([]*SA, 0, x.n)
 	for _, l := range x.bySPI {
 		out = append(out, l...)
 	}
-	slices.SortFunc(out, func(a, b *SA) int {
-		if c := cmp.Compare(a.spi, b.spi); c != 0 {
-			return c
-		}
-		ka, kb := keyOfOut(a), keyOfOut(b)
-		if c := ka.remote.Compare(kb.remote); c != 0 {
-			return c
-		}
-		return cmp.Compare(ka.port, kb.port)
-	})
 	return out
 }
 
@@ -128,7 +119,7 @@ func (d *SAD) GetOutPort(spi uint32, remote netip.AddrPort) *SA {
 }
 
 // Outbound returns the outbound SAs that use this SPI (towards different
-// peers), in the order of All.
+// peers), ordered by Remote and RemotePort.
 func (d *SAD) Outbound(spi uint32) []*SA {
 	d.mu.Lock()
 	l := slices.Clone(d.out.bySPI[spi])
