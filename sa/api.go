@@ -91,12 +91,17 @@ type Config struct {
 	Direction Direction
 	// Mode is esp.Tunnel or esp.Transport.
 	Mode esp.Mode
-	// Local and Remote are the SA endpoints: the outer source and
-	// destination of outbound tunnel-mode packets. Required in tunnel
-	// mode (same family); optional in transport mode.
+	// Local and Remote are the SA endpoints, ours and the peer's: the
+	// outer source and destination of outbound tunnel-mode packets, and
+	// the outer destination and source an inbound SA accepts (others
+	// drop with DropOuter; see FloatRemote). Required in tunnel mode
+	// (same family); optional in transport mode, where only what is set
+	// is checked.
 	Local, Remote netip.Addr
 	// UDPEncap enables ESP-in-UDP (RFC 3948, NAT-T); the ports default
-	// to 4500.
+	// to 4500. An inbound SA accepts only the encapsulation it is
+	// configured with (else DropEncap), and with UDPEncap only packets
+	// from RemotePort (unless FloatRemote).
 	UDPEncap bool
 	// LocalPort and RemotePort are the UDP ports of ESP-in-UDP (0:
 	// 4500); RemotePort can change with SA.Update after a NAT rebinding.
@@ -165,6 +170,20 @@ type Config struct {
 	// Packet.ESPOnly are dropped with DropMalformed (there is no outer
 	// header to build).
 	ESPOnly bool
+	// Child groups the SAs of one IKE child SA (both directions, and
+	// per-CPU siblings) for SAD.AddChild, SAD.DeleteChild and SAD.Child;
+	// 0 means none.
+	Child ChildID
+	// FloatRemote is for NAT-T peers whose public address or port may
+	// change (RFC 7296 §2.23, RFC 3948): an inbound SA accepts packets
+	// from any outer source, and when an authenticated packet that
+	// advances the replay window comes from another address or port than
+	// the last known one (initially Remote and RemotePort) it raises
+	// EventEndpointChanged once per new endpoint. The control plane then
+	// moves the outbound SA. Without it, an inbound SA drops packets
+	// whose outer source is not Remote (or, with UDPEncap, whose source
+	// port is not RemotePort) with DropOuter.
+	FloatRemote bool
 }
 
 // State is the life-cycle state of an SA.
@@ -213,7 +232,8 @@ const (
 	DropNoPolicy
 	// DropDiscard: an SPD discard policy matched.
 	DropDiscard
-	// DropAcquire: an SPD protect policy has no SA yet (acquire raised).
+	// DropAcquire: an SPD protect policy or a route-based tunnel has no
+	// usable SA yet (acquire raised).
 	DropAcquire
 	// DropFragment: an outer IP fragment (not reassembled).
 	DropFragment
@@ -232,6 +252,12 @@ const (
 	// DropSeqLimit: outbound, the next sequence number is past
 	// SA.SeqLimit (the reservation was not raised in time).
 	DropSeqLimit
+	// DropEncap: inbound, ESP-in-UDP for an SA without UDPEncap, or bare
+	// ESP for one with it.
+	DropEncap
+	// DropOuter: inbound, the outer addresses or source port are not the
+	// SA's Local, Remote and RemotePort.
+	DropOuter
 	// NumDropReasons is the number of reasons, for arrays.
 	NumDropReasons
 )
@@ -253,12 +279,24 @@ const (
 	EventSeqOverflow
 	// EventAcquire: an outbound packet matched a protect policy that has
 	// no usable SA; an IKE daemon should negotiate one (rate-limited per
-	// policy, see SPDOptions.AcquireInterval).
+	// policy, see SPDOptions.AcquireInterval). For a route-based Tunnel
+	// without a usable outbound SA, Tunnel and TunnelName are set instead
+	// of Policy (rate-limited per tunnel, see
+	// ProcessorOptions.AcquireInterval).
 	EventAcquire
 	// EventSeqLimit: an outbound SA's sequence counter passed the
 	// low-water mark of its SeqLimit; persist the next reservation and
 	// call SA.SetSeqLimit. Raised once per limit set.
 	EventSeqLimit
+	// EventDeleted: the SA was deleted from its SAD (SAD.Delete,
+	// DeleteSA, DeleteChild); its keys are wiped. Delivered
+	// synchronously from the deleting goroutine, outside the SAD's and
+	// the tunnel's locks.
+	EventDeleted
+	// EventEndpointChanged: an authenticated packet of an inbound SA with
+	// Config.FloatRemote came from a new outer source; Endpoint holds it
+	// (port 0 without UDPEncap).
+	EventEndpointChanged
 )
 
 // Limit names the lifetime dimension that triggered an expire event.
@@ -301,6 +339,14 @@ type Event struct {
 	// Packet, for EventAcquire, holds the packet's addresses, protocol
 	// and ports (addresses as /32 or /128 prefixes).
 	Packet Selector `json:"packet,omitzero"`
+	// Tunnel and TunnelName: the tunnel of an acquire event raised for a
+	// route-based tunnel (or a policy's tunnel).
+	Tunnel     *Tunnel `json:"-"`
+	TunnelName string  `json:"tunnel,omitempty"`
+	// Endpoint: EventEndpointChanged's new outer source address and port.
+	Endpoint netip.AddrPort `json:"endpoint,omitzero"`
+	// Child is the SA's Config.Child (0: none).
+	Child ChildID `json:"child,omitempty"`
 }
 
 // EventFunc receives events. It is called synchronously from a worker
@@ -328,6 +374,8 @@ type Stats struct {
 	Name string `json:"name"`
 	// SPI is the SA's SPI.
 	SPI uint32 `json:"spi"`
+	// Child is Config.Child (0: none).
+	Child ChildID `json:"child,omitempty"`
 	// Direction is In or Out.
 	Direction Direction `json:"direction"`
 	// Mode is "tunnel" or "transport".
@@ -524,6 +572,12 @@ type ProcessorOptions struct {
 	// Clock returns the time; read once per batch (a coarse clock for
 	// time lifetimes). Default time.Now.
 	Clock func() time.Time
+	// Events receives the EventAcquire of route-based tunnels without a
+	// usable outbound SA; nil means the SAD's SADOptions.Events.
+	Events EventFunc
+	// AcquireInterval is the minimum time between two such events of one
+	// tunnel; 0 means 1s.
+	AcquireInterval time.Duration
 }
 
 // ProcessorStats sums the per-worker counters of a Processor: packets in

@@ -10,7 +10,8 @@
 //     NAT-T encapsulation, ESN, anti-replay window, the atomic outbound
 //     sequence counter, soft and hard lifetimes, per-worker counters and
 //     the path MTU.
-//   - SAD: SAs by direction and SPI, with lock-free lookups.
+//   - SAD: inbound SAs by SPI, with lock-free lookups; outbound SAs by
+//     SPI and peer, reached by the data path through Tunnels and the SPD.
 //   - SPD: ordered outbound policies (selectors → protect, bypass,
 //     discard), first match wins, with rate-limited acquire events, for
 //     policy-based setups.
@@ -22,7 +23,8 @@
 //
 // # Data path
 //
-// Inbound: esp.ParseOuter → SPI lookup → anti-replay pre-check (with ESN
+// Inbound: esp.ParseOuter → SPI lookup → outer checks (encapsulation,
+// endpoints; see below) → anti-replay pre-check (with ESN
 // the high 32 bits are inferred as in RFC 4303 Appendix A) → ICV check
 // and decryption in place → anti-replay update (only now, so forged
 // packets cannot move the window) → esp.DecapTunnel or DecapTransport →
@@ -39,6 +41,23 @@
 // Every packet ends with a Verdict; a drop carries a DropReason and is
 // counted, on the SA when one matched (SA.Stats) or else on the
 // processor (Processor.Stats). Nothing panics on bad input.
+//
+// # Outer checks and NAT-T peers that move
+//
+// An inbound SA accepts only the encapsulation it was configured with:
+// ESP-in-UDP for Config.UDPEncap, bare ESP otherwise (DropEncap,
+// RFC 3948 §3). The outer destination must be its Local and the outer
+// source its Remote (and, in UDP, the source port its RemotePort), each
+// when set (DropOuter; transport-mode SAs may leave them unset). These
+// header facts are checked before decryption, so garbage costs no
+// crypto and does not touch the window. With Config.FloatRemote the
+// source is not checked; instead, an authenticated packet that advances
+// the replay window from another address or port than the last known
+// one raises EventEndpointChanged (Event.Endpoint) once per move
+// (RFC 7296 §2.23): forged, replayed and delayed packets cannot move
+// the peer. The control plane then points the outbound SA at the new
+// endpoint. Packet.ESPOnly packets have no outer header and skip these
+// checks: the embedder's socket owns it.
 //
 // # Anti-replay and sequence numbers
 //
@@ -130,6 +149,35 @@
 // block otherwise (see EventChannel). SAD.Sweep, SA.Expire and
 // SA.Update call the handler in the caller's goroutine.
 //
+// Deleting an SA from its SAD (Delete, DeleteSA, DeleteChild) also takes
+// it out of every Tunnel it was bound to, so a deleted SA is never
+// reachable through a tunnel, and raises EventDeleted synchronously in
+// the deleting goroutine once its keys are wiped, outside the SAD's and
+// the tunnel's locks (the handler may call both). Remove hands an SA
+// over without deleting it: it is unbound, but no event is raised.
+//
+// A packet routed to a Tunnel without a usable outbound SA (none bound,
+// or only deleted ones) is dropped with DropAcquire and raises
+// EventAcquire with Event.Tunnel set, at most once per
+// ProcessorOptions.AcquireInterval (1s) per tunnel, to
+// ProcessorOptions.Events or else the SAD's function; a tunnel whose SA
+// hard-expired raises it too (the packet counts as DropExpired on the
+// SA). This is the route-based twin of the SPD's per-policy acquire.
+//
+// # Control-plane support for an IKE daemon
+//
+// Child SAs: Config.Child groups the SAs negotiated together (both
+// directions, per-CPU siblings). SAD.AddChild adds several SAs
+// atomically - all or none -, SAD.DeleteChild deletes a whole group and
+// SAD.Child lists it; Stats and events carry the id.
+//
+// SPI allocation: SAD.AllocSPI(lo, hi, ttl) reserves a random inbound
+// SPI in [max(lo, 256), hi] (1-255 are reserved, RFC 4303 §2.1) that is
+// neither live nor reserved, like XFRM's ALLOCSPI; adding the inbound SA
+// consumes the reservation, ReleaseSPI gives it back, and it lapses
+// after ttl (default 30s; dropped lazily and by Sweep). ErrNoSPI means
+// the range is full.
+//
 // Make-before-break: install the new inbound SA, then the new outbound
 // SA, then Tunnel.SetOutbound(new) - one atomic store, so every later
 // packet uses the new SA; a worker that picked the old SA just before
@@ -150,8 +198,17 @@
 // amortised even with a million SAs - unlike a copy-on-write map, whose
 // every update would copy the whole map. (Measured latency still rises
 // from 1k to 1M SAs as the table leaves the CPU caches: see
-// BenchmarkSADLookup.) SAs are keyed by SPI alone; keying by (SPI,
-// destination) for multicast SAs is not implemented.
+// BenchmarkSADLookup.) Inbound SAs are keyed by SPI alone; keying by
+// (SPI, destination) for multicast SAs is not implemented.
+//
+// Outbound SAs are never looked up by the data path, which finds them
+// through Tunnels and the SPD (RFC 4301 §4.4.2). Their SPIs are chosen
+// by the peers, so two peers may choose the same: the SAD keys them by
+// SPI, Remote and (with UDPEncap) RemotePort, in a map under the
+// writers' mutex. GetOut, GetOutPort and Outbound find them for
+// management; Delete and Remove by SPI work for an outbound SA only
+// while its SPI is unique (else ErrAmbiguous: use DeleteSA or RemoveSA
+// with the SA itself), and Replace matches the whole key.
 //
 // Deleting an SA (SAD.Delete, SAD.Replace, SA.Close) marks it deleted,
 // waits until no worker is inside a batch using it (workers count

@@ -117,7 +117,15 @@ func (m *lcModel) cfg(dir Direction, k int) Config {
 	if dir == In {
 		c.Local, c.Remote = gwB, gwA
 		c.Replay = m.persist[k].replay
+		// Updates move the inbound SA's Remote at random (op update);
+		// packets keep coming from gwA, so accept any source.
+		c.FloatRemote = true
 	} else {
+		if m.out != nil {
+			// Replace finds the outbound SA by SPI and peer: the
+			// current one, which an Update may have moved.
+			c.Remote = m.out.Config().Remote
+		}
 		c.InitialSeq = m.persist[k].seq
 		if !m.esn {
 			c.InitialSeq = min(c.InitialSeq, math.MaxUint32)
@@ -364,7 +372,12 @@ func (m *lcModel) update() {
 		c.PathMTU = &mtu
 	}
 	if m.rng.IntN(2) == 0 {
-		a := netip.AddrFrom4([4]byte{198, 51, 100, byte(m.rng.IntN(250) + 1)})
+		// Half of the moves lead back to gwB, the receiver's Local;
+		// packets sent elsewhere are dropped there (DropOuter).
+		a := gwB
+		if m.rng.IntN(2) == 0 {
+			a = netip.AddrFrom4([4]byte{198, 51, 100, byte(m.rng.IntN(250) + 1)})
+		}
 		if s.Direction() == In {
 			a = netip.AddrFrom4([4]byte{192, 0, 2, byte(m.rng.IntN(250) + 1)})
 		}
@@ -436,6 +449,9 @@ func TestLifecycleSharedWorkers(t *testing.T) {
 	mk := func(dir Direction) *SA {
 		c := Config{SPI: 0x6001, Direction: dir, Mode: esp.Tunnel, Local: gwA, Remote: gwB, Transform: tr,
 			Key: key, ReplayWindow: 4096}
+		if dir == In {
+			c.Local, c.Remote = gwB, gwA
+		}
 		return mustSA(t, c)
 	}
 	sadA, sadB := NewSAD(SADOptions{}), NewSAD(SADOptions{})

@@ -67,7 +67,7 @@ func TestLifetimePackets(t *testing.T) {
 	if n := r.out.Stats().Drops[DropExpired]; n != 3 {
 		t.Fatalf("expired drops %d", n)
 	}
-	ev := r.evA.ev[len(r.evA.ev)-1]
+	ev := r.evA.lastOf(EventHardExpire)
 	if ev.SA != r.out || ev.SPI != r.out.SPI() || ev.Limit != LimitPackets || ev.Direction != Out {
 		t.Fatalf("event %+v", ev)
 	}
@@ -97,7 +97,7 @@ func TestLifetimeBytes(t *testing.T) {
 	if r.evA.count(EventHardExpire) != 1 || r.in.State() != StateExpired {
 		t.Fatalf("hard: %v, in %v", r.evA.kinds(), r.in.State())
 	}
-	if ev := r.evA.ev[len(r.evA.ev)-1]; ev.Limit != LimitBytes {
+	if ev := r.evA.lastOf(EventHardExpire); ev.Limit != LimitBytes {
 		t.Fatalf("limit %v", ev.Limit)
 	}
 }
@@ -135,7 +135,7 @@ func TestLifetimeTime(t *testing.T) {
 	if ok != 0 || reasons[DropExpired] != 2 {
 		t.Fatalf("hard-expired SA: ok %d %v", ok, reasons)
 	}
-	if ev := r.evA.ev[len(r.evA.ev)-1]; ev.Limit != LimitTime || !ev.Time.Equal(r.clock.Now()) {
+	if ev := r.evA.lastOf(EventHardExpire); ev.Limit != LimitTime || !ev.Time.Equal(r.clock.Now()) {
 		t.Fatalf("event %+v", ev)
 	}
 	r.sadB.Sweep(r.clock.Now())

@@ -23,6 +23,9 @@ type Processor struct {
 	clock   func() time.Time
 	rings   [][]*ring // rings[to][from]
 	ctrs    []procBlock
+
+	acqEvents   EventFunc // tunnel acquire events (acquire.go)
+	acqInterval int64
 }
 
 // Worker is one worker of a Processor. Use each Worker from one
@@ -71,6 +74,13 @@ func NewProcessor(opts ProcessorOptions) (*Processor, error) {
 	}
 	if p.clock == nil {
 		p.clock = time.Now
+	}
+	p.acqEvents, p.acqInterval = opts.Events, int64(opts.AcquireInterval)
+	if p.acqEvents == nil {
+		p.acqEvents = opts.SAD.events
+	}
+	if p.acqInterval <= 0 {
+		p.acqInterval = int64(time.Second)
 	}
 	if p.mode != Shared && n > 1 {
 		ql := opts.QueueLen
@@ -409,6 +419,12 @@ func (w *Worker) in(p *Packet, queued bool) {
 		return
 	}
 	p.SA = sa
+	if !p.ESPOnly {
+		if r := sa.outerCheck(w.run.at, &w.parsed); r != DropNone {
+			w.sdrop(p, r)
+			return
+		}
+	}
 	if sa.expired() {
 		w.sdrop(p, sa.expiredReason())
 		return
@@ -440,6 +456,9 @@ func (w *Worker) in(p *Packet, queued bool) {
 	if !sa.replayUpdate(seq, w.locked) {
 		w.sdrop(p, DropReplay) // a concurrent copy of the packet won
 		return
+	}
+	if sa.cfg.FloatRemote && !p.ESPOnly && seq > w.run.top && seq > sa.rxTop.Load() {
+		sa.noteEndpoint(w.parsed.Src, w.parsed.SrcPort, w.now, w) // authenticated and newest: see outer.go
 	}
 	w.run.top = max(w.run.top, seq)
 	if err == esp.ErrDummy {
@@ -536,7 +555,7 @@ func (w *Worker) out(p *Packet, queued bool) {
 				if pol != nil {
 					w.acquire(p, pol)
 				} else {
-					w.pdrop(p, DropNoSA)
+					w.tunnelAcquire(p, t)
 				}
 				return
 			}
@@ -563,7 +582,7 @@ func (w *Worker) out(p *Packet, queued bool) {
 			if pol != nil {
 				w.acquire(p, pol)
 			} else {
-				w.pdrop(p, DropNoSA)
+				w.tunnelAcquire(p, t) // t != nil: without policy the SA came from a tunnel
 			}
 			return
 		}
@@ -574,6 +593,8 @@ func (w *Worker) out(p *Packet, queued bool) {
 	if sa.expired() {
 		if pol != nil {
 			w.p.spd.acquire(pol, &w.flow, w.now, w)
+		} else if t != nil {
+			w.raiseTunnelAcquire(p, t)
 		}
 		w.sdrop(p, sa.expiredReason())
 		return

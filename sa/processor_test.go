@@ -324,7 +324,7 @@ func TestOutboundNoSA(t *testing.T) {
 	b[0] = packetFor(udpPacket(hostA, hostB, 1, 2, 10, 1))
 	b[0].Tunnel = tun
 	p.Worker(0).Outbound(b)
-	if b[0].Reason != DropNoSA {
+	if b[0].Reason != DropAcquire {
 		t.Fatalf("empty tunnel: %v", b[0].Reason)
 	}
 	// Not enough headroom.

@@ -68,6 +68,8 @@ type SA struct {
 	events  atomic.Pointer[EventFunc]
 	tunnel  atomic.Pointer[Tunnel]
 	owner   atomic.Pointer[SAD]
+	lastEP  atomic.Pointer[netip.AddrPort] // FloatRemote: last endpoint reported (outer.go)
+	binds   tunnelSet                      // tunnels the SA was bound to (tunnel.go)
 	closeMu sync.Mutex
 
 	// Mutable attributes and lifecycle state (update.go, seqstate.go).
@@ -376,7 +378,7 @@ func (s *SA) emit(sink eventSink, e Event) {
 	if p == nil {
 		return
 	}
-	e.SA, e.SPI, e.Name, e.Direction = s, s.spi, s.cfg.Name, s.dir
+	e.SA, e.SPI, e.Name, e.Direction, e.Child = s, s.spi, s.cfg.Name, s.dir, s.cfg.Child
 	if sink != nil {
 		sink.raise(*p, e)
 		return
@@ -528,6 +530,7 @@ func (s *SA) StatsAt(now time.Time) Stats {
 	st := Stats{
 		Name:         s.cfg.Name,
 		SPI:          s.spi,
+		Child:        s.cfg.Child,
 		Direction:    s.dir,
 		Mode:         s.mode.String(),
 		Transform:    s.transform.Name(),
@@ -624,6 +627,8 @@ type configView struct {
 	InitialSeq            uint64     `json:"initial_seq,omitempty"`
 	SeqLimit              uint64     `json:"seq_limit,omitempty"`
 	ESPOnly               bool       `json:"esp_only,omitempty"`
+	Child                 ChildID    `json:"child,omitempty"`
+	FloatRemote           bool       `json:"float_remote,omitempty"`
 }
 
 func redacted(k []byte) string {
@@ -644,6 +649,7 @@ func (cfg Config) view() configView {
 		TFCPadTo: cfg.TFCPadTo, Selectors: cfg.Selectors, Worker: cfg.Worker,
 		PinWorker: cfg.PinWorker, Created: cfg.Created,
 		InitialSeq: cfg.InitialSeq, SeqLimit: cfg.SeqLimit, ESPOnly: cfg.ESPOnly,
+		Child: cfg.Child, FloatRemote: cfg.FloatRemote,
 	}
 }
 

@@ -193,7 +193,7 @@ func TestCloseWipes(t *testing.T) {
 	r.sadA.Delete(Out, r.out.SPI())
 	b := []Packet{packetFor(udpPacket(hostA, hostB, 1, 2, 10, 1))}
 	r.wSend.Outbound(b)
-	if b[0].Reason != DropNoSA {
+	if b[0].Reason != DropAcquire {
 		t.Fatalf("outbound on a deleted SA: %v", b[0].Reason)
 	}
 }

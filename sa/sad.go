@@ -7,12 +7,17 @@ import (
 	"time"
 )
 
-// SAD is the Security Association Database: SAs by direction and SPI.
+// SAD is the Security Association Database. Inbound SAs are keyed by
+// SPI, as a receiver finds them (RFC 4301 §4.1); outbound SAs are keyed
+// by SPI, Remote and (with UDPEncap) RemotePort, because the SPI of an
+// outbound SA is chosen by the peer: two peers may pick the same one.
+// The data path reaches outbound SAs through Tunnels and the SPD, never
+// by SPI; GetOut finds one for management.
 //
 // Reads (Lookup, used by every inbound packet) take no lock and do not
-// allocate. Each direction is an open-addressing hash table with linear
-// probing whose slots hold the SPI and an atomic pointer to the SA; the
-// table itself sits behind an atomic pointer. Writers (Add, Replace,
+// allocate. The inbound table is an open-addressing hash table with
+// linear probing whose slots hold the SPI and an atomic pointer to the
+// SA; the table itself sits behind an atomic pointer. Writers (Add, Replace,
 // Delete) serialise on a mutex and change single slots in place, with
 // atomic stores ordered so that a concurrent reader sees either the old
 // or the new entry; only growth copies the table, so an update costs
@@ -20,11 +25,13 @@ import (
 // two probes from one SA to millions. (A copy-on-write map would copy the
 // whole map per update: fine for tens of SAs, far too slow at a million.)
 type SAD struct {
-	mu     sync.Mutex
-	in     atomic.Pointer[table]
-	out    atomic.Pointer[table]
-	events EventFunc
-	clock  func() time.Time
+	mu       sync.Mutex
+	in       atomic.Pointer[table]
+	out      outIndex          // under mu
+	children map[ChildID][]*SA // under mu; see child.go
+	spis     map[uint32]int64  // under mu: reserved inbound SPIs → expiry (unix nanos); see spialloc.go
+	events   EventFunc
+	clock    func() time.Time
 }
 
 // Slot keys: 0 is an empty slot, keyLive|spi a used one and keyDead|spi
@@ -118,53 +125,42 @@ func (t *table) insert(sa *SA) {
 
 // NewSAD returns an empty SAD.
 func NewSAD(opts SADOptions) *SAD {
-	d := &SAD{events: opts.Events, clock: opts.Clock}
+	d := &SAD{events: opts.Events, clock: opts.Clock, children: map[ChildID][]*SA{}, spis: map[uint32]int64{}}
 	if d.clock == nil {
 		d.clock = time.Now
 	}
 	d.in.Store(newTable(8))
-	d.out.Store(newTable(8))
+	d.out.bySPI = map[uint32][]*SA{}
 	return d
-}
-
-func (d *SAD) tab(dir Direction) *atomic.Pointer[table] {
-	if dir == Out {
-		return &d.out
-	}
-	return &d.in
 }
 
 // Lookup returns the inbound SA with the given SPI, or nil. It takes no
 // lock and does not allocate.
 func (d *SAD) Lookup(spi uint32) *SA { return d.in.Load().lookup(spi) }
 
-// LookupOut returns the outbound SA with the given SPI, or nil.
-func (d *SAD) LookupOut(spi uint32) *SA { return d.out.Load().lookup(spi) }
-
-// Get returns the SA of the given direction and SPI, or nil.
-func (d *SAD) Get(dir Direction, spi uint32) *SA { return d.tab(dir).Load().lookup(spi) }
-
-// Add inserts s. It fails with ErrExists if an SA with the same
-// direction and SPI is present, and with ErrClosed for a closed SA or
-// one that is already in another SAD. If s has no EventFunc, it gets
+// Add inserts s. It fails with ErrExists if an inbound SA with the same
+// SPI, or an outbound SA with the same SPI, Remote and RemotePort, is
+// present, and with ErrClosed for a closed SA or ErrExists for one that
+// is already in a SAD. An inbound SA whose SPI was reserved by AllocSPI
+// consumes the reservation. If s has no EventFunc, it gets
 // SADOptions.Events.
-func (d *SAD) Add(s *SA) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if s.State() == StateDeleted {
-		return fmt.Errorf("%w: %v", ErrClosed, s)
-	}
-	p := d.tab(s.dir)
-	t := p.Load()
-	if t.find(s.spi) != nil {
-		return fmt.Errorf("%w: %v SPI 0x%08x", ErrExists, s.dir, s.spi)
-	}
-	if !s.owner.CompareAndSwap(nil, d) {
-		return fmt.Errorf("%w: %v is in another SAD", ErrExists, s)
-	}
+func (d *SAD) Add(s *SA) error { return d.AddChild(s) }
+
+// addLocked inserts s, which checkAdd accepted (d.mu held).
+func (d *SAD) addLocked(s *SA) {
 	if d.events != nil && s.events.Load() == nil {
 		s.SetEvents(d.events)
 	}
+	if s.cfg.Child != 0 {
+		d.children[s.cfg.Child] = append(d.children[s.cfg.Child], s)
+	}
+	if s.dir == Out {
+		d.out.add(s)
+		return
+	}
+	delete(d.spis, s.spi) // the reservation, if any, is consumed
+	p := &d.in
+	t := p.Load()
 	// Keep the load (live entries and tombstones) at most one half, so
 	// probe sequences stay short. When it would pass that, rebuild into
 	// a fresh table - twice the size if live entries fill more than 3/8
@@ -187,12 +183,14 @@ func (d *SAD) Add(s *SA) error {
 		t = nt
 	}
 	t.insert(s)
-	return nil
 }
 
-// Replace atomically puts s in place of the SA with the same direction
-// and SPI, so that no packet finds neither, then closes the old SA
-// (waiting for in-flight packets, wiping its keys) and returns it.
+// Replace atomically puts s in place of the SA with the same key (SPI
+// inbound; SPI, Remote and RemotePort outbound), so that no packet finds
+// neither, then closes the old SA (waiting for in-flight packets, wiping
+// its keys) and returns it. The old SA leaves its child group (s joins
+// its own, Config.Child). Replace raises no EventDeleted: the SPI stays
+// in use.
 //
 // When s has the same transform and key material as the old SA
 // (SA.SameKey), it is the same SA under the same key and takes its state
@@ -213,12 +211,17 @@ func (d *SAD) Replace(s *SA) (old *SA, err error) {
 		d.mu.Unlock()
 		return nil, fmt.Errorf("%w: %v", ErrClosed, s)
 	}
-	sl := d.tab(s.dir).Load().find(s.spi)
-	if sl == nil {
+	var sl *slot
+	if s.dir == Out {
+		old = d.out.find(s)
+	} else if sl = d.in.Load().find(s.spi); sl != nil {
+		old = sl.sa.Load()
+	}
+	if old == nil {
 		d.mu.Unlock()
 		return nil, fmt.Errorf("%w: %v SPI 0x%08x", ErrNotFound, s.dir, s.spi)
 	}
-	if sl.sa.Load() == s {
+	if old == s {
 		d.mu.Unlock()
 		return nil, fmt.Errorf("%w: replacing %v by itself", ErrExists, s)
 	}
@@ -229,15 +232,27 @@ func (d *SAD) Replace(s *SA) (old *SA, err error) {
 	if d.events != nil && s.events.Load() == nil {
 		s.SetEvents(d.events)
 	}
-	if prev := sl.sa.Load(); s.SameKey(prev) {
+	swap := func() {
+		if sl != nil {
+			sl.sa.Store(s)
+		} else {
+			d.out.swap(old, s)
+		}
+		d.leaveChild(old)
+		if s.cfg.Child != 0 {
+			d.children[s.cfg.Child] = append(d.children[s.cfg.Child], s)
+		}
+		old.owner.Store(nil)
+	}
+	if s.SameKey(old) {
 		// Invariant: under one key no sequence number is sent twice and
 		// no packet is accepted twice. Keep workers off s, wait for any
-		// that used it before, retire prev (Close waits for its runs),
+		// that used it before, retire old (Close waits for its runs),
 		// carry its state into s, and only then let s be used - all under
 		// d.mu, so that a concurrent Replace of s waits for the carry.
 		s.held.Store(true)
 		s.waitIdle()
-		old = sl.sa.Swap(s)
+		swap()
 		old.Close()
 		var ev eventList
 		s.carryFrom(old, &ev)
@@ -246,59 +261,71 @@ func (d *SAD) Replace(s *SA) (old *SA, err error) {
 		ev.deliver() // outside d.mu: a handler may call the SAD
 		return old, nil
 	}
-	old = sl.sa.Swap(s)
+	swap()
 	d.mu.Unlock()
 	old.Close()
 	return old, nil
 }
 
-// Remove takes the SA out of the SAD without closing it and returns it;
-// the caller owns it and should Close it when done.
+// Remove takes the SA out of the SAD and out of its Tunnel without
+// closing it and returns it; the caller owns it and should Close it when
+// done. For outbound SAs the SPI must identify one SA (else ErrAmbiguous:
+// use RemoveSA). Remove raises no EventDeleted.
 func (d *SAD) Remove(dir Direction, spi uint32) (*SA, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	t := d.tab(dir).Load()
-	sl := t.find(spi)
-	if sl == nil {
-		return nil, fmt.Errorf("%w: %v SPI 0x%08x", ErrNotFound, dir, spi)
+	s, err := d.get(dir, spi)
+	if err == nil {
+		d.removeLocked(s)
 	}
-	sl.key.Store(keyDead | uint64(spi)) // key first: readers stop matching
-	s := sl.sa.Swap(nil)
-	t.live--
-	s.owner.Store(nil)
+	d.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	unbindAll(s)
 	return s, nil
 }
 
-// Delete removes the SA and closes it: once in-flight packets are done
-// its keys are wiped. Packets that arrive for it later count as DropNoSA.
+// Delete removes the SA (see Remove), unbinds it from its Tunnel and
+// closes it: once in-flight packets are done its keys are wiped, then
+// EventDeleted is raised. Packets that arrive for it later count as
+// DropNoSA (inbound) or raise an acquire (outbound, through its tunnel).
 func (d *SAD) Delete(dir Direction, spi uint32) error {
-	s, err := d.Remove(dir, spi)
+	d.mu.Lock()
+	s, err := d.get(dir, spi)
+	d.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	s.Close()
-	return nil
+	return d.deleteSA(s)
 }
 
 // Len returns the number of SAs (both directions).
 func (d *SAD) Len() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.in.Load().live + d.out.Load().live
+	return d.in.Load().live + d.out.n
 }
 
-// Range calls fn for every SA, inbound first, until fn returns false. It
-// reads the tables like Lookup does, without locking out writers.
+// Range calls fn for every SA, inbound first, until fn returns false.
+// It reads the inbound table like Lookup does, without locking out
+// writers; outbound SAs come from a snapshot taken under the SAD's lock,
+// so fn may call the SAD. The order is unspecified.
 func (d *SAD) Range(fn func(*SA) bool) {
-	for _, p := range []*atomic.Pointer[table]{&d.in, &d.out} {
-		t := p.Load()
-		for i := range t.slots {
-			if t.slots[i].key.Load()&keyLive == 0 {
-				continue
-			}
-			if sa := t.slots[i].sa.Load(); sa != nil && !fn(sa) {
-				return
-			}
+	t := d.in.Load()
+	for i := range t.slots {
+		if t.slots[i].key.Load()&keyLive == 0 {
+			continue
+		}
+		if sa := t.slots[i].sa.Load(); sa != nil && !fn(sa) {
+			return
+		}
+	}
+	d.mu.Lock()
+	out := d.out.all()
+	d.mu.Unlock()
+	for _, sa := range out {
+		if !fn(sa) {
+			return
 		}
 	}
 }
@@ -313,12 +340,16 @@ func (d *SAD) All() []*SA {
 // Sweep checks the time lifetimes of every SA at now (zero: the SAD's
 // clock) and raises the soft and hard expire events that are due. The
 // data path checks time lifetimes only when packets flow; call Sweep
-// periodically (say once a second) so that idle SAs expire too.
+// periodically (say once a second) so that idle SAs expire too. It also
+// drops expired SPI reservations (AllocSPI).
 func (d *SAD) Sweep(now time.Time) {
 	if now.IsZero() {
 		now = d.clock()
 	}
 	n := now.UnixNano()
+	d.mu.Lock()
+	d.expireReservations(n)
+	d.mu.Unlock()
 	d.Range(func(s *SA) bool {
 		s.checkTime(s.attrs.Load(), n, nil)
 		return true

@@ -18,7 +18,7 @@ func TestSADAddReplaceDelete(t *testing.T) {
 	if err := d.Add(out); err != nil { // same SPI, other direction
 		t.Fatal(err)
 	}
-	if d.Lookup(0x500) != in || d.LookupOut(0x500) != out || d.Get(Out, 0x500) != out {
+	if d.Lookup(0x500) != in || d.GetOut(0x500, out.Config().Remote) != out || len(d.Outbound(0x500)) != 1 {
 		t.Fatal("lookup by direction")
 	}
 	if d.Lookup(0x501) != nil {
@@ -49,7 +49,7 @@ func TestSADAddReplaceDelete(t *testing.T) {
 	if err := d.Delete(In, 0x500); err != nil {
 		t.Fatal(err)
 	}
-	if d.Lookup(0x500) != nil || d.LookupOut(0x500) != out || in2.State() != StateDeleted {
+	if d.Lookup(0x500) != nil || d.GetOut(0x500, out.Config().Remote) != out || in2.State() != StateDeleted {
 		t.Fatal("Delete")
 	}
 	s, err := d.Remove(Out, 0x500)

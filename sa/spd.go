@@ -321,6 +321,9 @@ func (p *SPD) acquire(pol *Policy, f *flow, now int64, sink eventSink) {
 		return // another worker raised it
 	}
 	e := Event{Kind: EventAcquire, Time: time.Unix(0, now), Policy: pol, Direction: Out, Packet: f.selector()}
+	if pol.Tunnel != nil {
+		e.Tunnel, e.TunnelName = pol.Tunnel, pol.Tunnel.name
+	}
 	if sink != nil {
 		sink.raise(p.events, e)
 	} else {

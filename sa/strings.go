@@ -37,7 +37,7 @@ func nonEmpty(names []string) []string {
 var (
 	directionNames   = []string{"", "in", "out"}
 	stateNames       = []string{"active", "soft-expired", "expired", "deleted"}
-	eventNames       = []string{"", "soft-expire", "hard-expire", "seq-overflow", "acquire", "seq-limit"}
+	eventNames       = []string{"", "soft-expire", "hard-expire", "seq-overflow", "acquire", "seq-limit", "deleted", "endpoint-changed"}
 	limitNames       = []string{"", "bytes", "packets", "time", "sequence"}
 	verdictNames     = []string{"none", "ok", "drop", "control", "bypass", "handed-off"}
 	concurrencyNames = []string{"shared", "sharded", "per-cpu"}
@@ -65,6 +65,8 @@ var (
 		DropQueueFull:   "queue-full",
 		DropInternal:    "internal",
 		DropSeqLimit:    "seq-limit",
+		DropEncap:       "encap",
+		DropOuter:       "outer-address",
 	}
 )
 

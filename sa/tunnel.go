@@ -22,6 +22,8 @@ type Tunnel struct {
 	mu   sync.Mutex
 	out  atomic.Pointer[[]*SA]
 	in   atomic.Pointer[[]*SA]
+
+	lastAcquire atomic.Int64 // unix nanos of the last acquire event (see acquire.go)
 }
 
 // NewTunnel returns a tunnel without SAs.
@@ -41,17 +43,23 @@ func (t *Tunnel) String() string { return "Tunnel(" + t.name + ")" }
 // SetOutbound atomically makes sas the tunnel's outbound SAs. With one
 // SA every worker uses it; with several (per-CPU SAs) worker i uses
 // sas[i % len(sas)]. Without arguments the tunnel has no outbound SA and
-// its packets are dropped with DropNoSA. SAs that are not outbound are
-// ignored.
+// its packets raise EventAcquire and are dropped with DropAcquire. SAs
+// that are not outbound, and deleted (closed) ones, are ignored.
 func (t *Tunnel) SetOutbound(sas ...*SA) {
 	l := make([]*SA, 0, len(sas))
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	for _, s := range sas {
-		if s != nil && s.dir == Out {
+		if s == nil || s.dir != Out {
+			continue
+		}
+		// Record the binding, then check the state, under t.mu: see
+		// finishDelete.
+		s.binds.add(t)
+		if s.State() != StateDeleted {
 			l = append(l, s)
 		}
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	for _, s := range l {
 		s.tunnel.Store(t)
 	}
@@ -74,13 +82,18 @@ func (t *Tunnel) pick(w int) *SA {
 }
 
 // AddInbound records s as one of the tunnel's inbound SAs; Inbound then
-// reports the tunnel in Packet.Tunnel of the packets s decrypts.
+// reports the tunnel in Packet.Tunnel of the packets s decrypts. A
+// deleted (closed) SA is ignored.
 func (t *Tunnel) AddInbound(s *SA) {
 	if s == nil || s.dir != In {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	s.binds.add(t)
+	if s.State() == StateDeleted { // after recording the binding, under t.mu: see finishDelete
+		return
+	}
 	old := *t.in.Load()
 	if slices.Contains(old, s) {
 		return
@@ -106,3 +119,48 @@ func (t *Tunnel) RemoveInbound(s *SA) {
 
 // Inbound returns the inbound SAs.
 func (t *Tunnel) Inbound() []*SA { return slices.Clone(*t.in.Load()) }
+
+// tunnelSet is the set of tunnels an SA was ever bound to (an SA may be
+// in several), so that deleting it can take it out of every one. Lock
+// order: a Tunnel's mu, then the set's.
+type tunnelSet struct {
+	mu sync.Mutex
+	l  []*Tunnel
+}
+
+func (b *tunnelSet) add(t *Tunnel) {
+	b.mu.Lock()
+	if !slices.Contains(b.l, t) {
+		b.l = append(b.l, t)
+	}
+	b.mu.Unlock()
+}
+
+func (b *tunnelSet) list() []*Tunnel {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.l)
+}
+
+// unbindAll takes s out of every tunnel it was bound to.
+func unbindAll(s *SA) {
+	for _, t := range s.binds.list() {
+		t.unbind(s)
+	}
+}
+
+// unbind removes s from the outbound and inbound lists; SAD deletion
+// calls it, so that a deleted SA is never reachable through a tunnel.
+func (t *Tunnel) unbind(s *SA) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old := *t.out.Load(); slices.Contains(old, s) {
+		l := slices.DeleteFunc(slices.Clone(old), func(x *SA) bool { return x == s })
+		t.out.Store(&l)
+	}
+	if old := *t.in.Load(); slices.Contains(old, s) {
+		l := slices.DeleteFunc(slices.Clone(old), func(x *SA) bool { return x == s })
+		t.in.Store(&l)
+	}
+	s.tunnel.CompareAndSwap(t, nil)
+}

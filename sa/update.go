@@ -148,6 +148,21 @@ func (s *SA) Update(c Changes) error {
 }
 
 func (s *SA) update(c Changes, ev *eventList) error {
+	// A new peer endpoint of an outbound SA changes its key in the SAD
+	// (SPI, Remote, RemotePort): take the SAD's lock first (the order
+	// SAD.Replace uses, d.mu then updMu) so that the check below and the
+	// change are one step. Invariant: no two outbound SAs of a SAD share
+	// SPI, Remote and RemotePort.
+	var d *SAD
+	if s.dir == Out && (c.Remote != nil || c.RemotePort != nil) {
+		if d = s.owner.Load(); d != nil {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			if s.owner.Load() != d { // removed meanwhile
+				d = nil
+			}
+		}
+	}
 	s.updMu.Lock()
 	defer s.updMu.Unlock()
 	if s.State() == StateDeleted {
@@ -195,10 +210,15 @@ func (s *SA) update(c Changes, ev *eventList) error {
 			return err
 		}
 	}
+	a := s.newAttrs(outer, soft, hard)
+	if d != nil {
+		if o := d.out.conflict(s, keyOfOutAt(s, a)); o != nil {
+			return fmt.Errorf("%w: outbound SPI 0x%08x towards %v is %v", ErrExists, s.spi, a.endpoint(s.cfg.UDPEncap), o)
+		}
+	}
 	// Validated: commit. Invariant: Update never touches the sequence
 	// counter, the replay window, the counters or the lifetime usage -
 	// the SA stays the same SA under the same key.
-	a := s.newAttrs(outer, soft, hard)
 	s.attrs.Store(a)
 	if c.PathMTU != nil {
 		s.pathMTU.Store(int32(*c.PathMTU))

@@ -51,10 +51,20 @@ func TestUpdateKeepsState(t *testing.T) {
 		Remote: &newRemote, TTL: ptr(uint8(9)), DF: ptr(true)}); err != nil {
 		t.Fatal(err)
 	}
+	sender := r.in.Config().Remote
 	if err := r.in.Update(Changes{SoftLifetime: &soft, HardLifetime: &hard, Remote: ptr(netip.MustParseAddr("192.0.2.99"))}); err != nil {
 		t.Fatal(err)
 	}
+	// The inbound SA now expects its peer at 192.0.2.99: a packet from
+	// the old address is dropped before decryption (and not counted as
+	// accepted, so it can be opened again below).
 	p := r.seal(t, inner)
+	if q := r.open(clonePacket(p)); q.Verdict != VerdictDrop || q.Reason != DropOuter {
+		t.Fatalf("open from the old peer address after Update: %v %v, want drop %v", q.Verdict, q.Reason, DropOuter)
+	}
+	if err := r.in.Update(Changes{Remote: &sender}); err != nil {
+		t.Fatal(err)
+	}
 	seq, dst := espSeq(t, p)
 	if seq != 6 || dst != newRemote {
 		t.Fatalf("after Update: seq %d dst %v, want 6 %v", seq, dst, newRemote)
@@ -62,6 +72,14 @@ func TestUpdateKeepsState(t *testing.T) {
 	if d := p.Data(); d[8] != 9 || d[6]&0x40 == 0 {
 		t.Fatalf("TTL %d flags %#x", d[8], d[6])
 	}
+	// The receiver's SA expects its own address as the destination
+	// (DropOuter otherwise): deliver p as a 1:1 NAT in front of the
+	// receiver would, with the destination rewritten.
+	if q := r.open(clonePacket(p)); q.Verdict != VerdictDrop || q.Reason != DropOuter {
+		t.Fatalf("open of a packet for another destination: %v %v, want drop %v", q.Verdict, q.Reason, DropOuter)
+	}
+	local := r.in.Config().Local.As4()
+	copy(p.Data()[16:20], local[:])
 	if q := r.open(p); q.Verdict != VerdictOK {
 		t.Fatalf("open after update: %v %v", q.Verdict, q.Reason)
 	}

@@ -62,7 +62,7 @@ func BenchmarkEngine(b *testing.B) {
 		}
 		return s
 	}
-	in := newSA(sa.Config{SPI: spiIn, Direction: sa.In, Local: n.pC, Remote: n.eC, ReplayWindow: sa.ReplayDisabled})
+	in := newSA(sa.Config{SPI: spiIn, Direction: sa.In, Local: n.eC, Remote: n.pC, ReplayWindow: sa.ReplayDisabled})
 	out := newSA(sa.Config{SPI: spiOut, Direction: sa.Out, Local: n.eC, Remote: n.pC})
 	peerOut := newSA(sa.Config{SPI: spiIn, Direction: sa.Out, Local: n.pC, Remote: n.eC})
 	sad, peerSAD := sa.NewSAD(sa.SADOptions{}), sa.NewSAD(sa.SADOptions{})

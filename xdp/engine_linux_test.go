@@ -76,9 +76,6 @@ func newEngSAs(t testing.TB, n *engNet) *engSAs {
 	mk := func(spi uint32, dir sa.Direction, natt bool) *sa.SA {
 		cfg := sa.Config{Name: fmt.Sprintf("sa-%x", spi), SPI: spi, Direction: dir, Mode: esp.Tunnel,
 			Local: n.eC, Remote: n.pC, Transform: tr, Key: engKey, UDPEncap: natt}
-		if dir == sa.In {
-			cfg.Local, cfg.Remote = n.pC, n.eC
-		}
 		s, err := sa.New(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -663,7 +660,7 @@ func TestEngineSharded(t *testing.T) {
 	sad := sa.NewSAD(sa.SADOptions{})
 	var ins []*sa.SA
 	for w, spi := range []uint32{spiIn, spiInNATT} {
-		s, err := sa.New(sa.Config{SPI: spi, Direction: sa.In, Mode: esp.Tunnel, Local: n.pC, Remote: n.eC,
+		s, err := sa.New(sa.Config{SPI: spi, Direction: sa.In, Mode: esp.Tunnel, Local: n.eC, Remote: n.pC,
 			Transform: tr, Key: engKey, UDPEncap: spi == spiInNATT, Worker: w, PinWorker: true})
 		if err != nil {
 			t.Fatal(err)
@@ -778,7 +775,7 @@ func TestEngineLiveSAUpdate(t *testing.T) {
 	waitFor("2 no-SA drops", func() bool { return e.Stats().Processor.Drops[sa.DropNoSA] == 2 })
 
 	in, err := sa.New(sa.Config{Name: "new", SPI: spiNew, Direction: sa.In, Mode: esp.Tunnel,
-		Local: n.pC, Remote: n.eC, Transform: esp.MustParseTransform("aes128gcm16"), Key: engKey})
+		Local: n.eC, Remote: n.pC, Transform: esp.MustParseTransform("aes128gcm16"), Key: engKey})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func ExampleEngine() {
 		log.Fatal(err)
 	}
 	in, err := sa.New(sa.Config{SPI: 0x1001, Direction: sa.In, Mode: esp.Tunnel,
-		Local: remote, Remote: local, Transform: tr, Key: key})
+		Local: local, Remote: remote, Transform: tr, Key: key})
 	if err != nil {
 		log.Fatal(err)
 	}

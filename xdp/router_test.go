@@ -127,8 +127,8 @@ func newRouterNet(t *testing.T, pathMTUA, wanMTU int) *routerNet {
 		must(err)
 		return routerSide{out: out, in: in, proc: proc}
 	}
-	n.a = side(mkSA(0xa0b, sa.Out, wanA, wanB, keyAB, pathMTUA), mkSA(0xb0a, sa.In, wanB, wanA, keyBA, 0))
-	n.b = side(mkSA(0xb0a, sa.Out, wanB, wanA, keyBA, 0), mkSA(0xa0b, sa.In, wanA, wanB, keyAB, 0))
+	n.a = side(mkSA(0xa0b, sa.Out, wanA, wanB, keyAB, pathMTUA), mkSA(0xb0a, sa.In, wanA, wanB, keyBA, 0))
+	n.b = side(mkSA(0xb0a, sa.Out, wanB, wanA, keyBA, 0), mkSA(0xa0b, sa.In, wanB, wanA, keyAB, 0))
 	return n
 }
 

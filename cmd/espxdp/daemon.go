@@ -243,6 +243,7 @@ func cmdSA(args []string, stdout, stderr io.Writer) error {
 	case "del", "delete":
 		dir := fs.String("direction", "", "in or out")
 		spi := fs.String("spi", "", "SPI (decimal or 0x hex)")
+		remote := fs.String("remote", "", "outbound: the peer's address, when several outbound SAs share the SPI")
 		if err := parseFlags(fs, args[1:], "direction", "spi"); err != nil {
 			return err
 		}
@@ -254,7 +255,7 @@ func cmdSA(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return usagef("sa del: bad --spi %q", *spi)
 		}
-		if _, err := cf.call(gateway.Request{Cmd: "sa-del", Direction: *dir, SPI: uint32(x)}); err != nil {
+		if _, err := cf.call(gateway.Request{Cmd: "sa-del", Direction: *dir, SPI: uint32(x), Remote: *remote}); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "sa del: %s SPI 0x%x done\n", *dir, x)

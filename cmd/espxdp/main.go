@@ -8,7 +8,7 @@
 //	espxdp run --config F [--netns NAME] [--socket PATH]
 //	espxdp show sa|stats [--socket PATH] [--json]
 //	espxdp sa add|update --file SA.yaml [--tunnel NAME] [--socket PATH]
-//	espxdp sa del --direction in|out --spi X [--socket PATH]
+//	espxdp sa del --direction in|out --spi X [--remote ADDR] [--socket PATH]
 //	espxdp sa reload [--socket PATH]
 //	espxdp demo [-size BYTES] [-transform NAME] [-duration D]
 //

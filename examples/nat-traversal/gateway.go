@@ -63,7 +63,8 @@ type gateway struct {
 //
 //  1. An SAD and a route-based sa.Tunnel; the processor sends
 //     everything that reaches it through the tunnel's outbound SA
-//     (none yet: such packets are dropped with DropNoSA).
+//     (none yet: such packets are dropped with DropAcquire and raise an
+//     acquire event).
 //  2. A TUN device as the tunnel interface, with the far site routed
 //     into it.
 //  3. An AF_XDP engine on the WAN port. Its XDP program takes ESP-in-UDP

@@ -38,7 +38,10 @@ func newSAPair(name string, spi uint32, tr esp.Transform, src, dst netip.Addr, p
 	if out, err = sa.New(cfg); err != nil {
 		return nil, nil, err
 	}
-	cfg.Direction = sa.In
+	// The receiver's view: the outer destination is its own address
+	// (Local), the source the sender's (Remote); it drops ESP arriving
+	// from or to other addresses (sa.DropOuter).
+	cfg.Direction, cfg.Local, cfg.Remote = sa.In, dst, src
 	if in, err = sa.New(cfg); err != nil {
 		return nil, nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,7 +26,7 @@ import (
 //	show-stats                    -> Response.Stats
 //	sa-add    {sa, tunnel}        -> ok
 //	sa-update {sa, tunnel}        -> ok
-//	sa-del    {direction, spi}    -> ok
+//	sa-del    {direction, spi[, remote]} -> ok (remote: outbound SAs sharing an SPI)
 //	reload                        -> Response.Reload (re-reads the file the daemon runs from)
 
 // Request is one control command.
@@ -37,6 +38,9 @@ type Request struct {
 	Tunnel    string `json:"tunnel,omitempty"`
 	Direction string `json:"direction,omitempty"`
 	SPI       uint32 `json:"spi,omitempty"`
+	// Remote identifies an outbound SA for sa-del when several outbound
+	// SAs (to different peers) have the SPI.
+	Remote string `json:"remote,omitempty"`
 }
 
 // Response answers a Request.
@@ -197,7 +201,14 @@ func (gw *Gateway) Handle(req Request) Response {
 		default:
 			return fail(fmt.Errorf("direction %q: want in or out", req.Direction))
 		}
-		if err := gw.DeleteSA(dir, req.SPI); err != nil {
+		var remote netip.Addr
+		if req.Remote != "" {
+			var err error
+			if remote, err = netip.ParseAddr(req.Remote); err != nil {
+				return fail(fmt.Errorf("remote: %v", err))
+			}
+		}
+		if err := gw.DeleteSA(dir, req.SPI, remote); err != nil {
 			return fail(err)
 		}
 		return Response{OK: true}

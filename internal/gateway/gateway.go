@@ -43,10 +43,13 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// key identifies an SA in the SAD.
+// key identifies an SA: inbound by SPI; outbound by SPI and peer, as
+// two peers may choose the same SPI for our outbound SAs (the
+// configuration allows that, see config's duplicate check).
 type key struct {
-	dir sa.Direction
-	spi uint32
+	dir    sa.Direction
+	spi    uint32
+	remote netip.Addr // outbound only
 }
 
 // entry is one installed SA and the configuration it came from.
@@ -157,11 +160,10 @@ func fingerprint(c *config.SA) [32]byte {
 }
 
 func keyOf(c *config.SA) key {
-	d := sa.In
 	if c.Direction == config.Out {
-		d = sa.Out
+		return key{sa.Out, c.SPI, c.Remote}
 	}
-	return key{d, c.SPI}
+	return key{dir: sa.In, spi: c.SPI}
 }
 
 // newSA makes the sa.SA of a configured SA, with the gateway's MTU and
@@ -241,7 +243,7 @@ func (gw *Gateway) remove(k key) error {
 			gw.rebindOut(t)
 		}
 	}
-	return gw.sad.Delete(k.dir, k.spi)
+	return gw.sad.DeleteSA(e.sa)
 }
 
 // replace swaps the SA of k for a new one made from c, make-before-break:
@@ -265,7 +267,7 @@ func (gw *Gateway) replace(c *config.SA, tunnel string) error {
 		}
 	}
 	gw.bind(k)
-	if _, err := gw.sad.Replace(s); err != nil {
+	if err := gw.swapSA(old.sa, s); err != nil {
 		gw.sas[k] = old
 		gw.bind(k)
 		s.Close()
@@ -279,9 +281,24 @@ func (gw *Gateway) replace(c *config.SA, tunnel string) error {
 	return nil
 }
 
+// swapSA puts s in old's place in the SAD: Replace when both have the
+// same SAD key; an outbound SA whose NAT-T port changed has another key,
+// so it is added before the old one is deleted (make-before-break).
+func (gw *Gateway) swapSA(old, s *sa.SA) error {
+	oc, nc := old.Config(), s.Config()
+	if s.Direction() == sa.Out && (oc.UDPEncap != nc.UDPEncap || oc.RemotePort != nc.RemotePort) {
+		if err := gw.sad.Add(s); err != nil {
+			return err
+		}
+		return gw.sad.DeleteSA(old)
+	}
+	_, err := gw.sad.Replace(s)
+	return err
+}
+
 func (gw *Gateway) closeSAs() {
 	for _, k := range gw.order {
-		gw.sad.Delete(k.dir, k.spi)
+		gw.sad.DeleteSA(gw.sas[k].sa)
 	}
 	gw.sas, gw.order = map[key]*entry{}, nil
 }
@@ -628,7 +645,11 @@ func (gw *Gateway) logEvents() {
 				if e.Policy != nil {
 					pol = e.Policy.Name
 				}
-				gw.log.Warn("acquire: no SA for protected traffic", "policy", pol, "src", e.Packet.Src, "dst", e.Packet.Dst, "proto", e.Packet.Proto)
+				gw.log.Warn("acquire: no SA for protected traffic", "policy", pol, "tunnel", e.TunnelName, "src", e.Packet.Src, "dst", e.Packet.Dst, "proto", e.Packet.Proto)
+			case sa.EventDeleted:
+				gw.log.Info("sa event", "event", e.Kind.String(), "sa", e.Name, "spi", fmt.Sprintf("0x%x", e.SPI), "dir", e.Direction.String())
+			case sa.EventEndpointChanged:
+				gw.log.Warn("sa event", "event", e.Kind.String(), "sa", e.Name, "spi", fmt.Sprintf("0x%x", e.SPI), "endpoint", e.Endpoint.String())
 			default:
 				gw.log.Warn("sa event", "event", e.Kind.String(), "sa", e.Name, "spi", fmt.Sprintf("0x%x", e.SPI), "dir", e.Direction.String(), "limit", e.Limit.String())
 			}

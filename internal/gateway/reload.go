@@ -192,11 +192,31 @@ func (gw *Gateway) UpdateSA(c *config.SA, tunnel string) error {
 }
 
 // DeleteSA removes the SA with this direction and SPI; its keys are
-// wiped once in-flight packets are done.
-func (gw *Gateway) DeleteSA(dir sa.Direction, spi uint32) error {
+// wiped once in-flight packets are done. An outbound SA is identified by
+// its SPI and remote; remote may be left invalid when only one outbound
+// SA has the SPI (else the error wraps sa.ErrAmbiguous).
+func (gw *Gateway) DeleteSA(dir sa.Direction, spi uint32, remote netip.Addr) error {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
-	if err := gw.remove(key{dir, spi}); err != nil {
+	k := key{dir: dir, spi: spi}
+	if dir == sa.Out {
+		k.remote = remote
+		if !remote.IsValid() {
+			var found []key
+			for x := range gw.sas {
+				if x.dir == sa.Out && x.spi == spi {
+					found = append(found, x)
+				}
+			}
+			if len(found) > 1 {
+				return fmt.Errorf("%w: SPI 0x%x: give the remote address", sa.ErrAmbiguous, spi)
+			}
+			if len(found) == 1 {
+				k = found[0]
+			}
+		}
+	}
+	if err := gw.remove(k); err != nil {
 		return err
 	}
 	gw.log.Info("sa deleted", "spi", fmt.Sprintf("0x%x", spi), "dir", dir.String())

@@ -235,7 +235,7 @@ func newShardRig(mode sa.Concurrency, dir sa.Direction, nw, flows, size, window,
 // close wipes the rig's keys.
 func (r *shardRig) close() {
 	for _, s := range r.sas {
-		r.sad.Delete(s.Direction(), s.SPI())
+		r.sad.DeleteSA(s)
 	}
 	for _, c := range r.seal {
 		c.Wipe()
