@@ -40,6 +40,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -166,7 +167,11 @@ type SA struct {
 	ReplayWindow int
 	Lifetime     Lifetime
 	PathMTU      int
-	Pos          Pos
+	// Selectors are the SA's own traffic selectors (selectors:, or
+	// remote_ts/local_ts), as the packets it carries appear; nil means
+	// none were configured (see Gateway.SelectorsOf for the default).
+	Selectors []sa.Selector
+	Pos       Pos
 
 	lines map[string]int // line of each field, for checks across SAs
 }
@@ -394,6 +399,7 @@ var saFields = map[string]bool{
 	"name": true, "direction": true, "spi": true, "mode": true, "local": true, "remote": true,
 	"encap": true, "local_port": true, "remote_port": true, "transform": true, "key": true,
 	"auth_key": true, "esn": true, "replay_window": true, "lifetime": true, "path_mtu": true,
+	"selectors": true, "remote_ts": true, "local_ts": true,
 }
 
 // sa parses and validates one SA mapping.
@@ -551,6 +557,7 @@ func (p *parser) sa(n *yaml.Node, path string) *SA {
 			}
 		}
 	}
+	s.Selectors = p.selectorSpec(vals, path, s.Direction == In)
 	if len(p.errs) == errsBefore {
 		p.checkCipher(s, vals, n)
 	}
@@ -891,7 +898,8 @@ func (s *SA) SAConfig() sa.Config {
 		HardLifetime: sa.Lifetime{
 			Bytes: s.Lifetime.HardBytes, Packets: s.Lifetime.HardPackets, Time: s.Lifetime.HardTime,
 		},
-		PathMTU: s.PathMTU,
+		PathMTU:   s.PathMTU,
+		Selectors: slices.Clone(s.Selectors),
 	}
 	if c.UDPEncap {
 		c.LocalPort, c.RemotePort = s.LocalPort, s.RemotePort

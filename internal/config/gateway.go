@@ -87,7 +87,11 @@ type TUNIface struct {
 type Tunnel struct {
 	Name    string
 	Out, In []string
-	Pos     Pos
+	// Selectors restrict what the tunnel's inbound SAs deliver
+	// (selectors:, remote_ts/local_ts; source = the peer's side); nil:
+	// derived (Gateway.InboundSelectors).
+	Selectors []sa.Selector
+	Pos       Pos
 }
 
 // Policy is one SPD entry (sa.Policy).
@@ -464,6 +468,7 @@ func (p *parser) tunnel(n *yaml.Node, path string) *Tunnel {
 		p.errorf(n.Line, path, "want a mapping with name, out and in")
 		return nil
 	}
+	sel := map[string]*yaml.Node{}
 	p.fields(n, path, func(key string, _, v *yaml.Node) bool {
 		f := join(path, key)
 		switch key {
@@ -474,10 +479,14 @@ func (p *parser) tunnel(n *yaml.Node, path string) *Tunnel {
 		case "in":
 			t.In = p.names(v, f)
 		default:
-			return false
+			if !selectorFields[key] {
+				return false
+			}
+			sel[key] = v
 		}
 		return true
 	})
+	t.Selectors = p.selectorSpec(sel, path, true)
 	if t.Name == "" {
 		p.errorf(n.Line, join(path, "name"), "missing")
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/espxdp/espxdp/bpf"
+	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/internal/show"
 	"github.com/espxdp/espxdp/internal/topo"
@@ -53,8 +54,9 @@ type key struct {
 type entry struct {
 	sa     *sa.SA
 	conf   *config.SA
-	sum    [32]byte // fingerprint of conf, keys included
+	sum    [32]byte // fingerprint of conf and sels, keys included
 	tunnel string
+	sels   []sa.Selector // the traffic selectors the SA was given
 }
 
 // Gateway is a running (or ready to run) gateway. Its methods are safe
@@ -113,7 +115,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		gw.def = gw.tunnels[gw.g.Tunnels[0].Name]
 	}
 	for _, c := range cfg.SAs {
-		if err := gw.install(c, tunnelOf(gw.g, c.Name)); err != nil {
+		if err := gw.install(c, gw.g, tunnelOf(gw.g, c.Name)); err != nil {
 			gw.closeSAs()
 			return nil, err
 		}
@@ -144,10 +146,10 @@ func tunnelOf(g *config.Gateway, name string) string {
 	return ""
 }
 
-func fingerprint(c *config.SA) [32]byte {
+func fingerprint(c *config.SA, sels []sa.Selector) [32]byte {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s|%v|%d|%v|%v|%v|%v|%d|%d|%v|%v|%d|%+v|%d|", c.Name, c.Direction, c.SPI, c.Mode, c.Local, c.Remote,
-		c.Encap, c.LocalPort, c.RemotePort, c.Transform, c.ESN, c.ReplayWindow, c.Lifetime, c.PathMTU)
+	fmt.Fprintf(h, "%s|%v|%d|%v|%v|%v|%v|%d|%d|%v|%v|%d|%+v|%d|%v|", c.Name, c.Direction, c.SPI, c.Mode, c.Local, c.Remote,
+		c.Encap, c.LocalPort, c.RemotePort, c.Transform, c.ESN, c.ReplayWindow, c.Lifetime, c.PathMTU, sels)
 	h.Write([]byte(strconv.Itoa(len(c.Key))))
 	h.Write(c.Key)
 	h.Write(c.AuthKey)
@@ -164,26 +166,37 @@ func keyOf(c *config.SA) key {
 	return key{d, c.SPI}
 }
 
-// newSA makes the sa.SA of a configured SA, with the gateway's MTU and
-// TTL conventions.
-func (gw *Gateway) newSA(c *config.SA) (*sa.SA, error) {
+// newSA makes the sa.SA of a configured SA bound to tunnel in the
+// gateway configuration g, with the gateway's MTU and TTL conventions
+// and its traffic selectors (config.Gateway.SelectorsOf), which it also
+// returns.
+func (gw *Gateway) newSA(c *config.SA, g *config.Gateway, tunnel string) (*sa.SA, []sa.Selector, error) {
 	sc := c.SAConfig()
 	sc.DF = true
+	sc.Selectors = g.SelectorsOf(c, tunnel)
 	s, err := sa.New(sc)
 	if err != nil {
-		return nil, c.Pos.Errorf("%v", err)
+		return nil, nil, c.Pos.Errorf("%v", err)
 	}
-	return s, nil
+	return s, sc.Selectors, nil
+}
+
+// warnSelectors logs an inbound tunnel-mode SA that got no traffic
+// selectors: it delivers any inner packet.
+func (gw *Gateway) warnSelectors(c *config.SA, sels []sa.Selector) {
+	if c.Direction == config.In && c.Mode == esp.Tunnel && sels == nil {
+		gw.log.Warn("inbound SA has no traffic selectors: the configuration sends nothing into its tunnel, so any inner source is delivered; set selectors or remote_ts", "sa", c.Name)
+	}
 }
 
 // install creates and adds one SA (no entry with its key may exist) and
-// binds it to tunnel (if named).
-func (gw *Gateway) install(c *config.SA, tunnel string) error {
+// binds it to tunnel (if named); g is the configuration it comes from.
+func (gw *Gateway) install(c *config.SA, g *config.Gateway, tunnel string) error {
 	k := keyOf(c)
 	if _, dup := gw.sas[k]; dup {
 		return fmt.Errorf("%w: %v SPI 0x%x", sa.ErrExists, k.dir, k.spi)
 	}
-	s, err := gw.newSA(c)
+	s, sels, err := gw.newSA(c, g, tunnel)
 	if err != nil {
 		return err
 	}
@@ -191,7 +204,8 @@ func (gw *Gateway) install(c *config.SA, tunnel string) error {
 		s.Close()
 		return err
 	}
-	gw.sas[k] = &entry{sa: s, conf: c, sum: fingerprint(c), tunnel: tunnel}
+	gw.warnSelectors(c, sels)
+	gw.sas[k] = &entry{sa: s, conf: c, sum: fingerprint(c, sels), tunnel: tunnel, sels: sels}
 	gw.order = append(gw.order, k)
 	gw.bind(k)
 	return nil
@@ -246,17 +260,18 @@ func (gw *Gateway) remove(k key) error {
 
 // replace swaps the SA of k for a new one made from c, make-before-break:
 // an outbound tunnel switches to the new SA before the old one closes.
-func (gw *Gateway) replace(c *config.SA, tunnel string) error {
+func (gw *Gateway) replace(c *config.SA, g *config.Gateway, tunnel string) error {
 	k := keyOf(c)
 	old := gw.sas[k]
 	if old == nil {
 		return fmt.Errorf("%w: %v SPI 0x%x", sa.ErrNotFound, k.dir, k.spi)
 	}
-	s, err := gw.newSA(c)
+	s, sels, err := gw.newSA(c, g, tunnel)
 	if err != nil {
 		return err
 	}
-	gw.sas[k] = &entry{sa: s, conf: c, sum: fingerprint(c), tunnel: tunnel}
+	gw.warnSelectors(c, sels)
+	gw.sas[k] = &entry{sa: s, conf: c, sum: fingerprint(c, sels), tunnel: tunnel, sels: sels}
 	if t := gw.tunnels[old.tunnel]; t != nil && old.tunnel != tunnel {
 		if k.dir == sa.In {
 			t.RemoveInbound(old.sa)

@@ -38,11 +38,13 @@ func (gw *Gateway) Reload(cfg *config.Config) (ReloadResult, error) {
 		return res, fmt.Errorf("%w: %s", ErrRestart, why)
 	}
 	// Check every new SA before changing anything.
+	ng := cfg.Gateway
+	sum := func(c *config.SA) [32]byte { return fingerprint(c, ng.SelectorsOf(c, tunnelOf(ng, c.Name))) }
 	for _, c := range cfg.SAs {
-		if e := gw.sas[keyOf(c)]; e != nil && e.sum == fingerprint(c) {
+		if e := gw.sas[keyOf(c)]; e != nil && e.sum == sum(c) {
 			continue
 		}
-		s, err := gw.newSA(c)
+		s, _, err := gw.newSA(c, ng, tunnelOf(ng, c.Name))
 		if err != nil {
 			return res, err
 		}
@@ -68,13 +70,13 @@ func (gw *Gateway) Reload(cfg *config.Config) (ReloadResult, error) {
 		e := gw.sas[k]
 		switch {
 		case e == nil:
-			if err := gw.install(c, tn); err != nil {
+			if err := gw.install(c, ng, tn); err != nil {
 				errs = append(errs, err)
 				continue
 			}
 			res.Added = append(res.Added, c.Name)
-		case e.sum != fingerprint(c) || e.tunnel != tn:
-			if err := gw.replace(c, tn); err != nil {
+		case e.sum != sum(c) || e.tunnel != tn:
+			if err := gw.replace(c, ng, tn); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -162,7 +164,7 @@ func (gw *Gateway) AddSA(c *config.SA, tunnel string) error {
 			return fmt.Errorf("%w: name %q", sa.ErrExists, c.Name)
 		}
 	}
-	if err := gw.install(c, tunnel); err != nil {
+	if err := gw.install(c, gw.g, tunnel); err != nil {
 		return err
 	}
 	gw.log.Info("sa added", "sa", c.Name, "spi", fmt.Sprintf("0x%x", c.SPI), "dir", c.Direction.String(), "tunnel", tunnel)
@@ -184,7 +186,7 @@ func (gw *Gateway) UpdateSA(c *config.SA, tunnel string) error {
 	} else if gw.tunnels[tunnel] == nil {
 		return fmt.Errorf("gateway: no tunnel %q", tunnel)
 	}
-	if err := gw.replace(c, tunnel); err != nil {
+	if err := gw.replace(c, gw.g, tunnel); err != nil {
 		return err
 	}
 	gw.log.Info("sa updated", "sa", c.Name, "spi", fmt.Sprintf("0x%x", c.SPI), "dir", c.Direction.String())
