@@ -22,7 +22,7 @@ func TestSelectorsDerived(t *testing.T) {
 	p := netip.MustParsePrefix
 	want := []sa.Selector{
 		{Src: p("10.2.0.0/24"), Dst: p("10.1.0.0/24"), Proto: 6, SrcPorts: sa.PortRange{Lo: 80, Hi: 443}}, // web, mirrored
-		{Src: p("10.2.0.0/24")},      // rest (and protected)
+		{Src: p("10.2.0.0/24")},     // rest (and protected)
 		{Src: p("2001:db8:2::/48")}, // protected
 	}
 	if !slices.Equal(got, want) {
