@@ -273,3 +273,67 @@ func cmdSA(args []string, stdout, stderr io.Writer) error {
 	}
 	return usagef("sa: unknown subcommand %q (want add, update, del or reload)", sub)
 }
+
+// cmdEvents is `espxdp events --socket S [--json]`: print the running
+// gateway's events (lifetime expiry, sequence overflow, acquire, ...) as
+// they happen, until interrupted or the gateway stops.
+func cmdEvents(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("events", stderr)
+	cf := addCallFlags(fs)
+	asJSON := fs.Bool("json", false, "print each event as a JSON line")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return printEvents(ctx, *cf.socket, *cf.timeout, *asJSON, stdout)
+}
+
+// printEvents prints the events of the gateway at socket until ctx ends
+// (nil error) or the stream does.
+func printEvents(ctx context.Context, socket string, timeout time.Duration, asJSON bool, stdout io.Writer) error {
+	s, err := gateway.Subscribe(socket, timeout)
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		s.Close()
+	}()
+	enc := json.NewEncoder(stdout)
+	for {
+		ev, err := s.Next(time.Time{})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, io.EOF) {
+				return errors.New("events: the gateway closed the stream")
+			}
+			return fmt.Errorf("events: %w", err)
+		}
+		if asJSON {
+			if err := enc.Encode(ev); err != nil {
+				return err
+			}
+			continue
+		}
+		line := ev.Time.Format(time.RFC3339Nano) + " " + ev.Kind
+		if ev.SA != "" || ev.SPI != 0 {
+			line += fmt.Sprintf(" sa=%s spi=0x%x dir=%s", ev.SA, ev.SPI, ev.Direction)
+		}
+		if ev.Limit != "" {
+			line += " limit=" + ev.Limit
+		}
+		if ev.Policy != "" {
+			line += " policy=" + ev.Policy
+		}
+		if ev.Packet != nil {
+			line += fmt.Sprintf(" packet=%v->%v proto=%d", ev.Packet.Src, ev.Packet.Dst, ev.Packet.Proto)
+		}
+		if ev.Lost > 0 {
+			line += fmt.Sprintf(" lost=%d", ev.Lost)
+		}
+		fmt.Fprintln(stdout, line)
+	}
+}

@@ -27,6 +27,7 @@ import (
 //	sa-update {sa, tunnel}        -> ok
 //	sa-del    {direction, spi}    -> ok
 //	reload                        -> Response.Reload (re-reads the file the daemon runs from)
+//	events                        -> ok, then one Event per line until either side closes
 
 // Request is one control command.
 type Request struct {
@@ -72,6 +73,7 @@ type controlServer struct {
 	mu    sync.Mutex
 	open  map[net.Conn]bool
 	slots chan struct{} // one per request connection being served
+	done  chan struct{} // closed by close
 }
 
 // ReloadFunc, if set on a gateway with SetReloader, serves the reload
@@ -151,7 +153,7 @@ func (gw *Gateway) listenControl(path string) (*controlServer, error) {
 		ln.Close()
 		return nil, fmt.Errorf("gateway: control socket: %w", err)
 	}
-	s := &controlServer{ln: ln, path: path, open: map[net.Conn]bool{}, slots: make(chan struct{}, MaxConns)}
+	s := &controlServer{ln: ln, path: path, open: map[net.Conn]bool{}, slots: make(chan struct{}, MaxConns), done: make(chan struct{})}
 	s.wg.Add(1)
 	go s.serve(gw)
 	return s, nil
@@ -191,6 +193,7 @@ func (s *controlServer) serve(gw *Gateway) {
 
 func (s *controlServer) close() error {
 	err := s.ln.Close()
+	close(s.done)
 	s.mu.Lock()
 	for c := range s.open {
 		c.Close()
@@ -219,6 +222,11 @@ func (gw *Gateway) serveConn(s *controlServer, c net.Conn) {
 	var req Request
 	if err := json.Unmarshal(line, &req); err != nil {
 		writeResponse(c, Response{Error: "request: " + err.Error()})
+		return
+	}
+	clear(line) // an sa-add carries keys
+	if req.Cmd == "events" || req.Cmd == "subscribe" {
+		gw.serveEvents(s, c, release)
 		return
 	}
 	writeResponse(c, gw.Handle(req))
@@ -288,7 +296,7 @@ func (gw *Gateway) Handle(req Request) Response {
 		}
 		return Response{OK: true, Reload: &res}
 	}
-	return fail(fmt.Errorf("unknown command %q (want show-sa, show-stats, sa-add, sa-update, sa-del, reload)", req.Cmd))
+	return fail(fmt.Errorf("unknown command %q (want show-sa, show-stats, sa-add, sa-update, sa-del, reload, events)", req.Cmd))
 }
 
 // Call sends one request to the control socket at path and returns the

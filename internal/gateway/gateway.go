@@ -86,6 +86,7 @@ type Gateway struct {
 	kaSent, kaRecv, kaErrors atomic.Uint64
 	eventsLost               atomic.Uint64
 	events                   chan sa.Event
+	hub                      hub // event-stream subscribers
 	started                  time.Time
 	reloader                 ReloadFunc
 }
@@ -572,6 +573,9 @@ type Stats struct {
 	KeepalivesReceived uint64 `json:"keepalives_received"`
 	KeepaliveErrors    uint64 `json:"keepalive_errors"`
 	EventsLost         uint64 `json:"events_lost"`
+	// Event stream: subscribers now, events they lost (slow readers).
+	Subscribers     int    `json:"subscribers"`
+	SubscribersLost uint64 `json:"subscribers_lost"`
 
 	Processor sa.ProcessorStats `json:"processor"`
 	Engine    xdp.EngineStats   `json:"engine"`
@@ -606,6 +610,7 @@ func (gw *Gateway) Stats() Stats {
 	s.Processor = gw.proc.Stats()
 	s.KeepalivesSent, s.KeepalivesReceived, s.KeepaliveErrors = gw.kaSent.Load(), gw.kaRecv.Load(), gw.kaErrors.Load()
 	s.EventsLost = gw.eventsLost.Load()
+	s.Subscribers, s.SubscribersLost = gw.hub.count(), gw.hub.lost.Load()
 	return s
 }
 
@@ -637,6 +642,7 @@ func (gw *Gateway) logEvents() {
 		case <-gw.stop:
 			return
 		case e := <-gw.events:
+			gw.hub.publish(eventOf(e))
 			switch e.Kind {
 			case sa.EventAcquire:
 				pol := ""
