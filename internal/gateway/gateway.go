@@ -51,6 +51,12 @@ type key struct {
 }
 
 // entry is one installed SA and the configuration it came from.
+//
+// Invariant (keys): the gateway holds key material only inside its sa.SAs
+// (which wipe it when deleted or closed): the Key and AuthKey of every
+// config.SA it installs or keeps are wiped as soon as the SA is built
+// (wipeKeys), so removing, replacing or reloading an SA, or stopping,
+// leaves no copy behind in the configuration.
 type entry struct {
 	sa     *sa.SA
 	conf   *config.SA
@@ -91,8 +97,9 @@ type Gateway struct {
 	reloader                 ReloadFunc
 }
 
-// New builds a gateway from cfg (which it keeps; don't wipe it). It
-// checks everything it can without touching the system; Start runs it.
+// New builds a gateway from cfg, which it keeps, wiping the keys of its
+// SAs once they are built (the caller wipes cfg if New fails). It checks
+// everything it can without touching the system; Start runs it.
 func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if cfg == nil || cfg.Gateway == nil {
 		return nil, ErrNotGateway
@@ -201,12 +208,14 @@ func (gw *Gateway) install(c *config.SA, g *config.Gateway, tunnel string) error
 	if err != nil {
 		return err
 	}
+	sum := fingerprint(c, sels)
+	wipeKeys(c)
 	if err := gw.sad.Add(s); err != nil {
 		s.Close()
 		return err
 	}
 	gw.warnSelectors(c, sels)
-	gw.sas[k] = &entry{sa: s, conf: c, sum: fingerprint(c, sels), tunnel: tunnel, sels: sels}
+	gw.sas[k] = &entry{sa: s, conf: c, sum: sum, tunnel: tunnel, sels: sels}
 	gw.order = append(gw.order, k)
 	gw.bind(k)
 	return nil
@@ -271,8 +280,10 @@ func (gw *Gateway) replace(c *config.SA, g *config.Gateway, tunnel string) error
 	if err != nil {
 		return err
 	}
+	sum := fingerprint(c, sels)
+	wipeKeys(c)
 	gw.warnSelectors(c, sels)
-	gw.sas[k] = &entry{sa: s, conf: c, sum: fingerprint(c, sels), tunnel: tunnel, sels: sels}
+	gw.sas[k] = &entry{sa: s, conf: c, sum: sum, tunnel: tunnel, sels: sels}
 	if t := gw.tunnels[old.tunnel]; t != nil && old.tunnel != tunnel {
 		if k.dir == sa.In {
 			t.RemoveInbound(old.sa)
@@ -293,6 +304,13 @@ func (gw *Gateway) replace(c *config.SA, g *config.Gateway, tunnel string) error
 		}
 	}
 	return nil
+}
+
+// wipeKeys clears the key material of a configured SA once the sa.SA
+// holds its own copy.
+func wipeKeys(c *config.SA) {
+	c.Key.Wipe()
+	c.AuthKey.Wipe()
 }
 
 func (gw *Gateway) closeSAs() {

@@ -19,7 +19,9 @@ type ReloadResult struct {
 	Policies  int      `json:"policies"`
 }
 
-// Reload applies a new configuration without stopping the data path:
+// Reload applies a new configuration without stopping the data path
+// (it keeps cfg and wipes the keys of the SAs it applied; on an error
+// the caller wipes cfg):
 // SAs whose configuration (keys included) is unchanged keep running with
 // their replay windows, sequence numbers and counters; changed ones are
 // replaced make-before-break; removed ones are deleted (keys wiped); new
@@ -83,6 +85,7 @@ func (gw *Gateway) Reload(cfg *config.Config) (ReloadResult, error) {
 			res.Replaced = append(res.Replaced, c.Name)
 		default:
 			e.conf = c // same content; keep the new file's positions
+			wipeKeys(c)
 			res.Unchanged++
 		}
 	}
@@ -152,7 +155,9 @@ func tunKey(t *config.TUNIface) any {
 }
 
 // AddSA installs an SA described like an entry of the configuration's
-// sas list (see config.ParseSA), optionally bound to a configured tunnel.
+// sas list (see config.ParseSA), optionally bound to a configured tunnel;
+// c's keys are wiped once the SA is built (on an error, the caller wipes
+// them).
 func (gw *Gateway) AddSA(c *config.SA, tunnel string) error {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
