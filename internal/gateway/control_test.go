@@ -181,3 +181,37 @@ func TestControlSocketLimits(t *testing.T) {
 		t.Errorf("oversized request: %+v, %v", resp, err)
 	}
 }
+
+// TestWarnStaticKeys: outbound counter-IV SAs without a state_dir are
+// warned about; with one, or with CBC, they are not.
+func TestWarnStaticKeys(t *testing.T) {
+	for _, c := range []struct {
+		extra, transform string
+		warn             bool
+	}{
+		{"", "aes128gcm16", true},
+		{"gateway: {state_dir: /var/lib/espxdp}\n", "aes128gcm16", false},
+		{"", "aes128-sha256", false},
+	} {
+		y := c.extra + strings.ReplaceAll(offlineYAML, "transform: aes128gcm16, key: 0x000102030405060708090a0b0c0d0e0f10111213",
+			"transform: "+c.transform+", key: 0x000102030405060708090a0b0c0d0e0f, auth_key: 0x000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f")
+		if c.transform == "aes128gcm16" {
+			y = c.extra + offlineYAML
+		}
+		cfg, err := config.Parse("gw.yaml", []byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var log strings.Builder
+		gw, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gw.warnStatic(cfg.SAs)
+		gw.Close()
+		got := strings.Contains(log.String(), "STATIC KEYS WITHOUT STATE") && strings.Contains(log.String(), "a-to-b")
+		if got != c.warn {
+			t.Errorf("%q %s: warned %v, want %v\n%s", c.extra, c.transform, got, c.warn, log.String())
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -454,8 +455,36 @@ func (gw *Gateway) Start() (err error) {
 	// these (ErrRestart).
 	go gw.logDrops(gw.g.LogDrops)
 	go gw.keepalives(gw.g.Keepalive)
+	gw.warnStatic(gw.cfg.SAs)
 	gw.log.Info("gateway running", "cipher", gw.g.Cipher.Name, "plain", plainName(gw.g), "queues", gw.g.Queues, "sas", len(gw.sas))
 	return nil
+}
+
+// counterIV reports whether a transform's IV is the sequence number
+// (AES-GCM, GMAC, ChaCha20-Poly1305, AES-CTR): a repeated sequence number
+// under the same key repeats a nonce.
+func counterIV(t esp.Transform) bool {
+	return t.AEAD() || strings.Contains(t.Name(), "ctr")
+}
+
+// warnStatic warns loudly about outbound SAs with counter-based IVs when
+// there is no state_dir: RFC 4106 §2 requires automated key management
+// for these transforms; with static keys only a persisted sequence
+// number keeps a restart from reusing nonces.
+func (gw *Gateway) warnStatic(sas []*config.SA) {
+	if gw.g.StateDir != "" {
+		return
+	}
+	var names []string
+	for _, c := range sas {
+		if c.Direction == config.Out && counterIV(c.Transform) {
+			names = append(names, c.Name)
+		}
+	}
+	if len(names) > 0 {
+		gw.log.Warn("STATIC KEYS WITHOUT STATE: these outbound SAs use a counter-based IV (RFC 4106 §2 requires automated key management); without gateway.state_dir a restart starts their sequence numbers at 1 again and REUSES NONCES under the same key, and the peer drops the traffic as replays. Set gateway.state_dir or rekey on every restart.",
+			"sas", names)
+	}
 }
 
 func plainName(g *config.Gateway) string {

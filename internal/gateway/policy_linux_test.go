@@ -155,6 +155,9 @@ func testInboundPolicy(t *testing.T, tun, udp bool) {
 	for i := range 3 {
 		inj.send(udp4(netip.MustParseAddr("10.1.0.2"), b.hostAddr, 7777, "legit "+string(rune('0'+i))), 0)
 	}
+	if !strings.Contains(b.log.String(), "STATIC KEYS WITHOUT STATE") {
+		t.Errorf("no warning about static AEAD keys without state_dir:\n%s", b.log)
+	}
 	got := recv(time.Second)
 	if len(got) != 3 {
 		t.Errorf("hostB received %q, want the 3 legitimate datagrams\nlog:\n%s", got, b.log)

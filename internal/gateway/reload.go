@@ -117,7 +117,7 @@ func restartNeeded(a, b *config.Gateway) string {
 		!slices.Equal(a.CPUs, b.CPUs):
 		return "queues, concurrency, xdp_mode, attach or cpus changed"
 	case a.MSSClamp != b.MSSClamp || a.DecrementTTL != b.DecrementTTL || a.ICMPErrors != b.ICMPErrors ||
-		a.Keepalive != b.Keepalive || a.LogDrops != b.LogDrops || a.Control != b.Control:
+		a.Keepalive != b.Keepalive || a.LogDrops != b.LogDrops || a.Control != b.Control || a.StateDir != b.StateDir:
 		return "gateway options changed"
 	case !sameIface(&a.Cipher, &b.Cipher) || (a.Plain == nil) != (b.Plain == nil) ||
 		(a.Plain != nil && !sameIface(a.Plain, b.Plain)) || !reflect.DeepEqual(tunKey(a.TUN), tunKey(b.TUN)):
@@ -172,6 +172,7 @@ func (gw *Gateway) AddSA(c *config.SA, tunnel string) error {
 	if err := gw.install(c, gw.g, tunnel); err != nil {
 		return err
 	}
+	gw.warnStatic([]*config.SA{c})
 	gw.log.Info("sa added", "sa", c.Name, "spi", fmt.Sprintf("0x%x", c.SPI), "dir", c.Direction.String(), "tunnel", tunnel)
 	return nil
 }
