@@ -102,7 +102,7 @@ func TestZeroAllocsSPD(t *testing.T) {
 	if race.Enabled || testing.CoverMode() != "" {
 		t.Skip("allocation counts are not meaningful under -race or -cover; .ci/run checks them without")
 	}
-	out, _ := mustPair(t, "aes128gcm16", 0x77, func(c *Config) { c.PathMTU = 1400 })
+	out, _ := mustPair(t, "aes128gcm16", 0x1077, func(c *Config) { c.PathMTU = 1400 })
 	sad := NewSAD(SADOptions{})
 	sad.Add(out)
 	spd := NewSPD(SPDOptions{Events: func(Event) {}})

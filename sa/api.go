@@ -127,6 +127,26 @@ type Config struct {
 	// Created is the SA's creation time, from which time lifetimes run;
 	// zero means time.Now(). Tests use it with a fake clock.
 	Created time.Time
+
+	// InitialSeq (outbound) is the last sequence number already used
+	// under this key: the first packet is sent with InitialSeq+1. Set it
+	// when re-creating an SA after a restart (to the persisted
+	// SeqLimit) so that no sequence number is sent twice.
+	InitialSeq uint64
+	// Replay (inbound) is the anti-replay state to start from, as
+	// exported by SA.ReplayState of the SA this one takes over from; nil
+	// starts empty. New copies it.
+	Replay *ReplayState
+	// SeqLimit (outbound) is the highest sequence number the SA may use;
+	// 0 means no limit. See SA.SetSeqLimit. Inbound SAs ignore it.
+	SeqLimit uint64
+	// ESPOnly marks an SA used only with Packet.ESPOnly, over a UDP
+	// socket that adds the IP and UDP headers: Local and Remote become
+	// optional in tunnel mode (when set they give the address family for
+	// the MTU; the default is IPv4) and the plaintext MTU accounts for
+	// the 8-byte UDP header as with UDPEncap. Packets without
+	// Packet.ESPOnly are dropped with DropMalformed.
+	ESPOnly bool
 }
 
 // State is the life-cycle state of an SA.
@@ -169,6 +189,7 @@ const (
 	DropTooBig                 // result would exceed 65535 bytes
 	DropQueueFull              // sharded mode: owner's hand-off queue full
 	DropInternal               // anything else (e.g. wiped cipher race)
+	DropSeqLimit               // outbound: sequence number past SA.SeqLimit (reservation not yet raised)
 	NumDropReasons             // number of reasons, for arrays
 )
 
@@ -191,6 +212,10 @@ const (
 	// no usable SA; an IKE daemon should negotiate one (rate-limited per
 	// policy, see SPDOptions.AcquireInterval).
 	EventAcquire
+	// EventSeqLimit: an outbound SA's sequence counter passed the
+	// low-water mark of its SeqLimit; persist the next reservation and
+	// call SA.SetSeqLimit. Raised once per limit set.
+	EventSeqLimit
 )
 
 // Limit names the lifetime dimension that triggered an expire event.
@@ -270,6 +295,11 @@ type Stats struct {
 	HardRemaining Remaining     `json:"hard_remaining"`
 	PathMTU       int           `json:"path_mtu"`
 	PlaintextMTU  int           `json:"plaintext_mtu"`
+	// SeqLimit is the outbound sequence reservation (0: none).
+	SeqLimit uint64 `json:"seq_limit,omitempty"`
+	// LastUsed is when the SA last processed a packet, to about a
+	// second; zero if never.
+	LastUsed time.Time `json:"last_used,omitzero"`
 }
 
 // Errors.

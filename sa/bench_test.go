@@ -65,7 +65,7 @@ func BenchmarkSADUpdate(b *testing.B) {
 // path does it: unlocked (Sharded, PerCPU) and under the SA's mutex
 // (Shared), uncontended and contended.
 func BenchmarkReplaySA(b *testing.B) {
-	_, ic := pairCfg("aes128gcm16", 1, func(c *Config) { c.ESN = true })
+	_, ic := pairCfg("aes128gcm16", 0x101, func(c *Config) { c.ESN = true })
 	for _, locked := range []bool{false, true} {
 		b.Run(fmt.Sprintf("locked=%v", locked), func(b *testing.B) {
 			s := mustSA(b, ic)
@@ -166,7 +166,7 @@ func BenchmarkVsESP(b *testing.B) {
 
 // newESPRoundTrip sets up esp alone for transform tr.
 func newESPRoundTrip(tb testing.TB, tr string, inner []byte) *espRoundTrip {
-	oc, _ := pairCfg(tr, 1, nil)
+	oc, _ := pairCfg(tr, 0x101, nil)
 	c, err := esp.New(esp.Config{Transform: oc.Transform, Key: oc.Key, AuthKey: oc.AuthKey})
 	if err != nil {
 		tb.Fatal(err)

@@ -72,6 +72,7 @@ func (s *SA) block(w int) *ctrBlock {
 // a run of consecutive packets; flush adds it to the SA.
 type run struct {
 	sa    *SA
+	at    *attrs // sa's mutable attributes, loaded once per run
 	v     [nCtr]uint64
 	pkts  uint64 // lifetime accounting
 	bytes uint64

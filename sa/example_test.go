@@ -82,7 +82,7 @@ func Example() {
 }
 
 func ExampleNew_errors() {
-	_, err := sa.New(sa.Config{SPI: 1, Direction: sa.In, Mode: esp.Transport,
+	_, err := sa.New(sa.Config{SPI: 0x101, Direction: sa.In, Mode: esp.Transport,
 		Transform: esp.MustParseTransform("aes256gcm16"), Key: make([]byte, 32)})
 	var ce *sa.ConfigError
 	fmt.Println(errors.As(err, &ce), ce.Field, errors.Is(err, esp.ErrKeySize))
@@ -140,7 +140,7 @@ func ExampleTunnel_rekey() {
 	rekey := make(chan sa.Event, 8)
 	sad := sa.NewSAD(sa.SADOptions{Events: sa.EventChannel(rekey, nil)})
 	tun := sa.NewTunnel("peer")
-	old := mk(0x10, sa.Out)
+	old := mk(0x1010, sa.Out)
 	sad.Add(old)
 	tun.SetOutbound(old)
 	p, _ := sa.NewProcessor(sa.ProcessorOptions{SAD: sad})
@@ -154,7 +154,7 @@ func ExampleTunnel_rekey() {
 	send()
 	e := <-rekey // soft lifetime: time to rekey
 	fmt.Println(e.Kind, e.Limit, e.SA == old)
-	next := mk(0x11, sa.Out)
+	next := mk(0x1011, sa.Out)
 	sad.Add(next)
 	tun.SetOutbound(next) // traffic moves atomically
 	fmt.Printf("now on 0x%x\n", send().SPI())
@@ -162,14 +162,14 @@ func ExampleTunnel_rekey() {
 	fmt.Println(old.State(), sad.Len())
 	// Output:
 	// soft-expire packets true
-	// now on 0x11
+	// now on 0x1011
 	// deleted 1
 }
 
 func ExampleSAD_Sweep() {
 	clock := time.Unix(1_700_000_000, 0)
 	tr := esp.MustParseTransform("aes128gcm16")
-	s, _ := sa.New(sa.Config{SPI: 5, Direction: sa.In, Mode: esp.Transport, Transform: tr,
+	s, _ := sa.New(sa.Config{SPI: 0x105, Direction: sa.In, Mode: esp.Transport, Transform: tr,
 		Key: make([]byte, tr.KeyLen()), Created: clock,
 		SoftLifetime: sa.Lifetime{Time: 50 * time.Minute}, HardLifetime: sa.Lifetime{Time: time.Hour}})
 	sad := sa.NewSAD(sa.SADOptions{Events: func(e sa.Event) { fmt.Println("event:", e.Kind, e.Limit) }})

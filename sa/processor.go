@@ -156,8 +156,12 @@ func (w *Worker) ID() int { return w.id }
 func (p *Packet) Data() []byte { return p.Buf[p.Off : p.Off+p.Len] }
 
 // Reset prepares p for a new batch with the data at buf[off:off+n],
-// clearing all results and the Tunnel and Meta fields.
-func (p *Packet) Reset(buf []byte, off, n int) { *p = Packet{Buf: buf, Off: off, Len: n} }
+// clearing all results and the Tunnel and Meta fields. ESPOnly is kept:
+// it describes the caller's I/O (a UDP socket), which does not change
+// from batch to batch.
+func (p *Packet) Reset(buf []byte, off, n int) {
+	*p = Packet{Buf: buf, Off: off, Len: n, ESPOnly: p.ESPOnly}
+}
 
 // Inbound processes a batch of received packets, each an IP packet
 // (IPv4 or IPv6) at Buf[Off:Off+Len] carrying ESP or ESP-in-UDP: outer
@@ -257,12 +261,13 @@ func (w *Worker) use(sa *SA) bool {
 	}
 	w.flushRun()
 	sa.busy.Add(1)
-	if State(sa.state.Load()) == StateDeleted {
+	if State(sa.state.Load()) == StateDeleted || sa.held.Load() {
 		sa.busy.Add(-1)
 		return false
 	}
 	w.run.sa = sa
-	sa.checkTime(w.now, w)
+	w.run.at = sa.attrs.Load()
+	sa.checkTime(w.run.at, w.now, w)
 	return true
 }
 
@@ -281,6 +286,9 @@ func (w *Worker) flushRun() {
 			}
 		}
 	}
+	if r.pkts != 0 {
+		sa.touch(w.now)
+	}
 	sa.account(r.pkts, r.bytes, w.now, w)
 	for r.top != 0 {
 		cur := sa.rxTop.Load()
@@ -289,7 +297,7 @@ func (w *Worker) flushRun() {
 		}
 	}
 	sa.busy.Add(-1)
-	r.sa, r.pkts, r.bytes, r.top, r.dirty = nil, 0, 0, 0, false
+	r.sa, r.at, r.pkts, r.bytes, r.top, r.dirty = nil, nil, 0, 0, 0, false
 }
 
 // pdrop drops p with a processor-level reason (no SA to charge).
@@ -405,7 +413,7 @@ func (w *Worker) in(p *Packet, queued bool) {
 		w.sdrop(p, sa.expiredReason())
 		return
 	}
-	if l := sa.hardReached(w.run.pkts, w.run.bytes); l != LimitNone {
+	if l := sa.hardReached(w.run.at, w.run.pkts, w.run.bytes); l != LimitNone {
 		sa.expireHard(l, w.now, w)
 		w.sdrop(p, DropExpired)
 		return
@@ -570,7 +578,7 @@ func (w *Worker) out(p *Packet, queued bool) {
 		w.sdrop(p, sa.expiredReason())
 		return
 	}
-	if l := sa.hardReached(w.run.pkts, w.run.bytes); l != LimitNone {
+	if l := sa.hardReached(w.run.at, w.run.pkts, w.run.bytes); l != LimitNone {
 		sa.expireHard(l, w.now, w)
 		w.sdrop(p, DropExpired)
 		return
@@ -596,9 +604,9 @@ func (w *Worker) out(p *Packet, queued bool) {
 		w.sdrop(p, DropMTU)
 		return
 	}
-	seq, ok := sa.nextSeq(w.now, w)
-	if !ok {
-		w.sdrop(p, DropSeqOverflow)
+	seq, why := sa.nextSeq(w.now, w)
+	if why != DropNone {
+		w.sdrop(p, why)
 		return
 	}
 	n := p.Len
@@ -615,12 +623,14 @@ func (w *Worker) out(p *Packet, queued bool) {
 		if _, err = esp.DecapTunnel(data, nh); err == nil {
 			res, err = sa.cipher.Seal(w.s, p.Buf, p.Off, n, sa.spi, seq, nh)
 		}
-	case p.ESPOnly:
-		err = esp.ErrMalformed // transport mode needs the IP header around ESP
+	case p.ESPOnly, sa.cfg.ESPOnly:
+		// Transport mode needs the IP header around ESP; an ESPOnly SA
+		// builds no outer header.
+		err = esp.ErrMalformed
 	case sa.mode == esp.Tunnel:
-		res, err = sa.cipher.EncapTunnel(w.s, p.Buf, p.Off, n, sa.spi, seq, &sa.outer)
+		res, err = sa.cipher.EncapTunnel(w.s, p.Buf, p.Off, n, sa.spi, seq, &w.run.at.outer)
 	default:
-		res, err = sa.cipher.EncapTransport(w.s, p.Buf, p.Off, n, sa.spi, seq, &sa.outer)
+		res, err = sa.cipher.EncapTransport(w.s, p.Buf, p.Off, n, sa.spi, seq, &w.run.at.outer)
 	}
 	if err != nil {
 		w.sdrop(p, reasonOf(err))

@@ -328,7 +328,7 @@ func TestOutboundNoSA(t *testing.T) {
 		t.Fatalf("empty tunnel: %v", b[0].Reason)
 	}
 	// Not enough headroom.
-	out, _ := mustPair(t, "aes128gcm16", 5, nil)
+	out, _ := mustPair(t, "aes128gcm16", 0x105, nil)
 	tun.SetOutbound(out)
 	inner := udpPacket(hostA, hostB, 1, 2, 10, 1)
 	b[0] = Packet{Buf: append([]byte(nil), inner...), Len: len(inner), Tunnel: tun}

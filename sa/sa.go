@@ -37,15 +37,10 @@ type SA struct {
 	esn       bool
 	cipher    *esp.Cipher
 	transform esp.Transform
-	outer     esp.Outer
 	ipv6      bool // outer family (tunnel), or family of Remote (transport)
 	selectors []Selector
 	created   int64 // unix nanos
-	soft      Lifetime
-	hard      Lifetime
-	softAt    int64 // unix nanos, 0: none
-	hardAt    int64
-	window    int // 0: disabled or outbound
+	window    int   // 0: disabled or outbound
 	hashOwner uint32
 
 	_ [cacheLine]byte
@@ -74,6 +69,15 @@ type SA struct {
 	tunnel  atomic.Pointer[Tunnel]
 	owner   atomic.Pointer[SAD]
 	closeMu sync.Mutex
+
+	// Mutable attributes and lifecycle state (update.go, seqstate.go).
+	attrs    atomic.Pointer[attrs] // outer header and lifetimes; replaced whole by Update
+	updMu    sync.Mutex            // serialises Update, SetSeqLimit and SAD.Replace's carry-over
+	seqLimit atomic.Uint64         // outbound: highest sequence number usable; 0: none
+	seqWarn  atomic.Uint64         // outbound: raise EventSeqLimit at this number; 0: raised or none
+	held     atomic.Bool           // SAD.Replace is carrying state into this SA: workers keep off
+	lastUsed atomic.Int64          // unix nanos of the last run that processed a packet, coarse
+	keyFP    [32]byte              // keyed fingerprint of the key material (keyFingerprint)
 }
 
 // New validates cfg and builds an SA. An invalid field yields a
@@ -107,9 +111,8 @@ func New(cfg Config) (*SA, error) {
 		esn:       cfg.ESN,
 		cipher:    c,
 		transform: cfg.Transform,
-		soft:      cfg.SoftLifetime,
-		hard:      cfg.HardLifetime,
 		hashOwner: ownerHash(cfg.SPI),
+		keyFP:     keyFingerprint(cfg.Transform, cfg.Key, cfg.AuthKey),
 	}
 	s.cfg = cfg
 	s.cfg.Key, s.cfg.AuthKey = nil, nil
@@ -119,14 +122,9 @@ func New(cfg Config) (*SA, error) {
 		s.cfg.Created = time.Now()
 	}
 	s.created = s.cfg.Created.UnixNano()
-	if d := s.soft.Time; d > 0 {
-		s.softAt = s.created + int64(d)
-	}
-	if d := s.hard.Time; d > 0 {
-		s.hardAt = s.created + int64(d)
-	}
-	s.outer = esp.Outer{Src: cfg.Local, Dst: cfg.Remote, UDP: cfg.UDPEncap,
-		SrcPort: cfg.LocalPort, DstPort: cfg.RemotePort, TTL: cfg.TTL, DF: cfg.DF}
+	s.attrs.Store(s.newAttrs(esp.Outer{Src: cfg.Local, Dst: cfg.Remote, UDP: cfg.UDPEncap,
+		SrcPort: cfg.LocalPort, DstPort: cfg.RemotePort, TTL: cfg.TTL, DF: cfg.DF},
+		cfg.SoftLifetime, cfg.HardLifetime))
 	if cfg.UDPEncap {
 		if s.cfg.LocalPort == 0 {
 			s.cfg.LocalPort = esp.NATTPort
@@ -135,7 +133,8 @@ func New(cfg Config) (*SA, error) {
 			s.cfg.RemotePort = esp.NATTPort
 		}
 	}
-	s.ipv6 = cfg.Remote.IsValid() && cfg.Remote.Is6() && !cfg.Remote.Is4In6()
+	s.ipv6 = cfg.Remote.IsValid() && cfg.Remote.Is6() && !cfg.Remote.Is4In6() ||
+		cfg.ESPOnly && !cfg.Remote.IsValid() && cfg.Local.IsValid() && cfg.Local.Is6()
 	if cfg.Direction == In {
 		w := cfg.ReplayWindow
 		switch w {
@@ -154,6 +153,7 @@ func New(cfg Config) (*SA, error) {
 		c.Wipe()
 		return nil, err
 	}
+	s.initState(&cfg)
 	return s, nil
 }
 
@@ -161,6 +161,8 @@ func (cfg *Config) validate() error {
 	switch {
 	case cfg.SPI == 0:
 		return cfgErr("SPI", "0 is reserved (RFC 4303 §2.1)", nil)
+	case cfg.SPI < MinSPI:
+		return cfgErr("SPI", fmt.Sprintf("%d: 1..255 are reserved by IANA (RFC 4303 §2.1)", cfg.SPI), nil)
 	case cfg.Direction != In && cfg.Direction != Out:
 		return cfgErr("Direction", fmt.Sprintf("%v (want In or Out)", cfg.Direction), nil)
 	case cfg.Mode != esp.Tunnel && cfg.Mode != esp.Transport:
@@ -182,7 +184,7 @@ func (cfg *Config) validate() error {
 		return cfgErr("Worker", fmt.Sprintf("%d is negative", cfg.Worker), nil)
 	}
 	l, r := cfg.Local, cfg.Remote
-	if cfg.Mode == esp.Tunnel && (!l.IsValid() || !r.IsValid()) {
+	if cfg.Mode == esp.Tunnel && !cfg.ESPOnly && (!l.IsValid() || !r.IsValid()) {
 		return cfgErr("Local/Remote", "tunnel mode needs both endpoint addresses", nil)
 	}
 	if l.IsValid() && r.IsValid() && l.Unmap().Is4() != r.Unmap().Is4() {
@@ -192,6 +194,9 @@ func (cfg *Config) validate() error {
 		return cfgErr("Local/Remote", "IPv4-mapped IPv6 addresses are not allowed; use the IPv4 form", nil)
 	}
 	if err := checkLifetimes(cfg.SoftLifetime, cfg.HardLifetime); err != nil {
+		return err
+	}
+	if err := cfg.validateState(); err != nil {
 		return err
 	}
 	for i, sel := range cfg.Selectors {
@@ -235,6 +240,11 @@ func (s *SA) Direction() Direction { return s.dir }
 // ports).
 func (s *SA) Config() Config {
 	c := s.cfg
+	s.attrs.Load().apply(&c)
+	c.PathMTU = s.PathMTU()
+	if s.dir == Out {
+		c.SeqLimit = s.seqLimit.Load()
+	}
 	c.Selectors = append([]Selector(nil), s.cfg.Selectors...)
 	return c
 }
@@ -279,23 +289,9 @@ func (s *SA) SetPathMTU(mtu int) error {
 		s.ptMTU[1].Store(0)
 		return nil
 	}
-	min := 68
-	if s.ipv6 {
-		min = 1280
-	}
-	if mtu < min || mtu > 65535 {
-		return cfgErr("PathMTU", fmt.Sprintf("%d (want 0 or %d..65535)", mtu, min), nil)
-	}
-	udp := s.cfg.UDPEncap
-	var v [2]int
-	for i, v6 := range []bool{false, true} {
-		if s.mode == esp.Tunnel {
-			v6 = s.ipv6
-		}
-		v[i] = plaintextMTU(s.transform, mtu, s.mode, v6, udp)
-	}
-	if v[0] <= 0 && v[1] <= 0 || s.mode == esp.Tunnel && v[0] <= 0 {
-		return cfgErr("PathMTU", fmt.Sprintf("%d leaves no room for a payload", mtu), nil)
+	v, err := s.plaintextMTUs(mtu)
+	if err != nil {
+		return err
 	}
 	s.pathMTU.Store(int32(mtu))
 	s.ptMTU[0].Store(int32(max(v[0], 0)))
@@ -357,10 +353,10 @@ func (s *SA) Close() {
 			time.Sleep(10 * time.Microsecond)
 		}
 	}
+	// The replay window and the sequence counter are kept (they are not
+	// secret): ReplayState and Seq still report them, so a daemon can
+	// persist them after deleting its SAs.
 	s.cipher.Wipe()
-	s.mu.Lock()
-	s.win.Reset()
-	s.mu.Unlock()
 }
 
 // ---- lifetimes and events ----
@@ -389,6 +385,12 @@ func (s *SA) expireSoft(l Limit, now int64, sink eventSink) {
 }
 
 func (s *SA) expireHard(l Limit, now int64, sink eventSink) {
+	// Invariant: soft expiry always precedes hard expiry by a lifetime,
+	// even when one run of packets (or one clock step) crosses both
+	// limits: an IKE daemon always gets its chance to rekey first.
+	if l == LimitBytes || l == LimitPackets || l == LimitTime {
+		s.expireSoft(l, now, sink)
+	}
 	for {
 		st := s.state.Load()
 		if st >= uint32(StateExpired) {
@@ -407,21 +409,21 @@ func (s *SA) expireHard(l Limit, now int64, sink eventSink) {
 }
 
 // checkTime expires the SA by time if due.
-func (s *SA) checkTime(now int64, sink eventSink) {
-	if s.hardAt != 0 && now >= s.hardAt {
+func (s *SA) checkTime(a *attrs, now int64, sink eventSink) {
+	if a.hardAt != 0 && now >= a.hardAt {
 		s.expireHard(LimitTime, now, sink)
-	} else if s.softAt != 0 && now >= s.softAt {
+	} else if a.softAt != 0 && now >= a.softAt {
 		s.expireSoft(LimitTime, now, sink)
 	}
 }
 
 // hardReached reports whether the hard packet or byte limit is reached
 // counting pkts and bytes not yet added to the SA's totals.
-func (s *SA) hardReached(pkts, bytes uint64) Limit {
-	if s.hard.Packets != 0 && s.usedPkts.Load()+pkts >= s.hard.Packets {
+func (s *SA) hardReached(a *attrs, pkts, bytes uint64) Limit {
+	if a.hard.Packets != 0 && s.usedPkts.Load()+pkts >= a.hard.Packets {
 		return LimitPackets
 	}
-	if s.hard.Bytes != 0 && s.usedBytes.Load()+bytes >= s.hard.Bytes {
+	if a.hard.Bytes != 0 && s.usedBytes.Load()+bytes >= a.hard.Bytes {
 		return LimitBytes
 	}
 	return LimitNone
@@ -435,14 +437,19 @@ func (s *SA) account(pkts, bytes uint64, now int64, sink eventSink) {
 	}
 	p := s.usedPkts.Add(pkts)
 	b := s.usedBytes.Add(bytes)
+	s.checkUsage(s.attrs.Load(), p, b, now, sink)
+}
+
+// checkUsage expires the SA if the totals p and b reach a limit of a.
+func (s *SA) checkUsage(a *attrs, p, b uint64, now int64, sink eventSink) {
 	switch {
-	case s.hard.Packets != 0 && p >= s.hard.Packets:
+	case a.hard.Packets != 0 && p >= a.hard.Packets:
 		s.expireHard(LimitPackets, now, sink)
-	case s.hard.Bytes != 0 && b >= s.hard.Bytes:
+	case a.hard.Bytes != 0 && b >= a.hard.Bytes:
 		s.expireHard(LimitBytes, now, sink)
-	case s.soft.Packets != 0 && p >= s.soft.Packets:
+	case a.soft.Packets != 0 && p >= a.soft.Packets:
 		s.expireSoft(LimitPackets, now, sink)
-	case s.soft.Bytes != 0 && b >= s.soft.Bytes:
+	case a.soft.Bytes != 0 && b >= a.soft.Bytes:
 		s.expireSoft(LimitBytes, now, sink)
 	}
 }
@@ -466,13 +473,20 @@ func (s *SA) expiredReason() DropReason {
 // the counter is exhausted (2^32-1 without ESN), in which case the SA is
 // hard-expired. Numbers are never reused, even for packets that are then
 // dropped.
-func (s *SA) nextSeq(now int64, sink eventSink) (uint64, bool) {
+//
+// Invariant (with SeqLimit): no number above SeqLimit is handed out, and
+// none is handed out twice - the limited path takes numbers with a
+// compare-and-swap that never moves the counter past the limit.
+func (s *SA) nextSeq(now int64, sink eventSink) (uint64, DropReason) {
+	if s.seqLimit.Load() != 0 {
+		return s.nextSeqLimited(now, sink)
+	}
 	n := s.seq.Add(1)
 	if n == 0 || (!s.esn && n > math.MaxUint32) {
 		s.expireHard(LimitSequence, now, sink)
-		return 0, false
+		return 0, DropSeqOverflow
 	}
-	return n, true
+	return n, DropNone
 }
 
 // ---- replay ----
@@ -562,8 +576,15 @@ func (s *SA) StatsAt(now time.Time) Stats {
 		}
 		return r
 	}
-	st.SoftRemaining = rem(s.soft, s.softAt)
-	st.HardRemaining = rem(s.hard, s.hardAt)
+	a := s.attrs.Load()
+	st.SoftRemaining = rem(a.soft, a.softAt)
+	st.HardRemaining = rem(a.hard, a.hardAt)
+	st.Remote = a.outer.Dst
+	if s.cfg.UDPEncap {
+		st.RemotePort = a.remotePort
+	}
+	st.SeqLimit = s.seqLimit.Load()
+	st.LastUsed = s.LastUsed()
 	return st
 }
 
@@ -594,6 +615,9 @@ type configView struct {
 	Worker                int        `json:"worker,omitempty"`
 	PinWorker             bool       `json:"pin_worker,omitempty"`
 	Created               time.Time  `json:"created,omitzero"`
+	InitialSeq            uint64     `json:"initial_seq,omitempty"`
+	SeqLimit              uint64     `json:"seq_limit,omitempty"`
+	ESPOnly               bool       `json:"esp_only,omitempty"`
 }
 
 func redacted(k []byte) string {
@@ -613,6 +637,7 @@ func (cfg Config) view() configView {
 		HardLifetime: cfg.HardLifetime, PathMTU: cfg.PathMTU, TTL: cfg.TTL, DF: cfg.DF,
 		TFCPadTo: cfg.TFCPadTo, Selectors: cfg.Selectors, Worker: cfg.Worker,
 		PinWorker: cfg.PinWorker, Created: cfg.Created,
+		InitialSeq: cfg.InitialSeq, SeqLimit: cfg.SeqLimit, ESPOnly: cfg.ESPOnly,
 	}
 }
 
@@ -664,7 +689,7 @@ func (cfg Config) MarshalJSON() ([]byte, error) { return json.Marshal(cfg.view()
 // String describes the SA (never its keys).
 func (s *SA) String() string {
 	return fmt.Sprintf("SA{%q spi=0x%08x %v %v %v %v->%v state=%v}", s.cfg.Name, s.spi, s.dir, s.mode,
-		s.transform, s.cfg.Local, s.cfg.Remote, s.State())
+		s.transform, s.cfg.Local, s.attrs.Load().outer.Dst, s.State())
 }
 
 // GoString is String.

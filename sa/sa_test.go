@@ -16,13 +16,15 @@ import (
 )
 
 func TestConfigErrors(t *testing.T) {
-	base, _ := pairCfg("aes256-sha256", 7, nil)
+	base, _ := pairCfg("aes256-sha256", 0x107, nil)
 	cases := []struct {
 		field string
 		mod   func(*Config)
 		is    error
 	}{
 		{"SPI", func(c *Config) { c.SPI = 0 }, nil},
+		{"SPI", func(c *Config) { c.SPI = 1 }, nil},
+		{"SPI", func(c *Config) { c.SPI = 255 }, nil},
 		{"Direction", func(c *Config) { c.Direction = 0 }, nil},
 		{"Mode", func(c *Config) { c.Mode = 9 }, nil},
 		{"Transform", func(c *Config) { c.Transform = esp.Transform{} }, nil},
@@ -77,7 +79,7 @@ func TestConfigErrors(t *testing.T) {
 
 func TestReplayWindowSizes(t *testing.T) {
 	for _, c := range []struct{ cfg, want int }{{0, DefaultReplayWindow}, {ReplayDisabled, 0}, {1, 1}, {65536, 65536}, {5000, 5000}} {
-		_, ic := pairCfg("aes128gcm16", 1, func(x *Config) { x.ReplayWindow = c.cfg })
+		_, ic := pairCfg("aes128gcm16", 0x101, func(x *Config) { x.ReplayWindow = c.cfg })
 		s := mustSA(t, ic)
 		if s.win.Size() != c.want || s.Stats().ReplayWindow != c.want {
 			t.Errorf("ReplayWindow %d: size %d, want %d", c.cfg, s.win.Size(), c.want)
@@ -145,7 +147,7 @@ func TestKeysRedacted(t *testing.T) {
 }
 
 func TestNewCopiesKeys(t *testing.T) {
-	oc, ic := pairCfg("aes128gcm16", 9, nil)
+	oc, ic := pairCfg("aes128gcm16", 0x109, nil)
 	key := oc.Key
 	out, in := mustSA(t, oc), mustSA(t, ic)
 	clear(key) // the caller wipes its copy; the SA keeps working

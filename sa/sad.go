@@ -193,6 +193,17 @@ func (d *SAD) Add(s *SA) error {
 // Replace atomically puts s in place of the SA with the same direction
 // and SPI, so that no packet finds neither, then closes the old SA
 // (waiting for in-flight packets, wiping its keys) and returns it.
+//
+// When s has the same transform and key material as the old SA
+// (SA.SameKey), it is the same SA under the same key and takes its state
+// over: outbound, s continues after the higher of the old SA's last
+// sequence number and s's InitialSeq (and inherits its SeqLimit when s
+// has none); inbound, s starts with the old window merged into its own,
+// so it rejects every packet the old SA accepted. Until that is done
+// workers keep off s (packets for it drop as DropNoSA, for at most the
+// time a worker takes to finish its batch). With a different key s
+// keeps its own fresh state. To change lifetimes, path MTU or the peer
+// endpoint, SA.Update is simpler: it keeps the SA.
 func (d *SAD) Replace(s *SA) (old *SA, err error) {
 	d.mu.Lock()
 	if s.State() == StateDeleted {
@@ -214,6 +225,21 @@ func (d *SAD) Replace(s *SA) (old *SA, err error) {
 	}
 	if d.events != nil && s.events.Load() == nil {
 		s.SetEvents(d.events)
+	}
+	if prev := sl.sa.Load(); s.SameKey(prev) {
+		// Invariant: under one key no sequence number is sent twice and
+		// no packet is accepted twice. Keep workers off s, wait for any
+		// that used it before, retire prev (Close waits for its runs),
+		// carry its state into s, and only then let s be used - all under
+		// d.mu, so that a concurrent Replace of s waits for the carry.
+		s.held.Store(true)
+		s.waitIdle()
+		old = sl.sa.Swap(s)
+		old.Close()
+		s.carryFrom(old)
+		s.held.Store(false)
+		d.mu.Unlock()
+		return old, nil
 	}
 	old = sl.sa.Swap(s)
 	d.mu.Unlock()
@@ -289,7 +315,7 @@ func (d *SAD) Sweep(now time.Time) {
 	}
 	n := now.UnixNano()
 	d.Range(func(s *SA) bool {
-		s.checkTime(n, nil)
+		s.checkTime(s.attrs.Load(), n, nil)
 		return true
 	})
 }

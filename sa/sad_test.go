@@ -68,7 +68,7 @@ func TestSADManyRandomOps(t *testing.T) {
 	ref := map[uint32]*SA{}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for i := 0; i < 50000; i++ {
-		spi := uint32(rng.IntN(3000)) + 1
+		spi := uint32(rng.IntN(3000)) + MinSPI
 		switch rng.IntN(3) {
 		case 0, 1:
 			s := bareSA(spi, In)

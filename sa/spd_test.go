@@ -96,7 +96,7 @@ func TestSPDMatch(t *testing.T) {
 		{Name: "noaction"},
 		{Name: "ports", Action: Bypass, Selector: Selector{Proto: 1, DstPorts: PortRange{1, 2}}},
 		{Name: "family", Action: Bypass, Selector: Selector{Src: pfx("10.0.0.0/8"), Dst: pfx("fd00::/8")}},
-		{Name: "inbound SA", Action: Protect, SA: func() *SA { _, in := mustPair(t, "aes128gcm16", 1, nil); return in }()},
+		{Name: "inbound SA", Action: Protect, SA: func() *SA { _, in := mustPair(t, "aes128gcm16", 0x101, nil); return in }()},
 		nil,
 	} {
 		if err := spd.Append(bad); err == nil {

@@ -37,7 +37,7 @@ func nonEmpty(names []string) []string {
 var (
 	directionNames   = []string{"", "in", "out"}
 	stateNames       = []string{"active", "soft-expired", "expired", "deleted"}
-	eventNames       = []string{"", "soft-expire", "hard-expire", "seq-overflow", "acquire"}
+	eventNames       = []string{"", "soft-expire", "hard-expire", "seq-overflow", "acquire", "seq-limit"}
 	limitNames       = []string{"", "bytes", "packets", "time", "sequence"}
 	verdictNames     = []string{"none", "ok", "drop", "control", "bypass", "handed-off"}
 	concurrencyNames = []string{"shared", "sharded", "per-cpu"}
@@ -64,6 +64,7 @@ var (
 		DropTooBig:      "too-big",
 		DropQueueFull:   "queue-full",
 		DropInternal:    "internal",
+		DropSeqLimit:    "seq-limit",
 	}
 )
 

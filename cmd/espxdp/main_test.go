@@ -116,7 +116,7 @@ func showConfig(t *testing.T) (yaml string, secrets []string) {
     replay_window: 128
   - name: host
     direction: in
-    spi: 77
+    spi: 0x4d77
     mode: transport
     local: 2001:db8::1
     remote: 2001:db8::2
@@ -151,7 +151,7 @@ func TestShowSA(t *testing.T) {
 		fmt.Sprintf("plaintext mtu %d, path mtu 1400", ptMTU),
 		"current outbound spi: 0x1000(4096)",
 		"spi: 0x2000(8192)",
-		"spi: 0x4D(77)",
+		"spi: 0x4D77(19831)",
 		"transform: esp-aes256gcm16 ,",
 		"transform: esp-aes128-sha256 ,",
 		"in use settings ={Tunnel, UDP-Encaps, ESN, }",
@@ -198,7 +198,7 @@ func TestShowSA(t *testing.T) {
 		t.Fatalf("bad JSON: %v\n%s", err, js)
 	}
 	if len(r.SAs) != 3 || r.SAs[0].Name != "to-b" || r.SAs[0].SPI != 0x1000 || r.SAs[0].PlaintextMTU != ptMTU ||
-		!r.SAs[0].UDPEncap || r.SAs[1].ReplayWindow != 128 || r.SAs[2].SPI != 77 || r.SAs[2].ReplayWindow != 0 {
+		!r.SAs[0].UDPEncap || r.SAs[1].ReplayWindow != 128 || r.SAs[2].SPI != 0x4d77 || r.SAs[2].ReplayWindow != 0 {
 		t.Errorf("JSON SAs wrong: %+v", r.SAs)
 	}
 	for _, s := range secrets {
@@ -213,7 +213,7 @@ func TestShowSA(t *testing.T) {
 func TestShowSAErrorsNameTheLine(t *testing.T) {
 	yaml, _ := showConfig(t)
 	// Same inbound SPI twice is caught by the config loader.
-	dup := strings.Replace(yaml, "spi: 77", "spi: 0x2000", 1)
+	dup := strings.Replace(yaml, "spi: 0x4d77", "spi: 0x2000", 1)
 	cfg := writeFile(t, t.TempDir(), "dup.yaml", dup)
 	code, _, stderr := runCLI(t, "show", "sa", "--config", cfg)
 	if code != exitFailure || !strings.Contains(stderr, "dup.yaml:24: sas[2].spi: inbound SPI 0x2000 already used by sas[1] (from-b) on line 15") {

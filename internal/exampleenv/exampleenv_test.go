@@ -117,12 +117,12 @@ func TestManualKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b, wipe := ManualKeys(tr, 7, 8)
+	a, b, wipe := ManualKeys(tr, 0x707, 0x808)
 	for _, c := range []struct {
 		cfg  sa.Config
 		name string
 		spi  uint32
-	}{{a, "gwA-to-gwB", 7}, {b, "gwB-to-gwA", 8}} {
+	}{{a, "gwA-to-gwB", 0x707}, {b, "gwB-to-gwA", 0x808}} {
 		if c.cfg.Name != c.name || c.cfg.SPI != c.spi || !c.cfg.ESN || len(c.cfg.Key) != tr.KeyLen() || len(c.cfg.AuthKey) != tr.AuthKeyLen() || tr.AuthKeyLen() == 0 {
 			t.Fatalf("config %+v, want %s, SPI %d", c.cfg, c.name, c.spi)
 		}

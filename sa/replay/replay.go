@@ -179,3 +179,68 @@ func (w *Window) Update(seq uint64) bool {
 	*b |= bit
 	return true
 }
+
+// State is the content of a window, to carry it into another window
+// (SA replacement with the same key) or across a process restart.
+//
+// Bit k of the bitmap (bit k%64 of Bitmap[k/64]) says whether Top-k was
+// recorded. Every number at or below Top that the bitmap does not cover
+// (k ≥ 64*len(Bitmap)) counts as recorded: a window that is merged with
+// a State never accepts a number the exporting window would have
+// rejected.
+type State struct {
+	// Top is the highest sequence number recorded; 0: none.
+	Top uint64 `json:"top"`
+	// Bitmap records the numbers below Top; nil for a disabled window,
+	// which then makes every number up to Top count as recorded.
+	Bitmap []uint64 `json:"bitmap,omitempty"`
+}
+
+// State exports the window's content. The bitmap covers the window size
+// rounded up to 64; the numbers in the rounding, left of the window,
+// are marked recorded (the window rejects them as too old).
+func (w *Window) State() State {
+	st := State{Top: w.top}
+	if w.size == 0 || w.top == 0 {
+		return st
+	}
+	n := (w.size + 63) / 64
+	st.Bitmap = make([]uint64, n)
+	for k := uint64(0); k < n*64; k++ {
+		seq := w.top - k
+		if seq == 0 {
+			break
+		}
+		if k >= w.size || w.bits[(seq&w.mask)>>6]&(1<<(seq&63)) != 0 {
+			st.Bitmap[k>>6] |= 1 << (k & 63)
+		}
+	}
+	return st
+}
+
+// Merge records in w every number that st records, moving w's right
+// edge to st.Top if that is further right: afterwards w rejects every
+// number that it rejected before or that the window st came from
+// rejected (within what the window can hold; older numbers are rejected
+// as too old anyway). Its cost is bounded by the window size.
+func (w *Window) Merge(st State) {
+	if st.Top == 0 {
+		return
+	}
+	if w.size == 0 {
+		w.top = max(w.top, st.Top)
+		return
+	}
+	w.Update(st.Top) // the top of a window was always recorded
+	cov := uint64(len(st.Bitmap)) * 64
+	for k := uint64(1); k < w.size && k < st.Top; k++ {
+		seq := st.Top - k
+		if w.top-seq >= w.size {
+			break // left of w's window: rejected already
+		}
+		if k >= cov || st.Bitmap[k>>6]&(1<<(k&63)) != 0 {
+			i := seq & w.mask
+			w.bits[i>>6] |= 1 << (i & 63)
+		}
+	}
+}

@@ -331,3 +331,36 @@ func BenchmarkCheckUpdate(b *testing.B) {
 		})
 	}
 }
+
+// TestStateMerge: a window merged with another's State accepts exactly
+// what both would accept (within its size), for random histories and
+// sizes, including a larger importing window (numbers the export does
+// not cover count as seen).
+func TestStateMerge(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 9))
+	for iter := 0; iter < 300; iter++ {
+		sizes := []int{0, 1, 32, 64, 100, 1024}
+		sa, sb := sizes[rng.IntN(len(sizes))], sizes[rng.IntN(len(sizes))]
+		a, _ := New(sa, false)
+		base := uint64(rng.IntN(5000) + 1)
+		for i := 0; i < 200; i++ {
+			a.Update(base + uint64(rng.IntN(3000)))
+		}
+		st := a.State()
+		if st.Top != a.Top() {
+			t.Fatalf("Top %d != %d", st.Top, a.Top())
+		}
+		b, _ := New(sb, false)
+		b.Merge(st)
+		for seq := uint64(1); seq < base+3100; seq++ {
+			_, okA := a.Check(uint32(seq))
+			_, okB := b.Check(uint32(seq))
+			if sb != 0 && okB && !okA {
+				t.Fatalf("sizes %d→%d: seq %d accepted after merge, rejected by the source (top %d)", sa, sb, seq, st.Top)
+			}
+			if sa == sb && sa != 0 && okA != okB {
+				t.Fatalf("size %d: seq %d: source %v merged %v", sa, seq, okA, okB)
+			}
+		}
+	}
+}

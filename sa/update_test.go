@@ -1,0 +1,354 @@
+package sa
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// espSeq returns the ESP sequence number (low 32 bits) and the outer
+// destination of an outbound IPv4 tunnel packet.
+func espSeq(tb testing.TB, p Packet) (uint32, netip.Addr) {
+	tb.Helper()
+	d := p.Data()
+	if len(d) < 28 || d[0]>>4 != 4 || d[9] != 50 {
+		tb.Fatalf("not an IPv4 ESP packet: % x", d[:min(len(d), 28)])
+	}
+	return binary.BigEndian.Uint32(d[24:]), netip.AddrFrom4([4]byte(d[16:20]))
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// fixedKeys sets deterministic keys, so that a test can build a second
+// SA with the same key material.
+func fixedKeys(c *Config) {
+	c.Key, c.AuthKey = make([]byte, c.Transform.KeyLen()), make([]byte, c.Transform.AuthKeyLen())
+	for i := range c.Key {
+		c.Key[i] = byte(i + 1)
+	}
+	for i := range c.AuthKey {
+		c.AuthKey[i] = byte(i + 7)
+	}
+}
+
+func TestUpdateKeepsState(t *testing.T) {
+	r := newRig(t, "aes128gcm16", func(c *Config) { c.PathMTU = 1500 })
+	inner := udpPacket(hostA, hostB, 1, 2, 100, 1)
+	var captured []Packet
+	for i := 0; i < 5; i++ {
+		p := r.seal(t, inner)
+		captured = append(captured, clonePacket(p))
+		if q := r.open(p); q.Verdict != VerdictOK {
+			t.Fatalf("open: %v %v", q.Verdict, q.Reason)
+		}
+	}
+	newRemote := netip.MustParseAddr("198.51.100.77")
+	soft := Lifetime{Packets: 1000}
+	hard := Lifetime{Packets: 2000, Time: time.Hour}
+	if err := r.out.Update(Changes{SoftLifetime: &soft, HardLifetime: &hard, PathMTU: ptr(1400),
+		Remote: &newRemote, TTL: ptr(uint8(9)), DF: ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.in.Update(Changes{SoftLifetime: &soft, HardLifetime: &hard, Remote: ptr(netip.MustParseAddr("192.0.2.99"))}); err != nil {
+		t.Fatal(err)
+	}
+	p := r.seal(t, inner)
+	seq, dst := espSeq(t, p)
+	if seq != 6 || dst != newRemote {
+		t.Fatalf("after Update: seq %d dst %v, want 6 %v", seq, dst, newRemote)
+	}
+	if d := p.Data(); d[8] != 9 || d[6]&0x40 == 0 {
+		t.Fatalf("TTL %d flags %#x", d[8], d[6])
+	}
+	if q := r.open(p); q.Verdict != VerdictOK {
+		t.Fatalf("open after update: %v %v", q.Verdict, q.Reason)
+	}
+	// The inbound SA still remembers what it accepted.
+	for _, c := range captured {
+		if q := r.open(clonePacket(c)); q.Verdict != VerdictDrop || q.Reason != DropReplay {
+			t.Fatalf("replay after Update: %v %v", q.Verdict, q.Reason)
+		}
+	}
+	cfg, st := r.out.Config(), r.out.StatsAt(r.clock.Now())
+	if cfg.Remote != newRemote || cfg.PathMTU != 1400 || cfg.TTL != 9 || !cfg.DF || cfg.SoftLifetime != soft || cfg.HardLifetime != hard {
+		t.Fatalf("Config after Update: %+v", cfg)
+	}
+	if st.Remote != newRemote || st.PathMTU != 1400 || st.Seq != 6 || st.EncapsPkts != 6 ||
+		st.SoftRemaining.Packets != 994 || st.HardRemaining.Seconds != 3600 {
+		t.Fatalf("Stats after Update: %+v", st)
+	}
+	if r.out.Seq() != 6 || r.in.Seq() != 6 {
+		t.Fatalf("Seq out %d in %d", r.out.Seq(), r.in.Seq())
+	}
+}
+
+func TestUpdateNATT(t *testing.T) {
+	r := newRig(t, "aes128gcm16", func(c *Config) { c.UDPEncap = true })
+	port := uint16(31000)
+	if err := r.out.Update(Changes{RemotePort: &port}); err != nil {
+		t.Fatal(err)
+	}
+	p := r.seal(t, udpPacket(hostA, hostB, 1, 2, 50, 1))
+	d := p.Data()
+	if got := binary.BigEndian.Uint16(d[22:]); got != port {
+		t.Fatalf("UDP destination port %d, want %d", got, port)
+	}
+	if c := r.out.Config(); c.RemotePort != port || r.out.Stats().RemotePort != port {
+		t.Fatalf("RemotePort %d / %d", c.RemotePort, r.out.Stats().RemotePort)
+	}
+	if err := r.out.Update(Changes{RemotePort: ptr(uint16(0))}); err != nil {
+		t.Fatal(err)
+	}
+	if c := r.out.Config(); c.RemotePort != 4500 {
+		t.Fatalf("RemotePort 0 gives %d, want 4500", c.RemotePort)
+	}
+}
+
+func TestUpdateValidation(t *testing.T) {
+	out, _ := mustPair(t, "aes128gcm16", 0x2001, func(c *Config) {
+		c.PathMTU = 1500
+		c.HardLifetime.Packets = 100
+	})
+	before := out.Config()
+	bad := []struct {
+		field string
+		c     Changes
+	}{
+		{"SoftLifetime.Packets", Changes{PathMTU: ptr(1400), SoftLifetime: &Lifetime{Packets: 200}}},
+		{"SoftLifetime.Time", Changes{SoftLifetime: &Lifetime{Time: 2 * time.Hour}, HardLifetime: &Lifetime{Time: time.Hour}}},
+		{"HardLifetime.Time", Changes{HardLifetime: &Lifetime{Time: -1}}},
+		{"PathMTU", Changes{Remote: ptr(netip.MustParseAddr("192.0.2.50")), PathMTU: ptr(20)}},
+		{"Remote", Changes{Remote: ptr(netip.MustParseAddr("2001:db8::9")), TTL: ptr(uint8(1))}},
+		{"Remote", Changes{Remote: &netip.Addr{}}},
+		{"Remote", Changes{Remote: ptr(netip.MustParseAddr("::ffff:192.0.2.9"))}},
+		{"RemotePort", Changes{RemotePort: ptr(uint16(1)), DF: ptr(true)}},
+	}
+	for _, b := range bad {
+		err := out.Update(b.c)
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Field != b.field || !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("Update(%+v) = %v, want a ConfigError on %s", b.c, err, b.field)
+		}
+		if got := out.Config(); got.String() != before.String() {
+			t.Fatalf("failed Update changed the SA:\n%v\n%v", got, before)
+		}
+	}
+	if out.PathMTU() != 1500 {
+		t.Fatalf("path MTU %d", out.PathMTU())
+	}
+	out.Close()
+	if err := out.Update(Changes{PathMTU: ptr(1400)}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Update after Close: %v", err)
+	}
+}
+
+func TestUpdateLifetimeExpiry(t *testing.T) {
+	r := newRig(t, "aes128gcm16", nil)
+	r.sendN(t, 10, 10)
+	// A hard limit below the usage expires the SA at once, soft first.
+	if err := r.out.Update(Changes{HardLifetime: &Lifetime{Packets: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	if k := r.evA.kinds(); len(k) != 2 || k[0] != EventSoftExpire || k[1] != EventHardExpire || r.out.State() != StateExpired {
+		t.Fatalf("events %v state %v", k, r.out.State())
+	}
+	// Expiry is final: a later limit does not revive it.
+	if err := r.out.Update(Changes{HardLifetime: &Lifetime{}}); err != nil {
+		t.Fatal(err)
+	}
+	if r.out.State() != StateExpired {
+		t.Fatalf("state %v after lifting the limit", r.out.State())
+	}
+	if _, reasons := r.sendN(t, 1, 10); reasons[DropExpired] != 1 {
+		t.Fatalf("reasons %v", reasons)
+	}
+
+	// Soft expiry stays when the soft limit moves past the usage.
+	r2 := newRig(t, "aes128gcm16", func(c *Config) { c.SoftLifetime.Packets = 3 })
+	r2.sendN(t, 3, 10)
+	if r2.out.State() != StateSoftExpired {
+		t.Fatalf("state %v", r2.out.State())
+	}
+	if err := r2.out.Update(Changes{SoftLifetime: &Lifetime{Packets: 100}}); err != nil {
+		t.Fatal(err)
+	}
+	if r2.out.State() != StateSoftExpired || r2.evA.count(EventSoftExpire) != 1 {
+		t.Fatalf("state %v events %v", r2.out.State(), r2.evA.kinds())
+	}
+	// A time limit already past expires at once (the SAD's clock).
+	r2.clock.Add(time.Minute)
+	if err := r2.out.Update(Changes{HardLifetime: &Lifetime{Time: 30 * time.Second}}); err != nil {
+		t.Fatal(err)
+	}
+	if r2.out.State() != StateExpired || r2.evA.count(EventHardExpire) != 1 {
+		t.Fatalf("state %v events %v", r2.out.State(), r2.evA.kinds())
+	}
+}
+
+func TestUpdateDuringTraffic(t *testing.T) {
+	// Race detector test: Update while a worker sends.
+	r := newRig(t, "aes128gcm16", func(c *Config) { c.PathMTU = 1500 })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 200; i++ {
+			b := []Packet{packetFor(udpPacket(hostA, hostB, 1, 2, 100, uint64(i)))}
+			r.wSend.Outbound(b)
+			if b[0].Verdict != VerdictOK {
+				t.Errorf("packet %d: %v %v", i, b[0].Verdict, b[0].Reason)
+				return
+			}
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		a := netip.AddrFrom4([4]byte{198, 51, 100, byte(i)})
+		if err := r.out.Update(Changes{Remote: &a, PathMTU: ptr(1400 + i%50), HardLifetime: &Lifetime{Packets: 1 << 40}}); err != nil {
+			t.Fatal(err)
+		}
+		_ = r.out.Stats()
+	}
+	<-done
+	if r.out.Seq() != 200 {
+		t.Fatalf("seq %d", r.out.Seq())
+	}
+}
+
+func TestReplaceSameKeyCarriesState(t *testing.T) {
+	r := newRig(t, "aes128gcm16", fixedKeys)
+	var captured []Packet
+	for i := 0; i < 10; i++ {
+		p := r.seal(t, udpPacket(hostA, hostB, 1, 2, 60, uint64(i)))
+		captured = append(captured, clonePacket(p))
+		if i%2 == 0 { // deliver only the even ones: the odd ones are in the window, unseen
+			if q := r.open(p); q.Verdict != VerdictOK {
+				t.Fatal(q.Reason)
+			}
+		}
+	}
+	// The same key: a reload that rebuilt the SA from its config.
+	oc, ic := pairCfg("aes128gcm16", 0x1001, fixedKeys)
+	out2, in2 := mustSA(t, oc), mustSA(t, ic)
+	if !out2.SameKey(r.out) || !in2.SameKey(r.in) {
+		t.Fatal("SameKey false for the same key")
+	}
+	if old, err := r.sadA.Replace(out2); err != nil || old != r.out {
+		t.Fatal(old, err)
+	}
+	if old, err := r.sadB.Replace(in2); err != nil || old != r.in {
+		t.Fatal(old, err)
+	}
+	r.tun.SetOutbound(out2)
+	if out2.Seq() != 10 {
+		t.Fatalf("carried seq %d, want 10", out2.Seq())
+	}
+	p := r.seal(t, udpPacket(hostA, hostB, 1, 2, 60, 99))
+	if seq, _ := espSeq(t, p); seq != 11 {
+		t.Fatalf("first packet after Replace has seq %d, want 11", seq)
+	}
+	if q := r.open(p); q.Verdict != VerdictOK {
+		t.Fatalf("open: %v", q.Reason)
+	}
+	for i, c := range captured {
+		q := r.open(clonePacket(c))
+		if i%2 == 0 && q.Reason != DropReplay {
+			t.Fatalf("replayed packet %d after Replace: %v %v", i, q.Verdict, q.Reason)
+		}
+		if i%2 == 1 && q.Verdict != VerdictOK {
+			t.Fatalf("unseen packet %d after Replace: %v %v", i, q.Verdict, q.Reason)
+		}
+	}
+	// InitialSeq beyond the old counter wins.
+	oc.InitialSeq = 500
+	out3 := mustSA(t, oc)
+	if _, err := r.sadA.Replace(out3); err != nil {
+		t.Fatal(err)
+	}
+	if out3.Seq() != 500 {
+		t.Fatalf("seq %d, want 500", out3.Seq())
+	}
+}
+
+func TestReplaceNewKeyFreshState(t *testing.T) {
+	r := newRig(t, "aes128gcm16", fixedKeys)
+	r.sendN(t, 10, 10)
+	oc, ic := pairCfg("aes128gcm16", 0x1001, nil)
+	out2, in2 := mustSA(t, oc), mustSA(t, ic)
+	if out2.SameKey(r.out) {
+		t.Fatal("SameKey true for different keys")
+	}
+	// The same key bytes under another transform: not the same SA.
+	oc3, _ := pairCfg("aes128gcm12", 0x1001, fixedKeys)
+	if r.out.SameKey(mustSA(t, oc3)) {
+		t.Fatal("SameKey true across transforms")
+	}
+	oc4, _ := pairCfg("aes128gcm16", 0x1001, fixedKeys)
+	if !r.out.SameKey(mustSA(t, oc4)) {
+		t.Fatal("SameKey false for the same key and transform")
+	}
+	if _, err := r.sadA.Replace(out2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.sadB.Replace(in2); err != nil {
+		t.Fatal(err)
+	}
+	r.tun.SetOutbound(out2)
+	if out2.Seq() != 0 || in2.Seq() != 0 {
+		t.Fatalf("new key carried state: %d %d", out2.Seq(), in2.Seq())
+	}
+	if seq, _ := espSeq(t, r.seal(t, udpPacket(hostA, hostB, 1, 2, 60, 1))); seq != 1 {
+		t.Fatalf("seq %d, want 1", seq)
+	}
+}
+
+func TestReplaceSameKeyUnderTraffic(t *testing.T) {
+	// A worker sends continuously while the outbound SA is replaced by
+	// SAs with the same key: no sequence number may appear twice.
+	r := newRig(t, "aes128gcm16", fixedKeys)
+	oc, _ := pairCfg("aes128gcm16", 0x1001, fixedKeys)
+	seen := map[uint32]bool{}
+	stop := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		var err error
+		for i := 0; i < 5000 && err == nil; i++ {
+			select {
+			case <-stop:
+				i = 5000
+				continue
+			default:
+			}
+			b := []Packet{packetFor(udpPacket(hostA, hostB, 1, 2, 40, uint64(i))),
+				packetFor(udpPacket(hostA, hostB, 1, 2, 40, uint64(i)))}
+			r.wSend.Outbound(b)
+			for _, p := range b {
+				if p.Verdict != VerdictOK {
+					continue
+				}
+				d := p.Data()
+				seq := binary.BigEndian.Uint32(d[24:])
+				if seen[seq] {
+					err = errors.New("sequence number sent twice")
+				}
+				seen[seq] = true
+			}
+		}
+		done <- err
+	}()
+	for i := 0; i < 50; i++ {
+		n := mustSA(t, oc)
+		if _, err := r.sadA.Replace(n); err != nil {
+			t.Fatal(err)
+		}
+		r.tun.SetOutbound(n)
+		time.Sleep(100 * time.Microsecond)
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) == 0 {
+		t.Fatal("nothing sent")
+	}
+}
