@@ -109,7 +109,7 @@ func runDaemon(ctx context.Context, path, netns, socket string, log *slog.Logger
 			if res, err := reload(); err != nil {
 				log.Error("reload failed; still running the previous configuration", "err", err)
 			} else {
-				log.Info("reload done", "added", res.Added, "removed", res.Removed, "replaced", res.Replaced, "unchanged", res.Unchanged)
+				log.Info("reload done", "added", res.Added, "removed", res.Removed, "replaced", res.Replaced, "updated", res.Updated, "unchanged", res.Unchanged)
 			}
 		}
 	}
@@ -268,7 +268,7 @@ func cmdSA(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		r := resp.Reload
-		fmt.Fprintf(stdout, "reload: added %v, removed %v, replaced %v, unchanged %d\n", r.Added, r.Removed, r.Replaced, r.Unchanged)
+		fmt.Fprintf(stdout, "reload: added %v, removed %v, replaced %v, updated %v, unchanged %d\n", r.Added, r.Removed, r.Replaced, r.Updated, r.Unchanged)
 		return nil
 	}
 	return usagef("sa: unknown subcommand %q (want add, update, del or reload)", sub)

@@ -62,6 +62,7 @@ type entry struct {
 	sa     *sa.SA
 	conf   *config.SA
 	sum    [32]byte // fingerprint of conf and sels, keys included
+	isum   [32]byte // the same without the attributes SA.Update changes
 	tunnel string
 	sels   []sa.Selector // the traffic selectors the SA was given
 }
@@ -155,6 +156,15 @@ func tunnelOf(g *config.Gateway, name string) string {
 	return ""
 }
 
+// immutableFingerprint is fingerprint without the mutable attributes
+// (lifetimes, path MTU, peer address and NAT-T port): two configurations
+// with the same one differ only in what SA.Update changes in place.
+func immutableFingerprint(c *config.SA, sels []sa.Selector) [32]byte {
+	m := *c
+	m.Lifetime, m.PathMTU, m.Remote, m.RemotePort = config.Lifetime{}, 0, netip.Addr{}, 0
+	return fingerprint(&m, sels)
+}
+
 func fingerprint(c *config.SA, sels []sa.Selector) [32]byte {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s|%v|%d|%v|%v|%v|%v|%d|%d|%v|%v|%d|%+v|%d|%v|", c.Name, c.Direction, c.SPI, c.Mode, c.Local, c.Remote,
@@ -209,14 +219,14 @@ func (gw *Gateway) install(c *config.SA, g *config.Gateway, tunnel string) error
 	if err != nil {
 		return err
 	}
-	sum := fingerprint(c, sels)
+	sum, isum := fingerprint(c, sels), immutableFingerprint(c, sels)
 	wipeKeys(c)
 	if err := gw.sad.Add(s); err != nil {
 		s.Close()
 		return err
 	}
 	gw.warnSelectors(c, sels)
-	gw.sas[k] = &entry{sa: s, conf: c, sum: sum, tunnel: tunnel, sels: sels}
+	gw.sas[k] = &entry{sa: s, conf: c, sum: sum, isum: isum, tunnel: tunnel, sels: sels}
 	gw.order = append(gw.order, k)
 	gw.bind(k)
 	return nil
@@ -269,8 +279,37 @@ func (gw *Gateway) remove(k key) error {
 	return gw.sad.Delete(k.dir, k.spi)
 }
 
+// update changes the SA of k in place to the mutable attributes of c
+// (lifetimes, path MTU, peer address and NAT-T port), keeping its
+// sequence number, replay window and counters; c must differ from the
+// entry's configuration in nothing else (same isum).
+func (gw *Gateway) update(c *config.SA, sels []sa.Selector) error {
+	k := keyOf(c)
+	e := gw.sas[k]
+	if e == nil {
+		return fmt.Errorf("%w: %v SPI 0x%x", sa.ErrNotFound, k.dir, k.spi)
+	}
+	sc := c.SAConfig()
+	ch := sa.Changes{SoftLifetime: &sc.SoftLifetime, HardLifetime: &sc.HardLifetime, PathMTU: &sc.PathMTU}
+	if c.Remote != e.conf.Remote {
+		ch.Remote = &sc.Remote
+	}
+	if c.Encap == config.EncapUDP && c.RemotePort != e.conf.RemotePort {
+		ch.RemotePort = &sc.RemotePort
+	}
+	if err := e.sa.Update(ch); err != nil {
+		return c.Pos.Errorf("%v", err)
+	}
+	e.sum = fingerprint(c, sels)
+	e.conf = c
+	wipeKeys(c)
+	return nil
+}
+
 // replace swaps the SA of k for a new one made from c, make-before-break:
 // an outbound tunnel switches to the new SA before the old one closes.
+// With the same key, SAD.Replace carries the sequence number and replay
+// window over (no sequence number is sent twice under one key).
 func (gw *Gateway) replace(c *config.SA, g *config.Gateway, tunnel string) error {
 	k := keyOf(c)
 	old := gw.sas[k]
@@ -281,10 +320,30 @@ func (gw *Gateway) replace(c *config.SA, g *config.Gateway, tunnel string) error
 	if err != nil {
 		return err
 	}
-	sum := fingerprint(c, sels)
+	sum, isum := fingerprint(c, sels), immutableFingerprint(c, sels)
 	wipeKeys(c)
 	gw.warnSelectors(c, sels)
-	gw.sas[k] = &entry{sa: s, conf: c, sum: sum, tunnel: tunnel, sels: sels}
+	if s.SameKey(old.sa) {
+		// Same key: s must not send or accept anything before
+		// SAD.Replace carried the old SA's sequence number and window
+		// into it (else it would start at 1 again: nonce reuse), so it
+		// goes into the SAD first and into the tunnel after.
+		if _, err := gw.sad.Replace(s); err != nil {
+			s.Close()
+			return err
+		}
+		gw.sas[k] = &entry{sa: s, conf: c, sum: sum, isum: isum, tunnel: tunnel, sels: sels}
+		if t := gw.tunnels[old.tunnel]; t != nil {
+			if k.dir == sa.In {
+				t.RemoveInbound(old.sa)
+			} else {
+				gw.rebindOut(t)
+			}
+		}
+		gw.bind(k)
+		return nil
+	}
+	gw.sas[k] = &entry{sa: s, conf: c, sum: sum, isum: isum, tunnel: tunnel, sels: sels}
 	if t := gw.tunnels[old.tunnel]; t != nil && old.tunnel != tunnel {
 		if k.dir == sa.In {
 			t.RemoveInbound(old.sa)

@@ -12,9 +12,12 @@ import (
 
 // ReloadResult says what a Reload changed.
 type ReloadResult struct {
-	Added     []string `json:"added,omitempty"`
-	Removed   []string `json:"removed,omitempty"`
-	Replaced  []string `json:"replaced,omitempty"`
+	Added    []string `json:"added,omitempty"`
+	Removed  []string `json:"removed,omitempty"`
+	Replaced []string `json:"replaced,omitempty"`
+	// Updated SAs changed only lifetimes, path MTU or the peer address
+	// or port: changed in place (SA.Update), keeping their state.
+	Updated   []string `json:"updated,omitempty"`
 	Unchanged int      `json:"unchanged"`
 	Policies  int      `json:"policies"`
 }
@@ -41,7 +44,8 @@ func (gw *Gateway) Reload(cfg *config.Config) (ReloadResult, error) {
 	}
 	// Check every new SA before changing anything.
 	ng := cfg.Gateway
-	sum := func(c *config.SA) [32]byte { return fingerprint(c, ng.SelectorsOf(c, tunnelOf(ng, c.Name))) }
+	sels := func(c *config.SA) []sa.Selector { return ng.SelectorsOf(c, tunnelOf(ng, c.Name)) }
+	sum := func(c *config.SA) [32]byte { return fingerprint(c, sels(c)) }
 	for _, c := range cfg.SAs {
 		if e := gw.sas[keyOf(c)]; e != nil && e.sum == sum(c) {
 			continue
@@ -77,6 +81,12 @@ func (gw *Gateway) Reload(cfg *config.Config) (ReloadResult, error) {
 				continue
 			}
 			res.Added = append(res.Added, c.Name)
+		case e.sum != sum(c) && e.tunnel == tn && e.isum == immutableFingerprint(c, sels(c)):
+			if err := gw.update(c, sels(c)); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			res.Updated = append(res.Updated, c.Name)
 		case e.sum != sum(c) || e.tunnel != tn:
 			if err := gw.replace(c, ng, tn); err != nil {
 				errs = append(errs, err)
@@ -103,7 +113,7 @@ func (gw *Gateway) Reload(cfg *config.Config) (ReloadResult, error) {
 		errs = append(errs, err)
 	}
 	res.Policies = len(gw.g.Policies)
-	gw.log.Info("reloaded", "added", len(res.Added), "removed", len(res.Removed), "replaced", len(res.Replaced), "unchanged", res.Unchanged)
+	gw.log.Info("reloaded", "added", len(res.Added), "removed", len(res.Removed), "replaced", len(res.Replaced), "updated", len(res.Updated), "unchanged", res.Unchanged)
 	if len(errs) > 0 {
 		return res, fmt.Errorf("gateway: reload partly failed: %v", errs)
 	}
@@ -177,9 +187,12 @@ func (gw *Gateway) AddSA(c *config.SA, tunnel string) error {
 	return nil
 }
 
-// UpdateSA replaces the SA with c's direction and SPI by one made from c
-// (new keys, lifetimes, path MTU...), keeping its tunnel unless tunnel is
-// set. The old SA's keys are wiped once in-flight packets are done.
+// UpdateSA changes the SA with c's direction and SPI to c, keeping its
+// tunnel unless tunnel is set: in place (SA.Update, state kept) when only
+// lifetimes, path MTU or the peer address or port differ; otherwise by a
+// replacement (SAD.Replace, which carries the sequence number and replay
+// window over when the key is the same). The old SA's keys are wiped
+// once in-flight packets are done.
 func (gw *Gateway) UpdateSA(c *config.SA, tunnel string) error {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
@@ -191,6 +204,14 @@ func (gw *Gateway) UpdateSA(c *config.SA, tunnel string) error {
 		tunnel = e.tunnel
 	} else if gw.tunnels[tunnel] == nil {
 		return fmt.Errorf("gateway: no tunnel %q", tunnel)
+	}
+	sels := gw.g.SelectorsOf(c, tunnel)
+	if tunnel == e.tunnel && e.isum == immutableFingerprint(c, sels) {
+		if err := gw.update(c, sels); err != nil {
+			return err
+		}
+		gw.log.Info("sa updated in place", "sa", c.Name, "spi", fmt.Sprintf("0x%x", c.SPI), "dir", c.Direction.String())
+		return nil
 	}
 	if err := gw.replace(c, gw.g, tunnel); err != nil {
 		return err
