@@ -65,6 +65,7 @@ type entry struct {
 	isum   [32]byte // the same without the attributes SA.Update changes
 	tunnel string
 	sels   []sa.Selector // the traffic selectors the SA was given
+	rid    string        // record in the state file ("" without state_dir)
 }
 
 // Gateway is a running (or ready to run) gateway. Its methods are safe
@@ -84,6 +85,7 @@ type Gateway struct {
 	sas     map[key]*entry
 	order   []key
 
+	state   *stateStore // nil without state_dir
 	eng     *xdp.Engine
 	tun     *xdp.TUN
 	ctl     *controlServer
@@ -118,6 +120,13 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		}
 	}})
 	gw.spd = sa.NewSPD(sa.SPDOptions{Events: fn})
+	if gw.g.StateDir != "" {
+		st, err := openState(gw.g.StateDir)
+		if err != nil {
+			return nil, err
+		}
+		gw.state = st
+	}
 	for _, t := range gw.g.Tunnels {
 		gw.tunnels[t.Name] = sa.NewTunnel(t.Name)
 	}
@@ -190,14 +199,32 @@ func keyOf(c *config.SA) key {
 // and its traffic selectors (config.Gateway.SelectorsOf), which it also
 // returns.
 func (gw *Gateway) newSA(c *config.SA, g *config.Gateway, tunnel string) (*sa.SA, []sa.Selector, error) {
+	s, sels, _, err := gw.newSAState(c, g, tunnel, false)
+	return s, sels, err
+}
+
+// newSAState is newSA; with persist and a state_dir, an outbound SA
+// starts above its persisted reservation under a new durable one and an
+// inbound SA with its saved window; rid names its state record.
+func (gw *Gateway) newSAState(c *config.SA, g *config.Gateway, tunnel string, persist bool) (s *sa.SA, sels []sa.Selector, rid string, err error) {
 	sc := c.SAConfig()
 	sc.DF = true
 	sc.Selectors = g.SelectorsOf(c, tunnel)
-	s, err := sa.New(sc)
-	if err != nil {
-		return nil, nil, c.Pos.Errorf("%v", err)
+	if persist && gw.state != nil {
+		rid = gw.state.recordID(c)
+		if c.Direction == config.Out {
+			if sc.InitialSeq, sc.SeqLimit, err = gw.state.start(rid, c.ESN); err != nil {
+				return nil, nil, "", err
+			}
+		} else {
+			sc.Replay = gw.state.replay(rid)
+		}
 	}
-	return s, sc.Selectors, nil
+	s, err = sa.New(sc)
+	if err != nil {
+		return nil, nil, "", c.Pos.Errorf("%v", err)
+	}
+	return s, sc.Selectors, rid, nil
 }
 
 // warnSelectors logs an inbound tunnel-mode SA that got no traffic
@@ -215,7 +242,7 @@ func (gw *Gateway) install(c *config.SA, g *config.Gateway, tunnel string) error
 	if _, dup := gw.sas[k]; dup {
 		return fmt.Errorf("%w: %v SPI 0x%x", sa.ErrExists, k.dir, k.spi)
 	}
-	s, sels, err := gw.newSA(c, g, tunnel)
+	s, sels, rid, err := gw.newSAState(c, g, tunnel, true)
 	if err != nil {
 		return err
 	}
@@ -226,7 +253,7 @@ func (gw *Gateway) install(c *config.SA, g *config.Gateway, tunnel string) error
 		return err
 	}
 	gw.warnSelectors(c, sels)
-	gw.sas[k] = &entry{sa: s, conf: c, sum: sum, isum: isum, tunnel: tunnel, sels: sels}
+	gw.sas[k] = &entry{sa: s, conf: c, sum: sum, isum: isum, tunnel: tunnel, sels: sels, rid: rid}
 	gw.order = append(gw.order, k)
 	gw.bind(k)
 	return nil
@@ -316,7 +343,7 @@ func (gw *Gateway) replace(c *config.SA, g *config.Gateway, tunnel string) error
 	if old == nil {
 		return fmt.Errorf("%w: %v SPI 0x%x", sa.ErrNotFound, k.dir, k.spi)
 	}
-	s, sels, err := gw.newSA(c, g, tunnel)
+	s, sels, rid, err := gw.newSAState(c, g, tunnel, true)
 	if err != nil {
 		return err
 	}
@@ -332,7 +359,7 @@ func (gw *Gateway) replace(c *config.SA, g *config.Gateway, tunnel string) error
 			s.Close()
 			return err
 		}
-		gw.sas[k] = &entry{sa: s, conf: c, sum: sum, isum: isum, tunnel: tunnel, sels: sels}
+		gw.sas[k] = &entry{sa: s, conf: c, sum: sum, isum: isum, tunnel: tunnel, sels: sels, rid: rid}
 		if t := gw.tunnels[old.tunnel]; t != nil {
 			if k.dir == sa.In {
 				t.RemoveInbound(old.sa)
@@ -343,7 +370,7 @@ func (gw *Gateway) replace(c *config.SA, g *config.Gateway, tunnel string) error
 		gw.bind(k)
 		return nil
 	}
-	gw.sas[k] = &entry{sa: s, conf: c, sum: sum, isum: isum, tunnel: tunnel, sels: sels}
+	gw.sas[k] = &entry{sa: s, conf: c, sum: sum, isum: isum, tunnel: tunnel, sels: sels, rid: rid}
 	if t := gw.tunnels[old.tunnel]; t != nil && old.tunnel != tunnel {
 		if k.dir == sa.In {
 			t.RemoveInbound(old.sa)
@@ -583,8 +610,54 @@ func (gw *Gateway) Close() error {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
 	err := gw.teardown()
+	inbound := map[string]*sa.SA{}
+	for k, e := range gw.sas {
+		if k.dir == sa.In && e.rid != "" {
+			inbound[e.rid] = e.sa
+		}
+	}
 	gw.closeSAs()
+	if gw.state != nil && len(inbound) > 0 {
+		// Closed SAs export their exact windows.
+		wins := map[string]sa.ReplayState{}
+		for rid, s := range inbound {
+			wins[rid] = s.ReplayState()
+		}
+		if serr := gw.state.saveReplay(wins); serr != nil {
+			gw.log.Error("saving replay windows", "err", serr)
+			err = errors.Join(err, serr)
+		}
+	}
 	return err
+}
+
+// extendSeq reserves the next sequence block of every outbound SA that
+// used half of its current one (only: just that SA), durably, then
+// raises its limit. Called on EventSeqLimit and by the sweeper (in case
+// an event was lost).
+func (gw *Gateway) extendSeq(only *sa.SA) {
+	if gw.state == nil {
+		return
+	}
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	for k, e := range gw.sas {
+		if k.dir != sa.Out || e.rid == "" || (only != nil && e.sa != only) {
+			continue
+		}
+		lim := e.sa.SeqLimit()
+		if lim == 0 || e.sa.Seq() < lim-min(lim, seqBlock/2) || e.sa.State() >= sa.StateExpired {
+			continue
+		}
+		n, err := gw.state.extend(e.rid, e.conf.ESN)
+		if err != nil {
+			// Traffic stops at the old limit (DropSeqLimit) rather
+			// than risk a reuse.
+			gw.log.Error("cannot persist the next sequence reservation; the SA will stop at its limit", "sa", e.conf.Name, "limit", lim, "err", err)
+			continue
+		}
+		e.sa.SetSeqLimit(n)
+	}
 }
 
 // teardown stops what runs; gw.mu is held.
@@ -736,6 +809,7 @@ func (gw *Gateway) sweep() {
 			return
 		case now := <-tick.C:
 			gw.sad.Sweep(now)
+			gw.extendSeq(nil)
 		}
 	}
 }
@@ -749,6 +823,10 @@ func (gw *Gateway) logEvents() {
 			return
 		case e := <-gw.events:
 			gw.hub.publish(eventOf(e))
+			if e.Kind == sa.EventSeqLimit {
+				gw.extendSeq(e.SA)
+				continue
+			}
 			switch e.Kind {
 			case sa.EventAcquire:
 				pol := ""
