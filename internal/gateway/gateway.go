@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -918,31 +917,20 @@ func (gw *Gateway) dropDeltas(last map[string]uint64) []dropLine {
 
 // keepalives sends a NAT-keepalive (RFC 3948 §2.3: one 0xFF byte in UDP
 // from the NAT-T port) to the peer of every UDP-encapsulating outbound SA
-// each interval, from a kernel UDP socket bound to the NAT-T port in the
-// gateway's namespace (the XDP program passes keepalives and IKE to the
-// kernel, so that socket also counts the peers' keepalives).
+// each interval, from a raw socket in the gateway's namespace, so that
+// the NAT-T port stays free for an IKE daemon (keepalive_linux.go); the
+// peers' keepalives are counted from copies.
 func (gw *Gateway) keepalives(interval time.Duration) {
 	defer gw.wg.Done()
 	if interval <= 0 {
 		return
 	}
-	var conn *net.UDPConn
-	open := func(port uint16) {
-		err := gw.inNS(func() (err error) {
-			conn, err = net.ListenUDP("udp", &net.UDPAddr{Port: int(port)})
-			return err
-		})
-		if err != nil {
-			gw.kaErrors.Add(1)
-			gw.log.Error("nat-t keepalive socket", "port", port, "err", err)
-			conn = nil
-		}
-	}
-	recvDone := make(chan struct{})
+	var ka *kaSocket
+	wait := func() {}
 	defer func() {
-		if conn != nil {
-			conn.Close()
-			<-recvDone
+		if ka != nil {
+			ka.close()
+			wait()
 		}
 	}()
 	tick := time.NewTicker(interval)
@@ -959,27 +947,21 @@ func (gw *Gateway) keepalives(interval time.Duration) {
 		if len(peers) == 0 {
 			continue
 		}
-		if conn == nil {
-			open(port)
-			if conn == nil {
+		if ka == nil {
+			err := gw.inNS(func() (err error) {
+				ka, err = openKeepalive(port)
+				return err
+			})
+			if err != nil {
+				gw.kaErrors.Add(1)
+				gw.log.Error("nat-t keepalive socket", "err", err)
+				ka = nil
 				continue
 			}
-			go func(c *net.UDPConn) {
-				defer close(recvDone)
-				buf := make([]byte, 2048)
-				for {
-					n, _, err := c.ReadFromUDPAddrPort(buf)
-					if err != nil {
-						return
-					}
-					if n == 1 && buf[0] == 0xFF {
-						gw.kaRecv.Add(1)
-					}
-				}
-			}(conn)
+			wait = ka.count(func() { gw.kaRecv.Add(1) })
 		}
 		for _, p := range peers {
-			if _, err := conn.WriteToUDPAddrPort([]byte{0xFF}, p); err != nil {
+			if err := ka.send(p.local, p.remote); err != nil {
 				gw.kaErrors.Add(1)
 				continue
 			}
@@ -988,21 +970,25 @@ func (gw *Gateway) keepalives(interval time.Duration) {
 	}
 }
 
-// nattPeers returns the distinct remote endpoints of the live
-// UDP-encapsulating outbound SAs and the local port to send from.
-func (gw *Gateway) nattPeers() ([]netip.AddrPort, uint16) {
+// kaPeer is one keepalive flow: from our NAT-T address to the peer's.
+type kaPeer struct{ local, remote netip.AddrPort }
+
+// nattPeers returns the distinct keepalive flows of the live
+// UDP-encapsulating outbound SAs and the local port whose keepalives are
+// counted.
+func (gw *Gateway) nattPeers() ([]kaPeer, uint16) {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
-	var out []netip.AddrPort
+	var out []kaPeer
 	port := uint16(0)
 	for _, k := range gw.order {
 		e := gw.sas[k]
 		if k.dir != sa.Out || e.conf.Encap != config.EncapUDP || e.sa.State() >= sa.StateExpired {
 			continue
 		}
-		ap := netip.AddrPortFrom(e.conf.Remote, e.conf.RemotePort)
-		if !slices.Contains(out, ap) {
-			out = append(out, ap)
+		p := kaPeer{netip.AddrPortFrom(e.conf.Local, e.conf.LocalPort), netip.AddrPortFrom(e.conf.Remote, e.conf.RemotePort)}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
 		}
 		if port == 0 {
 			port = e.conf.LocalPort

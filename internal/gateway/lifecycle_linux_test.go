@@ -4,6 +4,7 @@ package gateway
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -95,5 +96,67 @@ func TestReloadKeepsSequence(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if n := statsOf(t, b.socket, "a-to-b").Drops[sa.DropReplay] - baseReplay; n != 5 {
 		t.Errorf("replays of packets accepted before the reloads: %d dropped, want 5", n)
+	}
+}
+
+// TestKeepalivesLeaveIKEPort: with NAT-T keepalives flowing both ways, a
+// UDP socket bound to 4500 in the gateway's namespace (an IKE daemon's)
+// can be opened and receives IKE (non-ESP marker) datagrams; the
+// gateways still send and count keepalives.
+func TestKeepalivesLeaveIKEPort(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := buildTopology(t)
+	p := gwParams{tun: true, udp: true, keepalive: "50ms", keyAB: randKey(t), keyBA: randKey(t)}
+	startGateway(t, a, gatewayYAML(a, b, "a", p))
+	startGateway(t, b, gatewayYAML(b, a, "b", p))
+	var ike *net.UDPConn
+	if err := b.gw.Do(func() (err error) {
+		ike, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 4500})
+		return err
+	}); err != nil {
+		t.Fatalf("an IKE daemon cannot bind UDP 4500 beside the gateway: %v", err)
+	}
+	defer ike.Close()
+	msg := append([]byte{0, 0, 0, 0}, "IKE_SA_INIT"...)
+	if err := a.gw.Do(func() error {
+		c, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 4500}, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 2), Port: 4500})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write(msg)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	gotIKE, keepalives := false, 0
+	ike.SetReadDeadline(time.Now().Add(3 * time.Second))
+	for !gotIKE || keepalives < 2 {
+		n, from, err := ike.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("IKE socket: %v (IKE %v, keepalives %d)", err, gotIKE, keepalives)
+		}
+		switch {
+		case string(buf[:n]) == string(msg) && from.Port == 4500:
+			gotIKE = true
+		case n == 1 && buf[0] == 0xFF:
+			keepalives++ // the peer's keepalives reach the IKE socket too
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		sa, _ := Call(a.socket, Request{Cmd: "show-stats"}, time.Second)
+		sb, _ := Call(b.socket, Request{Cmd: "show-stats"}, time.Second)
+		if sa.Stats != nil && sb.Stats != nil && sa.Stats.KeepalivesSent >= 2 && sb.Stats.KeepalivesReceived >= 2 && sa.Stats.KeepaliveErrors == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("keepalives: A %+v, B %+v", sa.Stats, sb.Stats)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := ping(t, a, b.hostAddr, 3); got != 3 {
+		t.Errorf("ESP in UDP with the IKE socket open: %d of 3 pings", got)
 	}
 }
