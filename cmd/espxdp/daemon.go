@@ -197,6 +197,9 @@ func cmdShowStats(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "%-28s %d\n", "drop "+sa.DropReason(reason).String()+":", n)
 		}
 	}
+	for _, l := range st.Links {
+		fmt.Fprintf(stdout, "%-28s %s\n", "link "+l.Name+":", l.State)
+	}
 	return nil
 }
 

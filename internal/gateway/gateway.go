@@ -95,7 +95,8 @@ type Gateway struct {
 	kaSent, kaRecv, kaErrors atomic.Uint64
 	eventsLost               atomic.Uint64
 	events                   chan sa.Event
-	hub                      hub // event-stream subscribers
+	hub                      hub   // event-stream subscribers
+	links                    links // interface states (link monitor)
 	started                  time.Time
 	reloader                 ReloadFunc
 }
@@ -512,6 +513,14 @@ func (gw *Gateway) Start() (err error) {
 	gw.eng = eng
 	gw.running = true
 	gw.started = time.Now()
+	watch := []string{gw.g.Cipher.Name}
+	if gw.g.Plain != nil {
+		watch = append(watch, gw.g.Plain.Name)
+	}
+	if gw.tun != nil {
+		watch = append(watch, gw.tun.Name())
+	}
+	gw.startLinkMonitor(watch)
 	if gw.tun != nil {
 		for q := range gw.g.Queues {
 			if q > 0 {
@@ -676,6 +685,7 @@ func (gw *Gateway) teardown() error {
 	if gw.eng != nil {
 		errs = append(errs, gw.eng.Stop())
 	}
+	gw.stopLinkMonitor()
 	gw.mu.Unlock()
 	gw.wg.Wait() // background tasks may take gw.mu
 	gw.mu.Lock()
@@ -755,6 +765,9 @@ type Stats struct {
 	Subscribers     int    `json:"subscribers"`
 	SubscribersLost uint64 `json:"subscribers_lost"`
 
+	// Links are the gateway's interfaces as the link monitor saw them.
+	Links []LinkState `json:"links,omitempty"`
+
 	Processor sa.ProcessorStats `json:"processor"`
 	Engine    xdp.EngineStats   `json:"engine"`
 }
@@ -789,6 +802,7 @@ func (gw *Gateway) Stats() Stats {
 	s.KeepalivesSent, s.KeepalivesReceived, s.KeepaliveErrors = gw.kaSent.Load(), gw.kaRecv.Load(), gw.kaErrors.Load()
 	s.EventsLost = gw.eventsLost.Load()
 	s.Subscribers, s.SubscribersLost = gw.hub.count(), gw.hub.lost.Load()
+	s.Links = gw.links.snapshot()
 	return s
 }
 

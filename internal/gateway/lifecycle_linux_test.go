@@ -160,3 +160,48 @@ func TestKeepalivesLeaveIKEPort(t *testing.T) {
 		t.Errorf("ESP in UDP with the IKE socket open: %d of 3 pings", got)
 	}
 }
+
+// TestInterfaceDeleted: deleting the plaintext veth under a running
+// gateway is logged and shown in show-stats; the gateway keeps serving
+// its control socket and stops cleanly.
+func TestInterfaceDeleted(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := buildTopology(t)
+	p := gwParams{keyAB: randKey(t), keyBA: randKey(t)}
+	ga := startGateway(t, a, gatewayYAML(a, b, "a", p))
+	startGateway(t, b, gatewayYAML(b, a, "b", p))
+	if got := ping(t, a, b.hostAddr, 2); got != 2 {
+		t.Fatalf("ping: %d of 2", got)
+	}
+	st, err := Call(a.socket, Request{Cmd: "show-stats"}, time.Second)
+	if err != nil || len(st.Stats.Links) != 2 || st.Stats.Links[1].Name != "lan0" || st.Stats.Links[1].State != "up" {
+		t.Fatalf("links before: %+v, %v", st.Stats, err)
+	}
+	if out, err := a.gw.IP("link", "del", "lan0"); err != nil {
+		t.Fatalf("ip link del: %v %s", err, out)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err = Call(a.socket, Request{Cmd: "show-stats"}, time.Second)
+		if err == nil && st.Stats.Links[1].State == "deleted" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lan0 not reported deleted: %+v, %v\n%s", st.Stats, err, a.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st.Stats.Links[0].State != "up" {
+		t.Errorf("wan0 reported %s", st.Stats.Links[0].State)
+	}
+	if !strings.Contains(a.log.String(), "interface deleted") || !strings.Contains(a.log.String(), "interface=lan0") {
+		t.Errorf("no log line for the deleted interface:\n%s", a.log)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ga.Close() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hangs after the interface was deleted")
+	}
+}
