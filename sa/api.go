@@ -41,9 +41,12 @@ const Unlimited = -1
 // Bytes count the protected payload: the inner (plaintext) packet as it
 // enters Outbound or leaves Inbound.
 type Lifetime struct {
-	Bytes   uint64        `json:"bytes,omitempty" yaml:"bytes,omitempty"`
-	Packets uint64        `json:"packets,omitempty" yaml:"packets,omitempty"`
-	Time    time.Duration `json:"time,omitempty" yaml:"time,omitempty"`
+	// Bytes limits the plaintext bytes protected.
+	Bytes uint64 `json:"bytes,omitempty" yaml:"bytes,omitempty"`
+	// Packets limits the packets protected.
+	Packets uint64 `json:"packets,omitempty" yaml:"packets,omitempty"`
+	// Time limits the time since Config.Created.
+	Time time.Duration `json:"time,omitempty" yaml:"time,omitempty"`
 }
 
 // IsZero reports whether l sets no limit at all.
@@ -52,7 +55,9 @@ func (l Lifetime) IsZero() bool { return l == Lifetime{} }
 // PortRange is an inclusive range of TCP/UDP/SCTP ports. The zero value
 // matches any port (and packets without ports).
 type PortRange struct {
+	// Lo is the first port of the range.
 	Lo uint16 `json:"lo" yaml:"lo"`
+	// Hi is the last port of the range (≥ Lo).
 	Hi uint16 `json:"hi" yaml:"hi"`
 }
 
@@ -62,11 +67,16 @@ type PortRange struct {
 // source address of packets we receive). Zero prefixes, Proto 0 and zero
 // port ranges match anything.
 type Selector struct {
-	Src      netip.Prefix `json:"src,omitzero" yaml:"src,omitempty"`
-	Dst      netip.Prefix `json:"dst,omitzero" yaml:"dst,omitempty"`
-	Proto    uint8        `json:"proto,omitempty" yaml:"proto,omitempty"`
-	SrcPorts PortRange    `json:"src_ports,omitzero" yaml:"src_ports,omitempty"`
-	DstPorts PortRange    `json:"dst_ports,omitzero" yaml:"dst_ports,omitempty"`
+	// Src is the prefix of the packets' source address.
+	Src netip.Prefix `json:"src,omitzero" yaml:"src,omitempty"`
+	// Dst is the prefix of the packets' destination address.
+	Dst netip.Prefix `json:"dst,omitzero" yaml:"dst,omitempty"`
+	// Proto is the IP protocol (next header); 0 matches any.
+	Proto uint8 `json:"proto,omitempty" yaml:"proto,omitempty"`
+	// SrcPorts is the range of source ports (TCP, UDP, SCTP).
+	SrcPorts PortRange `json:"src_ports,omitzero" yaml:"src_ports,omitempty"`
+	// DstPorts is the range of destination ports (TCP, UDP, SCTP).
+	DstPorts PortRange `json:"dst_ports,omitzero" yaml:"dst_ports,omitempty"`
 }
 
 // Config describes one SA. Keys are copied by New; the caller may wipe
@@ -87,12 +97,18 @@ type Config struct {
 	Local, Remote netip.Addr
 	// UDPEncap enables ESP-in-UDP (RFC 3948, NAT-T); the ports default
 	// to 4500.
-	UDPEncap              bool
+	UDPEncap bool
+	// LocalPort and RemotePort are the UDP ports of ESP-in-UDP (0:
+	// 4500); RemotePort can change with SA.Update after a NAT rebinding.
 	LocalPort, RemotePort uint16
-	// Transform, Key and AuthKey: see esp.Config.
+	// Transform is the ESP transform (esp.ParseTransform).
 	Transform esp.Transform
-	Key       []byte
-	AuthKey   []byte
+	// Key is the encryption key, salt or nonce included where the RFC
+	// has one (esp.Config.Key).
+	Key []byte
+	// AuthKey is the integrity key of non-AEAD transforms
+	// (esp.Config.AuthKey).
+	AuthKey []byte
 	// ESN enables 64-bit extended sequence numbers.
 	ESN bool
 	// ReplayWindow is the anti-replay window in packets (inbound SAs):
@@ -107,10 +123,10 @@ type Config struct {
 	// Outbound packets larger than the resulting plaintext MTU are dropped
 	// with DropMTU and the MTU reported in Packet.MTU.
 	PathMTU int
-	// TTL of the outer header in tunnel mode (0: 64); DF sets Don't
-	// Fragment on an outer IPv4 header.
+	// TTL of the outer header in tunnel mode (0: 64).
 	TTL uint8
-	DF  bool
+	// DF sets Don't Fragment on an outer IPv4 header in tunnel mode.
+	DF bool
 	// TFCPadTo: see esp.Config.TFCPadTo.
 	TFCPadTo int
 	// Selectors, when not empty, restrict the inner packets this SA
@@ -122,7 +138,8 @@ type Config struct {
 	// SA in the Sharded and PerCPU concurrency modes, e.g. the worker of
 	// the NIC queue that receives it. Without, the owner is a hash of the
 	// SPI (Processor.OwnerOf).
-	Worker    int
+	Worker int
+	// PinWorker makes Worker choose the owner; see Worker.
 	PinWorker bool
 	// Created is the SA's creation time, from which time lifetimes run;
 	// zero means time.Now(). Tests use it with a fake clock.
@@ -168,29 +185,54 @@ const (
 type DropReason uint8
 
 const (
-	DropNone        DropReason = iota
-	DropNoSA                   // inbound: unknown SPI; outbound: SA deleted
-	DropReplay                 // anti-replay: duplicate or too old
-	DropAuth                   // ICV did not verify
-	DropPadding                // bad padding or pad length
-	DropMalformed              // inconsistent header fields, bad inner packet
-	DropTruncated              // shorter than its headers
-	DropExpired                // SA hard-expired (lifetime)
-	DropSeqOverflow            // sequence number would wrap (no ESN)
-	DropMTU                    // outbound packet larger than the plaintext MTU
-	DropPolicy                 // inner packet outside the SA's selectors
-	DropNoPolicy               // outbound: no SPD entry and no tunnel
-	DropDiscard                // SPD action discard
-	DropAcquire                // SPD protect but no SA yet (acquire raised)
-	DropFragment               // outer IP fragment (not reassembled)
-	DropNotESP                 // not ESP nor NAT-T (other protocol or port)
-	DropDummy                  // authenticated dummy packet (next header 59)
-	DropNoRoom                 // buffer lacks headroom or tailroom
-	DropTooBig                 // result would exceed 65535 bytes
-	DropQueueFull              // sharded mode: owner's hand-off queue full
-	DropInternal               // anything else (e.g. wiped cipher race)
-	DropSeqLimit               // outbound: sequence number past SA.SeqLimit (reservation not yet raised)
-	NumDropReasons             // number of reasons, for arrays
+	// DropNone: not dropped.
+	DropNone DropReason = iota
+	// DropNoSA: inbound, unknown SPI; outbound, the SA was deleted.
+	DropNoSA
+	// DropReplay: anti-replay, a duplicate or too old.
+	DropReplay
+	// DropAuth: the ICV did not verify.
+	DropAuth
+	// DropPadding: bad padding or pad length.
+	DropPadding
+	// DropMalformed: inconsistent header fields, a bad inner packet, or
+	// a packet of the wrong kind for the SA (Packet.ESPOnly).
+	DropMalformed
+	// DropTruncated: shorter than its headers.
+	DropTruncated
+	// DropExpired: the SA hard-expired (lifetime).
+	DropExpired
+	// DropSeqOverflow: the sequence number would wrap (no ESN).
+	DropSeqOverflow
+	// DropMTU: an outbound packet larger than the plaintext MTU.
+	DropMTU
+	// DropPolicy: the inner packet is outside the SA's selectors.
+	DropPolicy
+	// DropNoPolicy: outbound, no SPD entry and no tunnel.
+	DropNoPolicy
+	// DropDiscard: an SPD discard policy matched.
+	DropDiscard
+	// DropAcquire: an SPD protect policy has no SA yet (acquire raised).
+	DropAcquire
+	// DropFragment: an outer IP fragment (not reassembled).
+	DropFragment
+	// DropNotESP: neither ESP nor NAT-T (other protocol or port).
+	DropNotESP
+	// DropDummy: an authenticated dummy packet (next header 59).
+	DropDummy
+	// DropNoRoom: the buffer lacks headroom or tailroom.
+	DropNoRoom
+	// DropTooBig: the result would exceed 65535 bytes.
+	DropTooBig
+	// DropQueueFull: Sharded mode, the owner's hand-off queue is full.
+	DropQueueFull
+	// DropInternal: anything else (e.g. a wiped cipher race).
+	DropInternal
+	// DropSeqLimit: outbound, the next sequence number is past
+	// SA.SeqLimit (the reservation was not raised in time).
+	DropSeqLimit
+	// NumDropReasons is the number of reasons, for arrays.
+	NumDropReasons
 )
 
 // DropCounts holds one counter per DropReason. It marshals to JSON as an
@@ -222,10 +264,16 @@ const (
 type Limit uint8
 
 const (
+	// LimitNone: no lifetime (Expire, forced by the control plane).
 	LimitNone Limit = iota
+	// LimitBytes: the byte lifetime.
 	LimitBytes
+	// LimitPackets: the packet lifetime.
 	LimitPackets
+	// LimitTime: the time lifetime.
 	LimitTime
+	// LimitSequence: the sequence number space (overflow) or the
+	// sequence reservation (EventSeqLimit).
 	LimitSequence
 )
 
@@ -233,15 +281,25 @@ const (
 // Direction are set; for EventAcquire Policy and Packet describe the
 // packet that triggered it.
 type Event struct {
-	Kind      EventKind `json:"kind"`
-	Time      time.Time `json:"time"`
-	SA        *SA       `json:"-"`
-	SPI       uint32    `json:"spi,omitempty"`
-	Name      string    `json:"name,omitempty"`
+	// Kind is the type of event.
+	Kind EventKind `json:"kind"`
+	// Time is when it happened (the processor's or SAD's clock).
+	Time time.Time `json:"time"`
+	// SA is the SA of an SA event.
+	SA *SA `json:"-"`
+	// SPI is the SA's SPI.
+	SPI uint32 `json:"spi,omitempty"`
+	// Name is the SA's Config.Name.
+	Name string `json:"name,omitempty"`
+	// Direction is the SA's direction.
 	Direction Direction `json:"direction,omitempty"`
-	Limit     Limit     `json:"limit,omitempty"`
-	Policy    *Policy   `json:"-"`
-	Packet    Selector  `json:"packet,omitzero"` // acquire: the packet's addresses, protocol and ports as /32 or /128 prefixes
+	// Limit is the lifetime dimension that expired the SA.
+	Limit Limit `json:"limit,omitempty"`
+	// Policy is the SPD entry of an EventAcquire.
+	Policy *Policy `json:"-"`
+	// Packet, for EventAcquire, holds the packet's addresses, protocol
+	// and ports (addresses as /32 or /128 prefixes).
+	Packet Selector `json:"packet,omitzero"`
 }
 
 // EventFunc receives events. It is called synchronously from a worker
@@ -251,8 +309,11 @@ type EventFunc func(Event)
 // Remaining is how much of a lifetime is left; Unlimited (-1) marks a
 // dimension without limit.
 type Remaining struct {
-	Bytes   int64 `json:"bytes"`
+	// Bytes left before the limit.
+	Bytes int64 `json:"bytes"`
+	// Packets left before the limit.
 	Packets int64 `json:"packets"`
+	// Seconds left before the limit, rounded up.
 	Seconds int64 `json:"seconds"`
 }
 
@@ -262,39 +323,69 @@ type Remaining struct {
 // Verify ≥ Decrypt ≥ Decaps (a packet can verify and then fail padding,
 // the replay update or the inner-packet checks).
 type Stats struct {
-	Name         string     `json:"name"`
-	SPI          uint32     `json:"spi"`
-	Direction    Direction  `json:"direction"`
-	Mode         string     `json:"mode"`
-	Transform    string     `json:"transform"`
-	Local        netip.Addr `json:"local,omitzero"`
-	Remote       netip.Addr `json:"remote,omitzero"`
-	UDPEncap     bool       `json:"udp_encap"`
-	LocalPort    uint16     `json:"local_port,omitempty"`
-	RemotePort   uint16     `json:"remote_port,omitempty"`
-	ESN          bool       `json:"esn"`
-	State        State      `json:"state"`
-	ReplayWindow int        `json:"replay_window"` // 0: disabled or outbound
+	// Name is Config.Name.
+	Name string `json:"name"`
+	// SPI is the SA's SPI.
+	SPI uint32 `json:"spi"`
+	// Direction is In or Out.
+	Direction Direction `json:"direction"`
+	// Mode is "tunnel" or "transport".
+	Mode string `json:"mode"`
+	// Transform is the transform's name (esp.Transform.Name).
+	Transform string `json:"transform"`
+	// Local is the local endpoint (Config.Local).
+	Local netip.Addr `json:"local,omitzero"`
+	// Remote is the peer endpoint, as last set by New or SA.Update.
+	Remote netip.Addr `json:"remote,omitzero"`
+	// UDPEncap reports ESP-in-UDP (NAT-T).
+	UDPEncap bool `json:"udp_encap"`
+	// LocalPort is the local UDP port of NAT-T (0 without UDPEncap).
+	LocalPort uint16 `json:"local_port,omitempty"`
+	// RemotePort is the peer's UDP port of NAT-T (0 without UDPEncap).
+	RemotePort uint16 `json:"remote_port,omitempty"`
+	// ESN reports 64-bit extended sequence numbers.
+	ESN bool `json:"esn"`
+	// State is the life-cycle state.
+	State State `json:"state"`
+	// ReplayWindow is the anti-replay window size; 0: disabled or
+	// outbound.
+	ReplayWindow int `json:"replay_window"`
 	// Seq is, outbound, the last sequence number used; inbound, the
 	// highest authenticated sequence number received.
 	Seq uint64 `json:"seq"`
 
-	EncapsPkts  uint64 `json:"encaps_pkts"`
+	// EncapsPkts counts packets encapsulated (outbound, sent OK).
+	EncapsPkts uint64 `json:"encaps_pkts"`
+	// EncryptPkts equals EncapsPkts (ESP encrypts in the same step).
 	EncryptPkts uint64 `json:"encrypt_pkts"`
-	DigestPkts  uint64 `json:"digest_pkts"`
+	// DigestPkts equals EncapsPkts (ESP computes the ICV in the same
+	// step).
+	DigestPkts uint64 `json:"digest_pkts"`
+	// EncapsBytes counts the plaintext bytes of EncapsPkts.
 	EncapsBytes uint64 `json:"encaps_bytes"`
-	DecapsPkts  uint64 `json:"decaps_pkts"`
+	// DecapsPkts counts packets decapsulated and delivered (inbound).
+	DecapsPkts uint64 `json:"decaps_pkts"`
+	// DecryptPkts counts packets decrypted (ICV verified).
 	DecryptPkts uint64 `json:"decrypt_pkts"`
-	VerifyPkts  uint64 `json:"verify_pkts"`
+	// VerifyPkts counts packets whose ICV verified.
+	VerifyPkts uint64 `json:"verify_pkts"`
+	// DecapsBytes counts the plaintext bytes of DecapsPkts.
 	DecapsBytes uint64 `json:"decaps_bytes"`
 
+	// Drops counts the SA's dropped packets by reason.
 	Drops DropCounts `json:"drops"`
 
-	Age           time.Duration `json:"age_ns"`
-	SoftRemaining Remaining     `json:"soft_remaining"`
-	HardRemaining Remaining     `json:"hard_remaining"`
-	PathMTU       int           `json:"path_mtu"`
-	PlaintextMTU  int           `json:"plaintext_mtu"`
+	// Age is the time since Config.Created.
+	Age time.Duration `json:"age_ns"`
+	// SoftRemaining is what is left of the soft lifetime.
+	SoftRemaining Remaining `json:"soft_remaining"`
+	// HardRemaining is what is left of the hard lifetime.
+	HardRemaining Remaining `json:"hard_remaining"`
+	// PathMTU is the path MTU (0: unknown).
+	PathMTU int `json:"path_mtu"`
+	// PlaintextMTU is the largest packet that fits PathMTU after
+	// encapsulation (0: no check).
+	PlaintextMTU int `json:"plaintext_mtu"`
 	// SeqLimit is the outbound sequence reservation (0: none).
 	SeqLimit uint64 `json:"seq_limit,omitempty"`
 	// LastUsed is when the SA last processed a packet, to about a
@@ -318,9 +409,12 @@ var (
 // ErrInvalidConfig with errors.Is and unwraps to the underlying esp
 // error (e.g. esp.ErrKeySize) when there is one.
 type ConfigError struct {
-	Field  string // e.g. "ReplayWindow", "Key"
+	// Field names the Config field, e.g. "ReplayWindow", "Key".
+	Field string
+	// Reason says what is wrong with it.
 	Reason string
-	Err    error // underlying error, may be nil
+	// Err is the underlying error; may be nil.
+	Err error
 }
 
 // Concurrency selects how a Processor's workers share SAs. See the
@@ -371,7 +465,9 @@ const (
 // encapsulation (esp.MaxHeadroom and esp.MaxTailroom are always enough
 // without TFC padding).
 type Packet struct {
-	Buf      []byte
+	// Buf is the whole buffer, head- and tailroom included.
+	Buf []byte
+	// Off and Len locate the packet (on return: the result) in Buf.
 	Off, Len int
 	// Tunnel, when set on an outbound packet, is the route-based binding
 	// to use instead of the SPD. Inbound sets it to the tunnel of the SA
@@ -386,11 +482,14 @@ type Packet struct {
 	// (both VerdictControl). Outbound, the result is the ESP packet alone
 	// (SPI to ICV), to write to the socket. Tunnel-mode SAs only: a
 	// transport-mode SA needs the outer IP header, and drops such packets
-	// with DropMalformed.
+	// with DropMalformed. Packet.Reset keeps it. Build such SAs with
+	// Config.ESPOnly: no endpoints needed, UDP header counted in the MTU.
 	ESPOnly bool
 
+	// Verdict is the outcome.
 	Verdict Verdict
-	Reason  DropReason
+	// Reason says why the packet was dropped (VerdictDrop).
+	Reason DropReason
 	// Dir is the direction the packet was processed in.
 	Dir Direction
 	// SA is the SA that processed it (nil if none matched).
@@ -430,14 +529,22 @@ type ProcessorOptions struct {
 // and out, and drops that no SA can own (unknown SPI, malformed outer
 // headers, no policy, ...). SA-owned drops are in the SA's Stats.
 type ProcessorStats struct {
-	InPkts    uint64     `json:"in_pkts"`
-	InOK      uint64     `json:"in_ok"`
-	OutPkts   uint64     `json:"out_pkts"`
-	OutOK     uint64     `json:"out_ok"`
-	Control   uint64     `json:"control"`
-	Bypass    uint64     `json:"bypass"`
-	HandedOff uint64     `json:"handed_off"`
-	Drops     DropCounts `json:"drops"`
+	// InPkts counts packets given to Inbound.
+	InPkts uint64 `json:"in_pkts"`
+	// InOK counts inbound packets with VerdictOK.
+	InOK uint64 `json:"in_ok"`
+	// OutPkts counts packets given to Outbound.
+	OutPkts uint64 `json:"out_pkts"`
+	// OutOK counts outbound packets with VerdictOK.
+	OutOK uint64 `json:"out_ok"`
+	// Control counts VerdictControl packets (IKE, NAT-keepalives).
+	Control uint64 `json:"control"`
+	// Bypass counts VerdictBypass packets.
+	Bypass uint64 `json:"bypass"`
+	// HandedOff counts packets handed to their owner worker.
+	HandedOff uint64 `json:"handed_off"`
+	// Drops counts the drops no SA owns, by reason.
+	Drops DropCounts `json:"drops"`
 }
 
 // Action is what an SPD policy does with a matching outbound packet.
@@ -457,11 +564,16 @@ const (
 // neither, or with only expired SAs, matching packets raise
 // EventAcquire and are dropped with DropAcquire.
 type Policy struct {
-	Name     string
+	// Name is a free-form label.
+	Name string
+	// Selector is the traffic the policy applies to (Src: our side).
 	Selector Selector
-	Action   Action
-	SA       *SA
-	Tunnel   *Tunnel
+	// Action is what happens to matching packets.
+	Action Action
+	// SA is the outbound SA of a Protect policy without Tunnel.
+	SA *SA
+	// Tunnel is the binding of a Protect policy; it wins over SA.
+	Tunnel *Tunnel
 
 	lastAcquire atomic.Int64 // unix nanos of the last acquire event
 }

@@ -54,6 +54,62 @@
 // packet is dropped with DropSeqOverflow, the SA becomes StateExpired
 // and EventSeqOverflow is raised. With ESN the counter is 64 bits.
 //
+// # SA lifecycle
+//
+// The invariant every control operation keeps: under one key, no
+// sequence number is ever sent twice, and no packet accepted once is
+// accepted again - whatever sequence of add, replace, update, delete,
+// re-add, processor stop and start and process restart happens.
+// AES-GCM, GMAC, ChaCha20-Poly1305 and AES-CTR use the sequence number
+// as IV, so a repeated number under a key is a repeated nonce. How each
+// operation keeps it (TestLifecycleProperty checks it on every packet of
+// random operation sequences):
+//
+//   - Changing an SA's mutable attributes does not make a new SA:
+//     SA.Update changes lifetimes, the path MTU, the peer address and
+//     NAT-T port (after a NAT rebinding), TTL and DF in place, and the
+//     sequence number, replay window, counters and lifetime usage stay.
+//     The attributes are an immutable struct behind an atomic pointer
+//     that workers load once per run of packets. TFC padding
+//     (Config.TFCPadTo) is part of the esp.Cipher and cannot change in
+//     place.
+//   - SAD.Replace with an SA of the same transform and key material (a
+//     reload that rebuilt the config) carries the outbound sequence
+//     number (the new SA continues after the higher of the old counter
+//     and its own InitialSeq) and the inbound replay window over; workers
+//     keep off the new SA until that is done. SAs are compared through
+//     keyed fingerprints (HMAC-SHA256 under a random per-process key);
+//     no plain hash of a key is kept. A different key starts fresh.
+//   - Delete and re-add, or a process restart, is the caller's part:
+//     Config.InitialSeq (outbound: the last number used) and
+//     Config.Replay (inbound: SA.ReplayState, exact once the SA is
+//     closed) carry the state into the new SA. Closing an SA wipes its
+//     keys but keeps its counter and window for that.
+//   - A crash cannot export anything, so outbound SAs take sequence
+//     reservations: Config.SeqLimit / SA.SetSeqLimit is the highest
+//     number the SA may use. A daemon persists (writes and fsyncs) a limit
+//     before setting it and restarts with InitialSeq = the persisted
+//     limit. EventSeqLimit at half the room between the previous and
+//     the current limit asks for the next reservation; packets past the
+//     limit are dropped with DropSeqLimit, never sent, and the counter
+//     does not move past it. Without a limit (the default) the only cost
+//     is one predictable branch per packet.
+//   - Expiry is final: soft expiry always precedes hard expiry (a run of
+//     packets, a clock step or an Update that crosses both limits raises
+//     EventSoftExpire, then EventHardExpire); an Update with later limits
+//     does not revive an expired SA nor un-soft-expire one.
+//
+// SPIs 1-255 are reserved by IANA (RFC 4303 §2.1) and 0 for local use:
+// New refuses them. SA.LastUsed tells when an SA last carried a packet,
+// to about a second (written at most once a second per SA, not per
+// batch).
+//
+// FIPS 140-3: with GODEBUG=fips140=only, crypto/cipher refuses AES-GCM
+// and GMAC with caller-chosen nonces (it wants its own nonce generation,
+// which ESP's sequence-number IVs cannot use) and ChaCha20-Poly1305
+// entirely, so New rejects those transforms (a ConfigError on
+// Transform); AES-CBC and AES-CTR with HMAC-SHA2 work.
+//
 // # Lifetimes, events and rekeying
 //
 // Soft and hard lifetimes count bytes (of plaintext), packets and time
@@ -69,8 +125,10 @@
 //
 // Events go to an EventFunc (SADOptions.Events, SPDOptions.Events,
 // SA.SetEvents). Events raised by a worker are delivered at the end of
-// its batch, after it released its SAs, so a handler may delete the SA;
-// it must not block (see EventChannel).
+// its batch, after it released its SAs, so a handler may delete or close
+// the SA (which waits only for other workers' batches); it must not
+// block otherwise (see EventChannel). SAD.Sweep, SA.Expire and
+// SA.Update call the handler in the caller's goroutine.
 //
 // Make-before-break: install the new inbound SA, then the new outbound
 // SA, then Tunnel.SetOutbound(new) - one atomic store, so every later
@@ -98,7 +156,7 @@
 // Deleting an SA (SAD.Delete, SAD.Replace, SA.Close) marks it deleted,
 // waits until no worker is inside a batch using it (workers count
 // themselves in per run of packets), then wipes its keys with
-// esp.Cipher.Wipe. SA keys are never printed: String, Format, GoString,
+// esp.Cipher.Wipe. It may be done from an EventFunc. SA keys are never printed: String, Format, GoString,
 // LogValue and MarshalJSON of SA and Config redact them.
 //
 // # Concurrency modes

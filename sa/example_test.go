@@ -185,3 +185,95 @@ func ExampleSAD_Sweep() {
 	// event: hard-expire time
 	// expired
 }
+
+func ExampleSA_Update() {
+	tr := esp.MustParseTransform("aes128gcm16")
+	s, _ := sa.New(sa.Config{SPI: 0x1234, Direction: sa.Out, Mode: esp.Tunnel, UDPEncap: true,
+		Local: netip.MustParseAddr("192.0.2.1"), Remote: netip.MustParseAddr("198.51.100.2"),
+		Transform: tr, Key: make([]byte, tr.KeyLen()), PathMTU: 1500})
+	sad := sa.NewSAD(sa.SADOptions{})
+	sad.Add(s)
+	tun := sa.NewTunnel("peer")
+	tun.SetOutbound(s)
+	p, _ := sa.NewProcessor(sa.ProcessorOptions{SAD: sad, Tunnel: tun})
+	send := func() {
+		b := []sa.Packet{withRoom(innerPacket("10.1.0.1", "10.2.0.1", "data"))}
+		p.Worker(0).Outbound(b)
+	}
+	send()
+	send()
+
+	// The peer's NAT rebound it to a new address and port, and a reload
+	// changed the lifetime: the same SA carries on, with its sequence
+	// number, replay window and counters.
+	remote, port := netip.MustParseAddr("203.0.113.9"), uint16(41000)
+	err := s.Update(sa.Changes{Remote: &remote, RemotePort: &port,
+		HardLifetime: &sa.Lifetime{Time: 8 * time.Hour}})
+	fmt.Println(err)
+	send()
+	st := s.Stats()
+	fmt.Println(st.Remote, st.RemotePort, st.Seq, st.HardRemaining.Seconds)
+
+	// Invalid changes are refused as a whole.
+	mtu := 60
+	err = s.Update(sa.Changes{PathMTU: &mtu, TTL: new(uint8)})
+	fmt.Println(err, s.PathMTU())
+	// Output:
+	// <nil>
+	// 203.0.113.9 41000 3 28800
+	// sa: invalid config: PathMTU: 60 (want 0 or 68..65535) 1500
+}
+
+// Example_restart persists an SA's sequence state and re-creates it
+// after a restart without reusing a sequence number or accepting a
+// replay.
+func Example_restart() {
+	tr := esp.MustParseTransform("aes128gcm16")
+	key := bytes.Repeat([]byte{3}, tr.KeyLen())
+	cfg := sa.Config{SPI: 0x2000, Direction: sa.Out, Mode: esp.Tunnel,
+		Local: netip.MustParseAddr("192.0.2.1"), Remote: netip.MustParseAddr("198.51.100.2"),
+		Transform: tr, Key: key,
+		SeqLimit: 1000} // reservation: written to disk (and fsynced) before New
+	out, _ := sa.New(cfg)
+	icfg := cfg
+	icfg.Direction, icfg.Local, icfg.Remote, icfg.SeqLimit = sa.In, cfg.Remote, cfg.Local, 0
+	in, _ := sa.New(icfg)
+	sadA, sadB := sa.NewSAD(sa.SADOptions{}), sa.NewSAD(sa.SADOptions{})
+	sadA.Add(out)
+	sadB.Add(in)
+	a, _ := sa.NewProcessor(sa.ProcessorOptions{SAD: sadA})
+	b, _ := sa.NewProcessor(sa.ProcessorOptions{SAD: sadB})
+	seal := func(s *sa.SA) []byte {
+		t := sa.NewTunnel("t")
+		t.SetOutbound(s)
+		batch := []sa.Packet{withRoom(innerPacket("10.1.0.1", "10.2.0.1", "x"))}
+		batch[0].Tunnel = t
+		a.Worker(0).Outbound(batch)
+		return append([]byte(nil), batch[0].Data()...)
+	}
+	open := func(pkt []byte) sa.Verdict {
+		batch := []sa.Packet{{Buf: append([]byte(nil), pkt...), Len: len(pkt)}}
+		b.Worker(0).Inbound(batch)
+		return batch[0].Verdict
+	}
+	first := seal(out)
+	fmt.Println(open(first), out.Seq())
+
+	// Shutdown: delete the SAs (their runs finish), then persist.
+	sadA.Delete(sa.Out, 0x2000)
+	sadB.Delete(sa.In, 0x2000)
+	persistedSeq := out.SeqLimit() // a crash could not have used more
+	persistedWindow := in.ReplayState()
+
+	// Restart: the same key continues where it was.
+	cfg.InitialSeq, cfg.SeqLimit = persistedSeq, persistedSeq+1000
+	icfg.Replay = &persistedWindow
+	out, _ = sa.New(cfg)
+	in, _ = sa.New(icfg)
+	sadA.Add(out)
+	sadB.Add(in)
+	fmt.Println(open(first), open(seal(out)), out.Seq())
+	// Output:
+	// ok 1
+	// drop ok 1001
+}

@@ -335,8 +335,10 @@ func (s *SA) Expire(hard bool) {
 // Close retires the SA: it moves to StateDeleted so that workers stop
 // using it, waits until no worker is inside a batch that uses it, then
 // wipes its keys (esp.Cipher.Wipe). SAD.Delete and SAD.Replace call it.
-// It must not be called from an EventFunc running inside a worker's
-// batch. Closing twice is harmless.
+// An EventFunc may call it (or SAD.Delete): workers deliver events only
+// after they released their SAs, so it waits for the other workers'
+// batches, never for its own. Closing twice is harmless. The sequence
+// counter and the replay window survive it (Seq, ReplayState).
 func (s *SA) Close() {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()

@@ -111,8 +111,8 @@ func TestSeqLimit(t *testing.T) {
 		t.Fatal(r.out.SeqLimit())
 	}
 	ok, reasons := r.sendN(t, 4, 10)
-	if ok != 4 || r.evA.count(EventSeqLimit) != 0 {
-		t.Fatalf("ok %d events %v", ok, r.evA.kinds())
+	if ok != 4 || len(reasons) != 0 || r.evA.count(EventSeqLimit) != 0 {
+		t.Fatalf("ok %d reasons %v events %v", ok, reasons, r.evA.kinds())
 	}
 	ok, reasons = r.sendN(t, 8, 10) // numbers 5..10 go, two are refused
 	if ok != 6 || reasons[DropSeqLimit] != 2 || r.out.Seq() != 10 {
@@ -317,5 +317,36 @@ func TestConfigESPOnly(t *testing.T) {
 	// Without ESPOnly, tunnel mode still needs both endpoints.
 	if _, err := New(Config{SPI: 0x4001, Direction: Out, Mode: esp.Tunnel, Transform: tr, Key: key}); err == nil {
 		t.Fatal("tunnel SA without endpoints accepted")
+	}
+}
+
+// TestDeleteFromEventHandler: the package doc promises that an
+// EventFunc may delete the SA whose event it handles; it must not
+// deadlock the worker that delivers it.
+func TestDeleteFromEventHandler(t *testing.T) {
+	r := newRig(t, "aes128gcm16", func(c *Config) { c.SoftLifetime.Packets = 2 })
+	r.out.SetEvents(func(e Event) {
+		if e.Kind == EventSoftExpire {
+			if err := r.sadA.Delete(Out, e.SPI); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b := make([]Packet, 4)
+		for i := range b {
+			b[i] = packetFor(udpPacket(hostA, hostB, 1, 2, 10, 1))
+		}
+		r.wSend.Outbound(b)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("deleting from the event handler deadlocked")
+	}
+	if r.out.State() != StateDeleted {
+		t.Fatalf("state %v", r.out.State())
 	}
 }

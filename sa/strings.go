@@ -68,6 +68,7 @@ var (
 	}
 )
 
+// String returns the name of the Direction (as in JSON and the CLI).
 func (d Direction) String() string { return enumString(directionNames, int(d), "Direction") }
 
 // MarshalText implements encoding.TextMarshaler ("in", "out").
@@ -92,6 +93,7 @@ func ParseDirection(s string) (Direction, error) {
 	return Direction(v), err
 }
 
+// String returns the name of the State (as in JSON and the CLI).
 func (s State) String() string { return enumString(stateNames, int(s), "State") }
 
 // MarshalText implements encoding.TextMarshaler.
@@ -104,6 +106,7 @@ func (x *State) UnmarshalText(b []byte) error {
 	return err
 }
 
+// String returns the name of the EventKind (as in JSON and the CLI).
 func (k EventKind) String() string { return enumString(eventNames, int(k), "EventKind") }
 
 // MarshalText implements encoding.TextMarshaler.
@@ -116,6 +119,7 @@ func (x *EventKind) UnmarshalText(b []byte) error {
 	return err
 }
 
+// String returns the name of the Limit (as in JSON and the CLI).
 func (l Limit) String() string { return enumString(limitNames, int(l), "Limit") }
 
 // MarshalText implements encoding.TextMarshaler.
@@ -128,8 +132,10 @@ func (x *Limit) UnmarshalText(b []byte) error {
 	return err
 }
 
+// String returns the name of the Verdict (as in JSON and the CLI).
 func (v Verdict) String() string { return enumString(verdictNames, int(v), "Verdict") }
 
+// String returns the name of the Concurrency (as in JSON and the CLI).
 func (c Concurrency) String() string { return enumString(concurrencyNames, int(c), "Concurrency") }
 
 // MarshalText implements encoding.TextMarshaler.
@@ -151,6 +157,7 @@ func ParseConcurrency(s string) (Concurrency, error) {
 	return Concurrency(v), err
 }
 
+// String returns the name of the Action (as in JSON and the CLI).
 func (a Action) String() string { return enumString(actionNames, int(a), "Action") }
 
 // MarshalText implements encoding.TextMarshaler.
@@ -178,6 +185,7 @@ func ParseAction(s string) (Action, error) {
 	return Action(v), err
 }
 
+// String returns the name of the DropReason (as in JSON and the CLI).
 func (r DropReason) String() string { return enumString(dropNames[:], int(r), "DropReason") }
 
 // MarshalText implements encoding.TextMarshaler.
