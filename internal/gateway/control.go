@@ -313,11 +313,14 @@ func Call(path string, req Request, timeout time.Duration) (Response, error) {
 	if err != nil {
 		return resp, err
 	}
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		return resp, err
-	}
+	// A server that refuses the connection (busy) may answer and close
+	// before the request is written: read its answer all the same.
+	_, werr := c.Write(append(b, '\n'))
 	dec := json.NewDecoder(bufio.NewReader(c))
 	if err := dec.Decode(&resp); err != nil {
+		if werr != nil {
+			return resp, werr
+		}
 		return resp, fmt.Errorf("control socket %s: bad response: %w", path, err)
 	}
 	if !resp.OK {

@@ -197,14 +197,14 @@ func Subscribe(path string, timeout time.Duration) (*EventStream, error) {
 	}
 	c.SetDeadline(time.Now().Add(timeout))
 	b, _ := json.Marshal(Request{Cmd: "events"})
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		c.Close()
-		return nil, err
-	}
+	_, werr := c.Write(append(b, '\n')) // a busy server may answer first
 	dec := json.NewDecoder(bufio.NewReader(c))
 	var resp Response
 	if err := dec.Decode(&resp); err != nil {
 		c.Close()
+		if werr != nil {
+			return nil, werr
+		}
 		return nil, fmt.Errorf("control socket %s: bad response: %w", path, err)
 	}
 	if !resp.OK {
