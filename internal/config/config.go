@@ -29,6 +29,7 @@
 //	    replay_window: 1024     # inbound only; 0 = off, default 1024
 //	    lifetime: {soft_bytes: 1000000000, hard_bytes: 1200000000, soft_seconds: 1h, hard_seconds: 70m}
 //	    path_mtu: 1500          # default 1500
+//	    remote_ts: [10.2.0.0/24] # traffic selectors (or selectors: [...] / any); see selectors.go
 package config
 
 import (
