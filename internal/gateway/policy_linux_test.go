@@ -5,6 +5,7 @@ package gateway
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/internal/inet"
+	"github.com/espxdp/espxdp/internal/show"
 	"github.com/espxdp/espxdp/internal/testenv"
 	"github.com/espxdp/espxdp/internal/topo"
 	"github.com/espxdp/espxdp/sa"
@@ -170,6 +172,10 @@ func testInboundPolicy(t *testing.T, tun, udp bool) {
 	s := statsOf(t, b.socket, "a-to-b")
 	if n := s.Drops[sa.DropPolicy]; n != uint64(len(spoofed)+1) {
 		t.Errorf("a-to-b policy drops %d, want %d (stats %+v)", n, len(spoofed)+1, s)
+	}
+	var shown strings.Builder
+	if err := show.Text(&shown, gb.Report("gwB")); err != nil || !strings.Contains(shown.String(), fmt.Sprintf("policy %d", len(spoofed)+1)) {
+		t.Errorf("show sa does not print the policy drops (%v):\n%s", err, shown.String())
 	}
 	// An explicit opt-out (selectors: any) delivers them.
 	y := strings.Replace(gatewayYAML(b, a, "b", p), "in: [a-to-b]}", "in: [a-to-b], selectors: any}", 1)
