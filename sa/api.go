@@ -161,8 +161,9 @@ type Config struct {
 	// socket that adds the IP and UDP headers: Local and Remote become
 	// optional in tunnel mode (when set they give the address family for
 	// the MTU; the default is IPv4) and the plaintext MTU accounts for
-	// the 8-byte UDP header as with UDPEncap. Packets without
-	// Packet.ESPOnly are dropped with DropMalformed.
+	// the 8-byte UDP header as with UDPEncap. Outbound packets without
+	// Packet.ESPOnly are dropped with DropMalformed (there is no outer
+	// header to build).
 	ESPOnly bool
 }
 

@@ -76,8 +76,8 @@
 //   - SAD.Replace with an SA of the same transform and key material (a
 //     reload that rebuilt the config) carries the outbound sequence
 //     number (the new SA continues after the higher of the old counter
-//     and its own InitialSeq) and the inbound replay window over; workers
-//     keep off the new SA until that is done. SAs are compared through
+//     and its own InitialSeq), the inbound replay window and the byte and
+//     packet usage over; workers keep off the new SA until that is done. SAs are compared through
 //     keyed fingerprints (HMAC-SHA256 under a random per-process key);
 //     no plain hash of a key is kept. A different key starts fresh.
 //   - Delete and re-add, or a process restart, is the caller's part:

@@ -60,6 +60,7 @@ type lcModel struct {
 	nSent      int
 	nAccepted  int
 	nReplayRej int
+	nHigh      int // packets sent with ESN high bits set
 }
 
 const lcSPI = 0x5001
@@ -259,6 +260,9 @@ func (m *lcModel) sendBatch() {
 		}
 		m.emitted[m.outKey][seq] = true
 		m.nSent++
+		if seq > math.MaxUint32 {
+			m.nHigh++
+		}
 		m.pool = append(m.pool, lcPacket{wire: wire, key: m.outKey, seq: seq})
 	}
 	if len(m.pool) > 400 {
@@ -271,20 +275,20 @@ func TestLifecycleProperty(t *testing.T) {
 	if testing.Short() {
 		seqs = 40
 	}
-	var sent, acc, rej int
+	var sent, acc, rej, high int
 	for s := 0; s < seqs; s++ {
 		m := newLCModel(t, uint64(s))
 		for i := 0; i < ops; i++ {
 			m.step(i)
 		}
-		sent, acc, rej = sent+m.nSent, acc+m.nAccepted, rej+m.nReplayRej
+		sent, acc, rej, high = sent+m.nSent, acc+m.nAccepted, rej+m.nReplayRej, high+m.nHigh
 	}
 	// The property is only meaningful if traffic flowed and replays
 	// were tried.
-	if sent < seqs*50 || acc < seqs*20 || rej < seqs*5 {
-		t.Fatalf("too little exercised: sent %d accepted %d replays rejected %d", sent, acc, rej)
+	if sent < seqs*50 || acc < seqs*20 || rej < seqs*5 || high < seqs {
+		t.Fatalf("too little exercised: sent %d accepted %d replays rejected %d, %d past 2^32", sent, acc, rej, high)
 	}
-	t.Logf("sent %d, accepted %d, replays rejected %d", sent, acc, rej)
+	t.Logf("sent %d, accepted %d, replays rejected %d, %d past 2^32", sent, acc, rej, high)
 }
 
 func (m *lcModel) step(i int) {

@@ -237,7 +237,9 @@ func (s *SA) Direction() Direction { return s.dir }
 
 // Config returns the configuration the SA was built from, without keys
 // (Key and AuthKey are nil) and with defaults filled in (Created, NAT-T
-// ports).
+// ports). The mutable attributes (lifetimes, PathMTU, Remote,
+// RemotePort, TTL, DF, SeqLimit) show their current values; Replay is
+// nil (see ReplayState).
 func (s *SA) Config() Config {
 	c := s.cfg
 	s.attrs.Load().apply(&c)
@@ -283,6 +285,8 @@ func (s *SA) PlaintextMTU() int {
 // needed" / "packet too big" received for the outer packets); 0 means
 // unknown and turns the MTU check off. It is safe while workers run.
 func (s *SA) SetPathMTU(mtu int) error {
+	s.updMu.Lock() // keeps pathMTU and ptMTU consistent with Update
+	defer s.updMu.Unlock()
 	if mtu == 0 {
 		s.pathMTU.Store(0)
 		s.ptMTU[0].Store(0)

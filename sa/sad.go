@@ -199,7 +199,10 @@ func (d *SAD) Add(s *SA) error {
 // over: outbound, s continues after the higher of the old SA's last
 // sequence number and s's InitialSeq (and inherits its SeqLimit when s
 // has none); inbound, s starts with the old window merged into its own,
-// so it rejects every packet the old SA accepted. Until that is done
+// so it rejects every packet the old SA accepted. The old SA's byte and
+// packet usage counts against s's lifetimes too (s may expire at once);
+// time lifetimes run from s's Config.Created, so pass the old SA's
+// Config().Created to keep them. Until that is done
 // workers keep off s (packets for it drop as DropNoSA, for at most the
 // time a worker takes to finish its batch). With a different key s
 // keeps its own fresh state. To change lifetimes, path MTU or the peer
@@ -236,9 +239,11 @@ func (d *SAD) Replace(s *SA) (old *SA, err error) {
 		s.waitIdle()
 		old = sl.sa.Swap(s)
 		old.Close()
-		s.carryFrom(old)
+		var ev eventList
+		s.carryFrom(old, &ev)
 		s.held.Store(false)
 		d.mu.Unlock()
+		ev.deliver() // outside d.mu: a handler may call the SAD
 		return old, nil
 	}
 	old = sl.sa.Swap(s)

@@ -195,7 +195,9 @@ func (s *SA) update(c Changes, ev *eventList) error {
 			return err
 		}
 	}
-	// Validated: commit.
+	// Validated: commit. Invariant: Update never touches the sequence
+	// counter, the replay window, the counters or the lifetime usage -
+	// the SA stays the same SA under the same key.
 	a := s.newAttrs(outer, soft, hard)
 	s.attrs.Store(a)
 	if c.PathMTU != nil {
@@ -272,9 +274,14 @@ func (s *SA) waitIdle() {
 // number is sent twice and no packet is accepted twice - outbound, s
 // continues after the highest number either SA reached; inbound, s
 // rejects whatever either window rejects.
-func (s *SA) carryFrom(old *SA) {
+func (s *SA) carryFrom(old *SA, ev *eventList) {
 	s.updMu.Lock()
 	defer s.updMu.Unlock()
+	// The key's lifetime usage, too: a reload must not extend a key's
+	// byte or packet lifetime.
+	p := s.usedPkts.Add(old.usedPkts.Load())
+	b := s.usedBytes.Add(old.usedBytes.Load())
+	s.checkUsage(s.attrs.Load(), p, b, s.now().UnixNano(), ev)
 	if o := old.seq.Load(); o > s.seq.Load() {
 		s.seq.Store(o)
 	}

@@ -352,3 +352,87 @@ func TestReplaceSameKeyUnderTraffic(t *testing.T) {
 		t.Fatal("nothing sent")
 	}
 }
+
+// TestReplaceSameKeyInboundNoReplayGap: while an inbound SA is replaced
+// by same-key SAs, a worker keeps replaying packets it already accepted;
+// none may be accepted again - not even in the moment between the new
+// SA entering the SAD and the window being carried into it.
+func TestReplaceSameKeyInboundNoReplayGap(t *testing.T) {
+	r := newRig(t, "aes128gcm16", fixedKeys)
+	var old [][]byte
+	for i := 0; i < 64; i++ {
+		p := r.seal(t, udpPacket(hostA, hostB, 1, 2, 30, uint64(i)))
+		old = append(old, append([]byte(nil), p.Data()...))
+		if q := r.open(p); q.Verdict != VerdictOK {
+			t.Fatal(q.Reason)
+		}
+	}
+	_, ic := pairCfg("aes128gcm16", 0x1001, fixedKeys)
+	stop := make(chan struct{})
+	done := make(chan int)
+	go func() {
+		accepted := 0
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- accepted
+				return
+			default:
+			}
+			b := make([]Packet, 8)
+			for j := range b {
+				b[j] = packetFor(old[(i*8+j)%len(old)])
+			}
+			r.wRecv.Inbound(b)
+			for _, p := range b {
+				if p.Verdict == VerdictOK {
+					accepted++
+				}
+			}
+		}
+	}()
+	for i := 0; i < 300; i++ {
+		if _, err := r.sadB.Replace(mustSA(t, ic)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	if n := <-done; n != 0 {
+		t.Fatalf("%d replayed packets accepted during same-key Replace", n)
+	}
+}
+
+func TestReplaceSameKeyCarriesUsage(t *testing.T) {
+	r := newRig(t, "aes128gcm16", func(c *Config) {
+		fixedKeys(c)
+		c.SoftLifetime.Packets, c.HardLifetime.Packets = 5, 10
+	})
+	r.sendN(t, 8, 10)
+	if r.out.State() != StateSoftExpired {
+		t.Fatal(r.out.State())
+	}
+	oc, _ := pairCfg("aes128gcm16", 0x1001, fixedKeys)
+	oc.SoftLifetime.Packets, oc.HardLifetime.Packets = 5, 10
+	out2 := mustSA(t, oc)
+	if _, err := r.sadA.Replace(out2); err != nil {
+		t.Fatal(err)
+	}
+	r.tun.SetOutbound(out2)
+	// The usage (8 packets) came along: soft expiry at once, and two
+	// more packets before the hard limit.
+	if out2.State() != StateSoftExpired {
+		t.Fatalf("state %v after Replace past the soft limit", out2.State())
+	}
+	ok, reasons := r.sendN(t, 4, 10)
+	if ok != 2 || reasons[DropExpired] != 2 || out2.State() != StateExpired {
+		t.Fatalf("ok %d reasons %v state %v", ok, reasons, out2.State())
+	}
+	// Past the hard limit already: expired at once.
+	out3 := mustSA(t, oc)
+	if _, err := r.sadA.Replace(out3); err != nil {
+		t.Fatal(err)
+	}
+	if out3.State() != StateExpired {
+		t.Fatalf("state %v", out3.State())
+	}
+}
