@@ -61,9 +61,9 @@ const (
 // Errors of the control socket.
 var (
 	// ErrSocketPath: the control socket path holds something that is
-	// not a stale socket, or its directory is unsafe; nothing was
-	// deleted.
-	ErrSocketPath = errors.New("gateway: control socket path")
+	// not a stale socket, or its directory (or the state_dir) is
+	// unsafe; nothing was deleted.
+	ErrSocketPath = errors.New("gateway: unsafe path")
 )
 
 type controlServer struct {

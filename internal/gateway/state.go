@@ -79,6 +79,11 @@ func openState(dir string) (*stateStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("gateway: state_dir: %w", err)
 	}
+	// Whoever can rewrite the file can lower a reservation and make us
+	// reuse sequence numbers: the directory must be ours alone.
+	if err := checkSocketDir(dir); err != nil {
+		return nil, fmt.Errorf("gateway: state_dir: %w", err)
+	}
 	st := &stateStore{dir: dir}
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
 	switch {

@@ -181,3 +181,19 @@ func TestStateDamaged(t *testing.T) {
 		t.Errorf("damaged state file: %v", err)
 	}
 }
+
+// TestStateDirPrivate: a state_dir others can write to is refused.
+func TestStateDirPrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o777)
+	cfg, err := config.Parse("gw.yaml", []byte("gateway: {state_dir: "+dir+"}\n"+offlineYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "writable by group or others") {
+		t.Errorf("world-writable state_dir: %v", err)
+	}
+}
