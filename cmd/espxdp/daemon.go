@@ -109,7 +109,7 @@ func runDaemon(ctx context.Context, path, netns, socket string, log *slog.Logger
 			if res, err := reload(); err != nil {
 				log.Error("reload failed; still running the previous configuration", "err", err)
 			} else {
-				log.Info("reload done", "added", res.Added, "removed", res.Removed, "replaced", res.Replaced, "unchanged", res.Unchanged)
+				log.Info("reload done", "added", res.Added, "removed", res.Removed, "replaced", res.Replaced, "updated", res.Updated, "unchanged", res.Unchanged)
 			}
 		}
 	}
@@ -197,6 +197,9 @@ func cmdShowStats(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "%-28s %d\n", "drop "+sa.DropReason(reason).String()+":", n)
 		}
 	}
+	for _, l := range st.Links {
+		fmt.Fprintf(stdout, "%-28s %s\n", "link "+l.Name+":", l.State)
+	}
 	return nil
 }
 
@@ -269,8 +272,72 @@ func cmdSA(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		r := resp.Reload
-		fmt.Fprintf(stdout, "reload: added %v, removed %v, replaced %v, unchanged %d\n", r.Added, r.Removed, r.Replaced, r.Unchanged)
+		fmt.Fprintf(stdout, "reload: added %v, removed %v, replaced %v, updated %v, unchanged %d\n", r.Added, r.Removed, r.Replaced, r.Updated, r.Unchanged)
 		return nil
 	}
 	return usagef("sa: unknown subcommand %q (want add, update, del or reload)", sub)
+}
+
+// cmdEvents is `espxdp events --socket S [--json]`: print the running
+// gateway's events (lifetime expiry, sequence overflow, acquire, ...) as
+// they happen, until interrupted or the gateway stops.
+func cmdEvents(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("events", stderr)
+	cf := addCallFlags(fs)
+	asJSON := fs.Bool("json", false, "print each event as a JSON line")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return printEvents(ctx, *cf.socket, *cf.timeout, *asJSON, stdout)
+}
+
+// printEvents prints the events of the gateway at socket until ctx ends
+// (nil error) or the stream does.
+func printEvents(ctx context.Context, socket string, timeout time.Duration, asJSON bool, stdout io.Writer) error {
+	s, err := gateway.Subscribe(socket, timeout)
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		s.Close()
+	}()
+	enc := json.NewEncoder(stdout)
+	for {
+		ev, err := s.Next(time.Time{})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, io.EOF) {
+				return errors.New("events: the gateway closed the stream")
+			}
+			return fmt.Errorf("events: %w", err)
+		}
+		if asJSON {
+			if err := enc.Encode(ev); err != nil {
+				return err
+			}
+			continue
+		}
+		line := ev.Time.Format(time.RFC3339Nano) + " " + ev.Kind
+		if ev.SA != "" || ev.SPI != 0 {
+			line += fmt.Sprintf(" sa=%s spi=0x%x dir=%s", ev.SA, ev.SPI, ev.Direction)
+		}
+		if ev.Limit != "" {
+			line += " limit=" + ev.Limit
+		}
+		if ev.Policy != "" {
+			line += " policy=" + ev.Policy
+		}
+		if ev.Packet != nil {
+			line += fmt.Sprintf(" packet=%v->%v proto=%d", ev.Packet.Src, ev.Packet.Dst, ev.Packet.Proto)
+		}
+		if ev.Lost > 0 {
+			line += fmt.Sprintf(" lost=%d", ev.Lost)
+		}
+		fmt.Fprintln(stdout, line)
+	}
 }

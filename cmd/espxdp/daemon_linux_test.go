@@ -84,6 +84,11 @@ sas:
 		}
 	}
 	waitSocket()
+	// `espxdp events` follows the daemon from the start.
+	var events testenv.SyncBuffer
+	evCtx, evCancel := context.WithCancel(context.Background())
+	evDone := make(chan error, 1)
+	go func() { evDone <- printEvents(evCtx, sock, 2*time.Second, false, &events) }()
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("control socket mode: %v, %v (want 0600: keys travel over it)", fi.Mode(), err)
 	}
@@ -162,6 +167,20 @@ sas:
 	}
 	if _, out, _ = runCLI(t, "show", "sa", "--socket", sock, "--json"); !strings.Contains(out, `"state": "expired"`) {
 		t.Errorf("in1 not shown expired:\n%s", out)
+	}
+	deadline = time.Now().Add(3 * time.Second)
+	for !strings.Contains(events.String(), "hard-expire sa=in1 spi=0x200 dir=in") {
+		if time.Now().After(deadline) {
+			t.Fatalf("espxdp events printed no hard-expire for in1:\n%s", events.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ev := events.String(); !strings.Contains(ev, "soft-expire sa=in1") || strings.Index(ev, "soft-expire sa=in1") > strings.Index(ev, "hard-expire sa=in1") {
+		t.Errorf("espxdp events: soft-expire missing or after hard-expire:\n%s", ev)
+	}
+	evCancel()
+	if err := <-evDone; err != nil {
+		t.Errorf("events client: %v", err)
 	}
 
 	cancel()

@@ -10,6 +10,7 @@
 //	espxdp sa add|update --file SA.yaml [--tunnel NAME] [--socket PATH]
 //	espxdp sa del --direction in|out --spi X [--remote ADDR] [--socket PATH]
 //	espxdp sa reload [--socket PATH]
+//	espxdp events [--socket PATH] [--json]
 //	espxdp demo [-size BYTES] [-transform NAME] [-duration D]
 //
 // The SAs come from a YAML file (see package internal/config). Exit status:
@@ -111,6 +112,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdRun(args[1:], stdout, stderr)
 	case "sa":
 		return cmdSA(args[1:], stdout, stderr)
+	case "events":
+		return cmdEvents(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
 	}

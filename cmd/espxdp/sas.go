@@ -28,7 +28,11 @@ func loadConfig(path string, want func(*config.SA) bool) (*loaded, error) {
 		if want != nil && !want(c) {
 			continue
 		}
-		s, err := sa.New(c.SAConfig())
+		sc := c.SAConfig()
+		// The selectors a gateway would give it (pcap decrypt checks
+		// them like espxdp run does).
+		sc.Selectors = cfg.Gateway.SelectorsOf(c, cfg.Gateway.TunnelOf(c.Name))
+		s, err := sa.New(sc)
 		if err != nil {
 			l.close()
 			return nil, c.Pos.Errorf("%v", err)

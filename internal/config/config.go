@@ -29,6 +29,7 @@
 //	    replay_window: 1024     # inbound only; 0 = off, default 1024
 //	    lifetime: {soft_bytes: 1000000000, hard_bytes: 1200000000, soft_seconds: 1h, hard_seconds: 70m}
 //	    path_mtu: 1500          # default 1500
+//	    remote_ts: [10.2.0.0/24] # traffic selectors (or selectors: [...] / any); see selectors.go
 package config
 
 import (
@@ -40,6 +41,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -166,7 +168,11 @@ type SA struct {
 	ReplayWindow int
 	Lifetime     Lifetime
 	PathMTU      int
-	Pos          Pos
+	// Selectors are the SA's own traffic selectors (selectors:, or
+	// remote_ts/local_ts), as the packets it carries appear; nil means
+	// none were configured (see Gateway.SelectorsOf for the default).
+	Selectors []sa.Selector
+	Pos       Pos
 
 	lines map[string]int // line of each field, for checks across SAs
 }
@@ -394,6 +400,7 @@ var saFields = map[string]bool{
 	"name": true, "direction": true, "spi": true, "mode": true, "local": true, "remote": true,
 	"encap": true, "local_port": true, "remote_port": true, "transform": true, "key": true,
 	"auth_key": true, "esn": true, "replay_window": true, "lifetime": true, "path_mtu": true,
+	"selectors": true, "remote_ts": true, "local_ts": true,
 }
 
 // sa parses and validates one SA mapping.
@@ -551,6 +558,7 @@ func (p *parser) sa(n *yaml.Node, path string) *SA {
 			}
 		}
 	}
+	s.Selectors = p.selectorSpec(vals, path, s.Direction == In)
 	if len(p.errs) == errsBefore {
 		p.checkCipher(s, vals, n)
 	}
@@ -891,7 +899,8 @@ func (s *SA) SAConfig() sa.Config {
 		HardLifetime: sa.Lifetime{
 			Bytes: s.Lifetime.HardBytes, Packets: s.Lifetime.HardPackets, Time: s.Lifetime.HardTime,
 		},
-		PathMTU: s.PathMTU,
+		PathMTU:   s.PathMTU,
+		Selectors: slices.Clone(s.Selectors),
 	}
 	if c.UDPEncap {
 		c.LocalPort, c.RemotePort = s.LocalPort, s.RemotePort

@@ -29,6 +29,7 @@ import (
 //	  icmp_errors: true              # frag-needed / packet-too-big / time exceeded
 //	  keepalive: 20s                 # NAT-T keepalives to udp-encap peers, 0 = off
 //	  log_drops: 1s                  # interval of the drop log, 0 = off
+//	  state_dir: /var/lib/espxdp     # persisted sequence numbers (see internal/gateway)
 //	interfaces:
 //	  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: [192.0.2.1]}
 //	  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
@@ -52,6 +53,10 @@ type Gateway struct {
 	ICMPErrors   bool
 	Keepalive    time.Duration
 	LogDrops     time.Duration
+	// StateDir holds the persisted outbound sequence reservations and
+	// inbound replay windows; empty: none (a restart with static keys
+	// would reuse sequence numbers, so AEAD SAs are warned about).
+	StateDir string
 
 	Cipher    Iface
 	Plain     *Iface
@@ -87,7 +92,11 @@ type TUNIface struct {
 type Tunnel struct {
 	Name    string
 	Out, In []string
-	Pos     Pos
+	// Selectors restrict what the tunnel's inbound SAs deliver
+	// (selectors:, remote_ts/local_ts; source = the peer's side); nil:
+	// derived (Gateway.InboundSelectors).
+	Selectors []sa.Selector
+	Pos       Pos
 }
 
 // Policy is one SPD entry (sa.Policy).
@@ -182,6 +191,7 @@ func (p *parser) list(n *yaml.Node, path string, each func(m *yaml.Node, path st
 var gatewayOptionFields = map[string]bool{
 	"control": true, "queues": true, "concurrency": true, "xdp_mode": true, "attach": true, "cpus": true,
 	"mss_clamp": true, "decrement_ttl": true, "icmp_errors": true, "keepalive": true, "log_drops": true,
+	"state_dir": true,
 }
 
 func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
@@ -244,6 +254,13 @@ func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
 			g.Keepalive = p.interval(v, f)
 		case "log_drops":
 			g.LogDrops = p.interval(v, f)
+		case "state_dir":
+			if t, ok := p.scalar(v, f); ok {
+				if !strings.HasPrefix(t, "/") {
+					p.errorf(v.Line, f, "want an absolute path, got %s", quoteShort(t))
+				}
+				g.StateDir = t
+			}
 		}
 		return true
 	})
@@ -464,6 +481,7 @@ func (p *parser) tunnel(n *yaml.Node, path string) *Tunnel {
 		p.errorf(n.Line, path, "want a mapping with name, out and in")
 		return nil
 	}
+	sel := map[string]*yaml.Node{}
 	p.fields(n, path, func(key string, _, v *yaml.Node) bool {
 		f := join(path, key)
 		switch key {
@@ -474,10 +492,14 @@ func (p *parser) tunnel(n *yaml.Node, path string) *Tunnel {
 		case "in":
 			t.In = p.names(v, f)
 		default:
-			return false
+			if !selectorFields[key] {
+				return false
+			}
+			sel[key] = v
 		}
 		return true
 	})
+	t.Selectors = p.selectorSpec(sel, path, true)
 	if t.Name == "" {
 		p.errorf(n.Line, join(path, "name"), "missing")
 	}

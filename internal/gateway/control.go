@@ -28,6 +28,7 @@ import (
 //	sa-update {sa, tunnel}        -> ok
 //	sa-del    {direction, spi[, remote]} -> ok (remote: outbound SAs sharing an SPI)
 //	reload                        -> Response.Reload (re-reads the file the daemon runs from)
+//	events                        -> ok, then one Event per line until either side closes
 
 // Request is one control command.
 type Request struct {
@@ -52,15 +53,31 @@ type Response struct {
 	Reload *ReloadResult `json:"reload,omitempty"`
 }
 
-// maxRequest bounds a request line.
-const maxRequest = 64 << 10
+// Limits of the control socket.
+const (
+	// MaxRequest bounds a request line (an sa-add carries one SA).
+	MaxRequest = 1 << 20
+	// MaxConns bounds the request connections served at once; one more
+	// is answered with an error and closed.
+	MaxConns = 16
+)
+
+// Errors of the control socket.
+var (
+	// ErrSocketPath: the control socket path holds something that is
+	// not a stale socket, or its directory (or the state_dir) is
+	// unsafe; nothing was deleted.
+	ErrSocketPath = errors.New("gateway: unsafe path")
+)
 
 type controlServer struct {
-	ln   *net.UnixListener
-	path string
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	open map[net.Conn]bool
+	ln    *net.UnixListener
+	path  string
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	open  map[net.Conn]bool
+	slots chan struct{} // one per request connection being served
+	done  chan struct{} // closed by close
 }
 
 // ReloadFunc, if set on a gateway with SetReloader, serves the reload
@@ -74,19 +91,63 @@ func (gw *Gateway) SetReloader(fn ReloadFunc) {
 	gw.mu.Unlock()
 }
 
+// checkSocketDir refuses a directory for the control socket that others
+// could write to: not a directory, owned by someone other than root or
+// us, or group/world-writable (sticky or not: another user could then
+// create the path before us, or a look-alike socket beside it).
+func checkSocketDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrSocketPath, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%w: %s is not a directory", ErrSocketPath, dir)
+	}
+	if uid, ok := fileOwner(fi); ok && uid != 0 && uid != os.Geteuid() {
+		return fmt.Errorf("%w: directory %s belongs to uid %d, not root or us", ErrSocketPath, dir, uid)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%w: directory %s is writable by group or others (mode %v); use a private directory such as /run/espxdp", ErrSocketPath, dir, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// clearStaleSocket removes path if it is a socket nobody listens on; a
+// live socket or anything that is not a socket is an error, and left
+// alone.
+func clearStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrSocketPath, err)
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("%w: %s exists and is not a socket (%v); not removing it", ErrSocketPath, path, fi.Mode().Type())
+	}
+	if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+		c.Close()
+		return fmt.Errorf("%w: %s is in use by another process", ErrSocketPath, path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("%w: stale socket %s: %w", ErrSocketPath, path, err)
+	}
+	return nil
+}
+
 // listenControl creates the control socket (mode 0600, its directory
-// 0700 if it has to make it), replacing a stale socket file but not a
-// live one.
+// 0700 if it has to make it, which must not be writable by others),
+// replacing a stale socket but nothing else.
 func (gw *Gateway) listenControl(path string) (*controlServer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("gateway: control socket: %w", err)
 	}
-	if _, err := os.Stat(path); err == nil {
-		if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("gateway: control socket %s is in use by another process", path)
-		}
-		os.Remove(path)
+	if err := checkSocketDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
+	if err := clearStaleSocket(path); err != nil {
+		return nil, err
 	}
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
@@ -96,7 +157,7 @@ func (gw *Gateway) listenControl(path string) (*controlServer, error) {
 		ln.Close()
 		return nil, fmt.Errorf("gateway: control socket: %w", err)
 	}
-	s := &controlServer{ln: ln, path: path, open: map[net.Conn]bool{}}
+	s := &controlServer{ln: ln, path: path, open: map[net.Conn]bool{}, slots: make(chan struct{}, MaxConns), done: make(chan struct{})}
 	s.wg.Add(1)
 	go s.serve(gw)
 	return s, nil
@@ -108,6 +169,14 @@ func (s *controlServer) serve(gw *Gateway) {
 		c, err := s.ln.Accept()
 		if err != nil {
 			return
+		}
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			writeResponse(c, Response{Error: fmt.Sprintf("busy: %d control connections already open; try again", MaxConns)})
+			c.Close()
+			continue
 		}
 		s.mu.Lock()
 		s.open[c] = true
@@ -121,13 +190,14 @@ func (s *controlServer) serve(gw *Gateway) {
 				s.mu.Unlock()
 				c.Close()
 			}()
-			gw.serveConn(c)
+			gw.serveConn(s, c)
 		}()
 	}
 }
 
 func (s *controlServer) close() error {
 	err := s.ln.Close()
+	close(s.done)
 	s.mu.Lock()
 	for c := range s.open {
 		c.Close()
@@ -138,17 +208,29 @@ func (s *controlServer) close() error {
 	return err
 }
 
-func (gw *Gateway) serveConn(c net.Conn) {
+// serveConn serves one request connection, which holds a slot of s.
+func (gw *Gateway) serveConn(s *controlServer, c net.Conn) {
+	release := sync.OnceFunc(func() { <-s.slots })
+	defer release()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	r := bufio.NewReaderSize(io.LimitReader(c, maxRequest), 4096)
+	r := bufio.NewReaderSize(io.LimitReader(c, MaxRequest+1), 4096)
 	line, err := r.ReadBytes('\n')
+	if len(line) > MaxRequest {
+		writeResponse(c, Response{Error: fmt.Sprintf("request: larger than %d bytes", MaxRequest)})
+		return
+	}
 	if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
-		writeResponse(c, Response{Error: "request: want one JSON object on a line (at most 64 KiB)"})
+		writeResponse(c, Response{Error: "request: want one JSON object on a line"})
 		return
 	}
 	var req Request
 	if err := json.Unmarshal(line, &req); err != nil {
 		writeResponse(c, Response{Error: "request: " + err.Error()})
+		return
+	}
+	clear(line) // an sa-add carries keys
+	if req.Cmd == "events" || req.Cmd == "subscribe" {
+		gw.serveEvents(s, c, release)
 		return
 	}
 	writeResponse(c, gw.Handle(req))
@@ -225,7 +307,7 @@ func (gw *Gateway) Handle(req Request) Response {
 		}
 		return Response{OK: true, Reload: &res}
 	}
-	return fail(fmt.Errorf("unknown command %q (want show-sa, show-stats, sa-add, sa-update, sa-del, reload)", req.Cmd))
+	return fail(fmt.Errorf("unknown command %q (want show-sa, show-stats, sa-add, sa-update, sa-del, reload, events)", req.Cmd))
 }
 
 // Call sends one request to the control socket at path and returns the
@@ -242,11 +324,14 @@ func Call(path string, req Request, timeout time.Duration) (Response, error) {
 	if err != nil {
 		return resp, err
 	}
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		return resp, err
-	}
+	// A server that refuses the connection (busy) may answer and close
+	// before the request is written: read its answer all the same.
+	_, werr := c.Write(append(b, '\n'))
 	dec := json.NewDecoder(bufio.NewReader(c))
 	if err := dec.Decode(&resp); err != nil {
+		if werr != nil {
+			return resp, werr
+		}
 		return resp, fmt.Errorf("control socket %s: bad response: %w", path, err)
 	}
 	if !resp.OK {

@@ -6,15 +6,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/espxdp/espxdp/bpf"
+	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/internal/show"
 	"github.com/espxdp/espxdp/internal/topo"
@@ -53,11 +54,20 @@ type key struct {
 }
 
 // entry is one installed SA and the configuration it came from.
+//
+// Invariant (keys): the gateway holds key material only inside its sa.SAs
+// (which wipe it when deleted or closed): the Key and AuthKey of every
+// config.SA it installs or keeps are wiped as soon as the SA is built
+// (wipeKeys), so removing, replacing or reloading an SA, or stopping,
+// leaves no copy behind in the configuration.
 type entry struct {
 	sa     *sa.SA
 	conf   *config.SA
-	sum    [32]byte // fingerprint of conf, keys included
+	sum    [32]byte // fingerprint of conf and sels, keys included
+	isum   [32]byte // the same without the attributes SA.Update changes
 	tunnel string
+	sels   []sa.Selector // the traffic selectors the SA was given
+	rid    string        // record in the state file ("" without state_dir)
 }
 
 // Gateway is a running (or ready to run) gateway. Its methods are safe
@@ -77,6 +87,7 @@ type Gateway struct {
 	sas     map[key]*entry
 	order   []key
 
+	state   *stateStore // nil without state_dir
 	eng     *xdp.Engine
 	tun     *xdp.TUN
 	ctl     *controlServer
@@ -87,12 +98,15 @@ type Gateway struct {
 	kaSent, kaRecv, kaErrors atomic.Uint64
 	eventsLost               atomic.Uint64
 	events                   chan sa.Event
+	hub                      hub   // event-stream subscribers
+	links                    links // interface states (link monitor)
 	started                  time.Time
 	reloader                 ReloadFunc
 }
 
-// New builds a gateway from cfg (which it keeps; don't wipe it). It
-// checks everything it can without touching the system; Start runs it.
+// New builds a gateway from cfg, which it keeps, wiping the keys of its
+// SAs once they are built (the caller wipes cfg if New fails). It checks
+// everything it can without touching the system; Start runs it.
 func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if cfg == nil || cfg.Gateway == nil {
 		return nil, ErrNotGateway
@@ -109,6 +123,13 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		}
 	}})
 	gw.spd = sa.NewSPD(sa.SPDOptions{Events: fn})
+	if gw.g.StateDir != "" {
+		st, err := openState(gw.g.StateDir)
+		if err != nil {
+			return nil, err
+		}
+		gw.state = st
+	}
 	for _, t := range gw.g.Tunnels {
 		gw.tunnels[t.Name] = sa.NewTunnel(t.Name)
 	}
@@ -116,7 +137,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		gw.def = gw.tunnels[gw.g.Tunnels[0].Name]
 	}
 	for _, c := range cfg.SAs {
-		if err := gw.install(c, tunnelOf(gw.g, c.Name)); err != nil {
+		if err := gw.install(c, gw.g, tunnelOf(gw.g, c.Name)); err != nil {
 			gw.closeSAs()
 			return nil, err
 		}
@@ -147,10 +168,19 @@ func tunnelOf(g *config.Gateway, name string) string {
 	return ""
 }
 
-func fingerprint(c *config.SA) [32]byte {
+// immutableFingerprint is fingerprint without the mutable attributes
+// (lifetimes, path MTU, peer address and NAT-T port): two configurations
+// with the same one differ only in what SA.Update changes in place.
+func immutableFingerprint(c *config.SA, sels []sa.Selector) [32]byte {
+	m := *c
+	m.Lifetime, m.PathMTU, m.Remote, m.RemotePort = config.Lifetime{}, 0, netip.Addr{}, 0
+	return fingerprint(&m, sels)
+}
+
+func fingerprint(c *config.SA, sels []sa.Selector) [32]byte {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s|%v|%d|%v|%v|%v|%v|%d|%d|%v|%v|%d|%+v|%d|", c.Name, c.Direction, c.SPI, c.Mode, c.Local, c.Remote,
-		c.Encap, c.LocalPort, c.RemotePort, c.Transform, c.ESN, c.ReplayWindow, c.Lifetime, c.PathMTU)
+	fmt.Fprintf(h, "%s|%v|%d|%v|%v|%v|%v|%d|%d|%v|%v|%d|%+v|%d|%v|", c.Name, c.Direction, c.SPI, c.Mode, c.Local, c.Remote,
+		c.Encap, c.LocalPort, c.RemotePort, c.Transform, c.ESN, c.ReplayWindow, c.Lifetime, c.PathMTU, sels)
 	h.Write([]byte(strconv.Itoa(len(c.Key))))
 	h.Write(c.Key)
 	h.Write(c.AuthKey)
@@ -166,34 +196,66 @@ func keyOf(c *config.SA) key {
 	return key{dir: sa.In, spi: c.SPI}
 }
 
-// newSA makes the sa.SA of a configured SA, with the gateway's MTU and
-// TTL conventions.
-func (gw *Gateway) newSA(c *config.SA) (*sa.SA, error) {
+// newSA makes the sa.SA of a configured SA bound to tunnel in the
+// gateway configuration g, with the gateway's MTU and TTL conventions
+// and its traffic selectors (config.Gateway.SelectorsOf), which it also
+// returns.
+func (gw *Gateway) newSA(c *config.SA, g *config.Gateway, tunnel string) (*sa.SA, []sa.Selector, error) {
+	s, sels, _, err := gw.newSAState(c, g, tunnel, false)
+	return s, sels, err
+}
+
+// newSAState is newSA; with persist and a state_dir, an outbound SA
+// starts above its persisted reservation under a new durable one and an
+// inbound SA with its saved window; rid names its state record.
+func (gw *Gateway) newSAState(c *config.SA, g *config.Gateway, tunnel string, persist bool) (s *sa.SA, sels []sa.Selector, rid string, err error) {
 	sc := c.SAConfig()
 	sc.DF = true
-	s, err := sa.New(sc)
-	if err != nil {
-		return nil, c.Pos.Errorf("%v", err)
+	sc.Selectors = g.SelectorsOf(c, tunnel)
+	if persist && gw.state != nil {
+		rid = gw.state.recordID(c)
+		if c.Direction == config.Out {
+			if sc.InitialSeq, sc.SeqLimit, err = gw.state.start(rid, c.ESN); err != nil {
+				return nil, nil, "", err
+			}
+		} else {
+			sc.Replay = gw.state.replay(rid)
+		}
 	}
-	return s, nil
+	s, err = sa.New(sc)
+	if err != nil {
+		return nil, nil, "", c.Pos.Errorf("%v", err)
+	}
+	return s, sc.Selectors, rid, nil
+}
+
+// warnSelectors logs an inbound tunnel-mode SA that got no traffic
+// selectors: it delivers any inner packet.
+func (gw *Gateway) warnSelectors(c *config.SA, sels []sa.Selector) {
+	if c.Direction == config.In && c.Mode == esp.Tunnel && sels == nil {
+		gw.log.Warn("inbound SA has no traffic selectors: the configuration sends nothing into its tunnel, so any inner source is delivered; set selectors or remote_ts", "sa", c.Name)
+	}
 }
 
 // install creates and adds one SA (no entry with its key may exist) and
-// binds it to tunnel (if named).
-func (gw *Gateway) install(c *config.SA, tunnel string) error {
+// binds it to tunnel (if named); g is the configuration it comes from.
+func (gw *Gateway) install(c *config.SA, g *config.Gateway, tunnel string) error {
 	k := keyOf(c)
 	if _, dup := gw.sas[k]; dup {
 		return fmt.Errorf("%w: %v SPI 0x%x", sa.ErrExists, k.dir, k.spi)
 	}
-	s, err := gw.newSA(c)
+	s, sels, rid, err := gw.newSAState(c, g, tunnel, true)
 	if err != nil {
 		return err
 	}
+	sum, isum := fingerprint(c, sels), immutableFingerprint(c, sels)
+	wipeKeys(c)
 	if err := gw.sad.Add(s); err != nil {
 		s.Close()
 		return err
 	}
-	gw.sas[k] = &entry{sa: s, conf: c, sum: fingerprint(c), tunnel: tunnel}
+	gw.warnSelectors(c, sels)
+	gw.sas[k] = &entry{sa: s, conf: c, sum: sum, isum: isum, tunnel: tunnel, sels: sels, rid: rid}
 	gw.order = append(gw.order, k)
 	gw.bind(k)
 	return nil
@@ -246,19 +308,77 @@ func (gw *Gateway) remove(k key) error {
 	return gw.sad.DeleteSA(e.sa)
 }
 
+// update changes the SA of k in place to the mutable attributes of c
+// (lifetimes, path MTU, peer address and NAT-T port), keeping its
+// sequence number, replay window and counters; c must differ from the
+// entry's configuration in nothing else (same isum).
+func (gw *Gateway) update(c *config.SA, sels []sa.Selector) error {
+	k := keyOf(c)
+	e := gw.sas[k]
+	if e == nil {
+		return fmt.Errorf("%w: %v SPI 0x%x", sa.ErrNotFound, k.dir, k.spi)
+	}
+	sc := c.SAConfig()
+	ch := sa.Changes{SoftLifetime: &sc.SoftLifetime, HardLifetime: &sc.HardLifetime, PathMTU: &sc.PathMTU}
+	if c.Remote != e.conf.Remote {
+		ch.Remote = &sc.Remote
+	}
+	if c.Encap == config.EncapUDP && c.RemotePort != e.conf.RemotePort {
+		ch.RemotePort = &sc.RemotePort
+	}
+	if err := e.sa.Update(ch); err != nil {
+		return c.Pos.Errorf("%v", err)
+	}
+	e.sum = fingerprint(c, sels)
+	e.conf = c
+	wipeKeys(c)
+	return nil
+}
+
 // replace swaps the SA of k for a new one made from c, make-before-break:
 // an outbound tunnel switches to the new SA before the old one closes.
-func (gw *Gateway) replace(c *config.SA, tunnel string) error {
+// With the same key, SAD.Replace carries the sequence number and replay
+// window over (no sequence number is sent twice under one key).
+func (gw *Gateway) replace(c *config.SA, g *config.Gateway, tunnel string) error {
 	k := keyOf(c)
 	old := gw.sas[k]
 	if old == nil {
 		return fmt.Errorf("%w: %v SPI 0x%x", sa.ErrNotFound, k.dir, k.spi)
 	}
-	s, err := gw.newSA(c)
+	s, sels, rid, err := gw.newSAState(c, g, tunnel, true)
 	if err != nil {
 		return err
 	}
-	gw.sas[k] = &entry{sa: s, conf: c, sum: fingerprint(c), tunnel: tunnel}
+	sum, isum := fingerprint(c, sels), immutableFingerprint(c, sels)
+	wipeKeys(c)
+	gw.warnSelectors(c, sels)
+	if s.SameKey(old.sa) {
+		// SAD.Replace looks the old SA up under s's key (SPI and peer):
+		// move the old SA to s's peer first, in place.
+		if err := movePeer(old.sa, s); err != nil {
+			s.Close()
+			return err
+		}
+		// Same key: s must not send or accept anything before
+		// SAD.Replace carried the old SA's sequence number and window
+		// into it (else it would start at 1 again: nonce reuse), so it
+		// goes into the SAD first and into the tunnel after.
+		if _, err := gw.sad.Replace(s); err != nil {
+			s.Close()
+			return err
+		}
+		gw.sas[k] = &entry{sa: s, conf: c, sum: sum, isum: isum, tunnel: tunnel, sels: sels, rid: rid}
+		if t := gw.tunnels[old.tunnel]; t != nil {
+			if k.dir == sa.In {
+				t.RemoveInbound(old.sa)
+			} else {
+				gw.rebindOut(t)
+			}
+		}
+		gw.bind(k)
+		return nil
+	}
+	gw.sas[k] = &entry{sa: s, conf: c, sum: sum, isum: isum, tunnel: tunnel, sels: sels, rid: rid}
 	if t := gw.tunnels[old.tunnel]; t != nil && old.tunnel != tunnel {
 		if k.dir == sa.In {
 			t.RemoveInbound(old.sa)
@@ -286,7 +406,7 @@ func (gw *Gateway) replace(c *config.SA, tunnel string) error {
 // so it is added before the old one is deleted (make-before-break).
 func (gw *Gateway) swapSA(old, s *sa.SA) error {
 	oc, nc := old.Config(), s.Config()
-	if s.Direction() == sa.Out && (oc.UDPEncap != nc.UDPEncap || oc.RemotePort != nc.RemotePort) {
+	if s.Direction() == sa.Out && (oc.UDPEncap != nc.UDPEncap || oc.RemotePort != nc.RemotePort || oc.Remote != nc.Remote) {
 		if err := gw.sad.Add(s); err != nil {
 			return err
 		}
@@ -294,6 +414,33 @@ func (gw *Gateway) swapSA(old, s *sa.SA) error {
 	}
 	_, err := gw.sad.Replace(s)
 	return err
+}
+
+// movePeer moves the outbound SA old to the peer address and NAT-T port
+// of s, in place (SA.Update), so that both have the same SAD key.
+func movePeer(old, s *sa.SA) error {
+	if s.Direction() != sa.Out {
+		return nil
+	}
+	oc, nc := old.Config(), s.Config()
+	var ch sa.Changes
+	if oc.Remote != nc.Remote {
+		ch.Remote = &nc.Remote
+	}
+	if oc.UDPEncap && nc.UDPEncap && oc.RemotePort != nc.RemotePort {
+		ch.RemotePort = &nc.RemotePort
+	}
+	if ch.Remote == nil && ch.RemotePort == nil {
+		return nil
+	}
+	return old.Update(ch)
+}
+
+// wipeKeys clears the key material of a configured SA once the sa.SA
+// holds its own copy.
+func wipeKeys(c *config.SA) {
+	c.Key.Wipe()
+	c.AuthKey.Wipe()
 }
 
 func (gw *Gateway) closeSAs() {
@@ -409,6 +556,14 @@ func (gw *Gateway) Start() (err error) {
 	gw.eng = eng
 	gw.running = true
 	gw.started = time.Now()
+	watch := []string{gw.g.Cipher.Name}
+	if gw.g.Plain != nil {
+		watch = append(watch, gw.g.Plain.Name)
+	}
+	if gw.tun != nil {
+		watch = append(watch, gw.tun.Name())
+	}
+	gw.startLinkMonitor(watch)
 	if gw.tun != nil {
 		for q := range gw.g.Queues {
 			if q > 0 {
@@ -437,8 +592,36 @@ func (gw *Gateway) Start() (err error) {
 	// these (ErrRestart).
 	go gw.logDrops(gw.g.LogDrops)
 	go gw.keepalives(gw.g.Keepalive)
+	gw.warnStatic(gw.cfg.SAs)
 	gw.log.Info("gateway running", "cipher", gw.g.Cipher.Name, "plain", plainName(gw.g), "queues", gw.g.Queues, "sas", len(gw.sas))
 	return nil
+}
+
+// counterIV reports whether a transform's IV is the sequence number
+// (AES-GCM, GMAC, ChaCha20-Poly1305, AES-CTR): a repeated sequence number
+// under the same key repeats a nonce.
+func counterIV(t esp.Transform) bool {
+	return t.AEAD() || strings.Contains(t.Name(), "ctr")
+}
+
+// warnStatic warns loudly about outbound SAs with counter-based IVs when
+// there is no state_dir: RFC 4106 §2 requires automated key management
+// for these transforms; with static keys only a persisted sequence
+// number keeps a restart from reusing nonces.
+func (gw *Gateway) warnStatic(sas []*config.SA) {
+	if gw.g.StateDir != "" {
+		return
+	}
+	var names []string
+	for _, c := range sas {
+		if c.Direction == config.Out && counterIV(c.Transform) {
+			names = append(names, c.Name)
+		}
+	}
+	if len(names) > 0 {
+		gw.log.Warn("STATIC KEYS WITHOUT STATE: these outbound SAs use a counter-based IV (RFC 4106 §2 requires automated key management); without gateway.state_dir a restart starts their sequence numbers at 1 again and REUSES NONCES under the same key, and the peer drops the traffic as replays. Set gateway.state_dir or rekey on every restart.",
+			"sas", names)
+	}
 }
 
 func plainName(g *config.Gateway) string {
@@ -478,8 +661,54 @@ func (gw *Gateway) Close() error {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
 	err := gw.teardown()
+	inbound := map[string]*sa.SA{}
+	for k, e := range gw.sas {
+		if k.dir == sa.In && e.rid != "" {
+			inbound[e.rid] = e.sa
+		}
+	}
 	gw.closeSAs()
+	if gw.state != nil && len(inbound) > 0 {
+		// Closed SAs export their exact windows.
+		wins := map[string]sa.ReplayState{}
+		for rid, s := range inbound {
+			wins[rid] = s.ReplayState()
+		}
+		if serr := gw.state.saveReplay(wins); serr != nil {
+			gw.log.Error("saving replay windows", "err", serr)
+			err = errors.Join(err, serr)
+		}
+	}
 	return err
+}
+
+// extendSeq reserves the next sequence block of every outbound SA that
+// used half of its current one (only: just that SA), durably, then
+// raises its limit. Called on EventSeqLimit and by the sweeper (in case
+// an event was lost).
+func (gw *Gateway) extendSeq(only *sa.SA) {
+	if gw.state == nil {
+		return
+	}
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	for k, e := range gw.sas {
+		if k.dir != sa.Out || e.rid == "" || (only != nil && e.sa != only) {
+			continue
+		}
+		lim := e.sa.SeqLimit()
+		if lim == 0 || e.sa.Seq() < lim-min(lim, seqBlock/2) || e.sa.State() >= sa.StateExpired {
+			continue
+		}
+		n, err := gw.state.extend(e.rid, e.conf.ESN)
+		if err != nil {
+			// Traffic stops at the old limit (DropSeqLimit) rather
+			// than risk a reuse.
+			gw.log.Error("cannot persist the next sequence reservation; the SA will stop at its limit", "sa", e.conf.Name, "limit", lim, "err", err)
+			continue
+		}
+		e.sa.SetSeqLimit(n)
+	}
 }
 
 // teardown stops what runs; gw.mu is held.
@@ -499,6 +728,7 @@ func (gw *Gateway) teardown() error {
 	if gw.eng != nil {
 		errs = append(errs, gw.eng.Stop())
 	}
+	gw.stopLinkMonitor()
 	gw.mu.Unlock()
 	gw.wg.Wait() // background tasks may take gw.mu
 	gw.mu.Lock()
@@ -574,6 +804,12 @@ type Stats struct {
 	KeepalivesReceived uint64 `json:"keepalives_received"`
 	KeepaliveErrors    uint64 `json:"keepalive_errors"`
 	EventsLost         uint64 `json:"events_lost"`
+	// Event stream: subscribers now, events they lost (slow readers).
+	Subscribers     int    `json:"subscribers"`
+	SubscribersLost uint64 `json:"subscribers_lost"`
+
+	// Links are the gateway's interfaces as the link monitor saw them.
+	Links []LinkState `json:"links,omitempty"`
 
 	Processor sa.ProcessorStats `json:"processor"`
 	Engine    xdp.EngineStats   `json:"engine"`
@@ -608,6 +844,8 @@ func (gw *Gateway) Stats() Stats {
 	s.Processor = gw.proc.Stats()
 	s.KeepalivesSent, s.KeepalivesReceived, s.KeepaliveErrors = gw.kaSent.Load(), gw.kaRecv.Load(), gw.kaErrors.Load()
 	s.EventsLost = gw.eventsLost.Load()
+	s.Subscribers, s.SubscribersLost = gw.hub.count(), gw.hub.lost.Load()
+	s.Links = gw.links.snapshot()
 	return s
 }
 
@@ -627,6 +865,7 @@ func (gw *Gateway) sweep() {
 			return
 		case now := <-tick.C:
 			gw.sad.Sweep(now)
+			gw.extendSeq(nil)
 		}
 	}
 }
@@ -639,6 +878,11 @@ func (gw *Gateway) logEvents() {
 		case <-gw.stop:
 			return
 		case e := <-gw.events:
+			gw.hub.publish(eventOf(e))
+			if e.Kind == sa.EventSeqLimit {
+				gw.extendSeq(e.SA)
+				continue
+			}
 			switch e.Kind {
 			case sa.EventAcquire:
 				pol := ""
@@ -734,31 +978,20 @@ func (gw *Gateway) dropDeltas(last map[string]uint64) []dropLine {
 
 // keepalives sends a NAT-keepalive (RFC 3948 §2.3: one 0xFF byte in UDP
 // from the NAT-T port) to the peer of every UDP-encapsulating outbound SA
-// each interval, from a kernel UDP socket bound to the NAT-T port in the
-// gateway's namespace (the XDP program passes keepalives and IKE to the
-// kernel, so that socket also counts the peers' keepalives).
+// each interval, from a raw socket in the gateway's namespace, so that
+// the NAT-T port stays free for an IKE daemon (keepalive_linux.go); the
+// peers' keepalives are counted from copies.
 func (gw *Gateway) keepalives(interval time.Duration) {
 	defer gw.wg.Done()
 	if interval <= 0 {
 		return
 	}
-	var conn *net.UDPConn
-	open := func(port uint16) {
-		err := gw.inNS(func() (err error) {
-			conn, err = net.ListenUDP("udp", &net.UDPAddr{Port: int(port)})
-			return err
-		})
-		if err != nil {
-			gw.kaErrors.Add(1)
-			gw.log.Error("nat-t keepalive socket", "port", port, "err", err)
-			conn = nil
-		}
-	}
-	recvDone := make(chan struct{})
+	var ka *kaSocket
+	wait := func() {}
 	defer func() {
-		if conn != nil {
-			conn.Close()
-			<-recvDone
+		if ka != nil {
+			ka.close()
+			wait()
 		}
 	}()
 	tick := time.NewTicker(interval)
@@ -775,27 +1008,21 @@ func (gw *Gateway) keepalives(interval time.Duration) {
 		if len(peers) == 0 {
 			continue
 		}
-		if conn == nil {
-			open(port)
-			if conn == nil {
+		if ka == nil {
+			err := gw.inNS(func() (err error) {
+				ka, err = openKeepalive(port)
+				return err
+			})
+			if err != nil {
+				gw.kaErrors.Add(1)
+				gw.log.Error("nat-t keepalive socket", "err", err)
+				ka = nil
 				continue
 			}
-			go func(c *net.UDPConn) {
-				defer close(recvDone)
-				buf := make([]byte, 2048)
-				for {
-					n, _, err := c.ReadFromUDPAddrPort(buf)
-					if err != nil {
-						return
-					}
-					if n == 1 && buf[0] == 0xFF {
-						gw.kaRecv.Add(1)
-					}
-				}
-			}(conn)
+			wait = ka.count(func() { gw.kaRecv.Add(1) })
 		}
 		for _, p := range peers {
-			if _, err := conn.WriteToUDPAddrPort([]byte{0xFF}, p); err != nil {
+			if err := ka.send(p.local, p.remote); err != nil {
 				gw.kaErrors.Add(1)
 				continue
 			}
@@ -804,21 +1031,25 @@ func (gw *Gateway) keepalives(interval time.Duration) {
 	}
 }
 
-// nattPeers returns the distinct remote endpoints of the live
-// UDP-encapsulating outbound SAs and the local port to send from.
-func (gw *Gateway) nattPeers() ([]netip.AddrPort, uint16) {
+// kaPeer is one keepalive flow: from our NAT-T address to the peer's.
+type kaPeer struct{ local, remote netip.AddrPort }
+
+// nattPeers returns the distinct keepalive flows of the live
+// UDP-encapsulating outbound SAs and the local port whose keepalives are
+// counted.
+func (gw *Gateway) nattPeers() ([]kaPeer, uint16) {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
-	var out []netip.AddrPort
+	var out []kaPeer
 	port := uint16(0)
 	for _, k := range gw.order {
 		e := gw.sas[k]
 		if k.dir != sa.Out || e.conf.Encap != config.EncapUDP || e.sa.State() >= sa.StateExpired {
 			continue
 		}
-		ap := netip.AddrPortFrom(e.conf.Remote, e.conf.RemotePort)
-		if !slices.Contains(out, ap) {
-			out = append(out, ap)
+		p := kaPeer{netip.AddrPortFrom(e.conf.Local, e.conf.LocalPort), netip.AddrPortFrom(e.conf.Remote, e.conf.RemotePort)}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
 		}
 		if port == 0 {
 			port = e.conf.LocalPort

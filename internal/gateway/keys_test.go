@@ -57,8 +57,12 @@ sas:
 	if len(gw.SAStats()) != 4 {
 		t.Fatalf("%d SAs", len(gw.SAStats()))
 	}
-	// Reload unchanged: both stay.
-	res, err := gw.Reload(cfg)
+	// Reload unchanged (a fresh parse: New wiped cfg's keys): both stay.
+	again, err := config.Parse("gw.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := gw.Reload(again)
 	if err != nil || res.Unchanged != 4 {
 		t.Fatalf("reload: %+v %v", res, err)
 	}
@@ -74,5 +78,93 @@ sas:
 	// Now unique: the SPI alone is enough.
 	if err := gw.DeleteSA(sa.Out, 0x5000, netip.Addr{}); err != nil || toB.State() != sa.StateDeleted {
 		t.Fatalf("delete by unique SPI: %v", err)
+	}
+}
+
+// TestReloadMovedPeerKeepsOutboundSA: a reload (and an sa update) that
+// moves an outbound SA to another peer address, key unchanged, changes
+// the SA in place: the same SA, its sequence number kept - not a new SA
+// under the old key starting again at 1 (nonce reuse), even though the
+// SAD and the gateway key outbound SAs by SPI and peer.
+func TestReloadMovedPeerKeepsOutboundSA(t *testing.T) {
+	const key = "0x000102030405060708090a0b0c0d0e0f10111213"
+	conf := func(remote string) *config.Config {
+		t.Helper()
+		cfg, err := config.Parse("gw.yaml", []byte(`gateway: {}
+interfaces:
+  cipher: {name: wan0, next_hop: "02:00:00:00:00:01", local: 192.0.2.1}
+  plain: {name: lan0, next_hop: "02:00:00:00:00:02", address: 10.1.0.1}
+protected: [10.2.0.0/24]
+tunnels:
+  - {name: b, out: [to-b], in: [from-b]}
+sas:
+  - {name: to-b, direction: out, spi: 0x5000, local: 192.0.2.1, remote: `+remote+`, transform: aes128gcm16, key: `+key+`}
+  - {name: from-b, direction: in, spi: 0x6001, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: `+key+`}
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	gw, err := New(conf("198.51.100.2"), Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	s := gw.SAD().GetOut(0x5000, netip.MustParseAddr("198.51.100.2"))
+	if s == nil {
+		t.Fatal("outbound SA not found")
+	}
+	// Packets sent so far: the SA continues after them.
+	s.SetSeqLimit(0)
+	for range 7 {
+		tunnelSend(t, gw, "b")
+	}
+	if s.Seq() != 7 {
+		t.Fatalf("seq %d after 7 packets", s.Seq())
+	}
+	res, err := gw.Reload(conf("198.51.100.9"))
+	if err != nil || len(res.Updated) != 1 || len(res.Removed)+len(res.Added)+len(res.Replaced) != 0 {
+		t.Fatalf("reload: %+v %v", res, err)
+	}
+	moved := netip.MustParseAddr("198.51.100.9")
+	if gw.SAD().GetOut(0x5000, moved) != s || s.Config().Remote != moved || s.Seq() != 7 || s.State() == sa.StateDeleted {
+		t.Fatalf("after the reload: SA %v (same %v), remote %v, seq %d", gw.SAD().GetOut(0x5000, moved), gw.SAD().GetOut(0x5000, moved) == s, s.Config().Remote, s.Seq())
+	}
+	if o := gw.tunnels["b"].Outbound(); len(o) != 1 || o[0] != s {
+		t.Fatalf("tunnel b: %v", o)
+	}
+	// The same through sa update (the control socket's sa-update).
+	c, err := config.ParseSA("control", []byte("{name: to-b, direction: out, spi: 0x5000, local: 192.0.2.1, remote: 198.51.100.10, transform: aes128gcm16, key: "+key+"}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.UpdateSA(c, ""); err != nil {
+		t.Fatal(err)
+	}
+	if s.Config().Remote != netip.MustParseAddr("198.51.100.10") || s.Seq() != 7 || s.State() == sa.StateDeleted {
+		t.Fatalf("after sa update: remote %v seq %d state %v", s.Config().Remote, s.Seq(), s.State())
+	}
+	tunnelSend(t, gw, "b")
+	if s.Seq() != 8 {
+		t.Fatalf("next packet sent with seq %d, want 8", s.Seq())
+	}
+}
+
+// tunnelSend encrypts one inner packet into tunnel name through the
+// gateway's processor (no interfaces needed).
+func tunnelSend(t *testing.T, gw *Gateway, name string) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	const off = 256
+	inner := buf[off : off+28]
+	inner[0], inner[3], inner[8], inner[9] = 0x45, 28, 64, 17 // IPv4, length 28, TTL 64, UDP
+	copy(inner[12:16], []byte{10, 1, 0, 2})
+	copy(inner[16:20], []byte{10, 2, 0, 2})
+	inner[25] = 8 // UDP length
+	p := []sa.Packet{{Buf: buf, Off: off, Len: 28, Tunnel: gw.tunnels[name]}}
+	gw.proc.Worker(0).Outbound(p)
+	if p[0].Verdict != sa.VerdictOK {
+		t.Fatalf("outbound: %v %v", p[0].Verdict, p[0].Reason)
 	}
 }

@@ -12,14 +12,19 @@ import (
 
 // ReloadResult says what a Reload changed.
 type ReloadResult struct {
-	Added     []string `json:"added,omitempty"`
-	Removed   []string `json:"removed,omitempty"`
-	Replaced  []string `json:"replaced,omitempty"`
+	Added    []string `json:"added,omitempty"`
+	Removed  []string `json:"removed,omitempty"`
+	Replaced []string `json:"replaced,omitempty"`
+	// Updated SAs changed only lifetimes, path MTU or the peer address
+	// or port: changed in place (SA.Update), keeping their state.
+	Updated   []string `json:"updated,omitempty"`
 	Unchanged int      `json:"unchanged"`
 	Policies  int      `json:"policies"`
 }
 
-// Reload applies a new configuration without stopping the data path:
+// Reload applies a new configuration without stopping the data path
+// (it keeps cfg and wipes the keys of the SAs it applied; on an error
+// the caller wipes cfg):
 // SAs whose configuration (keys included) is unchanged keep running with
 // their replay windows, sequence numbers and counters; changed ones are
 // replaced make-before-break; removed ones are deleted (keys wiped); new
@@ -38,11 +43,14 @@ func (gw *Gateway) Reload(cfg *config.Config) (ReloadResult, error) {
 		return res, fmt.Errorf("%w: %s", ErrRestart, why)
 	}
 	// Check every new SA before changing anything.
+	ng := cfg.Gateway
+	sels := func(c *config.SA) []sa.Selector { return ng.SelectorsOf(c, tunnelOf(ng, c.Name)) }
+	sum := func(c *config.SA) [32]byte { return fingerprint(c, sels(c)) }
 	for _, c := range cfg.SAs {
-		if e := gw.sas[keyOf(c)]; e != nil && e.sum == fingerprint(c) {
+		if e := gw.sas[keyOf(c)]; e != nil && e.sum == sum(c) {
 			continue
 		}
-		s, err := gw.newSA(c)
+		s, _, err := gw.newSA(c, ng, tunnelOf(ng, c.Name))
 		if err != nil {
 			return res, err
 		}
@@ -51,6 +59,11 @@ func (gw *Gateway) Reload(cfg *config.Config) (ReloadResult, error) {
 	want := map[key]*config.SA{}
 	for _, c := range cfg.SAs {
 		want[keyOf(c)] = c
+	}
+	for _, c := range cfg.SAs {
+		if c.Direction == config.Out {
+			gw.followPeer(c, func(k key) bool { return want[k] == nil })
+		}
 	}
 	var errs []error
 	for _, k := range slices.Clone(gw.order) {
@@ -68,19 +81,26 @@ func (gw *Gateway) Reload(cfg *config.Config) (ReloadResult, error) {
 		e := gw.sas[k]
 		switch {
 		case e == nil:
-			if err := gw.install(c, tn); err != nil {
+			if err := gw.install(c, ng, tn); err != nil {
 				errs = append(errs, err)
 				continue
 			}
 			res.Added = append(res.Added, c.Name)
-		case e.sum != fingerprint(c) || e.tunnel != tn:
-			if err := gw.replace(c, tn); err != nil {
+		case e.sum != sum(c) && e.tunnel == tn && e.isum == immutableFingerprint(c, sels(c)):
+			if err := gw.update(c, sels(c)); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			res.Updated = append(res.Updated, c.Name)
+		case e.sum != sum(c) || e.tunnel != tn:
+			if err := gw.replace(c, ng, tn); err != nil {
 				errs = append(errs, err)
 				continue
 			}
 			res.Replaced = append(res.Replaced, c.Name)
 		default:
 			e.conf = c // same content; keep the new file's positions
+			wipeKeys(c)
 			res.Unchanged++
 		}
 	}
@@ -98,7 +118,7 @@ func (gw *Gateway) Reload(cfg *config.Config) (ReloadResult, error) {
 		errs = append(errs, err)
 	}
 	res.Policies = len(gw.g.Policies)
-	gw.log.Info("reloaded", "added", len(res.Added), "removed", len(res.Removed), "replaced", len(res.Replaced), "unchanged", res.Unchanged)
+	gw.log.Info("reloaded", "added", len(res.Added), "removed", len(res.Removed), "replaced", len(res.Replaced), "updated", len(res.Updated), "unchanged", res.Unchanged)
 	if len(errs) > 0 {
 		return res, fmt.Errorf("gateway: reload partly failed: %v", errs)
 	}
@@ -112,7 +132,7 @@ func restartNeeded(a, b *config.Gateway) string {
 		!slices.Equal(a.CPUs, b.CPUs):
 		return "queues, concurrency, xdp_mode, attach or cpus changed"
 	case a.MSSClamp != b.MSSClamp || a.DecrementTTL != b.DecrementTTL || a.ICMPErrors != b.ICMPErrors ||
-		a.Keepalive != b.Keepalive || a.LogDrops != b.LogDrops || a.Control != b.Control:
+		a.Keepalive != b.Keepalive || a.LogDrops != b.LogDrops || a.Control != b.Control || a.StateDir != b.StateDir:
 		return "gateway options changed"
 	case !sameIface(&a.Cipher, &b.Cipher) || (a.Plain == nil) != (b.Plain == nil) ||
 		(a.Plain != nil && !sameIface(a.Plain, b.Plain)) || !reflect.DeepEqual(tunKey(a.TUN), tunKey(b.TUN)):
@@ -150,7 +170,9 @@ func tunKey(t *config.TUNIface) any {
 }
 
 // AddSA installs an SA described like an entry of the configuration's
-// sas list (see config.ParseSA), optionally bound to a configured tunnel.
+// sas list (see config.ParseSA), optionally bound to a configured tunnel;
+// c's keys are wiped once the SA is built (on an error, the caller wipes
+// them).
 func (gw *Gateway) AddSA(c *config.SA, tunnel string) error {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
@@ -162,19 +184,26 @@ func (gw *Gateway) AddSA(c *config.SA, tunnel string) error {
 			return fmt.Errorf("%w: name %q", sa.ErrExists, c.Name)
 		}
 	}
-	if err := gw.install(c, tunnel); err != nil {
+	if err := gw.install(c, gw.g, tunnel); err != nil {
 		return err
 	}
+	gw.warnStatic([]*config.SA{c})
 	gw.log.Info("sa added", "sa", c.Name, "spi", fmt.Sprintf("0x%x", c.SPI), "dir", c.Direction.String(), "tunnel", tunnel)
 	return nil
 }
 
-// UpdateSA replaces the SA with c's direction and SPI by one made from c
-// (new keys, lifetimes, path MTU...), keeping its tunnel unless tunnel is
-// set. The old SA's keys are wiped once in-flight packets are done.
+// UpdateSA changes the SA with c's direction and SPI to c, keeping its
+// tunnel unless tunnel is set: in place (SA.Update, state kept) when only
+// lifetimes, path MTU or the peer address or port differ; otherwise by a
+// replacement (SAD.Replace, which carries the sequence number and replay
+// window over when the key is the same). The old SA's keys are wiped
+// once in-flight packets are done.
 func (gw *Gateway) UpdateSA(c *config.SA, tunnel string) error {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
+	if c.Direction == config.Out {
+		gw.followPeer(c, func(key) bool { return true })
+	}
 	e := gw.sas[keyOf(c)]
 	if e == nil {
 		return fmt.Errorf("%w: %v SPI 0x%x", sa.ErrNotFound, keyOf(c).dir, c.SPI)
@@ -184,11 +213,42 @@ func (gw *Gateway) UpdateSA(c *config.SA, tunnel string) error {
 	} else if gw.tunnels[tunnel] == nil {
 		return fmt.Errorf("gateway: no tunnel %q", tunnel)
 	}
-	if err := gw.replace(c, tunnel); err != nil {
+	sels := gw.g.SelectorsOf(c, tunnel)
+	if tunnel == e.tunnel && e.isum == immutableFingerprint(c, sels) {
+		if err := gw.update(c, sels); err != nil {
+			return err
+		}
+		gw.log.Info("sa updated in place", "sa", c.Name, "spi", fmt.Sprintf("0x%x", c.SPI), "dir", c.Direction.String())
+		return nil
+	}
+	if err := gw.replace(c, gw.g, tunnel); err != nil {
 		return err
 	}
 	gw.log.Info("sa updated", "sa", c.Name, "spi", fmt.Sprintf("0x%x", c.SPI), "dir", c.Direction.String())
 	return nil
+}
+
+// followPeer keeps the identity of an outbound SA whose peer address
+// moved: the gateway (like the SAD) keys outbound SAs by SPI and peer, so
+// c's key differs from that of the installed SA with c's name and SPI.
+// Re-keying that entry (when free(old key) allows) makes the caller
+// update it in place or replace it with its state carried over, instead
+// of deleting it and adding a fresh SA - which, under an unchanged key,
+// would send its sequence numbers again (nonce reuse).
+func (gw *Gateway) followPeer(c *config.SA, free func(key) bool) {
+	k := keyOf(c)
+	if gw.sas[k] != nil {
+		return
+	}
+	for i, ok := range gw.order {
+		e := gw.sas[ok]
+		if ok.dir == sa.Out && ok.spi == k.spi && e.conf.Name == c.Name && free(ok) {
+			delete(gw.sas, ok)
+			gw.sas[k] = e
+			gw.order[i] = k
+			return
+		}
+	}
 }
 
 // DeleteSA removes the SA with this direction and SPI; its keys are

@@ -1,0 +1,254 @@
+package config
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/sa"
+)
+
+// Traffic selectors (RFC 4301 §4.4.1.1, §5.2): an SA or a tunnel may name
+// the inner packets it carries,
+//
+//	selectors: [{src: 10.2.0.0/24, dst: 10.1.0.0/24, proto: tcp, dst_ports: 80-443}]
+//	selectors: any            # no check (opt out of the derived default)
+//	remote_ts: [10.2.0.0/24]  # the peer's side; local_ts: [10.1.0.0/24] ours
+//
+// `selectors:` of an SA are written as the packets the SA carries appear
+// (for an inbound SA, src is the peer's side); those of a tunnel apply to
+// its inbound SAs and are written the same way. remote_ts × local_ts is
+// the shorthand that orients itself by direction. Without any of these,
+// a gateway derives an inbound tunnel-mode SA's selectors from what it
+// sends into the SA's tunnel (Gateway.InboundSelectors).
+
+// selectorFields are the SA and tunnel fields parsed here.
+var selectorFields = map[string]bool{"selectors": true, "remote_ts": true, "local_ts": true}
+
+// anySelector matches every packet (`selectors: any`).
+var anySelector = []sa.Selector{{}}
+
+// selectorSpec parses the selector fields found in vals (at most
+// selectors, or remote_ts/local_ts); inbound orients remote_ts as the
+// source. Nil means none were given.
+func (p *parser) selectorSpec(vals map[string]*yaml.Node, path string, inbound bool) []sa.Selector {
+	sel, rts, lts := vals["selectors"], vals["remote_ts"], vals["local_ts"]
+	if sel != nil && (rts != nil || lts != nil) {
+		p.errorf(sel.Line, join(path, "selectors"), "set selectors or remote_ts/local_ts, not both")
+		return nil
+	}
+	if sel != nil {
+		return p.selectorList(sel, join(path, "selectors"))
+	}
+	if rts == nil && lts == nil {
+		return nil
+	}
+	var remote, local []netip.Prefix
+	if rts != nil {
+		remote = p.prefixOrList(rts, join(path, "remote_ts"))
+	}
+	if lts != nil {
+		local = p.prefixOrList(lts, join(path, "local_ts"))
+	}
+	out := crossSelectors(remote, local, inbound)
+	if len(out) == 0 {
+		p.errorf(max(lineOf(rts), lineOf(lts)), join(path, "remote_ts"), "empty: an SA that carries nothing; write selectors: any to turn the check off")
+	}
+	return out
+}
+
+// crossSelectors returns a selector for every pair of a remote and a
+// local prefix of the same family; a family missing on one side is any
+// on that side.
+func crossSelectors(remote, local []netip.Prefix, inbound bool) []sa.Selector {
+	has := func(l []netip.Prefix, v4 bool) bool {
+		return slices.ContainsFunc(l, func(p netip.Prefix) bool { return p.Addr().Is4() == v4 })
+	}
+	var out []sa.Selector
+	add := func(r, l netip.Prefix) {
+		s := sa.Selector{Src: r, Dst: l}
+		if !inbound {
+			s.Src, s.Dst = l, r
+		}
+		out = append(out, s)
+	}
+	for _, r := range remote {
+		if !has(local, r.Addr().Is4()) {
+			add(r, netip.Prefix{})
+			continue
+		}
+		for _, l := range local {
+			if l.Addr().Is4() == r.Addr().Is4() {
+				add(r, l)
+			}
+		}
+	}
+	for _, l := range local {
+		if !has(remote, l.Addr().Is4()) {
+			add(netip.Prefix{}, l)
+		}
+	}
+	return out
+}
+
+func (p *parser) prefixOrList(v *yaml.Node, field string) []netip.Prefix {
+	if v.Kind == yaml.ScalarNode {
+		if pf := p.prefix(v, field, true); pf.IsValid() {
+			return []netip.Prefix{pf}
+		}
+		return nil
+	}
+	return p.prefixList(v, field)
+}
+
+var selectorKeys = map[string]bool{"src": true, "dst": true, "proto": true, "src_ports": true, "dst_ports": true}
+
+// selectorList parses `any` or a list of {src, dst, proto, src_ports,
+// dst_ports} mappings.
+func (p *parser) selectorList(v *yaml.Node, path string) []sa.Selector {
+	if v.Kind == yaml.ScalarNode {
+		if t, _ := p.scalar(v, path); strings.EqualFold(t, "any") {
+			return slices.Clone(anySelector)
+		}
+		p.errorf(v.Line, path, "want any or a list of {src, dst, proto, src_ports, dst_ports}")
+		return nil
+	}
+	out := []sa.Selector{}
+	p.list(v, path, func(m *yaml.Node, f string) {
+		if m.Kind != yaml.MappingNode {
+			p.errorf(m.Line, f, "want a mapping {src, dst, proto, src_ports, dst_ports}")
+			return
+		}
+		var s sa.Selector
+		p.fields(m, f, func(key string, _, v *yaml.Node) bool {
+			if !selectorKeys[key] {
+				return false
+			}
+			kf := join(f, key)
+			switch key {
+			case "src":
+				s.Src = p.prefix(v, kf, true)
+			case "dst":
+				s.Dst = p.prefix(v, kf, true)
+			case "proto":
+				s.Proto = p.proto(v, kf)
+			case "src_ports":
+				s.SrcPorts = p.ports(v, kf)
+			case "dst_ports":
+				s.DstPorts = p.ports(v, kf)
+			}
+			return true
+		})
+		if s.Src.IsValid() && s.Dst.IsValid() && s.Src.Addr().Is4() != s.Dst.Addr().Is4() {
+			p.errorf(m.Line, f, "src and dst of different address families")
+		}
+		if (!s.SrcPorts.IsZero() || !s.DstPorts.IsZero()) && s.Proto != 6 && s.Proto != 17 && s.Proto != 132 {
+			p.errorf(m.Line, f, "ports need proto tcp, udp or sctp")
+		}
+		out = append(out, s)
+	})
+	if len(out) == 0 {
+		p.errorf(v.Line, path, "empty: an SA that carries nothing; write any to turn the check off")
+	}
+	return out
+}
+
+// TunnelOf returns the name of the configured tunnel the SA called name
+// is bound to, or "". A nil Gateway has none.
+func (g *Gateway) TunnelOf(name string) string {
+	if g == nil {
+		return ""
+	}
+	for _, t := range g.Tunnels {
+		if slices.Contains(t.Out, name) || slices.Contains(t.In, name) {
+			return t.Name
+		}
+	}
+	return ""
+}
+
+// SelectorsOf returns the traffic selectors the SA s gets when bound to
+// tunnel (a configured tunnel's name, or ""): its own (selectors:,
+// remote_ts/local_ts), else for an inbound SA its tunnel's, else for an
+// inbound tunnel-mode SA those derived by InboundSelectors. Nil means no
+// check. A nil Gateway (a file with only sas) gives s's own.
+func (g *Gateway) SelectorsOf(s *SA, tunnel string) []sa.Selector {
+	if s.Selectors != nil {
+		return slices.Clone(s.Selectors)
+	}
+	if g == nil || s.Direction != In {
+		return nil
+	}
+	for _, t := range g.Tunnels {
+		if t.Name == tunnel && t.Selectors != nil {
+			return slices.Clone(t.Selectors)
+		}
+	}
+	if s.Mode != esp.Tunnel {
+		// Transport mode: the inner addresses are the (possibly
+		// NAT-rewritten) endpoints; nothing to derive.
+		return nil
+	}
+	return g.InboundSelectors(tunnel)
+}
+
+// InboundSelectors derives the selectors of the inbound SAs of tunnel
+// from the configuration (RFC 4301 §5.2: what a tunnel may deliver is
+// what the gateway sends into it, mirrored):
+//
+//   - every protect policy bound to the tunnel (by tunnel:, by an
+//     outbound SA of the tunnel, or unbound, which means the first
+//     tunnel) gives its selector with source and destination swapped;
+//   - the first tunnel (the default route of the processor) also
+//     accepts sources in the protected prefixes (AF_XDP gateway) or the
+//     TUN routes, to any destination (the configuration does not know
+//     the local prefixes).
+//
+// An SA in no tunnel ("") gets the union over every tunnel. Nil means the
+// configuration sends nothing into the tunnel (the caller warns).
+func (g *Gateway) InboundSelectors(tunnel string) []sa.Selector {
+	if g == nil {
+		return nil
+	}
+	def := ""
+	if len(g.Tunnels) > 0 {
+		def = g.Tunnels[0].Name
+	}
+	var out []sa.Selector
+	add := func(s sa.Selector) {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	for _, pol := range g.Policies {
+		if pol.Action != sa.Protect {
+			continue
+		}
+		bound := pol.Tunnel
+		switch {
+		case pol.SA != "":
+			bound = g.TunnelOf(pol.SA)
+		case bound == "":
+			bound = def
+		}
+		if tunnel != "" && bound != tunnel {
+			continue
+		}
+		ps := pol.Selector
+		add(sa.Selector{Src: ps.Dst, Dst: ps.Src, Proto: ps.Proto, SrcPorts: ps.DstPorts, DstPorts: ps.SrcPorts})
+	}
+	if tunnel == "" || tunnel == def {
+		for _, pf := range g.Protected {
+			add(sa.Selector{Src: pf})
+		}
+		if g.TUN != nil {
+			for _, pf := range g.TUN.Routes {
+				add(sa.Selector{Src: pf})
+			}
+		}
+	}
+	return out
+}
