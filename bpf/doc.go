@@ -89,8 +89,10 @@
 // hit, the inbound rules (the SPD entries read inbound: source and
 // destination swapped, at most MaxUnprotectedRules, in a bounded loop)
 // decide, first match wins: a bypass rule passes the packet
-// (BypassPassed), a protect or discard rule or no match drops it
-// (UnprotectedDropped). Each drop is also counted per tunnel index in a
+// (BypassPassed), a protect or discard rule drops it
+// (UnprotectedDropped), and no match drops it too unless the prefix is
+// RulesOnly (it came from a policy's selector alone, which then decides
+// by itself). Each drop is also counted per tunnel index in a
 // per-CPU array (Program.UnprotectedDrops) and recorded as the CPU's
 // last drop (Program.LastUnprotected), for a rate-limited log line.
 // Unprotected.Classify is the same decision in Go: the tests check the

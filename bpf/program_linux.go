@@ -40,6 +40,8 @@ const (
 	flagSPIHash        = 1 << 2
 	flagPlaintext      = 1 << 3
 	flagUnprotected    = 1 << 4
+
+	unprotNoMatchPass = 1 << 31 // UNPROT_NOMATCH_PASS
 )
 
 // steerConfig mirrors struct steer_config in steer.h.
@@ -190,6 +192,9 @@ func (p *Program) fillMaps() error {
 	for _, rp := range p.opts.Unprotected.Prefixes {
 		var err error
 		pfx, tun := rp.Prefix, uint32(rp.Tunnel)
+		if rp.RulesOnly {
+			tun |= unprotNoMatchPass
+		}
 		if pfx.Addr().Is4() {
 			key := lpmKeyV4{PrefixLen: uint32(pfx.Bits()), Addr: pfx.Addr().As4()}
 			err = p.coll.Maps[mapUnprotV4].Update(key, tun, ebpf.UpdateAny)
@@ -286,16 +291,6 @@ func (p *Program) UnprotectedDrops() ([]uint64, error) {
 		return nil, wrapErr("read unprotected drops", err)
 	}
 	return out, nil
-}
-
-// UnprotectedPacket describes the last clear-text packet the program
-// dropped (Program.LastUnprotected).
-type UnprotectedPacket struct {
-	Src, Dst netip.Addr
-	Proto    uint8
-	Tunnel   int
-	// Seen is the kernel's monotonic clock (CLOCK_MONOTONIC) at the drop.
-	Seen time.Duration
 }
 
 // LastUnprotected returns the most recent clear-text drop over all CPUs;

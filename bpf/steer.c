@@ -417,7 +417,7 @@ static __always_inline int unprotected(struct ipinfo *ip, void *data_end)
 	__u32 s[4] = {}, d[4] = {};
 	__u32 *hit, tunnel, i, zero = 0;
 	__u16 sport = 0, dport = 0;
-	int ports = 0;
+	int ports = 0, nomatch_pass;
 	__u8 family;
 	struct unprot_last *last;
 	__u64 *cnt;
@@ -452,7 +452,8 @@ static __always_inline int unprotected(struct ipinfo *ip, void *data_end)
 		d[0] = h->daddr;
 		family = 4;
 	}
-	tunnel = *hit;
+	tunnel = *hit & UNPROT_TUNNEL_MASK;
+	nomatch_pass = (*hit & UNPROT_NOMATCH_PASS) != 0;
 
 	if (cfg.unprot_rules) {
 		if (!(ip->frag && !ip->first) && has_ports(ip->proto)) {
@@ -479,9 +480,12 @@ static __always_inline int unprotected(struct ipinfo *ip, void *data_end)
 				return UNPROT_PASS;
 			if (r->tunnel)
 				tunnel = r->tunnel;
+			nomatch_pass = 0;
 			break;
 		}
 	}
+	if (nomatch_pass)
+		return UNPROT_MISS;
 
 	if (tunnel >= MAX_UNPROT_TUNNELS)
 		tunnel = 0;

@@ -46,6 +46,15 @@ enum steer_flag {
 #define MAX_UNPROT_RULES 64
 #define MAX_UNPROT_TUNNELS 256
 
+/*
+ * Value of the unprot_v4/v6 tries: the tunnel counter index in the low
+ * 16 bits, and this bit for prefixes that come from SPD rules only (a
+ * packet from there that matches no rule is not protected and passes;
+ * from any other prefix it is dropped).
+ */
+#define UNPROT_NOMATCH_PASS 0x80000000u
+#define UNPROT_TUNNEL_MASK 0xffffu
+
 /* unprot_rule.action */
 enum unprot_action {
 	UNPROT_DISCARD = 0, /* protect or discard policy: the packet is dropped */

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 // DefaultNATTPort is the UDP port of ESP-in-UDP encapsulation (RFC 3948).
@@ -194,6 +195,12 @@ type Unprotected struct {
 type RemotePrefix struct {
 	Prefix netip.Prefix
 	Tunnel int
+	// RulesOnly marks a prefix that comes from SPD rules alone (the
+	// destination of a protect or discard policy): a packet from it that
+	// matches no rule is not protected and passes. A packet from any
+	// other prefix (protected networks, TUN routes: everything from
+	// there goes through a tunnel) that matches no rule is dropped.
+	RulesOnly bool
 }
 
 // PortRange is an inclusive port range; the zero value matches any port
@@ -218,6 +225,16 @@ type InboundRule struct {
 	// Tunnel is the counter index of drops by this rule (0: the index of
 	// the matching RemotePrefix).
 	Tunnel int
+}
+
+// UnprotectedPacket describes the last clear-text packet the program
+// dropped (Program.LastUnprotected).
+type UnprotectedPacket struct {
+	Src, Dst netip.Addr
+	Proto    uint8
+	Tunnel   int
+	// Seen is the kernel's monotonic clock (CLOCK_MONOTONIC) at the drop.
+	Seen time.Duration
 }
 
 // Packet is what Unprotected.Classify looks at.
@@ -260,16 +277,17 @@ func (u Unprotected) Empty() bool { return len(u.Prefixes) == 0 }
 // returns the tunnel index a drop is counted under. It allocates nothing.
 func (u Unprotected) Classify(p Packet) (UnprotectedVerdict, int) {
 	src, dst := p.Src.Unmap(), p.Dst.Unmap()
-	best, tunnel := -1, 0
+	best, tunnel, rulesOnly := -1, 0, false
 	for _, rp := range u.Prefixes {
 		pfx := canonPrefix(rp.Prefix)
 		if pfx.Contains(src) && pfx.Bits() >= best { // the last of equal prefixes, as in the trie
-			best, tunnel = pfx.Bits(), rp.Tunnel
+			best, tunnel, rulesOnly = pfx.Bits(), rp.Tunnel, rp.RulesOnly
 		}
 	}
 	if best < 0 {
 		return NotProtected, 0
 	}
+	matched := false
 	for _, r := range u.Rules {
 		if !r.matches(src, dst, p) {
 			continue
@@ -280,7 +298,11 @@ func (u Unprotected) Classify(p Packet) (UnprotectedVerdict, int) {
 		if r.Tunnel != 0 {
 			tunnel = r.Tunnel
 		}
+		matched = true
 		break
+	}
+	if !matched && rulesOnly {
+		return NotProtected, 0
 	}
 	if tunnel < 0 || tunnel > MaxTunnelIndex {
 		tunnel = 0

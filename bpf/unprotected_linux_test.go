@@ -38,13 +38,15 @@ func ports(sport, dport uint16, n int) []byte {
 // discard policy without tunnel for tcp 23.
 func unprotOptions() Options {
 	return Options{LocalAddrs: []netip.Addr{local4, local6}, Unprotected: Unprotected{
-		Prefixes: []RemotePrefix{{remote4, 1}, {remote6, 2}},
+		Prefixes: []RemotePrefix{{remote4, 1, false}, {remote6, 2, false},
+			{netip.MustParsePrefix("10.3.0.0/16"), 4, true}},
 		Rules: []InboundRule{
 			{Src: remote4, Proto: protoTCP, SrcPorts: PortRange{80, 80}, Tunnel: 3},
 			{Src: remote4, Proto: protoUDP, SrcPorts: PortRange{53, 53}, Bypass: true},
 			{Src: remote4, Dst: netip.MustParsePrefix("10.1.0.0/24"), Proto: protoICMP, Bypass: true},
 			{Proto: protoTCP, DstPorts: PortRange{23, 23}},
 			{Src: remote6, Proto: protoUDP, DstPorts: PortRange{5000, 5999}, Bypass: true},
+			{Src: netip.MustParsePrefix("10.3.1.0/24"), Proto: protoUDP},
 		},
 	}}
 }
@@ -86,6 +88,8 @@ func TestUnprotectedClassify(t *testing.T) {
 		{"v4 later fragment from remote (no ports): drop", pkt{src: remoteH4, dst: lanH4, proto: protoUDP, frag4: 10, l4: ports(53, 1, 8)}.bytes(), VerdictDrop, Stats{UnprotectedDropped: 1}, 1},
 		{"v4 esp fragment to us from remote: passed", pkt{src: remoteH4, proto: protoESP, frag4: 0x2000, l4: esp(1, 16)}.bytes(), VerdictPass, Stats{FragmentPassed: 1}, -1},
 		{"v6 fragment from remote: drop", pkt{v6: true, src: remoteH6, dst: lanH6, proto: protoTCP, ext: []ext6{{typ: ext6Fragment, more: true}}, l4: ports(1, 2, 0)}.bytes(), VerdictDrop, Stats{UnprotectedDropped: 1}, 2},
+		{"v4 rules-only prefix, rule matches: drop", pkt{src: netip.MustParseAddr("10.3.1.1"), dst: lanH4, proto: protoUDP, l4: ports(1, 2, 8)}.bytes(), VerdictDrop, Stats{UnprotectedDropped: 1}, 4},
+		{"v4 rules-only prefix, no rule matches: pass", pkt{src: netip.MustParseAddr("10.3.2.1"), dst: lanH4, proto: protoUDP, l4: ports(1, 2, 8)}.bytes(), VerdictPass, Stats{PassedOther: 1}, -1},
 		{"v4 fragment from elsewhere: passed", pkt{dst: lanH4, proto: protoTCP, frag4: 10, l4: tcpSeg}.bytes(), VerdictPass, Stats{FragmentPassed: 1}, -1},
 	}
 	for _, c := range cases {
@@ -134,14 +138,14 @@ func TestLastUnprotected(t *testing.T) {
 func TestUnprotectedOptionsRejected(t *testing.T) {
 	for name, o := range map[string]Options{
 		"with plaintext": {Plaintext: true, ProtectedPrefixes: []netip.Prefix{prot4},
-			Unprotected: Unprotected{Prefixes: []RemotePrefix{{remote4, 0}}}},
+			Unprotected: Unprotected{Prefixes: []RemotePrefix{{remote4, 0, false}}}},
 		"rules without prefixes": {Unprotected: Unprotected{Rules: []InboundRule{{}}}},
-		"tunnel index":           {Unprotected: Unprotected{Prefixes: []RemotePrefix{{remote4, MaxTunnelIndex + 1}}}},
-		"mixed families": {Unprotected: Unprotected{Prefixes: []RemotePrefix{{remote4, 0}},
+		"tunnel index":           {Unprotected: Unprotected{Prefixes: []RemotePrefix{{remote4, MaxTunnelIndex + 1, false}}}},
+		"mixed families": {Unprotected: Unprotected{Prefixes: []RemotePrefix{{remote4, 0, false}},
 			Rules: []InboundRule{{Src: remote4, Dst: remote6}}}},
-		"empty ports": {Unprotected: Unprotected{Prefixes: []RemotePrefix{{remote4, 0}},
+		"empty ports": {Unprotected: Unprotected{Prefixes: []RemotePrefix{{remote4, 0, false}},
 			Rules: []InboundRule{{SrcPorts: PortRange{9, 1}}}}},
-		"too many rules": {Unprotected: Unprotected{Prefixes: []RemotePrefix{{remote4, 0}},
+		"too many rules": {Unprotected: Unprotected{Prefixes: []RemotePrefix{{remote4, 0, false}},
 			Rules: make([]InboundRule, MaxUnprotectedRules+1)}},
 	} {
 		if _, err := o.normalize(); err == nil {
@@ -181,7 +185,7 @@ func TestUnprotectedMatchesModel(t *testing.T) {
 	for round := range 12 {
 		var u Unprotected
 		for range 1 + r.IntN(4) {
-			u.Prefixes = append(u.Prefixes, RemotePrefix{prefix(r.IntN(2) == 0), r.IntN(5)})
+			u.Prefixes = append(u.Prefixes, RemotePrefix{prefix(r.IntN(2) == 0), r.IntN(5), r.IntN(2) == 0})
 		}
 		for range r.IntN(8) {
 			v6 := r.IntN(2) == 0
