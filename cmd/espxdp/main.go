@@ -11,6 +11,7 @@
 //	espxdp sa del --direction in|out --spi X [--socket PATH]
 //	espxdp sa reload [--socket PATH]
 //	espxdp demo [-size BYTES] [-transform NAME] [-duration D]
+//	espxdp failclosed show|rules|remove --config F [--netns NAME]
 //
 // The SAs come from a YAML file (see package internal/config). Exit status:
 // 0 success, 1 runtime error, 2 usage error.
@@ -53,6 +54,7 @@ const usageText = `usage:
   espxdp pcap decrypt --config FILE --in ESP.pcap --out PLAIN.pcap [--json]
   espxdp show sa --config FILE [--json]
   espxdp demo [-size BYTES] [-transform NAME] [-duration D]   (root: two gateways in namespaces)
+  espxdp failclosed show|rules|remove --config FILE [--netns NAME]
 `
 
 func main() {
@@ -113,6 +115,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdSA(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
+	case "failclosed":
+		return cmdFailClosed(args[1:], stdout, stderr)
 	}
 	return usagef("unknown command %q", args[0])
 }
