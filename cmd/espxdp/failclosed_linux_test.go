@@ -72,6 +72,18 @@ func TestFailClosedSurvivesSIGKILL(t *testing.T) {
 	must(pl.SetNeighbour(netip.MustParseAddr("192.0.2.1"), wanMAC))
 	must(lan.SetNeighbour(netip.MustParseAddr("10.1.0.2"), hostMAC))
 	must(gw.Sysctl("net.ipv4.ip_forward", "1"))
+	// The same in IPv6.
+	must(wan.AddAddr(netip.MustParsePrefix("fd00:9::1/64")))
+	must(pl.AddAddr(netip.MustParsePrefix("fd00:9::2/64")))
+	must(pl.AddAddr(netip.MustParsePrefix("fd00:2::5/128")))
+	must(lan.AddAddr(netip.MustParsePrefix("fd00:1::1/64")))
+	must(hl.AddAddr(netip.MustParsePrefix("fd00:1::2/64")))
+	must(host.AddRoute(netip.MustParsePrefix("::/0"), netip.MustParseAddr("fd00:1::1"), "", 0))
+	must(peer.AddRoute(netip.MustParsePrefix("fd00:1::/64"), netip.MustParseAddr("fd00:9::1"), "", 0))
+	must(wan.SetNeighbour(netip.MustParseAddr("fd00:9::2"), peerMAC))
+	must(pl.SetNeighbour(netip.MustParseAddr("fd00:9::1"), wanMAC))
+	must(lan.SetNeighbour(netip.MustParseAddr("fd00:1::2"), hostMAC))
+	must(gw.Sysctl("net.ipv6.conf.all.forwarding", "1"))
 
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "gw.sock")
@@ -80,7 +92,7 @@ func TestFailClosedSurvivesSIGKILL(t *testing.T) {
 interfaces:
   cipher: {name: wan0, next_hop: %q, local: 192.0.2.1}
   plain: {name: lan0, next_hop: %q}
-protected: [10.2.0.0/24]
+protected: [10.2.0.0/24, "fd00:2::/64"]
 tunnels:
   - {name: t1, out: [out1], in: [in1]}
 sas:
@@ -117,18 +129,19 @@ sas:
 	}
 
 	const n = 20
-	// send sends n datagrams from 10.2.0.5 (the peer) to the host and
-	// returns how many arrived.
-	send := func() int {
+	// sendFrom sends n datagrams from src (the peer's protected network)
+	// to dst (the host) and returns how many arrived.
+	sendFrom := func(src, dst string) int {
 		t.Helper()
 		var ln *net.UDPConn
+		srcA, dstA := netip.MustParseAddr(src), netip.MustParseAddr(dst)
 		must(host.Do(func() (err error) {
-			ln, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IP{10, 1, 0, 2}, Port: 9999})
+			ln, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(dstA, 9999)))
 			return err
 		}))
 		defer ln.Close()
 		must(peer.Do(func() error {
-			c, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.IP{10, 2, 0, 5}}, &net.UDPAddr{IP: net.IP{10, 1, 0, 2}, Port: 9999})
+			c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(srcA, 0)), net.UDPAddrFromAddrPort(netip.AddrPortFrom(dstA, 9999)))
 			if err != nil {
 				return err
 			}
@@ -150,13 +163,18 @@ sas:
 			got++
 		}
 	}
+	// send does it in IPv4 and IPv6 and returns both counts.
+	send := func() (int, int) {
+		t.Helper()
+		return sendFrom("10.2.0.5", "10.1.0.2"), sendFrom("fd00:2::5", "fd00:1::2")
+	}
 	statRe := regexp.MustCompile(`unprotected discarded:\s+(\d+)`)
-	if got := send(); got != 0 {
-		t.Errorf("daemon running: %d/%d clear-text packets reached the LAN host", got, n)
+	if g4, g6 := send(); g4 != 0 || g6 != 0 {
+		t.Errorf("daemon running: %d (IPv4) and %d (IPv6) of %d clear-text packets reached the LAN host", g4, g6, n)
 	}
 	code, out, errs := runCLI(t, "show", "stats", "--socket", sock)
 	m := statRe.FindStringSubmatch(out)
-	if code != exitOK || m == nil || m[1] != strconv.Itoa(n) {
+	if code != exitOK || m == nil || m[1] != strconv.Itoa(2*n) {
 		t.Errorf("show stats after %d discards: %d\n%s%s", n, code, out, errs)
 	}
 	if !strings.Contains(out, "unprotected tunnel t1:") {
@@ -170,11 +188,11 @@ sas:
 		t.Fatal("daemon survived SIGKILL")
 	}
 	exited <- nil // for the cleanup
-	if got := send(); got != 0 {
-		t.Errorf("daemon killed: %d/%d clear-text packets reached the LAN host", got, n)
+	if g4, g6 := send(); g4 != 0 || g6 != 0 {
+		t.Errorf("daemon killed: %d (IPv4) and %d (IPv6) of %d clear-text packets reached the LAN host", g4, g6, n)
 	}
 	code, out, errs = runCLI(t, "failclosed", "show", "--config", cfgPath, "--netns", gw.Name)
-	if code != exitOK || !regexp.MustCompile(`unprotected in dropped:\s+20\b`).MatchString(out) {
+	if code != exitOK || !regexp.MustCompile(`unprotected in dropped:\s+40\b`).MatchString(out) {
 		t.Errorf("failclosed show: %d\n%s%s", code, out, errs)
 	}
 	if code, out, errs = runCLI(t, "failclosed", "remove", "--config", cfgPath, "--netns", gw.Name); code != exitOK {
@@ -182,8 +200,8 @@ sas:
 	}
 	// Control: now the kernel forwards the clear text; the test can see
 	// the hole it closes.
-	if got := send(); got == 0 {
-		t.Error("after failclosed remove, still nothing forwarded: the test proves nothing")
+	if g4, g6 := send(); g4 == 0 || g6 == 0 {
+		t.Errorf("after failclosed remove, forwarded %d (IPv4) and %d (IPv6): the test proves nothing where 0", g4, g6)
 	}
 	if out, _ := gw.Exec(context.Background(), "nft", "list", "tables"); strings.Contains(string(out), "espxdp_") {
 		t.Errorf("table left after remove: %s", out)
