@@ -100,7 +100,10 @@
 // use it. Fragments: a fragment from a protected source is dropped too
 // (non-first fragments carry no ports, so only rules without port ranges
 // can exempt them), except ESP and UDP fragments to a local address,
-// which may be the tunnel's own. ARP and other non-IP frames, and
+// which may be the tunnel's own. IKE, NAT-T markers and keepalives pass
+// before the check; without LocalAddrs that includes UDP 500/4500 to any
+// destination, which a forwarding host must filter itself (espxdp's
+// gateway does, in its nftables table). ARP and other non-IP frames, and
 // traffic from sources outside the protected prefixes (ICMP to the
 // gateway from the Internet, the peer's IKE), are not affected.
 //
