@@ -177,33 +177,17 @@ func (p *Program) fillMaps() error {
 		}
 	}
 	for _, pfx := range p.opts.ProtectedPrefixes {
-		var err error
-		if pfx.Addr().Is4() {
-			key := lpmKeyV4{PrefixLen: uint32(pfx.Bits()), Addr: pfx.Addr().As4()}
-			err = p.coll.Maps[mapProtectedV4].Update(key, one, ebpf.UpdateAny)
-		} else {
-			key := lpmKeyV6{PrefixLen: uint32(pfx.Bits()), Addr: pfx.Addr().As16()}
-			err = p.coll.Maps[mapProtectedV6].Update(key, one, ebpf.UpdateAny)
-		}
-		if err != nil {
+		if err := p.updateLPM(mapProtectedV4, mapProtectedV6, pfx, one); err != nil {
 			return wrapErr(fmt.Sprintf("add protected prefix %v", pfx), err)
 		}
 	}
 	for _, rp := range p.opts.Unprotected.Prefixes {
-		var err error
-		pfx, tun := rp.Prefix, uint32(rp.Tunnel)
+		tun := uint32(rp.Tunnel)
 		if rp.RulesOnly {
 			tun |= unprotNoMatchPass
 		}
-		if pfx.Addr().Is4() {
-			key := lpmKeyV4{PrefixLen: uint32(pfx.Bits()), Addr: pfx.Addr().As4()}
-			err = p.coll.Maps[mapUnprotV4].Update(key, tun, ebpf.UpdateAny)
-		} else {
-			key := lpmKeyV6{PrefixLen: uint32(pfx.Bits()), Addr: pfx.Addr().As16()}
-			err = p.coll.Maps[mapUnprotV6].Update(key, tun, ebpf.UpdateAny)
-		}
-		if err != nil {
-			return wrapErr(fmt.Sprintf("add remote protected prefix %v", pfx), err)
+		if err := p.updateLPM(mapUnprotV4, mapUnprotV6, rp.Prefix, tun); err != nil {
+			return wrapErr(fmt.Sprintf("add remote protected prefix %v", rp.Prefix), err)
 		}
 	}
 	for i, r := range p.opts.Unprotected.Rules {
@@ -212,6 +196,17 @@ func (p *Program) fillMaps() error {
 		}
 	}
 	return nil
+}
+
+// updateLPM puts pfx with value into the IPv4 trie v4 or the IPv6 trie
+// v6 (map names), by its family.
+func (p *Program) updateLPM(v4, v6 string, pfx netip.Prefix, value any) error {
+	if pfx.Addr().Is4() {
+		key := lpmKeyV4{PrefixLen: uint32(pfx.Bits()), Addr: pfx.Addr().As4()}
+		return p.coll.Maps[v4].Update(key, value, ebpf.UpdateAny)
+	}
+	key := lpmKeyV6{PrefixLen: uint32(pfx.Bits()), Addr: pfx.Addr().As16()}
+	return p.coll.Maps[v6].Update(key, value, ebpf.UpdateAny)
 }
 
 // newUnprotRule is the map value (struct unprot_rule) of r.

@@ -432,10 +432,7 @@ func (o Options) normalize() (Options, error) {
 		if !p.IsValid() {
 			return bad("invalid protected prefix %v", p)
 		}
-		if p.Addr().Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		p = p.Masked()
+		p = canonPrefix(p)
 		if p.Addr().Is4() {
 			n4++
 		} else {

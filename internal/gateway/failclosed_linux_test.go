@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/espxdp/espxdp/internal/config"
+	"github.com/espxdp/espxdp/internal/inet"
 	"github.com/espxdp/espxdp/internal/testenv"
 	"github.com/espxdp/espxdp/internal/topo"
 )
@@ -56,14 +57,7 @@ func udpFrame(dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr, sport, dport
 	s, d := src.As4(), dst.As4()
 	copy(ip[12:], s[:])
 	copy(ip[16:], d[:])
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
+	binary.BigEndian.PutUint16(ip[10:], inet.Checksum(ip[:20]))
 	u := ip[20:]
 	binary.BigEndian.PutUint16(u[0:], sport)
 	binary.BigEndian.PutUint16(u[2:], dport)
