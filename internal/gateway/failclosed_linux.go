@@ -36,6 +36,9 @@ func nft(netns, script string, args ...string) ([]byte, error) {
 		}
 		cmd.Stderr = &stderr
 		o, err := cmd.Output()
+		if errors.Is(err, exec.ErrNotFound) {
+			return fmt.Errorf("%w: the nft command (Debian package nftables) is needed; install it, or set gateway.fail_closed: false to run without the table", ErrFailClosed)
+		}
 		if err != nil {
 			return fmt.Errorf("%w: nft %s: %v: %s", ErrFailClosed, strings.Join(args, " "), err, bytes.TrimSpace(stderr.Bytes()))
 		}
