@@ -103,8 +103,11 @@ func FailClosedCounters(g *config.Gateway, netns string) (in, out uint64, err er
 // false (called by Start before the engine runs).
 func (gw *Gateway) applyFailClosed() error {
 	if !gw.g.FailClosed {
-		if err := RemoveFailClosed(gw.g, gw.opts.NetNS); err != nil {
-			return err
+		// Without nft there is no table of ours to remove.
+		if _, err := exec.LookPath("nft"); err == nil {
+			if err := RemoveFailClosed(gw.g, gw.opts.NetNS); err != nil {
+				return err
+			}
 		}
 		gw.log.Warn("fail_closed is off: no nftables table keeps clear text between the protected networks out when the daemon is not running",
 			"table", "inet "+FailClosedTable(gw.g))
