@@ -73,6 +73,7 @@ func TestFlagsMirrorEnum(t *testing.T) {
 		"FLAG_STEER_FRAGMENTS": flagSteerFragments,
 		"FLAG_SPI_HASH":        flagSPIHash,
 		"FLAG_PLAINTEXT":       flagPlaintext,
+		"FLAG_UNPROTECTED":     flagUnprotected,
 	}
 	vals := enumValues(t, "steer_flag")
 	if len(vals) != len(want) {

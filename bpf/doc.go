@@ -43,6 +43,11 @@
 //     for encryption (PlaintextRedirected). This includes ESP, NAT-T and
 //     IKE packets that failed the local-address filter: transit traffic
 //     to a protected network is plaintext to this gateway.
+//   - With Options.Unprotected (ciphertext side), what is left is clear
+//     text: if its source lies in a remote protected prefix it is
+//     dropped (UnprotectedDropped), unless the first matching inbound
+//     rule is a bypass (BypassPassed). See "Clear text from protected
+//     networks".
 //   - ESP, NAT-T or IKE that failed the local-address filter: passed
 //     (NotLocal).
 //   - Everything else (TCP, ICMP, other UDP, ...): passed (PassedOther).
@@ -70,6 +75,37 @@
 // them together. Note that in Plaintext mode without SteerFragments,
 // fragmented plaintext to protected prefixes reaches the kernel
 // unencrypted; configure the kernel not to forward it.
+//
+// # Clear text from protected networks
+//
+// RFC 4301 §5.2: an unprotected packet arriving from the ciphertext side
+// that matches a PROTECT (or DISCARD) entry of the SPD is discarded,
+// never forwarded (Linux xfrm's forward policy check, IOS's
+// %CRYPTO-4-RECVD_PKT_NOT_IPSEC). With Options.Unprotected the program
+// does that before the kernel sees the packet: a packet that is not ESP,
+// NAT-T, IKE or a keepalive to a local address (those return first and
+// cost nothing more) is looked up by its SOURCE in two LPM tries (IPv4,
+// IPv6) of the remote protected prefixes. A miss passes as before. On a
+// hit, the inbound rules (the SPD entries read inbound: source and
+// destination swapped, at most MaxUnprotectedRules, in a bounded loop)
+// decide, first match wins: a bypass rule passes the packet
+// (BypassPassed), a protect or discard rule drops it
+// (UnprotectedDropped), and no match drops it too unless the prefix is
+// RulesOnly (it came from a policy's selector alone, which then decides
+// by itself). Each drop is also counted per tunnel index in a
+// per-CPU array (Program.UnprotectedDrops) and recorded as the CPU's
+// last drop (Program.LastUnprotected), for a rate-limited log line.
+// Unprotected.Classify is the same decision in Go: the tests check the
+// program against it over random rules and packets, and the pcap tools
+// use it. Fragments: a fragment from a protected source is dropped too
+// (non-first fragments carry no ports, so only rules without port ranges
+// can exempt them), except ESP and UDP fragments to a local address,
+// which may be the tunnel's own. IKE, NAT-T markers and keepalives pass
+// before the check; without LocalAddrs that includes UDP 500/4500 to any
+// destination, which a forwarding host must filter itself (espxdp's
+// gateway does, in its nftables table). ARP and other non-IP frames, and
+// traffic from sources outside the protected prefixes (ICMP to the
+// gateway from the Internet, the peer's IKE), are not affected.
 //
 // # Steering
 //

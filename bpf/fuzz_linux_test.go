@@ -17,9 +17,11 @@ const (
 )
 
 // FuzzClassify runs arbitrary frames through the program with the default
-// configuration and with every feature on. The program must never fail to
-// run, never return anything but XDP_PASS or XDP_REDIRECT, count every
-// frame exactly once, and redirect only where a socket is registered.
+// configuration, with every feature on, and on the ciphertext side with
+// the clear-text discard. The program must never fail to run, never
+// return anything but XDP_PASS or XDP_REDIRECT (or XDP_DROP, exactly when
+// it counts an UnprotectedDropped), count every frame exactly once, and
+// redirect only where a socket is registered.
 //
 // The seed corpus is in testdata/fuzz/FuzzClassify plus the frames of the
 // classification table; "go test" runs just those (as root). Fuzz with
@@ -37,6 +39,8 @@ func FuzzClassify(f *testing.F) {
 	full := loadTest(f, all)
 	fd := xskSocket(f)
 	fillQueue(f, full, 0, fd)
+	unprot := loadTest(f, unprotOptions())
+	fillQueue(f, unprot, 0, fd)
 
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		if len(frame) < minTestFrame || len(frame) > maxTestFrame {
@@ -49,6 +53,7 @@ func FuzzClassify(f *testing.F) {
 		}{
 			{"default, no sockets", plain, false},
 			{"all features, sockets", full, true},
+			{"clear-text discard, sockets", unprot, true},
 		} {
 			v, s, err := tryRun(tc.p, &ebpf.RunOptions{Data: frame})
 			if err != nil {
@@ -57,7 +62,9 @@ func FuzzClassify(f *testing.F) {
 			switch {
 			case v == VerdictRedirect && !tc.canRedir:
 				t.Errorf("%s: XDP_REDIRECT with an empty XSKMAP", tc.name)
-			case v != VerdictPass && v != VerdictRedirect:
+			case (v == VerdictDrop) != (s.UnprotectedDropped == 1):
+				t.Errorf("%s: verdict %v but counters %+v", tc.name, v, s)
+			case v != VerdictPass && v != VerdictRedirect && v != VerdictDrop:
 				t.Errorf("%s: verdict %v", tc.name, v)
 			}
 			if s.Total() != 1 {

@@ -66,6 +66,7 @@ type pkt struct {
 	etype uint16   // EtherType after the tags; 0: from the IP version
 
 	v6    bool
+	src   netip.Addr // 0: src4/src6
 	dst   netip.Addr // 0: local4/local6
 	proto uint8
 	ihl   int    // IPv4 header length in words; 0: 5
@@ -122,7 +123,11 @@ func (p pkt) ipv4() []byte {
 	binary.BigEndian.PutUint16(h[6:], p.frag4)
 	h[8] = 64
 	h[9] = p.proto
-	s, d := src4.As4(), dst.As4()
+	src := p.src
+	if !src.IsValid() {
+		src = src4
+	}
+	s, d := src.As4(), dst.As4()
 	copy(h[12:], s[:])
 	copy(h[16:], d[:])
 	for i := 20; i < hlen; i++ {
@@ -189,7 +194,11 @@ func (p pkt) ipv6() []byte {
 	binary.BigEndian.PutUint16(h[4:], uint16(len(exts)+len(p.l4)))
 	h[6] = first
 	h[7] = 64
-	s, d := src6.As16(), dst.As16()
+	src := p.src
+	if !src.IsValid() {
+		src = src6
+	}
+	s, d := src.As16(), dst.As16()
 	copy(h[8:], s[:])
 	copy(h[24:], d[:])
 	return append(append(h, exts...), p.l4...)

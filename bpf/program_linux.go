@@ -3,10 +3,12 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -22,8 +24,13 @@ const (
 	mapLocalAddrs   = "local_addrs"
 	mapProtectedV4  = "protected_v4"
 	mapProtectedV6  = "protected_v6"
+	mapUnprotV4     = "unprot_v4"
+	mapUnprotV6     = "unprot_v6"
+	mapUnprotRules  = "unprot_rules"
+	mapUnprotDrops  = "unprot_drops"
+	mapUnprotLast   = "unprot_last"
 	varConfig       = "cfg"
-	numStatCounters = 12 // STAT_MAX in steer.h
+	numStatCounters = 14 // STAT_MAX in steer.h
 )
 
 // Bits of steer_config.flags (enum steer_flag in steer.h).
@@ -32,6 +39,9 @@ const (
 	flagSteerFragments = 1 << 1
 	flagSPIHash        = 1 << 2
 	flagPlaintext      = 1 << 3
+	flagUnprotected    = 1 << 4
+
+	unprotNoMatchPass = 1 << 31 // UNPROT_NOMATCH_PASS
 )
 
 // steerConfig mirrors struct steer_config in steer.h.
@@ -40,6 +50,7 @@ type steerConfig struct {
 	Pad             uint16
 	Flags           uint32
 	SocketsPerQueue uint32
+	UnprotRules     uint32
 }
 
 // Program is the loaded (not yet attached) steering program with its maps.
@@ -111,6 +122,10 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	if opts.Plaintext {
 		cfg.Flags |= flagPlaintext
 	}
+	if !opts.Unprotected.Empty() {
+		cfg.Flags |= flagUnprotected
+		cfg.UnprotRules = uint32(len(opts.Unprotected.Rules))
+	}
 	v, ok := spec.Variables[varConfig]
 	if !ok {
 		return fmt.Errorf("bpf: object has no %q variable", varConfig)
@@ -162,19 +177,141 @@ func (p *Program) fillMaps() error {
 		}
 	}
 	for _, pfx := range p.opts.ProtectedPrefixes {
-		var err error
-		if pfx.Addr().Is4() {
-			key := lpmKeyV4{PrefixLen: uint32(pfx.Bits()), Addr: pfx.Addr().As4()}
-			err = p.coll.Maps[mapProtectedV4].Update(key, one, ebpf.UpdateAny)
-		} else {
-			key := lpmKeyV6{PrefixLen: uint32(pfx.Bits()), Addr: pfx.Addr().As16()}
-			err = p.coll.Maps[mapProtectedV6].Update(key, one, ebpf.UpdateAny)
-		}
-		if err != nil {
+		if err := p.updateLPM(mapProtectedV4, mapProtectedV6, pfx, one); err != nil {
 			return wrapErr(fmt.Sprintf("add protected prefix %v", pfx), err)
 		}
 	}
+	for _, rp := range p.opts.Unprotected.Prefixes {
+		tun := uint32(rp.Tunnel)
+		if rp.RulesOnly {
+			tun |= unprotNoMatchPass
+		}
+		if err := p.updateLPM(mapUnprotV4, mapUnprotV6, rp.Prefix, tun); err != nil {
+			return wrapErr(fmt.Sprintf("add remote protected prefix %v", rp.Prefix), err)
+		}
+	}
+	for i, r := range p.opts.Unprotected.Rules {
+		if err := p.coll.Maps[mapUnprotRules].Update(uint32(i), newUnprotRule(r), ebpf.UpdateAny); err != nil {
+			return wrapErr(fmt.Sprintf("add unprotected rule %d", i), err)
+		}
+	}
 	return nil
+}
+
+// updateLPM puts pfx with value into the IPv4 trie v4 or the IPv6 trie
+// v6 (map names), by its family.
+func (p *Program) updateLPM(v4, v6 string, pfx netip.Prefix, value any) error {
+	if pfx.Addr().Is4() {
+		key := lpmKeyV4{PrefixLen: uint32(pfx.Bits()), Addr: pfx.Addr().As4()}
+		return p.coll.Maps[v4].Update(key, value, ebpf.UpdateAny)
+	}
+	key := lpmKeyV6{PrefixLen: uint32(pfx.Bits()), Addr: pfx.Addr().As16()}
+	return p.coll.Maps[v6].Update(key, value, ebpf.UpdateAny)
+}
+
+// newUnprotRule is the map value (struct unprot_rule) of r.
+func newUnprotRule(r InboundRule) steerUnprotRule {
+	var v steerUnprotRule
+	words := func(p netip.Prefix) (addr, mask [4]uint32) {
+		if !p.IsValid() {
+			return
+		}
+		var a, m [16]byte
+		n := 16
+		if p.Addr().Is4() {
+			n = 4
+			a4 := p.Addr().As4()
+			copy(a[:], a4[:])
+		} else {
+			a = p.Addr().As16()
+		}
+		for i := range n * 8 {
+			if i < p.Bits() {
+				m[i/8] |= 0x80 >> (i % 8)
+			}
+		}
+		for k := range 4 {
+			// Network order in memory: read the bytes as the host
+			// (little-endian) loads them.
+			mask[k] = binary.LittleEndian.Uint32(m[4*k:])
+			addr[k] = binary.LittleEndian.Uint32(a[4*k:]) & mask[k]
+		}
+		return
+	}
+	switch {
+	case r.Src.IsValid():
+		v.Family = familyOf(r.Src.Addr())
+	case r.Dst.IsValid():
+		v.Family = familyOf(r.Dst.Addr())
+	}
+	v.Proto = r.Proto
+	if r.Bypass {
+		v.Action = 1 // UNPROT_BYPASS
+	}
+	v.Tunnel = uint32(r.Tunnel)
+	v.SportLo, v.SportHi = r.SrcPorts.Lo, r.SrcPorts.Hi
+	v.DportLo, v.DportHi = r.DstPorts.Lo, r.DstPorts.Hi
+	v.Src, v.SrcMask = words(r.Src)
+	v.Dst, v.DstMask = words(r.Dst)
+	return v
+}
+
+func familyOf(a netip.Addr) uint8 {
+	if a.Is4() {
+		return 4
+	}
+	return 6
+}
+
+// UnprotectedDrops returns the clear-text drops (Options.Unprotected)
+// per tunnel index, summed over CPUs: element i counts the drops
+// attributed to tunnel index i (0: unattributed). The slice has
+// MaxTunnelIndex+1 elements.
+func (p *Program) UnprotectedDrops() ([]uint64, error) {
+	out := make([]uint64, MaxTunnelIndex+1)
+	m := p.coll.Maps[mapUnprotDrops]
+	var (
+		key    uint32
+		perCPU []uint64
+	)
+	it := m.Iterate()
+	for it.Next(&key, &perCPU) {
+		if int(key) < len(out) {
+			for _, v := range perCPU {
+				out[key] += v
+			}
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, wrapErr("read unprotected drops", err)
+	}
+	return out, nil
+}
+
+// LastUnprotected returns the most recent clear-text drop over all CPUs;
+// ok is false if there was none.
+func (p *Program) LastUnprotected() (pkt UnprotectedPacket, ok bool, err error) {
+	var perCPU []steerUnprotLast
+	if err := p.coll.Maps[mapUnprotLast].Lookup(uint32(0), &perCPU); err != nil {
+		return pkt, false, wrapErr("read last unprotected packet", err)
+	}
+	var last *steerUnprotLast
+	for i := range perCPU {
+		if perCPU[i].Ns != 0 && (last == nil || perCPU[i].Ns > last.Ns) {
+			last = &perCPU[i]
+		}
+	}
+	if last == nil {
+		return pkt, false, nil
+	}
+	pkt = UnprotectedPacket{Proto: last.Proto, Tunnel: int(last.Tunnel), Seen: time.Duration(last.Ns)}
+	if last.Family == 4 {
+		pkt.Src = netip.AddrFrom4([4]byte(last.Src[:4]))
+		pkt.Dst = netip.AddrFrom4([4]byte(last.Dst[:4]))
+	} else {
+		pkt.Src, pkt.Dst = netip.AddrFrom16(last.Src), netip.AddrFrom16(last.Dst)
+	}
+	return pkt, true, nil
 }
 
 // Options returns the validated options the program was loaded with,

@@ -6,8 +6,9 @@
  * prefixes into AF_XDP sockets; everything else goes to the kernel.
  *
  * Policy in short (the Go package documentation is the reference):
- *   - The program never drops and never aborts: anything it does not
- *     want, including malformed packets, is XDP_PASS.
+ *   - The program never aborts. It drops only clear text from a remote
+ *     protected prefix (FLAG_UNPROTECTED, RFC 4301 section 5.2); anything
+ *     else it does not want, including malformed packets, is XDP_PASS.
  *   - Every packet increments exactly one counter of enum stat_reason.
  *   - Every packet access is bounds-checked against data_end; lengths
  *     taken from headers are additionally checked against the IP
@@ -76,6 +77,7 @@ volatile const struct steer_config cfg = {
  */
 volatile const enum stat_reason abi_stat_reason = STAT_MAX;
 volatile const enum steer_flag abi_steer_flag = FLAG_PLAINTEXT;
+volatile const enum unprot_action abi_unprot_action = UNPROT_BYPASS;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -114,8 +116,52 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } protected_v6 SEC(".maps");
 
+/*
+ * Clear-text discard (FLAG_UNPROTECTED): the remote protected prefixes,
+ * looked up by a packet's SOURCE, with the tunnel counter index as value;
+ * the inbound rules (SPD entries read inbound, first match wins) walked
+ * only on a hit; the drops per tunnel index; the last drop per CPU.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lpm_key_v4);
+	__type(value, __u32);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} unprot_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct lpm_key_v6);
+	__type(value, __u32);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} unprot_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct unprot_rule);
+	__uint(max_entries, MAX_UNPROT_RULES);
+} unprot_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, MAX_UNPROT_TUNNELS);
+} unprot_drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct unprot_last);
+	__uint(max_entries, 1);
+} unprot_last SEC(".maps");
+
 /* What the IP parser found out about a packet. */
 struct ipinfo {
+	void *nh;      /* the IP header (bounds-checked by the parser) */
 	void *l4;      /* first byte after the IP (extension) headers */
 	void *end;     /* end of the IP packet according to its length field */
 	__u8 proto;    /* upper-layer protocol */
@@ -219,6 +265,7 @@ static __always_inline int parse_ipv4(void *nh, void *data_end, struct ipinfo *i
 	if (nh + tot > data_end || nh + hlen > data_end)
 		return PARSE_MALFORMED;
 
+	ip->nh = nh;
 	ip->l4 = nh + hlen;
 	ip->end = nh + tot;
 	ip->proto = iph->protocol;
@@ -252,6 +299,7 @@ static __always_inline int parse_ipv6(void *nh, void *data_end, struct ipinfo *i
 	if (end > data_end)
 		return PARSE_MALFORMED;
 
+	ip->nh = nh;
 	ip->end = end;
 	ip->is_v6 = 1;
 	ip->frag = 0;
@@ -315,11 +363,169 @@ static __always_inline int parse_ipv6(void *nh, void *data_end, struct ipinfo *i
 	return PARSE_OK;
 }
 
+enum unprot_verdict {
+	UNPROT_MISS = 0, /* source not in a remote protected prefix */
+	UNPROT_DROP,
+	UNPROT_PASS, /* exempted by a bypass rule */
+};
+
+/* Protocols whose first four bytes are source and destination port. */
+static __always_inline int has_ports(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP ||
+	       proto == IPPROTO_UDPLITE || proto == IPPROTO_DCCP;
+}
+
+static __always_inline int port_ok(__u16 lo, __u16 hi, __u16 port, int ports)
+{
+	if (lo == 0 && hi == 0)
+		return 1;
+	return ports && port >= lo && port <= hi;
+}
+
+static __always_inline int rule_match(const struct unprot_rule *r, __u8 family, __u8 proto,
+				      const __u32 *s, const __u32 *d,
+				      __u16 sport, __u16 dport, int ports)
+{
+	int k;
+
+	if (r->family && r->family != family)
+		return 0;
+	if (r->proto && r->proto != proto)
+		return 0;
+#pragma unroll
+	for (k = 0; k < 4; k++) {
+		if ((s[k] & r->src_mask[k]) != r->src[k])
+			return 0;
+		if ((d[k] & r->dst_mask[k]) != r->dst[k])
+			return 0;
+	}
+	return port_ok(r->sport_lo, r->sport_hi, sport, ports) &&
+	       port_ok(r->dport_lo, r->dport_hi, dport, ports);
+}
+
+/*
+ * Is this packet (not ESP to us) clear text that the SPD protects?
+ * RFC 4301 section 5.2: an unprotected inbound packet that matches a
+ * PROTECT (or DISCARD) entry is dropped; a BYPASS entry lets it pass.
+ * The source lookup costs one trie lookup for non-ESP packets only; the
+ * rules are walked only when it hits, i.e. only for packets that will be
+ * dropped or exempted.
+ */
+static __always_inline int unprotected(struct ipinfo *ip, void *data_end)
+{
+	__u32 s[4] = {}, d[4] = {};
+	__u32 *hit, tunnel, i, zero = 0;
+	__u16 sport = 0, dport = 0;
+	int ports = 0, nomatch_pass;
+	__u8 family;
+	struct unprot_last *last;
+	__u64 *cnt;
+
+	if (!(cfg.flags & FLAG_UNPROTECTED))
+		return UNPROT_MISS;
+
+	if (ip->is_v6) {
+		struct ipv6hdr *h = ip->nh;
+		struct lpm_key_v6 k6 = { .prefixlen = 128 };
+
+		if ((void *)(h + 1) > data_end)
+			return UNPROT_MISS;
+		__builtin_memcpy(k6.addr, &h->saddr, 16);
+		hit = bpf_map_lookup_elem(&unprot_v6, &k6);
+		if (!hit)
+			return UNPROT_MISS;
+		__builtin_memcpy(s, &h->saddr, 16);
+		__builtin_memcpy(d, &h->daddr, 16);
+		family = 6;
+	} else {
+		struct iphdr *h = ip->nh;
+		struct lpm_key_v4 k4 = { .prefixlen = 32 };
+
+		if ((void *)(h + 1) > data_end)
+			return UNPROT_MISS;
+		__builtin_memcpy(k4.addr, &h->saddr, 4);
+		hit = bpf_map_lookup_elem(&unprot_v4, &k4);
+		if (!hit)
+			return UNPROT_MISS;
+		s[0] = h->saddr;
+		d[0] = h->daddr;
+		family = 4;
+	}
+	tunnel = *hit & UNPROT_TUNNEL_MASK;
+	nomatch_pass = (*hit & UNPROT_NOMATCH_PASS) != 0;
+
+	if (cfg.unprot_rules) {
+		if (!(ip->frag && !ip->first) && has_ports(ip->proto)) {
+			__be16 *p = ip->l4;
+
+			if ((void *)(p + 2) <= data_end && (void *)(p + 2) <= ip->end) {
+				sport = bpf_ntohs(p[0]);
+				dport = bpf_ntohs(p[1]);
+				ports = 1;
+			}
+		}
+		for (i = 0; i < MAX_UNPROT_RULES; i++) {
+			struct unprot_rule *r;
+			__u32 idx = i;
+
+			if (i >= cfg.unprot_rules)
+				break;
+			r = bpf_map_lookup_elem(&unprot_rules, &idx);
+			if (!r)
+				break;
+			if (!rule_match(r, family, ip->proto, s, d, sport, dport, ports))
+				continue;
+			if (r->action == UNPROT_BYPASS)
+				return UNPROT_PASS;
+			if (r->tunnel)
+				tunnel = r->tunnel;
+			nomatch_pass = 0;
+			break;
+		}
+	}
+	if (nomatch_pass)
+		return UNPROT_MISS;
+
+	if (tunnel >= MAX_UNPROT_TUNNELS)
+		tunnel = 0;
+	cnt = bpf_map_lookup_elem(&unprot_drops, &tunnel);
+	if (cnt)
+		*cnt += 1;
+	last = bpf_map_lookup_elem(&unprot_last, &zero);
+	if (last) {
+		last->ns = bpf_ktime_get_ns();
+		last->tunnel = tunnel;
+		last->family = family;
+		last->proto = ip->proto;
+		__builtin_memcpy(last->src, s, 16);
+		__builtin_memcpy(last->dst, d, 16);
+	}
+	return UNPROT_DROP;
+}
+
+/* Drop, pass as exempt, or fall back to the verdict the caller had. */
+static __always_inline int unprotected_or(struct ipinfo *ip, void *data_end, __u32 reason)
+{
+	switch (unprotected(ip, data_end)) {
+	case UNPROT_DROP:
+		return account(STAT_UNPROTECTED_DROPPED, XDP_DROP);
+	case UNPROT_PASS:
+		return account(STAT_BYPASS_PASSED, XDP_PASS);
+	}
+	return account(reason, XDP_PASS);
+}
+
 /* Ciphertext-side classification of a non-fragmented packet. */
 static __always_inline int classify(struct xdp_md *ctx, struct ipinfo *ip, void *data_end)
 {
 	int not_local = 0;
 
+	/*
+	 * ESP, NAT-T, IKE and keepalives to a local address return before
+	 * the clear-text check below (they are the tunnel itself); so does
+	 * everything in Plaintext mode, which never sets FLAG_UNPROTECTED.
+	 */
 	if (ip->proto == IPPROTO_ESP) {
 		void *esp = ip->l4;
 		__u32 spi;
@@ -380,22 +586,27 @@ plaintext:
 	if (is_protected(ip))
 		return steer(ctx, STAT_PLAINTEXT_REDIRECTED, ip->hashkey, 1);
 	if (not_local)
-		return account(STAT_NOT_LOCAL, XDP_PASS);
-	return account(STAT_PASSED_OTHER, XDP_PASS);
+		return unprotected_or(ip, data_end, STAT_NOT_LOCAL);
+	return unprotected_or(ip, data_end, STAT_PASSED_OTHER);
 }
 
-static __always_inline int handle_fragment(struct xdp_md *ctx, struct ipinfo *ip)
+static __always_inline int handle_fragment(struct xdp_md *ctx, struct ipinfo *ip, void *data_end)
 {
-	int candidate = 0;
+	int candidate = 0, tunnel = 0;
 
+	if ((ip->proto == IPPROTO_ESP || ip->proto == IPPROTO_UDP) && is_local(ip))
+		tunnel = 1; /* may be our ESP or NAT-T: never clear text */
 	if (cfg.flags & FLAG_STEER_FRAGMENTS) {
-		if ((ip->proto == IPPROTO_ESP || ip->proto == IPPROTO_UDP) && is_local(ip))
+		if (tunnel)
 			candidate = 1;
 		else if (is_protected(ip))
 			candidate = 1;
 	}
-	if (!candidate)
-		return account(STAT_FRAGMENT_PASSED, XDP_PASS);
+	if (!candidate) {
+		if (tunnel)
+			return account(STAT_FRAGMENT_PASSED, XDP_PASS);
+		return unprotected_or(ip, data_end, STAT_FRAGMENT_PASSED);
+	}
 	/*
 	 * All fragments of a datagram must meet in one socket for
 	 * reassembly, and only the first one has an SPI: always use the
@@ -445,7 +656,7 @@ int xdp_steer(struct xdp_md *ctx)
 		return account(STAT_PASSED_OTHER, XDP_PASS);
 
 	if (ip.frag)
-		return handle_fragment(ctx, &ip);
+		return handle_fragment(ctx, &ip, data_end);
 	return classify(ctx, &ip, data_end);
 }
 

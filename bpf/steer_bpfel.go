@@ -46,7 +46,9 @@ const (
 	steerStatReasonSTAT_MALFORMED            steerStatReason = 9
 	steerStatReasonSTAT_NOT_LOCAL            steerStatReason = 10
 	steerStatReasonSTAT_REDIRECT_NO_SOCKET   steerStatReason = 11
-	steerStatReasonSTAT_MAX                  steerStatReason = 12
+	steerStatReasonSTAT_UNPROTECTED_DROPPED  steerStatReason = 12
+	steerStatReasonSTAT_BYPASS_PASSED        steerStatReason = 13
+	steerStatReasonSTAT_MAX                  steerStatReason = 14
 )
 
 type steerSteerConfig struct {
@@ -55,6 +57,7 @@ type steerSteerConfig struct {
 	Pad             uint16
 	Flags           uint32
 	SocketsPerQueue uint32
+	UnprotRules     uint32
 }
 
 type steerSteerFlag uint32
@@ -64,21 +67,63 @@ const (
 	steerSteerFlagFLAG_STEER_FRAGMENTS steerSteerFlag = 2
 	steerSteerFlagFLAG_SPI_HASH        steerSteerFlag = 4
 	steerSteerFlagFLAG_PLAINTEXT       steerSteerFlag = 8
+	steerSteerFlagFLAG_UNPROTECTED     steerSteerFlag = 16
 )
+
+type steerUnprotAction uint32
+
+const (
+	steerUnprotActionUNPROT_DISCARD steerUnprotAction = 0
+	steerUnprotActionUNPROT_BYPASS  steerUnprotAction = 1
+)
+
+type steerUnprotLast struct {
+	_      structs.HostLayout
+	Ns     uint64
+	Tunnel uint32
+	Family uint8
+	Proto  uint8
+	Pad    uint16
+	Src    [16]uint8
+	Dst    [16]uint8
+}
+
+type steerUnprotRule struct {
+	_       structs.HostLayout
+	Family  uint8
+	Proto   uint8
+	Action  uint8
+	Pad     uint8
+	Tunnel  uint32
+	SportLo uint16
+	SportHi uint16
+	DportLo uint16
+	DportHi uint16
+	Src     [4]uint32
+	SrcMask [4]uint32
+	Dst     [4]uint32
+	DstMask [4]uint32
+}
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	steerMapLocalAddrs    = "local_addrs"
-	steerMapProtectedV4   = "protected_v4"
-	steerMapProtectedV6   = "protected_v6"
-	steerMapStats         = "stats"
-	steerMapXsks          = "xsks"
-	steerProgXdpSteer     = "xdp_steer"
-	steerVarAbiStatReason = "abi_stat_reason"
-	steerVarAbiSteerFlag  = "abi_steer_flag"
-	steerVarCfg           = "cfg"
+	steerMapLocalAddrs      = "local_addrs"
+	steerMapProtectedV4     = "protected_v4"
+	steerMapProtectedV6     = "protected_v6"
+	steerMapStats           = "stats"
+	steerMapUnprotDrops     = "unprot_drops"
+	steerMapUnprotLast      = "unprot_last"
+	steerMapUnprotRules     = "unprot_rules"
+	steerMapUnprotV4        = "unprot_v4"
+	steerMapUnprotV6        = "unprot_v6"
+	steerMapXsks            = "xsks"
+	steerProgXdpSteer       = "xdp_steer"
+	steerVarAbiStatReason   = "abi_stat_reason"
+	steerVarAbiSteerFlag    = "abi_steer_flag"
+	steerVarAbiUnprotAction = "abi_unprot_action"
+	steerVarCfg             = "cfg"
 )
 
 // loadSteer returns the embedded CollectionSpec for steer.
@@ -134,6 +179,11 @@ type steerMapSpecs struct {
 	ProtectedV4 *ebpf.MapSpec `ebpf:"protected_v4"`
 	ProtectedV6 *ebpf.MapSpec `ebpf:"protected_v6"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	UnprotDrops *ebpf.MapSpec `ebpf:"unprot_drops"`
+	UnprotLast  *ebpf.MapSpec `ebpf:"unprot_last"`
+	UnprotRules *ebpf.MapSpec `ebpf:"unprot_rules"`
+	UnprotV4    *ebpf.MapSpec `ebpf:"unprot_v4"`
+	UnprotV6    *ebpf.MapSpec `ebpf:"unprot_v6"`
 	Xsks        *ebpf.MapSpec `ebpf:"xsks"`
 }
 
@@ -141,9 +191,10 @@ type steerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerVariableSpecs struct {
-	AbiStatReason *ebpf.VariableSpec `ebpf:"abi_stat_reason"`
-	AbiSteerFlag  *ebpf.VariableSpec `ebpf:"abi_steer_flag"`
-	Cfg           *ebpf.VariableSpec `ebpf:"cfg"`
+	AbiStatReason   *ebpf.VariableSpec `ebpf:"abi_stat_reason"`
+	AbiSteerFlag    *ebpf.VariableSpec `ebpf:"abi_steer_flag"`
+	AbiUnprotAction *ebpf.VariableSpec `ebpf:"abi_unprot_action"`
+	Cfg             *ebpf.VariableSpec `ebpf:"cfg"`
 }
 
 // steerObjects contains all objects after they have been loaded into the kernel.
@@ -170,6 +221,11 @@ type steerMaps struct {
 	ProtectedV4 *ebpf.Map `ebpf:"protected_v4"`
 	ProtectedV6 *ebpf.Map `ebpf:"protected_v6"`
 	Stats       *ebpf.Map `ebpf:"stats"`
+	UnprotDrops *ebpf.Map `ebpf:"unprot_drops"`
+	UnprotLast  *ebpf.Map `ebpf:"unprot_last"`
+	UnprotRules *ebpf.Map `ebpf:"unprot_rules"`
+	UnprotV4    *ebpf.Map `ebpf:"unprot_v4"`
+	UnprotV6    *ebpf.Map `ebpf:"unprot_v6"`
 	Xsks        *ebpf.Map `ebpf:"xsks"`
 }
 
@@ -179,6 +235,11 @@ func (m *steerMaps) Close() error {
 		m.ProtectedV4,
 		m.ProtectedV6,
 		m.Stats,
+		m.UnprotDrops,
+		m.UnprotLast,
+		m.UnprotRules,
+		m.UnprotV4,
+		m.UnprotV6,
 		m.Xsks,
 	)
 }
@@ -187,9 +248,10 @@ func (m *steerMaps) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerVariables struct {
-	AbiStatReason *ebpf.Variable `ebpf:"abi_stat_reason"`
-	AbiSteerFlag  *ebpf.Variable `ebpf:"abi_steer_flag"`
-	Cfg           *ebpf.Variable `ebpf:"cfg"`
+	AbiStatReason   *ebpf.Variable `ebpf:"abi_stat_reason"`
+	AbiSteerFlag    *ebpf.Variable `ebpf:"abi_steer_flag"`
+	AbiUnprotAction *ebpf.Variable `ebpf:"abi_unprot_action"`
+	Cfg             *ebpf.Variable `ebpf:"cfg"`
 }
 
 // steerPrograms contains all programs after they have been loaded into the kernel.

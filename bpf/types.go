@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 // DefaultNATTPort is the UDP port of ESP-in-UDP encapsulation (RFC 3948).
@@ -26,6 +27,11 @@ const (
 	MaxLocalAddrs = 1024
 	// MaxProtectedPrefixes is the capacity of each (IPv4, IPv6) prefix trie.
 	MaxProtectedPrefixes = 1024
+	// MaxUnprotectedRules is the most Unprotected.Rules (MAX_UNPROT_RULES).
+	MaxUnprotectedRules = 64
+	// MaxTunnelIndex is the largest tunnel counter index of the
+	// clear-text discard (MAX_UNPROT_TUNNELS-1); larger ones count as 0.
+	MaxTunnelIndex = 255
 )
 
 // Sentinel errors. Errors returned by this package wrap one of these where
@@ -155,6 +161,225 @@ type Options struct {
 	// Packets from a higher queue find no socket and are passed. At most
 	// MaxQueues.
 	Queues int
+
+	// Unprotected, when it has prefixes, makes the program discard clear
+	// text that the SPD protects (RFC 4301 §5.2): on the ciphertext
+	// side, a packet that is not ESP, NAT-T, IKE or a keepalive to a
+	// local address and whose source lies in a remote protected prefix
+	// is dropped (UnprotectedDropped, and per tunnel in
+	// Program.UnprotectedDrops) unless a bypass rule exempts it
+	// (BypassPassed). Not valid with Plaintext.
+	Unprotected Unprotected
+}
+
+// Unprotected describes the clear text a ciphertext-side program
+// discards. Its Classify method is the reference the program is tested
+// against, and what the pcap tools use.
+type Unprotected struct {
+	// Prefixes are the remote protected networks (the peers' side of
+	// what is protected: the gateway's protected prefixes, its TUN
+	// routes, the destinations of protect policies), matched against a
+	// packet's source by longest prefix (at most MaxProtectedPrefixes per
+	// family; IPv4-mapped prefixes are taken as IPv4).
+	Prefixes []RemotePrefix
+	// Rules are tried in order when the source matched a prefix; the
+	// first rule that matches decides (bypass: pass, else drop), and a
+	// packet that matches no rule is dropped. At most
+	// MaxUnprotectedRules.
+	Rules []InboundRule
+}
+
+// RemotePrefix is a remote protected network and the index of the
+// tunnel its discards are counted under (0: none, at most
+// MaxTunnelIndex).
+type RemotePrefix struct {
+	Prefix netip.Prefix
+	Tunnel int
+	// RulesOnly marks a prefix that comes from SPD rules alone (the
+	// destination of a protect or discard policy): a packet from it that
+	// matches no rule is not protected and passes. A packet from any
+	// other prefix (protected networks, TUN routes: everything from
+	// there goes through a tunnel) that matches no rule is dropped.
+	RulesOnly bool
+}
+
+// PortRange is an inclusive port range; the zero value matches any port
+// and packets without ports, any other only packets with ports (TCP,
+// UDP, UDP-Lite, DCCP, SCTP; not non-first fragments) in the range.
+type PortRange struct{ Lo, Hi uint16 }
+
+func (r PortRange) match(port uint16, ports bool) bool {
+	return r == PortRange{} || ports && r.Lo <= port && port <= r.Hi
+}
+
+// InboundRule is an SPD entry as it applies to packets arriving from the
+// peer's side: Src is the remote side (an outbound policy's destination),
+// Dst our side. Zero prefixes match any address of either family.
+type InboundRule struct {
+	Src, Dst           netip.Prefix
+	Proto              uint8 // 0: any
+	SrcPorts, DstPorts PortRange
+	// Bypass exempts matching packets; otherwise they are dropped
+	// (a protect or discard entry).
+	Bypass bool
+	// Tunnel is the counter index of drops by this rule (0: the index of
+	// the matching RemotePrefix).
+	Tunnel int
+}
+
+// UnprotectedPacket describes the last clear-text packet the program
+// dropped (Program.LastUnprotected).
+type UnprotectedPacket struct {
+	Src, Dst netip.Addr
+	Proto    uint8
+	Tunnel   int
+	// Seen is the kernel's monotonic clock (CLOCK_MONOTONIC) at the drop.
+	Seen time.Duration
+}
+
+// Packet is what Unprotected.Classify looks at.
+type Packet struct {
+	Src, Dst     netip.Addr
+	Proto        uint8
+	Ports        bool // the packet carries ports (and is not a non-first fragment)
+	SPort, DPort uint16
+}
+
+// UnprotectedVerdict is the outcome of Unprotected.Classify.
+type UnprotectedVerdict int
+
+// Verdicts of the clear-text check.
+const (
+	// NotProtected: the source is in no remote protected prefix.
+	NotProtected UnprotectedVerdict = iota
+	// Discard: clear text that the SPD protects; the program drops it.
+	Discard
+	// Exempt: a bypass rule lets it pass.
+	Exempt
+)
+
+func (v UnprotectedVerdict) String() string {
+	switch v {
+	case NotProtected:
+		return "not-protected"
+	case Discard:
+		return "discard"
+	case Exempt:
+		return "bypass"
+	}
+	return fmt.Sprintf("UnprotectedVerdict(%d)", int(v))
+}
+
+// Empty reports whether u discards nothing.
+func (u Unprotected) Empty() bool { return len(u.Prefixes) == 0 }
+
+// Classify decides a clear-text packet the way the program does, and
+// returns the tunnel index a drop is counted under. It allocates nothing.
+func (u Unprotected) Classify(p Packet) (UnprotectedVerdict, int) {
+	src, dst := p.Src.Unmap(), p.Dst.Unmap()
+	best, tunnel, rulesOnly := -1, 0, false
+	for _, rp := range u.Prefixes {
+		pfx := canonPrefix(rp.Prefix)
+		if pfx.Contains(src) && pfx.Bits() >= best { // the last of equal prefixes, as in the trie
+			best, tunnel, rulesOnly = pfx.Bits(), rp.Tunnel, rp.RulesOnly
+		}
+	}
+	if best < 0 {
+		return NotProtected, 0
+	}
+	matched := false
+	for _, r := range u.Rules {
+		if !r.matches(src, dst, p) {
+			continue
+		}
+		if r.Bypass {
+			return Exempt, 0
+		}
+		if r.Tunnel != 0 {
+			tunnel = r.Tunnel
+		}
+		matched = true
+		break
+	}
+	if !matched && rulesOnly {
+		return NotProtected, 0
+	}
+	if tunnel < 0 || tunnel > MaxTunnelIndex {
+		tunnel = 0
+	}
+	return Discard, tunnel
+}
+
+func (r *InboundRule) matches(src, dst netip.Addr, p Packet) bool {
+	if s := canonPrefix(r.Src); s.IsValid() && !s.Contains(src) {
+		return false
+	}
+	if d := canonPrefix(r.Dst); d.IsValid() && !d.Contains(dst) {
+		return false
+	}
+	if r.Proto != 0 && r.Proto != p.Proto {
+		return false
+	}
+	return r.SrcPorts.match(p.SPort, p.Ports) && r.DstPorts.match(p.DPort, p.Ports)
+}
+
+// canonPrefix takes IPv4-mapped prefixes as IPv4 and masks the host bits.
+func canonPrefix(p netip.Prefix) netip.Prefix {
+	if !p.IsValid() {
+		return p
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p.Masked()
+}
+
+func (u Unprotected) normalize() (Unprotected, error) {
+	if len(u.Prefixes) == 0 {
+		if len(u.Rules) > 0 {
+			return u, errors.New("Unprotected.Rules without Prefixes")
+		}
+		return Unprotected{}, nil
+	}
+	if len(u.Rules) > MaxUnprotectedRules {
+		return u, fmt.Errorf("%d Unprotected.Rules, at most %d", len(u.Rules), MaxUnprotectedRules)
+	}
+	out := Unprotected{}
+	var n4, n6 int
+	for _, rp := range u.Prefixes {
+		if !rp.Prefix.IsValid() {
+			return u, fmt.Errorf("invalid unprotected prefix %v", rp.Prefix)
+		}
+		if rp.Tunnel < 0 || rp.Tunnel > MaxTunnelIndex {
+			return u, fmt.Errorf("tunnel index %d of %v out of range 0..%d", rp.Tunnel, rp.Prefix, MaxTunnelIndex)
+		}
+		rp.Prefix = canonPrefix(rp.Prefix)
+		if rp.Prefix.Addr().Is4() {
+			n4++
+		} else {
+			n6++
+		}
+		out.Prefixes = append(out.Prefixes, rp)
+	}
+	if n4 > MaxProtectedPrefixes || n6 > MaxProtectedPrefixes {
+		return u, fmt.Errorf("too many unprotected prefixes (at most %d per family)", MaxProtectedPrefixes)
+	}
+	for i, r := range u.Rules {
+		r.Src, r.Dst = canonPrefix(r.Src), canonPrefix(r.Dst)
+		if r.Src.IsValid() && r.Dst.IsValid() && r.Src.Addr().Is4() != r.Dst.Addr().Is4() {
+			return u, fmt.Errorf("unprotected rule %d: source %v and destination %v of different families", i, r.Src, r.Dst)
+		}
+		for _, pr := range []PortRange{r.SrcPorts, r.DstPorts} {
+			if pr != (PortRange{}) && pr.Lo > pr.Hi {
+				return u, fmt.Errorf("unprotected rule %d: empty port range %d-%d", i, pr.Lo, pr.Hi)
+			}
+		}
+		if r.Tunnel < 0 || r.Tunnel > MaxTunnelIndex {
+			return u, fmt.Errorf("unprotected rule %d: tunnel index %d out of range 0..%d", i, r.Tunnel, MaxTunnelIndex)
+		}
+		out.Rules = append(out.Rules, r)
+	}
+	return out, nil
 }
 
 // normalize validates o and returns it with defaults filled in.
@@ -207,10 +432,7 @@ func (o Options) normalize() (Options, error) {
 		if !p.IsValid() {
 			return bad("invalid protected prefix %v", p)
 		}
-		if p.Addr().Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		p = p.Masked()
+		p = canonPrefix(p)
 		if p.Addr().Is4() {
 			n4++
 		} else {
@@ -222,6 +444,14 @@ func (o Options) normalize() (Options, error) {
 		return bad("too many ProtectedPrefixes (at most %d per family)", MaxProtectedPrefixes)
 	}
 	o.ProtectedPrefixes = prefixes
+	u, err := o.Unprotected.normalize()
+	if err != nil {
+		return bad("%v", err)
+	}
+	if o.Plaintext && !u.Empty() {
+		return bad("Unprotected is for the ciphertext side, not Plaintext")
+	}
+	o.Unprotected = u
 	return o, nil
 }
 
@@ -240,6 +470,8 @@ type Stats struct {
 	Malformed           uint64 // truncated or inconsistent headers, passed
 	NotLocal            uint64 // ESP/NAT-T/IKE to a non-local address, passed
 	RedirectNoSocket    uint64 // would redirect, but the XSKMAP slot was empty; passed
+	UnprotectedDropped  uint64 // clear text from a remote protected prefix, dropped
+	BypassPassed        uint64 // ... exempted by a bypass rule, passed
 }
 
 // counters returns pointers to the fields in the order of the program's
@@ -258,6 +490,8 @@ func (s *Stats) counters() []*uint64 {
 		&s.Malformed,
 		&s.NotLocal,
 		&s.RedirectNoSocket,
+		&s.UnprotectedDropped,
+		&s.BypassPassed,
 	}
 }
 

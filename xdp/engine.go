@@ -54,6 +54,10 @@ type EngineConfig struct {
 	LocalAddrs []netip.Addr
 	// NATTPort is the ESP-in-UDP port (0: 4500).
 	NATTPort uint16
+	// Unprotected makes the Cipher side's XDP program discard clear
+	// text from the remote protected networks (bpf.Options.Unprotected,
+	// RFC 4301 §5.2).
+	Unprotected bpf.Unprotected
 	// Deliver receives decrypted packets when Plain is nil (required
 	// then; ignored otherwise).
 	Deliver DeliverFunc
@@ -275,4 +279,9 @@ type EngineStats struct {
 	// queue.
 	CipherSockets, PlainSockets []Stats
 	Frames                      FrameCounts
+	// UnprotectedDrops are the Cipher program's clear-text discards by
+	// tunnel index (bpf.Program.UnprotectedDrops; only non-zero ones),
+	// LastUnprotected the latest of them (nil: none).
+	UnprotectedDrops map[int]uint64         `json:",omitempty"`
+	LastUnprotected  *bpf.UnprotectedPacket `json:",omitempty"`
 }

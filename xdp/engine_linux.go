@@ -184,7 +184,8 @@ func (e *Engine) Start() (err error) {
 	if rt.u, err = NewUMEM(cfg.UMEM); err != nil {
 		return err
 	}
-	rt.progC, err = bpf.Load(bpf.Options{NATTPort: cfg.NATTPort, LocalAddrs: cfg.LocalAddrs, Queues: cfg.Queues})
+	rt.progC, err = bpf.Load(bpf.Options{NATTPort: cfg.NATTPort, LocalAddrs: cfg.LocalAddrs, Queues: cfg.Queues,
+		Unprotected: cfg.Unprotected})
 	if err != nil {
 		return err
 	}
@@ -340,6 +341,21 @@ func (e *Engine) statsLocked() EngineStats {
 	rt := e.rt
 	st := EngineStats{Processor: e.cfg.Processor.Stats(), Frames: rt.u.Counts()}
 	st.CipherProgram, _ = rt.progC.Stats()
+	if !e.cfg.Unprotected.Empty() {
+		if drops, err := rt.progC.UnprotectedDrops(); err == nil {
+			for i, n := range drops {
+				if n != 0 {
+					if st.UnprotectedDrops == nil {
+						st.UnprotectedDrops = map[int]uint64{}
+					}
+					st.UnprotectedDrops[i] = n
+				}
+			}
+		}
+		if last, ok, err := rt.progC.LastUnprotected(); err == nil && ok {
+			st.LastUnprotected = &last
+		}
+	}
 	if rt.progP != nil {
 		st.PlainProgram, _ = rt.progP.Stats()
 	}

@@ -192,6 +192,7 @@ func cmdShowStats(args []string, stdout, stderr io.Writer) error {
 	for _, r := range rows {
 		fmt.Fprintf(stdout, "%-28s %d\n", r.name+":", r.v)
 	}
+	unprotectedRows(stdout, st)
 	for reason, n := range st.Processor.Drops {
 		if n > 0 {
 			fmt.Fprintf(stdout, "%-28s %d\n", "drop "+sa.DropReason(reason).String()+":", n)

@@ -12,6 +12,7 @@
 //	espxdp sa reload [--socket PATH]
 //	espxdp events [--socket PATH] [--json]
 //	espxdp demo [-size BYTES] [-transform NAME] [-duration D]
+//	espxdp failclosed show|rules|remove --config F [--netns NAME]
 //
 // The SAs come from a YAML file (see package internal/config). Exit status:
 // 0 success, 1 runtime error, 2 usage error.
@@ -54,6 +55,7 @@ const usageText = `usage:
   espxdp pcap decrypt --config FILE --in ESP.pcap --out PLAIN.pcap [--json]
   espxdp show sa --config FILE [--json]
   espxdp demo [-size BYTES] [-transform NAME] [-duration D]   (root: two gateways in namespaces)
+  espxdp failclosed show|rules|remove --config FILE [--netns NAME]
 `
 
 func main() {
@@ -116,6 +118,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdEvents(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
+	case "failclosed":
+		return cmdFailClosed(args[1:], stdout, stderr)
 	}
 	return usagef("unknown command %q", args[0])
 }

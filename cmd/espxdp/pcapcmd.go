@@ -8,6 +8,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/espxdp/espxdp/bpf"
 	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/internal/show"
@@ -31,6 +32,9 @@ type pcapCounters struct {
 	notIP, truncated uint64 // frames skipped before the processor
 	control, bypass  uint64 // IKE / keepalives, bypassed packets: not written
 	other            uint64 // any other verdict
+	// Clear text a gateway of this configuration would discard, or
+	// pass under a bypass policy (pcap decrypt; see unprotCheck).
+	unprotected, unprotBypass uint64
 }
 
 func (c *pcapCounters) list() []show.Counter {
@@ -42,6 +46,8 @@ func (c *pcapCounters) list() []show.Counter {
 		{Name: "IKE or keepalive (not written)", Value: c.control},
 		{Name: "bypass (not written)", Value: c.bypass},
 		{Name: "other verdicts (not written)", Value: c.other},
+		{Name: "unprotected, would be discarded", Value: c.unprotected},
+		{Name: "unprotected, bypass policy (not written)", Value: c.unprotBypass},
 	}
 }
 
@@ -56,6 +62,8 @@ type batch struct {
 	hdrs [batchSize][maxLinkHeader]byte
 	hlen [batchSize]int
 	n    int
+
+	unprot *unprotCheck // pcap decrypt with a gateway configuration
 }
 
 func newBatch(lt layers.LinkType) *batch {
@@ -99,6 +107,16 @@ func (b *batch) fill(in *pcapIn, cnt *pcapCounters, trim bool, tun *sa.Tunnel) (
 				continue
 			}
 			ip = ip[:n]
+		}
+		if b.unprot != nil {
+			switch b.unprot.classify(ip) {
+			case bpf.Discard:
+				cnt.unprotected++
+				continue
+			case bpf.Exempt:
+				cnt.unprotBypass++
+				continue
+			}
 		}
 		i := b.n
 		copy(b.hdrs[i][:], data[:hl])
@@ -209,7 +227,7 @@ func cmdPcapEncrypt(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	var cnt pcapCounters
-	if err := runPcap(f, proc, &cnt, true, tun); err != nil {
+	if err := runPcap(f, proc, &cnt, true, tun, nil); err != nil {
 		return err
 	}
 	return report(stdout, f, l, proc, &cnt)
@@ -250,8 +268,12 @@ func cmdPcapDecrypt(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	unprot, err := newUnprotCheck(l.cfg, nattPort)
+	if err != nil {
+		return err
+	}
 	var cnt pcapCounters
-	if err := runPcap(f, proc, &cnt, false, nil); err != nil {
+	if err := runPcap(f, proc, &cnt, false, nil, unprot); err != nil {
 		return err
 	}
 	return report(stdout, f, l, proc, &cnt)
@@ -268,7 +290,7 @@ func indexOf(cfg *config.Config, c *config.SA) int {
 
 // runPcap streams f.in through the processor (outbound when encrypting)
 // into f.out.
-func runPcap(f *pcapFlags, proc *sa.Processor, cnt *pcapCounters, encrypt bool, tun *sa.Tunnel) error {
+func runPcap(f *pcapFlags, proc *sa.Processor, cnt *pcapCounters, encrypt bool, tun *sa.Tunnel, unprot *unprotCheck) error {
 	in, err := openPcap(f.in)
 	if err != nil {
 		return err
@@ -279,6 +301,7 @@ func runPcap(f *pcapFlags, proc *sa.Processor, cnt *pcapCounters, encrypt bool, 
 		return err
 	}
 	b := newBatch(in.lt)
+	b.unprot = unprot
 	w := proc.Worker(0)
 	for {
 		more, err := b.fill(in, cnt, encrypt, tun)

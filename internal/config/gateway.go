@@ -30,6 +30,7 @@ import (
 //	  keepalive: 20s                 # NAT-T keepalives to udp-encap peers, 0 = off
 //	  log_drops: 1s                  # interval of the drop log, 0 = off
 //	  state_dir: /var/lib/espxdp     # persisted sequence numbers (see internal/gateway)
+//	  fail_closed: true              # nftables table that outlives the daemon (default true)
 //	interfaces:
 //	  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: [192.0.2.1]}
 //	  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
@@ -57,6 +58,11 @@ type Gateway struct {
 	// inbound replay windows; empty: none (a restart with static keys
 	// would reuse sequence numbers, so AEAD SAs are warned about).
 	StateDir string
+	// FailClosed (default true) installs, at start, an nftables table
+	// of the gateway's own that drops clear text between the protected
+	// networks on the cipher interface; it stays after the daemon
+	// stops or dies. false removes that table at start.
+	FailClosed bool
 
 	Cipher    Iface
 	Plain     *Iface
@@ -126,7 +132,8 @@ func (p *parser) gateway(vals map[string]*yaml.Node, cfg *Config) *Gateway {
 		vals["tunnels"] == nil && vals["policies"] == nil {
 		return nil
 	}
-	g := &Gateway{Queues: 1, Concurrency: sa.Shared, XDPMode: "auto", Attach: "auto", Keepalive: DefaultKeepalive, LogDrops: DefaultLogDrops}
+	g := &Gateway{Queues: 1, Concurrency: sa.Shared, XDPMode: "auto", Attach: "auto", Keepalive: DefaultKeepalive,
+		LogDrops: DefaultLogDrops, FailClosed: true}
 	if n := vals["gateway"]; n != nil {
 		g.Pos = Pos{File: p.file, Line: n.Line, Field: "gateway"}
 		p.gatewayOptions(n, g)
@@ -191,7 +198,8 @@ func (p *parser) list(n *yaml.Node, path string, each func(m *yaml.Node, path st
 var gatewayOptionFields = map[string]bool{
 	"control": true, "queues": true, "concurrency": true, "xdp_mode": true, "attach": true, "cpus": true,
 	"mss_clamp": true, "decrement_ttl": true, "icmp_errors": true, "keepalive": true, "log_drops": true,
-	"state_dir": true,
+	"state_dir":   true,
+	"fail_closed": true,
 }
 
 func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
@@ -260,6 +268,10 @@ func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
 					p.errorf(v.Line, f, "want an absolute path, got %s", quoteShort(t))
 				}
 				g.StateDir = t
+			}
+		case "fail_closed":
+			if b, ok := p.bool(v, f); ok {
+				g.FailClosed = b
 			}
 		}
 		return true

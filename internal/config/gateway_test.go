@@ -126,3 +126,25 @@ func TestGatewayErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestGatewayFailClosed(t *testing.T) {
+	cfg, err := Parse("gw.yaml", []byte(gwYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Gateway.FailClosed {
+		t.Error("fail_closed is not on by default")
+	}
+	off := strings.Replace(gwYAML, "  keepalive: 5s\n", "  keepalive: 5s\n  fail_closed: false\n", 1)
+	cfg, err = Parse("gw.yaml", []byte(off))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Gateway.FailClosed {
+		t.Error("fail_closed: false not taken")
+	}
+	bad := strings.Replace(gwYAML, "  keepalive: 5s\n", "  keepalive: 5s\n  fail_closed: maybe\n", 1)
+	if _, err := Parse("gw.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "fail_closed") {
+		t.Errorf("fail_closed: maybe: %v", err)
+	}
+}

@@ -8,6 +8,13 @@
 // UDP-encapsulating peers (RFC 3948 §2.3), SA lifetime events in the log
 // and a drop log bounded in lines per interval.
 //
+// Clear text between the protected networks never crosses the gateway
+// (RFC 4301 §5.2): Unprotected derives from the configuration what the
+// cipher-side XDP program discards, and a fail-closed nftables table
+// (FailClosedRuleset, InstallFailClosed, RemoveFailClosed) keeps the rule,
+// in both directions, while the daemon is not running; it is left in
+// place when the gateway stops (see docs/ARCHITECTURE.md).
+//
 // Everything it does goes through the public APIs of sa and xdp: the
 // control socket's sa add, del and update are the calls a Go IKE daemon
 // would make on an sa.SAD.

@@ -146,6 +146,10 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		gw.closeSAs()
 		return nil, err
 	}
+	if _, err := Unprotected(gw.g); err != nil {
+		gw.closeSAs()
+		return nil, err
+	}
 	proc, err := sa.NewProcessor(sa.ProcessorOptions{
 		Workers: gw.g.Queues, Concurrency: gw.g.Concurrency,
 		SAD: gw.sad, SPD: gw.spd, Tunnel: gw.def,
@@ -515,6 +519,7 @@ func (gw *Gateway) engineConfig() xdp.EngineConfig {
 		ec.ProtectedPrefixes = g.Protected
 	}
 	gw.routerOptions(&ec)
+	ec.Unprotected, _ = Unprotected(g) // checked by New
 	return ec
 }
 
@@ -548,6 +553,9 @@ func (gw *Gateway) Start() (err error) {
 	}
 	eng, err := xdp.NewEngine(ec)
 	if err != nil {
+		return err
+	}
+	if err := gw.applyFailClosed(); err != nil { // before the engine: never a window
 		return err
 	}
 	if err := gw.inNS(eng.Start); err != nil {
@@ -593,6 +601,8 @@ func (gw *Gateway) Start() (err error) {
 	go gw.logDrops(gw.g.LogDrops)
 	go gw.keepalives(gw.g.Keepalive)
 	gw.warnStatic(gw.cfg.SAs)
+	gw.wg.Add(1)
+	go gw.logUnprotected(gw.g.LogDrops)
 	gw.log.Info("gateway running", "cipher", gw.g.Cipher.Name, "plain", plainName(gw.g), "queues", gw.g.Queues, "sas", len(gw.sas))
 	return nil
 }
@@ -777,6 +787,7 @@ func (gw *Gateway) Report(title string) *show.Report {
 		{Name: "nat-t keepalives sent", Value: es.KeepalivesSent},
 	}
 	r.Extra = append(r.Extra, gw.routerCounters(es)...)
+	r.Extra = append(r.Extra, unprotectedCounters(es)...)
 	return r
 }
 
@@ -799,6 +810,13 @@ type Stats struct {
 	ICMPSent        uint64 `json:"icmp_sent"`
 	ICMPRateLimited uint64 `json:"icmp_rate_limited"`
 	ICMPNotSent     uint64 `json:"icmp_not_sent"`
+
+	// Clear text from the remote protected networks discarded by the
+	// XDP program (RFC 4301 §5.2), exempted by bypass policies, and the
+	// discards by tunnel name ("-": no tunnel).
+	UnprotectedDropped  uint64            `json:"unprotected_dropped"`
+	UnprotectedBypassed uint64            `json:"unprotected_bypassed"`
+	UnprotectedByTunnel map[string]uint64 `json:"unprotected_by_tunnel,omitempty"`
 
 	KeepalivesSent     uint64 `json:"keepalives_sent"`
 	KeepalivesReceived uint64 `json:"keepalives_received"`
@@ -840,6 +858,7 @@ func (gw *Gateway) Stats() Stats {
 			s.ICMPNotSent += w.ICMPNotSent
 		}
 		s.Uptime = time.Since(started)
+		gw.unprotectedStats(&s)
 	}
 	s.Processor = gw.proc.Stats()
 	s.KeepalivesSent, s.KeepalivesReceived, s.KeepaliveErrors = gw.kaSent.Load(), gw.kaRecv.Load(), gw.kaErrors.Load()

@@ -113,7 +113,7 @@ func (in *injector) send(inner []byte, seq uint64) {
 
 // listenUDP listens on hostB and returns a function that collects the
 // payloads received within d.
-func listenUDP(t *testing.T, ns *topo.NS, addr netip.AddrPort) func(d time.Duration) []string {
+func collectUDP(t *testing.T, ns *topo.NS, addr netip.AddrPort) func(d time.Duration) []string {
 	t.Helper()
 	var conn *net.UDPConn
 	if err := ns.Do(func() (err error) {
@@ -147,7 +147,7 @@ func testInboundPolicy(t *testing.T, tun, udp bool) {
 	a, b := buildTopology(t)
 	p := gwParams{tun: tun, udp: udp, keyAB: randKey(t), keyBA: randKey(t)}
 	gb := startGateway(t, b, gatewayYAML(b, a, "b", p))
-	recv := listenUDP(t, b.host, netip.AddrPortFrom(b.hostAddr, 7777))
+	recv := collectUDP(t, b.host, netip.AddrPortFrom(b.hostAddr, 7777))
 	inj := newInjector(t, a.gw, p.keyAB, 0x1001, udp)
 	spoofed := []netip.Addr{netip.MustParseAddr("10.9.9.9"), netip.MustParseAddr("10.2.0.99"), netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("10.1.1.2")}
 	for _, src := range spoofed {

@@ -139,6 +139,8 @@ func restartNeeded(a, b *config.Gateway) string {
 		return "interfaces changed"
 	case !slices.Equal(a.Protected, b.Protected):
 		return "protected prefixes changed (they are loaded into the XDP program)"
+	case !sameUnprotected(a, b):
+		return "the clear text discarded changed (policies or fail_closed: loaded into the XDP program and nftables)"
 	}
 	var an, bn []string
 	for _, t := range a.Tunnels {
