@@ -9,6 +9,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/esp/reasm"
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/internal/show"
 	"github.com/espxdp/espxdp/sa"
@@ -20,9 +21,9 @@ const (
 	// dataOff is where a packet's IP header starts in its buffer: room
 	// for a link-layer header and the largest outer headers in front.
 	dataOff = maxLinkHeader + esp.MaxHeadroom
-	// bufSize holds any IP packet with that headroom and the tailroom
-	// any transform needs.
-	bufSize = dataOff + 65535 + esp.MaxTailroom
+	// bufSize holds any IP packet (a reassembled IPv6 one is 65535 + 40
+	// bytes) with that headroom and the tailroom any transform needs.
+	bufSize = dataOff + reasm.MaxIPv6Len + esp.MaxTailroom
 )
 
 // pcapCounters are the pcap commands' own counters, besides the SAs'.
@@ -31,10 +32,12 @@ type pcapCounters struct {
 	notIP, truncated uint64 // frames skipped before the processor
 	control, bypass  uint64 // IKE / keepalives, bypassed packets: not written
 	other            uint64 // any other verdict
+	// ra reassembles outer fragments before decryption (nil: encrypt).
+	ra *reasm.Reassembler
 }
 
 func (c *pcapCounters) list() []show.Counter {
-	return []show.Counter{
+	l := []show.Counter{
 		{Name: "packets read", Value: c.read},
 		{Name: "packets written", Value: c.written},
 		{Name: "skipped (not IP)", Value: c.notIP},
@@ -43,6 +46,10 @@ func (c *pcapCounters) list() []show.Counter {
 		{Name: "bypass (not written)", Value: c.bypass},
 		{Name: "other verdicts (not written)", Value: c.other},
 	}
+	if c.ra != nil {
+		l = append(l, reasmCounters(c.ra)...)
+	}
+	return l
 }
 
 // batch is the reusable state of a pcap run: one buffer per packet slot,
@@ -56,6 +63,7 @@ type batch struct {
 	hdrs [batchSize][maxLinkHeader]byte
 	hlen [batchSize]int
 	n    int
+	ra   *reasm.Reassembler // outer reassembly (decrypt only)
 }
 
 func newBatch(lt layers.LinkType) *batch {
@@ -99,6 +107,12 @@ func (b *batch) fill(in *pcapIn, cnt *pcapCounters, trim bool, tun *sa.Tunnel) (
 				continue
 			}
 			ip = ip[:n]
+		}
+		if b.ra != nil {
+			var ok bool
+			if ip, ok = b.reassemble(ip, ci); !ok {
+				continue
+			}
 		}
 		i := b.n
 		copy(b.hdrs[i][:], data[:hl])
@@ -250,7 +264,7 @@ func cmdPcapDecrypt(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var cnt pcapCounters
+	cnt := pcapCounters{ra: newPcapReassembler()}
 	if err := runPcap(f, proc, &cnt, false, nil); err != nil {
 		return err
 	}
@@ -279,6 +293,7 @@ func runPcap(f *pcapFlags, proc *sa.Processor, cnt *pcapCounters, encrypt bool, 
 		return err
 	}
 	b := newBatch(in.lt)
+	b.ra = cnt.ra
 	w := proc.Worker(0)
 	for {
 		more, err := b.fill(in, cnt, encrypt, tun)
