@@ -1,0 +1,176 @@
+//go:build linux
+
+package xdp
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/espxdp/espxdp/esp/reasm"
+	"github.com/espxdp/espxdp/internal/netns"
+)
+
+// fragment4 splits an IPv4 packet into fragments carrying size bytes of
+// its payload each (a multiple of 8; the last carries the rest), with
+// identification id and DF clear.
+func fragment4(p []byte, id uint16, size int) [][]byte {
+	hl := int(p[0]&0x0f) * 4
+	data := p[hl:]
+	var out [][]byte
+	for off := 0; off < len(data); off += size {
+		n := min(size, len(data)-off)
+		f := make([]byte, hl+n)
+		copy(f, p[:hl])
+		copy(f[hl:], data[off:off+n])
+		binary.BigEndian.PutUint16(f[2:], uint16(len(f)))
+		binary.BigEndian.PutUint16(f[4:], id)
+		fo := uint16(off / 8)
+		if off+n < len(data) {
+			fo |= 0x2000 // MF
+		}
+		binary.BigEndian.PutUint16(f[6:], fo)
+		f[10], f[11] = 0, 0
+		binary.BigEndian.PutUint16(f[10:], csum(f[:hl]))
+		out = append(out, f)
+	}
+	return out
+}
+
+// sendRawESP4 sends payload (an ESP packet) as IPv4 protocol 50 from ns
+// with a kernel-built header: the kernel fragments it when it exceeds the
+// link MTU.
+func sendRawESP4(ns *netns.NS, dst netip.Addr, payload []byte) error {
+	return ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ESP)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT); err != nil {
+			return err
+		}
+		return unix.Sendto(fd, payload, 0, &unix.SockaddrInet4{Addr: dst.As4()})
+	})
+}
+
+// TestEngineReassembly: with EngineConfig.Reassembly, ESP and ESP-in-UDP
+// fragmented on the outer path reach the workers (bpf SteerFragments),
+// are reassembled and decrypted: fragments built here and sent in order,
+// reversed and shuffled (one with a duplicate), and packets too big for
+// the link fragmented by the sender's kernel (raw ESP and NAT-T over a
+// UDP socket). An overlapping set is dropped and counted.
+func TestEngineReassembly(t *testing.T) {
+	requireNet(t)
+	n := newEngNet(t)
+	// Decrypted packets larger than 1500 bytes leave on the plaintext
+	// side.
+	n.nsE.IP(t, "link", "set", n.p.A.Name, "mtu", "3000")
+	n.nsP.IP(t, "link", "set", n.p.B.Name, "mtu", "3000")
+	s := newEngSAs(t, n)
+	cfg := n.config(s)
+	cfg.Reassembly = &reasm.Config{MaxSets: 8}
+	e := startEngine(t, n, cfg)
+	capP := newCapture(t, n.p.B)
+	rng := rand.New(rand.NewPCG(4, 303))
+
+	// Built here: 3 to 4 fragments each.
+	const count = 12
+	var inner, innerN [][]byte
+	for i := range count {
+		inner = append(inner, innerUDP(n.remote, n.pP, uint16(i), 900+40*i))
+		innerN = append(innerN, innerUDP(n.remote, n.pP, uint16(100+i), 1000+30*i))
+	}
+	espPkts := encryptScapy(t, scapySA(spiIn, n, false), inner, 1)
+	nattPkts := encryptScapy(t, scapySA(spiInNATT, n, true), innerN, 1)
+	sent := 0
+	for i := range count {
+		for j, p := range [][]byte{espPkts[i], nattPkts[i]} {
+			fs := fragment4(p, uint16(2*i+j+1), 400)
+			switch i % 4 {
+			case 1:
+				for a, b := 0, len(fs)-1; a < b; a, b = a+1, b-1 {
+					fs[a], fs[b] = fs[b], fs[a]
+				}
+			case 2:
+				rng.Shuffle(len(fs), func(a, b int) { fs[a], fs[b] = fs[b], fs[a] })
+			case 3:
+				fs = append(fs[:2], append([][]byte{fs[0]}, fs[2:]...)...) // a duplicate
+			}
+			n.send(t, fs...)
+			sent += len(fs)
+		}
+	}
+	// An overlapping set: its second fragment moved 8 bytes back.
+	extra := encryptScapy(t, scapySA(spiIn, n, false), [][]byte{innerUDP(n.remote, n.pP, 999, 1000)}, 500)
+	fs := fragment4(extra[0], 999, 400)
+	fo := binary.BigEndian.Uint16(fs[1][6:])
+	binary.BigEndian.PutUint16(fs[1][6:], fo-1)
+	fs[1][10], fs[1][11] = 0, 0
+	binary.BigEndian.PutUint16(fs[1][10:], csum(fs[1][:20]))
+	n.send(t, fs[:2]...)
+	sent += 2
+
+	// Fragmented by the kernel of the sender.
+	const big = 3
+	var innerB, innerBN [][]byte
+	for i := range big {
+		innerB = append(innerB, innerUDP(n.remote, n.pP, uint16(200+i), 2400+100*i))
+		innerBN = append(innerBN, innerUDP(n.remote, n.pP, uint16(300+i), 2500+100*i))
+	}
+	bigESP := encryptScapy(t, scapySA(spiIn, n, false), innerB, 1000)
+	bigNATT := encryptScapy(t, scapySA(spiInNATT, n, true), innerBN, 1000)
+	for i := range big {
+		if err := sendRawESP4(n.nsC, n.eC, bigESP[i][20:]); err != nil {
+			t.Fatal(err)
+		}
+		if err := sendUDP(n.nsC, netip.AddrPortFrom(n.pC, 4500), netip.AddrPortFrom(n.eC, 4500), bigNATT[i][28:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	want := 2*count + 2*big
+	got := capP.collect(want, 5*time.Second, fromTo(17, n.remote, n.pP))
+	st := e.Stats()
+	if len(got) != want {
+		t.Fatalf("got %d decrypted packets, want %d; worker %+v program %+v", len(got), want, st.Workers[0], st.CipherProgram)
+	}
+	wantSet := map[string]bool{}
+	for _, l := range [][][]byte{inner, innerN, innerB, innerBN} {
+		for _, p := range l {
+			wantSet[string(p)] = true
+		}
+	}
+	for i, f := range got {
+		if !wantSet[string(f[14:])] {
+			t.Errorf("packet %d (%d bytes) is not one of the originals", i, len(f)-14)
+		}
+		delete(wantSet, string(f[14:]))
+	}
+	w := st.Workers[0]
+	r := w.Reassembly
+	if r.Reassembled != uint64(want) || r.Overlap != 1 || r.Duplicates != count/4*2 || !r.Balanced() || w.ReasmNoFrame != 0 {
+		t.Errorf("reassembly stats %+v (no frame %d)", r, w.ReasmNoFrame)
+	}
+	if st.CipherProgram.FragmentRedirected < uint64(sent+4*big) || st.CipherProgram.FragmentPassed != 0 {
+		t.Errorf("program: %d fragments redirected (want >= %d), %d passed", st.CipherProgram.FragmentRedirected, sent+4*big, st.CipherProgram.FragmentPassed)
+	}
+	if w.Decrypted != uint64(want) || w.SADrops != 0 {
+		t.Errorf("worker %+v", w)
+	}
+	if ss := s.in.Stats(); ss.DecapsPkts != count+big {
+		t.Errorf("SA %x: decaps %d, want %d", spiIn, ss.DecapsPkts, count+big)
+	}
+	if ss := s.inN.Stats(); ss.DecapsPkts != count+big {
+		t.Errorf("SA %x: decaps %d, want %d", spiInNATT, ss.DecapsPkts, count+big)
+	}
+	if bytes.Equal(got[0][:6], n.p.A.MAC) {
+		t.Error("decrypted packet sent to ourselves")
+	}
+	checkFrames(t, e)
+}
