@@ -134,10 +134,13 @@ type EngineConfig struct {
 	// longer than a frame's room (FrameSize − DataOffset) is dropped
 	// (ReasmNoFrame): its inner packet would not fit a frame on the
 	// plaintext side either. Fragments of one packet must arrive on one
-	// queue (NICs hash fragments by addresses only). Reassembled UDP that
-	// is not NAT-T is not handed back to the kernel; the SA processor
-	// counts it. Nil: fragments pass to the kernel, which cannot decrypt
-	// them (see package bpf).
+	// queue (NICs hash fragments by addresses only). Reassembled packets
+	// that are not ESP are not handed back to the kernel: IKE behind the
+	// non-ESP marker goes to Control (dropped without it), UDP to other
+	// ports is dropped by the SA processor (DropNotESP); an IKE daemon
+	// behind this engine should use IKEv2 fragmentation (RFC 7383) so
+	// that IKE is never IP-fragmented. Nil: fragments pass to the kernel,
+	// which cannot decrypt them (see package bpf).
 	Reassembly *reasm.Config
 }
 
