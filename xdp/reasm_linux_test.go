@@ -14,6 +14,7 @@ import (
 
 	"github.com/espxdp/espxdp/esp/reasm"
 	"github.com/espxdp/espxdp/internal/netns"
+	"github.com/espxdp/espxdp/internal/race"
 )
 
 // fragment4 splits an IPv4 packet into fragments carrying size bytes of
@@ -173,4 +174,81 @@ func TestEngineReassembly(t *testing.T) {
 		t.Error("decrypted packet sent to ourselves")
 	}
 	checkFrames(t, e)
+}
+
+// TestEngineReassemblyLoadAlloc drives a worker's load with a
+// reassembler on frames of a UMEM (no sockets, no privileges): fragment
+// frames are freed, the one completing a packet carries the reassembled
+// packet where its data started (room for the new Ethernet header in
+// front), a packet too big for a frame is a counted drop, and none of it
+// allocates.
+func TestEngineReassemblyLoadAlloc(t *testing.T) {
+	u, err := NewUMEM(UMEMConfig{NumFrames: 64, FillSize: 32, CompletionSize: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	ew := &engineWorker{e: &Engine{}, rt: &engineRun{u: u, epoch: time.Now()}, ra: reasm.New(reasm.Config{})}
+	src, dst := netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.1")
+	whole := ipv4(src, dst, 50, 0, espPayload(0x1001, 1, 1200))
+	plain := ipv4(src, dst, 50, 0, espPayload(0x1001, 2, 100))
+	huge := ipv4(src, dst, 50, 0, espPayload(0x1001, 3, u.FrameSize()))
+	macA, macB := []byte{2, 0, 0, 0, 0, 1}, []byte{2, 0, 0, 0, 0, 2}
+	var frames [][]byte
+	wf := fragment4(whole, 7, 400)
+	last := len(wf) - 1 // completes the packet
+	for _, f := range wf {
+		frames = append(frames, ether(macA, macB, 0x0800, f))
+	}
+	frames = append(frames, ether(macA, macB, 0x0800, plain))
+	for _, f := range fragment4(huge, 8, 1480) {
+		frames = append(frames, ether(macA, macB, 0x0800, f))
+	}
+	descs := make([]Desc, len(frames))
+	if u.Alloc(descs) != len(frames) {
+		t.Fatal("no frames")
+	}
+	load := func() int {
+		for i, f := range frames {
+			buf, off := u.Frame(descs[i])
+			copy(buf[off:], f)
+			descs[i].Len = uint32(len(f))
+			ew.rx[i] = descs[i]
+		}
+		ew.nFree = 0
+		return ew.load(len(frames), ew.ra)
+	}
+	k := load()
+	if k != 2 || ew.nFree != len(frames)-2 {
+		t.Fatalf("batch of %d, %d frames freed", k, ew.nFree)
+	}
+	if p := &ew.pk[0]; !bytes.Equal(p.Data(), wholeNoDF(whole)) {
+		t.Errorf("reassembled packet differs:\n got %x\nwant %x", p.Data(), wholeNoDF(whole))
+	} else if _, off := u.Frame(descs[last]); p.Off != off || p.Meta != descs[last].Addr&^u.frameMask {
+		t.Errorf("reassembled packet at %d in frame %#x, want %d in the last fragment's frame %#x", p.Off, p.Meta, off, descs[last].Addr&^u.frameMask)
+	}
+	if p := &ew.pk[1]; !bytes.Equal(p.Data(), plain) {
+		t.Error("non-fragment changed")
+	}
+	if ew.c.reasmNoFrame.Load() != 1 || ew.reasmStats().Reassembled != 2 {
+		t.Errorf("no frame %d, stats %+v", ew.c.reasmNoFrame.Load(), ew.reasmStats())
+	}
+	if race.Enabled {
+		return
+	}
+	if allocs := testing.AllocsPerRun(50, func() { load() }); allocs != 0 {
+		t.Errorf("%v allocations per batch", allocs)
+	}
+}
+
+// wholeNoDF is what reassembling fragment4's fragments of p gives: p
+// with identification 7, DF clear (fragment4 clears it) and its checksum
+// fixed.
+func wholeNoDF(p []byte) []byte {
+	q := bytes.Clone(p)
+	binary.BigEndian.PutUint16(q[4:], 7)
+	q[6] &^= 0x40
+	q[10], q[11] = 0, 0
+	binary.BigEndian.PutUint16(q[10:], csum(q[:20]))
+	return q
 }
