@@ -6,15 +6,19 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/esp/reasm"
 	"github.com/espxdp/espxdp/internal/netns"
 	"github.com/espxdp/espxdp/internal/race"
+	"github.com/espxdp/espxdp/internal/scapypeer"
+	"github.com/espxdp/espxdp/sa"
 )
 
 // fragment4 splits an IPv4 packet into fragments carrying size bytes of
@@ -251,4 +255,144 @@ func wholeNoDF(p []byte) []byte {
 	q[10], q[11] = 0, 0
 	binary.BigEndian.PutUint16(q[10:], csum(q[:20]))
 	return q
+}
+
+// fragment6 splits an IPv6 packet without extension headers into
+// fragments of size bytes of its payload each (a multiple of 8), with a
+// hop-by-hop options header (PadN) before the fragment header if hbh.
+func fragment6(p []byte, id uint32, size int, hbh bool) [][]byte {
+	data := p[40:]
+	unf := 40
+	if hbh {
+		unf = 48
+	}
+	var out [][]byte
+	for off := 0; off < len(data); off += size {
+		n := min(size, len(data)-off)
+		f := make([]byte, unf+8+n)
+		copy(f, p[:40])
+		fh := f[unf:]
+		if hbh {
+			f[6] = 0
+			f[40], f[41], f[42], f[43] = 44, 0, 1, 4 // next header, length, PadN of 4
+		} else {
+			f[6] = 44
+		}
+		fh[0] = p[6]
+		fo := uint16(off/8) << 3
+		if off+n < len(data) {
+			fo |= 1
+		}
+		binary.BigEndian.PutUint16(fh[2:], fo)
+		binary.BigEndian.PutUint32(fh[4:], id)
+		copy(f[unf+8:], data[off:off+n])
+		binary.BigEndian.PutUint16(f[4:], uint16(len(f)-40))
+		out = append(out, f)
+	}
+	return out
+}
+
+// sendFrames sends Ethernet frames out of link l with a packet socket.
+func sendFrames(l *netns.Link, frames ...[]byte) error {
+	return l.NS.Do(func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		ifi, err := net.InterfaceByName(l.Name)
+		if err != nil {
+			return err
+		}
+		for _, f := range frames {
+			if err := unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// TestEngineReassemblyIPv6: IPv6 ESP fragmented by the sender's kernel,
+// and fragments built here behind a hop-by-hop header (in order and
+// reversed), are reassembled by the engine and decrypted.
+func TestEngineReassemblyIPv6(t *testing.T) {
+	requireNet(t)
+	n := newEngNet(t)
+	n.nsE.IP(t, "link", "set", n.p.A.Name, "mtu", "3000")
+	n.nsP.IP(t, "link", "set", n.p.B.Name, "mtu", "3000")
+	eC6, pC6 := netip.MustParseAddr("2001:db8:c::1"), netip.MustParseAddr("2001:db8:c::2")
+	n.c.A.AddAddr(t, netip.PrefixFrom(eC6, 64))
+	n.c.B.AddAddr(t, netip.PrefixFrom(pC6, 64))
+	n.c.A.SetNeighbour(t, pC6, n.c.B.MAC)
+	n.c.B.SetNeighbour(t, eC6, n.c.A.MAC)
+	s := newEngSAs(t, n)
+	const spi6 = 0x1006
+	in6, err := sa.New(sa.Config{Name: "in6", SPI: spi6, Direction: sa.In, Mode: esp.Tunnel, Local: pC6, Remote: eC6,
+		Transform: esp.MustParseTransform("aes128gcm16"), Key: engKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.sad.Add(in6); err != nil {
+		t.Fatal(err)
+	}
+	cfg := n.config(s)
+	cfg.Reassembly = &reasm.Config{}
+	e := startEngine(t, n, cfg)
+	capP := newCapture(t, n.p.B)
+
+	sa6 := scapypeer.SA{SPI: spi6, CryptAlgo: "AES-GCM", CryptKey: engKey, CryptICVSize: 16,
+		Tunnel: true, TunnelSrc: pC6.String(), TunnelDst: eC6.String()}
+	const count = 4
+	var inner [][]byte
+	for i := range count {
+		inner = append(inner, innerUDP(n.remote, n.pP, uint16(600+i), 1800+200*i))
+	}
+	outer := encryptScapy(t, sa6, inner, 1)
+	for i, p := range outer {
+		if i%2 == 0 {
+			if err := sendESP6(n.nsC, eC6, p[40:]); err != nil { // fragmented by the kernel
+				t.Fatal(err)
+			}
+			continue
+		}
+		fs := fragment6(p, uint32(i), 600, true)
+		if i == 3 {
+			for a, b := 0, len(fs)-1; a < b; a, b = a+1, b-1 {
+				fs[a], fs[b] = fs[b], fs[a]
+			}
+		}
+		for j, f := range fs {
+			fs[j] = ether(n.c.A.MAC, n.c.B.MAC, 0x86dd, f)
+		}
+		if err := sendFrames(n.c.B, fs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := capP.collect(count, 5*time.Second, fromTo(17, n.remote, n.pP))
+	st := e.Stats()
+	if len(got) != count {
+		t.Fatalf("got %d decrypted packets, want %d; worker %+v program %+v", len(got), count, st.Workers[0], st.CipherProgram)
+	}
+	want := map[string]bool{}
+	for _, p := range inner {
+		want[string(p)] = true
+	}
+	for i, f := range got {
+		if !want[string(f[14:])] {
+			t.Errorf("packet %d is not one of the originals", i)
+		}
+		delete(want, string(f[14:]))
+	}
+	if r := st.Workers[0].Reassembly; r.Reassembled != count || !r.Balanced() {
+		t.Errorf("reassembly stats %+v", r)
+	}
+	// At least two fragments per packet from the kernel, four from here.
+	if fr := st.CipherProgram.FragmentRedirected; fr < 2*2+2*4 {
+		t.Errorf("%d fragments redirected", fr)
+	}
+	if ss := in6.Stats(); ss.DecapsPkts != count {
+		t.Errorf("decaps %d, want %d", ss.DecapsPkts, count)
+	}
+	checkFrames(t, e)
 }
