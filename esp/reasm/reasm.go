@@ -193,6 +193,15 @@ type set struct {
 
 // Reassembler reassembles the fragments of one worker. It is not safe for
 // concurrent use.
+//
+// Invariants (between calls; the tests check them through Stats after
+// every call of random operation sequences):
+//   - used[i] holds for at most MaxSets slots, and no two used slots
+//     have the same key: a fragment joins the set of its key or starts
+//     one;
+//   - mem is the sum of the used sets' have, and mem <= MaxMemory: a
+//     fragment is only copied in after room was made for it;
+//   - every fragment given to Add is counted exactly once (Stats.Balanced).
 type Reassembler struct {
 	cfg   Config
 	keys  []key  // keys[i] is the key of sets[i] when used[i]
