@@ -19,6 +19,22 @@ func check(t testing.TB, r *Reassembler) Stats {
 	if s.Bytes > uint64(r.cfg.MaxMemory) || s.Sets > uint64(r.cfg.MaxSets) {
 		t.Fatalf("bounds exceeded: %+v with %+v", s, r.cfg)
 	}
+	// White box: one set per key, and mem is what the sets hold.
+	have := 0
+	for i, u := range r.used {
+		if !u {
+			continue
+		}
+		have += r.sets[i].have
+		for j := i + 1; j < len(r.used); j++ {
+			if r.used[j] && r.keys[j] == r.keys[i] {
+				t.Fatalf("slots %d and %d have the same key", i, j)
+			}
+		}
+	}
+	if have != r.mem {
+		t.Fatalf("sets hold %d bytes, mem says %d", have, r.mem)
+	}
 	return s
 }
 
