@@ -59,9 +59,13 @@
 //
 // Outer IP fragments (IPv4 with MF set or a non-zero offset; IPv6 with a
 // fragment header that is not an atomic fragment) are passed to the
-// kernel by default and counted as FragmentPassed: the kernel reassembles
-// them and delivers ESP to its own xfrm stack or NAT-T to the UDP
-// socket, so nothing is lost, but such traffic bypasses the fast path.
+// kernel by default and counted as FragmentPassed. The kernel reassembles
+// them, but then hands ESP to its own xfrm stack, which has no state for
+// the SAs that user space holds, and NAT-T to whatever UDP socket is
+// bound to the port (at most a plain socket that sees a datagram, not
+// ESP): the packets are lost. Fragmented ESP is only decrypted when it is
+// steered to user space and reassembled there (package esp/reasm, RFC
+// 4303 §3.4.1), as below.
 //
 // With Options.SteerFragments, fragments whose protocol is ESP or UDP (to
 // a local address), or that go to a protected prefix in Plaintext mode,

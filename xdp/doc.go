@@ -163,7 +163,10 @@
 //
 // A worker's loop, in batches of up to BatchSize:
 //
-//	ciphertext RX → strip Ethernet (and up to two VLAN tags) → Worker.Inbound
+//	ciphertext RX → strip Ethernet (and up to two VLAN tags)
+//	    [Reassembly: outer fragment → the worker's reasm.Reassembler;
+//	     its frame freed, or, for the fragment completing a packet, the
+//	     reassembled packet copied into it] → Worker.Inbound
 //	    OK      → [DecrementTTL, ClampMSS] → new Ethernet header in front
 //	              → plaintext TX (or Deliver)
 //	    Control → ControlFunc, if set, else dropped (counted)

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/espxdp/espxdp/bpf"
+	"github.com/espxdp/espxdp/esp/reasm"
 	"github.com/espxdp/espxdp/sa"
 )
 
@@ -126,6 +127,25 @@ type EngineConfig struct {
 	// worker's ICMP errors: ICMPRate per second, bursts of ICMPBurst
 	// (0: 100 and 20).
 	ICMPRate, ICMPBurst int
+
+	// Reassembly, if set, turns on outer reassembly before ESP
+	// processing (RFC 4303 §3.4.1): the ciphertext-side XDP program
+	// steers outer fragments of ESP and UDP to the queue's socket
+	// (bpf.Options.SteerFragments) and each worker reassembles them with
+	// its own reasm.Reassembler, bounded by this configuration (zero
+	// fields: reasm's defaults). A reassembled packet is copied into the
+	// frame of the fragment that completed it and processed there, so one
+	// longer than a frame's room (FrameSize − DataOffset) is dropped
+	// (ReasmNoFrame): its inner packet would not fit a frame on the
+	// plaintext side either. Fragments of one packet must arrive on one
+	// queue (NICs hash fragments by addresses only). Reassembled packets
+	// that are not ESP are not handed back to the kernel: IKE behind the
+	// non-ESP marker goes to Control (dropped without it), UDP to other
+	// ports is dropped by the SA processor (DropNotESP); an IKE daemon
+	// behind this engine should use IKEv2 fragmentation (RFC 7383) so
+	// that IKE is never IP-fragmented. Nil: fragments pass to the kernel,
+	// which cannot decrypt them (see package bpf).
+	Reassembly *reasm.Config
 }
 
 func (c EngineConfig) normalize() (EngineConfig, error) {
@@ -266,6 +286,11 @@ type EngineWorkerStats struct {
 	// Sent: packets queued by Engine.Send; SendFull: packets Send could
 	// not queue (no free frame, queue full, bad length).
 	Sent, SendFull uint64
+	// Reassembly: the worker's outer reassembly counters (with
+	// EngineConfig.Reassembly); ReasmNoFrame: reassembled packets
+	// dropped because they do not fit a frame.
+	Reassembly   reasm.Stats
+	ReasmNoFrame uint64
 }
 
 // EngineStats is a snapshot of an Engine's counters. Per-SA counters

@@ -17,6 +17,7 @@ import (
 
 	"github.com/espxdp/espxdp/bpf"
 	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/esp/reasm"
 	"github.com/espxdp/espxdp/internal/inet"
 	"github.com/espxdp/espxdp/sa"
 )
@@ -83,6 +84,13 @@ type engineWorker struct {
 	srcHead int
 	srcN    atomic.Int32
 	wfd     int
+
+	// ra reassembles outer fragments (EngineConfig.Reassembly); only the
+	// worker uses it. raSnap is its counters as of the last batch that
+	// touched it, for Stats on other goroutines.
+	ra     *reasm.Reassembler
+	raMu   sync.Mutex
+	raSnap reasm.Stats
 }
 
 // srcQueueLen is the capacity of a worker's Send queue.
@@ -91,7 +99,7 @@ const srcQueueLen = 1024
 type engCounters struct {
 	cipherRX, decrypted, plainRX, encrypted, bypassed, control, controlDropped,
 	saDrops, mtuDrops, notIP, noRoom, txFull, handedOff, sleeps, sent, sendFull,
-	mssClamped, ttlExpired, icmpSent, icmpRateLimited, icmpNotSent atomic.Uint64
+	mssClamped, ttlExpired, icmpSent, icmpRateLimited, icmpNotSent, reasmNoFrame atomic.Uint64
 }
 
 // tokenBucket limits a worker's ICMP errors: rate tokens per second up
@@ -185,7 +193,7 @@ func (e *Engine) Start() (err error) {
 		return err
 	}
 	rt.progC, err = bpf.Load(bpf.Options{NATTPort: cfg.NATTPort, LocalAddrs: cfg.LocalAddrs, Queues: cfg.Queues,
-		Unprotected: cfg.Unprotected})
+		Unprotected: cfg.Unprotected, SteerFragments: cfg.Reassembly != nil})
 	if err != nil {
 		return err
 	}
@@ -200,6 +208,9 @@ func (e *Engine) Start() (err error) {
 		ew := &engineWorker{e: e, rt: rt, q: q, w: cfg.Processor.Worker(q), done: make(chan struct{}), wfd: -1,
 			icmp: newTokenBucket(cfg.ICMPRate, cfg.ICMPBurst)}
 		rt.workers = append(rt.workers, ew)
+		if cfg.Reassembly != nil {
+			ew.ra = reasm.New(*cfg.Reassembly)
+		}
 		if ew.wfd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 			ew.wfd = -1
 			return fmt.Errorf("xdp: eventfd: %w", err)
@@ -370,6 +381,7 @@ func (e *Engine) statsLocked() EngineStats {
 			Sleeps: c.sleeps.Load(), Sent: c.sent.Load(), SendFull: c.sendFull.Load(),
 			MSSClamped: c.mssClamped.Load(), TTLExpired: c.ttlExpired.Load(), ICMPSent: c.icmpSent.Load(),
 			ICMPRateLimited: c.icmpRateLimited.Load(), ICMPNotSent: c.icmpNotSent.Load(),
+			Reassembly: ew.reasmStats(), ReasmNoFrame: c.reasmNoFrame.Load(),
 		})
 		s, _ := ew.cs.Stats()
 		st.CipherSockets = append(st.CipherSockets, s)
@@ -410,6 +422,11 @@ func (ew *engineWorker) run(ready chan<- error) {
 		}
 		idle++
 		if cfg.IdleSpins >= 0 && idle > cfg.IdleSpins {
+			if ew.ra != nil {
+				// Sets that will not complete give their memory back.
+				ew.ra.Expire(int64(time.Since(ew.rt.epoch)))
+				ew.publishReasm()
+			}
 			ew.sleep()
 			idle = 0
 		}
@@ -436,7 +453,7 @@ func (ew *engineWorker) step(refill bool) int {
 	if n := cs.Receive(ew.rx[:bs]); n > 0 {
 		ew.c.cipherRX.Add(uint64(n))
 		total += n
-		k := ew.load(n)
+		k := ew.load(n, ew.ra)
 		ew.w.Inbound(ew.pk[:k])
 		for i := range k {
 			ew.finish(&ew.pk[i], sa.In)
@@ -447,7 +464,7 @@ func (ew *engineWorker) step(refill bool) int {
 		if n := ps.Receive(ew.rx[:bs]); n > 0 {
 			ew.c.plainRX.Add(uint64(n))
 			total += n
-			ew.outbound(ew.load(n))
+			ew.outbound(ew.load(n, nil))
 		}
 	}
 	if ew.srcN.Load() > 0 {
@@ -500,23 +517,74 @@ func l2Len(frame []byte) int {
 }
 
 // load turns the n received descriptors into SA packets past their L2
-// header; frames without IP are freed. It returns the batch length.
-func (ew *engineWorker) load(n int) int {
+// header; frames without IP are freed. With a reassembler ra (ciphertext
+// side), fragments go to it: their frames are freed, except the one that
+// completes a packet, which receives the reassembled packet (see
+// reassembled). It returns the batch length.
+func (ew *engineWorker) load(n int, ra *reasm.Reassembler) int {
 	u := ew.rt.u
 	k := 0
+	now, frags := int64(-1), false
 	for _, d := range ew.rx[:n] {
 		buf, off := u.Frame(d)
 		h := l2Len(buf[off : off+int(d.Len)])
 		if h == 0 {
 			ew.c.notIP.Add(1)
-			ew.free[ew.nFree] = d
-			ew.nFree++
+			ew.queueFree(d)
 			continue
 		}
-		ew.pk[k] = sa.Packet{Buf: buf, Off: off + h, Len: int(d.Len) - h, Meta: d.Addr &^ u.frameMask}
+		p := sa.Packet{Buf: buf, Off: off + h, Len: int(d.Len) - h, Meta: d.Addr &^ u.frameMask}
+		if ra != nil {
+			if now < 0 {
+				now = int64(time.Since(ew.rt.epoch))
+			}
+			out, res := ra.Add(buf[p.Off:p.Off+p.Len], now)
+			if res != reasm.NotFragment {
+				frags = true
+				if res != reasm.Complete || !ew.reassembled(&p, off, out) {
+					ew.queueFree(d)
+					continue
+				}
+			}
+		}
+		ew.pk[k] = p
 		k++
 	}
+	if frags {
+		ew.publishReasm()
+	}
 	return k
+}
+
+// reassembled puts the reassembled packet out (valid until the next Add)
+// into the frame of p, the fragment that completed it, where the frame's
+// data starts (off, with the headroom for the new Ethernet header before
+// it), and points p at it. It reports false, counted, when the packet
+// does not fit the frame.
+func (ew *engineWorker) reassembled(p *sa.Packet, off int, out []byte) bool {
+	if len(out) > len(p.Buf)-off {
+		ew.c.reasmNoFrame.Add(1)
+		return false
+	}
+	// copy is a memmove: out may lie in this frame (an IPv6 atomic
+	// fragment, whose fragment header Add removed in place).
+	p.Off, p.Len = off, copy(p.Buf[off:], out)
+	return true
+}
+
+// publishReasm copies the reassembler's counters for Stats.
+func (ew *engineWorker) publishReasm() {
+	s := ew.ra.Stats()
+	ew.raMu.Lock()
+	ew.raSnap = s
+	ew.raMu.Unlock()
+}
+
+// reasmStats returns the counters published by the worker.
+func (ew *engineWorker) reasmStats() reasm.Stats {
+	ew.raMu.Lock()
+	defer ew.raMu.Unlock()
+	return ew.raSnap
 }
 
 // outbound encrypts the k packets in ew.pk (plaintext RX or Send):

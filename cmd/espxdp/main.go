@@ -22,7 +22,11 @@
 // type and timestamps; LINKTYPE_IPV4 and LINKTYPE_IPV6 input is written
 // as LINKTYPE_RAW, since the output may mix families. Dropped packets are
 // counted by reason and never written. pcap decrypt handles one NAT-T
-// port (the inbound SAs' local_port).
+// port (the inbound SAs' local_port). It reassembles outer IP fragments
+// before decryption (package esp/reasm, 30 s of capture time per set):
+// a reassembled packet is written with the link header and timestamp of
+// its last fragment, and the summary counts fragments, reassembled
+// packets and dropped fragments or sets by reason.
 package main
 
 import (

@@ -10,6 +10,7 @@ import (
 
 	"github.com/espxdp/espxdp/bpf"
 	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/esp/reasm"
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/internal/show"
 	"github.com/espxdp/espxdp/sa"
@@ -21,9 +22,9 @@ const (
 	// dataOff is where a packet's IP header starts in its buffer: room
 	// for a link-layer header and the largest outer headers in front.
 	dataOff = maxLinkHeader + esp.MaxHeadroom
-	// bufSize holds any IP packet with that headroom and the tailroom
-	// any transform needs.
-	bufSize = dataOff + 65535 + esp.MaxTailroom
+	// bufSize holds any IP packet (a reassembled IPv6 one is 65535 + 40
+	// bytes) with that headroom and the tailroom any transform needs.
+	bufSize = dataOff + reasm.MaxIPv6Len + esp.MaxTailroom
 )
 
 // pcapCounters are the pcap commands' own counters, besides the SAs'.
@@ -35,10 +36,12 @@ type pcapCounters struct {
 	// Clear text a gateway of this configuration would discard, or
 	// pass under a bypass policy (pcap decrypt; see unprotCheck).
 	unprotected, unprotBypass uint64
+	// ra reassembles outer fragments before decryption (nil: encrypt).
+	ra *reasm.Reassembler
 }
 
 func (c *pcapCounters) list() []show.Counter {
-	return []show.Counter{
+	l := []show.Counter{
 		{Name: "packets read", Value: c.read},
 		{Name: "packets written", Value: c.written},
 		{Name: "skipped (not IP)", Value: c.notIP},
@@ -49,6 +52,10 @@ func (c *pcapCounters) list() []show.Counter {
 		{Name: "unprotected, would be discarded", Value: c.unprotected},
 		{Name: "unprotected, bypass policy (not written)", Value: c.unprotBypass},
 	}
+	if c.ra != nil {
+		l = append(l, reasmCounters(c.ra)...)
+	}
+	return l
 }
 
 // batch is the reusable state of a pcap run: one buffer per packet slot,
@@ -63,7 +70,8 @@ type batch struct {
 	hlen [batchSize]int
 	n    int
 
-	unprot *unprotCheck // pcap decrypt with a gateway configuration
+	unprot *unprotCheck       // pcap decrypt with a gateway configuration
+	ra     *reasm.Reassembler // outer reassembly (decrypt only)
 }
 
 func newBatch(lt layers.LinkType) *batch {
@@ -107,6 +115,12 @@ func (b *batch) fill(in *pcapIn, cnt *pcapCounters, trim bool, tun *sa.Tunnel) (
 				continue
 			}
 			ip = ip[:n]
+		}
+		if b.ra != nil {
+			var ok bool
+			if ip, ok = b.reassemble(ip, ci); !ok {
+				continue
+			}
 		}
 		if b.unprot != nil {
 			switch b.unprot.classify(ip) {
@@ -272,7 +286,7 @@ func cmdPcapDecrypt(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var cnt pcapCounters
+	cnt := pcapCounters{ra: newPcapReassembler()}
 	if err := runPcap(f, proc, &cnt, false, nil, unprot); err != nil {
 		return err
 	}
@@ -302,6 +316,7 @@ func runPcap(f *pcapFlags, proc *sa.Processor, cnt *pcapCounters, encrypt bool, 
 	}
 	b := newBatch(in.lt)
 	b.unprot = unprot
+	b.ra = cnt.ra
 	w := proc.Worker(0)
 	for {
 		more, err := b.fill(in, cnt, encrypt, tun)
