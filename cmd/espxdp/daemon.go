@@ -132,16 +132,33 @@ func addCallFlags(fs interface {
 }
 
 func (c callFlags) call(req gateway.Request) (gateway.Response, error) {
-	return gateway.Call(*c.socket, req, *c.timeout)
+	return callGateway(*c.socket, req, *c.timeout)
+}
+
+// callGateway is gateway.Call with errors that say what to do next.
+func callGateway(socket string, req gateway.Request, timeout time.Duration) (gateway.Response, error) {
+	resp, err := gateway.Call(socket, req, timeout)
+	if err == nil {
+		return resp, nil
+	}
+	switch {
+	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED):
+		err = fmt.Errorf("%w\n  no gateway listens there: start one with `espxdp run --config FILE`, or point --socket at its control socket (gateway.control in its configuration; default %s)", err, defaultSocket)
+	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+		err = fmt.Errorf("%w\n  the control socket is mode 0600 (SA keys travel over it): run this as the gateway's user or root", err)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		err = fmt.Errorf("%w\n  the gateway did not answer in time: raise --timeout, or check its log", err)
+	}
+	return resp, err
 }
 
 // cmdShowSALive is `show sa --socket S`: the running gateway's SAs.
 func cmdShowSALive(socket string, timeout time.Duration, asJSON bool, stdout io.Writer) error {
-	resp, err := gateway.Call(socket, gateway.Request{Cmd: "show-sa"}, timeout)
+	resp, err := callGateway(socket, gateway.Request{Cmd: "show-sa"}, timeout)
 	if err != nil {
 		return err
 	}
-	sres, err := gateway.Call(socket, gateway.Request{Cmd: "show-stats"}, timeout)
+	sres, err := callGateway(socket, gateway.Request{Cmd: "show-stats"}, timeout)
 	if err != nil {
 		return err
 	}
