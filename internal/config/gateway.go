@@ -52,6 +52,11 @@ type Gateway struct {
 	ICMPErrors   bool
 	Keepalive    time.Duration
 	LogDrops     time.Duration
+	// Metrics is the host:port the Prometheus /metrics endpoint listens
+	// on ("" = off); MetricsMaxSAs caps the SAs with series of their own
+	// (0 = metrics.DefaultMaxSAs).
+	Metrics       string
+	MetricsMaxSAs int
 
 	Cipher    Iface
 	Plain     *Iface
@@ -182,6 +187,7 @@ func (p *parser) list(n *yaml.Node, path string, each func(m *yaml.Node, path st
 var gatewayOptionFields = map[string]bool{
 	"control": true, "queues": true, "concurrency": true, "xdp_mode": true, "attach": true, "cpus": true,
 	"mss_clamp": true, "decrement_ttl": true, "icmp_errors": true, "keepalive": true, "log_drops": true,
+	"metrics": true, "metrics_max_sas": true,
 }
 
 func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
@@ -244,6 +250,23 @@ func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
 			g.Keepalive = p.interval(v, f)
 		case "log_drops":
 			g.LogDrops = p.interval(v, f)
+		case "metrics":
+			if t, ok := p.scalar(v, f); ok {
+				host, port, err := net.SplitHostPort(t)
+				if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || (n == 0 && port != "0") {
+					p.errorf(v.Line, f, "want host:port such as 127.0.0.1:9477, got %s", quoteShort(t))
+				} else if host == "" {
+					p.errorf(v.Line, f, "name the address to listen on (127.0.0.1:%s for this host only, [::]:%s for all), got %s", port, port, quoteShort(t))
+				}
+				g.Metrics = t
+			}
+		case "metrics_max_sas":
+			if x, ok := p.uint(v, f, 32); ok {
+				if x > 1_000_000 {
+					p.errorf(v.Line, f, "want 0 (default 1000) .. 1000000, got %d", x)
+				}
+				g.MetricsMaxSAs = int(x)
+			}
 		}
 		return true
 	})

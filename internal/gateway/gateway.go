@@ -86,6 +86,9 @@ type Gateway struct {
 	events                   chan sa.Event
 	started                  time.Time
 	reloader                 ReloadFunc
+
+	metrics     *metricsServer // metrics.go
+	eventCounts eventCounters
 }
 
 // New builds a gateway from cfg (which it keeps; don't wipe it). It
@@ -413,6 +416,9 @@ func (gw *Gateway) Start() (err error) {
 		}
 		gw.ctl = ctl
 	}
+	if err := gw.startMetrics(); err != nil {
+		return err
+	}
 	gw.wg.Add(4)
 	go gw.sweep()
 	go gw.logEvents()
@@ -479,6 +485,7 @@ func (gw *Gateway) teardown() error {
 		errs = append(errs, gw.ctl.close())
 		gw.ctl = nil
 	}
+	errs = append(errs, gw.stopMetrics())
 	if gw.eng != nil {
 		errs = append(errs, gw.eng.Stop())
 	}
@@ -622,6 +629,7 @@ func (gw *Gateway) logEvents() {
 		case <-gw.stop:
 			return
 		case e := <-gw.events:
+			gw.countEvent(e.Kind)
 			switch e.Kind {
 			case sa.EventAcquire:
 				pol := ""
