@@ -131,21 +131,25 @@ func TestVersion(t *testing.T) {
 
 // docCommand finds `espxdp WORD [WORD]` in code: WORD is lower-case
 // letters and dashes (flags start with a dash and end the match).
-var docCommand = regexp.MustCompile(`(?:^|[\s/"'(])espxdp\s+([a-z][a-z-]*)(?:\s+([a-z][a-z-]*))?`)
+var docCommand = regexp.MustCompile(`(?:^|[\s/"'(])espxdp\s+([a-z][a-z-]*)(?:\s+([a-z][a-z-]*))?(?:[\s"'),;]|$)`)
 
 // docCode returns the code of a markdown file: fenced blocks and inline
-// `spans`.
+// `spans`. Blocks fenced as ```text are program output, not commands,
+// and are left out.
 func docCode(md string) []string {
 	var out []string
-	fenced := false
+	fenced, output := false, false
 	inline := regexp.MustCompile("`([^`]+)`")
 	for _, line := range strings.Split(md, "\n") {
-		if strings.HasPrefix(strings.TrimSpace(line), "```") {
+		if fence, ok := strings.CutPrefix(strings.TrimSpace(line), "```"); ok {
 			fenced = !fenced
+			output = fenced && strings.TrimSpace(fence) == "text"
 			continue
 		}
 		if fenced {
-			out = append(out, line)
+			if !output {
+				out = append(out, line)
+			}
 			continue
 		}
 		for _, m := range inline.FindAllStringSubmatch(line, -1) {
@@ -200,7 +204,7 @@ func TestDocsUseListedCommands(t *testing.T) {
 }
 
 func TestDocCommandParser(t *testing.T) {
-	md := "text espxdp nothing\n```\nespxdp run --config x\nsudo espxdp show sa --watch\n```\nsee `go run ./cmd/espxdp pcap decrypt --in a` and `espxdp frob`\n"
+	md := "text espxdp nothing\n```\nespxdp run --config x\nsudo espxdp show sa --watch\n```\nsee `go run ./cmd/espxdp pcap decrypt --in a` and `espxdp frob`\n```text\nespxdp gateway output\n```\n`espxdp v1.2`\n"
 	var got []string
 	for _, c := range docCode(md) {
 		for _, m := range docCommand.FindAllStringSubmatch(c, -1) {

@@ -26,10 +26,18 @@ import (
 // docs/OPERATIONS.md and dist/espxdp@.service give it (setpriv names).
 var daemonCaps = []string{"net_admin", "net_raw", "bpf", "perfmon", "ipc_lock"}
 
+// goCommand is the Go toolchain's command.
+const goCommand = "go"
+
 // buildBinary builds cmd/espxdp into a directory every user can read.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	goTool := testenv.RequireCommand(t, "go")
+	// The Go toolchain that runs this test (the machine image's, not a
+	// Debian package).
+	goTool, err := exec.LookPath(goCommand)
+	if err != nil {
+		t.Fatalf("the go command that runs the tests is not in PATH: %v", err)
+	}
 	dir, err := os.MkdirTemp("", "espxdp-bin-")
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +47,8 @@ func buildBinary(t *testing.T) string {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, "espxdp")
-	cmd := exec.Command(goTool, "build", "-o", bin, ".")
+	args := []string{"build", "-o", bin, "."}
+	cmd := exec.Command(goTool, args...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -138,10 +147,14 @@ sas:
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, ipTool, "netns", "exec", gwA.Name, setpriv,
-		"--reuid=65534", "--regid=65534", "--clear-groups",
-		"--inh-caps="+caps, "--ambient-caps="+caps, "--bounding-set="+caps,
-		"--", bin, "run", "--config", cfgA, "--log-format", "json")
+	// ip netns exec NS setpriv ... espxdp run: the programs are ipTool and
+	// setpriv (found above).
+	unprivileged := func(caps string, run ...string) []string {
+		return append([]string{"netns", "exec", gwA.Name, setpriv,
+			"--reuid=65534", "--regid=65534", "--clear-groups",
+			"--inh-caps=" + caps, "--ambient-caps=" + caps, "--bounding-set=" + caps, "--", bin}, run...)
+	}
+	cmd := exec.CommandContext(ctx, ipTool, unprivileged(caps, "run", "--config", cfgA, "--log-format", "json")...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
@@ -222,10 +235,7 @@ sas:
 	// Without CAP_PERFMON the verifier refuses the program: the error
 	// names the capability and where to read about it.
 	fewer := strings.Replace(caps, ",+perfmon", "", 1)
-	res, _ := exec.CommandContext(ctx, ipTool, "netns", "exec", gwA.Name, setpriv,
-		"--reuid=65534", "--regid=65534", "--clear-groups",
-		"--inh-caps="+fewer, "--ambient-caps="+fewer, "--bounding-set="+fewer,
-		"--", bin, "run", "--config", cfgA).CombinedOutput()
+	res, _ := exec.CommandContext(ctx, ipTool, unprivileged(fewer, "run", "--config", cfgA)...).CombinedOutput()
 	if s := string(res); !strings.Contains(s, "capabilities missing") || !strings.Contains(s, "CAP_PERFMON (") || !strings.Contains(s, "docs/OPERATIONS.md") {
 		t.Errorf("start without CAP_PERFMON:\n%s", s)
 	}

@@ -144,10 +144,15 @@ func (gw *Gateway) serveConn(c net.Conn) {
 	}
 	var req Request
 	if err := json.Unmarshal(line, &req); err != nil {
-		writeResponse(c, Response{Error: "request: " + err.Error()})
+		resp := Response{Error: "request: " + err.Error()}
+		gw.logRequest(peerOf(c), Request{Cmd: "(malformed)", SA: string(line)}, resp, 0)
+		writeResponse(c, resp)
 		return
 	}
-	writeResponse(c, gw.Handle(req))
+	start := time.Now()
+	resp := gw.Handle(req)
+	gw.logRequest(peerOf(c), req, resp, time.Since(start))
+	writeResponse(c, resp)
 }
 
 func writeResponse(w io.Writer, resp Response) {

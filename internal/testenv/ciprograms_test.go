@@ -26,6 +26,7 @@ var programPackages = map[string]string{
 	"nft":     "nftables",
 	"ping":    "iputils-ping",
 	"python3": "python3-scapy", // /usr/bin/python3 with scapy and cryptography
+	"setpriv": "util-linux",
 	"sh":      "dash",
 	"sysctl":  "procps",
 	"tcpdump": "tcpdump",
@@ -33,9 +34,9 @@ var programPackages = map[string]string{
 }
 
 // basePackages are on every fresh machine of the project's kind (the Go
-// image: Debian with git and coreutils); everything else .ci/run must
+// image: Debian with git, coreutils and util-linux, Essential); everything else .ci/run must
 // install.
-var basePackages = []string{"coreutils", "dash", "git"}
+var basePackages = []string{"coreutils", "dash", "git", "util-linux"}
 
 // notPrograms are literals the scan matches that are not programs:
 // testenv's own test of a missing command, and the argument of the embed
