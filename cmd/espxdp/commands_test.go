@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -214,5 +215,45 @@ func TestDocCommandParser(t *testing.T) {
 	want := []string{"run", "show sa", "pcap decrypt", "frob"}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestVersionFromLinker(t *testing.T) {
+	defer func(v, c string) { linkVersion, linkCommit = v, c }(linkVersion, linkCommit)
+	linkVersion, linkCommit = "v9.8.7", "abc123"
+	_, out, _ := runCLI(t, "version")
+	if !strings.HasPrefix(out, "espxdp v9.8.7\n") || !strings.Contains(out, "commit:           abc123\n") {
+		t.Errorf("ldflags version not shown:\n%s", out)
+	}
+}
+
+func TestRunLogFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--config", "x.yaml", "--log-format", "xml"}, `--log-format "xml": want text or json`},
+		{[]string{"run", "--config", "x.yaml", "--log-level", "loud"}, `--log-level "loud": want debug, info, warn or error`},
+	} {
+		code, _, errs := runCLI(t, tc.args...)
+		if code != exitUsage || !strings.Contains(errs, tc.want) {
+			t.Errorf("%v: exit %d\n%s", tc.args, code, errs)
+		}
+	}
+	for _, f := range []string{"text", "json"} {
+		for _, lv := range []string{"debug", "info", "warn", "error", "WARN"} {
+			l, err := newLogger(io.Discard, f, lv)
+			if err != nil || l == nil {
+				t.Errorf("newLogger(%s, %s): %v", f, lv, err)
+			}
+		}
+	}
+	var b strings.Builder
+	l, _ := newLogger(&b, "json", "warn")
+	l.Info("hidden")
+	l.Warn("shown", "k", 1)
+	var m map[string]any
+	if err := json.Unmarshal([]byte(b.String()), &m); err != nil || m["msg"] != "shown" || strings.Contains(b.String(), "hidden") {
+		t.Errorf("json logger at warn: %v %q", err, b.String())
 	}
 }

@@ -29,9 +29,23 @@ type kernelInfo struct {
 	BTF string `json:"btf"`
 }
 
+// linkVersion and linkCommit, if set with
+// -ldflags "-X main.linkVersion=v1.2.3 -X main.linkCommit=abc123", win
+// over the build information (a build from a tarball, or with
+// -buildvcs=false, has no VCS stamp).
+var linkVersion, linkCommit string
+
 // readBuildInfo fills the build part of buildInfo from the binary.
-func readBuildInfo() buildInfo {
-	b := buildInfo{Version: "(devel)", GoVersion: runtime.Version(), OSArch: runtime.GOOS + "/" + runtime.GOARCH}
+func readBuildInfo() (b buildInfo) {
+	b = buildInfo{Version: "(devel)", GoVersion: runtime.Version(), OSArch: runtime.GOOS + "/" + runtime.GOARCH}
+	defer func() {
+		if linkVersion != "" {
+			b.Version = linkVersion
+		}
+		if linkCommit != "" {
+			b.Commit, b.Modified = linkCommit, false
+		}
+	}()
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return b
