@@ -197,15 +197,30 @@ func writeCommandUsage(w io.Writer, c *command, fs *flag.FlagSet) {
 		fs.VisitAll(func(*flag.Flag) { n++ })
 		if n > 0 {
 			fmt.Fprint(w, "\nflags:\n")
-			out := fs.Output()
-			fs.SetOutput(w)
-			fs.PrintDefaults()
-			fs.SetOutput(out)
+			writeFlags(w, fs)
 		}
 	}
 	if c.example != "" {
 		fmt.Fprintf(w, "\nexample:\n  %s\n", c.example)
 	}
+}
+
+// writeFlags lists fs's flags as --name ARG, the usage and the default,
+// like flag.PrintDefaults but with the double dash the synopses use (the
+// flag package takes both).
+func writeFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		arg, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if arg != "" {
+			line += " " + strings.ToUpper(arg)
+		}
+		line += "\n        " + strings.ReplaceAll(usage, "\n", "\n        ")
+		if d := f.DefValue; d != "" && d != "false" && d != "0" && d != "0s" {
+			line += fmt.Sprintf(" (default %s)", d)
+		}
+		fmt.Fprintln(w, line)
+	})
 }
 
 // cmdHelp is `espxdp help [COMMAND]`.
