@@ -31,21 +31,42 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	cfgPath := fs.String("config", "", "YAML configuration `file` with gateway sections")
 	netns := fs.String("netns", "", "run in this named network namespace (ip netns)")
 	socket := fs.String("socket", "", "control socket `path` (overrides gateway.control)")
-	logJSON := fs.Bool("log-json", false, "log as JSON")
+	logFormat := fs.String("log-format", "text", "log `format`: text (key=value) or json (one object per line)")
+	logLevel := fs.String("log-level", "info", "least `level` logged: debug, info, warn or error")
+	logJSON := fs.Bool("log-json", false, "same as --log-format json")
 	if err := parseFlags(fs, args, "config"); err != nil {
 		return err
 	}
-	var h slog.Handler = slog.NewTextHandler(stderr, nil)
 	if *logJSON {
-		h = slog.NewJSONHandler(stderr, nil)
+		*logFormat = "json"
 	}
-	log := slog.New(h)
+	log, err := newLogger(stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	return runDaemon(ctx, *cfgPath, *netns, *socket, log, hup, stdout)
+}
+
+// newLogger returns the daemon's logger: format text or json, at least
+// level (debug, info, warn, error).
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("run: --log-level %q: want debug, info, warn or error", level)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	}
+	return nil, usagef("run: --log-format %q: want text or json", format)
 }
 
 // runDaemon runs a gateway from the file at path until ctx ends,
@@ -95,9 +116,12 @@ func runDaemon(ctx context.Context, path, netns, socket string, log *slog.Logger
 		return res, err
 	}
 	gw.SetReloader(reload)
+	if m := missingCapabilities(netns != ""); len(m) > 0 {
+		log.Warn("capabilities missing; starting anyway", "missing", strings.Join(m, "; "), "see", "docs/OPERATIONS.md")
+	}
 	if err := gw.Start(); err != nil {
 		gw.Close()
-		return err
+		return fmt.Errorf("%w%s", err, capabilityHint(netns != ""))
 	}
 	fmt.Fprintf(stdout, "espxdp: gateway running (control socket %s); SIGHUP reloads %s, SIGTERM stops\n", cfg.Gateway.Control, path)
 	for {
@@ -132,16 +156,33 @@ func addCallFlags(fs interface {
 }
 
 func (c callFlags) call(req gateway.Request) (gateway.Response, error) {
-	return gateway.Call(*c.socket, req, *c.timeout)
+	return callGateway(*c.socket, req, *c.timeout)
+}
+
+// callGateway is gateway.Call with errors that say what to do next.
+func callGateway(socket string, req gateway.Request, timeout time.Duration) (gateway.Response, error) {
+	resp, err := gateway.Call(socket, req, timeout)
+	if err == nil {
+		return resp, nil
+	}
+	switch {
+	case errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED):
+		err = fmt.Errorf("%w\n  no gateway listens there: start one with `espxdp run --config FILE`, or point --socket at its control socket (gateway.control in its configuration; default %s)", err, defaultSocket)
+	case errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM):
+		err = fmt.Errorf("%w\n  the control socket is mode 0600 (SA keys travel over it): run this as the gateway's user or root", err)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		err = fmt.Errorf("%w\n  the gateway did not answer in time: raise --timeout, or check its log", err)
+	}
+	return resp, err
 }
 
 // cmdShowSALive is `show sa --socket S`: the running gateway's SAs.
 func cmdShowSALive(socket string, timeout time.Duration, asJSON bool, stdout io.Writer) error {
-	resp, err := gateway.Call(socket, gateway.Request{Cmd: "show-sa"}, timeout)
+	resp, err := callGateway(socket, gateway.Request{Cmd: "show-sa"}, timeout)
 	if err != nil {
 		return err
 	}
-	sres, err := gateway.Call(socket, gateway.Request{Cmd: "show-stats"}, timeout)
+	sres, err := callGateway(socket, gateway.Request{Cmd: "show-stats"}, timeout)
 	if err != nil {
 		return err
 	}

@@ -102,6 +102,16 @@ sas:
 		t.Errorf("show sa --json: %d\n%s", code, out)
 	}
 
+	// The live view: two intervals, as JSON lines, then as text.
+	code, out, errs = runCLI(t, "show", "sa", "--socket", sock, "--watch", "--interval", "100ms", "--count", "2", "--json")
+	if code != exitOK || strings.Count(out, "\n") != 2 || !strings.Contains(out, `"name":"out1"`) || !strings.Contains(out, `"pkts_per_sec"`) {
+		t.Errorf("show sa --watch --json: %d\n%s\n%s", code, out, errs)
+	}
+	code, out, errs = runCLI(t, "show", "sa", "--socket", sock, "--watch", "--interval", "100ms", "--count", "1")
+	if code != exitOK || !strings.Contains(out, "PKTS/S") || !strings.Contains(out, "in1") || !strings.Contains(out, "CIPHER RX/S") {
+		t.Errorf("show sa --watch: %d\n%s\n%s", code, out, errs)
+	}
+
 	// SIGHUP after adding an SA to the file.
 	if err := os.WriteFile(cfgPath, []byte(conf("  - {name: in2, direction: in, spi: 0x300, local: 192.0.2.1, remote: 192.0.2.3, transform: aes256gcm16, key: 0x"+randHex(t, 36)+"}\n")), 0o600); err != nil {
 		t.Fatal(err)

@@ -150,13 +150,6 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	size := fs.String("size", "64MiB", "bytes to transfer from hostA to hostB (e.g. 4MiB, 1GiB, 1000000)")
 	transform := fs.String("transform", demoDefaultTransform, "ESP `transform` of both SAs (see esp.ParseTransform)")
 	duration := fs.Duration("duration", demoDefaultDuration, "give up after this long (0: no limit)")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: espxdp demo [-size BYTES] [-transform NAME] [-duration D]\n\n"+
-			"Builds hostA — gwA — wan — gwB — hostB in network namespaces, runs two ESP\n"+
-			"gateways over AF_XDP, pings and pushes a checksummed TCP transfer through the\n"+
-			"tunnel, shows both gateways' SAs and removes everything again. Needs root.\n\n")
-		fs.PrintDefaults()
-	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

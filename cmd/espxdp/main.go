@@ -1,18 +1,8 @@
 // Command espxdp processes IPsec ESP with statically keyed SAs.
 //
-// Usage:
-//
-//	espxdp pcap encrypt --config F --sa NAME --in plain.pcap --out esp.pcap [--json]
-//	espxdp pcap decrypt --config F --in esp.pcap --out plain.pcap [--json]
-//	espxdp show sa --config F [--json]
-//	espxdp run --config F [--netns NAME] [--socket PATH]
-//	espxdp show sa|stats [--socket PATH] [--json]
-//	espxdp sa add|update --file SA.yaml [--tunnel NAME] [--socket PATH]
-//	espxdp sa del --direction in|out --spi X [--remote ADDR] [--socket PATH]
-//	espxdp sa reload [--socket PATH]
-//	espxdp events [--socket PATH] [--json]
-//	espxdp demo [-size BYTES] [-transform NAME] [-duration D]
-//	espxdp failclosed show|rules|remove --config F [--netns NAME]
+// Usage: espxdp COMMAND [flags]. `espxdp --help` lists the commands (the
+// table in commands.go), `espxdp COMMAND -h` shows one's flags and an
+// example, `espxdp version` the build and the kernel features found.
 //
 // The SAs come from a YAML file (see package internal/config). Exit status:
 // 0 success, 1 runtime error, 2 usage error.
@@ -35,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -45,28 +36,25 @@ const (
 	exitUsage   = 2
 )
 
-// usageError is a mistake on the command line.
-type usageError struct{ msg string }
+// usageError is a mistake on the command line. cmd, if set, is the
+// command whose usage is printed after the message.
+type usageError struct {
+	msg string
+	cmd string
+}
 
 func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error {
-	return &usageError{fmt.Sprintf(format, args...)}
+	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
-
-const usageText = `usage:
-  espxdp pcap encrypt --config FILE --sa NAME --in PLAIN.pcap --out ESP.pcap [--json]
-  espxdp pcap decrypt --config FILE --in ESP.pcap --out PLAIN.pcap [--json]
-  espxdp show sa --config FILE [--json]
-  espxdp demo [-size BYTES] [-transform NAME] [-duration D]   (root: two gateways in namespaces)
-  espxdp failclosed show|rules|remove --config FILE [--netns NAME]
-`
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// run executes the command line args and returns the exit status.
+// run executes the command line args and returns the exit status: 0
+// success (help included), 1 runtime failure, 2 usage error.
 func run(args []string, stdout, stderr io.Writer) int {
 	err := dispatch(args, stdout, stderr)
 	if err == nil {
@@ -78,61 +66,65 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "espxdp: %v\n", err)
 	var ue *usageError
 	if errors.As(err, &ue) {
-		fmt.Fprint(stderr, usageText)
+		if c := commandNamed(ue.cmd); c != nil {
+			writeCommandUsage(stderr, c, nil)
+			fmt.Fprintf(stderr, "\n(espxdp %s -h lists its flags)\n", c.name)
+		} else {
+			writeHelp(stderr)
+		}
 		return exitUsage
 	}
 	return exitFailure
 }
 
+// dispatch runs the command of the table that args name.
 func dispatch(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return usagef("missing command")
 	}
 	switch args[0] {
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usageText)
+	case "-h", "-help", "--help":
+		writeHelp(stdout)
 		return nil
-	case "pcap":
-		if len(args) < 2 {
-			return usagef("pcap: missing subcommand (encrypt or decrypt)")
-		}
-		switch args[1] {
-		case "encrypt":
-			return cmdPcapEncrypt(args[2:], stdout, stderr)
-		case "decrypt":
-			return cmdPcapDecrypt(args[2:], stdout, stderr)
-		}
-		return usagef("pcap: unknown subcommand %q (want encrypt or decrypt)", args[1])
-	case "show":
-		if len(args) < 2 {
-			return usagef("show: missing subcommand (sa)")
-		}
-		switch args[1] {
-		case "sa", "sas":
-			return cmdShowSA(args[2:], stdout, stderr)
-		case "stats":
-			return cmdShowStats(args[2:], stdout, stderr)
-		}
-		return usagef("show: unknown subcommand %q (want sa or stats)", args[1])
-	case "run":
-		return cmdRun(args[1:], stdout, stderr)
-	case "sa":
-		return cmdSA(args[1:], stdout, stderr)
-	case "events":
-		return cmdEvents(args[1:], stdout, stderr)
-	case "demo":
-		return cmdDemo(args[1:], stdout, stderr)
-	case "failclosed":
-		return cmdFailClosed(args[1:], stdout, stderr)
+	case "-version", "--version", "-V":
+		return cmdVersion(args[1:], stdout, stderr)
 	}
-	return usagef("unknown command %q", args[0])
+	c, n := lookupCommand(args)
+	if c == nil {
+		if subs := subcommands(args[0]); len(subs) > 0 {
+			if len(args) > 1 && isHelpFlag(args[1]) {
+				fmt.Fprintf(stdout, "espxdp %s: subcommands %s; espxdp %s SUBCOMMAND -h for one\n", args[0], orList(subs), args[0])
+				return nil
+			}
+			if len(args) == 1 {
+				return usagef("%s: missing subcommand (%s)", args[0], orList(subs))
+			}
+			return usagef("%s: unknown subcommand %q (want %s)", args[0], args[1], orList(subs))
+		}
+		return usagef("unknown command %q (espxdp --help lists them)", args[0])
+	}
+	rest := args[n:]
+	// -h prints the command's usage on stdout, so that it pages.
+	if slices.ContainsFunc(rest, isHelpFlag) {
+		stderr = stdout
+	}
+	err := c.run(rest, stdout, stderr)
+	var ue *usageError
+	if errors.As(err, &ue) && ue.cmd == "" {
+		ue.cmd = c.name
+	}
+	return err
 }
 
-// newFlags returns a FlagSet for a subcommand that reports errors as
-// usage errors instead of exiting.
+// newFlags returns a FlagSet for the subcommand name that reports errors
+// as usage errors instead of exiting; its -h prints the command table's
+// usage, flags and example.
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	if c := commandNamed(name); c != nil {
+		fs.Usage = func() { writeCommandUsage(fs.Output(), c, fs) }
+	}
 	return fs
 }
 

@@ -84,7 +84,7 @@ func TestUsageAndExitCodes(t *testing.T) {
 			}
 		})
 	}
-	if code, out, _ := runCLI(t, "help"); code != exitOK || !strings.Contains(out, "espxdp pcap encrypt") {
+	if code, out, _ := runCLI(t, "help"); code != exitOK || !strings.Contains(out, "  pcap encrypt  ") {
 		t.Errorf("help: exit %d, output %q", code, out)
 	}
 }

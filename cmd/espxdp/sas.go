@@ -1,8 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/internal/show"
@@ -67,9 +72,25 @@ func cmdShowSA(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("show sa", stderr)
 	cfgPath := fs.String("config", "", "YAML configuration `file` (the SAs as configured, offline)")
 	cf := addCallFlags(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
+	asJSON := fs.Bool("json", false, "print JSON (with --watch: one object per interval)")
+	watchOn := fs.Bool("watch", false, "refresh every --interval with per-SA and per-worker rates, busiest SAs first (Ctrl-C stops)")
+	interval := fs.Duration("interval", time.Second, "--watch: time between refreshes")
+	count := fs.Int("count", 0, "--watch: stop after this many refreshes (0: never)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *watchOn {
+		if *cfgPath != "" {
+			return usagef("show sa: --watch shows a running gateway (--socket), not a --config file")
+		}
+		if *interval <= 0 || *count < 0 {
+			return usagef("show sa: --interval must be positive and --count not negative")
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		o := watchOptions{interval: *interval, count: *count, json: *asJSON,
+			title: "espxdp gateway " + *cf.socket, clear: isTerminal(stdout)}
+		return watch(ctx, stdout, o, func() (snapshot, error) { return fetchSnapshot(*cf.socket, *cf.timeout) })
 	}
 	if *cfgPath == "" {
 		return cmdShowSALive(*cf.socket, *cf.timeout, *asJSON, stdout)

@@ -63,6 +63,11 @@ type Gateway struct {
 	// networks on the cipher interface; it stays after the daemon
 	// stops or dies. false removes that table at start.
 	FailClosed bool
+	// Metrics is the host:port the Prometheus /metrics endpoint listens
+	// on ("" = off); MetricsMaxSAs caps the SAs with series of their own
+	// (0 = metrics.DefaultMaxSAs).
+	Metrics       string
+	MetricsMaxSAs int
 
 	Cipher    Iface
 	Plain     *Iface
@@ -200,6 +205,7 @@ var gatewayOptionFields = map[string]bool{
 	"mss_clamp": true, "decrement_ttl": true, "icmp_errors": true, "keepalive": true, "log_drops": true,
 	"state_dir":   true,
 	"fail_closed": true,
+	"metrics":     true, "metrics_max_sas": true,
 }
 
 func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
@@ -272,6 +278,23 @@ func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
 		case "fail_closed":
 			if b, ok := p.bool(v, f); ok {
 				g.FailClosed = b
+			}
+		case "metrics":
+			if t, ok := p.scalar(v, f); ok {
+				host, port, err := net.SplitHostPort(t)
+				if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || (n == 0 && port != "0") {
+					p.errorf(v.Line, f, "want host:port such as 127.0.0.1:9477, got %s", quoteShort(t))
+				} else if host == "" {
+					p.errorf(v.Line, f, "name the address to listen on (127.0.0.1:%s for this host only, [::]:%s for all), got %s", port, port, quoteShort(t))
+				}
+				g.Metrics = t
+			}
+		case "metrics_max_sas":
+			if x, ok := p.uint(v, f, 32); ok {
+				if x > 1_000_000 {
+					p.errorf(v.Line, f, "want 0 (default 1000) .. 1000000, got %d", x)
+				}
+				g.MetricsMaxSAs = int(x)
 			}
 		}
 		return true

@@ -225,15 +225,21 @@ func (gw *Gateway) serveConn(s *controlServer, c net.Conn) {
 	}
 	var req Request
 	if err := json.Unmarshal(line, &req); err != nil {
-		writeResponse(c, Response{Error: "request: " + err.Error()})
+		resp := Response{Error: "request: " + err.Error()}
+		gw.logRequest(peerOf(c), Request{Cmd: "(malformed)", SA: string(line)}, resp, 0)
+		writeResponse(c, resp)
 		return
 	}
 	clear(line) // an sa-add carries keys
 	if req.Cmd == "events" || req.Cmd == "subscribe" {
+		gw.logRequest(peerOf(c), req, Response{OK: true}, 0)
 		gw.serveEvents(s, c, release)
 		return
 	}
-	writeResponse(c, gw.Handle(req))
+	start := time.Now()
+	resp := gw.Handle(req)
+	gw.logRequest(peerOf(c), req, resp, time.Since(start))
+	writeResponse(c, resp)
 }
 
 func writeResponse(w io.Writer, resp Response) {

@@ -102,6 +102,9 @@ type Gateway struct {
 	links                    links // interface states (link monitor)
 	started                  time.Time
 	reloader                 ReloadFunc
+
+	metrics     *metricsServer // metrics.go
+	eventCounts eventCounters
 }
 
 // New builds a gateway from cfg, which it keeps, wiping the keys of its
@@ -593,6 +596,9 @@ func (gw *Gateway) Start() (err error) {
 		}
 		gw.ctl = ctl
 	}
+	if err := gw.startMetrics(); err != nil {
+		return err
+	}
 	gw.wg.Add(4)
 	go gw.sweep()
 	go gw.logEvents()
@@ -735,6 +741,7 @@ func (gw *Gateway) teardown() error {
 		errs = append(errs, gw.ctl.close())
 		gw.ctl = nil
 	}
+	errs = append(errs, gw.stopMetrics())
 	if gw.eng != nil {
 		errs = append(errs, gw.eng.Stop())
 	}
@@ -897,6 +904,7 @@ func (gw *Gateway) logEvents() {
 		case <-gw.stop:
 			return
 		case e := <-gw.events:
+			gw.countEvent(e.Kind)
 			gw.hub.publish(eventOf(e))
 			if e.Kind == sa.EventSeqLimit {
 				gw.extendSeq(e.SA)

@@ -26,6 +26,7 @@ var programPackages = map[string]string{
 	"nft":     "nftables",
 	"ping":    "iputils-ping",
 	"python3": "python3-scapy", // /usr/bin/python3 with scapy and cryptography
+	"setpriv": "util-linux",
 	"sh":      "dash",
 	"sysctl":  "procps",
 	"tcpdump": "tcpdump",
@@ -33,9 +34,9 @@ var programPackages = map[string]string{
 }
 
 // basePackages are on every fresh machine of the project's kind (the Go
-// image: Debian with git and coreutils); everything else .ci/run must
+// image: Debian with git, coreutils and util-linux, Essential); everything else .ci/run must
 // install.
-var basePackages = []string{"coreutils", "dash", "git"}
+var basePackages = []string{"coreutils", "dash", "git", "util-linux"}
 
 // notPrograms are literals the scan matches that are not programs:
 // testenv's own test of a missing command, and the argument of the embed
@@ -47,7 +48,7 @@ var notPrograms = []string{"espxdp-no-such-command", "rot13"}
 // "x", RequireCommand(t, "x", exec.LookPath("x"), and the tests' run(ns,
 // "x" helpers; and absolute paths of programs ("/usr/bin/x").
 var (
-	execCall = regexp.MustCompile(`(?:\bCommand|\bCommandContext|\.Exec|\bRequireCommand|\bLookPath|(?:^|[^.\w])run)\((?:(?:[^"()]|\([^"()]*\))*,\s*)?"([a-z][a-z0-9_.+-]*)"`)
+	execCall = regexp.MustCompile(`(?:\b(?:exec\.)?Command\(|\bLookPath\(|(?:\bCommandContext|\.Exec|\bRequireCommand|(?:^|[^.\w])run)\((?:[^"(),]|\([^"()]*\))*,\s*)"([a-z][a-z0-9_.+-]*)"`)
 	absPath  = regexp.MustCompile(`"/(?:usr/)?s?bin/([a-z][a-z0-9_.+-]*)"`)
 )
 
@@ -165,13 +166,19 @@ func TestCIPackagesParse(t *testing.T) {
 		{`run(n.hostA, "ping", "-n")`, "ping"},
 		{`testenv.RequireCommand(t, "nft")`, "nft"},
 		{`exec.LookPath("nft")`, "nft"},
+		{`exec.CommandContext(ctx, "tshark", args...)`, "tshark"},
 	} {
 		m := execCall.FindStringSubmatch(tc.src)
 		if m == nil || m[1] != tc.want {
 			t.Errorf("%s: got %v, want %q", tc.src, m, tc.want)
 		}
 	}
-	if m := execCall.FindStringSubmatch(`t.Run("ping", func(t *testing.T) {`); m != nil {
-		t.Errorf("t.Run subtest name taken for a program: %v", m)
+	for _, src := range []string{
+		`t.Run("ping", func(t *testing.T) {`,     // a subtest's name
+		`exec.Command(os.Args[0], "run", "--x")`, // the program is the first argument
+	} {
+		if m := execCall.FindStringSubmatch(src); m != nil {
+			t.Errorf("%s: %q taken for a program", src, m[1])
+		}
 	}
 }
