@@ -20,7 +20,21 @@ type Port struct {
 	NextHop net.HardwareAddr
 	// MAC is the source MAC of those frames (nil: the interface's own).
 	MAC net.HardwareAddr
+	// VLAN, if not 0, is the 802.1Q VLAN ID (1..4094) of this side:
+	// every frame the engine sends here carries the tag (priority 0),
+	// and a frame received here is taken only with exactly that one tag.
+	// With 0 the side is untagged: frames are sent without a tag, and
+	// only untagged (or priority-tagged, VLAN ID 0) frames are taken.
+	// Frames with another tag, or none, are dropped and counted as
+	// VLANDrops (the XDP program steers ESP and protected plaintext
+	// whatever the tag). The NIC must leave the tags in the frame: turn
+	// receive VLAN offload off (ethtool -K DEV rxvlan off) where the
+	// driver strips them before XDP.
+	VLAN int
 }
+
+// MaxVLAN is the largest 802.1Q VLAN ID (4095 is reserved).
+const MaxVLAN = 4094
 
 // DeliverFunc receives a batch of decrypted inner IP packets when the
 // engine has no plaintext interface. The slices point into UMEM frames
@@ -191,6 +205,9 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 		if p.MAC != nil && len(p.MAC) != 6 {
 			return bad("port %s: MAC %v is not a 6-byte MAC", p.Name, p.MAC)
 		}
+		if p.VLAN < 0 || p.VLAN > MaxVLAN {
+			return bad("port %s: VLAN %d out of range 0..%d", p.Name, p.VLAN, MaxVLAN)
+		}
 	}
 	if c.UMEM.NumFrames == 0 {
 		c.UMEM.NumFrames = EngineFrames(len(ports), c.Queues, c.UMEM.FillSize)
@@ -251,6 +268,9 @@ type EngineWorkerStats struct {
 	ICMPSent, ICMPRateLimited, ICMPNotSent uint64
 	// NotIP: frames dropped because they carry no IPv4/IPv6 packet.
 	NotIP uint64
+	// VLANDrops: frames dropped because their 802.1Q tag (or its
+	// absence) is not their port's VLAN (Port.VLAN).
+	VLANDrops uint64
 	// NoRoom: results that left no room for the Ethernet header.
 	NoRoom uint64
 	// TXFull: packets dropped because a TX ring stayed full.

@@ -38,16 +38,17 @@ type Engine struct {
 
 // engineRun is what Start builds and Stop tears down.
 type engineRun struct {
-	u           *UMEM
-	progC       *bpf.Program
-	progP       *bpf.Program
-	attC, attP  *bpf.Attachment
-	workers     []*engineWorker
-	efd         int
-	stop        atomic.Bool
-	epoch       time.Time // for the ICMP token buckets
-	cMAC, pMAC  [6]byte   // our MACs
-	cNext, pNxt [6]byte   // next hops
+	u            *UMEM
+	progC        *bpf.Program
+	progP        *bpf.Program
+	attC, attP   *bpf.Attachment
+	workers      []*engineWorker
+	efd          int
+	stop         atomic.Bool
+	epoch        time.Time // for the ICMP token buckets
+	cMAC, pMAC   [6]byte   // our MACs
+	cNext, pNxt  [6]byte   // next hops
+	cVLAN, pVLAN uint16    // the sides' VLAN IDs (0: untagged)
 }
 
 type engineWorker struct {
@@ -90,7 +91,7 @@ const srcQueueLen = 1024
 
 type engCounters struct {
 	cipherRX, decrypted, plainRX, encrypted, bypassed, control, controlDropped,
-	saDrops, mtuDrops, notIP, noRoom, txFull, handedOff, sleeps, sent, sendFull,
+	saDrops, mtuDrops, notIP, vlanDrops, noRoom, txFull, handedOff, sleeps, sent, sendFull,
 	mssClamped, ttlExpired, icmpSent, icmpRateLimited, icmpNotSent atomic.Uint64
 }
 
@@ -168,14 +169,14 @@ func (e *Engine) Start() (err error) {
 	if err != nil {
 		return err
 	}
-	rt.cMAC, rt.cNext = cMAC, [6]byte(cfg.Cipher.NextHop)
+	rt.cMAC, rt.cNext, rt.cVLAN = cMAC, [6]byte(cfg.Cipher.NextHop), uint16(cfg.Cipher.VLAN)
 	pIdx := 0
 	if cfg.Plain != nil {
 		var pMAC [6]byte
 		if pIdx, pMAC, err = resolve(cfg.Plain); err != nil {
 			return err
 		}
-		rt.pMAC, rt.pNxt = pMAC, [6]byte(cfg.Plain.NextHop)
+		rt.pMAC, rt.pNxt, rt.pVLAN = pMAC, [6]byte(cfg.Plain.NextHop), uint16(cfg.Plain.VLAN)
 	}
 	if rt.efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		rt.efd = -1
@@ -349,7 +350,7 @@ func (e *Engine) statsLocked() EngineStats {
 			Queue: ew.q, CipherRX: c.cipherRX.Load(), Decrypted: c.decrypted.Load(),
 			PlainRX: c.plainRX.Load(), Encrypted: c.encrypted.Load(), Bypassed: c.bypassed.Load(),
 			Control: c.control.Load(), ControlDropped: c.controlDropped.Load(),
-			SADrops: c.saDrops.Load(), MTUDrops: c.mtuDrops.Load(), NotIP: c.notIP.Load(),
+			SADrops: c.saDrops.Load(), MTUDrops: c.mtuDrops.Load(), NotIP: c.notIP.Load(), VLANDrops: c.vlanDrops.Load(),
 			NoRoom: c.noRoom.Load(), TXFull: c.txFull.Load(), HandedOff: c.handedOff.Load(),
 			Sleeps: c.sleeps.Load(), Sent: c.sent.Load(), SendFull: c.sendFull.Load(),
 			MSSClamped: c.mssClamped.Load(), TTLExpired: c.ttlExpired.Load(), ICMPSent: c.icmpSent.Load(),
@@ -420,7 +421,7 @@ func (ew *engineWorker) step(refill bool) int {
 	if n := cs.Receive(ew.rx[:bs]); n > 0 {
 		ew.c.cipherRX.Add(uint64(n))
 		total += n
-		k := ew.load(n)
+		k := ew.load(n, ew.rt.cVLAN)
 		ew.w.Inbound(ew.pk[:k])
 		for i := range k {
 			ew.finish(&ew.pk[i], sa.In)
@@ -431,7 +432,7 @@ func (ew *engineWorker) step(refill bool) int {
 		if n := ps.Receive(ew.rx[:bs]); n > 0 {
 			ew.c.plainRX.Add(uint64(n))
 			total += n
-			ew.outbound(ew.load(n))
+			ew.outbound(ew.load(n, ew.rt.pVLAN))
 		}
 	}
 	if ew.srcN.Load() > 0 {
@@ -483,16 +484,40 @@ func l2Len(frame []byte) int {
 	return 0
 }
 
+// vlanOK reports whether frame, whose Ethernet header (with its tags)
+// is h bytes long, belongs to VLAN vlan (0: untagged): exactly one
+// 802.1Q tag with that VLAN ID, or for 0 no tag or a priority tag (VLAN
+// ID 0). Invariant: the engine processes no frame of another VLAN than
+// its port's, so traffic of one VLAN never enters (or leaves) the
+// tunnel of another.
+func vlanOK(frame []byte, h int, vlan uint16) bool {
+	switch h {
+	case 14:
+		return vlan == 0
+	case 18:
+		return binary.BigEndian.Uint16(frame[12:]) == 0x8100 && binary.BigEndian.Uint16(frame[14:])&0x0fff == vlan
+	}
+	return false
+}
+
 // load turns the n received descriptors into SA packets past their L2
-// header; frames without IP are freed. It returns the batch length.
-func (ew *engineWorker) load(n int) int {
+// header; frames without IP, or not of the port's VLAN vlan, are freed.
+// It returns the batch length.
+func (ew *engineWorker) load(n int, vlan uint16) int {
 	u := ew.rt.u
 	k := 0
 	for _, d := range ew.rx[:n] {
 		buf, off := u.Frame(d)
-		h := l2Len(buf[off : off+int(d.Len)])
+		frame := buf[off : off+int(d.Len)]
+		h := l2Len(frame)
 		if h == 0 {
 			ew.c.notIP.Add(1)
+			ew.free[ew.nFree] = d
+			ew.nFree++
+			continue
+		}
+		if !vlanOK(frame, h, vlan) {
+			ew.c.vlanDrops.Add(1)
 			ew.free[ew.nFree] = d
 			ew.nFree++
 			continue
@@ -701,7 +726,15 @@ func (ew *engineWorker) emit(p *sa.Packet, d Desc, toPlain bool) bool {
 		ew.nDlv++
 		return true
 	}
-	if p.Off < 14 || p.Len < 1 || p.Off+p.Len > len(p.Buf) {
+	vlan := ew.rt.cVLAN
+	if toPlain {
+		vlan = ew.rt.pVLAN
+	}
+	hl := 14
+	if vlan != 0 {
+		hl = 18
+	}
+	if p.Off < hl || p.Len < 1 || p.Off+p.Len > len(p.Buf) {
 		ew.c.noRoom.Add(1)
 		ew.queueFree(d)
 		return false
@@ -710,7 +743,7 @@ func (ew *engineWorker) emit(p *sa.Packet, d Desc, toPlain bool) bool {
 	if p.Buf[p.Off]>>4 == 6 {
 		et = 0x86dd
 	}
-	h := p.Buf[p.Off-14 : p.Off]
+	h := p.Buf[p.Off-hl : p.Off]
 	if toPlain {
 		copy(h[0:6], ew.rt.pNxt[:])
 		copy(h[6:12], ew.rt.pMAC[:])
@@ -718,9 +751,13 @@ func (ew *engineWorker) emit(p *sa.Packet, d Desc, toPlain bool) bool {
 		copy(h[0:6], ew.rt.cNext[:])
 		copy(h[6:12], ew.rt.cMAC[:])
 	}
-	binary.BigEndian.PutUint16(h[12:], et)
-	d.Addr += uint64(p.Off - 14)
-	d.Len = uint32(p.Len + 14)
+	if vlan != 0 {
+		binary.BigEndian.PutUint16(h[12:], 0x8100)
+		binary.BigEndian.PutUint16(h[14:], vlan)
+	}
+	binary.BigEndian.PutUint16(h[hl-2:], et)
+	d.Addr += uint64(p.Off - hl)
+	d.Len = uint32(p.Len + hl)
 	if toPlain {
 		ew.txP[ew.nP] = d
 		ew.nP++

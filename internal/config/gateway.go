@@ -30,7 +30,7 @@ import (
 //	  keepalive: 20s                 # NAT-T keepalives to udp-encap peers, 0 = off
 //	  log_drops: 1s                  # interval of the drop log, 0 = off
 //	interfaces:
-//	  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: [192.0.2.1]}
+//	  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: [192.0.2.1], vlan: 100}
 //	  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
 //	  # or, route-based with a tunnel interface instead of plain:
 //	  tun:    {name: vti0, address: 169.254.0.1/30, mtu: 1400, routes: [10.2.0.0/24]}
@@ -71,7 +71,11 @@ type Iface struct {
 	Local []netip.Addr
 	// Address (plain side) is the source of ICMP errors.
 	Address netip.Addr
-	Pos     Pos
+	// VLAN (vlan: 1..4094, 0 or absent: untagged) is the 802.1Q VLAN of
+	// the side: written on every frame sent, required on every frame
+	// taken (xdp.Port.VLAN).
+	VLAN int
+	Pos  Pos
 }
 
 // TUNIface is the tunnel interface of a route-based gateway.
@@ -350,6 +354,13 @@ func (p *parser) iface(n *yaml.Node, path string, cipher bool) Iface {
 				return false
 			}
 			ifc.Address = p.addr(v, f)
+		case "vlan":
+			if x, ok := p.uint(v, f, 16); ok {
+				if x > 4094 {
+					p.errorf(v.Line, f, "want a VLAN ID 1..4094 (0: untagged), got %d", x)
+				}
+				ifc.VLAN = int(x)
+			}
 		default:
 			return false
 		}

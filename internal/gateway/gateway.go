@@ -339,7 +339,7 @@ func (gw *Gateway) engineConfig() xdp.EngineConfig {
 	g := gw.g
 	ec := xdp.EngineConfig{
 		Processor:  gw.proc,
-		Cipher:     xdp.Port{Name: g.Cipher.Name, NextHop: g.Cipher.NextHop},
+		Cipher:     xdp.Port{Name: g.Cipher.Name, NextHop: g.Cipher.NextHop, VLAN: g.Cipher.VLAN},
 		LocalAddrs: g.Cipher.Local,
 		Queues:     g.Queues,
 		Mode:       xdpMode(g.XDPMode),
@@ -347,7 +347,7 @@ func (gw *Gateway) engineConfig() xdp.EngineConfig {
 		CPUs:       g.CPUs,
 	}
 	if g.Plain != nil {
-		ec.Plain = &xdp.Port{Name: g.Plain.Name, NextHop: g.Plain.NextHop}
+		ec.Plain = &xdp.Port{Name: g.Plain.Name, NextHop: g.Plain.NextHop, VLAN: g.Plain.VLAN}
 		ec.ProtectedPrefixes = g.Protected
 	}
 	gw.routerOptions(&ec)
