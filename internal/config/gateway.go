@@ -29,6 +29,7 @@ import (
 //	  icmp_errors: true              # frag-needed / packet-too-big / time exceeded
 //	  keepalive: 20s                 # NAT-T keepalives to udp-encap peers, 0 = off
 //	  log_drops: 1s                  # interval of the drop log, 0 = off
+//	  pmtu_age: 10m                  # a path MTU learned from ICMP expires, 0 = never
 //	interfaces:
 //	  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: [192.0.2.1], vlan: 100}
 //	  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
@@ -52,6 +53,10 @@ type Gateway struct {
 	ICMPErrors   bool
 	Keepalive    time.Duration
 	LogDrops     time.Duration
+	// PMTUAge is how long a path MTU learned from ICMP holds before the
+	// SA's configured path_mtu is tried again (RFC 1191 §6.3, RFC 8201
+	// §4); 0: never raised again.
+	PMTUAge time.Duration
 
 	Cipher    Iface
 	Plain     *Iface
@@ -108,6 +113,9 @@ type Policy struct {
 const (
 	DefaultKeepalive = 20 * time.Second
 	DefaultLogDrops  = time.Second
+	// DefaultPMTUAge is the default of gateway.pmtu_age (RFC 1191's ten
+	// minutes).
+	DefaultPMTUAge = 10 * time.Minute
 )
 
 var topFields = map[string]bool{
@@ -121,7 +129,7 @@ func (p *parser) gateway(vals map[string]*yaml.Node, cfg *Config) *Gateway {
 		vals["tunnels"] == nil && vals["policies"] == nil {
 		return nil
 	}
-	g := &Gateway{Queues: 1, Concurrency: sa.Shared, XDPMode: "auto", Attach: "auto", Keepalive: DefaultKeepalive, LogDrops: DefaultLogDrops}
+	g := &Gateway{Queues: 1, Concurrency: sa.Shared, XDPMode: "auto", Attach: "auto", Keepalive: DefaultKeepalive, LogDrops: DefaultLogDrops, PMTUAge: DefaultPMTUAge}
 	if n := vals["gateway"]; n != nil {
 		g.Pos = Pos{File: p.file, Line: n.Line, Field: "gateway"}
 		p.gatewayOptions(n, g)
@@ -186,6 +194,7 @@ func (p *parser) list(n *yaml.Node, path string, each func(m *yaml.Node, path st
 var gatewayOptionFields = map[string]bool{
 	"control": true, "queues": true, "concurrency": true, "xdp_mode": true, "attach": true, "cpus": true,
 	"mss_clamp": true, "decrement_ttl": true, "icmp_errors": true, "keepalive": true, "log_drops": true,
+	"pmtu_age": true,
 }
 
 func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
@@ -248,6 +257,8 @@ func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
 			g.Keepalive = p.interval(v, f)
 		case "log_drops":
 			g.LogDrops = p.interval(v, f)
+		case "pmtu_age":
+			g.PMTUAge = p.interval(v, f)
 		}
 		return true
 	})

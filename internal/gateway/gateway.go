@@ -86,6 +86,7 @@ type Gateway struct {
 	events                   chan sa.Event
 	started                  time.Time
 	reloader                 ReloadFunc
+	pmtu                     pmtuState // outer path MTU discovery (wire.go)
 }
 
 // New builds a gateway from cfg (which it keeps; don't wipe it). It
@@ -420,6 +421,7 @@ func (gw *Gateway) Start() (err error) {
 	// these (ErrRestart).
 	go gw.logDrops(gw.g.LogDrops)
 	go gw.keepalives(gw.g.Keepalive)
+	gw.startPMTU()
 	gw.log.Info("gateway running", "cipher", gw.g.Cipher.Name, "plain", plainName(gw.g), "queues", gw.g.Queues, "sas", len(gw.sas))
 	return nil
 }
@@ -560,6 +562,8 @@ type Stats struct {
 
 	Processor sa.ProcessorStats `json:"processor"`
 	Engine    xdp.EngineStats   `json:"engine"`
+	// Wire: path MTU discovery and VLAN counters (wire.go).
+	Wire WireStats `json:"wire"`
 }
 
 // Stats returns the gateway's counters.
@@ -589,6 +593,7 @@ func (gw *Gateway) Stats() Stats {
 		s.Uptime = time.Since(started)
 	}
 	s.Processor = gw.proc.Stats()
+	s.Wire = gw.wireStats(s.Engine)
 	s.KeepalivesSent, s.KeepalivesReceived, s.KeepaliveErrors = gw.kaSent.Load(), gw.kaRecv.Load(), gw.kaErrors.Load()
 	s.EventsLost = gw.eventsLost.Load()
 	return s

@@ -30,5 +30,15 @@ func (gw *Gateway) routerCounters(s Stats) []show.Counter {
 		{Name: "mss clamped", Value: s.MSSClamped}, {Name: "ttl expired", Value: s.TTLExpired},
 		{Name: "icmp errors sent", Value: s.ICMPSent}, {Name: "icmp rate-limited", Value: s.ICMPRateLimited},
 		{Name: "icmp not sent", Value: s.ICMPNotSent},
+		{Name: "pmtu learned", Value: s.Wire.PMTUAccepted}, {Name: "pmtu rejected", Value: sumValues(s.Wire.PMTURejected)},
+		{Name: "vlan drops", Value: s.Wire.VLANDrops},
 	}
+}
+
+func sumValues(m map[string]uint64) uint64 {
+	var n uint64
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
