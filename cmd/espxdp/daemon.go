@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -187,10 +189,16 @@ func cmdShowStats(args []string, stdout, stderr io.Writer) error {
 		{"mss clamped", st.MSSClamped}, {"ttl expired", st.TTLExpired},
 		{"icmp errors sent", st.ICMPSent}, {"icmp rate-limited", st.ICMPRateLimited}, {"icmp not sent", st.ICMPNotSent},
 		{"nat-t keepalives sent", st.KeepalivesSent}, {"nat-t keepalives received", st.KeepalivesReceived},
+		{"pmtu learned", st.Wire.PMTUAccepted}, {"pmtu expired", st.Wire.PMTUExpired}, {"vlan drops", st.Wire.VLANDrops},
 		{"processor in", st.Processor.InPkts}, {"processor out", st.Processor.OutPkts},
 	}
 	for _, r := range rows {
 		fmt.Fprintf(stdout, "%-28s %d\n", r.name+":", r.v)
+	}
+	for _, reason := range slices.Sorted(maps.Keys(st.Wire.PMTURejected)) {
+		if n := st.Wire.PMTURejected[reason]; n > 0 {
+			fmt.Fprintf(stdout, "%-28s %d\n", "pmtu rejected "+reason+":", n)
+		}
 	}
 	for reason, n := range st.Processor.Drops {
 		if n > 0 {

@@ -1,0 +1,288 @@
+//go:build linux
+
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/espxdp/espxdp/internal/testenv"
+	"github.com/espxdp/espxdp/internal/topo"
+)
+
+// pmtuNet is hostA — gwA — rtr — gwB — hostB: the gateways' wan links
+// meet at a kernel router whose link towards gwB has a smaller MTU
+// (midMTU) than the rest (1500).
+type pmtuNet struct {
+	a, b           *site
+	rtr            *topo.NS
+	wanA, wanB     netip.Addr // the gateways' wan addresses
+	rtrA, rtrB     netip.Addr // the router's
+	rtrAMAC, rtrBM net.HardwareAddr
+}
+
+func buildPMTUNet(t *testing.T, wan6 bool, midMTU int) *pmtuNet {
+	t.Helper()
+	tp := topo.New("pmt")
+	t.Cleanup(func() {
+		if err := tp.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk := func(label string) *topo.NS {
+		ns, err := tp.AddNS(label)
+		must(err)
+		return ns
+	}
+	n := &pmtuNet{
+		a:   &site{host: mk("hostA"), gw: mk("gwA"), hostAddr: netip.MustParseAddr("10.1.0.2")},
+		rtr: mk("rtr"),
+		b:   &site{host: mk("hostB"), gw: mk("gwB"), hostAddr: netip.MustParseAddr("10.2.0.2")},
+	}
+	for i, s := range []*site{n.a, n.b} {
+		k := byte(i + 1)
+		s.hostMAC, s.gwMAC, s.wanMAC = mac(2, k), mac(1, k), mac(0xfe, k)
+		hl, gl, err := tp.AddVeth(s.host, "eth0", s.gw, "lan0", topo.VethOptions{MACA: s.hostMAC, MACB: s.gwMAC})
+		must(err)
+		must(hl.AddAddr(netip.PrefixFrom(s.hostAddr, 24)))
+		must(hl.DisableTXChecksum())
+		gwLAN := netip.AddrFrom4([4]byte{10, k, 0, 1})
+		must(gl.AddAddr(netip.PrefixFrom(gwLAN, 24)))
+		must(s.host.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), gwLAN, "", 0))
+		must(hl.SetNeighbour(gwLAN, s.gwMAC))
+		must(gl.SetNeighbour(s.hostAddr, s.hostMAC))
+		s.socket = t.TempDir() + "/ctl.sock"
+		s.log = &testenv.SyncBuffer{}
+	}
+	bits := 24
+	n.wanA, n.rtrA = netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.254")
+	n.wanB, n.rtrB = netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("198.51.100.254")
+	if wan6 {
+		bits = 64
+		n.wanA, n.rtrA = netip.MustParseAddr("2001:db8:a::1"), netip.MustParseAddr("2001:db8:a::fe")
+		n.wanB, n.rtrB = netip.MustParseAddr("2001:db8:b::1"), netip.MustParseAddr("2001:db8:b::fe")
+	}
+	n.rtrAMAC, n.rtrBM = mac(0xfd, 1), mac(0xfd, 2)
+	wa, ra, err := tp.AddVeth(n.a.gw, "wan0", n.rtr, "toA", topo.VethOptions{MACA: n.a.wanMAC, MACB: n.rtrAMAC})
+	must(err)
+	rb, wb, err := tp.AddVeth(n.rtr, "toB", n.b.gw, "wan0", topo.VethOptions{MACA: n.rtrBM, MACB: n.b.wanMAC, MTU: midMTU})
+	must(err)
+	for _, x := range []struct {
+		l        *topo.Link
+		me, peer netip.Addr
+		peerMAC  net.HardwareAddr
+	}{{wa, n.wanA, n.rtrA, n.rtrAMAC}, {ra, n.rtrA, n.wanA, n.a.wanMAC}, {rb, n.rtrB, n.wanB, n.b.wanMAC}, {wb, n.wanB, n.rtrB, n.rtrBM}} {
+		must(x.l.AddAddr(netip.PrefixFrom(x.me, bits)))
+		must(x.l.SetNeighbour(x.peer, x.peerMAC))
+	}
+	def := netip.MustParsePrefix("0.0.0.0/0")
+	if wan6 {
+		def = netip.MustParsePrefix("::/0")
+	}
+	must(n.a.gw.AddRoute(def, n.rtrA, "wan0", 0))
+	must(n.b.gw.AddRoute(def, n.rtrB, "wan0", 0))
+	must(n.rtr.Sysctl("net.ipv4.ip_forward", "1"))
+	must(n.rtr.Sysctl("net.ipv6.conf.all.forwarding", "1"))
+	return n
+}
+
+// yaml is gateway "a"'s or "b"'s configuration: AF_XDP on both sides,
+// ICMP errors, no MSS clamp (path MTU discovery must do the work), the
+// outbound SA's configured path MTU 1500.
+func (n *pmtuNet) yaml(side, keyAB, keyBA, extra string) string {
+	s, local, remote, next := n.a, n.wanA, n.wanB, n.rtrAMAC
+	out, in, outSPI, inSPI, outKey, inKey, protected := "a-to-b", "b-to-a", "0x1001", "0x2001", keyAB, keyBA, "10.2.0.0/24"
+	if side == "b" {
+		s, local, remote, next = n.b, n.wanB, n.wanA, n.rtrBM
+		out, in, outSPI, inSPI, outKey, inKey, protected = in, out, inSPI, outSPI, inKey, outKey, "10.1.0.0/24"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "gateway:\n  control: %s\n  icmp_errors: true\n%s", s.socket, extra)
+	fmt.Fprintf(&b, "interfaces:\n  cipher: {name: wan0, next_hop: %q}\n", next.String())
+	fmt.Fprintf(&b, "  plain: {name: lan0, next_hop: %q, address: %s}\nprotected: [%s]\n", s.hostMAC.String(), gwLAN(side), protected)
+	fmt.Fprintf(&b, "tunnels:\n  - {name: peer, out: [%s], in: [%s]}\nsas:\n", out, in)
+	fmt.Fprintf(&b, "  - {name: %s, direction: out, spi: %s, local: %s, remote: %s, transform: aes128gcm16, key: %s, path_mtu: 1500}\n", out, outSPI, local, remote, outKey)
+	fmt.Fprintf(&b, "  - {name: %s, direction: in, spi: %s, local: %s, remote: %s, transform: aes128gcm16, key: %s}\n", in, inSPI, local, remote, inKey)
+	return b.String()
+}
+
+var routeMTU = regexp.MustCompile(`\bmtu (\d+)`)
+
+// routeMTUOf is the path MTU hostA's kernel has learned for dst (0: none).
+func routeMTUOf(t *testing.T, ns *topo.NS, dst netip.Addr) int {
+	t.Helper()
+	out, err := ns.IP("route", "get", dst.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := routeMTU.FindStringSubmatch(out); m != nil {
+		v, _ := strconv.Atoi(m[1])
+		return v
+	}
+	return 0
+}
+
+// TestGatewayPathMTU: the router between the gateways has a 1400-byte
+// link towards gwB. A large DF packet from hostA crosses gwA (path MTU
+// 1500 configured) and dies at the router, which answers gwA with ICMP
+// fragmentation needed / packet too big; gwA lowers a-to-b's path MTU to
+// 1400 (show sa), so the next large packet gets ICMP fragmentation
+// needed from gwA with the new plaintext MTU, hostA learns it, and a TCP
+// transfer without MSS clamping works. A forged message (unknown SPI) is
+// rejected and counted; the learned MTU ages back to 1500.
+func TestGatewayPathMTU(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	for _, wan6 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ipv4-wan", true: "ipv6-wan"}[wan6], func(t *testing.T) {
+			n := buildPMTUNet(t, wan6, 1400)
+			keyAB, keyBA := randKey(t), randKey(t)
+			const age = 3 * time.Second
+			startGateway(t, n.a, n.yaml("a", keyAB, keyBA, "  pmtu_age: 3s\n"))
+			startGateway(t, n.b, n.yaml("b", keyAB, keyBA, ""))
+			if got := ping(t, n.a, n.b.hostAddr, 3); got != 3 {
+				t.Fatalf("ping: %d of 3\nlogA:\n%s\nlogB:\n%s", got, n.a.log, n.b.log)
+			}
+			// 1400-byte inner packets fit a-to-b at path MTU 1500 but not
+			// the router's 1400-byte link once encrypted.
+			const bigPayload = 1400 - 28
+			big, err := topo.Ping(n.a.host, n.b.hostAddr, 1, bigPayload, 0, 500*time.Millisecond)
+			if err != nil || big.Received != 0 {
+				t.Fatalf("large ping before discovery: %+v, %v", big, err)
+			}
+			var st = statsOf(t, n.a.socket, "a-to-b")
+			for deadline := time.Now().Add(2 * time.Second); st.PathMTU != 1400 && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+				st = statsOf(t, n.a.socket, "a-to-b")
+			}
+			if st.PathMTU != 1400 {
+				t.Fatalf("a-to-b path MTU %d after the router's ICMP, want 1400\nlogA:\n%s", st.PathMTU, n.a.log)
+			}
+			pt := st.PlaintextMTU
+			if pt <= 1280 || pt >= 1400 {
+				t.Fatalf("plaintext MTU %d for path MTU 1400", pt)
+			}
+			// The next large packet: gwA answers with its plaintext MTU.
+			if big, _ := topo.Ping(n.a.host, n.b.hostAddr, 1, bigPayload, 0, 500*time.Millisecond); big.Received != 0 {
+				t.Errorf("a 1400-byte ping crossed a 1400-byte link inside ESP")
+			}
+			if got := routeMTUOf(t, n.a.host, n.b.hostAddr); got != pt {
+				t.Errorf("hostA learned path MTU %d, want gwA's plaintext MTU %d", got, pt)
+			}
+			if r, err := topo.Ping(n.a.host, n.b.hostAddr, 1, pt-28, 0, time.Second); err != nil || r.Received != 1 {
+				t.Errorf("ping of the plaintext MTU %d: %+v, %v", pt, r, err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			res, err := topo.Transfer(ctx, n.b.host, netip.AddrPortFrom(n.b.hostAddr, 5021), n.a.host, 1<<20, 21, nil)
+			if err != nil || !res.Intact() {
+				t.Fatalf("TCP transfer relying on path MTU discovery: %+v, %v", res, err)
+			}
+
+			// A forged packet-too-big quoting an SPI we do not use.
+			forgePTB(t, n, 0x7777, 1300)
+			var ws WireStats
+			for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				resp, err := Call(n.a.socket, Request{Cmd: "show-stats"}, time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ws = resp.Stats.Wire; ws.PMTURejected["no-sa"] > 0 {
+					break
+				}
+			}
+			if ws.PMTUAccepted == 0 || ws.PMTURejected["no-sa"] != 1 {
+				t.Errorf("wire stats %+v: want ≥ 1 accepted and the forged one rejected as no-sa", ws)
+			}
+			if s := statsOf(t, n.a.socket, "a-to-b"); s.PathMTU != 1400 {
+				t.Errorf("path MTU %d after the forged message, want 1400", s.PathMTU)
+			}
+
+			// Aging: back to the configured 1500.
+			deadline := time.Now().Add(2 * age)
+			for statsOf(t, n.a.socket, "a-to-b").PathMTU != 1500 && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if s := statsOf(t, n.a.socket, "a-to-b"); s.PathMTU != 1500 {
+				t.Errorf("path MTU %d %v after it was learned, want the configured 1500 back", s.PathMTU, 2*age)
+			}
+		})
+	}
+}
+
+// forgePTB sends, from the router, an ICMP packet-too-big to gwA that
+// quotes an ESP packet from gwA to gwB with SPI spi.
+func forgePTB(t *testing.T, n *pmtuNet, spi uint32, mtu int) {
+	t.Helper()
+	msg := ptbMsg(t, outerESP(n.wanA, n.wanB, false, 0, 0, spi, 1500), n.rtrA, mtu)
+	err := n.rtr.Do(func() error {
+		fam, proto := unix.AF_INET6, unix.IPPROTO_ICMPV6
+		var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: n.wanA.As16()}
+		if n.wanA.Is4() {
+			fam, proto, sa = unix.AF_INET, unix.IPPROTO_ICMP, &unix.SockaddrInet4{Addr: n.wanA.As4()}
+		}
+		fd, err := unix.Socket(fam, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Sendto(fd, msg, 0, sa)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGatewayVLAN: both gateways' wan is VLAN 100 (interfaces.cipher.vlan):
+// traffic crosses tagged. With gwB on VLAN 200 instead, nothing crosses
+// and both gateways count the frames of the other VLAN as vlan drops.
+func TestGatewayVLAN(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	withVLAN := func(yaml string, vid int) string {
+		return strings.Replace(yaml, "cipher: {name: wan0,", fmt.Sprintf("cipher: {name: wan0, vlan: %d,", vid), 1)
+	}
+	for _, c := range []struct {
+		name       string
+		vidA, vidB int
+	}{{"same", 100, 100}, {"mismatch", 100, 200}} {
+		t.Run(c.name, func(t *testing.T) {
+			a, b := buildTopology(t)
+			p := gwParams{keyAB: randKey(t), keyBA: randKey(t)}
+			startGateway(t, a, withVLAN(gatewayYAML(a, b, "a", p), c.vidA))
+			startGateway(t, b, withVLAN(gatewayYAML(b, a, "b", p), c.vidB))
+			got := ping(t, a, b.hostAddr, 3)
+			stA, err := Call(a.socket, Request{Cmd: "show-stats"}, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stB, err := Call(b.socket, Request{Cmd: "show-stats"}, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.vidA == c.vidB {
+				if got != 3 || stA.Stats.Wire.VLANDrops != 0 || stB.Stats.Wire.VLANDrops != 0 {
+					t.Errorf("VLAN %d both sides: %d of 3 pings, vlan drops A %d B %d", c.vidA, got, stA.Stats.Wire.VLANDrops, stB.Stats.Wire.VLANDrops)
+				}
+				return
+			}
+			if got != 0 || stB.Stats.Wire.VLANDrops < 3 || stB.Stats.Decrypted != 0 {
+				t.Errorf("VLAN %d vs %d: %d pings answered, gwB vlan drops %d, decrypted %d; want 0, ≥ 3, 0",
+					c.vidA, c.vidB, got, stB.Stats.Wire.VLANDrops, stB.Stats.Decrypted)
+			}
+		})
+	}
+}
