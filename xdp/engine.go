@@ -235,6 +235,18 @@ func EngineFrames(ports, queues, fillSize int) int {
 	return min(max(n, DefaultNumFrames), MaxNumFrames)
 }
 
+// MaxFrameLen is the longest Ethernet frame (header and tags included)
+// an engine with UMEM configuration cfg receives: what a UMEM frame holds
+// after the kernel's and the configured headroom (zero values: the
+// defaults). Engine.Start fails with ErrMTU when an interface's MTU
+// needs longer frames.
+func MaxFrameLen(cfg UMEMConfig) int {
+	if c, err := cfg.normalize(); err == nil {
+		cfg = c
+	}
+	return cfg.FrameSize - cfg.Headroom - KernelHeadroom
+}
+
 // EngineWorkerStats are the counters of one engine worker.
 type EngineWorkerStats struct {
 	Queue int

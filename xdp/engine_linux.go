@@ -178,6 +178,14 @@ func (e *Engine) Start() (err error) {
 		}
 		rt.pMAC, rt.pNxt, rt.pVLAN = pMAC, [6]byte(cfg.Plain.NextHop), uint16(cfg.Plain.VLAN)
 	}
+	if err = checkMTU(&cfg.Cipher, cIdx, false, cfg.UMEM); err != nil {
+		return err
+	}
+	if cfg.Plain != nil {
+		if err = checkMTU(cfg.Plain, pIdx, true, cfg.UMEM); err != nil {
+			return err
+		}
+	}
 	if rt.efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		rt.efd = -1
 		return fmt.Errorf("xdp: eventfd: %w", err)

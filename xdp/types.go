@@ -30,6 +30,12 @@ var (
 	ErrBusy = errors.New("xdp: interface queue busy")
 	// ErrClosed means the UMEM, socket or forwarder was closed.
 	ErrClosed = errors.New("xdp: closed")
+	// ErrMTU means an Engine port's interface has an MTU whose full-size
+	// frames do not fit the UMEM's frames (AF_XDP without multi-buffer
+	// receives a frame into one UMEM frame, and the kernel drops larger
+	// ones, counted only in its socket statistics). Lower the interface
+	// MTU, or the UMEM headroom.
+	ErrMTU = errors.New("xdp: interface MTU too large for the UMEM frames")
 	// ErrFrameAccounting means CheckFrames found a frame owned twice, a
 	// frame in a ring that the allocator believes is elsewhere, or counts
 	// that do not add up: a frame was leaked or freed twice.

@@ -4,12 +4,17 @@ package xdp
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/internal/netns"
 )
 
@@ -222,4 +227,51 @@ func TestVLANOK(t *testing.T) {
 			t.Errorf("%s: vlanOK %v, want %v", c.name, got, c.want)
 		}
 	}
+}
+
+// TestEngineMTUTooLarge: an interface whose MTU needs frames longer than
+// a UMEM frame holds (a jumbo MTU without multi-buffer) makes Start fail
+// with ErrMTU, naming the interface, its MTU and the limit, and leaves
+// nothing attached; at the limit the engine starts.
+func TestEngineMTUTooLarge(t *testing.T) {
+	requireNet(t)
+	n := newEngNet(t)
+	s := newEngSAs(t, n)
+	cfg := n.config(s)
+	limit := MaxFrameLen(cfg.UMEM) - 14
+	for _, c := range []struct {
+		name string
+		link *netns.Link
+		mtu  int
+		want int // the limit in the message
+	}{
+		{"cipher jumbo", n.c.A, 9000, limit},
+		{"plain above the limit", n.p.A, limit - esp.MaxTailroom + 1, limit - esp.MaxTailroom},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.link.NS.IP(t, "link", "set", "dev", c.link.Name, "mtu", strconv.Itoa(c.mtu))
+			defer c.link.NS.IP(t, "link", "set", "dev", c.link.Name, "mtu", "1500")
+			e, err := NewEngine(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = n.nsE.Do(e.Start)
+			if !errors.Is(err, ErrMTU) {
+				e.Stop()
+				t.Fatalf("Start with MTU %d on %s: %v, want ErrMTU", c.mtu, c.link.Name, err)
+			}
+			for _, s := range []string{c.link.Name, fmt.Sprintf("MTU %d", c.mtu), fmt.Sprintf("at most %d bytes", c.want)} {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("error %q does not say %q", err, s)
+				}
+			}
+			if c.link.XDPAttached(t) {
+				t.Errorf("XDP program left on %s", c.link.Name)
+			}
+		})
+	}
+	// At the limits it starts.
+	n.c.A.NS.IP(t, "link", "set", "dev", n.c.A.Name, "mtu", strconv.Itoa(limit))
+	n.p.A.NS.IP(t, "link", "set", "dev", n.p.A.Name, "mtu", strconv.Itoa(limit-esp.MaxTailroom))
+	startEngine(t, n, cfg)
 }
