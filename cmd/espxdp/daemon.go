@@ -190,6 +190,7 @@ func cmdShowStats(args []string, stdout, stderr io.Writer) error {
 		{"icmp errors sent", st.ICMPSent}, {"icmp rate-limited", st.ICMPRateLimited}, {"icmp not sent", st.ICMPNotSent},
 		{"nat-t keepalives sent", st.KeepalivesSent}, {"nat-t keepalives received", st.KeepalivesReceived},
 		{"pmtu learned", st.Wire.PMTUAccepted}, {"pmtu expired", st.Wire.PMTUExpired}, {"vlan drops", st.Wire.VLANDrops},
+		{"xsk rx dropped", st.Wire.XSKRXDropped}, {"xsk rx ring full", st.Wire.XSKRXRingFull},
 		{"processor in", st.Processor.InPkts}, {"processor out", st.Processor.OutPkts},
 	}
 	for _, r := range rows {

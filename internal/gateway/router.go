@@ -31,7 +31,7 @@ func (gw *Gateway) routerCounters(s Stats) []show.Counter {
 		{Name: "icmp errors sent", Value: s.ICMPSent}, {Name: "icmp rate-limited", Value: s.ICMPRateLimited},
 		{Name: "icmp not sent", Value: s.ICMPNotSent},
 		{Name: "pmtu learned", Value: s.Wire.PMTUAccepted}, {Name: "pmtu rejected", Value: sumValues(s.Wire.PMTURejected)},
-		{Name: "vlan drops", Value: s.Wire.VLANDrops},
+		{Name: "vlan drops", Value: s.Wire.VLANDrops}, {Name: "xsk rx dropped", Value: s.Wire.XSKRXDropped},
 	}
 }
 

@@ -62,6 +62,13 @@ type WireStats struct {
 	// VLANDrops: frames of another VLAN than their interface's (summed
 	// over the engine's workers).
 	VLANDrops uint64 `json:"vlan_drops"`
+	// XSKRXDropped: frames the kernel dropped on their way into the
+	// engine's AF_XDP sockets (both interfaces): longer than a UMEM frame
+	// holds (an interface MTU raised after start: jumbo frames), or no
+	// free frame to receive into. XSKRXRingFull: dropped because an RX
+	// ring was full.
+	XSKRXDropped  uint64 `json:"xsk_rx_dropped"`
+	XSKRXRingFull uint64 `json:"xsk_rx_ring_full"`
 }
 
 // pmtuState is the learned path MTUs and the counters.
@@ -181,6 +188,10 @@ func (gw *Gateway) wireStats(es xdp.EngineStats) WireStats {
 	var ws WireStats
 	for _, w := range es.Workers {
 		ws.VLANDrops += w.VLANDrops
+	}
+	for _, s := range append(append([]xdp.Stats(nil), es.CipherSockets...), es.PlainSockets...) {
+		ws.XSKRXDropped += s.Kernel.RxDropped
+		ws.XSKRXRingFull += s.Kernel.RxRingFull
 	}
 	gw.pmtu.stats(&ws)
 	return ws

@@ -4,7 +4,9 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"regexp"
@@ -15,8 +17,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/internal/testenv"
 	"github.com/espxdp/espxdp/internal/topo"
+	"github.com/espxdp/espxdp/xdp"
 )
 
 // pmtuNet is hostA — gwA — rtr — gwB — hostB: the gateways' wan links
@@ -284,5 +288,39 @@ func TestGatewayVLAN(t *testing.T) {
 					c.vidA, c.vidB, got, stB.Stats.Wire.VLANDrops, stB.Stats.Decrypted)
 			}
 		})
+	}
+}
+
+// TestGatewayJumboMTURefused: a gateway whose wan interface has a jumbo
+// MTU (9000) that AF_XDP without multi-buffer cannot receive refuses to
+// start, and says which interface, which MTU and what the limit is.
+func TestGatewayJumboMTURefused(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := buildTopology(t)
+	if _, err := a.gw.IP("link", "set", "dev", "wan0", "mtu", "9000"); err != nil {
+		t.Fatal(err)
+	}
+	p := gwParams{keyAB: randKey(t), keyBA: randKey(t)}
+	cfg, err := config.Parse("gw.yaml", []byte(gatewayYAML(a, b, "a", p)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := New(cfg, Options{NetNS: a.gw.Path(), Logger: slog.New(slog.NewTextHandler(a.log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	err = gw.Start()
+	if !errors.Is(err, xdp.ErrMTU) {
+		t.Fatalf("Start with a 9000-byte wan MTU: %v, want xdp.ErrMTU", err)
+	}
+	limit := xdp.MaxFrameLen(xdp.UMEMConfig{}) - 14
+	for _, s := range []string{"wan0", "MTU 9000", fmt.Sprintf("at most %d bytes", limit)} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not say %q", err, s)
+		}
+	}
+	if gw.Running() {
+		t.Error("gateway running after a failed Start")
 	}
 }
