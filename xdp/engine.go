@@ -33,6 +33,9 @@ type Port struct {
 	VLAN int
 }
 
+// MaxFragments is the most fragments FragmentInner makes of one packet.
+const MaxFragments = 16
+
 // MaxVLAN is the largest 802.1Q VLAN ID (4095 is reserved).
 const MaxVLAN = 4094
 
@@ -132,6 +135,18 @@ type EngineConfig struct {
 	// as ICMPNotSent). With a TUN, use an address the kernel does not
 	// own: it drops packets from its own addresses as martians.
 	ICMPSource4, ICMPSource6 netip.Addr
+	// FragmentInner fragments IPv4 packets without DF that exceed the
+	// SA's plaintext MTU before encryption (RFC 4459 §5.1, IOS "crypto
+	// ipsec fragmentation before-encryption"): each fragment is written
+	// into a fresh UMEM frame (the first stays in place) and encrypted on
+	// its own, so the peer's gateway decrypts whole fragments and the
+	// inner destination reassembles. Packets with DF, IPv6 packets and
+	// IPv4 packets with options still get the ICMP error (ICMPErrors) or
+	// are dropped. The SA's DropMTU counter still counts each such packet
+	// once (the SA processor refused it whole); Fragmented counts them
+	// here.
+	FragmentInner bool
+
 	// ICMPRate and ICMPBurst are the token bucket that limits each
 	// worker's ICMP errors: ICMPRate per second, bursts of ICMPBurst
 	// (0: 100 and 20).
@@ -287,6 +302,11 @@ type EngineWorkerStats struct {
 	NoRoom uint64
 	// TXFull: packets dropped because a TX ring stayed full.
 	TXFull uint64
+	// Fragmented: IPv4 packets fragmented before encryption
+	// (FragmentInner), into Fragments fragments. FragmentFailed: packets
+	// that needed it but could not be (IPv4 options, more than
+	// MaxFragments fragments, no free frame), dropped.
+	Fragmented, Fragments, FragmentFailed uint64
 	// HandedOff: packets given to another worker (Sharded, PerCPU).
 	HandedOff uint64
 	// Sleeps: times the worker blocked in poll(2).

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -77,6 +78,13 @@ type engineWorker struct {
 	mssOld [MaxBatch]uint16
 	icmp   tokenBucket
 
+	// Fragmentation before encryption (FragmentInner): the fragments'
+	// frames and packets; fragDepth > 0 while they are processed (no
+	// fragment is fragmented again).
+	fragD     [MaxFragments]Desc
+	fragPk    [MaxFragments]sa.Packet
+	fragDepth int
+
 	// Packets from Send wait in src (a ring guarded by srcMu) for the
 	// worker; wfd wakes it.
 	srcMu   sync.Mutex
@@ -92,7 +100,8 @@ const srcQueueLen = 1024
 type engCounters struct {
 	cipherRX, decrypted, plainRX, encrypted, bypassed, control, controlDropped,
 	saDrops, mtuDrops, notIP, vlanDrops, noRoom, txFull, handedOff, sleeps, sent, sendFull,
-	mssClamped, ttlExpired, icmpSent, icmpRateLimited, icmpNotSent atomic.Uint64
+	mssClamped, ttlExpired, icmpSent, icmpRateLimited, icmpNotSent,
+	fragmented, fragments, fragFailed atomic.Uint64
 }
 
 // tokenBucket limits a worker's ICMP errors: rate tokens per second up
@@ -118,6 +127,10 @@ func (b *tokenBucket) take(now int64) bool {
 	b.tokens--
 	return true
 }
+
+// plainLocal is the local-address filter of the plaintext-side program:
+// no address a packet is sent to.
+var plainLocal = []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}
 
 // NewEngine checks cfg and returns an Engine; Start runs it.
 func NewEngine(cfg EngineConfig) (*Engine, error) {
@@ -199,7 +212,13 @@ func (e *Engine) Start() (err error) {
 	}
 	if cfg.Plain != nil {
 		rt.progP, err = bpf.Load(bpf.Options{NATTPort: cfg.NATTPort, Plaintext: true,
-			ProtectedPrefixes: cfg.ProtectedPrefixes, Queues: cfg.Queues})
+			ProtectedPrefixes: cfg.ProtectedPrefixes, Queues: cfg.Queues,
+			// Inner fragments to a protected prefix are encrypted like
+			// whole packets (to the queue's first socket), never left to
+			// the kernel; with only the unspecified addresses "local",
+			// ESP, UDP and their fragments on this side are taken only
+			// for the protected prefixes, like all other plaintext.
+			SteerFragments: true, LocalAddrs: plainLocal})
 		if err != nil {
 			return err
 		}
@@ -363,6 +382,7 @@ func (e *Engine) statsLocked() EngineStats {
 			Sleeps: c.sleeps.Load(), Sent: c.sent.Load(), SendFull: c.sendFull.Load(),
 			MSSClamped: c.mssClamped.Load(), TTLExpired: c.ttlExpired.Load(), ICMPSent: c.icmpSent.Load(),
 			ICMPRateLimited: c.icmpRateLimited.Load(), ICMPNotSent: c.icmpNotSent.Load(),
+			Fragmented: c.fragmented.Load(), Fragments: c.fragments.Load(), FragmentFailed: c.fragFailed.Load(),
 		})
 		s, _ := ew.cs.Stats()
 		st.CipherSockets = append(st.CipherSockets, s)
@@ -675,6 +695,54 @@ func (ew *engineWorker) icmpBack(p *sa.Packet, tooBig bool, mtu int) {
 	}
 }
 
+// fragmentOut fragments p, an outbound IPv4 packet without DF that the
+// SA processor found larger than its SA's plaintext MTU (p.MTU), and
+// encrypts the fragments: fragments 1.. go into fresh UMEM frames,
+// fragment 0 stays in p's frame. It reports whether it consumed p; if
+// not (DF, IPv6, options, too many fragments, no frames), the caller
+// proceeds as without FragmentInner.
+func (ew *engineWorker) fragmentOut(p *sa.Packet) bool {
+	if p.Off < 0 || p.Len <= 0 || p.Off+p.Len > len(p.Buf) || p.Buf[p.Off]>>4 != 4 {
+		return false
+	}
+	data := p.Buf[p.Off : p.Off+p.Len]
+	count, step, err := inet.Fragments4(data, p.MTU)
+	switch {
+	case errors.Is(err, inet.ErrFragDF), errors.Is(err, inet.ErrMalformed):
+		return false
+	case err != nil || count > MaxFragments:
+		ew.c.fragFailed.Add(1)
+		return false
+	}
+	u := ew.rt.u
+	if k := u.Alloc(ew.fragD[:count-1]); k < count-1 {
+		u.Free(ew.fragD[:k])
+		ew.c.fragFailed.Add(1)
+		return false
+	}
+	// Room in the worker's TX and free queues for every fragment.
+	if ew.nC+count > len(ew.txC) || ew.nP+count > len(ew.txP) || ew.nFree+count > len(ew.free) || ew.nDlv+count > len(ew.dlv) {
+		ew.flush()
+	}
+	for i := count - 1; i >= 1; i-- {
+		d := ew.fragD[i-1]
+		buf, off := u.Frame(d)
+		n := inet.WriteFragment4(buf[off:], data, i, step)
+		ew.fragPk[i] = sa.Packet{Buf: buf, Off: off, Len: n, Meta: d.Addr &^ u.frameMask}
+	}
+	n := inet.WriteFragment4(data, data, 0, step)
+	ew.fragPk[0] = sa.Packet{Buf: p.Buf, Off: p.Off, Len: n, Meta: p.Meta}
+	ew.c.fragmented.Add(1)
+	ew.c.fragments.Add(uint64(count))
+	ew.fragDepth++
+	ew.w.Outbound(ew.fragPk[:count])
+	for i := range count {
+		ew.finish(&ew.fragPk[i], sa.Out)
+	}
+	ew.fragDepth--
+	return true
+}
+
 // finish acts on one processed packet: queue it for transmission (with
 // a new Ethernet header) or delivery, pass it to Control, or free it.
 func (ew *engineWorker) finish(p *sa.Packet, dir sa.Direction) {
@@ -714,6 +782,12 @@ func (ew *engineWorker) finish(p *sa.Packet, dir sa.Direction) {
 		if p.Reason == sa.DropMTU {
 			ew.c.mtuDrops.Add(1)
 			if dir == sa.Out {
+				if ew.e.cfg.FragmentInner && ew.fragDepth == 0 && ew.fragmentOut(p) {
+					// Not dropped after all: fragmented and encrypted.
+					ew.c.saDrops.Add(^uint64(0))
+					ew.c.mtuDrops.Add(^uint64(0))
+					break
+				}
 				ew.icmpBack(p, true, p.MTU)
 				break
 			}

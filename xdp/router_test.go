@@ -691,3 +691,98 @@ func TestRouterIPv6Outside(t *testing.T) {
 	checkFrames(t, ea)
 	checkFrames(t, eb)
 }
+
+// TestRouterFragmentBeforeEncryption: gwA fragments IPv4 packets without
+// DF that exceed its SA's plaintext MTU before encrypting them
+// (FragmentInner); gwB decrypts each fragment and hostB reassembles, so
+// pings of 1500 bytes and of 2928 bytes (which hostA's kernel already
+// fragmented: gwA fragments the first fragment again) are answered. A
+// DF packet of that size still gets "fragmentation needed".
+func TestRouterFragmentBeforeEncryption(t *testing.T) {
+	// gwB's replies (its SA has no path MTU) need a wan larger than 1500.
+	n := newRouterNetOpts(t, routerOpts{pathMTUA: 1500, wanMTU: 2000})
+	ptMTU := n.a.out.PlaintextMTU()
+	cfg := n.configA()
+	cfg.FragmentInner, cfg.ICMPErrors, cfg.ICMPSource4, cfg.ICMPSource6 = true, true, gwA4, gwA6
+	ea, _ := startIn(t, n.gwA, cfg)
+	eb, _ := startIn(t, n.gwB, n.configB())
+
+	for i, c := range []struct {
+		payload, pkts, frags int // ICMP payload; packets gwA fragments, into frags
+	}{{1472, 1, 2}, {2900, 2, 4}} { // hostA sends 2900 as 1500 + 1448: both too big
+		w0 := ea.Stats().Workers[0]
+		out, err := run(n.hostA, "ping", "-n", "-M", "dont", "-s", strconv.Itoa(c.payload), "-c", "1", "-W", "2", hostB4.String())
+		if err != nil {
+			t.Errorf("ping %d: %d-byte payload without DF through a tunnel with plaintext MTU %d: %v: %s\nA %+v\nB %+v",
+				i, c.payload, ptMTU, err, out, ea.Stats().Workers[0], eb.Stats().Workers[0])
+			continue
+		}
+		w := ea.Stats().Workers[0]
+		if w.Fragmented-w0.Fragmented != uint64(c.pkts) || w.Fragments-w0.Fragments != uint64(c.frags) || w.MTUDrops != w0.MTUDrops || w.FragmentFailed != 0 {
+			t.Errorf("ping %d: fragmented %d into %d (failed %d), MTU drops %d; want %d into %d, no drops",
+				i, w.Fragmented-w0.Fragmented, w.Fragments-w0.Fragments, w.FragmentFailed, w.MTUDrops-w0.MTUDrops, c.pkts, c.frags)
+		}
+	}
+	// DF: the ICMP error as before, nothing fragmented.
+	w0 := ea.Stats().Workers[0]
+	if out, err := run(n.hostA, "ping", "-n", "-M", "do", "-s", "1472", "-c", "1", "-W", "1", hostB4.String()); err == nil {
+		t.Errorf("a DF packet larger than the plaintext MTU crossed: %s", out)
+	}
+	if w := ea.Stats().Workers[0]; w.Fragmented != w0.Fragmented || w.ICMPSent != w0.ICMPSent+1 || w.MTUDrops != w0.MTUDrops+1 {
+		t.Errorf("DF ping: fragmented %d→%d, ICMP sent %d→%d, MTU drops %d→%d", w0.Fragmented, w.Fragmented, w0.ICMPSent, w.ICMPSent, w0.MTUDrops, w.MTUDrops)
+	}
+	checkFrames(t, ea)
+}
+
+// TestFragmentOutAlloc: fragmenting and encrypting an oversized packet
+// (FragmentInner) allocates nothing, and every fragment is encrypted.
+func TestFragmentOutAlloc(t *testing.T) {
+	if race.Enabled {
+		t.Skip("allocation counts are meaningless under the race detector")
+	}
+	u := newTestUMEM(t, UMEMConfig{NumFrames: 64, FillSize: 32, CompletionSize: 32})
+	tr := esp.MustParseTransform("aes128gcm16")
+	out, err := sa.New(sa.Config{Name: "f", SPI: 0xf00, Direction: sa.Out, Mode: esp.Tunnel, Local: wanA, Remote: wanB,
+		Transform: tr, Key: bytes.Repeat([]byte{1}, 20), PathMTU: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sad := sa.NewSAD(sa.SADOptions{})
+	if err := sad.Add(out); err != nil {
+		t.Fatal(err)
+	}
+	tun := sa.NewTunnel("t")
+	tun.SetOutbound(out)
+	proc, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sad, Tunnel: tun})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ew := routerWorker(EngineConfig{FragmentInner: true})
+	ew.rt.u, ew.w = u, proc.Worker(0)
+	pkt := innerUDP(hostA4, hostB4, 1, 2400) // 2428 bytes
+	pkt[6] = 0                               // no DF
+	binary.BigEndian.PutUint16(pkt[10:], 0)
+	binary.BigEndian.PutUint16(pkt[10:], csum(pkt[:20]))
+	var d [1]Desc
+	run := func() {
+		if u.Alloc(d[:]) != 1 {
+			t.Fatal("no frame")
+		}
+		buf, off := u.Frame(d[0])
+		copy(buf[off:], pkt)
+		ew.pk[0] = sa.Packet{Buf: buf, Off: off, Len: len(pkt), Meta: d[0].Addr &^ u.frameMask}
+		ew.w.Outbound(ew.pk[:1])
+		ew.finish(&ew.pk[0], sa.Out)
+		u.Free(ew.txC[:ew.nC])
+		u.Free(ew.free[:ew.nFree])
+		ew.nC, ew.nFree = 0, 0
+	}
+	run()
+	if w := &ew.c; w.fragmented.Load() != 1 || w.fragments.Load() != 3 || w.encrypted.Load() != 3 || w.saDrops.Load() != 0 {
+		t.Fatalf("fragmented %d into %d, encrypted %d, drops %d; want 1, 3, 3, 0",
+			w.fragmented.Load(), w.fragments.Load(), w.encrypted.Load(), w.saDrops.Load())
+	}
+	if n := testing.AllocsPerRun(100, run); n != 0 {
+		t.Errorf("%v allocations per fragmented packet", n)
+	}
+}

@@ -30,6 +30,7 @@ import (
 //	  keepalive: 20s                 # NAT-T keepalives to udp-encap peers, 0 = off
 //	  log_drops: 1s                  # interval of the drop log, 0 = off
 //	  pmtu_age: 10m                  # a path MTU learned from ICMP expires, 0 = never
+//	  fragmentation: before-encryption # or off: IPv4 without DF over the SA's MTU
 //	interfaces:
 //	  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: [192.0.2.1], vlan: 100}
 //	  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
@@ -57,6 +58,12 @@ type Gateway struct {
 	// SA's configured path_mtu is tried again (RFC 1191 §6.3, RFC 8201
 	// §4); 0: never raised again.
 	PMTUAge time.Duration
+	// Fragmentation is what happens to IPv4 packets without DF larger
+	// than the SA's plaintext MTU: "before-encryption" (default: they are
+	// fragmented, then each fragment encrypted, RFC 4459 §5.1) or "off"
+	// (dropped and counted). DF packets and IPv6 always get the ICMP
+	// error (icmp_errors).
+	Fragmentation string
 
 	Cipher    Iface
 	Plain     *Iface
@@ -129,7 +136,8 @@ func (p *parser) gateway(vals map[string]*yaml.Node, cfg *Config) *Gateway {
 		vals["tunnels"] == nil && vals["policies"] == nil {
 		return nil
 	}
-	g := &Gateway{Queues: 1, Concurrency: sa.Shared, XDPMode: "auto", Attach: "auto", Keepalive: DefaultKeepalive, LogDrops: DefaultLogDrops, PMTUAge: DefaultPMTUAge}
+	g := &Gateway{Queues: 1, Concurrency: sa.Shared, XDPMode: "auto", Attach: "auto", Keepalive: DefaultKeepalive, LogDrops: DefaultLogDrops, PMTUAge: DefaultPMTUAge,
+		Fragmentation: "before-encryption"}
 	if n := vals["gateway"]; n != nil {
 		g.Pos = Pos{File: p.file, Line: n.Line, Field: "gateway"}
 		p.gatewayOptions(n, g)
@@ -194,7 +202,7 @@ func (p *parser) list(n *yaml.Node, path string, each func(m *yaml.Node, path st
 var gatewayOptionFields = map[string]bool{
 	"control": true, "queues": true, "concurrency": true, "xdp_mode": true, "attach": true, "cpus": true,
 	"mss_clamp": true, "decrement_ttl": true, "icmp_errors": true, "keepalive": true, "log_drops": true,
-	"pmtu_age": true,
+	"pmtu_age": true, "fragmentation": true,
 }
 
 func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
@@ -259,6 +267,8 @@ func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
 			g.LogDrops = p.interval(v, f)
 		case "pmtu_age":
 			g.PMTUAge = p.interval(v, f)
+		case "fragmentation":
+			g.Fragmentation = p.oneOf(v, f, "before-encryption", "off")
 		}
 		return true
 	})

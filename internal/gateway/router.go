@@ -14,6 +14,7 @@ func (gw *Gateway) routerOptions(ec *xdp.EngineConfig) {
 	g := gw.g
 	ec.ClampMSS = g.MSSClamp
 	ec.DecrementTTL = g.DecrementTTL
+	ec.FragmentInner = g.Fragmentation == "before-encryption"
 	if g.Plain != nil && g.ICMPErrors && g.Plain.Address.IsValid() {
 		ec.ICMPErrors = true
 		if a := g.Plain.Address; a.Is4() {
@@ -32,6 +33,7 @@ func (gw *Gateway) routerCounters(s Stats) []show.Counter {
 		{Name: "icmp not sent", Value: s.ICMPNotSent},
 		{Name: "pmtu learned", Value: s.Wire.PMTUAccepted}, {Name: "pmtu rejected", Value: sumValues(s.Wire.PMTURejected)},
 		{Name: "vlan drops", Value: s.Wire.VLANDrops}, {Name: "xsk rx dropped", Value: s.Wire.XSKRXDropped},
+		{Name: "fragmented before encryption", Value: s.Wire.Fragmented},
 	}
 }
 

@@ -69,6 +69,12 @@ type WireStats struct {
 	// ring was full.
 	XSKRXDropped  uint64 `json:"xsk_rx_dropped"`
 	XSKRXRingFull uint64 `json:"xsk_rx_ring_full"`
+	// Fragmented: IPv4 packets fragmented before encryption into
+	// Fragments fragments (gateway.fragmentation); FragmentFailed: those
+	// that could not be (options, too many fragments, no frame), dropped.
+	Fragmented     uint64 `json:"fragmented"`
+	Fragments      uint64 `json:"fragments"`
+	FragmentFailed uint64 `json:"fragment_failed"`
 }
 
 // pmtuState is the learned path MTUs and the counters.
@@ -188,6 +194,9 @@ func (gw *Gateway) wireStats(es xdp.EngineStats) WireStats {
 	var ws WireStats
 	for _, w := range es.Workers {
 		ws.VLANDrops += w.VLANDrops
+		ws.Fragmented += w.Fragmented
+		ws.Fragments += w.Fragments
+		ws.FragmentFailed += w.FragmentFailed
 	}
 	for _, s := range append(append([]xdp.Stats(nil), es.CipherSockets...), es.PlainSockets...) {
 		ws.XSKRXDropped += s.Kernel.RxDropped

@@ -324,3 +324,47 @@ func TestGatewayJumboMTURefused(t *testing.T) {
 		t.Error("gateway running after a failed Start")
 	}
 }
+
+// TestGatewayFragmentation: 1500-byte pings without DF do not fit the
+// tunnel (plaintext MTU 1446). By default (fragmentation:
+// before-encryption) both gateways fragment them before encryption and
+// the pings are answered; with fragmentation: off they are dropped and
+// counted as MTU drops.
+func TestGatewayFragmentation(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	for _, c := range []struct {
+		name, extra string
+		answered    bool
+	}{{"before-encryption", "", true}, {"off", "  fragmentation: off\n", false}} {
+		t.Run(c.name, func(t *testing.T) {
+			a, b := buildTopology(t)
+			p := gwParams{keyAB: randKey(t), keyBA: randKey(t), extra: c.extra}
+			startGateway(t, a, gatewayYAML(a, b, "a", p))
+			startGateway(t, b, gatewayYAML(b, a, "b", p))
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			out, err := a.host.Exec(ctx, "ping", "-n", "-M", "dont", "-s", "1472", "-c", "2", "-i", "0.2", "-W", "2", b.hostAddr.String())
+			if (err == nil) != c.answered {
+				t.Fatalf("1500-byte pings without DF: err %v, want answered %v: %s\nlogA:\n%s", err, c.answered, out, a.log)
+			}
+			stA, err := Call(a.socket, Request{Cmd: "show-stats"}, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stB, err := Call(b.socket, Request{Cmd: "show-stats"}, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wa, wb := stA.Stats.Wire, stB.Stats.Wire
+			if c.answered {
+				if wa.Fragmented != 2 || wa.Fragments != 4 || wb.Fragmented != 2 || stA.Stats.MTUDrops != 0 {
+					t.Errorf("fragmented A %d into %d, B %d; A MTU drops %d; want 2 into 4, 2, 0", wa.Fragmented, wa.Fragments, wb.Fragmented, stA.Stats.MTUDrops)
+				}
+				return
+			}
+			if wa.Fragmented != 0 || stA.Stats.MTUDrops != 2 {
+				t.Errorf("fragmentation off: fragmented %d, MTU drops %d; want 0, 2", wa.Fragmented, stA.Stats.MTUDrops)
+			}
+		})
+	}
+}
