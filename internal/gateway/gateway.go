@@ -436,12 +436,10 @@ func plainName(g *config.Gateway) string {
 	return ""
 }
 
-// tunMTU is the TUN's MTU: configured, else the smallest plaintext MTU of
-// the outbound SAs, else 1400.
+// tunMTU is the TUN's MTU: the smallest plaintext MTU of the outbound
+// SAs (which follows the path MTUs learned from ICMP), at most the
+// configured MTU; without either 1400.
 func (gw *Gateway) tunMTU() int {
-	if gw.g.TUN.MTU > 0 {
-		return gw.g.TUN.MTU
-	}
 	mtu := 0
 	for _, k := range gw.order {
 		if k.dir != sa.Out {
@@ -450,6 +448,9 @@ func (gw *Gateway) tunMTU() int {
 		if m := gw.sas[k].sa.PlaintextMTU(); m > 0 && (mtu == 0 || m < mtu) {
 			mtu = m
 		}
+	}
+	if c := gw.g.TUN.MTU; c > 0 && (mtu == 0 || c < mtu) {
+		mtu = c
 	}
 	if mtu == 0 {
 		mtu = 1400

@@ -240,11 +240,31 @@ func (gw *Gateway) startPMTU() {
 				case now := <-tick.C:
 					if n := gw.pmtu.age(now, maxAge); n > 0 {
 						gw.log.Info("learned path MTUs expired", "sas", n)
+						gw.followTUNMTU()
 					}
 				}
 			}
 		}()
 	}
+}
+
+// followTUNMTU sets a route-based gateway's TUN MTU to its tunMTU: with
+// a path MTU learned (or expired), the smallest plaintext MTU of the
+// outbound SAs changes, and the kernel, which routes into the TUN,
+// answers the hosts' oversized DF packets with ICMP itself.
+func (gw *Gateway) followTUNMTU() {
+	gw.mu.Lock()
+	if gw.tun == nil || gw.g.TUN == nil {
+		gw.mu.Unlock()
+		return
+	}
+	name, mtu := gw.g.TUN.Name, gw.tunMTU()
+	gw.mu.Unlock()
+	if err := gw.inNS(func() error { return setTUNMTU(name, mtu) }); err != nil {
+		gw.log.Warn("path MTU discovery: tun MTU not changed", "tun", name, "mtu", mtu, "err", err)
+		return
+	}
+	gw.log.Info("tun MTU follows the path MTU", "tun", name, "mtu", mtu)
 }
 
 // readPTB reads ICMP messages from c until the gateway stops.
@@ -271,6 +291,7 @@ func (gw *Gateway) readPTB(c net.PacketConn, v6 bool) {
 		switch {
 		case s != nil:
 			gw.log.Info("path MTU lowered by ICMP", "sa", s.Name(), "spi", s.SPI(), "path_mtu", mtu, "plaintext_mtu", s.PlaintextMTU())
+			gw.followTUNMTU()
 		case err != nil:
 			gw.log.Debug("ICMP packet-too-big rejected", "reason", err)
 		}

@@ -108,7 +108,7 @@ func buildPMTUNet(t *testing.T, wan6 bool, midMTU int) *pmtuNet {
 // yaml is gateway "a"'s or "b"'s configuration: AF_XDP on both sides,
 // ICMP errors, no MSS clamp (path MTU discovery must do the work), the
 // outbound SA's configured path MTU 1500.
-func (n *pmtuNet) yaml(side, keyAB, keyBA, extra string) string {
+func (n *pmtuNet) yaml(side, keyAB, keyBA, extra string, tun bool) string {
 	s, local, remote, next := n.a, n.wanA, n.wanB, n.rtrAMAC
 	out, in, outSPI, inSPI, outKey, inKey, protected := "a-to-b", "b-to-a", "0x1001", "0x2001", keyAB, keyBA, "10.2.0.0/24"
 	if side == "b" {
@@ -118,7 +118,11 @@ func (n *pmtuNet) yaml(side, keyAB, keyBA, extra string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "gateway:\n  control: %s\n  icmp_errors: true\n%s", s.socket, extra)
 	fmt.Fprintf(&b, "interfaces:\n  cipher: {name: wan0, next_hop: %q}\n", next.String())
-	fmt.Fprintf(&b, "  plain: {name: lan0, next_hop: %q, address: %s}\nprotected: [%s]\n", s.hostMAC.String(), gwLAN(side), protected)
+	if tun {
+		fmt.Fprintf(&b, "  tun: {name: vti0, routes: [%s]}\n", protected)
+	} else {
+		fmt.Fprintf(&b, "  plain: {name: lan0, next_hop: %q, address: %s}\nprotected: [%s]\n", s.hostMAC.String(), gwLAN(side), protected)
+	}
 	fmt.Fprintf(&b, "tunnels:\n  - {name: peer, out: [%s], in: [%s]}\nsas:\n", out, in)
 	fmt.Fprintf(&b, "  - {name: %s, direction: out, spi: %s, local: %s, remote: %s, transform: aes128gcm16, key: %s, path_mtu: 1500}\n", out, outSPI, local, remote, outKey)
 	fmt.Fprintf(&b, "  - {name: %s, direction: in, spi: %s, local: %s, remote: %s, transform: aes128gcm16, key: %s}\n", in, inSPI, local, remote, inKey)
@@ -151,13 +155,25 @@ func routeMTUOf(t *testing.T, ns *topo.NS, dst netip.Addr) int {
 // rejected and counted; the learned MTU ages back to 1500.
 func TestGatewayPathMTU(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	for _, wan6 := range []bool{false, true} {
-		t.Run(map[bool]string{false: "ipv4-wan", true: "ipv6-wan"}[wan6], func(t *testing.T) {
-			n := buildPMTUNet(t, wan6, 1400)
+	for _, c := range []struct {
+		name      string
+		wan6, tun bool
+	}{{"ipv4-wan", false, false}, {"ipv6-wan", true, false}, {"ipv4-wan-tun", false, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			n := buildPMTUNet(t, c.wan6, 1400)
+			if c.tun {
+				// The kernel routes into the TUN and answers oversized DF
+				// packets itself, from the TUN's MTU.
+				for _, s := range []*site{n.a, n.b} {
+					if err := s.gw.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
 			keyAB, keyBA := randKey(t), randKey(t)
 			const age = 3 * time.Second
-			startGateway(t, n.a, n.yaml("a", keyAB, keyBA, "  pmtu_age: 3s\n"))
-			startGateway(t, n.b, n.yaml("b", keyAB, keyBA, ""))
+			startGateway(t, n.a, n.yaml("a", keyAB, keyBA, "  pmtu_age: 3s\n", c.tun))
+			startGateway(t, n.b, n.yaml("b", keyAB, keyBA, "", c.tun))
 			if got := ping(t, n.a, n.b.hostAddr, 3); got != 3 {
 				t.Fatalf("ping: %d of 3\nlogA:\n%s\nlogB:\n%s", got, n.a.log, n.b.log)
 			}
@@ -179,6 +195,11 @@ func TestGatewayPathMTU(t *testing.T) {
 			pt := st.PlaintextMTU
 			if pt <= 1280 || pt >= 1400 {
 				t.Fatalf("plaintext MTU %d for path MTU 1400", pt)
+			}
+			if c.tun {
+				if got := linkMTU(t, n.a.gw, "vti0"); got != pt {
+					t.Errorf("vti0 MTU %d, want the new plaintext MTU %d", got, pt)
+				}
 			}
 			// The next large packet: gwA answers with its plaintext MTU.
 			if big, _ := topo.Ping(n.a.host, n.b.hostAddr, 1, bigPayload, 0, 500*time.Millisecond); big.Received != 0 {
@@ -221,11 +242,33 @@ func TestGatewayPathMTU(t *testing.T) {
 			for statsOf(t, n.a.socket, "a-to-b").PathMTU != 1500 && time.Now().Before(deadline) {
 				time.Sleep(100 * time.Millisecond)
 			}
-			if s := statsOf(t, n.a.socket, "a-to-b"); s.PathMTU != 1500 {
+			s := statsOf(t, n.a.socket, "a-to-b")
+			if s.PathMTU != 1500 {
 				t.Errorf("path MTU %d %v after it was learned, want the configured 1500 back", s.PathMTU, 2*age)
+			}
+			if c.tun {
+				if got := linkMTU(t, n.a.gw, "vti0"); got != s.PlaintextMTU {
+					t.Errorf("vti0 MTU %d after aging, want %d", got, s.PlaintextMTU)
+				}
 			}
 		})
 	}
+}
+
+// linkMTU is the MTU of interface name in ns.
+func linkMTU(t *testing.T, ns *topo.NS, name string) int {
+	t.Helper()
+	var mtu int
+	if err := ns.Do(func() error {
+		ifi, err := net.InterfaceByName(name)
+		if err == nil {
+			mtu = ifi.MTU
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return mtu
 }
 
 // forgePTB sends, from the router, an ICMP packet-too-big to gwA that
