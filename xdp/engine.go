@@ -33,6 +33,10 @@ type Port struct {
 	VLAN int
 }
 
+// MaxJumboMTU is the largest interface MTU an Engine with MultiBuffer
+// takes.
+const MaxJumboMTU = 9216
+
 // MaxFragments is the most fragments FragmentInner makes of one packet.
 const MaxFragments = 16
 
@@ -147,6 +151,20 @@ type EngineConfig struct {
 	// here.
 	FragmentInner bool
 
+	// MultiBuffer enables jumbo frames: interface MTUs up to
+	// MaxJumboMTU, through AF_XDP multi-buffer (sockets bound with
+	// XDP_USE_SG; Linux 6.6+): the kernel hands a frame longer than a UMEM
+	// frame over as a chain of frames, which the worker gathers into a
+	// per-worker buffer (one copy) and sends as a chain of frames
+	// (another); shorter frames take the zero-copy path as before. The
+	// steering program reads packets in its first buffer only, so the
+	// programs are attached in generic (skb) mode, where the kernel hands
+	// them the whole frame: Attach must be AttachAuto or AttachGeneric,
+	// and Mode copy or auto. It needs the Shared concurrency mode (a
+	// gathered packet never leaves its worker) and a BatchSize of at
+	// least 18 (a whole chain per receive).
+	MultiBuffer bool
+
 	// ICMPRate and ICMPBurst are the token bucket that limits each
 	// worker's ICMP errors: ICMPRate per second, bursts of ICMPBurst
 	// (0: 100 and 20).
@@ -174,6 +192,18 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 	}
 	if c.BatchSize < 1 || c.BatchSize > MaxBatch {
 		return bad("BatchSize %d out of range 1..%d", c.BatchSize, MaxBatch)
+	}
+	if c.MultiBuffer && c.Processor.Concurrency() != sa.Shared {
+		return bad("MultiBuffer needs the Shared concurrency mode")
+	}
+	if c.MultiBuffer && c.BatchSize < 18 {
+		return bad("MultiBuffer needs a BatchSize of at least 18, not %d", c.BatchSize)
+	}
+	if c.MultiBuffer && (c.Attach == bpf.AttachNative || c.Mode == ModeZeroCopy) {
+		return bad("MultiBuffer needs generic XDP attach and copy mode (the steering program reads the first buffer only)")
+	}
+	if c.MultiBuffer {
+		c.Attach = bpf.AttachGeneric
 	}
 	if c.IdleSpins == 0 {
 		c.IdleSpins = 64
@@ -307,6 +337,10 @@ type EngineWorkerStats struct {
 	// that needed it but could not be (IPv4 options, more than
 	// MaxFragments fragments, no free frame), dropped.
 	Fragmented, Fragments, FragmentFailed uint64
+	// JumboRX: frames received as a chain (MultiBuffer) and gathered;
+	// JumboTX: packets sent as a chain. JumboDrops: chains dropped (too
+	// long, more jumbo packets in a batch than buffers, no free frames).
+	JumboRX, JumboTX, JumboDrops uint64
 	// HandedOff: packets given to another worker (Sharded, PerCPU).
 	HandedOff uint64
 	// Sleeps: times the worker blocked in poll(2).

@@ -85,6 +85,8 @@ type engineWorker struct {
 	fragPk    [MaxFragments]sa.Packet
 	fragDepth int
 
+	jumbo jumboState // MultiBuffer (jumbo_linux.go)
+
 	// Packets from Send wait in src (a ring guarded by srcMu) for the
 	// worker; wfd wakes it.
 	srcMu   sync.Mutex
@@ -101,7 +103,8 @@ type engCounters struct {
 	cipherRX, decrypted, plainRX, encrypted, bypassed, control, controlDropped,
 	saDrops, mtuDrops, notIP, vlanDrops, noRoom, txFull, handedOff, sleeps, sent, sendFull,
 	mssClamped, ttlExpired, icmpSent, icmpRateLimited, icmpNotSent,
-	fragmented, fragments, fragFailed atomic.Uint64
+	fragmented, fragments, fragFailed,
+	jumboRX, jumboTX, jumboDrops atomic.Uint64
 }
 
 // tokenBucket limits a worker's ICMP errors: rate tokens per second up
@@ -191,11 +194,11 @@ func (e *Engine) Start() (err error) {
 		}
 		rt.pMAC, rt.pNxt, rt.pVLAN = pMAC, [6]byte(cfg.Plain.NextHop), uint16(cfg.Plain.VLAN)
 	}
-	if err = checkMTU(&cfg.Cipher, cIdx, false, cfg.UMEM); err != nil {
+	if err = checkMTU(&cfg.Cipher, cIdx, false, cfg.UMEM, cfg.MultiBuffer); err != nil {
 		return err
 	}
 	if cfg.Plain != nil {
-		if err = checkMTU(cfg.Plain, pIdx, true, cfg.UMEM); err != nil {
+		if err = checkMTU(cfg.Plain, pIdx, true, cfg.UMEM, cfg.MultiBuffer); err != nil {
 			return err
 		}
 	}
@@ -225,20 +228,20 @@ func (e *Engine) Start() (err error) {
 	}
 	for q := range cfg.Queues {
 		ew := &engineWorker{e: e, rt: rt, q: q, w: cfg.Processor.Worker(q), done: make(chan struct{}), wfd: -1,
-			icmp: newTokenBucket(cfg.ICMPRate, cfg.ICMPBurst)}
+			icmp: newTokenBucket(cfg.ICMPRate, cfg.ICMPBurst), jumbo: newJumboState(cfg.MultiBuffer)}
 		rt.workers = append(rt.workers, ew)
 		if ew.wfd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 			ew.wfd = -1
 			return fmt.Errorf("xdp: eventfd: %w", err)
 		}
-		if ew.cs, err = rt.u.NewSocket(SocketConfig{Ifindex: cIdx, Queue: q, Mode: cfg.Mode}); err != nil {
+		if ew.cs, err = rt.u.NewSocket(SocketConfig{Ifindex: cIdx, Queue: q, Mode: cfg.Mode, MultiBuffer: cfg.MultiBuffer}); err != nil {
 			return err
 		}
 		if err = rt.progC.RegisterSocket(q, ew.cs.FD()); err != nil {
 			return err
 		}
 		if cfg.Plain != nil {
-			if ew.ps, err = rt.u.NewSocket(SocketConfig{Ifindex: pIdx, Queue: q, Mode: cfg.Mode}); err != nil {
+			if ew.ps, err = rt.u.NewSocket(SocketConfig{Ifindex: pIdx, Queue: q, Mode: cfg.Mode, MultiBuffer: cfg.MultiBuffer}); err != nil {
 				return err
 			}
 			if err = rt.progP.RegisterSocket(q, ew.ps.FD()); err != nil {
@@ -383,6 +386,7 @@ func (e *Engine) statsLocked() EngineStats {
 			MSSClamped: c.mssClamped.Load(), TTLExpired: c.ttlExpired.Load(), ICMPSent: c.icmpSent.Load(),
 			ICMPRateLimited: c.icmpRateLimited.Load(), ICMPNotSent: c.icmpNotSent.Load(),
 			Fragmented: c.fragmented.Load(), Fragments: c.fragments.Load(), FragmentFailed: c.fragFailed.Load(),
+			JumboRX: c.jumboRX.Load(), JumboTX: c.jumboTX.Load(), JumboDrops: c.jumboDrops.Load(),
 		})
 		s, _ := ew.cs.Stats()
 		st.CipherSockets = append(st.CipherSockets, s)
@@ -534,23 +538,37 @@ func vlanOK(frame []byte, h int, vlan uint16) bool {
 func (ew *engineWorker) load(n int, vlan uint16) int {
 	u := ew.rt.u
 	k := 0
-	for _, d := range ew.rx[:n] {
-		buf, off := u.Frame(d)
-		frame := buf[off : off+int(d.Len)]
+	ew.jumbo.n = 0
+	for i := 0; i < n; i++ {
+		d := ew.rx[i]
+		var buf []byte
+		off, length, meta := 0, int(d.Len), d.Addr&^u.frameMask
+		if d.Options&unix.XDP_PKT_CONTD != 0 {
+			// A jumbo frame's chain (MultiBuffer): gathered, its frames
+			// freed.
+			j, used := ew.gather(i, n)
+			i += used - 1
+			if j < 0 {
+				continue
+			}
+			buf, off, length, meta = ew.jumbo.buf[j], jumboHeadroom, ew.jumbo.len[j], jumboMeta|uint64(j)
+			d = Desc{Addr: meta}
+		} else {
+			buf, off = u.Frame(d)
+		}
+		frame := buf[off : off+length]
 		h := l2Len(frame)
 		if h == 0 {
 			ew.c.notIP.Add(1)
-			ew.free[ew.nFree] = d
-			ew.nFree++
+			ew.queueFree(d)
 			continue
 		}
 		if !vlanOK(frame, h, vlan) {
 			ew.c.vlanDrops.Add(1)
-			ew.free[ew.nFree] = d
-			ew.nFree++
+			ew.queueFree(d)
 			continue
 		}
-		ew.pk[k] = sa.Packet{Buf: buf, Off: off + h, Len: int(d.Len) - h, Meta: d.Addr &^ u.frameMask}
+		ew.pk[k] = sa.Packet{Buf: buf, Off: off + h, Len: length - h, Meta: meta}
 		k++
 	}
 	return k
@@ -838,6 +856,9 @@ func (ew *engineWorker) emit(p *sa.Packet, d Desc, toPlain bool) bool {
 		binary.BigEndian.PutUint16(h[14:], vlan)
 	}
 	binary.BigEndian.PutUint16(h[hl-2:], et)
+	if isJumbo(d.Addr) {
+		return ew.emitJumbo(p.Buf[p.Off-hl:p.Off+p.Len], toPlain)
+	}
 	d.Addr += uint64(p.Off - hl)
 	d.Len = uint32(p.Len + hl)
 	if toPlain {
@@ -851,6 +872,9 @@ func (ew *engineWorker) emit(p *sa.Packet, d Desc, toPlain bool) bool {
 }
 
 func (ew *engineWorker) queueFree(d Desc) {
+	if isJumbo(d.Addr) {
+		return // a jumbo buffer: reused with the next batch
+	}
 	ew.free[ew.nFree] = d
 	ew.nFree++
 }
@@ -860,10 +884,15 @@ func (ew *engineWorker) flush() {
 	u := ew.rt.u
 	if ew.nDlv > 0 {
 		ew.e.cfg.Deliver(ew.dlv[:ew.nDlv])
+		m := 0
 		for i := range ew.nDlv {
 			ew.dlv[i] = nil
+			if !isJumbo(ew.dlvD[i].Addr) {
+				ew.dlvD[m] = ew.dlvD[i]
+				m++
+			}
 		}
-		u.Free(ew.dlvD[:ew.nDlv])
+		u.Free(ew.dlvD[:m])
 		ew.nDlv = 0
 	}
 	if ew.nC > 0 {

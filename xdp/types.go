@@ -203,6 +203,12 @@ type SocketConfig struct {
 	// kernel asks for one. Like the mode, the first socket of a UMEM
 	// decides for all.
 	NoNeedWakeup bool
+	// MultiBuffer binds with XDP_USE_SG (Linux 6.6+ for copy mode): a
+	// packet longer than a frame arrives, and may be sent, as a chain of
+	// descriptors, each but the last with Options XDP_PKT_CONTD. Receive
+	// and Transmit then take and put whole chains only. Like the mode,
+	// the first socket of a UMEM decides for all.
+	MultiBuffer bool
 }
 
 func (c SocketConfig) normalize() (SocketConfig, error) {

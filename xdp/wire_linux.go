@@ -16,10 +16,16 @@ import (
 // packet, the ESP and outer headers in the headroom). Such frames would
 // be dropped by the kernel with nothing but a socket counter to show for
 // it, so the engine refuses to start instead.
-func checkMTU(p *Port, idx int, plain bool, u UMEMConfig) error {
+func checkMTU(p *Port, idx int, plain bool, u UMEMConfig, multi bool) error {
 	ifi, err := net.InterfaceByIndex(idx)
 	if err != nil {
 		return fmt.Errorf("%w: interface %d: %v", ErrInvalidConfig, idx, err)
+	}
+	if multi {
+		if ifi.MTU > MaxJumboMTU {
+			return fmt.Errorf("%w: %s has MTU %d, the engine takes at most %d (MaxJumboMTU)", ErrMTU, ifi.Name, ifi.MTU, MaxJumboMTU)
+		}
+		return nil
 	}
 	l2 := 14
 	if p.VLAN != 0 {
@@ -32,7 +38,7 @@ func checkMTU(p *Port, idx int, plain bool, u UMEMConfig) error {
 		what = "encrypts in place"
 	}
 	if ifi.MTU > limit {
-		return fmt.Errorf("%w: %s has MTU %d, but with %d-byte UMEM frames (%d bytes of headroom) the engine %s IP packets of at most %d bytes; set the MTU of %s to %d or less (jumbo frames need AF_XDP multi-buffer, which the engine does not use)",
+		return fmt.Errorf("%w: %s has MTU %d, but with %d-byte UMEM frames (%d bytes of headroom) the engine %s IP packets of at most %d bytes; set the MTU of %s to %d or less, or use AF_XDP multi-buffer for jumbo frames (EngineConfig.MultiBuffer, gateway option jumbo: true)",
 			ErrMTU, ifi.Name, ifi.MTU, u.FrameSize, u.Headroom+KernelHeadroom, what, limit, ifi.Name, limit)
 	}
 	return nil

@@ -192,6 +192,7 @@ func cmdShowStats(args []string, stdout, stderr io.Writer) error {
 		{"pmtu learned", st.Wire.PMTUAccepted}, {"pmtu expired", st.Wire.PMTUExpired}, {"vlan drops", st.Wire.VLANDrops},
 		{"xsk rx dropped", st.Wire.XSKRXDropped}, {"xsk rx ring full", st.Wire.XSKRXRingFull},
 		{"fragmented (before encr.)", st.Wire.Fragmented}, {"fragment failed", st.Wire.FragmentFailed},
+		{"jumbo rx", st.Wire.JumboRX}, {"jumbo tx", st.Wire.JumboTX}, {"jumbo drops", st.Wire.JumboDrops},
 		{"processor in", st.Processor.InPkts}, {"processor out", st.Processor.OutPkts},
 	}
 	for _, r := range rows {

@@ -31,6 +31,7 @@ import (
 //	  log_drops: 1s                  # interval of the drop log, 0 = off
 //	  pmtu_age: 10m                  # a path MTU learned from ICMP expires, 0 = never
 //	  fragmentation: before-encryption # or off: IPv4 without DF over the SA's MTU
+//	  jumbo: false                   # MTUs up to 9216 (AF_XDP multi-buffer, generic attach)
 //	interfaces:
 //	  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: [192.0.2.1], vlan: 100}
 //	  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
@@ -64,6 +65,9 @@ type Gateway struct {
 	// (dropped and counted). DF packets and IPv6 always get the ICMP
 	// error (icmp_errors).
 	Fragmentation string
+	// Jumbo enables AF_XDP multi-buffer (xdp.EngineConfig.MultiBuffer):
+	// interface MTUs up to xdp.MaxJumboMTU, with generic XDP attach.
+	Jumbo bool
 
 	Cipher    Iface
 	Plain     *Iface
@@ -202,7 +206,7 @@ func (p *parser) list(n *yaml.Node, path string, each func(m *yaml.Node, path st
 var gatewayOptionFields = map[string]bool{
 	"control": true, "queues": true, "concurrency": true, "xdp_mode": true, "attach": true, "cpus": true,
 	"mss_clamp": true, "decrement_ttl": true, "icmp_errors": true, "keepalive": true, "log_drops": true,
-	"pmtu_age": true, "fragmentation": true,
+	"pmtu_age": true, "fragmentation": true, "jumbo": true,
 }
 
 func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
@@ -269,6 +273,8 @@ func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
 			g.PMTUAge = p.interval(v, f)
 		case "fragmentation":
 			g.Fragmentation = p.oneOf(v, f, "before-encryption", "off")
+		case "jumbo":
+			g.Jumbo, _ = p.bool(v, f)
 		}
 		return true
 	})

@@ -113,7 +113,7 @@ func restartNeeded(a, b *config.Gateway) string {
 		return "queues, concurrency, xdp_mode, attach or cpus changed"
 	case a.MSSClamp != b.MSSClamp || a.DecrementTTL != b.DecrementTTL || a.ICMPErrors != b.ICMPErrors ||
 		a.Keepalive != b.Keepalive || a.LogDrops != b.LogDrops || a.Control != b.Control || a.PMTUAge != b.PMTUAge ||
-		a.Fragmentation != b.Fragmentation:
+		a.Fragmentation != b.Fragmentation || a.Jumbo != b.Jumbo:
 		return "gateway options changed"
 	case !sameIface(&a.Cipher, &b.Cipher) || (a.Plain == nil) != (b.Plain == nil) ||
 		(a.Plain != nil && !sameIface(a.Plain, b.Plain)) || !reflect.DeepEqual(tunKey(a.TUN), tunKey(b.TUN)):

@@ -15,6 +15,7 @@ func (gw *Gateway) routerOptions(ec *xdp.EngineConfig) {
 	ec.ClampMSS = g.MSSClamp
 	ec.DecrementTTL = g.DecrementTTL
 	ec.FragmentInner = g.Fragmentation == "before-encryption"
+	ec.MultiBuffer = g.Jumbo
 	if g.Plain != nil && g.ICMPErrors && g.Plain.Address.IsValid() {
 		ec.ICMPErrors = true
 		if a := g.Plain.Address; a.Is4() {

@@ -75,6 +75,11 @@ type WireStats struct {
 	Fragmented     uint64 `json:"fragmented"`
 	Fragments      uint64 `json:"fragments"`
 	FragmentFailed uint64 `json:"fragment_failed"`
+	// JumboRX, JumboTX: frames received and sent as multi-buffer chains
+	// (gateway.jumbo); JumboDrops: chains dropped (too long, no frame).
+	JumboRX    uint64 `json:"jumbo_rx"`
+	JumboTX    uint64 `json:"jumbo_tx"`
+	JumboDrops uint64 `json:"jumbo_drops"`
 }
 
 // pmtuState is the learned path MTUs and the counters.
@@ -197,6 +202,9 @@ func (gw *Gateway) wireStats(es xdp.EngineStats) WireStats {
 		ws.Fragmented += w.Fragmented
 		ws.Fragments += w.Fragments
 		ws.FragmentFailed += w.FragmentFailed
+		ws.JumboRX += w.JumboRX
+		ws.JumboTX += w.JumboTX
+		ws.JumboDrops += w.JumboDrops
 	}
 	for _, s := range append(append([]xdp.Stats(nil), es.CipherSockets...), es.PlainSockets...) {
 		ws.XSKRXDropped += s.Kernel.RxDropped

@@ -368,6 +368,51 @@ func TestGatewayJumboMTURefused(t *testing.T) {
 	}
 }
 
+// TestGatewayJumbo: every link at MTU 9000 and gateway.jumbo on both
+// gateways (AF_XDP multi-buffer): 8828-byte DF pings and a TCP transfer
+// with jumbo segments cross the tunnel (TCP's first 9000-byte segments
+// do not fit the SA's plaintext MTU after ESP: gwA's ICMP errors tell
+// hostA).
+func TestGatewayJumbo(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := buildTopology(t)
+	for _, s := range []*site{a, b} {
+		for _, x := range []struct {
+			ns  *topo.NS
+			dev string
+		}{{s.host, "eth0"}, {s.gw, "lan0"}, {s.gw, "wan0"}} {
+			if _, err := x.ns.IP("link", "set", "dev", x.dev, "mtu", "9000"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	p := gwParams{keyAB: randKey(t), keyBA: randKey(t), extra: "  jumbo: true\n  icmp_errors: true\n"}
+	// The SAs' path MTU (default 1500) is the wan's.
+	pmtu := func(y string) string {
+		return strings.ReplaceAll(y, "transform: aes128gcm16,", "transform: aes128gcm16, path_mtu: 9000,")
+	}
+	startGateway(t, a, pmtu(gatewayYAML(a, b, "a", p)))
+	startGateway(t, b, pmtu(gatewayYAML(b, a, "b", p)))
+	r, err := topo.Ping(a.host, b.hostAddr, 3, 8800, 20*time.Millisecond, 2*time.Second)
+	if err != nil || r.Received != 3 {
+		st, _ := Call(a.socket, Request{Cmd: "show-stats"}, time.Second)
+		t.Fatalf("8828-byte pings: %+v, %v\nlogA:\n%s\nsa %+v\nstats %+v", r, err, a.log, statsOf(t, a.socket, "a-to-b"), st.Stats)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := topo.Transfer(ctx, b.host, netip.AddrPortFrom(b.hostAddr, 5031), a.host, 4<<20, 31, nil)
+	if err != nil || !res.Intact() || res.ClientMSS < 8000 {
+		t.Fatalf("jumbo TCP transfer: %+v, %v", res, err)
+	}
+	st, err := Call(a.socket, Request{Cmd: "show-stats"}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := st.Stats.Wire; w.JumboRX == 0 || w.JumboTX == 0 || w.JumboDrops != 0 {
+		t.Errorf("wire stats %+v: want jumbo frames both ways, no drops", w)
+	}
+}
+
 // TestGatewayFragmentation: 1500-byte pings without DF do not fit the
 // tunnel (plaintext MTU 1446). By default (fragmentation:
 // before-encryption) both gateways fragment them before encryption and

@@ -14,8 +14,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/espxdp/espxdp/bpf"
 	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/internal/netns"
+	"github.com/espxdp/espxdp/sa"
 )
 
 // sendFrames sends complete Ethernet frames out of link l through an
@@ -274,4 +276,32 @@ func TestEngineMTUTooLarge(t *testing.T) {
 	n.c.A.NS.IP(t, "link", "set", "dev", n.c.A.Name, "mtu", strconv.Itoa(limit))
 	n.p.A.NS.IP(t, "link", "set", "dev", n.p.A.Name, "mtu", strconv.Itoa(limit-esp.MaxTailroom))
 	startEngine(t, n, cfg)
+}
+
+func TestEngineMultiBufferConfig(t *testing.T) {
+	sad := sa.NewSAD(sa.SADOptions{})
+	mk := func(c sa.Concurrency) *sa.Processor {
+		p, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sad, Concurrency: c, Workers: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	base := EngineConfig{Processor: mk(sa.Shared), Cipher: Port{Name: "x", NextHop: make([]byte, 6)},
+		Deliver: func([][]byte) {}, MultiBuffer: true}
+	if c, err := base.normalize(); err != nil || c.Attach != bpf.AttachGeneric {
+		t.Errorf("MultiBuffer: attach %v, %v; want generic", c.Attach, err)
+	}
+	for name, mod := range map[string]func(*EngineConfig){
+		"sharded":     func(c *EngineConfig) { c.Processor = mk(sa.Sharded) },
+		"native":      func(c *EngineConfig) { c.Attach = bpf.AttachNative },
+		"zerocopy":    func(c *EngineConfig) { c.Mode = ModeZeroCopy },
+		"small batch": func(c *EngineConfig) { c.BatchSize = 8 },
+	} {
+		c := base
+		mod(&c)
+		if _, err := c.normalize(); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%s: %v, want ErrInvalidConfig", name, err)
+		}
+	}
 }
