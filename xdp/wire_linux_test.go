@@ -3,6 +3,7 @@
 package xdp
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -304,4 +305,49 @@ func TestEngineMultiBufferConfig(t *testing.T) {
 			t.Errorf("%s: %v, want ErrInvalidConfig", name, err)
 		}
 	}
+}
+
+// TestSocketChains: a socket bound with MultiBuffer transmits whole
+// descriptor chains only: a chain whose last descriptor still says
+// XDP_PKT_CONTD is not consumed; a complete chain leaves as one frame of
+// the sum of its parts. Without MultiBuffer, a descriptor with options is
+// invalid.
+func TestSocketChains(t *testing.T) {
+	requireNet(t)
+	n := newTestNet(t, 1)
+	n.xns.IP(t, "link", "set", "dev", n.v.A.Name, "mtu", "9000")
+	n.peer.IP(t, "link", "set", "dev", n.v.B.Name, "mtu", "9000")
+	u := newTestUMEM(t, UMEMConfig{NumFrames: 256, FillSize: 64, CompletionSize: 64})
+	s := openSocket(t, n.xns, u, SocketConfig{Ifindex: n.v.A.Index, RXSize: -1, TXSize: 64, MultiBuffer: true})
+	capB := newCapture(t, n.v.B)
+	frame := ether(n.v.B.MAC, n.v.A.MAC, 0x0800, ipv4(n.x4, n.p4, 17, 9, make([]byte, 6000-34)))
+	var ds [3]Desc
+	if u.Alloc(ds[:2]) != 2 {
+		t.Fatal("alloc")
+	}
+	room := 3000
+	for i := range 2 {
+		buf, off := u.Frame(ds[i])
+		ds[i].Len = uint32(copy(buf[off:off+room], frame[i*room:]))
+		ds[i].Options = unix.XDP_PKT_CONTD
+	}
+	if got := s.Transmit(ds[:2]); got != 0 {
+		t.Fatalf("Transmit of a cut chain consumed %d descriptors, want 0", got)
+	}
+	ds[1].Options = 0
+	if got := s.Transmit(ds[:2]); got != 2 {
+		t.Fatalf("Transmit of a whole chain consumed %d, want 2", got)
+	}
+	got := capB.collect(1, 2*time.Second, func(f []byte) bool { return len(f) > 34 && f[23] == 17 })
+	if len(got) != 1 || len(got[0]) != len(frame) || !bytes.Equal(got[0], frame) {
+		t.Fatalf("peer received %d frames (first %d bytes), want the %d-byte frame", len(got), lenOf(got), len(frame))
+	}
+	netns.WaitFor(time.Second, func() bool { s.Complete(); return s.TXOutstanding() == 0 })
+}
+
+func lenOf(fs [][]byte) int {
+	if len(fs) == 0 {
+		return 0
+	}
+	return len(fs[0])
 }
