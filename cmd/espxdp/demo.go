@@ -286,7 +286,6 @@ type demo struct {
 	status io.Writer // the progress line
 	tp     *topo.Topology
 	res    *demoResult
-	w      demoWAN // the wan's addresses
 
 	hostA, gwA, wan, gwB, hostB *topo.NS
 	gws                         []demoGateway
@@ -313,10 +312,7 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) (*
 		ctx, cancel = context.WithTimeout(ctx, opts.Duration)
 		defer cancel()
 	}
-	d := &demo{opts: opts, tr: tr, out: stdout, status: &lockedWriter{w: stderr}, tp: topo.New("demo"), res: &demoResult{}, w: demoWAN4}
-	if opts.IPv6 {
-		d.w = demoWAN6
-	}
+	d := &demo{opts: opts, tr: tr, out: stdout, status: &lockedWriter{w: stderr}, tp: topo.New("demo"), res: &demoResult{}}
 	runErr := d.run(ctx)
 	if cerr := d.cleanup(); cerr != nil {
 		runErr = errors.Join(runErr, cerr)
@@ -365,6 +361,7 @@ func (d *demo) check(ok bool, format string, args ...any) {
 }
 
 func (d *demo) plan() {
+	w := d.wanNet()
 	fmt.Fprintf(d.out, `espxdp demo: two ESP gateways over AF_XDP, in network namespaces
 
   hostA eth0 ── lan0 gwA wan0 ══ toA wan toB ══ wan0 gwB lan0 ── eth0 hostB
@@ -381,9 +378,9 @@ func (d *demo) plan() {
 
 `,
 		demoHostA, demoGwALan.Addr(),
-		demoGwALan, d.w.GwA,
-		d.w.WanA, d.w.WanB,
-		d.w.GwB, demoGwBLan,
+		demoGwALan, w.GwA,
+		w.WanA, w.WanB,
+		w.GwB, demoGwBLan,
 		demoHostB, demoGwBLan.Addr(),
 		d.tr, demoAToBSPI, demoBToASPI,
 		demoHostA.Addr(), demoHostB.Addr(), mib(d.opts.Size), demoHostA.Addr(), demoHostB.Addr(), demoPort)
@@ -464,6 +461,7 @@ func (d *demo) traffic(ctx context.Context) error {
 
 // build creates the namespaces, links, addresses, routes and neighbours.
 func (d *demo) build() error {
+	w := d.wanNet()
 	var err error
 	add := func(label string) *topo.NS {
 		if err != nil {
@@ -489,8 +487,8 @@ func (d *demo) build() error {
 	}
 	pairs := []pair{
 		{end{d.hostA, "eth0", macHostA, demoHostA}, end{d.gwA, "lan0", macGwALan, demoGwALan}},
-		{end{d.gwA, "wan0", macGwAWan, d.w.GwA}, end{d.wan, "toA", macWanA, d.w.WanA}},
-		{end{d.wan, "toB", macWanB, d.w.WanB}, end{d.gwB, "wan0", macGwBWan, d.w.GwB}},
+		{end{d.gwA, "wan0", macGwAWan, w.GwA}, end{d.wan, "toA", macWanA, w.WanA}},
+		{end{d.wan, "toB", macWanB, w.WanB}, end{d.gwB, "wan0", macGwBWan, w.GwB}},
 		{end{d.gwB, "lan0", macGwBLan, demoGwBLan}, end{d.hostB, "eth0", macHostB, demoHostB}},
 	}
 	for _, p := range pairs {
@@ -515,8 +513,8 @@ func (d *demo) build() error {
 		disableTXChecksum(d.hostB, "eth0"),
 		d.hostA.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), demoGwALan.Addr(), "eth0", 0),
 		d.hostB.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), demoGwBLan.Addr(), "eth0", 0),
-		d.gwA.AddRoute(defaultRoute(d.w.WanA.Addr()), d.w.WanA.Addr(), "wan0", 0),
-		d.gwB.AddRoute(defaultRoute(d.w.WanB.Addr()), d.w.WanB.Addr(), "wan0", 0),
+		d.gwA.AddRoute(defaultRoute(w.WanA.Addr()), w.WanA.Addr(), "wan0", 0),
+		d.gwB.AddRoute(defaultRoute(w.WanB.Addr()), w.WanB.Addr(), "wan0", 0),
 		// The gateways' kernels never forward: plaintext that the XDP
 		// programs do not take goes nowhere.
 		d.gwA.Sysctl("net.ipv4.ip_forward", "0"),
@@ -524,6 +522,14 @@ func (d *demo) build() error {
 		d.wan.Sysctl("net.ipv4.ip_forward", "1"),
 		d.wan.Sysctl("net.ipv6.conf.all.forwarding", "1"),
 	)
+}
+
+// wanNet is the wan's addressing: IPv6 with -ipv6, else IPv4.
+func (d *demo) wanNet() demoWAN {
+	if d.opts.IPv6 {
+		return demoWAN6
+	}
+	return demoWAN4
 }
 
 // defaultRoute is 0.0.0.0/0 or ::/0, the family of a.
@@ -537,6 +543,7 @@ func defaultRoute(a netip.Addr) netip.Prefix {
 // gatewaySpecs returns the two gateways' configurations, with fresh
 // random keys shared by both ends of each SA.
 func (d *demo) gatewaySpecs() []*gwSpec {
+	w := d.wanNet()
 	key := func(n int) []byte {
 		if n == 0 {
 			return nil
@@ -549,12 +556,12 @@ func (d *demo) gatewaySpecs() []*gwSpec {
 	ba := demoSAKeys{Key: key(d.tr.KeyLen()), AuthKey: key(d.tr.AuthKeyLen())}
 	a := &gwSpec{ns: d.gwA, Label: "gwA", Transform: d.tr,
 		Cipher: "wan0", CipherNextHop: macWanA, Plain: "lan0", PlainNextHop: macHostA, PlainAddr: demoGwALan.Addr(),
-		Protected: demoNetB, Local: d.w.GwA.Addr(), Remote: d.w.GwB.Addr(),
+		Protected: demoNetB, Local: w.GwA.Addr(), Remote: w.GwB.Addr(),
 		Out: demoSA{Name: "a-to-b", SPI: demoAToBSPI, demoSAKeys: ab},
 		In:  demoSA{Name: "b-to-a", SPI: demoBToASPI, demoSAKeys: ba}}
 	b := &gwSpec{ns: d.gwB, Label: "gwB", Transform: d.tr,
 		Cipher: "wan0", CipherNextHop: macWanB, Plain: "lan0", PlainNextHop: macHostB, PlainAddr: demoGwBLan.Addr(),
-		Protected: demoNetA, Local: d.w.GwB.Addr(), Remote: d.w.GwA.Addr(),
+		Protected: demoNetA, Local: w.GwB.Addr(), Remote: w.GwA.Addr(),
 		Out: demoSA{Name: "b-to-a", SPI: demoBToASPI, demoSAKeys: ba},
 		In:  demoSA{Name: "a-to-b", SPI: demoAToBSPI, demoSAKeys: ab}}
 	return []*gwSpec{a, b}

@@ -413,3 +413,22 @@ func TestDemoFlowAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestDemoConfigIPv6: with -ipv6 the gateways' SAs run between their
+// IPv6 wan addresses.
+func TestDemoConfigIPv6(t *testing.T) {
+	d := &demo{tr: esp.MustParseTransform("aes128gcm16"), opts: demoOptions{IPv6: true},
+		gwA: &topo.NS{Label: "gwA"}, gwB: &topo.NS{Label: "gwB"}}
+	for i, s := range d.gatewaySpecs() {
+		cfg, err := config.Parse(s.Label+".yaml", s.yaml())
+		if err != nil {
+			t.Fatalf("%s: %v", s.Label, err)
+		}
+		want := []netip.Addr{demoWAN6.GwA.Addr(), demoWAN6.GwB.Addr()}
+		for _, c := range cfg.SAs {
+			if c.Local != want[i] || c.Remote != want[1-i] {
+				t.Errorf("%s: SA %s: %v → %v, want %v → %v", s.Label, c.Name, c.Local, c.Remote, want[i], want[1-i])
+			}
+		}
+	}
+}
