@@ -108,7 +108,7 @@ func buildPMTUNet(t *testing.T, wan6 bool, midMTU int) *pmtuNet {
 // yaml is gateway "a"'s or "b"'s configuration: AF_XDP on both sides,
 // ICMP errors, no MSS clamp (path MTU discovery must do the work), the
 // outbound SA's configured path MTU 1500.
-func (n *pmtuNet) yaml(side, keyAB, keyBA, extra string, tun bool) string {
+func (n *pmtuNet) yaml(side, keyAB, keyBA, extra string, tun, udp bool) string {
 	s, local, remote, next := n.a, n.wanA, n.wanB, n.rtrAMAC
 	out, in, outSPI, inSPI, outKey, inKey, protected := "a-to-b", "b-to-a", "0x1001", "0x2001", keyAB, keyBA, "10.2.0.0/24"
 	if side == "b" {
@@ -124,8 +124,12 @@ func (n *pmtuNet) yaml(side, keyAB, keyBA, extra string, tun bool) string {
 		fmt.Fprintf(&b, "  plain: {name: lan0, next_hop: %q, address: %s}\nprotected: [%s]\n", s.hostMAC.String(), gwLAN(side), protected)
 	}
 	fmt.Fprintf(&b, "tunnels:\n  - {name: peer, out: [%s], in: [%s]}\nsas:\n", out, in)
-	fmt.Fprintf(&b, "  - {name: %s, direction: out, spi: %s, local: %s, remote: %s, transform: aes128gcm16, key: %s, path_mtu: 1500}\n", out, outSPI, local, remote, outKey)
-	fmt.Fprintf(&b, "  - {name: %s, direction: in, spi: %s, local: %s, remote: %s, transform: aes128gcm16, key: %s}\n", in, inSPI, local, remote, inKey)
+	encap := ""
+	if udp {
+		encap = ", encap: udp"
+	}
+	fmt.Fprintf(&b, "  - {name: %s, direction: out, spi: %s, local: %s, remote: %s, transform: aes128gcm16, key: %s, path_mtu: 1500%s}\n", out, outSPI, local, remote, outKey, encap)
+	fmt.Fprintf(&b, "  - {name: %s, direction: in, spi: %s, local: %s, remote: %s, transform: aes128gcm16, key: %s%s}\n", in, inSPI, local, remote, inKey, encap)
 	return b.String()
 }
 
@@ -152,13 +156,16 @@ func routeMTUOf(t *testing.T, ns *topo.NS, dst netip.Addr) int {
 // 1400 (show sa), so the next large packet gets ICMP fragmentation
 // needed from gwA with the new plaintext MTU, hostA learns it, and a TCP
 // transfer without MSS clamping works. A forged message (unknown SPI) is
-// rejected and counted; the learned MTU ages back to 1500.
+// rejected and counted; the learned MTU ages back to 1500. Over IPv4 and
+// IPv6 wans, with raw ESP and ESP in UDP (the quote's UDP ports and the
+// SPI behind them), and route-based (the TUN's MTU follows).
 func TestGatewayPathMTU(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	for _, c := range []struct {
-		name      string
-		wan6, tun bool
-	}{{"ipv4-wan", false, false}, {"ipv6-wan", true, false}, {"ipv4-wan-tun", false, true}} {
+		name           string
+		wan6, tun, udp bool
+	}{{"ipv4-wan", false, false, false}, {"ipv6-wan", true, false, false}, {"ipv4-wan-tun", false, true, false},
+		{"ipv4-wan-natt", false, false, true}, {"ipv6-wan-natt", true, false, true}} {
 		t.Run(c.name, func(t *testing.T) {
 			n := buildPMTUNet(t, c.wan6, 1400)
 			if c.tun {
@@ -172,8 +179,8 @@ func TestGatewayPathMTU(t *testing.T) {
 			}
 			keyAB, keyBA := randKey(t), randKey(t)
 			const age = 3 * time.Second
-			startGateway(t, n.a, n.yaml("a", keyAB, keyBA, "  pmtu_age: 3s\n", c.tun))
-			startGateway(t, n.b, n.yaml("b", keyAB, keyBA, "", c.tun))
+			startGateway(t, n.a, n.yaml("a", keyAB, keyBA, "  pmtu_age: 3s\n", c.tun, c.udp))
+			startGateway(t, n.b, n.yaml("b", keyAB, keyBA, "", c.tun, c.udp))
 			if got := ping(t, n.a, n.b.hostAddr, 3); got != 3 {
 				t.Fatalf("ping: %d of 3\nlogA:\n%s\nlogB:\n%s", got, n.a.log, n.b.log)
 			}
