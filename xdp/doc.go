@@ -163,7 +163,8 @@
 //
 // A worker's loop, in batches of up to BatchSize:
 //
-//	ciphertext RX → strip Ethernet (and up to two VLAN tags)
+//	ciphertext RX → [gather a chain, MultiBuffer] → check the port's
+//	    VLAN (else VLANDrops) → strip Ethernet
 //	    [Reassembly: outer fragment → the worker's reasm.Reassembler;
 //	     its frame freed, or, for the fragment completing a packet, the
 //	     reassembled packet copied into it] → Worker.Inbound
@@ -178,7 +179,9 @@
 //	    Drop       → frame freed; DropMTU is counted (MTUDrops) and,
 //	                 with ICMPErrors, the same frame becomes ICMP
 //	                 "fragmentation needed" / "packet too big" sent back
-//	                 on the plaintext side (or to Deliver)
+//	                 on the plaintext side (or to Deliver); an IPv4
+//	                 packet without DF is, with FragmentInner, fragmented
+//	                 instead and each fragment encrypted
 //	Engine.Send queue → Worker.Outbound → ciphertext TX
 //	Worker.Drain (Sharded and PerCPU modes) → as above, by Packet.Dir
 //
@@ -201,6 +204,14 @@
 // Packets handed to another worker's queue (Sharded, PerCPU) when Stop
 // runs are processed by that worker's drain if it has not exited yet;
 // otherwise their frames return with the UMEM when it is closed.
+//
+// Every frame sent on a port carries the port's 802.1Q tag (Port.VLAN).
+// Start refuses (ErrMTU) an interface whose MTU needs frames longer than
+// a UMEM frame holds (MaxFrameLen), unless MultiBuffer: then frames up
+// to MaxJumboMTU arrive as descriptor chains (XDP_USE_SG), are gathered
+// into a per-worker buffer and leave as new chains; both programs are
+// attached in generic mode, where the kernel gives the steering program
+// the whole frame.
 //
 // # TUN
 //

@@ -21,7 +21,28 @@ type Port struct {
 	NextHop net.HardwareAddr
 	// MAC is the source MAC of those frames (nil: the interface's own).
 	MAC net.HardwareAddr
+	// VLAN, if not 0, is the 802.1Q VLAN ID (1..4094) of this side:
+	// every frame the engine sends here carries the tag (priority 0),
+	// and a frame received here is taken only with exactly that one tag.
+	// With 0 the side is untagged: frames are sent without a tag, and
+	// only untagged (or priority-tagged, VLAN ID 0) frames are taken.
+	// Frames with another tag, or none, are dropped and counted as
+	// VLANDrops (the XDP program steers ESP and protected plaintext
+	// whatever the tag). The NIC must leave the tags in the frame: turn
+	// receive VLAN offload off (ethtool -K DEV rxvlan off) where the
+	// driver strips them before XDP.
+	VLAN int
 }
+
+// MaxJumboMTU is the largest interface MTU an Engine with MultiBuffer
+// takes.
+const MaxJumboMTU = 9216
+
+// MaxFragments is the most fragments FragmentInner makes of one packet.
+const MaxFragments = 16
+
+// MaxVLAN is the largest 802.1Q VLAN ID (4095 is reserved).
+const MaxVLAN = 4094
 
 // DeliverFunc receives a batch of decrypted inner IP packets when the
 // engine has no plaintext interface. The slices point into UMEM frames
@@ -123,6 +144,32 @@ type EngineConfig struct {
 	// as ICMPNotSent). With a TUN, use an address the kernel does not
 	// own: it drops packets from its own addresses as martians.
 	ICMPSource4, ICMPSource6 netip.Addr
+	// FragmentInner fragments IPv4 packets without DF that exceed the
+	// SA's plaintext MTU before encryption (RFC 4459 §5.1, IOS "crypto
+	// ipsec fragmentation before-encryption"): each fragment is written
+	// into a fresh UMEM frame (the first stays in place) and encrypted on
+	// its own, so the peer's gateway decrypts whole fragments and the
+	// inner destination reassembles. Packets with DF, IPv6 packets and
+	// IPv4 packets with options still get the ICMP error (ICMPErrors) or
+	// are dropped. The SA's DropMTU counter still counts each such packet
+	// once (the SA processor refused it whole); Fragmented counts them
+	// here.
+	FragmentInner bool
+
+	// MultiBuffer enables jumbo frames: interface MTUs up to
+	// MaxJumboMTU, through AF_XDP multi-buffer (sockets bound with
+	// XDP_USE_SG; Linux 6.6+): the kernel hands a frame longer than a UMEM
+	// frame over as a chain of frames, which the worker gathers into a
+	// per-worker buffer (one copy) and sends as a chain of frames
+	// (another); shorter frames take the zero-copy path as before. The
+	// steering program reads packets in its first buffer only, so the
+	// programs are attached in generic (skb) mode, where the kernel hands
+	// them the whole frame: Attach must be AttachAuto or AttachGeneric,
+	// and Mode copy or auto. It needs the Shared concurrency mode (a
+	// gathered packet never leaves its worker) and a BatchSize of at
+	// least 18 (a whole chain per receive).
+	MultiBuffer bool
+
 	// ICMPRate and ICMPBurst are the token bucket that limits each
 	// worker's ICMP errors: ICMPRate per second, bursts of ICMPBurst
 	// (0: 100 and 20).
@@ -170,6 +217,18 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 	if c.BatchSize < 1 || c.BatchSize > MaxBatch {
 		return bad("BatchSize %d out of range 1..%d", c.BatchSize, MaxBatch)
 	}
+	if c.MultiBuffer && c.Processor.Concurrency() != sa.Shared {
+		return bad("MultiBuffer needs the Shared concurrency mode")
+	}
+	if c.MultiBuffer && c.BatchSize < 18 {
+		return bad("MultiBuffer needs a BatchSize of at least 18, not %d", c.BatchSize)
+	}
+	if c.MultiBuffer && (c.Attach == bpf.AttachNative || c.Mode == ModeZeroCopy) {
+		return bad("MultiBuffer needs generic XDP attach and copy mode (the steering program reads the first buffer only)")
+	}
+	if c.MultiBuffer {
+		c.Attach = bpf.AttachGeneric
+	}
 	if c.IdleSpins == 0 {
 		c.IdleSpins = 64
 	}
@@ -215,6 +274,9 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 		if p.MAC != nil && len(p.MAC) != 6 {
 			return bad("port %s: MAC %v is not a 6-byte MAC", p.Name, p.MAC)
 		}
+		if p.VLAN < 0 || p.VLAN > MaxVLAN {
+			return bad("port %s: VLAN %d out of range 0..%d", p.Name, p.VLAN, MaxVLAN)
+		}
 	}
 	if c.UMEM.NumFrames == 0 {
 		c.UMEM.NumFrames = EngineFrames(len(ports), c.Queues, c.UMEM.FillSize)
@@ -240,6 +302,18 @@ func EngineFrames(ports, queues, fillSize int) int {
 	}
 	n := ports * queues * (fillSize + 2*DefaultRingSize)
 	return min(max(n, DefaultNumFrames), MaxNumFrames)
+}
+
+// MaxFrameLen is the longest Ethernet frame (header and tags included)
+// an engine with UMEM configuration cfg receives: what a UMEM frame holds
+// after the kernel's and the configured headroom (zero values: the
+// defaults). Engine.Start fails with ErrMTU when an interface's MTU
+// needs longer frames.
+func MaxFrameLen(cfg UMEMConfig) int {
+	if c, err := cfg.normalize(); err == nil {
+		cfg = c
+	}
+	return cfg.FrameSize - cfg.Headroom - KernelHeadroom
 }
 
 // EngineWorkerStats are the counters of one engine worker.
@@ -275,10 +349,22 @@ type EngineWorkerStats struct {
 	ICMPSent, ICMPRateLimited, ICMPNotSent uint64
 	// NotIP: frames dropped because they carry no IPv4/IPv6 packet.
 	NotIP uint64
+	// VLANDrops: frames dropped because their 802.1Q tag (or its
+	// absence) is not their port's VLAN (Port.VLAN).
+	VLANDrops uint64
 	// NoRoom: results that left no room for the Ethernet header.
 	NoRoom uint64
 	// TXFull: packets dropped because a TX ring stayed full.
 	TXFull uint64
+	// Fragmented: IPv4 packets fragmented before encryption
+	// (FragmentInner), into Fragments fragments. FragmentFailed: packets
+	// that needed it but could not be (IPv4 options, more than
+	// MaxFragments fragments, no free frame), dropped.
+	Fragmented, Fragments, FragmentFailed uint64
+	// JumboRX: frames received as a chain (MultiBuffer) and gathered;
+	// JumboTX: packets sent as a chain. JumboDrops: chains dropped (too
+	// long, more jumbo packets in a batch than buffers, no free frames).
+	JumboRX, JumboTX, JumboDrops uint64
 	// HandedOff: packets given to another worker (Sharded, PerCPU).
 	HandedOff uint64
 	// Sleeps: times the worker blocked in poll(2).

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -39,16 +40,17 @@ type Engine struct {
 
 // engineRun is what Start builds and Stop tears down.
 type engineRun struct {
-	u           *UMEM
-	progC       *bpf.Program
-	progP       *bpf.Program
-	attC, attP  *bpf.Attachment
-	workers     []*engineWorker
-	efd         int
-	stop        atomic.Bool
-	epoch       time.Time // for the ICMP token buckets
-	cMAC, pMAC  [6]byte   // our MACs
-	cNext, pNxt [6]byte   // next hops
+	u            *UMEM
+	progC        *bpf.Program
+	progP        *bpf.Program
+	attC, attP   *bpf.Attachment
+	workers      []*engineWorker
+	efd          int
+	stop         atomic.Bool
+	epoch        time.Time // for the ICMP token buckets
+	cMAC, pMAC   [6]byte   // our MACs
+	cNext, pNxt  [6]byte   // next hops
+	cVLAN, pVLAN uint16    // the sides' VLAN IDs (0: untagged)
 }
 
 type engineWorker struct {
@@ -77,6 +79,15 @@ type engineWorker struct {
 	mssOld [MaxBatch]uint16
 	icmp   tokenBucket
 
+	// Fragmentation before encryption (FragmentInner): the fragments'
+	// frames and packets; fragDepth > 0 while they are processed (no
+	// fragment is fragmented again).
+	fragD     [MaxFragments]Desc
+	fragPk    [MaxFragments]sa.Packet
+	fragDepth int
+
+	jumbo jumboState // MultiBuffer (jumbo_linux.go)
+
 	// Packets from Send wait in src (a ring guarded by srcMu) for the
 	// worker; wfd wakes it.
 	srcMu   sync.Mutex
@@ -98,8 +109,10 @@ const srcQueueLen = 1024
 
 type engCounters struct {
 	cipherRX, decrypted, plainRX, encrypted, bypassed, control, controlDropped,
-	saDrops, mtuDrops, notIP, noRoom, txFull, handedOff, sleeps, sent, sendFull,
-	mssClamped, ttlExpired, icmpSent, icmpRateLimited, icmpNotSent, reasmNoFrame atomic.Uint64
+	saDrops, mtuDrops, notIP, vlanDrops, noRoom, txFull, handedOff, sleeps, sent, sendFull,
+	mssClamped, ttlExpired, icmpSent, icmpRateLimited, icmpNotSent, reasmNoFrame,
+	fragmented, fragments, fragFailed,
+	jumboRX, jumboTX, jumboDrops atomic.Uint64
 }
 
 // tokenBucket limits a worker's ICMP errors: rate tokens per second up
@@ -125,6 +138,10 @@ func (b *tokenBucket) take(now int64) bool {
 	b.tokens--
 	return true
 }
+
+// plainLocal is the local-address filter of the plaintext-side program:
+// no address a packet is sent to.
+var plainLocal = []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}
 
 // NewEngine checks cfg and returns an Engine; Start runs it.
 func NewEngine(cfg EngineConfig) (*Engine, error) {
@@ -176,14 +193,22 @@ func (e *Engine) Start() (err error) {
 	if err != nil {
 		return err
 	}
-	rt.cMAC, rt.cNext = cMAC, [6]byte(cfg.Cipher.NextHop)
+	rt.cMAC, rt.cNext, rt.cVLAN = cMAC, [6]byte(cfg.Cipher.NextHop), uint16(cfg.Cipher.VLAN)
 	pIdx := 0
 	if cfg.Plain != nil {
 		var pMAC [6]byte
 		if pIdx, pMAC, err = resolve(cfg.Plain); err != nil {
 			return err
 		}
-		rt.pMAC, rt.pNxt = pMAC, [6]byte(cfg.Plain.NextHop)
+		rt.pMAC, rt.pNxt, rt.pVLAN = pMAC, [6]byte(cfg.Plain.NextHop), uint16(cfg.Plain.VLAN)
+	}
+	if err = checkMTU(&cfg.Cipher, cIdx, false, cfg.UMEM, cfg.MultiBuffer); err != nil {
+		return err
+	}
+	if cfg.Plain != nil {
+		if err = checkMTU(cfg.Plain, pIdx, true, cfg.UMEM, cfg.MultiBuffer); err != nil {
+			return err
+		}
 	}
 	if rt.efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		rt.efd = -1
@@ -199,14 +224,20 @@ func (e *Engine) Start() (err error) {
 	}
 	if cfg.Plain != nil {
 		rt.progP, err = bpf.Load(bpf.Options{NATTPort: cfg.NATTPort, Plaintext: true,
-			ProtectedPrefixes: cfg.ProtectedPrefixes, Queues: cfg.Queues})
+			ProtectedPrefixes: cfg.ProtectedPrefixes, Queues: cfg.Queues,
+			// Inner fragments to a protected prefix are encrypted like
+			// whole packets (to the queue's first socket), never left to
+			// the kernel; with only the unspecified addresses "local",
+			// ESP, UDP and their fragments on this side are taken only
+			// for the protected prefixes, like all other plaintext.
+			SteerFragments: true, LocalAddrs: plainLocal})
 		if err != nil {
 			return err
 		}
 	}
 	for q := range cfg.Queues {
 		ew := &engineWorker{e: e, rt: rt, q: q, w: cfg.Processor.Worker(q), done: make(chan struct{}), wfd: -1,
-			icmp: newTokenBucket(cfg.ICMPRate, cfg.ICMPBurst)}
+			icmp: newTokenBucket(cfg.ICMPRate, cfg.ICMPBurst), jumbo: newJumboState(cfg.MultiBuffer)}
 		rt.workers = append(rt.workers, ew)
 		if cfg.Reassembly != nil {
 			ew.ra = reasm.New(*cfg.Reassembly)
@@ -215,14 +246,14 @@ func (e *Engine) Start() (err error) {
 			ew.wfd = -1
 			return fmt.Errorf("xdp: eventfd: %w", err)
 		}
-		if ew.cs, err = rt.u.NewSocket(SocketConfig{Ifindex: cIdx, Queue: q, Mode: cfg.Mode}); err != nil {
+		if ew.cs, err = rt.u.NewSocket(SocketConfig{Ifindex: cIdx, Queue: q, Mode: cfg.Mode, MultiBuffer: cfg.MultiBuffer}); err != nil {
 			return err
 		}
 		if err = rt.progC.RegisterSocket(q, ew.cs.FD()); err != nil {
 			return err
 		}
 		if cfg.Plain != nil {
-			if ew.ps, err = rt.u.NewSocket(SocketConfig{Ifindex: pIdx, Queue: q, Mode: cfg.Mode}); err != nil {
+			if ew.ps, err = rt.u.NewSocket(SocketConfig{Ifindex: pIdx, Queue: q, Mode: cfg.Mode, MultiBuffer: cfg.MultiBuffer}); err != nil {
 				return err
 			}
 			if err = rt.progP.RegisterSocket(q, ew.ps.FD()); err != nil {
@@ -376,12 +407,14 @@ func (e *Engine) statsLocked() EngineStats {
 			Queue: ew.q, CipherRX: c.cipherRX.Load(), Decrypted: c.decrypted.Load(),
 			PlainRX: c.plainRX.Load(), Encrypted: c.encrypted.Load(), Bypassed: c.bypassed.Load(),
 			Control: c.control.Load(), ControlDropped: c.controlDropped.Load(),
-			SADrops: c.saDrops.Load(), MTUDrops: c.mtuDrops.Load(), NotIP: c.notIP.Load(),
+			SADrops: c.saDrops.Load(), MTUDrops: c.mtuDrops.Load(), NotIP: c.notIP.Load(), VLANDrops: c.vlanDrops.Load(),
 			NoRoom: c.noRoom.Load(), TXFull: c.txFull.Load(), HandedOff: c.handedOff.Load(),
 			Sleeps: c.sleeps.Load(), Sent: c.sent.Load(), SendFull: c.sendFull.Load(),
 			MSSClamped: c.mssClamped.Load(), TTLExpired: c.ttlExpired.Load(), ICMPSent: c.icmpSent.Load(),
 			ICMPRateLimited: c.icmpRateLimited.Load(), ICMPNotSent: c.icmpNotSent.Load(),
 			Reassembly: ew.reasmStats(), ReasmNoFrame: c.reasmNoFrame.Load(),
+			Fragmented: c.fragmented.Load(), Fragments: c.fragments.Load(), FragmentFailed: c.fragFailed.Load(),
+			JumboRX: c.jumboRX.Load(), JumboTX: c.jumboTX.Load(), JumboDrops: c.jumboDrops.Load(),
 		})
 		s, _ := ew.cs.Stats()
 		st.CipherSockets = append(st.CipherSockets, s)
@@ -453,7 +486,7 @@ func (ew *engineWorker) step(refill bool) int {
 	if n := cs.Receive(ew.rx[:bs]); n > 0 {
 		ew.c.cipherRX.Add(uint64(n))
 		total += n
-		k := ew.load(n, ew.ra)
+		k := ew.load(n, ew.rt.cVLAN, ew.ra)
 		ew.w.Inbound(ew.pk[:k])
 		for i := range k {
 			ew.finish(&ew.pk[i], sa.In)
@@ -464,7 +497,7 @@ func (ew *engineWorker) step(refill bool) int {
 		if n := ps.Receive(ew.rx[:bs]); n > 0 {
 			ew.c.plainRX.Add(uint64(n))
 			total += n
-			ew.outbound(ew.load(n, nil))
+			ew.outbound(ew.load(n, ew.rt.pVLAN, nil))
 		}
 	}
 	if ew.srcN.Load() > 0 {
@@ -516,24 +549,63 @@ func l2Len(frame []byte) int {
 	return 0
 }
 
+// vlanOK reports whether frame, whose Ethernet header (with its tags)
+// is h bytes long, belongs to VLAN vlan (0: untagged): exactly one
+// 802.1Q tag with that VLAN ID, or for 0 no tag or a priority tag (VLAN
+// ID 0). Invariant: the engine processes no frame of another VLAN than
+// its port's, so traffic of one VLAN never enters (or leaves) the
+// tunnel of another.
+func vlanOK(frame []byte, h int, vlan uint16) bool {
+	switch h {
+	case 14:
+		return vlan == 0
+	case 18:
+		return binary.BigEndian.Uint16(frame[12:]) == 0x8100 && binary.BigEndian.Uint16(frame[14:])&0x0fff == vlan
+	}
+	return false
+}
+
 // load turns the n received descriptors into SA packets past their L2
-// header; frames without IP are freed. With a reassembler ra (ciphertext
-// side), fragments go to it: their frames are freed, except the one that
-// completes a packet, which receives the reassembled packet (see
-// reassembled). It returns the batch length.
-func (ew *engineWorker) load(n int, ra *reasm.Reassembler) int {
+// header; frames without IP, or not of the port's VLAN vlan, are freed.
+// With a reassembler ra (ciphertext side), fragments go to it: their
+// frames are freed, except the one that completes a packet, which
+// receives the reassembled packet (see reassembled). It returns the
+// batch length.
+func (ew *engineWorker) load(n int, vlan uint16, ra *reasm.Reassembler) int {
 	u := ew.rt.u
 	k := 0
 	now, frags := int64(-1), false
-	for _, d := range ew.rx[:n] {
-		buf, off := u.Frame(d)
-		h := l2Len(buf[off : off+int(d.Len)])
+	ew.jumbo.n = 0
+	for i := 0; i < n; i++ {
+		d := ew.rx[i]
+		var buf []byte
+		off, length, meta := 0, int(d.Len), d.Addr&^u.frameMask
+		if d.Options&unix.XDP_PKT_CONTD != 0 {
+			// A jumbo frame's chain (MultiBuffer): gathered, its frames
+			// freed.
+			j, used := ew.gather(i, n)
+			i += used - 1
+			if j < 0 {
+				continue
+			}
+			buf, off, length, meta = ew.jumbo.buf[j], jumboHeadroom, ew.jumbo.len[j], jumboMeta|uint64(j)
+			d = Desc{Addr: meta}
+		} else {
+			buf, off = u.Frame(d)
+		}
+		frame := buf[off : off+length]
+		h := l2Len(frame)
 		if h == 0 {
 			ew.c.notIP.Add(1)
 			ew.queueFree(d)
 			continue
 		}
-		p := sa.Packet{Buf: buf, Off: off + h, Len: int(d.Len) - h, Meta: d.Addr &^ u.frameMask}
+		if !vlanOK(frame, h, vlan) {
+			ew.c.vlanDrops.Add(1)
+			ew.queueFree(d)
+			continue
+		}
+		p := sa.Packet{Buf: buf, Off: off + h, Len: length - h, Meta: meta}
 		if ra != nil {
 			if now < 0 {
 				now = int64(time.Since(ew.rt.epoch))
@@ -726,6 +798,54 @@ func (ew *engineWorker) icmpBack(p *sa.Packet, tooBig bool, mtu int) {
 	}
 }
 
+// fragmentOut fragments p, an outbound IPv4 packet without DF that the
+// SA processor found larger than its SA's plaintext MTU (p.MTU), and
+// encrypts the fragments: fragments 1.. go into fresh UMEM frames,
+// fragment 0 stays in p's frame. It reports whether it consumed p; if
+// not (DF, IPv6, options, too many fragments, no frames), the caller
+// proceeds as without FragmentInner.
+func (ew *engineWorker) fragmentOut(p *sa.Packet) bool {
+	if p.Off < 0 || p.Len <= 0 || p.Off+p.Len > len(p.Buf) || p.Buf[p.Off]>>4 != 4 {
+		return false
+	}
+	data := p.Buf[p.Off : p.Off+p.Len]
+	count, step, err := inet.Fragments4(data, p.MTU)
+	switch {
+	case errors.Is(err, inet.ErrFragDF), errors.Is(err, inet.ErrMalformed):
+		return false
+	case err != nil || count > MaxFragments:
+		ew.c.fragFailed.Add(1)
+		return false
+	}
+	u := ew.rt.u
+	if k := u.Alloc(ew.fragD[:count-1]); k < count-1 {
+		u.Free(ew.fragD[:k])
+		ew.c.fragFailed.Add(1)
+		return false
+	}
+	// Room in the worker's TX and free queues for every fragment.
+	if ew.nC+count > len(ew.txC) || ew.nP+count > len(ew.txP) || ew.nFree+count > len(ew.free) || ew.nDlv+count > len(ew.dlv) {
+		ew.flush()
+	}
+	for i := count - 1; i >= 1; i-- {
+		d := ew.fragD[i-1]
+		buf, off := u.Frame(d)
+		n := inet.WriteFragment4(buf[off:], data, i, step)
+		ew.fragPk[i] = sa.Packet{Buf: buf, Off: off, Len: n, Meta: d.Addr &^ u.frameMask}
+	}
+	n := inet.WriteFragment4(data, data, 0, step)
+	ew.fragPk[0] = sa.Packet{Buf: p.Buf, Off: p.Off, Len: n, Meta: p.Meta}
+	ew.c.fragmented.Add(1)
+	ew.c.fragments.Add(uint64(count))
+	ew.fragDepth++
+	ew.w.Outbound(ew.fragPk[:count])
+	for i := range count {
+		ew.finish(&ew.fragPk[i], sa.Out)
+	}
+	ew.fragDepth--
+	return true
+}
+
 // finish acts on one processed packet: queue it for transmission (with
 // a new Ethernet header) or delivery, pass it to Control, or free it.
 func (ew *engineWorker) finish(p *sa.Packet, dir sa.Direction) {
@@ -765,6 +885,12 @@ func (ew *engineWorker) finish(p *sa.Packet, dir sa.Direction) {
 		if p.Reason == sa.DropMTU {
 			ew.c.mtuDrops.Add(1)
 			if dir == sa.Out {
+				if ew.e.cfg.FragmentInner && ew.fragDepth == 0 && ew.fragmentOut(p) {
+					// Not dropped after all: fragmented and encrypted.
+					ew.c.saDrops.Add(^uint64(0))
+					ew.c.mtuDrops.Add(^uint64(0))
+					break
+				}
 				ew.icmpBack(p, true, p.MTU)
 				break
 			}
@@ -785,7 +911,15 @@ func (ew *engineWorker) emit(p *sa.Packet, d Desc, toPlain bool) bool {
 		ew.nDlv++
 		return true
 	}
-	if p.Off < 14 || p.Len < 1 || p.Off+p.Len > len(p.Buf) {
+	vlan := ew.rt.cVLAN
+	if toPlain {
+		vlan = ew.rt.pVLAN
+	}
+	hl := 14
+	if vlan != 0 {
+		hl = 18
+	}
+	if p.Off < hl || p.Len < 1 || p.Off+p.Len > len(p.Buf) {
 		ew.c.noRoom.Add(1)
 		ew.queueFree(d)
 		return false
@@ -794,7 +928,7 @@ func (ew *engineWorker) emit(p *sa.Packet, d Desc, toPlain bool) bool {
 	if p.Buf[p.Off]>>4 == 6 {
 		et = 0x86dd
 	}
-	h := p.Buf[p.Off-14 : p.Off]
+	h := p.Buf[p.Off-hl : p.Off]
 	if toPlain {
 		copy(h[0:6], ew.rt.pNxt[:])
 		copy(h[6:12], ew.rt.pMAC[:])
@@ -802,9 +936,16 @@ func (ew *engineWorker) emit(p *sa.Packet, d Desc, toPlain bool) bool {
 		copy(h[0:6], ew.rt.cNext[:])
 		copy(h[6:12], ew.rt.cMAC[:])
 	}
-	binary.BigEndian.PutUint16(h[12:], et)
-	d.Addr += uint64(p.Off - 14)
-	d.Len = uint32(p.Len + 14)
+	if vlan != 0 {
+		binary.BigEndian.PutUint16(h[12:], 0x8100)
+		binary.BigEndian.PutUint16(h[14:], vlan)
+	}
+	binary.BigEndian.PutUint16(h[hl-2:], et)
+	if isJumbo(d.Addr) {
+		return ew.emitJumbo(p.Buf[p.Off-hl:p.Off+p.Len], toPlain)
+	}
+	d.Addr += uint64(p.Off - hl)
+	d.Len = uint32(p.Len + hl)
 	if toPlain {
 		ew.txP[ew.nP] = d
 		ew.nP++
@@ -816,6 +957,9 @@ func (ew *engineWorker) emit(p *sa.Packet, d Desc, toPlain bool) bool {
 }
 
 func (ew *engineWorker) queueFree(d Desc) {
+	if isJumbo(d.Addr) {
+		return // a jumbo buffer: reused with the next batch
+	}
 	ew.free[ew.nFree] = d
 	ew.nFree++
 }
@@ -825,10 +969,15 @@ func (ew *engineWorker) flush() {
 	u := ew.rt.u
 	if ew.nDlv > 0 {
 		ew.e.cfg.Deliver(ew.dlv[:ew.nDlv])
+		m := 0
 		for i := range ew.nDlv {
 			ew.dlv[i] = nil
+			if !isJumbo(ew.dlvD[i].Addr) {
+				ew.dlvD[m] = ew.dlvD[i]
+				m++
+			}
 		}
-		u.Free(ew.dlvD[:ew.nDlv])
+		u.Free(ew.dlvD[:m])
 		ew.nDlv = 0
 	}
 	if ew.nC > 0 {

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -220,7 +219,7 @@ func TestEngineReassemblyLoadAlloc(t *testing.T) {
 			ew.rx[i] = descs[i]
 		}
 		ew.nFree = 0
-		return ew.load(len(frames), ew.ra)
+		return ew.load(len(frames), 0, ew.ra)
 	}
 	k := load()
 	if k != 2 || ew.nFree != len(frames)-2 {
@@ -290,27 +289,6 @@ func fragment6(p []byte, id uint32, size int, hbh bool) [][]byte {
 		out = append(out, f)
 	}
 	return out
-}
-
-// sendFrames sends Ethernet frames out of link l with a packet socket.
-func sendFrames(l *netns.Link, frames ...[]byte) error {
-	return l.NS.Do(func() error {
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		ifi, err := net.InterfaceByName(l.Name)
-		if err != nil {
-			return err
-		}
-		for _, f := range frames {
-			if err := unix.Sendto(fd, f, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 }
 
 // TestEngineReassemblyIPv6: IPv6 ESP fragmented by the sender's kernel,

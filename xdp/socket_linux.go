@@ -29,6 +29,7 @@ type Socket struct {
 	cfg        SocketConfig
 	zeroCopy   bool
 	needWakeup bool
+	sg         bool // bound with XDP_USE_SG (SocketConfig.MultiBuffer)
 	ownsRings  bool // created its pool's fill and completion rings
 	rx, tx     descRing
 	maxKicks   int
@@ -177,6 +178,9 @@ func (u *UMEM) NewSocket(cfg SocketConfig) (*Socket, error) {
 		if !cfg.NoNeedWakeup {
 			sa.Flags |= unix.XDP_USE_NEED_WAKEUP
 		}
+		if cfg.MultiBuffer {
+			sa.Flags |= unix.XDP_USE_SG
+		}
 	}
 	if err := bindRetry(fd, sa); err != nil {
 		return nil, sysErr(fmt.Sprintf("bind to ifindex %d queue %d", cfg.Ifindex, cfg.Queue), err)
@@ -191,6 +195,10 @@ func (u *UMEM) NewSocket(cfg SocketConfig) (*Socket, error) {
 		u.needWakeup = !cfg.NoNeedWakeup
 	}
 	s.needWakeup = u.needWakeup
+	if shareFD < 0 {
+		u.sg = cfg.MultiBuffer
+	}
+	s.sg = u.sg
 	s.maxKicks = max(cfg.TXSize, 0)/32 + 2
 
 	ok = true
@@ -312,6 +320,15 @@ func (s *Socket) Receive(descs []Desc) int {
 	for i := range n {
 		descs[i] = r.descs[(cons+i)&r.mask]
 	}
+	if s.sg {
+		// Whole chains only: leave a chain cut by len(descs) on the ring.
+		for n > 0 && descs[n-1].Options&unix.XDP_PKT_CONTD != 0 {
+			n--
+		}
+		if n == 0 {
+			return 0
+		}
+	}
 	atomic.StoreUint32(r.consumer, cons+n)
 
 	u := s.u
@@ -356,6 +373,13 @@ func (s *Socket) Transmit(descs []Desc) int {
 	}
 	prod := atomic.LoadUint32(r.producer)
 	n := min(r.size-(prod-atomic.LoadUint32(r.consumer)), uint32(len(descs)))
+	if s.sg {
+		// Whole chains only: the kernel would join a cut chain with
+		// whatever comes next.
+		for n > 0 && descs[n-1].Options&unix.XDP_PKT_CONTD != 0 {
+			n--
+		}
+	}
 	if n == 0 {
 		s.kick()
 		return 0
@@ -366,8 +390,11 @@ func (s *Socket) Transmit(descs []Desc) int {
 	k := uint32(0)
 	var bytes uint64
 	invalid := 0
+	contd := false // descs[i] continues a chain
 	for i := range n {
 		d := descs[i]
+		first := !contd
+		contd = s.sg && d.Options&unix.XDP_PKT_CONTD != 0
 		idx := d.Addr >> u.shift
 		off := d.Addr & u.frameMask
 		if idx >= uint64(len(u.state)) || u.state[idx] != stateApp {
@@ -375,7 +402,7 @@ func (s *Socket) Transmit(descs []Desc) int {
 			u.badFree++
 			continue
 		}
-		if d.Len < MinFrameLen || off+uint64(d.Len) > u.frameMask+1 || d.Options != 0 {
+		if (first && d.Len < MinFrameLen) || d.Len == 0 || off+uint64(d.Len) > u.frameMask+1 || (d.Options != 0 && !contd) {
 			invalid++
 			u.state[idx] = stateFree
 			u.free = append(u.free, d.Addr&^u.frameMask)

@@ -30,6 +30,12 @@ var (
 	ErrBusy = errors.New("xdp: interface queue busy")
 	// ErrClosed means the UMEM, socket or forwarder was closed.
 	ErrClosed = errors.New("xdp: closed")
+	// ErrMTU means an Engine port's interface has an MTU whose full-size
+	// frames do not fit the UMEM's frames (AF_XDP without multi-buffer
+	// receives a frame into one UMEM frame, and the kernel drops larger
+	// ones, counted only in its socket statistics). Lower the interface
+	// MTU, or the UMEM headroom.
+	ErrMTU = errors.New("xdp: interface MTU too large for the UMEM frames")
 	// ErrFrameAccounting means CheckFrames found a frame owned twice, a
 	// frame in a ring that the allocator believes is elsewhere, or counts
 	// that do not add up: a frame was leaked or freed twice.
@@ -197,6 +203,12 @@ type SocketConfig struct {
 	// kernel asks for one. Like the mode, the first socket of a UMEM
 	// decides for all.
 	NoNeedWakeup bool
+	// MultiBuffer binds with XDP_USE_SG (Linux 6.6+ for copy mode): a
+	// packet longer than a frame arrives, and may be sent, as a chain of
+	// descriptors, each but the last with Options XDP_PKT_CONTD. Receive
+	// and Transmit then take and put whole chains only. Like the mode,
+	// the first socket of a UMEM decides for all.
+	MultiBuffer bool
 }
 
 func (c SocketConfig) normalize() (SocketConfig, error) {

@@ -76,6 +76,7 @@ type UMEM struct {
 	sockets    []*Socket
 	zeroCopy   bool // mode of the registration
 	needWakeup bool
+	sg         bool // the first socket was bound with XDP_USE_SG
 	closed     bool
 }
 

@@ -107,7 +107,7 @@ func init() {
 			summary: "decrypt the ESP packets of a capture with the inbound SAs of a config file",
 			example: "espxdp pcap decrypt --config sas.yaml --in esp.pcap --out plain.pcap",
 			run:     cmdPcapDecrypt},
-		{name: "demo", synopsis: "[-size BYTES] [-transform NAME] [-duration D]",
+		{name: "demo", synopsis: "[-size BYTES] [-transform NAME] [-duration D] [-ipv6]",
 			summary: "two gateways in network namespaces: ping and a TCP transfer through ESP (root)",
 			detail: "Builds hostA — gwA — wan — gwB — hostB in network namespaces, runs two ESP\n" +
 				"gateways over AF_XDP, pings and pushes a checksummed TCP transfer through the\n" +

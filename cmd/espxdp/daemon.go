@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -228,12 +230,21 @@ func cmdShowStats(args []string, stdout, stderr io.Writer) error {
 		{"mss clamped", st.MSSClamped}, {"ttl expired", st.TTLExpired},
 		{"icmp errors sent", st.ICMPSent}, {"icmp rate-limited", st.ICMPRateLimited}, {"icmp not sent", st.ICMPNotSent},
 		{"nat-t keepalives sent", st.KeepalivesSent}, {"nat-t keepalives received", st.KeepalivesReceived},
+		{"pmtu learned", st.Wire.PMTUAccepted}, {"pmtu expired", st.Wire.PMTUExpired}, {"vlan drops", st.Wire.VLANDrops},
+		{"xsk rx dropped", st.Wire.XSKRXDropped}, {"xsk rx ring full", st.Wire.XSKRXRingFull},
+		{"fragmented (before encr.)", st.Wire.Fragmented}, {"fragment failed", st.Wire.FragmentFailed},
+		{"jumbo rx", st.Wire.JumboRX}, {"jumbo tx", st.Wire.JumboTX}, {"jumbo drops", st.Wire.JumboDrops},
 		{"processor in", st.Processor.InPkts}, {"processor out", st.Processor.OutPkts},
 	}
 	for _, r := range rows {
 		fmt.Fprintf(stdout, "%-28s %d\n", r.name+":", r.v)
 	}
 	unprotectedRows(stdout, st)
+	for _, reason := range slices.Sorted(maps.Keys(st.Wire.PMTURejected)) {
+		if n := st.Wire.PMTURejected[reason]; n > 0 {
+			fmt.Fprintf(stdout, "%-28s %d\n", "pmtu rejected "+reason+":", n)
+		}
+	}
 	for reason, n := range st.Processor.Drops {
 		if n > 0 {
 			fmt.Fprintf(stdout, "%-28s %d\n", "drop "+sa.DropReason(reason).String()+":", n)

@@ -43,10 +43,6 @@ import (
 var (
 	demoHostA   = netip.MustParsePrefix("10.1.0.2/24")
 	demoGwALan  = netip.MustParsePrefix("10.1.0.1/24")
-	demoGwAWan  = netip.MustParsePrefix("192.0.2.1/24")
-	demoWanA    = netip.MustParsePrefix("192.0.2.254/24")
-	demoWanB    = netip.MustParsePrefix("198.51.100.254/24")
-	demoGwBWan  = netip.MustParsePrefix("198.51.100.1/24")
 	demoGwBLan  = netip.MustParsePrefix("10.2.0.1/24")
 	demoHostB   = netip.MustParsePrefix("10.2.0.2/24")
 	demoNetA    = netip.MustParsePrefix("10.1.0.0/24")
@@ -54,6 +50,23 @@ var (
 	demoPort    = uint16(5001)
 	demoAToBSPI = uint32(0x1001)
 	demoBToASPI = uint32(0x2001)
+)
+
+// demoWAN is the addressing of the wan: gwA's wan0 and the router's toA
+// on one network, the router's toB and gwB's wan0 on another.
+type demoWAN struct {
+	GwA, WanA, WanB, GwB netip.Prefix
+}
+
+// The wan's addresses: IPv4 by default, IPv6 with -ipv6 (the outer
+// network; the hosts stay IPv4).
+var (
+	demoWAN4 = demoWAN{
+		GwA: netip.MustParsePrefix("192.0.2.1/24"), WanA: netip.MustParsePrefix("192.0.2.254/24"),
+		WanB: netip.MustParsePrefix("198.51.100.254/24"), GwB: netip.MustParsePrefix("198.51.100.1/24")}
+	demoWAN6 = demoWAN{
+		GwA: netip.MustParsePrefix("2001:db8:a::1/64"), WanA: netip.MustParsePrefix("2001:db8:a::fe/64"),
+		WanB: netip.MustParsePrefix("2001:db8:b::fe/64"), GwB: netip.MustParsePrefix("2001:db8:b::1/64")}
 )
 
 // demoMAC returns 02:00:00:00:net:host, a locally administered address.
@@ -90,6 +103,8 @@ type demoOptions struct {
 	Size int64
 	// Transform is the ESP transform of both SAs.
 	Transform string
+	// IPv6 runs the wan, and so ESP, over IPv6 (demoWAN6).
+	IPv6 bool
 	// Duration caps the setup and the traffic (0: no limit); the
 	// cleanup always runs.
 	Duration time.Duration
@@ -150,6 +165,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	size := fs.String("size", "64MiB", "bytes to transfer from hostA to hostB (e.g. 4MiB, 1GiB, 1000000)")
 	transform := fs.String("transform", demoDefaultTransform, "ESP `transform` of both SAs (see esp.ParseTransform)")
 	duration := fs.Duration("duration", demoDefaultDuration, "give up after this long (0: no limit)")
+	ipv6 := fs.Bool("ipv6", false, "run the wan between the gateways, and so ESP, over IPv6")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -172,7 +188,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	signal.Ignore(syscall.SIGPIPE)
-	_, err = runDemo(ctx, demoOptions{Size: n, Transform: *transform, Duration: *duration}, stdout, stderr)
+	_, err = runDemo(ctx, demoOptions{Size: n, Transform: *transform, Duration: *duration, IPv6: *ipv6}, stdout, stderr)
 	return err
 }
 
@@ -338,15 +354,16 @@ func (d *demo) check(ok bool, format string, args ...any) {
 }
 
 func (d *demo) plan() {
+	w := d.wanNet()
 	fmt.Fprintf(d.out, `espxdp demo: two ESP gateways over AF_XDP, in network namespaces
 
   hostA eth0 ── lan0 gwA wan0 ══ toA wan toB ══ wan0 gwB lan0 ── eth0 hostB
         (── plaintext, ══ ESP; gwA and gwB run AF_XDP on both interfaces)
 
   hostA  eth0 %-18s default route via %s
-  gwA    lan0 %-18s wan0 %-18s AF_XDP on both, SA a-to-b out, b-to-a in
-  wan    toA  %-18s toB  %-18s IP forwarding
-  gwB    wan0 %-18s lan0 %-18s AF_XDP on both, SA a-to-b in, b-to-a out
+  gwA    lan0 %-18s wan0 %-20s AF_XDP on both, SA a-to-b out, b-to-a in
+  wan    toA  %-18s toB  %-20s IP forwarding
+  gwB    wan0 %-18s lan0 %-20s AF_XDP on both, SA a-to-b in, b-to-a out
   hostB  eth0 %-18s default route via %s
 
   ESP %s tunnel, SPI %#x (A→B) and %#x (B→A), fresh random keys
@@ -354,9 +371,9 @@ func (d *demo) plan() {
 
 `,
 		demoHostA, demoGwALan.Addr(),
-		demoGwALan, demoGwAWan,
-		demoWanA, demoWanB,
-		demoGwBWan, demoGwBLan,
+		demoGwALan, w.GwA,
+		w.WanA, w.WanB,
+		w.GwB, demoGwBLan,
 		demoHostB, demoGwBLan.Addr(),
 		d.tr, demoAToBSPI, demoBToASPI,
 		demoHostA.Addr(), demoHostB.Addr(), mib(d.opts.Size), demoHostA.Addr(), demoHostB.Addr(), demoPort)
@@ -437,6 +454,7 @@ func (d *demo) traffic(ctx context.Context) error {
 
 // build creates the namespaces, links, addresses, routes and neighbours.
 func (d *demo) build() error {
+	w := d.wanNet()
 	var err error
 	add := func(label string) *topo.NS {
 		if err != nil {
@@ -462,8 +480,8 @@ func (d *demo) build() error {
 	}
 	pairs := []pair{
 		{end{d.hostA, "eth0", macHostA, demoHostA}, end{d.gwA, "lan0", macGwALan, demoGwALan}},
-		{end{d.gwA, "wan0", macGwAWan, demoGwAWan}, end{d.wan, "toA", macWanA, demoWanA}},
-		{end{d.wan, "toB", macWanB, demoWanB}, end{d.gwB, "wan0", macGwBWan, demoGwBWan}},
+		{end{d.gwA, "wan0", macGwAWan, w.GwA}, end{d.wan, "toA", macWanA, w.WanA}},
+		{end{d.wan, "toB", macWanB, w.WanB}, end{d.gwB, "wan0", macGwBWan, w.GwB}},
 		{end{d.gwB, "lan0", macGwBLan, demoGwBLan}, end{d.hostB, "eth0", macHostB, demoHostB}},
 	}
 	for _, p := range pairs {
@@ -488,19 +506,37 @@ func (d *demo) build() error {
 		disableTXChecksum(d.hostB, "eth0"),
 		d.hostA.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), demoGwALan.Addr(), "eth0", 0),
 		d.hostB.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), demoGwBLan.Addr(), "eth0", 0),
-		d.gwA.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), demoWanA.Addr(), "wan0", 0),
-		d.gwB.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), demoWanB.Addr(), "wan0", 0),
+		d.gwA.AddRoute(defaultRoute(w.WanA.Addr()), w.WanA.Addr(), "wan0", 0),
+		d.gwB.AddRoute(defaultRoute(w.WanB.Addr()), w.WanB.Addr(), "wan0", 0),
 		// The gateways' kernels never forward: plaintext that the XDP
 		// programs do not take goes nowhere.
 		d.gwA.Sysctl("net.ipv4.ip_forward", "0"),
 		d.gwB.Sysctl("net.ipv4.ip_forward", "0"),
 		d.wan.Sysctl("net.ipv4.ip_forward", "1"),
+		d.wan.Sysctl("net.ipv6.conf.all.forwarding", "1"),
 	)
+}
+
+// wanNet is the wan's addressing: IPv6 with -ipv6, else IPv4.
+func (d *demo) wanNet() demoWAN {
+	if d.opts.IPv6 {
+		return demoWAN6
+	}
+	return demoWAN4
+}
+
+// defaultRoute is 0.0.0.0/0 or ::/0, the family of a.
+func defaultRoute(a netip.Addr) netip.Prefix {
+	if a.Is4() {
+		return netip.MustParsePrefix("0.0.0.0/0")
+	}
+	return netip.MustParsePrefix("::/0")
 }
 
 // gatewaySpecs returns the two gateways' configurations, with fresh
 // random keys shared by both ends of each SA.
 func (d *demo) gatewaySpecs() []*gwSpec {
+	w := d.wanNet()
 	key := func(n int) []byte {
 		if n == 0 {
 			return nil
@@ -513,12 +549,12 @@ func (d *demo) gatewaySpecs() []*gwSpec {
 	ba := demoSAKeys{Key: key(d.tr.KeyLen()), AuthKey: key(d.tr.AuthKeyLen())}
 	a := &gwSpec{ns: d.gwA, Label: "gwA", Transform: d.tr,
 		Cipher: "wan0", CipherNextHop: macWanA, Plain: "lan0", PlainNextHop: macHostA, PlainAddr: demoGwALan.Addr(),
-		Protected: demoNetB, Local: demoGwAWan.Addr(), Remote: demoGwBWan.Addr(),
+		Protected: demoNetB, Local: w.GwA.Addr(), Remote: w.GwB.Addr(),
 		Out: demoSA{Name: "a-to-b", SPI: demoAToBSPI, demoSAKeys: ab},
 		In:  demoSA{Name: "b-to-a", SPI: demoBToASPI, demoSAKeys: ba}}
 	b := &gwSpec{ns: d.gwB, Label: "gwB", Transform: d.tr,
 		Cipher: "wan0", CipherNextHop: macWanB, Plain: "lan0", PlainNextHop: macHostB, PlainAddr: demoGwBLan.Addr(),
-		Protected: demoNetA, Local: demoGwBWan.Addr(), Remote: demoGwAWan.Addr(),
+		Protected: demoNetA, Local: w.GwB.Addr(), Remote: w.GwA.Addr(),
 		Out: demoSA{Name: "b-to-a", SPI: demoBToASPI, demoSAKeys: ba},
 		In:  demoSA{Name: "a-to-b", SPI: demoAToBSPI, demoSAKeys: ab}}
 	return []*gwSpec{a, b}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -68,7 +69,12 @@ func cleanupDemo(t *testing.T, res **demoResult) {
 	})
 }
 
-func TestDemo(t *testing.T) {
+func TestDemo(t *testing.T) { testDemo(t, false) }
+
+// TestDemoIPv6: espxdp demo -ipv6, the wan and so ESP over IPv6.
+func TestDemoIPv6(t *testing.T) { testDemo(t, true) }
+
+func testDemo(t *testing.T, ipv6 bool) {
 	testenv.RequirePrivileged(t)
 	const size = 4 << 20
 	var out, errb bytes.Buffer
@@ -76,12 +82,34 @@ func TestDemo(t *testing.T) {
 	defer cancel()
 	var res *demoResult
 	cleanupDemo(t, &res)
-	res, err := runDemo(ctx, demoOptions{Size: size, Transform: "aes128gcm16", Duration: 2 * time.Minute}, &out, &errb)
+	res, err := runDemo(ctx, demoOptions{Size: size, Transform: "aes128gcm16", Duration: 2 * time.Minute, IPv6: ipv6}, &out, &errb)
 	t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
 	if err != nil {
 		t.Fatalf("runDemo: %v", err)
 	}
 	checkDemoGone(t, res)
+	wan := demoWAN4
+	if ipv6 {
+		wan = demoWAN6
+	}
+	found := 0
+	for i, r := range res.Reports {
+		for _, name := range []string{"a-to-b", "b-to-a"} {
+			for _, dir := range []sa.Direction{sa.In, sa.Out} {
+				s, ok := findSA(r, name, dir)
+				if !ok {
+					continue
+				}
+				found++
+				if want := []netip.Addr{wan.GwA.Addr(), wan.GwB.Addr()}; s.Local != want[i] || s.Remote != want[1-i] {
+					t.Errorf("gateway %d SA %s: local %v remote %v, want %v and %v", i, name, s.Local, s.Remote, want[i], want[1-i])
+				}
+			}
+		}
+	}
+	if found != 4 {
+		t.Errorf("found %d SAs in the reports, want 4", found)
+	}
 
 	if res.Ping.Sent != demoPingCount || res.Ping.Received != res.Ping.Sent {
 		t.Errorf("ping: %d sent, %d received, want %d", res.Ping.Sent, res.Ping.Received, demoPingCount)
@@ -382,6 +410,25 @@ func TestDemoFlowAgree(t *testing.T) {
 	} {
 		if got := tc.f.Agree(); got != tc.want {
 			t.Errorf("%+v: Agree %v, want %v", tc.f, got, tc.want)
+		}
+	}
+}
+
+// TestDemoConfigIPv6: with -ipv6 the gateways' SAs run between their
+// IPv6 wan addresses.
+func TestDemoConfigIPv6(t *testing.T) {
+	d := &demo{tr: esp.MustParseTransform("aes128gcm16"), opts: demoOptions{IPv6: true},
+		gwA: &topo.NS{Label: "gwA"}, gwB: &topo.NS{Label: "gwB"}}
+	for i, s := range d.gatewaySpecs() {
+		cfg, err := config.Parse(s.Label+".yaml", s.yaml())
+		if err != nil {
+			t.Fatalf("%s: %v", s.Label, err)
+		}
+		want := []netip.Addr{demoWAN6.GwA.Addr(), demoWAN6.GwB.Addr()}
+		for _, c := range cfg.SAs {
+			if c.Local != want[i] || c.Remote != want[1-i] {
+				t.Errorf("%s: SA %s: %v → %v, want %v → %v", s.Label, c.Name, c.Local, c.Remote, want[i], want[1-i])
+			}
 		}
 	}
 }

@@ -31,8 +31,11 @@ import (
 //	  log_drops: 1s                  # interval of the drop log, 0 = off
 //	  state_dir: /var/lib/espxdp     # persisted sequence numbers (see internal/gateway)
 //	  fail_closed: true              # nftables table that outlives the daemon (default true)
+//	  pmtu_age: 10m                  # a path MTU learned from ICMP expires, 0 = never
+//	  fragmentation: before-encryption # or off: IPv4 without DF over the SA's MTU
+//	  jumbo: false                   # MTUs up to 9216 (AF_XDP multi-buffer, generic attach)
 //	interfaces:
-//	  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: [192.0.2.1]}
+//	  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: [192.0.2.1], vlan: 100}
 //	  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
 //	  # or, route-based with a tunnel interface instead of plain:
 //	  tun:    {name: vti0, address: 169.254.0.1/30, mtu: 1400, routes: [10.2.0.0/24]}
@@ -68,6 +71,19 @@ type Gateway struct {
 	// (0 = metrics.DefaultMaxSAs).
 	Metrics       string
 	MetricsMaxSAs int
+	// PMTUAge is how long a path MTU learned from ICMP holds before the
+	// SA's configured path_mtu is tried again (RFC 1191 §6.3, RFC 8201
+	// §4); 0: never raised again.
+	PMTUAge time.Duration
+	// Fragmentation is what happens to IPv4 packets without DF larger
+	// than the SA's plaintext MTU: "before-encryption" (default: they are
+	// fragmented, then each fragment encrypted, RFC 4459 §5.1) or "off"
+	// (dropped and counted). DF packets and IPv6 always get the ICMP
+	// error (icmp_errors).
+	Fragmentation string
+	// Jumbo enables AF_XDP multi-buffer (xdp.EngineConfig.MultiBuffer):
+	// interface MTUs up to xdp.MaxJumboMTU, with generic XDP attach.
+	Jumbo bool
 
 	Cipher    Iface
 	Plain     *Iface
@@ -87,7 +103,11 @@ type Iface struct {
 	Local []netip.Addr
 	// Address (plain side) is the source of ICMP errors.
 	Address netip.Addr
-	Pos     Pos
+	// VLAN (vlan: 1..4094, 0 or absent: untagged) is the 802.1Q VLAN of
+	// the side: written on every frame sent, required on every frame
+	// taken (xdp.Port.VLAN).
+	VLAN int
+	Pos  Pos
 }
 
 // TUNIface is the tunnel interface of a route-based gateway.
@@ -124,6 +144,9 @@ type Policy struct {
 const (
 	DefaultKeepalive = 20 * time.Second
 	DefaultLogDrops  = time.Second
+	// DefaultPMTUAge is the default of gateway.pmtu_age (RFC 1191's ten
+	// minutes).
+	DefaultPMTUAge = 10 * time.Minute
 )
 
 var topFields = map[string]bool{
@@ -138,7 +161,7 @@ func (p *parser) gateway(vals map[string]*yaml.Node, cfg *Config) *Gateway {
 		return nil
 	}
 	g := &Gateway{Queues: 1, Concurrency: sa.Shared, XDPMode: "auto", Attach: "auto", Keepalive: DefaultKeepalive,
-		LogDrops: DefaultLogDrops, FailClosed: true}
+		LogDrops: DefaultLogDrops, FailClosed: true, PMTUAge: DefaultPMTUAge, Fragmentation: "before-encryption"}
 	if n := vals["gateway"]; n != nil {
 		g.Pos = Pos{File: p.file, Line: n.Line, Field: "gateway"}
 		p.gatewayOptions(n, g)
@@ -206,6 +229,7 @@ var gatewayOptionFields = map[string]bool{
 	"state_dir":   true,
 	"fail_closed": true,
 	"metrics":     true, "metrics_max_sas": true,
+	"pmtu_age": true, "fragmentation": true, "jumbo": true,
 }
 
 func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
@@ -296,6 +320,12 @@ func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
 				}
 				g.MetricsMaxSAs = int(x)
 			}
+		case "pmtu_age":
+			g.PMTUAge = p.interval(v, f)
+		case "fragmentation":
+			g.Fragmentation = p.oneOf(v, f, "before-encryption", "off")
+		case "jumbo":
+			g.Jumbo, _ = p.bool(v, f)
 		}
 		return true
 	})
@@ -402,6 +432,13 @@ func (p *parser) iface(n *yaml.Node, path string, cipher bool) Iface {
 				return false
 			}
 			ifc.Address = p.addr(v, f)
+		case "vlan":
+			if x, ok := p.uint(v, f, 16); ok {
+				if x > 4094 {
+					p.errorf(v.Line, f, "want a VLAN ID 1..4094 (0: untagged), got %d", x)
+				}
+				ifc.VLAN = int(x)
+			}
 		default:
 			return false
 		}

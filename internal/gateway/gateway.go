@@ -105,6 +105,7 @@ type Gateway struct {
 
 	metrics     *metricsServer // metrics.go
 	eventCounts eventCounters
+	pmtu        pmtuState // outer path MTU discovery (wire.go)
 }
 
 // New builds a gateway from cfg, which it keeps, wiping the keys of its
@@ -510,7 +511,7 @@ func (gw *Gateway) engineConfig() xdp.EngineConfig {
 	g := gw.g
 	ec := xdp.EngineConfig{
 		Processor:  gw.proc,
-		Cipher:     xdp.Port{Name: g.Cipher.Name, NextHop: g.Cipher.NextHop},
+		Cipher:     xdp.Port{Name: g.Cipher.Name, NextHop: g.Cipher.NextHop, VLAN: g.Cipher.VLAN},
 		LocalAddrs: g.Cipher.Local,
 		Queues:     g.Queues,
 		Mode:       xdpMode(g.XDPMode),
@@ -518,7 +519,7 @@ func (gw *Gateway) engineConfig() xdp.EngineConfig {
 		CPUs:       g.CPUs,
 	}
 	if g.Plain != nil {
-		ec.Plain = &xdp.Port{Name: g.Plain.Name, NextHop: g.Plain.NextHop}
+		ec.Plain = &xdp.Port{Name: g.Plain.Name, NextHop: g.Plain.NextHop, VLAN: g.Plain.VLAN}
 		ec.ProtectedPrefixes = g.Protected
 	}
 	gw.routerOptions(&ec)
@@ -609,6 +610,7 @@ func (gw *Gateway) Start() (err error) {
 	gw.warnStatic(gw.cfg.SAs)
 	gw.wg.Add(1)
 	go gw.logUnprotected(gw.g.LogDrops)
+	gw.startPMTU()
 	gw.log.Info("gateway running", "cipher", gw.g.Cipher.Name, "plain", plainName(gw.g), "queues", gw.g.Queues, "sas", len(gw.sas))
 	return nil
 }
@@ -650,12 +652,10 @@ func plainName(g *config.Gateway) string {
 	return ""
 }
 
-// tunMTU is the TUN's MTU: configured, else the smallest plaintext MTU of
-// the outbound SAs, else 1400.
+// tunMTU is the TUN's MTU: the smallest plaintext MTU of the outbound
+// SAs (which follows the path MTUs learned from ICMP), at most the
+// configured MTU; without either 1400.
 func (gw *Gateway) tunMTU() int {
-	if gw.g.TUN.MTU > 0 {
-		return gw.g.TUN.MTU
-	}
 	mtu := 0
 	for _, k := range gw.order {
 		if k.dir != sa.Out {
@@ -664,6 +664,9 @@ func (gw *Gateway) tunMTU() int {
 		if m := gw.sas[k].sa.PlaintextMTU(); m > 0 && (mtu == 0 || m < mtu) {
 			mtu = m
 		}
+	}
+	if c := gw.g.TUN.MTU; c > 0 && (mtu == 0 || c < mtu) {
+		mtu = c
 	}
 	if mtu == 0 {
 		mtu = 1400
@@ -838,6 +841,8 @@ type Stats struct {
 
 	Processor sa.ProcessorStats `json:"processor"`
 	Engine    xdp.EngineStats   `json:"engine"`
+	// Wire: path MTU discovery and VLAN counters (wire.go).
+	Wire WireStats `json:"wire"`
 }
 
 // Stats returns the gateway's counters.
@@ -868,6 +873,7 @@ func (gw *Gateway) Stats() Stats {
 		gw.unprotectedStats(&s)
 	}
 	s.Processor = gw.proc.Stats()
+	s.Wire = gw.wireStats(s.Engine)
 	s.KeepalivesSent, s.KeepalivesReceived, s.KeepaliveErrors = gw.kaSent.Load(), gw.kaRecv.Load(), gw.kaErrors.Load()
 	s.EventsLost = gw.eventsLost.Load()
 	s.Subscribers, s.SubscribersLost = gw.hub.count(), gw.hub.lost.Load()

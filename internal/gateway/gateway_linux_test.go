@@ -41,6 +41,20 @@ func mac(last byte, side byte) net.HardwareAddr { return net.HardwareAddr{2, 0, 
 // host-side interfaces are left to the kernel (the TUN gateway routes).
 func buildTopology(t *testing.T) (a, b *site) {
 	t.Helper()
+	return buildTopologyWAN(t, false)
+}
+
+// The gateways' wan addresses: IPv4, and IPv6 for the tests of an IPv6
+// outer network.
+const (
+	wanA4, wanB4 = "192.0.2.1", "192.0.2.2"
+	wanA6, wanB6 = "2001:db8:e5::1", "2001:db8:e5::2"
+)
+
+// buildTopologyWAN is buildTopology with an IPv6 wan (wanA6, wanB6)
+// when wan6 is set.
+func buildTopologyWAN(t *testing.T, wan6 bool) (a, b *site) {
+	t.Helper()
 	tp := topo.New("gwt")
 	t.Cleanup(func() {
 		if err := tp.Close(); err != nil {
@@ -80,10 +94,15 @@ func buildTopology(t *testing.T) (a, b *site) {
 	}
 	wa, wb, err := tp.AddVeth(a.gw, "wan0", b.gw, "wan0", topo.VethOptions{MACA: a.wanMAC, MACB: b.wanMAC})
 	must(err)
-	must(wa.AddAddr(netip.MustParsePrefix("192.0.2.1/24")))
-	must(wb.AddAddr(netip.MustParsePrefix("192.0.2.2/24")))
-	must(wa.SetNeighbour(netip.MustParseAddr("192.0.2.2"), b.wanMAC))
-	must(wb.SetNeighbour(netip.MustParseAddr("192.0.2.1"), a.wanMAC))
+	wanA, wanB, bits := netip.MustParseAddr(wanA4), netip.MustParseAddr(wanB4), 24
+	if wan6 {
+		wanA, wanB, bits = netip.MustParseAddr(wanA6), netip.MustParseAddr(wanB6), 64
+	}
+	must(wa.AddAddr(netip.PrefixFrom(wanA, bits)))
+	must(wb.AddAddr(netip.PrefixFrom(wanB, bits)))
+	// Static neighbours (ARP and ND would reach the kernel too).
+	must(wa.SetNeighbour(wanB, b.wanMAC))
+	must(wb.SetNeighbour(wanA, a.wanMAC))
 	return a, b
 }
 
@@ -94,6 +113,7 @@ type gwParams struct {
 	keyAB     string // key of the A→B SA (both gateways)
 	keyBA     string
 	extra     string // appended to the gateway: section
+	wan6      bool   // the wan is IPv6 (buildTopologyWAN(t, true))
 }
 
 func randKey(t *testing.T) string {
@@ -106,7 +126,10 @@ func randKey(t *testing.T) string {
 
 // gatewayYAML returns the configuration of gateway "a" or "b".
 func gatewayYAML(s *site, peer *site, side string, p gwParams) string {
-	local, remote := "192.0.2.1", "192.0.2.2"
+	local, remote := wanA4, wanB4
+	if p.wan6 {
+		local, remote = wanA6, wanB6
+	}
 	out, in := "a-to-b", "b-to-a"
 	outSPI, inSPI := "0x1001", "0x2001"
 	outKey, inKey := p.keyAB, p.keyBA
@@ -380,5 +403,43 @@ func TestGatewayTUNNATT(t *testing.T) {
 			t.Fatalf("keepalives: A %+v, B %+v", sa.Stats, sb.Stats)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestGatewayIPv6WAN runs two gateways whose wan is IPv6 (ESP in IPv6),
+// with AF_XDP on both sides and raw ESP, then route-based with TUN
+// devices and ESP in UDP over IPv6: pings and a checksummed TCP
+// transfer cross, and show-sa reports the IPv6 peers.
+func TestGatewayIPv6WAN(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	for _, c := range []struct {
+		name     string
+		tun, udp bool
+	}{{"plain-esp", false, false}, {"tun-natt", true, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			a, b := buildTopologyWAN(t, true)
+			p := gwParams{tun: c.tun, udp: c.udp, wan6: true, keyAB: randKey(t), keyBA: randKey(t),
+				extra: "  mss_clamp: 1200\n"}
+			startGateway(t, a, gatewayYAML(a, b, "a", p))
+			startGateway(t, b, gatewayYAML(b, a, "b", p))
+			if got := ping(t, a, b.hostAddr, 5); got != 5 {
+				t.Fatalf("ping over the IPv6 wan: %d of 5 answered\nlogA:\n%s\nlogB:\n%s", got, a.log, b.log)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			res, err := topo.Transfer(ctx, b.host, netip.AddrPortFrom(b.hostAddr, 5011), a.host, 1<<20, 11, nil)
+			if err != nil || !res.Intact() {
+				t.Fatalf("transfer over the IPv6 wan: %+v, %v", res, err)
+			}
+			for _, s := range []*site{a, b} {
+				for _, name := range []string{"a-to-b", "b-to-a"} {
+					st := statsOf(t, s.socket, name)
+					if !st.Remote.Is6() || !st.Local.Is6() || st.EncapsPkts+st.DecapsPkts == 0 || st.UDPEncap != c.udp {
+						t.Errorf("%s: local %v remote %v encaps %d decaps %d udp %v", name, st.Local, st.Remote,
+							st.EncapsPkts, st.DecapsPkts, st.UDPEncap)
+					}
+				}
+			}
+		})
 	}
 }

@@ -133,7 +133,8 @@ func restartNeeded(a, b *config.Gateway) string {
 		return "queues, concurrency, xdp_mode, attach or cpus changed"
 	case a.MSSClamp != b.MSSClamp || a.DecrementTTL != b.DecrementTTL || a.ICMPErrors != b.ICMPErrors ||
 		a.Keepalive != b.Keepalive || a.LogDrops != b.LogDrops || a.Control != b.Control || a.StateDir != b.StateDir ||
-		a.Metrics != b.Metrics || a.MetricsMaxSAs != b.MetricsMaxSAs:
+		a.Metrics != b.Metrics || a.MetricsMaxSAs != b.MetricsMaxSAs || a.PMTUAge != b.PMTUAge ||
+		a.Fragmentation != b.Fragmentation || a.Jumbo != b.Jumbo:
 		return "gateway options changed"
 	case !sameIface(&a.Cipher, &b.Cipher) || (a.Plain == nil) != (b.Plain == nil) ||
 		(a.Plain != nil && !sameIface(a.Plain, b.Plain)) || !reflect.DeepEqual(tunKey(a.TUN), tunKey(b.TUN)):
@@ -157,7 +158,7 @@ func restartNeeded(a, b *config.Gateway) string {
 }
 
 func sameIface(a, b *config.Iface) bool {
-	return a.Name == b.Name && a.NextHop.String() == b.NextHop.String() && slices.Equal(a.Local, b.Local) && a.Address == b.Address
+	return a.Name == b.Name && a.NextHop.String() == b.NextHop.String() && slices.Equal(a.Local, b.Local) && a.Address == b.Address && a.VLAN == b.VLAN
 }
 
 func tunKey(t *config.TUNIface) any {

@@ -14,6 +14,8 @@ func (gw *Gateway) routerOptions(ec *xdp.EngineConfig) {
 	g := gw.g
 	ec.ClampMSS = g.MSSClamp
 	ec.DecrementTTL = g.DecrementTTL
+	ec.FragmentInner = g.Fragmentation == "before-encryption"
+	ec.MultiBuffer = g.Jumbo
 	if g.Plain != nil && g.ICMPErrors && g.Plain.Address.IsValid() {
 		ec.ICMPErrors = true
 		if a := g.Plain.Address; a.Is4() {
@@ -30,5 +32,16 @@ func (gw *Gateway) routerCounters(s Stats) []show.Counter {
 		{Name: "mss clamped", Value: s.MSSClamped}, {Name: "ttl expired", Value: s.TTLExpired},
 		{Name: "icmp errors sent", Value: s.ICMPSent}, {Name: "icmp rate-limited", Value: s.ICMPRateLimited},
 		{Name: "icmp not sent", Value: s.ICMPNotSent},
+		{Name: "pmtu learned", Value: s.Wire.PMTUAccepted}, {Name: "pmtu rejected", Value: sumValues(s.Wire.PMTURejected)},
+		{Name: "vlan drops", Value: s.Wire.VLANDrops}, {Name: "xsk rx dropped", Value: s.Wire.XSKRXDropped},
+		{Name: "fragmented before encryption", Value: s.Wire.Fragmented},
 	}
+}
+
+func sumValues(m map[string]uint64) uint64 {
+	var n uint64
+	for _, v := range m {
+		n += v
+	}
+	return n
 }

@@ -51,3 +51,24 @@ func setupTUN(t *config.TUNIface, mtu int) error {
 	}
 	return nil
 }
+
+// setTUNMTU sets the MTU of the TUN device name (in the calling thread's
+// namespace).
+func setTUNMTU(name string, mtu int) error {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("tun %s: %w", name, err)
+	}
+	if link.Attrs().MTU == mtu {
+		return nil
+	}
+	if err := h.LinkSetMTU(link, mtu); err != nil {
+		return fmt.Errorf("tun %s: set mtu %d: %w", name, mtu, err)
+	}
+	return nil
+}

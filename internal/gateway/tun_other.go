@@ -8,3 +8,5 @@ import (
 )
 
 func setupTUN(t *config.TUNIface, mtu int) error { return xdp.ErrNotSupported }
+
+func setTUNMTU(name string, mtu int) error { return xdp.ErrNotSupported }
