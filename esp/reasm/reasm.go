@@ -154,6 +154,29 @@ func (s *Stats) Balanced() bool {
 	return s.Fragments == s.InPackets+s.Duplicates+s.Refused()+s.Discarded+s.Pending
 }
 
+// Add adds o's counters to s (to sum the reassemblers of several
+// workers); the result stays Balanced when both were.
+func (s *Stats) Add(o Stats) {
+	s.Fragments += o.Fragments
+	s.Reassembled += o.Reassembled
+	s.InPackets += o.InPackets
+	s.Atomic += o.Atomic
+	s.Duplicates += o.Duplicates
+	s.Malformed += o.Malformed
+	s.TinyFirst += o.TinyFirst
+	s.Overlap += o.Overlap
+	s.TooBig += o.TooBig
+	s.TooMany += o.TooMany
+	s.NoMemory += o.NoMemory
+	s.Inconsistent += o.Inconsistent
+	s.Timeouts += o.Timeouts
+	s.Evicted += o.Evicted
+	s.Discarded += o.Discarded
+	s.Sets += o.Sets
+	s.Pending += o.Pending
+	s.Bytes += o.Bytes
+}
+
 // key identifies a set: RFC 791 (src, dst, id, protocol) for IPv4,
 // RFC 8200 (src, dst, id) for IPv6 (proto 0, v6 true).
 type key struct {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 )
 
@@ -726,5 +727,34 @@ func TestReassembleAlloc(t *testing.T) {
 	}
 	if s := check(t, r); s.Reassembled == 0 || s.Evicted == 0 || s.Overlap == 0 {
 		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestStatsAdd: Add sums every counter (a field added to Stats and
+// forgotten in Add fails here), and the sum of balanced counters is
+// balanced.
+func TestStatsAdd(t *testing.T) {
+	var a, b Stats
+	va, vb := reflect.ValueOf(&a).Elem(), reflect.ValueOf(&b).Elem()
+	for i := range va.NumField() {
+		va.Field(i).SetUint(uint64(i + 1))
+		vb.Field(i).SetUint(uint64(100 * (i + 1)))
+	}
+	sum := a
+	sum.Add(b)
+	vs := reflect.ValueOf(sum)
+	for i := range vs.NumField() {
+		if got, want := vs.Field(i).Uint(), uint64(101*(i+1)); got != want {
+			t.Errorf("%s: %d, want %d", vs.Type().Field(i).Name, got, want)
+		}
+	}
+	x := Stats{Fragments: 7, InPackets: 3, Duplicates: 1, Overlap: 2, Pending: 1}
+	y := Stats{Fragments: 5, InPackets: 2, Discarded: 2, TinyFirst: 1}
+	if !x.Balanced() || !y.Balanced() {
+		t.Fatal("inputs not balanced")
+	}
+	x.Add(y)
+	if !x.Balanced() {
+		t.Errorf("sum %+v not balanced", x)
 	}
 }

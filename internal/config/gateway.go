@@ -34,6 +34,7 @@ import (
 //	  pmtu_age: 10m                  # a path MTU learned from ICMP expires, 0 = never
 //	  fragmentation: before-encryption # or off: IPv4 without DF over the SA's MTU
 //	  jumbo: false                   # MTUs up to 9216 (AF_XDP multi-buffer, generic attach)
+//	  reassembly: true               # outer fragments of ESP reassembled before decryption
 //	interfaces:
 //	  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: [192.0.2.1], vlan: 100}
 //	  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
@@ -84,6 +85,13 @@ type Gateway struct {
 	// Jumbo enables AF_XDP multi-buffer (xdp.EngineConfig.MultiBuffer):
 	// interface MTUs up to xdp.MaxJumboMTU, with generic XDP attach.
 	Jumbo bool
+	// Reassembly (default true) reassembles outer IP fragments of ESP
+	// and ESP-in-UDP in the workers before decryption (RFC 4303 §3.4.1;
+	// esp/reasm): without it fragmented ESP is lost. Reassembled IKE is
+	// not handed back to the kernel, so an IKE daemon that relies on IP
+	// fragmentation of its messages (rather than RFC 7383 IKE
+	// fragmentation) needs reassembly: false.
+	Reassembly bool
 
 	Cipher    Iface
 	Plain     *Iface
@@ -161,7 +169,8 @@ func (p *parser) gateway(vals map[string]*yaml.Node, cfg *Config) *Gateway {
 		return nil
 	}
 	g := &Gateway{Queues: 1, Concurrency: sa.Shared, XDPMode: "auto", Attach: "auto", Keepalive: DefaultKeepalive,
-		LogDrops: DefaultLogDrops, FailClosed: true, PMTUAge: DefaultPMTUAge, Fragmentation: "before-encryption"}
+		LogDrops: DefaultLogDrops, FailClosed: true, PMTUAge: DefaultPMTUAge, Fragmentation: "before-encryption",
+		Reassembly: true}
 	if n := vals["gateway"]; n != nil {
 		g.Pos = Pos{File: p.file, Line: n.Line, Field: "gateway"}
 		p.gatewayOptions(n, g)
@@ -229,7 +238,7 @@ var gatewayOptionFields = map[string]bool{
 	"state_dir":   true,
 	"fail_closed": true,
 	"metrics":     true, "metrics_max_sas": true,
-	"pmtu_age": true, "fragmentation": true, "jumbo": true,
+	"pmtu_age": true, "fragmentation": true, "jumbo": true, "reassembly": true,
 }
 
 func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
@@ -326,6 +335,10 @@ func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
 			g.Fragmentation = p.oneOf(v, f, "before-encryption", "off")
 		case "jumbo":
 			g.Jumbo, _ = p.bool(v, f)
+		case "reassembly":
+			if b, ok := p.bool(v, f); ok {
+				g.Reassembly = b
+			}
 		}
 		return true
 	})

@@ -35,17 +35,17 @@ func TestGatewayWireOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g := cfg.Gateway; g.PMTUAge != DefaultPMTUAge || g.Fragmentation != "before-encryption" {
-		t.Errorf("defaults: pmtu_age %v, fragmentation %q", g.PMTUAge, g.Fragmentation)
+	if g := cfg.Gateway; g.PMTUAge != DefaultPMTUAge || g.Fragmentation != "before-encryption" || !g.Reassembly {
+		t.Errorf("defaults: pmtu_age %v, fragmentation %q, reassembly %v", g.PMTUAge, g.Fragmentation, g.Reassembly)
 	}
-	cfg, err = Parse("gw.yaml", []byte("gateway: {pmtu_age: 30s, fragmentation: off}\n"+ifs+sas))
+	cfg, err = Parse("gw.yaml", []byte("gateway: {pmtu_age: 30s, fragmentation: off, reassembly: false}\n"+ifs+sas))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g := cfg.Gateway; g.PMTUAge != 30*time.Second || g.Fragmentation != "off" {
-		t.Errorf("set: pmtu_age %v, fragmentation %q", g.PMTUAge, g.Fragmentation)
+	if g := cfg.Gateway; g.PMTUAge != 30*time.Second || g.Fragmentation != "off" || g.Reassembly {
+		t.Errorf("set: pmtu_age %v, fragmentation %q, reassembly %v", g.PMTUAge, g.Fragmentation, g.Reassembly)
 	}
-	for _, bad := range []string{"{pmtu_age: soon}", "{fragmentation: after-encryption}"} {
+	for _, bad := range []string{"{pmtu_age: soon}", "{fragmentation: after-encryption}", "{reassembly: maybe}"} {
 		if _, err := Parse("gw.yaml", []byte("gateway: "+bad+"\n"+ifs+sas)); err == nil || !strings.Contains(err.Error(), "gw.yaml:1: gateway.") {
 			t.Errorf("%s: %v", bad, err)
 		}

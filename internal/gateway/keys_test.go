@@ -168,3 +168,34 @@ func tunnelSend(t *testing.T, gw *Gateway, name string) {
 		t.Fatalf("outbound: %v %v", p[0].Verdict, p[0].Reason)
 	}
 }
+
+// TestEngineConfigReassembly: outer reassembly is on by default (the
+// engine then steers ESP fragments to the workers and reassembles them)
+// and off with reassembly: false.
+func TestEngineConfigReassembly(t *testing.T) {
+	const key = "0x000102030405060708090a0b0c0d0e0f10111213"
+	for _, c := range []struct {
+		opt  string
+		want bool
+	}{{"{}", true}, {"{reassembly: true}", true}, {"{reassembly: false}", false}} {
+		cfg, err := config.Parse("gw.yaml", []byte(`gateway: `+c.opt+`
+interfaces:
+  cipher: {name: wan0, next_hop: "02:00:00:00:00:01", local: 192.0.2.1}
+  plain: {name: lan0, next_hop: "02:00:00:00:00:02", address: 10.1.0.1}
+protected: [10.2.0.0/24]
+sas:
+  - {name: to-b, direction: out, spi: 0x5000, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: `+key+`}
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gw, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := gw.engineConfig().Reassembly != nil; got != c.want {
+			t.Errorf("gateway %s: reassembly %v, want %v", c.opt, got, c.want)
+		}
+		gw.Close()
+	}
+}

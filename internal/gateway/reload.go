@@ -134,7 +134,7 @@ func restartNeeded(a, b *config.Gateway) string {
 	case a.MSSClamp != b.MSSClamp || a.DecrementTTL != b.DecrementTTL || a.ICMPErrors != b.ICMPErrors ||
 		a.Keepalive != b.Keepalive || a.LogDrops != b.LogDrops || a.Control != b.Control || a.StateDir != b.StateDir ||
 		a.Metrics != b.Metrics || a.MetricsMaxSAs != b.MetricsMaxSAs || a.PMTUAge != b.PMTUAge ||
-		a.Fragmentation != b.Fragmentation || a.Jumbo != b.Jumbo:
+		a.Fragmentation != b.Fragmentation || a.Jumbo != b.Jumbo || a.Reassembly != b.Reassembly:
 		return "gateway options changed"
 	case !sameIface(&a.Cipher, &b.Cipher) || (a.Plain == nil) != (b.Plain == nil) ||
 		(a.Plain != nil && !sameIface(a.Plain, b.Plain)) || !reflect.DeepEqual(tunKey(a.TUN), tunKey(b.TUN)):

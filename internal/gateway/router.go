@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"github.com/espxdp/espxdp/esp/reasm"
 	"github.com/espxdp/espxdp/internal/show"
 	"github.com/espxdp/espxdp/xdp"
 )
@@ -16,6 +17,9 @@ func (gw *Gateway) routerOptions(ec *xdp.EngineConfig) {
 	ec.DecrementTTL = g.DecrementTTL
 	ec.FragmentInner = g.Fragmentation == "before-encryption"
 	ec.MultiBuffer = g.Jumbo
+	if g.Reassembly {
+		ec.Reassembly = &reasm.Config{} // the package's bounds (sets, fragments, memory, timeout)
+	}
 	if g.Plain != nil && g.ICMPErrors && g.Plain.Address.IsValid() {
 		ec.ICMPErrors = true
 		if a := g.Plain.Address; a.Is4() {
@@ -35,6 +39,9 @@ func (gw *Gateway) routerCounters(s Stats) []show.Counter {
 		{Name: "pmtu learned", Value: s.Wire.PMTUAccepted}, {Name: "pmtu rejected", Value: sumValues(s.Wire.PMTURejected)},
 		{Name: "vlan drops", Value: s.Wire.VLANDrops}, {Name: "xsk rx dropped", Value: s.Wire.XSKRXDropped},
 		{Name: "fragmented before encryption", Value: s.Wire.Fragmented},
+		{Name: "outer fragments", Value: s.Wire.Reassembly.Fragments},
+		{Name: "outer packets reassembled", Value: s.Wire.Reassembly.Reassembled},
+		{Name: "outer fragments dropped", Value: s.Wire.Reassembly.Refused() + s.Wire.Reassembly.Discarded + s.Wire.ReasmNoFrame},
 	}
 }
 

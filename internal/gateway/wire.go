@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/espxdp/espxdp/esp/reasm"
 	"github.com/espxdp/espxdp/internal/inet"
 	"github.com/espxdp/espxdp/sa"
 	"github.com/espxdp/espxdp/xdp"
@@ -81,6 +82,11 @@ type WireStats struct {
 	JumboRX    uint64 `json:"jumbo_rx"`
 	JumboTX    uint64 `json:"jumbo_tx"`
 	JumboDrops uint64 `json:"jumbo_drops"`
+	// Reassembly sums the workers' outer reassembly counters
+	// (gateway.reassembly); ReasmNoFrame: reassembled packets too long
+	// for the frame they were to be copied into, dropped.
+	Reassembly   reasm.Stats `json:"reassembly"`
+	ReasmNoFrame uint64      `json:"reasm_no_frame"`
 }
 
 // pmtuState is the learned path MTUs and the counters.
@@ -218,6 +224,8 @@ func (gw *Gateway) wireStats(es xdp.EngineStats) WireStats {
 		ws.JumboRX += w.JumboRX
 		ws.JumboTX += w.JumboTX
 		ws.JumboDrops += w.JumboDrops
+		ws.Reassembly.Add(w.Reassembly)
+		ws.ReasmNoFrame += w.ReasmNoFrame
 	}
 	for _, s := range append(append([]xdp.Stats(nil), es.CipherSockets...), es.PlainSockets...) {
 		ws.XSKRXDropped += s.Kernel.RxDropped
