@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -32,8 +33,9 @@ type Config struct {
 	ESN bool
 	// TFCPadTo, when positive, pads every sealed payload shorter than it
 	// with zero bytes up to that length (Traffic Flow Confidentiality,
-	// RFC 4303 §2.4). Only useful when the payload carries its own length,
-	// as tunnel-mode IP packets do.
+	// RFC 4303 §2.4), or up to the limit set by SetTFCLimit when that is
+	// lower. Only for payloads that carry their own length, as
+	// tunnel-mode IP packets do: EncapTransport refuses to pad.
 	TFCPadTo int
 }
 
@@ -45,6 +47,7 @@ type Cipher struct {
 	t        Transform
 	esn      bool
 	tfc      int
+	tfcLimit atomic.Int32 // SetTFCLimit; 0: none
 	aead     cipher.AEAD  // GCM (16-byte tag when gcm8), GMAC, ChaCha20-Poly1305
 	block    cipher.Block // AES/3DES for CBC and CTR; AES for GCM with an 8-byte ICV
 	gcm8     bool
@@ -186,7 +189,7 @@ func (c *Cipher) padLen(n int) int {
 // TFC padding, padding, Pad Length, Next Header, ICV, and scratch space
 // some transforms use while computing the ICV.
 func (c *Cipher) TrailerRoom(n int) int {
-	m := max(n, c.tfc)
+	m := max(n, c.tfcTo())
 	extra := 0
 	if c.gcm8 {
 		extra = 8
@@ -198,8 +201,24 @@ func (c *Cipher) TrailerRoom(n int) int {
 // (header, IV, TFC padding, padding, trailer and ICV), not counting any
 // outer IP or UDP header.
 func (c *Cipher) Overhead(n int) int {
-	m := max(n, c.tfc)
+	m := max(n, c.tfcTo())
 	return c.HeaderLen() + (m - n) + c.padLen(m) + 2 + c.t.icv
+}
+
+// SetTFCLimit caps TFC padding (Config.TFCPadTo) at n bytes of payload;
+// 0 removes the cap. The sa package sets it to the SA's plaintext MTU, so
+// that padding never makes a packet larger than the path MTU allows. It
+// is safe to call while other goroutines seal.
+func (c *Cipher) SetTFCLimit(n int) {
+	c.tfcLimit.Store(int32(min(max(n, 0), 65535)))
+}
+
+// tfcTo is the length TFC padding pads payloads up to (0: none).
+func (c *Cipher) tfcTo() int {
+	if l := int(c.tfcLimit.Load()); l > 0 && l < c.tfc {
+		return l
+	}
+	return c.tfc
 }
 
 // Wipe clears the key material this Cipher holds (salt, HMAC states, CBC IV
@@ -239,7 +258,7 @@ func (c *Cipher) Seal(s *Scratch, b []byte, off, n int, spi uint32, seq uint64, 
 	if off < hl || n < 0 || off+n > cap(b) {
 		return nil, ErrNoRoom
 	}
-	m := max(n, c.tfc)
+	m := max(n, c.tfcTo())
 	pad := c.padLen(m)
 	end := off + m + pad + 2 + c.t.icv
 	need := end

@@ -181,6 +181,11 @@ func putUDP(out []byte, ipLen int, o *Outer) {
 // protocol, length and checksum fields are fixed up. Only o.UDP and the
 // ports of o are used; o may be nil.
 func (c *Cipher) EncapTransport(s *Scratch, b []byte, off, n int, spi uint32, seq uint64, o *Outer) ([]byte, error) {
+	if c.tfc > 0 {
+		// The receiver could not strip the padding: a transport payload
+		// (TCP, say) has no length of its own (RFC 4303 §2.4).
+		return nil, errTFCTransport
+	}
 	if off+n > len(b) {
 		return nil, ErrTruncated
 	}

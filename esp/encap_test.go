@@ -1575,3 +1575,48 @@ func TestEncapTransportRoutingHeader(t *testing.T) {
 		t.Errorf("round trip: %v\n got %x\nwant %x", err, got, orig)
 	}
 }
+
+// TestTFCTransportRefused: transport mode cannot carry TFC padding (the
+// receiver has no length to strip it by: a 50-byte TCP segment came out
+// of decryption 170 bytes longer), so EncapTransport refuses instead of
+// corrupting the packet, and leaves the caller's packet as it was.
+func TestTFCTransportRefused(t *testing.T) {
+	tr := MustParseTransform("aes128gcm16")
+	key := make([]byte, tr.KeyLen())
+	c, err := New(Config{Transform: tr, Key: key, TFCPadTo: 220})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, MaxHeadroom+100, MaxHeadroom+100+MaxTailroom+256)
+	pkt := b[MaxHeadroom:]
+	pkt[0], pkt[3], pkt[8], pkt[9] = 0x45, 50, 64, 6 // IPv4, 50 bytes, TCP
+	before := append([]byte(nil), b...)
+	_, err = c.EncapTransport(NewScratch(), b, MaxHeadroom, 50, 0x1000, 1, &Outer{})
+	if !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("EncapTransport with TFC padding: %v, want ErrUnsupported", err)
+	}
+	if !bytes.Equal(b, before) {
+		t.Fatal("refused EncapTransport changed the packet")
+	}
+}
+
+// TestTFCLimit: SetTFCLimit caps the padding (the sa package sets the
+// plaintext MTU there), and 0 lifts the cap again.
+func TestTFCLimit(t *testing.T) {
+	tr := MustParseTransform("aes128gcm16")
+	c, err := New(Config{Transform: tr, Key: make([]byte, tr.KeyLen()), TFCPadTo: 1400})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ limit, want int }{{0, 1400}, {1000, 1000}, {2000, 1400}, {0, 1400}} {
+		c.SetTFCLimit(tc.limit)
+		b := make([]byte, 64, 64+2048)
+		out, err := c.Seal(NewScratch(), b, 32, 32, 0x1000, 1, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := len(out), c.HeaderLen()+tc.want+c.padLen(tc.want)+2+tr.ICVLen(); got != want || c.Overhead(32) != want-32 {
+			t.Errorf("limit %d: sealed %d bytes (Overhead %d), want %d", tc.limit, got, c.Overhead(32), want)
+		}
+	}
+}

@@ -59,12 +59,13 @@ var (
 // values instead of formatting new ones, so a flood of junk costs no
 // allocations. Each wraps one of the sentinels above.
 var (
-	errNotIP      = fmt.Errorf("%w: not IPv4 or IPv6", ErrMalformed)
-	errInnerNotIP = fmt.Errorf("%w: inner packet is not IPv4 or IPv6", ErrMalformed)
-	errEndpoints  = fmt.Errorf("%w: tunnel endpoints missing or of different families", ErrMalformed)
-	errTunnelNH   = fmt.Errorf("%w: next header is not IPv4, IPv6 or none in tunnel mode", ErrMalformed)
-	errNotSlice   = fmt.Errorf("%w: payload is not a slice of the packet", ErrMalformed)
-	errOtherPort  = fmt.Errorf("%w: UDP not to the NAT-T port", ErrUnsupported)
-	errOtherProto = fmt.Errorf("%w: IP protocol neither ESP nor UDP", ErrUnsupported)
-	errWiped      = fmt.Errorf("%w: wiped cipher", ErrUnsupported)
+	errNotIP        = fmt.Errorf("%w: not IPv4 or IPv6", ErrMalformed)
+	errInnerNotIP   = fmt.Errorf("%w: inner packet is not IPv4 or IPv6", ErrMalformed)
+	errEndpoints    = fmt.Errorf("%w: tunnel endpoints missing or of different families", ErrMalformed)
+	errTunnelNH     = fmt.Errorf("%w: next header is not IPv4, IPv6 or none in tunnel mode", ErrMalformed)
+	errNotSlice     = fmt.Errorf("%w: payload is not a slice of the packet", ErrMalformed)
+	errOtherPort    = fmt.Errorf("%w: UDP not to the NAT-T port", ErrUnsupported)
+	errOtherProto   = fmt.Errorf("%w: IP protocol neither ESP nor UDP", ErrUnsupported)
+	errWiped        = fmt.Errorf("%w: wiped cipher", ErrUnsupported)
+	errTFCTransport = fmt.Errorf("%w: TFC padding in transport mode (the payload carries no length to strip it by)", ErrUnsupported)
 )

@@ -182,6 +182,8 @@ func (cfg *Config) validate() error {
 			cfg.ReplayWindow, ReplayDisabled, DefaultReplayWindow, MaxReplayWindow), nil)
 	case cfg.TFCPadTo < 0 || cfg.TFCPadTo > 65535:
 		return cfgErr("TFCPadTo", fmt.Sprintf("%d out of range", cfg.TFCPadTo), nil)
+	case cfg.TFCPadTo > 0 && cfg.Mode == esp.Transport:
+		return cfgErr("TFCPadTo", "TFC padding needs tunnel mode: a transport payload carries no length to strip it by (RFC 4303 §2.4)", nil)
 	case cfg.PinWorker && cfg.Worker < 0:
 		return cfgErr("Worker", fmt.Sprintf("%d is negative", cfg.Worker), nil)
 	}
@@ -289,20 +291,28 @@ func (s *SA) PlaintextMTU() int {
 func (s *SA) SetPathMTU(mtu int) error {
 	s.updMu.Lock() // keeps pathMTU and ptMTU consistent with Update
 	defer s.updMu.Unlock()
-	if mtu == 0 {
-		s.pathMTU.Store(0)
-		s.ptMTU[0].Store(0)
-		s.ptMTU[1].Store(0)
-		return nil
-	}
 	v, err := s.plaintextMTUs(mtu)
 	if err != nil {
 		return err
 	}
+	s.storeMTU(mtu, v)
+	return nil
+}
+
+// storeMTU publishes a path MTU and its plaintext MTUs (zeros for mtu
+// 0), and caps TFC padding at the plaintext MTU so that a padded packet
+// fits the path MTU too (updMu held).
+func (s *SA) storeMTU(mtu int, v [2]int) {
 	s.pathMTU.Store(int32(mtu))
 	s.ptMTU[0].Store(int32(max(v[0], 0)))
 	s.ptMTU[1].Store(int32(max(v[1], 0)))
-	return nil
+	if s.cfg.TFCPadTo > 0 {
+		pt := v[0]
+		if s.ipv6 {
+			pt = v[1]
+		}
+		s.cipher.SetTFCLimit(max(pt, 0))
+	}
 }
 
 // plaintextMTU is esp.Cipher.PlaintextMTU computed from the transform

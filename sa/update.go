@@ -221,9 +221,7 @@ func (s *SA) update(c Changes, ev *eventList) error {
 	// the SA stays the same SA under the same key.
 	s.attrs.Store(a)
 	if c.PathMTU != nil {
-		s.pathMTU.Store(int32(*c.PathMTU))
-		s.ptMTU[0].Store(int32(max(pt[0], 0)))
-		s.ptMTU[1].Store(int32(max(pt[1], 0)))
+		s.storeMTU(*c.PathMTU, pt)
 	}
 	if c.SoftLifetime != nil || c.HardLifetime != nil {
 		now := s.now().UnixNano()

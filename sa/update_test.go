@@ -4,8 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/espxdp/espxdp/esp"
 )
 
 // espSeq returns the ESP sequence number (low 32 bits) and the outer
@@ -452,5 +455,45 @@ func TestReplaceSameKeyCarriesUsage(t *testing.T) {
 	}
 	if out3.State() != StateExpired {
 		t.Fatalf("state %v", out3.State())
+	}
+}
+
+// TestTFCPadding: TFC padding is refused in transport mode (it would
+// come out of decryption as part of the packet), and in tunnel mode it
+// never makes a packet larger than the path MTU: the padding is capped
+// at the plaintext MTU, also after the path MTU shrinks (Update, as
+// after an ICMP packet-too-big) and grows again.
+func TestTFCPadding(t *testing.T) {
+	oc, _ := pairCfg("aes128gcm16", 0x1001, func(c *Config) { c.Mode = esp.Transport; c.TFCPadTo = 200 })
+	if _, err := New(oc); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "TFCPadTo") {
+		t.Fatalf("transport mode with TFC padding: %v, want a TFCPadTo ConfigError", err)
+	}
+	r := newRig(t, "aes128gcm16", func(c *Config) { c.TFCPadTo = 1400; c.PathMTU = 1500 })
+	inner := udpPacket(hostA, hostB, 1, 2, 60, 1)
+	sealAt := func(mtu int) int {
+		t.Helper()
+		if err := r.out.Update(Changes{PathMTU: &mtu}); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, esp.MaxHeadroom+2048+esp.MaxTailroom)
+		copy(buf[esp.MaxHeadroom:], inner)
+		b := []Packet{{Buf: buf, Off: esp.MaxHeadroom, Len: len(inner)}}
+		r.wSend.Outbound(b)
+		if b[0].Verdict != VerdictOK {
+			t.Fatalf("mtu %d: %v %v", mtu, b[0].Verdict, b[0].Reason)
+		}
+		if q := r.open(b[0]); q.Verdict != VerdictOK || q.Len != len(inner) {
+			t.Fatalf("mtu %d: open %v %v, %d bytes (want the %d-byte inner packet back)", mtu, q.Verdict, q.Reason, q.Len, len(inner))
+		}
+		return b[0].Len
+	}
+	if n := sealAt(1500); n <= 1400 || n > 1500 {
+		t.Errorf("path MTU 1500: outer %d bytes, want padded past 1400 and within 1500", n)
+	}
+	if n := sealAt(1000); n > 1000 {
+		t.Errorf("path MTU 1000: outer %d bytes exceeds it", n)
+	}
+	if n := sealAt(1500); n <= 1400 {
+		t.Errorf("path MTU 1500 again: outer %d bytes, want padded past 1400", n)
 	}
 }
