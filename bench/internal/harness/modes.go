@@ -234,7 +234,10 @@ func Skew(mode sa.Concurrency, dist string, nw, nflows, n int, budget time.Durat
 		total := perWorker * nw
 		quota := make([]int, nw)
 		if mode == sa.Sharded {
-			per := total / nflows
+			// At least one batch per flow: on a loaded machine the
+			// calibration can measure less than one batch per flow, and
+			// a zero quota everywhere would measure nothing.
+			per := max(total/nflows, 1)
 			for f := range nflows {
 				quota[r.owner[f]] += per
 			}
