@@ -208,16 +208,9 @@ func (d *SAD) RemoveSA(s *SA) error {
 
 // deleteSA is RemoveSA then finishDelete.
 func (d *SAD) deleteSA(s *SA) error {
-	d.mu.Lock()
-	err := d.checkOwned(s)
-	if err == nil {
-		d.removeLocked(s)
-	}
-	d.mu.Unlock()
-	if err != nil {
+	if err := d.RemoveSA(s); err != nil {
 		return err
 	}
-	unbindAll(s)
 	finishDelete(s)
 	return nil
 }
