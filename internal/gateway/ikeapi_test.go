@@ -195,3 +195,165 @@ func mustGWSA(t *testing.T, dir sa.Direction) *sa.SA {
 	t.Cleanup(s.Close)
 	return s
 }
+
+func saLine(name, dir string, spi uint32, extra string) string {
+	return fmt.Sprintf(`{name: %s, direction: %s, spi: 0x%x, local: 192.0.2.1, remote: 192.0.2.2, transform: aes128gcm16, key: 0x000102030405060708090a0b0c0d0e0f1011%04x%s}`, name, dir, spi, spi&0xffff, extra)
+}
+
+// installed returns the names of the gateway's SAs, in order.
+func installed(gw *Gateway) []string {
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	var out []string
+	for _, k := range gw.order {
+		out = append(out, gw.sas[k].conf.Name)
+	}
+	return out
+}
+
+// TestControlAddList: sa-add of a list adds all of its SAs, with their
+// child id, or - when any one of them is invalid or conflicts - none.
+func TestControlAddList(t *testing.T) {
+	gw := offlineGateway(t)
+	before := fmt.Sprint(installed(gw))
+	nIn := gw.SAD().Len()
+	for _, tc := range []struct{ name, sa string }{
+		{"2nd does not parse", "[" + saLine("c-out", "out", 0x3001, ", child: 3") + ", {name: c-in, direction: in}]"},
+		{"2nd has a bad transform", "[" + saLine("c-out", "out", 0x3001, "") + ", " + strings.Replace(saLine("c-in", "in", 0x3002, ""), "aes128gcm16", "rot13", 1) + "]"},
+		{"2nd has an inbound SPI in use", "[" + saLine("c-out", "out", 0x3001, "") + ", " + saLine("c-in", "in", 0x2001, "") + "]"},
+		{"2nd has a name in use", "[" + saLine("c-out", "out", 0x3001, "") + ", " + saLine("b-to-a", "in", 0x3002, "") + "]"},
+		{"two with one name", "[" + saLine("c-out", "out", 0x3001, "") + ", " + saLine("c-out", "in", 0x3002, "") + "]"},
+		{"two with one SPI", "[" + saLine("c-in", "in", 0x3002, "") + ", " + saLine("c-in2", "in", 0x3002, "") + "]"},
+		{"child 0", "[" + saLine("c-out", "out", 0x3001, ", child: 0") + "]"},
+		{"empty list", "[]"},
+		{"not a list or mapping", "7"},
+	} {
+		resp := gw.Handle(Request{Cmd: "sa-add", SA: tc.sa, Tunnel: "peer"})
+		if resp.OK || resp.Error == "" {
+			t.Errorf("%s: accepted", tc.name)
+		}
+		if got := fmt.Sprint(installed(gw)); got != before {
+			t.Errorf("%s: SAs now %s, want %s", tc.name, got, before)
+		}
+		if gw.SAD().Len() != nIn || gw.SAD().Child(3) != nil {
+			t.Errorf("%s: the SAD changed", tc.name)
+		}
+	}
+	if resp := gw.Handle(Request{Cmd: "sa-add", SA: "[" + saLine("c-out", "out", 0x3001, ", child: 3") + ", " + saLine("c-in", "in", 0x3002, ", child: 3") + "]", Tunnel: "nope"}); resp.OK {
+		t.Error("unknown tunnel accepted")
+	}
+	resp := gw.Handle(Request{Cmd: "sa-add", SA: "[" + saLine("c-out", "out", 0x3001, ", child: 3") + ", " + saLine("c-in", "in", 0x3002, ", child: 3") + "]"})
+	if !resp.OK {
+		t.Fatal(resp.Error)
+	}
+	if got := len(gw.SAD().Child(3)); got != 2 {
+		t.Fatalf("child 3 has %d SAs", got)
+	}
+	var children []sa.ChildID
+	for _, st := range gw.SAStats() {
+		if st.Name == "c-out" || st.Name == "c-in" {
+			children = append(children, st.Child)
+		}
+	}
+	if fmt.Sprint(children) != "[3 3]" {
+		t.Fatalf("show sa child ids %v", children)
+	}
+	// A single mapping still works.
+	if resp := gw.Handle(Request{Cmd: "sa-add", SA: saLine("d-in", "in", 0x3003, "")}); !resp.OK {
+		t.Fatal(resp.Error)
+	}
+}
+
+// TestControlChildDel: child-del deletes every SA of the child, from the
+// gateway, its tunnel and the SAD; an unknown or missing child is an
+// error that changes nothing.
+func TestControlChildDel(t *testing.T) {
+	gw := offlineGateway(t)
+	if resp := gw.Handle(Request{Cmd: "sa-add", Tunnel: "peer", SA: "[" + saLine("c-out", "out", 0x3001, ", child: 5") + ", " + saLine("c-in", "in", 0x3002, ", child: 5") + "]"}); !resp.OK {
+		t.Fatal(resp.Error)
+	}
+	out, in := saOf(t, gw, "c-out"), saOf(t, gw, "c-in")
+	before := fmt.Sprint(installed(gw))
+	for _, req := range []Request{{Cmd: "child-del"}, {Cmd: "child-del", Child: 6}} {
+		if resp := gw.Handle(req); resp.OK {
+			t.Errorf("%+v accepted", req)
+		}
+	}
+	if got := fmt.Sprint(installed(gw)); got != before {
+		t.Fatalf("failed child-del changed %s to %s", before, got)
+	}
+	resp := gw.Handle(Request{Cmd: "child-del", Child: 5})
+	if !resp.OK || resp.Deleted != 2 {
+		t.Fatalf("child-del: %+v", resp)
+	}
+	if got := fmt.Sprint(installed(gw)); got != "[a-to-b b-to-a]" {
+		t.Fatalf("SAs after child-del: %s", got)
+	}
+	if out.State() != sa.StateDeleted || in.State() != sa.StateDeleted || gw.SAD().Child(5) != nil {
+		t.Fatal("child SAs not deleted")
+	}
+	tn := gw.tunnels["peer"]
+	for _, s := range append(tn.Inbound(), tn.Outbound()...) {
+		if s == out || s == in {
+			t.Fatal("a deleted SA is still bound to the tunnel")
+		}
+	}
+	if resp := gw.Handle(Request{Cmd: "child-del", Child: 5}); resp.OK {
+		t.Fatal("second child-del accepted")
+	}
+}
+
+// TestControlAllocSPI: alloc-spi reserves an SPI in the range asked; an
+// empty, bad or exhausted range and a bad ttl are errors; release-spi
+// frees it once; an sa-add of an inbound SA with it consumes it.
+func TestControlAllocSPI(t *testing.T) {
+	gw := offlineGateway(t)
+	resp := gw.Handle(Request{Cmd: "alloc-spi", Min: 0x5000, Max: 0x5001, TTL: "1m"})
+	if !resp.OK || resp.SPI < 0x5000 || resp.SPI > 0x5001 {
+		t.Fatalf("alloc-spi: %+v", resp)
+	}
+	first := resp.SPI
+	resp = gw.Handle(Request{Cmd: "alloc-spi", Min: 0x5000, Max: 0x5001})
+	if !resp.OK || resp.SPI == first || resp.SPI < 0x5000 || resp.SPI > 0x5001 {
+		t.Fatalf("second alloc-spi: %+v", resp)
+	}
+	second := resp.SPI
+	for _, req := range []Request{
+		{Cmd: "alloc-spi", Min: 0x5000, Max: 0x5001}, // exhausted
+		{Cmd: "alloc-spi", Min: 0x6000, Max: 0x5000}, // empty
+		{Cmd: "alloc-spi", Min: 1, Max: 0xff},        // below MinSPI
+		{Cmd: "alloc-spi", TTL: "soon"},
+		{Cmd: "alloc-spi", TTL: "-5s"},
+	} {
+		if resp := gw.Handle(req); resp.OK {
+			t.Errorf("%+v accepted: %+v", req, resp)
+		}
+	}
+	// The inbound SPI of b-to-a (0x2001) is in use: never handed out.
+	if resp := gw.Handle(Request{Cmd: "alloc-spi", Min: 0x2001, Max: 0x2001}); resp.OK {
+		t.Errorf("live SPI handed out: %+v", resp)
+	}
+	if resp := gw.Handle(Request{Cmd: "release-spi", SPI: second}); !resp.OK {
+		t.Fatal(resp.Error)
+	}
+	if resp := gw.Handle(Request{Cmd: "release-spi", SPI: second}); resp.OK {
+		t.Fatal("second release accepted")
+	}
+	if resp := gw.Handle(Request{Cmd: "release-spi", SPI: 0x7777}); resp.OK {
+		t.Fatal("release of an SPI never reserved accepted")
+	}
+	// An inbound SA with the reserved SPI consumes the reservation.
+	if resp := gw.Handle(Request{Cmd: "sa-add", SA: saLine("r-in", "in", first, "")}); !resp.OK {
+		t.Fatal(resp.Error)
+	}
+	if gw.SAD().Reserved(first) {
+		t.Fatal("reservation not consumed")
+	}
+	if resp := gw.Handle(Request{Cmd: "release-spi", SPI: first}); resp.OK {
+		t.Fatal("release of a consumed SPI accepted")
+	}
+	// The whole space (no range) works too.
+	if resp := gw.Handle(Request{Cmd: "alloc-spi"}); !resp.OK || resp.SPI < sa.MinSPI {
+		t.Fatalf("alloc-spi without range: %+v", resp)
+	}
+}
