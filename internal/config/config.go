@@ -30,6 +30,15 @@
 //	    lifetime: {soft_bytes: 1000000000, hard_bytes: 1200000000, soft_seconds: 1h, hard_seconds: 70m}
 //	    path_mtu: 1500          # default 1500
 //	    remote_ts: [10.2.0.0/24] # traffic selectors (or selectors: [...] / any); see selectors.go
+//	    child: 7                # groups the SAs of one IKE child SA (sa del --child 7); optional
+//	    float_remote: true      # inbound, encap udp only; see below
+//
+// float_remote: an inbound NAT-T SA accepts its peer from any address and
+// port, and when an authenticated, new packet arrives from another one
+// the gateway moves the outbound SAs of its tunnel (or child) there, in
+// place; RFC 7296 §2.23 leaves such moves to the IKE daemon for IKE
+// peers, so for static NAT-T peers float_remote is the operator's
+// explicit choice to trust authenticated ESP for it.
 package config
 
 import (
