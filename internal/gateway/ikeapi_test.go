@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -355,5 +357,163 @@ func TestControlAllocSPI(t *testing.T) {
 	// The whole space (no range) works too.
 	if resp := gw.Handle(Request{Cmd: "alloc-spi"}); !resp.OK || resp.SPI < sa.MinSPI {
 		t.Fatalf("alloc-spi without range: %+v", resp)
+	}
+}
+
+// checkConsistent checks the invariants the gateway keeps between its SA
+// map and the SAD: every entry is in the SAD under the key the gateway
+// files it by (outbound: SPI and the SA's current peer, which moves with
+// followEndpoint), the SAD holds nothing else, every SA of a child group
+// is an entry, and no reserved SPI is a live inbound SPI.
+func checkConsistent(t *testing.T, gw *Gateway, step string) {
+	t.Helper()
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	if len(gw.order) != len(gw.sas) || gw.sad.Len() != len(gw.sas) {
+		t.Fatalf("%s: %d keys in order, %d entries, %d SAs in the SAD", step, len(gw.order), len(gw.sas), gw.sad.Len())
+	}
+	children := map[sa.ChildID]int{}
+	for _, k := range gw.order {
+		e := gw.sas[k]
+		if e == nil {
+			t.Fatalf("%s: key %v without entry", step, k)
+		}
+		c := e.sa.Config()
+		if k.dir == sa.In {
+			if gw.sad.Lookup(k.spi) != e.sa {
+				t.Fatalf("%s: inbound 0x%x not in the SAD", step, k.spi)
+			}
+			if gw.sad.Reserved(k.spi) {
+				t.Fatalf("%s: live inbound SPI 0x%x is reserved", step, k.spi)
+			}
+		} else {
+			if k.remote != c.Remote || e.conf.Remote != c.Remote || e.conf.RemotePort != c.RemotePort {
+				t.Fatalf("%s: %s keyed at %v, conf %v:%d, SA at %v:%d", step, e.conf.Name, k.remote, e.conf.Remote, e.conf.RemotePort, c.Remote, c.RemotePort)
+			}
+			if gw.sad.GetOutPort(k.spi, netip.AddrPortFrom(c.Remote, c.RemotePort)) != e.sa {
+				t.Fatalf("%s: outbound %s not found at its endpoint", step, e.conf.Name)
+			}
+		}
+		if c.Child != 0 {
+			children[c.Child]++
+		}
+	}
+	for id, n := range children {
+		if got := len(gw.sad.Child(id)); got != n {
+			t.Fatalf("%s: child %d has %d SAs in the SAD, %d entries", step, id, got, n)
+		}
+	}
+}
+
+// TestIKEAPIProperty runs random sequences of sa-add (single and lists,
+// valid, invalid and conflicting), child-del, sa-del, alloc-spi,
+// release-spi, endpoint changes and reloads of the file, and checks
+// after every step that a list was added whole or not at all, that the
+// gateway and the SAD agree (checkConsistent), and that the outbound SA
+// of the file, moved around by endpoint changes, is always the same SA
+// whose sequence number only grows.
+func TestIKEAPIProperty(t *testing.T) {
+	for seed := range uint64(20) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(seed, 77))
+			gw := yamlGateway(t, nattYAML)
+			out, in := saOf(t, gw, "a-to-b"), saOf(t, gw, "b-to-a")
+			var lastSeq uint64
+			nextSPI, nextName := uint32(0x4000), 0
+			var reserved []uint32
+			for step := range 60 {
+				name := func() string { nextName++; return fmt.Sprintf("s%d", nextName) }
+				desc := ""
+				switch op := r.IntN(8); op {
+				case 0, 1: // a list, maybe with a bad or clashing member
+					n := 1 + r.IntN(3)
+					child := 1 + r.IntN(4)
+					var items []string
+					var names []string
+					for range n {
+						dir := []string{"in", "out"}[r.IntN(2)]
+						spi := nextSPI
+						nextSPI++
+						if r.IntN(6) == 0 {
+							spi = 0x2001 // in use inbound (and fine outbound)
+						}
+						if dir == "in" && len(reserved) > 0 && r.IntN(3) == 0 {
+							spi = reserved[0] // consumes a reservation
+						}
+						nm := name()
+						extra := fmt.Sprintf(", child: %d", child)
+						if r.IntN(8) == 0 {
+							extra += ", path_mtu: 3" // invalid
+						}
+						items = append(items, saLine(nm, dir, spi, extra))
+						names = append(names, nm)
+					}
+					before := gw.SAD().Len()
+					resp := gw.Handle(Request{Cmd: "sa-add", SA: "[" + strings.Join(items, ", ") + "]"})
+					got := 0
+					for _, nm := range installed(gw) {
+						for _, want := range names {
+							if nm == want {
+								got++
+							}
+						}
+					}
+					if resp.OK && (got != n || gw.SAD().Len() != before+n) || !resp.OK && (got != 0 || gw.SAD().Len() != before) {
+						t.Fatalf("step %d: list of %d: ok %v (%s), %d of its SAs installed", step, n, resp.OK, resp.Error, got)
+					}
+					desc = fmt.Sprintf("sa-add %d ok=%v", n, resp.OK)
+				case 2:
+					id := uint64(1 + r.IntN(5))
+					want := len(gw.SAD().Child(sa.ChildID(id)))
+					resp := gw.Handle(Request{Cmd: "child-del", Child: id})
+					if resp.OK != (want > 0) || resp.Deleted != want || len(gw.SAD().Child(sa.ChildID(id))) != 0 {
+						t.Fatalf("step %d: child-del %d of %d SAs: %+v", step, id, want, resp)
+					}
+					desc = "child-del"
+				case 3:
+					resp := gw.Handle(Request{Cmd: "alloc-spi", Min: 0x4000, Max: 0x4000 + uint32(r.IntN(64))})
+					if resp.OK {
+						reserved = append(reserved, resp.SPI)
+					}
+					desc = "alloc-spi"
+				case 4:
+					if len(reserved) > 0 {
+						gw.Handle(Request{Cmd: "release-spi", SPI: reserved[len(reserved)-1]})
+						reserved = reserved[:len(reserved)-1]
+					}
+					desc = "release-spi"
+				case 5:
+					ep := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + r.IntN(3))}), uint16(4500+r.IntN(3)))
+					gw.followEndpoint(sa.Event{Kind: sa.EventEndpointChanged, SA: in, Endpoint: ep})
+					if c := out.Config(); c.Remote != ep.Addr() || c.RemotePort != ep.Port() {
+						t.Fatalf("step %d: a-to-b at %v:%d, want %v", step, c.Remote, c.RemotePort, ep)
+					}
+					desc = "endpoint"
+				case 6:
+					cfg, err := config.Parse("gw.yaml", []byte(nattYAML))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if _, err := gw.Reload(cfg); err != nil {
+						t.Fatalf("step %d: reload: %v", step, err)
+					}
+					desc = "reload"
+				case 7:
+					encrypt(t, gw, 1+r.IntN(3))
+					desc = "encrypt"
+				}
+				checkConsistent(t, gw, fmt.Sprintf("step %d (%s)", step, desc))
+				if saOf(t, gw, "a-to-b") != out || saOf(t, gw, "b-to-a") != in {
+					t.Fatalf("step %d (%s): the file's SAs were replaced", step, desc)
+				}
+				if s := out.Seq(); s < lastSeq {
+					t.Fatalf("step %d (%s): sequence went back from %d to %d", step, desc, lastSeq, s)
+				} else {
+					lastSeq = s
+				}
+				// Reservations consumed by an added SA are gone.
+				reserved = slices.DeleteFunc(reserved, func(spi uint32) bool { return !gw.SAD().Reserved(spi) })
+			}
+		})
 	}
 }
