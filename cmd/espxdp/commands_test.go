@@ -81,10 +81,10 @@ func TestHelpListsEveryCommand(t *testing.T) {
 		}
 	}
 	// Group words print their subcommands.
-	if code, out, _ := runCLI(t, "sa", "-h"); code != exitOK || !strings.Contains(out, "add, update, del or reload") {
+	if code, out, _ := runCLI(t, "sa", "-h"); code != exitOK || !strings.Contains(out, "add, update, del, alloc-spi, release-spi or reload") {
 		t.Errorf("sa -h: exit %d\n%s", code, out)
 	}
-	if code, _, errs := runCLI(t, "sa"); code != exitUsage || !strings.Contains(errs, "sa: missing subcommand (add, update, del or reload)") {
+	if code, _, errs := runCLI(t, "sa"); code != exitUsage || !strings.Contains(errs, "sa: missing subcommand (add, update, del, alloc-spi, release-spi or reload)") {
 		t.Errorf("sa: exit %d\n%s", code, errs)
 	}
 	if code, _, errs := runCLI(t, "help", "nope"); code != exitUsage || !strings.Contains(errs, `no command "nope"`) {

@@ -259,7 +259,7 @@ func cmdShowStats(args []string, stdout, stderr io.Writer) error {
 // cmdSA is `espxdp sa add|update|del`.
 func cmdSA(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usagef("sa: missing subcommand (add, update or del)")
+		return usagef("sa: missing subcommand (add, update, del, alloc-spi, release-spi or reload)")
 	}
 	sub := args[0]
 	fs := newFlags("sa "+sub, stderr)
@@ -282,32 +282,63 @@ func cmdSA(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		// Check it here for a located error message; the gateway checks
-		// again.
-		c, err := config.ParseSA(*file, data)
+		// again. sa add takes a list too (added all or none).
+		var cs []*config.SA
+		if sub == "add" {
+			cs, err = config.ParseSAs(*file, data)
+		} else {
+			var c *config.SA
+			c, err = config.ParseSA(*file, data)
+			cs = []*config.SA{c}
+		}
 		if err != nil {
+			clear(data)
 			return err
 		}
-		c.Key.Wipe()
-		c.AuthKey.Wipe()
+		for _, c := range cs {
+			c.Key.Wipe()
+			c.AuthKey.Wipe()
+		}
 		_, err = cf.call(gateway.Request{Cmd: "sa-" + sub, SA: string(data), Tunnel: *tunnel})
 		clear(data)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "sa %s: %s SPI 0x%x (%s) done\n", sub, c.Direction, c.SPI, c.Name)
+		for _, c := range cs {
+			child := ""
+			if c.Child != 0 {
+				child = fmt.Sprintf(", child %d", c.Child)
+			}
+			fmt.Fprintf(stdout, "sa %s: %s SPI 0x%x (%s%s) done\n", sub, c.Direction, c.SPI, c.Name, child)
+		}
 		return nil
 	case "del", "delete":
 		dir := fs.String("direction", "", "in or out")
 		spi := fs.String("spi", "", "SPI (decimal or 0x hex)")
 		remote := fs.String("remote", "", "outbound: the peer's address, when several outbound SAs share the SPI")
-		if err := parseFlags(fs, args[1:], "direction", "spi"); err != nil {
+		child := fs.String("child", "", "delete every SA of this child `id` at once (instead of --direction and --spi)")
+		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
 		}
-		base, digits := 10, strings.ToLower(*spi)
-		if h, ok := strings.CutPrefix(digits, "0x"); ok {
-			base, digits = 16, h
+		if *child != "" {
+			if *dir != "" || *spi != "" || *remote != "" {
+				return usagef("sa del: --child goes alone, without --direction, --spi or --remote")
+			}
+			id, err := parseNumber(*child, 64)
+			if err != nil || id == 0 {
+				return usagef("sa del: bad --child %q (want a child id of 1 or more)", *child)
+			}
+			resp, err := cf.call(gateway.Request{Cmd: "child-del", Child: id})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "sa del: child %d: %d SAs deleted\n", id, resp.Deleted)
+			return nil
 		}
-		x, err := strconv.ParseUint(digits, base, 32)
+		if *dir == "" || *spi == "" {
+			return usagef("sa del: missing --direction and --spi (or --child)")
+		}
+		x, err := parseNumber(*spi, 32)
 		if err != nil {
 			return usagef("sa del: bad --spi %q", *spi)
 		}
@@ -315,6 +346,60 @@ func cmdSA(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "sa del: %s SPI 0x%x done\n", *dir, x)
+		return nil
+	case "alloc-spi":
+		lo := fs.String("min", "", "lowest SPI (decimal or 0x hex; default 256)")
+		hi := fs.String("max", "", "highest SPI (default 0xffffffff)")
+		ttl := fs.Duration("ttl", 0, "how long the SPI stays reserved unless an inbound SA takes it (default 30s)")
+		asJSON := fs.Bool("json", false, "print {\"spi\": N}")
+		if err := parseFlags(fs, args[1:]); err != nil {
+			return err
+		}
+		req := gateway.Request{Cmd: "alloc-spi"}
+		for _, b := range []struct {
+			flag, v string
+			dst     *uint32
+		}{{"min", *lo, &req.Min}, {"max", *hi, &req.Max}} {
+			if b.v == "" {
+				continue
+			}
+			x, err := parseNumber(b.v, 32)
+			if err != nil {
+				return usagef("sa alloc-spi: bad --%s %q", b.flag, b.v)
+			}
+			*b.dst = uint32(x)
+		}
+		if *lo != "" && *hi != "" && req.Min > req.Max {
+			return usagef("sa alloc-spi: --min 0x%x is above --max 0x%x", req.Min, req.Max)
+		}
+		if *ttl < 0 {
+			return usagef("sa alloc-spi: negative --ttl")
+		}
+		if *ttl > 0 {
+			req.TTL = ttl.String()
+		}
+		resp, err := cf.call(req)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(map[string]uint32{"spi": resp.SPI})
+		}
+		fmt.Fprintf(stdout, "0x%08x\n", resp.SPI)
+		return nil
+	case "release-spi":
+		spi := fs.String("spi", "", "the SPI alloc-spi reserved")
+		if err := parseFlags(fs, args[1:], "spi"); err != nil {
+			return err
+		}
+		x, err := parseNumber(*spi, 32)
+		if err != nil {
+			return usagef("sa release-spi: bad --spi %q", *spi)
+		}
+		if _, err := cf.call(gateway.Request{Cmd: "release-spi", SPI: uint32(x)}); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "sa release-spi: SPI 0x%x released\n", x)
 		return nil
 	case "reload":
 		if err := parseFlags(fs, args[1:]); err != nil {
@@ -328,7 +413,16 @@ func cmdSA(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "reload: added %v, removed %v, replaced %v, updated %v, unchanged %d\n", r.Added, r.Removed, r.Replaced, r.Updated, r.Unchanged)
 		return nil
 	}
-	return usagef("sa: unknown subcommand %q (want add, update, del or reload)", sub)
+	return usagef("sa: unknown subcommand %q (want add, update, del, alloc-spi, release-spi or reload)", sub)
+}
+
+// parseNumber parses a decimal or 0x-hex unsigned number of bits bits.
+func parseNumber(s string, bits int) (uint64, error) {
+	base, digits := 10, strings.ToLower(s)
+	if h, ok := strings.CutPrefix(digits, "0x"); ok {
+		base, digits = 16, h
+	}
+	return strconv.ParseUint(digits, base, bits)
 }
 
 // cmdEvents is `espxdp events --socket S [--json]`: print the running

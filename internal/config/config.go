@@ -30,6 +30,15 @@
 //	    lifetime: {soft_bytes: 1000000000, hard_bytes: 1200000000, soft_seconds: 1h, hard_seconds: 70m}
 //	    path_mtu: 1500          # default 1500
 //	    remote_ts: [10.2.0.0/24] # traffic selectors (or selectors: [...] / any); see selectors.go
+//	    child: 7                # groups the SAs of one IKE child SA (sa del --child 7); optional
+//	    float_remote: true      # inbound, encap udp only; see below
+//
+// float_remote: an inbound NAT-T SA accepts its peer from any address and
+// port, and when an authenticated, new packet arrives from another one
+// the gateway moves the outbound SAs of its tunnel (or child) there, in
+// place; RFC 7296 §2.23 leaves such moves to the IKE daemon for IKE
+// peers, so for static NAT-T peers float_remote is the operator's
+// explicit choice to trust authenticated ESP for it.
 package config
 
 import (
@@ -172,7 +181,13 @@ type SA struct {
 	// remote_ts/local_ts), as the packets it carries appear; nil means
 	// none were configured (see Gateway.SelectorsOf for the default).
 	Selectors []sa.Selector
-	Pos       Pos
+	// Child groups the SAs of one IKE child SA (child:, 0: none); see
+	// sa.Config.Child.
+	Child sa.ChildID
+	// FloatRemote (float_remote:, inbound NAT-T SAs only) lets the peer's
+	// address and port float; see sa.Config.FloatRemote.
+	FloatRemote bool
+	Pos         Pos
 
 	lines map[string]int // line of each field, for checks across SAs
 }
@@ -400,7 +415,7 @@ var saFields = map[string]bool{
 	"name": true, "direction": true, "spi": true, "mode": true, "local": true, "remote": true,
 	"encap": true, "local_port": true, "remote_port": true, "transform": true, "key": true,
 	"auth_key": true, "esn": true, "replay_window": true, "lifetime": true, "path_mtu": true,
-	"selectors": true, "remote_ts": true, "local_ts": true,
+	"selectors": true, "remote_ts": true, "local_ts": true, "child": true, "float_remote": true,
 }
 
 // sa parses and validates one SA mapping.
@@ -559,6 +574,26 @@ func (p *parser) sa(n *yaml.Node, path string) *SA {
 		}
 	}
 	s.Selectors = p.selectorSpec(vals, path, s.Direction == In)
+	if v := vals["child"]; v != nil {
+		if x, ok := p.uint(v, f("child"), 64); ok {
+			if x == 0 {
+				p.errorf(v.Line, f("child"), "child 0 means no group; leave it out or use 1 or more")
+			}
+			s.Child = sa.ChildID(x)
+		}
+	}
+	if v := vals["float_remote"]; v != nil {
+		if b, ok := p.bool(v, f("float_remote")); ok {
+			switch {
+			case b && s.Direction == Out:
+				p.errorf(v.Line, f("float_remote"), "only valid for direction: in (the inbound SA learns the peer's endpoint; the outbound SAs of its tunnel or child follow)")
+			case b && s.Encap != EncapUDP:
+				p.errorf(v.Line, f("float_remote"), "only valid with encap: udp (a NAT-T peer behind a NAT whose mapping may change)")
+			default:
+				s.FloatRemote = b
+			}
+		}
+	}
 	if len(p.errs) == errsBefore {
 		p.checkCipher(s, vals, n)
 	}
@@ -899,8 +934,10 @@ func (s *SA) SAConfig() sa.Config {
 		HardLifetime: sa.Lifetime{
 			Bytes: s.Lifetime.HardBytes, Packets: s.Lifetime.HardPackets, Time: s.Lifetime.HardTime,
 		},
-		PathMTU:   s.PathMTU,
-		Selectors: slices.Clone(s.Selectors),
+		PathMTU:     s.PathMTU,
+		Selectors:   slices.Clone(s.Selectors),
+		Child:       s.Child,
+		FloatRemote: s.FloatRemote,
 	}
 	if c.UDPEncap {
 		c.LocalPort, c.RemotePort = s.LocalPort, s.RemotePort

@@ -782,3 +782,50 @@ func ParseSA(file string, data []byte) (*SA, error) {
 	}
 	return s, nil
 }
+
+// ParseSAs parses one SA mapping (as ParseSA) or a YAML or JSON list of
+// them, checked together as the sas list is (names and SPIs unique); for
+// the control socket's sa-add of several SAs at once. On an error no SA
+// is returned and the keys of all of them are wiped.
+func ParseSAs(file string, data []byte) ([]*SA, error) {
+	var n yaml.Node
+	if err := yaml.Unmarshal(data, &n); err != nil {
+		return nil, &Error{File: file, Msg: "not a YAML or JSON mapping or list: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	root := &n
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	root = deref(root)
+	p := &parser{file: file}
+	var out []*SA
+	switch root.Kind {
+	case yaml.MappingNode:
+		if s := p.sa(root, "sa"); s != nil {
+			out = append(out, s)
+		}
+	case yaml.SequenceNode:
+		if len(root.Content) == 0 {
+			return nil, &Error{File: file, Msg: "empty list of SAs"}
+		}
+		for i, e := range root.Content {
+			if s := p.sa(deref(e), fmt.Sprintf("sa[%d]", i)); s != nil {
+				out = append(out, s)
+			}
+		}
+	default:
+		return nil, &Error{File: file, Msg: "want a mapping of SA fields or a list of them"}
+	}
+	p.crossCheck(out)
+	if len(p.errs) > 0 {
+		for _, s := range out {
+			s.Key.Wipe()
+			s.AuthKey.Wipe()
+		}
+		if len(p.errs) == 1 {
+			return nil, p.errs[0]
+		}
+		return nil, p.errs
+	}
+	return out, nil
+}

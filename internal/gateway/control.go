@@ -24,9 +24,12 @@ import (
 //
 //	show-sa                       -> Response.SAs
 //	show-stats                    -> Response.Stats
-//	sa-add    {sa, tunnel}        -> ok
+//	sa-add    {sa, tunnel}        -> ok (sa: one SA mapping, or a list added all or none)
 //	sa-update {sa, tunnel}        -> ok
 //	sa-del    {direction, spi[, remote]} -> ok (remote: outbound SAs sharing an SPI)
+//	child-del {child}             -> Response.Deleted (every SA of the child group)
+//	alloc-spi {[min, max, ttl]}   -> Response.SPI (a reserved free inbound SPI)
+//	release-spi {spi}             -> ok
 //	reload                        -> Response.Reload (re-reads the file the daemon runs from)
 //	events                        -> ok, then one Event per line until either side closes
 
@@ -34,7 +37,8 @@ import (
 type Request struct {
 	Cmd string `json:"cmd"`
 	// SA is an SA mapping as in the configuration's sas list (sa-add,
-	// sa-update); key material travels here, so the socket is 0600.
+	// sa-update), or for sa-add a list of them, added atomically (all or
+	// none); key material travels here, so the socket is 0600.
 	SA        string `json:"sa,omitempty"`
 	Tunnel    string `json:"tunnel,omitempty"`
 	Direction string `json:"direction,omitempty"`
@@ -42,6 +46,14 @@ type Request struct {
 	// Remote identifies an outbound SA for sa-del when several outbound
 	// SAs (to different peers) have the SPI.
 	Remote string `json:"remote,omitempty"`
+	// Child is the child group of child-del (an SA's child:).
+	Child uint64 `json:"child,omitempty"`
+	// Min and Max bound the SPI of alloc-spi (defaults: 256 and
+	// 0xffffffff); TTL is how long it stays reserved, a Go duration
+	// such as "30s" (default: 30s).
+	Min uint32 `json:"min,omitempty"`
+	Max uint32 `json:"max,omitempty"`
+	TTL string `json:"ttl,omitempty"`
 }
 
 // Response answers a Request.
@@ -51,6 +63,10 @@ type Response struct {
 	SAs    []sa.Stats    `json:"sas,omitempty"`
 	Stats  *Stats        `json:"stats,omitempty"`
 	Reload *ReloadResult `json:"reload,omitempty"`
+	// SPI is the SPI alloc-spi reserved.
+	SPI uint32 `json:"spi,omitempty"`
+	// Deleted is how many SAs child-del deleted.
+	Deleted int `json:"deleted,omitempty"`
 }
 
 // Limits of the control socket.
@@ -260,7 +276,23 @@ func (gw *Gateway) Handle(req Request) Response {
 	case "show-stats":
 		st := gw.Stats()
 		return Response{OK: true, Stats: &st}
-	case "sa-add", "sa-update":
+	case "sa-add":
+		if len(req.SA) == 0 {
+			return fail(errors.New("missing sa"))
+		}
+		cs, err := config.ParseSAs("control", []byte(req.SA))
+		if err != nil {
+			return fail(err)
+		}
+		if err := gw.AddSAs(cs, req.Tunnel); err != nil {
+			for _, c := range cs {
+				c.Key.Wipe()
+				c.AuthKey.Wipe()
+			}
+			return fail(err)
+		}
+		return Response{OK: true}
+	case "sa-update":
 		if len(req.SA) == 0 {
 			return fail(errors.New("missing sa"))
 		}
@@ -268,14 +300,36 @@ func (gw *Gateway) Handle(req Request) Response {
 		if err != nil {
 			return fail(err)
 		}
-		if req.Cmd == "sa-add" {
-			err = gw.AddSA(c, req.Tunnel)
-		} else {
-			err = gw.UpdateSA(c, req.Tunnel)
-		}
-		if err != nil {
+		if err := gw.UpdateSA(c, req.Tunnel); err != nil {
 			c.Key.Wipe()
 			c.AuthKey.Wipe()
+			return fail(err)
+		}
+		return Response{OK: true}
+	case "child-del":
+		if req.Child == 0 {
+			return fail(errors.New("child-del: missing child (a child id of 1 or more)"))
+		}
+		n, err := gw.DeleteChild(sa.ChildID(req.Child))
+		if err != nil {
+			return fail(err)
+		}
+		return Response{OK: true, Deleted: n}
+	case "alloc-spi":
+		var ttl time.Duration
+		if req.TTL != "" {
+			var err error
+			if ttl, err = time.ParseDuration(req.TTL); err != nil || ttl <= 0 {
+				return fail(fmt.Errorf("ttl %q: want a positive duration such as 30s", req.TTL))
+			}
+		}
+		spi, err := gw.AllocSPI(req.Min, req.Max, ttl)
+		if err != nil {
+			return fail(err)
+		}
+		return Response{OK: true, SPI: spi}
+	case "release-spi":
+		if err := gw.ReleaseSPI(req.SPI); err != nil {
 			return fail(err)
 		}
 		return Response{OK: true}
@@ -313,7 +367,7 @@ func (gw *Gateway) Handle(req Request) Response {
 		}
 		return Response{OK: true, Reload: &res}
 	}
-	return fail(fmt.Errorf("unknown command %q (want show-sa, show-stats, sa-add, sa-update, sa-del, reload, events)", req.Cmd))
+	return fail(fmt.Errorf("unknown command %q (want show-sa, show-stats, sa-add, sa-update, sa-del, child-del, alloc-spi, release-spi, reload, events)", req.Cmd))
 }
 
 // Call sends one request to the control socket at path and returns the

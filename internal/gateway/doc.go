@@ -4,9 +4,11 @@
 // plaintext interface or TUN device — and keeps it running: SIGHUP-style
 // reloads that leave unchanged SAs (and their replay windows, sequence
 // numbers and counters) alone, a unix control socket speaking JSON
-// (show sa, show stats, sa add|del|update, reload), NAT-T keepalives to
-// UDP-encapsulating peers (RFC 3948 §2.3), SA lifetime events in the log
-// and a drop log bounded in lines per interval.
+// (show sa, show stats, sa add|del|update, child-del, alloc-spi,
+// release-spi, reload, events), NAT-T keepalives to UDP-encapsulating
+// peers (RFC 3948 §2.3), outbound SAs that follow a float_remote peer
+// (followEndpoint), SA lifetime events in the log and a drop log bounded
+// in lines per interval.
 //
 // Clear text between the protected networks never crosses the gateway
 // (RFC 4301 §5.2): Unprotected derives from the configuration what the

@@ -68,6 +68,10 @@ type entry struct {
 	tunnel string
 	sels   []sa.Selector // the traffic selectors the SA was given
 	rid    string        // record in the state file ("" without state_dir)
+	// floated, for an outbound SA moved to a NAT-T peer's new endpoint
+	// (followEndpoint), is the endpoint it had before the first move (as
+	// configured): a reload naming that endpoint keeps the current one.
+	floated *netip.AddrPort
 }
 
 // Gateway is a running (or ready to run) gateway. Its methods are safe
@@ -182,13 +186,32 @@ func tunnelOf(g *config.Gateway, name string) string {
 func immutableFingerprint(c *config.SA, sels []sa.Selector) [32]byte {
 	m := *c
 	m.Lifetime, m.PathMTU, m.Remote, m.RemotePort = config.Lifetime{}, 0, netip.Addr{}, 0
-	return fingerprint(&m, sels)
+	return baseFingerprint(&m, sels)
 }
 
+// fingerprint identifies a configured SA, keys included: its immutable
+// fingerprint and its mutable attributes. Being built on the immutable
+// one, it can be recomputed after the keys were wiped (withMutable), when
+// an SA is changed in place.
 func fingerprint(c *config.SA, sels []sa.Selector) [32]byte {
+	return withMutable(immutableFingerprint(c, sels), c)
+}
+
+// withMutable is the fingerprint of an SA of immutable fingerprint isum
+// with the mutable attributes of c.
+func withMutable(isum [32]byte, c *config.SA) [32]byte {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s|%v|%d|%v|%v|%v|%v|%d|%d|%v|%v|%d|%+v|%d|%v|", c.Name, c.Direction, c.SPI, c.Mode, c.Local, c.Remote,
-		c.Encap, c.LocalPort, c.RemotePort, c.Transform, c.ESN, c.ReplayWindow, c.Lifetime, c.PathMTU, sels)
+	h.Write(isum[:])
+	fmt.Fprintf(h, "|%+v|%d|%v|%d|", c.Lifetime, c.PathMTU, c.Remote, c.RemotePort)
+	var s [32]byte
+	copy(s[:], h.Sum(nil))
+	return s
+}
+
+func baseFingerprint(c *config.SA, sels []sa.Selector) [32]byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s|%v|%d|%v|%v|%v|%v|%d|%d|%v|%v|%d|%+v|%d|%v|%d|%v|", c.Name, c.Direction, c.SPI, c.Mode, c.Local, c.Remote,
+		c.Encap, c.LocalPort, c.RemotePort, c.Transform, c.ESN, c.ReplayWindow, c.Lifetime, c.PathMTU, sels, c.Child, c.FloatRemote)
 	h.Write([]byte(strconv.Itoa(len(c.Key))))
 	h.Write(c.Key)
 	h.Write(c.AuthKey)
@@ -338,6 +361,9 @@ func (gw *Gateway) update(c *config.SA, sels []sa.Selector) error {
 		return c.Pos.Errorf("%v", err)
 	}
 	e.sum = fingerprint(c, sels)
+	if c.Remote != e.conf.Remote || c.RemotePort != e.conf.RemotePort {
+		e.floated = nil // an explicit endpoint replaces a learnt one
+	}
 	e.conf = c
 	wipeKeys(c)
 	return nil
@@ -927,6 +953,7 @@ func (gw *Gateway) logEvents() {
 				gw.log.Info("sa event", "event", e.Kind.String(), "sa", e.Name, "spi", fmt.Sprintf("0x%x", e.SPI), "dir", e.Direction.String())
 			case sa.EventEndpointChanged:
 				gw.log.Warn("sa event", "event", e.Kind.String(), "sa", e.Name, "spi", fmt.Sprintf("0x%x", e.SPI), "endpoint", e.Endpoint.String())
+				gw.followEndpoint(e)
 			default:
 				gw.log.Warn("sa event", "event", e.Kind.String(), "sa", e.Name, "spi", fmt.Sprintf("0x%x", e.SPI), "dir", e.Direction.String(), "limit", e.Limit.String())
 			}
@@ -1080,12 +1107,15 @@ func (gw *Gateway) nattPeers() ([]kaPeer, uint16) {
 		if k.dir != sa.Out || e.conf.Encap != config.EncapUDP || e.sa.State() >= sa.StateExpired {
 			continue
 		}
-		p := kaPeer{netip.AddrPortFrom(e.conf.Local, e.conf.LocalPort), netip.AddrPortFrom(e.conf.Remote, e.conf.RemotePort)}
+		// The SA's current endpoint: a NAT-T peer that floated
+		// (followEndpoint) gets its keepalives at the new one.
+		c := e.sa.Config()
+		p := kaPeer{netip.AddrPortFrom(c.Local, c.LocalPort), netip.AddrPortFrom(c.Remote, c.RemotePort)}
 		if !slices.Contains(out, p) {
 			out = append(out, p)
 		}
 		if port == 0 {
-			port = e.conf.LocalPort
+			port = c.LocalPort
 		}
 	}
 	return out, port

@@ -42,6 +42,7 @@ func (gw *Gateway) Reload(cfg *config.Config) (ReloadResult, error) {
 	if why := restartNeeded(gw.g, cfg.Gateway); why != "" {
 		return res, fmt.Errorf("%w: %s", ErrRestart, why)
 	}
+	gw.keepFloated(cfg.SAs)
 	// Check every new SA before changing anything.
 	ng := cfg.Gateway
 	sels := func(c *config.SA) []sa.Selector { return ng.SelectorsOf(c, tunnelOf(ng, c.Name)) }
@@ -178,22 +179,7 @@ func tunKey(t *config.TUNIface) any {
 // c's keys are wiped once the SA is built (on an error, the caller wipes
 // them).
 func (gw *Gateway) AddSA(c *config.SA, tunnel string) error {
-	gw.mu.Lock()
-	defer gw.mu.Unlock()
-	if tunnel != "" && gw.tunnels[tunnel] == nil {
-		return fmt.Errorf("gateway: no tunnel %q", tunnel)
-	}
-	for _, e := range gw.sas {
-		if e.conf.Name == c.Name {
-			return fmt.Errorf("%w: name %q", sa.ErrExists, c.Name)
-		}
-	}
-	if err := gw.install(c, gw.g, tunnel); err != nil {
-		return err
-	}
-	gw.warnStatic([]*config.SA{c})
-	gw.log.Info("sa added", "sa", c.Name, "spi", fmt.Sprintf("0x%x", c.SPI), "dir", c.Direction.String(), "tunnel", tunnel)
-	return nil
+	return gw.AddSAs([]*config.SA{c}, tunnel)
 }
 
 // UpdateSA changes the SA with c's direction and SPI to c, keeping its

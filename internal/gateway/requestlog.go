@@ -46,12 +46,20 @@ func (gw *Gateway) logRequest(peer Peer, req Request, resp Response, took time.D
 		if req.Tunnel != "" {
 			attrs = append(attrs, "tunnel", req.Tunnel)
 		}
-		// Name the SA from the request; its keys are wiped at once.
-		if c, err := config.ParseSA("control", []byte(req.SA)); err == nil {
-			attrs = append(attrs, "sa", c.Name, "direction", c.Direction.String(), "spi", fmt.Sprintf("0x%x", c.SPI))
-			c.Key.Wipe()
-			c.AuthKey.Wipe()
+		// Name the SAs from the request; their keys are wiped at once.
+		if cs, err := config.ParseSAs("control", []byte(req.SA)); err == nil {
+			for _, c := range cs {
+				attrs = append(attrs, "sa", c.Name, "direction", c.Direction.String(), "spi", fmt.Sprintf("0x%x", c.SPI))
+				c.Key.Wipe()
+				c.AuthKey.Wipe()
+			}
 		}
+	case "child-del":
+		attrs = append(attrs, "child", req.Child)
+	case "alloc-spi":
+		attrs = append(attrs, "min", req.Min, "max", req.Max, "ttl", req.TTL, "spi", fmt.Sprintf("0x%x", resp.SPI))
+	case "release-spi":
+		attrs = append(attrs, "spi", fmt.Sprintf("0x%x", req.SPI))
 	case "sa-del":
 		attrs = append(attrs, "direction", req.Direction, "spi", fmt.Sprintf("0x%x", req.SPI))
 	}

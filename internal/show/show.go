@@ -181,6 +181,9 @@ func writeSA(w *errWriter, s *sa.Stats) {
 	if s.Name != "" {
 		w.printf("        name: %s\n", s.Name)
 	}
+	if s.Child != 0 {
+		w.printf("        child: %d\n", s.Child)
+	}
 	w.printf("        transform: esp-%s ,\n", s.Transform)
 	settings := []string{titleCase(s.Mode)}
 	if s.UDPEncap {

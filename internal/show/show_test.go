@@ -12,7 +12,7 @@ import (
 
 func stats() []sa.Stats {
 	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("198.51.100.2")
-	out := sa.Stats{Name: "o", SPI: 0x10, Direction: sa.Out, Mode: "tunnel", Transform: "aes128gcm16", Local: a, Remote: b,
+	out := sa.Stats{Name: "o", SPI: 0x10, Child: 4, Direction: sa.Out, Mode: "tunnel", Transform: "aes128gcm16", Local: a, Remote: b,
 		EncapsPkts: 5, EncryptPkts: 5, DigestPkts: 5, EncapsBytes: 500, PathMTU: 1500, PlaintextMTU: 1446, Seq: 5,
 		HardRemaining: sa.Remaining{Bytes: sa.Unlimited, Packets: 95, Seconds: sa.Unlimited},
 		SoftRemaining: sa.Remaining{Bytes: sa.Unlimited, Packets: sa.Unlimited, Seconds: sa.Unlimited}}
@@ -64,6 +64,9 @@ func TestText(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
+	}
+	if n := strings.Count(out, "child: "); n != 1 || !strings.Contains(out, "        child: 4\n") {
+		t.Errorf("child id shown %d times, want once as child: 4", n)
 	}
 	// Inbound SAs are listed before outbound ones within a peer block.
 	if i, o := strings.Index(out, "\n      spi: 0x20(32)"), strings.Index(out, "\n      spi: 0x10(16)"); i < 0 || o < 0 || i > o {
