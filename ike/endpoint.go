@@ -214,6 +214,9 @@ func (e *Endpoint) Close() error {
 	e.closed = true
 	for _, s := range e.sas {
 		s.stopLocked(ErrClosed)
+		if s.expiry != nil {
+			s.expiry.Stop()
+		}
 	}
 	e.mu.Unlock()
 	err := e.conn.Close()
@@ -385,6 +388,7 @@ type IKESA struct {
 	childSP []byte // our inbound child SPI (4 bytes)
 	done    chan error
 	err     error
+	expiry  *time.Timer // responder: removes a half-open SA
 }
 
 type request struct {
@@ -536,6 +540,9 @@ func (s *IKESA) dieLocked(err error) []func() {
 	}
 	s.state = stateDead
 	s.err = err
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
 	delete(s.e.sas, s.ourSPI())
 	if s.keys != nil {
 		s.keys.wipe()
@@ -1113,7 +1120,7 @@ func (e *Endpoint) responderInit(m *Message, raw []byte, from netip.AddrPort, na
 	s.expect = 1
 	e.sas[s.spiR] = s
 	// Half-open SAs that never complete are removed.
-	time.AfterFunc(time.Duration(e.cfg.Retries+1)*e.cfg.Retransmit*8, func() {
+	s.expiry = time.AfterFunc(time.Duration(e.cfg.Retries+1)*e.cfg.Retransmit*8, func() {
 		e.mu.Lock()
 		var after []func()
 		if s.state == stateInitDone {

@@ -61,9 +61,14 @@ func newSide(t *testing.T, cfg Config) *side {
 
 type testWriter struct{ t *testing.T }
 
-func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(bytes.TrimSpace(b))); return len(b), nil }
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(string(bytes.TrimSpace(b)))
+	return len(b), nil
+}
 
-func ts(p string) []TrafficSelector { return []TrafficSelector{SelectorFromPrefix(netip.MustParsePrefix(p))} }
+func ts(p string) []TrafficSelector {
+	return []TrafficSelector{SelectorFromPrefix(netip.MustParsePrefix(p))}
+}
 
 func pair(t *testing.T, icfg, rcfg Config) (*side, *side) {
 	if icfg.LocalID.Type == 0 {

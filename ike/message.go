@@ -575,6 +575,7 @@ func (m *Message) Marshal() []byte {
 	b := make([]byte, HeaderLen, 512)
 	b, m.Next = appendChain(b, m.Payloads)
 	m.Length = uint32(len(b))
+	m.Version = 0x20
 	m.Header.put(b)
 	return b
 }

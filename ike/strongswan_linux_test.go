@@ -370,7 +370,9 @@ func TestStrongSwanInitiates(t *testing.T) {
 	if out, err := ss.swanctl(20*time.Second, "--terminate", "--ike", "gw", "--timeout", "10"); err != nil {
 		t.Fatalf("swanctl --terminate: %v\n%s", err, out)
 	}
-	if !netns.WaitFor(5*time.Second, func() bool { return len(g.sad.Child(g.child.ID)) == 0 && g.ep.Stats().Received > 0 && !g.child.IKE.Established() }) {
+	if !netns.WaitFor(5*time.Second, func() bool {
+		return len(g.sad.Child(g.child.ID)) == 0 && g.ep.Stats().Received > 0 && !g.child.IKE.Established()
+	}) {
 		t.Fatal("the IKE SA survived strongSwan's delete")
 	}
 }
