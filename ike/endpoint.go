@@ -1037,6 +1037,7 @@ func (s *IKESA) makeChild(chosen Proposal, tsi, tsr []TrafficSelector, transport
 	}
 	in, out := base, base
 	in.Direction, out.Direction = sa.In, sa.Out
+	in.FloatRemote = s.nat // NAT mappings may change (RFC 7296 §2.23)
 	in.SPI = binary.BigEndian.Uint32(s.childSP)
 	out.SPI = binary.BigEndian.Uint32(chosen.SPI)
 	in.Key, in.AuthKey = inEnc, inAuth
