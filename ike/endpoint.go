@@ -975,7 +975,13 @@ func (s *IKESA) onAuthResponse(m *Message, raw []byte, from netip.AddrPort, natt
 	if f := e.cfg.OnChild; f != nil {
 		after = append(after, func() { f(c) })
 	}
-	return append(after, s.finish(nil)...)
+	// Initiate returns after OnChild ran.
+	return append(after, func() {
+		select {
+		case s.done <- nil:
+		default:
+		}
+	})
 }
 
 func (s *IKESA) idOK(id *ID) bool {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,7 +38,12 @@ type side struct {
 
 func newSide(t *testing.T, cfg Config) *side {
 	t.Helper()
-	s := &side{sad: sa.NewSAD(sa.SADOptions{}), conn: listen(t), natt: listen(t), children: make(chan *ChildSA, 4)}
+	return newSideConn(t, cfg, listen(t), listen(t))
+}
+
+func newSideConn(t *testing.T, cfg Config, conn, natt net.PacketConn) *side {
+	t.Helper()
+	s := &side{sad: sa.NewSAD(sa.SADOptions{}), conn: conn, natt: natt, children: make(chan *ChildSA, 4)}
 	cfg.SAD = s.sad
 	cfg.OnChild = func(c *ChildSA) { s.children <- c }
 	if cfg.PSK == nil {
@@ -349,4 +355,50 @@ func csum(b []byte, at int) {
 		s = s&0xffff + s>>16
 	}
 	b[at], b[at+1] = byte(^s>>8), byte(^s)
+}
+
+// lossyConn drops the first drop datagrams whose exchange type is x.
+type lossyConn struct {
+	net.PacketConn
+	x       ExchangeType
+	mu      sync.Mutex
+	drop    int
+	dropped int
+}
+
+func (l *lossyConn) WriteTo(b []byte, a net.Addr) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(b) > 18 && ExchangeType(b[18]) == l.x && l.dropped < l.drop {
+		l.dropped++
+		return len(b), nil
+	}
+	return l.PacketConn.WriteTo(b, a)
+}
+
+// TestLoopbackLostResponses: the responder's first IKE_SA_INIT and
+// first two IKE_AUTH responses are lost; the initiator retransmits
+// and the responder answers each retransmission from its cache (it
+// must not process IKE_AUTH twice: one child SA, same keys).
+func TestLoopbackLostResponses(t *testing.T) {
+	rconn := &lossyConn{PacketConn: listen(t), x: IKEAuth, drop: 2}
+	r := newSideConn(t, Config{LocalID: FQDN("r"), LocalTS: ts("10.2.0.0/16"), RemoteTS: ts("10.1.0.0/16")}, rconn, listen(t))
+	i := newSide(t, Config{LocalID: FQDN("i"), LocalTS: ts("10.1.0.0/16"), RemoteTS: ts("10.2.0.0/16"), Retransmit: 20 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := i.ep.Initiate(ctx, port(rconn)); err != nil {
+		t.Fatal(err)
+	}
+	ic, rc := recv(t, i.children), recv(t, r.children)
+	if !bytes.Equal(ic.Out.Key, rc.In.Key) {
+		t.Fatal("keys differ")
+	}
+	if got := i.ep.Stats().Retransmits; got < 2 {
+		t.Fatalf("retransmits = %d, want ≥ 2", got)
+	}
+	select {
+	case <-r.children:
+		t.Fatal("responder processed IKE_AUTH twice")
+	case <-time.After(100 * time.Millisecond):
+	}
 }
