@@ -383,9 +383,9 @@ type IKESA struct {
 	expect   uint32 // message ID of the peer's next request
 	lastResp []byte // our last response (for retransmitted requests)
 
-	pending *request
-	child   *ChildSA
-	childSP []byte // our inbound child SPI (4 bytes)
+	pending  *request
+	children []*ChildSA // oldest first; two during a rekey
+	childSP  []byte     // our inbound SPI of the first child (4 bytes)
 	done    chan error
 	err     error
 	expiry  *time.Timer // responder: removes a half-open SA
@@ -411,7 +411,10 @@ func (s *IKESA) Remote() netip.AddrPort {
 func (s *IKESA) Child() *ChildSA {
 	s.e.mu.Lock()
 	defer s.e.mu.Unlock()
-	return s.child
+	if len(s.children) == 0 {
+		return nil
+	}
+	return s.children[len(s.children)-1]
 }
 
 // Established reports whether IKE_AUTH completed and the SA was not
@@ -548,16 +551,17 @@ func (s *IKESA) dieLocked(err error) []func() {
 		s.keys.wipe()
 	}
 	var after []func()
-	if c := s.child; c != nil && s.e.cfg.OnChildDown != nil {
-		f := s.e.cfg.OnChildDown
-		after = append(after, func() { f(c) })
+	for _, c := range s.children {
+		if f := s.e.cfg.OnChildDown; f != nil {
+			after = append(after, func() { f(c); wipeChild(c) })
+		} else {
+			wipeChild(c)
+		}
 	}
-	if s.e.cfg.SAD != nil && s.childSP != nil && s.child == nil {
+	if s.e.cfg.SAD != nil && s.childSP != nil && len(s.children) == 0 {
 		s.e.cfg.SAD.ReleaseSPI(binary.BigEndian.Uint32(s.childSP))
 	}
-	if s.child != nil {
-		wipeChild(s.child)
-	}
+	s.children = nil
 	return after
 }
 
@@ -618,8 +622,7 @@ func (s *IKESA) handle(m *Message, raw []byte, from netip.AddrPort, natt bool) [
 	case m.Exchange == Informational && s.state == stateEstablished:
 		return s.informational(m)
 	case m.Exchange == CreateChildSA && s.state == stateEstablished:
-		s.respond(m, []Payload{&Notify{NotifyType: NoAdditionalSAs}})
-		return nil
+		return s.respondCreateChild(m)
 	}
 	s.e.dropped.Add(1)
 	return nil
@@ -650,17 +653,14 @@ func (s *IKESA) informational(m *Message) []func() {
 		case ProtoIKE:
 			deleteIKE = true
 		case ProtoESP:
-			if c := s.child; c != nil {
-				for _, spi := range d.SPIs {
-					if len(spi) == 4 && binary.BigEndian.Uint32(spi) == c.Out.SPI {
-						reply = append(reply, &Delete{Proto: ProtoESP, SPISize: 4, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, c.In.SPI)}})
-						s.child = nil
-						s.e.log.Info("ike: child SA deleted by peer", "peer", s.remote, "child", c.ID)
-						if f := s.e.cfg.OnChildDown; f != nil {
-							after = append(after, func() { f(c) })
-						}
-					}
+			for _, spi := range d.SPIs {
+				c := s.removeChild(spi)
+				if c == nil {
+					continue
 				}
+				reply = append(reply, &Delete{Proto: ProtoESP, SPISize: 4, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, c.In.SPI)}})
+				s.e.log.Info("ike: child SA deleted by peer", "peer", s.remote, "child", c.ID)
+				after = append(after, s.childDown(c))
 			}
 		}
 	}
@@ -963,12 +963,15 @@ func (s *IKESA) onAuthResponse(m *Message, raw []byte, from netip.AddrPort, natt
 	if !within(tsi.Selectors, e.cfg.LocalTS) || !within(tsr.Selectors, e.cfg.RemoteTS) {
 		return s.finish(errf(ErrTSUnacceptable, "responder widened the traffic selectors"))
 	}
-	c, err := s.makeChild(chosen, tsi.Selectors, tsr.Selectors, m.Notify(UseTransportMode) != nil)
+	if m.Notify(UseTransportMode) != nil {
+		return s.finish(errf(ErrUnsupported, "transport mode"))
+	}
+	c, err := s.makeChild(chosen, s.childSP, s.ni, s.nr, true, tsi.Selectors, tsr.Selectors)
 	if err != nil {
 		return s.finish(err)
 	}
 	s.state = stateEstablished
-	s.child = c
+	s.children = append(s.children, c)
 	e.log.Info("ike: IKE SA established", "peer", s.remote, "role", "initiator", "child", c.ID, "transform", c.Transform,
 		"spi_in", fmt.Sprintf("%08x", c.In.SPI), "spi_out", fmt.Sprintf("%08x", c.Out.SPI), "nat", s.nat)
 	var after []func()
@@ -994,12 +997,11 @@ func hmacEqual(a, b []byte) bool {
 }
 
 // makeChild derives KEYMAT = prf+(SK_d, Ni | Nr) (RFC 7296 §2.17) and
-// builds the sa.Configs. tsi/tsr are the initiator's and responder's
-// selectors as negotiated.
-func (s *IKESA) makeChild(chosen Proposal, tsi, tsr []TrafficSelector, transport bool) (*ChildSA, error) {
-	if transport {
-		return nil, errf(ErrUnsupported, "transport mode")
-	}
+// builds the sa.Configs. ni, nr, tsi and tsr are the nonces and
+// negotiated selectors of the exchange's initiator and responder; ini
+// tells whether we initiated the exchange (keys for the exchange
+// initiator's outbound direction come first). inSPI is our inbound SPI.
+func (s *IKESA) makeChild(chosen Proposal, inSPI, ni, nr []byte, ini bool, tsi, tsr []TrafficSelector) (*ChildSA, error) {
 	name, err := espFromIKE(chosen)
 	if err != nil {
 		return nil, err
@@ -1013,7 +1015,7 @@ func (s *IKESA) makeChild(chosen Proposal, tsi, tsr []TrafficSelector, transport
 		esn = t.ID == ESNYes
 	}
 	n := 2 * (tr.KeyLen() + tr.AuthKeyLen())
-	km := s.suite.prf.plus(s.keys.d, append(append([]byte(nil), s.ni...), s.nr...), n)
+	km := s.suite.prf.plus(s.keys.d, append(append([]byte(nil), ni...), nr...), n)
 	take := func(l int) []byte {
 		if l == 0 {
 			return nil
@@ -1026,7 +1028,7 @@ func (s *IKESA) makeChild(chosen Proposal, tsi, tsr []TrafficSelector, transport
 	rEnc, rAuth := take(tr.KeyLen()), take(tr.AuthKeyLen())
 	local, remote := tsi, tsr
 	outEnc, outAuth, inEnc, inAuth := iEnc, iAuth, rEnc, rAuth
-	if !s.initiator {
+	if !ini {
 		local, remote = tsr, tsi
 		outEnc, outAuth, inEnc, inAuth = rEnc, rAuth, iEnc, iAuth
 	}
@@ -1044,7 +1046,7 @@ func (s *IKESA) makeChild(chosen Proposal, tsi, tsr []TrafficSelector, transport
 	in, out := base, base
 	in.Direction, out.Direction = sa.In, sa.Out
 	in.FloatRemote = s.nat // NAT mappings may change (RFC 7296 §2.23)
-	in.SPI = binary.BigEndian.Uint32(s.childSP)
+	in.SPI = binary.BigEndian.Uint32(inSPI)
 	out.SPI = binary.BigEndian.Uint32(chosen.SPI)
 	in.Key, in.AuthKey = inEnc, inAuth
 	out.Key, out.AuthKey = outEnc, outAuth
@@ -1171,7 +1173,7 @@ func (s *IKESA) responderAuth(m *Message, from netip.AddrPort, natt bool) []func
 	}
 	ps = append(ps, &SA{Proposals: []Proposal{c.prop}}, &TS{Selectors: c.tsi}, &TS{Responder: true, Selectors: c.tsr})
 	s.respond(m, ps)
-	s.child = c.child
+	s.children = append(s.children, c.child)
 	e.log.Info("ike: IKE SA established", "peer", s.remote, "role", "responder", "child", c.child.ID, "transform", c.child.Transform,
 		"spi_in", fmt.Sprintf("%08x", c.child.In.SPI), "spi_out", fmt.Sprintf("%08x", c.child.Out.SPI), "nat", s.nat)
 	if f := e.cfg.OnChild; f != nil {
@@ -1212,7 +1214,7 @@ func (s *IKESA) responderChild(m *Message) (*respChild, NotifyType) {
 		return nil, TemporaryFailure
 	}
 	s.childSP = spi
-	c, err := s.makeChild(chosen, ni, nr, false)
+	c, err := s.makeChild(chosen, spi, s.ni, s.nr, false, ni, nr)
 	if err != nil {
 		return nil, NoProposalChosen
 	}
@@ -1278,4 +1280,30 @@ func (s *IKESA) Delete(ctx context.Context) error {
 		f()
 	}
 	return err
+}
+
+// removeChild takes the child whose outbound SPI is spi out of the SA.
+func (s *IKESA) removeChild(spi []byte) *ChildSA {
+	if len(spi) != 4 {
+		return nil
+	}
+	v := binary.BigEndian.Uint32(spi)
+	for k, c := range s.children {
+		if c.Out.SPI == v {
+			s.children = append(s.children[:k:k], s.children[k+1:]...)
+			return c
+		}
+	}
+	return nil
+}
+
+// childDown reports c deleted and wipes its keys (an after-function).
+func (s *IKESA) childDown(c *ChildSA) func() {
+	f := s.e.cfg.OnChildDown
+	return func() {
+		if f != nil {
+			f(c)
+		}
+		wipeChild(c)
+	}
 }

@@ -34,6 +34,7 @@ type side struct {
 	conn     net.PacketConn
 	natt     net.PacketConn
 	children chan *ChildSA
+	down     chan *ChildSA
 }
 
 func newSide(t *testing.T, cfg Config) *side {
@@ -43,9 +44,10 @@ func newSide(t *testing.T, cfg Config) *side {
 
 func newSideConn(t *testing.T, cfg Config, conn, natt net.PacketConn) *side {
 	t.Helper()
-	s := &side{sad: sa.NewSAD(sa.SADOptions{}), conn: conn, natt: natt, children: make(chan *ChildSA, 4)}
+	s := &side{sad: sa.NewSAD(sa.SADOptions{}), conn: conn, natt: natt, children: make(chan *ChildSA, 4), down: make(chan *ChildSA, 4)}
 	cfg.SAD = s.sad
 	cfg.OnChild = func(c *ChildSA) { s.children <- c }
+	cfg.OnChildDown = func(c *ChildSA) { s.down <- c }
 	if cfg.PSK == nil {
 		cfg.PSK = testPSK
 	}
@@ -400,5 +402,65 @@ func TestLoopbackLostResponses(t *testing.T) {
 	case <-r.children:
 		t.Fatal("responder processed IKE_AUTH twice")
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// TestLoopbackRekey: either side rekeys the child (make-before-break):
+// the successor has fresh keys and SPIs that both sides agree on, the
+// old child is reported down on both sides after the new one is up,
+// and ESP works under the new keys.
+func TestLoopbackRekey(t *testing.T) {
+	for _, who := range []string{"initiator", "responder"} {
+		t.Run(who, func(t *testing.T) {
+			i, r := pair(t, Config{ESPTransforms: []string{"aes256-sha256"}, ESN: "yes"}, Config{ESPTransforms: []string{"aes256-sha256"}, ESN: "yes"})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			ike, err := i.ep.Initiate(ctx, port(r.conn))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ic, rc := recv(t, i.children), recv(t, r.children)
+			rekeyer := ike
+			if who == "responder" {
+				rekeyer = rc.IKE
+			}
+			oldIn, oldOut := ic.In.SPI, ic.Out.SPI
+			oldKey := append([]byte(nil), ic.Out.Key...)
+			nc, err := rekeyer.RekeyChild(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in2, rn2 := recv(t, i.children), recv(t, r.children)
+			if nc != in2 && nc != rn2 {
+				t.Fatal("RekeyChild's result was not reported to OnChild")
+			}
+			if !bytes.Equal(in2.Out.Key, rn2.In.Key) || !bytes.Equal(in2.In.Key, rn2.Out.Key) || !bytes.Equal(in2.Out.AuthKey, rn2.In.AuthKey) {
+				t.Fatal("rekeyed child keys differ between the sides")
+			}
+			if bytes.Equal(in2.Out.Key, oldKey) || in2.In.SPI == oldIn || in2.Out.SPI == oldOut || in2.ID == ic.ID {
+				t.Fatal("rekeyed child reuses keys, SPIs or the child ID")
+			}
+			if !in2.ESN || in2.Transform != "aes256-sha256" {
+				t.Fatalf("rekeyed child: %s esn %v", in2.Transform, in2.ESN)
+			}
+			for _, s := range []*side{i, r} {
+				select {
+				case d := <-s.down:
+					if d.ID != ic.ID && d.ID != rc.ID {
+						t.Fatalf("child %d reported down, want the old one", d.ID)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("old child not deleted")
+				}
+			}
+			if got := ike.Child(); got.In.SPI != in2.In.SPI {
+				t.Fatal("IKESA.Child is not the new child")
+			}
+			espRoundTrip(t, in2, rn2)
+			espRoundTrip(t, rn2, in2)
+			if err := ike.Ping(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
