@@ -47,13 +47,20 @@
 //     appended, RFC 4106 §8.1; aesNNN-sha256/384/512). With a NAT the
 //     SAs are UDPEncap with the NAT-T ports and the inbound SA has
 //     FloatRemote (RFC 7296 §2.23).
+//   - Child SA rekeying with CREATE_CHILD_SA and REKEY_SA, either side
+//     (IKESA.RekeyChild; a peer's rekey is answered), make-before-break:
+//     the successor is reported to OnChild before the old child is
+//     deleted and reported to OnChildDown. No PFS (a KE payload is
+//     refused with NO_PROPOSAL_CHOSEN).
 //
 // # Not implemented
 //
-// Certificates and signature authentication, EAP, CREATE_CHILD_SA
-// (rekeying of IKE or child SAs, additional child SAs: a request is
-// answered with NO_ADDITIONAL_SAS, and lifetimes are the embedder's
-// business: delete and initiate again), COOKIE (DoS protection; an
+// Certificates and signature authentication, EAP, IKE SA rekeying and
+// additional child SAs (such CREATE_CHILD_SA requests are answered with
+// NO_ADDITIONAL_SAS), simultaneous rekeying by both sides (RFC 7296
+// §2.8.1), lifetimes (the embedder calls RekeyChild on the SAs'
+// soft-expiry events, or deletes and initiates again; the peer's
+// lifetimes drive its own rekeys), COOKIE (DoS protection; an
 // initiator asked for one fails with ErrUnsupported), MOBIKE, IKE
 // fragmentation (RFC 7383), configuration payloads, transport mode,
 // IPComp, PFS in child SAs, AES-XCBC and other PRFs, a window size

@@ -386,9 +386,9 @@ type IKESA struct {
 	pending  *request
 	children []*ChildSA // oldest first; two during a rekey
 	childSP  []byte     // our inbound SPI of the first child (4 bytes)
-	done    chan error
-	err     error
-	expiry  *time.Timer // responder: removes a half-open SA
+	done     chan error
+	err      error
+	expiry   *time.Timer // responder: removes a half-open SA
 }
 
 type request struct {

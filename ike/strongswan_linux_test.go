@@ -194,7 +194,9 @@ type goSide struct {
 	child   *ChildSA
 	in, out *sa.SA
 	echoes  int
-	up      chan struct{}
+	// echoesSeen is echoes at the last checkTraffic.
+	echoesSeen int
+	up         chan struct{}
 }
 
 func startGo(t *testing.T, ns *netns.NS, psk string) *goSide {
@@ -293,6 +295,12 @@ func (g *goSide) esp(pkt []byte, from netip.AddrPort) {
 	g.natt.WriteTo(q[0].Buf[q[0].Off:q[0].Off+q[0].Len], net.UDPAddrFromAddrPort(from))
 }
 
+func (g *goSide) current() *ChildSA {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.child
+}
+
 func interopNets(t *testing.T) (ssNS, goNS *netns.NS) {
 	testenv.RequirePrivileged(t)
 	testenv.RequireCommand(t, "ip")
@@ -320,7 +328,8 @@ func checkTraffic(t *testing.T, ss *swan, g *goSide) {
 		t.Fatalf("ping through the tunnel: %v\n%s", err, out)
 	}
 	g.mu.Lock()
-	echoes := g.echoes
+	echoes := g.echoes - g.echoesSeen
+	g.echoesSeen = g.echoes
 	st := g.in.Stats()
 	g.mu.Unlock()
 	if echoes < 3 {
@@ -371,7 +380,7 @@ func TestStrongSwanInitiates(t *testing.T) {
 		t.Fatalf("swanctl --terminate: %v\n%s", err, out)
 	}
 	if !netns.WaitFor(5*time.Second, func() bool {
-		return len(g.sad.Child(g.child.ID)) == 0 && g.ep.Stats().Received > 0 && !g.child.IKE.Established()
+		return len(g.sad.Child(g.current().ID)) == 0 && g.ep.Stats().Received > 0 && !g.current().IKE.Established()
 	}) {
 		t.Fatal("the IKE SA survived strongSwan's delete")
 	}
@@ -427,4 +436,41 @@ func TestStrongSwanWrongPSK(t *testing.T) {
 	if g.ep.Stats().AuthFailed < 2 {
 		t.Fatalf("AuthFailed = %d, want 2", g.ep.Stats().AuthFailed)
 	}
+}
+
+// TestStrongSwanRekey: strongSwan rekeys the child SA with us
+// (CREATE_CHILD_SA), then we rekey it with strongSwan; traffic flows
+// through each successor.
+func TestStrongSwanRekey(t *testing.T) {
+	ssNS, goNS := interopNets(t)
+	g := startGo(t, goNS, interopPSK)
+	ss := startCharon(t, ssNS, interopPSK)
+	if out, err := ss.swanctl(20*time.Second, "--initiate", "--child", "net", "--timeout", "15"); err != nil {
+		t.Fatalf("swanctl --initiate: %v\n%s", err, out)
+	}
+	waitUp(t, g)
+	checkTraffic(t, ss, g)
+	first := g.current()
+	if out, err := ss.swanctl(20*time.Second, "--rekey", "--child", "net"); err != nil {
+		t.Fatalf("swanctl --rekey: %v\n%s", err, out)
+	}
+	waitUp(t, g)
+	if g.current().In.SPI == first.In.SPI {
+		t.Fatal("no new child after strongSwan's rekey")
+	}
+	if !netns.WaitFor(10*time.Second, func() bool { return len(g.sad.Child(first.ID)) == 0 }) {
+		t.Fatal("strongSwan did not delete the old child SA")
+	}
+	checkTraffic(t, ss, g)
+	second := g.current()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := second.IKE.RekeyChild(ctx); err != nil {
+		t.Fatalf("RekeyChild: %v", err)
+	}
+	waitUp(t, g)
+	if len(g.sad.Child(second.ID)) != 0 {
+		t.Fatal("old child still installed after our rekey")
+	}
+	checkTraffic(t, ss, g)
 }
