@@ -20,7 +20,9 @@ import (
 
 // Identity is an IKE identity (ID payload contents).
 type Identity struct {
+	// Type is the identification type.
 	Type IDType
+	// Data is the identification data (FQDN text, address bytes...).
 	Data []byte
 }
 
@@ -35,6 +37,7 @@ func AddrID(a netip.Addr) Identity {
 	return Identity{Type: IDIPv6, Data: a.AsSlice()}
 }
 
+// String formats the identity for logs.
 func (i Identity) String() string {
 	switch i.Type {
 	case IDIPv4, IDIPv6:
@@ -84,10 +87,11 @@ type Config struct {
 	// switches to it (default 4500).
 	PeerNATTPort uint16
 	// Retransmit is the first retransmission timeout (default 500ms),
-	// doubled on every try; Retries is the number of retransmissions
-	// (default 5).
+	// doubled on every try.
 	Retransmit time.Duration
-	Retries    int
+	// Retries is the number of retransmissions before the exchange
+	// fails with ErrTimeout (default 5).
+	Retries int
 	// Logger receives events; never key material. Default slog.Default.
 	Logger *slog.Logger
 }
@@ -101,15 +105,18 @@ type ChildSA struct {
 	In, Out sa.Config
 	// LocalTS and RemoteTS are the negotiated traffic selectors.
 	LocalTS, RemoteTS []TrafficSelector
-	// Transform is the ESP transform name; ESN tells if ESN was chosen.
+	// Transform is the ESP transform name (esp.ParseTransform).
 	Transform string
-	ESN       bool
+	// ESN tells whether extended sequence numbers were negotiated.
+	ESN bool
 	// IKE is the IKE SA the child belongs to.
 	IKE *IKESA
 }
 
 // Stats counts the Endpoint's messages.
 type Stats struct {
+	// Received, Sent and Retransmits count IKE datagrams (a
+	// retransmission counts in Sent too).
 	Received, Sent, Retransmits uint64
 	// Malformed counts datagrams refused by the parser or the SK check.
 	Malformed uint64

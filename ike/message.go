@@ -56,13 +56,20 @@ const MaxMessageLen = 65535
 
 // Header is the fixed IKE header.
 type Header struct {
+	// SPIi and SPIr are the initiator's and responder's IKE SPIs.
 	SPIi, SPIr uint64
-	Next       PayloadType
-	Version    uint8 // 0x20 for IKEv2
-	Exchange   ExchangeType
-	Flags      uint8
-	MsgID      uint32
-	Length     uint32
+	// Next is the type of the first payload.
+	Next PayloadType
+	// Version is 0x20 for IKEv2 (major 2, minor 0).
+	Version uint8
+	// Exchange is the exchange type.
+	Exchange ExchangeType
+	// Flags holds FlagInitiator, FlagVersion and FlagResponse.
+	Flags uint8
+	// MsgID is the message ID.
+	MsgID uint32
+	// Length is the length of the whole message.
+	Length uint32
 }
 
 // Response reports the R flag.
@@ -119,7 +126,9 @@ type Payload interface {
 // Encrypted is true.
 type Message struct {
 	Header
-	Payloads  []Payload
+	// Payloads are the payloads in order.
+	Payloads []Payload
+	// Encrypted tells that Payloads came out of an SK payload.
 	Encrypted bool
 }
 
@@ -157,9 +166,12 @@ func (m *Message) Notify(t NotifyType) *Notify {
 // Raw is a payload this package does not interpret (vendor ID,
 // certificate request, configuration...), kept as bytes.
 type Raw struct {
-	T        PayloadType
+	// T is the payload type.
+	T PayloadType
+	// Critical is the critical bit.
 	Critical bool
-	Data     []byte
+	// Data is the body after the generic header.
+	Data []byte
 }
 
 // Type implements Payload.
@@ -168,8 +180,10 @@ func (r *Raw) body(b []byte) []byte { return append(b, r.Data...) }
 
 // KE is the key exchange payload (§3.4).
 type KE struct {
+	// Group is the DH group of Data.
 	Group DHGroup
-	Data  []byte
+	// Data is the public value.
+	Data []byte
 }
 
 // Type implements Payload.
@@ -181,7 +195,10 @@ func (k *KE) body(b []byte) []byte {
 }
 
 // Nonce is the Ni/Nr payload (§3.9).
-type Nonce struct{ Data []byte }
+type Nonce struct {
+	// Data is the nonce (16-256 bytes).
+	Data []byte
+}
 
 // Type implements Payload.
 func (*Nonce) Type() PayloadType      { return PayloadNonce }
@@ -201,9 +218,12 @@ const (
 
 // ID is the IDi/IDr payload (§3.5).
 type ID struct {
-	Responder bool // IDr rather than IDi
-	IDType    IDType
-	Data      []byte
+	// Responder marks IDr rather than IDi.
+	Responder bool
+	// IDType is the identification type.
+	IDType IDType
+	// Data is the identification data.
+	Data []byte
 }
 
 // Type implements Payload.
@@ -226,8 +246,10 @@ const AuthPSK AuthMethod = 2
 
 // Auth is the AUTH payload (§3.8).
 type Auth struct {
+	// Method is the authentication method.
 	Method AuthMethod
-	Data   []byte
+	// Data is the authentication data.
+	Data []byte
 }
 
 // Type implements Payload.
@@ -283,10 +305,14 @@ const (
 
 // Notify is the N payload (§3.10).
 type Notify struct {
-	Proto      Protocol
-	SPI        []byte
+	// Proto is the protocol of SPI (0 when there is none).
+	Proto Protocol
+	// SPI is the SA the notification is about, if any.
+	SPI []byte
+	// NotifyType is the notify message type.
 	NotifyType NotifyType
-	Data       []byte
+	// Data is the notification data.
+	Data []byte
 }
 
 // Type implements Payload.
@@ -300,9 +326,12 @@ func (n *Notify) body(b []byte) []byte {
 
 // Delete is the D payload (§3.11).
 type Delete struct {
-	Proto   Protocol
+	// Proto is ProtoIKE (no SPIs: this IKE SA) or ProtoESP.
+	Proto Protocol
+	// SPISize is the size of each SPI (0 for IKE, 4 for ESP).
 	SPISize uint8
-	SPIs    [][]byte
+	// SPIs are the sender's inbound SPIs of the SAs to delete.
+	SPIs [][]byte
 }
 
 // Type implements Payload.
@@ -325,14 +354,19 @@ const (
 // TrafficSelector is one entry of a TS payload (§3.13.1): an address
 // range, an IP protocol (0: any) and a port range.
 type TrafficSelector struct {
-	Proto              uint8
+	// Proto is the IP protocol; 0 means any.
+	Proto uint8
+	// StartPort and EndPort bound the ports (0-65535: any).
 	StartPort, EndPort uint16
-	Start, End         netip.Addr
+	// Start and End bound the addresses (same family).
+	Start, End netip.Addr
 }
 
 // TS is the TSi/TSr payload (§3.13).
 type TS struct {
-	Responder bool // TSr rather than TSi
+	// Responder marks TSr rather than TSi.
+	Responder bool
+	// Selectors are the traffic selectors (at least one).
 	Selectors []TrafficSelector
 }
 
@@ -364,7 +398,9 @@ func (t *TS) body(b []byte) []byte {
 // type of the first inner payload, Data the IV, ciphertext and ICV.
 // Parse leaves it encrypted; Endpoint decrypts it.
 type Encrypted struct {
+	// Next is the type of the first inner payload.
 	Next PayloadType
+	// Data is the IV, ciphertext and ICV.
 	Data []byte
 	// Offset is the offset of the SK payload's generic header in the
 	// message (the end of the associated data).

@@ -44,21 +44,31 @@ const attrKeyLength = 14
 // Transform is one transform of a proposal; KeyLen is the Key Length
 // attribute in bits (0: absent).
 type Transform struct {
-	Type   TransformType
-	ID     uint16
+	// Type is the transform type.
+	Type TransformType
+	// ID is the transform ID.
+	ID uint16
+	// KeyLen is the Key Length attribute in bits (0: absent).
 	KeyLen uint16
 }
 
 // Proposal is one proposal of an SA payload.
 type Proposal struct {
-	Num        uint8
-	Protocol   Protocol
-	SPI        []byte
+	// Num is the proposal number (from 1).
+	Num uint8
+	// Protocol is ProtoIKE or ProtoESP.
+	Protocol Protocol
+	// SPI is the sender's SPI (none in IKE_SA_INIT, 4 bytes for ESP).
+	SPI []byte
+	// Transforms are the transforms offered (or the one chosen per type).
 	Transforms []Transform
 }
 
 // SA is the SA payload (§3.3).
-type SA struct{ Proposals []Proposal }
+type SA struct {
+	// Proposals are the proposals in order of preference.
+	Proposals []Proposal
+}
 
 // Type implements Payload.
 func (*SA) Type() PayloadType { return PayloadSA }
