@@ -1314,3 +1314,19 @@ func (s *IKESA) childDown(c *ChildSA) func() {
 		wipeChild(c)
 	}
 }
+
+// String describes the IKE SA without key material (fmt would otherwise
+// print its unexported fields, keys included).
+func (s *IKESA) String() string {
+	role := "responder"
+	if s.initiator {
+		role = "initiator"
+	}
+	return fmt.Sprintf("IKE SA %016x_i %016x_r (%s)", s.spiI, s.spiR, role)
+}
+
+// Format implements fmt.Formatter with String for every verb.
+func (s *IKESA) Format(f fmt.State, _ rune) { fmt.Fprint(f, s.String()) }
+
+// LogValue implements slog.LogValuer without key material.
+func (s *IKESA) LogValue() slog.Value { return slog.StringValue(s.String()) }

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -535,5 +537,32 @@ func TestCorruptionProperty(t *testing.T) {
 	t.Logf("%d established, %d failed", ok, failed)
 	if ok == 0 {
 		t.Fatal("no exchange survived a single corrupted datagram")
+	}
+}
+
+// The IKE SA and child SA never print key material, whatever the verb.
+func TestNoKeysPrinted(t *testing.T) {
+	i, r := pair(t, Config{}, Config{})
+	ike, err := i.ep.Initiate(context.Background(), port(r.conn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := recv(t, i.children)
+	ike.e.mu.Lock()
+	secrets := [][]byte{ike.keys.d, ike.keys.ei, ike.keys.er, ike.keys.pi, ike.keys.pr, c.In.Key, c.Out.Key}
+	ike.e.mu.Unlock()
+	var out bytes.Buffer
+	for _, v := range []any{ike, c, *c} {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+			fmt.Fprintf(&out, verb+"\n", v)
+		}
+	}
+	slog.New(slog.NewJSONHandler(&out, nil)).Info("x", "ike", ike, "child", c)
+	for _, k := range secrets {
+		for _, enc := range []string{fmt.Sprintf("%x", k), fmt.Sprint(k), string(k)} {
+			if strings.Contains(out.String(), enc) {
+				t.Fatalf("key material printed: %s", out.String())
+			}
+		}
 	}
 }
