@@ -1,0 +1,1332 @@
+package ike
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/sa"
+)
+
+// Identity is an IKE identity (ID payload contents).
+type Identity struct {
+	// Type is the identification type.
+	Type IDType
+	// Data is the identification data (FQDN text, address bytes...).
+	Data []byte
+}
+
+// FQDN returns an ID_FQDN identity.
+func FQDN(name string) Identity { return Identity{Type: IDFQDN, Data: []byte(name)} }
+
+// AddrID returns an ID_IPV4_ADDR or ID_IPV6_ADDR identity.
+func AddrID(a netip.Addr) Identity {
+	if a.Is4() {
+		return Identity{Type: IDIPv4, Data: a.AsSlice()}
+	}
+	return Identity{Type: IDIPv6, Data: a.AsSlice()}
+}
+
+// String formats the identity for logs.
+func (i Identity) String() string {
+	switch i.Type {
+	case IDIPv4, IDIPv6:
+		a, _ := netip.AddrFromSlice(i.Data)
+		return a.String()
+	case IDFQDN, IDEmail:
+		return string(i.Data)
+	}
+	return fmt.Sprintf("id-type-%d(%x)", i.Type, i.Data)
+}
+
+// Config configures an Endpoint. One Config describes one peer
+// relationship: the Endpoint initiates with it and accepts initiators
+// that authenticate with the same PSK and RemoteID.
+type Config struct {
+	// PSK is the pre-shared key (required, at least 16 bytes).
+	PSK []byte
+	// LocalID is our identity; RemoteID, when set, is the identity the
+	// peer must present.
+	LocalID, RemoteID Identity
+	// IKEProposals in ParseIKEProposal notation; default
+	// "aes128gcm16-prfsha256-x25519".
+	IKEProposals []string
+	// ESPTransforms are esp.ParseTransform names; default aes128gcm16.
+	ESPTransforms []string
+	// ESN: "no" (default), "yes" or "both" (offer or accept either).
+	ESN string
+	// LocalTS and RemoteTS are our protected networks and the peer's.
+	// The responder narrows the initiator's selectors to these.
+	LocalTS, RemoteTS []TrafficSelector
+	// SAD, when set, allocates inbound child SPIs (SAD.AllocSPI).
+	SAD *sa.SAD
+	// OnChild is called (from the Endpoint's goroutine, without locks
+	// held) when a child SA is established; it typically installs
+	// sa.New(c.In) and sa.New(c.Out) with SAD.AddChild.
+	OnChild func(c *ChildSA)
+	// OnChildDown is called when a child SA is deleted (by either side).
+	OnChildDown func(c *ChildSA)
+	// OnESP receives the non-IKE packets (ESP, without the marker) read
+	// from the NAT-T socket.
+	OnESP func(pkt []byte, from netip.AddrPort)
+	// ForceEncap makes the peer believe we are behind a NAT (a random
+	// NAT_DETECTION_SOURCE_IP), so both use UDP encapsulation on the
+	// NAT-T port.
+	ForceEncap bool
+	// PeerNATTPort is the peer's NAT-T port for an initiator that
+	// switches to it (default 4500).
+	PeerNATTPort uint16
+	// Retransmit is the first retransmission timeout (default 500ms),
+	// doubled on every try.
+	Retransmit time.Duration
+	// Retries is the number of retransmissions before the exchange
+	// fails with ErrTimeout (default 5).
+	Retries int
+	// Logger receives events; never key material. Default slog.Default.
+	Logger *slog.Logger
+}
+
+// ChildSA is a negotiated child SA: the two sa.Configs to install.
+type ChildSA struct {
+	// ID groups In and Out (sa.Config.Child).
+	ID sa.ChildID
+	// In and Out are the inbound and outbound SAs' configs. In.Selectors
+	// holds the negotiated traffic selectors (source: the peer's side).
+	In, Out sa.Config
+	// LocalTS and RemoteTS are the negotiated traffic selectors.
+	LocalTS, RemoteTS []TrafficSelector
+	// Transform is the ESP transform name (esp.ParseTransform).
+	Transform string
+	// ESN tells whether extended sequence numbers were negotiated.
+	ESN bool
+	// IKE is the IKE SA the child belongs to.
+	IKE *IKESA
+}
+
+// Stats counts the Endpoint's messages.
+type Stats struct {
+	// Received, Sent and Retransmits count IKE datagrams (a
+	// retransmission counts in Sent too).
+	Received, Sent, Retransmits uint64
+	// Malformed counts datagrams refused by the parser or the SK check.
+	Malformed uint64
+	// Dropped counts well-formed messages that matched no IKE SA or
+	// exchange (unknown SPI, unexpected message ID).
+	Dropped uint64
+	// AuthFailed counts failed authentications (either side).
+	AuthFailed uint64
+}
+
+// Endpoint runs IKEv2 on a UDP socket (port 500) and optionally a NAT-T
+// socket (port 4500, non-ESP marker).
+type Endpoint struct {
+	cfg      Config
+	ikeProps []Proposal
+	espProp  Proposal
+	log      *slog.Logger
+	conn     net.PacketConn
+	natt     net.PacketConn
+
+	mu     sync.Mutex
+	sas    map[uint64]*IKESA // by our SPI
+	closed bool
+
+	received, sent, retransmits, malformed, dropped, authFailed atomic.Uint64
+	wg                                                          sync.WaitGroup
+}
+
+var childIDs atomic.Uint64
+
+// NewEndpoint checks cfg and returns an Endpoint on conn (IKE, port
+// 500) and natt (NAT-T, port 4500; may be nil). Call Serve to read.
+func NewEndpoint(cfg Config, conn, natt net.PacketConn) (*Endpoint, error) {
+	if len(cfg.PSK) < 16 {
+		return nil, errf(ErrConfig, "PSK shorter than 16 bytes")
+	}
+	if conn == nil {
+		return nil, errf(ErrConfig, "no socket")
+	}
+	if len(cfg.IKEProposals) == 0 {
+		cfg.IKEProposals = []string{"aes128gcm16-prfsha256-x25519"}
+	}
+	if len(cfg.ESPTransforms) == 0 {
+		cfg.ESPTransforms = []string{"aes128gcm16"}
+	}
+	if len(cfg.LocalTS) == 0 || len(cfg.RemoteTS) == 0 {
+		return nil, errf(ErrConfig, "LocalTS and RemoteTS are required")
+	}
+	if cfg.LocalID.Type == 0 {
+		return nil, errf(ErrConfig, "LocalID is required")
+	}
+	if cfg.Retransmit <= 0 {
+		cfg.Retransmit = 500 * time.Millisecond
+	}
+	if cfg.Retries <= 0 {
+		cfg.Retries = 5
+	}
+	if cfg.PeerNATTPort == 0 {
+		cfg.PeerNATTPort = 4500
+	}
+	e := &Endpoint{cfg: cfg, conn: conn, natt: natt, sas: map[uint64]*IKESA{}, log: cfg.Logger}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	for i, s := range cfg.IKEProposals {
+		p, err := ParseIKEProposal(s)
+		if err != nil {
+			return nil, err
+		}
+		p.Num = uint8(i + 1)
+		e.ikeProps = append(e.ikeProps, p)
+	}
+	var err error
+	if e.espProp, err = ESPProposal(cfg.ESPTransforms, cfg.ESN); err != nil {
+		return nil, err
+	}
+	e.espProp.Num = 1
+	return e, nil
+}
+
+// Stats returns the counters.
+func (e *Endpoint) Stats() Stats {
+	return Stats{Received: e.received.Load(), Sent: e.sent.Load(), Retransmits: e.retransmits.Load(),
+		Malformed: e.malformed.Load(), Dropped: e.dropped.Load(), AuthFailed: e.authFailed.Load()}
+}
+
+// Serve reads both sockets until they are closed (Close); it returns
+// after the read loops ended.
+func (e *Endpoint) Serve() {
+	e.wg.Add(1)
+	go e.readLoop(e.conn, false)
+	if e.natt != nil {
+		e.wg.Add(1)
+		go e.readLoop(e.natt, true)
+	}
+	e.wg.Wait()
+}
+
+// Close closes the sockets and stops all timers; Serve returns.
+func (e *Endpoint) Close() error {
+	e.mu.Lock()
+	e.closed = true
+	for _, s := range e.sas {
+		s.stopLocked(ErrClosed)
+		if s.expiry != nil {
+			s.expiry.Stop()
+		}
+	}
+	e.mu.Unlock()
+	err := e.conn.Close()
+	if e.natt != nil {
+		e.natt.Close()
+	}
+	return err
+}
+
+func (e *Endpoint) readLoop(c net.PacketConn, natt bool) {
+	defer e.wg.Done()
+	buf := make([]byte, MaxMessageLen)
+	for {
+		n, addr, err := c.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		ua, ok := addr.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
+		from := ua.AddrPort()
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		e.HandlePacket(buf[:n], from, natt)
+	}
+}
+
+// HandlePacket processes one datagram received from 'from'; natt tells
+// it came from the NAT-T socket (where IKE follows a 4-byte zero
+// non-ESP marker, a 0xff byte is a keepalive and anything else is ESP
+// for Config.OnESP). Embedders that read the sockets themselves call
+// it instead of Serve. pkt is not retained.
+func (e *Endpoint) HandlePacket(pkt []byte, from netip.AddrPort, natt bool) {
+	if natt {
+		switch {
+		case len(pkt) == 1 && pkt[0] == 0xff:
+			return
+		case len(pkt) >= 4 && binary.BigEndian.Uint32(pkt) == 0:
+			pkt = pkt[4:]
+		default:
+			if e.cfg.OnESP != nil {
+				e.cfg.OnESP(pkt, from)
+			}
+			return
+		}
+	}
+	e.received.Add(1)
+	m, err := Parse(pkt)
+	if err != nil {
+		e.malformed.Add(1)
+		e.log.Debug("ike: malformed message refused", "from", from, "err", err)
+		return
+	}
+	raw := clone(pkt)
+	var after []func()
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	if m.Exchange == IKESAInit && !m.Response() {
+		after = e.responderInit(m, raw, from, natt)
+	} else {
+		s := e.lookup(m)
+		if s == nil {
+			e.dropped.Add(1)
+			e.log.Debug("ike: message for an unknown IKE SA", "from", from, "exchange", m.Exchange)
+		} else {
+			after = s.handle(m, raw, from, natt)
+		}
+	}
+	e.mu.Unlock()
+	for _, f := range after {
+		f()
+	}
+}
+
+func (e *Endpoint) lookup(m *Message) *IKESA {
+	// Messages from the original initiator carry the I flag: then we are
+	// the responder and our SPI is SPIr; otherwise it is SPIi.
+	our := m.SPIr
+	if !m.Initiator() {
+		our = m.SPIi
+	}
+	s := e.sas[our]
+	if s == nil || s.initiator == m.Initiator() {
+		return nil
+	}
+	if s.initiator && s.state != stateInitSent && m.SPIr != s.spiR {
+		return nil
+	}
+	if !s.initiator && m.SPIi != s.spiI {
+		return nil
+	}
+	return s
+}
+
+func (e *Endpoint) newSPI() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:])
+		v := binary.BigEndian.Uint64(b[:])
+		if _, dup := e.sas[v]; v != 0 && !dup {
+			return v
+		}
+	}
+}
+
+func (e *Endpoint) localAddr(natt bool) netip.AddrPort {
+	c := e.conn
+	if natt && e.natt != nil {
+		c = e.natt
+	}
+	if ua, ok := c.LocalAddr().(*net.UDPAddr); ok {
+		ap := ua.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return netip.AddrPort{}
+}
+
+func (e *Endpoint) send(b []byte, to netip.AddrPort, natt bool) {
+	c := e.conn
+	if natt && e.natt != nil {
+		c = e.natt
+		b = append([]byte{0, 0, 0, 0}, b...)
+	}
+	e.sent.Add(1)
+	if _, err := c.WriteTo(b, net.UDPAddrFromAddrPort(to)); err != nil {
+		e.log.Debug("ike: send failed", "to", to, "err", err)
+	}
+}
+
+// IKE SA states.
+const (
+	stateInitSent = iota + 1
+	stateAuthSent
+	stateInitDone // responder: IKE_SA_INIT answered, waiting for IKE_AUTH
+	stateEstablished
+	stateDead
+)
+
+// IKESA is one IKE SA and its child SA.
+type IKESA struct {
+	e          *Endpoint
+	initiator  bool
+	spiI, spiR uint64
+	remote     netip.AddrPort
+	natt       bool // the IKE SA moved to the NAT-T port
+	nat        bool // a NAT was detected (or forced): child SAs use UDP encapsulation
+	state      int
+	suite      suite
+	keys       *keys
+	dh         *dhKey
+	ni, nr     []byte
+	initReq    []byte // IKE_SA_INIT request as sent
+	initResp   []byte
+	chosenIKE  Proposal
+	group      DHGroup
+
+	nextReq  uint32 // message ID of our next request
+	expect   uint32 // message ID of the peer's next request
+	lastResp []byte // our last response (for retransmitted requests)
+
+	pending  *request
+	children []*ChildSA // oldest first; two during a rekey
+	childSP  []byte     // our inbound SPI of the first child (4 bytes)
+	done     chan error
+	err      error
+	expiry   *time.Timer // responder: removes a half-open SA
+}
+
+type request struct {
+	id      uint32
+	msg     []byte
+	tries   int
+	timer   *time.Timer
+	onReply func(m *Message, raw []byte, from netip.AddrPort, natt bool) []func()
+	result  chan error
+}
+
+// Remote is the peer's current address and port.
+func (s *IKESA) Remote() netip.AddrPort {
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	return s.remote
+}
+
+// Child returns the established child SA, or nil.
+func (s *IKESA) Child() *ChildSA {
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	if len(s.children) == 0 {
+		return nil
+	}
+	return s.children[len(s.children)-1]
+}
+
+// Established reports whether IKE_AUTH completed and the SA was not
+// deleted.
+func (s *IKESA) Established() bool {
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	return s.state == stateEstablished
+}
+
+// ourSPI is our SPI of the IKE SA.
+func (s *IKESA) ourSPI() uint64 {
+	if s.initiator {
+		return s.spiI
+	}
+	return s.spiR
+}
+
+func (s *IKESA) header(x ExchangeType, id uint32, response bool) Header {
+	h := Header{SPIi: s.spiI, SPIr: s.spiR, Exchange: x, MsgID: id}
+	if s.initiator {
+		h.Flags |= FlagInitiator
+	}
+	if response {
+		h.Flags |= FlagResponse
+	}
+	return h
+}
+
+// outKeys are the keys for messages we send.
+func (s *IKESA) outKeys() (ke, ka []byte) {
+	if s.initiator {
+		return s.keys.ei, s.keys.ai
+	}
+	return s.keys.er, s.keys.ar
+}
+
+func (s *IKESA) inKeys() (ke, ka []byte) {
+	if s.initiator {
+		return s.keys.er, s.keys.ar
+	}
+	return s.keys.ei, s.keys.ai
+}
+
+func (s *IKESA) seal(h Header, ps []Payload) ([]byte, error) {
+	ke, ka := s.outKeys()
+	return sealSK(s.suite, ke, ka, h, ps)
+}
+
+// open decrypts m's SK payload in place (m.Payloads becomes the inner
+// payloads).
+func (s *IKESA) open(m *Message, raw []byte) error {
+	if len(m.Payloads) != 1 {
+		return errf(ErrMalformed, "exchange %d message with %d payloads, want only SK", m.Exchange, len(m.Payloads))
+	}
+	enc, ok := m.Payloads[0].(*Encrypted)
+	if !ok {
+		return errf(ErrMalformed, "exchange %d message not encrypted", m.Exchange)
+	}
+	ke, ka := s.inKeys()
+	inner, err := openSK(s.suite, ke, ka, raw, enc)
+	if err != nil {
+		return err
+	}
+	for _, p := range inner {
+		if p.Type() == PayloadSK {
+			return errf(ErrMalformed, "nested SK payload")
+		}
+	}
+	m.Payloads, m.Encrypted = inner, true
+	return nil
+}
+
+// startRequest sends a request and arms retransmission. Called with
+// e.mu held.
+func (s *IKESA) startRequest(msg []byte, onReply func(*Message, []byte, netip.AddrPort, bool) []func()) *request {
+	r := &request{id: s.nextReq, msg: msg, onReply: onReply, result: make(chan error, 1)}
+	s.nextReq++
+	s.pending = r
+	s.e.send(msg, s.remote, s.natt)
+	s.arm(r)
+	return r
+}
+
+func (s *IKESA) arm(r *request) {
+	d := s.e.cfg.Retransmit << r.tries
+	r.timer = time.AfterFunc(d, func() {
+		e := s.e
+		e.mu.Lock()
+		if s.pending != r || e.closed {
+			e.mu.Unlock()
+			return
+		}
+		if r.tries >= e.cfg.Retries {
+			e.log.Warn("ike: peer does not answer", "peer", s.remote, "message_id", r.id)
+			after := s.finish(errf(ErrTimeout, "message ID %d after %d retransmissions", r.id, r.tries))
+			e.mu.Unlock()
+			for _, f := range after {
+				f()
+			}
+			return
+		}
+		defer e.mu.Unlock()
+		r.tries++
+		e.retransmits.Add(1)
+		e.send(r.msg, s.remote, s.natt)
+		s.arm(r)
+	})
+}
+
+// stopLocked ends the SA's pending request with err.
+func (s *IKESA) stopLocked(err error) {
+	if r := s.pending; r != nil {
+		r.timer.Stop()
+		s.pending = nil
+		r.result <- err
+	}
+}
+
+// dieLocked removes the SA; the child is reported down by the caller's
+// after-functions (returned).
+func (s *IKESA) dieLocked(err error) []func() {
+	s.stopLocked(err)
+	if s.state == stateDead {
+		return nil
+	}
+	s.state = stateDead
+	s.err = err
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	delete(s.e.sas, s.ourSPI())
+	if s.keys != nil {
+		s.keys.wipe()
+	}
+	var after []func()
+	for _, c := range s.children {
+		if f := s.e.cfg.OnChildDown; f != nil {
+			after = append(after, func() { f(c); wipeChild(c) })
+		} else {
+			wipeChild(c)
+		}
+	}
+	if s.e.cfg.SAD != nil && s.childSP != nil && len(s.children) == 0 {
+		s.e.cfg.SAD.ReleaseSPI(binary.BigEndian.Uint32(s.childSP))
+	}
+	s.children = nil
+	return after
+}
+
+func wipeChild(c *ChildSA) {
+	clear(c.In.Key)
+	clear(c.In.AuthKey)
+	clear(c.Out.Key)
+	clear(c.Out.AuthKey)
+}
+
+// handle processes a message for this SA (e.mu held).
+func (s *IKESA) handle(m *Message, raw []byte, from netip.AddrPort, natt bool) []func() {
+	if m.Response() {
+		r := s.pending
+		if r == nil || m.MsgID != r.id {
+			s.e.dropped.Add(1)
+			return nil
+		}
+		if m.Exchange != IKESAInit {
+			if err := s.open(m, raw); err != nil {
+				s.e.malformed.Add(1)
+				s.e.log.Debug("ike: response refused", "peer", from, "err", err)
+				return nil
+			}
+		}
+		r.timer.Stop()
+		s.pending = nil
+		return r.onReply(m, raw, from, natt)
+	}
+	// A request from the peer.
+	if s.state == stateInitSent || s.keys == nil {
+		s.e.dropped.Add(1)
+		return nil
+	}
+	if m.MsgID+1 == s.expect && s.lastResp != nil {
+		if err := s.open(m, raw); err == nil {
+			s.e.send(s.lastResp, from, natt)
+		}
+		return nil
+	}
+	if m.MsgID != s.expect {
+		s.e.dropped.Add(1)
+		return nil
+	}
+	if err := s.open(m, raw); err != nil {
+		s.e.malformed.Add(1)
+		s.e.log.Debug("ike: request refused", "peer", from, "err", err)
+		return nil
+	}
+	if s.nat || natt {
+		// RFC 7296 §2.23: follow the peer's address of authenticated
+		// requests behind a NAT.
+		s.remote, s.natt = from, natt
+	}
+	switch {
+	case m.Exchange == IKEAuth && !s.initiator && s.state == stateInitDone:
+		return s.responderAuth(m, from, natt)
+	case m.Exchange == Informational && s.state == stateEstablished:
+		return s.informational(m)
+	case m.Exchange == CreateChildSA && s.state == stateEstablished:
+		return s.respondCreateChild(m)
+	}
+	s.e.dropped.Add(1)
+	return nil
+}
+
+// respond seals and sends a response to m and caches it.
+func (s *IKESA) respond(m *Message, ps []Payload) {
+	b, err := s.seal(s.header(m.Exchange, m.MsgID, true), ps)
+	if err != nil {
+		s.e.log.Error("ike: cannot build response", "err", err)
+		return
+	}
+	s.expect = m.MsgID + 1
+	s.lastResp = b
+	s.e.send(b, s.remote, s.natt)
+}
+
+func (s *IKESA) informational(m *Message) []func() {
+	var reply []Payload
+	var after []func()
+	deleteIKE := false
+	for _, p := range m.Payloads {
+		d, ok := p.(*Delete)
+		if !ok {
+			continue
+		}
+		switch d.Proto {
+		case ProtoIKE:
+			deleteIKE = true
+		case ProtoESP:
+			for _, spi := range d.SPIs {
+				c := s.removeChild(spi)
+				if c == nil {
+					continue
+				}
+				reply = append(reply, &Delete{Proto: ProtoESP, SPISize: 4, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, c.In.SPI)}})
+				s.e.log.Info("ike: child SA deleted by peer", "peer", s.remote, "child", c.ID)
+				after = append(after, s.childDown(c))
+			}
+		}
+	}
+	if deleteIKE {
+		s.respond(m, nil)
+		s.e.log.Info("ike: IKE SA deleted by peer", "peer", s.remote)
+		return append(after, s.dieLocked(ErrClosed)...)
+	}
+	s.respond(m, reply)
+	return after
+}
+
+// Initiate negotiates an IKE SA and its child SA with the peer at
+// remote (port 500, or the IKE port of the peer) and returns once
+// IKE_AUTH completed or failed. The child SA is reported to
+// Config.OnChild before Initiate returns.
+func (e *Endpoint) Initiate(ctx context.Context, remote netip.AddrPort) (*IKESA, error) {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, ErrClosed
+	}
+	s := &IKESA{e: e, initiator: true, remote: remote, done: make(chan error, 1)}
+	s.spiI = e.newSPI()
+	e.sas[s.spiI] = s
+	d, _ := e.ikeProps[0].get(TransformDH)
+	s.group = DHGroup(d.ID)
+	err := s.sendInit(nil)
+	e.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case err = <-s.done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		e.mu.Lock()
+		after := s.dieLocked(err)
+		e.mu.Unlock()
+		for _, f := range after {
+			f()
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *IKESA) finish(err error) []func() {
+	var after []func()
+	if err != nil {
+		after = s.dieLocked(err)
+	}
+	select {
+	case s.done <- err:
+	default:
+	}
+	return after
+}
+
+func natHash(spiI, spiR uint64, ap netip.AddrPort) []byte {
+	h := sha1.New()
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:], spiI)
+	binary.BigEndian.PutUint64(b[8:], spiR)
+	h.Write(b[:])
+	h.Write(ap.Addr().AsSlice())
+	h.Write(binary.BigEndian.AppendUint16(nil, ap.Port()))
+	return h.Sum(nil)
+}
+
+func (s *IKESA) natNotifies(local netip.AddrPort) []Payload {
+	src := natHash(s.spiI, s.spiR, local)
+	if s.e.cfg.ForceEncap {
+		src = make([]byte, 20)
+		rand.Read(src)
+	}
+	return []Payload{
+		&Notify{NotifyType: NATDetectionSourceIP, Data: src},
+		&Notify{NotifyType: NATDetectionDestinationIP, Data: natHash(s.spiI, s.spiR, s.remote)},
+	}
+}
+
+// detectNAT evaluates the peer's NAT-D notifies (RFC 7296 §2.23).
+func (s *IKESA) detectNAT(m *Message, from netip.AddrPort, natt bool) {
+	local := s.e.localAddr(natt)
+	var srcOK, dstOK, any bool
+	for _, n := range m.Notifies() {
+		switch n.NotifyType {
+		case NATDetectionSourceIP:
+			any = true
+			srcOK = srcOK || string(n.Data) == string(natHash(m.SPIi, m.SPIr, from))
+		case NATDetectionDestinationIP:
+			any = true
+			dstOK = dstOK || string(n.Data) == string(natHash(m.SPIi, m.SPIr, local))
+		}
+	}
+	s.nat = s.e.cfg.ForceEncap || (any && (!srcOK || !dstOK))
+}
+
+func newNonce() []byte {
+	n := make([]byte, 32)
+	rand.Read(n)
+	return n
+}
+
+func (s *IKESA) sendInit(cookie *Notify) error {
+	var err error
+	if s.dh, err = newDH(s.group); err != nil {
+		return err
+	}
+	if s.ni == nil {
+		s.ni = newNonce()
+	}
+	var ps []Payload
+	if cookie != nil {
+		ps = append(ps, cookie)
+	}
+	ps = append(ps, &SA{Proposals: s.e.ikeProps}, &KE{Group: s.group, Data: s.dh.pub}, &Nonce{Data: s.ni})
+	ps = append(ps, s.natNotifies(s.e.localAddr(false))...)
+	m := &Message{Header: s.header(IKESAInit, 0, false), Payloads: ps}
+	s.nextReq = 0
+	s.initReq = m.Marshal()
+	s.state = stateInitSent
+	s.startRequest(s.initReq, s.onInitResponse)
+	return nil
+}
+
+func (s *IKESA) onInitResponse(m *Message, raw []byte, from netip.AddrPort, natt bool) []func() {
+	e := s.e
+	if n := m.Notify(InvalidKEPayload); n != nil && len(n.Data) == 2 {
+		g := DHGroup(binary.BigEndian.Uint16(n.Data))
+		offered := false
+		for _, p := range e.ikeProps {
+			for _, t := range p.Transforms {
+				offered = offered || (t.Type == TransformDH && DHGroup(t.ID) == g)
+			}
+		}
+		if offered && g != s.group {
+			e.log.Info("ike: peer asks for another DH group", "peer", from, "group", g)
+			s.group = g
+			if err := s.sendInit(nil); err != nil {
+				return s.finish(err)
+			}
+			return nil
+		}
+	}
+	if n := m.Notify(Cookie); n != nil {
+		return s.finish(errf(ErrUnsupported, "peer demands a COOKIE (not implemented)"))
+	}
+	for _, n := range m.Notifies() {
+		if n.NotifyType.IsError() {
+			return s.finish(notifyErr(n.NotifyType))
+		}
+	}
+	sap, _ := m.Get(PayloadSA).(*SA)
+	ke, _ := m.Get(PayloadKE).(*KE)
+	nr, _ := m.Get(PayloadNonce).(*Nonce)
+	if sap == nil || ke == nil || nr == nil || len(sap.Proposals) != 1 || m.SPIr == 0 {
+		e.malformed.Add(1)
+		return s.finish(errf(ErrMalformed, "IKE_SA_INIT response lacks SA, KE or Nr"))
+	}
+	chosen := sap.Proposals[0]
+	if !acceptable(e.ikeProps, chosen) {
+		return s.finish(errf(ErrNoProposalChosen, "responder chose a proposal we did not offer"))
+	}
+	var err error
+	if s.suite, err = suiteFor(chosen); err != nil {
+		return s.finish(err)
+	}
+	if s.suite.dh != s.group || ke.Group != s.group {
+		return s.finish(errf(ErrMalformed, "responder's KE group %d does not match", ke.Group))
+	}
+	gir, err := s.dh.shared(ke.Data)
+	if err != nil {
+		return s.finish(err)
+	}
+	s.spiR = m.SPIr
+	s.nr = nr.Data
+	s.initResp = raw
+	s.keys = deriveKeys(s.suite, s.ni, s.nr, gir, s.spiI, s.spiR)
+	clear(gir)
+	s.chosenIKE = chosen
+	s.detectNAT(m, from, natt)
+	if s.nat && e.natt != nil && !natt {
+		s.natt = true
+		s.remote = netip.AddrPortFrom(s.remote.Addr(), e.cfg.PeerNATTPort)
+	}
+	e.log.Debug("ike: IKE_SA_INIT done", "peer", s.remote, "nat", s.nat)
+	return s.sendAuth()
+}
+
+func (s *IKESA) idPayload(responder bool) *ID {
+	return &ID{Responder: responder, IDType: s.e.cfg.LocalID.Type, Data: s.e.cfg.LocalID.Data}
+}
+
+func idBody(id *ID) []byte { return id.body(nil) }
+
+func (s *IKESA) allocChildSPI() ([]byte, error) {
+	var spi uint32
+	if d := s.e.cfg.SAD; d != nil {
+		var err error
+		if spi, err = d.AllocSPI(256, 0xffffffff, time.Minute); err != nil {
+			return nil, err
+		}
+	} else {
+		var b [4]byte
+		for spi < 256 {
+			rand.Read(b[:])
+			spi = binary.BigEndian.Uint32(b[:])
+		}
+	}
+	return binary.BigEndian.AppendUint32(nil, spi), nil
+}
+
+func (s *IKESA) sendAuth() []func() {
+	e := s.e
+	spi, err := s.allocChildSPI()
+	if err != nil {
+		return s.finish(err)
+	}
+	s.childSP = spi
+	id := s.idPayload(false)
+	auth := pskAuth(s.suite.prf, e.cfg.PSK, s.initReq, s.nr, s.keys.pi, idBody(id))
+	prop := e.espProp
+	prop.SPI = spi
+	ps := []Payload{id}
+	if e.cfg.RemoteID.Type != 0 {
+		ps = append(ps, &ID{Responder: true, IDType: e.cfg.RemoteID.Type, Data: e.cfg.RemoteID.Data})
+	}
+	ps = append(ps, &Auth{Method: AuthPSK, Data: auth},
+		&SA{Proposals: []Proposal{prop}},
+		&TS{Selectors: e.cfg.LocalTS}, &TS{Responder: true, Selectors: e.cfg.RemoteTS},
+		&Notify{NotifyType: InitialContact})
+	b, err := s.seal(s.header(IKEAuth, 1, false), ps)
+	if err != nil {
+		return s.finish(err)
+	}
+	s.state = stateAuthSent
+	s.startRequest(b, s.onAuthResponse)
+	return nil
+}
+
+func notifyErr(t NotifyType) error {
+	switch t {
+	case NoProposalChosen:
+		return errf(ErrNoProposalChosen, "peer sent NO_PROPOSAL_CHOSEN")
+	case AuthenticationFailed:
+		return errf(ErrAuthenticationFailed, "peer sent AUTHENTICATION_FAILED")
+	case TSUnacceptable:
+		return errf(ErrTSUnacceptable, "peer sent TS_UNACCEPTABLE")
+	}
+	return errf(ErrPeerError, "notify type %d", t)
+}
+
+func (s *IKESA) onAuthResponse(m *Message, raw []byte, from netip.AddrPort, natt bool) []func() {
+	e := s.e
+	if s.nat || natt {
+		s.remote, s.natt = from, natt
+	}
+	if n := m.Notify(AuthenticationFailed); n != nil {
+		e.authFailed.Add(1)
+		e.log.Warn("ike: peer refused our authentication (AUTHENTICATION_FAILED): check the PSK and identities", "peer", from)
+		return s.finish(notifyErr(n.NotifyType))
+	}
+	idr, _ := m.Get(PayloadIDr).(*ID)
+	auth, _ := m.Get(PayloadAUTH).(*Auth)
+	if idr == nil || auth == nil {
+		for _, n := range m.Notifies() {
+			if n.NotifyType.IsError() {
+				return s.finish(notifyErr(n.NotifyType))
+			}
+		}
+		return s.finish(errf(ErrMalformed, "IKE_AUTH response lacks IDr or AUTH"))
+	}
+	want := pskAuth(s.suite.prf, e.cfg.PSK, s.initResp, s.ni, s.keys.pr, idBody(idr))
+	if auth.Method != AuthPSK || !hmacEqual(want, auth.Data) || !s.idOK(idr) {
+		e.authFailed.Add(1)
+		e.log.Warn("ike: responder authentication failed (wrong PSK or identity)", "peer", from, "id", Identity{idr.IDType, idr.Data})
+		return s.finish(errf(ErrAuthenticationFailed, "responder's AUTH does not verify"))
+	}
+	for _, n := range m.Notifies() {
+		if n.NotifyType.IsError() {
+			// The IKE SA is up but the child failed; we keep one
+			// child per IKE SA, so the whole thing failed.
+			return s.finish(notifyErr(n.NotifyType))
+		}
+	}
+	sap, _ := m.Get(PayloadSA).(*SA)
+	tsi, _ := m.Get(PayloadTSi).(*TS)
+	tsr, _ := m.Get(PayloadTSr).(*TS)
+	if sap == nil || tsi == nil || tsr == nil || len(sap.Proposals) != 1 {
+		return s.finish(errf(ErrMalformed, "IKE_AUTH response lacks SA or TS"))
+	}
+	chosen := sap.Proposals[0]
+	if chosen.Protocol != ProtoESP || len(chosen.SPI) != 4 || !acceptable([]Proposal{e.espProp}, chosen) {
+		return s.finish(errf(ErrNoProposalChosen, "responder chose an ESP proposal we did not offer"))
+	}
+	if !within(tsi.Selectors, e.cfg.LocalTS) || !within(tsr.Selectors, e.cfg.RemoteTS) {
+		return s.finish(errf(ErrTSUnacceptable, "responder widened the traffic selectors"))
+	}
+	if m.Notify(UseTransportMode) != nil {
+		return s.finish(errf(ErrUnsupported, "transport mode"))
+	}
+	c, err := s.makeChild(chosen, s.childSP, s.ni, s.nr, true, tsi.Selectors, tsr.Selectors)
+	if err != nil {
+		return s.finish(err)
+	}
+	s.state = stateEstablished
+	s.children = append(s.children, c)
+	e.log.Info("ike: IKE SA established", "peer", s.remote, "role", "initiator", "child", c.ID, "transform", c.Transform,
+		"spi_in", fmt.Sprintf("%08x", c.In.SPI), "spi_out", fmt.Sprintf("%08x", c.Out.SPI), "nat", s.nat)
+	var after []func()
+	if f := e.cfg.OnChild; f != nil {
+		after = append(after, func() { f(c) })
+	}
+	// Initiate returns after OnChild ran.
+	return append(after, func() {
+		select {
+		case s.done <- nil:
+		default:
+		}
+	})
+}
+
+func (s *IKESA) idOK(id *ID) bool {
+	r := s.e.cfg.RemoteID
+	return r.Type == 0 || (r.Type == id.IDType && string(r.Data) == string(id.Data))
+}
+
+func hmacEqual(a, b []byte) bool {
+	return len(a) == len(b) && subtleEq(a, b)
+}
+
+// makeChild derives KEYMAT = prf+(SK_d, Ni | Nr) (RFC 7296 §2.17) and
+// builds the sa.Configs. ni, nr, tsi and tsr are the nonces and
+// negotiated selectors of the exchange's initiator and responder; ini
+// tells whether we initiated the exchange (keys for the exchange
+// initiator's outbound direction come first). inSPI is our inbound SPI.
+func (s *IKESA) makeChild(chosen Proposal, inSPI, ni, nr []byte, ini bool, tsi, tsr []TrafficSelector) (*ChildSA, error) {
+	name, err := espFromIKE(chosen)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := esp.ParseTransform(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnsupported, err)
+	}
+	esn := false
+	if t, ok := chosen.get(TransformESN); ok {
+		esn = t.ID == ESNYes
+	}
+	n := 2 * (tr.KeyLen() + tr.AuthKeyLen())
+	km := s.suite.prf.plus(s.keys.d, append(append([]byte(nil), ni...), nr...), n)
+	take := func(l int) []byte {
+		if l == 0 {
+			return nil
+		}
+		b := km[:l:l]
+		km = km[l:]
+		return b
+	}
+	iEnc, iAuth := take(tr.KeyLen()), take(tr.AuthKeyLen())
+	rEnc, rAuth := take(tr.KeyLen()), take(tr.AuthKeyLen())
+	local, remote := tsi, tsr
+	outEnc, outAuth, inEnc, inAuth := iEnc, iAuth, rEnc, rAuth
+	if !ini {
+		local, remote = tsr, tsi
+		outEnc, outAuth, inEnc, inAuth = rEnc, rAuth, iEnc, iAuth
+	}
+	id := sa.ChildID(childIDs.Add(1))
+	localAddr := s.e.localAddr(s.natt).Addr()
+	base := sa.Config{
+		Mode: esp.Tunnel, Transform: tr, ESN: esn, Child: id,
+		Local: localAddr, Remote: s.remote.Addr(),
+	}
+	if s.nat {
+		base.UDPEncap = true
+		base.LocalPort = s.e.localAddr(true).Port()
+		base.RemotePort = s.remote.Port()
+	}
+	in, out := base, base
+	in.Direction, out.Direction = sa.In, sa.Out
+	in.FloatRemote = s.nat // NAT mappings may change (RFC 7296 §2.23)
+	in.SPI = binary.BigEndian.Uint32(inSPI)
+	out.SPI = binary.BigEndian.Uint32(chosen.SPI)
+	in.Key, in.AuthKey = inEnc, inAuth
+	out.Key, out.AuthKey = outEnc, outAuth
+	in.Selectors = saSelectors(remote, local)
+	out.Selectors = saSelectors(local, remote)
+	in.Name = fmt.Sprintf("ike-%d-in", id)
+	out.Name = fmt.Sprintf("ike-%d-out", id)
+	if out.SPI < 256 {
+		return nil, errf(ErrMalformed, "peer's ESP SPI %d is reserved", out.SPI)
+	}
+	return &ChildSA{ID: id, In: in, Out: out, LocalTS: local, RemoteTS: remote, Transform: tr.Name(), ESN: esn, IKE: s}, nil
+}
+
+// responderInit answers an IKE_SA_INIT request (e.mu held).
+func (e *Endpoint) responderInit(m *Message, raw []byte, from netip.AddrPort, natt bool) []func() {
+	if m.SPIr != 0 || m.MsgID != 0 {
+		e.dropped.Add(1)
+		return nil
+	}
+	// A retransmitted request: resend our response.
+	for _, s := range e.sas {
+		if !s.initiator && s.spiI == m.SPIi && s.remote == from && s.initResp != nil {
+			if string(s.initReq) == string(raw) {
+				e.send(s.initResp, from, natt)
+			}
+			return nil
+		}
+	}
+	sap, _ := m.Get(PayloadSA).(*SA)
+	ke, _ := m.Get(PayloadKE).(*KE)
+	ni, _ := m.Get(PayloadNonce).(*Nonce)
+	s := &IKESA{e: e, spiI: m.SPIi, remote: from, natt: natt}
+	reply := func(ps ...Payload) []func() {
+		h := s.header(IKESAInit, 0, true)
+		mm := &Message{Header: h, Payloads: ps}
+		e.send(mm.Marshal(), from, natt)
+		return nil
+	}
+	if sap == nil || ke == nil || ni == nil || m.SPIi == 0 {
+		e.malformed.Add(1)
+		return reply(&Notify{NotifyType: InvalidSyntax})
+	}
+	chosen, ok := choose(e.ikeProps, sap.Proposals)
+	if !ok {
+		e.log.Warn("ike: no acceptable IKE proposal", "peer", from)
+		return reply(&Notify{NotifyType: NoProposalChosen})
+	}
+	var err error
+	if s.suite, err = suiteFor(chosen); err != nil {
+		return reply(&Notify{NotifyType: NoProposalChosen})
+	}
+	if ke.Group != s.suite.dh {
+		return reply(&Notify{NotifyType: InvalidKEPayload, Data: binary.BigEndian.AppendUint16(nil, uint16(s.suite.dh))})
+	}
+	if s.dh, err = newDH(s.suite.dh); err != nil {
+		return reply(&Notify{NotifyType: NoProposalChosen})
+	}
+	gir, err := s.dh.shared(ke.Data)
+	if err != nil {
+		e.malformed.Add(1)
+		e.log.Warn("ike: invalid KE payload", "peer", from, "err", err)
+		return reply(&Notify{NotifyType: InvalidSyntax})
+	}
+	if len(e.sas) >= 4096 {
+		clear(gir)
+		return reply(&Notify{NotifyType: TemporaryFailure})
+	}
+	s.spiR = e.newSPI()
+	s.ni, s.nr = ni.Data, newNonce()
+	s.keys = deriveKeys(s.suite, s.ni, s.nr, gir, s.spiI, s.spiR)
+	clear(gir)
+	s.chosenIKE = chosen
+	s.detectNAT(m, from, natt)
+	ps := []Payload{&SA{Proposals: []Proposal{chosen}}, &KE{Group: s.suite.dh, Data: s.dh.pub}, &Nonce{Data: s.nr}}
+	ps = append(ps, s.natNotifies(e.localAddr(natt))...)
+	mm := &Message{Header: s.header(IKESAInit, 0, true), Payloads: ps}
+	s.initReq = raw
+	s.initResp = mm.Marshal()
+	s.state = stateInitDone
+	s.expect = 1
+	e.sas[s.spiR] = s
+	// Half-open SAs that never complete are removed.
+	s.expiry = time.AfterFunc(time.Duration(e.cfg.Retries+1)*e.cfg.Retransmit*8, func() {
+		e.mu.Lock()
+		var after []func()
+		if s.state == stateInitDone {
+			after = s.dieLocked(ErrTimeout)
+		}
+		e.mu.Unlock()
+		for _, f := range after {
+			f()
+		}
+	})
+	e.send(s.initResp, from, natt)
+	return nil
+}
+
+// responderAuth answers IKE_AUTH (e.mu held).
+func (s *IKESA) responderAuth(m *Message, from netip.AddrPort, natt bool) []func() {
+	e := s.e
+	idi, _ := m.Get(PayloadIDi).(*ID)
+	auth, _ := m.Get(PayloadAUTH).(*Auth)
+	if idi == nil || auth == nil {
+		s.respond(m, []Payload{&Notify{NotifyType: InvalidSyntax}})
+		return s.dieLocked(errf(ErrMalformed, "IKE_AUTH without IDi or AUTH"))
+	}
+	want := pskAuth(s.suite.prf, e.cfg.PSK, s.initReq, s.nr, s.keys.pi, idBody(idi))
+	if auth.Method != AuthPSK || !hmacEqual(want, auth.Data) || !s.idOK(idi) {
+		e.authFailed.Add(1)
+		e.log.Warn("ike: initiator authentication failed (wrong PSK or identity), sent AUTHENTICATION_FAILED",
+			"peer", from, "id", Identity{idi.IDType, idi.Data}, "method", auth.Method)
+		s.respond(m, []Payload{&Notify{NotifyType: AuthenticationFailed}})
+		return s.dieLocked(errf(ErrAuthenticationFailed, "initiator's AUTH does not verify"))
+	}
+	id := s.idPayload(true)
+	ps := []Payload{id, &Auth{Method: AuthPSK, Data: pskAuth(s.suite.prf, e.cfg.PSK, s.initResp, s.ni, s.keys.pr, idBody(id))}}
+	s.state = stateEstablished
+	c, notify := s.responderChild(m)
+	if c == nil {
+		e.log.Warn("ike: IKE SA established without child SA", "peer", from, "notify", notify)
+		ps = append(ps, &Notify{NotifyType: notify})
+		s.respond(m, ps)
+		return nil
+	}
+	ps = append(ps, &SA{Proposals: []Proposal{c.prop}}, &TS{Selectors: c.tsi}, &TS{Responder: true, Selectors: c.tsr})
+	s.respond(m, ps)
+	s.children = append(s.children, c.child)
+	e.log.Info("ike: IKE SA established", "peer", s.remote, "role", "responder", "child", c.child.ID, "transform", c.child.Transform,
+		"spi_in", fmt.Sprintf("%08x", c.child.In.SPI), "spi_out", fmt.Sprintf("%08x", c.child.Out.SPI), "nat", s.nat)
+	if f := e.cfg.OnChild; f != nil {
+		ch := c.child
+		return []func(){func() { f(ch) }}
+	}
+	return nil
+}
+
+type respChild struct {
+	child    *ChildSA
+	prop     Proposal
+	tsi, tsr []TrafficSelector
+}
+
+func (s *IKESA) responderChild(m *Message) (*respChild, NotifyType) {
+	e := s.e
+	sap, _ := m.Get(PayloadSA).(*SA)
+	tsi, _ := m.Get(PayloadTSi).(*TS)
+	tsr, _ := m.Get(PayloadTSr).(*TS)
+	if sap == nil || tsi == nil || tsr == nil {
+		return nil, InvalidSyntax
+	}
+	if m.Notify(UseTransportMode) != nil {
+		return nil, NoProposalChosen
+	}
+	chosen, ok := choose([]Proposal{e.espProp}, sap.Proposals)
+	if !ok || len(chosen.SPI) != 4 {
+		return nil, NoProposalChosen
+	}
+	ni := narrow(tsi.Selectors, e.cfg.RemoteTS)
+	nr := narrow(tsr.Selectors, e.cfg.LocalTS)
+	if len(ni) == 0 || len(nr) == 0 {
+		return nil, TSUnacceptable
+	}
+	spi, err := s.allocChildSPI()
+	if err != nil {
+		return nil, TemporaryFailure
+	}
+	s.childSP = spi
+	c, err := s.makeChild(chosen, spi, s.ni, s.nr, false, ni, nr)
+	if err != nil {
+		return nil, NoProposalChosen
+	}
+	ours := chosen
+	ours.SPI = spi
+	return &respChild{child: c, prop: ours, tsi: ni, tsr: nr}, 0
+}
+
+// request runs one request/response exchange on an established SA.
+func (s *IKESA) request(ctx context.Context, x ExchangeType, ps []Payload, onReply func(*Message) []func()) error {
+	e := s.e
+	e.mu.Lock()
+	if s.state != stateEstablished {
+		e.mu.Unlock()
+		return errf(ErrClosed, "IKE SA not established")
+	}
+	if s.pending != nil {
+		e.mu.Unlock()
+		return errf(ErrConfig, "another exchange is in progress")
+	}
+	b, err := s.seal(s.header(x, s.nextReq, false), ps)
+	if err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	done := make(chan struct{})
+	r := s.startRequest(b, func(m *Message, _ []byte, _ netip.AddrPort, _ bool) []func() {
+		var after []func()
+		if onReply != nil {
+			after = onReply(m)
+		}
+		close(done)
+		return after
+	})
+	e.mu.Unlock()
+	select {
+	case <-done:
+		return nil
+	case err := <-r.result:
+		return err
+	case <-ctx.Done():
+		e.mu.Lock()
+		s.stopLocked(ctx.Err())
+		e.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// Ping sends an empty INFORMATIONAL request (liveness check, RFC 7296
+// §2.4) and waits for the answer.
+func (s *IKESA) Ping(ctx context.Context) error {
+	return s.request(ctx, Informational, nil, nil)
+}
+
+// Delete deletes the IKE SA (and so its child) with an INFORMATIONAL
+// exchange; the SA is gone locally even if the peer does not answer.
+func (s *IKESA) Delete(ctx context.Context) error {
+	err := s.request(ctx, Informational, []Payload{&Delete{Proto: ProtoIKE}}, nil)
+	s.e.mu.Lock()
+	after := s.dieLocked(ErrClosed)
+	s.e.mu.Unlock()
+	for _, f := range after {
+		f()
+	}
+	return err
+}
+
+// removeChild takes the child whose outbound SPI is spi out of the SA.
+func (s *IKESA) removeChild(spi []byte) *ChildSA {
+	if len(spi) != 4 {
+		return nil
+	}
+	v := binary.BigEndian.Uint32(spi)
+	for k, c := range s.children {
+		if c.Out.SPI == v {
+			s.children = append(s.children[:k:k], s.children[k+1:]...)
+			return c
+		}
+	}
+	return nil
+}
+
+// childDown reports c deleted and wipes its keys (an after-function).
+func (s *IKESA) childDown(c *ChildSA) func() {
+	f := s.e.cfg.OnChildDown
+	return func() {
+		if f != nil {
+			f(c)
+		}
+		wipeChild(c)
+	}
+}
+
+// String describes the IKE SA without key material (fmt would otherwise
+// print its unexported fields, keys included).
+func (s *IKESA) String() string {
+	role := "responder"
+	if s.initiator {
+		role = "initiator"
+	}
+	return fmt.Sprintf("IKE SA %016x_i %016x_r (%s)", s.spiI, s.spiR, role)
+}
+
+// Format implements fmt.Formatter with String for every verb.
+func (s *IKESA) Format(f fmt.State, _ rune) { fmt.Fprint(f, s.String()) }
+
+// LogValue implements slog.LogValuer without key material.
+func (s *IKESA) LogValue() slog.Value { return slog.StringValue(s.String()) }
