@@ -38,6 +38,7 @@ const (
 type chainLayout struct {
 	k      int      // frames per chain
 	chains int      // chains per socket
+	room   int      // bytes per frame
 	part   []uint32 // by frame index: bytes of its part
 	inner  []uint32 // by chain: inner packet bytes
 }
@@ -58,7 +59,7 @@ func newChainLayout(frames []frame, nframes, room int) (chainLayout, error) {
 	if k > maxChainFrames || nframes < k {
 		return chainLayout{}, fmt.Errorf("harness: a %d-byte frame takes %d descriptors of %d bytes, at most %d", longest, k, room, maxChainFrames)
 	}
-	l := chainLayout{k: k, chains: nframes / k, part: make([]uint32, nframes), inner: make([]uint32, nframes/k)}
+	l := chainLayout{k: k, chains: nframes / k, room: room, part: make([]uint32, nframes), inner: make([]uint32, nframes/k)}
 	for c := range l.chains {
 		f := frames[c%len(frames)]
 		l.inner[c] = uint32(f.inner)
@@ -68,6 +69,19 @@ func newChainLayout(frames []frame, nframes, room int) (chainLayout, error) {
 		}
 	}
 	return l, nil
+}
+
+// write copies the parts of the templates into the frames: data(i) is
+// the room of frame i.
+func (l *chainLayout) write(frames []frame, data func(i int) []byte) {
+	for c := range l.chains {
+		f := frames[c%len(frames)]
+		for j := range l.k {
+			i := c*l.k + j
+			lo := min(j*l.room, len(f.wire))
+			copy(data(i), f.wire[lo:lo+int(l.part[i])])
+		}
+	}
 }
 
 // maxChainFrames is the most descriptors of one packet the kernel
@@ -170,16 +184,10 @@ func (g *chainGenerator) fill(frames []frame, queues int) error {
 		if err != nil {
 			return err
 		}
-		room := chainFrameSize - int(g.dataOff)
-		for c := range l.chains {
-			f := frames[c%len(frames)]
-			for j := range l.k {
-				i := c*l.k + j
-				buf, off := cs.u.Frame(xdp.Desc{Addr: g.addr(i)})
-				lo := min(j*room, len(f.wire))
-				copy(buf[off:], f.wire[lo:lo+int(l.part[i])])
-			}
-		}
+		l.write(frames, func(i int) []byte {
+			buf, off := cs.u.Frame(xdp.Desc{Addr: g.addr(i)})
+			return buf[off:]
+		})
 		cs.layout = l
 		cs.have = make([]int, l.chains)
 		cs.ready = cs.ready[:0]
