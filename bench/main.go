@@ -80,6 +80,7 @@ func run(args []string, stderr io.Writer) error {
 	progress := fs.Bool("progress", true, "progress line on stderr")
 	e2eSizes := fs.String("e2e-sizes", defE2ESizes, "inner IP packet sizes of the e2e suite, 28..1420 or imix")
 	e2eDur := fs.Duration("e2e-duration", defE2EDur, "sending time of each e2e measurement (wg: of each UDP run)")
+	e2eJumbo := fs.Int("e2e-jumbo", harness.E2EDefaultJumbo, fmt.Sprintf("inner IP packet size of the e2e suite's jumbo rows (veths at MTU %d, the engine with MultiBuffer), 1421..%d; 0: none", harness.E2EJumboMTU, harness.E2EMaxJumbo))
 	wgBytes := fs.Int64("wg-bytes", defWGBytes, "bytes of each TCP transfer of the wg suite")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -132,7 +133,7 @@ func run(args []string, stderr io.Writer) error {
 	if cfg.E2ESizes, err = intList("e2e-sizes", strings.ReplaceAll(strings.ToLower(*e2eSizes), "imix", "0")); err != nil {
 		return err
 	}
-	cfg.E2EDurationNs, cfg.WGBytes = int64(*e2eDur), *wgBytes
+	cfg.E2EDurationNs, cfg.WGBytes, cfg.E2EJumbo = int64(*e2eDur), *wgBytes, *e2eJumbo
 	if *transforms == "all" {
 		cfg.Transforms = esp.TransformNames()
 	} else {

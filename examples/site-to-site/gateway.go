@@ -74,13 +74,22 @@ type gateway struct {
 	TUN    *xdp.TUN
 	Engine *xdp.Engine
 
+	ns     *topo.NS
 	stop   chan struct{}
 	served chan error
 }
 
-// startGateway sets the gateway up inside ns.
+// Up brings the tunnel interface up: call it once both ends run (as
+// once IKE has installed the SAs at both). Routes into the TUN need it
+// up.
+func (g *gateway) Up() error {
+	_, err := g.ns.IP("link", "set", "dev", g.TUN.Name(), "up")
+	return err
+}
+
+// startGateway sets the gateway up inside ns, its TUN still down (Up).
 func startGateway(ns *topo.NS, cfg gatewayConfig) (g *gateway, err error) {
-	g = &gateway{Name: cfg.Name, Out: cfg.Out, In: cfg.In}
+	g = &gateway{Name: cfg.Name, Out: cfg.Out, In: cfg.In, ns: ns}
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -108,6 +117,10 @@ func startGateway(ns *topo.NS, cfg gatewayConfig) (g *gateway, err error) {
 	// 2. The TUN device, created in the gateway's namespace. Its MTU is
 	// the SA's plaintext MTU: the kernel then sends "fragmentation
 	// needed" for anything bigger, and TCP's path MTU discovery adapts.
+	// It stays down until Up: once up, the kernel may send into it at
+	// once (with IPv6, its MLD reports), and the peer's engine must be
+	// there to take that ESP, or the peer's kernel answers it in clear
+	// ("unrecognized next header").
 	if err := ns.Do(func() (err error) { g.TUN, err = xdp.OpenTUN(cfg.TUN); return err }); err != nil {
 		return g, err
 	}
@@ -115,7 +128,6 @@ func startGateway(ns *topo.NS, cfg gatewayConfig) (g *gateway, err error) {
 	for _, args := range [][]string{
 		{"link", "set", "dev", g.TUN.Name(), "mtu", fmt.Sprint(mtu)},
 		{"addr", "add", cfg.TUNAddr.String(), "dev", g.TUN.Name()},
-		{"link", "set", "dev", g.TUN.Name(), "up"},
 	} {
 		if _, err := ns.IP(args...); err != nil {
 			return g, err

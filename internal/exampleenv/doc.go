@@ -16,7 +16,8 @@
 //   - Build (Linux), the line of five namespaces
 //     hostA ── gwA ── middle ── gwB ── hostB joined by veth pairs with
 //     addresses and static neighbours, parameterised by a Plan (names,
-//     addresses, MTU, IPv4 only, TX checksum offload); AddRoutes and
+//     addresses, an IPv6 wan's prefix length, MTU, IPv4 only, IPv6
+//     forwarding, TX checksum offload); AddRoutes and
 //     Line.RouteHosts; Line.WANDrops, the drop counters of the links
 //     between the gateways; Teardown.
 //   - PacketCounter (Linux), an AF_PACKET socket on one interface that

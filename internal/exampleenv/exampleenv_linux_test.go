@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -228,5 +229,69 @@ func TestCheckTraffic(t *testing.T) {
 		if len(r.errs) != c.fails {
 			t.Errorf("%s: %d failures %q, want %d", c.name, len(r.errs), r.errs, c.fails)
 		}
+	}
+}
+
+// TestBuildIPv6WAN: a plan with an IPv6 wan (WANBits 64) beside IPv4
+// LANs (/24) puts each prefix length on its own links, forwards IPv6 in
+// the gateways and the middle (not in the hosts), and carries a ping
+// between the gateways' IPv6 wan addresses through the middle. A plan
+// that is IPv4 only and forwards IPv6 is refused before anything is
+// made.
+func TestBuildIPv6WAN(t *testing.T) {
+	if _, err := Build(topo.New("exenv"), Plan{IPv4Only: true, IPv6Forwarding: true}); err == nil {
+		t.Error("Build accepted an IPv4-only plan that forwards IPv6")
+	}
+	testenv.RequirePrivileged(t)
+	testenv.RequireCommand(t, "ip")
+	s := Begin(context.Background(), "exenv6", time.Minute)
+	t.Cleanup(func() { s.End(nil) })
+	a := netip.MustParseAddr
+	p := testPlan()
+	p.GwAWAN, p.MidA, p.MidB, p.GwBWAN = a("2001:db8:a::1"), a("2001:db8:a::fe"), a("2001:db8:b::fe"), a("2001:db8:b::1")
+	p.WANBits, p.IPv4Only, p.IPv6Forwarding = 64, false, true
+	n, err := Build(s.Topo, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		l    *topo.Link
+		want string
+	}{{n.GwAWAN, "2001:db8:a::1/64"}, {n.MidB, "2001:db8:b::fe/64"}, {n.GwALAN, "10.1.0.1/24"}, {n.HostBEth, "10.2.0.2/24"}} {
+		out, err := c.l.NS.IP("-br", "addr", "show", "dev", c.l.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, " "+c.want) {
+			t.Errorf("%s/%s: %q, want %s on it", c.l.NS.Label, c.l.Name, out, c.want)
+		}
+	}
+	for _, c := range []struct {
+		ns   *topo.NS
+		want string
+	}{{n.GwA, "1"}, {n.Mid, "1"}, {n.GwB, "1"}, {n.HostA, "0"}} {
+		var out []byte
+		if err := c.ns.Do(func() (err error) {
+			out, err = os.ReadFile("/proc/sys/net/ipv6/conf/all/forwarding")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(string(out)); got != c.want {
+			t.Errorf("%s: IPv6 forwarding %s, want %s", c.ns.Label, got, c.want)
+		}
+	}
+	if err := AddRoutes(
+		Route{NS: n.GwA, Dst: netip.PrefixFrom(p.GwBWAN, 128), Via: p.MidA},
+		Route{NS: n.GwB, Dst: netip.PrefixFrom(p.GwAWAN, 128), Via: p.MidB},
+	); err != nil {
+		t.Fatal(err)
+	}
+	res, err := topo.Ping(n.GwA, p.GwBWAN, 3, 56, 20*time.Millisecond, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Received != 3 {
+		t.Errorf("%d of %d IPv6 pings answered across the wan", res.Received, res.Sent)
 	}
 }

@@ -21,17 +21,23 @@ type Plan struct {
 	// ports, and the middle's ports facing gwA and gwB.
 	HostIf, GwLANIf, GwWANIf string
 	MidAIf, MidBIf           string
-	// The addresses of the eight interfaces, left to right, all with
-	// prefix length Bits.
+	// The addresses of the eight interfaces, left to right, with
+	// prefix length Bits, except the four on the links between the
+	// gateways and the middle (GwAWAN, MidA, MidB, GwBWAN), which have
+	// WANBits when it is set: an IPv6 wan (/64) beside IPv4 LANs (/24).
 	HostA, GwALAN, GwAWAN, MidA netip.Addr
 	MidB, GwBWAN, GwBLAN, HostB netip.Addr
-	Bits                        int
+	Bits, WANBits               int
 	// MTU of every link.
 	MTU int
 	// IPv4Only disables IPv6 in every namespace before the links exist:
 	// no router solicitations or MLD reports on the wire or in the
 	// counters.
 	IPv4Only bool
+	// IPv6Forwarding turns IPv6 forwarding on in the gateways and the
+	// middle, before the links exist (so they never send router
+	// solicitations). It needs IPv4Only false.
+	IPv6Forwarding bool
 	// HostTXChecksumOff turns TX checksum offload off on the hosts' ends
 	// (topo.Link.DisableTXChecksum): needed when a gateway takes their
 	// TCP/UDP with XDP and encrypts it.
@@ -56,6 +62,9 @@ type Line struct {
 // themselves). Routes are the caller's (AddRoutes, RouteHosts).
 // Everything belongs to tp, whose Close (or Teardown) removes it.
 func Build(tp *topo.Topology, p Plan) (*Line, error) {
+	if p.IPv4Only && p.IPv6Forwarding {
+		return nil, fmt.Errorf("exampleenv: a plan cannot be IPv4 only and forward IPv6")
+	}
 	n := &Line{Plan: p}
 	var err error
 	for _, x := range []struct {
@@ -78,8 +87,20 @@ func Build(tp *topo.Topology, p Plan) (*Line, error) {
 		if err := ns.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
 			return nil, err
 		}
+		if !p.IPv6Forwarding {
+			continue
+		}
+		for _, k := range []string{"net.ipv6.conf.all.forwarding", "net.ipv6.conf.default.forwarding"} {
+			if err := ns.Sysctl(k, "1"); err != nil {
+				return nil, err
+			}
+		}
 	}
-	link := func(a *topo.NS, nameA string, addrA netip.Addr, b *topo.NS, nameB string, addrB netip.Addr) (*topo.Link, *topo.Link, error) {
+	wanBits := p.Bits
+	if p.WANBits != 0 {
+		wanBits = p.WANBits
+	}
+	link := func(a *topo.NS, nameA string, addrA netip.Addr, b *topo.NS, nameB string, addrB netip.Addr, bits int) (*topo.Link, *topo.Link, error) {
 		la, lb, err := tp.AddVeth(a, nameA, b, nameB, topo.VethOptions{MTU: p.MTU})
 		if err != nil {
 			return nil, nil, err
@@ -88,7 +109,7 @@ func Build(tp *topo.Topology, p Plan) (*Line, error) {
 			l, other  *topo.Link
 			own, peer netip.Addr
 		}{{la, lb, addrA, addrB}, {lb, la, addrB, addrA}} {
-			if err := s.l.AddAddr(netip.PrefixFrom(s.own, p.Bits)); err != nil {
+			if err := s.l.AddAddr(netip.PrefixFrom(s.own, bits)); err != nil {
 				return nil, nil, err
 			}
 			if err := s.l.SetNeighbour(s.peer, s.other.MAC); err != nil {
@@ -97,16 +118,16 @@ func Build(tp *topo.Topology, p Plan) (*Line, error) {
 		}
 		return la, lb, nil
 	}
-	if n.HostAEth, n.GwALAN, err = link(n.HostA, p.HostIf, p.HostA, n.GwA, p.GwLANIf, p.GwALAN); err != nil {
+	if n.HostAEth, n.GwALAN, err = link(n.HostA, p.HostIf, p.HostA, n.GwA, p.GwLANIf, p.GwALAN, p.Bits); err != nil {
 		return nil, err
 	}
-	if n.GwAWAN, n.MidA, err = link(n.GwA, p.GwWANIf, p.GwAWAN, n.Mid, p.MidAIf, p.MidA); err != nil {
+	if n.GwAWAN, n.MidA, err = link(n.GwA, p.GwWANIf, p.GwAWAN, n.Mid, p.MidAIf, p.MidA, wanBits); err != nil {
 		return nil, err
 	}
-	if n.MidB, n.GwBWAN, err = link(n.Mid, p.MidBIf, p.MidB, n.GwB, p.GwWANIf, p.GwBWAN); err != nil {
+	if n.MidB, n.GwBWAN, err = link(n.Mid, p.MidBIf, p.MidB, n.GwB, p.GwWANIf, p.GwBWAN, wanBits); err != nil {
 		return nil, err
 	}
-	if n.GwBLAN, n.HostBEth, err = link(n.GwB, p.GwLANIf, p.GwBLAN, n.HostB, p.HostIf, p.HostB); err != nil {
+	if n.GwBLAN, n.HostBEth, err = link(n.GwB, p.GwLANIf, p.GwBLAN, n.HostB, p.HostIf, p.HostB, p.Bits); err != nil {
 		return nil, err
 	}
 	if p.HostTXChecksumOff {

@@ -44,6 +44,9 @@ func (cfg *Config) validateNet() error {
 				return fmt.Errorf("harness: e2e: size %d out of range %d..%d (0: IMIX)", n, e2eMinInner, e2eMaxInner)
 			}
 		}
+		if n := cfg.E2EJumbo; n != 0 && (n <= e2eMaxInner || n > E2EMaxJumbo) {
+			return fmt.Errorf("harness: e2e: jumbo size %d out of range %d..%d (0: no jumbo rows)", n, e2eMaxInner+1, E2EMaxJumbo)
+		}
 		for _, w := range cfg.Workers {
 			if w > 64 {
 				return fmt.Errorf("harness: e2e: %d workers: at most 64 veth queues", w)
@@ -76,6 +79,34 @@ const (
 	// 1500-byte MTU.
 	e2eMaxInner = 1420
 	e2eMinInner = 28 // IPv4 + UDP headers
+)
+
+// e2eOps are the measurements of the e2e suite, in the order they run
+// for each worker count: the baselines first, so that decrypt and
+// encrypt can be compared with them.
+var e2eOps = []string{"forward", "kernel", "decrypt", "encrypt"}
+
+// e2eSteps are the steps of the e2e suite for each worker count: e2eOps
+// and, with Config.E2EJumbo set, the jumbo step last (its own kernel
+// baseline, decrypt and encrypt at that size, the veths at
+// E2EJumboMTU meanwhile).
+func e2eSteps(cfg Config) []string {
+	if cfg.E2EJumbo == 0 {
+		return e2eOps
+	}
+	return append(slices.Clone(e2eOps), TrafficJumbo)
+}
+
+// The jumbo rows of the e2e suite: the veths at E2EJumboMTU, inner
+// packets of Config.E2EJumbo bytes (E2EDefaultJumbo by default), at most
+// E2EMaxJumbo so that the ESP packet (+ at most 57 bytes with
+// aes128gcm16 in tunnel mode) fits the MTU.
+const (
+	E2EJumboMTU     = 9000
+	E2EDefaultJumbo = 8900
+	E2EMaxJumbo     = E2EJumboMTU - 60
+	// TrafficJumbo is the Traffic of a jumbo row.
+	TrafficJumbo = "jumbo"
 )
 
 // E2ETransformName is the transform of the e2e suite.

@@ -13,6 +13,13 @@ func TestValidateNet(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	for _, n := range []int{E2EDefaultJumbo, 1421, E2EMaxJumbo} {
+		c := good
+		c.E2EJumbo = n
+		if err := c.Validate(); err != nil {
+			t.Errorf("jumbo size %d: %v", n, err)
+		}
+	}
 	for name, mod := range map[string]func(*Config){
 		"unknown suite":  func(c *Config) { c.Suites = []string{"e2e", "xdp"} },
 		"no e2e size":    func(c *Config) { c.E2ESizes = nil },
@@ -21,6 +28,9 @@ func TestValidateNet(t *testing.T) {
 		"e2e duration":   func(c *Config) { c.E2EDurationNs = 0 },
 		"wg bytes":       func(c *Config) { c.WGBytes = 1000 },
 		"workers":        func(c *Config) { c.Workers = []int{65} },
+		"jumbo small":    func(c *Config) { c.E2EJumbo = 1420 },
+		"jumbo big":      func(c *Config) { c.E2EJumbo = E2EMaxJumbo + 1 },
+		"jumbo negative": func(c *Config) { c.E2EJumbo = -1 },
 	} {
 		c := good
 		mod(&c)

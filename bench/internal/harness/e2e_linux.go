@@ -40,11 +40,6 @@ const (
 	e2eGenFrames = e2eTemplates * 40
 )
 
-// e2eOps are the measurements of the e2e suite, in the order they run
-// for each worker count: the baselines first, so that decrypt and
-// encrypt can be compared with them.
-var e2eOps = []string{"forward", "kernel", "decrypt", "encrypt"}
-
 // e2eNet is the e2e topology.
 type e2eNet struct {
 	untrack       func()
@@ -460,9 +455,32 @@ func (r *e2eRun) generator() (*generator, error) {
 	return g, nil
 }
 
+// sender is a traffic generator of the e2e suite: generator (a frame
+// per packet) or chainGenerator (a descriptor chain per packet, the
+// jumbo rows).
+type sender interface {
+	// fill writes frames into the UMEMs of the first w sockets.
+	fill(frames []frame, w int) error
+	// run sends as fast as it can for d from the first w sockets and
+	// returns the packets and inner bytes put on the TX rings and the
+	// time spent.
+	run(d time.Duration, w int) (sent, innerBytes uint64, elapsed time.Duration)
+}
+
 // measure sends frames from gen over w queues for the duration and
 // counts what the sink's interface received.
 func (r *e2eRun) measure(op string, size, w int, frames []frame) (Result, error) {
+	g, err := r.generator()
+	if err != nil {
+		return Result{}, err
+	}
+	return r.measureOn(g, op, size, w, frames)
+}
+
+// measureOn is measure with the generator g. Sizes above e2eMaxInner
+// are the jumbo rows: Traffic TrafficJumbo and the links' MTU as the
+// "mtu" metric.
+func (r *e2eRun) measureOn(g sender, op string, size, w int, frames []frame) (Result, error) {
 	res := Result{Suite: "e2e", Kind: KindE2E, Op: op, Size: size, Workers: w, Transform: e2eTransform}
 	if op == "forward" || op == "kernel" {
 		res.Transform = ""
@@ -470,9 +488,9 @@ func (r *e2eRun) measure(op string, size, w int, frames []frame) (Result, error)
 	if size == 0 {
 		res.Traffic = "imix"
 	}
-	g, err := r.generator()
-	if err != nil {
-		return res, err
+	if size > e2eMaxInner {
+		res.Traffic = TrafficJumbo
+		res.add("mtu", E2EJumboMTU, UnitBytes)
 	}
 	if err := g.fill(frames, w); err != nil {
 		return res, err
@@ -664,10 +682,26 @@ func (r *e2eRun) kernel(w int) ([]Result, error) {
 // decrypt with its ciphertext port towards gen, for encrypt towards
 // the sink.
 func (r *e2eRun) engine(op string, w int) ([]Result, error) {
+	g, err := r.generator()
+	if err != nil {
+		return nil, err
+	}
+	return r.engineOn(g, op, w, r.sizes(), false)
+}
+
+// engineOn is engine with the generator g, over sizes, and with
+// EngineConfig.MultiBuffer set to multiBuffer (the jumbo rows).
+func (r *e2eRun) engineOn(g sender, op string, w int, sizes []int, multiBuffer bool) ([]Result, error) {
 	n := r.net
 	sad := sa.NewSAD(sa.SADOptions{})
 	tun := sa.NewTunnel("sink")
-	cfg := xdp.EngineConfig{Queues: w, UMEM: xdp.UMEMConfig{NumFrames: 4096 * w, FillSize: 2048, CompletionSize: 2048}}
+	cfg := xdp.EngineConfig{Queues: w, UMEM: xdp.UMEMConfig{NumFrames: 4096 * w, FillSize: 2048, CompletionSize: 2048},
+		MultiBuffer: multiBuffer}
+	if multiBuffer {
+		// The fill rings of both ports hold 4096 frames per queue: a
+		// packet sent as a chain needs free frames beyond them.
+		cfg.UMEM.NumFrames = 8192 * w
+	}
 	if op == "decrypt" {
 		in, err := r.inSA()
 		if err != nil {
@@ -710,7 +744,7 @@ func (r *e2eRun) engine(op string, w int) ([]Result, error) {
 		aeadOp = "seal"
 	}
 	var out []Result
-	for _, size := range r.sizes() {
+	for _, size := range sizes {
 		var frames []frame
 		if op == "decrypt" {
 			if frames, err = r.espFrames(size); err != nil {
@@ -720,14 +754,16 @@ func (r *e2eRun) engine(op string, w int) ([]Result, error) {
 			frames = n.plainFrames(size)
 		}
 		st0 := e.Stats()
-		res, err := r.measure(op, size, w, frames)
+		res, err := r.measureOn(g, op, size, w, frames)
 		if err != nil {
 			return nil, err
 		}
 		st := e.Stats()
-		var drops, busy uint64
+		var drops, busy, jumbo uint64
 		for i, ws := range st.Workers {
 			drops += ws.SADrops - st0.Workers[i].SADrops + ws.TXFull - st0.Workers[i].TXFull
+			drops += ws.JumboDrops - st0.Workers[i].JumboDrops
+			jumbo += ws.JumboRX - st0.Workers[i].JumboRX
 			if ws.CipherRX+ws.PlainRX > st0.Workers[i].CipherRX+st0.Workers[i].PlainRX {
 				busy++
 			}
@@ -735,6 +771,10 @@ func (r *e2eRun) engine(op string, w int) ([]Result, error) {
 		res.add("gw-drops", float64(drops), UnitPackets)
 		res.add("xsk-drops", float64(xskDrops(st)-xskDrops(st0)), UnitPackets)
 		res.add("busy-workers", float64(busy), "")
+		if multiBuffer {
+			// Packets the engine received as descriptor chains.
+			res.add("jumbo-rx", float64(jumbo), UnitPackets)
+		}
 		c1, err := r.ceiling(aeadOp, size)
 		if err != nil {
 			return nil, err
@@ -771,7 +811,7 @@ func E2ESteps(cfg Config) ([]suiteStep, func()) {
 	r := &e2eRun{cfg: cfg, d: time.Duration(cfg.E2EDurationNs), base: map[string]float64{}, ceil: map[string]float64{}}
 	var steps []suiteStep
 	for _, w := range cfg.Workers {
-		for _, op := range e2eOps {
+		for _, op := range e2eSteps(cfg) {
 			steps = append(steps, suiteStep{fmt.Sprintf("e2e %s %d workers", op, w), func() ([]Result, error) {
 				if err := r.setup(); err != nil {
 					return nil, err
@@ -781,6 +821,8 @@ func E2ESteps(cfg Config) ([]suiteStep, func()) {
 					return r.forward(w)
 				case "kernel":
 					return r.kernel(w)
+				case TrafficJumbo:
+					return r.jumbo(w)
 				}
 				return r.engine(op, w)
 			}})

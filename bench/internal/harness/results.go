@@ -91,6 +91,10 @@ type Config struct {
 	E2ESizes      []int `json:"e2e_sizes,omitempty"`
 	E2EDurationNs int64 `json:"e2e_duration_ns,omitempty"`
 	WGBytes       int64 `json:"wg_bytes,omitempty"`
+	// E2EJumbo is the inner packet size of the e2e suite's jumbo rows
+	// (veths at MTU E2EJumboMTU, the engine with MultiBuffer; 0: no
+	// jumbo rows).
+	E2EJumbo int `json:"e2e_jumbo,omitempty"`
 	// ShardWorkers and ShardSizes are the worker counts and inner packet
 	// sizes of the shard suite (empty: DefaultShardWorkers,
 	// DefaultShardSizes).

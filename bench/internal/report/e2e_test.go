@@ -34,6 +34,10 @@ func netSynthetic() *harness.Report {
 			add(r)
 		}
 	}
+	// A jumbo row: no forward baseline, so no x-ceiling, and no target.
+	add(harness.Result{Suite: "e2e", Kind: harness.KindE2E, Op: "decrypt", Size: 8900, Workers: 1, Traffic: harness.TrafficJumbo,
+		Metrics: metrics("mtu", 9000.0, "bytes", "offered-Mpps", 0.2, "Mpps", "Mpps", 0.1, "Mpps", "Mpps/worker", 0.1, "Mpps", "Gbps", 7.12, "Gbit/s",
+			"loss%", 50.0, "%", "crypto-Mpps", 0.6, "Mpps", "x-kernel", 0.33, "x")})
 	add(harness.Result{Suite: "wg", Kind: harness.KindWG, Impl: "kernel", Op: "no-offload", Traffic: "tcp", Metrics: metrics("Gbps", 2.0, "Gbit/s")})
 	add(harness.Result{Suite: "wg", Kind: harness.KindWG, Impl: "wireguard-go", Op: "no-offload", Traffic: "tcp", Metrics: metrics("Gbps", 0.2, "Gbit/s")})
 	add(harness.Result{Suite: "wg", Kind: harness.KindWG, Impl: "wireguard-go", Op: "offload", Traffic: "tcp", Metrics: metrics("Gbps", 0.4, "Gbit/s")})
@@ -64,6 +68,8 @@ func TestNetSections(t *testing.T) {
 		"## End to end over veth: gen → gateway → sink",
 		"| decrypt | 1 | 1420 | 1.00 | 0.500 | 0.500 | 5.68 | 50.0 | 3.50 | 0.800 | 0.900 |",
 		"| forward | 1 | IMIX (348) | 1.00 | 0.500 |",
+		"| decrypt | 1 | 8900 (jumbo, MTU 9000) | 0.200 | 0.100 | 0.100 | 7.12 | 50.0 | 0.600 | – | 0.330 |",
+		"the four veth ends at MTU 9000",
 		"for 2.0 s per measurement",
 		"## Peers: espxdp vs wireguard-go",
 		"of 64 MiB from hostA to hostB",
