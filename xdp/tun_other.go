@@ -22,5 +22,11 @@ func (t *TUN) Deliver(pkts [][]byte)                             {}
 func (t *TUN) Close() error                                      { return nil }
 func (t *TUN) OversizeDrops() uint64                             { return 0 }
 
+// OpenTUNOffload returns ErrNotSupported outside Linux.
+func OpenTUNOffload(name string) (*TUN, error) { return nil, ErrNotSupported }
+
+func (t *TUN) Stats() TUNStats { return TUNStats{} }
+func (t *TUN) Offload() bool   { return false }
+
 // ServeTUN returns ErrNotSupported outside Linux.
 func ServeTUN(e *Engine, t *TUN, queue int, stop <-chan struct{}) error { return ErrNotSupported }
