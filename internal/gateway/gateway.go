@@ -544,7 +544,7 @@ func (gw *Gateway) Start() (err error) {
 	ec := gw.engineConfig()
 	if t := gw.g.TUN; t != nil {
 		if err := gw.inNS(func() error {
-			tun, err := xdp.OpenTUN(t.Name)
+			tun, err := openTUN(t.Name, gw.log)
 			if err != nil {
 				return err
 			}

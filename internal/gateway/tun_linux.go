@@ -4,12 +4,33 @@ package gateway
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/espxdp/espxdp/internal/config"
+	"github.com/espxdp/espxdp/xdp"
 )
+
+// tunOffload makes openTUN ask for GSO/GRO offloads (tests turn it off
+// to compare with the bare device).
+var tunOffload = true
+
+// openTUN opens the gateway's TUN device in the calling thread's
+// namespace, with offloads (xdp.OpenTUNOffload: the kernel hands over
+// TCP and UDP super-packets, which are split, and what is delivered is
+// coalesced) unless the kernel refuses them; then as a bare device.
+func openTUN(name string, log *slog.Logger) (*xdp.TUN, error) {
+	if tunOffload {
+		t, err := xdp.OpenTUNOffload(name)
+		if err == nil {
+			return t, nil
+		}
+		log.Warn("tun without offloads: every packet costs a system call", "tun", name, "err", err)
+	}
+	return xdp.OpenTUN(name)
+}
 
 // setupTUN configures an open TUN device over rtnetlink: MTU, address,
 // up, routes. It runs on the thread that is in the gateway's namespace;
