@@ -10,8 +10,13 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
+
+// maxTUNQueues is the kernel's limit of queues of a TUN device
+// (MAX_TAP_QUEUES).
+const maxTUNQueues = 256
 
 // TUN offloads (OpenTUNOffload) run on golang.zx2c4.com/wireguard/tun:
 // the device is opened with IFF_VNET_HDR and TUNSETOFFLOAD (checksum,
@@ -59,38 +64,107 @@ type tunOffload struct {
 // Read on such a device returns only the first packet of a super-packet;
 // use ReadBatch.
 func OpenTUNOffload(name string) (*TUN, error) {
-	if len(name) >= 16 {
+	t, err := openTUNOffload(name, 0)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// OpenTUNQueues opens queues queues of one multi-queue TUN device
+// (IFF_MULTI_QUEUE) with offloads, in the calling thread's namespace:
+// each *TUN is one queue, with its own descriptor, and the kernel
+// spreads what it routes into the device over the queues by flow. Serve
+// queue q with ServeTUN(e, tuns[q], q, stop) (one per engine worker) and
+// deliver with DeliverTUNs(tuns). Close every queue to remove the
+// device.
+func OpenTUNQueues(name string, queues int) ([]*TUN, error) {
+	if queues < 1 || queues > maxTUNQueues {
+		return nil, fmt.Errorf("%w: %d TUN queues", ErrInvalidConfig, queues)
+	}
+	tuns := make([]*TUN, 0, queues)
+	for range queues {
+		t, err := openTUNOffload(name, unix.IFF_MULTI_QUEUE)
+		if err != nil {
+			for _, o := range tuns {
+				o.Close()
+			}
+			return nil, err
+		}
+		tuns = append(tuns, t)
+		name = t.name // an empty name: the kernel's choice, for the next queues
+	}
+	return tuns, nil
+}
+
+// openTUNOffload opens (a queue of) the TUN device name with the
+// virtio-net header and hands it to wireguard's device, which sets the
+// offloads (TUNSETOFFLOAD) and splits and coalesces. The unmonitored
+// variant starts no goroutines: the gateway watches links itself.
+func openTUNOffload(name string, flags uint16) (*TUN, error) {
+	if len(name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("%w: TUN name %q too long", ErrInvalidConfig, name)
 	}
-	// CreateTUN opens the device, its netlink status socket and sets the
-	// MTU in the calling thread's namespace. 1500 is replaced by the
-	// caller's configuration.
-	dev, err := wgtun.CreateTUN(name, 1500)
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("xdp: TUN %q with offloads: %w", name, err)
+		return nil, fmt.Errorf("xdp: open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%w: TUN name %q: %v", ErrInvalidConfig, name, err)
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | flags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("xdp: TUNSETIFF %q: %w", name, err)
+	}
+	dev, n, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("xdp: TUN %q offloads: %w", name, err)
 	}
 	if dev.BatchSize() <= 1 {
 		dev.Close()
 		return nil, fmt.Errorf("xdp: TUN %q: the kernel did not accept the virtio-net header", name)
 	}
-	n, err := dev.Name()
-	if err != nil {
-		dev.Close()
-		return nil, fmt.Errorf("xdp: TUN %q: %w", name, err)
-	}
 	o := &tunOffload{dev: dev, wmem: make([][]byte, MaxBatch), slots: make([][]byte, MaxBatch)}
 	for i := range o.wmem {
 		o.wmem[i] = make([]byte, tunWriteOffset+tunWriteCap)
 	}
-	// The device reports link events on a small channel; nobody here
-	// needs them (the gateway watches links over rtnetlink), but an
-	// undrained channel would block wireguard's listener goroutines and
-	// keep them from ending at Close.
-	go func() {
-		for range dev.Events() {
-		}
-	}()
 	return &TUN{f: dev.File(), name: n, off: o}, nil
+}
+
+// DeliverTUNs returns a DeliverFunc that writes each batch to one of
+// tuns (the queues from OpenTUNQueues): the queue picked by the inner
+// flow (flowHash) of the batch's first packet, or if another worker is
+// writing there the next free one (waiting for the picked queue only
+// when all are busy). The kernel sends a flow's packets to the queue
+// that last wrote packets of it (the TUN's flow steering), so hashing
+// the flow spreads flows over the queues and so over ServeTUN's
+// engine workers. tuns must not be empty.
+func DeliverTUNs(tuns []*TUN) DeliverFunc {
+	if len(tuns) == 1 {
+		return tuns[0].Deliver
+	}
+	return func(pkts [][]byte) {
+		if len(pkts) == 0 {
+			return
+		}
+		first := int(flowHash(pkts[0]) % uint32(len(tuns)))
+		for i := range tuns {
+			t := tuns[(first+i)%len(tuns)]
+			if t.off == nil {
+				continue
+			}
+			if t.off.wmu.TryLock() {
+				t.writeOffloadLocked(pkts)
+				t.off.wmu.Unlock()
+				return
+			}
+		}
+		tuns[first].Deliver(pkts)
+	}
 }
 
 // Stats returns the device's counters.
@@ -148,9 +222,14 @@ func (t *TUN) readOffload(bufs [][]byte, sizes []int) (int, error) {
 // header's headroom) and writes them through wireguard's GRO, MaxBatch
 // at a time. It returns how many packets were handed to the kernel.
 func (t *TUN) writeOffload(pkts [][]byte) (int, error) {
+	t.off.wmu.Lock()
+	defer t.off.wmu.Unlock()
+	return t.writeOffloadLocked(pkts)
+}
+
+// writeOffloadLocked is writeOffload with t.off.wmu held.
+func (t *TUN) writeOffloadLocked(pkts [][]byte) (int, error) {
 	o := t.off
-	o.wmu.Lock()
-	defer o.wmu.Unlock()
 	done := 0
 	var first error
 	for len(pkts) > 0 {
@@ -201,4 +280,37 @@ func (t *TUN) writeOffload(pkts [][]byte) (int, error) {
 // closeOffload closes the device and its status listeners.
 func (t *TUN) closeOffload() error {
 	return tunErr(t.off.dev.Close())
+}
+
+// flowHash is an FNV-1a hash of an IP packet's addresses and, for TCP
+// and UDP (not a later fragment), ports, 0 for anything else; source and
+// destination are XORed first, so both directions of a flow hash alike.
+func flowHash(p []byte) uint32 {
+	var a, b, l4 []byte
+	switch {
+	case len(p) >= 20 && p[0]>>4 == 4:
+		a, b = p[12:16], p[16:20]
+		if ihl := int(p[0]&0x0f) * 4; (p[9] == 6 || p[9] == 17) && binary.BigEndian.Uint16(p[6:])&0x1fff == 0 && len(p) >= ihl+4 {
+			l4 = p[ihl : ihl+4]
+		}
+	case len(p) >= 40 && p[0]>>4 == 6:
+		a, b = p[8:24], p[24:40]
+		if (p[6] == 6 || p[6] == 17) && len(p) >= 44 {
+			l4 = p[40:44]
+		}
+	default:
+		return 0
+	}
+	h := uint32(2166136261)
+	for i := range a {
+		h ^= uint32(a[i] ^ b[i])
+		h *= 16777619
+	}
+	if l4 != nil {
+		h ^= uint32(l4[0] ^ l4[2])
+		h *= 16777619
+		h ^= uint32(l4[1] ^ l4[3])
+		h *= 16777619
+	}
+	return h
 }

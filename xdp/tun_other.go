@@ -25,6 +25,12 @@ func (t *TUN) OversizeDrops() uint64                             { return 0 }
 // OpenTUNOffload returns ErrNotSupported outside Linux.
 func OpenTUNOffload(name string) (*TUN, error) { return nil, ErrNotSupported }
 
+// OpenTUNQueues returns ErrNotSupported outside Linux.
+func OpenTUNQueues(name string, queues int) ([]*TUN, error) { return nil, ErrNotSupported }
+
+// DeliverTUNs returns a DeliverFunc that does nothing outside Linux.
+func DeliverTUNs(tuns []*TUN) DeliverFunc { return func([][]byte) {} }
+
 func (t *TUN) Stats() TUNStats { return TUNStats{} }
 func (t *TUN) Offload() bool   { return false }
 
