@@ -20,16 +20,31 @@ var tunOffload = true
 // openTUN opens the gateway's TUN device in the calling thread's
 // namespace, with offloads (xdp.OpenTUNOffload: the kernel hands over
 // TCP and UDP super-packets, which are split, and what is delivered is
-// coalesced) unless the kernel refuses them; then as a bare device.
-func openTUN(name string, log *slog.Logger) (*xdp.TUN, error) {
+// coalesced) and, with several queues, as a multi-queue device with one
+// queue per engine worker; if the kernel refuses offloads, as a bare
+// single-queue device.
+func openTUN(name string, queues int, log *slog.Logger) ([]*xdp.TUN, error) {
 	if tunOffload {
-		t, err := xdp.OpenTUNOffload(name)
-		if err == nil {
-			return t, nil
+		var tuns []*xdp.TUN
+		var err error
+		if queues > 1 {
+			tuns, err = xdp.OpenTUNQueues(name, queues)
+		} else {
+			var t *xdp.TUN
+			if t, err = xdp.OpenTUNOffload(name); err == nil {
+				tuns = []*xdp.TUN{t}
+			}
 		}
-		log.Warn("tun without offloads: every packet costs a system call", "tun", name, "err", err)
+		if err == nil {
+			return tuns, nil
+		}
+		log.Warn("tun without offloads: every packet costs a system call, one queue", "tun", name, "err", err)
 	}
-	return xdp.OpenTUN(name)
+	t, err := xdp.OpenTUN(name)
+	if err != nil {
+		return nil, err
+	}
+	return []*xdp.TUN{t}, nil
 }
 
 // setupTUN configures an open TUN device over rtnetlink: MTU, address,

@@ -26,8 +26,9 @@ var (
 
 // buildTUNTopology is buildTopology for route-based gateways whose hosts
 // keep every offload on (TX checksum, TSO, GRO: nothing tuned), with
-// IPv6 inside too (fd00:e1::/64 behind A, fd00:e2::/64 behind B).
-func buildTUNTopology(t *testing.T) (a, b *site) {
+// IPv6 inside too (fd00:e1::/64 behind A, fd00:e2::/64 behind B); the
+// wan link has queues queues.
+func buildTUNTopology(t *testing.T, queues int) (a, b *site) {
 	t.Helper()
 	tp := topo.New("gwo")
 	t.Cleanup(func() {
@@ -74,7 +75,7 @@ func buildTUNTopology(t *testing.T) (a, b *site) {
 		s.socket = filepath.Join(t.TempDir(), "ctl.sock")
 		s.log = &testenv.SyncBuffer{}
 	}
-	wa, wb, err := tp.AddVeth(a.gw, "wan0", b.gw, "wan0", topo.VethOptions{MACA: a.wanMAC, MACB: b.wanMAC})
+	wa, wb, err := tp.AddVeth(a.gw, "wan0", b.gw, "wan0", topo.VethOptions{MACA: a.wanMAC, MACB: b.wanMAC, Queues: queues})
 	must(err)
 	wanA, wanB := netip.MustParseAddr(wanA4), netip.MustParseAddr(wanB4)
 	must(wa.AddAddr(netip.PrefixFrom(wanA, 24)))
@@ -95,14 +96,24 @@ func tunYAML(s, peer *site, side string, p gwParams) string {
 	return strings.Replace(y, "routes: [10.1.0.0/24]", "routes: [10.1.0.0/24, \"fd00:e1::/64\"]", 1)
 }
 
-// tunStats returns the counters of gw's TUN device.
+// tunStats returns the counters of gw's TUN device, summed over its
+// queues.
 func tunStats(gw *Gateway) xdp.TUNStats {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
-	if gw.tun == nil {
-		return xdp.TUNStats{}
+	var s xdp.TUNStats
+	for _, q := range gw.tunQ {
+		x := q.Stats()
+		s.Offload = x.Offload
+		s.SplitSuperPackets += x.SplitSuperPackets
+		s.SplitSegments += x.SplitSegments
+		s.CoalescedSuperPackets += x.CoalescedSuperPackets
+		s.CoalescedSegments += x.CoalescedSegments
+		s.ReadDrops += x.ReadDrops
+		s.OversizeDrops += x.OversizeDrops
+		s.WriteErrors += x.WriteErrors
 	}
-	return gw.tun.Stats()
+	return s
 }
 
 // udpLockstep sends datagrams of growing size from `from` to `to` one
@@ -144,43 +155,54 @@ func udpLockstep(t *testing.T, from, to *topo.NS, dst netip.AddrPort, count int)
 // TestGatewayTUNOffload: two route-based gateways with TUN offloads,
 // hosts with their offloads on. TCP (checksummed byte for byte) and UDP
 // cross the tunnel over IPv4 and IPv6 inside, and the TUNs report that
-// they split the hosts' super-packets and coalesced what they delivered.
+// they split the hosts' super-packets and coalesced what they delivered;
+// with two queues the TUN is a multi-queue device read by two workers.
 func TestGatewayTUNOffload(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	a, b := buildTUNTopology(t)
-	p := gwParams{keyAB: randKey(t), keyBA: randKey(t)}
-	gwA := startGateway(t, a, tunYAML(a, b, "a", p))
-	gwB := startGateway(t, b, tunYAML(b, a, "b", p))
-	for _, gw := range []*Gateway{gwA, gwB} {
-		if s := tunStats(gw); !s.Offload {
-			t.Fatalf("the gateway's TUN has no offloads: %+v", s)
-		}
-	}
-	if got := ping(t, a, b.hostAddr, 5); got != 5 {
-		t.Fatalf("ping through the tunnel: %d of 5\nlogA:\n%s\nlogB:\n%s", got, a.log, b.log)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	for i, dst := range []netip.Addr{b.hostAddr, host6B} {
-		res, err := topo.Transfer(ctx, b.host, netip.AddrPortFrom(dst, uint16(5101+i)), a.host, 8<<20, uint64(i+1), nil)
-		if err != nil || !res.Intact() {
-			t.Fatalf("transfer to %v: %+v, %v\nlogA:\n%s\nlogB:\n%s", dst, res, err, a.log, b.log)
-		}
-		t.Logf("TCP to %v: %.2f Gbit/s", dst, res.Gbps())
-	}
-	udpLockstep(t, a.host, b.host, netip.AddrPortFrom(b.hostAddr, 5111), 20)
-	udpLockstep(t, b.host, a.host, netip.AddrPortFrom(host6A, 5112), 20)
-	sa, sb := tunStats(gwA), tunStats(gwB)
-	t.Logf("TUN A %+v", sa)
-	t.Logf("TUN B %+v", sb)
-	if sa.SplitSuperPackets == 0 || sa.SplitSegments <= sa.SplitSuperPackets {
-		t.Errorf("gateway A split no super-packets of host A's TCP: %+v", sa)
-	}
-	if sb.CoalescedSuperPackets == 0 || sb.CoalescedSegments <= sb.CoalescedSuperPackets {
-		t.Errorf("gateway B coalesced nothing it delivered: %+v", sb)
-	}
-	if sa.ReadDrops+sb.ReadDrops+sa.WriteErrors+sb.WriteErrors != 0 {
-		t.Errorf("TUN drops or errors: A %+v, B %+v", sa, sb)
+	for _, queues := range []int{1, 2} {
+		t.Run(fmt.Sprintf("queues=%d", queues), func(t *testing.T) {
+			a, b := buildTUNTopology(t, queues)
+			p := gwParams{keyAB: randKey(t), keyBA: randKey(t), extra: fmt.Sprintf("  queues: %d\n", queues)}
+			gwA := startGateway(t, a, tunYAML(a, b, "a", p))
+			gwB := startGateway(t, b, tunYAML(b, a, "b", p))
+			for _, gw := range []*Gateway{gwA, gwB} {
+				if s := tunStats(gw); !s.Offload {
+					t.Fatalf("the gateway's TUN has no offloads: %+v", s)
+				}
+				gw.mu.Lock()
+				n := len(gw.tunQ)
+				gw.mu.Unlock()
+				if n != queues {
+					t.Fatalf("%d TUN queues, want %d", n, queues)
+				}
+			}
+			if got := ping(t, a, b.hostAddr, 5); got != 5 {
+				t.Fatalf("ping through the tunnel: %d of 5\nlogA:\n%s\nlogB:\n%s", got, a.log, b.log)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			for i, dst := range []netip.Addr{b.hostAddr, host6B} {
+				res, err := topo.Transfer(ctx, b.host, netip.AddrPortFrom(dst, uint16(5101+i)), a.host, 8<<20, uint64(i+1), nil)
+				if err != nil || !res.Intact() {
+					t.Fatalf("transfer to %v: %+v, %v\nlogA:\n%s\nlogB:\n%s", dst, res, err, a.log, b.log)
+				}
+				t.Logf("TCP to %v: %.2f Gbit/s", dst, res.Gbps())
+			}
+			udpLockstep(t, a.host, b.host, netip.AddrPortFrom(b.hostAddr, 5111), 20)
+			udpLockstep(t, b.host, a.host, netip.AddrPortFrom(host6A, 5112), 20)
+			sa, sb := tunStats(gwA), tunStats(gwB)
+			t.Logf("TUN A %+v", sa)
+			t.Logf("TUN B %+v", sb)
+			if sa.SplitSuperPackets == 0 || sa.SplitSegments <= sa.SplitSuperPackets {
+				t.Errorf("gateway A split no super-packets of host A's TCP: %+v", sa)
+			}
+			if sb.CoalescedSuperPackets == 0 || sb.CoalescedSegments <= sb.CoalescedSuperPackets {
+				t.Errorf("gateway B coalesced nothing it delivered: %+v", sb)
+			}
+			if sa.ReadDrops+sb.ReadDrops+sa.WriteErrors+sb.WriteErrors != 0 {
+				t.Errorf("TUN drops or errors: A %+v, B %+v", sa, sb)
+			}
+		})
 	}
 }
 
@@ -198,7 +220,7 @@ func TestGatewayTUNGoodput(t *testing.T) {
 		for i, off := range []bool{false, true} {
 			t.Run(fmt.Sprintf("offload=%v/%d", off, round), func(t *testing.T) {
 				tunOffload = off
-				a, b := buildTUNTopology(t)
+				a, b := buildTUNTopology(t, 1)
 				p := gwParams{keyAB: randKey(t), keyBA: randKey(t)}
 				startGateway(t, a, tunYAML(a, b, "a", p))
 				startGateway(t, b, tunYAML(b, a, "b", p))

@@ -13,4 +13,6 @@ func setupTUN(t *config.TUNIface, mtu int) error { return xdp.ErrNotSupported }
 
 func setTUNMTU(name string, mtu int) error { return xdp.ErrNotSupported }
 
-func openTUN(name string, log *slog.Logger) (*xdp.TUN, error) { return xdp.OpenTUN(name) }
+func openTUN(name string, queues int, log *slog.Logger) ([]*xdp.TUN, error) {
+	return nil, xdp.ErrNotSupported
+}
