@@ -240,6 +240,16 @@ func (t *TUN) writeOffloadLocked(pkts [][]byte) (int, error) {
 			if len(p) == 0 || len(p) > tunWriteCap {
 				continue
 			}
+			// Invariant: every staged packet starts with an all-zero
+			// virtio-net header (no GSO, no NEEDS_CSUM: the kernel
+			// checks its checksum). wireguard's GRO writes the header
+			// of each packet it coalesces or passes, but not of a
+			// table entry it drops because its checksum is wrong
+			// (coalesceItemInvalidCSum): that packet is still written,
+			// and with a stale header left in the headroom by an
+			// earlier super-packet the kernel would take its bad
+			// checksum as one to fill in (CHECKSUM_PARTIAL).
+			clear(o.wmem[m][tunWriteOffset-vnetHdrLen : tunWriteOffset])
 			o.slots[m] = o.wmem[m][:tunWriteOffset+copy(o.wmem[m][tunWriteOffset:], p)]
 			o.lens[m] = len(p)
 			m++

@@ -12,6 +12,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -550,5 +554,78 @@ func TestFlowHashSymmetric(t *testing.T) {
 		for n := range len(p) {
 			flowHash(p[:n])
 		}
+	}
+}
+
+// tcpInCsumErrors reads Tcp InCsumErrors of the calling
+// thread's namespace (run it in ns.Do).
+func tcpInCsumErrors() (uint64, error) {
+	b, err := os.ReadFile("/proc/thread-self/net/snmp")
+	if err != nil {
+		return 0, err
+	}
+	var names []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 || f[0] != "Tcp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		if i := slices.Index(names, "InCsumErrors"); i > 0 && i < len(f) {
+			return strconv.ParseUint(f[i], 10, 64)
+		}
+	}
+	return 0, errors.New("no Tcp InCsumErrors")
+}
+
+// TestTUNOffloadKeepsBadChecksums: the coalescing write never launders
+// a corrupted TCP checksum. Invariant (wireguard's GRO checks every
+// segment's checksum before it merges it into a super-packet, whose
+// checksum the kernel then trusts as CHECKSUM_PARTIAL): a segment with a
+// wrong checksum is written on its own, unmarked, and the kernel counts
+// it as a checksum error. Random batches of consecutive segments with a
+// random subset corrupted: the kernel's InCsumErrors grows by exactly
+// the number corrupted.
+func TestTUNOffloadKeepsBadChecksums(t *testing.T) {
+	p := newOffloadPair(t, false)
+	src := netip.MustParseAddr("10.61.2.9")
+	rng := rand.New(rand.NewPCG(3, 4))
+	read := func() uint64 {
+		var n uint64
+		if err := p.nsA.Do(func() (err error) { n, err = tcpInCsumErrors(); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	seq := uint32(5000)
+	for round := range 20 {
+		n := 2 + rng.IntN(14)
+		pkts := make([][]byte, n)
+		bad := 0
+		for i := range pkts {
+			size := 200 + rng.IntN(1000)
+			if i < n-1 {
+				size = 1000 // equal sizes: coalescable
+			}
+			pkts[i] = tcpSegment(src, p.addrA, 9, seq, bytes.Repeat([]byte{byte(round + i)}, size))
+			seq += uint32(size)
+			if rng.IntN(3) == 0 {
+				pkts[i][len(pkts[i])-1] ^= 0x5a // payload changed, checksum now wrong
+				bad++
+			}
+		}
+		before := read()
+		if k, err := p.tunA.WriteBatch(pkts); k != n || err != nil {
+			t.Fatalf("WriteBatch: %d of %d, %v", k, n, err)
+		}
+		if got := read() - before; got != uint64(bad) {
+			t.Fatalf("round %d: %d corrupted segments of %d, kernel counted %d checksum errors", round, bad, n, got)
+		}
+	}
+	if s := p.tunA.Stats(); s.CoalescedSuperPackets == 0 {
+		t.Errorf("nothing was coalesced: %+v", s)
 	}
 }
