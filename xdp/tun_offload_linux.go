@@ -47,12 +47,10 @@ type tunOffload struct {
 
 	// Write path, under wmu (Deliver may run on several engine workers):
 	// MaxBatch staging buffers of tunWriteOffset+tunWriteCap bytes,
-	// allocated once; slots holds the slices handed to dev.Write, lens
-	// the packet lengths staged in them.
+	// allocated once; slots holds the slices handed to dev.Write.
 	wmu   sync.Mutex
 	wmem  [][]byte
 	slots [][]byte
-	lens  [MaxBatch]int
 }
 
 // OpenTUNOffload is OpenTUN with offloads: the device (created in the
@@ -251,7 +249,6 @@ func (t *TUN) writeOffloadLocked(pkts [][]byte) (int, error) {
 			// checksum as one to fill in (CHECKSUM_PARTIAL).
 			clear(o.wmem[m][tunWriteOffset-vnetHdrLen : tunWriteOffset])
 			o.slots[m] = o.wmem[m][:tunWriteOffset+copy(o.wmem[m][tunWriteOffset:], p)]
-			o.lens[m] = len(p)
 			m++
 		}
 		if m == 0 {
@@ -268,17 +265,18 @@ func (t *TUN) writeOffloadLocked(pkts [][]byte) (int, error) {
 			}
 		}
 		done += m
-		// A slot that grew absorbed the packets coalesced into it; its
-		// virtio header (written by the GRO) holds the segment size.
+		// The coalesced super-packets are the slots whose virtio header
+		// the GRO gave a GSO type (all started zero; it may swap slots
+		// when it prepends, so the header, not the length, tells).
 		for i := range m {
 			s := o.slots[i]
-			if grown := len(s) - tunWriteOffset; grown > o.lens[i] {
-				h := s[tunWriteOffset-vnetHdrLen : tunWriteOffset]
+			h := s[tunWriteOffset-vnetHdrLen : tunWriteOffset]
+			if h[1] != 0 { // gso_type
 				hdrLen := int(binary.NativeEndian.Uint16(h[2:]))
 				gso := int(binary.NativeEndian.Uint16(h[4:]))
 				t.groSupers.Add(1)
-				if gso > 0 && grown > hdrLen {
-					t.groSegs.Add(uint64((grown - hdrLen + gso - 1) / gso))
+				if body := len(s) - tunWriteOffset - hdrLen; gso > 0 && body > 0 {
+					t.groSegs.Add(uint64((body + gso - 1) / gso))
 				}
 			}
 			o.slots[i] = nil
