@@ -187,7 +187,7 @@ func (t *TUN) Offload() bool { return t.off != nil }
 // the next is tried; errors of the device itself end it.
 func (t *TUN) readOffload(bufs [][]byte, sizes []int) (int, error) {
 	for {
-		n, err := t.off.dev.Read(bufs, sizes, 0)
+		n, err := t.readSplit(bufs, sizes)
 		if err == nil {
 			if n > 1 {
 				t.splitSupers.Add(1)
@@ -214,6 +214,25 @@ func (t *TUN) readOffload(bufs [][]byte, sizes []int) (int, error) {
 			return n, nil
 		}
 	}
+}
+
+// errSplitOverflow reports a super-packet whose segments do not fit the
+// read buffers.
+var errSplitOverflow = errors.New("xdp: TUN super-packet segments larger than the read buffers")
+
+// readSplit is one wireguard Read. Its splitter assumes every segment
+// fits a buffer, and indexes past one when a segment (the device's MTU
+// raised above TUNBufSize, a forwarded super-packet with a larger
+// segment size) does not: that panic is turned into an error, which
+// readOffload counts as a drop. wireguard's Read holds only a mutex,
+// released by its deferred unlock, so nothing is left inconsistent.
+func (t *TUN) readSplit(bufs [][]byte, sizes []int) (n int, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			n, err = 0, errSplitOverflow
+		}
+	}()
+	return t.off.dev.Read(bufs, sizes, 0)
 }
 
 // writeOffload copies pkts into the staging buffers (behind the virtio

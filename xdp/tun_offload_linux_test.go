@@ -629,3 +629,23 @@ func TestTUNOffloadKeepsBadChecksums(t *testing.T) {
 		t.Errorf("nothing was coalesced: %+v", s)
 	}
 }
+
+// TestTUNOffloadOversizeSegments: with the TUN's MTU above TUNBufSize,
+// the kernel hands ReadBatch super-packets whose segments do not fit its
+// buffers: they are dropped and counted, never a panic or a truncated
+// packet.
+func TestTUNOffloadOversizeSegments(t *testing.T) {
+	p := newOffloadPair(t, false)
+	p.nsA.IP(t, "link", "set", p.tunA.Name(), "mtu", "9000")
+	p.nsB.IP(t, "link", "set", p.tunB.Name(), "mtu", "9000")
+	p.forward(t)
+	// The transfer cannot finish (A's big segments are all dropped); it
+	// only has to make them.
+	go p.tcpTransfer(5601, 1<<20)
+	for deadline := time.Now().Add(5 * time.Second); p.tunA.Stats().ReadDrops == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no drop counted: %+v", p.tunA.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
