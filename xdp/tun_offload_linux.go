@@ -61,13 +61,7 @@ type tunOffload struct {
 // Hosts that route through the device keep their own offloads on.
 // Read on such a device returns only the first packet of a super-packet;
 // use ReadBatch.
-func OpenTUNOffload(name string) (*TUN, error) {
-	t, err := openTUNOffload(name, 0)
-	if err != nil {
-		return nil, err
-	}
-	return t, nil
-}
+func OpenTUNOffload(name string) (*TUN, error) { return openTUNOffload(name, 0) }
 
 // OpenTUNQueues opens queues queues of one multi-queue TUN device
 // (IFF_MULTI_QUEUE) with offloads, in the calling thread's namespace:
@@ -117,9 +111,15 @@ func openTUNOffload(name string, flags uint16) (*TUN, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("xdp: TUNSETIFF %q: %w", name, err)
 	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("xdp: TUN non-blocking: %w", err)
+	}
 	dev, n, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
 	if err != nil {
-		unix.Close(fd)
+		// It failed after wrapping fd in an *os.File it dropped; that
+		// file's finalizer closes fd, so closing it here as well could
+		// close a descriptor reused in between.
 		return nil, fmt.Errorf("xdp: TUN %q offloads: %w", name, err)
 	}
 	if dev.BatchSize() <= 1 {
