@@ -243,8 +243,15 @@
 // TUNStats counts the super-packets split and coalesced. Either way
 // Send copies each packet into a frame, and Deliver runs on the engine
 // worker, so a device write that would block (it rarely does) stalls
-// that worker. One device queue (no IFF_MULTI_QUEUE): ServeTUN reads on
-// one goroutine. Keep the TUN's MTU at or below the tunnel's plaintext
+// that worker. OpenTUNQueues opens a multi-queue device
+// (IFF_MULTI_QUEUE) with offloads, one *TUN per queue: run a ServeTUN
+// per queue into the engine worker of the same index, and deliver with
+// DeliverTUNs, which writes a batch to the queue of its first packet's
+// flow (the kernel then steers that flow's packets to the same queue) or
+// the next free one. A write never turns a packet with a wrong checksum
+// into one the kernel trusts: GRO merges only segments whose checksums
+// it verified, and every other packet goes with a zero virtio-net
+// header. Keep the TUN's MTU at or below the tunnel's plaintext
 // MTU (and under TUNBufSize).
 //
 // # Kernel versions
