@@ -226,12 +226,32 @@
 // until the batch is full or the device is empty) and hands them to
 // Engine.Send; it stops when its stop channel closes, the TUN closes or
 // Send fails. Its buffers (BatchSize × TUNBufSize) are allocated once,
-// and ReadBatch and WriteBatch do not allocate. There are no offloads
-// (no IFF_VNET_HDR, GSO or GRO): every packet costs one read(2) or
-// write(2), and Send copies it into a frame, so this path is much slower
-// than the AF_XDP plaintext interface. Deliver runs on the engine
+// and ReadBatch and WriteBatch do not allocate. A device from OpenTUN
+// has no offloads: every packet costs one read(2) or write(2).
+//
+// OpenTUNOffload opens the device with offloads instead (on
+// golang.zx2c4.com/wireguard/tun: IFF_VNET_HDR, TUNSETOFFLOAD with
+// checksum, TSO4/6 and USO4/6 where the kernel has it), so the hosts
+// routing through it keep their own offloads and the kernel hands
+// ServeTUN TCP and UDP super-packets of up to 64 KiB: one read(2) each,
+// split here into MTU-sized packets with their checksums finished (up
+// to 128 per read, buffers max(BatchSize, 128) × TUNBufSize). Deliver
+// copies the decrypted packets behind room for the virtio-net header
+// and coalesces the segments of each TCP or UDP flow (GRO) into one
+// write(2) per super-packet; its staging buffers (MaxBatch × 64 KiB)
+// are allocated once and a mutex serialises workers' Deliver calls.
+// TUNStats counts the super-packets split and coalesced. Either way
+// Send copies each packet into a frame, and Deliver runs on the engine
 // worker, so a device write that would block (it rarely does) stalls
-// that worker. Keep the TUN's MTU at or below the tunnel's plaintext
+// that worker. OpenTUNQueues opens a multi-queue device
+// (IFF_MULTI_QUEUE) with offloads, one *TUN per queue: run a ServeTUN
+// per queue into the engine worker of the same index, and deliver with
+// DeliverTUNs, which writes a batch to the queue of its first packet's
+// flow (the kernel then steers that flow's packets to the same queue) or
+// the next free one. A write never turns a packet with a wrong checksum
+// into one the kernel trusts: GRO merges only segments whose checksums
+// it verified, and every other packet goes with a zero virtio-net
+// header. Keep the TUN's MTU at or below the tunnel's plaintext
 // MTU (and under TUNBufSize).
 //
 // # Kernel versions

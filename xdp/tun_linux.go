@@ -34,6 +34,11 @@ type TUN struct {
 	// oversize counts packets ServeTUN dropped because they filled a
 	// whole TUNBufSize buffer (and so may have been truncated).
 	oversize atomic.Uint64
+	// off is set on a device opened with OpenTUNOffload.
+	off *tunOffload
+	// Offload counters (TUNStats): the read ones are written by the one
+	// reader, the write ones under off.wmu.
+	splitSupers, splitSegs, groSupers, groSegs, readDrops, writeErrs atomic.Uint64
 
 	// ReadBatch state, used by the pre-bound readFn so that a batch read
 	// does not allocate.
@@ -94,6 +99,11 @@ func tunErr(err error) error {
 // device is closed (ErrClosed) or a read deadline passes
 // (os.ErrDeadlineExceeded). A packet longer than buf is truncated.
 func (t *TUN) Read(buf []byte) (int, error) {
+	if t.off != nil {
+		var size [1]int
+		_, err := t.ReadBatch([][]byte{buf}, size[:])
+		return size[0], err
+	}
 	n, err := t.f.Read(buf)
 	return n, tunErr(err)
 }
@@ -127,6 +137,9 @@ func (t *TUN) readBatchFn(fd uintptr) bool {
 // ReadBatch blocks until at least one packet can be read, then reads up
 // to len(bufs) packets without blocking again; sizes[i] is the length of
 // packet i (len(sizes) must be at least len(bufs)). It does not allocate.
+// On a device opened with OpenTUNOffload it makes one read(2) and splits
+// a super-packet into bufs (up to 128 segments: give it that many
+// buffers, or the rest of a larger super-packet is dropped and counted).
 // Like Read it returns ErrClosed after Close and os.ErrDeadlineExceeded
 // after the read deadline.
 func (t *TUN) ReadBatch(bufs [][]byte, sizes []int) (int, error) {
@@ -135,6 +148,9 @@ func (t *TUN) ReadBatch(bufs [][]byte, sizes []int) (int, error) {
 	}
 	if len(bufs) == 0 {
 		return 0, nil
+	}
+	if t.off != nil {
+		return t.readOffload(bufs, sizes)
 	}
 	t.rmu.Lock()
 	defer t.rmu.Unlock()
@@ -156,8 +172,14 @@ func (t *TUN) ReadBatch(bufs [][]byte, sizes []int) (int, error) {
 
 // WriteBatch writes each packet of pkts (each a complete IP packet) to
 // the device, one write(2) per packet, and returns how many were written;
-// it stops at the first error.
+// it stops at the first error. On a device opened with OpenTUNOffload it
+// coalesces the packets of a TCP or UDP flow into super-packets and
+// makes one write(2) per super-packet; it returns how many packets it
+// handed to the kernel and the first error, going on after one.
 func (t *TUN) WriteBatch(pkts [][]byte) (int, error) {
+	if t.off != nil {
+		return t.writeOffload(pkts)
+	}
 	for i, p := range pkts {
 		if _, err := t.f.Write(p); err != nil {
 			return i, tunErr(err)
@@ -175,6 +197,9 @@ func (t *TUN) Deliver(pkts [][]byte) { t.WriteBatch(pkts) }
 // Close closes the device; a pending Read or ReadBatch returns ErrClosed.
 func (t *TUN) Close() error {
 	t.closed.Store(true)
+	if t.off != nil {
+		return t.closeOffload()
+	}
 	return tunErr(t.f.Close())
 }
 
@@ -186,7 +211,10 @@ func (t *TUN) Close() error {
 // interface: whatever the kernel routes into it is encrypted, whatever
 // is decrypted comes out of it. The buffers (BatchSize × TUNBufSize) are
 // allocated once; packets that fill a whole buffer may have been
-// truncated and are dropped, counted by OversizeDrops. ServeTUN uses the TUN's read deadline to
+// truncated and are dropped, counted by OversizeDrops. On a device
+// opened with OpenTUNOffload each read is one super-packet, split into
+// up to 128 packets (the buffers are max(BatchSize, 128) × TUNBufSize)
+// that go to Send together. ServeTUN uses the TUN's read deadline to
 // stop (and clears it when it returns). Run it on its own goroutine,
 // one ServeTUN per TUN at a time.
 func ServeTUN(e *Engine, t *TUN, queue int, stop <-chan struct{}) error {
@@ -197,6 +225,9 @@ func ServeTUN(e *Engine, t *TUN, queue int, stop <-chan struct{}) error {
 		return fmt.Errorf("%w: queue %d", ErrInvalidConfig, queue)
 	}
 	batch := e.cfg.BatchSize
+	if t.off != nil {
+		batch = max(batch, tunReadSlots) // one super-packet per read
+	}
 	mem := make([]byte, batch*TUNBufSize)
 	bufs := make([][]byte, batch)
 	for i := range bufs {
@@ -233,7 +264,7 @@ func ServeTUN(e *Engine, t *TUN, queue int, stop <-chan struct{}) error {
 		}
 		pkts = pkts[:0]
 		for i := range n {
-			if sizes[i] < TUNBufSize {
+			if sizes[i] < TUNBufSize && sizes[i] <= len(bufs[i]) {
 				pkts = append(pkts, bufs[i][:sizes[i]])
 			} else {
 				t.oversize.Add(1)

@@ -22,5 +22,17 @@ func (t *TUN) Deliver(pkts [][]byte)                             {}
 func (t *TUN) Close() error                                      { return nil }
 func (t *TUN) OversizeDrops() uint64                             { return 0 }
 
+// OpenTUNOffload returns ErrNotSupported outside Linux.
+func OpenTUNOffload(name string) (*TUN, error) { return nil, ErrNotSupported }
+
+// OpenTUNQueues returns ErrNotSupported outside Linux.
+func OpenTUNQueues(name string, queues int) ([]*TUN, error) { return nil, ErrNotSupported }
+
+// DeliverTUNs returns a DeliverFunc that does nothing outside Linux.
+func DeliverTUNs(tuns []*TUN) DeliverFunc { return func([][]byte) {} }
+
+func (t *TUN) Stats() TUNStats { return TUNStats{} }
+func (t *TUN) Offload() bool   { return false }
+
 // ServeTUN returns ErrNotSupported outside Linux.
 func ServeTUN(e *Engine, t *TUN, queue int, stop <-chan struct{}) error { return ErrNotSupported }

@@ -94,6 +94,7 @@ type Gateway struct {
 	state   *stateStore // nil without state_dir
 	eng     *xdp.Engine
 	tun     *xdp.TUN
+	tunQ    []*xdp.TUN // the TUN's queues, one per worker (tun is tunQ[0])
 	ctl     *controlServer
 	running bool
 	stop    chan struct{}
@@ -570,16 +571,16 @@ func (gw *Gateway) Start() (err error) {
 	ec := gw.engineConfig()
 	if t := gw.g.TUN; t != nil {
 		if err := gw.inNS(func() error {
-			tun, err := xdp.OpenTUN(t.Name)
+			tuns, err := openTUN(t.Name, gw.g.Queues, gw.log)
 			if err != nil {
 				return err
 			}
-			gw.tun = tun
+			gw.tun, gw.tunQ = tuns[0], tuns
 			return setupTUN(t, gw.tunMTU())
 		}); err != nil {
 			return fmt.Errorf("gateway: tun %s: %w", t.Name, err)
 		}
-		ec.Deliver = gw.tun.Deliver
+		ec.Deliver = xdp.DeliverTUNs(gw.tunQ)
 	}
 	eng, err := xdp.NewEngine(ec)
 	if err != nil {
@@ -602,19 +603,15 @@ func (gw *Gateway) Start() (err error) {
 		watch = append(watch, gw.tun.Name())
 	}
 	gw.startLinkMonitor(watch)
-	if gw.tun != nil {
-		for q := range gw.g.Queues {
-			if q > 0 {
-				break // one reader: a TUN without multiqueue has one queue
+	for q, tun := range gw.tunQ {
+		// One reader per queue of the device: queue q feeds worker q.
+		gw.wg.Add(1)
+		go func() {
+			defer gw.wg.Done()
+			if err := xdp.ServeTUN(eng, tun, q, gw.stop); err != nil {
+				gw.log.Error("tun reader stopped", "tun", tun.Name(), "queue", q, "err", err)
 			}
-			gw.wg.Add(1)
-			go func() {
-				defer gw.wg.Done()
-				if err := xdp.ServeTUN(eng, gw.tun, q, gw.stop); err != nil {
-					gw.log.Error("tun reader stopped", "tun", gw.tun.Name(), "err", err)
-				}
-			}()
-		}
+		}()
 	}
 	if gw.g.Control != "" {
 		ctl, err := gw.listenControl(gw.g.Control)
@@ -778,10 +775,10 @@ func (gw *Gateway) teardown() error {
 	gw.mu.Unlock()
 	gw.wg.Wait() // background tasks may take gw.mu
 	gw.mu.Lock()
-	if gw.tun != nil {
-		errs = append(errs, gw.tun.Close())
-		gw.tun = nil
+	for _, t := range gw.tunQ {
+		errs = append(errs, t.Close())
 	}
+	gw.tun, gw.tunQ = nil, nil
 	gw.running = false
 	return errors.Join(errs...)
 }

@@ -4,12 +4,48 @@ package gateway
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/espxdp/espxdp/internal/config"
+	"github.com/espxdp/espxdp/xdp"
 )
+
+// tunOffload makes openTUN ask for GSO/GRO offloads (tests turn it off
+// to compare with the bare device).
+var tunOffload = true
+
+// openTUN opens the gateway's TUN device in the calling thread's
+// namespace, with offloads (xdp.OpenTUNOffload: the kernel hands over
+// TCP and UDP super-packets, which are split, and what is delivered is
+// coalesced) and, with several queues, as a multi-queue device with one
+// queue per engine worker; if the kernel refuses offloads, as a bare
+// single-queue device.
+func openTUN(name string, queues int, log *slog.Logger) ([]*xdp.TUN, error) {
+	if tunOffload {
+		var tuns []*xdp.TUN
+		var err error
+		if queues > 1 {
+			tuns, err = xdp.OpenTUNQueues(name, queues)
+		} else {
+			var t *xdp.TUN
+			if t, err = xdp.OpenTUNOffload(name); err == nil {
+				tuns = []*xdp.TUN{t}
+			}
+		}
+		if err == nil {
+			return tuns, nil
+		}
+		log.Warn("tun without offloads: every packet costs a system call, one queue", "tun", name, "err", err)
+	}
+	t, err := xdp.OpenTUN(name)
+	if err != nil {
+		return nil, err
+	}
+	return []*xdp.TUN{t}, nil
+}
 
 // setupTUN configures an open TUN device over rtnetlink: MTU, address,
 // up, routes. It runs on the thread that is in the gateway's namespace;

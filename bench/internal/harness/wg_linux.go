@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/curve25519"
@@ -276,14 +277,39 @@ func (n *wgNet) startWireGuard(offloads bool) (stop func(), err error) {
 // startESP starts an espxdp engine in each gateway with transform tr:
 // ciphertext on the wan link, plaintext on the lan link.
 func (n *wgNet) startESP(tr string, seed uint64) (stop func(), err error) {
+	return n.startESPMode(tr, seed, false)
+}
+
+// startESPTUN starts an espxdp engine in each gateway with transform tr
+// as a route-based tunnel: ciphertext on the wan link, plaintext on a
+// TUN device "esp0" with offloads (xdp.OpenTUNOffload) into which the
+// kernel routes the remote network; the hosts' and links' offloads are
+// on (setOffloads), as for wireguard-go with offloads.
+func (n *wgNet) startESPTUN(tr string, seed uint64) (stop func(), err error) {
+	return n.startESPMode(tr, seed, true)
+}
+
+func (n *wgNet) startESPMode(tr string, seed uint64, useTUN bool) (stop func(), err error) {
 	t, err := esp.ParseTransform(tr)
 	if err != nil {
 		return nil, err
 	}
 	var engines []*xdp.Engine
+	var tuns []*xdp.TUN
+	halt := make(chan struct{})
+	var served sync.WaitGroup
 	stop = func() {
+		close(halt)
+		served.Wait()
 		for _, e := range engines {
 			e.Stop()
+		}
+		for _, d := range tuns {
+			d.Close()
+		}
+		if useTUN {
+			n.kernelRoutes()
+			n.setOffloads(false)
 		}
 	}
 	defer func() {
@@ -330,13 +356,28 @@ func (n *wgNet) startESP(tr string, seed uint64) (stop func(), err error) {
 		if g == n.gwB {
 			lanHost = n.bEth
 		}
-		e, err := xdp.NewEngine(xdp.EngineConfig{
+		ec := xdp.EngineConfig{
 			Processor:         proc,
 			Cipher:            xdp.Port{Name: n.wanOf[g].Name, NextHop: n.peer[g].MAC},
 			Plain:             &xdp.Port{Name: n.lanOf[g].Name, NextHop: lanHost.MAC},
 			ProtectedPrefixes: []netip.Prefix{prot},
 			LocalAddrs:        []netip.Addr{local},
-		})
+		}
+		var dev *xdp.TUN
+		if useTUN {
+			if err := g.Do(func() (err error) { dev, err = xdp.OpenTUNOffload("esp0"); return err }); err != nil {
+				return nil, fmt.Errorf("harness: TUN in %s: %w", g.Label, err)
+			}
+			tuns = append(tuns, dev)
+			ec.Plain, ec.ProtectedPrefixes, ec.Deliver = nil, nil, dev.Deliver
+			if _, err := g.IP("link", "set", "dev", "esp0", "mtu", strconv.Itoa(wgInnerMT), "up"); err != nil {
+				return nil, err
+			}
+			if err := g.AddRoute(prot, netip.Addr{}, "esp0", 0); err != nil {
+				return nil, err
+			}
+		}
+		e, err := xdp.NewEngine(ec)
 		if err != nil {
 			return nil, err
 		}
@@ -344,6 +385,18 @@ func (n *wgNet) startESP(tr string, seed uint64) (stop func(), err error) {
 			return nil, fmt.Errorf("harness: engine in %s: %w", g.Label, err)
 		}
 		engines = append(engines, e)
+		if dev != nil {
+			served.Add(1)
+			go func() {
+				defer served.Done()
+				xdp.ServeTUN(e, dev, 0, halt)
+			}()
+		}
+	}
+	if useTUN {
+		if err := n.setOffloads(true); err != nil {
+			return nil, err
+		}
 	}
 	return stop, nil
 }
@@ -459,7 +512,7 @@ func (r *wgRun) tcp(impl, tr, variant string) (Result, error) {
 	res.add("ping-ms", avgMs(ping.RTTs), "ms")
 	r.gbps[impl+"/"+tr+"/"+variant] = g
 	// Against wireguard-go's better configuration.
-	if wg := max(r.gbps["wireguard-go//"+wgNoOffload], r.gbps["wireguard-go//"+wgOffload]); impl == "espxdp" && wg > 0 {
+	if wg := max(r.gbps["wireguard-go//"+wgNoOffload], r.gbps["wireguard-go//"+wgOffload]); strings.HasPrefix(impl, "espxdp") && wg > 0 {
 		res.add("x-wireguard", g/wg, UnitRatio)
 	}
 	if k := r.gbps["kernel//"+wgNoOffload]; impl != "kernel" && k > 0 {
@@ -510,7 +563,7 @@ func (r *wgRun) udp(impl, tr, variant string) ([]Result, error) {
 		pps := float64(got) / sec
 		r.pps[fmt.Sprintf("%s/%s/%s/%d", impl, tr, variant, size)] = pps
 		wg := max(r.pps[fmt.Sprintf("wireguard-go//%s/%d", wgNoOffload, size)], r.pps[fmt.Sprintf("wireguard-go//%s/%d", wgOffload, size)])
-		if impl == "espxdp" && wg > 0 {
+		if strings.HasPrefix(impl, "espxdp") && wg > 0 {
 			res.add("x-wireguard", pps/wg, UnitRatio)
 		}
 		if k := r.pps[fmt.Sprintf("kernel//%s/%d", wgNoOffload, size)]; impl != "kernel" && k > 0 {
@@ -607,6 +660,19 @@ func WGSteps(cfg Config) ([]suiteStep, func()) {
 			}
 			defer stop()
 			return r.measure("espxdp", tr, wgNoOffload)
+		}})
+	}
+	for _, tr := range wgESPSuit {
+		steps = append(steps, suiteStep{"wg espxdp-tun " + tr, func() ([]Result, error) {
+			if err := r.setup(); err != nil {
+				return nil, err
+			}
+			stop, err := r.net.startESPTUN(tr, cfg.Seed)
+			if err != nil {
+				return nil, err
+			}
+			defer stop()
+			return r.measure("espxdp-tun", tr, wgOffload)
 		}})
 	}
 	return steps, r.close

@@ -123,6 +123,10 @@ MTU), the wan 1500.
 - espxdp: an xdp.Engine in each gateway (ciphertext on the wan, plaintext
   on the hosts' link, one queue and worker), tunnel-mode ESP with the
   transform shown.
+- espxdp-tun: the same engine route-based: plaintext on a TUN with GSO/GRO
+  offloads (xdp.OpenTUNOffload, ServeTUN, TUN.Deliver) into which the
+  gateway's kernel routes the remote network, run with the offloads on
+  as wireguard-go is.
 
 "no-offload": the hosts' transmit checksum offload (and so TSO) is off.
 espxdp needs that: a veth hands its peer packets whose TCP checksum the
