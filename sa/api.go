@@ -483,6 +483,12 @@ const (
 	// and each worker encrypts with its own; inbound SAs are owned as in
 	// Sharded (by Config.Worker when pinned, else by hash of the SPI).
 	PerCPU
+	// Ordered: the worker that receives a batch does each SA's serial
+	// work (replay check and update, sequence numbers) in arrival order;
+	// the AEAD work of each run of packets is spread over all workers
+	// (idle workers take a share in Worker.Drain), and the batch comes
+	// back in the order it went in. See the package documentation.
+	Ordered
 )
 
 // Verdict is the outcome for one packet of a batch.

@@ -477,26 +477,6 @@ func (s *SA) expiredReason() DropReason {
 	return DropExpired
 }
 
-// nextSeq hands out the next outbound sequence number; ok is false when
-// the counter is exhausted (2^32-1 without ESN), in which case the SA is
-// hard-expired. Numbers are never reused, even for packets that are then
-// dropped.
-//
-// Invariant (with SeqLimit): no number above SeqLimit is handed out, and
-// none is handed out twice - the limited path takes numbers with a
-// compare-and-swap that never moves the counter past the limit.
-func (s *SA) nextSeq(now int64, sink eventSink) (uint64, DropReason) {
-	if s.seqLimit.Load() != 0 {
-		return s.nextSeqLimited(now, sink)
-	}
-	n := s.seq.Add(1)
-	if n == 0 || (!s.esn && n > math.MaxUint32) {
-		s.expireHard(LimitSequence, now, sink)
-		return 0, DropSeqOverflow
-	}
-	return n, DropNone
-}
-
 // ---- replay ----
 
 func (s *SA) replayCheck(lo uint32, locked bool) (uint64, bool) {
