@@ -584,6 +584,18 @@ type ProcessorOptions struct {
 	// AcquireInterval is the minimum time between two such events of one
 	// tunnel; 0 means 1s.
 	AcquireInterval time.Duration
+	// ReplayWindowMax bounds the growth of replay windows with several
+	// workers. Workers that share one SA's stream (Shared and Ordered
+	// modes, or Sharded and PerCPU hand-offs) reorder it by up to what
+	// they hold in flight, which can exceed the default window. So an
+	// inbound SA whose Config.ReplayWindow is 0 (the default) has its
+	// window doubled, up to this bound, when an authenticated packet is
+	// accepted more than half the window behind the right edge; the
+	// window never forgets what it recorded nor accepts a number it
+	// rejected before (replay.Window.Grow). 0 means MaxReplayWindow,
+	// ReplayDisabled turns growth off; with one worker windows never
+	// grow. Explicitly sized windows never grow.
+	ReplayWindowMax int
 }
 
 // ProcessorStats sums the per-worker counters of a Processor: packets in

@@ -60,6 +60,7 @@ type job struct {
 	dummy bool
 	verif bool // inbound: the ICV verified (also for padding errors)
 	dec   bool // inbound: decrypted (ICV and padding fine)
+	old   bool // inbound: older than the window, checked only to grow it
 }
 
 // runCap returns how many packets the current run may park before it
@@ -130,14 +131,25 @@ func (w *Worker) completeIn(js []job) {
 	// after (Update, which fails for a number recorded meanwhile - by a
 	// duplicate in the same run or by another worker). One lock per pass
 	// when workers share the window.
+	grow := sa.growable && w.p.growTo > 0
 	if w.locked {
 		sa.mu.Lock()
+	}
+	if grow && sa.win.Size() >= w.p.growTo {
+		grow = false
 	}
 	for i := range js {
 		j := &js[i]
 		seq, ok := sa.win.Check(j.lo)
 		if !ok {
-			j.drop = DropReplay
+			// Too old for the window: if it may still grow, the ICV is
+			// checked anyway, to learn how far the workers reorder
+			// the stream (the packet is dropped all the same).
+			if grow && seq != 0 && sa.win.Top() > seq && sa.win.Top()-seq >= uint64(sa.win.Size()) {
+				j.old = true
+			} else {
+				j.drop = DropReplay
+			}
 		}
 		j.seq = seq
 	}
@@ -150,8 +162,24 @@ func (w *Worker) completeIn(js []job) {
 	}
 	for i := range js {
 		j := &js[i]
-		if j.drop == DropNone && !sa.win.Update(j.seq) {
+		if j.old {
+			// An authenticated packet older than the window: replayed,
+			// or delayed by the workers that far. Either way it is
+			// dropped, unrecorded and uncounted as before; only the
+			// window grows to cover such delays from now on.
+			if j.verif && sa.win.Top() > j.seq {
+				w.growWindow(sa, sa.win.Top()-j.seq)
+			}
+			j.drop, j.verif, j.dec = DropReplay, false, false
+			continue
+		}
+		if j.drop != DropNone {
+			continue
+		}
+		if !sa.win.Update(j.seq) {
 			j.drop = DropReplay // a concurrent copy of the packet won
+		} else if grow && sa.win.Top()-j.seq >= uint64(sa.win.Size()/2) {
+			w.growWindow(sa, sa.win.Top()-j.seq)
 		}
 	}
 	if w.locked {
@@ -160,6 +188,26 @@ func (w *Worker) completeIn(js []job) {
 	for i := range js {
 		w.finishIn(&js[i])
 	}
+}
+
+// growWindow enlarges sa's replay window, up to the processor's bound
+// (ProcessorOptions.ReplayWindowMax), doubling it until it holds twice
+// d: an authenticated packet came d packets behind the right edge, more
+// than half the window (or more than all of it), so the workers reorder
+// the SA's stream by about that much. The caller holds the
+// window (its lock, or owns the SA). It allocates, once per growth: at
+// most log2(MaxReplayWindow/DefaultReplayWindow) times per SA.
+func (w *Worker) growWindow(sa *SA, d uint64) {
+	size := sa.win.Size()
+	n := size
+	for uint64(n) < 2*(d+1) && n < w.p.growTo {
+		n *= 2
+	}
+	n = min(n, w.p.growTo)
+	if n <= size || sa.win.Grow(n) != nil {
+		return
+	}
+	sa.winLen.Store(int32(n))
 }
 
 // finishIn is the per-packet tail of an inbound packet after the window

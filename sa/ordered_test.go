@@ -437,3 +437,98 @@ func modesProperty(t *testing.T, mode Concurrency, seed uint64) {
 	}
 	t.Logf("sent %d, accepted %d", sentN.Load(), okN.Load())
 }
+
+// TestReplayWindowGrows deals an in-order stream of one SA to two
+// workers, every other packet, and lets worker 0 process its whole
+// share before worker 1 starts: the worst displacement two workers can
+// cause, twice the default window. The default window grows in the
+// first round - the packets it displaced past the old window are lost,
+// as the grown window counts every number left of the old one as seen -
+// and after it the stream loses nothing; explicitly sized windows, one worker and
+// ReplayWindowMax = ReplayDisabled keep the window as it is. Replays
+// stay rejected after the growth.
+func TestReplayWindowGrows(t *testing.T) {
+	const perWorker = DefaultReplayWindow // 2048 packets per round, displaced by up to 2045
+	for _, c := range []struct {
+		name     string
+		mode     Concurrency
+		nw       int
+		window   int
+		max      int
+		wantSize int // after the rounds
+	}{
+		{"shared", Shared, 2, 0, 0, 4096},
+		{"ordered", Ordered, 2, 0, 0, 4096},
+		{"sharded", Sharded, 2, 0, 0, 4096},
+		{"bounded", Shared, 2, 0, 1536, 1536},
+		{"explicit", Shared, 2, DefaultReplayWindow, 0, DefaultReplayWindow},
+		{"off", Shared, 2, 0, ReplayDisabled, DefaultReplayWindow},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, in := mustPair(t, "aes128gcm16", 0x5151, func(cf *Config) { cf.ReplayWindow = c.window; cf.PinWorker = true })
+			sadA, sadB := NewSAD(SADOptions{}), NewSAD(SADOptions{})
+			sadA.Add(out)
+			sadB.Add(in)
+			tun := NewTunnel("g")
+			tun.SetOutbound(out)
+			tx, _ := NewProcessor(ProcessorOptions{SAD: sadA, Tunnel: tun})
+			rx, err := NewProcessor(ProcessorOptions{SAD: sadB, Workers: c.nw, Concurrency: c.mode, ReplayWindowMax: c.max})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var old []Packet
+			drops := make([]int, 4)
+			for round := range drops {
+				var share [2][]Packet
+				for i := 0; i < 2*perWorker; i++ {
+					b := []Packet{packetFor(udpPacket(hostA, hostB, 1, 2, 20, uint64(i)))}
+					tx.Worker(0).Outbound(b)
+					share[i%2] = append(share[i%2], b[0])
+					if i%500 == 0 {
+						old = append(old, clonePacket(b[0]))
+					}
+				}
+				for w := 0; w < 2; w++ {
+					for i := 0; i < len(share[w]); i += 32 {
+						b := share[w][i:min(i+32, len(share[w]))]
+						rx.Worker(w).Inbound(b)
+						d := make([]Packet, 64)
+						n := rx.Worker(1 - w).Drain(d) // Sharded: the owner takes hand-offs
+						for _, p := range append(append([]Packet(nil), b...), d[:n]...) {
+							if p.Verdict == VerdictDrop {
+								if p.Reason != DropReplay {
+									t.Fatalf("round %d: %v", round, p.Reason)
+								}
+								drops[round]++
+							}
+						}
+					}
+				}
+			}
+			size := in.Stats().ReplayWindow
+			if size != c.wantSize {
+				t.Fatalf("window %d, want %d (drops per round %v)", size, c.wantSize, drops)
+			}
+			if c.wantSize >= 4*perWorker {
+				if drops[0] == 0 {
+					t.Fatalf("no drop in the first round: the test does not displace enough (%v)", drops)
+				}
+				for r := 1; r < len(drops); r++ {
+					if drops[r] != 0 {
+						t.Fatalf("round %d lost %d packets after the window grew (%v)", r, drops[r], drops)
+					}
+				}
+			} else if drops[len(drops)-1] == 0 {
+				t.Fatalf("a small window lost nothing: the test does not displace enough (%v)", drops)
+			}
+			// Replays of packets accepted or refused earlier stay out.
+			for _, p := range old {
+				b := []Packet{clonePacket(p)}
+				rx.Worker(0).Inbound(b)
+				if b[0].Verdict == VerdictOK {
+					t.Fatal("an old packet was accepted again after the window grew")
+				}
+			}
+		})
+	}
+}

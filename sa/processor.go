@@ -26,6 +26,7 @@ type Processor struct {
 
 	acqEvents   EventFunc // tunnel acquire events (acquire.go)
 	acqInterval int64
+	growTo      int // replay windows may grow up to this; 0: never (batch.go)
 }
 
 // Worker is one worker of a Processor. Use each Worker from one
@@ -68,6 +69,9 @@ func NewProcessor(opts ProcessorOptions) (*Processor, error) {
 	if opts.Concurrency > Ordered {
 		return nil, fmt.Errorf("sa: unknown concurrency mode %v", opts.Concurrency)
 	}
+	if opts.ReplayWindowMax < ReplayDisabled || opts.ReplayWindowMax > MaxReplayWindow {
+		return nil, fmt.Errorf("sa: ProcessorOptions.ReplayWindowMax %d out of range", opts.ReplayWindowMax)
+	}
 	if opts.QueueLen < 0 || opts.QueueLen > 1<<20 {
 		return nil, fmt.Errorf("sa: ProcessorOptions.QueueLen %d out of range", opts.QueueLen)
 	}
@@ -78,6 +82,12 @@ func NewProcessor(opts ProcessorOptions) (*Processor, error) {
 	}
 	if p.clock == nil {
 		p.clock = time.Now
+	}
+	if n > 1 && opts.ReplayWindowMax != ReplayDisabled {
+		p.growTo = opts.ReplayWindowMax
+		if p.growTo == 0 {
+			p.growTo = MaxReplayWindow
+		}
 	}
 	p.acqEvents, p.acqInterval = opts.Events, int64(opts.AcquireInterval)
 	if p.acqEvents == nil {
