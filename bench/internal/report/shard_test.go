@@ -108,8 +108,8 @@ func TestShardMarkdownAndPlots(t *testing.T) {
 	for _, want := range []string{
 		"## Shard: per-core SA sharding study",
 		"### One tunnel",
-		"| **encrypt per-cpu** | 1420 | 2 | 1.80 | 20.4 | 1.80× | 0.950 | 0.950 | 94.7% | 0% | 0 |",
-		"| decrypt | sharded | spray | 1000 | uniform | 1420 | 2 | 1.40 | 15.9 | 1.40× | – | – | – | 0% | – | replay 12 (0.500%) |",
+		"| **encrypt per-cpu** | 1420 | 2 | 1.80 | 20.4 | 1.80× | 0.950 | 0.950 | 94.7% | 0% | – | – | 0 |",
+		"| decrypt | sharded | spray | 1000 | uniform | 1420 | 2 | 1.40 | 15.9 | 1.40× | – | – | – | 0% | – | – | replay 12 (0.500%) |",
 		"### Replay window vs reordering",
 		"| reverse | 4096 | 98.4% (98.4%) | 75.0% (75.0%) |",
 		"| 2 | 1 | 1024 | 64000 | 12.5% | 3.00 | – |",
