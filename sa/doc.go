@@ -222,19 +222,17 @@
 // these trade-offs is one use of this package, so they are explicit:
 //
 //   - Shared: any worker handles any SA, so traffic of one SA spreads
-//     over all cores. The replay window is behind a per-SA mutex
-//     (locked for the pre-check and again for the update, which
-//     re-checks: two workers racing with copies of one packet cannot both
-//     win); sequence numbers, lifetime totals and state are atomics that
-//     all workers write, so one busy SA's cache lines bounce between
-//     cores. Simplest to feed (no steering) but scales worst per SA:
-//     BenchmarkReplaySA shows ~7 ns unlocked vs ~30 ns locked for the
-//     window alone, and BenchmarkModes the whole path. Reordering
-//     between workers can also push packets out of a small window: the
-//     bench harness's shard suite measured 25-50 % replay drops for two
-//     Shared workers on one SA with windows of 64 or 1024 when the
-//     workers do not run side by side, and none with 65536. Steer one
-//     SA's packets to one worker, or use a large window.
+//     over all cores with no steering. Workers meet on an SA's shared
+//     lines once per run of its packets, not per packet: one atomic add
+//     reserves the run's sequence numbers, one lock acquisition covers
+//     the replay pre-check of the whole run and one its window update
+//     (which re-checks: two workers racing with copies of one packet
+//     cannot both win), and the run's lifetime usage is added once.
+//     Reordering between workers is absorbed by the growing default
+//     window (above). What remains shared is the cache line the runs'
+//     atomics write, and the packets' own order: two workers sending one
+//     SA's packets out of two queues interleave them.
+//
 //   - Sharded: each SA belongs to one worker, Processor.OwnerOf(spi)
 //     (hash of the SPI, or Config.Worker when PinWorker is set). A worker
 //     given a packet of an SA it does not own hands it, through a bounded
@@ -242,11 +240,10 @@
 //     DropQueueFull when full), which processes it in Worker.Drain. Better:
 //     steer packets to the owner in the first place (an XDP program or
 //     RSS by SPI), and nothing is handed off: a handed-off packet can
-//     land far from the owner's own input, and a worker that falls
-//     behind pushes it out of a small window (replay drops). Windows
-//     need no lock and an
-//     SA's hot lines stay in one core's cache, but one SA is limited to
-//     one core.
+//     land far from the owner's own input and leaves after it
+//     (reordering at egress). Windows need no lock and an SA's hot lines
+//     stay in one core's cache, but one SA is limited to one core.
+//
 //   - PerCPU (RFC 9611): a tunnel carries several SAs for the same
 //     traffic, one per worker (Tunnel.SetOutbound(sa0, sa1, ...)); each
 //     worker encrypts with its own, so outbound needs no hand-off and
@@ -254,11 +251,91 @@
 //     with Config.Worker to the worker the NIC steers them to). It scales
 //     one tunnel over all cores at the cost of more SAs to negotiate.
 //
+//   - Ordered: one SA's serial work in arrival order, its AEAD on all
+//     workers, packets out in the order they came in. The worker that
+//     receives a batch is its sequencer: it does each run's serial
+//     steps itself and puts the run's AEAD jobs on its board, a bounded
+//     array that the other workers take jobs from, a few at a time with
+//     one compare-and-swap, whenever they call Worker.Drain (which in
+//     this mode returns no packets) or have no input of their own. The
+//     sequencer takes jobs too, waits for the ones others took, then
+//     finishes the run in order. The packets never leave the caller's
+//     batch - the batch is the reorder buffer - so Inbound and Outbound
+//     return it complete and in input order, nothing is handed off and
+//     no queue can overflow; the price is that the sequencer may wait
+//     for a job another worker is doing (one chunk of AEAD, never more),
+//     and idle helpers poll. Steer one SA's packets to one worker (its
+//     sequencer) and let the others help.
+//
+// The Ordered mode, for one sequencer:
+//
+//	worker 0 (sequencer of its input)            workers 1..n-1
+//	batch ─► per run of one SA:
+//	         serial, in order: lookup, outer and
+//	         lifetime checks, replay pre-check or
+//	         the run's sequence numbers
+//	         board[0..k) ──────── claim (CAS) ─────► Drain: AEAD of
+//	         AEAD of the jobs it claimed               the jobs claimed
+//	         wait until all k are done ◄── done count ─┘
+//	         serial, in order: window update,
+//	         decapsulation, selectors, counters
+//	batch ◄─ same slots, same order: nothing reordered
+//
+// Memory layout: what keeps workers off each other's cache lines. A
+// Worker (its scratch, parsed headers, run accumulators, parked jobs and
+// processor counters) is written by its goroutine alone and padded; each
+// SA has one counter block per worker (ctrBlock, padded to 128 bytes,
+// allocated on first use) that only that worker writes, once per run;
+// the Processor's counters are one padded block per worker. An SA keeps
+// its immutable fields, the fields workers write (sequence counter,
+// busy count, state, lifetime usage, highest accepted number), its
+// replay window with its lock, and its rarely written attributes in
+// separate 128-byte-aligned groups, so the per-run writes of one group
+// do not invalidate the lines the others read per packet. An Ordered
+// board keeps the claim word and the done count on lines of their own.
+// Per run, a worker sharing an SA writes its shared lines with at most:
+// the busy count twice, one sequence reservation or two window lock
+// acquisitions, the lifetime usage and the highest number; the last-used
+// time at most once a second. Nothing is written per packet. In the
+// Sharded and PerCPU modes those lines stay with one worker.
+//
+// Which mode. The cells are per-CPU efficiency at 2 workers: packets
+// per CPU-second the workers' threads got, over one worker's in the same
+// cell (wall-clock speed-up cannot show scaling on a box with fewer free
+// CPUs than workers). Measured with the shard suite of package bench
+// (go run ./bench -suite shard -sas 1 (or 1000) -sizes 1420 -duration
+// 1s, on 2026-12-06 at 21:06-21:10 UTC), aes128gcm16, 1420-byte inner
+// packets, on a 2-CPU VM shared with other jobs (load average 3.1-7.9:
+// the 1-worker baselines of equal work differed by up to 40 % between
+// cells, so read these as ±0.3):
+//
+//	situation                     mode, ingress               measured (2 workers)
+//	one elephant SA, inner        Ordered, steered to one     decrypt 0.77 per CPU-s, 0 reordered,
+//	flows must stay in order      sequencer, others help      wall 0.30× (helpers preempted: see below)
+//	                              Ordered, sprayed            decrypt 0.94, encrypt 0.98, 0 reordered
+//	                                                          per worker, 0 replay drops
+//	one elephant SA, order        Shared, sprayed             decrypt 0.82, encrypt 1.42, 0 replay
+//	across queues irrelevant                                  drops (window grew to 4096)
+//	many mice SAs (1000)          Sharded, steered by SPI     decrypt 0.76, 0 hand-offs, 0 reordered
+//	                              Shared, sprayed             decrypt 0.64, encrypt 1.04
+//	                              Sharded, sprayed            decrypt 0.77, 8 % reordered (hand-offs)
+//	peer negotiates per-CPU       PerCPU                      encrypt 0.94 (1 tunnel), 0.88 (1000);
+//	SAs (RFC 9611)                                            decrypt steered 0.84 (1000)
+//
+// With many SAs a batch rarely holds two packets of one SA, so runs are
+// single packets and the modes differ little; with one SA the per-run
+// batching is what keeps Shared workers apart. Ordered needs its
+// workers on CPUs of their own (busy-polling AF_XDP workers): its
+// sequencer waits for the jobs a helper took, and a helper that the
+// kernel preempts mid-job stalls the sequencer for a time slice, which
+// is what the steered cell's wall clock shows on this oversubscribed
+// box. Sprayed, every worker is a sequencer and a helper, and nothing
+// waits long.
+//
 // Counters are per worker in every mode: each SA has one cache-line
 // padded block per worker (allocated on first use), written only by
 // that worker and only once per run of consecutive packets of the SA;
-// Stats sums them. In the Sharded and PerCPU modes no cache line is
-// written by two workers on the fast path.
+// Stats sums them.
 //
 // A Processor has no goroutines of its own: run one goroutine per
 // Worker and call its Inbound, Outbound and Drain. An SA must be driven

@@ -108,3 +108,17 @@ func (w *Worker) help() int {
 	}
 	return n
 }
+
+// unclaimed counts the jobs on the other workers' boards that no worker
+// has taken yet.
+func (w *Worker) unclaimed() int {
+	n := 0
+	ws := w.p.workers
+	for k := 1; k < len(ws); k++ {
+		c := ws[(w.id+k)%len(ws)].board.ctl.Load()
+		if total, cl := c&0xff, (c>>8)&0xff; cl < total {
+			n += int(total - cl)
+		}
+	}
+	return n
+}

@@ -154,6 +154,12 @@ func TestOrderedBoardHelp(t *testing.T) {
 	b := w0.board
 	b.jobs, b.sa, b.at = js, out, out.attrs.Load()
 	b.ctl.Store(1<<56 | 1<<16 | uint64(len(js)))
+	if n := w1.Pending(); n != len(js) {
+		t.Fatalf("Pending %d, want the %d unclaimed jobs", n, len(js))
+	}
+	if n := w0.Pending(); n != 0 {
+		t.Fatalf("the sequencer sees %d jobs of its own as pending", n)
+	}
 	if n := w1.Drain(make([]Packet, 4)); n != 0 {
 		t.Fatalf("Ordered Drain returned %d packets", n)
 	}
@@ -165,7 +171,7 @@ func TestOrderedBoardHelp(t *testing.T) {
 			t.Fatalf("job %d: %v %x", i, j.drop, j.res[:28])
 		}
 	}
-	if _, _, ok := b.claim(); ok {
+	if _, _, ok := b.claim(); ok || w1.Pending() != 0 {
 		t.Fatal("a finished run can still be claimed")
 	}
 }

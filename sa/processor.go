@@ -222,7 +222,9 @@ func (w *Worker) Outbound(pkts []Packet) {
 
 // Drain processes packets other workers handed to this one (Sharded and
 // PerCPU modes), at most len(pkts), storing them with their results in
-// pkts; it returns how many. Packet.Dir says which way each went. The
+// pkts; it returns how many. In the Ordered mode it instead does AEAD
+// jobs of other workers' runs (which those workers return in their own
+// batches) and returns 0. Packet.Dir says which way each went. The
 // buffers now belong to this worker's caller, which sends or frees them
 // as for its own packets. Call it in the worker's loop, e.g. after each
 // Inbound or Outbound batch.
@@ -252,8 +254,14 @@ func (w *Worker) Drain(pkts []Packet) int {
 	return n
 }
 
-// Pending returns how many handed-off packets wait for Drain.
+// Pending returns how many handed-off packets wait for Drain; in the
+// Ordered mode, how many AEAD jobs of other workers' runs are waiting
+// for a helper (Drain takes them), so that a loop that drains only when
+// something is pending helps too.
 func (w *Worker) Pending() int {
+	if w.board != nil {
+		return w.unclaimed()
+	}
 	n := 0
 	for _, r := range w.inbox {
 		n += r.len()
