@@ -169,6 +169,55 @@ func shardConditions(rep *harness.Report, rs []harness.Result) string {
 	return s
 }
 
+// Targets of issue #14 (one SA over many cores).
+const (
+	// TargetSharedEff is the per-CPU efficiency one Shared SA must keep
+	// at 2 workers.
+	TargetSharedEff = 0.9
+	// TargetOrderedEff is the Ordered mode's per-CPU efficiency at 2
+	// workers.
+	TargetOrderedEff = 0.85
+)
+
+// oneSATargets checks one SA at 2 workers: Shared keeps TargetSharedEff
+// of one worker's packets per CPU-second with no replay drop (an
+// in-order stream sprayed over the workers), Ordered TargetOrderedEff
+// with nothing reordered at egress.
+func oneSATargets(rs []harness.Result, size int, cond string) []Target {
+	var ts []Target
+	for _, k := range oneTunnelKeys(size) {
+		if k.sas != 1 || (k.mode != "shared" && k.mode != "ordered") {
+			continue
+		}
+		var top *harness.Result
+		for i := range rs {
+			if k.match(&rs[i]) && rs[i].Workers == 2 {
+				top = &rs[i]
+			}
+		}
+		if top == nil {
+			continue
+		}
+		e, ok := efficiency(rs, top)
+		if !ok {
+			continue
+		}
+		need := TargetSharedEff
+		if k.mode == "ordered" {
+			need = TargetOrderedEff
+		}
+		replay, _ := top.Get("drop-replay")
+		reord, _ := top.Get("reordered%")
+		ts = append(ts, Target{
+			What: fmt.Sprintf("one SA over 2 workers (issue #14): %s, %d B: per CPU-second ≥ %s× of 1 worker's, 0 replay drops, 0 reordered at egress",
+				k.label(), size, num(need)),
+			Measured: fmt.Sprintf("%s×, %s replay drops, %s%% reordered (%s)", num(e), num(replay), num(reord), cond),
+			Met:      e >= need && replay == 0 && reord == 0,
+		})
+	}
+	return ts
+}
+
 func shardTargets(rep *harness.Report) []Target {
 	rs := rep.Filter(harness.KindShard)
 	if len(rs) == 0 {
@@ -176,7 +225,7 @@ func shardTargets(rep *harness.Report) []Target {
 	}
 	size := shardSize(rs)
 	cond := shardConditions(rep, rs)
-	var ts []Target
+	ts := oneSATargets(rs, size, cond)
 	for _, k := range append(oneTunnelKeys(size), manyKeys(shardMany(rs), size)...) {
 		if k.mode == "sharded" && k.sas == 1 {
 			continue // one SA on one core by design

@@ -128,3 +128,45 @@ func TestShardMarkdownAndPlots(t *testing.T) {
 		t.Errorf("model row of encrypt per-cpu missing or wrong:\n%s", s)
 	}
 }
+
+// TestOneSATargets checks the issue #14 targets: met only with the
+// efficiency, no replay drop and nothing reordered.
+func TestOneSATargets(t *testing.T) {
+	rep := &harness.Report{Machine: harness.Machine{Cores: 2, GOMAXPROCS: 2}}
+	cell := func(op, mode, ingress string, w int, cpu float64, extra ...any) {
+		rep.Results = append(rep.Results, harness.Result{Suite: "shard", Kind: harness.KindShard, Op: op, Mode: mode, Ingress: ingress,
+			Dist: harness.DistUniform, SAs: 1, Size: 1420, Workers: w,
+			Metrics: metrics(append([]any{"Mpps", 1.0, "Mpps", "Mpps/cpu", cpu, "Mpps", "reordered%", 0.0, "%"}, extra...)...)})
+	}
+	cell("encrypt", "shared", "spray", 1, 2.0)
+	cell("encrypt", "shared", "spray", 2, 1.9) // 0.95: met
+	cell("decrypt", "shared", "spray", 1, 2.0)
+	cell("decrypt", "shared", "spray", 2, 1.9, "drop-replay", 3.0, "packets") // drops: not met
+	cell("decrypt", "ordered", "steer", 1, 2.0)
+	cell("decrypt", "ordered", "steer", 2, 1.6) // 0.8: not met
+	cell("encrypt", "ordered", "spray", 1, 2.0)
+	cell("encrypt", "ordered", "spray", 2, 1.8) // 0.9: met
+	want := map[string]bool{"encrypt shared": true, "decrypt shared": false, "decrypt ordered steer": false, "encrypt ordered spray": true}
+	n := 0
+	for _, x := range Targets(rep) {
+		if !strings.HasPrefix(x.What, "one SA over 2 workers") {
+			continue
+		}
+		n++
+		matched := false
+		for k, v := range want {
+			if strings.Contains(x.What, ": "+k+",") {
+				matched = true
+				if x.Met != v {
+					t.Errorf("%s: met %v, want %v (%s)", x.What, x.Met, v, x.Measured)
+				}
+			}
+		}
+		if !matched {
+			t.Errorf("unexpected target %q", x.What)
+		}
+	}
+	if n != len(want) {
+		t.Errorf("%d issue targets, want %d", n, len(want))
+	}
+}
