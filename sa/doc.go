@@ -23,6 +23,17 @@
 //
 // # Data path
 //
+// A worker takes its batch packet by packet, but the steps that touch an
+// SA's shared serial state - the replay window inbound, the sequence
+// counter outbound - it does once per run of consecutive packets of the
+// same SA (up to 64): one replay pre-check pass and one update pass
+// (each under one lock acquisition when workers share the window), one
+// reservation of sequence numbers (one atomic add, or one
+// compare-and-swap loop with a SeqLimit), then the AEAD of every packet
+// of the run, then the per-packet rest. A run is cut short where its
+// packets could reach a hard packet or byte lifetime, so those stay
+// exact with one worker.
+//
 // Inbound: esp.ParseOuter → SPI lookup → outer checks (encapsulation,
 // endpoints; see below) → anti-replay pre-check (with ESN
 // the high 32 bits are inferred as in RFC 4303 Appendix A) → ICV check
@@ -67,8 +78,26 @@
 // by default and configurable up to MaxReplayWindow (65536; larger sizes
 // are rejected, never truncated). ReplayDisabled turns the check off.
 //
-// Outbound sequence numbers come from an atomic counter and are never
-// reused, not even for packets that are then dropped. Without ESN the
+// With several workers a default-sized window grows: workers that share
+// an SA's stream reorder it by up to what they hold in flight, which
+// can exceed 1024 packets. An authenticated packet accepted more than
+// half the window behind the right edge, or one older than the window
+// (checked then only for this, and dropped all the same), makes the
+// window double until it holds twice that delay, up to
+// ProcessorOptions.ReplayWindowMax (default MaxReplayWindow, 8 KiB of
+// bitmap per SA). Growing never makes a number acceptable that was
+// rejected before: everything left of the old window counts as seen
+// (replay.Window.Grow), so the packets that the first deep reordering
+// pushed out are lost, and after it an in-order stream dealt to the
+// workers loses nothing (TestReplayWindowGrows). Forged packets cannot
+// grow a window; replayed ones can, to the bound, which costs memory but
+// no protection; until a window reaches its bound, packets older than it
+// cost an ICV check (as any fresh-looking forgery does) instead of none.
+// Windows sized in the Config never grow.
+//
+// Outbound sequence numbers come from an atomic counter, reserved for a
+// whole run of packets at a time (see Data path), and are never reused,
+// not even for packets that are then dropped. Without ESN the
 // SA stops when the counter would pass 2^32-1 (RFC 4303 §3.3.3): the
 // packet is dropped with DropSeqOverflow, the SA becomes StateExpired
 // and EventSeqOverflow is raised. With ESN the counter is 64 bits.
