@@ -167,7 +167,7 @@
 // raises EventSoftExpire once (rekey now); a hard limit raises
 // EventHardExpire once and the SA drops further packets with
 // DropExpired. Packet and byte limits are exact with one worker; with
-// several workers sharing an SA (Shared mode) they may overshoot by up
+// several workers sharing an SA (Shared and Ordered modes) they may overshoot by up
 // to one batch per worker, because workers add their counts once per
 // run of packets.
 //
