@@ -396,8 +396,9 @@ type Stats struct {
 	ESN bool `json:"esn"`
 	// State is the life-cycle state.
 	State State `json:"state"`
-	// ReplayWindow is the anti-replay window size; 0: disabled or
-	// outbound.
+	// ReplayWindow is the anti-replay window size, as grown by a
+	// Processor with several workers (ProcessorOptions.ReplayWindowMax);
+	// 0: disabled or outbound.
 	ReplayWindow int `json:"replay_window"`
 	// Seq is, outbound, the last sequence number used; inbound, the
 	// highest authenticated sequence number received.

@@ -199,6 +199,9 @@ func (w *Worker) completeIn(js []job) {
 // most log2(MaxReplayWindow/DefaultReplayWindow) times per SA.
 func (w *Worker) growWindow(sa *SA, d uint64) {
 	size := sa.win.Size()
+	if size == 0 {
+		return // disabled: nothing to grow (and doubling 0 would not end)
+	}
 	n := size
 	for uint64(n) < 2*(d+1) && n < w.p.growTo {
 		n *= 2

@@ -147,7 +147,7 @@ func New(cfg Config) (*SA, error) {
 			w = 0
 		}
 		s.winLen.Store(int32(w))
-		s.growable = cfg.ReplayWindow == 0
+		s.growable = cfg.ReplayWindow == 0 && w > 0
 		if err := s.win.Init(w, cfg.ESN); err != nil {
 			c.Wipe()
 			return nil, cfgErr("ReplayWindow", err.Error(), nil)
