@@ -80,8 +80,12 @@ func (b *board) run(w *Worker, js []job) {
 		}
 		b.done.Add(uint32(hi - lo))
 	}
+	// Wait for the jobs other workers took; meanwhile take jobs of
+	// theirs (a sequencer waiting on a helper that is itself a sequencer
+	// helps it finish). help never waits, so two sequencers cannot wait
+	// on each other.
 	for i := 0; b.done.Load() != uint32(len(js)); i++ {
-		if i > 64 {
+		if w.help() == 0 && i > 64 {
 			runtime.Gosched()
 		}
 	}
