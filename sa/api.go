@@ -590,8 +590,9 @@ type ProcessorOptions struct {
 	// modes, or Sharded and PerCPU hand-offs) reorder it by up to what
 	// they hold in flight, which can exceed the default window. So an
 	// inbound SA whose Config.ReplayWindow is 0 (the default) has its
-	// window doubled, up to this bound, when an authenticated packet is
-	// accepted more than half the window behind the right edge; the
+	// window doubled, up to this bound, when an authenticated packet
+	// arrives more than a quarter of the window behind the right edge
+	// (until it holds four times that delay); the
 	// window never forgets what it recorded nor accepts a number it
 	// rejected before (replay.Window.Grow). 0 means MaxReplayWindow,
 	// ReplayDisabled turns growth off; with one worker windows never

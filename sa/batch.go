@@ -178,7 +178,7 @@ func (w *Worker) completeIn(js []job) {
 		}
 		if !sa.win.Update(j.seq) {
 			j.drop = DropReplay // a concurrent copy of the packet won
-		} else if grow && sa.win.Top()-j.seq >= uint64(sa.win.Size()/2) {
+		} else if grow && sa.win.Top()-j.seq >= uint64(sa.win.Size()/4) {
 			w.growWindow(sa, sa.win.Top()-j.seq)
 		}
 	}
@@ -191,10 +191,13 @@ func (w *Worker) completeIn(js []job) {
 }
 
 // growWindow enlarges sa's replay window, up to the processor's bound
-// (ProcessorOptions.ReplayWindowMax), doubling it until it holds twice
-// d: an authenticated packet came d packets behind the right edge, more
-// than half the window (or more than all of it), so the workers reorder
-// the SA's stream by about that much. The caller holds the
+// (ProcessorOptions.ReplayWindowMax), doubling it until it holds four
+// times d: an authenticated packet came d packets behind the right
+// edge, more than a quarter of the window (or more than all of it), so
+// the workers reorder the SA's stream by about that much, and by more
+// when the load shifts. The margin is what keeps a later, deeper
+// reordering inside the window: packets pushed out before the window
+// grew are lost. The caller holds the
 // window (its lock, or owns the SA). It allocates, once per growth: at
 // most log2(MaxReplayWindow/DefaultReplayWindow) times per SA.
 func (w *Worker) growWindow(sa *SA, d uint64) {
@@ -203,7 +206,7 @@ func (w *Worker) growWindow(sa *SA, d uint64) {
 		return // disabled: nothing to grow (and doubling 0 would not end)
 	}
 	n := size
-	for uint64(n) < 2*(d+1) && n < w.p.growTo {
+	for uint64(n) < 4*(d+1) && n < w.p.growTo {
 		n *= 2
 	}
 	n = min(n, w.p.growTo)

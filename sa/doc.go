@@ -81,9 +81,9 @@
 // With several workers a default-sized window grows: workers that share
 // an SA's stream reorder it by up to what they hold in flight, which
 // can exceed 1024 packets. An authenticated packet accepted more than
-// half the window behind the right edge, or one older than the window
-// (checked then only for this, and dropped all the same), makes the
-// window double until it holds twice that delay, up to
+// a quarter of the window behind the right edge, or one older than the
+// window (checked then only for this, and dropped all the same), makes
+// the window double until it holds four times that delay, up to
 // ProcessorOptions.ReplayWindowMax (default MaxReplayWindow, 8 KiB of
 // bitmap per SA). Growing never makes a number acceptable that was
 // rejected before: everything left of the old window counts as seen

@@ -84,8 +84,14 @@ func (b *board) run(w *Worker, js []job) {
 	// theirs (a sequencer waiting on a helper that is itself a sequencer
 	// helps it finish). help never waits, so two sequencers cannot wait
 	// on each other.
+	//
+	// It spins rather than yield at once: a job takes a microsecond or
+	// so, and runtime.Gosched on a worker locked to its OS thread (as
+	// AF_XDP workers are) parks the thread, which costs more than the
+	// wait. It yields only after about a millisecond, when the helper
+	// was evidently preempted.
 	for i := 0; b.done.Load() != uint32(len(js)); i++ {
-		if w.help() == 0 && i > 64 {
+		if w.help() == 0 && i > 1<<14 {
 			runtime.Gosched()
 		}
 	}

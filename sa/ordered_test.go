@@ -473,9 +473,9 @@ func TestReplayWindowGrows(t *testing.T) {
 		max      int
 		wantSize int // after the rounds
 	}{
-		{"shared", Shared, 2, 0, 0, 4096},
-		{"ordered", Ordered, 2, 0, 0, 4096},
-		{"sharded", Sharded, 2, 0, 0, 4096},
+		{"shared", Shared, 2, 0, 0, 8192},
+		{"ordered", Ordered, 2, 0, 0, 8192},
+		{"sharded", Sharded, 2, 0, 0, 8192},
 		{"bounded", Shared, 2, 0, 1536, 1536},
 		{"explicit", Shared, 2, DefaultReplayWindow, 0, DefaultReplayWindow},
 		{"off", Shared, 2, 0, ReplayDisabled, DefaultReplayWindow},
