@@ -331,37 +331,48 @@
 // Which mode. The cells are per-CPU efficiency at 2 workers: packets
 // per CPU-second the workers' threads got, over one worker's in the same
 // cell (wall-clock speed-up cannot show scaling on a box with fewer free
-// CPUs than workers). Measured with the shard suite of package bench,
-// aes128gcm16, 1420-byte inner packets, 1 s per cell, on a 2-CPU VM
-// shared with other jobs (load average 3-8; the workers got about one
-// CPU between them, and the 1-worker baselines of equal work differed by
-// up to 40 % between cells, so read these as ±0.3): one SA with
-// "go run ./bench -suite shard -sas 1 -sizes 1420 -duration 1s" on
-// 2026-12-06 at 21:26 UTC, 1000 SAs with -sas 1000 at 21:08 UTC.
+// CPUs than workers). All from one run of the shard suite of package
+// bench (go run ./bench -suite shard, 200 ms per cell; bench/RESULTS.md,
+// 2026-12-06 21:31-21:34 UTC), aes128gcm16, 1420-byte inner packets, on
+// a 2-CPU VM shared with other jobs (load average 2.1-4.0; 1-worker
+// baselines of equal work differed by up to 25 %, so read these as
+// ±0.2):
 //
 //	situation                     mode, ingress               measured (2 workers)
-//	one elephant SA, inner        Ordered, steered to one     decrypt 0.87, 0 reordered, 0 drops
-//	flows must stay in order      sequencer, others help
-//	                              Ordered, sprayed            decrypt 1.71, encrypt 0.61, 0 reordered
+//	one elephant SA, inner        Ordered, steered to one     decrypt 0.52 (wall 0.77×), 0 reordered,
+//	flows must stay in order      sequencer, others help      0 drops
+//	                              Ordered, sprayed            decrypt 0.47, encrypt 0.95, 0 reordered
 //	                                                          per worker, 0 replay drops
-//	one elephant SA, order        Shared, sprayed             decrypt 0.96, encrypt 1.01, 0 replay
-//	across queues irrelevant                                  drops (window grew to 4096)
-//	many mice SAs (1000)          Sharded, steered by SPI     decrypt 0.76, 0 hand-offs, 0 reordered
-//	                              Shared, sprayed             decrypt 0.64, encrypt 1.04
-//	                              Sharded, sprayed            decrypt 0.77, 8 % reordered (hand-offs)
-//	peer negotiates per-CPU       PerCPU                      1 tunnel: encrypt 1.06, decrypt
-//	SAs (RFC 9611)                                            steered 0.97; 1000 tunnels: encrypt
-//	                                                          0.88, decrypt steered 0.84
+//	one elephant SA, order        Shared, sprayed             decrypt 0.91 (wall 1.54×), encrypt 0.92
+//	across queues irrelevant                                  (1.56×), 0 replay drops (window 8192)
+//	many mice SAs (1000)          Sharded, steered by SPI     decrypt 0.97 (wall 1.45×), no hand-off
+//	                              Shared, sprayed             decrypt 0.76, encrypt 0.86
+//	                              Sharded, sprayed            decrypt 0.50, 7 % reordered (hand-offs)
+//	                              Ordered (runs of 1 packet)  decrypt 0.40 sprayed, 0.36 steered
+//	peer negotiates per-CPU       PerCPU                      1 tunnel: encrypt 0.60, decrypt steered
+//	SAs (RFC 9611)                                            0.68 (the workers got half the CPUs);
+//	                                                          1000 tunnels: decrypt steered 0.79
+//
+// So: one SA whose order does not matter - Shared; many SAs - Sharded
+// with SPI steering (PerCPU where the peer offers per-CPU SAs, which
+// also scales one tunnel); one SA whose inner flows must stay in order
+// over several cores - Ordered, on dedicated cores, knowing that moving
+// each packet's AEAD to another core and back costs per-CPU efficiency
+// (its target of 0.85 is not met here for decryption).
 //
 // With many SAs a batch rarely holds two packets of one SA, so runs are
 // single packets and the modes differ little; with one SA the per-run
 // batching is what keeps Shared workers apart. Ordered needs its
 // workers on CPUs of their own (busy-polling AF_XDP workers): its
 // sequencer waits for the jobs a helper took, and a helper that the
-// kernel preempts mid-job stalls the sequencer for a time slice (an
-// earlier run on the same box measured the steered cell at 0.30× wall
-// clock, 0.77 per CPU-s). Sprayed, every worker is a sequencer and a
-// helper, and a waiting sequencer takes the other's jobs meanwhile.
+// kernel preempts mid-job stalls the sequencer; the sequencer spins
+// (about a millisecond) rather than yield, which keeps its latency low
+// on a dedicated core and shows as CPU time here (an earlier variant
+// that yielded at once measured 0.30× wall clock for the steered cell).
+// Sprayed, every worker is a sequencer and a helper, and a waiting
+// sequencer takes the other's jobs meanwhile. With many SAs, runs are
+// single packets, the board is not used, and the helpers' polling is
+// the cost.
 //
 // Counters are per worker in every mode: each SA has one cache-line
 // padded block per worker (allocated on first use), written only by
