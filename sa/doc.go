@@ -361,8 +361,9 @@
 // (its target of 0.85 is not met here for decryption).
 //
 // With many SAs a batch rarely holds two packets of one SA, so runs are
-// single packets and the modes differ little; with one SA the per-run
-// batching is what keeps Shared workers apart. Ordered needs its
+// single packets and Shared pays its lock and shared lines per packet
+// again: there SPI steering (Sharded, PerCPU) wins. With one SA the
+// per-run batching is what keeps Shared workers apart. Ordered needs its
 // workers on CPUs of their own (busy-polling AF_XDP workers): its
 // sequencer waits for the jobs a helper took, and a helper that the
 // kernel preempts mid-job stalls the sequencer; the sequencer spins
