@@ -36,12 +36,12 @@ func TestZeroAllocs(t *testing.T) {
 	if race.Enabled || testing.CoverMode() != "" {
 		t.Skip("allocation counts are not meaningful under -race or -cover; .ci/run checks them without")
 	}
-	for _, mode := range []Concurrency{Shared, Sharded, PerCPU} {
+	for _, mode := range []Concurrency{Shared, Sharded, PerCPU, Ordered} {
 		for _, tr := range []string{"aes128gcm16", "aes256-sha256", "chacha20poly1305", "aes128gcm8", "aes128gmac"} {
 			t.Run(mode.String()+"/"+tr, func(t *testing.T) {
 				nw := 1
-				if mode == Sharded {
-					nw = 2
+				if mode != PerCPU {
+					nw = 2 // hand-off, locked windows, the Ordered board
 				}
 				s := newTwoSides(t, mode, nw, 4, tr)
 				b := newBatchBufs(32, udpPacket(hostA, hostB, 1000, 2000, 1200, 7), nil)

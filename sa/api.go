@@ -396,8 +396,9 @@ type Stats struct {
 	ESN bool `json:"esn"`
 	// State is the life-cycle state.
 	State State `json:"state"`
-	// ReplayWindow is the anti-replay window size; 0: disabled or
-	// outbound.
+	// ReplayWindow is the anti-replay window size, as grown by a
+	// Processor with several workers (ProcessorOptions.ReplayWindowMax);
+	// 0: disabled or outbound.
 	ReplayWindow int `json:"replay_window"`
 	// Seq is, outbound, the last sequence number used; inbound, the
 	// highest authenticated sequence number received.
@@ -483,6 +484,12 @@ const (
 	// and each worker encrypts with its own; inbound SAs are owned as in
 	// Sharded (by Config.Worker when pinned, else by hash of the SPI).
 	PerCPU
+	// Ordered: the worker that receives a batch does each SA's serial
+	// work (replay check and update, sequence numbers) in arrival order;
+	// the AEAD work of each run of packets is spread over all workers
+	// (idle workers take a share in Worker.Drain), and the batch comes
+	// back in the order it went in. See the package documentation.
+	Ordered
 )
 
 // Verdict is the outcome for one packet of a batch.
@@ -578,6 +585,19 @@ type ProcessorOptions struct {
 	// AcquireInterval is the minimum time between two such events of one
 	// tunnel; 0 means 1s.
 	AcquireInterval time.Duration
+	// ReplayWindowMax bounds the growth of replay windows with several
+	// workers. Workers that share one SA's stream (Shared and Ordered
+	// modes, or Sharded and PerCPU hand-offs) reorder it by up to what
+	// they hold in flight, which can exceed the default window. So an
+	// inbound SA whose Config.ReplayWindow is 0 (the default) has its
+	// window doubled, up to this bound, when an authenticated packet
+	// arrives more than a quarter of the window behind the right edge
+	// (until it holds four times that delay); the
+	// window never forgets what it recorded nor accepts a number it
+	// rejected before (replay.Window.Grow). 0 means MaxReplayWindow,
+	// ReplayDisabled turns growth off; with one worker windows never
+	// grow. Explicitly sized windows never grow.
+	ReplayWindowMax int
 }
 
 // ProcessorStats sums the per-worker counters of a Processor: packets in

@@ -182,7 +182,7 @@ func TestPerCPUOutbound(t *testing.T) {
 // tunnel make-before-break, deleting old SAs as soon as it safely can,
 // and checks that every packet arrives exactly once.
 func TestRekeyNoLoss(t *testing.T) {
-	for _, mode := range []Concurrency{Shared, PerCPU} {
+	for _, mode := range []Concurrency{Shared, PerCPU, Ordered} {
 		t.Run(mode.String(), func(t *testing.T) {
 			sadA, sadB := NewSAD(SADOptions{}), NewSAD(SADOptions{})
 			tx, _ := NewProcessor(ProcessorOptions{SAD: sadA, Concurrency: mode})
@@ -293,7 +293,7 @@ func TestRekeyNoLoss(t *testing.T) {
 // dropped for SAs that disappear; nothing may panic or race, and every
 // packet must get a verdict.
 func TestConcurrentChurn(t *testing.T) {
-	for _, mode := range []Concurrency{Shared, Sharded, PerCPU} {
+	for _, mode := range []Concurrency{Shared, Sharded, PerCPU, Ordered} {
 		t.Run(mode.String(), func(t *testing.T) {
 			const nw, ntun = 3, 4
 			s := newTwoSides(t, mode, nw, ntun, "aes128gcm16")

@@ -23,6 +23,17 @@
 //
 // # Data path
 //
+// A worker takes its batch packet by packet, but the steps that touch an
+// SA's shared serial state - the replay window inbound, the sequence
+// counter outbound - it does once per run of consecutive packets of the
+// same SA (up to 64): one replay pre-check pass and one update pass
+// (each under one lock acquisition when workers share the window), one
+// reservation of sequence numbers (one atomic add, or one
+// compare-and-swap loop with a SeqLimit), then the AEAD of every packet
+// of the run, then the per-packet rest. A run is cut short where its
+// packets could reach a hard packet or byte lifetime, so those stay
+// exact with one worker.
+//
 // Inbound: esp.ParseOuter → SPI lookup → outer checks (encapsulation,
 // endpoints; see below) → anti-replay pre-check (with ESN
 // the high 32 bits are inferred as in RFC 4303 Appendix A) → ICV check
@@ -67,8 +78,26 @@
 // by default and configurable up to MaxReplayWindow (65536; larger sizes
 // are rejected, never truncated). ReplayDisabled turns the check off.
 //
-// Outbound sequence numbers come from an atomic counter and are never
-// reused, not even for packets that are then dropped. Without ESN the
+// With several workers a default-sized window grows: workers that share
+// an SA's stream reorder it by up to what they hold in flight, which
+// can exceed 1024 packets. An authenticated packet accepted more than
+// a quarter of the window behind the right edge, or one older than the
+// window (checked then only for this, and dropped all the same), makes
+// the window double until it holds four times that delay, up to
+// ProcessorOptions.ReplayWindowMax (default MaxReplayWindow, 8 KiB of
+// bitmap per SA). Growing never makes a number acceptable that was
+// rejected before: everything left of the old window counts as seen
+// (replay.Window.Grow), so the packets that the first deep reordering
+// pushed out are lost, and after it an in-order stream dealt to the
+// workers loses nothing (TestReplayWindowGrows). Forged packets cannot
+// grow a window; replayed ones can, to the bound, which costs memory but
+// no protection; until a window reaches its bound, packets older than it
+// cost an ICV check (as any fresh-looking forgery does) instead of none.
+// Windows sized in the Config never grow.
+//
+// Outbound sequence numbers come from an atomic counter, reserved for a
+// whole run of packets at a time (see Data path), and are never reused,
+// not even for packets that are then dropped. Without ESN the
 // SA stops when the counter would pass 2^32-1 (RFC 4303 §3.3.3): the
 // packet is dropped with DropSeqOverflow, the SA becomes StateExpired
 // and EventSeqOverflow is raised. With ESN the counter is 64 bits.
@@ -138,7 +167,7 @@
 // raises EventSoftExpire once (rekey now); a hard limit raises
 // EventHardExpire once and the SA drops further packets with
 // DropExpired. Packet and byte limits are exact with one worker; with
-// several workers sharing an SA (Shared mode) they may overshoot by up
+// several workers sharing an SA (Shared and Ordered modes) they may overshoot by up
 // to one batch per worker, because workers add their counts once per
 // run of packets.
 //
@@ -222,19 +251,17 @@
 // these trade-offs is one use of this package, so they are explicit:
 //
 //   - Shared: any worker handles any SA, so traffic of one SA spreads
-//     over all cores. The replay window is behind a per-SA mutex
-//     (locked for the pre-check and again for the update, which
-//     re-checks: two workers racing with copies of one packet cannot both
-//     win); sequence numbers, lifetime totals and state are atomics that
-//     all workers write, so one busy SA's cache lines bounce between
-//     cores. Simplest to feed (no steering) but scales worst per SA:
-//     BenchmarkReplaySA shows ~7 ns unlocked vs ~30 ns locked for the
-//     window alone, and BenchmarkModes the whole path. Reordering
-//     between workers can also push packets out of a small window: the
-//     bench harness's shard suite measured 25-50 % replay drops for two
-//     Shared workers on one SA with windows of 64 or 1024 when the
-//     workers do not run side by side, and none with 65536. Steer one
-//     SA's packets to one worker, or use a large window.
+//     over all cores with no steering. Workers meet on an SA's shared
+//     lines once per run of its packets, not per packet: one atomic add
+//     reserves the run's sequence numbers, one lock acquisition covers
+//     the replay pre-check of the whole run and one its window update
+//     (which re-checks: two workers racing with copies of one packet
+//     cannot both win), and the run's lifetime usage is added once.
+//     Reordering between workers is absorbed by the growing default
+//     window (above). What remains shared is the cache line the runs'
+//     atomics write, and the packets' own order: two workers sending one
+//     SA's packets out of two queues interleave them.
+//
 //   - Sharded: each SA belongs to one worker, Processor.OwnerOf(spi)
 //     (hash of the SPI, or Config.Worker when PinWorker is set). A worker
 //     given a packet of an SA it does not own hands it, through a bounded
@@ -242,11 +269,10 @@
 //     DropQueueFull when full), which processes it in Worker.Drain. Better:
 //     steer packets to the owner in the first place (an XDP program or
 //     RSS by SPI), and nothing is handed off: a handed-off packet can
-//     land far from the owner's own input, and a worker that falls
-//     behind pushes it out of a small window (replay drops). Windows
-//     need no lock and an
-//     SA's hot lines stay in one core's cache, but one SA is limited to
-//     one core.
+//     land far from the owner's own input and leaves after it
+//     (reordering at egress). Windows need no lock and an SA's hot lines
+//     stay in one core's cache, but one SA is limited to one core.
+//
 //   - PerCPU (RFC 9611): a tunnel carries several SAs for the same
 //     traffic, one per worker (Tunnel.SetOutbound(sa0, sa1, ...)); each
 //     worker encrypts with its own, so outbound needs no hand-off and
@@ -254,11 +280,105 @@
 //     with Config.Worker to the worker the NIC steers them to). It scales
 //     one tunnel over all cores at the cost of more SAs to negotiate.
 //
+//   - Ordered: one SA's serial work in arrival order, its AEAD on all
+//     workers, packets out in the order they came in. The worker that
+//     receives a batch is its sequencer: it does each run's serial
+//     steps itself and puts the run's AEAD jobs on its board, a bounded
+//     array that the other workers take jobs from, a few at a time with
+//     one compare-and-swap, whenever they call Worker.Drain (which in
+//     this mode returns no packets) or have no input of their own. The
+//     sequencer takes jobs too, waits for the ones others took, then
+//     finishes the run in order. The packets never leave the caller's
+//     batch - the batch is the reorder buffer - so Inbound and Outbound
+//     return it complete and in input order, nothing is handed off and
+//     no queue can overflow; the price is that the sequencer may wait
+//     for a job another worker is doing (one chunk of AEAD, never more),
+//     and idle helpers poll. Steer one SA's packets to one worker (its
+//     sequencer) and let the others help.
+//
+// The Ordered mode, for one sequencer:
+//
+//	worker 0 (sequencer of its input)            workers 1..n-1
+//	batch ─► per run of one SA:
+//	         serial, in order: lookup, outer and
+//	         lifetime checks, replay pre-check or
+//	         the run's sequence numbers
+//	         board[0..k) ──────── claim (CAS) ─────► Drain: AEAD of
+//	         AEAD of the jobs it claimed               the jobs claimed
+//	         wait until all k are done ◄── done count ─┘
+//	         serial, in order: window update,
+//	         decapsulation, selectors, counters
+//	batch ◄─ same slots, same order: nothing reordered
+//
+// Memory layout: what keeps workers off each other's cache lines. A
+// Worker (its scratch, parsed headers, run accumulators, parked jobs and
+// processor counters) is written by its goroutine alone and padded; each
+// SA has one counter block per worker (ctrBlock, padded to 128 bytes,
+// allocated on first use) that only that worker writes, once per run;
+// the Processor's counters are one padded block per worker. An SA keeps
+// its immutable fields, the fields workers write (sequence counter,
+// busy count, state, lifetime usage, highest accepted number), its
+// replay window with its lock, and its rarely written attributes in
+// separate 128-byte-aligned groups, so the per-run writes of one group
+// do not invalidate the lines the others read per packet. An Ordered
+// board keeps the claim word and the done count on lines of their own.
+// Per run, a worker sharing an SA writes its shared lines with at most:
+// the busy count twice, one sequence reservation or two window lock
+// acquisitions, the lifetime usage and the highest number; the last-used
+// time at most once a second. Nothing is written per packet. In the
+// Sharded and PerCPU modes those lines stay with one worker.
+//
+// Which mode. The cells are per-CPU efficiency at 2 workers: packets
+// per CPU-second the workers' threads got, over one worker's in the same
+// cell (wall-clock speed-up cannot show scaling on a box with fewer free
+// CPUs than workers). All from one run of the shard suite of package
+// bench (go run ./bench -suite shard, 200 ms per cell; bench/RESULTS.md,
+// 2026-12-06 21:31-21:34 UTC), aes128gcm16, 1420-byte inner packets, on
+// a 2-CPU VM shared with other jobs (load average 2.1-4.0; 1-worker
+// baselines of equal work differed by up to 25 %, so read these as
+// ±0.2):
+//
+//	situation                     mode, ingress               measured (2 workers)
+//	one elephant SA, inner        Ordered, steered to one     decrypt 0.52 (wall 0.77×), 0 reordered,
+//	flows must stay in order      sequencer, others help      0 drops
+//	                              Ordered, sprayed            decrypt 0.47, encrypt 0.95, 0 reordered
+//	                                                          per worker, 0 replay drops
+//	one elephant SA, order        Shared, sprayed             decrypt 0.91 (wall 1.54×), encrypt 0.92
+//	across queues irrelevant                                  (1.56×), 0 replay drops (window 8192)
+//	many mice SAs (1000)          Sharded, steered by SPI     decrypt 0.97 (wall 1.45×), no hand-off
+//	                              Shared, sprayed             decrypt 0.76, encrypt 0.86
+//	                              Sharded, sprayed            decrypt 0.50, 7 % reordered (hand-offs)
+//	                              Ordered (runs of 1 packet)  decrypt 0.40 sprayed, 0.36 steered
+//	peer negotiates per-CPU       PerCPU                      1 tunnel: encrypt 0.60, decrypt steered
+//	SAs (RFC 9611)                                            0.68 (the workers got half the CPUs);
+//	                                                          1000 tunnels: decrypt steered 0.79
+//
+// So: one SA whose order does not matter - Shared; many SAs - Sharded
+// with SPI steering (PerCPU where the peer offers per-CPU SAs, which
+// also scales one tunnel); one SA whose inner flows must stay in order
+// over several cores - Ordered, on dedicated cores, knowing that moving
+// each packet's AEAD to another core and back costs per-CPU efficiency
+// (its target of 0.85 is not met here for decryption).
+//
+// With many SAs a batch rarely holds two packets of one SA, so runs are
+// single packets and Shared pays its lock and shared lines per packet
+// again: there SPI steering (Sharded, PerCPU) wins. With one SA the
+// per-run batching is what keeps Shared workers apart. Ordered needs its
+// workers on CPUs of their own (busy-polling AF_XDP workers): its
+// sequencer waits for the jobs a helper took, and a helper that the
+// kernel preempts mid-job stalls the sequencer; the sequencer spins
+// (about a millisecond) rather than yield, which keeps its latency low
+// on a dedicated core and shows as CPU time here (an earlier variant
+// that yielded at once measured 0.30× wall clock for the steered cell).
+// Sprayed, every worker is a sequencer and a helper, and a waiting
+// sequencer takes the other's jobs meanwhile. With many SAs, runs are
+// single packets, the board is not used, and the helpers' polling is
+// the cost.
+//
 // Counters are per worker in every mode: each SA has one cache-line
 // padded block per worker (allocated on first use), written only by
 // that worker and only once per run of consecutive packets of the SA;
-// Stats sums them. In the Sharded and PerCPU modes no cache line is
-// written by two workers on the fast path.
+// Stats sums them.
 //
 // A Processor has no goroutines of its own: run one goroutine per
 // Worker and call its Inbound, Outbound and Drain. An SA must be driven

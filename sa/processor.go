@@ -26,6 +26,7 @@ type Processor struct {
 
 	acqEvents   EventFunc // tunnel acquire events (acquire.go)
 	acqInterval int64
+	growTo      int // replay windows may grow up to this; 0: never (batch.go)
 }
 
 // Worker is one worker of a Processor. Use each Worker from one
@@ -41,6 +42,10 @@ type Worker struct {
 	flow   flow
 	now    int64
 	run    run
+	pend   [maxRun]job // the current run's parked packets (batch.go)
+	npend  int
+	pcap   int    // complete the run at this many parked packets
+	board  *board // Ordered mode with several workers (ordered.go)
 	pc     [nPCtr]uint64
 	events []pendingEvent
 	inbox  []*ring
@@ -61,8 +66,11 @@ func NewProcessor(opts ProcessorOptions) (*Processor, error) {
 	if opts.Workers < 0 || opts.Workers > 4096 {
 		return nil, fmt.Errorf("sa: ProcessorOptions.Workers %d out of range", opts.Workers)
 	}
-	if opts.Concurrency > PerCPU {
+	if opts.Concurrency > Ordered {
 		return nil, fmt.Errorf("sa: unknown concurrency mode %v", opts.Concurrency)
+	}
+	if opts.ReplayWindowMax < ReplayDisabled || opts.ReplayWindowMax > MaxReplayWindow {
+		return nil, fmt.Errorf("sa: ProcessorOptions.ReplayWindowMax %d out of range", opts.ReplayWindowMax)
 	}
 	if opts.QueueLen < 0 || opts.QueueLen > 1<<20 {
 		return nil, fmt.Errorf("sa: ProcessorOptions.QueueLen %d out of range", opts.QueueLen)
@@ -75,6 +83,12 @@ func NewProcessor(opts ProcessorOptions) (*Processor, error) {
 	if p.clock == nil {
 		p.clock = time.Now
 	}
+	if n > 1 && opts.ReplayWindowMax != ReplayDisabled {
+		p.growTo = opts.ReplayWindowMax
+		if p.growTo == 0 {
+			p.growTo = MaxReplayWindow
+		}
+	}
 	p.acqEvents, p.acqInterval = opts.Events, int64(opts.AcquireInterval)
 	if p.acqEvents == nil {
 		p.acqEvents = opts.SAD.events
@@ -82,7 +96,7 @@ func NewProcessor(opts ProcessorOptions) (*Processor, error) {
 	if p.acqInterval <= 0 {
 		p.acqInterval = int64(time.Second)
 	}
-	if p.mode != Shared && n > 1 {
+	if (p.mode == Sharded || p.mode == PerCPU) && n > 1 {
 		ql := opts.QueueLen
 		if ql == 0 {
 			ql = 1024
@@ -98,8 +112,11 @@ func NewProcessor(opts ProcessorOptions) (*Processor, error) {
 		}
 	}
 	for i := 0; i < n; i++ {
-		w := &Worker{p: p, id: i, locked: p.mode == Shared && n > 1, s: esp.NewScratch(),
+		w := &Worker{p: p, id: i, locked: (p.mode == Shared || p.mode == Ordered) && n > 1, s: esp.NewScratch(),
 			events: make([]pendingEvent, 0, 16)}
+		if p.mode == Ordered && n > 1 {
+			w.board = new(board)
+		}
 		if p.rings != nil {
 			for _, r := range p.rings[i] {
 				if r != nil {
@@ -205,11 +222,17 @@ func (w *Worker) Outbound(pkts []Packet) {
 
 // Drain processes packets other workers handed to this one (Sharded and
 // PerCPU modes), at most len(pkts), storing them with their results in
-// pkts; it returns how many. Packet.Dir says which way each went. The
+// pkts; it returns how many. In the Ordered mode it instead does AEAD
+// jobs of other workers' runs (which those workers return in their own
+// batches) and returns 0. Packet.Dir says which way each went. The
 // buffers now belong to this worker's caller, which sends or frees them
 // as for its own packets. Call it in the worker's loop, e.g. after each
 // Inbound or Outbound batch.
 func (w *Worker) Drain(pkts []Packet) int {
+	if w.board != nil {
+		w.help()
+		return 0
+	}
 	if len(w.inbox) == 0 {
 		return 0
 	}
@@ -231,8 +254,14 @@ func (w *Worker) Drain(pkts []Packet) int {
 	return n
 }
 
-// Pending returns how many handed-off packets wait for Drain.
+// Pending returns how many handed-off packets wait for Drain; in the
+// Ordered mode, how many AEAD jobs of other workers' runs are waiting
+// for a helper (Drain takes them), so that a loop that drains only when
+// something is pending helps too.
 func (w *Worker) Pending() int {
+	if w.board != nil {
+		return w.unclaimed()
+	}
 	n := 0
 	for _, r := range w.inbox {
 		n += r.len()
@@ -282,6 +311,7 @@ func (w *Worker) use(sa *SA) bool {
 }
 
 func (w *Worker) flushRun() {
+	w.complete()
 	r := &w.run
 	sa := r.sa
 	if sa == nil {
@@ -408,7 +438,7 @@ func (w *Worker) in(p *Packet, queued bool) {
 		w.pdrop(p, DropNoSA)
 		return
 	}
-	if w.p.mode != Shared {
+	if w.p.mode == Sharded || w.p.mode == PerCPU {
 		if o := w.p.owner(sa); o != w.id {
 			w.handoff(p, In, o)
 			return
@@ -429,74 +459,17 @@ func (w *Worker) in(p *Packet, queued bool) {
 		w.sdrop(p, sa.expiredReason())
 		return
 	}
-	if l := sa.hardReached(w.run.at, w.run.pkts, w.run.bytes); l != LimitNone {
+	if l := sa.hardReached(w.run.at, w.run.pkts+uint64(w.npend), w.run.bytes); l != LimitNone {
 		sa.expireHard(l, w.now, w)
 		w.sdrop(p, DropExpired)
 		return
 	}
-	seq, ok := sa.replayCheck(lo, w.locked)
-	if !ok {
-		w.sdrop(p, DropReplay)
-		return
-	}
-	payload, nh, err := sa.cipher.Open(w.s, espPkt, seq)
-	switch {
-	case err == nil, err == esp.ErrDummy:
-		w.run.v[cVerify]++
-		w.run.v[cDecrypt]++
-	case err == esp.ErrPadding:
-		w.run.v[cVerify]++
-		w.sdrop(p, DropPadding)
-		return
-	default:
-		w.sdrop(p, reasonOf(err))
-		return
-	}
-	w.run.dirty = true
-	if !sa.replayUpdate(seq, w.locked) {
-		w.sdrop(p, DropReplay) // a concurrent copy of the packet won
-		return
-	}
-	if sa.cfg.FloatRemote && !p.ESPOnly && seq > w.run.top && seq > sa.rxTop.Load() {
-		sa.noteEndpoint(w.parsed.Src, w.parsed.SrcPort, w.now, w) // authenticated and newest: see outer.go
-	}
-	w.run.top = max(w.run.top, seq)
-	if err == esp.ErrDummy {
-		w.sdrop(p, DropDummy)
-		return
-	}
-	var res []byte
-	switch {
-	case sa.mode == esp.Tunnel:
-		res, err = esp.DecapTunnel(payload, nh)
-	case p.ESPOnly:
-		err = esp.ErrMalformed // transport mode needs the outer IP header
-	default:
-		res, err = esp.DecapTransport(pkt, &w.parsed, payload, nh)
-	}
-	if err != nil {
-		w.sdrop(p, reasonOf(err))
-		return
-	}
-	if len(sa.selectors) > 0 {
-		if err := parseFlow(res, &w.flow); err != nil {
-			w.sdrop(p, reasonOf(err))
-			return
-		}
-		if !matchAny(sa.selectors, &w.flow) {
-			w.sdrop(p, DropPolicy)
-			return
-		}
-	}
-	setResult(p, res)
-	n := uint64(len(res))
-	w.run.v[cDecPkts]++
-	w.run.v[cDecBytes] += n
-	w.run.pkts++
-	w.run.bytes += n
-	p.Verdict = VerdictOK
-	p.Tunnel = sa.tunnel.Load()
-	w.pc[pInOK]++
+	j := w.park(p)
+	j.lo = lo
+	j.espOff = cap(p.Buf) - cap(espPkt)
+	j.espLen = len(espPkt)
+	j.parsed = w.parsed
+	w.parkDone()
 }
 
 func (w *Worker) out(p *Packet, queued bool) {
@@ -599,7 +572,7 @@ func (w *Worker) out(p *Packet, queued bool) {
 		w.sdrop(p, sa.expiredReason())
 		return
 	}
-	if l := sa.hardReached(w.run.at, w.run.pkts, w.run.bytes); l != LimitNone {
+	if l := sa.hardReached(w.run.at, w.run.pkts+uint64(w.npend), w.run.bytes); l != LimitNone {
 		sa.expireHard(l, w.now, w)
 		w.sdrop(p, DropExpired)
 		return
@@ -625,14 +598,6 @@ func (w *Worker) out(p *Packet, queued bool) {
 		w.sdrop(p, DropMTU)
 		return
 	}
-	seq, why := sa.nextSeq(w.now, w)
-	if why != DropNone {
-		w.sdrop(p, why)
-		return
-	}
-	n := p.Len
-	var res []byte
-	var err error
 	switch {
 	case p.ESPOnly && sa.mode == esp.Tunnel:
 		nh := byte(esp.NextHeaderIPv4)
@@ -641,30 +606,19 @@ func (w *Worker) out(p *Packet, queued bool) {
 		}
 		// The payload must be an IP packet of that family: the peer's
 		// DecapTunnel checks it against nh.
-		if _, err = esp.DecapTunnel(data, nh); err == nil {
-			res, err = sa.cipher.Seal(w.s, p.Buf, p.Off, n, sa.spi, seq, nh)
+		if _, err := esp.DecapTunnel(data, nh); err != nil {
+			w.sdrop(p, reasonOf(err))
+			return
 		}
 	case p.ESPOnly, sa.cfg.ESPOnly:
 		// Transport mode needs the IP header around ESP; an ESPOnly SA
 		// builds no outer header.
-		err = esp.ErrMalformed
-	case sa.mode == esp.Tunnel:
-		res, err = sa.cipher.EncapTunnel(w.s, p.Buf, p.Off, n, sa.spi, seq, &w.run.at.outer)
-	default:
-		res, err = sa.cipher.EncapTransport(w.s, p.Buf, p.Off, n, sa.spi, seq, &w.run.at.outer)
-	}
-	if err != nil {
-		w.sdrop(p, reasonOf(err))
+		w.sdrop(p, DropMalformed)
 		return
 	}
-	setResult(p, res)
-	w.run.v[cEncPkts]++
-	w.run.v[cEncBytes] += uint64(n)
-	w.run.dirty = true
-	w.run.pkts++
-	w.run.bytes += uint64(n)
-	p.Verdict = VerdictOK
-	w.pc[pOutOK]++
+	j := w.park(p)
+	j.fam = fam
+	w.parkDone()
 }
 
 // acquire drops p for want of an SA on a protect policy and raises

@@ -40,8 +40,8 @@ type SA struct {
 	ipv6      bool // outer family (tunnel), or family of Remote (transport)
 	selectors []Selector
 	created   int64 // unix nanos
-	window    int   // 0: disabled or outbound
 	hashOwner uint32
+	growable  bool // inbound with the default window: a Processor may grow it (Grow)
 
 	_ [cacheLine]byte
 
@@ -56,8 +56,9 @@ type SA struct {
 
 	_ [cacheLine]byte
 
-	mu  sync.Mutex // guards win in the Shared concurrency mode
-	win replay.Window
+	mu     sync.Mutex // guards win in the Shared and Ordered concurrency modes
+	win    replay.Window
+	winLen atomic.Int32 // win.Size(), for Stats; 0: disabled or outbound
 
 	_ [cacheLine]byte
 
@@ -145,7 +146,8 @@ func New(cfg Config) (*SA, error) {
 		case ReplayDisabled:
 			w = 0
 		}
-		s.window = w
+		s.winLen.Store(int32(w))
+		s.growable = cfg.ReplayWindow == 0 && w > 0
 		if err := s.win.Init(w, cfg.ESN); err != nil {
 			c.Wipe()
 			return nil, cfgErr("ReplayWindow", err.Error(), nil)
@@ -487,26 +489,6 @@ func (s *SA) expiredReason() DropReason {
 	return DropExpired
 }
 
-// nextSeq hands out the next outbound sequence number; ok is false when
-// the counter is exhausted (2^32-1 without ESN), in which case the SA is
-// hard-expired. Numbers are never reused, even for packets that are then
-// dropped.
-//
-// Invariant (with SeqLimit): no number above SeqLimit is handed out, and
-// none is handed out twice - the limited path takes numbers with a
-// compare-and-swap that never moves the counter past the limit.
-func (s *SA) nextSeq(now int64, sink eventSink) (uint64, DropReason) {
-	if s.seqLimit.Load() != 0 {
-		return s.nextSeqLimited(now, sink)
-	}
-	n := s.seq.Add(1)
-	if n == 0 || (!s.esn && n > math.MaxUint32) {
-		s.expireHard(LimitSequence, now, sink)
-		return 0, DropSeqOverflow
-	}
-	return n, DropNone
-}
-
 // ---- replay ----
 
 func (s *SA) replayCheck(lo uint32, locked bool) (uint64, bool) {
@@ -549,7 +531,7 @@ func (s *SA) StatsAt(now time.Time) Stats {
 		UDPEncap:     s.cfg.UDPEncap,
 		ESN:          s.esn,
 		State:        s.State(),
-		ReplayWindow: s.window,
+		ReplayWindow: int(s.winLen.Load()),
 		PathMTU:      s.PathMTU(),
 		PlaintextMTU: s.PlaintextMTU(),
 	}

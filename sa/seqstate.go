@@ -50,29 +50,6 @@ func (s *SA) initState(cfg *Config) {
 	s.cfg.Replay = nil // Config reports ReplayState live, not the import
 }
 
-// nextSeqLimited is nextSeq with a SeqLimit: it never moves the counter
-// past the limit, so numbers refused for the limit are not burnt and
-// raising the limit lets traffic continue right after it.
-func (s *SA) nextSeqLimited(now int64, sink eventSink) (uint64, DropReason) {
-	for {
-		cur := s.seq.Load()
-		lim := s.seqLimit.Load()
-		n := cur + 1
-		if n == 0 || (!s.esn && n > math.MaxUint32) {
-			s.expireHard(LimitSequence, now, sink)
-			return 0, DropSeqOverflow
-		}
-		if lim != 0 && n > lim {
-			s.seqLowWater(n, now, sink)
-			return 0, DropSeqLimit
-		}
-		if s.seq.CompareAndSwap(cur, n) {
-			s.seqLowWater(n, now, sink)
-			return n, DropNone
-		}
-	}
-}
-
 // seqLowWater raises EventSeqLimit when n reaches the low-water mark of
 // the current limit, once per limit.
 func (s *SA) seqLowWater(n uint64, now int64, sink eventSink) {

@@ -40,7 +40,7 @@ var (
 	eventNames       = []string{"", "soft-expire", "hard-expire", "seq-overflow", "acquire", "seq-limit", "deleted", "endpoint-changed"}
 	limitNames       = []string{"", "bytes", "packets", "time", "sequence"}
 	verdictNames     = []string{"none", "ok", "drop", "control", "bypass", "handed-off"}
-	concurrencyNames = []string{"shared", "sharded", "per-cpu"}
+	concurrencyNames = []string{"shared", "sharded", "per-cpu", "ordered"}
 	actionNames      = []string{"", "protect", "bypass", "discard"}
 	dropNames        = [NumDropReasons]string{
 		DropNone:        "none",
@@ -150,7 +150,8 @@ func (c *Concurrency) UnmarshalText(b []byte) error {
 	return err
 }
 
-// ParseConcurrency parses "shared", "sharded" or "per-cpu" ("percpu").
+// ParseConcurrency parses "shared", "sharded", "per-cpu" ("percpu") or
+// "ordered".
 func ParseConcurrency(s string) (Concurrency, error) {
 	if strings.ToLower(strings.TrimSpace(s)) == "percpu" {
 		return PerCPU, nil

@@ -244,3 +244,37 @@ func (w *Window) Merge(st State) {
 		}
 	}
 }
+
+// Grow enlarges an enabled window to size packets (at most MaxSize; a
+// size not larger than the current one, or a disabled window, changes
+// nothing) keeping everything it recorded. It allocates the larger
+// bitmap.
+//
+// Invariant: Grow never makes a number acceptable that the window
+// rejected before. The numbers that the larger window newly covers
+// (older than the old left edge) were rejected as too old, so they are
+// marked recorded: the window grows only for numbers still to come.
+func (w *Window) Grow(size int) error {
+	if size < 0 || size > MaxSize {
+		return fmt.Errorf("%w: %d (want 0..%d)", ErrSize, size, MaxSize)
+	}
+	if w.size == 0 || uint64(size) <= w.size {
+		return nil
+	}
+	old := *w
+	if err := w.Init(size, old.esn); err != nil {
+		return err
+	}
+	w.top = old.top
+	for k := uint64(0); k < w.size && k < old.top; k++ {
+		seq := old.top - k
+		if k < old.size {
+			if i := seq & old.mask; old.bits[i>>6]&(1<<(i&63)) == 0 {
+				continue
+			}
+		}
+		i := seq & w.mask
+		w.bits[i>>6] |= 1 << (i & 63)
+	}
+	return nil
+}

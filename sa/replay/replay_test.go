@@ -364,3 +364,56 @@ func TestStateMerge(t *testing.T) {
 		}
 	}
 }
+
+// TestGrow checks Grow against its invariant on random histories: after
+// growing, the window accepts no number it rejected before, still
+// rejects what it recorded, and then accepts new numbers displaced by
+// up to the new size.
+func TestGrow(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for it := 0; it < 200; it++ {
+		small := 64 * (1 + rng.IntN(8))
+		big := small * (2 + rng.IntN(4))
+		w, _ := New(small, false)
+		for i := 0; i < 500; i++ {
+			s := uint64(1 + rng.IntN(5000))
+			if s < w.Top()+uint64(small) {
+				w.Update(s)
+			}
+		}
+		before := map[uint64]bool{}
+		for s := uint64(1); s <= w.Top()+10; s++ {
+			_, ok := w.Check(uint32(s))
+			before[s] = ok
+		}
+		if err := w.Grow(big); err != nil {
+			t.Fatal(err)
+		}
+		if w.Size() != big {
+			t.Fatalf("size %d, want %d", w.Size(), big)
+		}
+		for s, ok := range before {
+			if _, now := w.Check(uint32(s)); now && !ok {
+				t.Fatalf("grow %d→%d: %d rejected before, accepted after", small, big, s)
+			} else if !now && ok {
+				t.Fatalf("grow %d→%d: %d accepted before, rejected after", small, big, s)
+			}
+		}
+		// New numbers displaced by up to big-1 are accepted once.
+		top := w.Top()
+		if !w.Update(top + uint64(big)) {
+			t.Fatal("new top refused")
+		}
+		if !w.Update(top+1) || w.Update(top+1) {
+			t.Fatalf("grow %d→%d: displaced new number %d not accepted exactly once", small, big, top+1)
+		}
+	}
+	w, _ := New(0, false)
+	if w.Grow(1024); w.Size() != 0 {
+		t.Fatal("a disabled window grew")
+	}
+	w, _ = New(128, false)
+	if err := w.Grow(MaxSize + 1); err == nil || w.Size() != 128 {
+		t.Fatal("grew past MaxSize")
+	}
+}

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -260,21 +261,48 @@ type shardWorker struct {
 	finish  time.Time
 	// tallies since the warm-up round
 	ok, handed, other uint64
-	roundCPU          int64 // thread CPU time in process in the last round, ns (-1: unknown)
+	reordered         uint64   // OK packets emitted after a higher sequence number of their SA
+	last              []uint64 // per SA: highest sequence number this worker emitted
+	roundCPU          int64    // thread CPU time in process in the last round, ns (-1: unknown)
 	drops             [sa.NumDropReasons]uint64
 }
 
 func (sw *shardWorker) reset() {
-	sw.ok, sw.handed, sw.other = 0, 0, 0
+	sw.ok, sw.handed, sw.other, sw.reordered = 0, 0, 0, 0
 	sw.drops = [sa.NumDropReasons]uint64{}
 }
 
-// tally counts the verdicts of a processed batch.
+// tally counts the verdicts of a processed batch, in the order the
+// worker emits them (its batch, then what it drained), and the OK
+// packets that leave after a higher sequence number of their SA: the
+// reordering at this worker's egress (one TX queue). Inbound the
+// sequence number rides in Packet.Meta (build); outbound it is read from
+// the ESP header.
 func (sw *shardWorker) tally(b []sa.Packet) {
 	for i := range b {
 		switch b[i].Verdict {
 		case sa.VerdictOK:
 			sw.ok++
+			var k int
+			var seq uint64
+			if b[i].Dir == sa.Out {
+				d := b[i].Data()
+				if len(d) < 28 {
+					continue
+				}
+				k = int(binary.BigEndian.Uint32(d[20:]) - shardSPI(0))
+				seq = uint64(binary.BigEndian.Uint32(d[24:]))
+			} else {
+				k, seq = int(b[i].Meta>>40), b[i].Meta&(1<<40-1)
+			}
+			if k < 0 || k >= len(sw.last) {
+				continue
+			}
+			if seq < sw.last[k] {
+				sw.reordered++
+			} else {
+				sw.last[k] = seq
+			}
 		case sa.VerdictHandedOff:
 			sw.handed++
 		case sa.VerdictDrop:
@@ -338,6 +366,7 @@ func (r *shardRig) build(sw *shardWorker) error {
 			return err
 		}
 		sw.in[j].Reset(buf, cap(buf)-cap(res), len(res))
+		sw.in[j].Meta = uint64(s.sa)<<40 | s.seq // for tally's reordering count
 	}
 	return nil
 }
@@ -420,6 +449,7 @@ type shardOutcome struct {
 	elapsed           time.Duration // timed span of the rounds, summed
 	rounds            int
 	ok, handed, other uint64
+	reordered         uint64
 	drops             [sa.NumDropReasons]uint64
 	offered           uint64 // packets given to the workers
 	perWorker         []uint64
@@ -448,7 +478,7 @@ func (r *shardRig) run(dist, ingress string, budget time.Duration, seed uint64) 
 	}
 	ws := make([]*shardWorker, r.nw)
 	for i := range ws {
-		ws[i] = &shardWorker{drain: make([]sa.Packet, batchLen), scratch: esp.NewScratch()}
+		ws[i] = &shardWorker{drain: make([]sa.Packet, batchLen), scratch: esp.NewScratch(), last: make([]uint64, len(r.sas))}
 	}
 	out.perWorker = make([]uint64, r.nw)
 	bar := &barrier{n: int32(r.nw)}
@@ -537,6 +567,7 @@ func (r *shardRig) run(dist, ingress string, budget time.Duration, seed uint64) 
 			return out, x.err
 		}
 		out.ok += x.ok
+		out.reordered += x.reordered
 		out.handed += x.handed
 		out.other += x.other
 		for i, d := range x.drops {
@@ -587,6 +618,14 @@ func (r *shardRig) measure(spec ShardSpec, budget time.Duration, seed uint64) (R
 		res.add("cpu-busy%", 100*median(o.busy), UnitPercent)
 	}
 	res.add("handed-off%", 100*float64(o.handed)/float64(o.offered), UnitPercent)
+	if o.ok > 0 {
+		// Per worker's output (one TX queue): OK packets that left
+		// after a higher sequence number of their SA.
+		res.add("reordered%", 100*float64(o.reordered)/float64(o.ok), UnitPercent)
+	}
+	if sas := r.sas; len(sas) > 0 && r.dir == sa.In {
+		res.add("replay-window", float64(sas[0].Stats().ReplayWindow), UnitPackets)
+	}
 	busiest := uint64(0)
 	for _, n := range o.perWorker {
 		busiest = max(busiest, n)
@@ -625,8 +664,10 @@ type ShardOptions struct {
 // ShardSpecs lists the cells of the matrix, grouped so that cells
 // sharing a rig (mode, direction, workers, SAs, size) are adjacent.
 // Inbound: every mode; Shared with spray only (it has no owner to steer
-// to), Sharded and PerCPU with spray and steer; every distribution, but
-// only uniform for one SA. Outbound: every mode with spray (outbound
+// to), Sharded, PerCPU and Ordered with spray and steer (Ordered steered:
+// each SA's stream reaches one worker, its sequencer, and the others
+// take AEAD jobs from Drain); every distribution, but only uniform for
+// one SA. Outbound: every mode with spray (outbound
 // packets come from the plaintext side, which cannot steer by SPI),
 // uniform traffic.
 func ShardSpecs(o ShardOptions) []ShardSpec {
@@ -642,7 +683,7 @@ func ShardSpecs(o ShardOptions) []ShardSpec {
 			}
 		}
 	}
-	modes := []sa.Concurrency{sa.Shared, sa.Sharded, sa.PerCPU}
+	modes := []sa.Concurrency{sa.Shared, sa.Sharded, sa.PerCPU, sa.Ordered}
 	var specs []ShardSpec
 	for _, size := range o.Sizes {
 		for _, m := range modes {

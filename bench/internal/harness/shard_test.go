@@ -19,7 +19,7 @@ func TestShardMatrix(t *testing.T) {
 	specs := ShardSpecs(opts)
 	// Per mode and worker count, inbound: 1 SA (uniform only) + 16 SAs ×
 	// 3 distributions, × 2 ingresses except Shared; outbound: 1.
-	if want := 2 * ((1 + 3) + 2*(1+3)*2 + 3); len(specs) != want {
+	if want := 2 * ((1 + 3) + 3*(1+3)*2 + 4); len(specs) != want {
 		t.Fatalf("%d cells, want %d", len(specs), want)
 	}
 	sr := &ShardRunner{Seed: 1, RoundLen: 64}
@@ -60,6 +60,16 @@ func TestShardMatrix(t *testing.T) {
 		// are reordered (several workers, and in Sharded/PerCPU mode
 		// only when handed off).
 		reorders := spec.Workers > 1 && (spec.Mode == sa.Shared || (spec.Ingress == IngressSpray && spec.Dir == sa.In))
+		// Egress order: a worker's output leaves in its input order
+		// except where it drains other workers' hand-offs (Sharded and
+		// PerCPU inbound sprayed); Ordered never reorders.
+		rd, ok := r.Get("reordered%")
+		if !ok {
+			t.Errorf("%s: no reordered%%", name)
+		}
+		if (spec.Mode == sa.Ordered || spec.Mode == sa.Shared || spec.Workers == 1 || spec.Ingress == IngressSteer) && rd != 0 {
+			t.Errorf("%s: reordered %v%%, want 0", name, rd)
+		}
 		var drops float64
 		for _, m := range r.Metrics {
 			if strings.HasPrefix(m.Name, "drop-") {
@@ -76,7 +86,7 @@ func TestShardMatrix(t *testing.T) {
 			t.Errorf("%s: packets with other verdicts", name)
 		}
 		switch {
-		case spec.Workers == 1 || spec.Mode == sa.Shared || spec.Ingress == IngressSteer:
+		case spec.Workers == 1 || spec.Mode == sa.Shared || spec.Mode == sa.Ordered || spec.Ingress == IngressSteer:
 			if ho != 0 {
 				t.Errorf("%s: handed off %v%%, want 0", name, ho)
 			}
@@ -357,9 +367,10 @@ func TestShardSteps(t *testing.T) {
 			}
 		}
 	}
-	// Per worker count: Shared 1 + 1 outbound, Sharded and PerCPU 2 + 1.
-	if shard != 2*8 || models != 8 {
-		t.Errorf("%d cells and %d models, want 16 and 8", shard, models)
+	// Per worker count: Shared 1 + 1 outbound, Sharded, PerCPU and
+	// Ordered 2 + 1.
+	if shard != 2*11 || models != 11 {
+		t.Errorf("%d cells and %d models, want 22 and 11", shard, models)
 	}
 	if want := len(ReorderWindows) * (1 + len(ReorderChunks)); reorder != want {
 		t.Errorf("%d reorder steps, want %d", reorder, want)

@@ -108,8 +108,8 @@ func TestShardMarkdownAndPlots(t *testing.T) {
 	for _, want := range []string{
 		"## Shard: per-core SA sharding study",
 		"### One tunnel",
-		"| **encrypt per-cpu** | 1420 | 2 | 1.80 | 20.4 | 1.80× | 0.950 | 0.950 | 94.7% | 0% | 0 |",
-		"| decrypt | sharded | spray | 1000 | uniform | 1420 | 2 | 1.40 | 15.9 | 1.40× | – | – | – | 0% | – | replay 12 (0.500%) |",
+		"| **encrypt per-cpu** | 1420 | 2 | 1.80 | 20.4 | 1.80× | 0.950 | 0.950 | 94.7% | 0% | – | – | 0 |",
+		"| decrypt | sharded | spray | 1000 | uniform | 1420 | 2 | 1.40 | 15.9 | 1.40× | – | – | – | 0% | – | – | replay 12 (0.500%) |",
 		"### Replay window vs reordering",
 		"| reverse | 4096 | 98.4% (98.4%) | 75.0% (75.0%) |",
 		"| 2 | 1 | 1024 | 64000 | 12.5% | 3.00 | – |",
@@ -126,5 +126,47 @@ func TestShardMarkdownAndPlots(t *testing.T) {
 	// Per-CPU basis: 2 × 0.95 at 2 workers → σ = 2/1.9 − 1.
 	if !strings.Contains(s, "| encrypt per-cpu | 1 | uniform | 1420 | 1000 | 0 | 0.111 | 0 | 1.00 (1), 1.80 (2) | 3.00 / 4.50 / 6.00 / 7.20 | 0 | 0.053 | 1.00 (1), 1.90 (2) | 3.45 / 5.85 / 8.94 / 12.2 |") {
 		t.Errorf("model row of encrypt per-cpu missing or wrong:\n%s", s)
+	}
+}
+
+// TestOneSATargets checks the issue #14 targets: met only with the
+// efficiency, no replay drop and nothing reordered.
+func TestOneSATargets(t *testing.T) {
+	rep := &harness.Report{Machine: harness.Machine{Cores: 2, GOMAXPROCS: 2}}
+	cell := func(op, mode, ingress string, w int, cpu float64, extra ...any) {
+		rep.Results = append(rep.Results, harness.Result{Suite: "shard", Kind: harness.KindShard, Op: op, Mode: mode, Ingress: ingress,
+			Dist: harness.DistUniform, SAs: 1, Size: 1420, Workers: w,
+			Metrics: metrics(append([]any{"Mpps", 1.0, "Mpps", "Mpps/cpu", cpu, "Mpps", "reordered%", 0.0, "%"}, extra...)...)})
+	}
+	cell("encrypt", "shared", "spray", 1, 2.0)
+	cell("encrypt", "shared", "spray", 2, 1.9) // 0.95: met
+	cell("decrypt", "shared", "spray", 1, 2.0)
+	cell("decrypt", "shared", "spray", 2, 1.9, "drop-replay", 3.0, "packets") // drops: not met
+	cell("decrypt", "ordered", "steer", 1, 2.0)
+	cell("decrypt", "ordered", "steer", 2, 1.6) // 0.8: not met
+	cell("encrypt", "ordered", "spray", 1, 2.0)
+	cell("encrypt", "ordered", "spray", 2, 1.8) // 0.9: met
+	want := map[string]bool{"encrypt shared": true, "decrypt shared": false, "decrypt ordered steer": false, "encrypt ordered spray": true}
+	n := 0
+	for _, x := range Targets(rep) {
+		if !strings.HasPrefix(x.What, "one SA over 2 workers") {
+			continue
+		}
+		n++
+		matched := false
+		for k, v := range want {
+			if strings.Contains(x.What, ": "+k+",") {
+				matched = true
+				if x.Met != v {
+					t.Errorf("%s: met %v, want %v (%s)", x.What, x.Met, v, x.Measured)
+				}
+			}
+		}
+		if !matched {
+			t.Errorf("unexpected target %q", x.What)
+		}
+	}
+	if n != len(want) {
+		t.Errorf("%d issue targets, want %d", n, len(want))
 	}
 }
