@@ -20,7 +20,7 @@ import (
 //	gateway:
 //	  control: /run/espxdp/gw.sock   # control socket (default: none)
 //	  queues: 1                      # interface queues = workers
-//	  concurrency: shared            # shared | sharded | percpu
+//	  concurrency: shared            # shared | sharded | percpu | ordered
 //	  xdp_mode: auto                 # auto | copy | zerocopy (AF_XDP bind)
 //	  attach: auto                   # auto | native | generic (XDP hook)
 //	  cpus: [0, 1]                   # pin worker i to cpus[i % len]
@@ -272,8 +272,10 @@ func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
 					g.Concurrency = sa.Sharded
 				case "percpu", "per-cpu":
 					g.Concurrency = sa.PerCPU
+				case "ordered":
+					g.Concurrency = sa.Ordered
 				default:
-					p.errorf(v.Line, f, "want shared, sharded or percpu, got %s", quoteShort(t))
+					p.errorf(v.Line, f, "want shared, sharded, percpu or ordered, got %s", quoteShort(t))
 				}
 			}
 		case "xdp_mode":

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/espxdp/espxdp/sa"
 )
 
 // TestGatewayVLAN: interfaces take an 802.1Q VLAN ID; out of range is
@@ -49,5 +51,25 @@ func TestGatewayWireOptions(t *testing.T) {
 		if _, err := Parse("gw.yaml", []byte("gateway: "+bad+"\n"+ifs+sas)); err == nil || !strings.Contains(err.Error(), "gw.yaml:1: gateway.") {
 			t.Errorf("%s: %v", bad, err)
 		}
+	}
+}
+
+// TestGatewayConcurrencyModes: every concurrency mode of the sa package
+// can be chosen in the configuration, Ordered included; others are
+// refused with the line.
+func TestGatewayConcurrencyModes(t *testing.T) {
+	sas := gwYAML[strings.Index(gwYAML, "sas:"):]
+	ifs := "interfaces:\n  cipher: {name: a, next_hop: \"02:00:00:00:00:01\"}\n  tun: {name: t}\n"
+	for name, want := range map[string]sa.Concurrency{"shared": sa.Shared, "sharded": sa.Sharded, "percpu": sa.PerCPU, "per-cpu": sa.PerCPU, "ordered": sa.Ordered} {
+		cfg, err := Parse("gw.yaml", []byte("gateway: {concurrency: "+name+"}\n"+ifs+sas))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if cfg.Gateway.Concurrency != want {
+			t.Errorf("%s: %v, want %v", name, cfg.Gateway.Concurrency, want)
+		}
+	}
+	if _, err := Parse("gw.yaml", []byte("gateway: {concurrency: chaotic}\n"+ifs+sas)); err == nil || !strings.Contains(err.Error(), "gw.yaml:1: gateway.concurrency") {
+		t.Errorf("unknown mode: %v", err)
 	}
 }
