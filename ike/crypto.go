@@ -284,5 +284,3 @@ func openSK(s suite, ke, ka []byte, msg []byte, e *Encrypted) ([]Payload, error)
 	}
 	return parseChain(e.Next, plain[:len(plain)-1-pad], 0)
 }
-
-func subtleEq(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }

@@ -2,6 +2,7 @@ package ike
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha1"
 	"encoding/binary"
@@ -945,7 +946,7 @@ func (s *IKESA) onAuthResponse(m *Message, raw []byte, from netip.AddrPort, natt
 		return s.finish(errf(ErrMalformed, "IKE_AUTH response lacks IDr or AUTH"))
 	}
 	want := pskAuth(s.suite.prf, e.cfg.PSK, s.initResp, s.ni, s.keys.pr, idBody(idr))
-	if auth.Method != AuthPSK || !hmacEqual(want, auth.Data) || !s.idOK(idr) {
+	if auth.Method != AuthPSK || !hmac.Equal(want, auth.Data) || !s.idOK(idr) {
 		e.authFailed.Add(1)
 		e.log.Warn("ike: responder authentication failed (wrong PSK or identity)", "peer", from, "id", Identity{idr.IDType, idr.Data})
 		return s.finish(errf(ErrAuthenticationFailed, "responder's AUTH does not verify"))
@@ -997,10 +998,6 @@ func (s *IKESA) onAuthResponse(m *Message, raw []byte, from netip.AddrPort, natt
 func (s *IKESA) idOK(id *ID) bool {
 	r := s.e.cfg.RemoteID
 	return r.Type == 0 || (r.Type == id.IDType && string(r.Data) == string(id.Data))
-}
-
-func hmacEqual(a, b []byte) bool {
-	return len(a) == len(b) && subtleEq(a, b)
 }
 
 // makeChild derives KEYMAT = prf+(SK_d, Ni | Nr) (RFC 7296 §2.17) and
@@ -1161,7 +1158,7 @@ func (s *IKESA) responderAuth(m *Message, from netip.AddrPort, natt bool) []func
 		return s.dieLocked(errf(ErrMalformed, "IKE_AUTH without IDi or AUTH"))
 	}
 	want := pskAuth(s.suite.prf, e.cfg.PSK, s.initReq, s.nr, s.keys.pi, idBody(idi))
-	if auth.Method != AuthPSK || !hmacEqual(want, auth.Data) || !s.idOK(idi) {
+	if auth.Method != AuthPSK || !hmac.Equal(want, auth.Data) || !s.idOK(idi) {
 		e.authFailed.Add(1)
 		e.log.Warn("ike: initiator authentication failed (wrong PSK or identity), sent AUTHENTICATION_FAILED",
 			"peer", from, "id", Identity{idi.IDType, idi.Data}, "method", auth.Method)

@@ -3,6 +3,7 @@ package ike
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/internal/inet"
 	"github.com/espxdp/espxdp/sa"
 )
 
@@ -348,19 +350,10 @@ func icmpEcho(src, dst netip.Addr, payload int) []byte {
 	return p
 }
 
+// csum sets the Internet checksum at b[at:at+2] over b.
 func csum(b []byte, at int) {
 	b[at], b[at+1] = 0, 0
-	var s uint32
-	for k := 0; k+1 < len(b); k += 2 {
-		s += uint32(b[k])<<8 | uint32(b[k+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	b[at], b[at+1] = byte(^s>>8), byte(^s)
+	binary.BigEndian.PutUint16(b[at:], inet.Checksum(b))
 }
 
 // lossyConn drops the first drop datagrams whose exchange type is x.

@@ -77,22 +77,12 @@ func newRouterNetOpts(t *testing.T, o routerOpts) *routerNet {
 	t.Helper()
 	pathMTUA, wanMTU := o.pathMTUA, o.wanMTU
 	requireNet(t)
-	tp := topo.New("rt")
-	t.Cleanup(func() {
-		if err := tp.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	tp, mk := topo.NewForTest(t, "rt")
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	mk := func(label string) *topo.NS {
-		ns, err := tp.AddNS(label)
-		must(err)
-		return ns
 	}
 	n := &routerNet{hostA: mk("hostA"), gwA: mk("gwA"), gwB: mk("gwB"), hostB: mk("hostB")}
 	var err error

@@ -55,34 +55,46 @@ type TUN struct {
 // one ("tun%d"); Name reports it. The device is created down and without
 // addresses.
 func OpenTUN(name string) (*TUN, error) {
-	if len(name) >= unix.IFNAMSIZ {
-		return nil, fmt.Errorf("%w: TUN name %q too long", ErrInvalidConfig, name)
-	}
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	fd, ifname, err := openTUNFD(name, unix.IFF_TUN|unix.IFF_NO_PI)
 	if err != nil {
-		return nil, fmt.Errorf("xdp: open /dev/net/tun: %w", err)
+		return nil, err
 	}
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("%w: TUN name %q: %v", ErrInvalidConfig, name, err)
-	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("xdp: TUNSETIFF %q: %w", name, err)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("xdp: TUN non-blocking: %w", err)
-	}
-	t := &TUN{f: os.NewFile(uintptr(fd), "/dev/net/tun"), name: ifr.Name()}
+	t := &TUN{f: os.NewFile(uintptr(fd), "/dev/net/tun"), name: ifname}
 	if t.rc, err = t.f.SyscallConn(); err != nil {
 		t.f.Close()
 		return nil, fmt.Errorf("xdp: TUN: %w", err)
 	}
 	t.readFn = t.readBatchFn
 	return t, nil
+}
+
+// openTUNFD opens /dev/net/tun, attaches it to the device name
+// (TUNSETIFF with flags) and makes it non-blocking. It returns the
+// descriptor and the device's name (the kernel's choice when name is
+// empty); on error nothing is left open.
+func openTUNFD(name string, flags uint16) (fd int, ifname string, err error) {
+	if len(name) >= unix.IFNAMSIZ {
+		return -1, "", fmt.Errorf("%w: TUN name %q too long", ErrInvalidConfig, name)
+	}
+	fd, err = unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, "", fmt.Errorf("xdp: open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return -1, "", fmt.Errorf("%w: TUN name %q: %v", ErrInvalidConfig, name, err)
+	}
+	ifr.SetUint16(flags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return -1, "", fmt.Errorf("xdp: TUNSETIFF %q: %w", name, err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, "", fmt.Errorf("xdp: TUN non-blocking: %w", err)
+	}
+	return fd, ifr.Name(), nil
 }
 
 // Name is the device's interface name.

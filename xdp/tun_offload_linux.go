@@ -94,26 +94,9 @@ func OpenTUNQueues(name string, queues int) ([]*TUN, error) {
 // offloads (TUNSETOFFLOAD) and splits and coalesces. The unmonitored
 // variant starts no goroutines: the gateway watches links itself.
 func openTUNOffload(name string, flags uint16) (*TUN, error) {
-	if len(name) >= unix.IFNAMSIZ {
-		return nil, fmt.Errorf("%w: TUN name %q too long", ErrInvalidConfig, name)
-	}
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	fd, _, err := openTUNFD(name, unix.IFF_TUN|unix.IFF_NO_PI|unix.IFF_VNET_HDR|flags)
 	if err != nil {
-		return nil, fmt.Errorf("xdp: open /dev/net/tun: %w", err)
-	}
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("%w: TUN name %q: %v", ErrInvalidConfig, name, err)
-	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | flags)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("xdp: TUNSETIFF %q: %w", name, err)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("xdp: TUN non-blocking: %w", err)
+		return nil, err
 	}
 	dev, n, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
 	if err != nil {

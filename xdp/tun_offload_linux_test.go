@@ -4,10 +4,9 @@ package xdp
 
 import (
 	"bytes"
-	"crypto/sha256"
+	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/espxdp/espxdp/internal/netns"
 	"github.com/espxdp/espxdp/internal/race"
+	"github.com/espxdp/espxdp/internal/topo"
 )
 
 // offloadPair is two namespaces, each with an offload TUN: a (addrA,
@@ -69,11 +69,18 @@ func newOffloadPair(t testing.TB, v6 bool) *offloadPair {
 	return p
 }
 
-// forward copies what from reads into to until from is closed; it runs
-// until the test's cleanup closes the devices.
+// forward copies what each device reads into the other; it runs until
+// the test's cleanup closes the devices.
 func (p *offloadPair) forward(t testing.TB) {
+	pump(t, [2]*TUN{p.tunA, p.tunB}, [2]*TUN{p.tunB, p.tunA})
+}
+
+// pump copies, for each d of dirs in a goroutine of its own, what d[0]
+// reads into d[1] until d[0] is closed, which t's cleanup does (and
+// waits for the goroutines).
+func pump(t testing.TB, dirs ...[2]*TUN) {
 	var wg sync.WaitGroup
-	for _, d := range [][2]*TUN{{p.tunA, p.tunB}, {p.tunB, p.tunA}} {
+	for _, d := range dirs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -82,7 +89,12 @@ func (p *offloadPair) forward(t testing.TB) {
 			}
 		}()
 	}
-	t.Cleanup(func() { p.tunA.Close(); p.tunB.Close(); wg.Wait() })
+	t.Cleanup(func() {
+		for _, d := range dirs {
+			d[0].Close()
+		}
+		wg.Wait()
+	})
 }
 
 // tunPump holds the buffers of one direction, allocated once.
@@ -117,56 +129,14 @@ func (f *tunPump) step(src, dst *TUN) error {
 }
 
 // tcpTransfer sends size pseudo-random bytes from a to b over TCP and
-// checks that b received exactly them (SHA-256 of the stream).
+// checks that b received exactly them (topo.Transfer: SHA-256 of the
+// stream at both ends), all within 40 seconds.
 func (p *offloadPair) tcpTransfer(port uint16, size int) error {
-	dst := netip.AddrPortFrom(p.addrB, port)
-	var ln net.Listener
-	if err := p.nsB.Do(func() (err error) { ln, err = net.Listen("tcp", dst.String()); return err }); err != nil {
-		return err
-	}
-	defer ln.Close()
-	type result struct {
-		n   int64
-		sum [32]byte
-		err error
-	}
-	got := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- result{err: err}
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(30 * time.Second))
-		h := sha256.New()
-		n, err := io.Copy(h, c)
-		r := result{n: n, err: err}
-		copy(r.sum[:], h.Sum(nil))
-		got <- r
-	}()
-	var c net.Conn
-	if err := p.nsA.Do(func() (err error) { c, err = net.DialTimeout("tcp", dst.String(), 5*time.Second); return err }); err != nil {
-		return err
-	}
-	data := make([]byte, size)
-	rng := rand.NewChaCha8([32]byte{byte(port)})
-	rng.Read(data)
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	_, err := c.Write(data)
-	c.Close()
-	if err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	select {
-	case r := <-got:
-		if r.err != nil || r.n != int64(size) || r.sum != sha256.Sum256(data) {
-			return fmt.Errorf("received %d of %d bytes (err %v), intact %v", r.n, size, r.err, r.sum == sha256.Sum256(data))
-		}
-		return nil
-	case <-time.After(40 * time.Second):
-		return errors.New("transfer did not finish")
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	srv, cli := &topo.NS{Name: p.nsB.Name, Label: "B"}, &topo.NS{Name: p.nsA.Name, Label: "A"}
+	_, err := topo.Transfer(ctx, srv, netip.AddrPortFrom(p.addrB, port), cli, int64(size), uint64(port), nil)
+	return err
 }
 
 // udpExchange sends datagrams from a to b: one at a time, then a UDP GSO
@@ -308,15 +278,7 @@ func TestTUNOffloadAlloc(t *testing.T) {
 
 	// Reads: B → A is forwarded by a goroutine; A → B by this one, whose
 	// steps are measured while a transfer runs.
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		fwd := newTUNPump()
-		for fwd.step(p.tunB, p.tunA) == nil {
-		}
-	}()
-	t.Cleanup(func() { p.tunB.Close(); wg.Wait() })
+	pump(t, [2]*TUN{p.tunB, p.tunA})
 	stop := make(chan struct{})
 	fwdA := newTUNPump()
 	done := make(chan struct{})
@@ -373,15 +335,7 @@ func TestTUNOffloadAlloc(t *testing.T) {
 // steady state); it reports the packets per step.
 func BenchmarkTUNOffloadForward(b *testing.B) {
 	p := newOffloadPair(b, false)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		fwd := newTUNPump()
-		for fwd.step(p.tunB, p.tunA) == nil {
-		}
-	}()
-	b.Cleanup(func() { p.tunB.Close(); wg.Wait() })
+	pump(b, [2]*TUN{p.tunB, p.tunA})
 	dst := netip.AddrPortFrom(p.addrB, 5401)
 	var ln net.Listener
 	if err := p.nsB.Do(func() (err error) { ln, err = net.Listen("tcp", dst.String()); return err }); err != nil {

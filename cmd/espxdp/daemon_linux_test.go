@@ -22,16 +22,8 @@ import (
 // the command line, then stop it and find the socket gone.
 func TestRunDaemon(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	tp := topo.New("dmt")
-	t.Cleanup(func() { tp.Close() })
-	gw, err := tp.AddNS("gw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := tp.AddNS("peer")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tp, mk := topo.NewForTest(t, "dmt")
+	gw, peer := mk("gw"), mk("peer")
 	if _, _, err := tp.AddVeth(gw, "wan0", peer, "eth0", topo.VethOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -29,18 +29,12 @@ import (
 func TestFailClosedSurvivesSIGKILL(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	testenv.RequireCommand(t, "nft")
-	tp := topo.New("fck")
-	t.Cleanup(func() { tp.Close() })
+	tp, mk := topo.NewForTest(t, "fck")
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	mk := func(l string) *topo.NS {
-		ns, err := tp.AddNS(l)
-		must(err)
-		return ns
 	}
 	gw, peer, host := mk("gw"), mk("peer"), mk("host")
 	wanMAC, peerMAC := net.HardwareAddr{2, 0, 0, 0, 9, 1}, net.HardwareAddr{2, 0, 0, 0, 9, 2}

@@ -65,18 +65,12 @@ func TestRunWithoutRoot(t *testing.T) {
 	ipTool := testenv.RequireCommand(t, "ip")
 	bin := buildBinary(t)
 
-	tp := topo.New("prv")
-	t.Cleanup(func() { tp.Close() })
+	tp, mk := topo.NewForTest(t, "prv")
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	mk := func(label string) *topo.NS {
-		ns, err := tp.AddNS(label)
-		must(err)
-		return ns
 	}
 	hostA, gwA, gwB, hostB := mk("hA"), mk("gA"), mk("gB"), mk("hB")
 	hw := func(side, last byte) net.HardwareAddr { return net.HardwareAddr{2, 0, 0, 0, side, last} }

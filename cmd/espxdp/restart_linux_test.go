@@ -30,18 +30,12 @@ import (
 // the restart is above the persisted reservation.
 func TestRestartNoReuse(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	tp := topo.New("dkr")
-	t.Cleanup(func() { tp.Close() })
+	tp, mk := topo.NewForTest(t, "dkr")
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	mk := func(l string) *topo.NS {
-		ns, err := tp.AddNS(l)
-		must(err)
-		return ns
 	}
 	hostA, gwA, gwB, hostB := mk("hostA"), mk("gwA"), mk("gwB"), mk("hostB")
 	mac := func(a, b byte) net.HardwareAddr { return net.HardwareAddr{2, 0, 0, 0, a, b} }

@@ -3,6 +3,8 @@ package reasm
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/espxdp/espxdp/internal/inet"
 )
 
 // Limits of the reassembled packet and of the headers kept in front of it.
@@ -660,12 +662,5 @@ func (r *Reassembler) Expire(now int64) {
 // putChecksum sets the IPv4 header checksum of h.
 func putChecksum(h []byte) {
 	h[10], h[11] = 0, 0
-	var sum uint32
-	for i := 0; i+1 < len(h); i += 2 {
-		sum += uint32(h[i])<<8 | uint32(h[i+1])
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	binary.BigEndian.PutUint16(h[10:], ^uint16(sum))
+	binary.BigEndian.PutUint16(h[10:], inet.Checksum(h))
 }

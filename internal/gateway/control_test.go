@@ -16,33 +16,6 @@ import (
 	"github.com/espxdp/espxdp/internal/config"
 )
 
-// offlineYAML is a gateway configuration that New accepts without any
-// interface existing (Start is never called on it).
-const offlineYAML = `interfaces:
-  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: 192.0.2.1}
-  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
-protected: [10.2.0.0/24]
-tunnels:
-  - {name: peer, out: [a-to-b], in: [b-to-a]}
-sas:
-  - {name: a-to-b, direction: out, spi: 0x1001, local: 192.0.2.1, remote: 192.0.2.2, transform: aes128gcm16, key: 0x000102030405060708090a0b0c0d0e0f10111213}
-  - {name: b-to-a, direction: in, spi: 0x2001, local: 192.0.2.1, remote: 192.0.2.2, transform: aes128gcm16, key: 0x101112131415161718191a1b1c1d1e1f20212223}
-`
-
-func offlineGateway(t *testing.T) *Gateway {
-	t.Helper()
-	cfg, err := config.Parse("gw.yaml", []byte(offlineYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gw.Close() })
-	return gw
-}
-
 // TestControlSocketPath: only a stale socket is ever removed; a regular
 // file, a directory, a symlink and a live socket at the path, or a
 // directory others can write to, are refused and left as they were.

@@ -1,14 +1,11 @@
 package gateway
 
 import (
-	"io"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/sa"
 )
 
@@ -17,15 +14,8 @@ import (
 func eventGateway(t *testing.T) (*Gateway, string) {
 	t.Helper()
 	y := strings.Replace(offlineYAML, "direction: in, spi: 0x2001,", "direction: in, spi: 0x2001, lifetime: {soft_seconds: 10, hard_seconds: 20},", 1)
-	cfg, err := config.Parse("gw.yaml", []byte(y))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "ctl.sock")
+	path := filepath.Join(t.TempDir(), "ctl.sock") // removed after gw is closed
+	gw := yamlGateway(t, y)
 	ctl, err := gw.listenControl(path)
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +24,6 @@ func eventGateway(t *testing.T) (*Gateway, string) {
 	gw.stop = make(chan struct{})
 	gw.wg.Add(1)
 	go gw.logEvents()
-	t.Cleanup(func() { gw.Close() })
 	return gw, path
 }
 

@@ -340,12 +340,8 @@ func (s *site) s() string { return s.gw.Path() }
 
 func TestFailClosedOffRemovesTable(t *testing.T) {
 	requireNft(t)
-	tp := topo.New("fco")
-	t.Cleanup(func() { tp.Close() })
-	ns, err := tp.AddNS("gw")
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, mk := topo.NewForTest(t, "fco")
+	ns := mk("gw")
 	g := &config.Gateway{Cipher: config.Iface{Name: "wan-x.1"}, Protected: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")}, FailClosed: true}
 	if err := InstallFailClosed(g, ns.Path()); err != nil {
 		t.Fatal(err)

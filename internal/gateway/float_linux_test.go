@@ -28,12 +28,7 @@ import (
 func TestGatewayFloatRemote(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	testenv.RequireCommand(t, "nft")
-	tp := topo.New("gwf")
-	t.Cleanup(func() {
-		if err := tp.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	tp, _ := topo.NewForTest(t, "gwf")
 	ip := netip.MustParseAddr
 	n, err := exampleenv.Build(tp, exampleenv.Plan{
 		MidLabel: "nat",

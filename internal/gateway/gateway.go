@@ -328,16 +328,28 @@ func (gw *Gateway) remove(k key) error {
 	if e == nil {
 		return fmt.Errorf("%w: %v SPI 0x%x", sa.ErrNotFound, k.dir, k.spi)
 	}
-	delete(gw.sas, k)
-	gw.order = slices.DeleteFunc(gw.order, func(x key) bool { return x == k })
-	if t := gw.tunnels[e.tunnel]; t != nil {
-		if k.dir == sa.In {
-			t.RemoveInbound(e.sa)
-		} else {
-			gw.rebindOut(t)
-		}
+	if t := gw.unlink(k, e); t != nil {
+		gw.rebindOut(t)
 	}
 	return gw.sad.DeleteSA(e.sa)
+}
+
+// unlink drops the SA e of k from the gateway's tables and, when it is
+// inbound, from its tunnel. For an outbound SA it returns its tunnel,
+// which the caller rebinds (rebindOut) once it has unlinked all it
+// removes; otherwise nil. The SAD still holds the SA.
+func (gw *Gateway) unlink(k key, e *entry) *sa.Tunnel {
+	delete(gw.sas, k)
+	gw.order = slices.DeleteFunc(gw.order, func(x key) bool { return x == k })
+	t := gw.tunnels[e.tunnel]
+	if t == nil {
+		return nil
+	}
+	if k.dir == sa.In {
+		t.RemoveInbound(e.sa)
+		return nil
+	}
+	return t
 }
 
 // update changes the SA of k in place to the mutable attributes of c

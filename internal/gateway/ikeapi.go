@@ -107,24 +107,18 @@ func (gw *Gateway) DeleteChild(id sa.ChildID) (int, error) {
 	if id == 0 || len(members) == 0 {
 		return 0, fmt.Errorf("%w: child %d", sa.ErrNotFound, id)
 	}
-	touched := map[string]bool{}
+	touched := map[*sa.Tunnel]bool{}
 	for _, k := range slices.Clone(gw.order) {
 		e := gw.sas[k]
 		if !slices.Contains(members, e.sa) {
 			continue
 		}
-		delete(gw.sas, k)
-		gw.order = slices.DeleteFunc(gw.order, func(x key) bool { return x == k })
-		if t := gw.tunnels[e.tunnel]; t != nil {
-			if k.dir == sa.In {
-				t.RemoveInbound(e.sa)
-			} else {
-				touched[e.tunnel] = true
-			}
+		if t := gw.unlink(k, e); t != nil {
+			touched[t] = true
 		}
 	}
-	for name := range touched {
-		gw.rebindOut(gw.tunnels[name])
+	for t := range touched {
+		gw.rebindOut(t)
 	}
 	n, err := gw.sad.DeleteChild(id)
 	if err != nil {

@@ -3,8 +3,6 @@ package gateway
 import (
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -29,20 +27,6 @@ sas:
   - {name: b-to-a, direction: in, spi: 0x2001, child: 7, float_remote: true, local: 192.0.2.1, remote: 192.0.2.2, encap: udp, transform: aes128gcm16, key: 0x101112131415161718191a1b1c1d1e1f20212223}
 `
 
-func yamlGateway(t *testing.T, y string) *Gateway {
-	t.Helper()
-	cfg, err := config.Parse("gw.yaml", []byte(y))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { gw.Close() })
-	return gw
-}
-
 // encrypt sends n packets through gw's worker 0 (default tunnel) and
 // fails unless all leave.
 func encrypt(t *testing.T, gw *Gateway, n int) {
@@ -50,10 +34,7 @@ func encrypt(t *testing.T, gw *Gateway, n int) {
 	w := gw.Processor().Worker(0)
 	pkts := make([]sa.Packet, 1)
 	for range n {
-		inner := udp4Packet(netip.MustParseAddr("10.1.0.2"), netip.MustParseAddr("10.2.0.2"))
-		buf := make([]byte, esp.MaxHeadroom+len(inner)+esp.MaxTailroom)
-		copy(buf[esp.MaxHeadroom:], inner)
-		pkts[0] = sa.Packet{Buf: buf, Off: esp.MaxHeadroom, Len: len(inner)}
+		pkts[0] = plainPacket(netip.MustParseAddr("10.1.0.2"), netip.MustParseAddr("10.2.0.2"))
 		w.Outbound(pkts)
 		if pkts[0].Verdict != sa.VerdictOK {
 			t.Fatalf("outbound drop %v", pkts[0].Reason)

@@ -2,8 +2,6 @@ package gateway
 
 import (
 	"encoding/binary"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -16,18 +14,11 @@ import (
 	"github.com/espxdp/espxdp/sa"
 )
 
-// stateGateway is an offline gateway with a state_dir.
+// stateGateway is an offline gateway with a state_dir, not closed when
+// the test ends (the tests close or abandon it themselves).
 func stateGateway(t *testing.T, dir string) *Gateway {
 	t.Helper()
-	cfg, err := config.Parse("gw.yaml", []byte("gateway: {state_dir: "+dir+"}\n"+offlineYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return gw
+	return newYAMLGateway(t, "gateway: {state_dir: "+dir+"}\n"+offlineYAML)
 }
 
 // sendOut encrypts n packets through gw's worker 0 and returns the
@@ -38,10 +29,7 @@ func sendOut(t *testing.T, gw *Gateway, n int) []uint64 {
 	w := gw.Processor().Worker(0)
 	pkts := make([]sa.Packet, 1)
 	for range n {
-		inner := udp4Packet(netip.MustParseAddr("10.1.0.2"), netip.MustParseAddr("10.2.0.2"))
-		buf := make([]byte, esp.MaxHeadroom+len(inner)+esp.MaxTailroom)
-		copy(buf[esp.MaxHeadroom:], inner)
-		pkts[0] = sa.Packet{Buf: buf, Off: esp.MaxHeadroom, Len: len(inner)}
+		pkts[0] = plainPacket(netip.MustParseAddr("10.1.0.2"), netip.MustParseAddr("10.2.0.2"))
 		w.Outbound(pkts)
 		p := &pkts[0]
 		if p.Verdict != sa.VerdictOK {
@@ -54,17 +42,6 @@ func sendOut(t *testing.T, gw *Gateway, n int) []uint64 {
 		seqs = append(seqs, uint64(binary.BigEndian.Uint32(d[24:28]))) // IPv4 (20) + SPI (4)
 	}
 	return seqs
-}
-
-func udp4Packet(src, dst netip.Addr) []byte {
-	b := make([]byte, 28)
-	b[0], b[8], b[9] = 0x45, 64, 17
-	binary.BigEndian.PutUint16(b[2:], 28)
-	s, d := src.As4(), dst.As4()
-	copy(b[12:], s[:])
-	copy(b[16:], d[:])
-	binary.BigEndian.PutUint16(b[24:], 8)
-	return b
 }
 
 // TestStatePersistedSequence checks the invariant of state.go over
@@ -136,10 +113,9 @@ func TestStateReplayWindow(t *testing.T) {
 	defer c.Wipe()
 	scr := esp.NewScratch()
 	in := func(gw *Gateway, seq uint64) sa.DropReason {
-		inner := udp4Packet(netip.MustParseAddr("10.2.0.2"), netip.MustParseAddr("10.1.0.2"))
-		buf := make([]byte, esp.MaxHeadroom+len(inner)+esp.MaxTailroom)
-		copy(buf[esp.MaxHeadroom:], inner)
-		pkt, err := c.EncapTunnel(scr, buf, esp.MaxHeadroom, len(inner), 0x2001, seq,
+		p := plainPacket(netip.MustParseAddr("10.2.0.2"), netip.MustParseAddr("10.1.0.2"))
+		buf := p.Buf
+		pkt, err := c.EncapTunnel(scr, buf, p.Off, p.Len, 0x2001, seq,
 			&esp.Outer{Src: netip.MustParseAddr("192.0.2.2"), Dst: netip.MustParseAddr("192.0.2.1")})
 		if err != nil {
 			t.Fatal(err)

@@ -30,22 +30,12 @@ var (
 // wan link has queues queues.
 func buildTUNTopology(t *testing.T, queues int) (a, b *site) {
 	t.Helper()
-	tp := topo.New("gwo")
-	t.Cleanup(func() {
-		if err := tp.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	tp, mk := topo.NewForTest(t, "gwo")
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	mk := func(label string) *topo.NS {
-		ns, err := tp.AddNS(label)
-		must(err)
-		return ns
 	}
 	a = &site{host: mk("hostA"), gw: mk("gwA"), hostAddr: netip.MustParseAddr("10.1.0.2")}
 	b = &site{host: mk("hostB"), gw: mk("gwB"), hostAddr: netip.MustParseAddr("10.2.0.2")}

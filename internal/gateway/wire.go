@@ -50,7 +50,7 @@ var (
 	errPMTUNotLower  = errors.New("not-lower")
 )
 
-var pmtuReasons = []error{errPMTUMalformed, errPMTUNotESP, errPMTUNoSA, errPMTUMismatch, errPMTUBadMTU, errPMTUNotLower}
+var pmtuReasons = [...]error{errPMTUMalformed, errPMTUNotESP, errPMTUNoSA, errPMTUMismatch, errPMTUBadMTU, errPMTUNotLower}
 
 // WireStats are the gateway's counters of sizes and tags on the wire.
 type WireStats struct {
@@ -95,13 +95,13 @@ type pmtuState struct {
 	learned map[*sa.SA]pmtuEntry // by outbound SA (two peers may share an SPI)
 
 	accepted, expired atomic.Uint64
-	rejected          [6]atomic.Uint64 // by index in pmtuReasons
+	rejected          [len(pmtuReasons)]atomic.Uint64 // by index in pmtuReasons
 }
 
-// pmtuEntry is a path MTU learned for an SA at a time; orig is the
-// SA's path MTU before the first one learned, restored when it ages.
+// pmtuEntry is when a path MTU was learned for an SA (its key in
+// learned); orig is the SA's path MTU before the first one learned,
+// restored when it ages.
 type pmtuEntry struct {
-	sa   *sa.SA
 	at   time.Time
 	orig int
 }
@@ -139,7 +139,7 @@ func (st *pmtuState) learnPTB(sad *sa.SAD, msg []byte, v6 bool, now time.Time) (
 	if e, ok := st.learned[s]; ok {
 		orig = e.orig // lowered again: restore what was configured
 	}
-	st.learned[s] = pmtuEntry{sa: s, at: now, orig: orig}
+	st.learned[s] = pmtuEntry{at: now, orig: orig}
 	st.mu.Unlock()
 	return s, mtu, nil
 }

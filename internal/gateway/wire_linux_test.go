@@ -36,22 +36,12 @@ type pmtuNet struct {
 
 func buildPMTUNet(t *testing.T, wan6 bool, midMTU int) *pmtuNet {
 	t.Helper()
-	tp := topo.New("pmt")
-	t.Cleanup(func() {
-		if err := tp.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	tp, mk := topo.NewForTest(t, "pmt")
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	mk := func(label string) *topo.NS {
-		ns, err := tp.AddNS(label)
-		must(err)
-		return ns
 	}
 	n := &pmtuNet{
 		a:   &site{host: mk("hostA"), gw: mk("gwA"), hostAddr: netip.MustParseAddr("10.1.0.2")},
