@@ -67,6 +67,24 @@ type Response struct {
 	SPI uint32 `json:"spi,omitempty"`
 	// Deleted is how many SAs child-del deleted.
 	Deleted int `json:"deleted,omitempty"`
+
+	// touched names the SAs of an sa-add or sa-update, for the request
+	// log (which would otherwise parse the request, keys and all, again).
+	touched []saIdent
+}
+
+// saIdent names an SA in the request log.
+type saIdent struct {
+	name, dir string
+	spi       uint32
+}
+
+func identsOf(cs ...*config.SA) []saIdent {
+	ids := make([]saIdent, len(cs))
+	for i, c := range cs {
+		ids[i] = saIdent{c.Name, c.Direction.String(), c.SPI}
+	}
+	return ids
 }
 
 // Limits of the control socket.
@@ -284,14 +302,17 @@ func (gw *Gateway) Handle(req Request) Response {
 		if err != nil {
 			return fail(err)
 		}
+		ids := identsOf(cs...)
 		if err := gw.AddSAs(cs, req.Tunnel); err != nil {
 			for _, c := range cs {
 				c.Key.Wipe()
 				c.AuthKey.Wipe()
 			}
-			return fail(err)
+			resp := fail(err)
+			resp.touched = ids
+			return resp
 		}
-		return Response{OK: true}
+		return Response{OK: true, touched: ids}
 	case "sa-update":
 		if len(req.SA) == 0 {
 			return fail(errors.New("missing sa"))
@@ -300,12 +321,15 @@ func (gw *Gateway) Handle(req Request) Response {
 		if err != nil {
 			return fail(err)
 		}
+		ids := identsOf(c)
 		if err := gw.UpdateSA(c, req.Tunnel); err != nil {
 			c.Key.Wipe()
 			c.AuthKey.Wipe()
-			return fail(err)
+			resp := fail(err)
+			resp.touched = ids
+			return resp
 		}
-		return Response{OK: true}
+		return Response{OK: true, touched: ids}
 	case "child-del":
 		if req.Child == 0 {
 			return fail(errors.New("child-del: missing child (a child id of 1 or more)"))

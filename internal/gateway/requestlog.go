@@ -6,8 +6,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-
-	"github.com/espxdp/espxdp/internal/config"
 )
 
 // Peer is the process at the other end of a control connection, from
@@ -46,13 +44,9 @@ func (gw *Gateway) logRequest(peer Peer, req Request, resp Response, took time.D
 		if req.Tunnel != "" {
 			attrs = append(attrs, "tunnel", req.Tunnel)
 		}
-		// Name the SAs from the request; their keys are wiped at once.
-		if cs, err := config.ParseSAs("control", []byte(req.SA)); err == nil {
-			for _, c := range cs {
-				attrs = append(attrs, "sa", c.Name, "direction", c.Direction.String(), "spi", fmt.Sprintf("0x%x", c.SPI))
-				c.Key.Wipe()
-				c.AuthKey.Wipe()
-			}
+		// The SAs Handle parsed (the request is not parsed twice).
+		for _, id := range resp.touched {
+			attrs = append(attrs, "sa", id.name, "direction", id.dir, "spi", fmt.Sprintf("0x%x", id.spi))
 		}
 	case "child-del":
 		attrs = append(attrs, "child", req.Child)
