@@ -16,18 +16,22 @@
 // words, and IPv6 with up to six extension headers (hop-by-hop options,
 // routing, destination options, fragment). Then, in this order:
 //
-//   - Not IPv4/IPv6 (ARP, LLDP, a third VLAN tag, ...): passed
+//   - A third VLAN tag: in gateway mode (Plaintext or Unprotected)
+//     dropped (FailClosedDropped, see "Fail closed"), else passed
 //     (PassedNonIP).
-//   - Truncated or inconsistent headers: passed (Malformed). This covers
+//   - Not IPv4/IPv6 (ARP, LLDP, ...): passed (PassedNonIP).
+//   - Truncated or inconsistent headers: passed (Malformed), unless the
+//     fail-closed check below applies. This covers
 //     frames shorter than a header, IPv4 IHL < 5 or a total length
 //     shorter than the header or longer than the frame, IPv6 payload
 //     length beyond the frame, extension headers running past the
 //     packet, UDP length < 8 or beyond the IP packet, and ESP shorter
-//     than SPI + sequence number. The program never returns XDP_DROP or
-//     XDP_ABORTED: what it does not understand is the kernel's business.
+//     than SPI + sequence number. The program never returns
+//     XDP_ABORTED, and XDP_DROP only for the clear-text discard and
+//     fail closed.
 //   - More than six IPv6 extension headers (or any other header the
 //     program does not walk, e.g. AH, before the upper layer): passed
-//     (PassedOther).
+//     (PassedOther), unless the fail-closed check below applies.
 //   - Outer fragments: see below.
 //   - IP protocol 50 (ESP) to a local address: AF_XDP (ESPRedirected).
 //   - UDP to Options.NATTPort (4500) to a local address, by payload
@@ -67,13 +71,14 @@
 // steered to user space and reassembled there (package esp/reasm, RFC
 // 4303 §3.4.1), as below.
 //
-// With Options.SteerFragments, fragments whose protocol is ESP or UDP (to
-// a local address), or that go to a protected prefix in Plaintext mode,
-// are sent to AF_XDP (FragmentRedirected) for reassembly in user space;
-// others are still passed. UDP fragments are taken regardless of port,
-// because only the first fragment has one: user space then also
-// receives fragmented UDP that turns out not to be NAT-T (e.g.
-// fragmented IKE on port 4500) and must hand it to the kernel itself.
+// With Options.SteerFragments, fragments to a local address that are ESP,
+// a first UDP fragment to the NAT-T or IKE port, or a non-first UDP
+// fragment (which has no port to tell), or that go to a protected prefix
+// in Plaintext mode, are sent to AF_XDP (FragmentRedirected) for
+// reassembly in user space; others are still passed (after the
+// clear-text check). User space then also receives fragmented UDP that
+// turns out not to be NAT-T (e.g. fragmented IKE on port 4500) and must
+// hand it to the kernel itself, or drop it when its source is protected.
 // All fragments go to the first socket of their RX queue (slot 0),
 // because only the first fragment carries the SPI and reassembly needs
 // them together. Note that in Plaintext mode without SteerFragments,
@@ -103,13 +108,35 @@
 // program against it over random rules and packets, and the pcap tools
 // use it. Fragments: a fragment from a protected source is dropped too
 // (non-first fragments carry no ports, so only rules without port ranges
-// can exempt them), except ESP and UDP fragments to a local address,
-// which may be the tunnel's own. IKE, NAT-T markers and keepalives pass
+// can exempt them), except ESP and first UDP fragments to the NAT-T or
+// IKE port of a local address, which may be the tunnel's own, and
+// non-first UDP fragments to a local address steered for reassembly
+// (SteerFragments; without it they are dropped). IKE, NAT-T markers and keepalives pass
 // before the check; without LocalAddrs that includes UDP 500/4500 to any
 // destination, which a forwarding host must filter itself (espxdp's
 // gateway does, in its nftables table). ARP and other non-IP frames, and
 // traffic from sources outside the protected prefixes (ICMP to the
 // gateway from the Internet, the peer's IKE), are not affected.
+//
+// # Fail closed
+//
+// What the program cannot fully parse must not become a way around the
+// discard (RFC 4301 §5.2). When the IP addresses were read but the rest
+// was not (more than six IPv6 extension headers, an extension header or
+// IP length running past the packet, IPv4 IHL < 5), the packet is
+// opaque: its protocol and ports are unknown. To a protected prefix
+// (Plaintext) it goes to AF_XDP (PlaintextRedirected), never to the
+// kernel, which would route it in clear; the engine encrypts or drops
+// it. From a remote protected prefix (Unprotected) it is dropped
+// (UnprotectedDropped) if any protocol and ports would drop it: a bypass
+// rule exempts it only if it has no protocol and no port ranges, a
+// discard rule drops it if its addresses match (Packet.Opaque in
+// Classify). Otherwise it is passed as before (PassedOther, Malformed).
+// Without readable addresses (IP header truncated, wrong version) it is
+// passed as Malformed: the kernel's IP input drops those itself. A frame
+// with more than two VLAN tags has no reachable addresses; a gateway
+// program (Plaintext or Unprotected) drops it (FailClosedDropped), since
+// a kernel that strips tags would route the inner packet.
 //
 // # Steering
 //

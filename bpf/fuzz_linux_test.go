@@ -20,7 +20,7 @@ const (
 // configuration, with every feature on, and on the ciphertext side with
 // the clear-text discard. The program must never fail to run, never
 // return anything but XDP_PASS or XDP_REDIRECT (or XDP_DROP, exactly when
-// it counts an UnprotectedDropped), count every frame exactly once, and
+// it counts an UnprotectedDropped or FailClosedDropped), count every frame exactly once, and
 // redirect only where a socket is registered.
 //
 // The seed corpus is in testdata/fuzz/FuzzClassify plus the frames of the
@@ -62,7 +62,7 @@ func FuzzClassify(f *testing.F) {
 			switch {
 			case v == VerdictRedirect && !tc.canRedir:
 				t.Errorf("%s: XDP_REDIRECT with an empty XSKMAP", tc.name)
-			case (v == VerdictDrop) != (s.UnprotectedDropped == 1):
+			case (v == VerdictDrop) != (s.UnprotectedDropped+s.FailClosedDropped == 1):
 				t.Errorf("%s: verdict %v but counters %+v", tc.name, v, s)
 			case v != VerdictPass && v != VerdictRedirect && v != VerdictDrop:
 				t.Errorf("%s: verdict %v", tc.name, v)

@@ -30,7 +30,7 @@ const (
 	mapUnprotDrops  = "unprot_drops"
 	mapUnprotLast   = "unprot_last"
 	varConfig       = "cfg"
-	numStatCounters = 14 // STAT_MAX in steer.h
+	numStatCounters = 15 // STAT_MAX in steer.h
 )
 
 // Bits of steer_config.flags (enum steer_flag in steer.h).

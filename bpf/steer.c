@@ -7,8 +7,18 @@
  *
  * Policy in short (the Go package documentation is the reference):
  *   - The program never aborts. It drops only clear text from a remote
- *     protected prefix (FLAG_UNPROTECTED, RFC 4301 section 5.2); anything
+ *     protected prefix (FLAG_UNPROTECTED, RFC 4301 section 5.2) and, in
+ *     gateway mode, frames it cannot parse (fail closed, below); anything
  *     else it does not want, including malformed packets, is XDP_PASS.
+ *   - Fail closed: a packet whose headers the program cannot fully parse
+ *     (more than MAX_IPV6_EXT_HDRS extension headers, a malformed
+ *     extension chain or IP length) still gets the clear-text check by
+ *     its addresses whenever they are readable: to a protected prefix it
+ *     is steered to the engine (never to the kernel, which would route
+ *     it in clear), from a remote protected prefix it is dropped unless
+ *     a bypass rule certainly exempts it (protocol and ports unknown).
+ *     A frame with more than MAX_VLAN_TAGS tags is dropped whenever
+ *     FLAG_PLAINTEXT or FLAG_UNPROTECTED is set (addresses unknown).
  *   - Every packet increments exactly one counter of enum stat_reason.
  *   - Every packet access is bounds-checked against data_end; lengths
  *     taken from headers are additionally checked against the IP
@@ -168,6 +178,7 @@ struct ipinfo {
 	__u8 is_v6;
 	__u8 frag;     /* outer packet is a fragment (not an atomic one) */
 	__u8 first;    /* ... and it is the first fragment (offset 0) */
+	__u8 opaque;   /* header chain not parsed: proto and l4 unknown */
 	__u32 hashkey; /* destination address folded to 32 bits, host order */
 	struct addr_key dst;
 };
@@ -255,7 +266,18 @@ static __always_inline int parse_ipv4(void *nh, void *data_end, struct ipinfo *i
 
 	if ((void *)(iph + 1) > data_end)
 		return PARSE_MALFORMED;
-	if (iph->version != 4 || iph->ihl < 5)
+	if (iph->version != 4)
+		return PARSE_MALFORMED;
+
+	/* Addresses known from here on (see parse_ipv6). */
+	ip->nh = nh;
+	ip->is_v6 = 0;
+	ip->dst.family = 4;
+	__builtin_memcpy(ip->dst.addr, &iph->daddr, 4);
+	__builtin_memset(&ip->dst.addr[4], 0, 12);
+	ip->hashkey = bpf_ntohl(iph->daddr);
+
+	if (iph->ihl < 5)
 		return PARSE_MALFORMED;
 
 	hlen = (__u32)iph->ihl * 4;
@@ -265,20 +287,13 @@ static __always_inline int parse_ipv4(void *nh, void *data_end, struct ipinfo *i
 	if (nh + tot > data_end || nh + hlen > data_end)
 		return PARSE_MALFORMED;
 
-	ip->nh = nh;
 	ip->l4 = nh + hlen;
 	ip->end = nh + tot;
 	ip->proto = iph->protocol;
-	ip->is_v6 = 0;
 
 	frag_off = bpf_ntohs(iph->frag_off);
 	ip->frag = (frag_off & (IP4_MF | IP4_OFFSET)) != 0;
 	ip->first = (frag_off & IP4_OFFSET) == 0;
-
-	ip->dst.family = 4;
-	__builtin_memcpy(ip->dst.addr, &iph->daddr, 4);
-	__builtin_memset(&ip->dst.addr[4], 0, 12);
-	ip->hashkey = bpf_ntohl(iph->daddr);
 	return PARSE_OK;
 }
 
@@ -294,13 +309,11 @@ static __always_inline int parse_ipv6(void *nh, void *data_end, struct ipinfo *i
 	if (ip6h->version != 6)
 		return PARSE_MALFORMED;
 
-	cur = (void *)(ip6h + 1);
-	end = cur + bpf_ntohs(ip6h->payload_len);
-	if (end > data_end)
-		return PARSE_MALFORMED;
-
+	/*
+	 * The addresses are known from here on (ip->nh set): a failure
+	 * below still gets the fail-closed check in xdp_steer.
+	 */
 	ip->nh = nh;
-	ip->end = end;
 	ip->is_v6 = 1;
 	ip->frag = 0;
 	ip->first = 1;
@@ -310,6 +323,12 @@ static __always_inline int parse_ipv6(void *nh, void *data_end, struct ipinfo *i
 		      bpf_ntohl(ip6h->daddr.in6_u.u6_addr32[1]) ^
 		      bpf_ntohl(ip6h->daddr.in6_u.u6_addr32[2]) ^
 		      bpf_ntohl(ip6h->daddr.in6_u.u6_addr32[3]);
+
+	cur = (void *)(ip6h + 1);
+	end = cur + bpf_ntohs(ip6h->payload_len);
+	if (end > data_end)
+		return PARSE_MALFORMED;
+	ip->end = end;
 
 	next = ip6h->nexthdr;
 #pragma unroll
@@ -383,15 +402,20 @@ static __always_inline int port_ok(__u16 lo, __u16 hi, __u16 port, int ports)
 	return ports && port >= lo && port <= hi;
 }
 
+/*
+ * Does rule r match? For an opaque packet (protocol and ports unknown)
+ * only the family and addresses are compared: the rule MAY match, and
+ * the caller decides conservatively (see rule_certain).
+ */
 static __always_inline int rule_match(const struct unprot_rule *r, __u8 family, __u8 proto,
 				      const __u32 *s, const __u32 *d,
-				      __u16 sport, __u16 dport, int ports)
+				      __u16 sport, __u16 dport, int ports, int opaque)
 {
 	int k;
 
 	if (r->family && r->family != family)
 		return 0;
-	if (r->proto && r->proto != proto)
+	if (!opaque && r->proto && r->proto != proto)
 		return 0;
 #pragma unroll
 	for (k = 0; k < 4; k++) {
@@ -400,8 +424,17 @@ static __always_inline int rule_match(const struct unprot_rule *r, __u8 family, 
 		if ((d[k] & r->dst_mask[k]) != r->dst[k])
 			return 0;
 	}
+	if (opaque)
+		return 1;
 	return port_ok(r->sport_lo, r->sport_hi, sport, ports) &&
 	       port_ok(r->dport_lo, r->dport_hi, dport, ports);
+}
+
+/* A rule that matches whatever the protocol and ports are. */
+static __always_inline int rule_certain(const struct unprot_rule *r)
+{
+	return r->proto == 0 && r->sport_lo == 0 && r->sport_hi == 0 &&
+	       r->dport_lo == 0 && r->dport_hi == 0;
 }
 
 /*
@@ -456,7 +489,7 @@ static __always_inline int unprotected(struct ipinfo *ip, void *data_end)
 	nomatch_pass = (*hit & UNPROT_NOMATCH_PASS) != 0;
 
 	if (cfg.unprot_rules) {
-		if (!(ip->frag && !ip->first) && has_ports(ip->proto)) {
+		if (!ip->opaque && !(ip->frag && !ip->first) && has_ports(ip->proto)) {
 			__be16 *p = ip->l4;
 
 			if ((void *)(p + 2) <= data_end && (void *)(p + 2) <= ip->end) {
@@ -474,10 +507,19 @@ static __always_inline int unprotected(struct ipinfo *ip, void *data_end)
 			r = bpf_map_lookup_elem(&unprot_rules, &idx);
 			if (!r)
 				break;
-			if (!rule_match(r, family, ip->proto, s, d, sport, dport, ports))
+			if (!rule_match(r, family, ip->proto, s, d, sport, dport, ports, ip->opaque))
 				continue;
-			if (r->action == UNPROT_BYPASS)
+			/*
+			 * Invariant (fail closed): an opaque packet is dropped
+			 * iff SOME protocol and ports would make it a drop: a
+			 * bypass rule exempts it only if it matches whatever
+			 * they are, a discard rule that may match drops it.
+			 */
+			if (r->action == UNPROT_BYPASS) {
+				if (ip->opaque && !rule_certain(r))
+					continue;
 				return UNPROT_PASS;
+			}
 			if (r->tunnel)
 				tunnel = r->tunnel;
 			nomatch_pass = 0;
@@ -590,14 +632,46 @@ plaintext:
 	return unprotected_or(ip, data_end, STAT_PASSED_OTHER);
 }
 
+/*
+ * Is this outer fragment (to a local address) our tunnel traffic? ESP
+ * always; UDP only when the first fragment shows the NAT-T or IKE port.
+ * A non-first UDP fragment cannot be told apart: *unknown is set.
+ */
+static __always_inline int frag_tunnel(struct ipinfo *ip, void *data_end, int *unknown)
+{
+	*unknown = 0;
+	if (ip->proto == IPPROTO_ESP)
+		return is_local(ip);
+	if (ip->proto != IPPROTO_UDP || !is_local(ip))
+		return 0;
+	if (!ip->first) {
+		*unknown = 1;
+		return 0;
+	}
+	struct udphdr *udp = ip->l4;
+
+	if ((void *)(udp + 1) > data_end || (void *)(udp + 1) > ip->end)
+		return 0; /* no port to show: not known to be ours */
+	return udp->dest == bpf_htons(cfg.natt_port) || udp->dest == bpf_htons(IKE_PORT);
+}
+
+/*
+ * Outer fragments. Invariant (RFC 4301 section 5.2, fail closed): a
+ * fragment from a remote protected source skips the clear-text check
+ * only if it is known tunnel traffic (ESP, or a first fragment of UDP to
+ * the NAT-T/IKE port, to a local address), or it is a non-first UDP
+ * fragment to a local address steered to the engine for reassembly
+ * (FLAG_STEER_FRAGMENTS), which classifies the whole datagram. Without
+ * reassembly steering such a non-first UDP fragment gets the check and
+ * is dropped when its source is protected.
+ */
 static __always_inline int handle_fragment(struct xdp_md *ctx, struct ipinfo *ip, void *data_end)
 {
-	int candidate = 0, tunnel = 0;
+	int candidate = 0, unknown, tunnel;
 
-	if ((ip->proto == IPPROTO_ESP || ip->proto == IPPROTO_UDP) && is_local(ip))
-		tunnel = 1; /* may be our ESP or NAT-T: never clear text */
+	tunnel = frag_tunnel(ip, data_end, &unknown);
 	if (cfg.flags & FLAG_STEER_FRAGMENTS) {
-		if (tunnel)
+		if (tunnel || unknown)
 			candidate = 1;
 		else if (is_protected(ip))
 			candidate = 1;
@@ -613,6 +687,27 @@ static __always_inline int handle_fragment(struct xdp_md *ctx, struct ipinfo *ip
 	 * queue's first socket.
 	 */
 	return steer(ctx, STAT_FRAGMENT_REDIRECTED, 0, 0);
+}
+
+/*
+ * A packet whose header chain was not fully parsed (PARSE_OTHER, or
+ * PARSE_MALFORMED after the addresses were read): fail closed. To a
+ * protected prefix it goes to the engine, which encrypts it or drops it
+ * by the SPD; from a remote protected prefix it is dropped unless a
+ * bypass rule certainly exempts it; otherwise it passes under reason.
+ */
+static __always_inline int fail_closed(struct xdp_md *ctx, struct ipinfo *ip, void *data_end, __u32 reason)
+{
+	ip->opaque = 1;
+	ip->proto = 0;
+	/* Packet pointers for the verifier; nothing after nh is trusted. */
+	ip->l4 = ip->nh;
+	ip->end = ip->nh;
+	ip->frag = 0;
+	ip->first = 1;
+	if (is_protected(ip))
+		return steer(ctx, STAT_PLAINTEXT_REDIRECTED, ip->hashkey, 1);
+	return unprotected_or(ip, data_end, reason);
 }
 
 SEC("xdp")
@@ -642,6 +737,16 @@ int xdp_steer(struct xdp_md *ctx)
 		proto = tag->proto;
 		nh = tag + 1;
 	}
+	/*
+	 * Deeper tag stacks are not parsed. A gateway drops them (fail
+	 * closed: the kernel may strip the tags and route the inner packet,
+	 * and its addresses are unknown here); other programs pass them.
+	 */
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		if (cfg.flags & (FLAG_PLAINTEXT | FLAG_UNPROTECTED))
+			return account(STAT_FAIL_CLOSED_DROPPED, XDP_DROP);
+		return account(STAT_PASSED_NON_IP, XDP_PASS);
+	}
 
 	if (proto == bpf_htons(ETH_P_IP))
 		res = parse_ipv4(nh, data_end, &ip);
@@ -650,10 +755,17 @@ int xdp_steer(struct xdp_md *ctx)
 	else
 		return account(STAT_PASSED_NON_IP, XDP_PASS);
 
-	if (res == PARSE_MALFORMED)
-		return account(STAT_MALFORMED, XDP_PASS);
-	if (res == PARSE_OTHER)
-		return account(STAT_PASSED_OTHER, XDP_PASS);
+	if (res != PARSE_OK) {
+		__u32 reason = res == PARSE_MALFORMED ? STAT_MALFORMED : STAT_PASSED_OTHER;
+
+		/*
+		 * No addresses (truncated IP header, wrong version): passed;
+		 * the kernel's ip_rcv/ipv6_rcv drop such packets themselves.
+		 */
+		if (!ip.nh)
+			return account(reason, XDP_PASS);
+		return fail_closed(ctx, &ip, data_end, reason);
+	}
 
 	if (ip.frag)
 		return handle_fragment(ctx, &ip, data_end);

@@ -19,7 +19,7 @@ enum stat_reason {
 	STAT_ESP_REDIRECTED = 0,      /* raw ESP (IP proto 50) -> AF_XDP */
 	STAT_NATT_REDIRECTED = 1,     /* ESP in UDP (RFC 3948) -> AF_XDP */
 	STAT_PLAINTEXT_REDIRECTED = 2, /* plaintext to a protected prefix -> AF_XDP */
-	STAT_PASSED_NON_IP = 3,       /* not IPv4/IPv6 (ARP, LLDP, 3+ VLAN tags, ...) */
+	STAT_PASSED_NON_IP = 3,       /* not IPv4/IPv6 (ARP, LLDP, ...) */
 	STAT_PASSED_OTHER = 4,        /* IP, but nothing for us (TCP, ICMP, other UDP) */
 	STAT_IKE_PASSED = 5,          /* UDP 500, or NAT-T port with non-ESP marker */
 	STAT_KEEPALIVE_PASSED = 6,    /* NAT-T port, 1-byte 0xFF payload */
@@ -30,7 +30,8 @@ enum stat_reason {
 	STAT_REDIRECT_NO_SOCKET = 11, /* wanted AF_XDP, but the XSKMAP slot was empty */
 	STAT_UNPROTECTED_DROPPED = 12, /* clear text from a remote protected prefix: XDP_DROP */
 	STAT_BYPASS_PASSED = 13,      /* ... exempted by a bypass rule, passed */
-	STAT_MAX = 14,
+	STAT_FAIL_CLOSED_DROPPED = 14, /* gateway mode, unparsable (3+ VLAN tags): XDP_DROP */
+	STAT_MAX = 15,
 };
 
 /* Bits of steer_config.flags. */

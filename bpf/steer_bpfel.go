@@ -48,7 +48,8 @@ const (
 	steerStatReasonSTAT_REDIRECT_NO_SOCKET   steerStatReason = 11
 	steerStatReasonSTAT_UNPROTECTED_DROPPED  steerStatReason = 12
 	steerStatReasonSTAT_BYPASS_PASSED        steerStatReason = 13
-	steerStatReasonSTAT_MAX                  steerStatReason = 14
+	steerStatReasonSTAT_FAIL_CLOSED_DROPPED  steerStatReason = 14
+	steerStatReasonSTAT_MAX                  steerStatReason = 15
 )
 
 type steerSteerConfig struct {

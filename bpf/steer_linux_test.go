@@ -215,7 +215,10 @@ func classifyCases() []classifyCase {
 		classifyCase{"plain keepalive to local", "plain", pkt{proto: protoUDP, l4: keepal}.bytes(), true, VerdictPass, Stats{KeepalivePassed: 1}},
 		classifyCase{"plain no local filter: esp to protected is ESP", "plainNL", pkt{dst: protHost4, proto: protoESP, l4: esp(7, 8)}.bytes(), true, VerdictRedirect, Stats{ESPRedirected: 1}},
 		classifyCase{"plain no local filter: tcp protected", "plainNL", pkt{dst: protHost4, proto: protoTCP, l4: tcpSeg}.bytes(), true, VerdictRedirect, Stats{PlaintextRedirected: 1}},
-		classifyCase{"plain malformed", "plain", mutate(pkt{dst: protHost4, proto: protoTCP, l4: tcpSeg}.bytes(), func(b []byte) { b[ipOff] = 0x44 }), true, VerdictPass, Stats{Malformed: 1}},
+		// Fail closed: the addresses are readable (IHL 4 is malformed), and
+		// plaintext to a protected destination never goes to the kernel.
+		classifyCase{"plain malformed", "plain", mutate(pkt{dst: protHost4, proto: protoTCP, l4: tcpSeg}.bytes(), func(b []byte) { b[ipOff] = 0x44 }), true, VerdictRedirect, Stats{PlaintextRedirected: 1}},
+		classifyCase{"plain malformed unprotected dst", "plain", mutate(pkt{dst: unprotIn4, proto: protoTCP, l4: tcpSeg}.bytes(), func(b []byte) { b[ipOff] = 0x44 }), true, VerdictPass, Stats{Malformed: 1}},
 		classifyCase{"default ignores prefixes", "default", pkt{dst: protHost4, proto: protoTCP, l4: tcpSeg}.bytes(), true, VerdictPass, Stats{PassedOther: 1}},
 	)
 	return cases

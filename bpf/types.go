@@ -243,6 +243,13 @@ type Packet struct {
 	Proto        uint8
 	Ports        bool // the packet carries ports (and is not a non-first fragment)
 	SPort, DPort uint16
+	// Opaque marks a packet whose header chain the program could not
+	// parse (more IPv6 extension headers than it reads, a malformed chain
+	// or IP length): Proto and ports are unknown and ignored. It fails
+	// closed: it is discarded if ANY protocol and ports would discard it,
+	// i.e. a bypass rule exempts it only if the rule has no protocol and
+	// no port ranges, and a discard rule drops it if its addresses match.
+	Opaque bool
 }
 
 // UnprotectedVerdict is the outcome of Unprotected.Classify.
@@ -293,6 +300,9 @@ func (u Unprotected) Classify(p Packet) (UnprotectedVerdict, int) {
 			continue
 		}
 		if r.Bypass {
+			if p.Opaque && !r.anyProtoPorts() {
+				continue // may not match: not a certain exemption
+			}
 			return Exempt, 0
 		}
 		if r.Tunnel != 0 {
@@ -317,10 +327,19 @@ func (r *InboundRule) matches(src, dst netip.Addr, p Packet) bool {
 	if d := canonPrefix(r.Dst); d.IsValid() && !d.Contains(dst) {
 		return false
 	}
+	if p.Opaque {
+		return true // may match; see Packet.Opaque
+	}
 	if r.Proto != 0 && r.Proto != p.Proto {
 		return false
 	}
 	return r.SrcPorts.match(p.SPort, p.Ports) && r.DstPorts.match(p.DPort, p.Ports)
+}
+
+// anyProtoPorts reports whether r matches whatever a packet's protocol
+// and ports are (the program's rule_certain).
+func (r *InboundRule) anyProtoPorts() bool {
+	return r.Proto == 0 && r.SrcPorts == PortRange{} && r.DstPorts == PortRange{}
 }
 
 // canonPrefix takes IPv4-mapped prefixes as IPv4 and masks the host bits.
@@ -472,6 +491,10 @@ type Stats struct {
 	RedirectNoSocket    uint64 // would redirect, but the XSKMAP slot was empty; passed
 	UnprotectedDropped  uint64 // clear text from a remote protected prefix, dropped
 	BypassPassed        uint64 // ... exempted by a bypass rule, passed
+	// FailClosedDropped counts frames a gateway program (Plaintext or
+	// Unprotected) could not parse and dropped: more VLAN tags than it
+	// reads, so neither addresses nor protection are known.
+	FailClosedDropped uint64
 }
 
 // counters returns pointers to the fields in the order of the program's
@@ -492,6 +515,7 @@ func (s *Stats) counters() []*uint64 {
 		&s.RedirectNoSocket,
 		&s.UnprotectedDropped,
 		&s.BypassPassed,
+		&s.FailClosedDropped,
 	}
 }
 

@@ -158,7 +158,9 @@ func TestUnprotectedOptionsRejected(t *testing.T) {
 // discard. Invariant: for any prefixes, rules and packet, the program
 // drops exactly the packets Unprotected.Classify discards, counts each
 // under the tunnel index Classify names, passes the exempt ones as
-// BypassPassed, and never touches ESP to a local address.
+// BypassPassed, and never touches ESP to a local address. Opaque packets
+// (seven IPv6 Destination Options headers, or an IPv4 header with IHL 4)
+// follow Classify with Packet.Opaque: fail closed.
 func TestUnprotectedMatchesModel(t *testing.T) {
 	r := rand.New(rand.NewPCG(0x5eed, 18))
 	// A small address universe so that prefixes and packets collide.
@@ -220,7 +222,19 @@ func TestUnprotectedMatchesModel(t *testing.T) {
 			default:
 				l4 = ports(sp, dp, 8) // ports < 60: never IKE or NAT-T
 			}
-			frame := pkt{v6: v6, src: src, dst: dst, proto: proto, l4: l4}.bytes()
+			opaque := proto != protoESP && r.IntN(4) == 0
+			var exts []ext6
+			if opaque && v6 {
+				for range 7 {
+					exts = append(exts, ext6{typ: ext6DestOpts})
+				}
+			}
+			frame := pkt{v6: v6, src: src, dst: dst, proto: proto, ext: exts, l4: l4}.bytes()
+			passReason := func(s Stats) uint64 { return s.PassedOther }
+			if opaque && !v6 {
+				frame[14] = 0x44 // IHL 4: malformed, addresses still readable
+				passReason = func(s Stats) uint64 { return s.Malformed }
+			}
 			before, _ := p.UnprotectedDrops()
 			got, st := run(t, p, frame)
 			after, _ := p.UnprotectedDrops()
@@ -231,20 +245,20 @@ func TestUnprotectedMatchesModel(t *testing.T) {
 				continue
 			}
 			verdict, tunnel := u.Classify(Packet{Src: src, Dst: dst, Proto: proto,
-				Ports: proto != protoICMP, SPort: sp, DPort: dp})
+				Ports: proto != protoICMP, SPort: sp, DPort: dp, Opaque: opaque})
 			switch verdict {
 			case Discard:
 				if got != VerdictDrop || st.UnprotectedDropped != 1 || after[tunnel]-before[tunnel] != 1 {
-					t.Fatalf("round %d: %v %v->%v %d->%d: got %v %+v tunnel %d +%d, model discards under tunnel %d\nrules %+v",
-						round, proto, src, dst, sp, dp, got, st, tunnel, after[tunnel]-before[tunnel], tunnel, u)
+					t.Fatalf("round %d: %v %v->%v %d->%d opaque %v: got %v %+v tunnel %d +%d, model discards under tunnel %d\nrules %+v",
+						round, proto, src, dst, sp, dp, opaque, got, st, tunnel, after[tunnel]-before[tunnel], tunnel, u)
 				}
 			case Exempt:
 				if got != VerdictPass || st.BypassPassed != 1 {
-					t.Fatalf("round %d: %v %v->%v %d->%d: got %v %+v, model exempts\nrules %+v", round, proto, src, dst, sp, dp, got, st, u)
+					t.Fatalf("round %d: %v %v->%v %d->%d opaque %v: got %v %+v, model exempts\nrules %+v", round, proto, src, dst, sp, dp, opaque, got, st, u)
 				}
 			case NotProtected:
-				if got != VerdictPass || st.PassedOther != 1 {
-					t.Fatalf("round %d: %v %v->%v: got %v %+v, model: not protected\nrules %+v", round, proto, src, dst, got, st, u)
+				if got != VerdictPass || passReason(st) != 1 {
+					t.Fatalf("round %d: %v %v->%v opaque %v: got %v %+v, model: not protected\nrules %+v", round, proto, src, dst, opaque, got, st, u)
 				}
 			}
 		}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/espxdp/espxdp/bpf"
@@ -38,6 +39,15 @@ import (
 //   - to_remote is the same for destinations and the policies as
 //     written (counter unprotected_out).
 //
+// With a cipher VLAN (interfaces.cipher.vlan), the kernel sees the
+// tagged traffic on a VLAN device stacked on the cipher interface, not on
+// the interface itself, so "the cipher interface" above means a set of
+// names: the interface, the conventional name of its VLAN device
+// (<name>.<vlan>, matched even before such a device exists) and, when the
+// table is installed, every VLAN device on the interface with that VLAN
+// ID whatever its name (one created later under another name is not
+// covered until the next start).
+//
 // Differences from the XDP program, all on the side of dropping more:
 // forwarded ESP and NAT-T from a protected source are dropped too (ESP
 // for this gateway is delivered locally, never forwarded); a source in
@@ -69,12 +79,42 @@ const (
 // FailClosedRuleset returns the nft(8) script that atomically creates or
 // replaces the gateway's table (see FailClosedTable).
 func FailClosedRuleset(g *config.Gateway) (string, error) {
+	return failClosedRuleset(g, nil)
+}
+
+// cipherIfnames is the set of interface names the table treats as the
+// cipher interface: its name, with a VLAN also <name>.<vlan> and the VLAN
+// devices found (vlanDevs), without duplicates.
+func cipherIfnames(g *config.Gateway, vlanDevs []string) []string {
+	names := []string{g.Cipher.Name}
+	if g.Cipher.VLAN != 0 {
+		names = append(names, fmt.Sprintf("%s.%d", g.Cipher.Name, g.Cipher.VLAN))
+		for _, d := range vlanDevs {
+			if !slices.Contains(names, d) {
+				names = append(names, d)
+			}
+		}
+	}
+	return names
+}
+
+// failClosedRuleset is FailClosedRuleset with the VLAN devices of the
+// cipher interface found in its namespace.
+func failClosedRuleset(g *config.Gateway, vlanDevs []string) (string, error) {
 	u, err := Unprotected(g)
 	if err != nil {
 		return "", err
 	}
 	name := FailClosedTable(g)
-	iface := nftString(g.Cipher.Name)
+	var quoted []string
+	for _, n := range cipherIfnames(g, vlanDevs) {
+		quoted = append(quoted, nftString(n))
+	}
+	// One name: "wan0"; several: an anonymous set { "wan0", "wan0.100" }.
+	iface := quoted[0]
+	if len(quoted) > 1 {
+		iface = "{ " + strings.Join(quoted, ", ") + " }"
+	}
 	var all4, all6, drop4, drop6 []string
 	for _, p := range u.Prefixes {
 		pfx := p.Prefix.Masked()
@@ -97,7 +137,7 @@ func FailClosedRuleset(g *config.Gateway) (string, error) {
 	w("table inet %s", name)
 	w("delete table inet %s", name)
 	w("table inet %s {", name)
-	w("\tcomment \"espxdp fail-closed: no clear text between protected networks on %s\"", strings.Trim(iface, `"`))
+	w("\tcomment \"espxdp fail-closed: no clear text between protected networks on %s\"", strings.Trim(quoted[0], `"`))
 	set := func(n, typ string, elems []string) {
 		w("\tset %s {", n)
 		w("\t\ttype %s", typ)

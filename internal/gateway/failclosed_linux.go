@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"strings"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/internal/topo"
 )
@@ -53,8 +55,22 @@ func nft(netns, script string, args ...string) ([]byte, error) {
 
 // InstallFailClosed creates or atomically replaces the gateway's
 // fail-closed table (FailClosedTable) in the network namespace netns.
+// With a cipher VLAN, the VLAN devices on the cipher interface with that
+// VLAN ID in netns are matched too (see FailClosedRuleset).
 func InstallFailClosed(g *config.Gateway, netns string) error {
-	script, err := FailClosedRuleset(g)
+	var devs []string
+	if g.Cipher.VLAN != 0 {
+		find := func() error {
+			devs = vlanDevices(g.Cipher.Name, g.Cipher.VLAN)
+			return nil
+		}
+		if netns == "" {
+			_ = find()
+		} else if err := topo.Do(netns, find); err != nil {
+			return fmt.Errorf("%w: %v", ErrFailClosed, err)
+		}
+	}
+	script, err := failClosedRuleset(g, devs)
 	if err != nil {
 		return err
 	}
@@ -119,4 +135,27 @@ func (gw *Gateway) applyFailClosed() error {
 	gw.log.Info("fail-closed table installed (stays after the daemon stops; remove with espxdp failclosed remove)",
 		"table", "inet "+FailClosedTable(gw.g))
 	return nil
+}
+
+// vlanDevices returns the names of the VLAN devices stacked on base with
+// VLAN ID vid in the calling thread's network namespace; none when base
+// does not exist or the links cannot be listed (the conventional name is
+// matched regardless).
+func vlanDevices(base string, vid int) []string {
+	parent, err := netlink.LinkByName(base)
+	if err != nil {
+		return nil
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, l := range links {
+		v, ok := l.(*netlink.Vlan)
+		if ok && v.VlanId == vid && v.Attrs().ParentIndex == parent.Attrs().Index {
+			names = append(names, v.Attrs().Name)
+		}
+	}
+	return names
 }
