@@ -341,6 +341,8 @@ func xdpProgram(ch chan<- prometheus.Metric, side string, b *bpf.Stats) {
 		{"passed_other", b.PassedOther}, {"ike_passed", b.IKEPassed}, {"keepalive_passed", b.KeepalivePassed},
 		{"fragment_passed", b.FragmentPassed}, {"fragment_redirected", b.FragmentRedirected},
 		{"malformed", b.Malformed}, {"not_local", b.NotLocal}, {"redirect_no_socket", b.RedirectNoSocket},
+		{"unprotected_dropped", b.UnprotectedDropped}, {"bypass_passed", b.BypassPassed},
+		{"fail_closed_dropped", b.FailClosedDropped},
 	} {
 		counter(ch, descXDP, v.n, side, v.name)
 	}

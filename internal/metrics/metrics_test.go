@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -203,5 +204,48 @@ func TestCollectorLabelsHaveNoSecrets(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestCollectorXDPProgramCounters: every counter of the XDP program
+// (bpf.Stats) is exported, each under its own verdict label: a counter
+// added to the program and forgotten here fails.
+func TestCollectorXDPProgramCounters(t *testing.T) {
+	s := fakeSnapshot(1)
+	v := reflect.ValueOf(&s.Engine.CipherProgram).Elem()
+	want := map[float64]string{}
+	for i := range v.NumField() {
+		if v.Field(i).Kind() != reflect.Uint64 {
+			continue
+		}
+		v.Field(i).SetUint(uint64(1000 + i))
+		want[float64(1000+i)] = v.Type().Field(i).Name
+	}
+	mf := gather(t, NewCollector(func() Snapshot { return s }, Options{}))[Namespace+"_xdp_program_packets_total"]
+	if mf == nil {
+		t.Fatal("no xdp_program_packets_total family")
+	}
+	verdicts := map[string]bool{}
+	for _, m := range mf.GetMetric() {
+		side, verdict := "", ""
+		for _, l := range m.GetLabel() {
+			switch l.GetName() {
+			case "side":
+				side = l.GetValue()
+			case "verdict":
+				verdict = l.GetValue()
+			}
+		}
+		if side != "cipher" {
+			continue
+		}
+		if verdicts[verdict] {
+			t.Errorf("verdict %q exported twice", verdict)
+		}
+		verdicts[verdict] = true
+		delete(want, m.GetCounter().GetValue())
+	}
+	for _, name := range want {
+		t.Errorf("bpf.Stats.%s is not exported", name)
 	}
 }
