@@ -65,8 +65,9 @@ type Config struct {
 	ESPTransforms []string
 	// ESN: "no" (default), "yes" or "both" (offer or accept either).
 	ESN string
-	// LocalTS and RemoteTS are our protected networks and the peer's.
-	// The responder narrows the initiator's selectors to these.
+	// LocalTS and RemoteTS are our protected networks and the peer's
+	// (at most MaxTS each). The responder narrows the initiator's
+	// selectors to these.
 	LocalTS, RemoteTS []TrafficSelector
 	// SAD, when set, allocates inbound child SPIs (SAD.AllocSPI).
 	SAD *sa.SAD
@@ -182,6 +183,9 @@ func NewEndpoint(cfg Config, conn, natt net.PacketConn) (*Endpoint, error) {
 	}
 	if len(cfg.LocalTS) == 0 || len(cfg.RemoteTS) == 0 {
 		return nil, errf(ErrConfig, "LocalTS and RemoteTS are required")
+	}
+	if len(cfg.LocalTS) > MaxTS || len(cfg.RemoteTS) > MaxTS {
+		return nil, errf(ErrConfig, "more than %d LocalTS or RemoteTS", MaxTS)
 	}
 	if cfg.LocalID.Type == 0 {
 		return nil, errf(ErrConfig, "LocalID is required")

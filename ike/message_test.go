@@ -283,4 +283,7 @@ func TestSelectorCapsProperty(t *testing.T) {
 	if within(many, []TrafficSelector{SelectorFromPrefix(netip.MustParsePrefix("10.0.0.0/8"))}) {
 		t.Fatal("initiator accepts more than MaxTS selectors")
 	}
+	if _, err := NewEndpoint(Config{PSK: testPSK, LocalID: FQDN("x"), LocalTS: many, RemoteTS: ts("10.1.0.0/16")}, &fakeConn{}, nil); !errors.Is(err, ErrConfig) {
+		t.Fatalf("NewEndpoint with %d LocalTS: %v, want ErrConfig", len(many), err)
+	}
 }

@@ -219,10 +219,12 @@ func (g *Gateway) SelectorsOf(s *SA, tunnel string) []sa.Selector {
 // source that a protect policy binds to another tunnel, unless a policy
 // of its own tunnel sends to that address too.
 //
-// An SA in no tunnel ("") gets, when tunnels are configured, only the
-// protected prefixes and TUN routes minus every address a policy binds
-// to some tunnel (the configuration sends nothing else to it; without
-// tunnels, "" is the default and gets everything as above). Nil means
+// An SA in no tunnel ("") gets, when tunnels are configured, the
+// mirrored protect policies bound (by sa:) to an outbound SA in no
+// tunnel, and the protected prefixes and TUN routes minus every address
+// a policy binds to some tunnel - no longer the union over all tunnels,
+// which let its peer speak for every other peer (without tunnels, "" is
+// the default and gets everything as above). Nil means
 // the configuration sends nothing into the tunnel (the caller warns).
 func (g *Gateway) InboundSelectors(tunnel string) []sa.Selector {
 	if g == nil {
