@@ -52,6 +52,24 @@
 //     the successor is reported to OnChild before the old child is
 //     deleted and reported to OnChildDown. No PFS (a KE payload is
 //     refused with NO_PROPOSAL_CHOSEN).
+//   - Denial-of-service bounds (RFC 7296 §2.6): from
+//     Config.CookieThreshold half-open IKE SAs (default 64) on, the
+//     responder answers an IKE_SA_INIT that does not carry a valid
+//     cookie as its first payload with a stateless COOKIE notify
+//     (version byte ‖ first 64 bits of SHA-256(Ni | IPi | SPIi |
+//     secret), the secret rotating every minute, the previous one still
+//     accepted), before any DH computation and without keeping state;
+//     half-open SAs are bounded apart (Config.MaxHalfOpen) from the
+//     others (Config.MaxIKESAs), both checked before the DH, beyond
+//     them TEMPORARY_FAILURE. The initiator answers a COOKIE by
+//     retrying with it (same SPIi, Ni and KE), at most three times.
+//   - Traffic selector bounds: at most MaxTS selectors per side of a
+//     child SA, splitting into at most MaxTSPrefixes address prefixes
+//     in all, so an SA carries at most MaxTSPrefixes² sa.Selectors. The
+//     responder narrows further to keep them (the first selectors, a
+//     range cut at the end of the budget), the initiator refuses a
+//     response beyond them with ErrTSUnacceptable (so configure at
+//     most MaxTS LocalTS and RemoteTS each).
 //
 // # Not implemented
 //
@@ -60,8 +78,7 @@
 // NO_ADDITIONAL_SAS), simultaneous rekeying by both sides (RFC 7296
 // §2.8.1), lifetimes (the embedder calls RekeyChild on the SAs'
 // soft-expiry events, or deletes and initiates again; the peer's
-// lifetimes drive its own rekeys), COOKIE (DoS protection; an
-// initiator asked for one fails with ErrUnsupported), MOBIKE, IKE
+// lifetimes drive its own rekeys), MOBIKE, IKE
 // fragmentation (RFC 7383), configuration payloads, transport mode,
 // IPComp, PFS in child SAs, AES-XCBC and other PRFs, a window size
 // above one, multiple peers with different configurations on one

@@ -66,8 +66,9 @@ type Config struct {
 	ESPTransforms []string
 	// ESN: "no" (default), "yes" or "both" (offer or accept either).
 	ESN string
-	// LocalTS and RemoteTS are our protected networks and the peer's.
-	// The responder narrows the initiator's selectors to these.
+	// LocalTS and RemoteTS are our protected networks and the peer's
+	// (at most MaxTS each). The responder narrows the initiator's
+	// selectors to these.
 	LocalTS, RemoteTS []TrafficSelector
 	// SAD, when set, allocates inbound child SPIs (SAD.AllocSPI).
 	SAD *sa.SAD
@@ -95,6 +96,19 @@ type Config struct {
 	Retries int
 	// Logger receives events; never key material. Default slog.Default.
 	Logger *slog.Logger
+	// CookieThreshold is the number of half-open IKE SAs (IKE_SA_INIT
+	// answered, IKE_AUTH not yet) from which the responder answers an
+	// IKE_SA_INIT without a valid cookie with a stateless COOKIE notify
+	// (RFC 7296 §2.6). 0 means DefaultCookieThreshold; negative means
+	// always demand a cookie.
+	CookieThreshold int
+	// MaxHalfOpen bounds the half-open IKE SAs (default
+	// DefaultMaxHalfOpen); beyond it IKE_SA_INIT (with a valid cookie)
+	// is answered with TEMPORARY_FAILURE.
+	MaxHalfOpen int
+	// MaxIKESAs bounds the other IKE SAs (established, or being
+	// initiated; default DefaultMaxIKESAs): half-open SAs do not count.
+	MaxIKESAs int
 }
 
 // ChildSA is a negotiated child SA: the two sa.Configs to install.
@@ -126,6 +140,8 @@ type Stats struct {
 	Dropped uint64
 	// AuthFailed counts failed authentications (either side).
 	AuthFailed uint64
+	// CookiesSent counts the stateless COOKIE replies of the responder.
+	CookiesSent uint64
 }
 
 // Endpoint runs IKEv2 on a UDP socket (port 500) and optionally a NAT-T
@@ -138,11 +154,14 @@ type Endpoint struct {
 	conn     net.PacketConn
 	natt     net.PacketConn
 
-	mu     sync.Mutex
-	sas    map[uint64]*IKESA // by our SPI
-	closed bool
+	mu       sync.Mutex
+	sas      map[uint64]*IKESA // by our SPI
+	halfOpen int               // responder SAs in stateInitDone
+	cookies  cookieSecrets
+	closed   bool
 
 	received, sent, retransmits, malformed, dropped, authFailed atomic.Uint64
+	cookiesSent                                                 atomic.Uint64
 	wg                                                          sync.WaitGroup
 }
 
@@ -166,6 +185,9 @@ func NewEndpoint(cfg Config, conn, natt net.PacketConn) (*Endpoint, error) {
 	if len(cfg.LocalTS) == 0 || len(cfg.RemoteTS) == 0 {
 		return nil, errf(ErrConfig, "LocalTS and RemoteTS are required")
 	}
+	if len(cfg.LocalTS) > MaxTS || len(cfg.RemoteTS) > MaxTS {
+		return nil, errf(ErrConfig, "more than %d LocalTS or RemoteTS", MaxTS)
+	}
 	if cfg.LocalID.Type == 0 {
 		return nil, errf(ErrConfig, "LocalID is required")
 	}
@@ -177,6 +199,15 @@ func NewEndpoint(cfg Config, conn, natt net.PacketConn) (*Endpoint, error) {
 	}
 	if cfg.PeerNATTPort == 0 {
 		cfg.PeerNATTPort = 4500
+	}
+	if cfg.CookieThreshold == 0 {
+		cfg.CookieThreshold = DefaultCookieThreshold
+	}
+	if cfg.MaxHalfOpen <= 0 {
+		cfg.MaxHalfOpen = DefaultMaxHalfOpen
+	}
+	if cfg.MaxIKESAs <= 0 {
+		cfg.MaxIKESAs = DefaultMaxIKESAs
 	}
 	e := &Endpoint{cfg: cfg, conn: conn, natt: natt, sas: map[uint64]*IKESA{}, log: cfg.Logger}
 	if e.log == nil {
@@ -201,7 +232,8 @@ func NewEndpoint(cfg Config, conn, natt net.PacketConn) (*Endpoint, error) {
 // Stats returns the counters.
 func (e *Endpoint) Stats() Stats {
 	return Stats{Received: e.received.Load(), Sent: e.sent.Load(), Retransmits: e.retransmits.Load(),
-		Malformed: e.malformed.Load(), Dropped: e.dropped.Load(), AuthFailed: e.authFailed.Load()}
+		Malformed: e.malformed.Load(), Dropped: e.dropped.Load(), AuthFailed: e.authFailed.Load(),
+		CookiesSent: e.cookiesSent.Load()}
 }
 
 // Serve reads both sockets until they are closed (Close); it returns
@@ -369,6 +401,19 @@ const (
 	stateDead
 )
 
+// setState moves s to state st (e.mu held), keeping e.halfOpen the
+// number of IKE SAs in stateInitDone (invariant, checked by
+// TestHalfOpenCountProperty).
+func (s *IKESA) setState(st int) {
+	if s.state == stateInitDone {
+		s.e.halfOpen--
+	}
+	if st == stateInitDone {
+		s.e.halfOpen++
+	}
+	s.state = st
+}
+
 // IKESA is one IKE SA and its child SA.
 type IKESA struct {
 	e          *Endpoint
@@ -397,6 +442,9 @@ type IKESA struct {
 	done     chan error
 	err      error
 	expiry   *time.Timer // responder: removes a half-open SA
+
+	cookie      *Notify // initiator: the COOKIE the responder demanded
+	cookieTries int
 }
 
 type request struct {
@@ -549,7 +597,7 @@ func (s *IKESA) dieLocked(err error) []func() {
 	if s.state == stateDead {
 		return nil
 	}
-	s.state = stateDead
+	s.setState(stateDead)
 	s.err = err
 	if s.expiry != nil {
 		s.expiry.Stop()
@@ -696,7 +744,7 @@ func (e *Endpoint) Initiate(ctx context.Context, remote netip.AddrPort) (*IKESA,
 	e.sas[s.spiI] = s
 	d, _ := e.ikeProps[0].get(TransformDH)
 	s.group = DHGroup(d.ID)
-	err := s.sendInit(nil)
+	err := s.sendInit()
 	e.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -776,24 +824,29 @@ func newNonce() []byte {
 	return n
 }
 
-func (s *IKESA) sendInit(cookie *Notify) error {
-	var err error
-	if s.dh, err = newDH(s.group); err != nil {
-		return err
+// sendInit sends (again) the IKE_SA_INIT request, with the cookie
+// the responder demanded first, if any (RFC 7296 §2.6), and a DH key of
+// s.group (kept across retries with the same group).
+func (s *IKESA) sendInit() error {
+	if s.dh == nil || s.dh.group != s.group {
+		var err error
+		if s.dh, err = newDH(s.group); err != nil {
+			return err
+		}
 	}
 	if s.ni == nil {
 		s.ni = newNonce()
 	}
 	var ps []Payload
-	if cookie != nil {
-		ps = append(ps, cookie)
+	if s.cookie != nil {
+		ps = append(ps, s.cookie)
 	}
 	ps = append(ps, &SA{Proposals: s.e.ikeProps}, &KE{Group: s.group, Data: s.dh.pub}, &Nonce{Data: s.ni})
 	ps = append(ps, s.natNotifies(s.e.localAddr(false))...)
 	m := &Message{Header: s.header(IKESAInit, 0, false), Payloads: ps}
 	s.nextReq = 0
 	s.initReq = m.Marshal()
-	s.state = stateInitSent
+	s.setState(stateInitSent)
 	s.startRequest(s.initReq, s.onInitResponse)
 	return nil
 }
@@ -811,14 +864,29 @@ func (s *IKESA) onInitResponse(m *Message, raw []byte, from netip.AddrPort, natt
 		if offered && g != s.group {
 			e.log.Info("ike: peer asks for another DH group", "peer", from, "group", g)
 			s.group = g
-			if err := s.sendInit(nil); err != nil {
+			if err := s.sendInit(); err != nil {
 				return s.finish(err)
 			}
 			return nil
 		}
 	}
 	if n := m.Notify(Cookie); n != nil {
-		return s.finish(errf(ErrUnsupported, "peer demands a COOKIE (not implemented)"))
+		// RFC 7296 §2.6: retry with the cookie as the first payload,
+		// the same SPIi and Ni; a few times only.
+		if len(n.Data) < 1 || len(n.Data) > 64 {
+			e.malformed.Add(1)
+			return s.finish(errf(ErrMalformed, "COOKIE of %d bytes", len(n.Data)))
+		}
+		if s.cookieTries >= maxCookieTries {
+			return s.finish(errf(ErrTimeout, "responder keeps demanding a COOKIE"))
+		}
+		s.cookieTries++
+		s.cookie = &Notify{NotifyType: Cookie, Data: clone(n.Data)}
+		e.log.Debug("ike: responder demands a cookie", "peer", from)
+		if err := s.sendInit(); err != nil {
+			return s.finish(err)
+		}
+		return nil
 	}
 	for _, n := range m.Notifies() {
 		if n.NotifyType.IsError() {
@@ -908,7 +976,7 @@ func (s *IKESA) sendAuth() []func() {
 	if err != nil {
 		return s.finish(err)
 	}
-	s.state = stateAuthSent
+	s.setState(stateAuthSent)
 	s.startRequest(b, s.onAuthResponse)
 	return nil
 }
@@ -978,7 +1046,7 @@ func (s *IKESA) onAuthResponse(m *Message, raw []byte, from netip.AddrPort, natt
 	if err != nil {
 		return s.finish(err)
 	}
-	s.state = stateEstablished
+	s.setState(stateEstablished)
 	s.children = append(s.children, c)
 	e.log.Info("ike: IKE SA established", "peer", s.remote, "role", "initiator", "child", c.ID, "transform", c.Transform,
 		"spi_in", fmt.Sprintf("%08x", c.In.SPI), "spi_out", fmt.Sprintf("%08x", c.Out.SPI), "nat", s.nat)
@@ -1093,6 +1161,28 @@ func (e *Endpoint) responderInit(m *Message, raw []byte, from netip.AddrPort, na
 		e.malformed.Add(1)
 		return reply(&Notify{NotifyType: InvalidSyntax})
 	}
+	// Invariant (RFC 7296 §2.6; TestRedTeamHalfOpenFlood,
+	// TestCookieNoStateProperty): from CookieThreshold half-open SAs on,
+	// an IKE_SA_INIT without a valid cookie as its first payload gets a
+	// stateless COOKIE reply - no state, no DH - and the caps on
+	// half-open and other IKE SAs are checked before any DH work.
+	now := time.Now()
+	if e.cfg.CookieThreshold < 0 || e.halfOpen >= e.cfg.CookieThreshold {
+		var got []byte
+		if len(m.Payloads) > 0 {
+			if n, ok := m.Payloads[0].(*Notify); ok && n.NotifyType == Cookie {
+				got = n.Data
+			}
+		}
+		if !e.cookies.valid(got, ni.Data, from.Addr(), m.SPIi, now) {
+			e.cookiesSent.Add(1)
+			return reply(&Notify{NotifyType: Cookie, Data: e.cookies.issue(ni.Data, from.Addr(), m.SPIi, now)})
+		}
+	}
+	if e.halfOpen >= e.cfg.MaxHalfOpen || len(e.sas)-e.halfOpen >= e.cfg.MaxIKESAs {
+		e.log.Warn("ike: IKE SA table full", "peer", from, "half_open", e.halfOpen, "sas", len(e.sas))
+		return reply(&Notify{NotifyType: TemporaryFailure})
+	}
 	chosen, ok := choose(e.ikeProps, sap.Proposals)
 	if !ok {
 		e.log.Warn("ike: no acceptable IKE proposal", "peer", from)
@@ -1114,10 +1204,6 @@ func (e *Endpoint) responderInit(m *Message, raw []byte, from netip.AddrPort, na
 		e.log.Warn("ike: invalid KE payload", "peer", from, "err", err)
 		return reply(&Notify{NotifyType: InvalidSyntax})
 	}
-	if len(e.sas) >= 4096 {
-		clear(gir)
-		return reply(&Notify{NotifyType: TemporaryFailure})
-	}
 	s.spiR = e.newSPI()
 	s.ni, s.nr = ni.Data, newNonce()
 	s.keys = deriveKeys(s.suite, s.ni, s.nr, gir, s.spiI, s.spiR)
@@ -1129,7 +1215,7 @@ func (e *Endpoint) responderInit(m *Message, raw []byte, from netip.AddrPort, na
 	mm := &Message{Header: s.header(IKESAInit, 0, true), Payloads: ps}
 	s.initReq = raw
 	s.initResp = mm.Marshal()
-	s.state = stateInitDone
+	s.setState(stateInitDone)
 	s.expect = 1
 	e.sas[s.spiR] = s
 	// Half-open SAs that never complete are removed.
@@ -1167,7 +1253,7 @@ func (s *IKESA) responderAuth(m *Message, from netip.AddrPort, natt bool) []func
 	}
 	id := s.idPayload(true)
 	ps := []Payload{id, &Auth{Method: AuthPSK, Data: pskAuth(s.suite.prf, e.cfg.PSK, s.initResp, s.ni, s.keys.pr, idBody(id))}}
-	s.state = stateEstablished
+	s.setState(stateEstablished)
 	c, notify := s.responderChild(m)
 	if c == nil {
 		e.log.Warn("ike: IKE SA established without child SA", "peer", from, "notify", notify)

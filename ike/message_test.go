@@ -166,7 +166,7 @@ func TestRangePrefixesProperty(t *testing.T) {
 		}
 		lo := netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, a)))
 		hi := netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, b)))
-		ps := rangePrefixes(lo, hi)
+		ps := rangePrefixes(lo, hi, 256)
 		if len(ps) == 0 || len(ps) > 62 || ps[0].Addr() != lo || lastAddr(ps[len(ps)-1]) != hi {
 			t.Fatalf("%v-%v: %v", lo, hi, ps)
 		}
@@ -236,3 +236,54 @@ func (f *fakeConn) LocalAddr() net.Addr {
 func (f *fakeConn) SetDeadline(time.Time) error      { return nil }
 func (f *fakeConn) SetReadDeadline(time.Time) error  { return nil }
 func (f *fakeConn) SetWriteDeadline(time.Time) error { return nil }
+
+// TestSelectorCapsProperty checks over random proposals the bounds
+// narrow keeps (MaxTS, MaxTSPrefixes): the narrowed selectors are
+// inside the proposed and the configured ones, within the bounds, and
+// their sa.Selectors number at most MaxTSPrefixes².
+func TestSelectorCapsProperty(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	randTS := func() TrafficSelector {
+		a, b := r.Uint32N(1<<20), r.Uint32N(1<<20)
+		if a > b {
+			a, b = b, a
+		}
+		lo := netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, 10<<24|a)))
+		hi := netip.AddrFrom4([4]byte(binary.BigEndian.AppendUint32(nil, 10<<24|b)))
+		return TrafficSelector{StartPort: 0, EndPort: 65535, Start: lo, End: hi}
+	}
+	for i := 0; i < 300; i++ {
+		var prop, conf [2][]TrafficSelector
+		var got [2][]TrafficSelector
+		for side := range 2 {
+			for range 1 + r.IntN(40) {
+				prop[side] = append(prop[side], randTS())
+			}
+			for range 1 + r.IntN(3) {
+				conf[side] = append(conf[side], randTS())
+			}
+			got[side] = narrow(prop[side], conf[side])
+			if len(got[side]) == 0 {
+				continue
+			}
+			if !withinBounds(got[side]) || !within(got[side], prop[side]) || !within(got[side], conf[side]) {
+				t.Fatalf("iter %d: narrowed %v out of bounds or not inside %v / %v", i, got[side], prop[side], conf[side])
+			}
+		}
+		if n := len(saSelectors(got[0], got[1])); n > MaxTSPrefixes*MaxTSPrefixes {
+			t.Fatalf("iter %d: %d sa.Selectors", i, n)
+		}
+	}
+	// The initiator refuses a response beyond the bounds.
+	var many []TrafficSelector
+	for i := range MaxTS + 1 {
+		a := netip.AddrFrom4([4]byte{10, 0, byte(i), 0})
+		many = append(many, TrafficSelector{EndPort: 65535, Start: a, End: a})
+	}
+	if within(many, []TrafficSelector{SelectorFromPrefix(netip.MustParsePrefix("10.0.0.0/8"))}) {
+		t.Fatal("initiator accepts more than MaxTS selectors")
+	}
+	if _, err := NewEndpoint(Config{PSK: testPSK, LocalID: FQDN("x"), LocalTS: many, RemoteTS: ts("10.1.0.0/16")}, &fakeConn{}, nil); !errors.Is(err, ErrConfig) {
+		t.Fatalf("NewEndpoint with %d LocalTS: %v, want ErrConfig", len(many), err)
+	}
+}

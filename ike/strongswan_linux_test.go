@@ -201,6 +201,12 @@ type goSide struct {
 
 func startGo(t *testing.T, ns *netns.NS, psk string) *goSide {
 	t.Helper()
+	return startGoCfg(t, ns, psk, nil)
+}
+
+// startGoCfg is startGo with the Endpoint's Config changed by mod.
+func startGoCfg(t *testing.T, ns *netns.NS, psk string, mod func(*Config)) *goSide {
+	t.Helper()
 	g := &goSide{sad: sa.NewSAD(sa.SADOptions{}), tun: sa.NewTunnel("ss"), up: make(chan struct{}, 4)}
 	var err error
 	g.proc, err = sa.NewProcessor(sa.ProcessorOptions{SAD: g.sad, Tunnel: g.tun})
@@ -251,6 +257,9 @@ func startGo(t *testing.T, ns *netns.NS, psk string) *goSide {
 			}
 		},
 		OnESP: g.esp,
+	}
+	if mod != nil {
+		mod(&cfg)
 	}
 	g.ep, err = NewEndpoint(cfg, g.conn, g.natt)
 	if err != nil {
@@ -384,6 +393,23 @@ func TestStrongSwanInitiates(t *testing.T) {
 	}) {
 		t.Fatal("the IKE SA survived strongSwan's delete")
 	}
+}
+
+// TestStrongSwanInitiatesCookie: strongSwan initiates to our responder,
+// which demands a cookie for every IKE_SA_INIT (RFC 7296 §2.6):
+// strongSwan retries with it and the SA comes up.
+func TestStrongSwanInitiatesCookie(t *testing.T) {
+	ssNS, goNS := interopNets(t)
+	g := startGoCfg(t, goNS, interopPSK, func(c *Config) { c.CookieThreshold = -1 })
+	ss := startCharon(t, ssNS, interopPSK)
+	if out, err := ss.swanctl(20*time.Second, "--initiate", "--child", "net", "--timeout", "15"); err != nil {
+		t.Fatalf("swanctl --initiate: %v\n%s", err, out)
+	}
+	waitUp(t, g)
+	if n := g.ep.Stats().CookiesSent; n == 0 {
+		t.Fatal("no COOKIE sent")
+	}
+	checkTraffic(t, ss, g)
 }
 
 func TestStrongSwanResponds(t *testing.T) {

@@ -54,24 +54,78 @@ func intersect(a, b TrafficSelector) (TrafficSelector, bool) {
 	return r, true
 }
 
+// Bounds on negotiated traffic selectors. The peer chooses the
+// selectors of a Child SA (narrowed to the configured ones) and each
+// address range becomes one or more prefixes, whose cross product
+// (saSelectors) every packet of the SA scans: without a bound, a few
+// kilobytes of IKE_AUTH make an SA carry millions of sa.Selectors.
+//
+// Invariant (TestSelectorCapsProperty): per side, at most MaxTS
+// selectors covering at most MaxTSPrefixes prefixes in all, so one SA
+// has at most MaxTSPrefixes² sa.Selectors in each direction. The
+// responder keeps it by narrowing further (RFC 7296 §2.9 lets it pick
+// a subset: it keeps the first MaxTS selectors and cuts a range at the
+// end of its prefix budget), the initiator by refusing (ErrTSUnacceptable)
+// a response that exceeds it.
+const (
+	// MaxTS is the most traffic selectors per side of a Child SA.
+	MaxTS = 16
+	// MaxTSPrefixes is the most address prefixes the selectors of one
+	// side of a Child SA split into.
+	MaxTSPrefixes = 64
+)
+
 // narrow intersects every proposed selector with every configured one
-// (the responder's narrowing, RFC 7296 §2.9).
+// (the responder's narrowing, RFC 7296 §2.9), then narrows the result to
+// the bounds MaxTS and MaxTSPrefixes.
 func narrow(proposed, configured []TrafficSelector) []TrafficSelector {
 	var out []TrafficSelector
+	budget := MaxTSPrefixes
 	for _, p := range proposed {
 		for _, c := range configured {
-			if r, ok := intersect(p, c); ok {
-				out = append(out, r)
+			if len(out) == MaxTS || budget == 0 {
+				return out
 			}
+			r, ok := intersect(p, c)
+			if !ok {
+				continue
+			}
+			pfs := rangePrefixes(r.Start, r.End, budget+1)
+			if len(pfs) > budget {
+				pfs = pfs[:budget]
+				r.End = lastAddr(pfs[budget-1])
+			}
+			budget -= len(pfs)
+			out = append(out, r)
 		}
 	}
 	return out
 }
 
+// withinBounds reports whether ts keeps the bounds MaxTS and
+// MaxTSPrefixes.
+func withinBounds(ts []TrafficSelector) bool {
+	if len(ts) > MaxTS {
+		return false
+	}
+	n := 0
+	for _, t := range ts {
+		if !t.valid() {
+			return false
+		}
+		n += len(rangePrefixes(t.Start, t.End, MaxTSPrefixes+1))
+		if n > MaxTSPrefixes {
+			return false
+		}
+	}
+	return true
+}
+
 // within reports whether every selector of got lies inside one of
-// proposed (the initiator's check of the responder's narrowing).
+// proposed (the initiator's check of the responder's narrowing), and
+// that got keeps the bounds MaxTS and MaxTSPrefixes.
 func within(got, proposed []TrafficSelector) bool {
-	if len(got) == 0 {
+	if len(got) == 0 || !withinBounds(got) {
 		return false
 	}
 	for _, g := range got {
@@ -89,11 +143,12 @@ func within(got, proposed []TrafficSelector) bool {
 	return true
 }
 
-// rangePrefixes splits the address range [lo, hi] into prefixes.
-func rangePrefixes(lo, hi netip.Addr) []netip.Prefix {
+// rangePrefixes splits the address range [lo, hi] into prefixes, at
+// most limit of them (the first ones, in address order).
+func rangePrefixes(lo, hi netip.Addr, limit int) []netip.Prefix {
 	var out []netip.Prefix
 	bits := lo.BitLen()
-	for lo.Compare(hi) <= 0 && len(out) < 256 {
+	for lo.Compare(hi) <= 0 && len(out) < limit {
 		n := bits
 		for n > 0 {
 			p := netip.PrefixFrom(lo, n-1).Masked()
@@ -122,8 +177,11 @@ func portRange(lo, hi uint16) sa.PortRange {
 }
 
 // saSelectors converts negotiated selectors into sa.Selectors for
-// packets from src to dst (inbound: src is the peer's side).
+// packets from src to dst (inbound: src is the peer's side). Selectors
+// beyond the bounds MaxTS and MaxTSPrefixes (which narrow and within
+// keep) are left out: the SA then carries less, never more.
 func saSelectors(src, dst []TrafficSelector) []sa.Selector {
+	src, dst = src[:min(len(src), MaxTS)], dst[:min(len(dst), MaxTS)]
 	var out []sa.Selector
 	for _, s := range src {
 		for _, d := range dst {
@@ -136,8 +194,11 @@ func saSelectors(src, dst []TrafficSelector) []sa.Selector {
 			} else if d.Proto != 0 && d.Proto != s.Proto {
 				continue
 			}
-			for _, sp := range rangePrefixes(s.Start, s.End) {
-				for _, dp := range rangePrefixes(d.Start, d.End) {
+			for _, sp := range rangePrefixes(s.Start, s.End, MaxTSPrefixes) {
+				for _, dp := range rangePrefixes(d.Start, d.End, MaxTSPrefixes) {
+					if len(out) == MaxTSPrefixes*MaxTSPrefixes {
+						return out
+					}
 					out = append(out, sa.Selector{Src: sp, Dst: dp, Proto: proto,
 						SrcPorts: portRange(s.StartPort, s.EndPort), DstPorts: portRange(d.StartPort, d.EndPort)})
 				}

@@ -205,10 +205,27 @@ func (g *Gateway) SelectorsOf(s *SA, tunnel string) []sa.Selector {
 //   - the first tunnel (the default route of the processor) also
 //     accepts sources in the protected prefixes (AF_XDP gateway) or the
 //     TUN routes, to any destination (the configuration does not know
-//     the local prefixes).
+//     the local prefixes), minus every address that a protect policy
+//     sends into another tunnel: a protected prefix is split around the
+//     destination prefixes of those policies (a prefix inside one of
+//     them is left out whole). The policy's source side is not taken
+//     into account (conservative: the address belongs to the other
+//     tunnel's peer for at least some local hosts, so the default
+//     tunnel's peer never speaks for it), and neither are bypass or
+//     discard policies.
 //
-// An SA in no tunnel ("") gets the union over every tunnel. Nil means the
-// configuration sends nothing into the tunnel (the caller warns).
+// Invariant (TestSelectorsInvariant, TestRedTeamDefaultTunnelAccepts-
+// OtherPeersSources): no inbound SA of one tunnel accepts an inner
+// source that a protect policy binds to another tunnel, unless a policy
+// of its own tunnel sends to that address too.
+//
+// An SA in no tunnel ("") gets, when tunnels are configured, the
+// mirrored protect policies bound (by sa:) to an outbound SA in no
+// tunnel, and the protected prefixes and TUN routes minus every address
+// a policy binds to some tunnel - no longer the union over all tunnels,
+// which let its peer speak for every other peer (without tunnels, "" is
+// the default and gets everything as above). Nil means
+// the configuration sends nothing into the tunnel (the caller warns).
 func (g *Gateway) InboundSelectors(tunnel string) []sa.Selector {
 	if g == nil {
 		return nil
@@ -223,6 +240,9 @@ func (g *Gateway) InboundSelectors(tunnel string) []sa.Selector {
 			out = append(out, s)
 		}
 	}
+	// others: the remote-side prefixes policies send into tunnels other
+	// than this one (an invalid prefix is any address).
+	var others []netip.Prefix
 	for _, pol := range g.Policies {
 		if pol.Action != sa.Protect {
 			continue
@@ -234,21 +254,59 @@ func (g *Gateway) InboundSelectors(tunnel string) []sa.Selector {
 		case bound == "":
 			bound = def
 		}
-		if tunnel != "" && bound != tunnel {
+		if bound != tunnel {
+			others = append(others, pol.Selector.Dst)
 			continue
 		}
 		ps := pol.Selector
 		add(sa.Selector{Src: ps.Dst, Dst: ps.Src, Proto: ps.Proto, SrcPorts: ps.DstPorts, DstPorts: ps.SrcPorts})
 	}
-	if tunnel == "" || tunnel == def {
-		for _, pf := range g.Protected {
-			add(sa.Selector{Src: pf})
-		}
+	if tunnel == def || tunnel == "" {
+		var pfs []netip.Prefix
+		pfs = append(pfs, g.Protected...)
 		if g.TUN != nil {
-			for _, pf := range g.TUN.Routes {
-				add(sa.Selector{Src: pf})
+			pfs = append(pfs, g.TUN.Routes...)
+		}
+		for _, pf := range pfs {
+			for _, p := range subtractPrefixes(pf, others) {
+				add(sa.Selector{Src: p})
 			}
 		}
 	}
 	return out
+}
+
+// subtractPrefixes returns p minus the addresses of every prefix in
+// minus (an invalid prefix in minus removes everything), as disjoint
+// prefixes in address order. The result has at most 128 prefixes per
+// element of minus.
+func subtractPrefixes(p netip.Prefix, minus []netip.Prefix) []netip.Prefix {
+	p = p.Masked()
+	for _, m := range minus {
+		if !m.IsValid() {
+			return nil
+		}
+		m = m.Masked()
+		if m.Addr().Is4() != p.Addr().Is4() || !m.Overlaps(p) {
+			continue
+		}
+		if m.Bits() <= p.Bits() {
+			return nil // m contains p
+		}
+		// m is strictly inside p: split p in halves and recurse.
+		lo := netip.PrefixFrom(p.Addr(), p.Bits()+1)
+		hi := netip.PrefixFrom(lastAddr(p), p.Bits()+1).Masked()
+		return append(subtractPrefixes(lo, minus), subtractPrefixes(hi, minus)...)
+	}
+	return []netip.Prefix{p}
+}
+
+// lastAddr returns the highest address of p (p masked).
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
 }

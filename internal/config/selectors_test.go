@@ -128,7 +128,7 @@ func TestSelectorsInvariant(t *testing.T) {
 			}
 			g.Policies = append(g.Policies, pol)
 		}
-		for _, tn := range tunnels {
+		for _, tn := range append(tunnels, "") {
 			sels := g.InboundSelectors(tn)
 			for range 50 {
 				src, dst := randAddr(), randAddr()
@@ -136,7 +136,20 @@ func TestSelectorsInvariant(t *testing.T) {
 				accepted := slices.ContainsFunc(sels, func(s sa.Selector) bool { return s.Matches(pkt) })
 				sent := false // would the gateway send dst→src into tn?
 				if tn == "t0" {
-					sent = slices.ContainsFunc(g.Protected, func(p netip.Prefix) bool { return p.Contains(src) })
+					// The default route, unless a protect policy
+					// sends src into the other tunnel.
+					sent = slices.ContainsFunc(g.Protected, func(p netip.Prefix) bool { return p.Contains(src) }) &&
+						!slices.ContainsFunc(g.Policies, func(pol *Policy) bool {
+							return pol.Action == sa.Protect && pol.Tunnel == "t1" && pol.Selector.Dst.Contains(src)
+						})
+				}
+				if tn == "" {
+					// An SA in no tunnel: only what no policy
+					// binds to a tunnel.
+					sent = slices.ContainsFunc(g.Protected, func(p netip.Prefix) bool { return p.Contains(src) }) &&
+						!slices.ContainsFunc(g.Policies, func(pol *Policy) bool {
+							return pol.Action == sa.Protect && pol.Selector.Dst.Contains(src)
+						})
 				}
 				for _, pol := range g.Policies {
 					bound := pol.Tunnel
@@ -153,5 +166,42 @@ func TestSelectorsInvariant(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestSubtractPrefixes checks over random prefixes the invariant of
+// subtractPrefixes: an address is in the result iff it is in p and in
+// no prefix of minus, and the result's prefixes are disjoint.
+func TestSubtractPrefixes(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	randPrefix := func() netip.Prefix {
+		a := netip.AddrFrom4([4]byte{10, byte(r.IntN(2)), byte(r.IntN(4)), byte(r.IntN(256))})
+		return netip.PrefixFrom(a, 14+r.IntN(19)).Masked()
+	}
+	for iter := range 500 {
+		p := randPrefix()
+		var minus []netip.Prefix
+		for range r.IntN(4) {
+			minus = append(minus, randPrefix())
+		}
+		got := subtractPrefixes(p, minus)
+		for i := range got {
+			for j := range i {
+				if got[i].Overlaps(got[j]) {
+					t.Fatalf("iter %d: %v overlaps %v", iter, got[i], got[j])
+				}
+			}
+		}
+		for range 200 {
+			a := netip.AddrFrom4([4]byte{10, byte(r.IntN(2)), byte(r.IntN(4)), byte(r.IntN(256))})
+			want := p.Contains(a) && !slices.ContainsFunc(minus, func(m netip.Prefix) bool { return m.Contains(a) })
+			in := slices.ContainsFunc(got, func(q netip.Prefix) bool { return q.Contains(a) })
+			if in != want {
+				t.Fatalf("iter %d: %v - %v = %v: %v in it %v, want %v", iter, p, minus, got, a, in, want)
+			}
+		}
+	}
+	if got := subtractPrefixes(netip.MustParsePrefix("10.0.0.0/8"), []netip.Prefix{{}}); got != nil {
+		t.Fatalf("minus any: %v", got)
 	}
 }
