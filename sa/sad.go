@@ -30,6 +30,9 @@ type SAD struct {
 	out      outIndex          // under mu
 	children map[ChildID][]*SA // under mu; see child.go
 	spis     map[uint32]int64  // under mu: reserved inbound SPIs → expiry (unix nanos); see spialloc.go
+	liveOut  map[[32]byte]*SA  // under mu: outbound SAs by key fingerprint (retired.go)
+	pending  map[retKey][]*SA  // under mu: SAs that left, not closed yet (retired.go)
+	retired  retiredSet        // under mu: retired keys (retired.go)
 	events   EventFunc
 	clock    func() time.Time
 }
@@ -125,7 +128,9 @@ func (t *table) insert(sa *SA) {
 
 // NewSAD returns an empty SAD.
 func NewSAD(opts SADOptions) *SAD {
-	d := &SAD{events: opts.Events, clock: opts.Clock, children: map[ChildID][]*SA{}, spis: map[uint32]int64{}}
+	d := &SAD{events: opts.Events, clock: opts.Clock, children: map[ChildID][]*SA{}, spis: map[uint32]int64{},
+		liveOut: map[[32]byte]*SA{}, pending: map[retKey][]*SA{}}
+	d.retired.max = MaxRetiredKeys
 	if d.clock == nil {
 		d.clock = time.Now
 	}
@@ -156,6 +161,7 @@ func (d *SAD) addLocked(s *SA) {
 	}
 	if s.dir == Out {
 		d.out.add(s)
+		d.liveOut[s.keyFP] = s
 		return
 	}
 	delete(d.spis, s.spi) // the reservation, if any, is consumed
@@ -225,6 +231,10 @@ func (d *SAD) Replace(s *SA) (old *SA, err error) {
 		d.mu.Unlock()
 		return nil, fmt.Errorf("%w: replacing %v by itself", ErrExists, s)
 	}
+	if err := d.keyConflict(s, old); err != nil {
+		d.mu.Unlock()
+		return nil, err
+	}
 	if !s.owner.CompareAndSwap(nil, d) {
 		d.mu.Unlock()
 		return nil, fmt.Errorf("%w: %v is in another SAD", ErrExists, s)
@@ -232,19 +242,30 @@ func (d *SAD) Replace(s *SA) (old *SA, err error) {
 	if d.events != nil && s.events.Load() == nil {
 		s.SetEvents(d.events)
 	}
+	same := s.SameKey(old)
 	swap := func() {
 		if sl != nil {
 			sl.sa.Store(s)
 		} else {
 			d.out.swap(old, s)
+			d.liveOut[s.keyFP] = s
 		}
 		d.leaveChild(old)
 		if s.cfg.Child != 0 {
 			d.children[s.cfg.Child] = append(d.children[s.cfg.Child], s)
 		}
 		old.owner.Store(nil)
+		if same {
+			// old is closed below under d.mu (Close's hook would wait
+			// for d.mu): recorded there.
+			if d.liveOut[old.keyFP] == old {
+				delete(d.liveOut, old.keyFP)
+			}
+		} else {
+			d.retiring(old)
+		}
 	}
-	if s.SameKey(old) {
+	if same {
 		// Invariant: under one key no sequence number is sent twice and
 		// no packet is accepted twice. Keep workers off s, wait for any
 		// that used it before, retire old (Close waits for its runs),
@@ -254,6 +275,8 @@ func (d *SAD) Replace(s *SA) (old *SA, err error) {
 		s.waitIdle()
 		swap()
 		old.Close()
+		old.closed.Store(true)
+		d.retired.put(old)
 		var ev eventList
 		s.carryFrom(old, &ev)
 		s.held.Store(false)
@@ -261,6 +284,7 @@ func (d *SAD) Replace(s *SA) (old *SA, err error) {
 		ev.deliver() // outside d.mu: a handler may call the SAD
 		return old, nil
 	}
+	d.inherit(s)
 	swap()
 	d.mu.Unlock()
 	old.Close()
