@@ -96,19 +96,7 @@ func (r *retiredSet) put(s *SA) {
 // mergeStates returns a state that records everything a or b records,
 // with a bitmap of at most retiredWinWords words.
 func mergeStates(a, b ReplayState) ReplayState {
-	if a.Top == 0 {
-		return truncState(b)
-	}
-	if b.Top == 0 {
-		return truncState(a)
-	}
-	var w replay.Window
-	if err := w.Init(retiredWinWords*64, true); err != nil {
-		panic(err) // a constant size in range
-	}
-	w.Merge(a)
-	w.Merge(b)
-	return truncState(w.State())
+	return truncState(replay.MergeStates(truncState(a), truncState(b)))
 }
 
 // truncState cuts st's bitmap to retiredWinWords words (the numbers it no

@@ -337,7 +337,24 @@ func (gw *Gateway) remove(k key) error {
 			gw.rebindOut(t)
 		}
 	}
-	return gw.sad.DeleteSA(e.sa)
+	if err := gw.sad.DeleteSA(e.sa); err != nil {
+		return err
+	}
+	gw.saveWindow(e)
+	return nil
+}
+
+// saveWindow saves the exact window of e's inbound SA, closed, in its
+// state record (if any): an SA with the key installed later, even after
+// a restart, rejects every packet e's SA accepted. (The SAD remembers it
+// in memory too.)
+func (gw *Gateway) saveWindow(e *entry) {
+	if gw.state == nil || e.rid == "" || e.sa.Direction() != sa.In {
+		return
+	}
+	if err := gw.state.saveReplay(map[string]sa.ReplayState{e.rid: e.sa.ReplayState()}); err != nil {
+		gw.log.Error("saving the replay window of a removed SA", "sa", e.conf.Name, "err", err)
+	}
 }
 
 // update changes the SA of k in place to the mutable attributes of c
@@ -433,6 +450,7 @@ func (gw *Gateway) replace(c *config.SA, g *config.Gateway, tunnel string) error
 			t.RemoveInbound(old.sa)
 		}
 	}
+	gw.saveWindow(old) // closed by the swap
 	return nil
 }
 
