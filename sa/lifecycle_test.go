@@ -57,8 +57,8 @@ type lcModel struct {
 	out, in    *SA
 	outKey     int
 	inKey      int
-	spi        uint32 // SPI of both SAs (changed by readdFresh)
-	fresh      bool   // cfg: ignore the persisted snapshot
+	spi        uint32            // SPI of both SAs (changed by readdFresh)
+	fresh      bool              // cfg: ignore the persisted snapshot
 	emitted    []map[uint64]bool // per key: full sequence numbers sent
 	accepted   map[string]bool   // ESP packets accepted (SPI to ICV)
 	pool       []lcPacket
