@@ -149,6 +149,14 @@ func (d *SAD) Lookup(spi uint32) *SA { return d.in.Load().lookup(spi) }
 // is already in a SAD. An inbound SA whose SPI was reserved by AllocSPI
 // consumes the reservation. If s has no EventFunc, it gets
 // SADOptions.Events.
+//
+// Keys: Add refuses (ErrExists) an outbound SA whose key (SA.SameKey) a
+// live outbound SA of the SAD uses, or one removed and not closed yet.
+// An SA whose key the SAD saw retire (see Remove, Delete, Replace)
+// continues above the highest sequence number used under it (outbound)
+// or rejects what it accepted (inbound, windows merged), whatever its
+// SPI or ICV length; that is done before Add returns, while workers keep
+// off s.
 func (d *SAD) Add(s *SA) error { return d.AddChild(s) }
 
 // addLocked inserts s, which checkAdd accepted (d.mu held).
@@ -198,8 +206,9 @@ func (d *SAD) addLocked(s *SA) {
 // its own, Config.Child). Replace raises no EventDeleted: the SPI stays
 // in use.
 //
-// When s has the same transform and key material as the old SA
-// (SA.SameKey), it is the same SA under the same key and takes its state
+// When s has the same key as the old SA (SA.SameKey: the same key
+// material under the same primitive, whatever the ICV length), it is
+// the same SA under the same key and takes its state
 // over: outbound, s continues after the higher of the old SA's last
 // sequence number and s's InitialSeq (and inherits its SeqLimit when s
 // has none); inbound, s starts with the old window merged into its own,
@@ -209,7 +218,9 @@ func (d *SAD) addLocked(s *SA) {
 // Config().Created to keep them. Until that is done
 // workers keep off s (packets for it drop as DropNoSA, for at most the
 // time a worker takes to finish its batch). With a different key s
-// keeps its own fresh state. To change lifetimes, path MTU or the peer
+// keeps its own fresh state, or the state the SAD remembers for its key
+// (see Add). Replace refuses (ErrExists) an outbound s whose key another
+// outbound SA of the SAD uses. To change lifetimes, path MTU or the peer
 // endpoint, SA.Update is simpler: it keeps the SA.
 func (d *SAD) Replace(s *SA) (old *SA, err error) {
 	d.mu.Lock()
@@ -294,7 +305,10 @@ func (d *SAD) Replace(s *SA) (old *SA, err error) {
 // Remove takes the SA out of the SAD and out of its Tunnel without
 // closing it and returns it; the caller owns it and should Close it when
 // done. For outbound SAs the SPI must identify one SA (else ErrAmbiguous:
-// use RemoveSA). Remove raises no EventDeleted.
+// use RemoveSA). Remove raises no EventDeleted. Until it is closed, its
+// key counts as in use (Add refuses another outbound SA with it, but
+// takes the removed SA itself back); when it is closed, the SAD
+// remembers its key with its final counter or window (retired.go).
 func (d *SAD) Remove(dir Direction, spi uint32) (*SA, error) {
 	d.mu.Lock()
 	s, err := d.get(dir, spi)

@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -659,9 +658,7 @@ func (gw *Gateway) Start() (err error) {
 // counterIV reports whether a transform's IV is the sequence number
 // (AES-GCM, GMAC, ChaCha20-Poly1305, AES-CTR): a repeated sequence number
 // under the same key repeats a nonce.
-func counterIV(t esp.Transform) bool {
-	return t.AEAD() || strings.Contains(t.Name(), "ctr")
-}
+func counterIV(t esp.Transform) bool { return t.CounterIV() }
 
 // warnStatic warns loudly about outbound SAs with counter-based IVs when
 // there is no state_dir: RFC 4106 §2 requires automated key management
