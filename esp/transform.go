@@ -207,3 +207,37 @@ func TransformNames() []string {
 	sort.Strings(out)
 	return out
 }
+
+// CounterIV reports whether the transform's IV is the sequence number and
+// its key material ends with a salt or nonce that, with the IV, makes the
+// per-packet nonce (AES-GCM, AES-GMAC, AES-CTR, ChaCha20-Poly1305): a
+// sequence number used twice under the same key repeats a nonce.
+func (t Transform) CounterIV() bool {
+	switch t.enc {
+	case encAESGCM, encAESGMAC, encAESCTR, encChaCha:
+		return true
+	}
+	return false
+}
+
+// KeyFamily names the primitive the transform's key material (Key, the
+// cipher key with its salt or nonce) drives, for telling whether two
+// transforms given the same key material repeat (key, nonce) pairs.
+// AES-GCM with any ICV length, AES-GMAC and AES-CTR all build their
+// counter blocks from the 4-byte salt or nonce, the IV (the sequence
+// number) and a block counter, so the same key and salt give the same
+// keystream (and GCM/GMAC the same GHASH key) whatever the ICV length:
+// they share one family per AES key size ("aes128-ctr", "aes192-ctr",
+// "aes256-ctr"). ChaCha20-Poly1305 is "chacha20". Transforms with
+// random IVs (CBC) and NULL are their own family: their name. For
+// CounterIV transforms the family and Key alone identify the key; for
+// the others the integrity key belongs to it too.
+func (t Transform) KeyFamily() string {
+	switch t.enc {
+	case encAESGCM, encAESGMAC, encAESCTR:
+		return fmt.Sprintf("aes%d-ctr", t.encKey*8)
+	case encChaCha:
+		return "chacha20"
+	}
+	return t.name
+}

@@ -34,6 +34,7 @@ func (d *SAD) AddChild(sas ...*SA) error {
 		}
 	}
 	for _, s := range sas {
+		d.inherit(s) // before any worker can find s
 		d.addLocked(s)
 	}
 	return nil
@@ -71,6 +72,15 @@ func (d *SAD) checkAdd(s *SA, before []*SA, now int64) error {
 	}
 	if dup {
 		return fmt.Errorf("%w: %v SPI 0x%08x", ErrExists, s.dir, s.spi)
+	}
+	// Invariant: no two outbound SAs of a SAD use one key (retired.go).
+	if err := d.keyConflict(s, nil); err != nil {
+		return err
+	}
+	for _, o := range before {
+		if s.dir == Out && o.dir == Out && o.SameKey(s) {
+			return fmt.Errorf("%w: %v: key already in use by outbound SA %v", ErrExists, s, o)
+		}
 	}
 	return nil
 }

@@ -113,6 +113,30 @@
 // operation keeps it (TestLifecycleProperty checks it on every packet of
 // random operation sequences):
 //
+//   - "One key" is a key identity, not a transform name or an SPI
+//     (WriteKeyIdentity, SA.SameKey): the key material under its
+//     keystream primitive (esp.Transform.KeyFamily). All AES transforms
+//     with a 4-byte salt or nonce (GCM with 8, 12 or 16-byte ICVs, GMAC,
+//     CTR) are one family per AES key size, since the same key and salt
+//     give the same counter blocks, keystream and GHASH key whatever the
+//     ICV; ChaCha20-Poly1305 is one; CBC and NULL (random or no IVs)
+//     include the transform and the integrity key. The SA keeps only a
+//     keyed fingerprint (HMAC-SHA256 under a random per-process key).
+//   - No two outbound SAs of a SAD share a key: Add, AddChild and Replace
+//     refuse one (ErrExists, "key already in use by outbound SA ...")
+//     while an outbound SA with the key is in the SAD, or was removed and
+//     is not closed yet.
+//   - The SAD remembers retired keys: when an SA that left it (Delete,
+//     Remove, DeleteChild, Replace) is closed, its fingerprint is kept with
+//     the highest sequence number used (outbound) or its exact window
+//     (inbound). An SA added later with that key - under any SPI, with any
+//     ICV length - starts above that number, or with the window merged
+//     into its own, before a worker can use it. The memory is bounded
+//     (MaxRetiredKeys per SAD, the least recently retired forgotten
+//     first; windows kept with at most 1024 bits, older numbers counting
+//     as seen). Residual risk: a key re-added after that many other keys
+//     retired, or in another SAD or process, starts afresh unless the
+//     caller carries the state (below; the gateway's state_dir does).
 //   - Changing an SA's mutable attributes does not make a new SA:
 //     SA.Update changes lifetimes, the path MTU, the peer address and
 //     NAT-T port (after a NAT rebinding), TTL and DF in place, and the
@@ -121,14 +145,13 @@
 //     that workers load once per run of packets. TFC padding
 //     (Config.TFCPadTo) is part of the esp.Cipher and cannot change in
 //     place.
-//   - SAD.Replace with an SA of the same transform and key material (a
-//     reload that rebuilt the config) carries the outbound sequence
+//   - SAD.Replace with an SA of the same key (a reload that rebuilt the
+//     config, maybe with another ICV length) carries the outbound sequence
 //     number (the new SA continues after the higher of the old counter
 //     and its own InitialSeq), the inbound replay window and the byte and
-//     packet usage over; workers keep off the new SA until that is done. SAs are compared through
-//     keyed fingerprints (HMAC-SHA256 under a random per-process key);
-//     no plain hash of a key is kept. A different key starts fresh.
-//   - Delete and re-add, or a process restart, is the caller's part:
+//     packet usage over; workers keep off the new SA until that is done.
+//     A different key starts fresh (or from the retired key's state).
+//   - Across processes (a restart) the state is the caller's part:
 //     Config.InitialSeq (outbound: the last number used) and
 //     Config.Replay (inbound: SA.ReplayState, exact once the SA is
 //     closed) carry the state into the new SA. Closing an SA wipes its
@@ -141,7 +164,10 @@
 //     the current limit asks for the next reservation; packets past the
 //     limit are dropped with DropSeqLimit, never sent, and the counter
 //     does not move past it. Without a limit (the default) the only cost
-//     is one predictable branch per packet.
+//     is one predictable branch per packet. At the end of the sequence
+//     space the counter never moves past 2^32-1 (2^64-1 with ESN): the
+//     handout switches to a compare-and-swap loop there, so workers that
+//     raced past the expiry check get nothing, never a wrapped number.
 //   - Expiry is final: soft expiry always precedes hard expiry (a run of
 //     packets, a clock step or an Update that crosses both limits raises
 //     EventSoftExpire, then EventHardExpire); an Update with later limits

@@ -128,9 +128,11 @@ func ExampleSPD() {
 func ExampleTunnel_rekey() {
 	tr := esp.MustParseTransform("aes256gcm16")
 	mk := func(spi uint32, dir sa.Direction) *sa.SA {
+		key := make([]byte, tr.KeyLen()) // a fresh key per SA (IKE derives one)
+		key[0] = byte(spi)
 		s, err := sa.New(sa.Config{SPI: spi, Direction: dir, Mode: esp.Tunnel,
 			Local: netip.MustParseAddr("192.0.2.1"), Remote: netip.MustParseAddr("198.51.100.2"),
-			Transform: tr, Key: make([]byte, tr.KeyLen()),
+			Transform: tr, Key: key,
 			SoftLifetime: sa.Lifetime{Packets: 2}, HardLifetime: sa.Lifetime{Packets: 3}})
 		if err != nil {
 			panic(err)

@@ -26,7 +26,11 @@ import (
 // sequence number (or the sequence reservation) and the replay window
 // exported after the SA was closed; an SA re-created for a key starts
 // from it (Config.InitialSeq, Config.Replay). Replace and Update carry
-// state themselves.
+// state themselves. Two operations re-add a key WITHOUT the persisted
+// snapshot, as a daemon without state does (sa del + sa add over a
+// control socket): under another SPI, and under another ICV length (or
+// GMAC: the same AES key and salt, the same keystream) - the SAD's
+// memory of retired keys alone must keep the invariant then.
 
 type lcPacket struct {
 	wire []byte
@@ -53,6 +57,8 @@ type lcModel struct {
 	out, in    *SA
 	outKey     int
 	inKey      int
+	spi        uint32            // SPI of both SAs (changed by readdFresh)
+	fresh      bool              // cfg: ignore the persisted snapshot
 	emitted    []map[uint64]bool // per key: full sequence numbers sent
 	accepted   map[string]bool   // ESP packets accepted (SPI to ICV)
 	pool       []lcPacket
@@ -89,6 +95,7 @@ func newLCModel(t *testing.T, seed uint64) *lcModel {
 	m.tun = NewTunnel("lc")
 	m.restartProcessors()
 	m.outKey, m.inKey = -1, -1
+	m.spi = lcSPI
 	m.install(Out, 0, false)
 	m.install(In, 0, false)
 	return m
@@ -111,12 +118,15 @@ func (m *lcModel) restartProcessors() {
 }
 
 func (m *lcModel) cfg(dir Direction, k int) Config {
-	c := Config{Name: fmt.Sprintf("k%d", k), SPI: lcSPI, Direction: dir, Mode: esp.Tunnel,
+	c := Config{Name: fmt.Sprintf("k%d", k), SPI: m.spi, Direction: dir, Mode: esp.Tunnel,
 		Local: gwA, Remote: gwB, Transform: m.tr, Key: append([]byte(nil), m.keys[k]...),
 		ESN: m.esn, ReplayWindow: m.window}
 	if dir == In {
 		c.Local, c.Remote = gwB, gwA
 		c.Replay = m.persist[k].replay
+		if m.fresh {
+			c.Replay = nil
+		}
 		// Updates move the inbound SA's Remote at random (op update);
 		// packets keep coming from gwA, so accept any source.
 		c.FloatRemote = true
@@ -127,6 +137,9 @@ func (m *lcModel) cfg(dir Direction, k int) Config {
 			c.Remote = m.out.Config().Remote
 		}
 		c.InitialSeq = m.persist[k].seq
+		if m.fresh {
+			c.InitialSeq = 0
+		}
 		if !m.esn {
 			c.InitialSeq = min(c.InitialSeq, math.MaxUint32)
 		}
@@ -194,7 +207,7 @@ func (m *lcModel) del(dir Direction) {
 	if *cur == nil {
 		return
 	}
-	if err := sad.Delete(dir, lcSPI); err != nil {
+	if err := sad.Delete(dir, m.spi); err != nil {
 		m.t.Fatal(err)
 	}
 	m.retire(*cur, k)
@@ -211,7 +224,7 @@ func (m *lcModel) crash() {
 		return
 	}
 	res := m.persist[m.outKey].seq
-	old, err := m.sadA.Remove(Out, lcSPI)
+	old, err := m.sadA.Remove(Out, m.spi)
 	if err != nil {
 		m.t.Fatal(err)
 	}
@@ -343,6 +356,10 @@ func (m *lcModel) step(i int) {
 		m.crash()
 	case r < 94:
 		m.restartProcessors()
+	case r < 95: // delete, re-add the same key under another SPI, no snapshot
+		m.readdFresh(true, false)
+	case r < 96: // delete, re-add the same key under another ICV length, no snapshot
+		m.readdFresh(false, true)
 	case r < 97: // graceful process restart: delete both, re-add from snapshots
 		m.del(Out)
 		m.del(In)
@@ -353,6 +370,29 @@ func (m *lcModel) step(i int) {
 			m.reserve()
 		}
 	}
+}
+
+// readdFresh deletes both SAs and re-adds their keys from fresh
+// configurations that know nothing of the state (InitialSeq 0, no
+// Replay), under a new SPI and/or another transform of the same key
+// family (aes128gcm16/12/8, aes128gmac).
+func (m *lcModel) readdFresh(newSPI, newICV bool) {
+	if m.out == nil || m.in == nil || m.outKey != m.inKey {
+		return
+	}
+	k := m.outKey
+	m.del(Out)
+	m.del(In)
+	if newSPI {
+		m.spi = lcSPI + 1 + uint32(m.rng.IntN(1000))
+	}
+	if newICV {
+		m.tr = esp.MustParseTransform([]string{"aes128gcm16", "aes128gcm12", "aes128gcm8", "aes128gmac"}[m.rng.IntN(4)])
+	}
+	m.fresh = true
+	m.install(Out, k, false)
+	m.install(In, k, false)
+	m.fresh = false
 }
 
 func (m *lcModel) update() {

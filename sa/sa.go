@@ -81,6 +81,8 @@ type SA struct {
 	held     atomic.Bool           // SAD.Replace is carrying state into this SA: workers keep off
 	lastUsed atomic.Int64          // unix nanos of the last run that processed a packet, coarse
 	keyFP    [32]byte              // keyed fingerprint of the key material (keyFingerprint)
+	retireTo atomic.Pointer[SAD]   // the SAD it left, which remembers its key once it is closed (retired.go)
+	closed   atomic.Bool           // Close finished: no worker uses it, Seq and ReplayState are final
 }
 
 // New validates cfg and builds an SA. An invalid field yields a
@@ -358,10 +360,24 @@ func (s *SA) Expire(hard bool) {
 // batches, never for its own. Closing twice is harmless. The sequence
 // counter and the replay window survive it (Seq, ReplayState).
 func (s *SA) Close() {
+	if !s.close() {
+		return
+	}
+	// Invariant (retired keys, retired.go): the SAD s left learns its
+	// final counter or window; closed is set before retireTo is swapped.
+	s.closed.Store(true)
+	if d := s.retireTo.Swap(nil); d != nil {
+		d.retire(s)
+	}
+}
+
+// close is Close without the retirement; it reports whether it closed s
+// (false: closed before).
+func (s *SA) close() bool {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	if State(s.state.Swap(uint32(StateDeleted))) == StateDeleted {
-		return
+		return false
 	}
 	// A worker increments busy before it re-checks the state, so once
 	// busy reads zero after the Swap above, no worker can still be
@@ -377,6 +393,7 @@ func (s *SA) Close() {
 	// secret): ReplayState and Seq still report them, so a daemon can
 	// persist them after deleting its SAs.
 	s.cipher.Wipe()
+	return true
 }
 
 // ---- lifetimes and events ----

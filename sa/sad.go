@@ -30,6 +30,9 @@ type SAD struct {
 	out      outIndex          // under mu
 	children map[ChildID][]*SA // under mu; see child.go
 	spis     map[uint32]int64  // under mu: reserved inbound SPIs → expiry (unix nanos); see spialloc.go
+	liveOut  map[[32]byte]*SA  // under mu: outbound SAs by key fingerprint (retired.go)
+	pending  map[retKey][]*SA  // under mu: SAs that left, not closed yet (retired.go)
+	retired  retiredSet        // under mu: retired keys (retired.go)
 	events   EventFunc
 	clock    func() time.Time
 }
@@ -125,7 +128,9 @@ func (t *table) insert(sa *SA) {
 
 // NewSAD returns an empty SAD.
 func NewSAD(opts SADOptions) *SAD {
-	d := &SAD{events: opts.Events, clock: opts.Clock, children: map[ChildID][]*SA{}, spis: map[uint32]int64{}}
+	d := &SAD{events: opts.Events, clock: opts.Clock, children: map[ChildID][]*SA{}, spis: map[uint32]int64{},
+		liveOut: map[[32]byte]*SA{}, pending: map[retKey][]*SA{}}
+	d.retired.max = MaxRetiredKeys
 	if d.clock == nil {
 		d.clock = time.Now
 	}
@@ -144,6 +149,14 @@ func (d *SAD) Lookup(spi uint32) *SA { return d.in.Load().lookup(spi) }
 // is already in a SAD. An inbound SA whose SPI was reserved by AllocSPI
 // consumes the reservation. If s has no EventFunc, it gets
 // SADOptions.Events.
+//
+// Keys: Add refuses (ErrExists) an outbound SA whose key (SA.SameKey) a
+// live outbound SA of the SAD uses, or one removed and not closed yet.
+// An SA whose key the SAD saw retire (see Remove, Delete, Replace)
+// continues above the highest sequence number used under it (outbound)
+// or rejects what it accepted (inbound, windows merged), whatever its
+// SPI or ICV length; that is done before Add returns, while workers keep
+// off s.
 func (d *SAD) Add(s *SA) error { return d.AddChild(s) }
 
 // addLocked inserts s, which checkAdd accepted (d.mu held).
@@ -156,6 +169,7 @@ func (d *SAD) addLocked(s *SA) {
 	}
 	if s.dir == Out {
 		d.out.add(s)
+		d.liveOut[s.keyFP] = s
 		return
 	}
 	delete(d.spis, s.spi) // the reservation, if any, is consumed
@@ -192,8 +206,9 @@ func (d *SAD) addLocked(s *SA) {
 // its own, Config.Child). Replace raises no EventDeleted: the SPI stays
 // in use.
 //
-// When s has the same transform and key material as the old SA
-// (SA.SameKey), it is the same SA under the same key and takes its state
+// When s has the same key as the old SA (SA.SameKey: the same key
+// material under the same primitive, whatever the ICV length), it is
+// the same SA under the same key and takes its state
 // over: outbound, s continues after the higher of the old SA's last
 // sequence number and s's InitialSeq (and inherits its SeqLimit when s
 // has none); inbound, s starts with the old window merged into its own,
@@ -203,7 +218,9 @@ func (d *SAD) addLocked(s *SA) {
 // Config().Created to keep them. Until that is done
 // workers keep off s (packets for it drop as DropNoSA, for at most the
 // time a worker takes to finish its batch). With a different key s
-// keeps its own fresh state. To change lifetimes, path MTU or the peer
+// keeps its own fresh state, or the state the SAD remembers for its key
+// (see Add). Replace refuses (ErrExists) an outbound s whose key another
+// outbound SA of the SAD uses. To change lifetimes, path MTU or the peer
 // endpoint, SA.Update is simpler: it keeps the SA.
 func (d *SAD) Replace(s *SA) (old *SA, err error) {
 	d.mu.Lock()
@@ -225,6 +242,10 @@ func (d *SAD) Replace(s *SA) (old *SA, err error) {
 		d.mu.Unlock()
 		return nil, fmt.Errorf("%w: replacing %v by itself", ErrExists, s)
 	}
+	if err := d.keyConflict(s, old); err != nil {
+		d.mu.Unlock()
+		return nil, err
+	}
 	if !s.owner.CompareAndSwap(nil, d) {
 		d.mu.Unlock()
 		return nil, fmt.Errorf("%w: %v is in another SAD", ErrExists, s)
@@ -232,19 +253,30 @@ func (d *SAD) Replace(s *SA) (old *SA, err error) {
 	if d.events != nil && s.events.Load() == nil {
 		s.SetEvents(d.events)
 	}
+	same := s.SameKey(old)
 	swap := func() {
 		if sl != nil {
 			sl.sa.Store(s)
 		} else {
 			d.out.swap(old, s)
+			d.liveOut[s.keyFP] = s
 		}
 		d.leaveChild(old)
 		if s.cfg.Child != 0 {
 			d.children[s.cfg.Child] = append(d.children[s.cfg.Child], s)
 		}
 		old.owner.Store(nil)
+		if same {
+			// old is closed below under d.mu (Close's hook would wait
+			// for d.mu): recorded there.
+			if d.liveOut[old.keyFP] == old {
+				delete(d.liveOut, old.keyFP)
+			}
+		} else {
+			d.retiring(old)
+		}
 	}
-	if s.SameKey(old) {
+	if same {
 		// Invariant: under one key no sequence number is sent twice and
 		// no packet is accepted twice. Keep workers off s, wait for any
 		// that used it before, retire old (Close waits for its runs),
@@ -254,6 +286,8 @@ func (d *SAD) Replace(s *SA) (old *SA, err error) {
 		s.waitIdle()
 		swap()
 		old.Close()
+		old.closed.Store(true)
+		d.retired.put(old)
 		var ev eventList
 		s.carryFrom(old, &ev)
 		s.held.Store(false)
@@ -261,6 +295,7 @@ func (d *SAD) Replace(s *SA) (old *SA, err error) {
 		ev.deliver() // outside d.mu: a handler may call the SAD
 		return old, nil
 	}
+	d.inherit(s)
 	swap()
 	d.mu.Unlock()
 	old.Close()
@@ -270,7 +305,10 @@ func (d *SAD) Replace(s *SA) (old *SA, err error) {
 // Remove takes the SA out of the SAD and out of its Tunnel without
 // closing it and returns it; the caller owns it and should Close it when
 // done. For outbound SAs the SPI must identify one SA (else ErrAmbiguous:
-// use RemoveSA). Remove raises no EventDeleted.
+// use RemoveSA). Remove raises no EventDeleted. Until it is closed, its
+// key counts as in use (Add refuses another outbound SA with it, but
+// takes the removed SA itself back); when it is closed, the SAD
+// remembers its key with its final counter or window (retired.go).
 func (d *SAD) Remove(dir Direction, spi uint32) (*SA, error) {
 	d.mu.Lock()
 	s, err := d.get(dir, spi)

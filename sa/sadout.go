@@ -180,6 +180,7 @@ func (d *SAD) removeLocked(s *SA) {
 	}
 	d.leaveChild(s)
 	s.owner.Store(nil)
+	d.retiring(s)
 }
 
 // checkOwned reports ErrNotFound unless s is in d (d.mu held).

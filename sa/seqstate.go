@@ -163,3 +163,8 @@ func (s *SA) touch(now int64) {
 		s.lastUsed.Store(now)
 	}
 }
+
+// MergeReplayStates returns a ReplayState that records every number a or
+// b records (replay.MergeStates): a window merged with it rejects every
+// packet that a window merged with either rejects.
+func MergeReplayStates(a, b ReplayState) ReplayState { return replay.MergeStates(a, b) }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -244,33 +245,49 @@ var fpKey = sync.OnceValue(func() []byte {
 	return k
 })
 
-// keyFingerprint is HMAC-SHA256 under fpKey of the transform and the
-// key material. Two SAs have the same fingerprint exactly when (up to
-// HMAC collisions) they would produce the same ciphertext for the same
+// WriteKeyIdentity writes to w the identity of key material under
+// transform t: what two SAs share exactly when one of them would repeat
+// the other's (key, nonce) pairs for the same sequence number. It is the
+// key family (esp.Transform.KeyFamily: one per keystream primitive, so
+// that aes128gcm16, aes128gcm12, aes128gmac and aes128ctr with the same
+// key and salt are one key) and the key, plus the integrity key for
+// transforms without a counter IV (CBC, NULL), each length-prefixed.
+// w must be a keyed hash (an HMAC under a secret), never a plain hash or
+// a buffer that outlives the call: the identity contains the key.
+func WriteKeyIdentity(w io.Writer, t esp.Transform, key, auth []byte) {
+	var n [4]byte
+	put := func(b []byte) {
+		binary.BigEndian.PutUint32(n[:], uint32(len(b)))
+		w.Write(n[:])
+		w.Write(b)
+	}
+	put([]byte(t.KeyFamily()))
+	put(key)
+	if !t.CounterIV() {
+		put(auth)
+	}
+}
+
+// keyFingerprint is HMAC-SHA256 under fpKey of the key identity
+// (WriteKeyIdentity). Two SAs have the same fingerprint exactly when (up
+// to HMAC collisions) one would repeat the other's nonces for the same
 // sequence number: the SA keeps this instead of any plain hash of the
 // key, and never the key itself.
 func keyFingerprint(t esp.Transform, key, auth []byte) [32]byte {
 	m := hmac.New(sha256.New, fpKey())
-	var n [4]byte
-	name := t.Name()
-	binary.BigEndian.PutUint32(n[:], uint32(len(name)))
-	m.Write(n[:])
-	m.Write([]byte(name))
-	binary.BigEndian.PutUint32(n[:], uint32(len(key)))
-	m.Write(n[:])
-	m.Write(key)
-	binary.BigEndian.PutUint32(n[:], uint32(len(auth)))
-	m.Write(n[:])
-	m.Write(auth)
+	WriteKeyIdentity(m, t, key, auth)
 	var fp [32]byte
 	m.Sum(fp[:0])
 	return fp
 }
 
-// SameKey reports whether s and o use the same transform and the same
-// key material (compared through keyed fingerprints, in constant time).
+// SameKey reports whether s and o use the same key (compared through
+// keyed fingerprints of the key identity, in constant time): the same key
+// material under the same keystream primitive, whatever the ICV length
+// (aes128gcm16 and aes128gcm12 with one key are the same key; see
+// WriteKeyIdentity).
 func (s *SA) SameKey(o *SA) bool {
-	return o != nil && s.transform == o.transform && hmac.Equal(s.keyFP[:], o.keyFP[:])
+	return o != nil && hmac.Equal(s.keyFP[:], o.keyFP[:])
 }
 
 // waitIdle waits until no worker is inside a run of packets of s. The

@@ -299,10 +299,14 @@ func TestReplaceNewKeyFreshState(t *testing.T) {
 	if out2.SameKey(r.out) {
 		t.Fatal("SameKey true for different keys")
 	}
-	// The same key bytes under another transform: not the same SA.
-	oc3, _ := pairCfg("aes128gcm12", 0x1001, fixedKeys)
-	if r.out.SameKey(mustSA(t, oc3)) {
-		t.Fatal("SameKey true across transforms")
+	// The same key bytes under another ICV length or GMAC: the same
+	// AES key and salt, so the same keystream and GHASH key for a
+	// sequence number - the same key (it used to count as another).
+	for _, tr := range []string{"aes128gcm12", "aes128gcm8", "aes128gmac"} {
+		oc3, _ := pairCfg(tr, 0x1001, fixedKeys)
+		if !r.out.SameKey(mustSA(t, oc3)) {
+			t.Fatalf("SameKey false for the same AES-GCM key and salt under %s", tr)
+		}
 	}
 	oc4, _ := pairCfg("aes128gcm16", 0x1001, fixedKeys)
 	if !r.out.SameKey(mustSA(t, oc4)) {

@@ -78,11 +78,11 @@ func TestPcapDecryptFragments(t *testing.T) {
 	cfg := writeFile(t, dir, "frag.yaml", fmt.Sprintf(`sas:
   - {name: esp4-out, direction: out, spi: 0x601, local: 192.0.2.1, remote: 192.0.2.2, transform: aes256gcm16, key: %[1]s, path_mtu: 65535}
   - {name: esp4-in, direction: in, spi: 0x601, local: 192.0.2.2, remote: 192.0.2.1, transform: aes256gcm16, key: %[1]s}
-  - {name: natt4-out, direction: out, spi: 0x602, local: 192.0.2.1, remote: 192.0.2.2, encap: udp, transform: aes256gcm16, key: %[1]s, path_mtu: 65535}
-  - {name: natt4-in, direction: in, spi: 0x602, local: 192.0.2.2, remote: 192.0.2.1, encap: udp, transform: aes256gcm16, key: %[1]s}
-  - {name: esp6-out, direction: out, spi: 0x603, local: 2001:db8::1, remote: 2001:db8::2, transform: aes256gcm16, key: %[1]s, path_mtu: 65535}
-  - {name: esp6-in, direction: in, spi: 0x603, local: 2001:db8::2, remote: 2001:db8::1, transform: aes256gcm16, key: %[1]s}
-`, key))
+  - {name: natt4-out, direction: out, spi: 0x602, local: 192.0.2.1, remote: 192.0.2.2, encap: udp, transform: aes256gcm16, key: %[2]s, path_mtu: 65535}
+  - {name: natt4-in, direction: in, spi: 0x602, local: 192.0.2.2, remote: 192.0.2.1, encap: udp, transform: aes256gcm16, key: %[2]s}
+  - {name: esp6-out, direction: out, spi: 0x603, local: 2001:db8::1, remote: 2001:db8::2, transform: aes256gcm16, key: %[3]s, path_mtu: 65535}
+  - {name: esp6-in, direction: in, spi: 0x603, local: 2001:db8::2, remote: 2001:db8::1, transform: aes256gcm16, key: %[3]s}
+`, key, randHex(t, 36), randHex(t, 36))) // one key per outbound SA
 	type family struct {
 		sa    string
 		size  int      // fragment size for scapy

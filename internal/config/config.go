@@ -43,6 +43,9 @@ package config
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -627,7 +630,32 @@ func (p *parser) crossCheck(sas []*SA) {
 		remote netip.Addr
 	}
 	outSPI := map[outKey]*SA{}
+	// Invariant: no two outbound SAs share a key (sa.WriteKeyIdentity:
+	// the same key material under the same keystream primitive, whatever
+	// the ICV length): each would send sequence number 1, 2, ... under
+	// it, and with a counter IV repeat (key, nonce) pairs. Compared by
+	// HMACs under a key random per call, never by copies of the keys.
+	var fpKey [32]byte
+	if _, err := rand.Read(fpKey[:]); err != nil {
+		panic("config: no randomness: " + err.Error())
+	}
+	outKeys := map[[32]byte]*SA{}
 	for _, s := range sas {
+		if s.Direction == Out && !s.Transform.IsZero() && len(s.Key)+len(s.AuthKey) > 0 {
+			m := hmac.New(sha256.New, fpKey[:])
+			sa.WriteKeyIdentity(m, s.Transform, s.Key, s.AuthKey)
+			var fp [32]byte
+			m.Sum(fp[:0])
+			if o := outKeys[fp]; o != nil {
+				line := s.lines["key"]
+				if line == 0 {
+					line = s.lines["auth_key"]
+				}
+				p.errorf(line, join(s.Pos.Field, "key"), "the key of outbound SA %s (line %d) again: two outbound SAs must not share a key (both would send the same sequence numbers under it: nonce reuse)", o.Name, o.lines["key"])
+			} else {
+				outKeys[fp] = s
+			}
+		}
 		if s.Name != "" {
 			if o := names[s.Name]; o != nil {
 				p.errorf(s.lines["name"], join(s.Pos.Field, "name"), "%q already used by %s on line %d", s.Name, o.Pos.Field, o.lines["name"])

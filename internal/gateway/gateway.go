@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -331,7 +330,24 @@ func (gw *Gateway) remove(k key) error {
 	if t := gw.unlink(k, e); t != nil {
 		gw.rebindOut(t)
 	}
-	return gw.sad.DeleteSA(e.sa)
+	if err := gw.sad.DeleteSA(e.sa); err != nil {
+		return err
+	}
+	gw.saveWindow(e)
+	return nil
+}
+
+// saveWindow saves the exact window of e's inbound SA, closed, in its
+// state record (if any): an SA with the key installed later, even after
+// a restart, rejects every packet e's SA accepted. (The SAD remembers it
+// in memory too.)
+func (gw *Gateway) saveWindow(e *entry) {
+	if gw.state == nil || e.rid == "" || e.sa.Direction() != sa.In {
+		return
+	}
+	if err := gw.state.saveReplay(map[string]sa.ReplayState{e.rid: e.sa.ReplayState()}); err != nil {
+		gw.log.Error("saving the replay window of a removed SA", "sa", e.conf.Name, "err", err)
+	}
 }
 
 // unlink drops the SA e of k from the gateway's tables and, when it is
@@ -445,6 +461,7 @@ func (gw *Gateway) replace(c *config.SA, g *config.Gateway, tunnel string) error
 			t.RemoveInbound(old.sa)
 		}
 	}
+	gw.saveWindow(old) // closed by the swap
 	return nil
 }
 
@@ -653,9 +670,7 @@ func (gw *Gateway) Start() (err error) {
 // counterIV reports whether a transform's IV is the sequence number
 // (AES-GCM, GMAC, ChaCha20-Poly1305, AES-CTR): a repeated sequence number
 // under the same key repeats a nonce.
-func counterIV(t esp.Transform) bool {
-	return t.AEAD() || strings.Contains(t.Name(), "ctr")
-}
+func counterIV(t esp.Transform) bool { return t.CounterIV() }
 
 // warnStatic warns loudly about outbound SAs with counter-based IVs when
 // there is no state_dir: RFC 4106 §2 requires automated key management

@@ -30,7 +30,7 @@ tunnels:
   - {name: c, out: [to-c], in: [from-c]}
 sas:
   - {name: to-b, direction: out, spi: 0x5000, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: ` + key + `}
-  - {name: to-c, direction: out, spi: 0x5000, local: 192.0.2.1, remote: 203.0.113.3, transform: aes128gcm16, key: ` + key + `}
+  - {name: to-c, direction: out, spi: 0x5000, local: 192.0.2.1, remote: 203.0.113.3, transform: aes128gcm16, key: ` + key[:len(key)-1] + `9}
   - {name: from-b, direction: in, spi: 0x6001, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: ` + key + `}
   - {name: from-c, direction: in, spi: 0x6002, local: 192.0.2.1, remote: 203.0.113.3, transform: aes128gcm16, key: ` + key + `}
 `

@@ -11,8 +11,10 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
+	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/sa"
 )
@@ -32,19 +34,26 @@ import (
 // black hole. Numbers between the last one sent and the limit are
 // skipped, which is harmless.
 //
-// Inbound replay windows are saved at a clean stop (SA.ReplayState, exact
-// once the SA is closed) and restored at start (sa.Config.Replay). After
+// Inbound replay windows are saved when an SA is removed (control socket,
+// reload) and at a clean stop (SA.ReplayState, exact once the SA is
+// closed; merged with what the record held) and restored when an SA with
+// the key is installed (sa.Config.Replay). After
 // a crash an inbound SA starts with an empty window: what protects
 // against replays across the crash is then the peer's own persisted
 // counter; the residual risk is that packets captured before the crash,
 // with numbers above the restored (or empty) window, are accepted once
 // until the window moves past them.
 //
-// Records are keyed by direction, SPI and an HMAC of the key material
-// under a random secret kept in the state file, so a rekey (new key, same
-// SPI) starts afresh and the file reveals nothing about the keys.
-// Records are never removed when an SA is deleted: a re-added SA with the
-// same key continues above its old reservation.
+// Records are keyed by direction and an HMAC of the key identity
+// (sa.WriteKeyIdentity: the key material under its keystream primitive,
+// so aes128gcm16 and aes128gcm12 with one key are one record) under a
+// random secret kept in the state file - not by SPI: the same key under
+// another SPI continues above the reservation. A rekey (new key) starts
+// afresh, and the file reveals nothing about the keys. Records are never
+// removed when an SA is deleted: a re-added SA with the same key
+// continues above its old reservation. Records of the older format
+// (direction/SPI/HMAC of transform name and key) are folded into the new
+// one the first time an SA with their key is installed.
 
 // SeqBlock is how many sequence numbers one reservation adds. A new block
 // is reserved when half of the current one is used (sa.EventSeqLimit,
@@ -114,14 +123,65 @@ func openState(dir string) (*stateStore, error) {
 	return st, nil
 }
 
-// recordID names an SA's record: direction, SPI and an HMAC of its
-// transform and keys. Call it before the config's keys are wiped.
+// recordID names an SA's record: direction and an HMAC of its key
+// identity (not the SPI, not the transform name). Call it before the
+// config's keys are wiped; it folds the records of the older format for
+// the same key into the new one (in memory; saved with the next write).
 func (st *stateStore) recordID(c *config.SA) string {
 	m := hmac.New(sha256.New, st.secret)
-	fmt.Fprintf(m, "%s|%d|", c.Transform.Name(), len(c.Key))
-	m.Write(c.Key)
-	m.Write(c.AuthKey)
-	return fmt.Sprintf("%s/%08x/%x", c.Direction, c.SPI, m.Sum(nil)[:16])
+	sa.WriteKeyIdentity(m, c.Transform, c.Key, c.AuthKey)
+	id := fmt.Sprintf("%s/key/%x", c.Direction, m.Sum(nil)[:16])
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.foldLegacyLocked(id, c)
+	return id
+}
+
+// foldLegacyLocked merges the records of the older format (direction/
+// SPI/HMAC of transform name and keys, any SPI, any transform of c's key
+// family) into the record id (st.mu held).
+func (st *stateStore) foldLegacyLocked(id string, c *config.SA) {
+	sums := map[string]bool{}
+	for _, n := range esp.TransformNames() {
+		t, err := esp.ParseTransform(n)
+		if err != nil || t.KeyFamily() != c.Transform.KeyFamily() || t.KeyLen() != len(c.Key) || t.AuthKeyLen() != len(c.AuthKey) {
+			continue
+		}
+		m := hmac.New(sha256.New, st.secret)
+		fmt.Fprintf(m, "%s|%d|", t.Name(), len(c.Key))
+		m.Write(c.Key)
+		m.Write(c.AuthKey)
+		sums[fmt.Sprintf("%x", m.Sum(nil)[:16])] = true
+	}
+	match := func(rid string) bool {
+		d, rest, ok := strings.Cut(rid, "/")
+		if !ok || d != c.Direction.String() {
+			return false
+		}
+		spi, sum, ok := strings.Cut(rest, "/")
+		return ok && len(spi) == 8 && sums[sum]
+	}
+	for rid, lim := range st.data.Out {
+		if match(rid) {
+			st.data.Out[id] = max(st.data.Out[id], lim)
+			delete(st.data.Out, rid)
+		}
+	}
+	for rid, w := range st.data.In {
+		if match(rid) {
+			m := sa.MergeReplayStates(st.in(id), *w)
+			st.data.In[id] = &m
+			delete(st.data.In, rid)
+		}
+	}
+}
+
+// in returns the saved window of id (zero if none; st.mu held).
+func (st *stateStore) in(id string) sa.ReplayState {
+	if w := st.data.In[id]; w != nil {
+		return *w
+	}
+	return sa.ReplayState{}
 }
 
 // saveLocked writes the file durably: temporary file, fsync, rename,
@@ -223,13 +283,14 @@ func (st *stateStore) replay(id string) *sa.ReplayState {
 	return nil
 }
 
-// saveReplay stores inbound windows (at a clean stop) durably.
+// saveReplay stores inbound windows (exact, of closed SAs) durably,
+// merged with what their records hold: several SAs may have used a key.
 func (st *stateStore) saveReplay(wins map[string]sa.ReplayState) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for id, w := range wins {
-		w := w
-		st.data.In[id] = &w
+		m := sa.MergeReplayStates(st.in(id), w)
+		st.data.In[id] = &m
 	}
 	return st.saveLocked()
 }

@@ -26,7 +26,7 @@ policies:
 sas:
   - {name: a-to-b, direction: out, spi: 0x1001, local: 192.0.2.1, remote: 198.51.100.1, transform: aes128gcm16, key: 0x000102030405060708090a0b0c0d0e0f10111213}
   - {name: b-to-a, direction: in, spi: 0x2001, local: 192.0.2.1, remote: 198.51.100.1, transform: aes128gcm16, key: 0x000102030405060708090a0b0c0d0e0f10111213}
-  - {name: a-to-c, direction: out, spi: 0x1002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x000102030405060708090a0b0c0d0e0f10111213}
+  - {name: a-to-c, direction: out, spi: 0x1002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x000102030405060708090a0b0c0d0e0f10111299}
   - {name: c-to-a, direction: in, spi: 0x2002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x000102030405060708090a0b0c0d0e0f10111213}
 `
 

@@ -83,7 +83,7 @@ func TestLearnPTBProperty(t *testing.T) {
 	sad := sa.NewSAD(sa.SADOptions{})
 	mk := func(spi uint32, l, r netip.Addr, udp bool, pmtu int) *sa.SA {
 		s, err := sa.New(sa.Config{Name: "s", SPI: spi, Direction: sa.Out, Mode: esp.Tunnel, Local: l, Remote: r,
-			Transform: tr, Key: bytes.Repeat([]byte{1}, 20), UDPEncap: udp, LocalPort: 4500, RemotePort: 4501, PathMTU: pmtu})
+			Transform: tr, Key: append(bytes.Repeat([]byte{1}, 16), byte(spi>>8), 0, 0, 0), UDPEncap: udp, LocalPort: 4500, RemotePort: 4501, PathMTU: pmtu})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -278,3 +278,26 @@ func (w *Window) Grow(size int) error {
 	}
 	return nil
 }
+
+// MergeStates returns a State that records every number a or b records
+// (a window merged with it rejects whatever a window merged with a or
+// with b rejects), with a bitmap as long as the longer of theirs.
+func MergeStates(a, b State) State {
+	switch {
+	case a.Top == 0:
+		return State{Top: b.Top, Bitmap: append([]uint64(nil), b.Bitmap...)}
+	case b.Top == 0:
+		return State{Top: a.Top, Bitmap: append([]uint64(nil), a.Bitmap...)}
+	}
+	n := max(len(a.Bitmap), len(b.Bitmap))
+	if n == 0 {
+		return State{Top: max(a.Top, b.Top)}
+	}
+	var w Window
+	if err := w.Init(min(n*64, MaxSize), true); err != nil {
+		panic(err) // in range
+	}
+	w.Merge(a)
+	w.Merge(b)
+	return w.State()
+}
