@@ -3,22 +3,36 @@ package xdp
 // TUNStats are the counters of a TUN device.
 type TUNStats struct {
 	// Offload reports a device opened with OpenTUNOffload.
-	Offload bool
+	Offload bool `json:"offload"`
 	// SplitSuperPackets counts reads that returned a GSO super-packet of
 	// more than one segment; SplitSegments the packets they split into.
-	SplitSuperPackets, SplitSegments uint64
+	SplitSuperPackets uint64 `json:"split_super_packets"`
+	SplitSegments     uint64 `json:"split_segments"`
 	// CoalescedSuperPackets counts GRO super-packets written (each one
 	// write(2) carrying several packets handed to Deliver);
 	// CoalescedSegments the packets they carried.
-	CoalescedSuperPackets, CoalescedSegments uint64
+	CoalescedSuperPackets uint64 `json:"coalesced_super_packets"`
+	CoalescedSegments     uint64 `json:"coalesced_segments"`
 	// ReadDrops counts reads whose packet could not be used (a malformed
 	// or unsupported virtio-net header, a super-packet of more segments
 	// than the read buffers hold, a packet longer than TUNBufSize).
-	ReadDrops uint64
+	ReadDrops uint64 `json:"read_drops"`
 	// OversizeDrops counts packets that filled a whole TUNBufSize buffer
 	// (see TUN.OversizeDrops).
-	OversizeDrops uint64
+	OversizeDrops uint64 `json:"oversize_drops"`
 	// WriteErrors counts Deliver batches that the kernel refused at
 	// least in part.
-	WriteErrors uint64
+	WriteErrors uint64 `json:"write_errors"`
+}
+
+// Add adds o's counters to s (to sum a multi-queue device's queues).
+func (s *TUNStats) Add(o TUNStats) {
+	s.Offload = s.Offload || o.Offload
+	s.SplitSuperPackets += o.SplitSuperPackets
+	s.SplitSegments += o.SplitSegments
+	s.CoalescedSuperPackets += o.CoalescedSuperPackets
+	s.CoalescedSegments += o.CoalescedSegments
+	s.ReadDrops += o.ReadDrops
+	s.OversizeDrops += o.OversizeDrops
+	s.WriteErrors += o.WriteErrors
 }

@@ -234,7 +234,19 @@ func cmdShowStats(args []string, stdout, stderr io.Writer) error {
 		{"xsk rx dropped", st.Wire.XSKRXDropped}, {"xsk rx ring full", st.Wire.XSKRXRingFull},
 		{"fragmented (before encr.)", st.Wire.Fragmented}, {"fragment failed", st.Wire.FragmentFailed},
 		{"jumbo rx", st.Wire.JumboRX}, {"jumbo tx", st.Wire.JumboTX}, {"jumbo drops", st.Wire.JumboDrops},
+		{"outer fragments", st.Wire.Reassembly.Fragments}, {"outer reassembled", st.Wire.Reassembly.Reassembled},
+		{"outer fragments dropped", st.Wire.Reassembly.Refused() + st.Wire.Reassembly.Discarded + st.Wire.ReasmNoFrame},
 		{"processor in", st.Processor.InPkts}, {"processor out", st.Processor.OutPkts},
+	}
+	if t := st.TUN; t != nil {
+		rows = append(rows, []struct {
+			name string
+			v    uint64
+		}{
+			{"tun super-packets split", t.SplitSuperPackets}, {"tun segments split", t.SplitSegments},
+			{"tun super-packets coalesced", t.CoalescedSuperPackets}, {"tun segments coalesced", t.CoalescedSegments},
+			{"tun drops", t.ReadDrops + t.OversizeDrops}, {"tun write errors", t.WriteErrors},
+		}...)
 	}
 	for _, r := range rows {
 		fmt.Fprintf(stdout, "%-28s %d\n", r.name+":", r.v)

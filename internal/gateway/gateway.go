@@ -893,6 +893,9 @@ type Stats struct {
 	Engine    xdp.EngineStats   `json:"engine"`
 	// Wire: path MTU discovery and VLAN counters (wire.go).
 	Wire WireStats `json:"wire"`
+	// TUN sums the route-based TUN's queues (nil without a TUN):
+	// super-packets split and coalesced by its offloads, drops.
+	TUN *xdp.TUNStats `json:"tun,omitempty"`
 }
 
 // Stats returns the gateway's counters.
@@ -900,8 +903,15 @@ func (gw *Gateway) Stats() Stats {
 	gw.mu.Lock()
 	eng := gw.eng
 	started := gw.started
+	tuns := gw.tunQ
 	gw.mu.Unlock()
 	var s Stats
+	if len(tuns) > 0 {
+		s.TUN = new(xdp.TUNStats)
+		for _, t := range tuns {
+			s.TUN.Add(t.Stats())
+		}
+	}
 	if eng != nil {
 		s.Engine = eng.Stats()
 		for _, w := range s.Engine.Workers {

@@ -38,6 +38,7 @@ func (gw *Gateway) MetricsSnapshot() metrics.Snapshot {
 	if gw.Running() {
 		snap.Engine = &st.Engine
 	}
+	snap.TUN = st.TUN
 	for k := range gw.eventCounts {
 		if n := gw.eventCounts[k].Load(); n > 0 {
 			snap.Events[sa.EventKind(k)] = n

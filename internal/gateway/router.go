@@ -32,7 +32,7 @@ func (gw *Gateway) routerOptions(ec *xdp.EngineConfig) {
 
 // routerCounters are the router-duty counters for show.
 func (gw *Gateway) routerCounters(s Stats) []show.Counter {
-	return []show.Counter{
+	c := []show.Counter{
 		{Name: "mss clamped", Value: s.MSSClamped}, {Name: "ttl expired", Value: s.TTLExpired},
 		{Name: "icmp errors sent", Value: s.ICMPSent}, {Name: "icmp rate-limited", Value: s.ICMPRateLimited},
 		{Name: "icmp not sent", Value: s.ICMPNotSent},
@@ -43,6 +43,16 @@ func (gw *Gateway) routerCounters(s Stats) []show.Counter {
 		{Name: "outer packets reassembled", Value: s.Wire.Reassembly.Reassembled},
 		{Name: "outer fragments dropped", Value: s.Wire.Reassembly.Refused() + s.Wire.Reassembly.Discarded + s.Wire.ReasmNoFrame},
 	}
+	if t := s.TUN; t != nil {
+		c = append(c,
+			show.Counter{Name: "tun super-packets split", Value: t.SplitSuperPackets},
+			show.Counter{Name: "tun segments split", Value: t.SplitSegments},
+			show.Counter{Name: "tun super-packets coalesced", Value: t.CoalescedSuperPackets},
+			show.Counter{Name: "tun segments coalesced", Value: t.CoalescedSegments},
+			show.Counter{Name: "tun drops", Value: t.ReadDrops + t.OversizeDrops},
+			show.Counter{Name: "tun write errors", Value: t.WriteErrors})
+	}
+	return c
 }
 
 func sumValues(m map[string]uint64) uint64 {

@@ -50,6 +50,8 @@ type Snapshot struct {
 	// EventsLost those dropped because the event queue was full.
 	Events     map[sa.EventKind]uint64
 	EventsLost uint64
+	// TUN is the route-based TUN's offload counters (nil: no TUN).
+	TUN *xdp.TUNStats
 }
 
 // Source returns the current counters.
@@ -108,6 +110,7 @@ var (
 	descUMEM      = desc("umem_frames", "UMEM frames by where they are.", "place")
 	descXDP       = desc("xdp_program_packets_total", "Packets the XDP steering program saw, by what it did.", "side", "verdict")
 	descKASent    = desc("natt_keepalives_sent_total", "NAT-keepalives sent.")
+	descTUN       = desc("tun_packets_total", "The route-based TUN's offloads: GSO super-packets split and the segments they held, GRO super-packets written and the packets they carried, drops and write errors.", "what")
 	descKARecv    = desc("natt_keepalives_received_total", "NAT-keepalives received.")
 	descKAErr     = desc("natt_keepalive_errors_total", "NAT-keepalives that could not be sent (or socket errors).")
 	descEvents    = desc("events_total", "Control-plane events handled, by kind.", "kind")
@@ -183,7 +186,7 @@ var socketCounters = []socketCounter{
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSAs, descAggregated, descSAPkts, descSABytes, descSADrops, descSASeq, descSAState, descSALife,
 		descProcPkts, descProcOK, descProcControl, descProcBypass, descProcHanded, descProcDrops,
-		descUp, descUptime, descUMEM, descXDP, descKASent, descKARecv, descKAErr, descEvents, descEventLost} {
+		descUp, descUptime, descUMEM, descXDP, descKASent, descKARecv, descKAErr, descEvents, descEventLost, descTUN} {
 		ch <- d
 	}
 	for _, w := range workerCounters {
@@ -324,10 +327,22 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, descKASent, s.KeepalivesSent)
 	counter(ch, descKARecv, s.KeepalivesReceived)
 	counter(ch, descKAErr, s.KeepaliveErrors)
-	for _, k := range []sa.EventKind{sa.EventSoftExpire, sa.EventHardExpire, sa.EventSeqOverflow, sa.EventAcquire} {
+	for k := sa.EventSoftExpire; k <= sa.EventEndpointChanged; k++ {
 		counter(ch, descEvents, s.Events[k], k.String())
 	}
 	counter(ch, descEventLost, s.EventsLost)
+	if t := s.TUN; t != nil {
+		for _, v := range []struct {
+			what string
+			n    uint64
+		}{
+			{"split_super_packets", t.SplitSuperPackets}, {"split_segments", t.SplitSegments},
+			{"coalesced_super_packets", t.CoalescedSuperPackets}, {"coalesced_segments", t.CoalescedSegments},
+			{"read_drops", t.ReadDrops}, {"oversize_drops", t.OversizeDrops}, {"write_errors", t.WriteErrors},
+		} {
+			counter(ch, descTUN, v.n, v.what)
+		}
+	}
 }
 
 // xdpProgram emits the XDP program's counters of one side.

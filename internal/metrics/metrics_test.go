@@ -249,3 +249,28 @@ func TestCollectorXDPProgramCounters(t *testing.T) {
 		t.Errorf("bpf.Stats.%s is not exported", name)
 	}
 }
+
+// TestCollectorTUNAndEvents: a TUN's offload counters are exported when
+// the snapshot has a TUN, and every event kind (the newer ones too) has
+// its series.
+func TestCollectorTUNAndEvents(t *testing.T) {
+	s := fakeSnapshot(1)
+	s.TUN = &xdp.TUNStats{Offload: true, SplitSuperPackets: 3, SplitSegments: 40, CoalescedSuperPackets: 5, CoalescedSegments: 60, ReadDrops: 1, WriteErrors: 2}
+	s.Events = map[sa.EventKind]uint64{sa.EventSeqLimit: 7, sa.EventDeleted: 8, sa.EventEndpointChanged: 9}
+	mfs := gather(t, NewCollector(func() Snapshot { return s }, Options{}))
+	for what, want := range map[string]float64{"split_super_packets": 3, "split_segments": 40, "coalesced_super_packets": 5,
+		"coalesced_segments": 60, "read_drops": 1, "write_errors": 2} {
+		if v, ok := value(mfs, Namespace+"_tun_packets_total", "what", what); !ok || v != want {
+			t.Errorf("tun %s = %v (%v), want %v", what, v, ok, want)
+		}
+	}
+	for k, want := range s.Events {
+		if v, ok := value(mfs, Namespace+"_events_total", "kind", k.String()); !ok || v != float64(want) {
+			t.Errorf("events %s = %v (%v), want %v", k, v, ok, want)
+		}
+	}
+	s.TUN = nil
+	if _, ok := gather(t, NewCollector(func() Snapshot { return s }, Options{}))[Namespace+"_tun_packets_total"]; ok {
+		t.Error("tun series without a TUN")
+	}
+}
