@@ -358,7 +358,10 @@ func (g *generator) runPaced(d time.Duration, queues int, pps float64) (sent, in
 			break
 		}
 		progress := false
-		for _, gs := range socks {
+		for j := range socks {
+			// Paced, a round may carry one batch: start each round at
+			// the next socket so that every queue gets its share.
+			gs := socks[(i+j)%len(socks)]
 			gs.s.Complete()
 			descs := g.descs
 			if pps > 0 {

@@ -53,10 +53,12 @@ func (t Trial) passes(limit float64) bool { return t.Sent > 0 && t.Loss() <= lim
 // SearchRate is a bounded binary search for the highest rate in
 // (0, max] whose trial loses at most limit (0: NDR; PDRLoss: PDR).
 // known is a trial known to pass (the zero Trial if none; the PDR
-// search starts from the NDR's): the bracket starts at its target and
-// it is the result if no trial passes. The first trial is at max. Each step halves the bracket
-// [lo, hi]: a passing trial raises lo, a failing one lowers hi, so lo
-// only grows and hi only shrinks (the bracket is monotone). It stops
+// search starts from the NDR's): the bracket starts at its achieved
+// rate and it is the result if no trial passes. The first trial is at
+// max. Each step halves the bracket [lo, hi]: a passing trial raises
+// lo, a failing one lowers hi, so lo only grows and hi only shrinks
+// (the bracket is monotone). A trial whose generator fell short of the
+// rate asked for counts at the rate it achieved. It stops
 // after maxTrials trials or once hi − lo ≤ tol·hi.
 //
 // It returns the passing trial with the highest achieved rate (the zero
@@ -69,7 +71,7 @@ func SearchRate(max float64, known Trial, limit, tol float64, maxTrials int, tri
 	lo := 0.0
 	if known.passes(limit) {
 		best = known
-		lo = min(max, known.Target) // the bracket [lo, hi] starts inside [0, max]
+		lo = min(max, known.Target, known.Offered) // the bracket [lo, hi] starts inside [0, max]
 	}
 	hi := max
 	rate := max
@@ -79,23 +81,35 @@ func SearchRate(max float64, known Trial, limit, tol float64, maxTrials int, tri
 			return best, trials, err
 		}
 		trials = append(trials, t)
+		// The rate the trial proves something about: the one the
+		// generator achieved when it fell short of the target (a pass
+		// proves only that rate; a loss happened at it).
+		eff := rate
+		if t.Offered > 0 && t.Offered < rate {
+			eff = t.Offered
+		}
+		// Invariant: lo only grows, hi only shrinks, lo ≤ hi.
 		if t.passes(limit) {
 			if t.Offered > best.Offered {
 				best = t
 			}
-			lo = rate
-			if rate == hi {
-				break // the top of the bracket passes
-			}
+			lo = min(hi, maxf(lo, eff))
 		} else {
-			hi = rate
+			hi = maxf(lo, min(hi, eff))
 		}
 		if hi-lo <= tol*hi {
-			break
+			break // also when the top of the bracket passed
 		}
 		rate = lo + (hi-lo)/2
 	}
 	return best, trials, nil
+}
+
+func maxf(a, b float64) float64 {
+	if a > b {
+		return a
+	}
+	return b
 }
 
 // e2eTrial is the length of one search trial of cfg.

@@ -40,18 +40,7 @@ func TestSearchRateConverges(t *testing.T) {
 		if n > SearchMaxTrials || len(trials) != n {
 			t.Fatalf("%d trials run, %d reported, bound %d", n, len(trials), SearchMaxTrials)
 		}
-		// Invariant: the bracket is monotone.
-		lo, hi := 0.0, max
-		for _, tr := range trials {
-			if tr.Target < lo || tr.Target > hi {
-				t.Fatalf("trial at %v outside the bracket [%v, %v]", tr.Target, lo, hi)
-			}
-			if tr.Loss() == 0 {
-				lo = tr.Target
-			} else {
-				hi = tr.Target
-			}
-		}
+		checkBracket(t, max, trials)
 		want := min(capacity, max)
 		if best.Offered > want {
 			t.Fatalf("capacity %v: NDR %v above it", capacity, best.Offered)
@@ -128,5 +117,65 @@ func TestSearchRateEdges(t *testing.T) {
 	}
 	if _, _, err := SearchRate(1, Trial{}, 0, SearchTolerance, 0, leaky); !errors.Is(err, ErrSearchBounds) {
 		t.Fatalf("0 trials: %v", err)
+	}
+}
+
+// checkBracket checks that each trial's rate lies inside the bracket
+// the earlier trials left (counted at their achieved rates), and that
+// the bracket is monotone.
+func checkBracket(t *testing.T, max float64, trials []Trial) {
+	t.Helper()
+	lo, hi := 0.0, max
+	for _, tr := range trials {
+		if tr.Target < lo || tr.Target > hi {
+			t.Fatalf("trial at %v outside the bracket [%v, %v]", tr.Target, lo, hi)
+		}
+		eff := min(tr.Target, tr.Offered)
+		nlo, nhi := lo, hi
+		if tr.Loss() == 0 {
+			nlo = min(hi, maxf(lo, eff))
+		} else {
+			nhi = maxf(lo, min(hi, eff))
+		}
+		if nlo < lo || nhi > hi || nlo > nhi {
+			t.Fatalf("bracket [%v, %v] → [%v, %v]", lo, hi, nlo, nhi)
+		}
+		lo, hi = nlo, nhi
+	}
+}
+
+// TestSearchRateShortfall: a generator that sometimes achieves only a
+// fraction of the rate asked for. The search stays in its bound and its
+// bracket monotone, and the NDR it reports is an achieved rate that
+// passed, never above the system's capacity.
+func TestSearchRateShortfall(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 500 {
+		max := 1e5 + rng.Float64()*1e7
+		capacity := rng.Float64() * 1.2 * max
+		n := 0
+		sys := fakeSystem(capacity, max, &n)
+		short := func(rate float64) (Trial, error) {
+			if rng.IntN(3) == 0 {
+				rate *= 0.2 + 0.8*rng.Float64() // the generator fell behind
+			}
+			tr, err := sys(rate)
+			return tr, err
+		}
+		best, trials, err := SearchRate(max, Trial{}, 0, SearchTolerance, SearchMaxTrials, func(rate float64) (Trial, error) {
+			tr, err := short(rate)
+			tr.Target = rate
+			return tr, err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(trials) > SearchMaxTrials {
+			t.Fatalf("%d trials", len(trials))
+		}
+		checkBracket(t, max, trials)
+		if best.Offered > capacity || best.Loss() != 0 {
+			t.Fatalf("capacity %v: NDR %+v", capacity, best)
+		}
 	}
 }
