@@ -80,6 +80,7 @@ func run(args []string, stderr io.Writer) error {
 	progress := fs.Bool("progress", true, "progress line on stderr")
 	e2eSizes := fs.String("e2e-sizes", defE2ESizes, "inner IP packet sizes of the e2e suite, 28..1420 or imix")
 	e2eDur := fs.Duration("e2e-duration", defE2EDur, "sending time of each e2e measurement (wg: of each UDP run)")
+	e2eTrial := fs.Duration("e2e-trial", harness.DefaultE2ETrial, fmt.Sprintf("length of each trial of the e2e suite's NDR/PDR rate search (-quick: %v unless set)", harness.QuickE2ETrial))
 	e2eJumbo := fs.Int("e2e-jumbo", harness.E2EDefaultJumbo, fmt.Sprintf("inner IP packet size of the e2e suite's jumbo rows (veths at MTU %d, the engine with MultiBuffer), 1421..%d; 0: none", harness.E2EJumboMTU, harness.E2EMaxJumbo))
 	wgBytes := fs.Int64("wg-bytes", defWGBytes, "bytes of each TCP transfer of the wg suite")
 	if err := fs.Parse(args); err != nil {
@@ -109,6 +110,9 @@ func run(args []string, stderr io.Writer) error {
 		if !set["e2e-duration"] {
 			*e2eDur = quickE2EDur
 		}
+		if !set["e2e-trial"] {
+			*e2eTrial = harness.QuickE2ETrial
+		}
 		if !set["wg-bytes"] {
 			*wgBytes = quickWGByte
 		}
@@ -134,6 +138,7 @@ func run(args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg.E2EDurationNs, cfg.WGBytes, cfg.E2EJumbo = int64(*e2eDur), *wgBytes, *e2eJumbo
+	cfg.E2ETrialNs = int64(*e2eTrial)
 	if *transforms == "all" {
 		cfg.Transforms = esp.TransformNames()
 	} else {

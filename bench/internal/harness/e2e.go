@@ -56,6 +56,9 @@ func (cfg *Config) validateNet() error {
 	if slices.ContainsFunc(cfg.Suites, func(s string) bool { return slices.Contains(PrivilegedSuites, s) }) && cfg.E2EDurationNs <= 0 {
 		return fmt.Errorf("harness: e2e duration must be positive")
 	}
+	if cfg.E2ETrialNs < 0 {
+		return fmt.Errorf("harness: e2e trial length must not be negative")
+	}
 	if slices.Contains(cfg.Suites, "wg") && cfg.WGBytes < 1<<20 {
 		return fmt.Errorf("harness: wg: transfer size %d below 1 MiB", cfg.WGBytes)
 	}

@@ -321,17 +321,53 @@ func (g *generator) fill(frames []frame, queues int) error {
 // run sends as fast as it can for d and returns the packets and inner
 // bytes put on the TX rings and the time spent.
 func (g *generator) run(d time.Duration, queues int) (sent, innerBytes uint64, elapsed time.Duration) {
+	return g.runPaced(d, queues, 0)
+}
+
+// runPaced is run at no more than pps packets per second (0: as fast as
+// it can): a token bucket refilled from the clock before each round
+// over the sockets, holding at most one batch per socket (a generator
+// that fell behind does not catch up in a burst), sent when a whole
+// batch is due. The rate achieved is
+// sent/elapsed, for the caller to measure.
+func (g *generator) runPaced(d time.Duration, queues int, pps float64) (sent, innerBytes uint64, elapsed time.Duration) {
 	socks := g.socks[:queues]
 	start := time.Now()
 	deadline := start.Add(d)
+	burst := float64(xdp.MaxBatch * len(socks))
+	tokens, last := 0.0, start
 	for i := 0; ; i++ {
-		if i&7 == 0 && time.Now().After(deadline) {
+		if pps > 0 {
+			now := time.Now()
+			if now.After(deadline) {
+				break
+			}
+			tokens = min(burst, tokens+pps*now.Sub(last).Seconds())
+			last = now
+			// Send in batches: wait for one (sleeping when the wait is
+			// long enough for the timer, yielding the CPU otherwise).
+			if need := min(burst, float64(xdp.MaxBatch)); tokens < need {
+				if wait := time.Duration((need - tokens) / pps * 1e9); wait > 200*time.Microsecond {
+					time.Sleep(wait / 2)
+				} else {
+					runtime.Gosched()
+				}
+				continue
+			}
+		} else if i&7 == 0 && time.Now().After(deadline) {
 			break
 		}
 		progress := false
-		for _, gs := range socks {
+		for j := range socks {
+			// Paced, a round may carry one batch: start each round at
+			// the next socket so that every queue gets its share.
+			gs := socks[(i+j)%len(socks)]
 			gs.s.Complete()
-			k := gs.u.Alloc(g.descs)
+			descs := g.descs
+			if pps > 0 {
+				descs = descs[:min(len(descs), int(tokens))]
+			}
+			k := gs.u.Alloc(descs)
 			for j := range k {
 				g.descs[j].Len = gs.wire[g.descs[j].Addr>>g.shift]
 			}
@@ -343,9 +379,10 @@ func (g *generator) run(d time.Duration, queues int) (sent, innerBytes uint64, e
 				innerBytes += uint64(gs.inner[g.descs[j].Addr>>g.shift])
 			}
 			sent += uint64(n)
+			tokens -= float64(n)
 			progress = progress || n > 0
 		}
-		if !progress {
+		if !progress && pps == 0 {
 			runtime.Gosched()
 		}
 	}
@@ -524,6 +561,60 @@ func (r *e2eRun) measureOn(g sender, op string, size, w int, frames []frame) (Re
 	res.add("seconds", sec, UnitSeconds)
 	r.base[e2eKey(op, size, w)] = float64(got) / sec
 	return res, nil
+}
+
+// trial sends frames (already in g's UMEMs) at pps for the trial length
+// of the configuration and counts what the sink received.
+func (r *e2eRun) trial(g *generator, w int, pps float64) (Trial, error) {
+	rx0, err := linkRXPackets(r.net.sinkEth)
+	if err != nil {
+		return Trial{}, err
+	}
+	sent, _, el := g.runPaced(r.cfg.e2eTrial(), w, pps)
+	rx1, err := r.settle()
+	if err != nil {
+		return Trial{}, err
+	}
+	t := Trial{Target: pps, Sent: sent, Delivered: rx1 - rx0}
+	if s := el.Seconds(); s > 0 {
+		t.Offered = float64(sent) / s
+	}
+	return t, nil
+}
+
+// searchRates finds the NDR and PDR of the engine that runs now (the
+// frames of res in g's UMEMs) with SearchRate: the upper end is the
+// overload measurement's offered rate, the PDR search starts from the
+// NDR. It adds the rates (the achieved offered rate of the best passing
+// trial), their inner Gbit/s and the trial count to res.
+func (r *e2eRun) searchRates(g *generator, res *Result, w int, frames []frame) error {
+	offered, _ := res.Get("offered-Mpps")
+	max := offered * 1e6
+	if max <= 0 {
+		return fmt.Errorf("harness: e2e %s: nothing offered, no rate to search", res.Op)
+	}
+	trial := func(pps float64) (Trial, error) { return r.trial(g, w, pps) }
+	ndr, t1, err := SearchRate(max, Trial{}, 0, SearchTolerance, SearchMaxTrials, trial)
+	if err != nil {
+		return err
+	}
+	pdr, t2, err := SearchRate(max, ndr, PDRLoss, SearchTolerance, SearchMaxTrials, trial)
+	if err != nil {
+		return err
+	}
+	inner := 0.0
+	for _, f := range frames {
+		inner += float64(f.inner)
+	}
+	inner /= float64(len(frames))
+	res.add("ndr-Mpps", ndr.Offered/1e6, UnitMpps)
+	res.add("ndr-Gbps", ndr.Offered*inner*8/1e9, UnitGbps)
+	res.add("pdr-Mpps", pdr.Offered/1e6, UnitMpps)
+	res.add("pdr-Gbps", pdr.Offered*inner*8/1e9, UnitGbps)
+	res.add("pdr-loss%", 100*pdr.Loss(), UnitPercent)
+	res.add("trials", float64(len(t1)+len(t2)), "")
+	res.add("trial-s", r.cfg.e2eTrial().Seconds(), UnitSeconds)
+	return nil
 }
 
 // settle waits (bounded) until the sink's counter stops moving and
@@ -759,6 +850,11 @@ func (r *e2eRun) engineOn(g sender, op string, w int, sizes []int, multiBuffer b
 			return nil, err
 		}
 		st := e.Stats()
+		if pg, ok := g.(*generator); ok && !multiBuffer {
+			if err := r.searchRates(pg, &res, w, frames); err != nil {
+				return nil, err
+			}
+		}
 		var drops, busy, jumbo uint64
 		for i, ws := range st.Workers {
 			drops += ws.SADrops - st0.Workers[i].SADrops + ws.TXFull - st0.Workers[i].TXFull

@@ -35,6 +35,7 @@ func TestE2EAndWG(t *testing.T) {
 		Seed:          3,
 		E2ESizes:      []int{1420, 0},
 		E2EDurationNs: int64(100 * time.Millisecond),
+		E2ETrialNs:    int64(20 * time.Millisecond),
 		E2EJumbo:      harness.E2EDefaultJumbo,
 		WGBytes:       2 << 20,
 	}
@@ -87,6 +88,23 @@ func TestE2EAndWG(t *testing.T) {
 				if v, ok := r.Get(m); !ok || v <= 0 {
 					t.Errorf("%s: %s = %v, %v", key, m, v, ok)
 				}
+			}
+			// The NDR/PDR search (not on the jumbo rows): the rates
+			// exist, NDR ≤ PDR ≤ the overload run's offered rate
+			// (the search's upper end; 5 % slack for the measured
+			// pacing), the trials within their bound.
+			ndr, ok1 := r.Get("ndr-Mpps")
+			pdr, ok2 := r.Get("pdr-Mpps")
+			trials, ok3 := r.Get("trials")
+			offered, _ := r.Get("offered-Mpps")
+			if jumbo {
+				if ok1 || ok2 || ok3 {
+					t.Errorf("%s: a rate search on a jumbo row", key)
+				}
+			} else if !ok1 || !ok2 || !ok3 {
+				t.Errorf("%s: no NDR/PDR: %+v", key, r.Metrics)
+			} else if ndr < 0 || ndr > pdr || pdr > offered*1.05 || trials < 2 || trials > 2*harness.SearchMaxTrials {
+				t.Errorf("%s: NDR %v, PDR %v, overload offered %v, %v trials", key, ndr, pdr, offered, trials)
 			}
 			if d, ok := r.Get("gw-drops"); !ok || d != 0 {
 				t.Errorf("%s: the gateway's SA processor dropped %v packets", key, d)
@@ -180,7 +198,7 @@ func TestE2EAndWG(t *testing.T) {
 		"| TCP goodput ≥ 1.5× wireguard-go, espxdp aes128gcm16 |",
 		"| TCP goodput ≥ 1.5× wireguard-go, espxdp chacha20poly1305 |",
 		"| decrypt | 2 | IMIX (348) |", "| wireguard-go | ChaCha20-Poly1305 (WireGuard) | offload |",
-		"![end to end](e2e.svg)",
+		"![end to end](e2e.svg)", "### Loss-free rates (RFC 2544 NDR/PDR)", "### Throughput under overload",
 	} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report lacks %q", want)

@@ -95,6 +95,9 @@ type Config struct {
 	// (veths at MTU E2EJumboMTU, the engine with MultiBuffer; 0: no
 	// jumbo rows).
 	E2EJumbo int `json:"e2e_jumbo,omitempty"`
+	// E2ETrialNs is the length of one trial of the e2e suite's NDR/PDR
+	// search (0: DefaultE2ETrial, QuickE2ETrial when Quick).
+	E2ETrialNs int64 `json:"e2e_trial_ns,omitempty"`
 	// ShardWorkers and ShardSizes are the worker counts and inner packet
 	// sizes of the shard suite (empty: DefaultShardWorkers,
 	// DefaultShardSizes).

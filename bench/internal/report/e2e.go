@@ -92,6 +92,8 @@ workers, crypto). All of gen, gateway, sink and the veth softirqs share
 the machine's %d CPUs.
 
 `, dur, harness.E2ETransformName, rep.Machine.Cores)
+	ndrSection(b, rs, rep.Config)
+	b.WriteString("### Throughput under overload\n\n")
 	b.WriteString("| op | workers | inner bytes | offered Mpps | delivered Mpps | Mpps/worker | Gbps | loss % | crypto Mpps | vs ceiling | vs kernel |\n")
 	b.WriteString("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
@@ -101,6 +103,46 @@ the machine's %d CPUs.
 	}
 	if _, ok := plots[plotE2E]; ok {
 		fmt.Fprintf(b, "\n![end to end](%s)\n", plotE2E)
+	}
+	b.WriteString("\n")
+}
+
+// ndrSection writes the loss-free rate table of the e2e suite (its
+// headline): the rows of rs that have a rate search.
+func ndrSection(b *strings.Builder, rs []harness.Result, cfg harness.Config) {
+	rows := slices.DeleteFunc(slices.Clone(rs), func(r harness.Result) bool {
+		_, ok := r.Get("ndr-Mpps")
+		return !ok
+	})
+	if len(rows) == 0 {
+		return
+	}
+	trial := 0.0
+	if v, ok := rows[0].Get("trial-s"); ok {
+		trial = v
+	}
+	fmt.Fprintf(b, `### Loss-free rates (RFC 2544 NDR/PDR)
+
+For decrypt and encrypt at each size and worker count: NDR is the highest
+offered rate at which the sink counted every packet gen sent, PDR the
+highest at which it lost at most %.1f %%. Found by a binary search
+between 0 and the offered rate of the overload run below (first trial
+there), at most %d trials of %.3g s each per search, stopping once the
+bracket is within %.0f %% of its upper end; the PDR search starts from
+the NDR. gen paces its batches of 64 with a token bucket; the rates shown
+are the ones it achieved (packets put on its TX rings over the time it
+sent), not the ones asked for. A rate of 0 means every trial lost
+packets. Gbps = inner bytes at that rate. Latency percentiles are not
+measured yet: the sink's kernel counts and drops the frames, nothing
+reads the packets back.
+
+`, 100*harness.PDRLoss, harness.SearchMaxTrials, trial, 100*harness.SearchTolerance)
+	b.WriteString("| op | workers | inner bytes | NDR Mpps | NDR Gbps | PDR Mpps | PDR Gbps | PDR loss % | overload delivered Mpps | trials |\n")
+	b.WriteString("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Op, r.Workers, sizeLabel(&r),
+			cell(&r, "ndr-Mpps"), cell(&r, "ndr-Gbps"), cell(&r, "pdr-Mpps"), cell(&r, "pdr-Gbps"), cell(&r, "pdr-loss%"),
+			cell(&r, "Mpps"), intCell(&r, "trials"))
 	}
 	b.WriteString("\n")
 }

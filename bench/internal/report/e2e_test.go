@@ -30,6 +30,12 @@ func netSynthetic() *harness.Report {
 					x = 0.55
 				}
 				r.Metrics = append(r.Metrics, metrics("crypto-Mpps", 3.5, "Mpps", "io-Mpps", 0.6, "Mpps", "x-ceiling", x, "x", "x-kernel", 0.9, "x")...)
+				ndr := 0.3
+				if op == "encrypt" && size == 64 {
+					ndr = 0 // lost packets at every rate
+				}
+				r.Metrics = append(r.Metrics, metrics("ndr-Mpps", ndr, "Mpps", "ndr-Gbps", ndr*11.36, "Gbit/s", "pdr-Mpps", 0.35, "Mpps",
+					"pdr-Gbps", 3.98, "Gbit/s", "pdr-loss%", 0.2, "%", "trials", 9.0, "", "trial-s", 1.0, "s")...)
 			}
 			add(r)
 		}
@@ -81,6 +87,37 @@ func TestNetSections(t *testing.T) {
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
+		}
+	}
+	// The loss-free rate table comes first in the e2e section (the
+	// headline), the overload table after it; one row per searched
+	// measurement (not the baselines, not the jumbo row); NDR 0 shown
+	// as 0.
+	ndrAt := strings.Index(md, "### Loss-free rates (RFC 2544 NDR/PDR)")
+	overAt := strings.Index(md, "### Throughput under overload")
+	if e2eAt := strings.Index(md, "## End to end over veth"); ndrAt < e2eAt || overAt < ndrAt {
+		t.Errorf("e2e section at %d, NDR table at %d, overload table at %d", e2eAt, ndrAt, overAt)
+	} else {
+		ndrTable := md[ndrAt:overAt]
+		for _, want := range []string{
+			"| op | workers | inner bytes | NDR Mpps | NDR Gbps | PDR Mpps | PDR Gbps | PDR loss % | overload delivered Mpps | trials |",
+			"| decrypt | 1 | 1420 | 0.300 | 3.41 | 0.350 | 3.98 | 0.200 | 0.500 | 9 |",
+			"| encrypt | 1 | 64 | 0 | 0 | 0.350 |",
+			"| encrypt | 1 | IMIX (348) | 0.300 |",
+			"at most 8 trials of 1 s each",
+			"at most 0.5 %",
+		} {
+			if !strings.Contains(ndrTable, want) {
+				t.Errorf("NDR table lacks %q:\n%s", want, ndrTable)
+			}
+		}
+		if n := strings.Count(ndrTable, "\n| decrypt |") + strings.Count(ndrTable, "\n| encrypt |"); n != 6 {
+			t.Errorf("%d NDR rows, want 6", n)
+		}
+		for _, no := range []string{"| forward |", "| kernel |", "jumbo"} {
+			if strings.Contains(ndrTable, no) {
+				t.Errorf("NDR table has %q", no)
+			}
 		}
 	}
 	// Only 1420-byte decrypt/encrypt rows become targets.
