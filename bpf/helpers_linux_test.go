@@ -56,6 +56,34 @@ type xdpMD struct {
 	EgressIfindex  uint32
 }
 
+// runCountedDrop runs frame through p, checks its verdict and counters,
+// and that exactly the clear-text drop counter of tunnel (-1: none) grew
+// by one.
+func runCountedDrop(t *testing.T, p *Program, frame []byte, want Verdict, stats Stats, tunnel int) {
+	t.Helper()
+	before, err := p.UnprotectedDrops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, st := run(t, p, frame)
+	if got != want || st != stats {
+		t.Errorf("verdict %v stats %+v, want %v %+v", got, st, want, stats)
+	}
+	after, err := p.UnprotectedDrops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range after {
+		w := uint64(0)
+		if i == tunnel {
+			w = 1
+		}
+		if d := after[i] - before[i]; d != w {
+			t.Errorf("tunnel %d drops +%d, want +%d", i, d, w)
+		}
+	}
+}
+
 // run test-runs frame through p on queue 0 and returns the verdict and
 // the change of the counters.
 func run(t testing.TB, p *Program, frame []byte) (Verdict, Stats) {

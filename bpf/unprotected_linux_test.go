@@ -94,27 +94,7 @@ func TestUnprotectedClassify(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			before, err := p.UnprotectedDrops()
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, st := run(t, p, c.frame)
-			if got != c.want || st != c.stats {
-				t.Errorf("verdict %v stats %+v, want %v %+v", got, st, c.want, c.stats)
-			}
-			after, err := p.UnprotectedDrops()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := range after {
-				want := uint64(0)
-				if i == c.tunnel {
-					want = 1
-				}
-				if d := after[i] - before[i]; d != want {
-					t.Errorf("tunnel %d drops +%d, want +%d", i, d, want)
-				}
-			}
+			runCountedDrop(t, p, c.frame, c.want, c.stats, c.tunnel)
 		})
 	}
 }
