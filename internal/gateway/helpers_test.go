@@ -74,3 +74,30 @@ func udp4Packet(src, dst netip.Addr) []byte {
 	binary.BigEndian.PutUint16(b[24:], 8)
 	return b
 }
+
+// peerSender returns a function that seals one packet from the peer
+// (10.2.0.2 → 10.1.0.2, outer 192.0.2.2 → 192.0.2.1) under offlineYAML's
+// inbound SA b-to-a (SPI 0x2001, its key) with sequence number seq,
+// runs it through gw's worker 0 and returns its drop reason.
+func peerSender(t *testing.T) func(gw *Gateway, seq uint64) sa.DropReason {
+	t.Helper()
+	key := []byte{0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x21, 0x22, 0x23}
+	c, err := esp.New(esp.Config{Transform: esp.MustParseTransform("aes128gcm16"), Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Wipe)
+	scr := esp.NewScratch()
+	return func(gw *Gateway, seq uint64) sa.DropReason {
+		t.Helper()
+		p := plainPacket(netip.MustParseAddr("10.2.0.2"), netip.MustParseAddr("10.1.0.2"))
+		pkt, err := c.EncapTunnel(scr, p.Buf, p.Off, p.Len, 0x2001, seq,
+			&esp.Outer{Src: netip.MustParseAddr("192.0.2.2"), Dst: netip.MustParseAddr("192.0.2.1")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps := []sa.Packet{{Buf: p.Buf, Off: len(p.Buf) - cap(pkt), Len: len(pkt)}} // pkt starts at Buf[Off:]
+		gw.Processor().Worker(0).Inbound(ps)
+		return ps[0].Reason
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/sa"
 )
@@ -130,28 +129,7 @@ func TestRedTeamDeleteReaddWithoutStateReusesNonce(t *testing.T) {
 // empty window and accepts every packet captured before the delete.
 func TestRedTeamInboundDeleteReaddAcceptsReplay(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
-	key := []byte{0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x21, 0x22, 0x23}
-	tr, _ := esp.ParseTransform("aes128gcm16")
-	ci, err := esp.New(esp.Config{Transform: tr, Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ci.Wipe()
-	scr := esp.NewScratch()
-	in := func(gw *Gateway, seq uint64) sa.DropReason {
-		inner := udp4Packet(netip.MustParseAddr("10.2.0.2"), netip.MustParseAddr("10.1.0.2"))
-		buf := make([]byte, esp.MaxHeadroom+len(inner)+esp.MaxTailroom)
-		copy(buf[esp.MaxHeadroom:], inner)
-		pkt, err := ci.EncapTunnel(scr, buf, esp.MaxHeadroom, len(inner), 0x2001, seq,
-			&esp.Outer{Src: netip.MustParseAddr("192.0.2.2"), Dst: netip.MustParseAddr("192.0.2.1")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		off := len(buf) - cap(pkt)
-		ps := []sa.Packet{{Buf: buf, Off: off, Len: len(pkt)}}
-		gw.Processor().Worker(0).Inbound(ps)
-		return ps[0].Reason
-	}
+	in := peerSender(t)
 	gw := stateGateway(t, dir)
 	defer gw.Close()
 	for _, s := range []uint64{1, 2, 3} {

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/sa"
 )
@@ -104,27 +103,7 @@ func TestStatePersistedSequence(t *testing.T) {
 // back at start: a packet accepted before the stop is a replay after it.
 func TestStateReplayWindow(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
-	key := []byte{0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x21, 0x22, 0x23}
-	tr, _ := esp.ParseTransform("aes128gcm16")
-	c, err := esp.New(esp.Config{Transform: tr, Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Wipe()
-	scr := esp.NewScratch()
-	in := func(gw *Gateway, seq uint64) sa.DropReason {
-		p := plainPacket(netip.MustParseAddr("10.2.0.2"), netip.MustParseAddr("10.1.0.2"))
-		buf := p.Buf
-		pkt, err := c.EncapTunnel(scr, buf, p.Off, p.Len, 0x2001, seq,
-			&esp.Outer{Src: netip.MustParseAddr("192.0.2.2"), Dst: netip.MustParseAddr("192.0.2.1")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		off := len(buf) - cap(pkt) // pkt starts at buf[off:]
-		ps := []sa.Packet{{Buf: buf, Off: off, Len: len(pkt)}}
-		gw.Processor().Worker(0).Inbound(ps)
-		return ps[0].Reason
-	}
+	in := peerSender(t)
 	gw := stateGateway(t, dir)
 	for _, s := range []uint64{1, 2, 5, 40} {
 		if r := in(gw, s); r != sa.DropNone {
