@@ -43,15 +43,7 @@ func TestRedTeamSameKeyNewSPIReusesNonce(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := sendOut(t, gw, 5)
-	sent := map[uint64]bool{}
-	for _, s := range first {
-		sent[s] = true
-	}
-	for _, s := range second {
-		if sent[s] {
-			t.Fatalf("sequence number %d sent twice under the same key (SPI 0x1001, then 0x1002): GCM nonce reuse", s)
-		}
-	}
+	noSeqTwice(t, first, second, "under the same key (SPI 0x1001, then 0x1002): GCM nonce reuse")
 }
 
 // TestRedTeamSameKeyNewSPIReload is the same defect through SIGHUP
@@ -81,15 +73,7 @@ sas:
 		t.Fatal(err)
 	}
 	second := sendOut(t, gw, 5)
-	sent := map[uint64]bool{}
-	for _, s := range first {
-		sent[s] = true
-	}
-	for _, s := range second {
-		if sent[s] {
-			t.Fatalf("sequence number %d sent twice under the same key after a reload that changed only the SPI", s)
-		}
-	}
+	noSeqTwice(t, first, second, "under the same key after a reload that changed only the SPI")
 }
 
 // TestRedTeamDeleteReaddWithoutStateReusesNonce breaks "no sequence
@@ -110,15 +94,7 @@ func TestRedTeamDeleteReaddWithoutStateReusesNonce(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := sendOut(t, gw, 5)
-	sent := map[uint64]bool{}
-	for _, s := range first {
-		sent[s] = true
-	}
-	for _, s := range second {
-		if sent[s] {
-			t.Fatalf("sequence number %d sent twice under the same key and SPI after sa del + sa add (no state_dir, no restart)", s)
-		}
-	}
+	noSeqTwice(t, first, second, "under the same key and SPI after sa del + sa add (no state_dir, no restart)")
 }
 
 // TestRedTeamInboundDeleteReaddAcceptsReplay breaks "no packet is
@@ -172,13 +148,20 @@ func TestRedTeamSameKeyOtherICVLength(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := sendOut(t, gw, 5)
+	noSeqTwice(t, first, second, "under the same AES-GCM key and salt (ICV 16 -> 12 bytes)")
+}
+
+// noSeqTwice fails the test when a sequence number of second was
+// already sent in first (what names the operations in between).
+func noSeqTwice(t *testing.T, first, second []uint64, what string) {
+	t.Helper()
 	sent := map[uint64]bool{}
 	for _, s := range first {
 		sent[s] = true
 	}
 	for _, s := range second {
 		if sent[s] {
-			t.Fatalf("sequence number %d sent twice under the same AES-GCM key and salt (ICV 16 -> 12 bytes)", s)
+			t.Fatalf("sequence number %d sent twice %s", s, what)
 		}
 	}
 }
