@@ -213,6 +213,16 @@ func ProcessCPUTime(pid int) (time.Duration, error) {
 	return parseStatCPU(string(b))
 }
 
+// TaskCPUTime returns the user plus system CPU time of thread tid of
+// process pid, from /proc/PID/task/TID/stat.
+func TaskCPUTime(pid, tid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid) + "/stat")
+	if err != nil {
+		return 0, fmt.Errorf("swan: %w", err)
+	}
+	return parseStatCPU(string(b))
+}
+
 // parseStatCPU reads utime and stime (fields 14 and 15) of a
 // /proc/PID/stat line; the command name (field 2) may contain spaces
 // and parentheses, so fields are counted after its last ')'.
@@ -340,7 +350,7 @@ func (c *Charon) WaitChild(ctx context.Context, child string, exclude ...uint32)
 		select {
 		case <-ctx.Done():
 			return ChildSA{}, fmt.Errorf("%w named %q: %v", ErrNoChild, child, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
