@@ -8,7 +8,7 @@ import (
 )
 
 func TestValidateNet(t *testing.T) {
-	good := Config{Suites: []string{"e2e", "wg"}, Sizes: []int{64}, Transforms: []string{"aes128gcm16"}, DurationNs: 1,
+	good := Config{Suites: []string{"e2e", "wg", "peers"}, Sizes: []int{64}, Transforms: []string{"aes128gcm16"}, DurationNs: 1,
 		Workers: []int{1, 2}, SAs: []int{1}, E2ESizes: []int{64, 1420, 0}, E2EDurationNs: 1, WGBytes: 1 << 20}
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
@@ -27,6 +27,7 @@ func TestValidateNet(t *testing.T) {
 		"e2e size big":   func(c *Config) { c.E2ESizes = []int{1421} },
 		"e2e duration":   func(c *Config) { c.E2EDurationNs = 0 },
 		"wg bytes":       func(c *Config) { c.WGBytes = 1000 },
+		"peers bytes":    func(c *Config) { c.Suites, c.WGBytes = []string{"peers"}, 1000 },
 		"workers":        func(c *Config) { c.Workers = []int{65} },
 		"jumbo small":    func(c *Config) { c.E2EJumbo = 1420 },
 		"jumbo big":      func(c *Config) { c.E2EJumbo = E2EMaxJumbo + 1 },

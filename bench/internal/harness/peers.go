@@ -32,5 +32,5 @@ var PeersRows = [][2]string{
 // from outside truncates packets).
 const PeersInnerMTU = 1400
 
-// peersPings is the number of echo requests of the latency measurement.
-const peersPings = 20
+// PeersPings is the number of echo requests of the latency measurement.
+const PeersPings = 20

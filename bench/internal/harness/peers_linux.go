@@ -390,7 +390,7 @@ func (r *peersRun) row(implA, implB string) (Result, error) {
 	if err := errors.Join(errA, errB); err != nil {
 		return res, err
 	}
-	m, err := n.measureTCP(impl, r.runs, peersPings, r.bytes, r.cfg.Seed)
+	m, err := n.measureTCP(impl, r.runs, PeersPings, r.bytes, r.cfg.Seed)
 	if err != nil {
 		return res, err
 	}
