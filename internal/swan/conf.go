@@ -58,12 +58,18 @@ type Conn struct {
 	// LocalTS and RemoteTS are the child's traffic selectors (strongSwan
 	// "dynamic", the outer address, when empty).
 	LocalTS, RemoteTS []netip.Prefix
-	// RekeyTime and LifeTime of the IKE SA (rekey_time, over_time is
-	// LifeTime-RekeyTime when both are set).
+	// RekeyTime and LifeTime of the IKE SA: rekey_time, and over_time
+	// = LifeTime-RekeyTime (LifeTime needs RekeyTime and must exceed
+	// it).
 	RekeyTime, LifeTime time.Duration
 	// ChildRekeyTime and ChildLifeTime of the child SA (rekey_time,
-	// life_time).
+	// life_time; ChildLifeTime must exceed ChildRekeyTime when both are
+	// set).
 	ChildRekeyTime, ChildLifeTime time.Duration
+	// NoRandTime turns off strongSwan's randomization of the rekeying
+	// times (rand_time = 0s for the IKE and the child SA), so that they
+	// rekey at RekeyTime and ChildRekeyTime exactly.
+	NoRandTime bool
 	// DPDDelay is the liveness check interval (dpd_delay; 0: none).
 	DPDDelay time.Duration
 	// DPDAction is clear, trap or restart (dpd_action of the child).
@@ -127,6 +133,12 @@ func (c Conn) check() error {
 			return fmt.Errorf("%w: %s: duration %v is not a whole number of seconds", ErrConfig, c.Name, d)
 		}
 	}
+	if c.LifeTime > 0 && c.LifeTime <= c.RekeyTime || c.LifeTime > 0 && c.RekeyTime == 0 {
+		return fmt.Errorf("%w: %s: LifeTime %v needs a shorter RekeyTime (have %v)", ErrConfig, c.Name, c.LifeTime, c.RekeyTime)
+	}
+	if c.ChildLifeTime > 0 && c.ChildLifeTime <= c.ChildRekeyTime {
+		return fmt.Errorf("%w: %s: ChildLifeTime %v not above ChildRekeyTime %v", ErrConfig, c.Name, c.ChildLifeTime, c.ChildRekeyTime)
+	}
 	return nil
 }
 
@@ -153,8 +165,11 @@ func SwanctlConf(conns ...Conn) (string, error) {
 		}
 		kv(&b, 4, "proposals", c.Proposals)
 		secs(&b, 4, "rekey_time", c.RekeyTime)
-		if c.LifeTime > 0 && c.RekeyTime > 0 && c.LifeTime > c.RekeyTime {
+		if c.LifeTime > 0 {
 			secs(&b, 4, "over_time", c.LifeTime-c.RekeyTime)
+		}
+		if c.NoRandTime {
+			kv(&b, 4, "rand_time", "0s")
 		}
 		secs(&b, 4, "dpd_delay", c.DPDDelay)
 		if c.Encap {
@@ -171,6 +186,9 @@ func SwanctlConf(conns ...Conn) (string, error) {
 		kv(&b, 8, "esp_proposals", c.ESPProposals)
 		secs(&b, 8, "rekey_time", c.ChildRekeyTime)
 		secs(&b, 8, "life_time", c.ChildLifeTime)
+		if c.NoRandTime {
+			kv(&b, 8, "rand_time", "0s")
+		}
 		kv(&b, 8, "dpd_action", c.DPDAction)
 		kv(&b, 8, "start_action", c.StartAction)
 		kv(&b, 8, "close_action", c.CloseAction)
@@ -222,7 +240,8 @@ type Options struct {
 	// Swanctl is the swanctl binary ("swanctl" from PATH when empty).
 	Swanctl string
 	// Extra is appended inside strongswan.conf's charon section
-	// (e.g. "threads = 8\n").
+	// (e.g. "ikesa_table_size = 64\n"; charon needs more than a handful
+	// of threads: with threads = 4 its vici socket never answers).
 	Extra string
 }
 

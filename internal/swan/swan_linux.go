@@ -115,8 +115,9 @@ func Start(ctx context.Context, ns string, o Options) (_ *Charon, err error) {
 		}
 		select {
 		case <-ctx.Done():
+			log, out := c.Log(), c.output()
 			c.Kill()
-			return nil, fmt.Errorf("swan: charon's vici socket did not come up: %w (%v)", ctx.Err(), err)
+			return nil, fmt.Errorf("swan: charon's vici socket did not come up: %w (%v); log:\n%s\n%s", ctx.Err(), err, log, out)
 		case <-c.done:
 		case <-time.After(50 * time.Millisecond):
 		}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -210,5 +211,51 @@ func TestKill(t *testing.T) {
 	}
 	if err := p.a.Stop(); err != nil {
 		t.Fatalf("Stop after Kill: %v", err)
+	}
+}
+
+// TestLoadAllOptions: charon accepts a connection with every Conn field
+// set, and lists it with those settings.
+func TestLoadAllOptions(t *testing.T) {
+	Require(t)
+	ns := netns.New(t)
+	c := StartTest(t, ns.Name, Options{Port: 1500, NATTPort: 14500, NoRoutes: true, Extra: "  ikesa_table_size = 64\n"})
+	conn := Conn{Name: "full", Child: "kid", LocalAddrs: "192.0.2.1", RemoteAddrs: "192.0.2.2", RemotePort: 1501,
+		LocalID: "a.test", RemoteID: "b.test", PSK: "0123456789abcdef0123",
+		Proposals: "aes256-sha256-modp2048", ESPProposals: "aes256-sha256",
+		LocalTS: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}, RemoteTS: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24")},
+		RekeyTime: time.Hour, LifeTime: 90 * time.Minute, ChildRekeyTime: 10 * time.Minute, ChildLifeTime: 12 * time.Minute,
+		DPDDelay: 5 * time.Second, DPDAction: "restart", StartAction: "trap", CloseAction: "none", Encap: true, NoMobike: true, NoRandTime: true}
+	if err := c.Load(conn); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := c.Swanctl(ctx, "--list-conns")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"full: IKEv2, no reauthentication, rekeying every 3600s, dpd delay 5s", "remote: 192.0.2.2",
+		"id: b.test", "kid: TUNNEL, rekeying every 600s, dpd action is start", "local:  10.1.0.0/24", "remote: 10.2.0.0/24"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--list-conns lacks %q:\n%s", want, out)
+		}
+	}
+	for _, want := range []string{"encap = 1", "mobike = 0", "over_time = 1800", "rand_time = 0",
+		"proposals = IKE:AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/MODP_2048", "ESP:AES_CBC_256/HMAC_SHA2_256_128/NO_EXT_SEQ"} {
+		if !strings.Contains(c.Log(), want) {
+			t.Errorf("charon's log lacks %q", want)
+		}
+	}
+	// charon listens on the configured ports (1500 = 0x05DC, 14500 =
+	// 0x38A4) in the namespace.
+	var udp []byte
+	if err := ns.Do(func() (err error) { udp, err = os.ReadFile("/proc/thread-self/net/udp"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range []string{":05DC ", ":38A4 "} {
+		if !strings.Contains(string(udp), port) {
+			t.Errorf("no UDP socket on port %s:\n%s", port, udp)
+		}
 	}
 }

@@ -104,7 +104,7 @@ func TestSwanctlConf(t *testing.T) {
 		LocalTS:   []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")},
 		RemoteTS:  []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24"), netip.MustParsePrefix("10.3.0.0/24")},
 		RekeyTime: time.Hour, LifeTime: 90 * time.Minute, ChildRekeyTime: 10 * time.Minute, ChildLifeTime: 12 * time.Minute,
-		DPDDelay: 5 * time.Second, DPDAction: "restart", StartAction: "start", Encap: true, NoMobike: true,
+		DPDDelay: 5 * time.Second, DPDAction: "restart", StartAction: "start", Encap: true, NoMobike: true, NoRandTime: true,
 	}
 	text, err := SwanctlConf(c, Conn{Name: "second", Child: "c2", LocalAddrs: "%any", RemoteAddrs: "%any", LocalID: "x", RemoteID: "y", PSK: "p"})
 	if err != nil {
@@ -113,11 +113,11 @@ func TestSwanctlConf(t *testing.T) {
 	for _, want := range []string{
 		"  gw {\n    version = 2\n    local_addrs = 192.0.2.1\n    remote_addrs = 192.0.2.2\n    remote_port = 4501\n",
 		"    proposals = " + DefaultProposals + "\n",
-		"    rekey_time = 3600s\n    over_time = 1800s\n    dpd_delay = 5s\n    encap = yes\n    mobike = no\n",
+		"    rekey_time = 3600s\n    over_time = 1800s\n    rand_time = 0s\n    dpd_delay = 5s\n    encap = yes\n    mobike = no\n",
 		"    local {\n      auth = psk\n      id = a.test\n    }\n",
 		"    remote {\n      auth = psk\n      id = b.test\n    }\n",
 		"      net {\n        local_ts = 10.1.0.0/24\n        remote_ts = 10.2.0.0/24,10.3.0.0/24\n        esp_proposals = aes128gcm16\n",
-		"        rekey_time = 600s\n        life_time = 720s\n        dpd_action = restart\n        start_action = start\n",
+		"        rekey_time = 600s\n        life_time = 720s\n        rand_time = 0s\n        dpd_action = restart\n        start_action = start\n",
 		"  second {\n", "      c2 {\n", "        start_action = none\n",
 		"secrets {\n  ike-0 {\n    id-1 = a.test\n    id-2 = b.test\n    secret = \"0123456789abcdef0123\"\n  }\n  ike-1 {",
 	} {
@@ -130,6 +130,9 @@ func TestSwanctlConf(t *testing.T) {
 	}
 	// The second connection has no traffic selectors: strongSwan's
 	// default (dynamic) applies.
+	if strings.Count(text, "rand_time") != 2 {
+		t.Errorf("rand_time written for the second connection:\n%s", text)
+	}
 	if strings.Count(text, "local_ts") != 1 {
 		t.Errorf("local_ts written for a connection without selectors:\n%s", text)
 	}
@@ -150,6 +153,9 @@ func TestSwanctlConfRefuses(t *testing.T) {
 		"fractional seconds":    func(c *Conn) { c.ChildRekeyTime = 1500 * time.Millisecond },
 		"negative duration":     func(c *Conn) { c.DPDDelay = -time.Second },
 		"port out of range":     func(c *Conn) { c.RemotePort = 70000 },
+		"life without rekey":    func(c *Conn) { c.LifeTime = time.Hour },
+		"life below rekey":      func(c *Conn) { c.RekeyTime, c.LifeTime = time.Hour, time.Minute },
+		"child life = rekey":    func(c *Conn) { c.ChildRekeyTime, c.ChildLifeTime = time.Minute, time.Minute },
 		"brace in a child name": func(c *Conn) { c.Child = "net{" },
 	} {
 		c := ok
