@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -188,6 +189,11 @@ func TestKill(t *testing.T) {
 		t.Fatalf("Initiate: %v", err)
 	}
 	p.installed(t)
+	// Pid is charon itself (ip netns exec, unshare and sh exec it), so
+	// CPUTime measures charon.
+	if comm, err := os.ReadFile("/proc/" + strconv.Itoa(p.a.Pid()) + "/comm"); err != nil || string(comm) != "charon\n" {
+		t.Errorf("Pid %d is %q (%v), not charon", p.a.Pid(), comm, err)
+	}
 	cpu, err := p.a.CPUTime()
 	if err != nil || cpu < 0 {
 		t.Fatalf("CPUTime = %v, %v", cpu, err)
