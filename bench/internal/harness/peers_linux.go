@@ -62,7 +62,8 @@ func (n *wgNet) side(g *topo.NS) (local, remote netip.Addr, lnet, rnet netip.Pre
 
 // swanGW is strongSwan's charon (kernel-libipsec) in a gateway.
 type swanGW struct {
-	c *swan.Charon
+	c       *swan.Charon
+	untrack func()
 }
 
 func (n *wgNet) startSwan(g *topo.NS, psk string) (*swanGW, error) {
@@ -73,7 +74,8 @@ func (n *wgNet) startSwan(g *topo.NS, psk string) (*swanGW, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &swanGW{c: c}
+	// On SIGINT the namespaces go (CloseNetworks), and charon with them.
+	s := &swanGW{c: c, untrack: trackNet(c.Kill)}
 	err = c.Load(swan.Conn{
 		LocalAddrs: local.String(), RemoteAddrs: remote.String(), LocalID: lid, RemoteID: rid, PSK: psk,
 		ESPProposals: PeersTransform, LocalTS: []netip.Prefix{lnet}, RemoteTS: []netip.Prefix{rnet}, Encap: true,
@@ -107,7 +109,10 @@ func (s *swanGW) espIn(ctx context.Context) (uint64, error) {
 
 func (s *swanGW) cpu() (time.Duration, error) { return s.c.CPUTime() }
 
-func (s *swanGW) stop() { s.c.Stop() }
+func (s *swanGW) stop() {
+	s.untrack()
+	s.c.Stop()
+}
 
 // espGW is espxdp in a gateway: an ike.Endpoint on the wan address
 // (UDP 500 and 4500, kernel sockets: the engine's XDP program passes IKE
