@@ -238,6 +238,7 @@ type Endpoint struct {
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 	bg     sync.WaitGroup // background rekeys and restarts; Close waits
+
 	received, sent, retransmits, malformed, dropped, authFailed atomic.Uint64
 	cookiesSent                                                 atomic.Uint64
 	wg                                                          sync.WaitGroup
