@@ -53,9 +53,12 @@ func (s *IKESA) RekeyChild(ctx context.Context) (*ChildSA, error) {
 		s.e.mu.Unlock()
 		var c *ChildSA
 		c, err = h.rekeyChildAttempt(ctx)
-		if !errors.Is(err, errTemporary) || try >= maxTempRetries {
+		// A request on an IKE SA that the peer replaced and deleted
+		// meanwhile (ErrRekeyed) is retried on the successor.
+		if !(errors.Is(err, errTemporary) || errors.Is(err, ErrRekeyed)) || try >= maxTempRetries {
 			return c, err
 		}
+		s.e.log.Debug("ike: child SA rekey deferred", "sa", h, "err", err)
 		if werr := tempWait(ctx, s.e.cfg.Retransmit, try); werr != nil {
 			return nil, werr
 		}
@@ -318,6 +321,7 @@ func (s *IKESA) respondCreateChild(m *Message) []func() {
 	}
 	// RFC 7296 §2.25: not while the IKE SA is being rekeyed.
 	if s.successor != nil || s.rekeying || s.deleting {
+		e.log.Debug("ike: peer's child SA rekey refused during an IKE SA rekey", "sa", s)
 		s.respond(m, []Payload{&Notify{NotifyType: TemporaryFailure}})
 		return nil
 	}

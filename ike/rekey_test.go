@@ -47,14 +47,14 @@ func (g *gateConn) count() int {
 	return len(g.held)
 }
 
+// release sends the held datagrams, in order, before any new one.
 func (g *gateConn) release() {
 	g.mu.Lock()
-	held := g.held
-	g.held, g.closed = nil, false
-	g.mu.Unlock()
-	for _, h := range held {
+	defer g.mu.Unlock()
+	for _, h := range g.held {
 		g.PacketConn.WriteTo(h.b, h.a)
 	}
+	g.held, g.closed = nil, false
 }
 
 // crossing runs fi and fr at once with both sides' first requests held
