@@ -31,7 +31,9 @@ func newRecorder() *recorder {
 		seenIKE: map[*IKESA]bool{}, keys: map[string]string{}}
 }
 
-func (r *recorder) problem(f string, args ...any) { r.problems = append(r.problems, fmt.Sprintf(f, args...)) }
+func (r *recorder) problem(f string, args ...any) {
+	r.problems = append(r.problems, fmt.Sprintf(f, args...))
+}
 
 func (r *recorder) key(k []byte, what string) {
 	if len(k) == 0 || bytes.Count(k, []byte{0}) == len(k) {
