@@ -84,7 +84,8 @@
 //     "clear" (OnChildDown, then OnIKEDown with ErrTimeout) or "restart"
 //     (clear, then Initiate again to the same remote for SAs made by
 //     Initiate, until it succeeds or the Endpoint is closed).
-//   - Peer address changes (RFC 7296 §2.23): with a NAT detected, an
+//   - Peer address changes (RFC 7296 §2.23): with a NAT detected (or
+//     on the NAT-T port), an
 //     authenticated request or response from another address or port
 //     moves the IKE SA there (logged at Info, Config.OnRemoteChanged);
 //     the embedder updates its child SAs (the inbound ones have

@@ -342,9 +342,12 @@ func (e *Endpoint) Serve() {
 	e.wg.Wait()
 }
 
-// Close closes the sockets, stops all timers and waits for background
-// rekeys and restarts to end; Serve returns. It reports nothing to the
-// callbacks of the IKE SAs it drops.
+// Close closes the sockets, stops all timers and waits for the
+// Endpoint's background rekeys (Config.IKELifetime) and restarts
+// (DPDAction "restart") to end; Serve returns. It reports nothing to
+// the callbacks of the IKE SAs it drops. Those goroutines may be in a
+// callback: do not call Close from a callback, nor while holding a lock
+// a callback takes.
 func (e *Endpoint) Close() error {
 	e.mu.Lock()
 	e.closed = true
