@@ -85,11 +85,10 @@
 //     (clear, then Initiate again to the same remote for SAs made by
 //     Initiate, until it succeeds or the Endpoint is closed).
 //   - Peer address changes (RFC 7296 §2.23): with a NAT detected (or
-//     on the NAT-T port), an
-//     authenticated request or response from another address or port
-//     moves the IKE SA there (logged at Info, Config.OnRemoteChanged);
-//     the embedder updates its child SAs (the inbound ones have
-//     FloatRemote).
+//     on the NAT-T port), an authenticated request or response from
+//     another address or port moves the IKE SA there (logged at Info,
+//     Config.OnRemoteChanged); the embedder updates its child SAs (the
+//     inbound ones have FloatRemote).
 //   - Denial-of-service bounds (RFC 7296 §2.6): from
 //     Config.CookieThreshold half-open IKE SAs (default 64) on, the
 //     responder answers an IKE_SA_INIT that does not carry a valid
