@@ -344,3 +344,13 @@ func TestLoopbackRekeyingState(t *testing.T) {
 		t.Fatal("the old SA survived")
 	}
 }
+
+func TestJitterProperty(t *testing.T) {
+	for _, l := range []time.Duration{10, time.Second, 4 * time.Hour} {
+		for k := 0; k < 1000; k++ {
+			if j := jitter(l); j > l || j < l-l/10 {
+				t.Fatalf("jitter(%v) = %v, want within the last 10 %%", l, j)
+			}
+		}
+	}
+}

@@ -1252,7 +1252,8 @@ func (s *IKESA) idOK(id *ID) bool {
 }
 
 // makeChild derives KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr) (RFC
-// 7296 §2.17; gir is nil without PFS) and builds the sa.Configs. ni, nr, tsi and tsr are the nonces and
+// 7296 §2.17; gir is nil without PFS) and builds the sa.Configs. ni,
+// nr, tsi and tsr are the nonces and
 // negotiated selectors of the exchange's initiator and responder; ini
 // tells whether we initiated the exchange (keys for the exchange
 // initiator's outbound direction come first). inSPI is our inbound SPI.
@@ -1567,10 +1568,15 @@ func (s *IKESA) Ping(ctx context.Context) error {
 	return s.request(ctx, Informational, nil, nil)
 }
 
-// Delete deletes the IKE SA (and so its child) with an INFORMATIONAL
-// exchange; the SA is gone locally even if the peer does not answer.
+// Delete deletes the IKE SA (and so its children) with an
+// INFORMATIONAL exchange; the SA is gone locally even if the peer does
+// not answer. On an IKE SA replaced by a rekey it deletes the successor
+// holding the children.
 func (s *IKESA) Delete(ctx context.Context) error {
-	return s.deleteIKE(ctx, errf(ErrClosed, "deleted locally"))
+	s.e.mu.Lock()
+	h := s.home() // after an IKE SA rekey: the successor holding the children
+	s.e.mu.Unlock()
+	return h.deleteIKE(ctx, errf(ErrClosed, "deleted locally"))
 }
 
 // deleteIKE sends the Delete of the IKE SA and removes it with reason.
