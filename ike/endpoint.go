@@ -1563,9 +1563,13 @@ func (s *IKESA) request(ctx context.Context, x ExchangeType, ps []Payload, onRep
 }
 
 // Ping sends an empty INFORMATIONAL request (liveness check, RFC 7296
-// §2.4) and waits for the answer.
+// §2.4) and waits for the answer (on the successor of an IKE SA
+// replaced by a rekey).
 func (s *IKESA) Ping(ctx context.Context) error {
-	return s.request(ctx, Informational, nil, nil)
+	s.e.mu.Lock()
+	h := s.home() // after an IKE SA rekey: the successor
+	s.e.mu.Unlock()
+	return h.request(ctx, Informational, nil, nil)
 }
 
 // Delete deletes the IKE SA (and so its children) with an

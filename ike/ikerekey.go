@@ -112,11 +112,17 @@ func (s *IKESA) newRekeyedSA(initiator bool) *IKESA {
 // OnIKEUp; the children are not reported again), and the old SA is
 // deleted (reported to OnIKEDown with ErrRekeyed). It returns the new
 // IKE SA: after a collision with the peer's rekey, the surviving one
-// (then the peer deletes the old SA).
+// (then the peer deletes the old SA). On an IKE SA already replaced it
+// rekeys the successor.
 func (s *IKESA) RekeyIKE(ctx context.Context) (*IKESA, error) {
 	e := s.e
 	e.mu.Lock()
-	if s.state != stateEstablished || s.successor != nil || s.deleting {
+	if s.successor != nil { // a replaced handle: rekey the current SA
+		h := s.home()
+		e.mu.Unlock()
+		return h.RekeyIKE(ctx)
+	}
+	if s.state != stateEstablished || s.deleting || s.redundant {
 		e.mu.Unlock()
 		return nil, errf(ErrClosed, "IKE SA not established or already rekeyed")
 	}

@@ -187,6 +187,9 @@ func TestLoopbackRekeyIKE(t *testing.T) {
 			if err := ns[r].Ping(ctx); err != nil {
 				t.Fatal(err)
 			}
+			if err := ike.Ping(ctx); err != nil { // forwarded to the successor
+				t.Fatal(err)
+			}
 			if _, err := ike.RekeyChild(ctx); err != nil { // forwarded to the successor
 				t.Fatal(err)
 			}
