@@ -109,7 +109,55 @@ type Config struct {
 	// MaxIKESAs bounds the other IKE SAs (established, or being
 	// initiated; default DefaultMaxIKESAs): half-open SAs do not count.
 	MaxIKESAs int
+	// OnIKEDown is called (without locks held) when an IKE SA that had
+	// been established goes away for any reason: deleted by either
+	// side, a peer that stopped answering (err wraps ErrTimeout), a
+	// failed rekey, or replaced by its successor after an IKE SA rekey
+	// (err wraps ErrRekeyed; its children live on in the successor and
+	// are not reported down). It runs after OnChildDown for the SA's
+	// children. IKE SAs that never completed IKE_AUTH are not reported
+	// (Initiate returns their error); Endpoint.Close reports nothing.
+	OnIKEDown func(s *IKESA, err error)
+	// OnIKEUp is called (without locks held) when an IKE SA is
+	// established: IKE_AUTH completed (before OnChild for its first
+	// child) or it replaced its predecessor in an IKE SA rekey.
+	OnIKEUp func(s *IKESA)
+	// IKELifetime is the IKE SA's rekey time (RFC 7296 §2.18): each
+	// side rekeys its established IKE SAs after IKELifetime minus a
+	// random 0-10 % (so both sides rarely start at once). 0 means
+	// DefaultIKELifetime (4h, strongSwan's rekey_time); negative means
+	// never (the peer may still rekey).
+	IKELifetime time.Duration
+	// DPDDelay enables dead peer detection (RFC 7296 §2.4): when
+	// nothing arrived on an IKE SA for DPDDelay (nor, with
+	// InboundActivity, on its child SAs), an empty INFORMATIONAL is
+	// sent; when its retransmissions time out, the IKE SA is dead (see
+	// DPDAction). 0 disables it.
+	DPDDelay time.Duration
+	// DPDAction is what happens to an IKE SA whose peer stopped
+	// answering (DPD or any other exchange timing out): "clear" (the
+	// default: local state is deleted, OnChildDown for its children,
+	// OnIKEDown with an error wrapping ErrTimeout) or "restart" (clear,
+	// then, for IKE SAs made by Initiate, Initiate again to the same
+	// remote, retrying every max(DPDDelay, 1s) until it succeeds or the
+	// Endpoint is closed).
+	DPDAction string
+	// InboundActivity, when set, returns the last time traffic from the
+	// peer was accepted on the IKE SA's child SAs (e.g. from the SAs'
+	// counters); DPD then probes only when both the IKE SA and its
+	// children were idle for DPDDelay. Called without locks held.
+	InboundActivity func(s *IKESA) time.Time
+	// OnRemoteChanged is called (without locks held) when an
+	// established IKE SA follows its peer to a new address or port
+	// (RFC 7296 §2.23: an authenticated message from elsewhere while a
+	// NAT was detected); the embedder updates its child SAs' remote
+	// endpoint.
+	OnRemoteChanged func(s *IKESA, old, new netip.AddrPort)
 }
+
+// DefaultIKELifetime is the IKE SA rekey time when Config.IKELifetime
+// is 0.
+const DefaultIKELifetime = 4 * time.Hour
 
 // ChildSA is a negotiated child SA: the two sa.Configs to install.
 type ChildSA struct {
@@ -124,8 +172,34 @@ type ChildSA struct {
 	Transform string
 	// ESN tells whether extended sequence numbers were negotiated.
 	ESN bool
-	// IKE is the IKE SA the child belongs to.
+	// PFS is the Diffie-Hellman group of the exchange that created the
+	// child (0: none; the first child, from IKE_AUTH, never has one).
+	PFS DHGroup
+	// IKE is the IKE SA that negotiated the child. After an IKE SA
+	// rekey the child belongs to the successor: Owner returns the
+	// current one.
 	IKE *IKESA
+
+	owner   *IKESA    // current IKE SA (e.mu)
+	created time.Time // when it was established
+
+	// Rekey state (e.mu), RFC 7296 §2.8.
+	ni, nr    []byte   // nonces of the exchange that created it
+	succ      *ChildSA // its successor, once a rekey completed
+	ourRekey  bool     // our CREATE_CHILD_SA rekeying it is pending
+	peerSucc  *ChildSA // created answering the peer's rekey of it while ourRekey (a collision)
+	redundant bool     // lost a rekey collision: deleted by its initiator
+}
+
+// Owner returns the IKE SA the child currently belongs to (IKE, or its
+// successor after IKE SA rekeys).
+func (c *ChildSA) Owner() *IKESA {
+	if c.IKE == nil {
+		return nil
+	}
+	c.IKE.e.mu.Lock()
+	defer c.IKE.e.mu.Unlock()
+	return c.owner
 }
 
 // Stats counts the Endpoint's messages.
@@ -149,7 +223,8 @@ type Stats struct {
 type Endpoint struct {
 	cfg      Config
 	ikeProps []Proposal
-	espProp  Proposal
+	espProp  Proposal // for CREATE_CHILD_SA: DH groups (PFS) included
+	espAuth  Proposal // for IKE_AUTH: without DH (RFC 7296 §1.2)
 	log      *slog.Logger
 	conn     net.PacketConn
 	natt     net.PacketConn
@@ -159,6 +234,10 @@ type Endpoint struct {
 	halfOpen int               // responder SAs in stateInitDone
 	cookies  cookieSecrets
 	closed   bool
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	bg     sync.WaitGroup // background rekeys and restarts; Close waits
 
 	received, sent, retransmits, malformed, dropped, authFailed atomic.Uint64
 	cookiesSent                                                 atomic.Uint64
@@ -209,7 +288,21 @@ func NewEndpoint(cfg Config, conn, natt net.PacketConn) (*Endpoint, error) {
 	if cfg.MaxIKESAs <= 0 {
 		cfg.MaxIKESAs = DefaultMaxIKESAs
 	}
+	if cfg.IKELifetime == 0 {
+		cfg.IKELifetime = DefaultIKELifetime
+	}
+	if cfg.DPDDelay < 0 {
+		return nil, errf(ErrConfig, "negative DPDDelay")
+	}
+	switch cfg.DPDAction {
+	case "":
+		cfg.DPDAction = "clear"
+	case "clear", "restart":
+	default:
+		return nil, errf(ErrConfig, "DPDAction %q (clear or restart)", cfg.DPDAction)
+	}
 	e := &Endpoint{cfg: cfg, conn: conn, natt: natt, sas: map[uint64]*IKESA{}, log: cfg.Logger}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -226,6 +319,7 @@ func NewEndpoint(cfg Config, conn, natt net.PacketConn) (*Endpoint, error) {
 		return nil, err
 	}
 	e.espProp.Num = 1
+	e.espAuth = stripDH(e.espProp)
 	return e, nil
 }
 
@@ -248,21 +342,26 @@ func (e *Endpoint) Serve() {
 	e.wg.Wait()
 }
 
-// Close closes the sockets and stops all timers; Serve returns.
+// Close closes the sockets, stops all timers and waits for the
+// Endpoint's background rekeys (Config.IKELifetime) and restarts
+// (DPDAction "restart") to end; Serve returns. It reports nothing to
+// the callbacks of the IKE SAs it drops. Those goroutines may be in a
+// callback: do not call Close from a callback, nor while holding a lock
+// a callback takes.
 func (e *Endpoint) Close() error {
 	e.mu.Lock()
 	e.closed = true
+	e.cancel()
 	for _, s := range e.sas {
 		s.stopLocked(ErrClosed)
-		if s.expiry != nil {
-			s.expiry.Stop()
-		}
+		s.stopTimers()
 	}
 	e.mu.Unlock()
 	err := e.conn.Close()
 	if e.natt != nil {
 		e.natt.Close()
 	}
+	e.bg.Wait()
 	return err
 }
 
@@ -399,6 +498,7 @@ const (
 	stateInitDone // responder: IKE_SA_INIT answered, waiting for IKE_AUTH
 	stateEstablished
 	stateDead
+	stateRekeyInit // initiator of an IKE SA rekey: CREATE_CHILD_SA sent
 )
 
 // setState moves s to state st (e.mu held), keeping e.halfOpen the
@@ -445,9 +545,24 @@ type IKESA struct {
 
 	cookie      *Notify // initiator: the COOKIE the responder demanded
 	cookieTries int
+
+	remoteID    Identity  // the peer's authenticated identity
+	established time.Time // when IKE_AUTH (or the rekey creating it) completed
+	rekeying    bool      // our IKE SA rekey of this SA is under way
+	deleting    bool      // a Delete of this SA is under way
+	reported    bool      // reported to OnIKEUp (so OnIKEDown is due)
+	lastRecv    time.Time // last authenticated message from the peer
+	initiated   bool      // made by Initiate (or rekeyed from such an SA): DPDAction restart applies
+	origRemote  netip.AddrPort
+	successor   *IKESA // the IKE SA that took over the children (IKE SA rekey)
+	peerNew     *IKESA // created answering the peer's IKE SA rekey while ours was pending (collision)
+	redundant   bool   // lost an IKE SA rekey collision: deleted by its initiator
+	dpdTimer    *time.Timer
+	lifeTimer   *time.Timer
 }
 
 type request struct {
+	fin     chan struct{} // closed when the request is no longer pending
 	id      uint32
 	msg     []byte
 	tries   int
@@ -463,14 +578,21 @@ func (s *IKESA) Remote() netip.AddrPort {
 	return s.remote
 }
 
-// Child returns the established child SA, or nil.
+// Child returns the newest established child SA (of the successor,
+// after an IKE SA rekey), or nil.
 func (s *IKESA) Child() *ChildSA {
 	s.e.mu.Lock()
 	defer s.e.mu.Unlock()
-	if len(s.children) == 0 {
+	h := s.home()
+	for k := len(h.children) - 1; k >= 0; k-- {
+		if c := h.children[k]; c.succ == nil && !c.redundant {
+			return c
+		}
+	}
+	if len(h.children) == 0 {
 		return nil
 	}
-	return s.children[len(s.children)-1]
+	return h.children[len(h.children)-1]
 }
 
 // Established reports whether IKE_AUTH completed and the SA was not
@@ -547,7 +669,7 @@ func (s *IKESA) open(m *Message, raw []byte) error {
 // startRequest sends a request and arms retransmission. Called with
 // e.mu held.
 func (s *IKESA) startRequest(msg []byte, onReply func(*Message, []byte, netip.AddrPort, bool) []func()) *request {
-	r := &request{id: s.nextReq, msg: msg, onReply: onReply, result: make(chan error, 1)}
+	r := &request{id: s.nextReq, msg: msg, onReply: onReply, result: make(chan error, 1), fin: make(chan struct{})}
 	s.nextReq++
 	s.pending = r
 	s.e.send(msg, s.remote, s.natt)
@@ -586,6 +708,7 @@ func (s *IKESA) stopLocked(err error) {
 	if r := s.pending; r != nil {
 		r.timer.Stop()
 		s.pending = nil
+		close(r.fin)
 		r.result <- err
 	}
 }
@@ -599,9 +722,7 @@ func (s *IKESA) dieLocked(err error) []func() {
 	}
 	s.setState(stateDead)
 	s.err = err
-	if s.expiry != nil {
-		s.expiry.Stop()
-	}
+	s.stopTimers()
 	delete(s.e.sas, s.ourSPI())
 	if s.keys != nil {
 		s.keys.wipe()
@@ -618,7 +739,35 @@ func (s *IKESA) dieLocked(err error) []func() {
 		s.e.cfg.SAD.ReleaseSPI(binary.BigEndian.Uint32(s.childSP))
 	}
 	s.children = nil
+	// An IKE SA created answering the peer's colliding rekey, not taken
+	// over, goes with its predecessor.
+	if p := s.peerNew; p != nil && s.successor != p && !p.redundant {
+		after = append(after, p.dieLocked(err)...)
+	}
+	// Invariant (TestRekeyProperty): every IKE SA reported to OnIKEUp is
+	// reported to OnIKEDown exactly once (state moves to stateDead
+	// once), after OnChildDown for its children.
+	if f := s.e.cfg.OnIKEDown; f != nil && s.reported {
+		after = append(after, func() { f(s, err) })
+	}
+	if errors.Is(err, ErrTimeout) && s.reported && s.initiated && s.e.cfg.DPDAction == "restart" && !s.e.closed {
+		s.e.bg.Add(1)
+		remote := s.origRemote
+		after = append(after, func() { go s.e.restart(remote) })
+	}
 	return after
+}
+
+// upAfter marks s established for the callbacks and timers and returns
+// the after-function reporting it to OnIKEUp (e.mu held).
+func (s *IKESA) upAfter() []func() {
+	s.reported = true
+	s.lastRecv = time.Now()
+	s.startTimers()
+	if f := s.e.cfg.OnIKEUp; f != nil {
+		return []func(){func() { f(s) }}
+	}
+	return nil
 }
 
 func wipeChild(c *ChildSA) {
@@ -636,16 +785,22 @@ func (s *IKESA) handle(m *Message, raw []byte, from netip.AddrPort, natt bool) [
 			s.e.dropped.Add(1)
 			return nil
 		}
+		var after []func()
 		if m.Exchange != IKESAInit {
 			if err := s.open(m, raw); err != nil {
 				s.e.malformed.Add(1)
 				s.e.log.Debug("ike: response refused", "peer", from, "err", err)
 				return nil
 			}
+			s.lastRecv = time.Now()
+			if m.Exchange != IKEAuth {
+				after = s.follow(from, natt)
+			}
 		}
 		r.timer.Stop()
 		s.pending = nil
-		return r.onReply(m, raw, from, natt)
+		close(r.fin)
+		return append(after, r.onReply(m, raw, from, natt)...)
 	}
 	// A request from the peer.
 	if s.state == stateInitSent || s.keys == nil {
@@ -667,20 +822,42 @@ func (s *IKESA) handle(m *Message, raw []byte, from netip.AddrPort, natt bool) [
 		s.e.log.Debug("ike: request refused", "peer", from, "err", err)
 		return nil
 	}
-	if s.nat || natt {
-		// RFC 7296 §2.23: follow the peer's address of authenticated
-		// requests behind a NAT.
-		s.remote, s.natt = from, natt
-	}
+	s.lastRecv = time.Now()
+	after := s.follow(from, natt)
 	switch {
 	case m.Exchange == IKEAuth && !s.initiator && s.state == stateInitDone:
-		return s.responderAuth(m, from, natt)
+		return append(after, s.responderAuth(m, from, natt)...)
 	case m.Exchange == Informational && s.state == stateEstablished:
-		return s.informational(m)
+		return append(after, s.informational(m)...)
 	case m.Exchange == CreateChildSA && s.state == stateEstablished:
-		return s.respondCreateChild(m)
+		if isIKERekey(m) {
+			return append(after, s.respondRekeyIKE(m)...)
+		}
+		return append(after, s.respondCreateChild(m)...)
 	}
 	s.e.dropped.Add(1)
+	return after
+}
+
+// follow moves the IKE SA to the address of an authenticated message
+// from the peer when a NAT was detected (RFC 7296 §2.23); for an
+// established SA it logs it and returns the OnRemoteChanged call.
+func (s *IKESA) follow(from netip.AddrPort, natt bool) []func() {
+	if !s.nat && !natt {
+		return nil
+	}
+	old := s.remote
+	if old == from && s.natt == natt {
+		return nil
+	}
+	s.remote, s.natt = from, natt
+	if s.state != stateEstablished || old == from {
+		return nil
+	}
+	s.e.log.Info("ike: peer moved", "sa", s, "old", old, "new", from)
+	if f := s.e.cfg.OnRemoteChanged; f != nil {
+		return []func(){func() { f(s, old, from) }}
+	}
 	return nil
 }
 
@@ -710,7 +887,7 @@ func (s *IKESA) informational(m *Message) []func() {
 			deleteIKE = true
 		case ProtoESP:
 			for _, spi := range d.SPIs {
-				c := s.removeChild(spi)
+				c := s.home().removeChild(spi)
 				if c == nil {
 					continue
 				}
@@ -722,8 +899,12 @@ func (s *IKESA) informational(m *Message) []func() {
 	}
 	if deleteIKE {
 		s.respond(m, nil)
+		if s.successor != nil || s.redundant {
+			s.e.log.Info("ike: rekeyed IKE SA deleted by peer", "sa", s)
+			return append(after, s.dieLocked(errf(ErrRekeyed, "deleted by the peer after the rekey"))...)
+		}
 		s.e.log.Info("ike: IKE SA deleted by peer", "peer", s.remote)
-		return append(after, s.dieLocked(ErrClosed)...)
+		return append(after, s.dieLocked(errf(ErrClosed, "deleted by the peer"))...)
 	}
 	s.respond(m, reply)
 	return after
@@ -739,7 +920,7 @@ func (e *Endpoint) Initiate(ctx context.Context, remote netip.AddrPort) (*IKESA,
 		e.mu.Unlock()
 		return nil, ErrClosed
 	}
-	s := &IKESA{e: e, initiator: true, remote: remote, done: make(chan error, 1)}
+	s := &IKESA{e: e, initiator: true, remote: remote, done: make(chan error, 1), initiated: true, origRemote: remote}
 	s.spiI = e.newSPI()
 	e.sas[s.spiI] = s
 	d, _ := e.ikeProps[0].get(TransformDH)
@@ -962,7 +1143,7 @@ func (s *IKESA) sendAuth() []func() {
 	s.childSP = spi
 	id := s.idPayload(false)
 	auth := pskAuth(s.suite.prf, e.cfg.PSK, s.initReq, s.nr, s.keys.pi, idBody(id))
-	prop := e.espProp
+	prop := e.espAuth
 	prop.SPI = spi
 	ps := []Payload{id}
 	if e.cfg.RemoteID.Type != 0 {
@@ -1033,7 +1214,7 @@ func (s *IKESA) onAuthResponse(m *Message, raw []byte, from netip.AddrPort, natt
 		return s.finish(errf(ErrMalformed, "IKE_AUTH response lacks SA or TS"))
 	}
 	chosen := sap.Proposals[0]
-	if chosen.Protocol != ProtoESP || len(chosen.SPI) != 4 || !acceptable([]Proposal{e.espProp}, chosen) {
+	if chosen.Protocol != ProtoESP || len(chosen.SPI) != 4 || !acceptable([]Proposal{e.espAuth}, chosen) {
 		return s.finish(errf(ErrNoProposalChosen, "responder chose an ESP proposal we did not offer"))
 	}
 	if !within(tsi.Selectors, e.cfg.LocalTS) || !within(tsr.Selectors, e.cfg.RemoteTS) {
@@ -1042,15 +1223,17 @@ func (s *IKESA) onAuthResponse(m *Message, raw []byte, from netip.AddrPort, natt
 	if m.Notify(UseTransportMode) != nil {
 		return s.finish(errf(ErrUnsupported, "transport mode"))
 	}
-	c, err := s.makeChild(chosen, s.childSP, s.ni, s.nr, true, tsi.Selectors, tsr.Selectors)
+	c, err := s.makeChild(chosen, s.childSP, s.ni, s.nr, nil, true, tsi.Selectors, tsr.Selectors)
 	if err != nil {
 		return s.finish(err)
 	}
 	s.setState(stateEstablished)
+	s.established = time.Now()
+	s.remoteID = Identity{Type: idr.IDType, Data: clone(idr.Data)}
 	s.children = append(s.children, c)
 	e.log.Info("ike: IKE SA established", "peer", s.remote, "role", "initiator", "child", c.ID, "transform", c.Transform,
 		"spi_in", fmt.Sprintf("%08x", c.In.SPI), "spi_out", fmt.Sprintf("%08x", c.Out.SPI), "nat", s.nat)
-	var after []func()
+	after := s.upAfter()
 	if f := e.cfg.OnChild; f != nil {
 		after = append(after, func() { f(c) })
 	}
@@ -1068,12 +1251,13 @@ func (s *IKESA) idOK(id *ID) bool {
 	return r.Type == 0 || (r.Type == id.IDType && string(r.Data) == string(id.Data))
 }
 
-// makeChild derives KEYMAT = prf+(SK_d, Ni | Nr) (RFC 7296 §2.17) and
-// builds the sa.Configs. ni, nr, tsi and tsr are the nonces and
+// makeChild derives KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr) (RFC
+// 7296 §2.17; gir is nil without PFS) and builds the sa.Configs. ni,
+// nr, tsi and tsr are the nonces and
 // negotiated selectors of the exchange's initiator and responder; ini
 // tells whether we initiated the exchange (keys for the exchange
 // initiator's outbound direction come first). inSPI is our inbound SPI.
-func (s *IKESA) makeChild(chosen Proposal, inSPI, ni, nr []byte, ini bool, tsi, tsr []TrafficSelector) (*ChildSA, error) {
+func (s *IKESA) makeChild(chosen Proposal, inSPI, ni, nr, gir []byte, ini bool, tsi, tsr []TrafficSelector) (*ChildSA, error) {
 	name, err := espFromIKE(chosen)
 	if err != nil {
 		return nil, err
@@ -1087,7 +1271,9 @@ func (s *IKESA) makeChild(chosen Proposal, inSPI, ni, nr []byte, ini bool, tsi, 
 		esn = t.ID == ESNYes
 	}
 	n := 2 * (tr.KeyLen() + tr.AuthKeyLen())
-	km := s.suite.prf.plus(s.keys.d, append(append([]byte(nil), ni...), nr...), n)
+	seed := append(append(append([]byte(nil), gir...), ni...), nr...)
+	km := s.suite.prf.plus(s.keys.d, seed, n)
+	clear(seed)
 	take := func(l int) []byte {
 		if l == 0 {
 			return nil
@@ -1129,7 +1315,12 @@ func (s *IKESA) makeChild(chosen Proposal, inSPI, ni, nr []byte, ini bool, tsi, 
 	if out.SPI < 256 {
 		return nil, errf(ErrMalformed, "peer's ESP SPI %d is reserved", out.SPI)
 	}
-	return &ChildSA{ID: id, In: in, Out: out, LocalTS: local, RemoteTS: remote, Transform: tr.Name(), ESN: esn, IKE: s}, nil
+	var pfs DHGroup
+	if d, ok := chosen.get(TransformDH); ok {
+		pfs = DHGroup(d.ID)
+	}
+	return &ChildSA{ID: id, In: in, Out: out, LocalTS: local, RemoteTS: remote, Transform: tr.Name(), ESN: esn, IKE: s,
+		PFS: pfs, owner: s, created: time.Now(), ni: ni, nr: nr}, nil
 }
 
 // responderInit answers an IKE_SA_INIT request (e.mu held).
@@ -1254,23 +1445,26 @@ func (s *IKESA) responderAuth(m *Message, from netip.AddrPort, natt bool) []func
 	id := s.idPayload(true)
 	ps := []Payload{id, &Auth{Method: AuthPSK, Data: pskAuth(s.suite.prf, e.cfg.PSK, s.initResp, s.ni, s.keys.pr, idBody(id))}}
 	s.setState(stateEstablished)
+	s.established = time.Now()
+	s.remoteID = Identity{Type: idi.IDType, Data: clone(idi.Data)}
 	c, notify := s.responderChild(m)
 	if c == nil {
 		e.log.Warn("ike: IKE SA established without child SA", "peer", from, "notify", notify)
 		ps = append(ps, &Notify{NotifyType: notify})
 		s.respond(m, ps)
-		return nil
+		return s.upAfter()
 	}
 	ps = append(ps, &SA{Proposals: []Proposal{c.prop}}, &TS{Selectors: c.tsi}, &TS{Responder: true, Selectors: c.tsr})
 	s.respond(m, ps)
 	s.children = append(s.children, c.child)
 	e.log.Info("ike: IKE SA established", "peer", s.remote, "role", "responder", "child", c.child.ID, "transform", c.child.Transform,
 		"spi_in", fmt.Sprintf("%08x", c.child.In.SPI), "spi_out", fmt.Sprintf("%08x", c.child.Out.SPI), "nat", s.nat)
+	after := s.upAfter()
 	if f := e.cfg.OnChild; f != nil {
 		ch := c.child
-		return []func(){func() { f(ch) }}
+		after = append(after, func() { f(ch) })
 	}
-	return nil
+	return after
 }
 
 type respChild struct {
@@ -1290,7 +1484,13 @@ func (s *IKESA) responderChild(m *Message) (*respChild, NotifyType) {
 	if m.Notify(UseTransportMode) != nil {
 		return nil, NoProposalChosen
 	}
-	chosen, ok := choose([]Proposal{e.espProp}, sap.Proposals)
+	// RFC 7296 §1.2: the child of IKE_AUTH uses the IKE SA's keys, no
+	// DH transform (a peer offering one has it ignored).
+	theirs := make([]Proposal, len(sap.Proposals))
+	for i, p := range sap.Proposals {
+		theirs[i] = stripDH(p)
+	}
+	chosen, ok := choose([]Proposal{e.espAuth}, theirs)
 	if !ok || len(chosen.SPI) != 4 {
 		return nil, NoProposalChosen
 	}
@@ -1304,7 +1504,7 @@ func (s *IKESA) responderChild(m *Message) (*respChild, NotifyType) {
 		return nil, TemporaryFailure
 	}
 	s.childSP = spi
-	c, err := s.makeChild(chosen, spi, s.ni, s.nr, false, ni, nr)
+	c, err := s.makeChild(chosen, spi, s.ni, s.nr, nil, false, ni, nr)
 	if err != nil {
 		return nil, NoProposalChosen
 	}
@@ -1317,13 +1517,20 @@ func (s *IKESA) responderChild(m *Message) (*respChild, NotifyType) {
 func (s *IKESA) request(ctx context.Context, x ExchangeType, ps []Payload, onReply func(*Message) []func()) error {
 	e := s.e
 	e.mu.Lock()
+	// Window of one: wait for our pending exchange to end.
+	for s.pending != nil && s.state == stateEstablished {
+		fin := s.pending.fin
+		e.mu.Unlock()
+		select {
+		case <-fin:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		e.mu.Lock()
+	}
 	if s.state != stateEstablished {
 		e.mu.Unlock()
 		return errf(ErrClosed, "IKE SA not established")
-	}
-	if s.pending != nil {
-		e.mu.Unlock()
-		return errf(ErrConfig, "another exchange is in progress")
 	}
 	b, err := s.seal(s.header(x, s.nextReq, false), ps)
 	if err != nil {
@@ -1347,24 +1554,43 @@ func (s *IKESA) request(ctx context.Context, x ExchangeType, ps []Payload, onRep
 		return err
 	case <-ctx.Done():
 		e.mu.Lock()
-		s.stopLocked(ctx.Err())
+		if s.pending == r {
+			s.stopLocked(ctx.Err())
+		}
 		e.mu.Unlock()
 		return ctx.Err()
 	}
 }
 
 // Ping sends an empty INFORMATIONAL request (liveness check, RFC 7296
-// §2.4) and waits for the answer.
+// §2.4) and waits for the answer (on the successor of an IKE SA
+// replaced by a rekey).
 func (s *IKESA) Ping(ctx context.Context) error {
-	return s.request(ctx, Informational, nil, nil)
+	s.e.mu.Lock()
+	h := s.home() // after an IKE SA rekey: the successor
+	s.e.mu.Unlock()
+	return h.request(ctx, Informational, nil, nil)
 }
 
-// Delete deletes the IKE SA (and so its child) with an INFORMATIONAL
-// exchange; the SA is gone locally even if the peer does not answer.
+// Delete deletes the IKE SA (and so its children) with an
+// INFORMATIONAL exchange; the SA is gone locally even if the peer does
+// not answer. On an IKE SA replaced by a rekey it deletes the successor
+// holding the children.
 func (s *IKESA) Delete(ctx context.Context) error {
+	s.e.mu.Lock()
+	h := s.home() // after an IKE SA rekey: the successor holding the children
+	s.e.mu.Unlock()
+	return h.deleteIKE(ctx, errf(ErrClosed, "deleted locally"))
+}
+
+// deleteIKE sends the Delete of the IKE SA and removes it with reason.
+func (s *IKESA) deleteIKE(ctx context.Context, reason error) error {
+	s.e.mu.Lock()
+	s.deleting = true
+	s.e.mu.Unlock()
 	err := s.request(ctx, Informational, []Payload{&Delete{Proto: ProtoIKE}}, nil)
 	s.e.mu.Lock()
-	after := s.dieLocked(ErrClosed)
+	after := s.dieLocked(reason)
 	s.e.mu.Unlock()
 	for _, f := range after {
 		f()
