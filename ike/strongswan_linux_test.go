@@ -5,187 +5,70 @@ package ike
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/internal/netns"
+	"github.com/espxdp/espxdp/internal/swan"
 	"github.com/espxdp/espxdp/internal/testenv"
 	"github.com/espxdp/espxdp/sa"
 )
 
 // The strongSwan interop tests run charon (strongSwan 5.9, kernel-libipsec:
-// ESP in userspace through a TUN device, always UDP-encapsulated) in one
+// ESP in userspace through a TUN device, always UDP-encapsulated; started,
+// configured and listed through internal/swan) in one
 // namespace and our Endpoint in the test process, with its sockets in a
 // second namespace, joined by a veth. ESP that strongSwan sends is
 // decrypted here with the derived inbound SA (Packet.ESPOnly over the
 // NAT-T socket) and ICMP echo requests are answered through the
 // outbound SA.
 
-const charonPath = "/usr/lib/ipsec/charon"
-
 var (
 	ssOuter = netip.MustParseAddr("192.168.77.1") // strongSwan's side of the veth
 	goOuter = netip.MustParseAddr("192.168.77.2") // ours
 	ssInner = netip.MustParseAddr("10.77.1.1")    // strongSwan's protected address
 	goInner = netip.MustParseAddr("10.77.2.1")    // ours (answered by the test)
+	goNet   = netip.MustParsePrefix("10.77.2.0/24")
 )
 
-type swan struct {
-	t    *testing.T
-	dir  string
-	ns   *netns.NS
-	uri  string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startCharon(t *testing.T, ns *netns.NS, psk string) *swan {
+// startCharon runs charon (internal/swan) in ns with the connection to
+// our side loaded: strongSwan's identity and PSK, its inner address
+// against our network, the child's esp_proposals espProposals (""
+// for swan.DefaultESPProposals, AES-128-GCM-16 without PFS).
+func startCharon(t *testing.T, ns *netns.NS, psk, espProposals string) *swan.Charon {
 	t.Helper()
-	return startCharonESP(t, ns, psk, "aes128gcm16")
+	c := swan.StartTest(t, ns.Name, swan.Options{})
+	if err := c.Load(swan.Conn{
+		LocalAddrs: ssOuter.String(), RemoteAddrs: goOuter.String(),
+		LocalID: "strongswan.test", RemoteID: "espxdp.test", PSK: psk,
+		ESPProposals: espProposals,
+		LocalTS:      []netip.Prefix{netip.PrefixFrom(ssInner, 32)}, RemoteTS: []netip.Prefix{goNet},
+	}); err != nil {
+		t.Fatalf("load strongSwan's connection: %v", err)
+	}
+	return c
 }
 
-// startCharonESP is startCharon with the child's esp_proposals.
-func startCharonESP(t *testing.T, ns *netns.NS, psk, espProposals string) *swan {
-	t.Helper()
-	swanctl := testenv.RequireCommand(t, "swanctl")
-	testenv.RequireCommand(t, charonPath)
-	dir := t.TempDir()
-	s := &swan{t: t, dir: dir, ns: ns, uri: "unix://" + dir + "/charon.vici", log: dir + "/charon.log", done: make(chan struct{})}
-	_ = swanctl
-	if err := os.Mkdir(dir+"/run", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	conf := fmt.Sprintf(`charon {
-  load = random nonce openssl aes sha1 sha2 hmac gcm curve25519 kdf pem pkcs1 x509 pubkey kernel-libipsec kernel-netlink socket-default vici
-  install_routes = yes
-  retransmit_tries = 3
-  retransmit_timeout = 1.0
-  plugins {
-    vici { socket = %s }
-  }
-  filelog {
-    charonlog {
-      path = %s
-      default = 1
-      ike = 2
-      cfg = 2
-      flush_line = yes
-    }
-  }
-}
-`, s.uri, s.log)
-	writeFile(t, dir+"/strongswan.conf", conf)
-	writeFile(t, dir+"/swanctl.conf", fmt.Sprintf(`connections {
-  gw {
-    version = 2
-    local_addrs = %s
-    remote_addrs = %s
-    proposals = aes128gcm16-prfsha256-x25519
-    local { auth = psk
-      id = strongswan.test }
-    remote { auth = psk
-      id = espxdp.test }
-    children {
-      net {
-        local_ts = %s/32
-        remote_ts = 10.77.2.0/24
-        esp_proposals = %s
-        start_action = none
-      }
-    }
-  }
-}
-secrets {
-  ike-gw {
-    id-1 = strongswan.test
-    id-2 = espxdp.test
-    secret = "%s"
-  }
-}
-`, ssOuter, goOuter, ssInner, espProposals, psk))
-	// A private /run for this charon (its pid file), its own config.
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, "unshare", "-m", "sh", "-c",
-		`mount --bind "$1" /run && exec "$2"`, "sh", dir+"/run", charonPath)
-	cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+dir+"/strongswan.conf")
-	out, err := os.Create(dir + "/charon.out")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start charon: %v", err)
-	}
-	s.cmd = cmd
-	go func() { cmd.Wait(); out.Close(); close(s.done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-s.done
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(s.log)
-			o, _ := os.ReadFile(dir + "/charon.out")
-			t.Logf("charon log:\n%s\n%s", b, o)
-		}
-	})
-	// Wait for the vici socket, then load the config.
-	ok := netns.WaitFor(10*time.Second, func() bool {
-		select {
-		case <-s.done:
-			return true
-		default:
-		}
-		_, err := s.swanctl(5*time.Second, "--stats")
-		return err == nil
-	})
-	select {
-	case <-s.done:
-		t.Fatal("charon exited")
-	default:
-	}
-	if !ok {
-		t.Fatal("charon's vici socket did not come up")
-	}
-	if out, err := s.swanctl(10*time.Second, "--load-all", "--file", dir+"/swanctl.conf"); err != nil {
-		t.Fatalf("swanctl --load-all: %v\n%s", err, out)
-	}
-	return s
+// deadline returns a context that ends after d or with the test.
+func deadline(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
 }
 
-func writeFile(t *testing.T, name, s string) {
-	t.Helper()
-	if err := os.WriteFile(name, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (s *swan) swanctl(timeout time.Duration, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+// established lists strongSwan's ESTABLISHED IKE SAs; a listing that
+// fails counts as none.
+func established(ss *swan.Charon) []swan.IKESA {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	args = append(args, "--uri", s.uri)
-	out, err := exec.CommandContext(ctx, "swanctl", args...).CombinedOutput()
-	return string(out), err
-}
-
-func (s *swan) logText() string {
-	b, _ := os.ReadFile(s.log)
-	return string(b)
+	sas, _ := ss.ListSAs(ctx)
+	return swan.Established(sas)
 }
 
 // goSide is our IKE endpoint plus an ESP responder for pings.
@@ -231,7 +114,7 @@ func startGoCfg(t *testing.T, ns *netns.NS, psk string, mod func(*Config)) *goSi
 	}
 	cfg := Config{
 		PSK: []byte(psk), LocalID: FQDN("espxdp.test"), RemoteID: FQDN("strongswan.test"),
-		LocalTS: ts("10.77.2.0/24"), RemoteTS: ts(ssInner.String() + "/32"),
+		LocalTS: ts(goNet.String()), RemoteTS: ts(ssInner.String() + "/32"),
 		SAD:    g.sad,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		OnChild: func(c *ChildSA) {
@@ -317,11 +200,8 @@ func (g *goSide) current() *ChildSA {
 }
 
 func interopNets(t *testing.T) (ssNS, goNS *netns.NS) {
-	testenv.RequirePrivileged(t)
-	testenv.RequireCommand(t, "ip")
+	swan.Require(t)
 	testenv.RequireCommand(t, "ping")
-	testenv.RequireCommand(t, "swanctl")
-	testenv.RequireCommand(t, charonPath)
 	ssNS, goNS = netns.New(t), netns.New(t)
 	v := netns.NewVethPair(t, ssNS, goNS)
 	v.A.AddAddr(t, netip.PrefixFrom(ssOuter, 24))
@@ -330,15 +210,14 @@ func interopNets(t *testing.T) (ssNS, goNS *netns.NS) {
 	return ssNS, goNS
 }
 
-var sasLine = regexp.MustCompile(`(?m)^\s+(in|out)\s+[0-9a-f]{8}.*?(\d+) bytes,\s+(\d+) packets`)
-
 // checkTraffic pings our inner address from strongSwan's and checks
-// both sides saw the ESP.
-func checkTraffic(t *testing.T, ss *swan, g *goSide) {
+// both sides saw the ESP: we answered and decrypted three more echo
+// requests, strongSwan lists an ESTABLISHED IKE SA with an INSTALLED
+// child and counts at least three packets each way over its children.
+func checkTraffic(t *testing.T, ss *swan.Charon, ssNS *netns.NS, g *goSide) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	out, err := ss.ns.Exec(ctx, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", ssInner.String(), goInner.String())
+	ctx := deadline(t, 20*time.Second)
+	out, err := ssNS.Exec(ctx, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", ssInner.String(), goInner.String())
 	if err != nil {
 		t.Fatalf("ping through the tunnel: %v\n%s", err, out)
 	}
@@ -353,21 +232,25 @@ func checkTraffic(t *testing.T, ss *swan, g *goSide) {
 	if st.DecryptPkts < 3 {
 		t.Fatalf("inbound SA decrypted %d packets", st.DecryptPkts)
 	}
-	sas, err := ss.swanctl(10*time.Second, "--list-sas")
+	sas, err := ss.ListSAs(ctx)
 	if err != nil {
-		t.Fatalf("swanctl --list-sas: %v\n%s", err, sas)
+		t.Fatalf("strongSwan's SAs: %v", err)
 	}
-	t.Logf("swanctl --list-sas:\n%s", sas)
-	if !strings.Contains(sas, "ESTABLISHED") || !strings.Contains(sas, "INSTALLED") {
-		t.Fatalf("strongSwan does not show ESTABLISHED and INSTALLED:\n%s", sas)
+	t.Logf("strongSwan's SAs: %+v", sas)
+	var installed bool
+	var in, outPkts uint64
+	for _, ike := range sas {
+		for _, c := range ike.Children {
+			installed = installed || ike.State == "ESTABLISHED" && c.State == "INSTALLED"
+			in += c.PacketsIn
+			outPkts += c.PacketsOut
+		}
 	}
-	counts := map[string]int{}
-	for _, m := range sasLine.FindAllStringSubmatch(sas, -1) {
-		n, _ := strconv.Atoi(m[3])
-		counts[m[1]] += n
+	if !installed {
+		t.Fatalf("strongSwan has no INSTALLED child under an ESTABLISHED IKE SA: %+v", sas)
 	}
-	if counts["in"] < 3 || counts["out"] < 3 {
-		t.Fatalf("strongSwan counted %d packets in, %d out; want ≥ 3 each", counts["in"], counts["out"])
+	if in < 3 || outPkts < 3 {
+		t.Fatalf("strongSwan counted %d packets in, %d out; want ≥ 3 each", in, outPkts)
 	}
 }
 
@@ -382,17 +265,23 @@ func waitUp(t *testing.T, g *goSide) {
 
 const interopPSK = "espxdp-strongswan-interop-psk-1234"
 
+// ssInitiate has strongSwan bring up its child SA with us.
+func ssInitiate(t *testing.T, ss *swan.Charon) {
+	t.Helper()
+	if err := ss.Initiate(deadline(t, 20*time.Second), swan.DefaultChild); err != nil {
+		t.Fatalf("strongSwan's initiate: %v", err)
+	}
+}
+
 func TestStrongSwanInitiates(t *testing.T) {
 	ssNS, goNS := interopNets(t)
 	g := startGo(t, goNS, interopPSK)
-	ss := startCharon(t, ssNS, interopPSK)
-	if out, err := ss.swanctl(20*time.Second, "--initiate", "--child", "net", "--timeout", "15"); err != nil {
-		t.Fatalf("swanctl --initiate: %v\n%s", err, out)
-	}
+	ss := startCharon(t, ssNS, interopPSK, "")
+	ssInitiate(t, ss)
 	waitUp(t, g)
-	checkTraffic(t, ss, g)
-	if out, err := ss.swanctl(20*time.Second, "--terminate", "--ike", "gw", "--timeout", "10"); err != nil {
-		t.Fatalf("swanctl --terminate: %v\n%s", err, out)
+	checkTraffic(t, ss, ssNS, g)
+	if err := ss.Terminate(deadline(t, 20*time.Second), swan.DefaultConn); err != nil {
+		t.Fatalf("strongSwan's terminate: %v", err)
 	}
 	if !netns.WaitFor(5*time.Second, func() bool {
 		return len(g.sad.Child(g.current().ID)) == 0 && g.ep.Stats().Received > 0 && !g.current().IKE.Established()
@@ -407,23 +296,20 @@ func TestStrongSwanInitiates(t *testing.T) {
 func TestStrongSwanInitiatesCookie(t *testing.T) {
 	ssNS, goNS := interopNets(t)
 	g := startGoCfg(t, goNS, interopPSK, func(c *Config) { c.CookieThreshold = -1 })
-	ss := startCharon(t, ssNS, interopPSK)
-	if out, err := ss.swanctl(20*time.Second, "--initiate", "--child", "net", "--timeout", "15"); err != nil {
-		t.Fatalf("swanctl --initiate: %v\n%s", err, out)
-	}
+	ss := startCharon(t, ssNS, interopPSK, "")
+	ssInitiate(t, ss)
 	waitUp(t, g)
 	if n := g.ep.Stats().CookiesSent; n == 0 {
 		t.Fatal("no COOKIE sent")
 	}
-	checkTraffic(t, ss, g)
+	checkTraffic(t, ss, ssNS, g)
 }
 
 func TestStrongSwanResponds(t *testing.T) {
 	ssNS, goNS := interopNets(t)
 	g := startGo(t, goNS, interopPSK)
-	ss := startCharon(t, ssNS, interopPSK)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	ss := startCharon(t, ssNS, interopPSK, "")
+	ctx := deadline(t, 20*time.Second)
 	ike, err := g.ep.Initiate(ctx, netip.AddrPortFrom(ssOuter, 500))
 	if err != nil {
 		t.Fatalf("Initiate: %v", err)
@@ -432,17 +318,14 @@ func TestStrongSwanResponds(t *testing.T) {
 	if c := ike.Child(); !c.In.UDPEncap || c.Out.RemotePort != 4500 {
 		t.Fatalf("child SA not UDP-encapsulated to 4500 (strongSwan's libipsec fakes NAT-D): encap %v port %d", c.In.UDPEncap, c.Out.RemotePort)
 	}
-	checkTraffic(t, ss, g)
+	checkTraffic(t, ss, ssNS, g)
 	if err := ike.Ping(ctx); err != nil {
 		t.Fatalf("liveness check: %v", err)
 	}
 	if err := ike.Delete(ctx); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	if !netns.WaitFor(5*time.Second, func() bool {
-		out, _ := ss.swanctl(5*time.Second, "--list-sas")
-		return !strings.Contains(out, "ESTABLISHED")
-	}) {
+	if !netns.WaitFor(5*time.Second, func() bool { return len(established(ss)) == 0 }) {
 		t.Fatal("strongSwan kept the IKE SA we deleted")
 	}
 }
@@ -450,20 +333,17 @@ func TestStrongSwanResponds(t *testing.T) {
 func TestStrongSwanWrongPSK(t *testing.T) {
 	ssNS, goNS := interopNets(t)
 	g := startGo(t, goNS, "not-the-psk-strongswan-knows-123")
-	ss := startCharon(t, ssNS, interopPSK)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	_, err := g.ep.Initiate(ctx, netip.AddrPortFrom(ssOuter, 500))
+	ss := startCharon(t, ssNS, interopPSK, "")
+	_, err := g.ep.Initiate(deadline(t, 20*time.Second), netip.AddrPortFrom(ssOuter, 500))
 	if !errors.Is(err, ErrAuthenticationFailed) {
 		t.Fatalf("Initiate with a wrong PSK: %v, want ErrAuthenticationFailed", err)
 	}
-	if log := ss.logText(); !strings.Contains(log, "AUTH_FAILED") {
+	if log := ss.Log(); !strings.Contains(log, "AUTH_FAILED") {
 		t.Fatalf("strongSwan's log does not show the refusal:\n%s", log)
 	}
 	// And the other way: strongSwan initiates with its PSK, we refuse.
-	out, err := ss.swanctl(20*time.Second, "--initiate", "--child", "net", "--timeout", "15")
-	if err == nil {
-		t.Fatalf("strongSwan established with a wrong PSK:\n%s", out)
+	if err := ss.Initiate(deadline(t, 20*time.Second), swan.DefaultChild); err == nil {
+		t.Fatalf("strongSwan established with a wrong PSK: %+v", established(ss))
 	}
 	if g.ep.Stats().AuthFailed < 2 {
 		t.Fatalf("AuthFailed = %d, want 2", g.ep.Stats().AuthFailed)
@@ -476,15 +356,14 @@ func TestStrongSwanWrongPSK(t *testing.T) {
 func TestStrongSwanRekey(t *testing.T) {
 	ssNS, goNS := interopNets(t)
 	g := startGo(t, goNS, interopPSK)
-	ss := startCharon(t, ssNS, interopPSK)
-	if out, err := ss.swanctl(20*time.Second, "--initiate", "--child", "net", "--timeout", "15"); err != nil {
-		t.Fatalf("swanctl --initiate: %v\n%s", err, out)
-	}
+	ss := startCharon(t, ssNS, interopPSK, "")
+	ssInitiate(t, ss)
 	waitUp(t, g)
-	checkTraffic(t, ss, g)
+	checkTraffic(t, ss, ssNS, g)
 	first := g.current()
-	if out, err := ss.swanctl(20*time.Second, "--rekey", "--child", "net"); err != nil {
-		t.Fatalf("swanctl --rekey: %v\n%s", err, out)
+	ctx := deadline(t, 60*time.Second)
+	if err := ss.Rekey(ctx, swan.DefaultChild); err != nil {
+		t.Fatalf("strongSwan's child rekey: %v", err)
 	}
 	waitUp(t, g)
 	if g.current().In.SPI == first.In.SPI {
@@ -493,10 +372,8 @@ func TestStrongSwanRekey(t *testing.T) {
 	if !netns.WaitFor(10*time.Second, func() bool { return len(g.sad.Child(first.ID)) == 0 }) {
 		t.Fatal("strongSwan did not delete the old child SA")
 	}
-	checkTraffic(t, ss, g)
+	checkTraffic(t, ss, ssNS, g)
 	second := g.current()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	if _, err := second.IKE.RekeyChild(ctx); err != nil {
 		t.Fatalf("RekeyChild: %v", err)
 	}
@@ -504,7 +381,7 @@ func TestStrongSwanRekey(t *testing.T) {
 	if len(g.sad.Child(second.ID)) != 0 {
 		t.Fatal("old child still installed after our rekey")
 	}
-	checkTraffic(t, ss, g)
+	checkTraffic(t, ss, ssNS, g)
 }
 
 // ikeEvents records OnIKEUp and OnIKEDown of a goSide.
@@ -542,11 +419,14 @@ func (ev *ikeEvents) waitDown(t *testing.T, d time.Duration) ikeDownEv {
 }
 
 // ssHasIKESPI tells whether strongSwan lists an ESTABLISHED IKE SA with
-// our SPI (as its initiator or responder SPI).
-func ssHasIKESPI(ss *swan, in IKESAInfo) bool {
-	out, _ := ss.swanctl(5*time.Second, "--list-sas")
-	return strings.Contains(out, fmt.Sprintf("%016x_i", in.SPIi)) && strings.Contains(out, fmt.Sprintf("%016x_r", in.SPIr)) &&
-		strings.Contains(out, "ESTABLISHED")
+// our SPIs (initiator's and responder's).
+func ssHasIKESPI(ss *swan.Charon, in IKESAInfo) bool {
+	for _, s := range established(ss) {
+		if s.InitiatorSPI == in.SPIi && s.ResponderSPI == in.SPIr {
+			return true
+		}
+	}
+	return false
 }
 
 // TestStrongSwanRekeyIKE: strongSwan rekeys the IKE SA with us, then
@@ -557,9 +437,8 @@ func TestStrongSwanRekeyIKE(t *testing.T) {
 	ssNS, goNS := interopNets(t)
 	var ev ikeEvents
 	g := startGoCfg(t, goNS, interopPSK, ev.config)
-	ss := startCharon(t, ssNS, interopPSK)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	ss := startCharon(t, ssNS, interopPSK, "")
+	ctx := deadline(t, 60*time.Second)
 	first, err := g.ep.Initiate(ctx, netip.AddrPortFrom(ssOuter, 500))
 	if err != nil {
 		t.Fatalf("Initiate: %v", err)
@@ -567,11 +446,11 @@ func TestStrongSwanRekeyIKE(t *testing.T) {
 	waitUp(t, g)
 	ev.waitUp(t)
 	child := g.current()
-	checkTraffic(t, ss, g)
+	checkTraffic(t, ss, ssNS, g)
 
 	// strongSwan rekeys.
-	if out, err := ss.swanctl(20*time.Second, "--rekey", "--ike", "gw"); err != nil {
-		t.Fatalf("swanctl --rekey --ike: %v\n%s", err, out)
+	if err := ss.RekeyIKE(ctx, swan.DefaultConn); err != nil {
+		t.Fatalf("strongSwan's IKE SA rekey: %v", err)
 	}
 	second := ev.waitUp(t)
 	if d := ev.waitDown(t, 15*time.Second); d.s != first || !errors.Is(d.err, ErrRekeyed) {
@@ -583,7 +462,7 @@ func TestStrongSwanRekeyIKE(t *testing.T) {
 	if g.current() != child || len(g.sad.Child(child.ID)) == 0 {
 		t.Fatal("the child changed or went down")
 	}
-	checkTraffic(t, ss, g)
+	checkTraffic(t, ss, ssNS, g)
 	if err := second.Ping(ctx); err != nil {
 		t.Fatalf("Ping on the rekeyed SA: %v", err)
 	}
@@ -603,18 +482,15 @@ func TestStrongSwanRekeyIKE(t *testing.T) {
 	if !in.Initiator || len(in.Children) != 1 || !netns.WaitFor(5*time.Second, func() bool { return ssHasIKESPI(ss, in) }) {
 		t.Fatalf("after our IKE SA rekey: %+v", in)
 	}
-	checkTraffic(t, ss, g)
+	checkTraffic(t, ss, ssNS, g)
 	// The new SA's SK_d keys a child rekey strongSwan accepts.
 	if _, err := third.RekeyChild(ctx); err != nil {
 		t.Fatalf("RekeyChild on the rekeyed IKE SA: %v", err)
 	}
 	waitUp(t, g)
-	checkTraffic(t, ss, g)
-	if !netns.WaitFor(5*time.Second, func() bool {
-		out, _ := ss.swanctl(5*time.Second, "--list-sas")
-		return strings.Count(out, "ESTABLISHED") == 1
-	}) {
-		t.Fatal("strongSwan keeps more than one IKE SA")
+	checkTraffic(t, ss, ssNS, g)
+	if !netns.WaitFor(5*time.Second, func() bool { return len(established(ss)) == 1 }) {
+		t.Fatalf("strongSwan keeps more than one IKE SA: %+v", established(ss))
 	}
 }
 
@@ -623,27 +499,24 @@ func TestStrongSwanRekeyIKE(t *testing.T) {
 func TestStrongSwanRekeyPFS(t *testing.T) {
 	ssNS, goNS := interopNets(t)
 	g := startGoCfg(t, goNS, interopPSK, func(c *Config) { c.ESPTransforms = []string{"aes128gcm16-x25519"} })
-	ss := startCharonESP(t, ssNS, interopPSK, "aes128gcm16-x25519")
-	if out, err := ss.swanctl(20*time.Second, "--initiate", "--child", "net", "--timeout", "15"); err != nil {
-		t.Fatalf("swanctl --initiate: %v\n%s", err, out)
-	}
+	ss := startCharon(t, ssNS, interopPSK, "aes128gcm16-x25519")
+	ssInitiate(t, ss)
 	waitUp(t, g)
 	first := g.current()
 	if first.PFS != 0 {
 		t.Fatal("the IKE_AUTH child has a DH group")
 	}
-	checkTraffic(t, ss, g)
-	if out, err := ss.swanctl(20*time.Second, "--rekey", "--child", "net"); err != nil {
-		t.Fatalf("swanctl --rekey: %v\n%s", err, out)
+	checkTraffic(t, ss, ssNS, g)
+	ctx := deadline(t, 60*time.Second)
+	if err := ss.Rekey(ctx, swan.DefaultChild); err != nil {
+		t.Fatalf("strongSwan's child rekey: %v", err)
 	}
 	waitUp(t, g)
 	second := g.current()
 	if second.PFS != Curve25519 {
 		t.Fatalf("strongSwan's rekey: PFS %v, want x25519", second.PFS)
 	}
-	checkTraffic(t, ss, g)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	checkTraffic(t, ss, ssNS, g)
 	third, err := second.Owner().RekeyChild(ctx)
 	if err != nil {
 		t.Fatalf("RekeyChild: %v", err)
@@ -652,9 +525,12 @@ func TestStrongSwanRekeyPFS(t *testing.T) {
 	if third.PFS != Curve25519 || g.current() != third {
 		t.Fatalf("our rekey: PFS %v", third.PFS)
 	}
-	checkTraffic(t, ss, g)
-	if out, _ := ss.swanctl(5*time.Second, "--list-sas"); !strings.Contains(out, "CURVE_25519") {
-		t.Fatalf("strongSwan does not show the DH group on the child:\n%s", out)
+	checkTraffic(t, ss, ssNS, g)
+	// strongSwan's half of our rekey (its outbound SPI is our inbound
+	// one) names the child's own DH group.
+	c, err := ss.WaitChild(ctx, swan.DefaultChild, first.Out.SPI, second.Out.SPI)
+	if err != nil || c.SPIOut != third.In.SPI || c.DHGroup != "CURVE_25519" {
+		t.Fatalf("strongSwan's child after our PFS rekey: %+v, %v (want SPI out %08x, CURVE_25519)", c, err, third.In.SPI)
 	}
 }
 
@@ -670,10 +546,8 @@ func TestStrongSwanDPD(t *testing.T) {
 		prev := c.OnChildDown
 		c.OnChildDown = func(ch *ChildSA) { prev(ch); downs <- ch }
 	})
-	ss := startCharon(t, ssNS, interopPSK)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	ike, err := g.ep.Initiate(ctx, netip.AddrPortFrom(ssOuter, 500))
+	ss := startCharon(t, ssNS, interopPSK, "")
+	ike, err := g.ep.Initiate(deadline(t, 20*time.Second), netip.AddrPortFrom(ssOuter, 500))
 	if err != nil {
 		t.Fatalf("Initiate: %v", err)
 	}
@@ -684,8 +558,9 @@ func TestStrongSwanDPD(t *testing.T) {
 	if !ike.Established() {
 		t.Fatal("DPD killed the SA of a live peer")
 	}
-	ss.cmd.Process.Kill()
-	<-ss.done
+	if err := ss.Kill(); err != nil {
+		t.Fatalf("kill charon: %v", err)
+	}
 	start := time.Now()
 	d := ev.waitDown(t, 15*time.Second)
 	if d.s != ike || !errors.Is(d.err, ErrTimeout) {

@@ -59,6 +59,10 @@ type ChildSA struct {
 	// size in bits.
 	EncrAlg     string
 	EncrKeySize int
+	// DHGroup is the key exchange of the child's own keys (PFS, e.g.
+	// CURVE_25519); empty when its keys come from the IKE SA alone (as
+	// always for the child of IKE_AUTH).
+	DHGroup string
 	// BytesIn, PacketsIn, BytesOut and PacketsOut count the traffic.
 	BytesIn, PacketsIn, BytesOut, PacketsOut uint64
 	// LocalTS and RemoteTS are the negotiated traffic selectors as
@@ -294,6 +298,7 @@ func childFrom(s *section) (ChildSA, error) {
 		SPIOut:      uint32(f.hex("spi-out", 32)),
 		EncrAlg:     f.str("encr-alg"),
 		EncrKeySize: int(f.num("encr-keysize", 16)),
+		DHGroup:     f.str("dh-group"),
 		BytesIn:     f.num("bytes-in", 64),
 		PacketsIn:   f.num("packets-in", 64),
 		BytesOut:    f.num("bytes-out", 64),
@@ -305,4 +310,16 @@ func childFrom(s *section) (ChildSA, error) {
 		return ChildSA{}, fmt.Errorf("%w: child SA %q without a name or state", ErrParse, s.name)
 	}
 	return c, f.err
+}
+
+// Established returns the IKE SAs of sas in state ESTABLISHED, in their
+// order (nil when there are none).
+func Established(sas []IKESA) []IKESA {
+	var est []IKESA
+	for _, s := range sas {
+		if s.State == "ESTABLISHED" {
+			est = append(est, s)
+		}
+	}
+	return est
 }

@@ -62,6 +62,34 @@ list-sas reply {}`
 	}
 }
 
+// TestParseSAsPFSAndEstablished: a rekeyed child with PFS lists its own
+// dh-group, the IKE_AUTH child none; Established keeps the ESTABLISHED
+// IKE SAs only, in order.
+func TestParseSAsPFSAndEstablished(t *testing.T) {
+	in := `list-sa event {gw {uniqueid=1 version=2 state=ESTABLISHED dh-group=CURVE_25519 child-sas {net-1 {name=net uniqueid=1 state=INSTALLED spi-in=00000101 encr-alg=AES_GCM_16} net-2 {name=net uniqueid=2 state=INSTALLED spi-in=00000102 encr-alg=AES_GCM_16 dh-group=MODP_2048}}}}
+list-sa event {gw {uniqueid=2 version=2 state=DELETING}}
+list-sa event {gw {uniqueid=3 version=2 state=ESTABLISHED}}
+list-sa event {gw {uniqueid=4 version=2 state=REKEYED}}
+list-sas reply {}`
+	sas, err := ParseSAs(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := sas[0].Children; len(c) != 2 || c[0].DHGroup != "" || c[1].DHGroup != "MODP_2048" || sas[0].DHGroup != "CURVE_25519" {
+		t.Fatalf("DH groups: IKE SA %q, children %+v", sas[0].DHGroup, c)
+	}
+	est := Established(sas)
+	if len(est) != 2 || est[0].UniqueID != 1 || est[1].UniqueID != 3 {
+		t.Fatalf("Established = %+v", est)
+	}
+	if est := Established(sas[1:2]); est != nil {
+		t.Fatalf("Established of a DELETING SA = %+v", est)
+	}
+	if Established(nil) != nil {
+		t.Fatal("Established(nil) not nil")
+	}
+}
+
 func TestParseSAsMalformed(t *testing.T) {
 	for _, in := range []string{
 		"list-sa event {gw {state=ESTABLISHED}",                                          // unbalanced
