@@ -39,12 +39,7 @@ func floodInit(t *testing.T, spi uint64, ni []byte, cookie []byte) []byte {
 // SA after one COOKIE round trip.
 func TestLoopbackCookie(t *testing.T) {
 	i, r := pair(t, Config{}, Config{CookieThreshold: -1})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := i.ep.Initiate(ctx, port(r.conn)); err != nil {
-		t.Fatal(err)
-	}
-	recv(t, i.children)
+	establish(t, i, r)
 	recv(t, r.children)
 	if n := r.ep.Stats().CookiesSent; n != 1 {
 		t.Fatalf("responder sent %d cookies, want 1", n)

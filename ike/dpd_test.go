@@ -38,13 +38,7 @@ func dpdPair(t *testing.T, icfg, rcfg Config) (i, r *side, rconn *dropConn) {
 
 func TestLoopbackDPDClear(t *testing.T) {
 	i, r, rconn := dpdPair(t, Config{DPDDelay: 100 * time.Millisecond, Retries: 2}, Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ike, err := i.ep.Initiate(ctx, port(r.conn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	recv(t, i.children)
+	_, ike, _ := establish(t, i, r)
 	before := r.ep.Stats().Received
 	// Idle: DPD probes keep the SA up while the peer answers.
 	time.Sleep(500 * time.Millisecond)
@@ -85,12 +79,7 @@ func TestLoopbackDPDInboundActivity(t *testing.T) {
 		}
 		return time.Time{}
 	}}, Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := i.ep.Initiate(ctx, port(r.conn)); err != nil {
-		t.Fatal(err)
-	}
-	recv(t, i.children)
+	establish(t, i, r)
 	before := r.ep.Stats().Received
 	time.Sleep(400 * time.Millisecond)
 	if got := r.ep.Stats().Received - before; got != 0 {
@@ -143,13 +132,7 @@ func TestNewEndpointDPDConfig(t *testing.T) {
 
 func TestLoopbackIKELifetime(t *testing.T) {
 	i, r := pair(t, Config{IKELifetime: 300 * time.Millisecond}, Config{IKELifetime: -1})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ike, err := i.ep.Initiate(ctx, port(r.conn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	recv(t, i.children)
+	_, ike, _ := establish(t, i, r)
 	<-i.ikeUp
 	<-r.ikeUp
 	for n := 0; n < 2; n++ { // rekeyed again and again
@@ -294,13 +277,7 @@ func TestLoopbackPeerMoves(t *testing.T) {
 
 func TestLoopbackRekeyIKETimeout(t *testing.T) {
 	i, r, rconn := dpdPair(t, Config{Retries: 2}, Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ike, err := i.ep.Initiate(ctx, port(r.conn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	recv(t, i.children)
+	ctx, ike, _ := establish(t, i, r)
 	rconn.dropping.Store(true)
 	if _, err := ike.RekeyIKE(ctx); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("RekeyIKE to a silent peer: %v", err)
@@ -316,13 +293,7 @@ func TestLoopbackRekeyIKETimeout(t *testing.T) {
 
 func TestLoopbackRekeyingState(t *testing.T) {
 	i, r, gi, _ := gatedPair(t, Config{}, Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ike, err := i.ep.Initiate(ctx, port(r.conn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	recv(t, i.children)
+	ctx, ike, _ := establish(t, i, r)
 	gi.hold()
 	done := make(chan error, 1)
 	go func() { _, err := ike.RekeyIKE(ctx); done <- err }()

@@ -148,13 +148,8 @@ func TestLoopbackEstablish(t *testing.T) {
 			icfg := cfg
 			icfg.ForceEncap = tc.forceEncap
 			i, r := pair(t, icfg, cfg)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			ike, err := i.ep.Initiate(ctx, port(r.conn))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ic, rc := recv(t, i.children), recv(t, r.children)
+			ctx, ike, ic := establish(t, i, r)
+			rc := recv(t, r.children)
 			if !bytes.Equal(ic.Out.Key, rc.In.Key) || !bytes.Equal(ic.In.Key, rc.Out.Key) ||
 				!bytes.Equal(ic.Out.AuthKey, rc.In.AuthKey) || !bytes.Equal(ic.In.AuthKey, rc.Out.AuthKey) {
 				t.Fatal("child keys differ between the two sides")
@@ -203,6 +198,26 @@ func waitFor(f func() bool) bool {
 		}
 	}
 	return false
+}
+
+// deadline returns a context that ends after d or with the test.
+func deadline(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// establish has i initiate an IKE SA with r (failing t on an error)
+// and returns a context for the test's further exchanges (10 s), the
+// IKE SA and the child SA i reported.
+func establish(t *testing.T, i, r *side) (context.Context, *IKESA, *ChildSA) {
+	t.Helper()
+	ctx := deadline(t, 10*time.Second)
+	ike, err := i.ep.Initiate(ctx, port(r.conn))
+	if err != nil {
+		t.Fatalf("Initiate: %v", err)
+	}
+	return ctx, ike, recv(t, i.children)
 }
 
 func recv(t *testing.T, ch chan *ChildSA) *ChildSA {
@@ -438,13 +453,8 @@ func TestLoopbackRekey(t *testing.T) {
 	for _, who := range []string{"initiator", "responder"} {
 		t.Run(who, func(t *testing.T) {
 			i, r := pair(t, Config{ESPTransforms: []string{"aes256-sha256"}, ESN: "yes"}, Config{ESPTransforms: []string{"aes256-sha256"}, ESN: "yes"})
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			ike, err := i.ep.Initiate(ctx, port(r.conn))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ic, rc := recv(t, i.children), recv(t, r.children)
+			ctx, ike, ic := establish(t, i, r)
+			rc := recv(t, r.children)
 			rekeyer := ike
 			if who == "responder" {
 				rekeyer = rc.IKE

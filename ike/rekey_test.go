@@ -2,12 +2,10 @@ package ike
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"net"
 	"sync"
 	"testing"
-	"time"
 )
 
 // gateConn holds the datagrams written while closed, so two requests
@@ -118,13 +116,8 @@ func TestLoopbackRekeyIKE(t *testing.T) {
 		t.Run(who, func(t *testing.T) {
 			prop := []string{"aes256-sha256-ecp256", "aes128gcm16-prfsha256-x25519"}
 			i, r := pair(t, Config{IKEProposals: prop}, Config{IKEProposals: prop})
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			ike, err := i.ep.Initiate(ctx, port(r.conn))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ic, rc := recv(t, i.children), recv(t, r.children)
+			ctx, ike, ic := establish(t, i, r)
+			rc := recv(t, r.children)
 			<-i.ikeUp
 			<-r.ikeUp
 			old := map[*side]*IKESA{i: ike, r: rc.IKE}
@@ -234,13 +227,8 @@ func TestLoopbackRekeyPFS(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			i, r := pair(t, Config{ESPTransforms: []string{tc.ie}}, Config{ESPTransforms: []string{tc.re}})
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			ike, err := i.ep.Initiate(ctx, port(r.conn))
-			if err != nil {
-				t.Fatal(err)
-			}
-			ic, rc := recv(t, i.children), recv(t, r.children)
+			ctx, ike, ic := establish(t, i, r)
+			rc := recv(t, r.children)
 			if ic.PFS != 0 || rc.PFS != 0 {
 				t.Fatal("the IKE_AUTH child has a DH group")
 			}
@@ -265,13 +253,7 @@ func TestLoopbackRekeyPFS(t *testing.T) {
 	}
 	t.Run("mismatch", func(t *testing.T) {
 		i, r := pair(t, Config{ESPTransforms: []string{"aes128gcm16-x25519"}}, Config{})
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		ike, err := i.ep.Initiate(ctx, port(r.conn))
-		if err != nil {
-			t.Fatal(err) // IKE_AUTH strips the group: the first child is fine
-		}
-		recv(t, i.children)
+		ctx, ike, _ := establish(t, i, r)
 		if _, err := ike.RekeyChild(ctx); !errors.Is(err, ErrNoProposalChosen) {
 			t.Fatalf("PFS rekey with a peer without PFS: %v", err)
 		}
@@ -310,13 +292,7 @@ func TestLoopbackRekeyCollision(t *testing.T) {
 	for k := 0; k < 4; k++ { // the nonces decide who wins: run it a few times
 		t.Run("child", func(t *testing.T) {
 			i, r, gi, gr := gatedPair(t, Config{ESPTransforms: []string{"aes128gcm16-x25519"}}, Config{ESPTransforms: []string{"aes128gcm16-x25519"}})
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			ike, err := i.ep.Initiate(ctx, port(r.conn))
-			if err != nil {
-				t.Fatal(err)
-			}
-			recv(t, i.children)
+			ctx, ike, _ := establish(t, i, r)
 			rc := recv(t, r.children)
 			var ci, cr *ChildSA
 			ei, er := crossing(t, gi, gr,
@@ -345,13 +321,7 @@ func TestLoopbackRekeyCollision(t *testing.T) {
 		})
 		t.Run("ike", func(t *testing.T) {
 			i, r, gi, gr := gatedPair(t, Config{}, Config{})
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			ike, err := i.ep.Initiate(ctx, port(r.conn))
-			if err != nil {
-				t.Fatal(err)
-			}
-			recv(t, i.children)
+			ctx, ike, _ := establish(t, i, r)
 			rc := recv(t, r.children)
 			<-i.ikeUp
 			<-r.ikeUp

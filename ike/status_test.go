@@ -103,13 +103,7 @@ func TestLoopbackStatus(t *testing.T) {
 
 func TestLoopbackIKEDownTimeout(t *testing.T) {
 	i, r := pair(t, Config{Retries: 2}, Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ike, err := i.ep.Initiate(ctx, port(r.conn))
-	if err != nil {
-		t.Fatal(err)
-	}
-	recv(t, i.children)
+	ctx, ike, _ := establish(t, i, r)
 	r.ep.Close()
 	if err := ike.Ping(ctx); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("Ping to a closed peer: %v", err)

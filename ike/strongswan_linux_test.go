@@ -55,13 +55,6 @@ func startCharon(t *testing.T, ns *netns.NS, psk, espProposals string) *swan.Cha
 	return c
 }
 
-// deadline returns a context that ends after d or with the test.
-func deadline(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // established lists strongSwan's ESTABLISHED IKE SAs; a listing that
 // fails counts as none.
 func established(ss *swan.Charon) []swan.IKESA {
