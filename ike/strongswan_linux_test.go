@@ -37,24 +37,6 @@ var (
 	goNet   = netip.MustParsePrefix("10.77.2.0/24")
 )
 
-// startCharon runs charon (internal/swan) in ns with the connection to
-// our side loaded: strongSwan's identity and PSK, its inner address
-// against our network, the child's esp_proposals espProposals (""
-// for swan.DefaultESPProposals, AES-128-GCM-16 without PFS).
-func startCharon(t *testing.T, ns *netns.NS, psk, espProposals string) *swan.Charon {
-	t.Helper()
-	c := swan.StartTest(t, ns.Name, swan.Options{})
-	if err := c.Load(swan.Conn{
-		LocalAddrs: ssOuter.String(), RemoteAddrs: goOuter.String(),
-		LocalID: "strongswan.test", RemoteID: "espxdp.test", PSK: psk,
-		ESPProposals: espProposals,
-		LocalTS:      []netip.Prefix{netip.PrefixFrom(ssInner, 32)}, RemoteTS: []netip.Prefix{goNet},
-	}); err != nil {
-		t.Fatalf("load strongSwan's connection: %v", err)
-	}
-	return c
-}
-
 // established lists strongSwan's ESTABLISHED IKE SAs; a listing that
 // fails counts as none.
 func established(ss *swan.Charon) []swan.IKESA {
@@ -81,13 +63,9 @@ type goSide struct {
 	up         chan struct{}
 }
 
-func startGo(t *testing.T, ns *netns.NS, psk string) *goSide {
-	t.Helper()
-	return startGoCfg(t, ns, psk, nil)
-}
-
-// startGoCfg is startGo with the Endpoint's Config changed by mod.
-func startGoCfg(t *testing.T, ns *netns.NS, psk string, mod func(*Config)) *goSide {
+// startGo starts our Endpoint in ns with psk and its Config changed by
+// mod (when not nil).
+func startGo(t *testing.T, ns *netns.NS, psk string, mod func(*Config)) *goSide {
 	t.Helper()
 	g := &goSide{sad: sa.NewSAD(sa.SADOptions{}), tun: sa.NewTunnel("ss"), up: make(chan struct{}, 4)}
 	var err error
@@ -192,25 +170,75 @@ func (g *goSide) current() *ChildSA {
 	return g.child
 }
 
-func interopNets(t *testing.T) (ssNS, goNS *netns.NS) {
+// interop is one interop test's setup: charon in ssNS, our Endpoint
+// (g) in a second namespace, a veth between them.
+type interop struct {
+	ss   *swan.Charon
+	ssNS *netns.NS
+	g    *goSide
+}
+
+// newInterop builds the namespaces, starts our Endpoint with goPSK and
+// its Config changed by mod (when not nil), then charon (internal/swan)
+// with the connection to our side loaded: strongSwan's identity,
+// interopPSK, its inner address against our network, the child's
+// esp_proposals espProposals ("" for swan.DefaultESPProposals,
+// AES-128-GCM-16 without PFS).
+func newInterop(t *testing.T, goPSK string, mod func(*Config), espProposals string) *interop {
+	t.Helper()
 	swan.Require(t)
 	testenv.RequireCommand(t, "ping")
-	ssNS, goNS = netns.New(t), netns.New(t)
-	v := netns.NewVethPair(t, ssNS, goNS)
+	x := &interop{ssNS: netns.New(t)}
+	goNS := netns.New(t)
+	v := netns.NewVethPair(t, x.ssNS, goNS)
 	v.A.AddAddr(t, netip.PrefixFrom(ssOuter, 24))
 	v.B.AddAddr(t, netip.PrefixFrom(goOuter, 24))
-	ssNS.IP(t, "addr", "add", ssInner.String()+"/32", "dev", "lo")
-	return ssNS, goNS
+	x.ssNS.IP(t, "addr", "add", ssInner.String()+"/32", "dev", "lo")
+	x.g = startGo(t, goNS, goPSK, mod)
+	x.ss = swan.StartTest(t, x.ssNS.Name, swan.Options{})
+	if err := x.ss.Load(swan.Conn{
+		LocalAddrs: ssOuter.String(), RemoteAddrs: goOuter.String(),
+		LocalID: "strongswan.test", RemoteID: "espxdp.test", PSK: interopPSK,
+		ESPProposals: espProposals,
+		LocalTS:      []netip.Prefix{netip.PrefixFrom(ssInner, 32)}, RemoteTS: []netip.Prefix{goNet},
+	}); err != nil {
+		t.Fatalf("load strongSwan's connection: %v", err)
+	}
+	return x
+}
+
+// ssUp has strongSwan initiate the child SA, waits for it on our side
+// and checks traffic through it.
+func (x *interop) ssUp(t *testing.T) {
+	t.Helper()
+	if err := x.ss.Initiate(deadline(t, 20*time.Second), swan.DefaultChild); err != nil {
+		t.Fatalf("strongSwan's initiate: %v", err)
+	}
+	waitUp(t, x.g)
+	x.checkTraffic(t)
+}
+
+// goUp has our Endpoint initiate to strongSwan (within ctx) and waits
+// for the child SA on our side.
+func (x *interop) goUp(t *testing.T, ctx context.Context) *IKESA {
+	t.Helper()
+	ike, err := x.g.ep.Initiate(ctx, netip.AddrPortFrom(ssOuter, 500))
+	if err != nil {
+		t.Fatalf("Initiate: %v", err)
+	}
+	waitUp(t, x.g)
+	return ike
 }
 
 // checkTraffic pings our inner address from strongSwan's and checks
 // both sides saw the ESP: we answered and decrypted three more echo
 // requests, strongSwan lists an ESTABLISHED IKE SA with an INSTALLED
 // child and counts at least three packets each way over its children.
-func checkTraffic(t *testing.T, ss *swan.Charon, ssNS *netns.NS, g *goSide) {
+func (x *interop) checkTraffic(t *testing.T) {
 	t.Helper()
+	g := x.g
 	ctx := deadline(t, 20*time.Second)
-	out, err := ssNS.Exec(ctx, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", ssInner.String(), goInner.String())
+	out, err := x.ssNS.Exec(ctx, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", ssInner.String(), goInner.String())
 	if err != nil {
 		t.Fatalf("ping through the tunnel: %v\n%s", err, out)
 	}
@@ -225,7 +253,7 @@ func checkTraffic(t *testing.T, ss *swan.Charon, ssNS *netns.NS, g *goSide) {
 	if st.DecryptPkts < 3 {
 		t.Fatalf("inbound SA decrypted %d packets", st.DecryptPkts)
 	}
-	sas, err := ss.ListSAs(ctx)
+	sas, err := x.ss.ListSAs(ctx)
 	if err != nil {
 		t.Fatalf("strongSwan's SAs: %v", err)
 	}
@@ -258,21 +286,10 @@ func waitUp(t *testing.T, g *goSide) {
 
 const interopPSK = "espxdp-strongswan-interop-psk-1234"
 
-// ssInitiate has strongSwan bring up its child SA with us.
-func ssInitiate(t *testing.T, ss *swan.Charon) {
-	t.Helper()
-	if err := ss.Initiate(deadline(t, 20*time.Second), swan.DefaultChild); err != nil {
-		t.Fatalf("strongSwan's initiate: %v", err)
-	}
-}
-
 func TestStrongSwanInitiates(t *testing.T) {
-	ssNS, goNS := interopNets(t)
-	g := startGo(t, goNS, interopPSK)
-	ss := startCharon(t, ssNS, interopPSK, "")
-	ssInitiate(t, ss)
-	waitUp(t, g)
-	checkTraffic(t, ss, ssNS, g)
+	x := newInterop(t, interopPSK, nil, "")
+	g, ss := x.g, x.ss
+	x.ssUp(t)
 	if err := ss.Terminate(deadline(t, 20*time.Second), swan.DefaultConn); err != nil {
 		t.Fatalf("strongSwan's terminate: %v", err)
 	}
@@ -287,31 +304,22 @@ func TestStrongSwanInitiates(t *testing.T) {
 // which demands a cookie for every IKE_SA_INIT (RFC 7296 §2.6):
 // strongSwan retries with it and the SA comes up.
 func TestStrongSwanInitiatesCookie(t *testing.T) {
-	ssNS, goNS := interopNets(t)
-	g := startGoCfg(t, goNS, interopPSK, func(c *Config) { c.CookieThreshold = -1 })
-	ss := startCharon(t, ssNS, interopPSK, "")
-	ssInitiate(t, ss)
-	waitUp(t, g)
-	if n := g.ep.Stats().CookiesSent; n == 0 {
+	x := newInterop(t, interopPSK, func(c *Config) { c.CookieThreshold = -1 }, "")
+	x.ssUp(t)
+	if n := x.g.ep.Stats().CookiesSent; n == 0 {
 		t.Fatal("no COOKIE sent")
 	}
-	checkTraffic(t, ss, ssNS, g)
 }
 
 func TestStrongSwanResponds(t *testing.T) {
-	ssNS, goNS := interopNets(t)
-	g := startGo(t, goNS, interopPSK)
-	ss := startCharon(t, ssNS, interopPSK, "")
+	x := newInterop(t, interopPSK, nil, "")
+	ss := x.ss
 	ctx := deadline(t, 20*time.Second)
-	ike, err := g.ep.Initiate(ctx, netip.AddrPortFrom(ssOuter, 500))
-	if err != nil {
-		t.Fatalf("Initiate: %v", err)
-	}
-	waitUp(t, g)
+	ike := x.goUp(t, ctx)
 	if c := ike.Child(); !c.In.UDPEncap || c.Out.RemotePort != 4500 {
 		t.Fatalf("child SA not UDP-encapsulated to 4500 (strongSwan's libipsec fakes NAT-D): encap %v port %d", c.In.UDPEncap, c.Out.RemotePort)
 	}
-	checkTraffic(t, ss, ssNS, g)
+	x.checkTraffic(t)
 	if err := ike.Ping(ctx); err != nil {
 		t.Fatalf("liveness check: %v", err)
 	}
@@ -324,9 +332,8 @@ func TestStrongSwanResponds(t *testing.T) {
 }
 
 func TestStrongSwanWrongPSK(t *testing.T) {
-	ssNS, goNS := interopNets(t)
-	g := startGo(t, goNS, "not-the-psk-strongswan-knows-123")
-	ss := startCharon(t, ssNS, interopPSK, "")
+	x := newInterop(t, "not-the-psk-strongswan-knows-123", nil, "")
+	g, ss := x.g, x.ss
 	_, err := g.ep.Initiate(deadline(t, 20*time.Second), netip.AddrPortFrom(ssOuter, 500))
 	if !errors.Is(err, ErrAuthenticationFailed) {
 		t.Fatalf("Initiate with a wrong PSK: %v, want ErrAuthenticationFailed", err)
@@ -347,12 +354,9 @@ func TestStrongSwanWrongPSK(t *testing.T) {
 // (CREATE_CHILD_SA), then we rekey it with strongSwan; traffic flows
 // through each successor.
 func TestStrongSwanRekey(t *testing.T) {
-	ssNS, goNS := interopNets(t)
-	g := startGo(t, goNS, interopPSK)
-	ss := startCharon(t, ssNS, interopPSK, "")
-	ssInitiate(t, ss)
-	waitUp(t, g)
-	checkTraffic(t, ss, ssNS, g)
+	x := newInterop(t, interopPSK, nil, "")
+	g, ss := x.g, x.ss
+	x.ssUp(t)
 	first := g.current()
 	ctx := deadline(t, 60*time.Second)
 	if err := ss.Rekey(ctx, swan.DefaultChild); err != nil {
@@ -365,7 +369,7 @@ func TestStrongSwanRekey(t *testing.T) {
 	if !netns.WaitFor(10*time.Second, func() bool { return len(g.sad.Child(first.ID)) == 0 }) {
 		t.Fatal("strongSwan did not delete the old child SA")
 	}
-	checkTraffic(t, ss, ssNS, g)
+	x.checkTraffic(t)
 	second := g.current()
 	if _, err := second.IKE.RekeyChild(ctx); err != nil {
 		t.Fatalf("RekeyChild: %v", err)
@@ -374,7 +378,7 @@ func TestStrongSwanRekey(t *testing.T) {
 	if len(g.sad.Child(second.ID)) != 0 {
 		t.Fatal("old child still installed after our rekey")
 	}
-	checkTraffic(t, ss, ssNS, g)
+	x.checkTraffic(t)
 }
 
 // ikeEvents records OnIKEUp and OnIKEDown of a goSide.
@@ -427,19 +431,14 @@ func ssHasIKESPI(ss *swan.Charon, in IKESAInfo) bool {
 // OnChildDown), both sides list the same new IKE SA, and a child rekey
 // on the new SA (its SK_d) works.
 func TestStrongSwanRekeyIKE(t *testing.T) {
-	ssNS, goNS := interopNets(t)
 	var ev ikeEvents
-	g := startGoCfg(t, goNS, interopPSK, ev.config)
-	ss := startCharon(t, ssNS, interopPSK, "")
+	x := newInterop(t, interopPSK, ev.config, "")
+	g, ss := x.g, x.ss
 	ctx := deadline(t, 60*time.Second)
-	first, err := g.ep.Initiate(ctx, netip.AddrPortFrom(ssOuter, 500))
-	if err != nil {
-		t.Fatalf("Initiate: %v", err)
-	}
-	waitUp(t, g)
+	first := x.goUp(t, ctx)
 	ev.waitUp(t)
 	child := g.current()
-	checkTraffic(t, ss, ssNS, g)
+	x.checkTraffic(t)
 
 	// strongSwan rekeys.
 	if err := ss.RekeyIKE(ctx, swan.DefaultConn); err != nil {
@@ -455,7 +454,7 @@ func TestStrongSwanRekeyIKE(t *testing.T) {
 	if g.current() != child || len(g.sad.Child(child.ID)) == 0 {
 		t.Fatal("the child changed or went down")
 	}
-	checkTraffic(t, ss, ssNS, g)
+	x.checkTraffic(t)
 	if err := second.Ping(ctx); err != nil {
 		t.Fatalf("Ping on the rekeyed SA: %v", err)
 	}
@@ -475,13 +474,13 @@ func TestStrongSwanRekeyIKE(t *testing.T) {
 	if !in.Initiator || len(in.Children) != 1 || !netns.WaitFor(5*time.Second, func() bool { return ssHasIKESPI(ss, in) }) {
 		t.Fatalf("after our IKE SA rekey: %+v", in)
 	}
-	checkTraffic(t, ss, ssNS, g)
+	x.checkTraffic(t)
 	// The new SA's SK_d keys a child rekey strongSwan accepts.
 	if _, err := third.RekeyChild(ctx); err != nil {
 		t.Fatalf("RekeyChild on the rekeyed IKE SA: %v", err)
 	}
 	waitUp(t, g)
-	checkTraffic(t, ss, ssNS, g)
+	x.checkTraffic(t)
 	if !netns.WaitFor(5*time.Second, func() bool { return len(established(ss)) == 1 }) {
 		t.Fatalf("strongSwan keeps more than one IKE SA: %+v", established(ss))
 	}
@@ -490,16 +489,16 @@ func TestStrongSwanRekeyIKE(t *testing.T) {
 // TestStrongSwanRekeyPFS: child rekeys with PFS (x25519) started by
 // each side: KE payloads in CREATE_CHILD_SA, KEYMAT with g^ir.
 func TestStrongSwanRekeyPFS(t *testing.T) {
-	ssNS, goNS := interopNets(t)
-	g := startGoCfg(t, goNS, interopPSK, func(c *Config) { c.ESPTransforms = []string{"aes128gcm16-x25519"} })
-	ss := startCharon(t, ssNS, interopPSK, "aes128gcm16-x25519")
-	ssInitiate(t, ss)
-	waitUp(t, g)
+	x := newInterop(t, interopPSK, func(c *Config) { c.ESPTransforms = []string{"aes128gcm16-x25519"} }, "aes128gcm16-x25519")
+	g, ss := x.g, x.ss
+	x.ssUp(t)
 	first := g.current()
 	if first.PFS != 0 {
 		t.Fatal("the IKE_AUTH child has a DH group")
 	}
-	checkTraffic(t, ss, ssNS, g)
+	if c, err := ss.WaitChild(deadline(t, 10*time.Second), swan.DefaultChild); err != nil || c.DHGroup != "" {
+		t.Fatalf("strongSwan's IKE_AUTH child: %+v, %v; want no DH group", c, err)
+	}
 	ctx := deadline(t, 60*time.Second)
 	if err := ss.Rekey(ctx, swan.DefaultChild); err != nil {
 		t.Fatalf("strongSwan's child rekey: %v", err)
@@ -509,7 +508,7 @@ func TestStrongSwanRekeyPFS(t *testing.T) {
 	if second.PFS != Curve25519 {
 		t.Fatalf("strongSwan's rekey: PFS %v, want x25519", second.PFS)
 	}
-	checkTraffic(t, ss, ssNS, g)
+	x.checkTraffic(t)
 	third, err := second.Owner().RekeyChild(ctx)
 	if err != nil {
 		t.Fatalf("RekeyChild: %v", err)
@@ -518,7 +517,7 @@ func TestStrongSwanRekeyPFS(t *testing.T) {
 	if third.PFS != Curve25519 || g.current() != third {
 		t.Fatalf("our rekey: PFS %v", third.PFS)
 	}
-	checkTraffic(t, ss, ssNS, g)
+	x.checkTraffic(t)
 	// strongSwan's half of our rekey (its outbound SPI is our inbound
 	// one) names the child's own DH group.
 	c, err := ss.WaitChild(ctx, swan.DefaultChild, first.Out.SPI, second.Out.SPI)
@@ -530,21 +529,16 @@ func TestStrongSwanRekeyPFS(t *testing.T) {
 // TestStrongSwanDPD: charon is killed; with DPDDelay 1s our side probes,
 // times out and reports the IKE SA down within a bounded time.
 func TestStrongSwanDPD(t *testing.T) {
-	ssNS, goNS := interopNets(t)
 	var ev ikeEvents
 	downs := make(chan *ChildSA, 4)
-	g := startGoCfg(t, goNS, interopPSK, func(c *Config) {
+	x := newInterop(t, interopPSK, func(c *Config) {
 		ev.config(c)
 		c.DPDDelay, c.Retransmit, c.Retries = time.Second, 200*time.Millisecond, 3
 		prev := c.OnChildDown
 		c.OnChildDown = func(ch *ChildSA) { prev(ch); downs <- ch }
-	})
-	ss := startCharon(t, ssNS, interopPSK, "")
-	ike, err := g.ep.Initiate(deadline(t, 20*time.Second), netip.AddrPortFrom(ssOuter, 500))
-	if err != nil {
-		t.Fatalf("Initiate: %v", err)
-	}
-	waitUp(t, g)
+	}, "")
+	g, ss := x.g, x.ss
+	ike := x.goUp(t, deadline(t, 20*time.Second))
 	ev.waitUp(t)
 	// Alive: DPD probes are answered for a few delays.
 	time.Sleep(2500 * time.Millisecond)
