@@ -222,29 +222,23 @@ type fields struct {
 
 func (f *fields) str(k string) string { return f.s.kv[k] }
 
-func (f *fields) num(k string, bits int) uint64 {
+// uint parses the value of k as an unsigned number in base with at
+// most bits bits (0 when k is absent).
+func (f *fields) uint(k string, base, bits int) uint64 {
 	v, ok := f.s.kv[k]
 	if !ok {
 		return 0
 	}
-	n, err := strconv.ParseUint(v, 10, bits)
+	n, err := strconv.ParseUint(v, base, bits)
 	if err != nil && f.err == nil {
 		f.err = fmt.Errorf("%w: %s=%q in %s", ErrParse, k, v, f.s.name)
 	}
 	return n
 }
 
-func (f *fields) hex(k string, bits int) uint64 {
-	v, ok := f.s.kv[k]
-	if !ok {
-		return 0
-	}
-	n, err := strconv.ParseUint(v, 16, bits)
-	if err != nil && f.err == nil {
-		f.err = fmt.Errorf("%w: %s=%q in %s", ErrParse, k, v, f.s.name)
-	}
-	return n
-}
+func (f *fields) num(k string, bits int) uint64 { return f.uint(k, 10, bits) }
+
+func (f *fields) hex(k string, bits int) uint64 { return f.uint(k, 16, bits) }
 
 func ikeFrom(s *section) (IKESA, error) {
 	f := &fields{s: s}

@@ -335,10 +335,7 @@ func (c *Charon) WaitChild(ctx context.Context, child string, exclude ...uint32)
 	for {
 		sas, err := c.ListSAs(ctx)
 		if err == nil {
-			for _, ike := range sas {
-				if ike.State != "ESTABLISHED" {
-					continue
-				}
+			for _, ike := range Established(sas) {
 				for _, ch := range ike.Children {
 					if ch.Name == child && ch.State == "INSTALLED" && !contains(exclude, ch.SPIIn) {
 						return ch, nil

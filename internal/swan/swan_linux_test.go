@@ -149,7 +149,7 @@ func TestTwoCharons(t *testing.T) {
 		t.Fatalf("pings not counted: a %+v, b %+v", a, b)
 	}
 	sas, err := p.a.ListSAs(ctx)
-	if err != nil || len(sas) != 1 || !sas[0].Initiator || sas[0].RemotePort != 4500 || sas[0].RemoteID != "b.swan.test" {
+	if err != nil || len(sas) != 1 || len(Established(sas)) != 1 || !sas[0].Initiator || sas[0].RemotePort != 4500 || sas[0].RemoteID != "b.swan.test" {
 		t.Fatalf("a's IKE SA: %+v, %v", sas, err)
 	}
 
