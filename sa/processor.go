@@ -144,19 +144,19 @@ func (p *Processor) owner(sa *SA) int {
 	if sa.cfg.PinWorker {
 		return sa.cfg.Worker % n
 	}
-	return int(uint64(sa.hashOwner) * uint64(n) >> 32)
+	return int(sa.hashOwner % uint32(n))
 }
 
 // OwnerOf returns the worker that owns the inbound SA with this SPI in
 // the Sharded and PerCPU modes, so that a caller can steer packets to it
 // (e.g. an XDP program or RSS choosing the queue) and avoid hand-offs.
-// Unpinned SAs (and unknown SPIs) map to
-// (uint64(uint32(spi*0x9E3779B1)) * workers) >> 32.
+// Unpinned SAs (and unknown SPIs) map to lowbias32(spi) % workers, the
+// slot the XDP program's SPI hash picks (bpf.SPIHashSlot).
 func (p *Processor) OwnerOf(spi uint32) int {
 	if sa := p.sad.Lookup(spi); sa != nil {
 		return p.owner(sa)
 	}
-	return int(uint64(ownerHash(spi)) * uint64(len(p.workers)) >> 32)
+	return int(ownerHash(spi) % uint32(len(p.workers)))
 }
 
 // OwnerOfSA is OwnerOf for a given SA (either direction).
