@@ -58,7 +58,8 @@ type ControlFunc func(pkt []byte)
 type EngineConfig struct {
 	// Processor runs ESP; it is built by the caller, who keeps control
 	// of its SAD, SPD and tunnels and may change SAs while the engine
-	// runs. It needs at least Queues workers: worker i serves queue i.
+	// runs. It needs at least Workers workers: engine worker i drives
+	// Processor.Worker(i).
 	Processor *sa.Processor
 	// Cipher is the ciphertext side: ESP and ESP-in-UDP arrive there
 	// (steered by the bpf program) and encrypted packets leave there.
@@ -87,9 +88,22 @@ type EngineConfig struct {
 	// dropped (and counted). The bpf program already passes IKE to the
 	// kernel, so this is rare.
 	Control ControlFunc
-	// Queues is the number of interface queues, and workers: worker i
-	// serves queue i of both interfaces (0: 1).
+	// Queues is the number of interface queues served (0: 1).
 	Queues int
+	// Workers is the number of engine workers (0: Queues). With
+	// SteerQueue it must equal Queues (worker i serves queue i); with
+	// SteerSPI and SteerSpread every worker has a socket on every queue
+	// of both interfaces (the queue's sockets share its fill and
+	// completion rings, XDP_SHARED_UMEM), the XDP programs choose the
+	// worker, and worker i transmits on queue i % Queues.
+	Workers int
+	// Steering chooses how the XDP programs pick the worker of a packet
+	// (SteerAuto: by the processor's concurrency mode; see Steering).
+	Steering Steering
+	// SpreadChunk is, with SteerSpread, how many consecutive packets of
+	// a queue go to one worker before the next (a power of two; 0:
+	// bpf.DefaultSpreadChunk).
+	SpreadChunk int
 	// UMEM configures the engine's UMEM, shared by all its sockets so
 	// frames move between interfaces and workers without copying. The
 	// zero value gives the defaults, but NumFrames 0 means EngineFrames:
@@ -208,8 +222,11 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 	if c.Queues < 0 || c.Queues > bpf.MaxQueues {
 		return bad("Queues %d", c.Queues)
 	}
-	if c.Processor.Workers() < c.Queues {
-		return bad("Processor has %d workers for %d queues", c.Processor.Workers(), c.Queues)
+	if c.Workers == 0 {
+		c.Workers = c.Queues
+	}
+	if c.Workers < 0 || c.Processor.Workers() < c.Workers {
+		return bad("Processor has %d workers for %d engine workers", c.Processor.Workers(), c.Workers)
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatch
@@ -228,6 +245,15 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 	}
 	if c.MultiBuffer {
 		c.Attach = bpf.AttachGeneric
+	}
+	st, err := resolveSteering(&c)
+	if err != nil {
+		return EngineConfig{}, err
+	}
+	c.Steering = st
+	if c.SpreadChunk != 0 && (c.Steering != SteerSpread || c.SpreadChunk < 0 || c.SpreadChunk > bpf.MaxSpreadChunk ||
+		c.SpreadChunk&(c.SpreadChunk-1) != 0) {
+		return bad("SpreadChunk %d (steering %v)", c.SpreadChunk, c.Steering)
 	}
 	if c.IdleSpins == 0 {
 		c.IdleSpins = 64
@@ -279,7 +305,8 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 		}
 	}
 	if c.UMEM.NumFrames == 0 {
-		c.UMEM.NumFrames = EngineFrames(len(ports), c.Queues, c.UMEM.FillSize)
+		// Fill rings are per queue; RX and TX rings per socket.
+		c.UMEM.NumFrames = EngineFrames(len(ports), max(c.Queues, c.Workers), c.UMEM.FillSize)
 	}
 	u, err := c.UMEM.normalize()
 	if err != nil {
@@ -318,7 +345,9 @@ func MaxFrameLen(cfg UMEMConfig) int {
 
 // EngineWorkerStats are the counters of one engine worker.
 type EngineWorkerStats struct {
-	Queue int
+	// Worker is the engine worker (and sa.Processor worker); Queue the
+	// queue it transmits on.
+	Worker, Queue int
 	// CipherRX: frames received on the ciphertext side; Decrypted:
 	// inner packets sent on the plaintext side or delivered.
 	CipherRX, Decrypted uint64
