@@ -1,0 +1,443 @@
+//go:build linux
+
+package xdp
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/espxdp/espxdp/bpf"
+	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/sa"
+)
+
+// steerModes are the concurrency modes the steering tests run in.
+var steerModes = []sa.Concurrency{sa.Shared, sa.Sharded, sa.PerCPU, sa.Ordered}
+
+// steerKey returns a distinct AES-128-GCM key (with salt) per index: no
+// two outbound SAs of a SAD may share a key.
+func steerKey(i int) []byte {
+	k := make([]byte, 20)
+	for j := range k {
+		k[j] = byte(0x30 + i*7 + j)
+	}
+	return k
+}
+
+// steerSAs is one SA each way through an engine of 2 workers in mode,
+// as a gateway for one peer: inbound spiIn, outbound spiOut (and, for
+// PerCPU, spiOut+1 for the second worker).
+type steerSAs struct {
+	sad  *sa.SAD
+	in   *sa.SA
+	outs []*sa.SA
+	tun  *sa.Tunnel
+	proc *sa.Processor
+}
+
+func newSteerSAs(t testing.TB, n *engNet, mode sa.Concurrency, workers int) *steerSAs {
+	t.Helper()
+	tr := esp.MustParseTransform("aes128gcm16")
+	s := &steerSAs{sad: sa.NewSAD(sa.SADOptions{}), tun: sa.NewTunnel("peer")}
+	var err error
+	if s.in, err = sa.New(sa.Config{Name: "in", SPI: spiIn, Direction: sa.In, Mode: esp.Tunnel,
+		Local: n.eC, Remote: n.pC, Transform: tr, Key: steerKey(0)}); err != nil {
+		t.Fatal(err)
+	}
+	nOut := 1
+	if mode == sa.PerCPU {
+		nOut = workers
+	}
+	for i := range nOut {
+		o, err := sa.New(sa.Config{Name: fmt.Sprintf("out%d", i), SPI: spiOut + uint32(i), Direction: sa.Out,
+			Mode: esp.Tunnel, Local: n.eC, Remote: n.pC, Transform: tr, Key: steerKey(1 + i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.outs = append(s.outs, o)
+	}
+	for _, x := range append([]*sa.SA{s.in}, s.outs...) {
+		if err := s.sad.Add(x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.tun.SetOutbound(s.outs...)
+	if s.proc, err = sa.NewProcessor(sa.ProcessorOptions{SAD: s.sad, Tunnel: s.tun, Workers: workers, Concurrency: mode}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// peerSeal encrypts inner packets as the peer would for spi under key:
+// an in-order stream with sequence numbers 1, 2, ...
+func peerSeal(t testing.TB, n *engNet, spi uint32, key []byte, inner [][]byte) [][]byte {
+	t.Helper()
+	out, err := sa.New(sa.Config{SPI: spi, Direction: sa.Out, Mode: esp.Tunnel, Local: n.pC, Remote: n.eC,
+		Transform: esp.MustParseTransform("aes128gcm16"), Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sad := sa.NewSAD(sa.SADOptions{})
+	if err := sad.Add(out); err != nil {
+		t.Fatal(err)
+	}
+	tun := sa.NewTunnel("peer-side")
+	tun.SetOutbound(out)
+	proc, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sad, Tunnel: tun})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := proc.Worker(0)
+	res := make([][]byte, len(inner))
+	buf := make([]byte, 4096)
+	for i, p := range inner {
+		pk := []sa.Packet{{Buf: buf, Off: 512, Len: copy(buf[512:], p)}}
+		w.Outbound(pk)
+		if pk[0].Verdict != sa.VerdictOK {
+			t.Fatalf("peer seal %d: %v %v", i, pk[0].Verdict, pk[0].Reason)
+		}
+		res[i] = append([]byte(nil), pk[0].Data()...)
+	}
+	return res
+}
+
+// collector gathers matching frames on a capture concurrently with the
+// sender (an AF_PACKET socket's buffer would overflow otherwise).
+type collector struct {
+	mu   sync.Mutex
+	got  [][]byte
+	done chan struct{}
+}
+
+func startCollect(t testing.TB, c *capture, want int, timeout time.Duration, match func([]byte) bool) *collector {
+	t.Helper()
+	unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
+	col := &collector{done: make(chan struct{})}
+	go func() {
+		defer close(col.done)
+		got := c.collect(want, timeout, match)
+		col.mu.Lock()
+		col.got = got
+		col.mu.Unlock()
+	}()
+	return col
+}
+
+func (col *collector) wait() [][]byte {
+	<-col.done
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	return col.got
+}
+
+// innerID is the IP ID of the inner IPv4 packet of an Ethernet frame.
+func innerID(f []byte) int { return int(binary.BigEndian.Uint16(f[14+4:])) }
+
+// outOfOrder counts the items that arrive after a larger one: the
+// packets a receiver sees out of order within one flow.
+func outOfOrder(seq []int) int {
+	n, top := 0, -1
+	for _, v := range seq {
+		if v < top {
+			n++
+		}
+		top = max(top, v)
+	}
+	return n
+}
+
+// TestEngineOneSAModes sends one SA's in-order stream through an engine
+// of 2 workers on ONE queue (as RSS delivers one ESP flow), in every
+// mode, both ways, and checks the steering invariants:
+//   - every packet gets through, no replay drop, no sequence number sent
+//     twice;
+//   - Shared: the dealer spreads one SA over both workers;
+//   - Sharded, PerCPU: every packet of the SPI is received by its
+//     owner (Processor.OwnerOf), none handed off;
+//   - Ordered: one sequencer receives the SA, and nothing leaves out of
+//     order (inner packets after decryption, ESP sequence numbers after
+//     encryption).
+func TestEngineOneSAModes(t *testing.T) {
+	requireNet(t)
+	const count = 1500
+	for _, mode := range steerModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			n := newEngNet(t)
+			s := newSteerSAs(t, n, mode, 2)
+			cfg := n.config(&engSAs{proc: s.proc})
+			cfg.Workers = 2
+			cfg.UMEM = UMEMConfig{NumFrames: 4096, FillSize: 1024, CompletionSize: 1024}
+			e := startEngine(t, n, cfg)
+			want := SteerSPI
+			if mode == sa.Shared {
+				want = SteerSpread
+			}
+			if got := e.cfg.Steering; got != want {
+				t.Errorf("steering %v, want %v", got, want)
+			}
+
+			// Inbound.
+			var inner [][]byte
+			for i := range count {
+				inner = append(inner, innerUDP(n.remote, n.pP, uint16(i), 200))
+			}
+			pkts := peerSeal(t, n, spiIn, steerKey(0), inner)
+			col := startCollect(t, newCapture(t, n.p.B), count, 10*time.Second, fromTo(17, n.remote, n.pP))
+			for i := 0; i < count; i += 50 {
+				n.send(t, pkts[i:min(i+50, count)]...)
+			}
+			got := col.wait()
+			st := e.Stats()
+			ids := make([]int, len(got))
+			for i, f := range got {
+				ids[i] = innerID(f)
+			}
+			ooo := outOfOrder(ids)
+			t.Logf("%v inbound: %d/%d decrypted, %d out of order; workers rx %d/%d",
+				mode, len(got), count, ooo, st.Workers[0].CipherRX, st.Workers[1].CipherRX)
+			if len(got) != count {
+				t.Errorf("decrypted %d of %d; processor %+v", len(got), count, st.Processor)
+			}
+			if d := s.in.Stats().Drops[sa.DropReplay]; d != 0 {
+				t.Errorf("%d replay drops", d)
+			}
+			if mode == sa.Ordered && ooo != 0 {
+				t.Errorf("Ordered: %d packets out of order at egress", ooo)
+			}
+			switch mode {
+			case sa.Shared:
+				if st.Workers[0].CipherRX == 0 || st.Workers[1].CipherRX == 0 {
+					t.Errorf("Shared: one SA not spread: workers received %d and %d", st.Workers[0].CipherRX, st.Workers[1].CipherRX)
+				}
+			default:
+				owner := s.proc.OwnerOf(spiIn)
+				if owner != bpf.SPIHashSlot(spiIn, 2) {
+					t.Errorf("owner %d, steering slot %d", owner, bpf.SPIHashSlot(spiIn, 2))
+				}
+				if st.Workers[owner].CipherRX != count || st.Workers[1-owner].CipherRX != 0 {
+					t.Errorf("SPI %#x not always on its owner %d: workers received %d and %d", spiIn, owner,
+						st.Workers[0].CipherRX, st.Workers[1].CipherRX)
+				}
+				// Received by the owner, so processed there: a worker
+				// hands off only packets of SAs it does not own. (The
+				// processor's HandedOff may still count the plaintext
+				// host's ICMP errors about the stream, outbound.)
+				if d := s.in.Stats().DecapsPkts; d != count {
+					t.Errorf("SA decapsulated %d of %d", d, count)
+				}
+			}
+
+			// Outbound: the plaintext host sends one flow to a protected
+			// host; the ESP leaving on the cipher side is checked.
+			var plain [][]byte
+			for i := range count {
+				plain = append(plain, innerUDP(n.pP, n.remote, uint16(i), 200))
+			}
+			isESP := fromTo(50, n.eC, n.pC)
+			colC := startCollect(t, newCapture(t, n.c.B), count, 10*time.Second, isESP)
+			for i := 0; i < count; i += 50 {
+				if err := sendIPv4(n.nsP, unix.IPPROTO_RAW, plain[i:min(i+50, count)]...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			esps := colC.wait()
+			seen := map[[2]uint32]bool{}
+			perSPI := map[uint32][]int{}
+			for _, f := range esps {
+				spi, seq := binary.BigEndian.Uint32(f[34:]), binary.BigEndian.Uint32(f[38:])
+				if seen[[2]uint32{spi, seq}] {
+					t.Errorf("SPI %#x sent sequence number %d twice", spi, seq)
+				}
+				seen[[2]uint32{spi, seq}] = true
+				perSPI[spi] = append(perSPI[spi], int(seq))
+			}
+			if len(esps) != count {
+				t.Errorf("encrypted %d of %d; processor %+v", len(esps), count, e.Stats().Processor)
+			}
+			for spi, seqs := range perSPI {
+				ooo := outOfOrder(seqs)
+				t.Logf("%v outbound: SPI %#x: %d packets, %d out of order", mode, spi, len(seqs), ooo)
+				if mode == sa.Ordered && ooo != 0 {
+					t.Errorf("Ordered: SPI %#x left %d packets out of order", spi, ooo)
+				}
+			}
+			if mode == sa.PerCPU && len(perSPI) != 1 {
+				// One inner destination: one worker, one of its SAs.
+				t.Errorf("PerCPU: one inner flow used %d SAs, want 1 (destination hash)", len(perSPI))
+			}
+			checkFrames(t, e)
+		})
+	}
+}
+
+// TestEngineSteeringConfig checks how Steering resolves and what it
+// refuses.
+func TestEngineSteeringConfig(t *testing.T) {
+	mk := func(mode sa.Concurrency, workers int) *sa.Processor {
+		p, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sa.NewSAD(sa.SADOptions{}), Workers: workers, Concurrency: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	base := func(p *sa.Processor) EngineConfig {
+		return EngineConfig{Processor: p, Cipher: Port{Name: "x", NextHop: make([]byte, 6)},
+			Deliver: func([][]byte) {}}
+	}
+	for _, c := range []struct {
+		mode             sa.Concurrency
+		workers, queues  int
+		steer, wantSteer Steering
+	}{
+		{sa.Shared, 1, 1, SteerAuto, SteerQueue},
+		{sa.Shared, 2, 1, SteerAuto, SteerSpread},
+		{sa.Sharded, 2, 1, SteerAuto, SteerSPI},
+		{sa.PerCPU, 4, 2, SteerAuto, SteerSPI},
+		{sa.Ordered, 2, 2, SteerAuto, SteerSPI},
+		{sa.Sharded, 2, 2, SteerQueue, SteerQueue},
+		{sa.Shared, 3, 2, SteerSPI, SteerSPI},
+	} {
+		cfg := base(mk(c.mode, c.workers))
+		cfg.Workers, cfg.Queues, cfg.Steering = c.workers, c.queues, c.steer
+		got, err := cfg.normalize()
+		if err != nil || got.Steering != c.wantSteer {
+			t.Errorf("%v %d workers %d queues %v: %v %v, want %v", c.mode, c.workers, c.queues, c.steer, got.Steering, err, c.wantSteer)
+		}
+	}
+	for _, cfg := range []EngineConfig{
+		func() EngineConfig { c := base(mk(sa.Shared, 2)); c.Workers, c.Queues, c.Steering = 2, 1, SteerQueue; return c }(),
+		func() EngineConfig { c := base(mk(sa.Shared, 1)); c.Workers = 2; return c }(),
+		func() EngineConfig { c := base(mk(sa.Shared, 2)); c.Workers, c.SpreadChunk = 2, 3; return c }(),
+		func() EngineConfig { c := base(mk(sa.Sharded, 2)); c.Workers, c.SpreadChunk = 2, 4; return c }(),
+		func() EngineConfig { c := base(mk(sa.Shared, 2)); c.Workers, c.Steering = 2, Steering(9); return c }(),
+	} {
+		if _, err := cfg.normalize(); err == nil {
+			t.Errorf("%+v accepted", cfg)
+		}
+	}
+}
+
+// TestEngineSAChurnMultiWorker changes the SAD while one SA's traffic
+// flows through an engine of 2 workers on one queue, in every mode: other
+// SAs are added, updated and deleted, and the busy SA itself is updated
+// in place, concurrently with the workers (run it with -race). The
+// stream loses nothing and no replay drop happens.
+func TestEngineSAChurnMultiWorker(t *testing.T) {
+	requireNet(t)
+	const count = 1200
+	for _, mode := range steerModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			n := newEngNet(t)
+			s := newSteerSAs(t, n, mode, 2)
+			cfg := n.config(&engSAs{proc: s.proc})
+			cfg.Workers = 2
+			cfg.UMEM = UMEMConfig{NumFrames: 4096, FillSize: 1024, CompletionSize: 1024}
+			e := startEngine(t, n, cfg)
+			var inner [][]byte
+			for i := range count {
+				inner = append(inner, innerUDP(n.remote, n.pP, uint16(i), 100))
+			}
+			pkts := peerSeal(t, n, spiIn, steerKey(0), inner)
+			col := startCollect(t, newCapture(t, n.p.B), count, 15*time.Second, fromTo(17, n.remote, n.pP))
+
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(mode), 7))
+				tr := esp.MustParseTransform("aes128gcm16")
+				live := map[uint32]bool{}
+				for i := 0; i < 5000; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					spi := 0x5000 + uint32(rng.IntN(16))
+					switch {
+					case live[spi] && rng.IntN(2) == 0:
+						if err := s.sad.Delete(sa.In, spi); err != nil {
+							t.Errorf("delete %#x: %v", spi, err)
+							return
+						}
+						delete(live, spi)
+					case live[spi]:
+						mtu := 1300 + rng.IntN(100)
+						x := s.sad.Lookup(spi)
+						if x != nil {
+							x.Update(sa.Changes{PathMTU: &mtu})
+						}
+					default:
+						x, err := sa.New(sa.Config{SPI: spi, Direction: sa.In, Mode: esp.Tunnel, Local: n.eC, Remote: n.pC,
+							Transform: tr, Key: steerKey(100 + int(spi&0xff))})
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if err := s.sad.Add(x); err != nil {
+							t.Errorf("add %#x: %v", spi, err)
+							return
+						}
+						live[spi] = true
+					}
+					mtu := 1400 + rng.IntN(50)
+					if err := s.in.Update(sa.Changes{PathMTU: &mtu}); err != nil {
+						t.Error(err)
+						return
+					}
+					if i%64 == 0 {
+						time.Sleep(time.Millisecond)
+					}
+				}
+			}()
+			for i := 0; i < count; i += 40 {
+				n.send(t, pkts[i:min(i+40, count)]...)
+			}
+			got := col.wait()
+			close(stop)
+			wg.Wait()
+			if len(got) != count {
+				t.Errorf("decrypted %d of %d; processor %+v", len(got), count, e.Stats().Processor)
+			}
+			if d := s.in.Stats().Drops[sa.DropReplay]; d != 0 {
+				t.Errorf("%d replay drops", d)
+			}
+			if mode == sa.Ordered {
+				ids := make([]int, len(got))
+				for i, f := range got {
+					ids[i] = innerID(f)
+				}
+				if ooo := outOfOrder(ids); ooo != 0 {
+					t.Errorf("Ordered: %d out of order", ooo)
+				}
+			}
+			checkFrames(t, e)
+		})
+	}
+}
+
+// TestOwnerMatchesSteering is the invariant SteerSPI relies on: for any
+// SPI and worker count, the sa package's owner of an unpinned SA is the
+// socket slot the XDP program hashes the SPI to.
+func TestOwnerMatchesSteering(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, workers := range []int{1, 2, 3, 4, 7, 8, 64} {
+		p, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sa.NewSAD(sa.SADOptions{}), Workers: workers, Concurrency: sa.Sharded})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2000 {
+			spi := rng.Uint32()
+			if got, want := p.OwnerOf(spi), bpf.SPIHashSlot(spi, workers); got != want {
+				t.Fatalf("%d workers, SPI %#x: owner %d, steered to %d", workers, spi, got, want)
+			}
+		}
+	}
+}
