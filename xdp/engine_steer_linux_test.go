@@ -311,7 +311,11 @@ func TestEngineSteeringConfig(t *testing.T) {
 		}
 	}
 	for _, cfg := range []EngineConfig{
-		func() EngineConfig { c := base(mk(sa.Shared, 2)); c.Workers, c.Queues, c.Steering = 2, 1, SteerQueue; return c }(),
+		func() EngineConfig {
+			c := base(mk(sa.Shared, 2))
+			c.Workers, c.Queues, c.Steering = 2, 1, SteerQueue
+			return c
+		}(),
 		func() EngineConfig { c := base(mk(sa.Shared, 1)); c.Workers = 2; return c }(),
 		func() EngineConfig { c := base(mk(sa.Shared, 2)); c.Workers, c.SpreadChunk = 2, 3; return c }(),
 		func() EngineConfig { c := base(mk(sa.Sharded, 2)); c.Workers, c.SpreadChunk = 2, 4; return c }(),
