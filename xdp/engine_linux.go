@@ -290,7 +290,7 @@ func (e *Engine) Start() (err error) {
 	for q := range cfg.Queues {
 		for _, ew := range rt.workers {
 			slot := ew.id
-			if per == 1 {
+			if cfg.Steering == SteerQueue {
 				if ew.id != q {
 					continue
 				}
@@ -1239,3 +1239,7 @@ func (e *Engine) Send(queue int, pkts [][]byte) (int, error) {
 	}
 	return sent, nil
 }
+
+// Steering returns the steering the engine uses (EngineConfig.Steering
+// as resolved from SteerAuto).
+func (e *Engine) Steering() Steering { return e.cfg.Steering }

@@ -18,3 +18,6 @@ func (e *Engine) Stop() error        { return nil }
 func (e *Engine) Stats() EngineStats { return EngineStats{} }
 
 func (e *Engine) Send(queue int, pkts [][]byte) (int, error) { return 0, ErrNotSupported }
+
+// Steering returns SteerAuto outside Linux.
+func (e *Engine) Steering() Steering { return SteerAuto }

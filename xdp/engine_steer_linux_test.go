@@ -296,6 +296,8 @@ func TestEngineSteeringConfig(t *testing.T) {
 		steer, wantSteer Steering
 	}{
 		{sa.Shared, 1, 1, SteerAuto, SteerQueue},
+		{sa.Shared, 1, 2, SteerAuto, SteerSpread},
+		{sa.Sharded, 1, 2, SteerAuto, SteerSPI},
 		{sa.Shared, 2, 1, SteerAuto, SteerSpread},
 		{sa.Sharded, 2, 1, SteerAuto, SteerSPI},
 		{sa.PerCPU, 4, 2, SteerAuto, SteerSPI},

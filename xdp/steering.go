@@ -12,9 +12,9 @@ import (
 type Steering int
 
 const (
-	// SteerAuto picks by the processor's concurrency mode: one worker, or
-	// MultiBuffer, SteerQueue; Shared SteerSpread; Sharded, PerCPU and
-	// Ordered SteerSPI.
+	// SteerAuto picks by the processor's concurrency mode: one worker on
+	// one queue, or MultiBuffer, SteerQueue; else Shared SteerSpread;
+	// Sharded, PerCPU and Ordered SteerSPI.
 	SteerAuto Steering = iota
 	// SteerQueue gives every worker one queue (Workers == Queues): a
 	// packet goes to the worker of the queue it arrived on, as RSS chose.
@@ -54,7 +54,7 @@ func resolveSteering(c *EngineConfig) (Steering, error) {
 	s := c.Steering
 	if s == SteerAuto {
 		switch {
-		case c.Workers == 1 || c.MultiBuffer:
+		case c.Workers == 1 && c.Queues == 1 || c.MultiBuffer:
 			s = SteerQueue
 		case c.Processor.Concurrency() == sa.Shared:
 			s = SteerSpread

@@ -924,5 +924,6 @@ func E2ESteps(cfg Config) ([]suiteStep, func()) {
 			}})
 		}
 	}
-	return steps, r.close
+	one, closeOne := oneSASteps(r)
+	return append(steps, one...), func() { closeOne(); r.close() }
 }
