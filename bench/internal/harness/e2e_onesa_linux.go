@@ -59,11 +59,20 @@ func oneSASteps(r *e2eRun) ([]suiteStep, func()) {
 					if err := r.setup(); err != nil {
 						return nil, err
 					}
-					return o.row(op, mode, w)
+					return o.row(op, mode, w, xdp.SteerAuto)
 				}})
 			}
 		}
 	}
+	// The alternative to steering in XDP: spread the SA over the workers
+	// and let the sa package hand each packet to its owner (a software
+	// hand-off after RX).
+	steps = append(steps, suiteStep{"e2e one SA sharded decrypt 2 workers, hand-off", func() ([]Result, error) {
+		if err := r.setup(); err != nil {
+			return nil, err
+		}
+		return o.row("decrypt", sa.Sharded, 2, xdp.SteerSpread)
+	}})
 	for _, mode := range oneSAModes {
 		steps = append(steps, suiteStep{fmt.Sprintf("e2e one SA %s TCP 2 workers", mode), func() ([]Result, error) {
 			return o.tcp(mode, 2)
@@ -93,14 +102,14 @@ func (o *oneSARun) newSA(i int, spi uint32, dir sa.Direction, local, remote neti
 // anti-replay off), then an in-order stream of distinct packets at half
 // that rate (anti-replay on) whose reordering per inner flow and replay
 // drops are counted at the receiving host.
-func (o *oneSARun) row(op string, mode sa.Concurrency, w int) ([]Result, error) {
+func (o *oneSARun) row(op string, mode sa.Concurrency, w int, steer xdp.Steering) ([]Result, error) {
 	r, n := o.r, o.r.net
 	sad := sa.NewSAD(sa.SADOptions{})
 	tun := sa.NewTunnel("sink")
 	// The engine serves every queue of the veths (the encrypt rows' inner
 	// flows hash over them, as a NIC's RSS would spread them); one ESP
 	// flow arrives on one queue.
-	cfg := xdp.EngineConfig{Queues: n.queues, Workers: w, UMEM: xdp.UMEMConfig{NumFrames: 8192, FillSize: 2048, CompletionSize: 2048}}
+	cfg := xdp.EngineConfig{Queues: n.queues, Workers: w, Steering: steer, UMEM: xdp.UMEMConfig{NumFrames: 8192, FillSize: 2048, CompletionSize: 2048}}
 	var chk *sa.SA     // decrypt: the stream's inbound SA
 	var outs []*sa.SA  // encrypt: the outbound SA(s)
 	var peers []*sa.SA // the other end of each SA of the stream
@@ -197,7 +206,12 @@ func (o *oneSARun) row(op string, mode sa.Concurrency, w int) ([]Result, error) 
 		}
 	}
 	res.add("busy-workers", float64(busy), "")
-	res.add("steering-spread", boolMetric(e.Steering() == xdp.SteerSpread), "")
+	res.Ingress = e.Steering().String()
+	var handed uint64
+	for i, ws := range st.Workers {
+		handed += ws.HandedOff - st0.Workers[i].HandedOff
+	}
+	res.add("handed-off", float64(handed), UnitPackets)
 
 	// The in-order stream.
 	pps, _ := res.Get("Mpps")
@@ -206,14 +220,8 @@ func (o *oneSARun) row(op string, mode sa.Concurrency, w int) ([]Result, error) 
 	if err != nil {
 		return nil, err
 	}
+	sres.Ingress = res.Ingress
 	return []Result{res, sres}, nil
-}
-
-func boolMetric(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // streamFrame builds packet i of the stream: inner flow i%oneSAFlows,
