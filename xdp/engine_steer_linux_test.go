@@ -447,3 +447,49 @@ func TestOwnerMatchesSteering(t *testing.T) {
 		}
 	}
 }
+
+// TestWakeHelpersAlloc: an Ordered sequencer wakes exactly the workers
+// that sleep, once each (their flag cleared), without allocating; outside
+// the Ordered mode, or for a batch of one packet, it wakes nobody.
+func TestWakeHelpersAlloc(t *testing.T) {
+	rt := &engineRun{}
+	for i := range 3 {
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		rt.workers = append(rt.workers, &engineWorker{id: i, rt: rt, wfd: fd, ordered: true})
+	}
+	seq := rt.workers[0]
+	read := func(ew *engineWorker) uint64 {
+		var v [8]byte
+		if n, err := unix.Read(ew.wfd, v[:]); n != 8 || err != nil {
+			return 0
+		}
+		return binary.LittleEndian.Uint64(v[:])
+	}
+	rt.workers[2].asleep.Store(true)
+	seq.asleep.Store(true) // itself: never woken by itself
+	seq.wakeHelpers(64)
+	if got := []uint64{read(rt.workers[0]), read(rt.workers[1]), read(rt.workers[2])}; got[0] != 0 || got[1] != 0 || got[2] != 1 {
+		t.Errorf("wakeups %v, want only the sleeping helper 2 woken once", got)
+	}
+	if rt.workers[2].asleep.Load() {
+		t.Error("woken helper still marked asleep")
+	}
+	rt.workers[1].asleep.Store(true)
+	seq.wakeHelpers(1)
+	seq.ordered = false
+	seq.wakeHelpers(64)
+	if read(rt.workers[1]) != 0 {
+		t.Error("woken for a one-packet batch or outside the Ordered mode")
+	}
+	seq.ordered = true
+	if allocs := testing.AllocsPerRun(100, func() {
+		rt.workers[1].asleep.Store(true)
+		seq.wakeHelpers(64)
+	}); allocs != 0 {
+		t.Errorf("%v allocations per wake", allocs)
+	}
+}
