@@ -315,6 +315,13 @@ func (e *Engine) Start() (err error) {
 			}
 		}
 	}
+	if cfg.Steering == SteerSpread && cfg.Workers > 1 {
+		// Invariant: an in-order stream dealt to the workers loses
+		// nothing to anti-replay. One worker can fall behind the others
+		// by at most what its RX rings and a batch hold; twice that is
+		// the window floor (sa.Processor.SetReplayWindowFloor).
+		cfg.Processor.SetReplayWindowFloor(spreadWindowFloor(cfg.Workers, cfg.BatchSize))
+	}
 	for _, ew := range rt.workers {
 		ew.pfd = append(ew.pfd, unix.PollFd{Fd: int32(rt.efd), Events: unix.POLLIN}, unix.PollFd{Fd: int32(ew.wfd), Events: unix.POLLIN})
 		for _, s := range append(append([]*Socket(nil), ew.rxC...), ew.rxP...) {
@@ -1238,6 +1245,13 @@ func (e *Engine) Send(queue int, pkts [][]byte) (int, error) {
 		unix.Write(ew.wfd, unsafe.Slice((*byte)(unsafe.Pointer(&one)), 8))
 	}
 	return sent, nil
+}
+
+// spreadWindowFloor is the replay window floor of an engine that deals
+// one queue's packets over workers workers: twice how far one worker can
+// fall behind the others, (workers-1) × (an RX ring + a batch).
+func spreadWindowFloor(workers, batch int) int {
+	return 2 * (workers - 1) * (DefaultRingSize + batch)
 }
 
 // Steering returns the steering the engine uses (EngineConfig.Steering

@@ -215,6 +215,10 @@ func TestEngineOneSAModes(t *testing.T) {
 				if st.Workers[0].CipherRX == 0 || st.Workers[1].CipherRX == 0 {
 					t.Errorf("Shared: one SA not spread: workers received %d and %d", st.Workers[0].CipherRX, st.Workers[1].CipherRX)
 				}
+				// The floor the dealer needs: a worker's RX ring behind.
+				if w := s.in.Stats().ReplayWindow; w < spreadWindowFloor(2, DefaultBatch) {
+					t.Errorf("Shared: replay window %d, below the spreading floor %d", w, spreadWindowFloor(2, DefaultBatch))
+				}
 			default:
 				owner := s.proc.OwnerOf(spiIn)
 				if owner != bpf.SPIHashSlot(spiIn, 2) {

@@ -30,7 +30,11 @@ const (
 	// SteerSpread gives every worker a socket on every queue and deals
 	// each queue's packets over the workers in chunks of SpreadChunk
 	// (bpf.Options.Spread), so one SA on one RSS queue uses every worker
-	// (Shared).
+	// (Shared). Workers then reorder one SA's stream by up to what a
+	// worker's RX ring holds, more than the default replay window: Start
+	// sets the processor's window floor (sa.Processor.SetReplayWindowFloor)
+	// to twice that, so default-sized windows grow to it at their first
+	// packet and an in-order stream loses nothing to anti-replay.
 	SteerSpread
 )
 
