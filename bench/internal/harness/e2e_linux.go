@@ -924,6 +924,5 @@ func E2ESteps(cfg Config) ([]suiteStep, func()) {
 			}})
 		}
 	}
-	one, closeOne := oneSASteps(r)
-	return append(steps, one...), func() { closeOne(); r.close() }
+	return steps, r.close
 }

@@ -7,8 +7,9 @@ package harness
 // through one SA with 2 workers in the wg suite's four namespaces.
 const KindOneSA = "e2e-one-sa"
 
-// SuiteOneSA runs the one-SA rows alone (the e2e suite runs them after
-// its other rows).
+// SuiteOneSA is the suite of the one-SA rows (-suite e2e-one-sa): rows of
+// the e2e topology (Result.Suite "e2e"), run on request beside the e2e
+// suite's own rows, which take long enough already.
 const SuiteOneSA = "e2e-one-sa"
 
 // Traffic of the one-SA rows: the overload throughput ("udp"), the
