@@ -268,14 +268,16 @@
 // needs several sockets per queue to reach several workers. A software
 // hand-off after RX (the sa package's Sharded queues) works with one
 // socket per queue, but moves every handed packet between cores once
-// more and reorders it against the owner's own input. Measured on the
-// e2e suite's one-SA rows (bench/RESULTS.md; 2 workers, one queue,
-// 1420-byte packets, decrypt): SPI steering in XDP hands off nothing and
-// reorders nothing; the hand-off moved ONESA_HANDOFF_N packets between
-// the workers and reordered ONESA_HANDOFF_REORDER % of an in-order stream,
-// at ONESA_RATES. This is a 2-CPU VM shared with the traffic generator,
-// the sink and other jobs, so the rates are ±30 %; the hand-off and
-// reordering counts are what decides.
+// more and reorders it against the owner's own input. Measured by the
+// one-SA rows (go run ./bench -suite e2e-one-sa; bench/RESULTS.md; 2
+// workers, one queue, 1420-byte packets, Sharded decrypt), four runs:
+// SPI steering in XDP handed off nothing and reordered nothing; the
+// hand-off moved 89,000-385,000 packets between the workers per 2-second
+// row, reordered 31-48 % of an in-order stream at the receiving host, and
+// delivered less in three of the four runs (last run: 0.45 against 0.52
+// Mpps). The box is a 2-CPU VM shared with the traffic generator, the
+// sink and other jobs, so rates moved by up to 2× between runs; the
+// hand-off and reordering counts did not.
 //
 // # TUN
 //
