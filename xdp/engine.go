@@ -305,8 +305,7 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 		}
 	}
 	if c.UMEM.NumFrames == 0 {
-		// Fill rings are per queue; RX and TX rings per socket.
-		c.UMEM.NumFrames = EngineFrames(len(ports), max(c.Queues, c.Workers), c.UMEM.FillSize)
+		c.UMEM.NumFrames = engineFrames(len(ports), c.Queues, c.socketsPerQueue(), c.Workers, c.UMEM.FillSize)
 	}
 	u, err := c.UMEM.normalize()
 	if err != nil {
@@ -324,10 +323,18 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 // transmitted on the other). With the defaults and two interfaces that is
 // 12288 frames, 48 MiB per queue pair.
 func EngineFrames(ports, queues, fillSize int) int {
+	return engineFrames(ports, queues, 1, queues, fillSize)
+}
+
+// engineFrames is EngineFrames for perQueue sockets on each queue (one
+// per worker with SteerSPI and SteerSpread) and workers transmitting
+// workers: a fill ring per queue, an RX ring per socket, a TX ring per
+// worker, on each port.
+func engineFrames(ports, queues, perQueue, workers, fillSize int) int {
 	if fillSize <= 0 {
 		fillSize = DefaultRingSize
 	}
-	n := ports * queues * (fillSize + 2*DefaultRingSize)
+	n := ports * (queues*fillSize + queues*perQueue*DefaultRingSize + workers*DefaultRingSize)
 	return min(max(n, DefaultNumFrames), MaxNumFrames)
 }
 
