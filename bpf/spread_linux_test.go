@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"errors"
+	"math/rand/v2"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -100,5 +101,66 @@ func TestSpreadOptions(t *testing.T) {
 	o, err := Options{SocketsPerQueue: 2, Spread: true}.normalize()
 	if err != nil || o.SpreadChunk != DefaultSpreadChunk {
 		t.Errorf("default chunk: %+v %v", o, err)
+	}
+}
+
+// TestSpreadProperty checks the dealer against its model over random
+// sequences of packets: hashed kinds (ESP and NAT-T of random SPIs,
+// plaintext to random protected hosts) advance the dealer and go to
+// slot (dealt/SpreadChunk) % n; fragments go to slot 0 and IKE to the
+// kernel, neither moving the dealer. Each packet is run with a socket in
+// one random slot only, so a redirect proves the slot.
+func TestSpreadProperty(t *testing.T) {
+	pinToOneCPU(t)
+	rng := rand.New(rand.NewPCG(14, 4))
+	for range 4 {
+		n := 2 + rng.IntN(7)
+		chunk := 1 << rng.IntN(7)
+		p := loadTest(t, Options{SocketsPerQueue: n, Spread: true, SpreadChunk: chunk, Plaintext: true,
+			ProtectedPrefixes: []netip.Prefix{prot4, prot6}, SteerFragments: true})
+		fd := xskSocket(t)
+		dealt := 0
+		for i := range 300 {
+			var frame []byte
+			kind := rng.IntN(5)
+			switch kind {
+			case 0:
+				frame = pkt{proto: protoESP, l4: esp(256+rng.Uint32N(1<<20), 8)}.bytes()
+			case 1:
+				frame = pkt{v6: true, proto: protoUDP, l4: udp(4500, esp(256+rng.Uint32N(1<<20), 8))}.bytes()
+			case 2:
+				frame = pkt{dst: protHost4, proto: protoTCP, l4: tcpSeg}.bytes()
+			case 3:
+				frame = pkt{frag4: 0x2000 | uint16(1+rng.IntN(100)), proto: protoESP, l4: esp(0x1234, 8)}.bytes()
+			case 4:
+				frame = pkt{proto: protoUDP, l4: udp(500, make([]byte, 28))}.bytes()
+			}
+			slot := rng.IntN(n)
+			idx, err := p.SocketIndex(0, slot)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.RegisterSocket(idx, fd); err != nil {
+				t.Fatal(err)
+			}
+			v, _ := run(t, p, frame)
+			if err := p.UnregisterSocket(idx); err != nil {
+				t.Fatal(err)
+			}
+			var want bool
+			switch kind {
+			case 3:
+				want = slot == 0
+			case 4:
+				want = false
+			default:
+				want = (dealt/chunk)%n == slot
+				dealt++
+			}
+			if (v == VerdictRedirect) != want {
+				t.Fatalf("n %d chunk %d, packet %d (kind %d, %d dealt before), socket in slot %d: %v, want redirect %v",
+					n, chunk, i, kind, dealt, slot, v, want)
+			}
+		}
 	}
 }
