@@ -497,3 +497,71 @@ func TestWakeHelpersAlloc(t *testing.T) {
 		t.Errorf("%v allocations per wake", allocs)
 	}
 }
+
+// TestEngineSPISteeringManySAs: with several inbound SAs interleaved on
+// one queue, each worker of a Sharded or PerCPU engine receives exactly
+// the packets of the SAs it owns (so every SPI's packets are processed
+// by one worker, and nothing needs a hand-off), and every SA decrypts
+// all of its packets.
+func TestEngineSPISteeringManySAs(t *testing.T) {
+	requireNet(t)
+	const nSA, per = 8, 40
+	for _, mode := range []sa.Concurrency{sa.Sharded, sa.PerCPU} {
+		t.Run(mode.String(), func(t *testing.T) {
+			n := newEngNet(t)
+			s := newSteerSAs(t, n, mode, 2)
+			tr := esp.MustParseTransform("aes128gcm16")
+			var ins []*sa.SA
+			var pkts [][][]byte
+			want := make([]uint64, 2)
+			for i := range nSA {
+				spi := uint32(0x7000 + 17*i)
+				in, err := sa.New(sa.Config{SPI: spi, Direction: sa.In, Mode: esp.Tunnel, Local: n.eC, Remote: n.pC,
+					Transform: tr, Key: steerKey(50 + i)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := s.sad.Add(in); err != nil {
+					t.Fatal(err)
+				}
+				ins = append(ins, in)
+				var inner [][]byte
+				for j := range per {
+					inner = append(inner, innerUDP(n.remote, n.pP, uint16(i*per+j), 80))
+				}
+				pkts = append(pkts, peerSeal(t, n, spi, steerKey(50+i), inner))
+				want[s.proc.OwnerOf(spi)] += per
+			}
+			if want[0] == 0 || want[1] == 0 {
+				t.Fatalf("the SPIs all hash to one worker: %v", want)
+			}
+			cfg := n.config(&engSAs{proc: s.proc})
+			cfg.Workers = 2
+			e := startEngine(t, n, cfg)
+			col := startCollect(t, newCapture(t, n.p.B), nSA*per, 10*time.Second, fromTo(17, n.remote, n.pP))
+			for j := range per {
+				var batch [][]byte
+				for i := range nSA {
+					batch = append(batch, pkts[i][j])
+				}
+				n.send(t, batch...)
+			}
+			got := col.wait()
+			st := e.Stats()
+			if len(got) != nSA*per {
+				t.Errorf("decrypted %d of %d", len(got), nSA*per)
+			}
+			for w := range 2 {
+				if st.Workers[w].CipherRX != want[w] {
+					t.Errorf("worker %d received %d ESP packets, owns SAs with %d", w, st.Workers[w].CipherRX, want[w])
+				}
+			}
+			for i, in := range ins {
+				if d := in.Stats().DecapsPkts; d != per {
+					t.Errorf("SA %d (%#x, owner %d): decapsulated %d of %d", i, in.SPI(), s.proc.OwnerOf(in.SPI()), d, per)
+				}
+			}
+			checkFrames(t, e)
+		})
+	}
+}
