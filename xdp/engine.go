@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/espxdp/espxdp/bpf"
 	"github.com/espxdp/espxdp/esp/reasm"
@@ -405,6 +406,11 @@ type EngineWorkerStats struct {
 	HandedOff uint64
 	// Sleeps: times the worker blocked in poll(2).
 	Sleeps uint64
+	// CPU is the CPU time the worker's thread used since the worker
+	// started (Linux: the thread's sum_exec_runtime), for packets per
+	// CPU-second: what scaling over cores costs when the machine has
+	// fewer free CPUs than workers.
+	CPU time.Duration
 	// Sent: packets queued by Engine.Send; SendFull: packets Send could
 	// not queue (no free frame, queue full, bad length).
 	Sent, SendFull uint64

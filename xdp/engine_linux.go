@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,21 +73,26 @@ type engineWorker struct {
 	// asleep is set while the worker sleeps in poll(2), so an Ordered
 	// sequencer can wake it to help (written by the worker only around
 	// a sleep, read by others once per batch).
-	asleep  atomic.Bool
-	ordered bool // the processor's mode is sa.Ordered
-	done    chan struct{}
-	rx      [MaxBatch]Desc
-	pk      [MaxBatch]sa.Packet
-	txC     [2 * MaxBatch]Desc
-	txP     [2 * MaxBatch]Desc
-	free    [2 * MaxBatch]Desc
-	dlv     [2 * MaxBatch][]byte
-	dlvD    [2 * MaxBatch]Desc
-	nC      int
-	nP      int
-	nFree   int
-	nDlv    int
-	c       engCounters
+	// tid is the worker's thread while it runs (0 after); cpu0 its CPU
+	// time when the worker locked it, cpuEnd the CPU the worker used, set
+	// when it stops.
+	tid          atomic.Int32
+	cpu0, cpuEnd atomic.Int64
+	asleep       atomic.Bool
+	ordered      bool // the processor's mode is sa.Ordered
+	done         chan struct{}
+	rx           [MaxBatch]Desc
+	pk           [MaxBatch]sa.Packet
+	txC          [2 * MaxBatch]Desc
+	txP          [2 * MaxBatch]Desc
+	free         [2 * MaxBatch]Desc
+	dlv          [2 * MaxBatch][]byte
+	dlvD         [2 * MaxBatch]Desc
+	nC           int
+	nP           int
+	nFree        int
+	nDlv         int
+	c            engCounters
 
 	// mssOld[i] is the MSS that ClampMSS lowered in pk[i] before
 	// Outbound (0: none), restored if the packet is bypassed.
@@ -476,7 +484,7 @@ func (e *Engine) statsLocked() EngineStats {
 			Control: c.control.Load(), ControlDropped: c.controlDropped.Load(),
 			SADrops: c.saDrops.Load(), MTUDrops: c.mtuDrops.Load(), NotIP: c.notIP.Load(), VLANDrops: c.vlanDrops.Load(),
 			NoRoom: c.noRoom.Load(), TXFull: c.txFull.Load(), HandedOff: c.handedOff.Load(),
-			Sleeps: c.sleeps.Load(), Sent: c.sent.Load(), SendFull: c.sendFull.Load(),
+			Sleeps: c.sleeps.Load(), CPU: ew.cpuTime(), Sent: c.sent.Load(), SendFull: c.sendFull.Load(),
 			MSSClamped: c.mssClamped.Load(), TTLExpired: c.ttlExpired.Load(), ICMPSent: c.icmpSent.Load(),
 			ICMPRateLimited: c.icmpRateLimited.Load(), ICMPNotSent: c.icmpNotSent.Load(),
 			Reassembly: ew.reasmStats(), ReasmNoFrame: c.reasmNoFrame.Load(),
@@ -511,6 +519,8 @@ func (ew *engineWorker) run(ready chan<- error) {
 	} else {
 		defer runtime.UnlockOSThread()
 	}
+	ew.cpu0.Store(threadCPU())
+	ew.tid.Store(int32(unix.Gettid()))
 	ew.refill()
 	ready <- nil
 	idle := 0
@@ -531,6 +541,40 @@ func (ew *engineWorker) run(ready chan<- error) {
 		}
 	}
 	ew.drain()
+	ew.cpuEnd.Store(threadCPU() - ew.cpu0.Load())
+	ew.tid.Store(0)
+}
+
+// threadCPU is the calling thread's CPU time in ns.
+func threadCPU() int64 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
+		return 0
+	}
+	return ts.Nano()
+}
+
+// cpuTime is the CPU time the worker's thread used since it started:
+// read from /proc (sum_exec_runtime, the clock CLOCK_THREAD_CPUTIME_ID
+// reads) while it runs, as recorded by the worker after.
+func (ew *engineWorker) cpuTime() time.Duration {
+	tid := ew.tid.Load()
+	if tid == 0 {
+		return time.Duration(ew.cpuEnd.Load())
+	}
+	b, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(int(tid)) + "/schedstat")
+	if err != nil {
+		return time.Duration(ew.cpuEnd.Load())
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	ns, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(max(ns-ew.cpu0.Load(), 0))
 }
 
 // refill gives the fill rings of the queues the worker receives on free

@@ -206,6 +206,19 @@ func (o *oneSARun) row(op string, mode sa.Concurrency, w int, steer xdp.Steering
 		}
 	}
 	res.add("busy-workers", float64(busy), "")
+	// Packets per CPU-second of the workers' threads, from the engine's
+	// own counters over the same interval as their CPU time (warm-up and
+	// settling included).
+	var done uint64
+	var cpu time.Duration
+	for i, ws := range st.Workers {
+		done += ws.Decrypted + ws.Encrypted - st0.Workers[i].Decrypted - st0.Workers[i].Encrypted
+		cpu += ws.CPU - st0.Workers[i].CPU
+	}
+	if cpu > 0 {
+		res.add("cpu-s", cpu.Seconds(), UnitSeconds)
+		res.add("Mpps-per-CPU", float64(done)/cpu.Seconds()/1e6, UnitMpps)
+	}
 	res.Ingress = e.Steering().String()
 	var handed uint64
 	for i, ws := range st.Workers {

@@ -17,9 +17,9 @@ func TestOneSASection(t *testing.T) {
 	}
 	m := func(n string, v float64) harness.Metric { return harness.Metric{Name: n, Value: v} }
 	rep := &harness.Report{Results: []harness.Result{
-		mk("ordered", "decrypt", harness.OneSAUDP, "spi", 1, m("Mpps", 0.2)),
+		mk("ordered", "decrypt", harness.OneSAUDP, "spi", 1, m("Mpps", 0.2), m("Mpps-per-CPU", 0.4)),
 		mk("ordered", "decrypt", harness.OneSAStream, "spi", 1, m("reordered%", 0), m("replay-drops", 0)),
-		mk("ordered", "decrypt", harness.OneSAUDP, "spi", 2, m("Mpps", 0.3), m("busy-workers", 1)),
+		mk("ordered", "decrypt", harness.OneSAUDP, "spi", 2, m("Mpps", 0.3), m("busy-workers", 1), m("Mpps-per-CPU", 0.36)),
 		mk("ordered", "decrypt", harness.OneSAStream, "spi", 2, m("reordered%", 0), m("replay-drops", 0), m("loss%", 0)),
 		mk("sharded", "decrypt", harness.OneSAUDP, "spread", 2, m("Mpps", 0.05), m("handed-off", 1234)),
 		mk("shared", "encrypt", harness.OneSAUDP, "spread", 2, m("Mpps", 0.25)),
@@ -37,9 +37,9 @@ func TestOneSASection(t *testing.T) {
 	oneSASection(&b, rep, plots)
 	out := b.String()
 	for _, want := range []string{
-		"| ordered | decrypt | spi | 2 | 0.300 | 1.50× | 1.00 | – | 0 | 0 | 0 |",
-		"| sharded | decrypt | hand-off | 2 | 0.050 | – | – | 1234 |",
-		"| shared | encrypt | spread | 2 | 0.250 | – | – | – | 38.5 | 0 | – |",
+		"| ordered | decrypt | spi | 2 | 0.300 | 1.50× | 0.360 | 0.900 | 1.00 | – | 0 | 0 | 0 |",
+		"| sharded | decrypt | hand-off | 2 | 0.050 | – | – | – | – | 1234 |",
+		"| shared | encrypt | spread | 2 | 0.250 | – | – | – | – | – | 38.5 | 0 | – |",
 		"| shared | 2 | 0.400 | – | – | 812 | – | 128 |",
 		"![one SA end to end](" + plotOneSA + ")",
 	} {
