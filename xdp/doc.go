@@ -270,11 +270,11 @@
 // socket per queue, but moves every handed packet between cores once
 // more and reorders it against the owner's own input. Measured by the
 // one-SA rows (go run ./bench -suite e2e-one-sa; bench/RESULTS.md; 2
-// workers, one queue, 1420-byte packets, Sharded decrypt), four runs:
+// workers, one queue, 1420-byte packets, Sharded decrypt), five runs:
 // SPI steering in XDP handed off nothing and reordered nothing; the
 // hand-off moved 89,000-385,000 packets between the workers per 2-second
 // row, reordered 31-48 % of an in-order stream at the receiving host, and
-// delivered less in three of the four runs (last run: 0.45 against 0.52
+// delivered less in four of the five runs (last run: 0.19 against 0.38
 // Mpps). The box is a 2-CPU VM shared with the traffic generator, the
 // sink and other jobs, so rates moved by up to 2× between runs; the
 // hand-off and reordering counts did not.
