@@ -74,6 +74,7 @@ func TestFlagsMirrorEnum(t *testing.T) {
 		"FLAG_SPI_HASH":        flagSPIHash,
 		"FLAG_PLAINTEXT":       flagPlaintext,
 		"FLAG_UNPROTECTED":     flagUnprotected,
+		"FLAG_SPREAD":          flagSpread,
 	}
 	vals := enumValues(t, "steer_flag")
 	if len(vals) != len(want) {

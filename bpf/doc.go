@@ -143,10 +143,16 @@
 // A packet for AF_XDP goes to XSKMAP index
 // queue*SocketsPerQueue + slot, where queue is the RX queue it arrived on
 // and slot is 0, or with Options.SPIHash SPIHashSlot(spi, n) for ESP and
-// PlaintextHashSlot(dst, n) for plaintext. Program.SocketIndex computes
-// the index and Program.RegisterSocket fills it. If the slot is empty the
-// packet is passed and counted as RedirectNoSocket instead of its
-// redirect counter.
+// PlaintextHashSlot(dst, n) for plaintext, or with Options.Spread
+// (c / SpreadChunk) mod n, where c counts the packets this CPU spread
+// (a per-CPU counter: runs of SpreadChunk consecutive packets go to one
+// socket, then the next, whatever their SPI, so one SA on one RX queue
+// reaches every socket of the queue). Fragments always take slot 0.
+// Program.SocketIndex computes the index and Program.RegisterSocket
+// fills it. If the slot is empty the packet is passed and counted as
+// RedirectNoSocket instead of its redirect counter. SPIHashSlot is the
+// owner function of the sa package's Sharded and PerCPU modes
+// (sa.Processor.OwnerOf), so the xdp engine steers each SA to its owner.
 //
 // # Configuration
 //

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"sync"
 	"time"
@@ -40,6 +41,7 @@ const (
 	flagSPIHash        = 1 << 2
 	flagPlaintext      = 1 << 3
 	flagUnprotected    = 1 << 4
+	flagSpread         = 1 << 5
 
 	unprotNoMatchPass = 1 << 31 // UNPROT_NOMATCH_PASS
 )
@@ -47,7 +49,7 @@ const (
 // steerConfig mirrors struct steer_config in steer.h.
 type steerConfig struct {
 	NATTPort        uint16
-	Pad             uint16
+	SpreadShift     uint16
 	Flags           uint32
 	SocketsPerQueue uint32
 	UnprotRules     uint32
@@ -118,6 +120,10 @@ func configure(spec *ebpf.CollectionSpec, opts Options) error {
 	}
 	if opts.SPIHash {
 		cfg.Flags |= flagSPIHash
+	}
+	if opts.Spread {
+		cfg.Flags |= flagSpread
+		cfg.SpreadShift = uint16(bits.TrailingZeros(uint(opts.SpreadChunk)))
 	}
 	if opts.Plaintext {
 		cfg.Flags |= flagPlaintext

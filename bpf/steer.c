@@ -103,6 +103,17 @@ struct {
 	__uint(max_entries, STAT_MAX);
 } stats SEC(".maps");
 
+/*
+ * FLAG_SPREAD: packets this CPU steered with spreading, the dealer's
+ * position. Per CPU, so no packet writes a line another CPU reads.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} spread SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct addr_key);
@@ -213,6 +224,10 @@ static __always_inline __u32 hash32(__u32 x)
  * Redirect into the XSKMAP slot of this RX queue. With FLAG_SPI_HASH and
  * more than one socket per queue, the slot is
  * queue*sockets_per_queue + hash32(key) % sockets_per_queue.
+ * With FLAG_SPREAD instead, it is
+ * queue*sockets_per_queue + (c >> spread_shift) % sockets_per_queue,
+ * where c counts the spread packets of this CPU: runs of 2^spread_shift
+ * consecutive packets are dealt to the queue's sockets in turn.
  * An empty (or out of range) slot makes bpf_redirect_map return the
  * fallback XDP_PASS, which is counted as STAT_REDIRECT_NO_SOCKET.
  */
@@ -225,8 +240,19 @@ static __always_inline int steer(struct xdp_md *ctx, __u32 reason, __u32 key, in
 	if (n == 0)
 		n = 1;
 	idx = ctx->rx_queue_index * n;
-	if (use_hash && (cfg.flags & FLAG_SPI_HASH) && n > 1)
-		idx += hash32(key) % n;
+	if (use_hash && n > 1) {
+		if (cfg.flags & FLAG_SPREAD) {
+			__u32 zero = 0;
+			__u32 *c = bpf_map_lookup_elem(&spread, &zero);
+
+			if (c) {
+				idx += (*c >> (cfg.spread_shift & 31)) % n;
+				*c += 1;
+			}
+		} else if (cfg.flags & FLAG_SPI_HASH) {
+			idx += hash32(key) % n;
+		}
+	}
 
 	ret = bpf_redirect_map(&xsks, idx, XDP_PASS);
 	if (ret == XDP_REDIRECT)

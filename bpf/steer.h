@@ -41,6 +41,7 @@ enum steer_flag {
 	FLAG_SPI_HASH = 1 << 2,       /* spread over sockets_per_queue sockets by hash */
 	FLAG_PLAINTEXT = 1 << 3,      /* steer plaintext to protected prefixes */
 	FLAG_UNPROTECTED = 1 << 4,    /* drop clear text from remote protected prefixes */
+	FLAG_SPREAD = 1 << 5,         /* deal over sockets_per_queue sockets in chunks */
 };
 
 /* Capacities of the unprotected-traffic maps. */
@@ -70,7 +71,7 @@ enum unprot_action {
  */
 struct steer_config {
 	__u16 natt_port;          /* host byte order, default 4500 */
-	__u16 pad;
+	__u16 spread_shift;       /* FLAG_SPREAD: 2^spread_shift packets per socket in turn */
 	__u32 flags;              /* enum steer_flag bits */
 	__u32 sockets_per_queue;  /* 1..64 */
 	__u32 unprot_rules;       /* entries of unprot_rules in use, 0..MAX_UNPROT_RULES */

@@ -55,7 +55,7 @@ const (
 type steerSteerConfig struct {
 	_               structs.HostLayout
 	NattPort        uint16
-	Pad             uint16
+	SpreadShift     uint16
 	Flags           uint32
 	SocketsPerQueue uint32
 	UnprotRules     uint32
@@ -69,6 +69,7 @@ const (
 	steerSteerFlagFLAG_SPI_HASH        steerSteerFlag = 4
 	steerSteerFlagFLAG_PLAINTEXT       steerSteerFlag = 8
 	steerSteerFlagFLAG_UNPROTECTED     steerSteerFlag = 16
+	steerSteerFlagFLAG_SPREAD          steerSteerFlag = 32
 )
 
 type steerUnprotAction uint32
@@ -113,6 +114,7 @@ const (
 	steerMapLocalAddrs      = "local_addrs"
 	steerMapProtectedV4     = "protected_v4"
 	steerMapProtectedV6     = "protected_v6"
+	steerMapSpread          = "spread"
 	steerMapStats           = "stats"
 	steerMapUnprotDrops     = "unprot_drops"
 	steerMapUnprotLast      = "unprot_last"
@@ -179,6 +181,7 @@ type steerMapSpecs struct {
 	LocalAddrs  *ebpf.MapSpec `ebpf:"local_addrs"`
 	ProtectedV4 *ebpf.MapSpec `ebpf:"protected_v4"`
 	ProtectedV6 *ebpf.MapSpec `ebpf:"protected_v6"`
+	Spread      *ebpf.MapSpec `ebpf:"spread"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	UnprotDrops *ebpf.MapSpec `ebpf:"unprot_drops"`
 	UnprotLast  *ebpf.MapSpec `ebpf:"unprot_last"`
@@ -221,6 +224,7 @@ type steerMaps struct {
 	LocalAddrs  *ebpf.Map `ebpf:"local_addrs"`
 	ProtectedV4 *ebpf.Map `ebpf:"protected_v4"`
 	ProtectedV6 *ebpf.Map `ebpf:"protected_v6"`
+	Spread      *ebpf.Map `ebpf:"spread"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 	UnprotDrops *ebpf.Map `ebpf:"unprot_drops"`
 	UnprotLast  *ebpf.Map `ebpf:"unprot_last"`
@@ -235,6 +239,7 @@ func (m *steerMaps) Close() error {
 		m.LocalAddrs,
 		m.ProtectedV4,
 		m.ProtectedV6,
+		m.Spread,
 		m.Stats,
 		m.UnprotDrops,
 		m.UnprotLast,

@@ -21,6 +21,10 @@ const (
 	// DefaultQueues is the number of RX queues the XSKMAP has room for
 	// when Options.Queues is zero.
 	DefaultQueues = 64
+	// DefaultSpreadChunk is Options.SpreadChunk when zero.
+	DefaultSpreadChunk = 32
+	// MaxSpreadChunk is the largest accepted Options.SpreadChunk.
+	MaxSpreadChunk = 1 << 15
 	// MaxQueues is the largest accepted Options.Queues.
 	MaxQueues = 1024
 	// MaxLocalAddrs is the capacity of the local address map.
@@ -135,14 +139,28 @@ type Options struct {
 
 	// SocketsPerQueue is the number of AF_XDP sockets per RX queue, in
 	// XSKMAP slots queue*SocketsPerQueue ... queue*SocketsPerQueue +
-	// SocketsPerQueue-1. Zero means 1. Values above 1 require SPIHash.
-	// At most MaxSocketsPerQueue.
+	// SocketsPerQueue-1. Zero means 1. Values above 1 require SPIHash
+	// or Spread. At most MaxSocketsPerQueue.
 	SocketsPerQueue int
 
 	// SPIHash spreads packets of a queue over its SocketsPerQueue
 	// sockets: ESP by SPIHashSlot(spi), plaintext by a hash of the
 	// destination address. Fragments always use slot 0.
 	SPIHash bool
+
+	// Spread deals the packets a queue would hash (ESP, NAT-T and, in
+	// Plaintext mode, plaintext) over its SocketsPerQueue sockets in
+	// turn, SpreadChunk consecutive packets to each, whatever their SPI
+	// or address: one SA's stream on one RX queue (as RSS delivers it)
+	// reaches every socket. The dealer's position is a per-CPU counter,
+	// so the program still writes nothing another CPU reads. Fragments
+	// always use slot 0. Not with SPIHash.
+	Spread bool
+	// SpreadChunk is how many consecutive packets Spread gives one socket
+	// before the next: a power of two, 1..MaxSpreadChunk (0:
+	// DefaultSpreadChunk). Runs of one SA's packets stay together, so a
+	// worker's batch still holds runs (see package sa).
+	SpreadChunk int
 
 	// Plaintext enables gateway mode: packets that are not taken as
 	// ESP/NAT-T/IKE and whose destination lies in ProtectedPrefixes go
@@ -418,8 +436,20 @@ func (o Options) normalize() (Options, error) {
 	if o.SocketsPerQueue < 1 || o.SocketsPerQueue > MaxSocketsPerQueue {
 		return bad("SocketsPerQueue %d out of range 1..%d", o.SocketsPerQueue, MaxSocketsPerQueue)
 	}
-	if o.SocketsPerQueue > 1 && !o.SPIHash {
-		return bad("SocketsPerQueue %d > 1 needs SPIHash", o.SocketsPerQueue)
+	if o.SocketsPerQueue > 1 && !o.SPIHash && !o.Spread {
+		return bad("SocketsPerQueue %d > 1 needs SPIHash or Spread", o.SocketsPerQueue)
+	}
+	if o.Spread && o.SPIHash {
+		return bad("Spread and SPIHash exclude each other")
+	}
+	if o.SpreadChunk != 0 && !o.Spread {
+		return bad("SpreadChunk needs Spread")
+	}
+	if o.Spread && o.SpreadChunk == 0 {
+		o.SpreadChunk = DefaultSpreadChunk
+	}
+	if o.Spread && (o.SpreadChunk < 1 || o.SpreadChunk > MaxSpreadChunk || o.SpreadChunk&(o.SpreadChunk-1) != 0) {
+		return bad("SpreadChunk %d is not a power of two in 1..%d", o.SpreadChunk, MaxSpreadChunk)
 	}
 	if o.Queues == 0 {
 		o.Queues = DefaultQueues

@@ -132,6 +132,11 @@ func (w *Worker) completeIn(js []job) {
 	// duplicate in the same run or by another worker). One lock per pass
 	// when workers share the window.
 	grow := sa.growable && w.p.growTo > 0
+	// floorD is the delay growWindow is asked to cover when the window is
+	// below the processor's floor (SetReplayWindowFloor): 4*(floorD+1)
+	// is the floor.
+	floor := int(w.p.winFloor.Load())
+	floorD := uint64(max(floor/4, 1)) - 1
 	if w.locked {
 		sa.mu.Lock()
 	}
@@ -179,7 +184,9 @@ func (w *Worker) completeIn(js []job) {
 		if !sa.win.Update(j.seq) {
 			j.drop = DropReplay // a concurrent copy of the packet won
 		} else if grow && sa.win.Top()-j.seq >= uint64(sa.win.Size()/4) {
-			w.growWindow(sa, sa.win.Top()-j.seq)
+			w.growWindow(sa, max(sa.win.Top()-j.seq, floorD))
+		} else if grow && sa.win.Size() < floor {
+			w.growWindow(sa, floorD)
 		}
 	}
 	if w.locked {

@@ -104,5 +104,18 @@ type procBlock struct {
 }
 
 // ownerHash mixes an SPI for the owner computation of the Sharded and
-// PerCPU modes: owner = (ownerHash(spi) * workers) >> 32.
-func ownerHash(spi uint32) uint32 { return spi * 0x9E3779B1 }
+// PerCPU modes: owner = ownerHash(spi) % workers. It is the lowbias32
+// finaliser that the XDP steering program (package bpf, SPIHash) hashes
+// SPIs with, so that a packet steered to socket slot
+// bpf.SPIHashSlot(spi, workers) lands on the worker that owns its SA.
+// Invariant: OwnerOf(spi) == bpf.SPIHashSlot(spi, workers) for every
+// unpinned SA (TestOwnerMatchesSteering in package xdp).
+func ownerHash(spi uint32) uint32 {
+	x := spi
+	x ^= x >> 16
+	x *= 0x7feb352d
+	x ^= x >> 15
+	x *= 0x846ca68b
+	x ^= x >> 16
+	return x
+}

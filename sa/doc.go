@@ -93,7 +93,12 @@
 // grow a window; replayed ones can, to the bound, which costs memory but
 // no protection; until a window reaches its bound, packets older than it
 // cost an ICV check (as any fresh-looking forgery does) instead of none.
-// Windows sized in the Config never grow.
+// Windows sized in the Config never grow. An I/O layer that knows how
+// far it can displace one SA's packets itself sets a floor
+// (Processor.SetReplayWindowFloor): default windows grow to it at their
+// next authenticated packet, before the first deep reordering instead of
+// after it. The xdp engine does so when it deals one queue's packets
+// over its workers (twice a worker's RX ring plus a batch).
 //
 // Outbound sequence numbers come from an atomic counter, reserved for a
 // whole run of packets at a time (see Data path), and are never reused,
@@ -289,7 +294,10 @@
 //     SA's packets out of two queues interleave them.
 //
 //   - Sharded: each SA belongs to one worker, Processor.OwnerOf(spi)
-//     (hash of the SPI, or Config.Worker when PinWorker is set). A worker
+//     (hash of the SPI - the lowbias32 hash modulo the workers that the
+//     XDP program's SPIHash steering uses, bpf.SPIHashSlot, so the xdp
+//     engine's sockets deliver each SA to its owner - or Config.Worker
+//     when PinWorker is set, which the XDP program cannot know). A worker
 //     given a packet of an SA it does not own hands it, through a bounded
 //     lock-free queue per pair of workers, to the owner (VerdictHandedOff;
 //     DropQueueFull when full), which processes it in Worker.Drain. Better:

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/espxdp/espxdp/esp"
@@ -27,6 +28,9 @@ type Processor struct {
 	acqEvents   EventFunc // tunnel acquire events (acquire.go)
 	acqInterval int64
 	growTo      int // replay windows may grow up to this; 0: never (batch.go)
+	// winFloor is the size growable windows are grown to at their next
+	// authenticated packet (SetReplayWindowFloor); 0: none.
+	winFloor atomic.Int32
 }
 
 // Worker is one worker of a Processor. Use each Worker from one
@@ -144,19 +148,46 @@ func (p *Processor) owner(sa *SA) int {
 	if sa.cfg.PinWorker {
 		return sa.cfg.Worker % n
 	}
-	return int(uint64(sa.hashOwner) * uint64(n) >> 32)
+	return int(sa.hashOwner % uint32(n))
 }
+
+// SetReplayWindowFloor makes the default-sized (growable) replay windows
+// of inbound SAs that this processor's workers use at least n packets
+// (rounded up to a power of two, bounded by ProcessorOptions.ReplayWindowMax),
+// each grown at its next authenticated packet, as growth by observed
+// lateness would (replay.Window.Grow: nothing rejected before becomes
+// acceptable). It is for an I/O layer that knows how far it can
+// reorder one SA's stream itself - the engine of package xdp dealing
+// one queue's packets over its workers' RX rings - so that the first
+// such reordering loses nothing. It does nothing with one worker, with
+// growth turned off, or for windows sized in their Config. n ≤ 0 removes
+// the floor (windows already grown stay grown).
+func (p *Processor) SetReplayWindowFloor(n int) {
+	if n <= 0 || p.growTo == 0 {
+		p.winFloor.Store(0)
+		return
+	}
+	f := DefaultReplayWindow
+	for f < n && f < p.growTo {
+		f *= 2
+	}
+	p.winFloor.Store(int32(min(f, p.growTo)))
+}
+
+// ReplayWindowFloor returns the floor set by SetReplayWindowFloor (0:
+// none).
+func (p *Processor) ReplayWindowFloor() int { return int(p.winFloor.Load()) }
 
 // OwnerOf returns the worker that owns the inbound SA with this SPI in
 // the Sharded and PerCPU modes, so that a caller can steer packets to it
 // (e.g. an XDP program or RSS choosing the queue) and avoid hand-offs.
-// Unpinned SAs (and unknown SPIs) map to
-// (uint64(uint32(spi*0x9E3779B1)) * workers) >> 32.
+// Unpinned SAs (and unknown SPIs) map to lowbias32(spi) % workers, the
+// slot the XDP program's SPI hash picks (bpf.SPIHashSlot).
 func (p *Processor) OwnerOf(spi uint32) int {
 	if sa := p.sad.Lookup(spi); sa != nil {
 		return p.owner(sa)
 	}
-	return int(uint64(ownerHash(spi)) * uint64(len(p.workers)) >> 32)
+	return int(ownerHash(spi) % uint32(len(p.workers)))
 }
 
 // OwnerOfSA is OwnerOf for a given SA (either direction).

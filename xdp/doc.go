@@ -155,11 +155,12 @@
 // loads the bpf steering program for the ciphertext side (ESP and
 // ESP-in-UDP to AF_XDP; IKE, keepalives, ARP, ICMP and everything else
 // to the kernel) and one in Plaintext mode for the plaintext side
-// (packets to ProtectedPrefixes to AF_XDP), opens one socket per queue
-// and side, registers them, attaches both programs and starts one worker
-// per queue, each on a goroutine locked to an OS thread and optionally
-// pinned to a CPU (EngineConfig.CPUs). Worker i drives queue i of both
-// interfaces and sa.Processor.Worker(i).
+// (packets to ProtectedPrefixes to AF_XDP), opens the sockets (see
+// Steering), registers them, attaches both programs and starts
+// EngineConfig.Workers workers, each on a goroutine locked to an OS
+// thread and optionally pinned to a CPU (EngineConfig.CPUs). Worker i
+// drives sa.Processor.Worker(i), receives on its sockets and transmits
+// on queue i % Queues of both interfaces.
 //
 // A worker's loop, in batches of up to BatchSize:
 //
@@ -212,6 +213,71 @@
 // into a per-worker buffer and leave as new chains; both programs are
 // attached in generic mode, where the kernel gives the steering program
 // the whole frame.
+//
+// # Steering: several workers per queue
+//
+// The kernel puts a packet that an XDP program redirects into an XSKMAP
+// only into a socket bound to the device and queue the packet arrived on
+// (xsk_rcv checks both), and a NIC's RSS hashes one ESP flow (same
+// addresses) to ONE queue. So "one SA over several cores" needs several
+// sockets on that one queue, a cpumap hop to another CPU, or a hand-off
+// between workers after RX. The engine uses the first: with SteerSPI or
+// SteerSpread (EngineConfig.Steering; SteerAuto picks by the processor's
+// mode), every worker has a socket on every queue of both interfaces, all
+// of one UMEM; the sockets of a queue share its fill and completion rings
+// (XDP_SHARED_UMEM on the same device and queue, which the kernel allows
+// in copy and zero-copy mode; the UMEM's mutex already serialises those
+// rings, and every worker refills the rings of the queues it receives
+// on). Worker w's socket on queue q is XSKMAP slot q×Workers+w, and the
+// XDP program picks the slot:
+//
+//	mode      cipher side (ESP, NAT-T)           plaintext side
+//	Shared    Spread: chunks of 32 packets        Spread
+//	          dealt to the workers in turn
+//	Sharded   SPIHash: the SA's owner             destination hash (the worker
+//	          (bpf.SPIHashSlot(spi, Workers) ==   hands the packet to the
+//	          sa.Processor.OwnerOf(spi))          outbound SA's owner)
+//	PerCPU    SPIHash: the SA's owner             destination hash (that
+//	                                              worker's own outbound SA)
+//	Ordered   SPIHash: one sequencer per SA,      destination hash: one
+//	          its AEAD done by all workers        sequencer per inner
+//	          (a sequencer wakes sleeping         destination
+//	          helpers, once per batch)
+//
+// One worker on one queue (or MultiBuffer) keeps SteerQueue: one socket
+// per queue, worker i on queue i. What a worker receives on any queue it
+// processes itself and transmits on its own queue's socket, so its
+// packets leave in the order it finished them. Invariants, tested in
+// namespaces with one queue and two workers in every mode
+// (TestEngineOneSAModes; with SA add, update and delete under traffic
+// and -race in TestEngineSAChurnMultiWorker): every packet of one SPI is
+// received by its owner (Sharded, PerCPU), so none is handed off;
+// Ordered leaves no inner packet and no ESP sequence number out of
+// order; no mode drops a packet of an in-order stream as a replay or
+// sends a sequence number twice. Spreading reorders one SA's stream by
+// up to what a worker's RX ring holds (2048 packets), more than the
+// default replay window, so Start sets the processor's window floor
+// (sa.Processor.SetReplayWindowFloor) to twice that: default-sized
+// windows grow to 8192 packets at their first packet with two workers
+// (an earlier run without the floor lost 416 of an 8192-packet stream to
+// anti-replay, Shared, 2 workers).
+//
+// Why not the others. A cpumap redirect moves the frame to another CPU,
+// where a second XDP program may redirect it into a socket only of the
+// same device and queue again: it adds a CPU hop, not a queue, and still
+// needs several sockets per queue to reach several workers. A software
+// hand-off after RX (the sa package's Sharded queues) works with one
+// socket per queue, but moves every handed packet between cores once
+// more and reorders it against the owner's own input. Measured by the
+// one-SA rows (go run ./bench -suite e2e-one-sa; bench/RESULTS.md; 2
+// workers, one queue, 1420-byte packets, Sharded decrypt), five runs:
+// SPI steering in XDP handed off nothing and reordered nothing; the
+// hand-off moved 89,000-385,000 packets between the workers per 2-second
+// row, reordered 31-48 % of an in-order stream at the receiving host, and
+// delivered less in four of the five runs (last run: 0.19 against 0.38
+// Mpps). The box is a 2-CPU VM shared with the traffic generator, the
+// sink and other jobs, so rates moved by up to 2× between runs; the
+// hand-off and reordering counts did not.
 //
 // # TUN
 //

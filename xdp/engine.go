@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/espxdp/espxdp/bpf"
 	"github.com/espxdp/espxdp/esp/reasm"
@@ -58,7 +59,8 @@ type ControlFunc func(pkt []byte)
 type EngineConfig struct {
 	// Processor runs ESP; it is built by the caller, who keeps control
 	// of its SAD, SPD and tunnels and may change SAs while the engine
-	// runs. It needs at least Queues workers: worker i serves queue i.
+	// runs. It needs at least Workers workers: engine worker i drives
+	// Processor.Worker(i).
 	Processor *sa.Processor
 	// Cipher is the ciphertext side: ESP and ESP-in-UDP arrive there
 	// (steered by the bpf program) and encrypted packets leave there.
@@ -87,9 +89,22 @@ type EngineConfig struct {
 	// dropped (and counted). The bpf program already passes IKE to the
 	// kernel, so this is rare.
 	Control ControlFunc
-	// Queues is the number of interface queues, and workers: worker i
-	// serves queue i of both interfaces (0: 1).
+	// Queues is the number of interface queues served (0: 1).
 	Queues int
+	// Workers is the number of engine workers (0: Queues). With
+	// SteerQueue it must equal Queues (worker i serves queue i); with
+	// SteerSPI and SteerSpread every worker has a socket on every queue
+	// of both interfaces (the queue's sockets share its fill and
+	// completion rings, XDP_SHARED_UMEM), the XDP programs choose the
+	// worker, and worker i transmits on queue i % Queues.
+	Workers int
+	// Steering chooses how the XDP programs pick the worker of a packet
+	// (SteerAuto: by the processor's concurrency mode; see Steering).
+	Steering Steering
+	// SpreadChunk is, with SteerSpread, how many consecutive packets of
+	// a queue go to one worker before the next (a power of two; 0:
+	// bpf.DefaultSpreadChunk).
+	SpreadChunk int
 	// UMEM configures the engine's UMEM, shared by all its sockets so
 	// frames move between interfaces and workers without copying. The
 	// zero value gives the defaults, but NumFrames 0 means EngineFrames:
@@ -208,8 +223,11 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 	if c.Queues < 0 || c.Queues > bpf.MaxQueues {
 		return bad("Queues %d", c.Queues)
 	}
-	if c.Processor.Workers() < c.Queues {
-		return bad("Processor has %d workers for %d queues", c.Processor.Workers(), c.Queues)
+	if c.Workers == 0 {
+		c.Workers = c.Queues
+	}
+	if c.Workers < 0 || c.Processor.Workers() < c.Workers {
+		return bad("Processor has %d workers for %d engine workers", c.Processor.Workers(), c.Workers)
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatch
@@ -228,6 +246,15 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 	}
 	if c.MultiBuffer {
 		c.Attach = bpf.AttachGeneric
+	}
+	st, err := resolveSteering(&c)
+	if err != nil {
+		return EngineConfig{}, err
+	}
+	c.Steering = st
+	if c.SpreadChunk != 0 && (c.Steering != SteerSpread || c.SpreadChunk < 0 || c.SpreadChunk > bpf.MaxSpreadChunk ||
+		c.SpreadChunk&(c.SpreadChunk-1) != 0) {
+		return bad("SpreadChunk %d (steering %v)", c.SpreadChunk, c.Steering)
 	}
 	if c.IdleSpins == 0 {
 		c.IdleSpins = 64
@@ -279,7 +306,7 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 		}
 	}
 	if c.UMEM.NumFrames == 0 {
-		c.UMEM.NumFrames = EngineFrames(len(ports), c.Queues, c.UMEM.FillSize)
+		c.UMEM.NumFrames = engineFrames(len(ports), c.Queues, c.socketsPerQueue(), c.Workers, c.UMEM.FillSize)
 	}
 	u, err := c.UMEM.normalize()
 	if err != nil {
@@ -297,10 +324,18 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 // transmitted on the other). With the defaults and two interfaces that is
 // 12288 frames, 48 MiB per queue pair.
 func EngineFrames(ports, queues, fillSize int) int {
+	return engineFrames(ports, queues, 1, queues, fillSize)
+}
+
+// engineFrames is EngineFrames for perQueue sockets on each queue (one
+// per worker with SteerSPI and SteerSpread) and workers transmitting
+// workers: a fill ring per queue, an RX ring per socket, a TX ring per
+// worker, on each port.
+func engineFrames(ports, queues, perQueue, workers, fillSize int) int {
 	if fillSize <= 0 {
 		fillSize = DefaultRingSize
 	}
-	n := ports * queues * (fillSize + 2*DefaultRingSize)
+	n := ports * (queues*fillSize + queues*perQueue*DefaultRingSize + workers*DefaultRingSize)
 	return min(max(n, DefaultNumFrames), MaxNumFrames)
 }
 
@@ -318,7 +353,9 @@ func MaxFrameLen(cfg UMEMConfig) int {
 
 // EngineWorkerStats are the counters of one engine worker.
 type EngineWorkerStats struct {
-	Queue int
+	// Worker is the engine worker (and sa.Processor worker); Queue the
+	// queue it transmits on.
+	Worker, Queue int
 	// CipherRX: frames received on the ciphertext side; Decrypted:
 	// inner packets sent on the plaintext side or delivered.
 	CipherRX, Decrypted uint64
@@ -369,6 +406,11 @@ type EngineWorkerStats struct {
 	HandedOff uint64
 	// Sleeps: times the worker blocked in poll(2).
 	Sleeps uint64
+	// CPU is the CPU time the worker's thread used since the worker
+	// started (Linux: the thread's sum_exec_runtime), for packets per
+	// CPU-second: what scaling over cores costs when the machine has
+	// fewer free CPUs than workers.
+	CPU time.Duration
 	// Sent: packets queued by Engine.Send; SendFull: packets Send could
 	// not queue (no free frame, queue full, bad length).
 	Sent, SendFull uint64

@@ -29,10 +29,20 @@ func TestEngineFramesDefault(t *testing.T) {
 			c.Plain = &Port{Name: "p", NextHop: mac}
 			c.ProtectedPrefixes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 		}, 2 * 3 * DefaultRingSize},
-		{"deliver, two queues", func(c *EngineConfig) {
+		{"deliver, two queues, one worker each", func(c *EngineConfig) {
+			c.Deliver = func([][]byte) {}
+			c.Queues, c.Steering = 2, SteerQueue
+		}, 2 * 3 * DefaultRingSize},
+		{"deliver, two queues, two workers on each", func(c *EngineConfig) {
+			// Spread: 2 fill rings, 4 RX rings (a socket per worker and
+			// queue), 2 TX rings.
 			c.Deliver = func([][]byte) {}
 			c.Queues = 2
-		}, 2 * 3 * DefaultRingSize},
+		}, 8 * DefaultRingSize},
+		{"deliver, one queue, two workers", func(c *EngineConfig) {
+			c.Deliver = func([][]byte) {}
+			c.Workers = 2
+		}, 5 * DefaultRingSize},
 		{"explicit", func(c *EngineConfig) {
 			c.Deliver = func([][]byte) {}
 			c.UMEM = UMEMConfig{NumFrames: 2048, FillSize: 512}

@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,26 +57,42 @@ type engineRun struct {
 }
 
 type engineWorker struct {
-	e     *Engine
-	rt    *engineRun
-	q     int
-	w     *sa.Worker
-	cs    *Socket // ciphertext side
-	ps    *Socket // plaintext side, nil with Deliver
-	done  chan struct{}
-	tid   atomic.Int32 // the OS thread the worker runs on (WorkerThreads)
-	rx    [MaxBatch]Desc
-	pk    [MaxBatch]sa.Packet
-	txC   [2 * MaxBatch]Desc
-	txP   [2 * MaxBatch]Desc
-	free  [2 * MaxBatch]Desc
-	dlv   [2 * MaxBatch][]byte
-	dlvD  [2 * MaxBatch]Desc
-	nC    int
-	nP    int
-	nFree int
-	nDlv  int
-	c     engCounters
+	e  *Engine
+	rt *engineRun
+	id int // engine (and sa.Processor) worker index
+	q  int // the queue it transmits on
+	w  *sa.Worker
+	cs *Socket // ciphertext side, TX (and RX on queue q)
+	ps *Socket // plaintext side, nil with Deliver
+	// rxC and rxP are the sockets the worker receives on: its socket on
+	// every queue (SteerSPI, SteerSpread), or cs and ps alone
+	// (SteerQueue). They include cs and ps.
+	rxC, rxP []*Socket
+	// pfd is the poll set of sleep, built once at start.
+	pfd []unix.PollFd
+	// asleep is set while the worker sleeps in poll(2), so an Ordered
+	// sequencer can wake it to help (written by the worker only around
+	// a sleep, read by others once per batch).
+	// tid is the worker's thread while it runs (0 after); cpu0 its CPU
+	// time when the worker locked it, cpuEnd the CPU the worker used, set
+	// when it stops.
+	tid          atomic.Int32
+	cpu0, cpuEnd atomic.Int64
+	asleep       atomic.Bool
+	ordered      bool // the processor's mode is sa.Ordered
+	done         chan struct{}
+	rx           [MaxBatch]Desc
+	pk           [MaxBatch]sa.Packet
+	txC          [2 * MaxBatch]Desc
+	txP          [2 * MaxBatch]Desc
+	free         [2 * MaxBatch]Desc
+	dlv          [2 * MaxBatch][]byte
+	dlvD         [2 * MaxBatch]Desc
+	nC           int
+	nP           int
+	nFree        int
+	nDlv         int
+	c            engCounters
 
 	// mssOld[i] is the MSS that ClampMSS lowered in pk[i] before
 	// Outbound (0: none), restored if the packet is bypassed.
@@ -218,8 +237,15 @@ func (e *Engine) Start() (err error) {
 	if rt.u, err = NewUMEM(cfg.UMEM); err != nil {
 		return err
 	}
+	per := cfg.socketsPerQueue()
+	steer := bpf.Options{SocketsPerQueue: per, SPIHash: per > 1 && cfg.Steering == SteerSPI,
+		Spread: per > 1 && cfg.Steering == SteerSpread}
+	if steer.Spread {
+		steer.SpreadChunk = cfg.SpreadChunk
+	}
 	rt.progC, err = bpf.Load(bpf.Options{NATTPort: cfg.NATTPort, LocalAddrs: cfg.LocalAddrs, Queues: cfg.Queues,
-		Unprotected: cfg.Unprotected, SteerFragments: cfg.Reassembly != nil})
+		Unprotected: cfg.Unprotected, SteerFragments: cfg.Reassembly != nil,
+		SocketsPerQueue: steer.SocketsPerQueue, SPIHash: steer.SPIHash, Spread: steer.Spread, SpreadChunk: steer.SpreadChunk})
 	if err != nil {
 		return err
 	}
@@ -231,14 +257,16 @@ func (e *Engine) Start() (err error) {
 			// the kernel; with only the unspecified addresses "local",
 			// ESP, UDP and their fragments on this side are taken only
 			// for the protected prefixes, like all other plaintext.
-			SteerFragments: true, LocalAddrs: plainLocal})
+			SteerFragments: true, LocalAddrs: plainLocal,
+			SocketsPerQueue: steer.SocketsPerQueue, SPIHash: steer.SPIHash, Spread: steer.Spread, SpreadChunk: steer.SpreadChunk})
 		if err != nil {
 			return err
 		}
 	}
-	for q := range cfg.Queues {
-		ew := &engineWorker{e: e, rt: rt, q: q, w: cfg.Processor.Worker(q), done: make(chan struct{}), wfd: -1,
-			icmp: newTokenBucket(cfg.ICMPRate, cfg.ICMPBurst), jumbo: newJumboState(cfg.MultiBuffer)}
+	for w := range cfg.Workers {
+		ew := &engineWorker{e: e, rt: rt, id: w, q: w % cfg.Queues, w: cfg.Processor.Worker(w), done: make(chan struct{}), wfd: -1,
+			ordered: cfg.Processor.Concurrency() == sa.Ordered,
+			icmp:    newTokenBucket(cfg.ICMPRate, cfg.ICMPBurst), jumbo: newJumboState(cfg.MultiBuffer)}
 		rt.workers = append(rt.workers, ew)
 		if cfg.Reassembly != nil {
 			ew.ra = reasm.New(*cfg.Reassembly)
@@ -247,19 +275,65 @@ func (e *Engine) Start() (err error) {
 			ew.wfd = -1
 			return fmt.Errorf("xdp: eventfd: %w", err)
 		}
-		if ew.cs, err = rt.u.NewSocket(SocketConfig{Ifindex: cIdx, Queue: q, Mode: cfg.Mode, MultiBuffer: cfg.MultiBuffer}); err != nil {
-			return err
+	}
+	// Sockets queue by queue: the first of a queue brings its fill and
+	// completion rings, the others share them (XDP_SHARED_UMEM). Worker
+	// w's socket on queue q is XSKMAP slot q*per + w (per > 1), where
+	// the programs' SPI hash or dealer sends the packets meant for w.
+	open := func(prog *bpf.Program, ifindex, q, slot int) (*Socket, error) {
+		s, err := rt.u.NewSocket(SocketConfig{Ifindex: ifindex, Queue: q, Mode: cfg.Mode, MultiBuffer: cfg.MultiBuffer})
+		if err != nil {
+			return nil, err
 		}
-		if err = rt.progC.RegisterSocket(q, ew.cs.FD()); err != nil {
-			return err
+		idx, err := prog.SocketIndex(q, slot)
+		if err == nil {
+			err = prog.RegisterSocket(idx, s.FD())
 		}
-		if cfg.Plain != nil {
-			if ew.ps, err = rt.u.NewSocket(SocketConfig{Ifindex: pIdx, Queue: q, Mode: cfg.Mode, MultiBuffer: cfg.MultiBuffer}); err != nil {
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		return s, nil
+	}
+	for q := range cfg.Queues {
+		for _, ew := range rt.workers {
+			slot := ew.id
+			if cfg.Steering == SteerQueue {
+				if ew.id != q {
+					continue
+				}
+				slot = 0
+			}
+			s, err := open(rt.progC, cIdx, q, slot)
+			if err != nil {
 				return err
 			}
-			if err = rt.progP.RegisterSocket(q, ew.ps.FD()); err != nil {
-				return err
+			ew.rxC = append(ew.rxC, s)
+			if q == ew.q {
+				ew.cs = s
 			}
+			if cfg.Plain != nil {
+				if s, err = open(rt.progP, pIdx, q, slot); err != nil {
+					return err
+				}
+				ew.rxP = append(ew.rxP, s)
+				if q == ew.q {
+					ew.ps = s
+				}
+			}
+		}
+	}
+	if cfg.Steering == SteerSpread && cfg.Workers > 1 {
+		// Invariant: an in-order stream dealt to the workers loses
+		// nothing to anti-replay. One worker can fall behind the others
+		// by at most what its RX rings and a batch hold; twice that is
+		// the window floor (sa.Processor.SetReplayWindowFloor).
+		cfg.Processor.SetReplayWindowFloor(spreadWindowFloor(cfg.Workers, cfg.BatchSize))
+	}
+	for _, ew := range rt.workers {
+		ew.pfd = append(ew.pfd, unix.PollFd{Fd: int32(rt.efd), Events: unix.POLLIN}, unix.PollFd{Fd: int32(ew.wfd), Events: unix.POLLIN})
+		for _, s := range append(append([]*Socket(nil), ew.rxC...), ew.rxP...) {
+			ew.pfd = append(ew.pfd, unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN})
 		}
 	}
 	if rt.attC, err = rt.progC.Attach(cIdx, cfg.Attach); err != nil {
@@ -347,11 +421,11 @@ func (rt *engineRun) teardown() error {
 			add(unix.Close(ew.wfd))
 			ew.wfd = -1
 		}
-		if ew.cs != nil {
-			add(ew.cs.Close())
+		for _, s := range ew.rxC {
+			add(s.Close())
 		}
-		if ew.ps != nil {
-			add(ew.ps.Close())
+		for _, s := range ew.rxP {
+			add(s.Close())
 		}
 	}
 	if rt.u != nil {
@@ -422,23 +496,25 @@ func (e *Engine) statsLocked() EngineStats {
 	for _, ew := range rt.workers {
 		c := &ew.c
 		st.Workers = append(st.Workers, EngineWorkerStats{
-			Queue: ew.q, CipherRX: c.cipherRX.Load(), Decrypted: c.decrypted.Load(),
+			Worker: ew.id, Queue: ew.q, CipherRX: c.cipherRX.Load(), Decrypted: c.decrypted.Load(),
 			PlainRX: c.plainRX.Load(), Encrypted: c.encrypted.Load(), Bypassed: c.bypassed.Load(),
 			Control: c.control.Load(), ControlDropped: c.controlDropped.Load(),
 			SADrops: c.saDrops.Load(), MTUDrops: c.mtuDrops.Load(), NotIP: c.notIP.Load(), VLANDrops: c.vlanDrops.Load(),
 			NoRoom: c.noRoom.Load(), TXFull: c.txFull.Load(), HandedOff: c.handedOff.Load(),
-			Sleeps: c.sleeps.Load(), Sent: c.sent.Load(), SendFull: c.sendFull.Load(),
+			Sleeps: c.sleeps.Load(), CPU: ew.cpuTime(), Sent: c.sent.Load(), SendFull: c.sendFull.Load(),
 			MSSClamped: c.mssClamped.Load(), TTLExpired: c.ttlExpired.Load(), ICMPSent: c.icmpSent.Load(),
 			ICMPRateLimited: c.icmpRateLimited.Load(), ICMPNotSent: c.icmpNotSent.Load(),
 			Reassembly: ew.reasmStats(), ReasmNoFrame: c.reasmNoFrame.Load(),
 			Fragmented: c.fragmented.Load(), Fragments: c.fragments.Load(), FragmentFailed: c.fragFailed.Load(),
 			JumboRX: c.jumboRX.Load(), JumboTX: c.jumboTX.Load(), JumboDrops: c.jumboDrops.Load(),
 		})
-		s, _ := ew.cs.Stats()
-		st.CipherSockets = append(st.CipherSockets, s)
-		if ew.ps != nil {
-			s, _ := ew.ps.Stats()
-			st.PlainSockets = append(st.PlainSockets, s)
+		for _, s := range ew.rxC {
+			ss, _ := s.Stats()
+			st.CipherSockets = append(st.CipherSockets, ss)
+		}
+		for _, s := range ew.rxP {
+			ss, _ := s.Stats()
+			st.PlainSockets = append(st.PlainSockets, ss)
 		}
 	}
 	return st
@@ -447,24 +523,22 @@ func (e *Engine) statsLocked() EngineStats {
 func (ew *engineWorker) run(ready chan<- error) {
 	defer close(ew.done)
 	runtime.LockOSThread()
-	ew.tid.Store(int32(unix.Gettid()))
 	cfg := &ew.e.cfg
 	if len(cfg.CPUs) > 0 {
-		cpu := cfg.CPUs[ew.q%len(cfg.CPUs)]
+		cpu := cfg.CPUs[ew.id%len(cfg.CPUs)]
 		var set unix.CPUSet
 		set.Set(cpu)
 		if err := unix.SchedSetaffinity(0, &set); err != nil {
 			// The thread exits with the goroutine, still locked.
-			ready <- fmt.Errorf("xdp: pin engine worker %d to CPU %d: %w", ew.q, cpu, err)
+			ready <- fmt.Errorf("xdp: pin engine worker %d to CPU %d: %w", ew.id, cpu, err)
 			return
 		}
 	} else {
 		defer runtime.UnlockOSThread()
 	}
-	ew.cs.Refill()
-	if ew.ps != nil {
-		ew.ps.Refill()
-	}
+	ew.cpu0.Store(threadCPU())
+	ew.tid.Store(int32(unix.Gettid()))
+	ew.refill()
 	ready <- nil
 	idle := 0
 	for !ew.rt.stop.Load() {
@@ -484,10 +558,57 @@ func (ew *engineWorker) run(ready chan<- error) {
 		}
 	}
 	ew.drain()
+	ew.cpuEnd.Store(threadCPU() - ew.cpu0.Load())
+	ew.tid.Store(0)
 }
 
-// step processes one batch from each side and the packets other workers
-// handed over; it returns the number of packets taken.
+// threadCPU is the calling thread's CPU time in ns.
+func threadCPU() int64 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
+		return 0
+	}
+	return ts.Nano()
+}
+
+// cpuTime is the CPU time the worker's thread used since it started:
+// read from /proc (sum_exec_runtime, the clock CLOCK_THREAD_CPUTIME_ID
+// reads) while it runs, as recorded by the worker after.
+func (ew *engineWorker) cpuTime() time.Duration {
+	tid := ew.tid.Load()
+	if tid == 0 {
+		return time.Duration(ew.cpuEnd.Load())
+	}
+	b, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(int(tid)) + "/schedstat")
+	if err != nil {
+		return time.Duration(ew.cpuEnd.Load())
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	ns, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(max(ns-ew.cpu0.Load(), 0))
+}
+
+// refill gives the fill rings of the queues the worker receives on free
+// frames (a queue's sockets share one ring: whichever worker has work
+// keeps it filled).
+func (ew *engineWorker) refill() {
+	for _, s := range ew.rxC {
+		s.Refill()
+	}
+	for _, s := range ew.rxP {
+		s.Refill()
+	}
+}
+
+// step processes one batch from each socket of each side and the
+// packets other workers handed over; it returns the number of packets
+// taken.
 func (ew *engineWorker) step(refill bool) int {
 	cs, ps := ew.cs, ew.ps
 	cs.Complete()
@@ -495,25 +616,25 @@ func (ew *engineWorker) step(refill bool) int {
 		ps.Complete()
 	}
 	if refill {
-		cs.Refill()
-		if ps != nil {
-			ps.Refill()
-		}
+		ew.refill()
 	}
 	bs := ew.e.cfg.BatchSize
 	total := 0
-	if n := cs.Receive(ew.rx[:bs]); n > 0 {
-		ew.c.cipherRX.Add(uint64(n))
-		total += n
-		k := ew.load(n, ew.rt.cVLAN, ew.ra)
-		ew.w.Inbound(ew.pk[:k])
-		for i := range k {
-			ew.finish(&ew.pk[i], sa.In)
+	for _, s := range ew.rxC {
+		if n := s.Receive(ew.rx[:bs]); n > 0 {
+			ew.c.cipherRX.Add(uint64(n))
+			total += n
+			k := ew.load(n, ew.rt.cVLAN, ew.ra)
+			ew.wakeHelpers(k)
+			ew.w.Inbound(ew.pk[:k])
+			for i := range k {
+				ew.finish(&ew.pk[i], sa.In)
+			}
+			ew.flush()
 		}
-		ew.flush()
 	}
-	if ps != nil {
-		if n := ps.Receive(ew.rx[:bs]); n > 0 {
+	for _, s := range ew.rxP {
+		if n := s.Receive(ew.rx[:bs]); n > 0 {
 			ew.c.plainRX.Add(uint64(n))
 			total += n
 			ew.outbound(ew.load(n, ew.rt.pVLAN, nil))
@@ -682,6 +803,7 @@ func (ew *engineWorker) reasmStats() reasm.Stats {
 // gateway duties, the SA processor, then finish for each.
 func (ew *engineWorker) outbound(k int) {
 	k = ew.beforeOutbound(k)
+	ew.wakeHelpers(k)
 	ew.w.Outbound(ew.pk[:k])
 	if ew.e.cfg.ClampMSS > 0 {
 		for i := range k {
@@ -1038,24 +1160,45 @@ func (ew *engineWorker) sleep() {
 		ew.e.cfg.Processor.Concurrency() != sa.Shared {
 		timeout = time.Millisecond
 	}
-	if ew.srcN.Load() > 0 {
+	if ew.srcN.Load() > 0 || ew.w.Pending() > 0 {
 		return
 	}
-	pfd := [4]unix.PollFd{
-		{Fd: int32(ew.rt.efd), Events: unix.POLLIN},
-		{Fd: int32(ew.wfd), Events: unix.POLLIN},
-		{Fd: int32(ew.cs.fd), Events: unix.POLLIN},
-		{Fd: -1},
+	for i := range ew.pfd {
+		ew.pfd[i].Revents = 0
 	}
-	if ew.ps != nil {
-		pfd[3] = unix.PollFd{Fd: int32(ew.ps.fd), Events: unix.POLLIN}
-	}
-	pollRetry(pfd[:], timeout)
-	if pfd[1].Revents&unix.POLLIN != 0 {
+	ew.asleep.Store(true)
+	pollRetry(ew.pfd, timeout)
+	ew.asleep.Store(false)
+	if ew.pfd[1].Revents&unix.POLLIN != 0 {
 		var v [8]byte
 		unix.Read(ew.wfd, v[:])
 	}
 	ew.c.sleeps.Add(1)
+}
+
+// wakeOne is the 8-byte counter increment written to an eventfd
+// (little-endian 1; the engine runs on little-endian hosts, as the
+// committed bpf object does).
+var wakeOne = [8]byte{1}
+
+// wakeFD adds one to the eventfd fd, waking a poll on it.
+func wakeFD(fd int) { unix.Write(fd, wakeOne[:]) }
+
+// wakeHelpers, in the Ordered mode, wakes the workers sleeping in
+// poll(2) before this one sequences a batch of k packets, so that they
+// take its AEAD jobs (Worker.Drain) instead of sleeping through them.
+// It costs one load of each other worker's asleep flag per batch and a
+// write to an eventfd only for a sleeper; nothing per packet.
+func (ew *engineWorker) wakeHelpers(k int) {
+	if k < 2 || !ew.ordered {
+		return
+	}
+	for _, o := range ew.rt.workers {
+		if o != ew && o.asleep.Load() {
+			o.asleep.Store(false)
+			wakeFD(o.wfd)
+		}
+	}
 }
 
 // drain processes what is left on the RX rings without refilling, then
@@ -1164,3 +1307,14 @@ func (e *Engine) Send(queue int, pkts [][]byte) (int, error) {
 	}
 	return sent, nil
 }
+
+// spreadWindowFloor is the replay window floor of an engine that deals
+// one queue's packets over workers workers: twice how far one worker can
+// fall behind the others, (workers-1) × (an RX ring + a batch).
+func spreadWindowFloor(workers, batch int) int {
+	return 2 * (workers - 1) * (DefaultRingSize + batch)
+}
+
+// Steering returns the steering the engine uses (EngineConfig.Steering
+// as resolved from SteerAuto).
+func (e *Engine) Steering() Steering { return e.cfg.Steering }

@@ -19,3 +19,6 @@ func (e *Engine) Stats() EngineStats   { return EngineStats{} }
 func (e *Engine) WorkerThreads() []int { return nil }
 
 func (e *Engine) Send(queue int, pkts [][]byte) (int, error) { return 0, ErrNotSupported }
+
+// Steering returns SteerAuto outside Linux.
+func (e *Engine) Steering() Steering { return SteerAuto }

@@ -233,7 +233,7 @@ func ServeTUN(e *Engine, t *TUN, queue int, stop <-chan struct{}) error {
 	if e == nil || t == nil {
 		return fmt.Errorf("%w: ServeTUN needs an engine and a TUN", ErrInvalidConfig)
 	}
-	if queue < 0 || queue >= e.cfg.Queues {
+	if queue < 0 || queue >= e.cfg.Workers {
 		return fmt.Errorf("%w: queue %d", ErrInvalidConfig, queue)
 	}
 	batch := e.cfg.BatchSize

@@ -31,7 +31,7 @@ const (
 
 // PrivilegedSuites are the suites that need root; they are not in the
 // default set.
-var PrivilegedSuites = []string{"e2e", "wg", "peers"}
+var PrivilegedSuites = []string{"e2e", "wg", "peers", SuiteOneSA}
 
 // validateNet checks the configuration of the e2e and wg suites.
 func (cfg *Config) validateNet() error {

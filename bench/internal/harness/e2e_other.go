@@ -20,3 +20,8 @@ func WGSteps(Config) ([]suiteStep, func()) {
 func PeersSteps(Config) ([]suiteStep, func()) {
 	return []suiteStep{{"peers", func() ([]Result, error) { return nil, errLinuxOnly }}}, func() {}
 }
+
+// OneSASteps returns a single step that fails: the suite needs Linux.
+func OneSASteps(Config) ([]suiteStep, func()) {
+	return []suiteStep{{SuiteOneSA, func() ([]Result, error) { return nil, errLinuxOnly }}}, func() {}
+}
