@@ -246,14 +246,14 @@ func (e *Engine) Start() (err error) {
 			ew.wfd = -1
 			return fmt.Errorf("xdp: eventfd: %w", err)
 		}
-		if ew.cs, err = rt.u.NewSocket(SocketConfig{Ifindex: cIdx, Queue: q, Mode: cfg.Mode, MultiBuffer: cfg.MultiBuffer}); err != nil {
+		if ew.cs, err = rt.u.NewSocket(cfg.socketConfig(cIdx, q)); err != nil {
 			return err
 		}
 		if err = rt.progC.RegisterSocket(q, ew.cs.FD()); err != nil {
 			return err
 		}
 		if cfg.Plain != nil {
-			if ew.ps, err = rt.u.NewSocket(SocketConfig{Ifindex: pIdx, Queue: q, Mode: cfg.Mode, MultiBuffer: cfg.MultiBuffer}); err != nil {
+			if ew.ps, err = rt.u.NewSocket(cfg.socketConfig(pIdx, q)); err != nil {
 				return err
 			}
 			if err = rt.progP.RegisterSocket(q, ew.ps.FD()); err != nil {

@@ -60,6 +60,11 @@ type wgNet struct {
 	gwBLan, bEth       *topo.Link
 	gateways           []*topo.NS
 	lanOf, wanOf, peer map[*topo.NS]*topo.Link // per gateway
+	// tune, if set, adjusts the espxdp engines' configuration before
+	// they start (socket tuning, wg_tcp_linux.go); engines are the
+	// running espxdp engines (nil while none run).
+	tune    func(*xdp.EngineConfig)
+	engines []*xdp.Engine
 }
 
 // setTXChecksum turns transmit checksum offload of l on or off: see
@@ -299,6 +304,7 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN bool) (stop func(), 
 	halt := make(chan struct{})
 	var served sync.WaitGroup
 	stop = func() {
+		n.engines = nil
 		close(halt)
 		served.Wait()
 		for _, e := range engines {
@@ -377,6 +383,9 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN bool) (stop func(), 
 				return nil, err
 			}
 		}
+		if n.tune != nil {
+			n.tune(&ec)
+		}
 		e, err := xdp.NewEngine(ec)
 		if err != nil {
 			return nil, err
@@ -398,6 +407,7 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN bool) (stop func(), 
 			return nil, err
 		}
 	}
+	n.engines = engines
 	return stop, nil
 }
 
@@ -483,6 +493,7 @@ func (r *wgRun) tcp(impl, tr, variant string) (Result, error) {
 	if err != nil {
 		return res, err
 	}
+	x0 := n.xskSnapshot()
 	// Generous bound: 50 Mbit/s at least.
 	timeout := 30*time.Second + time.Duration(r.bytes*8/50e6)*time.Second
 	for i := range r.runs {
@@ -502,6 +513,7 @@ func (r *wgRun) tcp(impl, tr, variant string) (Result, error) {
 	}
 	g := median(gbps)
 	res.add("retransmits", float64(re1-re0), UnitPackets)
+	n.addXSK(&res, x0, n.xskSnapshot())
 	res.add("Gbps", g, UnitGbps)
 	res.add("min-Gbps", slices.Min(gbps), UnitGbps)
 	res.add("max-Gbps", slices.Max(gbps), UnitGbps)

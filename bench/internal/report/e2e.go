@@ -147,6 +147,15 @@ reads the packets back.
 	b.WriteString("\n")
 }
 
+// xskCell is the AF_XDP loss counters of a wg row: RX ring full,
+// dropped, fill ring empty ("–" for rows without AF_XDP).
+func xskCell(r *harness.Result) string {
+	if _, ok := r.Get("xsk-rx-ring-full"); !ok {
+		return "–"
+	}
+	return intCell(r, "xsk-rx-ring-full") + " / " + intCell(r, "xsk-rx-dropped") + " / " + intCell(r, "xsk-fill-empty")
+}
+
 func wgSection(b *strings.Builder, rep *harness.Report) {
 	rs := rep.Filter(harness.KindWG)
 	if len(rs) == 0 {
@@ -177,7 +186,12 @@ would encrypt as they are. "offload": the hosts' offloads on and GRO on
 the gateways' links, so the gateways' kernels pass TCP and UDP
 super-packets to wireguard-go's TUN and sockets; the ratio to
 wireguard-go uses the better of its two runs. Retransmits are the
-client's TCP retransmitted segments over all runs.
+client's TCP retransmitted segments over all runs. For espxdp on AF_XDP,
+the gateways' sockets' kernel counters (XDP_STATISTICS, both gateways,
+all runs) say where segments were lost before a worker saw them: RX ring
+full (the worker did not drain it in time, e.g. descheduled), dropped
+(no frame or too long), fill ring found empty; engine drops are the
+workers' own (any reason).
 
 UDP: hostA sends pre-built UDP packets (16 flows) from an AF_XDP socket
 as fast as it can for %.1f s per size, as the e2e suite's generator
@@ -203,15 +217,15 @@ planes under that load, not what either does on dedicated cores.
 		return "none"
 	}
 	b.WriteString("### TCP goodput\n\n")
-	b.WriteString("| implementation | transform | offloads | Gbps | min | max | runs | retransmits | ping ms | vs wireguard-go | vs kernel |\n")
-	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| implementation | transform | offloads | Gbps | min | max | runs | retransmits | xsk ring full / dropped / fill empty | engine drops | ping ms | vs wireguard-go | vs kernel |\n")
+	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
 		if r.Traffic != "tcp" {
 			continue
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Impl, transform(&r), r.Op,
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Impl, transform(&r), r.Op,
 			cell(&r, "Gbps"), cell(&r, "min-Gbps"), cell(&r, "max-Gbps"), intCell(&r, "runs"), intCell(&r, "retransmits"),
-			cell(&r, "ping-ms"), cell(&r, "x-wireguard"), cell(&r, "x-kernel"))
+			xskCell(&r), intCell(&r, "engine-drops"), cell(&r, "ping-ms"), cell(&r, "x-wireguard"), cell(&r, "x-kernel"))
 	}
 	if slices.ContainsFunc(rs, func(r harness.Result) bool { return r.Traffic == "udp" }) {
 		b.WriteString("\n### UDP packets\n\n")
