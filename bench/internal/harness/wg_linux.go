@@ -282,19 +282,16 @@ func (n *wgNet) startWireGuard(offloads bool) (stop func(), err error) {
 // startESP starts an espxdp engine in each gateway with transform tr:
 // ciphertext on the wan link, plaintext on the lan link.
 func (n *wgNet) startESP(tr string, seed uint64) (stop func(), err error) {
-	return n.startESPMode(tr, seed, false)
+	return n.startESPMode(tr, seed, false, false)
 }
 
-// startESPTUN starts an espxdp engine in each gateway with transform tr
-// as a route-based tunnel: ciphertext on the wan link, plaintext on a
-// TUN device "esp0" with offloads (xdp.OpenTUNOffload) into which the
-// kernel routes the remote network; the hosts' and links' offloads are
-// on (setOffloads), as for wireguard-go with offloads.
-func (n *wgNet) startESPTUN(tr string, seed uint64) (stop func(), err error) {
-	return n.startESPMode(tr, seed, true)
-}
-
-func (n *wgNet) startESPMode(tr string, seed uint64, useTUN bool) (stop func(), err error) {
+// startESPMode starts an espxdp engine in each gateway with transform
+// tr; with useTUN as a route-based tunnel: ciphertext on the wan link,
+// plaintext on a TUN device "esp0" with offloads (xdp.OpenTUNOffload)
+// into which the kernel routes the remote network, and, if offloads, the
+// hosts' and links' offloads on (setOffloads), as for wireguard-go with
+// offloads (the AF_XDP path needs them off).
+func (n *wgNet) startESPMode(tr string, seed uint64, useTUN, offloads bool) (stop func(), err error) {
 	t, err := esp.ParseTransform(tr)
 	if err != nil {
 		return nil, err
@@ -402,7 +399,7 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN bool) (stop func(), 
 			}()
 		}
 	}
-	if useTUN {
+	if useTUN && offloads {
 		if err := n.setOffloads(true); err != nil {
 			return nil, err
 		}
@@ -428,13 +425,17 @@ func (n *wgNet) udpFrames(size int) []frame {
 
 // wgRun holds the state of the wg suite across its steps.
 type wgRun struct {
-	cfg   Config
-	net   *wgNet
-	gen   *generator         // AF_XDP on hostA's link, for the UDP runs
-	pps   map[string]float64 // impl/transform/variant/size → delivered UDP pps
-	gbps  map[string]float64 // impl/transform → median Gbps
-	runs  int
-	bytes int64
+	cfg  Config
+	net  *wgNet
+	gen  *generator         // AF_XDP on hostA's link, for the UDP runs
+	pps  map[string]float64 // impl/transform/variant/size → delivered UDP pps
+	gbps map[string]float64 // wgKey → median TCP Gbps
+	// cpuGB and sirqGB are the TCP rows' gateway CPU and softirq
+	// seconds per GB, by wgKey.
+	cpuGB, sirqGB map[string]float64
+	streams       []int // TCP connections of the TCP rows
+	runs          int
+	bytes         int64
 }
 
 func (r *wgRun) setup() error {
@@ -466,71 +467,6 @@ func (r *wgRun) close() {
 func (n *wgNet) close() error {
 	n.untrack()
 	return n.tp.Close()
-}
-
-// tcp measures TCP goodput hostA → hostB with whatever the gateways run
-// now: a ping first (handshakes, and proof of a path), then r.runs
-// transfers; the median is reported.
-func (r *wgRun) tcp(impl, tr, variant string) (Result, error) {
-	res := Result{Suite: "wg", Kind: KindWG, Impl: impl, Transform: tr, Traffic: "tcp", Size: wgInnerMT, Op: variant}
-	n := r.net
-	var ping topo.PingResult
-	var err error
-	for range 3 { // the first packets may wait for a WireGuard handshake
-		if ping, err = topo.Ping(n.hostA, wgHostB, 3, 56, 20*time.Millisecond, time.Second); err == nil && ping.Received > 0 {
-			break
-		}
-	}
-	if err != nil {
-		return res, fmt.Errorf("harness: ping through %s: %w", impl, err)
-	}
-	if ping.Received == 0 {
-		return res, fmt.Errorf("harness: no ping reply through %s", impl)
-	}
-	var gbps, secs []float64
-	var mss int
-	re0, err := tcpRetrans(n.hostA)
-	if err != nil {
-		return res, err
-	}
-	x0 := n.xskSnapshot()
-	// Generous bound: 50 Mbit/s at least.
-	timeout := 30*time.Second + time.Duration(r.bytes*8/50e6)*time.Second
-	for i := range r.runs {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		tr, err := topo.Transfer(ctx, n.hostB, netip.AddrPortFrom(wgHostB, wgTCPPort), n.hostA, r.bytes, r.cfg.Seed+uint64(i), nil)
-		cancel()
-		if err != nil {
-			return res, fmt.Errorf("harness: TCP through %s: %w", impl, err)
-		}
-		gbps = append(gbps, tr.Gbps())
-		secs = append(secs, tr.Duration.Seconds())
-		mss = tr.ClientMSS
-	}
-	re1, err := tcpRetrans(n.hostA)
-	if err != nil {
-		return res, err
-	}
-	g := median(gbps)
-	res.add("retransmits", float64(re1-re0), UnitPackets)
-	n.addXSK(&res, x0, n.xskSnapshot())
-	res.add("Gbps", g, UnitGbps)
-	res.add("min-Gbps", slices.Min(gbps), UnitGbps)
-	res.add("max-Gbps", slices.Max(gbps), UnitGbps)
-	res.add("seconds", median(secs), UnitSeconds)
-	res.add("bytes", float64(r.bytes), UnitBytes)
-	res.add("runs", float64(r.runs), "")
-	res.add("mss", float64(mss), UnitBytes)
-	res.add("ping-ms", avgMs(ping.RTTs), "ms")
-	r.gbps[impl+"/"+tr+"/"+variant] = g
-	// Against wireguard-go's better configuration.
-	if wg := max(r.gbps["wireguard-go//"+wgNoOffload], r.gbps["wireguard-go//"+wgOffload]); strings.HasPrefix(impl, "espxdp") && wg > 0 {
-		res.add("x-wireguard", g/wg, UnitRatio)
-	}
-	if k := r.gbps["kernel//"+wgNoOffload]; impl != "kernel" && k > 0 {
-		res.add("x-kernel", g/k, UnitRatio)
-	}
-	return res, nil
 }
 
 // udp sends UDP from hostA to hostB as fast as hostA's AF_XDP generator
@@ -600,14 +536,19 @@ func (r *wgRun) udp(impl, tr, variant string) ([]Result, error) {
 	return out, nil
 }
 
-// measure runs the TCP transfers, then the UDP runs.
+// measure runs the TCP transfers (one stream, then wgStreams), then the
+// UDP runs.
 func (r *wgRun) measure(impl, tr, variant string) ([]Result, error) {
-	res, err := r.tcp(impl, tr, variant)
-	if err != nil {
-		return nil, err
+	var out []Result
+	for _, streams := range r.streams {
+		res, err := r.tcp(impl, tr, variant, streams)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res)
 	}
 	us, err := r.udp(impl, tr, variant)
-	return append([]Result{res}, us...), err
+	return append(out, us...), err
 }
 
 // tcpRetrans returns the TCP RetransSegs counter of ns (/proc/net/snmp
@@ -650,7 +591,8 @@ func avgMs(d []time.Duration) float64 {
 // WGSteps returns the steps of the wg suite and a function that removes
 // what they built; it must be called after the steps ran (or failed).
 func WGSteps(cfg Config) ([]suiteStep, func()) {
-	r := &wgRun{cfg: cfg, gbps: map[string]float64{}, pps: map[string]float64{}, runs: 3, bytes: cfg.WGBytes}
+	r := &wgRun{cfg: cfg, gbps: map[string]float64{}, pps: map[string]float64{}, cpuGB: map[string]float64{}, sirqGB: map[string]float64{},
+		streams: wgStreams, runs: 3, bytes: cfg.WGBytes}
 	if cfg.Quick {
 		r.runs = 1
 	}
@@ -693,12 +635,14 @@ func WGSteps(cfg Config) ([]suiteStep, func()) {
 			if err := r.setup(); err != nil {
 				return nil, err
 			}
-			stop, err := r.net.startESPTUN(tr, cfg.Seed)
+			// The host settings of wireguard-go's best single-stream run.
+			v, _ := r.bestWG(1)
+			stop, err := r.net.startESPMode(tr, cfg.Seed, true, v == wgOffload)
 			if err != nil {
 				return nil, err
 			}
 			defer stop()
-			return r.measure("espxdp-tun", tr, wgOffload)
+			return r.measure("espxdp-tun", tr, v)
 		}})
 	}
 	return steps, r.close

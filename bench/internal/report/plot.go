@@ -180,5 +180,8 @@ func Plots(rep *harness.Report) (map[string][]byte, error) {
 	if err := shardPlots(rep, out); err != nil {
 		return nil, err
 	}
+	if err := wgPlots(rep, out); err != nil {
+		return nil, err
+	}
 	return out, nil
 }

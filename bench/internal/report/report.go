@@ -64,7 +64,7 @@ func Markdown(w io.Writer, rep *harness.Report, cmd, note string, plots map[stri
 	saSection(&b, rep, plots)
 	shardSection(&b, rep, plots)
 	e2eSection(&b, rep, plots)
-	wgSection(&b, rep)
+	wgSection(&b, rep, plots)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
