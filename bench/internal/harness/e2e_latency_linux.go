@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"sync"
 	"time"
 
@@ -38,9 +37,6 @@ const (
 	latSampleMask = 63
 	// latMaxSamples bounds the samples of one trial.
 	latMaxSamples = 1 << 16
-	// LatencyLoad is the fraction of the NDR at which latency is
-	// measured.
-	LatencyLoad = 0.9
 	// latPayloadOff is where the stamp starts in an inner IPv4/UDP
 	// packet without options.
 	latPayloadOff = 28
@@ -75,21 +71,6 @@ func readStamp(ip []byte) (int64, bool) {
 		return 0, false
 	}
 	return int64(binary.BigEndian.Uint64(p[4:])), true
-}
-
-// Percentiles returns the p50, p99 and maximum of samples (nearest
-// rank: the smallest sample with at least that fraction at or below it),
-// sorting samples in place; all zero for no samples.
-func Percentiles(samples []time.Duration) (p50, p99, maxv time.Duration) {
-	if len(samples) == 0 {
-		return 0, 0, 0
-	}
-	slices.Sort(samples)
-	rank := func(q float64) time.Duration {
-		i := int(q*float64(len(samples))+0.999999999) - 1
-		return samples[min(max(i, 0), len(samples)-1)]
-	}
-	return rank(0.50), rank(0.99), samples[len(samples)-1]
 }
 
 // stamper writes timestamps into the generator's frames before they are
