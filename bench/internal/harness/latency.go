@@ -23,4 +23,3 @@ func Percentiles(samples []time.Duration) (p50, p99, maxv time.Duration) {
 	}
 	return rank(0.50), rank(0.99), samples[len(samples)-1]
 }
-
