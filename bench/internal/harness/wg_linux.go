@@ -630,6 +630,7 @@ func WGSteps(cfg Config) ([]suiteStep, func()) {
 			return r.measure("espxdp", tr, wgNoOffload)
 		}})
 	}
+	steps = append(steps, suiteStep{"wg espxdp busy-poll " + wgESPSuit[0], r.busyPollStep(wgESPSuit[0])})
 	for _, tr := range wgESPSuit {
 		steps = append(steps, suiteStep{"wg espxdp-tun " + tr, func() ([]Result, error) {
 			if err := r.setup(); err != nil {

@@ -4,6 +4,30 @@ package harness
 
 import "github.com/espxdp/espxdp/xdp"
 
+// wgBusyPoll is the busy-polling setting of the wg suite's
+// espxdp-busypoll row: the AF_XDP engine of the espxdp row with
+// preferred busy polling on every socket, so that its workers' poll and
+// wakeup system calls run the veths' NAPI themselves.
+var wgBusyPoll = xdp.BusyPoll{Usecs: 50, Budget: xdp.DefaultBatch, Prefer: true}
+
+// busyPollStep measures the espxdp row again with wgBusyPoll (impl
+// "espxdp-busypoll"): whether busy polling helps TCP through AF_XDP.
+func (r *wgRun) busyPollStep(tr string) func() ([]Result, error) {
+	return func() ([]Result, error) {
+		if err := r.setup(); err != nil {
+			return nil, err
+		}
+		r.net.tune = func(c *xdp.EngineConfig) { c.BusyPoll = wgBusyPoll }
+		defer func() { r.net.tune = nil }()
+		stop, err := r.net.startESP(tr, r.cfg.Seed)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+		return r.measure("espxdp-busypoll", tr, wgNoOffload)
+	}
+}
+
 // xskCounts are the loss counters of the running espxdp engines, summed
 // over both gateways and all their sockets: where a TCP segment that
 // reached a gateway can be lost on its way through.

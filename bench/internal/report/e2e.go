@@ -177,6 +177,9 @@ MTU), the wan 1500.
   offloads (xdp.OpenTUNOffload, ServeTUN, TUN.Deliver) into which the
   gateway's kernel routes the remote network, run with the host settings
   of wireguard-go's better single-stream run ("offloads" column).
+- espxdp-busypoll: the espxdp row (aes128gcm16) again with preferred busy
+  polling on the engine's sockets (xdp.BusyPoll: SO_BUSY_POLL 50 µs,
+  budget 64, SO_PREFER_BUSY_POLL), to show whether it helps.
 
 "no-offload": the hosts' transmit checksum offload (and so TSO) is off.
 espxdp needs that: a veth hands its peer packets whose TCP checksum the
