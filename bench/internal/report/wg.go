@@ -10,6 +10,7 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgsvg"
 
 	"github.com/espxdp/espxdp/bench/internal/harness"
 )
@@ -134,10 +135,14 @@ func wgPlots(rep *harness.Report, out map[string][]byte) error {
 			many[i] = g
 		}
 	}
-	svg, err := barPlot(names, []barSeries{
-		{"Gbit/s, 1 stream", one, 0},
-		{fmt.Sprintf("Gbit/s, %d streams", wgPlotStreams), many, 2},
-		{"gateways' CPU s per GB, 1 stream", cpu, 1},
+	svg, err := barPlots(names, []barPanel{
+		{"TCP goodput, hostA → hostB", "Gbit/s", []barSeries{
+			{"1 stream", one, 0},
+			{fmt.Sprintf("%d streams", wgPlotStreams), many, 2},
+		}},
+		{"Gateways' CPU per GB of goodput (both gateways, 1 stream)", "CPU seconds per GB", []barSeries{
+			{"gateways' CPU", cpu, 1},
+		}},
 	})
 	if err != nil {
 		return err
@@ -152,37 +157,54 @@ type barSeries struct {
 	color int
 }
 
-// barPlot draws grouped bars, one group per name, one bar per series,
-// names under the groups (rotated).
-func barPlot(names []string, ss []barSeries) ([]byte, error) {
-	p := plot.New()
-	p.Title.Text = "Peers: TCP goodput and gateway CPU per GB (hostA → hostB)"
-	p.Y.Label.Text = "Gbit/s; CPU seconds per GB"
-	p.Legend.Top = true
-	p.Add(plotter.NewGrid())
-	w := vg.Points(10)
-	for i, s := range ss {
-		bc, err := plotter.NewBarChart(s.vs, w)
-		if err != nil {
-			return nil, fmt.Errorf("report: wg plot: %w", err)
+// barPanel is one plot of barPlots: a title, a Y label and its bars.
+type barPanel struct {
+	title, ylabel string
+	series        []barSeries
+}
+
+// barPlots draws panels one above the other into one SVG, each with
+// grouped bars (one group per name, one bar per series) and the names
+// under the groups.
+func barPlots(names []string, panels []barPanel) ([]byte, error) {
+	var ps [][]*plot.Plot
+	for _, pn := range panels {
+		p := plot.New()
+		p.Title.Text = pn.title
+		p.Y.Label.Text = pn.ylabel
+		p.Y.Min = 0
+		p.Legend.Top = true
+		p.Add(plotter.NewGrid())
+		w := vg.Points(12)
+		for i, s := range pn.series {
+			bc, err := plotter.NewBarChart(s.vs, w)
+			if err != nil {
+				return nil, fmt.Errorf("report: plot %q: %w", pn.title, err)
+			}
+			bc.Color = palette[s.color%len(palette)]
+			bc.LineStyle.Color = color.Transparent
+			bc.Offset = w * vg.Length(float64(i)-float64(len(pn.series)-1)/2)
+			p.Add(bc)
+			p.Legend.Add(s.label, bc)
 		}
-		bc.Color = palette[s.color%len(palette)]
-		bc.LineStyle.Color = color.Transparent
-		bc.Offset = w * vg.Length(float64(i)-float64(len(ss)-1)/2)
-		p.Add(bc)
-		p.Legend.Add(s.label, bc)
+		p.NominalX(names...)
+		p.X.Tick.Label.Rotation = 0.4
+		p.X.Tick.Label.XAlign = draw.XRight
+		p.X.Tick.Label.YAlign = draw.YCenter
+		ps = append(ps, []*plot.Plot{p})
 	}
-	p.NominalX(names...)
-	p.X.Tick.Label.Rotation = 0.5
-	p.X.Tick.Label.XAlign = draw.XRight
-	p.X.Tick.Label.YAlign = draw.YCenter
-	wt, err := p.WriterTo(8*vg.Inch, 5*vg.Inch, "svg")
-	if err != nil {
-		return nil, err
+	c := newPlotCanvas(8*vg.Inch, vg.Length(len(ps))*4.5*vg.Inch)
+	tiles := draw.Tiles{Rows: len(ps), Cols: 1, PadY: vg.Points(12), PadTop: vg.Points(4), PadBottom: vg.Points(4)}
+	cs := plot.Align(ps, tiles, draw.New(c))
+	for i := range ps {
+		ps[i][0].Draw(cs[i][0])
 	}
 	var buf bytes.Buffer
-	if _, err := wt.WriteTo(&buf); err != nil {
+	if _, err := c.WriteTo(&buf); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
 }
+
+// newPlotCanvas makes the canvas of barPlots (SVG).
+var newPlotCanvas = func(w, h vg.Length) vg.CanvasWriterTo { return vgsvg.New(w, h) }
