@@ -902,11 +902,8 @@ func (r *e2eRun) engineOn(g sender, op string, w int, sizes []int, multiBuffer b
 // xskDrops is what the kernel dropped at the engine's sockets (RX ring
 // full, no frame to receive into).
 func xskDrops(st xdp.EngineStats) uint64 {
-	var n uint64
-	for _, s := range append(slices.Clone(st.CipherSockets), st.PlainSockets...) {
-		n += s.Kernel.RxDropped + s.Kernel.RxRingFull
-	}
-	return n
+	k := st.KernelTotals()
+	return k.RxDropped + k.RxRingFull
 }
 
 // E2ESteps returns the steps of the e2e suite and a function that
