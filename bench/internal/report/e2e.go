@@ -164,8 +164,8 @@ several in parallel ("streams"; the bytes split between them), median
 goodput of the runs (bytes received over the time from the first
 accepted connection to the last end of stream). The endpoints are child
 processes (this program again, in the hosts' namespaces), so that the
-harness process holds only the gateways while a transfer runs. The hosts' links have MTU 1420 (the WireGuard TUN
-MTU), the wan 1500.
+harness process holds only the gateways while a transfer runs. The
+hosts' links have MTU 1420 (the WireGuard TUN MTU), the wan 1500.
 
 - kernel: plain IP forwarding by both gateways, no encryption.
 - wireguard-go: golang.zx2c4.com/wireguard (device, Linux TUN with its
