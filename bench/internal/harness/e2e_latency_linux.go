@@ -104,6 +104,12 @@ func (s *stamper) stamp(g *generator, gs *genSocket, descs []xdp.Desc) {
 		}
 		return
 	}
+	// Invariant (TestStamperDecrypt): a frame goes on the TX ring either
+	// as the batch's freshly stamped packet or holding exactly the bytes
+	// fill wrote; dirty marks the frames that hold a stamped packet, and
+	// each is restored before it is sent unstamped. A frame is only
+	// written here while the application owns it (allocated, not yet
+	// transmitted).
 	dirty := s.dirty[gs]
 	if dirty == nil {
 		dirty = make([]bool, e2eGenFrames)

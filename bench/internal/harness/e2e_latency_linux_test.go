@@ -3,11 +3,19 @@
 package harness
 
 import (
+	"encoding/binary"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/internal/testenv"
+	"github.com/espxdp/espxdp/internal/topo"
+	"github.com/espxdp/espxdp/sa"
+	"github.com/espxdp/espxdp/xdp"
 )
 
 // TestPercentiles: nearest-rank p50 and p99 are samples, ordered
@@ -78,5 +86,97 @@ func TestStamp(t *testing.T) {
 	}
 	if a, b := monoNow(), monoNow(); b < a || a <= 0 {
 		t.Errorf("CLOCK_MONOTONIC went from %d to %d", a, b)
+	}
+}
+
+// TestStamperDecrypt checks the decrypt stamper's invariants over random
+// batches on a real UMEM (no socket): the first frame of every batch is
+// a fresh ESP packet that the gateway's inbound SA opens, whose inner
+// packet goes to latPort and carries the batch's timestamp; every other
+// frame of the batch holds exactly the bytes fill wrote (a frame
+// stamped in an earlier batch is restored before it is sent unstamped),
+// and no frame changes length.
+func TestStamperDecrypt(t *testing.T) {
+	testenv.RequirePrivileged(t) // the UMEM is locked memory
+	tr, err := esp.ParseTransform(e2eTransform)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, auth := keys(tr, 9)
+	r := &e2eRun{net: &e2eNet{
+		gwA:    &topo.Link{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}},
+		genEth: &topo.Link{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}},
+	}}
+	r.newSA = func(spi uint32, dir sa.Direction, local, remote netip.Addr, replay int) (*sa.SA, error) {
+		return sa.New(sa.Config{Name: "t", SPI: spi, Direction: dir, Mode: esp.Tunnel, Local: local, Remote: remote,
+			Transform: tr, Key: key, AuthKey: auth, ReplayWindow: replay})
+	}
+	frames, err := r.espFrames(0) // IMIX: three inner sizes
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := xdp.NewUMEM(xdp.UMEMConfig{FrameSize: genFrameSize, NumFrames: e2eGenFrames, FillSize: 64, CompletionSize: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	g := &generator{shift: 11, descs: make([]xdp.Desc, xdp.MaxBatch)}
+	gs := &genSocket{u: u, wire: make([]uint32, e2eGenFrames), inner: make([]uint32, e2eGenFrames)}
+	g.socks = []*genSocket{gs}
+	if err := g.fill(frames, 1); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.newStamper("decrypt", frames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := r.inSA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sad := sa.NewSAD(sa.SADOptions{})
+	if err := sad.Add(in); err != nil {
+		t.Fatal(err)
+	}
+	open, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sad})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	descs := make([]xdp.Desc, xdp.MaxBatch)
+	for batch := range 2000 {
+		k := u.Alloc(descs[:1+rng.IntN(len(descs))])
+		// Frames come back in a shuffled order, as completions do.
+		rng.Shuffle(k, func(i, j int) { descs[i], descs[j] = descs[j], descs[i] })
+		for i := range k {
+			descs[i].Len = gs.wire[descs[i].Addr>>g.shift]
+		}
+		before := monoNow()
+		st.stamp(g, gs, descs[:k])
+		for i, d := range descs[:k] {
+			idx := d.Addr >> g.shift
+			p := u.Packet(d)
+			if uint32(len(p)) != gs.wire[idx] {
+				t.Fatalf("batch %d: frame %d length %d, want %d", batch, idx, len(p), gs.wire[idx])
+			}
+			if i > 0 {
+				if want := frames[int(idx)%len(frames)].wire; !slices.Equal(p, want) {
+					t.Fatalf("batch %d: unstamped frame %d differs from what fill wrote", batch, idx)
+				}
+				continue
+			}
+			pk := []sa.Packet{{Buf: slices.Clone(p), Off: 14, Len: len(p) - 14}}
+			open.Worker(0).Inbound(pk)
+			if pk[0].Verdict != sa.VerdictOK {
+				t.Fatalf("batch %d: stamped frame does not open: %v %v", batch, pk[0].Verdict, pk[0].Reason)
+			}
+			inner := pk[0].Data()
+			ts, ok := readStamp(inner)
+			if !ok || ts < before || ts > monoNow() || binary.BigEndian.Uint16(inner[22:]) != latPort || len(inner) != int(gs.inner[idx]) {
+				t.Fatalf("batch %d: stamped inner packet: stamp %d %v (batch at %d), port %d, %d bytes (want %d)",
+					batch, ts, ok, before, binary.BigEndian.Uint16(inner[22:]), len(inner), gs.inner[idx])
+			}
+		}
+		u.Free(descs[:k])
 	}
 }
