@@ -54,6 +54,11 @@ func TestEngineTuningConfig(t *testing.T) {
 	if c.RXSize != EngineRXSize || c.TXSize != EngineTXSize || c.UMEM.FillSize != EngineFillSize || c.UMEM.CompletionSize != EngineTXSize {
 		t.Errorf("defaults: RX %d TX %d fill %d completion %d", c.RXSize, c.TXSize, c.UMEM.FillSize, c.UMEM.CompletionSize)
 	}
+	small := base
+	small.UMEM.NumFrames = DefaultRingSize
+	if c, err := small.normalize(); err != nil || c.UMEM.FillSize != DefaultRingSize {
+		t.Errorf("UMEM of %d frames: fill ring %d, %v", DefaultRingSize, c.UMEM.FillSize, err)
+	}
 	tuned := base
 	tuned.RXSize, tuned.TXSize, tuned.BusyPoll = 1024, 512, BusyPoll{Usecs: 50, Budget: 32, Prefer: true}
 	if c, err = tuned.normalize(); err != nil {

@@ -201,8 +201,9 @@ type EngineConfig struct {
 	// RXSize and TXSize are the RX and TX ring sizes of every engine
 	// socket (0: EngineRXSize, EngineTXSize). Powers of two up to
 	// MaxRingSize. The fill and completion rings are UMEM.FillSize and
-	// UMEM.CompletionSize (0 in an EngineConfig: EngineFillSize,
-	// EngineTXSize).
+	// UMEM.CompletionSize (0 in an EngineConfig: EngineFillSize —
+	// DefaultRingSize when UMEM.NumFrames is set below EngineFillSize —
+	// and EngineTXSize).
 	RXSize, TXSize int
 	// BusyPoll turns preferred busy polling on for every engine socket
 	// (zero value: off); see BusyPoll.

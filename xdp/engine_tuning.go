@@ -32,6 +32,11 @@ func (c *EngineConfig) normalizeTuning() error {
 	}
 	if c.UMEM.FillSize == 0 {
 		c.UMEM.FillSize = EngineFillSize
+		if c.UMEM.NumFrames > 0 && c.UMEM.NumFrames < EngineFillSize {
+			// A UMEM sized explicitly below the engine's fill ring keeps
+			// the socket default it was sized for.
+			c.UMEM.FillSize = DefaultRingSize
+		}
 	}
 	if c.UMEM.CompletionSize == 0 {
 		c.UMEM.CompletionSize = EngineTXSize
