@@ -18,3 +18,4 @@ func (e *Engine) Stop() error        { return nil }
 func (e *Engine) Stats() EngineStats { return EngineStats{} }
 
 func (e *Engine) Send(queue int, pkts [][]byte) (int, error) { return 0, ErrNotSupported }
+func (e *Engine) SendRoom(queue int) int                     { return -1 }

@@ -177,6 +177,11 @@ func TestE2EAndWG(t *testing.T) {
 				t.Errorf("%s: streams %v, field %d", what, st, r.Streams)
 			}
 			// The AF_XDP rows carry the sockets' loss counters.
+			for _, m := range []string{"gw-if-drops", "tun-drops", "host-if-drops", "retransmits"} {
+				if v, ok := r.Get(m); !ok || v < 0 {
+					t.Errorf("%s: %s %v %v", what, m, v, ok)
+				}
+			}
 			ours := strings.HasPrefix(r.Impl, "espxdp")
 			_, xsk := r.Get("xsk-rx-ring-full")
 			if xsk != ours {

@@ -65,6 +65,7 @@ type wgNet struct {
 	// running espxdp engines (nil while none run).
 	tune    func(*xdp.EngineConfig)
 	engines []*xdp.Engine
+	tuns    []*xdp.TUN // the espxdp TUNs (nil while none run)
 }
 
 // setTXChecksum turns transmit checksum offload of l on or off: see
@@ -301,7 +302,7 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN, offloads bool) (sto
 	halt := make(chan struct{})
 	var served sync.WaitGroup
 	stop = func() {
-		n.engines = nil
+		n.engines, n.tuns = nil, nil
 		close(halt)
 		served.Wait()
 		for _, e := range engines {
@@ -404,7 +405,7 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN, offloads bool) (sto
 			return nil, err
 		}
 	}
-	n.engines = engines
+	n.engines, n.tuns = engines, tuns
 	return stop, nil
 }
 

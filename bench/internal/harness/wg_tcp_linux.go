@@ -105,6 +105,10 @@ func (r *wgRun) tcp(impl, tr, variant string, streams int) (Result, error) {
 		return res, err
 	}
 	x0 := n.xskSnapshot()
+	d0, err := n.ifDrops()
+	if err != nil {
+		return res, err
+	}
 	var gwCPU, softirq, hostCPU time.Duration
 	var bytes int64
 	// Generous bound: 50 Mbit/s at least.
@@ -140,6 +144,11 @@ func (r *wgRun) tcp(impl, tr, variant string, streams int) (Result, error) {
 	g := median(gbps)
 	res.add("retransmits", float64(re1-re0), UnitPackets)
 	n.addXSK(&res, x0, n.xskSnapshot())
+	d1, err := n.ifDrops()
+	if err != nil {
+		return res, err
+	}
+	addIfDrops(&res, d0, d1)
 	res.add("Gbps", g, UnitGbps)
 	res.add("min-Gbps", slices.Min(gbps), UnitGbps)
 	res.add("max-Gbps", slices.Max(gbps), UnitGbps)

@@ -151,6 +151,24 @@ func xskCell(r *harness.Result) string {
 	return intCell(r, "xsk-rx-ring-full") + " / " + intCell(r, "xsk-rx-dropped") + " / " + intCell(r, "xsk-fill-empty")
 }
 
+// engineDropCell is a wg row's espxdp drops: the workers' own, Send
+// queue full, the TUN port's ("–" without an engine).
+func engineDropCell(r *harness.Result) string {
+	if _, ok := r.Get("engine-drops"); !ok {
+		return "–"
+	}
+	return intCell(r, "engine-drops") + " / " + intCell(r, "send-full") + " / " + intCell(r, "tun-port-drops")
+}
+
+// ifDropCell is a wg row's interface drops: gateways' veths, TUNs,
+// hosts' veths ("–" for rows measured without them).
+func ifDropCell(r *harness.Result) string {
+	if _, ok := r.Get("gw-if-drops"); !ok {
+		return "–"
+	}
+	return intCell(r, "gw-if-drops") + " / " + intCell(r, "tun-drops") + " / " + intCell(r, "host-if-drops")
+}
+
 func wgSection(b *strings.Builder, rep *harness.Report, plots map[string][]byte) {
 	rs := rep.Filter(harness.KindWG)
 	if len(rs) == 0 {
@@ -193,7 +211,13 @@ the gateways' sockets' kernel counters (XDP_STATISTICS, both gateways,
 all runs) say where segments were lost before a worker saw them: RX ring
 full (the worker did not drain it in time, e.g. descheduled), dropped
 (no frame or too long), fill ring found empty; engine drops are the
-workers' own (any reason).
+workers' own (any reason), "Send full" packets read from the TUN that
+the engine could not queue, "TUN port" the espxdp TUN's read drops and
+failed writes. Interface drops are the rx and tx dropped
+counters ("ip -s link") of the gateways' veths, of their TUN devices
+(wireguard-go's wg0, espxdp's esp0: a full TUN queue drops what the
+kernel routes into it while the reader is behind) and of the hosts'
+veths, over all runs.
 
 UDP: hostA sends pre-built UDP packets (16 flows) from an AF_XDP socket
 as fast as it can for %.1f s per size, as the e2e suite's generator
@@ -219,15 +243,15 @@ planes under that load, not what either does on dedicated cores.
 		return "none"
 	}
 	b.WriteString("### TCP goodput\n\n")
-	b.WriteString("| implementation | transform | offloads | streams | Gbps | min | max | runs | retransmits | xsk ring full / dropped / fill empty | engine drops | ping ms | vs wireguard-go | vs kernel |\n")
-	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| implementation | transform | offloads | streams | Gbps | min | max | runs | retransmits | xsk ring full / dropped / fill empty | engine drops / Send full / TUN port | interface drops gw / TUN / hosts | ping ms | vs wireguard-go | vs kernel |\n")
+	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
 		if r.Traffic != "tcp" {
 			continue
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Impl, transform(&r), r.Op, wgStreams(&r),
+		fmt.Fprintf(b, "| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Impl, transform(&r), r.Op, wgStreams(&r),
 			cell(&r, "Gbps"), cell(&r, "min-Gbps"), cell(&r, "max-Gbps"), intCell(&r, "runs"), intCell(&r, "retransmits"),
-			xskCell(&r), intCell(&r, "engine-drops"), cell(&r, "ping-ms"), cell(&r, "x-wireguard"), cell(&r, "x-kernel"))
+			xskCell(&r), engineDropCell(&r), ifDropCell(&r), cell(&r, "ping-ms"), cell(&r, "x-wireguard"), cell(&r, "x-kernel"))
 	}
 	b.WriteString("\n")
 	wgCPUTable(b, rs)

@@ -25,7 +25,8 @@ func wgSynthetic() *harness.Report {
 	tcp("wireguard-go", "", "offload", 4, "Gbps", 2.5, "Gbit/s", "gw-cpu-s/GB", 7.0, "CPU s/GB")
 	tcp("espxdp", "aes128gcm16", "no-offload", 1, "Gbps", 1.5, "Gbit/s", "x-wireguard", 0.75, "x", "gw-cpu-s/GB", 6.0, "CPU s/GB",
 		"x-wireguard-cpu", 0.75, "x", "x-wireguard-cpu+softirq", 0.9, "x", "xsk-rx-ring-full", 0.0, "packets", "xsk-rx-dropped", 0.0, "packets", "xsk-fill-empty", 0.0, "")
-	tcp("espxdp-tun", "aes128gcm16", "offload", 1, "Gbps", 3.2, "Gbit/s", "x-wireguard", 1.6, "x", "gw-cpu-s/GB", 4.0, "CPU s/GB", "x-wireguard-cpu", 0.5, "x")
+	tcp("espxdp-tun", "aes128gcm16", "offload", 1, "Gbps", 3.2, "Gbit/s", "x-wireguard", 1.6, "x", "gw-cpu-s/GB", 4.0, "CPU s/GB", "x-wireguard-cpu", 0.5, "x",
+		"retransmits", 120.0, "packets", "gw-if-drops", 3.0, "packets", "tun-drops", 117.0, "packets", "host-if-drops", 0.0, "packets")
 	tcp("espxdp-tun", "aes128gcm16", "offload", 4, "Gbps", 3.0, "Gbit/s", "x-wireguard", 1.2, "x", "gw-cpu-s/GB", 3.5, "CPU s/GB", "x-wireguard-cpu", 0.5, "x")
 	udp := func(size int, x float64) {
 		rep.Results = append(rep.Results, harness.Result{Suite: "wg", Kind: harness.KindWG, Impl: "espxdp", Transform: "aes128gcm16", Op: "no-offload",
@@ -67,6 +68,7 @@ func TestWGSection(t *testing.T) {
 		"| espxdp aes128gcm16 | 1 | 1.50 | 6.00 | – | – | 0.750 | 0.900 |",
 		"| espxdp-tun aes128gcm16 (offload) | 4 | 3.00 | 3.50 |",
 		"| 0 / 0 / 0 |",
+		"| 120 | – | – | 3 / 117 / 0 |",
 		"![peers: TCP goodput and gateway CPU per GB](wg.svg)",
 	} {
 		if !strings.Contains(md, want) {
