@@ -208,6 +208,21 @@ type EngineConfig struct {
 	// that IKE is never IP-fragmented. Nil: fragments pass to the kernel,
 	// which cannot decrypt them (see package bpf).
 	Reassembly *reasm.Config
+
+	// Socket tuning (engine_tuning.go): what decides whether a burst
+	// that arrives while a worker is descheduled is kept or dropped by
+	// the kernel (KernelStats RxRingFull, RxFillRingEmptyDescs).
+
+	// RXSize and TXSize are the RX and TX ring sizes of every engine
+	// socket (0: EngineRXSize, EngineTXSize). Powers of two up to
+	// MaxRingSize. The fill and completion rings are UMEM.FillSize and
+	// UMEM.CompletionSize (0 in an EngineConfig: EngineFillSize —
+	// DefaultRingSize when UMEM.NumFrames is set below EngineFillSize —
+	// and EngineTXSize).
+	RXSize, TXSize int
+	// BusyPoll turns preferred busy polling on for every engine socket
+	// (zero value: off); see BusyPoll.
+	BusyPoll BusyPoll
 }
 
 func (c EngineConfig) normalize() (EngineConfig, error) {
@@ -305,8 +320,11 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 			return bad("port %s: VLAN %d out of range 0..%d", p.Name, p.VLAN, MaxVLAN)
 		}
 	}
+	if err := c.normalizeTuning(); err != nil {
+		return EngineConfig{}, err
+	}
 	if c.UMEM.NumFrames == 0 {
-		c.UMEM.NumFrames = engineFrames(len(ports), c.Queues, c.socketsPerQueue(), c.Workers, c.UMEM.FillSize)
+		c.UMEM.NumFrames = engineFrames(len(ports), c.Queues, c.socketsPerQueue(), c.Workers, c.UMEM.FillSize, c.RXSize, c.TXSize)
 	}
 	u, err := c.UMEM.normalize()
 	if err != nil {
@@ -317,25 +335,27 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 }
 
 // EngineFrames is the default UMEM size of an Engine with ports
-// interfaces (1 or 2) of queues queues and the given fill ring size (0:
-// DefaultRingSize): enough frames for every socket's fill ring, RX ring
-// and TX ring to be full at once, so that no socket runs out of frames to
+// interfaces (1 or 2) of queues queues, the given fill ring size (0:
+// EngineFillSize) and the default RX and TX rings (EngineRXSize,
+// EngineTXSize): enough frames for every socket's fill ring, RX ring and
+// TX ring to be full at once, so that no socket runs out of frames to
 // receive into because others hold them (a frame received on one side is
 // transmitted on the other). With the defaults and two interfaces that is
-// 12288 frames, 48 MiB per queue pair.
+// 20480 frames, 80 MiB per queue pair. An engine with other RX or TX
+// sizes counts with those.
 func EngineFrames(ports, queues, fillSize int) int {
-	return engineFrames(ports, queues, 1, queues, fillSize)
+	return engineFrames(ports, queues, 1, queues, fillSize, EngineRXSize, EngineTXSize)
 }
 
 // engineFrames is EngineFrames for perQueue sockets on each queue (one
 // per worker with SteerSPI and SteerSpread) and workers transmitting
-// workers: a fill ring per queue, an RX ring per socket, a TX ring per
-// worker, on each port.
-func engineFrames(ports, queues, perQueue, workers, fillSize int) int {
+// workers: a fill ring of fillSize per queue, an RX ring of rxSize per
+// socket, a TX ring of txSize per worker, on each port.
+func engineFrames(ports, queues, perQueue, workers, fillSize, rxSize, txSize int) int {
 	if fillSize <= 0 {
-		fillSize = DefaultRingSize
+		fillSize = EngineFillSize
 	}
-	n := ports * (queues*fillSize + queues*perQueue*DefaultRingSize + workers*DefaultRingSize)
+	n := ports * (queues*fillSize + queues*perQueue*rxSize + workers*txSize)
 	return min(max(n, DefaultNumFrames), MaxNumFrames)
 }
 

@@ -9,7 +9,8 @@ import (
 )
 
 // TestEngineFramesDefault: an engine's UMEM holds every socket's fill,
-// RX and TX ring at once unless configured otherwise. With 4096 frames
+// RX and TX ring at once unless configured otherwise, with the ring
+// sizes configured. With 4096 frames
 // for two sockets of 2048-entry rings, a burst that filled one side's RX
 // ring left the other's fill ring short, and the kernel dropped packets
 // for want of a frame (RxFillRingEmptyDescs).
@@ -28,21 +29,25 @@ func TestEngineFramesDefault(t *testing.T) {
 		{"two ports", func(c *EngineConfig) {
 			c.Plain = &Port{Name: "p", NextHop: mac}
 			c.ProtectedPrefixes = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
-		}, 2 * 3 * DefaultRingSize},
+		}, 2 * (EngineFillSize + EngineRXSize + EngineTXSize)},
 		{"deliver, two queues, one worker each", func(c *EngineConfig) {
 			c.Deliver = func([][]byte) {}
 			c.Queues, c.Steering = 2, SteerQueue
-		}, 2 * 3 * DefaultRingSize},
+		}, 2 * (EngineFillSize + EngineRXSize + EngineTXSize)},
 		{"deliver, two queues, two workers on each", func(c *EngineConfig) {
 			// Spread: 2 fill rings, 4 RX rings (a socket per worker and
 			// queue), 2 TX rings.
 			c.Deliver = func([][]byte) {}
 			c.Queues = 2
-		}, 8 * DefaultRingSize},
+		}, 2*EngineFillSize + 4*EngineRXSize + 2*EngineTXSize},
 		{"deliver, one queue, two workers", func(c *EngineConfig) {
 			c.Deliver = func([][]byte) {}
 			c.Workers = 2
-		}, 5 * DefaultRingSize},
+		}, EngineFillSize + 2*EngineRXSize + 2*EngineTXSize},
+		{"ring sizes", func(c *EngineConfig) {
+			c.Deliver = func([][]byte) {}
+			c.RXSize, c.TXSize = 8192, 1024
+		}, EngineFillSize + 8192 + 1024},
 		{"explicit", func(c *EngineConfig) {
 			c.Deliver = func([][]byte) {}
 			c.UMEM = UMEMConfig{NumFrames: 2048, FillSize: 512}
@@ -50,7 +55,7 @@ func TestEngineFramesDefault(t *testing.T) {
 		{"small fill ring", func(c *EngineConfig) {
 			c.Deliver = func([][]byte) {}
 			c.UMEM = UMEMConfig{FillSize: 64}
-		}, 64 + 2*DefaultRingSize},
+		}, 64 + EngineRXSize + EngineTXSize},
 	} {
 		c := base
 		tc.cfg(&c)

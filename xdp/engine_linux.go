@@ -281,7 +281,7 @@ func (e *Engine) Start() (err error) {
 	// w's socket on queue q is XSKMAP slot q*per + w (per > 1), where
 	// the programs' SPI hash or dealer sends the packets meant for w.
 	open := func(prog *bpf.Program, ifindex, q, slot int) (*Socket, error) {
-		s, err := rt.u.NewSocket(SocketConfig{Ifindex: ifindex, Queue: q, Mode: cfg.Mode, MultiBuffer: cfg.MultiBuffer})
+		s, err := rt.u.NewSocket(cfg.socketConfig(ifindex, q))
 		if err != nil {
 			return nil, err
 		}

@@ -22,3 +22,6 @@ func (e *Engine) Send(queue int, pkts [][]byte) (int, error) { return 0, ErrNotS
 
 // Steering returns SteerAuto outside Linux.
 func (e *Engine) Steering() Steering { return SteerAuto }
+
+// SendRoom returns -1 outside Linux.
+func (e *Engine) SendRoom(queue int) int { return -1 }

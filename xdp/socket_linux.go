@@ -182,6 +182,9 @@ func (u *UMEM) NewSocket(cfg SocketConfig) (*Socket, error) {
 			sa.Flags |= unix.XDP_USE_SG
 		}
 	}
+	if err := setBusyPoll(fd, cfg.BusyPoll); err != nil {
+		return nil, err
+	}
 	if err := bindRetry(fd, sa); err != nil {
 		return nil, sysErr(fmt.Sprintf("bind to ifindex %d queue %d", cfg.Ifindex, cfg.Queue), err)
 	}

@@ -226,7 +226,11 @@ func (t *TUN) Close() error {
 // truncated and are dropped, counted by OversizeDrops. On a device
 // opened with OpenTUNOffload each read is one super-packet, split into
 // up to 128 packets (the buffers are max(BatchSize, 128) × TUNBufSize)
-// that go to Send together. ServeTUN uses the TUN's read deadline to
+// that go to Send together. Before each Send it waits until the
+// worker's Send queue has room for the whole batch (Engine.SendRoom), so
+// a worker that falls behind slows the reads down (the kernel keeps the
+// packets in the TUN's queue) instead of Send dropping them: a TCP flow
+// through the tunnel then sees delay, not loss. ServeTUN uses the TUN's read deadline to
 // stop (and clears it when it returns). Run it on its own goroutine,
 // one ServeTUN per TUN at a time.
 func ServeTUN(e *Engine, t *TUN, queue int, stop <-chan struct{}) error {
@@ -283,6 +287,9 @@ func ServeTUN(e *Engine, t *TUN, queue int, stop <-chan struct{}) error {
 			}
 		}
 		if len(pkts) > 0 {
+			if !e.waitSendRoom(queue, len(pkts), stop) {
+				return nil
+			}
 			if _, err := e.Send(queue, pkts); err != nil {
 				return err
 			}

@@ -89,6 +89,12 @@ func TestEngineTUN(t *testing.T) {
 	cfg := tunConfig(n, s)
 	cfg.Deliver = tun.Deliver
 	e := startEngine(t, n, cfg)
+	if r := e.SendRoom(0); r != srcQueueLen {
+		t.Errorf("SendRoom of an idle engine = %d, want %d", r, srcQueueLen)
+	}
+	if r := e.SendRoom(1); r != -1 {
+		t.Errorf("SendRoom(1) of a one-queue engine = %d, want -1", r)
+	}
 	stop := make(chan struct{})
 	served := make(chan error, 1)
 	go func() { served <- ServeTUN(e, tun, 0, stop) }()

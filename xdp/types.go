@@ -209,6 +209,9 @@ type SocketConfig struct {
 	// and Transmit then take and put whole chains only. Like the mode,
 	// the first socket of a UMEM decides for all.
 	MultiBuffer bool
+	// BusyPoll turns preferred busy polling on for this socket (zero
+	// value: off).
+	BusyPoll BusyPoll
 }
 
 func (c SocketConfig) normalize() (SocketConfig, error) {
@@ -232,6 +235,9 @@ func (c SocketConfig) normalize() (SocketConfig, error) {
 	}
 	if c.RXSize < 0 && c.TXSize < 0 {
 		return bad("a socket needs an RX or a TX ring")
+	}
+	if err := c.BusyPoll.validate(); err != nil {
+		return SocketConfig{}, err
 	}
 	for _, r := range []struct {
 		name string

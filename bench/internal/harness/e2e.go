@@ -27,6 +27,10 @@ const (
 	UnitGbps    = "Gbit/s"
 	UnitSeconds = "s"
 	UnitBytes   = "bytes"
+	// UnitMicros is microseconds (latency).
+	UnitMicros = "µs"
+	// UnitCPUPerGB is CPU seconds per gigabyte (1e9 bytes) of goodput.
+	UnitCPUPerGB = "CPU s/GB"
 )
 
 // PrivilegedSuites are the suites that need root; they are not in the

@@ -266,6 +266,9 @@ type generator struct {
 	socks []*genSocket
 	descs []xdp.Desc
 	shift uint
+	// stamp, if set, writes timestamps into each batch's frames before
+	// they are transmitted (latency trials, e2e_latency_linux.go).
+	stamp func(g *generator, gs *genSocket, descs []xdp.Desc)
 }
 
 const genFrameSize = 2048
@@ -370,6 +373,9 @@ func (g *generator) runPaced(d time.Duration, queues int, pps float64) (sent, in
 			k := gs.u.Alloc(descs)
 			for j := range k {
 				g.descs[j].Len = gs.wire[g.descs[j].Addr>>g.shift]
+			}
+			if g.stamp != nil {
+				g.stamp(g, gs, g.descs[:k])
 			}
 			n := gs.s.Transmit(g.descs[:k])
 			if n < k {
@@ -586,7 +592,8 @@ func (r *e2eRun) trial(g *generator, w int, pps float64) (Trial, error) {
 // frames of res in g's UMEMs) with SearchRate: the upper end is the
 // overload measurement's offered rate, the PDR search starts from the
 // NDR. It adds the rates (the achieved offered rate of the best passing
-// trial), their inner Gbit/s and the trial count to res.
+// trial), their inner Gbit/s and the trial count to res, and the latency
+// percentiles at LatencyLoad of the NDR (e2eRun.latency).
 func (r *e2eRun) searchRates(g *generator, res *Result, w int, frames []frame) error {
 	offered, _ := res.Get("offered-Mpps")
 	max := offered * 1e6
@@ -614,7 +621,7 @@ func (r *e2eRun) searchRates(g *generator, res *Result, w int, frames []frame) e
 	res.add("pdr-loss%", 100*pdr.Loss(), UnitPercent)
 	res.add("trials", float64(len(t1)+len(t2)), "")
 	res.add("trial-s", r.cfg.e2eTrial().Seconds(), UnitSeconds)
-	return nil
+	return r.latency(g, res, w, frames, ndr)
 }
 
 // settle waits (bounded) until the sink's counter stops moving and
@@ -790,8 +797,10 @@ func (r *e2eRun) engineOn(g sender, op string, w int, sizes []int, multiBuffer b
 		MultiBuffer: multiBuffer}
 	if multiBuffer {
 		// The fill rings of both ports hold 4096 frames per queue: a
-		// packet sent as a chain needs free frames beyond them.
+		// packet sent as a chain needs free frames beyond them, which
+		// RX rings larger than the fill rings would hold instead.
 		cfg.UMEM.NumFrames = 8192 * w
+		cfg.RXSize = cfg.UMEM.FillSize
 	}
 	if op == "decrypt" {
 		in, err := r.inSA()
@@ -893,11 +902,8 @@ func (r *e2eRun) engineOn(g sender, op string, w int, sizes []int, multiBuffer b
 // xskDrops is what the kernel dropped at the engine's sockets (RX ring
 // full, no frame to receive into).
 func xskDrops(st xdp.EngineStats) uint64 {
-	var n uint64
-	for _, s := range append(slices.Clone(st.CipherSockets), st.PlainSockets...) {
-		n += s.Kernel.RxDropped + s.Kernel.RxRingFull
-	}
-	return n
+	k := st.KernelTotals()
+	return k.RxDropped + k.RxRingFull
 }
 
 // E2ESteps returns the steps of the e2e suite and a function that

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -533,7 +534,7 @@ func sendPaced(l *topo.Link, frames [][]byte, pps float64) (sent int, el time.Du
 // read: the retransmit count is the cost that matters to TCP).
 func (o *oneSARun) tcp(mode sa.Concurrency, w int) ([]Result, error) {
 	if o.wg == nil {
-		wr := &wgRun{cfg: o.r.cfg, gbps: map[string]float64{}, pps: map[string]float64{}, runs: 3, bytes: o.r.cfg.WGBytes}
+		wr := &wgRun{cfg: o.r.cfg, gbps: map[string]float64{}, pps: map[string]float64{}, cpuGB: map[string]float64{}, sirqGB: map[string]float64{}, runs: 3, bytes: o.r.cfg.WGBytes}
 		if o.r.cfg.Quick {
 			wr.runs = 1
 		}
@@ -547,12 +548,12 @@ func (o *oneSARun) tcp(mode sa.Concurrency, w int) ([]Result, error) {
 		return nil, err
 	}
 	defer stop()
-	res, err := o.wg.tcp("espxdp", e2eTransform, wgNoOffload)
+	res, err := o.wg.tcp("espxdp", e2eTransform, wgNoOffload, 1)
 	if err != nil {
 		return nil, err
 	}
 	res.Suite, res.Kind, res.Mode, res.Workers, res.Traffic = "e2e", KindOneSA, mode.String(), w, OneSATCP
-	res.Metrics = slices.DeleteFunc(res.Metrics, func(m Metric) bool { return m.Name == "x-wireguard" || m.Name == "x-kernel" })
+	res.Metrics = slices.DeleteFunc(res.Metrics, func(m Metric) bool { return strings.HasPrefix(m.Name, "x-wireguard") || m.Name == "x-kernel" })
 	return []Result{res}, nil
 }
 

@@ -106,6 +106,21 @@ func TestE2EAndWG(t *testing.T) {
 			} else if ndr < 0 || ndr > pdr || pdr > offered*1.05 || trials < 2 || trials > 2*harness.SearchMaxTrials {
 				t.Errorf("%s: NDR %v, PDR %v, overload offered %v, %v trials", key, ndr, pdr, offered, trials)
 			}
+			// Latency at 90 % of a positive NDR: the stamped packets
+			// read back with their stamps intact, percentiles ordered.
+			if n, ok := r.Get("lat-samples"); !jumbo && ndr > 0 && ok && n > 0 {
+				p50, _ := r.Get("lat-p50-us")
+				p99, _ := r.Get("lat-p99-us")
+				mx, _ := r.Get("lat-max-us")
+				if p50 <= 0 || p50 > p99 || p99 > mx {
+					t.Errorf("%s: latency p50 %v p99 %v max %v µs", key, p50, p99, mx)
+				}
+				if bad, _ := r.Get("lat-unreadable"); bad != 0 {
+					t.Errorf("%s: %v sampled packets without a readable stamp", key, bad)
+				}
+			} else if !jumbo && ndr > 0 && !ok {
+				t.Errorf("%s: no latency trial at NDR %v", key, ndr)
+			}
 			if d, ok := r.Get("gw-drops"); !ok || d != 0 {
 				t.Errorf("%s: the gateway's SA processor dropped %v packets", key, d)
 			}
@@ -150,6 +165,31 @@ func TestE2EAndWG(t *testing.T) {
 			if b, ok := r.Get("bytes"); !ok || int64(b) != cfg.WGBytes {
 				t.Errorf("%s: %v bytes", what, b)
 			}
+			// CPU per GB: the gateways ran in this process, the
+			// endpoints in helper processes; both used some CPU.
+			if c, ok := r.Get("gw-cpu-s/GB"); !ok || c <= 0 {
+				t.Errorf("%s: gateway CPU per GB %v %v", what, c, ok)
+			}
+			if c, ok := r.Get("hosts-cpu-s/GB"); !ok || c <= 0 {
+				t.Errorf("%s: hosts' CPU per GB %v %v", what, c, ok)
+			}
+			if st, ok := r.Get("streams"); !ok || int(st) != r.Streams || (r.Streams != 1 && r.Streams != 4) {
+				t.Errorf("%s: streams %v, field %d", what, st, r.Streams)
+			}
+			// The AF_XDP rows carry the sockets' loss counters.
+			for _, m := range []string{"gw-if-drops", "tun-drops", "host-if-drops", "retransmits"} {
+				if v, ok := r.Get(m); !ok || v < 0 {
+					t.Errorf("%s: %s %v %v", what, m, v, ok)
+				}
+			}
+			ours := strings.HasPrefix(r.Impl, "espxdp")
+			_, xsk := r.Get("xsk-rx-ring-full")
+			if xsk != ours {
+				t.Errorf("%s: xsk counters %v", what, xsk)
+			}
+			if _, ok := r.Get("x-wireguard-cpu"); ok != ours {
+				t.Errorf("%s: CPU ratio to wireguard-go %v", what, ok)
+			}
 		case "udp":
 			sent, _ := r.Get("sent")
 			got, ok := r.Get("delivered")
@@ -165,8 +205,9 @@ func TestE2EAndWG(t *testing.T) {
 			}
 		}
 	}
-	for impl, want := range map[string]int{"kernel": 1, "wireguard-go": 2, "espxdp": 2} {
-		if impls[impl+"/tcp"] != want || impls[impl+"/udp"] != 2*want {
+	// TCP: one stream and four; UDP: two sizes.
+	for impl, want := range map[string]int{"kernel": 1, "wireguard-go": 2, "espxdp": 2, "espxdp-tun": 2, "espxdp-busypoll": 1} {
+		if impls[impl+"/tcp"] != 2*want || impls[impl+"/udp"] != 2*want {
 			t.Errorf("wg results by implementation and traffic: %v", impls)
 		}
 	}
@@ -199,13 +240,17 @@ func TestE2EAndWG(t *testing.T) {
 		"| TCP goodput ≥ 1.5× wireguard-go, espxdp chacha20poly1305 |",
 		"| decrypt | 2 | IMIX (348) |", "| wireguard-go | ChaCha20-Poly1305 (WireGuard) | offload |",
 		"![end to end](e2e.svg)", "### Loss-free rates (RFC 2544 NDR/PDR)", "### Throughput under overload",
+		"### CPU per GB of goodput", "| gateway CPU per GB ≤ 0.6× wireguard-go, one TCP stream, espxdp aes128gcm16 |",
+		"| UDP packets delivered under overload ≥ 2× wireguard-go, espxdp aes128gcm16, 64 B |", "![peers: TCP goodput and gateway CPU per GB](wg.svg)",
 	} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
-	if fi, err := os.Stat(filepath.Join(dir, "e2e.svg")); err != nil || fi.Size() == 0 {
-		t.Errorf("e2e.svg: %v", err)
+	for _, svg := range []string{"e2e.svg", "wg.svg"} {
+		if fi, err := os.Stat(filepath.Join(dir, svg)); err != nil || fi.Size() == 0 {
+			t.Errorf("%s: %v", svg, err)
+		}
 	}
 	if t.Failed() {
 		t.Logf("report:\n%s", md)

@@ -34,6 +34,7 @@ type Result struct {
 	Dist      string   `json:"dist,omitempty"`      // skew: "elephant" or "uniform"
 	Traffic   string   `json:"traffic,omitempty"`   // e2e, wg: "imix", "tcp", "udp"
 	Impl      string   `json:"impl,omitempty"`      // wg: "espxdp", "wireguard-go", "kernel"
+	Streams   int      `json:"streams,omitempty"`   // wg: parallel TCP connections
 	Ingress   string   `json:"ingress,omitempty"`   // shard: "spray" or "steer"
 	Window    int      `json:"window,omitempty"`    // shard: replay window (0: default)
 	Displace  int      `json:"displace,omitempty"`  // shard-reorder: bound on the displacement

@@ -60,6 +60,12 @@ type wgNet struct {
 	gwBLan, bEth       *topo.Link
 	gateways           []*topo.NS
 	lanOf, wanOf, peer map[*topo.NS]*topo.Link // per gateway
+	// tune, if set, adjusts the espxdp engines' configuration before
+	// they start (socket tuning, wg_tcp_linux.go); engines are the
+	// running espxdp engines (nil while none run).
+	tune    func(*xdp.EngineConfig)
+	engines []*xdp.Engine
+	tuns    []*xdp.TUN // the espxdp TUNs (nil while none run)
 }
 
 // setTXChecksum turns transmit checksum offload of l on or off: see
@@ -277,19 +283,16 @@ func (n *wgNet) startWireGuard(offloads bool) (stop func(), err error) {
 // startESP starts an espxdp engine in each gateway with transform tr:
 // ciphertext on the wan link, plaintext on the lan link.
 func (n *wgNet) startESP(tr string, seed uint64) (stop func(), err error) {
-	return n.startESPMode(tr, seed, false)
+	return n.startESPMode(tr, seed, false, false)
 }
 
-// startESPTUN starts an espxdp engine in each gateway with transform tr
-// as a route-based tunnel: ciphertext on the wan link, plaintext on a
-// TUN device "esp0" with offloads (xdp.OpenTUNOffload) into which the
-// kernel routes the remote network; the hosts' and links' offloads are
-// on (setOffloads), as for wireguard-go with offloads.
-func (n *wgNet) startESPTUN(tr string, seed uint64) (stop func(), err error) {
-	return n.startESPMode(tr, seed, true)
-}
-
-func (n *wgNet) startESPMode(tr string, seed uint64, useTUN bool) (stop func(), err error) {
+// startESPMode starts an espxdp engine in each gateway with transform
+// tr; with useTUN as a route-based tunnel: ciphertext on the wan link,
+// plaintext on a TUN device "esp0" with offloads (xdp.OpenTUNOffload)
+// into which the kernel routes the remote network, and, if offloads, the
+// hosts' and links' offloads on (setOffloads), as for wireguard-go with
+// offloads (the AF_XDP path needs them off).
+func (n *wgNet) startESPMode(tr string, seed uint64, useTUN, offloads bool) (stop func(), err error) {
 	t, err := esp.ParseTransform(tr)
 	if err != nil {
 		return nil, err
@@ -299,6 +302,7 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN bool) (stop func(), 
 	halt := make(chan struct{})
 	var served sync.WaitGroup
 	stop = func() {
+		n.engines, n.tuns = nil, nil
 		close(halt)
 		served.Wait()
 		for _, e := range engines {
@@ -367,6 +371,9 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN bool) (stop func(), 
 				return nil, err
 			}
 		}
+		if n.tune != nil {
+			n.tune(&ec)
+		}
 		e, err := xdp.NewEngine(ec)
 		if err != nil {
 			return nil, err
@@ -383,11 +390,12 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN bool) (stop func(), 
 			}()
 		}
 	}
-	if useTUN {
+	if useTUN && offloads {
 		if err := n.setOffloads(true); err != nil {
 			return nil, err
 		}
 	}
+	n.engines, n.tuns = engines, tuns
 	return stop, nil
 }
 
@@ -426,13 +434,17 @@ func (n *wgNet) udpFrames(size int) []frame {
 
 // wgRun holds the state of the wg suite across its steps.
 type wgRun struct {
-	cfg   Config
-	net   *wgNet
-	gen   *generator         // AF_XDP on hostA's link, for the UDP runs
-	pps   map[string]float64 // impl/transform/variant/size → delivered UDP pps
-	gbps  map[string]float64 // impl/transform → median Gbps
-	runs  int
-	bytes int64
+	cfg  Config
+	net  *wgNet
+	gen  *generator         // AF_XDP on hostA's link, for the UDP runs
+	pps  map[string]float64 // impl/transform/variant/size → delivered UDP pps
+	gbps map[string]float64 // wgKey → median TCP Gbps
+	// cpuGB and sirqGB are the TCP rows' gateway CPU and softirq
+	// seconds per GB, by wgKey.
+	cpuGB, sirqGB map[string]float64
+	streams       []int // TCP connections of the TCP rows
+	runs          int
+	bytes         int64
 }
 
 func (r *wgRun) setup() error {
@@ -533,26 +545,6 @@ func (m tcpRuns) add(res *Result, size int64) float64 {
 	return g
 }
 
-// tcp measures TCP goodput hostA → hostB with whatever the gateways run
-// now (measureTCP, 3 pings first); the median is reported.
-func (r *wgRun) tcp(impl, tr, variant string) (Result, error) {
-	res := Result{Suite: "wg", Kind: KindWG, Impl: impl, Transform: tr, Traffic: "tcp", Size: wgInnerMT, Op: variant}
-	m, err := r.net.measureTCP(impl, r.runs, 3, r.bytes, r.cfg.Seed)
-	if err != nil {
-		return res, err
-	}
-	g := m.add(&res, r.bytes)
-	r.gbps[impl+"/"+tr+"/"+variant] = g
-	// Against wireguard-go's better configuration.
-	if wg := max(r.gbps["wireguard-go//"+wgNoOffload], r.gbps["wireguard-go//"+wgOffload]); strings.HasPrefix(impl, "espxdp") && wg > 0 {
-		res.add("x-wireguard", g/wg, UnitRatio)
-	}
-	if k := r.gbps["kernel//"+wgNoOffload]; impl != "kernel" && k > 0 {
-		res.add("x-kernel", g/k, UnitRatio)
-	}
-	return res, nil
-}
-
 // udp sends UDP from hostA to hostB as fast as hostA's AF_XDP generator
 // can for the e2e duration, at each of wgUDPSizes, with whatever the
 // gateways run now, and counts what hostB's interface received.
@@ -620,14 +612,19 @@ func (r *wgRun) udp(impl, tr, variant string) ([]Result, error) {
 	return out, nil
 }
 
-// measure runs the TCP transfers, then the UDP runs.
+// measure runs the TCP transfers (one stream, then wgStreams), then the
+// UDP runs.
 func (r *wgRun) measure(impl, tr, variant string) ([]Result, error) {
-	res, err := r.tcp(impl, tr, variant)
-	if err != nil {
-		return nil, err
+	var out []Result
+	for _, streams := range r.streams {
+		res, err := r.tcp(impl, tr, variant, streams)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, res)
 	}
 	us, err := r.udp(impl, tr, variant)
-	return append([]Result{res}, us...), err
+	return append(out, us...), err
 }
 
 // tcpRetrans returns the TCP RetransSegs counter of ns (/proc/net/snmp
@@ -670,7 +667,8 @@ func avgMs(d []time.Duration) float64 {
 // WGSteps returns the steps of the wg suite and a function that removes
 // what they built; it must be called after the steps ran (or failed).
 func WGSteps(cfg Config) ([]suiteStep, func()) {
-	r := &wgRun{cfg: cfg, gbps: map[string]float64{}, pps: map[string]float64{}, runs: 3, bytes: cfg.WGBytes}
+	r := &wgRun{cfg: cfg, gbps: map[string]float64{}, pps: map[string]float64{}, cpuGB: map[string]float64{}, sirqGB: map[string]float64{},
+		streams: wgStreams, runs: 3, bytes: cfg.WGBytes}
 	if cfg.Quick {
 		r.runs = 1
 	}
@@ -708,17 +706,20 @@ func WGSteps(cfg Config) ([]suiteStep, func()) {
 			return r.measure("espxdp", tr, wgNoOffload)
 		}})
 	}
+	steps = append(steps, suiteStep{"wg espxdp busy-poll " + wgESPSuit[0], r.busyPollStep(wgESPSuit[0])})
 	for _, tr := range wgESPSuit {
 		steps = append(steps, suiteStep{"wg espxdp-tun " + tr, func() ([]Result, error) {
 			if err := r.setup(); err != nil {
 				return nil, err
 			}
-			stop, err := r.net.startESPTUN(tr, cfg.Seed)
+			// The host settings of wireguard-go's best single-stream run.
+			v, _ := r.bestWG(1)
+			stop, err := r.net.startESPMode(tr, cfg.Seed, true, v == wgOffload)
 			if err != nil {
 				return nil, err
 			}
 			defer stop()
-			return r.measure("espxdp-tun", tr, wgOffload)
+			return r.measure("espxdp-tun", tr, v)
 		}})
 	}
 	return steps, r.close

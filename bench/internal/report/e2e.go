@@ -27,12 +27,7 @@ func netTargets(rep *harness.Report) []Target {
 				num(v) + "×", v >= TargetE2ECeiling})
 		}
 	}
-	for _, r := range rep.Filter(harness.KindWG) {
-		if v, ok := r.Get("x-wireguard"); ok && r.Impl == "espxdp" && r.Traffic == "tcp" {
-			ts = append(ts, Target{fmt.Sprintf("TCP goodput ≥ %.1f× wireguard-go, espxdp %s", TargetVsWG, r.Transform), num(v) + "×", v >= TargetVsWG})
-		}
-	}
-	return ts
+	return append(ts, wgTargets(rep)...)
 }
 
 func sizeLabel(r *harness.Result) string {
@@ -132,32 +127,63 @@ bracket is within %.0f %% of its upper end; the PDR search starts from
 the NDR. gen paces its batches of 64 with a token bucket; the rates shown
 are the ones it achieved (packets put on its TX rings over the time it
 sent), not the ones asked for. A rate of 0 means every trial lost
-packets. Gbps = inner bytes at that rate. Latency percentiles are not
-measured yet: the sink's kernel counts and drops the frames, nothing
-reads the packets back.
+packets. Gbps = inner bytes at that rate.
 
-`, 100*harness.PDRLoss, harness.SearchMaxTrials, trial, 100*harness.SearchTolerance)
-	b.WriteString("| op | workers | inner bytes | NDR Mpps | NDR Gbps | PDR Mpps | PDR Gbps | PDR loss % | overload delivered Mpps | trials |\n")
-	b.WriteString("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n")
+`+latencyText+`
+
+`, 100*harness.PDRLoss, harness.SearchMaxTrials, trial, 100*harness.SearchTolerance, 100*harness.LatencyLoad)
+	b.WriteString("| op | workers | inner bytes | NDR Mpps | NDR Gbps | PDR Mpps | PDR Gbps | PDR loss % | overload delivered Mpps | trials | latency p50 / p99 / max µs | at % of NDR | latency samples |\n")
+	b.WriteString("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
-		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Op, r.Workers, sizeLabel(&r),
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Op, r.Workers, sizeLabel(&r),
 			cell(&r, "ndr-Mpps"), cell(&r, "ndr-Gbps"), cell(&r, "pdr-Mpps"), cell(&r, "pdr-Gbps"), cell(&r, "pdr-loss%"),
-			cell(&r, "Mpps"), intCell(&r, "trials"))
+			cell(&r, "Mpps"), intCell(&r, "trials"), latencyCell(&r), intCell(&r, "lat-load-%ndr"), intCell(&r, "lat-samples"))
 	}
 	b.WriteString("\n")
 }
 
-func wgSection(b *strings.Builder, rep *harness.Report) {
+// xskCell is the AF_XDP loss counters of a wg row: RX ring full,
+// dropped, fill ring empty ("–" for rows without AF_XDP).
+func xskCell(r *harness.Result) string {
+	if _, ok := r.Get("xsk-rx-ring-full"); !ok {
+		return "–"
+	}
+	return intCell(r, "xsk-rx-ring-full") + " / " + intCell(r, "xsk-rx-dropped") + " / " + intCell(r, "xsk-fill-empty")
+}
+
+// engineDropCell is a wg row's espxdp drops: the workers' own, Send
+// queue full, the TUN port's ("–" without an engine).
+func engineDropCell(r *harness.Result) string {
+	if _, ok := r.Get("engine-drops"); !ok {
+		return "–"
+	}
+	return intCell(r, "engine-drops") + " / " + intCell(r, "send-full") + " / " + intCell(r, "tun-port-drops")
+}
+
+// ifDropCell is a wg row's interface drops: gateways' veths, TUNs,
+// hosts' veths ("–" for rows measured without them).
+func ifDropCell(r *harness.Result) string {
+	if _, ok := r.Get("gw-if-drops"); !ok {
+		return "–"
+	}
+	return intCell(r, "gw-if-drops") + " / " + intCell(r, "tun-drops") + " / " + intCell(r, "host-if-drops")
+}
+
+func wgSection(b *strings.Builder, rep *harness.Report, plots map[string][]byte) {
 	rs := rep.Filter(harness.KindWG)
 	if len(rs) == 0 {
 		return
 	}
 	fmt.Fprintf(b, `## Peers: espxdp vs wireguard-go
 
-hostA —veth— gwA —veth (wan)— gwB —veth— hostB, four namespaces; a
-checksummed TCP transfer (topo.Transfer) of %d MiB from hostA to hostB,
-median of the runs. The hosts' links have MTU 1420 (the WireGuard TUN
-MTU), the wan 1500.
+hostA —veth— gwA —veth (wan)— gwB —veth— hostB, four namespaces; a TCP
+transfer of %d MiB from hostA to hostB over one connection and over
+several in parallel ("streams"; the bytes split between them), median
+goodput of the runs (bytes received over the time from the first
+accepted connection to the last end of stream). The endpoints are child
+processes (this program again, in the hosts' namespaces), so that the
+harness process holds only the gateways while a transfer runs. The
+hosts' links have MTU 1420 (the WireGuard TUN MTU), the wan 1500.
 
 - kernel: plain IP forwarding by both gateways, no encryption.
 - wireguard-go: golang.zx2c4.com/wireguard (device, Linux TUN with its
@@ -167,8 +193,11 @@ MTU), the wan 1500.
   transform shown.
 - espxdp-tun: the same engine route-based: plaintext on a TUN with GSO/GRO
   offloads (xdp.OpenTUNOffload, ServeTUN, TUN.Deliver) into which the
-  gateway's kernel routes the remote network, run with the offloads on
-  as wireguard-go is.
+  gateway's kernel routes the remote network, run with the host settings
+  of wireguard-go's better single-stream run ("offloads" column).
+- espxdp-busypoll: the espxdp row (aes128gcm16) again with preferred busy
+  polling on the engine's sockets (xdp.BusyPoll: SO_BUSY_POLL 50 µs,
+  budget 64, SO_PREFER_BUSY_POLL), to show whether it helps.
 
 "no-offload": the hosts' transmit checksum offload (and so TSO) is off.
 espxdp needs that: a veth hands its peer packets whose TCP checksum the
@@ -177,7 +206,18 @@ would encrypt as they are. "offload": the hosts' offloads on and GRO on
 the gateways' links, so the gateways' kernels pass TCP and UDP
 super-packets to wireguard-go's TUN and sockets; the ratio to
 wireguard-go uses the better of its two runs. Retransmits are the
-client's TCP retransmitted segments over all runs.
+client's TCP retransmitted segments over all runs. For espxdp on AF_XDP,
+the gateways' sockets' kernel counters (XDP_STATISTICS, both gateways,
+all runs) say where segments were lost before a worker saw them: RX ring
+full (the worker did not drain it in time, e.g. descheduled), dropped
+(no frame or too long), fill ring found empty; engine drops are the
+workers' own (any reason), "Send full" packets read from the TUN that
+the engine could not queue, "TUN port" the espxdp TUN's read drops and
+failed writes. Interface drops are the rx and tx dropped
+counters ("ip -s link") of the gateways' veths, of their TUN devices
+(wireguard-go's wg0, espxdp's esp0: a full TUN queue drops what the
+kernel routes into it while the reader is behind) and of the hosts'
+veths, over all runs.
 
 UDP: hostA sends pre-built UDP packets (16 flows) from an AF_XDP socket
 as fast as it can for %.1f s per size, as the e2e suite's generator
@@ -203,15 +243,20 @@ planes under that load, not what either does on dedicated cores.
 		return "none"
 	}
 	b.WriteString("### TCP goodput\n\n")
-	b.WriteString("| implementation | transform | offloads | Gbps | min | max | runs | retransmits | ping ms | vs wireguard-go | vs kernel |\n")
-	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| implementation | transform | offloads | streams | Gbps | min | max | runs | retransmits | xsk ring full / dropped / fill empty | engine drops / Send full / TUN port | interface drops gw / TUN / hosts | ping ms | vs wireguard-go | vs kernel |\n")
+	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
 		if r.Traffic != "tcp" {
 			continue
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Impl, transform(&r), r.Op,
+		fmt.Fprintf(b, "| %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Impl, transform(&r), r.Op, wgStreams(&r),
 			cell(&r, "Gbps"), cell(&r, "min-Gbps"), cell(&r, "max-Gbps"), intCell(&r, "runs"), intCell(&r, "retransmits"),
-			cell(&r, "ping-ms"), cell(&r, "x-wireguard"), cell(&r, "x-kernel"))
+			xskCell(&r), engineDropCell(&r), ifDropCell(&r), cell(&r, "ping-ms"), cell(&r, "x-wireguard"), cell(&r, "x-kernel"))
+	}
+	b.WriteString("\n")
+	wgCPUTable(b, rs)
+	if _, ok := plots[plotWG]; ok {
+		fmt.Fprintf(b, "![peers: TCP goodput and gateway CPU per GB](%s)\n", plotWG)
 	}
 	if slices.ContainsFunc(rs, func(r harness.Result) bool { return r.Traffic == "udp" }) {
 		b.WriteString("\n### UDP packets\n\n")

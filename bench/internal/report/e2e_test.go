@@ -47,7 +47,8 @@ func netSynthetic() *harness.Report {
 	add(harness.Result{Suite: "wg", Kind: harness.KindWG, Impl: "kernel", Op: "no-offload", Traffic: "tcp", Metrics: metrics("Gbps", 2.0, "Gbit/s")})
 	add(harness.Result{Suite: "wg", Kind: harness.KindWG, Impl: "wireguard-go", Op: "no-offload", Traffic: "tcp", Metrics: metrics("Gbps", 0.2, "Gbit/s")})
 	add(harness.Result{Suite: "wg", Kind: harness.KindWG, Impl: "wireguard-go", Op: "offload", Traffic: "tcp", Metrics: metrics("Gbps", 0.4, "Gbit/s")})
-	add(harness.Result{Suite: "wg", Kind: harness.KindWG, Impl: "espxdp", Transform: "aes128gcm16", Op: "no-offload", Traffic: "tcp", Metrics: metrics("Gbps", 0.8, "Gbit/s", "x-wireguard", 2.0, "x")})
+	add(harness.Result{Suite: "wg", Kind: harness.KindWG, Impl: "espxdp", Transform: "aes128gcm16", Op: "no-offload", Traffic: "tcp", Metrics: metrics("Gbps", 0.8, "Gbit/s", "x-wireguard", 2.0, "x",
+		"retransmits", 5.0, "packets", "xsk-rx-ring-full", 4.0, "packets", "xsk-rx-dropped", 1.0, "packets", "xsk-fill-empty", 2.0, "", "engine-drops", 0.0, "packets")})
 	add(harness.Result{Suite: "wg", Kind: harness.KindWG, Impl: "espxdp", Transform: "chacha20poly1305", Op: "no-offload", Traffic: "tcp", Metrics: metrics("Gbps", 0.5, "Gbit/s", "x-wireguard", 1.25, "x")})
 	return rep
 }
@@ -79,9 +80,11 @@ func TestNetSections(t *testing.T) {
 		"for 2.0 s per measurement",
 		"## Peers: espxdp vs wireguard-go",
 		"of 64 MiB from hostA to hostB",
-		"| wireguard-go | ChaCha20-Poly1305 (WireGuard) | offload | 0.400 |",
-		"| espxdp | aes128gcm16 | no-offload | 0.800 |",
-		"| kernel | none | no-offload | 2.00 |",
+		"| wireguard-go | ChaCha20-Poly1305 (WireGuard) | offload | 1 | 0.400 |",
+		"| espxdp | aes128gcm16 | no-offload | 1 | 0.800 |",
+		"| 5 | 4 / 1 / 2 | 0 / – / – |",
+		"| wireguard-go | ChaCha20-Poly1305 (WireGuard) | no-offload | 1 | 0.200 | – | – | – | – | – | – | – |",
+		"| kernel | none | no-offload | 1 | 2.00 |",
 		"run on the same 2 CPUs",
 		"![end to end](e2e.svg)",
 	} {

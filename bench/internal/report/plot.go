@@ -183,5 +183,8 @@ func Plots(rep *harness.Report) (map[string][]byte, error) {
 	if err := oneSAPlots(rep, out); err != nil {
 		return nil, err
 	}
+	if err := wgPlots(rep, out); err != nil {
+		return nil, err
+	}
 	return out, nil
 }

@@ -65,7 +65,7 @@ func Markdown(w io.Writer, rep *harness.Report, cmd, note string, plots map[stri
 	shardSection(&b, rep, plots)
 	e2eSection(&b, rep, plots)
 	oneSASection(&b, rep, plots)
-	wgSection(&b, rep)
+	wgSection(&b, rep, plots)
 	peersSection(&b, rep)
 	_, err := io.WriteString(w, b.String())
 	return err

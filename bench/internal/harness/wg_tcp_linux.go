@@ -1,0 +1,198 @@
+//go:build linux
+
+package harness
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/espxdp/espxdp/internal/topo"
+)
+
+// wgStreams are the parallel TCP connections of the wg suite's TCP
+// rows: one stream (the target), then several.
+var wgStreams = []int{1, 4}
+
+// cpuSample is a reading of the CPU time counters the wg suite reports:
+// the harness process's own CPU time (user + system, all threads:
+// getrusage RUSAGE_SELF) and the machine's softirq and busy time
+// (/proc/stat, all CPUs).
+type cpuSample struct {
+	self    time.Duration
+	softirq time.Duration
+}
+
+// clockTick is the unit of /proc/stat (USER_HZ, 100 on Linux).
+const clockTick = 10 * time.Millisecond
+
+func sampleCPU() (cpuSample, error) {
+	var s cpuSample
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return s, fmt.Errorf("harness: getrusage: %w", err)
+	}
+	s.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return s, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	// cpu user nice system idle iowait irq softirq ...
+	if len(f) < 8 || f[0] != "cpu" {
+		return s, fmt.Errorf("harness: /proc/stat: unexpected first line %q", line)
+	}
+	ticks, err := strconv.ParseUint(f[7], 10, 64)
+	if err != nil {
+		return s, fmt.Errorf("harness: /proc/stat softirq: %w", err)
+	}
+	s.softirq = time.Duration(ticks) * clockTick
+	return s, nil
+}
+
+// wgKey names a TCP measurement for the ratios.
+func wgKey(impl, tr, variant string, streams int) string {
+	return fmt.Sprintf("%s/%s/%s/%d", impl, tr, variant, streams)
+}
+
+// tcp measures TCP goodput hostA → hostB over streams parallel
+// connections with whatever the gateways run now: a ping first
+// (handshakes, and proof of a path), then r.runs transfers of r.bytes
+// between two helper processes (childTransfer); the median goodput is
+// reported, and the CPU cost per GB of goodput over all runs:
+//
+//   - gw-cpu-s/GB: CPU time (user + system, every thread) of this
+//     process, which holds both gateways and nothing else that works
+//     while a transfer runs (the endpoints are child processes). It is
+//     the scheduler's exact run time of the gateways' threads, so it
+//     includes kernel work done on them: system calls (TUN reads and
+//     writes, sendmmsg/recvmmsg, AF_XDP wakeups), and, on this kernel
+//     without CONFIG_IRQ_TIME_ACCOUNTING, softirq work that ran on their
+//     threads (e.g. a veth's NAPI raised by their transmits).
+//   - softirq-s/GB: the machine's softirq time over the runs (/proc/stat,
+//     all CPUs, tick-sampled). Not attributable per interface: it holds
+//     the hosts' and the gateways' veth NAPI and stack work alike (and
+//     other load on the machine), and can overlap with gw-cpu.
+//   - hosts-cpu-s/GB: CPU time of the two endpoint processes.
+func (r *wgRun) tcp(impl, tr, variant string, streams int) (Result, error) {
+	res := Result{Suite: "wg", Kind: KindWG, Impl: impl, Transform: tr, Traffic: "tcp", Size: wgInnerMT, Op: variant, Streams: streams}
+	n := r.net
+	var ping topo.PingResult
+	var err error
+	for range 3 { // the first packets may wait for a WireGuard handshake
+		if ping, err = topo.Ping(n.hostA, wgHostB, 3, 56, 20*time.Millisecond, time.Second); err == nil && ping.Received > 0 {
+			break
+		}
+	}
+	if err != nil {
+		return res, fmt.Errorf("harness: ping through %s: %w", impl, err)
+	}
+	if ping.Received == 0 {
+		return res, fmt.Errorf("harness: no ping reply through %s", impl)
+	}
+	var gbps, secs []float64
+	var mss int
+	re0, err := tcpRetrans(n.hostA)
+	if err != nil {
+		return res, err
+	}
+	x0 := n.xskSnapshot()
+	d0, err := n.ifDrops()
+	if err != nil {
+		return res, err
+	}
+	var gwCPU, softirq, hostCPU time.Duration
+	var bytes int64
+	// Generous bound: 50 Mbit/s at least.
+	timeout := 30*time.Second + time.Duration(r.bytes*8/50e6)*time.Second
+	for range r.runs {
+		c0, err := sampleCPU()
+		if err != nil {
+			return res, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		sink, m, hc, err := childTransfer(ctx, n.hostB, netip.AddrPortFrom(wgHostB, wgTCPPort), n.hostA, r.bytes, streams)
+		cancel()
+		if err != nil {
+			return res, fmt.Errorf("harness: TCP through %s: %w", impl, err)
+		}
+		c1, err := sampleCPU()
+		if err != nil {
+			return res, err
+		}
+		gwCPU += c1.self - c0.self
+		softirq += c1.softirq - c0.softirq
+		hostCPU += hc
+		bytes += sink.Bytes
+		d := time.Duration(sink.Ns)
+		gbps = append(gbps, float64(sink.Bytes)*8/d.Seconds()/1e9)
+		secs = append(secs, d.Seconds())
+		mss = m
+	}
+	re1, err := tcpRetrans(n.hostA)
+	if err != nil {
+		return res, err
+	}
+	g := median(gbps)
+	res.add("retransmits", float64(re1-re0), UnitPackets)
+	n.addXSK(&res, x0, n.xskSnapshot())
+	d1, err := n.ifDrops()
+	if err != nil {
+		return res, err
+	}
+	addIfDrops(&res, d0, d1)
+	res.add("Gbps", g, UnitGbps)
+	res.add("min-Gbps", slices.Min(gbps), UnitGbps)
+	res.add("max-Gbps", slices.Max(gbps), UnitGbps)
+	res.add("seconds", median(secs), UnitSeconds)
+	res.add("bytes", float64(r.bytes), UnitBytes)
+	res.add("runs", float64(r.runs), "")
+	res.add("streams", float64(streams), "")
+	res.add("mss", float64(mss), UnitBytes)
+	res.add("ping-ms", avgMs(ping.RTTs), "ms")
+	gb := float64(bytes) / 1e9
+	cpuGB := gwCPU.Seconds() / gb
+	sirqGB := softirq.Seconds() / gb
+	res.add("gw-cpu-s/GB", cpuGB, UnitCPUPerGB)
+	res.add("softirq-s/GB", sirqGB, UnitCPUPerGB)
+	res.add("hosts-cpu-s/GB", hostCPU.Seconds()/gb, UnitCPUPerGB)
+	key := wgKey(impl, tr, variant, streams)
+	r.gbps[key], r.cpuGB[key], r.sirqGB[key] = g, cpuGB, sirqGB
+	// Against wireguard-go's better configuration (by goodput) at the
+	// same number of streams.
+	if wgv, wg := r.bestWG(streams); strings.HasPrefix(impl, "espxdp") && wg > 0 {
+		wk := wgKey("wireguard-go", "", wgv, streams)
+		res.add("x-wireguard", g/wg, UnitRatio)
+		if c := r.cpuGB[wk]; c > 0 {
+			res.add("x-wireguard-cpu", cpuGB/c, UnitRatio)
+			if cs := c + r.sirqGB[wk]; cs > 0 {
+				res.add("x-wireguard-cpu+softirq", (cpuGB+sirqGB)/cs, UnitRatio)
+			}
+		}
+	}
+	if k := r.gbps[wgKey("kernel", "", wgNoOffload, streams)]; impl != "kernel" && k > 0 {
+		res.add("x-kernel", g/k, UnitRatio)
+	}
+	return res, nil
+}
+
+// bestWG returns wireguard-go's better variant (offloads off or on) at
+// streams TCP connections, by goodput, and that goodput (0: not
+// measured).
+func (r *wgRun) bestWG(streams int) (variant string, gbps float64) {
+	variant = wgOffload
+	for _, v := range []string{wgNoOffload, wgOffload} {
+		if g := r.gbps[wgKey("wireguard-go", "", v, streams)]; g > gbps {
+			variant, gbps = v, g
+		}
+	}
+	return variant, gbps
+}
