@@ -88,7 +88,7 @@ func (s *IKESA) dpdTick() {
 			return
 		}
 		e.log.Debug("ike: dead peer detection: probing", "sa", s, "peer", s.remote)
-		s.startRequest(b, func(*Message, []byte, netip.AddrPort, bool) []func() { return nil })
+		s.startRequest(Informational, b, func(*Message, []byte, netip.AddrPort, bool) []func() { return nil })
 	}
 	// A pending exchange's retransmissions check the peer as well.
 	s.dpdTimer.Reset(d)

@@ -564,6 +564,7 @@ type IKESA struct {
 type request struct {
 	fin     chan struct{} // closed when the request is no longer pending
 	id      uint32
+	x       ExchangeType // the request's exchange type: its response's too
 	msg     []byte
 	tries   int
 	timer   *time.Timer
@@ -668,8 +669,8 @@ func (s *IKESA) open(m *Message, raw []byte) error {
 
 // startRequest sends a request and arms retransmission. Called with
 // e.mu held.
-func (s *IKESA) startRequest(msg []byte, onReply func(*Message, []byte, netip.AddrPort, bool) []func()) *request {
-	r := &request{id: s.nextReq, msg: msg, onReply: onReply, result: make(chan error, 1), fin: make(chan struct{})}
+func (s *IKESA) startRequest(x ExchangeType, msg []byte, onReply func(*Message, []byte, netip.AddrPort, bool) []func()) *request {
+	r := &request{id: s.nextReq, x: x, msg: msg, onReply: onReply, result: make(chan error, 1), fin: make(chan struct{})}
 	s.nextReq++
 	s.pending = r
 	s.e.send(msg, s.remote, s.natt)
@@ -780,13 +781,19 @@ func wipeChild(c *ChildSA) {
 // handle processes a message for this SA (e.mu held).
 func (s *IKESA) handle(m *Message, raw []byte, from netip.AddrPort, natt bool) []func() {
 	if m.Response() {
+		// Invariant (TestRedTeamPlaintextResponse): a response answers
+		// the pending request only with its message ID and exchange
+		// type, and only the IKE_SA_INIT response to our IKE_SA_INIT
+		// request is processed without a verified SK payload: the
+		// header is cleartext, so anyone who sees the SPIs and message
+		// ID could otherwise answer any request.
 		r := s.pending
-		if r == nil || m.MsgID != r.id {
+		if r == nil || m.MsgID != r.id || m.Exchange != r.x {
 			s.e.dropped.Add(1)
 			return nil
 		}
 		var after []func()
-		if m.Exchange != IKESAInit {
+		if r.x != IKESAInit {
 			if err := s.open(m, raw); err != nil {
 				s.e.malformed.Add(1)
 				s.e.log.Debug("ike: response refused", "peer", from, "err", err)
@@ -1028,7 +1035,7 @@ func (s *IKESA) sendInit() error {
 	s.nextReq = 0
 	s.initReq = m.Marshal()
 	s.setState(stateInitSent)
-	s.startRequest(s.initReq, s.onInitResponse)
+	s.startRequest(IKESAInit, s.initReq, s.onInitResponse)
 	return nil
 }
 
@@ -1158,7 +1165,7 @@ func (s *IKESA) sendAuth() []func() {
 		return s.finish(err)
 	}
 	s.setState(stateAuthSent)
-	s.startRequest(b, s.onAuthResponse)
+	s.startRequest(IKEAuth, b, s.onAuthResponse)
 	return nil
 }
 
@@ -1538,7 +1545,7 @@ func (s *IKESA) request(ctx context.Context, x ExchangeType, ps []Payload, onRep
 		return err
 	}
 	done := make(chan struct{})
-	r := s.startRequest(b, func(m *Message, _ []byte, _ netip.AddrPort, _ bool) []func() {
+	r := s.startRequest(x, b, func(m *Message, _ []byte, _ netip.AddrPort, _ bool) []func() {
 		var after []func()
 		if onReply != nil {
 			after = onReply(m)

@@ -1,0 +1,116 @@
+package ike
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"testing"
+	"time"
+)
+
+// Red team, second round: each test names a defect found by attacking
+// the package as a hostile peer or an on-path attacker, and fails
+// without its fix.
+
+// pendingID returns the message ID of s's pending request, waiting for
+// one to be sent.
+func pendingID(t *testing.T, s *IKESA) uint32 {
+	t.Helper()
+	var id uint32
+	if !waitFor(func() bool {
+		s.e.mu.Lock()
+		defer s.e.mu.Unlock()
+		if s.pending != nil {
+			id = s.pending.id
+			return true
+		}
+		return false
+	}) {
+		t.Fatal("no request sent")
+	}
+	return id
+}
+
+// TestRedTeamPlaintextResponse: a response whose header says
+// IKE_SA_INIT skipped the SK check whatever request was pending, so
+// anyone who sees the (cleartext) SPIs and message ID of an established
+// IKE SA could answer its requests with unauthenticated payloads: a
+// dead peer's DPD probe "answered" forever, a forged CREATE_CHILD_SA
+// response installing a child SA the real peer does not have (and the
+// old one then deleted), forged error notifies. Invariant: a response
+// is matched to the pending request only when its exchange type is the
+// request's, and it is processed only after the SK payload verified
+// (except the IKE_SA_INIT response to our IKE_SA_INIT request).
+func TestRedTeamPlaintextResponse(t *testing.T) {
+	forge := func(s *IKESA, id uint32, ps ...Payload) []byte {
+		m := &Message{Header: Header{SPIi: s.spiI, SPIr: s.spiR, Exchange: IKESAInit, MsgID: id,
+			Flags: FlagInitiator | FlagResponse}, Payloads: ps}
+		return m.Marshal()
+	}
+	t.Run("dpd", func(t *testing.T) {
+		e, s := fuzzEstablished(t)
+		defer e.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		res := make(chan error, 1)
+		go func() { res <- s.Ping(ctx) }()
+		id := pendingID(t, s)
+		e.HandlePacket(forge(s, id), s.remote, false)
+		select {
+		case err := <-res:
+			if err == nil {
+				t.Fatal("a forged plaintext response answered the liveness check")
+			}
+		case <-time.After(100 * time.Millisecond):
+		}
+		cancel()
+		<-res
+	})
+	t.Run("child-rekey", func(t *testing.T) {
+		e, s := fuzzEstablished(t)
+		defer e.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		res := make(chan error, 1)
+		go func() { _, err := s.RekeyChild(ctx); res <- err }()
+		id := pendingID(t, s)
+		prop := e.espProp
+		prop.SPI = []byte{0, 0, 0x66, 0x66}
+		k, _ := newDH(Curve25519)
+		e.HandlePacket(forge(s, id, &SA{Proposals: []Proposal{prop}}, &Nonce{Data: bytes.Repeat([]byte{7}, 32)},
+			&KE{Group: Curve25519, Data: k.pub}, &TS{Selectors: ts("10.0.0.0/8")}, &TS{Responder: true, Selectors: ts("10.1.0.0/16")}),
+			s.remote, false)
+		e.mu.Lock()
+		n := len(s.children)
+		e.mu.Unlock()
+		if n != 1 {
+			t.Errorf("a forged plaintext CREATE_CHILD_SA response installed a child SA (%d children)", n)
+		}
+		cancel()
+		<-res
+	})
+	t.Run("exchange-mismatch", func(t *testing.T) {
+		// An authenticated response of another exchange type does not
+		// answer the pending request either (RFC 7296 §3.1).
+		e, s := fuzzEstablished(t)
+		defer e.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		res := make(chan error, 1)
+		go func() { res <- s.Ping(ctx) }()
+		id := pendingID(t, s)
+		raw, err := sealSK(s.suite, s.keys.ei, s.keys.ai, Header{SPIi: 1, SPIr: 2, Exchange: CreateChildSA, MsgID: id,
+			Flags: FlagInitiator | FlagResponse}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.HandlePacket(raw, s.remote, false)
+		e.mu.Lock()
+		still := s.pending != nil && s.pending.id == id
+		e.mu.Unlock()
+		if !still {
+			t.Error("a CREATE_CHILD_SA response answered an INFORMATIONAL request")
+		}
+		cancel()
+		<-res
+	})
+}
+
+var _ = binary.BigEndian
