@@ -939,6 +939,9 @@ func (e *Endpoint) Initiate(ctx context.Context, remote netip.AddrPort) (*IKESA,
 	}
 	select {
 	case err = <-s.done:
+	case <-e.ctx.Done():
+		// Close ended the exchange without a result (see request).
+		return nil, ErrClosed
 	case <-ctx.Done():
 		err = ctx.Err()
 		e.mu.Lock()
@@ -1524,16 +1527,25 @@ func (s *IKESA) responderChild(m *Message) (*respChild, NotifyType) {
 func (s *IKESA) request(ctx context.Context, x ExchangeType, ps []Payload, onReply func(*Message) []func()) error {
 	e := s.e
 	e.mu.Lock()
+	// Invariant (TestRedTeamCloseUnblocks): no request starts or keeps
+	// waiting once the Endpoint is closed (Close ends the pending ones
+	// and stops their timers, so nothing else would end it).
 	// Window of one: wait for our pending exchange to end.
-	for s.pending != nil && s.state == stateEstablished {
+	for s.pending != nil && s.state == stateEstablished && !e.closed {
 		fin := s.pending.fin
 		e.mu.Unlock()
 		select {
 		case <-fin:
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-e.ctx.Done():
+			return ErrClosed
 		}
 		e.mu.Lock()
+	}
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClosed
 	}
 	if s.state != stateEstablished {
 		e.mu.Unlock()
@@ -1559,6 +1571,8 @@ func (s *IKESA) request(ctx context.Context, x ExchangeType, ps []Payload, onRep
 		return nil
 	case err := <-r.result:
 		return err
+	case <-e.ctx.Done():
+		return ErrClosed
 	case <-ctx.Done():
 		e.mu.Lock()
 		if s.pending == r {

@@ -3,7 +3,7 @@ package ike
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -113,4 +113,49 @@ func TestRedTeamPlaintextResponse(t *testing.T) {
 	})
 }
 
-var _ = binary.BigEndian
+
+// TestRedTeamCloseUnblocks: Endpoint.Close ended the pending request of
+// each IKE SA but nothing else: an Initiate in progress (waiting for
+// its IKE SA's result, which Close never delivered) and any request
+// started after Close (the SAs stayed "established", the new request's
+// retransmission timer returned early on a closed Endpoint) blocked
+// forever without a deadline. Invariant: after Close, Initiate and
+// every IKE SA operation return (ErrClosed) without waiting for the
+// peer.
+func TestRedTeamCloseUnblocks(t *testing.T) {
+	wait := func(t *testing.T, what string, res chan error) {
+		t.Helper()
+		select {
+		case err := <-res:
+			if err == nil {
+				t.Errorf("%s succeeded on a closed Endpoint", what)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still blocked 5s after Close", what)
+		}
+	}
+	t.Run("initiate", func(t *testing.T) {
+		e, _ := fuzzEstablished(t)
+		res := make(chan error, 1)
+		go func() { _, err := e.Initiate(context.Background(), netip.MustParseAddrPort("192.0.2.9:500")); res <- err }()
+		if !waitFor(func() bool { e.mu.Lock(); defer e.mu.Unlock(); return len(e.sas) == 2 }) {
+			t.Fatal("Initiate did not start")
+		}
+		e.Close()
+		wait(t, "Initiate", res)
+	})
+	t.Run("after-close", func(t *testing.T) {
+		e, s := fuzzEstablished(t)
+		e.Close()
+		for name, f := range map[string]func() error{
+			"Ping":       func() error { return s.Ping(context.Background()) },
+			"RekeyChild": func() error { _, err := s.RekeyChild(context.Background()); return err },
+			"RekeyIKE":   func() error { _, err := s.RekeyIKE(context.Background()); return err },
+			"Delete":     func() error { return s.Delete(context.Background()) },
+		} {
+			res := make(chan error, 1)
+			go func() { res <- f() }()
+			wait(t, name, res)
+		}
+	})
+}
