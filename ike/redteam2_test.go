@@ -3,6 +3,7 @@ package ike
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -158,4 +159,71 @@ func TestRedTeamCloseUnblocks(t *testing.T) {
 			wait(t, name, res)
 		}
 	})
+}
+
+// peerRequest seals a request of the peer (the original initiator) of
+// the IKE SA made by fuzzEstablished.
+func peerRequest(t *testing.T, s *IKESA, x ExchangeType, id uint32, ps ...Payload) []byte {
+	t.Helper()
+	raw, err := sealSK(s.suite, s.keys.ei, s.keys.ai, Header{SPIi: s.spiI, SPIr: s.spiR, Exchange: x, MsgID: id, Flags: FlagInitiator}, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// childRekeyRequest is the peer's CREATE_CHILD_SA rekeying the child
+// whose outbound SPI is out, with PFS (x25519) as fuzzEstablished's
+// Endpoint wants.
+func childRekeyRequest(t *testing.T, s *IKESA, id, out, newSPI uint32) []byte {
+	t.Helper()
+	prop := s.e.espProp
+	prop.SPI = binary.BigEndian.AppendUint32(nil, newSPI)
+	k, _ := newDH(Curve25519)
+	return peerRequest(t, s, CreateChildSA, id,
+		&Notify{Proto: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, out), NotifyType: RekeySA},
+		&SA{Proposals: []Proposal{prop}}, &Nonce{Data: newNonce()}, &KE{Group: Curve25519, Data: k.pub},
+		&TS{Selectors: ts("10.1.0.0/16")}, &TS{Responder: true, Selectors: ts("10.0.0.0/8")})
+}
+
+// TestRedTeamChildRekeyChain: an authenticated peer that rekeys the
+// child SA again and again without ever deleting the replaced ones
+// (RFC 7296 §2.8: the rekey's initiator deletes the old SA) made the
+// responder keep every one of them, keys and SAD SPIs included: child
+// SAs without bound, one per CREATE_CHILD_SA. Invariant: an IKE SA
+// holds at most maxChildren child SAs; a rekey beyond that is refused
+// with TEMPORARY_FAILURE until the peer deletes the replaced ones.
+func TestRedTeamChildRekeyChain(t *testing.T) {
+	e, s := fuzzEstablished(t)
+	defer e.Close()
+	for i := range 40 {
+		e.mu.Lock()
+		out := s.children[len(s.children)-1].Out.SPI
+		e.mu.Unlock()
+		e.HandlePacket(childRekeyRequest(t, s, uint32(i), out, 0x1000+uint32(i)), s.remote, false)
+	}
+	e.mu.Lock()
+	n := len(s.children)
+	e.mu.Unlock()
+	if n > maxChildren {
+		t.Fatalf("40 rekeys without deletes left %d child SAs on one IKE SA", n)
+	}
+	// Once the peer deletes the replaced children, it may rekey again.
+	e.mu.Lock()
+	var del [][]byte
+	for _, c := range s.children[:len(s.children)-1] {
+		del = append(del, binary.BigEndian.AppendUint32(nil, c.Out.SPI))
+	}
+	e.mu.Unlock()
+	e.HandlePacket(peerRequest(t, s, Informational, 40, &Delete{Proto: ProtoESP, SPISize: 4, SPIs: del}), s.remote, false)
+	e.mu.Lock()
+	out := s.children[len(s.children)-1].Out.SPI
+	e.mu.Unlock()
+	e.HandlePacket(childRekeyRequest(t, s, 41, out, 0x2000), s.remote, false)
+	e.mu.Lock()
+	n = len(s.children)
+	e.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("after the deletes and a new rekey: %d children, want 2", n)
+	}
 }
