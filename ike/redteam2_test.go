@@ -114,7 +114,6 @@ func TestRedTeamPlaintextResponse(t *testing.T) {
 	})
 }
 
-
 // TestRedTeamCloseUnblocks: Endpoint.Close ended the pending request of
 // each IKE SA but nothing else: an Initiate in progress (waiting for
 // its IKE SA's result, which Close never delivered) and any request
@@ -138,7 +137,10 @@ func TestRedTeamCloseUnblocks(t *testing.T) {
 	t.Run("initiate", func(t *testing.T) {
 		e, _ := fuzzEstablished(t)
 		res := make(chan error, 1)
-		go func() { _, err := e.Initiate(context.Background(), netip.MustParseAddrPort("192.0.2.9:500")); res <- err }()
+		go func() {
+			_, err := e.Initiate(context.Background(), netip.MustParseAddrPort("192.0.2.9:500"))
+			res <- err
+		}()
 		if !waitFor(func() bool { e.mu.Lock(); defer e.mu.Unlock(); return len(e.sas) == 2 }) {
 			t.Fatal("Initiate did not start")
 		}
