@@ -721,6 +721,13 @@ func (s *IKESA) dieLocked(err error) []func() {
 	if s.state == stateDead {
 		return nil
 	}
+	// Invariant (TestRedTeamReplacedSATimeout): an IKE SA replaced by a
+	// rekey, or redundant after a collision, goes down with ErrRekeyed
+	// whatever ends it (e.g. its Delete timing out): its children live
+	// on in the successor, so it is not a dead peer and never restarts.
+	if (s.successor != nil || s.redundant) && !errors.Is(err, ErrRekeyed) {
+		err = errf(ErrRekeyed, "replaced; then %v", err)
+	}
 	s.setState(stateDead)
 	s.err = err
 	s.stopTimers()

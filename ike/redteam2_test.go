@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
+	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -227,5 +230,63 @@ func TestRedTeamChildRekeyChain(t *testing.T) {
 	e.mu.Unlock()
 	if n != 2 {
 		t.Fatalf("after the deletes and a new rekey: %d children, want 2", n)
+	}
+}
+
+// initCounter counts the IKE_SA_INIT requests written.
+type initCounter struct {
+	net.PacketConn
+	inits atomic.Int32
+}
+
+func (c *initCounter) WriteTo(b []byte, a net.Addr) (int, error) {
+	if len(b) >= HeaderLen && ExchangeType(b[18]) == IKESAInit && b[19]&FlagResponse == 0 {
+		c.inits.Add(1)
+	}
+	return c.PacketConn.WriteTo(b, a)
+}
+
+// TestRedTeamReplacedSATimeout: when the Delete of an IKE SA replaced
+// by our rekey went unanswered, the old SA died with ErrTimeout like a
+// dead peer's: OnIKEDown said ErrTimeout (not ErrRekeyed) and
+// DPDAction "restart" initiated a second IKE SA (and child) to a peer
+// whose successor SA was alive and holding the children. Invariant: an
+// IKE SA replaced by a rekey (or redundant after a collision) goes
+// down with ErrRekeyed whatever ends it, and never restarts.
+func TestRedTeamReplacedSATimeout(t *testing.T) {
+	var ups atomic.Int32
+	rconn := &dropConn{PacketConn: listen(t)}
+	rcfg := Config{LocalID: FQDN("responder.test"), LocalTS: ts("10.2.0.0/16"), RemoteTS: ts("10.1.0.0/16"), IKELifetime: -1,
+		OnIKEUp: func(*IKESA) {
+			// The peer answers the IKE SA rekey (its second OnIKEUp),
+			// then nothing more: the Delete of the old SA times out.
+			if ups.Add(1) == 2 {
+				rconn.dropping.Store(true)
+			}
+		}}
+	r := newSideConn(t, rcfg, rconn, listen(t))
+	ic := &initCounter{PacketConn: listen(t)}
+	i := newSideConn(t, Config{LocalID: FQDN("initiator.test"), LocalTS: ts("10.1.0.0/16"), RemoteTS: ts("10.2.0.0/16"),
+		IKELifetime: -1, Retries: 2, DPDAction: "restart", PeerNATTPort: port(r.natt).Port()}, ic, listen(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	old, err := i.ep.Initiate(ctx, port(r.conn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, i.children)
+	if _, err := old.RekeyIKE(ctx); err == nil {
+		t.Fatal("the Delete of the old SA was not answered, yet RekeyIKE reported no error")
+	}
+	ev := recvDown(t, i.ikeDown)
+	if ev.s != old || !errors.Is(ev.err, ErrRekeyed) || errors.Is(ev.err, ErrTimeout) {
+		t.Errorf("OnIKEDown(%v, %v) for the replaced SA, want ErrRekeyed", ev.s, ev.err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := ic.inits.Load(); n != 1 {
+		t.Errorf("%d IKE_SA_INIT requests: a restart next to the live successor", n)
+	}
+	if old.Successor() == nil || !old.Successor().Established() {
+		t.Error("the successor is not established")
 	}
 }
