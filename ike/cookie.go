@@ -26,6 +26,10 @@ const cookieRotation = 60 * time.Second
 // with a new cookie.
 const maxCookieTries = 3
 
+// maxKETries bounds how often an initiator retries IKE_SA_INIT with
+// the DH group an INVALID_KE_PAYLOAD asks for.
+const maxKETries = 3
+
 // cookieLen is the length of our cookies: a version byte and 64 bits of
 // SHA-256.
 const cookieLen = 9

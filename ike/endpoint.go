@@ -545,6 +545,7 @@ type IKESA struct {
 
 	cookie      *Notify // initiator: the COOKIE the responder demanded
 	cookieTries int
+	keTries     int // initiator: IKE_SA_INIT retries after INVALID_KE_PAYLOAD
 
 	remoteID    Identity  // the peer's authenticated identity
 	established time.Time // when IKE_AUTH (or the rekey creating it) completed
@@ -1060,6 +1061,12 @@ func (s *IKESA) onInitResponse(m *Message, raw []byte, from netip.AddrPort, natt
 			}
 		}
 		if offered && g != s.group {
+			// Invariant (TestRedTeamInvalidKEPingPong): at most
+			// maxKETries such retries; the notify is unauthenticated.
+			if s.keTries >= maxKETries {
+				return s.finish(errf(ErrNoProposalChosen, "responder keeps asking for another DH group"))
+			}
+			s.keTries++
 			e.log.Info("ike: peer asks for another DH group", "peer", from, "group", g)
 			s.group = g
 			if err := s.sendInit(); err != nil {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -289,4 +291,72 @@ func TestRedTeamReplacedSATimeout(t *testing.T) {
 	if old.Successor() == nil || !old.Successor().Established() {
 		t.Error("the successor is not established")
 	}
+}
+
+// chanConn hands the datagrams written to a channel (dropped when full).
+type chanConn struct {
+	fakeConn
+	out chan []byte
+}
+
+func (c *chanConn) WriteTo(b []byte, _ net.Addr) (int, error) {
+	select {
+	case c.out <- append([]byte(nil), b...):
+	default:
+	}
+	return len(b), nil
+}
+
+// TestRedTeamInvalidKEPingPong: the initiator answered every
+// INVALID_KE_PAYLOAD naming another group it offers with a new
+// IKE_SA_INIT (and a new DH key), without bound: an unauthenticated
+// responder (or anyone seeing the SPIi) alternating between two
+// offered groups kept Initiate going forever, never timing out, each
+// round costing a key generation. Invariant: an initiator follows at
+// most maxKETries INVALID_KE_PAYLOAD notifies per IKE SA (as it
+// follows at most maxCookieTries COOKIE notifies).
+func TestRedTeamInvalidKEPingPong(t *testing.T) {
+	conn := &chanConn{out: make(chan []byte, 16)}
+	e, err := NewEndpoint(Config{PSK: testPSK, LocalID: FQDN("i"), LocalTS: ts("10.0.0.0/8"), RemoteTS: ts("10.1.0.0/16"),
+		IKEProposals: []string{"aes128gcm16-prfsha256-x25519-ecp256"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		conn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	peer := netip.MustParseAddrPort("192.0.2.5:500")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res := make(chan error, 1)
+	go func() { _, err := e.Initiate(ctx, peer); res <- err }()
+	for round := 0; round < 20; round++ {
+		var req *Message
+		for req == nil {
+			select {
+			case b := <-conn.out:
+				if m, err := Parse(b); err == nil && m.Exchange == IKESAInit && !m.Response() {
+					req = m
+				}
+			case err := <-res:
+				if err == nil {
+					t.Fatal("Initiate succeeded")
+				}
+				if round > maxKETries+1 {
+					t.Fatalf("Initiate gave up only after %d INVALID_KE_PAYLOAD rounds", round)
+				}
+				return
+			case <-time.After(5 * time.Second):
+				t.Fatal("no IKE_SA_INIT")
+			}
+		}
+		ke, _ := req.Get(PayloadKE).(*KE)
+		want := Curve25519
+		if ke.Group == Curve25519 {
+			want = ECP256
+		}
+		resp := &Message{Header: Header{SPIi: req.SPIi, Exchange: IKESAInit, Flags: FlagResponse},
+			Payloads: []Payload{&Notify{NotifyType: InvalidKEPayload, Data: binary.BigEndian.AppendUint16(nil, uint16(want))}}}
+		e.HandlePacket(resp.Marshal(), peer, false)
+	}
+	t.Fatal("20 rounds of INVALID_KE_PAYLOAD and Initiate still goes on")
 }
