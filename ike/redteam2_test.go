@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -359,4 +360,57 @@ func TestRedTeamInvalidKEPingPong(t *testing.T) {
 		e.HandlePacket(resp.Marshal(), peer, false)
 	}
 	t.Fatal("20 rounds of INVALID_KE_PAYLOAD and Initiate still goes on")
+}
+
+// TestRedTeamReplyNotOffered: the initiator's check of the
+// responder's choice (acceptable) only looked at the transforms the
+// reply listed, so a reply leaving out a transform type we offered, or
+// listing two of one type, passed: e.g. ESN dropped from an offer of
+// ESN only (the child SA then silently ran with 32-bit sequence
+// numbers), or two ciphers of which each side may use another. RFC
+// 7296 §3.3: the accepted suite has exactly one transform of each type
+// proposed. Invariant: acceptable(ours, r) holds only when r is, type
+// by type, exactly one transform of one of our proposals (integrity may
+// be left out with an AEAD cipher), checked over random replies.
+func TestRedTeamReplyNotOffered(t *testing.T) {
+	espYes, _ := ESPProposal([]string{"aes128gcm16"}, "yes")
+	gcm, cbc := Transform{Type: TransformEncr, ID: EncrAESGCM16, KeyLen: 128}, Transform{Type: TransformEncr, ID: EncrAESCBC, KeyLen: 256}
+	esnYes, esnNo := Transform{Type: TransformESN, ID: ESNYes}, Transform{Type: TransformESN, ID: ESNNo}
+	if acceptable([]Proposal{espYes}, Proposal{Protocol: ProtoESP, Transforms: []Transform{gcm}}) {
+		t.Error("a reply without ESN accepted for an offer of ESN only")
+	}
+	if !acceptable([]Proposal{espYes}, Proposal{Protocol: ProtoESP, Transforms: []Transform{gcm, esnYes}}) {
+		t.Error("the offered suite refused")
+	}
+	espTwo, _ := ESPProposal([]string{"aes128gcm16", "aes256-sha256"}, "both")
+	if acceptable([]Proposal{espTwo}, Proposal{Protocol: ProtoESP, Transforms: []Transform{gcm, esnYes, esnNo}}) {
+		t.Error("a reply with two ESN transforms accepted")
+	}
+	// Property: over random replies made of offered (and some foreign)
+	// transforms, acceptable implies one transform per offered type.
+	r := rand.New(rand.NewPCG(7, 8))
+	ikeOffer, _ := ParseIKEProposal("aes128gcm16-aes256-sha256-prfsha256-x25519-ecp256")
+	offers := []Proposal{espTwo, ikeOffer}
+	foreign := []Transform{{Type: TransformEncr, ID: EncrAESCBC, KeyLen: 192}, {Type: TransformDH, ID: uint16(MODP2048)}, cbc}
+	for range 20000 {
+		op := offers[r.IntN(len(offers))]
+		pool := append(append([]Transform(nil), op.Transforms...), foreign...)
+		reply := Proposal{Protocol: op.Protocol}
+		for range r.IntN(6) {
+			reply.Transforms = append(reply.Transforms, pool[r.IntN(len(pool))])
+		}
+		if !acceptable([]Proposal{op}, reply) {
+			continue
+		}
+		count := map[TransformType]int{}
+		for _, tr := range reply.Transforms {
+			count[tr.Type]++
+		}
+		e, _ := reply.get(TransformEncr)
+		for _, tr := range op.Transforms {
+			if n := count[tr.Type]; n != 1 && !(tr.Type == TransformInteg && n == 0 && e.ID == EncrAESGCM16) {
+				t.Fatalf("accepted %+v for the offer %+v: %d transforms of type %d", reply.Transforms, op.Transforms, n, tr.Type)
+			}
+		}
+	}
 }
