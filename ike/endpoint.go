@@ -1588,9 +1588,14 @@ func (s *IKESA) request(ctx context.Context, x ExchangeType, ps []Payload, onRep
 	case <-e.ctx.Done():
 		return ErrClosed
 	case <-ctx.Done():
+		// Invariant (TestRedTeamCanceledRequestDesync): the request
+		// keeps its message ID in the window - retransmitted until
+		// answered (the answer discarded) or timed out - so the next
+		// request's ID follows one the peer has seen (window of one,
+		// RFC 7296 §2.3).
 		e.mu.Lock()
 		if s.pending == r {
-			s.stopLocked(ctx.Err())
+			r.onReply = func(*Message, []byte, netip.AddrPort, bool) []func() { return nil }
 		}
 		e.mu.Unlock()
 		return ctx.Err()

@@ -414,3 +414,57 @@ func TestRedTeamReplyNotOffered(t *testing.T) {
 		}
 	}
 }
+
+// TestRedTeamCanceledRequestDesync: a request whose context ended was
+// dropped from the window, so the next request took the next message
+// ID although the peer might never have received the dropped one (a
+// Ping with a short deadline during a brief outage): a live peer,
+// still expecting the old ID, drops everything after it (window of
+// one, RFC 7296 §2.3), and the IKE SA died with ErrTimeout - DPD
+// "detecting" a live peer. Invariant: message IDs are used in order
+// without gaps the peer could not fill: a request stays in the window
+// (retransmitted, its answer discarded) until answered or timed out,
+// even when its caller stopped waiting.
+func TestRedTeamCanceledRequestDesync(t *testing.T) {
+	e, s := fuzzEstablished(t)
+	defer e.Close()
+	conn := &chanConn{out: make(chan []byte, 64)}
+	e.conn = conn
+	e.cfg.Retransmit = 20 * time.Millisecond
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	res1 := make(chan error, 1)
+	go func() { res1 <- s.Ping(ctx1) }()
+	<-conn.out // lost on the way to the peer
+	cancel1()
+	<-res1
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res := make(chan error, 1)
+	go func() { res <- s.Ping(ctx) }()
+	// A strict live peer: it answers the request with the message ID it
+	// expects, and drops the others.
+	expect := uint32(0)
+	for {
+		select {
+		case err := <-res:
+			if err != nil {
+				t.Fatalf("Ping to a live peer after a canceled one: %v", err)
+			}
+			return
+		case b := <-conn.out:
+			m, err := Parse(b)
+			if err != nil || m.Response() || m.MsgID != expect {
+				continue
+			}
+			raw, err := sealSK(s.suite, s.keys.ei, s.keys.ai, Header{SPIi: 1, SPIr: 2, Exchange: m.Exchange, MsgID: m.MsgID,
+				Flags: FlagInitiator | FlagResponse}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			expect++
+			e.HandlePacket(raw, s.remote, false)
+		case <-ctx.Done():
+			t.Fatal("Ping never completed")
+		}
+	}
+}
