@@ -58,10 +58,11 @@ func (s *IKESA) dpdTick() {
 	e := s.e
 	d := e.cfg.DPDDelay
 	e.mu.Lock()
-	if !s.live() {
+	if !s.live() || !e.enter() {
 		e.mu.Unlock()
 		return
 	}
+	defer e.inflight.Done() // InboundActivity is a callback
 	last := s.lastRecv
 	e.mu.Unlock()
 	if f := e.cfg.InboundActivity; f != nil {

@@ -238,6 +238,9 @@ type Endpoint struct {
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 	bg     sync.WaitGroup // background rekeys and restarts; Close waits
+	// inflight counts HandlePacket calls and timer callbacks that may
+	// call Config callbacks (enter); Close waits for them.
+	inflight sync.WaitGroup
 
 	received, sent, retransmits, malformed, dropped, authFailed atomic.Uint64
 	cookiesSent                                                 atomic.Uint64
@@ -344,7 +347,8 @@ func (e *Endpoint) Serve() {
 
 // Close closes the sockets, stops all timers and waits for the
 // Endpoint's background rekeys (Config.IKELifetime) and restarts
-// (DPDAction "restart") to end; Serve returns. It reports nothing to
+// (DPDAction "restart") to end, and for HandlePacket calls and timers
+// in flight, so no callback runs once it returned; Serve returns. It reports nothing to
 // the callbacks of the IKE SAs it drops. Those goroutines may be in a
 // callback: do not call Close from a callback, nor while holding a lock
 // a callback takes.
@@ -362,7 +366,23 @@ func (e *Endpoint) Close() error {
 		e.natt.Close()
 	}
 	e.bg.Wait()
+	e.inflight.Wait()
 	return err
+}
+
+// enter registers an operation that may call Config callbacks (e.mu
+// held): false once the Endpoint is closed. The caller calls
+// e.inflight.Done when its callbacks ran.
+//
+// Invariant (TestRedTeamCallbackAfterClose): when Close returns, no
+// callback is running and none will start (Close sets closed, then
+// waits for the operations that entered before).
+func (e *Endpoint) enter() bool {
+	if e.closed {
+		return false
+	}
+	e.inflight.Add(1)
+	return true
 }
 
 func (e *Endpoint) readLoop(c net.PacketConn, natt bool) {
@@ -415,10 +435,11 @@ func (e *Endpoint) HandlePacket(pkt []byte, from netip.AddrPort, natt bool) {
 	raw := clone(pkt)
 	var after []func()
 	e.mu.Lock()
-	if e.closed {
+	if !e.enter() {
 		e.mu.Unlock()
 		return
 	}
+	defer e.inflight.Done()
 	if m.Exchange == IKESAInit && !m.Response() {
 		after = e.responderInit(m, raw, from, natt)
 	} else {
@@ -684,10 +705,11 @@ func (s *IKESA) arm(r *request) {
 	r.timer = time.AfterFunc(d, func() {
 		e := s.e
 		e.mu.Lock()
-		if s.pending != r || e.closed {
+		if s.pending != r || !e.enter() {
 			e.mu.Unlock()
 			return
 		}
+		defer e.inflight.Done()
 		if r.tries >= e.cfg.Retries {
 			e.log.Warn("ike: peer does not answer", "peer", s.remote, "message_id", r.id)
 			after := s.finish(errf(ErrTimeout, "message ID %d after %d retransmissions", r.id, r.tries))
@@ -1436,6 +1458,11 @@ func (e *Endpoint) responderInit(m *Message, raw []byte, from netip.AddrPort, na
 	// Half-open SAs that never complete are removed.
 	s.expiry = time.AfterFunc(time.Duration(e.cfg.Retries+1)*e.cfg.Retransmit*8, func() {
 		e.mu.Lock()
+		if !e.enter() {
+			e.mu.Unlock()
+			return
+		}
+		defer e.inflight.Done()
 		var after []func()
 		if s.state == stateInitDone {
 			after = s.dieLocked(ErrTimeout)

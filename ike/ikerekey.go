@@ -381,6 +381,11 @@ func (s *IKESA) reapLater() {
 	grace := 2 * e.cfg.Retransmit * time.Duration(1<<(e.cfg.Retries+1)-1)
 	s.expiry = time.AfterFunc(grace, func() {
 		e.mu.Lock()
+		if !e.enter() {
+			e.mu.Unlock()
+			return
+		}
+		defer e.inflight.Done()
 		var after []func()
 		if s.state != stateDead && (s.successor != nil || s.redundant) {
 			e.log.Info("ike: replaced IKE SA not deleted by the peer, removing it", "sa", s)

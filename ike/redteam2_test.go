@@ -468,3 +468,33 @@ func TestRedTeamCanceledRequestDesync(t *testing.T) {
 		}
 	}
 }
+
+// TestRedTeamCallbackAfterClose: Close waited for the background
+// rekeys and restarts but not for HandlePacket calls in flight, whose
+// callbacks (OnChild installing a child SA, OnIKEUp...) then ran after
+// Close returned, when the embedder tears its SAD down. Invariant: when
+// Close returns, no callback of the Endpoint is running and none will
+// start.
+func TestRedTeamCallbackAfterClose(t *testing.T) {
+	e, s := fuzzEstablished(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	e.cfg.OnChild = func(*ChildSA) { close(entered); <-release }
+	e.mu.Lock()
+	out := s.children[0].Out.SPI
+	e.mu.Unlock()
+	go e.HandlePacket(childRekeyRequest(t, s, 0, out, 0x3000), s.remote, false)
+	<-entered
+	closed := make(chan struct{})
+	go func() { e.Close(); close(closed) }()
+	select {
+	case <-closed:
+		t.Error("Close returned while OnChild was running")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return after the callback")
+	}
+}
