@@ -498,3 +498,110 @@ func TestRedTeamCallbackAfterClose(t *testing.T) {
 		t.Fatal("Close did not return after the callback")
 	}
 }
+
+// TestRedTeamWindowProperty checks over random sequences of genuine,
+// replayed, tampered, out-of-window and forged (cleartext) messages,
+// from random addresses, on an established IKE SA behind a NAT (so it
+// follows its peer), the invariants of the message-ID window and of
+// address following (RFC 7296 §2.3, §2.23):
+//   - the peer's requests are processed once each, in order: expect
+//     counts the genuine in-window requests;
+//   - each of our requests is answered once, by a genuine response of
+//     its message ID and exchange type;
+//   - the SA moves only to the address of a genuine message that was
+//     processed (not replays, tampered or forged ones);
+//   - nothing else changes the SA's children.
+func TestRedTeamWindowProperty(t *testing.T) {
+	for seed := range uint64(20) {
+		r := rand.New(rand.NewPCG(seed, 99))
+		e, s := fuzzEstablished(t)
+		e.cfg.Retransmit = time.Hour // no retransmission timers fire
+		e.mu.Lock()
+		s.nat = true
+		e.mu.Unlock()
+		addr := func() netip.AddrPort {
+			return netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + r.IntN(4))}), uint16(4500+r.IntN(3)))
+		}
+		wantRemote := s.remote
+		var expect uint32     // peer's next request ID
+		var sentReqs [][]byte // genuine requests of the peer, by ID
+		var oldResps [][]byte // genuine responses of the peer already used
+		answered, wantAnswered := 0, 0
+		var pendingID uint32
+		pending := false
+		for step := range 300 {
+			from := addr()
+			var pkt []byte
+			accept := false // whether the packet must be processed
+			switch k := r.IntN(8); {
+			case k == 0 && !pending: // we send a request
+				e.mu.Lock()
+				b, err := s.seal(s.header(Informational, s.nextReq, false), nil)
+				if err != nil {
+					e.mu.Unlock()
+					t.Fatal(err)
+				}
+				rq := s.startRequest(Informational, b, func(*Message, []byte, netip.AddrPort, bool) []func() {
+					answered++
+					return nil
+				})
+				pendingID, pending = rq.id, true
+				e.mu.Unlock()
+				continue
+			case k == 1 && pending: // the genuine response
+				pkt = sealResp(t, s, Informational, pendingID)
+				oldResps = append(oldResps, pkt)
+				accept, pending = true, false
+				wantAnswered++
+			case k == 2 && pending: // a cleartext forgery, or another exchange type
+				if r.IntN(2) == 0 {
+					m := &Message{Header: Header{SPIi: 1, SPIr: 2, Exchange: IKESAInit, MsgID: pendingID, Flags: FlagInitiator | FlagResponse}}
+					pkt = m.Marshal()
+				} else {
+					pkt = sealResp(t, s, CreateChildSA, pendingID)
+				}
+			case k == 3 && len(oldResps) > 0: // a replayed response
+				pkt = oldResps[r.IntN(len(oldResps))]
+			case k == 4: // a genuine request in the window
+				pkt = peerRequest(t, s, Informational, expect)
+				sentReqs = append(sentReqs, pkt)
+				expect++
+				accept = true
+			case k == 5 && len(sentReqs) > 0: // a replayed request
+				pkt = sentReqs[r.IntN(len(sentReqs))]
+			case k == 6: // out of the window
+				pkt = peerRequest(t, s, Informational, expect+1+uint32(r.IntN(3)))
+			default: // tampered
+				pkt = peerRequest(t, s, Informational, expect)
+				pkt[HeaderLen+4+r.IntN(len(pkt)-HeaderLen-4)] ^= byte(1 + r.IntN(255))
+			}
+			if natt := r.IntN(2) == 0; natt {
+				e.HandlePacket(append([]byte{0, 0, 0, 0}, pkt...), from, true)
+			} else {
+				e.HandlePacket(pkt, from, false)
+			}
+			if accept {
+				wantRemote = from
+			}
+			e.mu.Lock()
+			gotRemote, gotExpect, nChildren := s.remote, s.expect, len(s.children)
+			e.mu.Unlock()
+			if gotRemote != wantRemote || gotExpect != expect || answered != wantAnswered || nChildren != 1 {
+				t.Fatalf("seed %d step %d: remote %v (want %v), expect %d (want %d), answered %d (want %d), %d children",
+					seed, step, gotRemote, wantRemote, gotExpect, expect, answered, wantAnswered, nChildren)
+			}
+		}
+		e.Close()
+	}
+}
+
+// sealResp seals a response of the peer (the original initiator) of
+// fuzzEstablished's IKE SA.
+func sealResp(t *testing.T, s *IKESA, x ExchangeType, id uint32) []byte {
+	t.Helper()
+	raw, err := sealSK(s.suite, s.keys.ei, s.keys.ai, Header{SPIi: 1, SPIr: 2, Exchange: x, MsgID: id, Flags: FlagInitiator | FlagResponse}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
