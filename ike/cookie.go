@@ -17,6 +17,10 @@ const (
 	DefaultMaxIKESAs       = 4096
 )
 
+// maxInitLen bounds the IKE_SA_INIT requests the responder keeps state
+// for (a half-open SA holds the request for the AUTH payload).
+const maxInitLen = 8192
+
 // cookieRotation is how long a cookie secret is the current one; a
 // cookie stays valid for up to two rotations (the current and the
 // previous secret, told apart by the version byte).

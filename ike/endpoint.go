@@ -1375,6 +1375,13 @@ func (e *Endpoint) responderInit(m *Message, raw []byte, from netip.AddrPort, na
 		e.dropped.Add(1)
 		return nil
 	}
+	// Invariant (TestRedTeamHalfOpenMemory): a half-open SA holds at
+	// most maxInitLen bytes of request.
+	if len(raw) > maxInitLen {
+		e.malformed.Add(1)
+		e.log.Debug("ike: oversized IKE_SA_INIT refused", "from", from, "len", len(raw))
+		return nil
+	}
 	// A retransmitted request: resend our response.
 	for _, s := range e.sas {
 		if !s.initiator && s.spiI == m.SPIi && s.remote == from && s.initResp != nil {

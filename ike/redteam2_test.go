@@ -605,3 +605,44 @@ func sealResp(t *testing.T, s *IKESA, x ExchangeType, id uint32) []byte {
 	}
 	return raw
 }
+
+// TestRedTeamHalfOpenMemory: a half-open IKE SA keeps the IKE_SA_INIT
+// request (for the AUTH payload) and the response, and the request's
+// size was only bounded by MaxMessageLen: an initiator padding its
+// IKE_SA_INIT with 60 KiB of Vendor ID payloads - answering cookies,
+// no authentication needed - made each of the up to MaxHalfOpen
+// half-open SAs hold 60 KiB, 240 MiB in all by default. Invariant: a
+// half-open SA holds at most maxInitLen bytes of IKE_SA_INIT request;
+// a longer one is refused before any DH or state (a real one is a few
+// hundred bytes: IKE_SA_INIT cannot be fragmented, RFC 7383 §2.5).
+func TestRedTeamHalfOpenMemory(t *testing.T) {
+	e, err := NewEndpoint(Config{PSK: testPSK, LocalID: FQDN("r"), LocalTS: ts("10.0.0.0/8"), RemoteTS: ts("10.1.0.0/16"),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, &fakeConn{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	p, _ := ParseIKEProposal("aes128gcm16-prfsha256-x25519")
+	p.Num = 1
+	for i, pad := range []int{0, 60 << 10} {
+		k, _ := newDH(Curve25519)
+		m := &Message{Header: Header{SPIi: uint64(100 + i), Exchange: IKESAInit, Flags: FlagInitiator},
+			Payloads: []Payload{&SA{Proposals: []Proposal{p}}, &KE{Group: Curve25519, Data: k.pub}, &Nonce{Data: newNonce()}}}
+		for pad > 0 {
+			n := min(pad, 4000)
+			m.Payloads = append(m.Payloads, &Raw{T: PayloadVendor, Data: make([]byte, n)})
+			pad -= n
+		}
+		e.HandlePacket(m.Marshal(), netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(i + 1)}), 500), false)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.sas) != 1 {
+		t.Errorf("%d half-open SAs, want 1 (the normal IKE_SA_INIT)", len(e.sas))
+	}
+	for _, s := range e.sas {
+		if len(s.initReq) > maxInitLen {
+			t.Errorf("a half-open SA holds a %d-byte IKE_SA_INIT request", len(s.initReq))
+		}
+	}
+}
