@@ -1651,10 +1651,25 @@ func (s *IKESA) Ping(ctx context.Context) error {
 // not answer. On an IKE SA replaced by a rekey it deletes the successor
 // holding the children.
 func (s *IKESA) Delete(ctx context.Context) error {
-	s.e.mu.Lock()
-	h := s.home() // after an IKE SA rekey: the successor holding the children
-	s.e.mu.Unlock()
-	return h.deleteIKE(ctx, errf(ErrClosed, "deleted locally"))
+	// Invariant (TestRedTeamDeleteDuringRekey): when Delete returns,
+	// neither s nor a successor holding its children is alive: an IKE
+	// SA rekey pending while the Delete waited for the window may have
+	// moved the children on, so the new home is deleted too (each round
+	// deletes one SA; a rekey needs the window, so few rounds happen).
+	var err error
+	for range maxTempRetries {
+		s.e.mu.Lock()
+		h := s.home() // after an IKE SA rekey: the successor holding the children
+		s.e.mu.Unlock()
+		err = h.deleteIKE(ctx, errf(ErrClosed, "deleted locally"))
+		s.e.mu.Lock()
+		moved := h.successor != nil && h.home().state == stateEstablished
+		s.e.mu.Unlock()
+		if !moved || ctx.Err() != nil {
+			break
+		}
+	}
+	return err
 }
 
 // deleteIKE sends the Delete of the IKE SA and removes it with reason.

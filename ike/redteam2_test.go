@@ -646,3 +646,43 @@ func TestRedTeamHalfOpenMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestRedTeamDeleteDuringRekey: IKESA.Delete picked the IKE SA to
+// delete (the SA, or its successor) before waiting for the pending
+// exchange; when that exchange was an IKE SA rekey (e.g. the
+// IKELifetime one), the children moved to the new SA meanwhile, Delete
+// deleted only the old, empty one, and the tunnel stayed up on the
+// successor although Delete returned. Invariant: after Delete returns,
+// neither the SA nor any successor holding its children is alive.
+func TestRedTeamDeleteDuringRekey(t *testing.T) {
+	i, r, gi, _ := gatedPair(t, Config{IKELifetime: -1}, Config{IKELifetime: -1})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := i.ep.Initiate(ctx, port(r.conn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, i.children)
+	recv(t, r.children)
+	gi.hold()
+	rekeyed := make(chan error, 1)
+	go func() { _, err := s.RekeyIKE(ctx); rekeyed <- err }()
+	if !waitFor(func() bool { return gi.count() >= 1 }) {
+		t.Fatal("no rekey request")
+	}
+	deleted := make(chan error, 1)
+	go func() { deleted <- s.Delete(ctx) }()
+	if !waitFor(func() bool { i.ep.mu.Lock(); defer i.ep.mu.Unlock(); return s.deleting }) {
+		t.Fatal("Delete did not start")
+	}
+	gi.release()
+	<-rekeyed
+	if err := <-deleted; err != nil {
+		t.Logf("Delete: %v", err)
+	}
+	for name, sd := range map[string]*side{"initiator": i, "responder": r} {
+		if !waitFor(func() bool { return len(sd.ep.IKESAs()) == 0 }) {
+			t.Errorf("%s: IKE SAs left after Delete: %+v", name, sd.ep.IKESAs())
+		}
+	}
+}
