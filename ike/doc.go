@@ -69,9 +69,11 @@
 //     goes to OnIKEUp, and the old one is deleted by the rekey's
 //     initiator (OnIKEDown with ErrRekeyed; a replaced or redundant SA
 //     the peer does not delete is removed after twice the
-//     retransmission schedule). While an IKE SA rekey is under way, a
-//     peer's child rekey is refused with TEMPORARY_FAILURE (§2.25), and
-//     RekeyChild/RekeyIKE retry such refusals a few times.
+//     retransmission schedule; a peer's rekey of an SA with 4 replaced
+//     predecessors still alive gets TEMPORARY_FAILURE). While an IKE SA
+//     rekey is under way, a peer's child rekey is refused with
+//     TEMPORARY_FAILURE (§2.25), and RekeyChild/RekeyIKE retry such
+//     refusals a few times.
 //   - Rekey collisions (RFC 7296 §2.8.1, §2.8.2): simultaneous child
 //     rekeys, and simultaneous IKE SA rekeys, by both sides: each side
 //     answers the other's request, then the exchange holding the lowest

@@ -686,3 +686,44 @@ func TestRedTeamDeleteDuringRekey(t *testing.T) {
 		}
 	}
 }
+
+// TestRedTeamIKERekeyChain: an authenticated peer that rekeys the IKE
+// SA again and again without deleting the replaced SAs kept every one
+// of them (until reaped after twice the retransmission schedule, a
+// minute by default) and they count against MaxIKESAs, which is
+// global: one peer (any holder of the PSK) filled the table and locked
+// every other initiator out with TEMPORARY_FAILURE. Invariant: at most
+// maxReplacedIKE replaced SAs of one lineage await their delete; a
+// rekey beyond that is refused with TEMPORARY_FAILURE.
+func TestRedTeamIKERekeyChain(t *testing.T) {
+	e, s := fuzzEstablished(t)
+	defer e.Close()
+	cur := s
+	rekeys := 0
+	for k := range 40 {
+		p := e.ikeProps[0]
+		p.SPI = binary.BigEndian.AppendUint64(nil, uint64(1000+k))
+		dh, _ := newDH(Curve25519)
+		e.mu.Lock()
+		id := cur.expect
+		e.mu.Unlock()
+		e.HandlePacket(peerRequest(t, cur, CreateChildSA, id, &SA{Proposals: []Proposal{p}}, &Nonce{Data: newNonce()},
+			&KE{Group: Curve25519, Data: dh.pub}), cur.remote, false)
+		e.mu.Lock()
+		next := cur.successor
+		e.mu.Unlock()
+		if next == nil {
+			break
+		}
+		cur, rekeys = next, rekeys+1
+	}
+	e.mu.Lock()
+	n := len(e.sas)
+	e.mu.Unlock()
+	if rekeys == 0 {
+		t.Fatal("no rekey accepted")
+	}
+	if n > 1+maxReplacedIKE {
+		t.Fatalf("%d rekeys without deletes: %d IKE SAs held (MaxIKESAs is shared by all peers)", rekeys, n)
+	}
+}
