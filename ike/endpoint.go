@@ -347,11 +347,12 @@ func (e *Endpoint) Serve() {
 
 // Close closes the sockets, stops all timers and waits for the
 // Endpoint's background rekeys (Config.IKELifetime) and restarts
-// (DPDAction "restart") to end, and for HandlePacket calls and timers
-// in flight, so no callback runs once it returned; Serve returns. It reports nothing to
-// the callbacks of the IKE SAs it drops. Those goroutines may be in a
-// callback: do not call Close from a callback, nor while holding a lock
-// a callback takes.
+// (DPDAction "restart") to end, and for the HandlePacket calls and
+// timers in flight, so no callback runs once it returned; Serve
+// returns, and Initiate and the IKE SAs' operations return ErrClosed.
+// It reports nothing to the callbacks of the IKE SAs it drops. Those
+// goroutines may be in a callback: do not call Close from a callback,
+// nor while holding a lock a callback takes.
 func (e *Endpoint) Close() error {
 	e.mu.Lock()
 	e.closed = true
