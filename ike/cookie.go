@@ -17,6 +17,10 @@ const (
 	DefaultMaxIKESAs       = 4096
 )
 
+// maxInitLen bounds the IKE_SA_INIT requests the responder keeps state
+// for (a half-open SA holds the request for the AUTH payload).
+const maxInitLen = 8192
+
 // cookieRotation is how long a cookie secret is the current one; a
 // cookie stays valid for up to two rotations (the current and the
 // previous secret, told apart by the version byte).
@@ -25,6 +29,10 @@ const cookieRotation = 60 * time.Second
 // maxCookieTries bounds how often an initiator retries IKE_SA_INIT
 // with a new cookie.
 const maxCookieTries = 3
+
+// maxKETries bounds how often an initiator retries IKE_SA_INIT with
+// the DH group an INVALID_KE_PAYLOAD asks for.
+const maxKETries = 3
 
 // cookieLen is the length of our cookies: a version byte and 64 bits of
 // SHA-256.

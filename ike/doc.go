@@ -56,7 +56,9 @@
 //     carries KE payloads (INVALID_KE_PAYLOAD answered by a retry with
 //     the group asked for) and KEYMAT = prf+(SK_d, g^ir | Ni | Nr); a
 //     side configured with PFS refuses a rekey without it; the child of
-//     IKE_AUTH never has a DH transform (§1.2: stripped).
+//     IKE_AUTH never has a DH transform (§1.2: stripped). An IKE SA
+//     holds at most 8 child SAs: a peer's rekey beyond that (rekeying
+//     without deleting the replaced ones) gets TEMPORARY_FAILURE.
 //   - IKE SA rekeying (RFC 7296 §1.3.2, §2.18), either side
 //     (IKESA.RekeyIKE; the peer's is answered; Config.IKELifetime starts
 //     it, default 4h, up to 10 % earlier at random): CREATE_CHILD_SA with
@@ -67,9 +69,11 @@
 //     goes to OnIKEUp, and the old one is deleted by the rekey's
 //     initiator (OnIKEDown with ErrRekeyed; a replaced or redundant SA
 //     the peer does not delete is removed after twice the
-//     retransmission schedule). While an IKE SA rekey is under way, a
-//     peer's child rekey is refused with TEMPORARY_FAILURE (§2.25), and
-//     RekeyChild/RekeyIKE retry such refusals a few times.
+//     retransmission schedule; a peer's rekey of an SA with 4 replaced
+//     predecessors still alive gets TEMPORARY_FAILURE). While an IKE SA
+//     rekey is under way, a peer's child rekey is refused with
+//     TEMPORARY_FAILURE (§2.25), and RekeyChild/RekeyIKE retry such
+//     refusals a few times.
 //   - Rekey collisions (RFC 7296 §2.8.1, §2.8.2): simultaneous child
 //     rekeys, and simultaneous IKE SA rekeys, by both sides: each side
 //     answers the other's request, then the exchange holding the lowest
@@ -98,8 +102,11 @@
 //     accepted), before any DH computation and without keeping state;
 //     half-open SAs are bounded apart (Config.MaxHalfOpen) from the
 //     others (Config.MaxIKESAs), both checked before the DH, beyond
-//     them TEMPORARY_FAILURE. The initiator answers a COOKIE by
-//     retrying with it (same SPIi, Ni and KE), at most three times.
+//     them TEMPORARY_FAILURE; an IKE_SA_INIT request over 8 KiB is
+//     refused (a half-open SA keeps its request). The initiator answers
+//     a COOKIE by retrying with it (same SPIi, Ni and KE), and an
+//     INVALID_KE_PAYLOAD by retrying with the group asked for, each at
+//     most three times.
 //   - Traffic selector bounds: at most MaxTS selectors per side of a
 //     child SA, splitting into at most MaxTSPrefixes address prefixes
 //     in all, so an SA carries at most MaxTSPrefixes² sa.Selectors. The

@@ -58,10 +58,11 @@ func (s *IKESA) dpdTick() {
 	e := s.e
 	d := e.cfg.DPDDelay
 	e.mu.Lock()
-	if !s.live() {
+	if !s.live() || !e.enter() {
 		e.mu.Unlock()
 		return
 	}
+	defer e.inflight.Done() // InboundActivity is a callback
 	last := s.lastRecv
 	e.mu.Unlock()
 	if f := e.cfg.InboundActivity; f != nil {
@@ -88,7 +89,7 @@ func (s *IKESA) dpdTick() {
 			return
 		}
 		e.log.Debug("ike: dead peer detection: probing", "sa", s, "peer", s.remote)
-		s.startRequest(b, func(*Message, []byte, netip.AddrPort, bool) []func() { return nil })
+		s.startRequest(Informational, b, func(*Message, []byte, netip.AddrPort, bool) []func() { return nil })
 	}
 	// A pending exchange's retransmissions check the peer as well.
 	s.dpdTimer.Reset(d)

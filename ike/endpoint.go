@@ -238,6 +238,9 @@ type Endpoint struct {
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 	bg     sync.WaitGroup // background rekeys and restarts; Close waits
+	// inflight counts HandlePacket calls and timer callbacks that may
+	// call Config callbacks (enter); Close waits for them.
+	inflight sync.WaitGroup
 
 	received, sent, retransmits, malformed, dropped, authFailed atomic.Uint64
 	cookiesSent                                                 atomic.Uint64
@@ -344,10 +347,12 @@ func (e *Endpoint) Serve() {
 
 // Close closes the sockets, stops all timers and waits for the
 // Endpoint's background rekeys (Config.IKELifetime) and restarts
-// (DPDAction "restart") to end; Serve returns. It reports nothing to
-// the callbacks of the IKE SAs it drops. Those goroutines may be in a
-// callback: do not call Close from a callback, nor while holding a lock
-// a callback takes.
+// (DPDAction "restart") to end, and for the HandlePacket calls and
+// timers in flight, so no callback runs once it returned; Serve
+// returns, and Initiate and the IKE SAs' operations return ErrClosed.
+// It reports nothing to the callbacks of the IKE SAs it drops. Those
+// goroutines may be in a callback: do not call Close from a callback,
+// nor while holding a lock a callback takes.
 func (e *Endpoint) Close() error {
 	e.mu.Lock()
 	e.closed = true
@@ -362,7 +367,23 @@ func (e *Endpoint) Close() error {
 		e.natt.Close()
 	}
 	e.bg.Wait()
+	e.inflight.Wait()
 	return err
+}
+
+// enter registers an operation that may call Config callbacks (e.mu
+// held): false once the Endpoint is closed. The caller calls
+// e.inflight.Done when its callbacks ran.
+//
+// Invariant (TestRedTeamCallbackAfterClose): when Close returns, no
+// callback is running and none will start (Close sets closed, then
+// waits for the operations that entered before).
+func (e *Endpoint) enter() bool {
+	if e.closed {
+		return false
+	}
+	e.inflight.Add(1)
+	return true
 }
 
 func (e *Endpoint) readLoop(c net.PacketConn, natt bool) {
@@ -415,10 +436,11 @@ func (e *Endpoint) HandlePacket(pkt []byte, from netip.AddrPort, natt bool) {
 	raw := clone(pkt)
 	var after []func()
 	e.mu.Lock()
-	if e.closed {
+	if !e.enter() {
 		e.mu.Unlock()
 		return
 	}
+	defer e.inflight.Done()
 	if m.Exchange == IKESAInit && !m.Response() {
 		after = e.responderInit(m, raw, from, natt)
 	} else {
@@ -545,6 +567,7 @@ type IKESA struct {
 
 	cookie      *Notify // initiator: the COOKIE the responder demanded
 	cookieTries int
+	keTries     int // initiator: IKE_SA_INIT retries after INVALID_KE_PAYLOAD
 
 	remoteID    Identity  // the peer's authenticated identity
 	established time.Time // when IKE_AUTH (or the rekey creating it) completed
@@ -564,6 +587,7 @@ type IKESA struct {
 type request struct {
 	fin     chan struct{} // closed when the request is no longer pending
 	id      uint32
+	x       ExchangeType // the request's exchange type: its response's too
 	msg     []byte
 	tries   int
 	timer   *time.Timer
@@ -668,8 +692,8 @@ func (s *IKESA) open(m *Message, raw []byte) error {
 
 // startRequest sends a request and arms retransmission. Called with
 // e.mu held.
-func (s *IKESA) startRequest(msg []byte, onReply func(*Message, []byte, netip.AddrPort, bool) []func()) *request {
-	r := &request{id: s.nextReq, msg: msg, onReply: onReply, result: make(chan error, 1), fin: make(chan struct{})}
+func (s *IKESA) startRequest(x ExchangeType, msg []byte, onReply func(*Message, []byte, netip.AddrPort, bool) []func()) *request {
+	r := &request{id: s.nextReq, x: x, msg: msg, onReply: onReply, result: make(chan error, 1), fin: make(chan struct{})}
 	s.nextReq++
 	s.pending = r
 	s.e.send(msg, s.remote, s.natt)
@@ -682,10 +706,11 @@ func (s *IKESA) arm(r *request) {
 	r.timer = time.AfterFunc(d, func() {
 		e := s.e
 		e.mu.Lock()
-		if s.pending != r || e.closed {
+		if s.pending != r || !e.enter() {
 			e.mu.Unlock()
 			return
 		}
+		defer e.inflight.Done()
 		if r.tries >= e.cfg.Retries {
 			e.log.Warn("ike: peer does not answer", "peer", s.remote, "message_id", r.id)
 			after := s.finish(errf(ErrTimeout, "message ID %d after %d retransmissions", r.id, r.tries))
@@ -719,6 +744,13 @@ func (s *IKESA) dieLocked(err error) []func() {
 	s.stopLocked(err)
 	if s.state == stateDead {
 		return nil
+	}
+	// Invariant (TestRedTeamReplacedSATimeout): an IKE SA replaced by a
+	// rekey, or redundant after a collision, goes down with ErrRekeyed
+	// whatever ends it (e.g. its Delete timing out): its children live
+	// on in the successor, so it is not a dead peer and never restarts.
+	if (s.successor != nil || s.redundant) && !errors.Is(err, ErrRekeyed) {
+		err = errf(ErrRekeyed, "replaced; then %v", err)
 	}
 	s.setState(stateDead)
 	s.err = err
@@ -780,13 +812,19 @@ func wipeChild(c *ChildSA) {
 // handle processes a message for this SA (e.mu held).
 func (s *IKESA) handle(m *Message, raw []byte, from netip.AddrPort, natt bool) []func() {
 	if m.Response() {
+		// Invariant (TestRedTeamPlaintextResponse): a response answers
+		// the pending request only with its message ID and exchange
+		// type, and only the IKE_SA_INIT response to our IKE_SA_INIT
+		// request is processed without a verified SK payload: the
+		// header is cleartext, so anyone who sees the SPIs and message
+		// ID could otherwise answer any request.
 		r := s.pending
-		if r == nil || m.MsgID != r.id {
+		if r == nil || m.MsgID != r.id || m.Exchange != r.x {
 			s.e.dropped.Add(1)
 			return nil
 		}
 		var after []func()
-		if m.Exchange != IKESAInit {
+		if r.x != IKESAInit {
 			if err := s.open(m, raw); err != nil {
 				s.e.malformed.Add(1)
 				s.e.log.Debug("ike: response refused", "peer", from, "err", err)
@@ -932,6 +970,9 @@ func (e *Endpoint) Initiate(ctx context.Context, remote netip.AddrPort) (*IKESA,
 	}
 	select {
 	case err = <-s.done:
+	case <-e.ctx.Done():
+		// Close ended the exchange without a result (see request).
+		return nil, ErrClosed
 	case <-ctx.Done():
 		err = ctx.Err()
 		e.mu.Lock()
@@ -1028,7 +1069,7 @@ func (s *IKESA) sendInit() error {
 	s.nextReq = 0
 	s.initReq = m.Marshal()
 	s.setState(stateInitSent)
-	s.startRequest(s.initReq, s.onInitResponse)
+	s.startRequest(IKESAInit, s.initReq, s.onInitResponse)
 	return nil
 }
 
@@ -1043,6 +1084,12 @@ func (s *IKESA) onInitResponse(m *Message, raw []byte, from netip.AddrPort, natt
 			}
 		}
 		if offered && g != s.group {
+			// Invariant (TestRedTeamInvalidKEPingPong): at most
+			// maxKETries such retries; the notify is unauthenticated.
+			if s.keTries >= maxKETries {
+				return s.finish(errf(ErrNoProposalChosen, "responder keeps asking for another DH group"))
+			}
+			s.keTries++
 			e.log.Info("ike: peer asks for another DH group", "peer", from, "group", g)
 			s.group = g
 			if err := s.sendInit(); err != nil {
@@ -1158,7 +1205,7 @@ func (s *IKESA) sendAuth() []func() {
 		return s.finish(err)
 	}
 	s.setState(stateAuthSent)
-	s.startRequest(b, s.onAuthResponse)
+	s.startRequest(IKEAuth, b, s.onAuthResponse)
 	return nil
 }
 
@@ -1329,6 +1376,13 @@ func (e *Endpoint) responderInit(m *Message, raw []byte, from netip.AddrPort, na
 		e.dropped.Add(1)
 		return nil
 	}
+	// Invariant (TestRedTeamHalfOpenMemory): a half-open SA holds at
+	// most maxInitLen bytes of request.
+	if len(raw) > maxInitLen {
+		e.malformed.Add(1)
+		e.log.Debug("ike: oversized IKE_SA_INIT refused", "from", from, "len", len(raw))
+		return nil
+	}
 	// A retransmitted request: resend our response.
 	for _, s := range e.sas {
 		if !s.initiator && s.spiI == m.SPIi && s.remote == from && s.initResp != nil {
@@ -1412,6 +1466,11 @@ func (e *Endpoint) responderInit(m *Message, raw []byte, from netip.AddrPort, na
 	// Half-open SAs that never complete are removed.
 	s.expiry = time.AfterFunc(time.Duration(e.cfg.Retries+1)*e.cfg.Retransmit*8, func() {
 		e.mu.Lock()
+		if !e.enter() {
+			e.mu.Unlock()
+			return
+		}
+		defer e.inflight.Done()
 		var after []func()
 		if s.state == stateInitDone {
 			after = s.dieLocked(ErrTimeout)
@@ -1517,16 +1576,25 @@ func (s *IKESA) responderChild(m *Message) (*respChild, NotifyType) {
 func (s *IKESA) request(ctx context.Context, x ExchangeType, ps []Payload, onReply func(*Message) []func()) error {
 	e := s.e
 	e.mu.Lock()
+	// Invariant (TestRedTeamCloseUnblocks): no request starts or keeps
+	// waiting once the Endpoint is closed (Close ends the pending ones
+	// and stops their timers, so nothing else would end it).
 	// Window of one: wait for our pending exchange to end.
-	for s.pending != nil && s.state == stateEstablished {
+	for s.pending != nil && s.state == stateEstablished && !e.closed {
 		fin := s.pending.fin
 		e.mu.Unlock()
 		select {
 		case <-fin:
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-e.ctx.Done():
+			return ErrClosed
 		}
 		e.mu.Lock()
+	}
+	if e.closed {
+		e.mu.Unlock()
+		return ErrClosed
 	}
 	if s.state != stateEstablished {
 		e.mu.Unlock()
@@ -1538,7 +1606,7 @@ func (s *IKESA) request(ctx context.Context, x ExchangeType, ps []Payload, onRep
 		return err
 	}
 	done := make(chan struct{})
-	r := s.startRequest(b, func(m *Message, _ []byte, _ netip.AddrPort, _ bool) []func() {
+	r := s.startRequest(x, b, func(m *Message, _ []byte, _ netip.AddrPort, _ bool) []func() {
 		var after []func()
 		if onReply != nil {
 			after = onReply(m)
@@ -1552,10 +1620,17 @@ func (s *IKESA) request(ctx context.Context, x ExchangeType, ps []Payload, onRep
 		return nil
 	case err := <-r.result:
 		return err
+	case <-e.ctx.Done():
+		return ErrClosed
 	case <-ctx.Done():
+		// Invariant (TestRedTeamCanceledRequestDesync): the request
+		// keeps its message ID in the window - retransmitted until
+		// answered (the answer discarded) or timed out - so the next
+		// request's ID follows one the peer has seen (window of one,
+		// RFC 7296 §2.3).
 		e.mu.Lock()
 		if s.pending == r {
-			s.stopLocked(ctx.Err())
+			r.onReply = func(*Message, []byte, netip.AddrPort, bool) []func() { return nil }
 		}
 		e.mu.Unlock()
 		return ctx.Err()
@@ -1577,10 +1652,25 @@ func (s *IKESA) Ping(ctx context.Context) error {
 // not answer. On an IKE SA replaced by a rekey it deletes the successor
 // holding the children.
 func (s *IKESA) Delete(ctx context.Context) error {
-	s.e.mu.Lock()
-	h := s.home() // after an IKE SA rekey: the successor holding the children
-	s.e.mu.Unlock()
-	return h.deleteIKE(ctx, errf(ErrClosed, "deleted locally"))
+	// Invariant (TestRedTeamDeleteDuringRekey): when Delete returns,
+	// neither s nor a successor holding its children is alive: an IKE
+	// SA rekey pending while the Delete waited for the window may have
+	// moved the children on, so the new home is deleted too (each round
+	// deletes one SA; a rekey needs the window, so few rounds happen).
+	var err error
+	for range maxTempRetries {
+		s.e.mu.Lock()
+		h := s.home() // after an IKE SA rekey: the successor holding the children
+		s.e.mu.Unlock()
+		err = h.deleteIKE(ctx, errf(ErrClosed, "deleted locally"))
+		s.e.mu.Lock()
+		moved := h.successor != nil && h.home().state == stateEstablished
+		s.e.mu.Unlock()
+		if !moved || ctx.Err() != nil {
+			break
+		}
+	}
+	return err
 }
 
 // deleteIKE sends the Delete of the IKE SA and removes it with reason.

@@ -31,6 +31,12 @@ import (
 // Invariant (TestRekeyProperty): a child SA belongs to exactly one live
 // IKE SA at a time, and both sides move it to the same successor.
 
+// maxReplacedIKE bounds the replaced IKE SAs of one lineage (an SA and
+// its successors) that await their delete: the peer's rekey of an SA
+// with that many predecessors still alive is refused with
+// TEMPORARY_FAILURE.
+const maxReplacedIKE = 4
+
 // isIKERekey tells whether a CREATE_CHILD_SA request rekeys the IKE SA
 // (its SA payload proposes protocol IKE).
 func isIKERekey(m *Message) bool {
@@ -315,6 +321,13 @@ func (s *IKESA) respondRekeyIKE(m *Message) []func() {
 	if s.successor != nil || s.deleting || s.peerNew != nil {
 		return fail(TemporaryFailure, nil)
 	}
+	// Invariant (TestRedTeamIKERekeyChain): at most maxReplacedIKE
+	// replaced SAs of one lineage await their delete, so one peer
+	// rekeying without deleting cannot fill the (shared) SA table.
+	if n := s.predecessors(); n >= maxReplacedIKE {
+		e.log.Warn("ike: peer rekeys the IKE SA without deleting the old ones, refused", "sa", s, "replaced", n)
+		return fail(TemporaryFailure, nil)
+	}
 	// Replaced SAs linger until deleted (or reaped): bound them too.
 	if len(e.sas)-e.halfOpen >= 2*e.cfg.MaxIKESAs {
 		e.log.Warn("ike: IKE SA table full, refusing a rekey", "sa", s, "sas", len(e.sas))
@@ -370,6 +383,18 @@ func (s *IKESA) respondRekeyIKE(m *Message) []func() {
 	return s.moveTo(n)
 }
 
+// predecessors counts the live IKE SAs that s replaced, directly or
+// not (e.mu held).
+func (s *IKESA) predecessors() int {
+	n := 0
+	for _, x := range s.e.sas {
+		if x != s && x.successor != nil && x.state != stateDead && x.home() == s {
+			n++
+		}
+	}
+	return n
+}
+
 // reapLater removes s locally if the peer has not deleted it within
 // twice the retransmission schedule: a replaced or redundant IKE SA
 // that its rekey's initiator should delete (e.mu held).
@@ -381,6 +406,11 @@ func (s *IKESA) reapLater() {
 	grace := 2 * e.cfg.Retransmit * time.Duration(1<<(e.cfg.Retries+1)-1)
 	s.expiry = time.AfterFunc(grace, func() {
 		e.mu.Lock()
+		if !e.enter() {
+			e.mu.Unlock()
+			return
+		}
+		defer e.inflight.Done()
 		var after []func()
 		if s.state != stateDead && (s.successor != nil || s.redundant) {
 			e.log.Info("ike: replaced IKE SA not deleted by the peer, removing it", "sa", s)

@@ -484,7 +484,8 @@ func acceptable(ours []Proposal, r Proposal) bool {
 			}
 			ok = ok && found && supported(r.Protocol, t)
 		}
-		if _, has := r.get(TransformEncr); !has {
+		e, has := r.get(TransformEncr)
+		if !has || !onePerType(op, r, e.ID == EncrAESGCM16) {
 			ok = false
 		}
 		if ok {
@@ -494,6 +495,35 @@ func acceptable(ours []Proposal, r Proposal) bool {
 		}
 	}
 	return false
+}
+
+// onePerType reports whether the reply r has exactly one transform of
+// each type that our proposal op lists (RFC 7296 §3.3), and no type
+// twice; with an AEAD cipher (aead) integrity must be left out.
+//
+// Invariant (TestRedTeamReplyNotOffered): acceptable holds only for a
+// reply that is one transform per offered type, all offered.
+func onePerType(op, r Proposal, aead bool) bool {
+	count := map[TransformType]int{}
+	for _, t := range r.Transforms {
+		count[t.Type]++
+		if count[t.Type] > 1 {
+			return false
+		}
+	}
+	for _, t := range op.Transforms {
+		n := count[t.Type]
+		if t.Type == TransformInteg && aead {
+			if n != 0 {
+				return false
+			}
+			continue
+		}
+		if n != 1 {
+			return false
+		}
+	}
+	return true
 }
 
 // stripDH returns p without DH transforms (the child SA of IKE_AUTH,

@@ -36,6 +36,12 @@ import (
 // TEMPORARY_FAILURE.
 const maxTempRetries = 4
 
+// maxChildren bounds the child SAs of an IKE SA: the live one, its
+// successors of a rekey (two in a collision) and replaced ones whose
+// delete is under way. A peer's rekey beyond it is refused with
+// TEMPORARY_FAILURE until the peer deletes the replaced ones.
+const maxChildren = 8
+
 // errTemporary marks a refusal worth retrying.
 var errTemporary = errors.New("temporary failure")
 
@@ -333,6 +339,13 @@ func (s *IKESA) respondCreateChild(m *Message) []func() {
 	}
 	if old == nil {
 		s.respond(m, []Payload{&Notify{Proto: ProtoESP, SPI: rekey.SPI, NotifyType: ChildSANotFound}})
+		return nil
+	}
+	// Invariant (TestRedTeamChildRekeyChain): at most maxChildren child
+	// SAs per IKE SA, whatever the peer rekeys without deleting.
+	if len(s.children) >= maxChildren {
+		e.log.Warn("ike: peer rekeys child SAs without deleting the old ones, refused", "sa", s, "children", len(s.children))
+		s.respond(m, []Payload{&Notify{NotifyType: TemporaryFailure}})
 		return nil
 	}
 	if old.succ != nil || old.peerSucc != nil || old.redundant {
