@@ -205,6 +205,9 @@ type Config struct {
 	// Gateway holds the sections `espxdp run` uses (interfaces,
 	// tunnels, policies, options); nil when the file has only sas.
 	Gateway *Gateway
+	// Peers are the IKEv2 peers (peers:, see Peer); they need a
+	// Gateway.
+	Peers []*Peer
 }
 
 // Lookup returns the SA with the given name.
@@ -222,6 +225,9 @@ func (c *Config) Wipe() {
 	for _, s := range c.SAs {
 		s.Key.Wipe()
 		s.AuthKey.Wipe()
+	}
+	for _, p := range c.Peers {
+		p.PSK.Wipe()
 	}
 }
 
@@ -371,6 +377,9 @@ func (p *parser) parse(data []byte) *Config {
 	}
 	p.crossCheck(cfg.SAs)
 	cfg.Gateway = p.gateway(top, cfg)
+	if n := top["peers"]; n != nil {
+		p.peers(n, cfg.Gateway, cfg)
+	}
 	return cfg
 }
 
