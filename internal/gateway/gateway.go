@@ -116,8 +116,8 @@ type Gateway struct {
 
 	// IKE (ike.go): the peers and their sockets, the child each peer's
 	// tunnel sends on (gw.mu), and counters.
-	ike                                      ikeState
-	primary                                  map[string]sa.ChildID
+	ike                                       ikeState
+	primary                                   map[string]sa.ChildID
 	ikeUnknown, ikeESP, ikeDPDDead, ikeRekeys atomic.Uint64
 }
 

@@ -234,14 +234,14 @@ func (gw *Gateway) addPeer(pc *config.Peer) error {
 		ESPTransforms: pc.ESPProposals,
 		ESN:           pc.ESN,
 		LocalTS:       lts, RemoteTS: rts,
-		SAD:           gw.sad,
-		OnChild:       p.onChild,
-		OnChildDown:   p.onChildDown,
-		OnESP:         func([]byte, netip.AddrPort) { gw.ikeESP.Add(1) },
-		ForceEncap:    pc.Encap,
-		Retransmit:    pc.RetransmitTimeout,
-		Retries:       pc.RetransmitTries,
-		Logger:        p.log,
+		SAD:         gw.sad,
+		OnChild:     p.onChild,
+		OnChildDown: p.onChildDown,
+		OnESP:       func([]byte, netip.AddrPort) { gw.ikeESP.Add(1) },
+		ForceEncap:  pc.Encap,
+		Retransmit:  pc.RetransmitTimeout,
+		Retries:     pc.RetransmitTries,
+		Logger:      p.log,
 	}
 	if pc.RemoteID != "" {
 		ic.RemoteID = config.Identity(pc.RemoteID, netip.Addr{})
