@@ -98,6 +98,11 @@
 // are reported through Config.OnChild and Config.OnChildDown, called
 // without the Endpoint's lock held.
 //
+// Status: Endpoint.IKESAs and IKESA.Info return snapshots (SPIs,
+// state, addresses, identities, the chosen proposal, children) without
+// key material; Config.OnIKEUp and Config.OnIKEDown report IKE SAs
+// coming and going (OnIKEDown after OnChildDown of their children).
+//
 // Logs (Config.Logger) never contain key material: SPIs, addresses,
 // identities and algorithm names only. A failed authentication is
 // logged at Warn level on both sides ("authentication failed (wrong PSK

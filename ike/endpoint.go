@@ -109,6 +109,19 @@ type Config struct {
 	// MaxIKESAs bounds the other IKE SAs (established, or being
 	// initiated; default DefaultMaxIKESAs): half-open SAs do not count.
 	MaxIKESAs int
+	// OnIKEDown is called (without locks held) when an IKE SA that had
+	// been established goes away for any reason: deleted by either
+	// side, a peer that stopped answering (err wraps ErrTimeout), a
+	// failed rekey, or replaced by its successor after an IKE SA rekey
+	// (err wraps ErrRekeyed; its children live on in the successor and
+	// are not reported down). It runs after OnChildDown for the SA's
+	// children. IKE SAs that never completed IKE_AUTH are not reported
+	// (Initiate returns their error); Endpoint.Close reports nothing.
+	OnIKEDown func(s *IKESA, err error)
+	// OnIKEUp is called (without locks held) when an IKE SA is
+	// established: IKE_AUTH completed (before OnChild for its first
+	// child) or it replaced its predecessor in an IKE SA rekey.
+	OnIKEUp func(s *IKESA)
 }
 
 // ChildSA is a negotiated child SA: the two sa.Configs to install.
@@ -124,8 +137,24 @@ type ChildSA struct {
 	Transform string
 	// ESN tells whether extended sequence numbers were negotiated.
 	ESN bool
-	// IKE is the IKE SA the child belongs to.
+	// IKE is the IKE SA that negotiated the child. After an IKE SA
+	// rekey the child belongs to the successor: Owner returns the
+	// current one.
 	IKE *IKESA
+
+	owner   *IKESA    // current IKE SA (e.mu)
+	created time.Time // when it was established
+}
+
+// Owner returns the IKE SA the child currently belongs to (IKE, or its
+// successor after IKE SA rekeys).
+func (c *ChildSA) Owner() *IKESA {
+	if c.IKE == nil {
+		return nil
+	}
+	c.IKE.e.mu.Lock()
+	defer c.IKE.e.mu.Unlock()
+	return c.owner
 }
 
 // Stats counts the Endpoint's messages.
@@ -445,6 +474,11 @@ type IKESA struct {
 
 	cookie      *Notify // initiator: the COOKIE the responder demanded
 	cookieTries int
+
+	remoteID    Identity  // the peer's authenticated identity
+	established time.Time // when IKE_AUTH (or the rekey creating it) completed
+	rekeying    bool      // an IKE SA rekey of this SA is under way
+	deleting    bool      // a Delete of this SA is under way
 }
 
 type request struct {
@@ -618,7 +652,21 @@ func (s *IKESA) dieLocked(err error) []func() {
 		s.e.cfg.SAD.ReleaseSPI(binary.BigEndian.Uint32(s.childSP))
 	}
 	s.children = nil
+	// Invariant (TestIKEDownProperty): every IKE SA reported to OnIKEUp
+	// is reported to OnIKEDown exactly once (state moves to stateDead
+	// once), after OnChildDown for its children.
+	if f := s.e.cfg.OnIKEDown; f != nil && !s.established.IsZero() {
+		after = append(after, func() { f(s, err) })
+	}
 	return after
+}
+
+// upAfter returns the after-function reporting s to OnIKEUp.
+func (s *IKESA) upAfter() []func() {
+	if f := s.e.cfg.OnIKEUp; f != nil {
+		return []func(){func() { f(s) }}
+	}
+	return nil
 }
 
 func wipeChild(c *ChildSA) {
@@ -1047,10 +1095,12 @@ func (s *IKESA) onAuthResponse(m *Message, raw []byte, from netip.AddrPort, natt
 		return s.finish(err)
 	}
 	s.setState(stateEstablished)
+	s.established = time.Now()
+	s.remoteID = Identity{Type: idr.IDType, Data: clone(idr.Data)}
 	s.children = append(s.children, c)
 	e.log.Info("ike: IKE SA established", "peer", s.remote, "role", "initiator", "child", c.ID, "transform", c.Transform,
 		"spi_in", fmt.Sprintf("%08x", c.In.SPI), "spi_out", fmt.Sprintf("%08x", c.Out.SPI), "nat", s.nat)
-	var after []func()
+	after := s.upAfter()
 	if f := e.cfg.OnChild; f != nil {
 		after = append(after, func() { f(c) })
 	}
@@ -1129,7 +1179,8 @@ func (s *IKESA) makeChild(chosen Proposal, inSPI, ni, nr []byte, ini bool, tsi, 
 	if out.SPI < 256 {
 		return nil, errf(ErrMalformed, "peer's ESP SPI %d is reserved", out.SPI)
 	}
-	return &ChildSA{ID: id, In: in, Out: out, LocalTS: local, RemoteTS: remote, Transform: tr.Name(), ESN: esn, IKE: s}, nil
+	return &ChildSA{ID: id, In: in, Out: out, LocalTS: local, RemoteTS: remote, Transform: tr.Name(), ESN: esn, IKE: s,
+		owner: s, created: time.Now()}, nil
 }
 
 // responderInit answers an IKE_SA_INIT request (e.mu held).
@@ -1254,23 +1305,26 @@ func (s *IKESA) responderAuth(m *Message, from netip.AddrPort, natt bool) []func
 	id := s.idPayload(true)
 	ps := []Payload{id, &Auth{Method: AuthPSK, Data: pskAuth(s.suite.prf, e.cfg.PSK, s.initResp, s.ni, s.keys.pr, idBody(id))}}
 	s.setState(stateEstablished)
+	s.established = time.Now()
+	s.remoteID = Identity{Type: idi.IDType, Data: clone(idi.Data)}
 	c, notify := s.responderChild(m)
 	if c == nil {
 		e.log.Warn("ike: IKE SA established without child SA", "peer", from, "notify", notify)
 		ps = append(ps, &Notify{NotifyType: notify})
 		s.respond(m, ps)
-		return nil
+		return s.upAfter()
 	}
 	ps = append(ps, &SA{Proposals: []Proposal{c.prop}}, &TS{Selectors: c.tsi}, &TS{Responder: true, Selectors: c.tsr})
 	s.respond(m, ps)
 	s.children = append(s.children, c.child)
 	e.log.Info("ike: IKE SA established", "peer", s.remote, "role", "responder", "child", c.child.ID, "transform", c.child.Transform,
 		"spi_in", fmt.Sprintf("%08x", c.child.In.SPI), "spi_out", fmt.Sprintf("%08x", c.child.Out.SPI), "nat", s.nat)
+	after := s.upAfter()
 	if f := e.cfg.OnChild; f != nil {
 		ch := c.child
-		return []func(){func() { f(ch) }}
+		after = append(after, func() { f(ch) })
 	}
-	return nil
+	return after
 }
 
 type respChild struct {

@@ -45,6 +45,9 @@ var (
 	ErrPeerError = errors.New("ike: peer sent an error notification")
 	// ErrClosed: the Endpoint or IKE SA was closed.
 	ErrClosed = errors.New("ike: closed")
+	// ErrRekeyed: the IKE SA was replaced by its successor in an IKE SA
+	// rekey (Config.OnIKEDown); its children moved to the successor.
+	ErrRekeyed = errors.New("ike: IKE SA rekeyed")
 	// ErrConfig: an invalid configuration.
 	ErrConfig = errors.New("ike: invalid configuration")
 )

@@ -41,6 +41,13 @@ type side struct {
 	natt     net.PacketConn
 	children chan *ChildSA
 	down     chan *ChildSA
+	ikeUp    chan *IKESA
+	ikeDown  chan ikeDownEv
+}
+
+type ikeDownEv struct {
+	s   *IKESA
+	err error
 }
 
 func newSide(t *testing.T, cfg Config) *side {
@@ -54,6 +61,23 @@ func newSideConn(t *testing.T, cfg Config, conn, natt net.PacketConn) *side {
 	cfg.SAD = s.sad
 	cfg.OnChild = func(c *ChildSA) { s.children <- c }
 	cfg.OnChildDown = func(c *ChildSA) { s.down <- c }
+	s.ikeUp, s.ikeDown = make(chan *IKESA, 16), make(chan ikeDownEv, 16)
+	if cfg.OnIKEUp == nil {
+		cfg.OnIKEUp = func(x *IKESA) {
+			select {
+			case s.ikeUp <- x:
+			default:
+			}
+		}
+	}
+	if cfg.OnIKEDown == nil {
+		cfg.OnIKEDown = func(x *IKESA, err error) {
+			select {
+			case s.ikeDown <- ikeDownEv{x, err}:
+			default:
+			}
+		}
+	}
 	if cfg.PSK == nil {
 		cfg.PSK = testPSK
 	}

@@ -1,0 +1,185 @@
+package ike
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/espxdp/espxdp/sa"
+)
+
+// IKESAInfo is a snapshot of one IKE SA for status displays (no key material).
+type IKESAInfo struct {
+	// SPIi and SPIr are the IKE SA's SPIs (SPIr is 0 while the
+	// IKE_SA_INIT request is unanswered).
+	SPIi, SPIr uint64
+	// Initiator tells whether we initiated the IKE SA (for a rekeyed
+	// SA: whether we started the rekey that created it).
+	Initiator bool
+	// State is "connecting", "established", "rekeying" or "deleting".
+	State string
+	// Local and Remote are the IKE SA's addresses and ports.
+	Local, Remote netip.AddrPort
+	// LocalID and RemoteID are the identities (RemoteID empty until the
+	// peer authenticated).
+	LocalID, RemoteID string
+	// Proposal is the chosen IKE proposal in ParseIKEProposal notation
+	// (empty until IKE_SA_INIT completed).
+	Proposal string
+	// NATT tells whether the IKE SA is on the NAT-T port.
+	NATT bool
+	// NAT tells whether a NAT was detected (or forced): the child SAs
+	// use UDP encapsulation.
+	NAT bool
+	// Established is when IKE_AUTH (or the rekey that created the SA)
+	// completed; zero until then.
+	Established time.Time
+	// Children are the child SAs, oldest first.
+	Children []ChildInfo
+}
+
+// ChildInfo describes one child SA of an IKE SA.
+type ChildInfo struct {
+	// ID groups the child's two SAs (sa.Config.Child).
+	ID sa.ChildID
+	// InSPI and OutSPI are the inbound and outbound ESP SPIs.
+	InSPI, OutSPI uint32
+	// Transform is the ESP transform name (esp.ParseTransform).
+	Transform string
+	// ESN tells whether extended sequence numbers are used.
+	ESN bool
+	// LocalTS and RemoteTS are the negotiated traffic selectors.
+	LocalTS, RemoteTS []TrafficSelector
+	// Established is when the child was negotiated.
+	Established time.Time
+}
+
+// State names of IKESAInfo.State.
+const (
+	StateConnecting  = "connecting"
+	StateEstablished = "established"
+	StateRekeying    = "rekeying"
+	StateDeleting    = "deleting"
+)
+
+// IKESAs returns a snapshot of the Endpoint's IKE SAs (half-open ones
+// included, as "connecting"), sorted by SPIi then SPIr, taken under the
+// Endpoint's lock.
+func (e *Endpoint) IKESAs() []IKESAInfo {
+	e.mu.Lock()
+	out := make([]IKESAInfo, 0, len(e.sas))
+	for _, s := range e.sas {
+		if s.state != stateDead {
+			out = append(out, s.infoLocked())
+		}
+	}
+	e.mu.Unlock()
+	slices.SortFunc(out, func(a, b IKESAInfo) int {
+		return cmp.Or(cmp.Compare(a.SPIi, b.SPIi), cmp.Compare(a.SPIr, b.SPIr))
+	})
+	return out
+}
+
+// Info returns a snapshot of the IKE SA (a deleted SA reports
+// "deleting" and no children).
+func (s *IKESA) Info() IKESAInfo {
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	return s.infoLocked()
+}
+
+func (s *IKESA) infoLocked() IKESAInfo {
+	in := IKESAInfo{
+		SPIi: s.spiI, SPIr: s.spiR, Initiator: s.initiator,
+		Local: s.e.localAddr(s.natt), Remote: s.remote,
+		LocalID: s.e.cfg.LocalID.String(), NATT: s.natt, NAT: s.nat,
+		Established: s.established,
+	}
+	if s.remoteID.Type != 0 {
+		in.RemoteID = s.remoteID.String()
+	}
+	if s.suite.prf.len != 0 {
+		in.Proposal = ProposalString(s.chosenIKE)
+	}
+	switch {
+	case s.state == stateDead || s.deleting:
+		in.State = StateDeleting
+	case s.state == stateEstablished && s.rekeying:
+		in.State = StateRekeying
+	case s.state == stateEstablished:
+		in.State = StateEstablished
+	default:
+		in.State = StateConnecting
+	}
+	for _, c := range s.children {
+		in.Children = append(in.Children, ChildInfo{
+			ID: c.ID, InSPI: c.In.SPI, OutSPI: c.Out.SPI, Transform: c.Transform, ESN: c.ESN,
+			LocalTS: slices.Clone(c.LocalTS), RemoteTS: slices.Clone(c.RemoteTS), Established: c.created,
+		})
+	}
+	return in
+}
+
+// ProposalString formats a proposal with one transform per type (a
+// chosen proposal) in the notation of ParseIKEProposal, e.g.
+// "aes128gcm16-prfsha256-x25519" or "aes256-sha256-prfsha256-ecp256";
+// ESP proposals get the esp.ParseTransform name, then the DH group if
+// any ("aes128gcm16-x25519") and "esn" with extended sequence numbers.
+func ProposalString(p Proposal) string {
+	var parts []string
+	var ordered []Transform
+	for _, typ := range []TransformType{TransformEncr, TransformInteg, TransformPRF, TransformDH, TransformESN} {
+		for _, t := range p.Transforms {
+			if t.Type == typ {
+				ordered = append(ordered, t)
+			}
+		}
+	}
+	for _, t := range ordered {
+		switch t.Type {
+		case TransformEncr:
+			if t.ID == EncrAESGCM16 {
+				parts = append(parts, fmt.Sprintf("aes%dgcm16", t.KeyLen))
+			} else if t.ID == EncrAESCBC {
+				parts = append(parts, fmt.Sprintf("aes%d", t.KeyLen))
+			} else {
+				parts = append(parts, fmt.Sprintf("encr%d", t.ID))
+			}
+		case TransformInteg:
+			switch t.ID {
+			case IntegNone:
+			case IntegHMACSHA256_128:
+				parts = append(parts, "sha256")
+			case IntegHMACSHA384_192:
+				parts = append(parts, "sha384")
+			case IntegHMACSHA512_256:
+				parts = append(parts, "sha512")
+			default:
+				parts = append(parts, fmt.Sprintf("integ%d", t.ID))
+			}
+		case TransformPRF:
+			switch t.ID {
+			case PRFHMACSHA256:
+				parts = append(parts, "prfsha256")
+			case PRFHMACSHA384:
+				parts = append(parts, "prfsha384")
+			case PRFHMACSHA512:
+				parts = append(parts, "prfsha512")
+			default:
+				parts = append(parts, fmt.Sprintf("prf%d", t.ID))
+			}
+		case TransformDH:
+			if t.ID != 0 {
+				parts = append(parts, DHGroup(t.ID).String())
+			}
+		case TransformESN:
+			if t.ID == ESNYes {
+				parts = append(parts, "esn")
+			}
+		}
+	}
+	return strings.Join(parts, "-")
+}
