@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,8 +63,16 @@ var (
 // ikeOwner is the IKE SA an installed SA belongs to.
 type ikeOwner struct {
 	peer  string
-	ikeSA *ike.IKESA
+	c     *ike.ChildSA
 	child sa.ChildID
+}
+
+// current is the IKE SA that owns the child now.
+func (o *ikeOwner) current() *ike.IKESA {
+	if s := o.c.Owner(); s != nil {
+		return s
+	}
+	return o.c.IKE
 }
 
 // ikeSocks are the IKE sockets of one local address.
@@ -85,7 +92,8 @@ func (sharedConn) Close() error { return nil }
 // ikeChild is a child SA the gateway installed for a peer.
 type ikeChild struct {
 	id        sa.ChildID
-	ikeSA     *ike.IKESA
+	c         *ike.ChildSA // for Owner (its keys are wiped)
+	ikeSA     *ike.IKESA   // the IKE SA that negotiated it
 	in, out   uint32
 	transform string
 	esn       bool
@@ -237,6 +245,8 @@ func (gw *Gateway) addPeer(pc *config.Peer) error {
 		SAD:         gw.sad,
 		OnChild:     p.onChild,
 		OnChildDown: p.onChildDown,
+		OnIKEUp:     p.established,
+		OnIKEDown:   p.onIKEDown,
 		OnESP:       func([]byte, netip.AddrPort) { gw.ikeESP.Add(1) },
 		ForceEncap:  pc.Encap,
 		Retransmit:  pc.RetransmitTimeout,
@@ -455,6 +465,12 @@ func (p *ikePeer) established(s *ike.IKESA) {
 	p.updatePrimary()
 	if old != nil && old != s {
 		go func() {
+			// An IKE SA rekey replaced old by s (the ike package
+			// deletes it, its children moved); otherwise old is a
+			// stale SA of a peer that negotiated again.
+			if in := old.Info(); in.State == ike.StateDeleting || len(in.Children) == 0 {
+				return
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
 			old.Delete(ctx)
@@ -479,7 +495,7 @@ func (p *ikePeer) onChild(c *ike.ChildSA) {
 	gw := p.gw
 	lt := p.conf.SoftHard(rand.Float64())
 	in, out := childConfig(p.conf, c, c.In, lt), childConfig(p.conf, c, c.Out, lt)
-	owner := &ikeOwner{peer: p.conf.Name, ikeSA: c.IKE, child: c.ID}
+	owner := &ikeOwner{peer: p.conf.Name, c: c, child: c.ID}
 	if err := gw.addIKEChild([]*config.SA{in, out}, p.conf.Tunnel, owner); err != nil {
 		in.Key.Wipe()
 		in.AuthKey.Wipe()
@@ -489,7 +505,7 @@ func (p *ikePeer) onChild(c *ike.ChildSA) {
 		go c.IKE.Delete(context.Background())
 		return
 	}
-	ch := &ikeChild{id: c.ID, ikeSA: c.IKE, in: c.In.SPI, out: c.Out.SPI, transform: c.Transform, esn: c.ESN,
+	ch := &ikeChild{id: c.ID, c: c, ikeSA: c.IKE, in: c.In.SPI, out: c.Out.SPI, transform: c.Transform, esn: c.ESN,
 		localTS: tsStrings(c.LocalTS), remoteTS: tsStrings(c.RemoteTS), added: time.Now()}
 	p.mu.Lock()
 	p.children = append(p.children, ch)
@@ -499,13 +515,14 @@ func (p *ikePeer) onChild(c *ike.ChildSA) {
 	if !slices.Contains(p.sas, c.IKE) {
 		p.sas = append(p.sas, c.IKE)
 	}
-	newIKE := p.current != c.IKE
+	o := ch.owner()
+	newIKE := p.current != o
 	p.mu.Unlock()
 	p.log.Info("ike: child SA installed", "child", uint64(c.ID), "spi_in", fmt.Sprintf("0x%08x", c.In.SPI),
 		"spi_out", fmt.Sprintf("0x%08x", c.Out.SPI), "transform", c.Transform, "local_ts", ch.localTS, "remote_ts", ch.remoteTS,
 		"encap", c.Out.UDPEncap)
 	if newIKE {
-		p.established(c.IKE)
+		p.established(o)
 	} else {
 		p.updatePrimary()
 	}
@@ -546,7 +563,7 @@ func (p *ikePeer) updatePrimary() {
 	p.mu.Lock()
 	var id sa.ChildID
 	for _, c := range p.children {
-		if !c.retiring && c.ikeSA == p.current {
+		if !c.retiring && c.owner() == p.current {
 			id = c.id
 			break
 		}
@@ -611,6 +628,31 @@ func (p *ikePeer) rekey(id sa.ChildID) {
 		ch.rekeying = false
 		p.mu.Unlock()
 	}()
+}
+
+// owner is the IKE SA the child belongs to now (its negotiator, or
+// that one's successor after IKE SA rekeys).
+func (c *ikeChild) owner() *ike.IKESA {
+	if o := c.c.Owner(); o != nil {
+		return o
+	}
+	return c.ikeSA
+}
+
+// onIKEDown forgets an IKE SA that went away (ike.Config.OnIKEDown);
+// its children were reported down before.
+func (p *ikePeer) onIKEDown(s *ike.IKESA, err error) {
+	p.forget(s)
+	if errors.Is(err, ike.ErrRekeyed) {
+		p.log.Info("ike: IKE SA rekeyed", "old", s.String())
+		return
+	}
+	p.log.Info("ike: IKE SA down", "ike_sa", s.String(), "reason", err)
+	p.up.Store(false)
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
 }
 
 // childConfig converts one direction of a negotiated child SA to the
@@ -803,7 +845,14 @@ type IKEChildInfo struct {
 type IKESAInfo struct {
 	SPIs        string         `json:"spis"`
 	State       string         `json:"state"`
+	Initiator   bool           `json:"initiator"`
+	Local       string         `json:"local"`
 	Remote      string         `json:"remote"`
+	LocalID     string         `json:"local_id"`
+	RemoteID    string         `json:"remote_id,omitempty"`
+	Proposal    string         `json:"proposal,omitempty"`
+	NATT        bool           `json:"natt"`
+	NAT         bool           `json:"nat"`
 	Established string         `json:"established,omitempty"`
 	Children    []IKEChildInfo `json:"children"`
 }
@@ -837,15 +886,15 @@ func (gw *Gateway) IKEInfo() []IKEPeerInfo {
 			Up: p.current != nil && p.current.Established(), StartAction: p.conf.StartAction, Held: p.held, LastError: p.lastErr,
 			Stats: p.ep.Stats()}
 		for _, s := range p.sas {
-			si := IKESAInfo{SPIs: ikeSPIs(s), State: "deleted", Remote: s.Remote().String()}
-			if s.Established() {
-				si.State = "established"
-			}
-			if t, ok := p.since[s]; ok {
-				si.Established = now.Sub(t).Truncate(time.Second).String()
+			in := s.Info()
+			si := IKESAInfo{SPIs: ikeSPIs(s), State: in.State, Initiator: in.Initiator, Local: in.Local.String(),
+				Remote: in.Remote.String(), LocalID: in.LocalID, RemoteID: in.RemoteID, Proposal: in.Proposal,
+				NATT: in.NATT, NAT: in.NAT}
+			if !in.Established.IsZero() {
+				si.Established = now.Sub(in.Established).Truncate(time.Second).String()
 			}
 			for _, c := range p.children {
-				if c.ikeSA != s {
+				if c.owner() != s {
 					continue
 				}
 				si.Children = append(si.Children, IKEChildInfo{Child: uint64(c.id), SPIIn: fmt.Sprintf("0x%08x", c.in),
@@ -871,11 +920,8 @@ func maps(m map[string]sa.ChildID) map[string]sa.ChildID {
 
 // ikeSPIs is "SPIi_i SPIr_r" of an IKE SA.
 func ikeSPIs(s *ike.IKESA) string {
-	t := strings.TrimPrefix(s.String(), "IKE SA ")
-	if i := strings.Index(t, " ("); i >= 0 {
-		t = t[:i]
-	}
-	return t
+	in := s.Info()
+	return fmt.Sprintf("%016x_i %016x_r", in.SPIi, in.SPIr)
 }
 
 // SAOwner names the IKE SA that owns an installed SA (show sa).
@@ -896,7 +942,7 @@ func (gw *Gateway) SAOwners() []SAOwner {
 		if e.owner == nil {
 			continue
 		}
-		out = append(out, SAOwner{SA: e.conf.Name, Peer: e.owner.peer, IKESA: ikeSPIs(e.owner.ikeSA), Child: uint64(e.owner.child)})
+		out = append(out, SAOwner{SA: e.conf.Name, Peer: e.owner.peer, IKESA: ikeSPIs(e.owner.current()), Child: uint64(e.owner.child)})
 	}
 	return out
 }
