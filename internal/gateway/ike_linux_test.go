@@ -226,3 +226,95 @@ func TestIKEGatewayPair(t *testing.T) {
 		t.Errorf("B's IKE info: %+v", st)
 	}
 }
+
+// TestIKERekeyUnderTraffic rekeys the child SA every few seconds (A's
+// rekey_time 3s) while pings flow every 20ms: not one is lost
+// (make-before-break on both sides), the tunnel's child changes, and
+// retired children are deleted.
+func TestIKERekeyUnderTraffic(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := buildTopology(t)
+	p := ikeParams{psk: "0x00112233445566778899aabbccddeeff"}
+	startGateway(t, b, ikeGatewayYAML(t, b, a, "b", p))
+	p.start, p.rekey = true, "3s"
+	ga := startGateway(t, a, ikeGatewayYAML(t, a, b, "a", p))
+	ia := waitIKEUp(t, a, 10*time.Second)
+	first, _ := primaryChild(ia)
+	const n = 400 // 8 s at 20 ms
+	r, err := topo.Ping(a.host, b.hostAddr, n, 56, 20*time.Millisecond, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Received != n {
+		t.Errorf("%d of %d pings answered across rekeys\nlogA:\n%s\nlogB:\n%s", r.Received, n, a.log, b.log)
+	}
+	if k := ga.ikeRekeys.Load(); k < 2 {
+		t.Errorf("%d rekeys in %d pings, want at least 2\nlogA:\n%s", k, n, a.log)
+	}
+	ia = waitIKEUp(t, a, time.Second)
+	now, _ := primaryChild(ia)
+	if now.SPIIn == first.SPIIn || now.SPIOut == first.SPIOut {
+		t.Errorf("primary child unchanged by rekeys: %+v", now)
+	}
+	// Retired children are gone after retireGrace: at most the two of a
+	// rekey in progress are left on each side.
+	time.Sleep(retireGrace + 500*time.Millisecond)
+	for _, s := range []*site{a, b} {
+		resp, err := Call(s.socket, Request{Cmd: "show-sa"}, time.Second)
+		if err != nil || len(resp.SAs) > 4 || len(resp.SAs) < 2 {
+			t.Errorf("%d SAs installed after rekeys (want 2 to 4), %v", len(resp.SAs), err)
+		}
+	}
+}
+
+// TestIKERefused: a wrong PSK and a proposal mismatch are refused on
+// both sides with a clear log line, no SA is installed, and the
+// authentication failure is counted.
+func TestIKERefused(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := buildTopology(t)
+	cases := []struct {
+		name           string
+		pa, pb         ikeParams
+		wantA, wantB   string
+		authFailedSide *site
+	}{
+		{name: "wrong-psk",
+			pa:    ikeParams{psk: "the initiator's secret PSK", start: true},
+			pb:    ikeParams{psk: "the responder's other PSK!"},
+			wantA: "peer refused our authentication (AUTHENTICATION_FAILED)", wantB: "authentication failed (wrong PSK or identity)"},
+		{name: "proposal-mismatch",
+			pa:    ikeParams{psk: "one PSK for both sides", start: true, proposal: "aes256gcm16-prfsha384-ecp384"},
+			pb:    ikeParams{psk: "one PSK for both sides", proposal: "aes128gcm16-prfsha256-x25519"},
+			wantA: "NO_PROPOSAL_CHOSEN", wantB: "no acceptable IKE proposal"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a.log, b.log = &testenv.SyncBuffer{}, &testenv.SyncBuffer{}
+			gb := startGateway(t, b, ikeGatewayYAML(t, b, a, "b", c.pb))
+			ga := startGateway(t, a, ikeGatewayYAML(t, a, b, "a", c.pa))
+			deadline := time.Now().Add(5 * time.Second)
+			for time.Now().Before(deadline) && !(strings.Contains(a.log.String(), c.wantA) && strings.Contains(b.log.String(), c.wantB)) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if !strings.Contains(a.log.String(), c.wantA) {
+				t.Errorf("initiator's log lacks %q:\n%s", c.wantA, a.log)
+			}
+			if !strings.Contains(b.log.String(), c.wantB) {
+				t.Errorf("responder's log lacks %q:\n%s", c.wantB, b.log)
+			}
+			for _, g := range []*Gateway{ga, gb} {
+				if st := g.SAStats(); len(st) != 0 {
+					t.Errorf("SAs installed: %+v", st)
+				}
+			}
+			if c.name == "wrong-psk" {
+				if st := gb.IKEInfo(); len(st) != 1 || st[0].Stats.AuthFailed == 0 || st[0].Up {
+					t.Errorf("responder's peer: %+v", st)
+				}
+			}
+			ga.Close()
+			gb.Close()
+		})
+	}
+}
