@@ -66,7 +66,7 @@ const (
 func run(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	suite := fs.String("suite", strings.Join(harness.Suites, ","), "suites to run: crypto, sa; e2e and wg (root: namespaces, XDP) and shard (CPU only, a few minutes) on request")
+	suite := fs.String("suite", strings.Join(harness.Suites, ","), "suites to run: crypto, sa; e2e, wg and peers (root: namespaces, XDP; peers: strongSwan) and shard (CPU only, a few minutes) on request")
 	sizes := fs.String("sizes", defSizes, "payload sizes in bytes (crypto suite; shard suite: inner packet sizes, default 1420,64)")
 	transforms := fs.String("transforms", "all", "transforms (crypto suite), or all")
 	dur := fs.Duration("duration", defDuration, "time budget of each measurement")
@@ -82,7 +82,7 @@ func run(args []string, stderr io.Writer) error {
 	e2eDur := fs.Duration("e2e-duration", defE2EDur, "sending time of each e2e measurement (wg: of each UDP run)")
 	e2eTrial := fs.Duration("e2e-trial", harness.DefaultE2ETrial, fmt.Sprintf("length of each trial of the e2e suite's NDR/PDR rate search (-quick: %v unless set)", harness.QuickE2ETrial))
 	e2eJumbo := fs.Int("e2e-jumbo", harness.E2EDefaultJumbo, fmt.Sprintf("inner IP packet size of the e2e suite's jumbo rows (veths at MTU %d, the engine with MultiBuffer), 1421..%d; 0: none", harness.E2EJumboMTU, harness.E2EMaxJumbo))
-	wgBytes := fs.Int64("wg-bytes", defWGBytes, "bytes of each TCP transfer of the wg suite")
+	wgBytes := fs.Int64("wg-bytes", defWGBytes, "bytes of each TCP transfer of the wg and peers suites")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

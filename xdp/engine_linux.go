@@ -61,6 +61,7 @@ type engineWorker struct {
 	cs    *Socket // ciphertext side
 	ps    *Socket // plaintext side, nil with Deliver
 	done  chan struct{}
+	tid   atomic.Int32 // the OS thread the worker runs on (WorkerThreads)
 	rx    [MaxBatch]Desc
 	pk    [MaxBatch]sa.Packet
 	txC   [2 * MaxBatch]Desc
@@ -368,6 +369,23 @@ func (rt *engineRun) teardown() error {
 	return errors.Join(errs...)
 }
 
+// WorkerThreads returns the thread IDs of the running engine's workers
+// (worker i at index i; each runs locked to its OS thread), for
+// measuring their CPU time in /proc/self/task/TID/stat; nil when the
+// engine is not running.
+func (e *Engine) WorkerThreads() []int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.running || e.rt == nil {
+		return nil
+	}
+	tids := make([]int, len(e.rt.workers))
+	for i, ew := range e.rt.workers {
+		tids[i] = int(ew.tid.Load())
+	}
+	return tids
+}
+
 // Stats returns the engine's counters; safe while it runs. After Stop it
 // returns the counters as they were when the engine stopped.
 func (e *Engine) Stats() EngineStats {
@@ -429,6 +447,7 @@ func (e *Engine) statsLocked() EngineStats {
 func (ew *engineWorker) run(ready chan<- error) {
 	defer close(ew.done)
 	runtime.LockOSThread()
+	ew.tid.Store(int32(unix.Gettid()))
 	cfg := &ew.e.cfg
 	if len(cfg.CPUs) > 0 {
 		cpu := cfg.CPUs[ew.q%len(cfg.CPUs)]

@@ -13,8 +13,9 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	return nil, ErrNotSupported
 }
 
-func (e *Engine) Start() error       { return ErrNotSupported }
-func (e *Engine) Stop() error        { return nil }
-func (e *Engine) Stats() EngineStats { return EngineStats{} }
+func (e *Engine) Start() error         { return ErrNotSupported }
+func (e *Engine) Stop() error          { return nil }
+func (e *Engine) Stats() EngineStats   { return EngineStats{} }
+func (e *Engine) WorkerThreads() []int { return nil }
 
 func (e *Engine) Send(queue int, pkts [][]byte) (int, error) { return 0, ErrNotSupported }

@@ -8,10 +8,10 @@ import (
 	"sync"
 )
 
-// ErrNeedRoot is returned by the privileged suites (e2e, wg) when the
+// ErrNeedRoot is returned by the privileged suites (e2e, wg, peers) when the
 // process is not root: they build network namespaces, veth pairs and
 // XDP programs.
-var ErrNeedRoot = errors.New("harness: the e2e and wg suites need root (network namespaces, veth, XDP, AF_XDP, TUN): run as root, e.g. sudo go run ./bench -suite e2e,wg")
+var ErrNeedRoot = errors.New("harness: the e2e, wg and peers suites need root (network namespaces, veth, XDP, AF_XDP, TUN): run as root, e.g. sudo go run ./bench -suite e2e,wg,peers")
 
 // suiteStep is one measurement step of a suite that keeps state across
 // its steps (a topology): its progress label and what it runs.
@@ -31,7 +31,7 @@ const (
 
 // PrivilegedSuites are the suites that need root; they are not in the
 // default set.
-var PrivilegedSuites = []string{"e2e", "wg"}
+var PrivilegedSuites = []string{"e2e", "wg", "peers"}
 
 // validateNet checks the configuration of the e2e and wg suites.
 func (cfg *Config) validateNet() error {
@@ -59,8 +59,10 @@ func (cfg *Config) validateNet() error {
 	if cfg.E2ETrialNs < 0 {
 		return fmt.Errorf("harness: e2e trial length must not be negative")
 	}
-	if slices.Contains(cfg.Suites, "wg") && cfg.WGBytes < 1<<20 {
-		return fmt.Errorf("harness: wg: transfer size %d below 1 MiB", cfg.WGBytes)
+	for _, s := range []string{"wg", "peers"} {
+		if slices.Contains(cfg.Suites, s) && cfg.WGBytes < 1<<20 {
+			return fmt.Errorf("harness: %s: transfer size %d below 1 MiB", s, cfg.WGBytes)
+		}
 	}
 	return nil
 }

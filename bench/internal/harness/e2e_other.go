@@ -15,3 +15,8 @@ func E2ESteps(Config) ([]suiteStep, func()) {
 func WGSteps(Config) ([]suiteStep, func()) {
 	return []suiteStep{{"wg", func() ([]Result, error) { return nil, errLinuxOnly }}}, func() {}
 }
+
+// PeersSteps returns a single step that fails: the suite needs Linux.
+func PeersSteps(Config) ([]suiteStep, func()) {
+	return []suiteStep{{"peers", func() ([]Result, error) { return nil, errLinuxOnly }}}, func() {}
+}

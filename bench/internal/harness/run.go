@@ -105,7 +105,7 @@ func Run(cfg Config, progress io.Writer) (*Report, error) {
 	for _, suite := range []struct {
 		name  string
 		steps func(Config) ([]suiteStep, func())
-	}{{"e2e", E2ESteps}, {"wg", WGSteps}, {"shard", ShardSteps}} {
+	}{{"e2e", E2ESteps}, {"wg", WGSteps}, {"peers", PeersSteps}, {"shard", ShardSteps}} {
 		if slices.Contains(cfg.Suites, suite.name) {
 			ss, done := suite.steps(cfg)
 			defer done()

@@ -352,17 +352,7 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN bool) (stop func(), 
 		if err != nil {
 			return nil, err
 		}
-		lanHost := n.aEth
-		if g == n.gwB {
-			lanHost = n.bEth
-		}
-		ec := xdp.EngineConfig{
-			Processor:         proc,
-			Cipher:            xdp.Port{Name: n.wanOf[g].Name, NextHop: n.peer[g].MAC},
-			Plain:             &xdp.Port{Name: n.lanOf[g].Name, NextHop: lanHost.MAC},
-			ProtectedPrefixes: []netip.Prefix{prot},
-			LocalAddrs:        []netip.Addr{local},
-		}
+		ec := n.engineConfig(g, proc, prot, local)
 		var dev *xdp.TUN
 		if useTUN {
 			if err := g.Do(func() (err error) { dev, err = xdp.OpenTUNOffload("esp0"); return err }); err != nil {
@@ -399,6 +389,24 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN bool) (stop func(), 
 		}
 	}
 	return stop, nil
+}
+
+// engineConfig is the configuration of an espxdp engine in gateway g
+// with one queue: ciphertext on the wan link (to the other gateway),
+// plaintext on the lan link (to g's host), prot the remote protected
+// network, local g's wan address.
+func (n *wgNet) engineConfig(g *topo.NS, proc *sa.Processor, prot netip.Prefix, local netip.Addr) xdp.EngineConfig {
+	lanHost := n.aEth
+	if g == n.gwB {
+		lanHost = n.bEth
+	}
+	return xdp.EngineConfig{
+		Processor:         proc,
+		Cipher:            xdp.Port{Name: n.wanOf[g].Name, NextHop: n.peer[g].MAC},
+		Plain:             &xdp.Port{Name: n.lanOf[g].Name, NextHop: lanHost.MAC},
+		ProtectedPrefixes: []netip.Prefix{prot},
+		LocalAddrs:        []netip.Addr{local},
+	}
 }
 
 // wgUDPSizes are the inner packet sizes of the UDP runs.
@@ -458,58 +466,82 @@ func (n *wgNet) close() error {
 	return n.tp.Close()
 }
 
-// tcp measures TCP goodput hostA → hostB with whatever the gateways run
-// now: a ping first (handshakes, and proof of a path), then r.runs
-// transfers; the median is reported.
-func (r *wgRun) tcp(impl, tr, variant string) (Result, error) {
-	res := Result{Suite: "wg", Kind: KindWG, Impl: impl, Transform: tr, Traffic: "tcp", Size: wgInnerMT, Op: variant}
-	n := r.net
-	var ping topo.PingResult
+// tcpRuns is what measureTCP measured: the transfers' goodputs and
+// durations, the client's MSS, its retransmitted segments over all
+// runs, and the ping before them.
+type tcpRuns struct {
+	gbps, secs []float64
+	mss        int
+	retrans    uint64
+	ping       topo.PingResult
+}
+
+// measureTCP measures TCP goodput hostA → hostB with whatever the
+// gateways run now: pings first (handshakes, and proof of a path), then
+// runs transfers of size bytes each. The wg and peers suites share it.
+func (n *wgNet) measureTCP(impl string, runs, pings int, size int64, seed uint64) (tcpRuns, error) {
+	var m tcpRuns
 	var err error
-	for range 3 { // the first packets may wait for a WireGuard handshake
-		if ping, err = topo.Ping(n.hostA, wgHostB, 3, 56, 20*time.Millisecond, time.Second); err == nil && ping.Received > 0 {
+	for range 3 { // the first packets may wait for a handshake
+		if m.ping, err = topo.Ping(n.hostA, wgHostB, pings, 56, 20*time.Millisecond, time.Second); err == nil && m.ping.Received > 0 {
 			break
 		}
 	}
 	if err != nil {
-		return res, fmt.Errorf("harness: ping through %s: %w", impl, err)
+		return m, fmt.Errorf("harness: ping through %s: %w", impl, err)
 	}
-	if ping.Received == 0 {
-		return res, fmt.Errorf("harness: no ping reply through %s", impl)
+	if m.ping.Received == 0 {
+		return m, fmt.Errorf("harness: no ping reply through %s", impl)
 	}
-	var gbps, secs []float64
-	var mss int
 	re0, err := tcpRetrans(n.hostA)
 	if err != nil {
-		return res, err
+		return m, err
 	}
 	// Generous bound: 50 Mbit/s at least.
-	timeout := 30*time.Second + time.Duration(r.bytes*8/50e6)*time.Second
-	for i := range r.runs {
+	timeout := 30*time.Second + time.Duration(size*8/50e6)*time.Second
+	for i := range runs {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		tr, err := topo.Transfer(ctx, n.hostB, netip.AddrPortFrom(wgHostB, wgTCPPort), n.hostA, r.bytes, r.cfg.Seed+uint64(i), nil)
+		tr, err := topo.Transfer(ctx, n.hostB, netip.AddrPortFrom(wgHostB, wgTCPPort), n.hostA, size, seed+uint64(i), nil)
 		cancel()
 		if err != nil {
-			return res, fmt.Errorf("harness: TCP through %s: %w", impl, err)
+			return m, fmt.Errorf("harness: TCP through %s: %w", impl, err)
 		}
-		gbps = append(gbps, tr.Gbps())
-		secs = append(secs, tr.Duration.Seconds())
-		mss = tr.ClientMSS
+		m.gbps = append(m.gbps, tr.Gbps())
+		m.secs = append(m.secs, tr.Duration.Seconds())
+		m.mss = tr.ClientMSS
 	}
 	re1, err := tcpRetrans(n.hostA)
 	if err != nil {
+		return m, err
+	}
+	m.retrans = re1 - re0
+	return m, nil
+}
+
+// add records m in res: the median goodput and the rest.
+func (m tcpRuns) add(res *Result, size int64) float64 {
+	g := median(m.gbps)
+	res.add("retransmits", float64(m.retrans), UnitPackets)
+	res.add("Gbps", g, UnitGbps)
+	res.add("min-Gbps", slices.Min(m.gbps), UnitGbps)
+	res.add("max-Gbps", slices.Max(m.gbps), UnitGbps)
+	res.add("seconds", median(m.secs), UnitSeconds)
+	res.add("bytes", float64(size), UnitBytes)
+	res.add("runs", float64(len(m.gbps)), "")
+	res.add("mss", float64(m.mss), UnitBytes)
+	res.add("ping-ms", avgMs(m.ping.RTTs), "ms")
+	return g
+}
+
+// tcp measures TCP goodput hostA → hostB with whatever the gateways run
+// now (measureTCP, 3 pings first); the median is reported.
+func (r *wgRun) tcp(impl, tr, variant string) (Result, error) {
+	res := Result{Suite: "wg", Kind: KindWG, Impl: impl, Transform: tr, Traffic: "tcp", Size: wgInnerMT, Op: variant}
+	m, err := r.net.measureTCP(impl, r.runs, 3, r.bytes, r.cfg.Seed)
+	if err != nil {
 		return res, err
 	}
-	g := median(gbps)
-	res.add("retransmits", float64(re1-re0), UnitPackets)
-	res.add("Gbps", g, UnitGbps)
-	res.add("min-Gbps", slices.Min(gbps), UnitGbps)
-	res.add("max-Gbps", slices.Max(gbps), UnitGbps)
-	res.add("seconds", median(secs), UnitSeconds)
-	res.add("bytes", float64(r.bytes), UnitBytes)
-	res.add("runs", float64(r.runs), "")
-	res.add("mss", float64(mss), UnitBytes)
-	res.add("ping-ms", avgMs(ping.RTTs), "ms")
+	g := m.add(&res, r.bytes)
 	r.gbps[impl+"/"+tr+"/"+variant] = g
 	// Against wireguard-go's better configuration.
 	if wg := max(r.gbps["wireguard-go//"+wgNoOffload], r.gbps["wireguard-go//"+wgOffload]); strings.HasPrefix(impl, "espxdp") && wg > 0 {
