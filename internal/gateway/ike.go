@@ -430,6 +430,11 @@ func (p *ikePeer) initiate() error {
 	p.log.Info("ike: initiating", "remote", p.conf.Remote.String())
 	s, err := p.ep.Initiate(ctx, netip.AddrPortFrom(p.conf.Remote, 500))
 	if err != nil {
+		select {
+		case <-p.stop:
+			return err // the peer is being removed: not a failure
+		default:
+		}
 		p.mu.Lock()
 		p.lastErr = err.Error()
 		p.mu.Unlock()
