@@ -145,6 +145,12 @@ func (k *keys) wipe() {
 func deriveKeys(s suite, ni, nr, gir []byte, spii, spir uint64) *keys {
 	seed := s.prf.sum(append(append([]byte(nil), ni...), nr...), gir)
 	defer clear(seed)
+	return expandKeys(s, seed, ni, nr, spii, spir)
+}
+
+// expandKeys computes {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi |
+// SK_pr} = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr).
+func expandKeys(s suite, seed, ni, nr []byte, spii, spir uint64) *keys {
 	var spis [16]byte
 	binary.BigEndian.PutUint64(spis[:], spii)
 	binary.BigEndian.PutUint64(spis[8:], spir)

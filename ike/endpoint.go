@@ -122,7 +122,42 @@ type Config struct {
 	// established: IKE_AUTH completed (before OnChild for its first
 	// child) or it replaced its predecessor in an IKE SA rekey.
 	OnIKEUp func(s *IKESA)
+	// IKELifetime is the IKE SA's rekey time (RFC 7296 §2.18): each
+	// side rekeys its established IKE SAs after IKELifetime minus a
+	// random 0-10 % (so both sides rarely start at once). 0 means
+	// DefaultIKELifetime (4h, strongSwan's rekey_time); negative means
+	// never (the peer may still rekey).
+	IKELifetime time.Duration
+	// DPDDelay enables dead peer detection (RFC 7296 §2.4): when
+	// nothing arrived on an IKE SA for DPDDelay (nor, with
+	// InboundActivity, on its child SAs), an empty INFORMATIONAL is
+	// sent; when its retransmissions time out, the IKE SA is dead (see
+	// DPDAction). 0 disables it.
+	DPDDelay time.Duration
+	// DPDAction is what happens to an IKE SA whose peer stopped
+	// answering (DPD or any other exchange timing out): "clear" (the
+	// default: local state is deleted, OnChildDown for its children,
+	// OnIKEDown with an error wrapping ErrTimeout) or "restart" (clear,
+	// then, for IKE SAs made by Initiate, Initiate again to the same
+	// remote, retrying every max(DPDDelay, 1s) until it succeeds or the
+	// Endpoint is closed).
+	DPDAction string
+	// InboundActivity, when set, returns the last time traffic from the
+	// peer was accepted on the IKE SA's child SAs (e.g. from the SAs'
+	// counters); DPD then probes only when both the IKE SA and its
+	// children were idle for DPDDelay. Called without locks held.
+	InboundActivity func(s *IKESA) time.Time
+	// OnRemoteChanged is called (without locks held) when an
+	// established IKE SA follows its peer to a new address or port
+	// (RFC 7296 §2.23: an authenticated message from elsewhere while a
+	// NAT was detected); the embedder updates its child SAs' remote
+	// endpoint.
+	OnRemoteChanged func(s *IKESA, old, new netip.AddrPort)
 }
+
+// DefaultIKELifetime is the IKE SA rekey time when Config.IKELifetime
+// is 0.
+const DefaultIKELifetime = 4 * time.Hour
 
 // ChildSA is a negotiated child SA: the two sa.Configs to install.
 type ChildSA struct {
@@ -137,6 +172,9 @@ type ChildSA struct {
 	Transform string
 	// ESN tells whether extended sequence numbers were negotiated.
 	ESN bool
+	// PFS is the Diffie-Hellman group of the exchange that created the
+	// child (0: none; the first child, from IKE_AUTH, never has one).
+	PFS DHGroup
 	// IKE is the IKE SA that negotiated the child. After an IKE SA
 	// rekey the child belongs to the successor: Owner returns the
 	// current one.
@@ -144,6 +182,13 @@ type ChildSA struct {
 
 	owner   *IKESA    // current IKE SA (e.mu)
 	created time.Time // when it was established
+
+	// Rekey state (e.mu), RFC 7296 §2.8.
+	ni, nr    []byte   // nonces of the exchange that created it
+	succ      *ChildSA // its successor, once a rekey completed
+	ourRekey  bool     // our CREATE_CHILD_SA rekeying it is pending
+	peerSucc  *ChildSA // created answering the peer's rekey of it while ourRekey (a collision)
+	redundant bool     // lost a rekey collision: deleted by its initiator
 }
 
 // Owner returns the IKE SA the child currently belongs to (IKE, or its
@@ -178,7 +223,8 @@ type Stats struct {
 type Endpoint struct {
 	cfg      Config
 	ikeProps []Proposal
-	espProp  Proposal
+	espProp  Proposal // for CREATE_CHILD_SA: DH groups (PFS) included
+	espAuth  Proposal // for IKE_AUTH: without DH (RFC 7296 §1.2)
 	log      *slog.Logger
 	conn     net.PacketConn
 	natt     net.PacketConn
@@ -188,6 +234,10 @@ type Endpoint struct {
 	halfOpen int               // responder SAs in stateInitDone
 	cookies  cookieSecrets
 	closed   bool
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	bg     sync.WaitGroup // background rekeys and restarts; Close waits
 
 	received, sent, retransmits, malformed, dropped, authFailed atomic.Uint64
 	cookiesSent                                                 atomic.Uint64
@@ -238,7 +288,21 @@ func NewEndpoint(cfg Config, conn, natt net.PacketConn) (*Endpoint, error) {
 	if cfg.MaxIKESAs <= 0 {
 		cfg.MaxIKESAs = DefaultMaxIKESAs
 	}
+	if cfg.IKELifetime == 0 {
+		cfg.IKELifetime = DefaultIKELifetime
+	}
+	if cfg.DPDDelay < 0 {
+		return nil, errf(ErrConfig, "negative DPDDelay")
+	}
+	switch cfg.DPDAction {
+	case "":
+		cfg.DPDAction = "clear"
+	case "clear", "restart":
+	default:
+		return nil, errf(ErrConfig, "DPDAction %q (clear or restart)", cfg.DPDAction)
+	}
 	e := &Endpoint{cfg: cfg, conn: conn, natt: natt, sas: map[uint64]*IKESA{}, log: cfg.Logger}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -255,6 +319,7 @@ func NewEndpoint(cfg Config, conn, natt net.PacketConn) (*Endpoint, error) {
 		return nil, err
 	}
 	e.espProp.Num = 1
+	e.espAuth = stripDH(e.espProp)
 	return e, nil
 }
 
@@ -277,21 +342,23 @@ func (e *Endpoint) Serve() {
 	e.wg.Wait()
 }
 
-// Close closes the sockets and stops all timers; Serve returns.
+// Close closes the sockets, stops all timers and waits for background
+// rekeys and restarts to end; Serve returns. It reports nothing to the
+// callbacks of the IKE SAs it drops.
 func (e *Endpoint) Close() error {
 	e.mu.Lock()
 	e.closed = true
+	e.cancel()
 	for _, s := range e.sas {
 		s.stopLocked(ErrClosed)
-		if s.expiry != nil {
-			s.expiry.Stop()
-		}
+		s.stopTimers()
 	}
 	e.mu.Unlock()
 	err := e.conn.Close()
 	if e.natt != nil {
 		e.natt.Close()
 	}
+	e.bg.Wait()
 	return err
 }
 
@@ -428,6 +495,7 @@ const (
 	stateInitDone // responder: IKE_SA_INIT answered, waiting for IKE_AUTH
 	stateEstablished
 	stateDead
+	stateRekeyInit // initiator of an IKE SA rekey: CREATE_CHILD_SA sent
 )
 
 // setState moves s to state st (e.mu held), keeping e.halfOpen the
@@ -477,11 +545,21 @@ type IKESA struct {
 
 	remoteID    Identity  // the peer's authenticated identity
 	established time.Time // when IKE_AUTH (or the rekey creating it) completed
-	rekeying    bool      // an IKE SA rekey of this SA is under way
+	rekeying    bool      // our IKE SA rekey of this SA is under way
 	deleting    bool      // a Delete of this SA is under way
+	reported    bool      // reported to OnIKEUp (so OnIKEDown is due)
+	lastRecv    time.Time // last authenticated message from the peer
+	initiated   bool      // made by Initiate (or rekeyed from such an SA): DPDAction restart applies
+	origRemote  netip.AddrPort
+	successor   *IKESA // the IKE SA that took over the children (IKE SA rekey)
+	peerNew     *IKESA // created answering the peer's IKE SA rekey while ours was pending (collision)
+	redundant   bool   // lost an IKE SA rekey collision: deleted by its initiator
+	dpdTimer    *time.Timer
+	lifeTimer   *time.Timer
 }
 
 type request struct {
+	fin     chan struct{} // closed when the request is no longer pending
 	id      uint32
 	msg     []byte
 	tries   int
@@ -497,14 +575,21 @@ func (s *IKESA) Remote() netip.AddrPort {
 	return s.remote
 }
 
-// Child returns the established child SA, or nil.
+// Child returns the newest established child SA (of the successor,
+// after an IKE SA rekey), or nil.
 func (s *IKESA) Child() *ChildSA {
 	s.e.mu.Lock()
 	defer s.e.mu.Unlock()
-	if len(s.children) == 0 {
+	h := s.home()
+	for k := len(h.children) - 1; k >= 0; k-- {
+		if c := h.children[k]; c.succ == nil && !c.redundant {
+			return c
+		}
+	}
+	if len(h.children) == 0 {
 		return nil
 	}
-	return s.children[len(s.children)-1]
+	return h.children[len(h.children)-1]
 }
 
 // Established reports whether IKE_AUTH completed and the SA was not
@@ -581,7 +666,7 @@ func (s *IKESA) open(m *Message, raw []byte) error {
 // startRequest sends a request and arms retransmission. Called with
 // e.mu held.
 func (s *IKESA) startRequest(msg []byte, onReply func(*Message, []byte, netip.AddrPort, bool) []func()) *request {
-	r := &request{id: s.nextReq, msg: msg, onReply: onReply, result: make(chan error, 1)}
+	r := &request{id: s.nextReq, msg: msg, onReply: onReply, result: make(chan error, 1), fin: make(chan struct{})}
 	s.nextReq++
 	s.pending = r
 	s.e.send(msg, s.remote, s.natt)
@@ -620,6 +705,7 @@ func (s *IKESA) stopLocked(err error) {
 	if r := s.pending; r != nil {
 		r.timer.Stop()
 		s.pending = nil
+		close(r.fin)
 		r.result <- err
 	}
 }
@@ -633,9 +719,7 @@ func (s *IKESA) dieLocked(err error) []func() {
 	}
 	s.setState(stateDead)
 	s.err = err
-	if s.expiry != nil {
-		s.expiry.Stop()
-	}
+	s.stopTimers()
 	delete(s.e.sas, s.ourSPI())
 	if s.keys != nil {
 		s.keys.wipe()
@@ -652,17 +736,31 @@ func (s *IKESA) dieLocked(err error) []func() {
 		s.e.cfg.SAD.ReleaseSPI(binary.BigEndian.Uint32(s.childSP))
 	}
 	s.children = nil
-	// Invariant (TestIKEDownProperty): every IKE SA reported to OnIKEUp
-	// is reported to OnIKEDown exactly once (state moves to stateDead
+	// An IKE SA created answering the peer's colliding rekey, not taken
+	// over, goes with its predecessor.
+	if p := s.peerNew; p != nil && s.successor != p && !p.redundant {
+		after = append(after, p.dieLocked(err)...)
+	}
+	// Invariant (TestRekeyProperty): every IKE SA reported to OnIKEUp is
+	// reported to OnIKEDown exactly once (state moves to stateDead
 	// once), after OnChildDown for its children.
-	if f := s.e.cfg.OnIKEDown; f != nil && !s.established.IsZero() {
+	if f := s.e.cfg.OnIKEDown; f != nil && s.reported {
 		after = append(after, func() { f(s, err) })
+	}
+	if errors.Is(err, ErrTimeout) && s.reported && s.initiated && s.e.cfg.DPDAction == "restart" && !s.e.closed {
+		s.e.bg.Add(1)
+		remote := s.origRemote
+		after = append(after, func() { go s.e.restart(remote) })
 	}
 	return after
 }
 
-// upAfter returns the after-function reporting s to OnIKEUp.
+// upAfter marks s established for the callbacks and timers and returns
+// the after-function reporting it to OnIKEUp (e.mu held).
 func (s *IKESA) upAfter() []func() {
+	s.reported = true
+	s.lastRecv = time.Now()
+	s.startTimers()
 	if f := s.e.cfg.OnIKEUp; f != nil {
 		return []func(){func() { f(s) }}
 	}
@@ -684,16 +782,22 @@ func (s *IKESA) handle(m *Message, raw []byte, from netip.AddrPort, natt bool) [
 			s.e.dropped.Add(1)
 			return nil
 		}
+		var after []func()
 		if m.Exchange != IKESAInit {
 			if err := s.open(m, raw); err != nil {
 				s.e.malformed.Add(1)
 				s.e.log.Debug("ike: response refused", "peer", from, "err", err)
 				return nil
 			}
+			s.lastRecv = time.Now()
+			if m.Exchange != IKEAuth {
+				after = s.follow(from, natt)
+			}
 		}
 		r.timer.Stop()
 		s.pending = nil
-		return r.onReply(m, raw, from, natt)
+		close(r.fin)
+		return append(after, r.onReply(m, raw, from, natt)...)
 	}
 	// A request from the peer.
 	if s.state == stateInitSent || s.keys == nil {
@@ -715,20 +819,42 @@ func (s *IKESA) handle(m *Message, raw []byte, from netip.AddrPort, natt bool) [
 		s.e.log.Debug("ike: request refused", "peer", from, "err", err)
 		return nil
 	}
-	if s.nat || natt {
-		// RFC 7296 §2.23: follow the peer's address of authenticated
-		// requests behind a NAT.
-		s.remote, s.natt = from, natt
-	}
+	s.lastRecv = time.Now()
+	after := s.follow(from, natt)
 	switch {
 	case m.Exchange == IKEAuth && !s.initiator && s.state == stateInitDone:
-		return s.responderAuth(m, from, natt)
+		return append(after, s.responderAuth(m, from, natt)...)
 	case m.Exchange == Informational && s.state == stateEstablished:
-		return s.informational(m)
+		return append(after, s.informational(m)...)
 	case m.Exchange == CreateChildSA && s.state == stateEstablished:
-		return s.respondCreateChild(m)
+		if isIKERekey(m) {
+			return append(after, s.respondRekeyIKE(m)...)
+		}
+		return append(after, s.respondCreateChild(m)...)
 	}
 	s.e.dropped.Add(1)
+	return after
+}
+
+// follow moves the IKE SA to the address of an authenticated message
+// from the peer when a NAT was detected (RFC 7296 §2.23); for an
+// established SA it logs it and returns the OnRemoteChanged call.
+func (s *IKESA) follow(from netip.AddrPort, natt bool) []func() {
+	if !s.nat && !natt {
+		return nil
+	}
+	old := s.remote
+	if old == from && s.natt == natt {
+		return nil
+	}
+	s.remote, s.natt = from, natt
+	if s.state != stateEstablished || old == from {
+		return nil
+	}
+	s.e.log.Info("ike: peer moved", "sa", s, "old", old, "new", from)
+	if f := s.e.cfg.OnRemoteChanged; f != nil {
+		return []func(){func() { f(s, old, from) }}
+	}
 	return nil
 }
 
@@ -758,7 +884,7 @@ func (s *IKESA) informational(m *Message) []func() {
 			deleteIKE = true
 		case ProtoESP:
 			for _, spi := range d.SPIs {
-				c := s.removeChild(spi)
+				c := s.home().removeChild(spi)
 				if c == nil {
 					continue
 				}
@@ -770,8 +896,12 @@ func (s *IKESA) informational(m *Message) []func() {
 	}
 	if deleteIKE {
 		s.respond(m, nil)
+		if s.successor != nil || s.redundant {
+			s.e.log.Info("ike: rekeyed IKE SA deleted by peer", "sa", s)
+			return append(after, s.dieLocked(errf(ErrRekeyed, "deleted by the peer after the rekey"))...)
+		}
 		s.e.log.Info("ike: IKE SA deleted by peer", "peer", s.remote)
-		return append(after, s.dieLocked(ErrClosed)...)
+		return append(after, s.dieLocked(errf(ErrClosed, "deleted by the peer"))...)
 	}
 	s.respond(m, reply)
 	return after
@@ -787,7 +917,7 @@ func (e *Endpoint) Initiate(ctx context.Context, remote netip.AddrPort) (*IKESA,
 		e.mu.Unlock()
 		return nil, ErrClosed
 	}
-	s := &IKESA{e: e, initiator: true, remote: remote, done: make(chan error, 1)}
+	s := &IKESA{e: e, initiator: true, remote: remote, done: make(chan error, 1), initiated: true, origRemote: remote}
 	s.spiI = e.newSPI()
 	e.sas[s.spiI] = s
 	d, _ := e.ikeProps[0].get(TransformDH)
@@ -1010,7 +1140,7 @@ func (s *IKESA) sendAuth() []func() {
 	s.childSP = spi
 	id := s.idPayload(false)
 	auth := pskAuth(s.suite.prf, e.cfg.PSK, s.initReq, s.nr, s.keys.pi, idBody(id))
-	prop := e.espProp
+	prop := e.espAuth
 	prop.SPI = spi
 	ps := []Payload{id}
 	if e.cfg.RemoteID.Type != 0 {
@@ -1081,7 +1211,7 @@ func (s *IKESA) onAuthResponse(m *Message, raw []byte, from netip.AddrPort, natt
 		return s.finish(errf(ErrMalformed, "IKE_AUTH response lacks SA or TS"))
 	}
 	chosen := sap.Proposals[0]
-	if chosen.Protocol != ProtoESP || len(chosen.SPI) != 4 || !acceptable([]Proposal{e.espProp}, chosen) {
+	if chosen.Protocol != ProtoESP || len(chosen.SPI) != 4 || !acceptable([]Proposal{e.espAuth}, chosen) {
 		return s.finish(errf(ErrNoProposalChosen, "responder chose an ESP proposal we did not offer"))
 	}
 	if !within(tsi.Selectors, e.cfg.LocalTS) || !within(tsr.Selectors, e.cfg.RemoteTS) {
@@ -1090,7 +1220,7 @@ func (s *IKESA) onAuthResponse(m *Message, raw []byte, from netip.AddrPort, natt
 	if m.Notify(UseTransportMode) != nil {
 		return s.finish(errf(ErrUnsupported, "transport mode"))
 	}
-	c, err := s.makeChild(chosen, s.childSP, s.ni, s.nr, true, tsi.Selectors, tsr.Selectors)
+	c, err := s.makeChild(chosen, s.childSP, s.ni, s.nr, nil, true, tsi.Selectors, tsr.Selectors)
 	if err != nil {
 		return s.finish(err)
 	}
@@ -1118,12 +1248,12 @@ func (s *IKESA) idOK(id *ID) bool {
 	return r.Type == 0 || (r.Type == id.IDType && string(r.Data) == string(id.Data))
 }
 
-// makeChild derives KEYMAT = prf+(SK_d, Ni | Nr) (RFC 7296 §2.17) and
-// builds the sa.Configs. ni, nr, tsi and tsr are the nonces and
+// makeChild derives KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr) (RFC
+// 7296 §2.17; gir is nil without PFS) and builds the sa.Configs. ni, nr, tsi and tsr are the nonces and
 // negotiated selectors of the exchange's initiator and responder; ini
 // tells whether we initiated the exchange (keys for the exchange
 // initiator's outbound direction come first). inSPI is our inbound SPI.
-func (s *IKESA) makeChild(chosen Proposal, inSPI, ni, nr []byte, ini bool, tsi, tsr []TrafficSelector) (*ChildSA, error) {
+func (s *IKESA) makeChild(chosen Proposal, inSPI, ni, nr, gir []byte, ini bool, tsi, tsr []TrafficSelector) (*ChildSA, error) {
 	name, err := espFromIKE(chosen)
 	if err != nil {
 		return nil, err
@@ -1137,7 +1267,9 @@ func (s *IKESA) makeChild(chosen Proposal, inSPI, ni, nr []byte, ini bool, tsi, 
 		esn = t.ID == ESNYes
 	}
 	n := 2 * (tr.KeyLen() + tr.AuthKeyLen())
-	km := s.suite.prf.plus(s.keys.d, append(append([]byte(nil), ni...), nr...), n)
+	seed := append(append(append([]byte(nil), gir...), ni...), nr...)
+	km := s.suite.prf.plus(s.keys.d, seed, n)
+	clear(seed)
 	take := func(l int) []byte {
 		if l == 0 {
 			return nil
@@ -1179,8 +1311,12 @@ func (s *IKESA) makeChild(chosen Proposal, inSPI, ni, nr []byte, ini bool, tsi, 
 	if out.SPI < 256 {
 		return nil, errf(ErrMalformed, "peer's ESP SPI %d is reserved", out.SPI)
 	}
+	var pfs DHGroup
+	if d, ok := chosen.get(TransformDH); ok {
+		pfs = DHGroup(d.ID)
+	}
 	return &ChildSA{ID: id, In: in, Out: out, LocalTS: local, RemoteTS: remote, Transform: tr.Name(), ESN: esn, IKE: s,
-		owner: s, created: time.Now()}, nil
+		PFS: pfs, owner: s, created: time.Now(), ni: ni, nr: nr}, nil
 }
 
 // responderInit answers an IKE_SA_INIT request (e.mu held).
@@ -1344,7 +1480,13 @@ func (s *IKESA) responderChild(m *Message) (*respChild, NotifyType) {
 	if m.Notify(UseTransportMode) != nil {
 		return nil, NoProposalChosen
 	}
-	chosen, ok := choose([]Proposal{e.espProp}, sap.Proposals)
+	// RFC 7296 §1.2: the child of IKE_AUTH uses the IKE SA's keys, no
+	// DH transform (a peer offering one has it ignored).
+	theirs := make([]Proposal, len(sap.Proposals))
+	for i, p := range sap.Proposals {
+		theirs[i] = stripDH(p)
+	}
+	chosen, ok := choose([]Proposal{e.espAuth}, theirs)
 	if !ok || len(chosen.SPI) != 4 {
 		return nil, NoProposalChosen
 	}
@@ -1358,7 +1500,7 @@ func (s *IKESA) responderChild(m *Message) (*respChild, NotifyType) {
 		return nil, TemporaryFailure
 	}
 	s.childSP = spi
-	c, err := s.makeChild(chosen, spi, s.ni, s.nr, false, ni, nr)
+	c, err := s.makeChild(chosen, spi, s.ni, s.nr, nil, false, ni, nr)
 	if err != nil {
 		return nil, NoProposalChosen
 	}
@@ -1371,13 +1513,20 @@ func (s *IKESA) responderChild(m *Message) (*respChild, NotifyType) {
 func (s *IKESA) request(ctx context.Context, x ExchangeType, ps []Payload, onReply func(*Message) []func()) error {
 	e := s.e
 	e.mu.Lock()
+	// Window of one: wait for our pending exchange to end.
+	for s.pending != nil && s.state == stateEstablished {
+		fin := s.pending.fin
+		e.mu.Unlock()
+		select {
+		case <-fin:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		e.mu.Lock()
+	}
 	if s.state != stateEstablished {
 		e.mu.Unlock()
 		return errf(ErrClosed, "IKE SA not established")
-	}
-	if s.pending != nil {
-		e.mu.Unlock()
-		return errf(ErrConfig, "another exchange is in progress")
 	}
 	b, err := s.seal(s.header(x, s.nextReq, false), ps)
 	if err != nil {
@@ -1401,7 +1550,9 @@ func (s *IKESA) request(ctx context.Context, x ExchangeType, ps []Payload, onRep
 		return err
 	case <-ctx.Done():
 		e.mu.Lock()
-		s.stopLocked(ctx.Err())
+		if s.pending == r {
+			s.stopLocked(ctx.Err())
+		}
 		e.mu.Unlock()
 		return ctx.Err()
 	}
@@ -1416,9 +1567,17 @@ func (s *IKESA) Ping(ctx context.Context) error {
 // Delete deletes the IKE SA (and so its child) with an INFORMATIONAL
 // exchange; the SA is gone locally even if the peer does not answer.
 func (s *IKESA) Delete(ctx context.Context) error {
+	return s.deleteIKE(ctx, errf(ErrClosed, "deleted locally"))
+}
+
+// deleteIKE sends the Delete of the IKE SA and removes it with reason.
+func (s *IKESA) deleteIKE(ctx context.Context, reason error) error {
+	s.e.mu.Lock()
+	s.deleting = true
+	s.e.mu.Unlock()
 	err := s.request(ctx, Informational, []Payload{&Delete{Proto: ProtoIKE}}, nil)
 	s.e.mu.Lock()
-	after := s.dieLocked(ErrClosed)
+	after := s.dieLocked(reason)
 	s.e.mu.Unlock()
 	for _, f := range after {
 		f()

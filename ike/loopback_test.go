@@ -59,8 +59,12 @@ func newSideConn(t *testing.T, cfg Config, conn, natt net.PacketConn) *side {
 	t.Helper()
 	s := &side{sad: sa.NewSAD(sa.SADOptions{}), conn: conn, natt: natt, children: make(chan *ChildSA, 4), down: make(chan *ChildSA, 4)}
 	cfg.SAD = s.sad
-	cfg.OnChild = func(c *ChildSA) { s.children <- c }
-	cfg.OnChildDown = func(c *ChildSA) { s.down <- c }
+	if cfg.OnChild == nil {
+		cfg.OnChild = func(c *ChildSA) { s.children <- c }
+	}
+	if cfg.OnChildDown == nil {
+		cfg.OnChildDown = func(c *ChildSA) { s.down <- c }
+	}
 	s.ikeUp, s.ikeDown = make(chan *IKESA, 16), make(chan ikeDownEv, 16)
 	if cfg.OnIKEUp == nil {
 		cfg.OnIKEUp = func(x *IKESA) {

@@ -3,6 +3,7 @@ package ike
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/espxdp/espxdp/esp"
@@ -253,12 +254,33 @@ func encrToken(tok string) (Transform, bool, bool) {
 }
 
 // ESPProposal builds an ESP proposal from esp.ParseTransform names
-// (aesNNNgcm16, aesNNN-sha256/384/512); esn selects the ESN transforms
-// offered: "yes", "no" or "both".
+// (aesNNNgcm16, aesNNN-sha256/384/512), each optionally followed by DH
+// groups the strongSwan way ("aes128gcm16-x25519",
+// "aes256-sha256-modp2048"): with groups, child SA rekeys use PFS (the
+// groups of all names are offered together); esn selects the ESN
+// transforms offered: "yes", "no" or "both".
 func ESPProposal(names []string, esn string) (Proposal, error) {
 	p := Proposal{Protocol: ProtoESP}
 	seenInteg := map[uint16]bool{}
+	var groups []Transform
 	for _, n := range names {
+		// strongSwan notation: DH groups (PFS in CREATE_CHILD_SA) follow
+		// the ESP transform: "aes128gcm16-x25519".
+		toks := strings.Split(strings.ToLower(strings.TrimSpace(n)), "-")
+		k := len(toks)
+		for k > 1 {
+			if _, ok := dhByName[toks[k-1]]; !ok {
+				break
+			}
+			k--
+		}
+		for _, tok := range toks[k:] {
+			t := Transform{Type: TransformDH, ID: uint16(dhByName[tok])}
+			if !slices.Contains(groups, t) {
+				groups = append(groups, t)
+			}
+		}
+		n = strings.Join(toks[:k], "-")
 		tr, err := esp.ParseTransform(n)
 		if err != nil {
 			return Proposal{}, fmt.Errorf("%w: %w", ErrConfig, err)
@@ -273,6 +295,7 @@ func ESPProposal(names []string, esn string) (Proposal, error) {
 			p.Transforms = append(p.Transforms, i)
 		}
 	}
+	p.Transforms = append(p.Transforms, groups...)
 	switch esn {
 	case "", "no":
 		p.Transforms = append(p.Transforms, Transform{Type: TransformESN, ID: ESNNo})
@@ -471,4 +494,25 @@ func acceptable(ours []Proposal, r Proposal) bool {
 		}
 	}
 	return false
+}
+
+// stripDH returns p without DH transforms (the child SA of IKE_AUTH,
+// RFC 7296 §1.2).
+func stripDH(p Proposal) Proposal {
+	q := p
+	q.Transforms = nil
+	for _, t := range p.Transforms {
+		if t.Type != TransformDH {
+			q.Transforms = append(q.Transforms, t)
+		}
+	}
+	return q
+}
+
+// dhOf returns the first DH group of p (0: none).
+func dhOf(p Proposal) DHGroup {
+	if t, ok := p.get(TransformDH); ok {
+		return DHGroup(t.ID)
+	}
+	return 0
 }

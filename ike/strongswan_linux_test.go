@@ -54,6 +54,12 @@ type swan struct {
 
 func startCharon(t *testing.T, ns *netns.NS, psk string) *swan {
 	t.Helper()
+	return startCharonESP(t, ns, psk, "aes128gcm16")
+}
+
+// startCharonESP is startCharon with the child's esp_proposals.
+func startCharonESP(t *testing.T, ns *netns.NS, psk, espProposals string) *swan {
+	t.Helper()
 	swanctl := testenv.RequireCommand(t, "swanctl")
 	testenv.RequireCommand(t, charonPath)
 	dir := t.TempDir()
@@ -96,7 +102,7 @@ func startCharon(t *testing.T, ns *netns.NS, psk string) *swan {
       net {
         local_ts = %s/32
         remote_ts = 10.77.2.0/24
-        esp_proposals = aes128gcm16
+        esp_proposals = %s
         start_action = none
       }
     }
@@ -109,7 +115,7 @@ secrets {
     secret = "%s"
   }
 }
-`, ssOuter, goOuter, ssInner, psk))
+`, ssOuter, goOuter, ssInner, espProposals, psk))
 	// A private /run for this charon (its pid file), its own config.
 	cmd := exec.Command("ip", "netns", "exec", ns.Name, "unshare", "-m", "sh", "-c",
 		`mount --bind "$1" /run && exec "$2"`, "sh", dir+"/run", charonPath)
@@ -499,4 +505,199 @@ func TestStrongSwanRekey(t *testing.T) {
 		t.Fatal("old child still installed after our rekey")
 	}
 	checkTraffic(t, ss, g)
+}
+
+// ikeEvents records OnIKEUp and OnIKEDown of a goSide.
+type ikeEvents struct {
+	up   chan *IKESA
+	down chan ikeDownEv
+}
+
+func (ev *ikeEvents) config(c *Config) {
+	ev.up, ev.down = make(chan *IKESA, 8), make(chan ikeDownEv, 8)
+	c.OnIKEUp = func(s *IKESA) { ev.up <- s }
+	c.OnIKEDown = func(s *IKESA, err error) { ev.down <- ikeDownEv{s, err} }
+}
+
+func (ev *ikeEvents) waitUp(t *testing.T) *IKESA {
+	t.Helper()
+	select {
+	case s := <-ev.up:
+		return s
+	case <-time.After(15 * time.Second):
+		t.Fatal("no OnIKEUp")
+		return nil
+	}
+}
+
+func (ev *ikeEvents) waitDown(t *testing.T, d time.Duration) ikeDownEv {
+	t.Helper()
+	select {
+	case e := <-ev.down:
+		return e
+	case <-time.After(d):
+		t.Fatal("no OnIKEDown")
+		return ikeDownEv{}
+	}
+}
+
+// ssHasIKESPI tells whether strongSwan lists an ESTABLISHED IKE SA with
+// our SPI (as its initiator or responder SPI).
+func ssHasIKESPI(ss *swan, in IKESAInfo) bool {
+	out, _ := ss.swanctl(5*time.Second, "--list-sas")
+	return strings.Contains(out, fmt.Sprintf("%016x_i", in.SPIi)) && strings.Contains(out, fmt.Sprintf("%016x_r", in.SPIr)) &&
+		strings.Contains(out, "ESTABLISHED")
+}
+
+// TestStrongSwanRekeyIKE: strongSwan rekeys the IKE SA with us, then
+// we rekey it with strongSwan; the child moves along (traffic flows, no
+// OnChildDown), both sides list the same new IKE SA, and a child rekey
+// on the new SA (its SK_d) works.
+func TestStrongSwanRekeyIKE(t *testing.T) {
+	ssNS, goNS := interopNets(t)
+	var ev ikeEvents
+	g := startGoCfg(t, goNS, interopPSK, ev.config)
+	ss := startCharon(t, ssNS, interopPSK)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first, err := g.ep.Initiate(ctx, netip.AddrPortFrom(ssOuter, 500))
+	if err != nil {
+		t.Fatalf("Initiate: %v", err)
+	}
+	waitUp(t, g)
+	ev.waitUp(t)
+	child := g.current()
+	checkTraffic(t, ss, g)
+
+	// strongSwan rekeys.
+	if out, err := ss.swanctl(20*time.Second, "--rekey", "--ike", "gw"); err != nil {
+		t.Fatalf("swanctl --rekey --ike: %v\n%s", err, out)
+	}
+	second := ev.waitUp(t)
+	if d := ev.waitDown(t, 15*time.Second); d.s != first || !errors.Is(d.err, ErrRekeyed) {
+		t.Fatalf("OnIKEDown(%v, %v)", d.s, d.err)
+	}
+	if in := second.Info(); in.Initiator || len(in.Children) != 1 || in.Children[0].ID != child.ID || !ssHasIKESPI(ss, in) {
+		t.Fatalf("after strongSwan's IKE SA rekey: %+v", in)
+	}
+	if g.current() != child || len(g.sad.Child(child.ID)) == 0 {
+		t.Fatal("the child changed or went down")
+	}
+	checkTraffic(t, ss, g)
+	if err := second.Ping(ctx); err != nil {
+		t.Fatalf("Ping on the rekeyed SA: %v", err)
+	}
+
+	// We rekey.
+	third, err := second.RekeyIKE(ctx)
+	if err != nil {
+		t.Fatalf("RekeyIKE: %v", err)
+	}
+	if up := ev.waitUp(t); up != third {
+		t.Fatal("OnIKEUp for another SA")
+	}
+	if d := ev.waitDown(t, 15*time.Second); d.s != second || !errors.Is(d.err, ErrRekeyed) {
+		t.Fatalf("OnIKEDown(%v, %v)", d.s, d.err)
+	}
+	in := third.Info()
+	if !in.Initiator || len(in.Children) != 1 || !netns.WaitFor(5*time.Second, func() bool { return ssHasIKESPI(ss, in) }) {
+		t.Fatalf("after our IKE SA rekey: %+v", in)
+	}
+	checkTraffic(t, ss, g)
+	// The new SA's SK_d keys a child rekey strongSwan accepts.
+	if _, err := third.RekeyChild(ctx); err != nil {
+		t.Fatalf("RekeyChild on the rekeyed IKE SA: %v", err)
+	}
+	waitUp(t, g)
+	checkTraffic(t, ss, g)
+	if !netns.WaitFor(5*time.Second, func() bool {
+		out, _ := ss.swanctl(5*time.Second, "--list-sas")
+		return strings.Count(out, "ESTABLISHED") == 1
+	}) {
+		t.Fatal("strongSwan keeps more than one IKE SA")
+	}
+}
+
+// TestStrongSwanRekeyPFS: child rekeys with PFS (x25519) started by
+// each side: KE payloads in CREATE_CHILD_SA, KEYMAT with g^ir.
+func TestStrongSwanRekeyPFS(t *testing.T) {
+	ssNS, goNS := interopNets(t)
+	g := startGoCfg(t, goNS, interopPSK, func(c *Config) { c.ESPTransforms = []string{"aes128gcm16-x25519"} })
+	ss := startCharonESP(t, ssNS, interopPSK, "aes128gcm16-x25519")
+	if out, err := ss.swanctl(20*time.Second, "--initiate", "--child", "net", "--timeout", "15"); err != nil {
+		t.Fatalf("swanctl --initiate: %v\n%s", err, out)
+	}
+	waitUp(t, g)
+	first := g.current()
+	if first.PFS != 0 {
+		t.Fatal("the IKE_AUTH child has a DH group")
+	}
+	checkTraffic(t, ss, g)
+	if out, err := ss.swanctl(20*time.Second, "--rekey", "--child", "net"); err != nil {
+		t.Fatalf("swanctl --rekey: %v\n%s", err, out)
+	}
+	waitUp(t, g)
+	second := g.current()
+	if second.PFS != Curve25519 {
+		t.Fatalf("strongSwan's rekey: PFS %v, want x25519", second.PFS)
+	}
+	checkTraffic(t, ss, g)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	third, err := second.Owner().RekeyChild(ctx)
+	if err != nil {
+		t.Fatalf("RekeyChild: %v", err)
+	}
+	waitUp(t, g)
+	if third.PFS != Curve25519 || g.current() != third {
+		t.Fatalf("our rekey: PFS %v", third.PFS)
+	}
+	checkTraffic(t, ss, g)
+	if out, _ := ss.swanctl(5*time.Second, "--list-sas"); !strings.Contains(out, "CURVE_25519") {
+		t.Fatalf("strongSwan does not show the DH group on the child:\n%s", out)
+	}
+}
+
+// TestStrongSwanDPD: charon is killed; with DPDDelay 1s our side probes,
+// times out and reports the IKE SA down within a bounded time.
+func TestStrongSwanDPD(t *testing.T) {
+	ssNS, goNS := interopNets(t)
+	var ev ikeEvents
+	downs := make(chan *ChildSA, 4)
+	g := startGoCfg(t, goNS, interopPSK, func(c *Config) {
+		ev.config(c)
+		c.DPDDelay, c.Retransmit, c.Retries = time.Second, 200*time.Millisecond, 3
+		prev := c.OnChildDown
+		c.OnChildDown = func(ch *ChildSA) { prev(ch); downs <- ch }
+	})
+	ss := startCharon(t, ssNS, interopPSK)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ike, err := g.ep.Initiate(ctx, netip.AddrPortFrom(ssOuter, 500))
+	if err != nil {
+		t.Fatalf("Initiate: %v", err)
+	}
+	waitUp(t, g)
+	ev.waitUp(t)
+	// Alive: DPD probes are answered for a few delays.
+	time.Sleep(2500 * time.Millisecond)
+	if !ike.Established() {
+		t.Fatal("DPD killed the SA of a live peer")
+	}
+	ss.cmd.Process.Kill()
+	<-ss.done
+	start := time.Now()
+	d := ev.waitDown(t, 15*time.Second)
+	if d.s != ike || !errors.Is(d.err, ErrTimeout) {
+		t.Fatalf("OnIKEDown(%v, %v)", d.s, d.err)
+	}
+	t.Logf("dead peer detected %v after the kill", time.Since(start))
+	select {
+	case <-downs:
+	default:
+		t.Fatal("OnChildDown did not precede OnIKEDown")
+	}
+	if len(g.ep.IKESAs()) != 0 {
+		t.Fatal("the dead IKE SA is still listed")
+	}
 }
