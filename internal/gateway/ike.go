@@ -247,14 +247,27 @@ func (gw *Gateway) addPeer(pc *config.Peer) error {
 		OnChildDown: p.onChildDown,
 		OnIKEUp:     p.established,
 		OnIKEDown:   p.onIKEDown,
-		OnESP:       func([]byte, netip.AddrPort) { gw.ikeESP.Add(1) },
-		ForceEncap:  pc.Encap,
-		Retransmit:  pc.RetransmitTimeout,
-		Retries:     pc.RetransmitTries,
-		Logger:      p.log,
+		// Dead peer detection is the ike package's (probes only when
+		// the IKE SA and its children were idle for dpd_delay); what
+		// follows a dead peer is the manager's (onIKEDown).
+		DPDAction:       "clear",
+		InboundActivity: p.inboundActivity,
+		OnRemoteChanged: p.remoteChanged,
+		OnESP:           func([]byte, netip.AddrPort) { gw.ikeESP.Add(1) },
+		ForceEncap:      pc.Encap,
+		Retransmit:      pc.RetransmitTimeout,
+		Retries:         pc.RetransmitTries,
+		Logger:          p.log,
 	}
 	if pc.RemoteID != "" {
 		ic.RemoteID = config.Identity(pc.RemoteID, netip.Addr{})
+	}
+	if pc.DPDAction != "none" {
+		ic.DPDDelay = pc.DPDDelay
+	}
+	ic.IKELifetime = pc.IKERekeyTime
+	if ic.IKELifetime == 0 {
+		ic.IKELifetime = -1 // ike_rekey_time: 0 is never
 	}
 	p.ep, err = ike.NewEndpoint(ic, s.wIKE, s.wNATT) // keeps ic.PSK, a copy
 	pc.PSK.Wipe()                                    // p.sum was computed before
@@ -343,12 +356,6 @@ func (p *ikePeer) run() {
 	backoff := time.Second
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	var dpd <-chan time.Time
-	if p.conf.DPDDelay > 0 && p.conf.DPDAction != "none" {
-		t := time.NewTicker(p.conf.DPDDelay)
-		defer t.Stop()
-		dpd = t.C
-	}
 	auto := p.conf.StartAction == "start"
 	nextTry := time.Now()
 	for {
@@ -372,43 +379,7 @@ func (p *ikePeer) run() {
 		case <-p.kick:
 			nextTry = time.Now()
 		case <-tick.C:
-		case <-dpd:
-			if live {
-				p.checkLiveness(cur)
-			}
 		}
-	}
-}
-
-// checkLiveness sends a liveness check; when the peer does not answer
-// the ike package removes the IKE SA (and its children), and
-// dpd_action decides whether the manager initiates again.
-func (p *ikePeer) checkLiveness(s *ike.IKESA) {
-	timeout := p.conf.RetransmitTimeout * (1 << (p.conf.RetransmitTries + 1))
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	err := s.Ping(ctx)
-	if err == nil || !errors.Is(err, ike.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-		return
-	}
-	p.gw.ikeDPDDead.Add(1)
-	p.log.Warn("ike: dead peer detected (no answer to liveness checks)", "ike_sa", s.String(), "dpd_action", p.conf.DPDAction)
-	if errors.Is(err, context.DeadlineExceeded) {
-		dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
-		s.Delete(dctx)
-		dcancel()
-	}
-	if p.conf.DPDAction == "restart" && !p.conf.Responder() {
-		select {
-		case p.kick <- struct{}{}:
-		default:
-		}
-	} else {
-		p.mu.Lock()
-		if p.conf.StartAction == "start" {
-			p.held = true // clear: stay down until ike initiate
-		}
-		p.mu.Unlock()
 	}
 }
 
@@ -652,12 +623,55 @@ func (p *ikePeer) onIKEDown(s *ike.IKESA, err error) {
 		p.log.Info("ike: IKE SA rekeyed", "old", s.String())
 		return
 	}
-	p.log.Info("ike: IKE SA down", "ike_sa", s.String(), "reason", err)
 	p.up.Store(false)
+	if errors.Is(err, ike.ErrTimeout) {
+		// Invariant: a dead peer is reported once per IKE SA, and only
+		// dpd_action restart initiates again after it.
+		p.gw.ikeDPDDead.Add(1)
+		p.log.Warn("ike: dead peer detected (no answer to liveness checks or requests)", "ike_sa", s.String(), "dpd_action", p.conf.DPDAction)
+		if p.conf.DPDAction != "restart" {
+			p.mu.Lock()
+			p.held = true // clear: stay down until ike initiate
+			p.mu.Unlock()
+			return
+		}
+	} else {
+		p.log.Info("ike: IKE SA down", "ike_sa", s.String(), "reason", err)
+	}
 	select {
 	case p.kick <- struct{}{}:
 	default:
 	}
+}
+
+// inboundActivity is the last time a child SA of s accepted a packet
+// (ike.Config.InboundActivity: no liveness check while traffic flows).
+func (p *ikePeer) inboundActivity(s *ike.IKESA) time.Time {
+	p.mu.Lock()
+	var ids []sa.ChildID
+	for _, c := range p.children {
+		if c.owner() == s {
+			ids = append(ids, c.id)
+		}
+	}
+	p.mu.Unlock()
+	return p.gw.lastInbound(ids)
+}
+
+// remoteChanged moves the outbound SAs of s's children to the peer's
+// new address (ike.Config.OnRemoteChanged, RFC 7296 §2.23), in place:
+// sequence numbers and counters are kept.
+func (p *ikePeer) remoteChanged(s *ike.IKESA, old, new netip.AddrPort) {
+	p.mu.Lock()
+	var ids []sa.ChildID
+	for _, c := range p.children {
+		if c.owner() == s {
+			ids = append(ids, c.id)
+		}
+	}
+	p.mu.Unlock()
+	p.log.Warn("ike: peer moved", "ike_sa", s.String(), "from", old.String(), "to", new.String())
+	p.gw.moveChildren(ids, new)
 }
 
 // childConfig converts one direction of a negotiated child SA to the
@@ -739,6 +753,52 @@ func (gw *Gateway) addIKEChild(cs []*config.SA, tunnel string, owner *ikeOwner) 
 		return ErrClosed
 	}
 	return gw.addSAsLocked(cs, tunnel, owner)
+}
+
+// lastInbound is when an inbound SA of the children last carried a
+// packet.
+func (gw *Gateway) lastInbound(ids []sa.ChildID) time.Time {
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	var last time.Time
+	for k, e := range gw.sas {
+		if k.dir == sa.In && e.owner != nil && slices.Contains(ids, e.owner.child) {
+			if t := e.sa.LastUsed(); t.After(last) {
+				last = t
+			}
+		}
+	}
+	return last
+}
+
+// moveChildren moves the outbound SAs of the children to ep in place
+// (SA.Update; the same *sa.SA, so no sequence number is sent twice).
+func (gw *Gateway) moveChildren(ids []sa.ChildID, ep netip.AddrPort) {
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	for i, k := range slices.Clone(gw.order) {
+		e := gw.sas[k]
+		if k.dir != sa.Out || e.owner == nil || !slices.Contains(ids, e.owner.child) {
+			continue
+		}
+		nc := *e.conf
+		nc.Remote = ep.Addr()
+		ch := sa.Changes{Remote: &nc.Remote}
+		if nc.Encap == config.EncapUDP {
+			nc.RemotePort = ep.Port()
+			ch.RemotePort = &nc.RemotePort
+		}
+		if err := e.sa.Update(ch); err != nil {
+			gw.log.Warn("ike: outbound SA not moved to the peer's new address", "sa", e.conf.Name, "to", ep.String(), "err", err)
+			continue
+		}
+		nk := keyOf(&nc)
+		e.conf = &nc
+		delete(gw.sas, k)
+		gw.sas[nk] = e
+		gw.order[i] = nk
+		gw.log.Warn("outbound SA moved to the peer's new address", "sa", nc.Name, "to", ep.String())
+	}
 }
 
 // setPrimary makes child id the one the peer's tunnel sends on (0: none).
