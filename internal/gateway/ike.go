@@ -565,14 +565,14 @@ func (p *ikePeer) rekey(id sa.ChildID) {
 			ch = c
 		}
 	}
-	if ch == nil || ch.retiring || ch.rekeying || !ch.ikeSA.Established() {
+	if ch == nil || ch.retiring || ch.rekeying || !ch.owner().Established() {
 		p.mu.Unlock()
 		return
 	}
 	// The ike package rekeys the newest child of the IKE SA: rekey only
 	// that one (an older child is about to be deleted anyway).
 	for _, c := range p.children {
-		if c.ikeSA == ch.ikeSA && c.added.After(ch.added) {
+		if c.owner() == ch.owner() && c.added.After(ch.added) {
 			p.mu.Unlock()
 			return
 		}
@@ -583,7 +583,7 @@ func (p *ikePeer) rekey(id sa.ChildID) {
 		timeout := p.conf.RetransmitTimeout * (1 << (p.conf.RetransmitTries + 1))
 		for try := 0; try < 3; try++ {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			n, err := ch.ikeSA.RekeyChild(ctx)
+			n, err := ch.owner().RekeyChild(ctx) // the IKE SA that owns it now
 			cancel()
 			if err == nil {
 				p.gw.ikeRekeys.Add(1)
@@ -591,7 +591,7 @@ func (p *ikePeer) rekey(id sa.ChildID) {
 				return
 			}
 			p.log.Warn("ike: child SA rekey failed", "child", uint64(id), "err", err, "try", try+1)
-			if !ch.ikeSA.Established() {
+			if !ch.owner().Established() {
 				break
 			}
 			select {

@@ -228,16 +228,21 @@ func TestIKEGatewayPair(t *testing.T) {
 }
 
 // TestIKERekeyUnderTraffic rekeys the child SA every few seconds (A's
-// rekey_time 3s) while pings flow every 20ms: not one is lost
-// (make-before-break on both sides), the tunnel's child changes, and
-// retired children are deleted.
+// rekey_time 3s, with PFS) and the IKE SA (ike_rekey_time 5s) while
+// pings flow every 20ms: not one is lost (make-before-break on both
+// sides), the tunnel's child and the IKE SA change, and retired
+// children are deleted.
 func TestIKERekeyUnderTraffic(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	a, b := buildTopology(t)
-	p := ikeParams{psk: "0x00112233445566778899aabbccddeeff"}
+	// PFS in the child rekeys (x25519); B never rekeys, A rekeys the
+	// children every ~3 s and the IKE SA every ~5 s.
+	p := ikeParams{psk: "0x00112233445566778899aabbccddeeff", extra: "    esp_proposals: [aes128gcm16-x25519]\n    ike_rekey_time: 0\n"}
 	startGateway(t, b, ikeGatewayYAML(t, b, a, "b", p))
 	p.start, p.rekey = true, "3s"
+	p.extra = "    esp_proposals: [aes128gcm16-x25519]\n    ike_rekey_time: 5s\n"
 	ga := startGateway(t, a, ikeGatewayYAML(t, a, b, "a", p))
+	firstIKE := waitIKEUp(t, a, 10*time.Second).IKESAs[0].SPIs
 	ia := waitIKEUp(t, a, 10*time.Second)
 	first, _ := primaryChild(ia)
 	const n = 400 // 8 s at 20 ms
@@ -252,6 +257,11 @@ func TestIKERekeyUnderTraffic(t *testing.T) {
 		t.Errorf("%d rekeys in %d pings, want at least 2\nlogA:\n%s", k, n, a.log)
 	}
 	ia = waitIKEUp(t, a, time.Second)
+	for _, x := range ia.IKESAs {
+		if x.SPIs == firstIKE {
+			t.Errorf("IKE SA %s not rekeyed in 8 s (ike_rekey_time 5s): %+v", firstIKE, ia.IKESAs)
+		}
+	}
 	now, _ := primaryChild(ia)
 	if now.SPIIn == first.SPIIn || now.SPIOut == first.SPIOut {
 		t.Errorf("primary child unchanged by rekeys: %+v", now)
