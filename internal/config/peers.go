@@ -245,7 +245,7 @@ func (p *parser) peer(n *yaml.Node, path string) *Peer {
 			pr.IKEProposals = p.names(v, f)
 			for _, s := range pr.IKEProposals {
 				if _, err := ike.ParseIKEProposal(s); err != nil {
-					p.errorf(v.Line, f, "%s: %v", quoteShort(s), err)
+					p.errorf(v.Line, f, "%v", err)
 				}
 			}
 		case "esp_proposals":
