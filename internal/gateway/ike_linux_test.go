@@ -328,3 +328,61 @@ func TestIKERefused(t *testing.T) {
 		})
 	}
 }
+
+// TestIKEReloadPeers: a reload with the same peers keeps the IKE SA; a
+// changed peer is renegotiated; a removed peer's SAs are deleted on both
+// sides (the peer is told); static SAs of the file and IKE SAs live
+// side by side through reloads.
+func TestIKEReloadPeers(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := buildTopology(t)
+	p := ikeParams{psk: "reload test pre-shared key"}
+	startGateway(t, b, ikeGatewayYAML(t, b, a, "b", p))
+	p.start = true
+	ya := ikeGatewayYAML(t, a, b, "a", p)
+	ga := startGateway(t, a, ya)
+	ia := waitIKEUp(t, a, 10*time.Second)
+
+	rr, err := reload(t, ga, ya)
+	if err != nil || len(rr.PeersAdded)+len(rr.PeersRemoved)+len(rr.PeersChanged) != 0 {
+		t.Fatalf("reload of the same file: %+v, %v", rr, err)
+	}
+	if now := waitIKEUp(t, a, time.Second); now.IKESAs[0].SPIs != ia.IKESAs[0].SPIs {
+		t.Errorf("a reload without changes renegotiated: %s → %s", ia.IKESAs[0].SPIs, now.IKESAs[0].SPIs)
+	}
+	p2 := p
+	p2.rekey = "2h"
+	rr, err = reload(t, ga, ikeGatewayYAML(t, a, b, "a", p2))
+	if err != nil || len(rr.PeersChanged) != 1 || rr.PeersChanged[0] != "gwB" {
+		t.Fatalf("reload with a changed peer: %+v, %v", rr, err)
+	}
+	ia2 := waitIKEUp(t, a, 10*time.Second)
+	if ia2.IKESAs[0].SPIs == ia.IKESAs[0].SPIs {
+		t.Errorf("changed peer kept its IKE SA")
+	}
+	if got := ping(t, a, b.hostAddr, 3); got != 3 {
+		t.Fatalf("ping after the peer changed: %d of 3", got)
+	}
+	// Remove the peer: its SAs go on both sides.
+	noPeers := ya[:strings.Index(ya, "peers:")]
+	rr, err = reload(t, ga, noPeers)
+	if err != nil || len(rr.PeersRemoved) != 1 {
+		t.Fatalf("reload without the peer: %+v, %v", rr, err)
+	}
+	for _, s := range []*site{a, b} {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			r, err := Call(s.socket, Request{Cmd: "show-sa"}, time.Second)
+			if err == nil && len(r.SAs) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("SAs left after the peer was removed: %+v\n%s", r.SAs, s.log)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if r, _ := Call(a.socket, Request{Cmd: "show-ike"}, time.Second); len(r.IKE) != 0 {
+		t.Errorf("show-ike after the peer was removed: %+v", r.IKE)
+	}
+}
