@@ -118,7 +118,6 @@ type ikePeer struct {
 	mu       sync.Mutex
 	current  *ike.IKESA   // the newest established IKE SA
 	sas      []*ike.IKESA // every IKE SA with children, oldest first
-	since    map[*ike.IKESA]time.Time
 	children []*ikeChild
 	held     bool // terminated by the operator: no automatic initiation
 	lastErr  string
@@ -227,7 +226,7 @@ func (gw *Gateway) addPeer(pc *config.Peer) error {
 		return err
 	}
 	p := &ikePeer{gw: gw, conf: pc, sum: pc.Fingerprint(), stop: make(chan struct{}), kick: make(chan struct{}, 1),
-		done: make(chan struct{}), since: map[*ike.IKESA]time.Time{}, log: gw.log.With("peer", pc.Name)}
+		done: make(chan struct{}), log: gw.log.With("peer", pc.Name)}
 	var lts, rts []ike.TrafficSelector
 	for _, x := range pc.LocalTS {
 		lts = append(lts, ike.SelectorFromPrefix(x))
@@ -429,9 +428,6 @@ func (p *ikePeer) established(s *ike.IKESA) {
 	old := p.current
 	p.current = s
 	p.lastErr = ""
-	if _, ok := p.since[s]; !ok {
-		p.since[s] = time.Now()
-	}
 	if !slices.Contains(p.sas, s) {
 		p.sas = append(p.sas, s)
 	}
@@ -460,7 +456,6 @@ func (p *ikePeer) forget(s *ike.IKESA) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.sas = slices.DeleteFunc(p.sas, func(x *ike.IKESA) bool { return x == s })
-	delete(p.since, s)
 	if p.current == s {
 		p.current = nil
 	}
@@ -485,9 +480,6 @@ func (p *ikePeer) onChild(c *ike.ChildSA) {
 		localTS: tsStrings(c.LocalTS), remoteTS: tsStrings(c.RemoteTS), added: time.Now()}
 	p.mu.Lock()
 	p.children = append(p.children, ch)
-	if _, ok := p.since[c.IKE]; !ok {
-		p.since[c.IKE] = time.Now()
-	}
 	if !slices.Contains(p.sas, c.IKE) {
 		p.sas = append(p.sas, c.IKE)
 	}

@@ -5,6 +5,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -116,7 +117,7 @@ func TestIKEGatewayPair(t *testing.T) {
 	p := ikeParams{psk: "correct horse battery staple 42"}
 	gb := startGateway(t, b, ikeGatewayYAML(t, b, a, "b", p))
 	p.start = true
-	startGateway(t, a, ikeGatewayYAML(t, a, b, "a", p))
+	ga := startGateway(t, a, ikeGatewayYAML(t, a, b, "a", p))
 	ia, ib := waitIKEUp(t, a, 10*time.Second), waitIKEUp(t, b, 10*time.Second)
 	ca, ok := primaryChild(ia)
 	cb, ok2 := primaryChild(ib)
@@ -147,6 +148,18 @@ func TestIKEGatewayPair(t *testing.T) {
 	}
 	if len(resp.Owners) != 2 || resp.Owners[0].Peer != "gwB" || resp.Owners[0].IKESA != ia.IKESAs[0].SPIs {
 		t.Errorf("show-sa owners: %+v (IKE SA %s)", resp.Owners, ia.IKESAs[0].SPIs)
+	}
+	// Prometheus: the peer is up, no authentication failure, no PSK.
+	rec := httptest.NewRecorder()
+	ga.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	m := rec.Body.String()
+	for _, want := range []string{`espxdp_ike_sa_up{peer="gwB"} 1`, `espxdp_ike_auth_failures_total{peer="gwB"} 0`, `espxdp_ike_child_sas{peer="gwB"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(m, "horse") {
+		t.Error("PSK in the metrics")
 	}
 	// No key material in the logs: the PSK text never appears.
 	for _, l := range []string{a.log.String(), b.log.String()} {

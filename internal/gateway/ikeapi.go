@@ -199,6 +199,9 @@ func (gw *Gateway) followEndpoint(ev sa.Event) []string {
 		if k.dir != sa.Out || !(in.tunnel != "" && e.tunnel == in.tunnel || in.conf.Child != 0 && e.conf.Child == in.conf.Child) {
 			continue
 		}
+		if in.owner != nil && e.conf.Child != in.conf.Child {
+			continue // an IKE child moves its own outbound SA only, not another peer's in the tunnel
+		}
 		cur := e.sa.Config()
 		udp := e.conf.Encap == config.EncapUDP
 		if cur.Remote == ep.Addr() && (!udp || cur.RemotePort == ep.Port()) {

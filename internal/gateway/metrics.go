@@ -143,11 +143,13 @@ var (
 		[]string{"peer"}, nil)
 	descIKERekeys = prometheus.NewDesc("espxdp_ike_child_rekeys_total", "Child SA rekeys this gateway initiated.", nil, nil)
 	descIKEDead   = prometheus.NewDesc("espxdp_ike_dead_peers_total", "Peers found dead by liveness checks (DPD).", nil, nil)
+	descIKEStray  = prometheus.NewDesc("espxdp_ike_stray_total", "Datagrams on the IKE sockets dropped: from no configured peer (what=unknown_peer) or ESP in UDP that reached the kernel (what=esp).",
+		[]string{"what"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c ikeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descIKEUp, descIKESAs, descIKEChildren, descIKEAuthFailed, descIKEMalformed, descIKERekeys, descIKEDead} {
+	for _, d := range []*prometheus.Desc{descIKEUp, descIKESAs, descIKEChildren, descIKEAuthFailed, descIKEMalformed, descIKERekeys, descIKEDead, descIKEStray} {
 		ch <- d
 	}
 }
@@ -170,4 +172,6 @@ func (c ikeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descIKERekeys, prometheus.CounterValue, float64(c.gw.ikeRekeys.Load()))
 	ch <- prometheus.MustNewConstMetric(descIKEDead, prometheus.CounterValue, float64(c.gw.ikeDPDDead.Load()))
+	ch <- prometheus.MustNewConstMetric(descIKEStray, prometheus.CounterValue, float64(c.gw.ikeUnknown.Load()), "unknown_peer")
+	ch <- prometheus.MustNewConstMetric(descIKEStray, prometheus.CounterValue, float64(c.gw.ikeESP.Load()), "esp")
 }
