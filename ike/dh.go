@@ -23,6 +23,9 @@ var dhByName = map[string]DHGroup{"modp2048": MODP2048, "ecp256": ECP256, "ecp38
 
 // String returns strongSwan's name of the group.
 func (g DHGroup) String() string {
+	if g == 0 {
+		return "none"
+	}
 	if n, ok := dhGroups[g]; ok {
 		return n
 	}

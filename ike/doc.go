@@ -50,8 +50,45 @@
 //   - Child SA rekeying with CREATE_CHILD_SA and REKEY_SA, either side
 //     (IKESA.RekeyChild; a peer's rekey is answered), make-before-break:
 //     the successor is reported to OnChild before the old child is
-//     deleted and reported to OnChildDown. No PFS (a KE payload is
-//     refused with NO_PROPOSAL_CHOSEN).
+//     deleted and reported to OnChildDown. PFS (RFC 7296 §2.17): an ESP
+//     transform may name DH groups the strongSwan way
+//     ("aes128gcm16-x25519", "aes256-sha256-modp2048"); the rekey then
+//     carries KE payloads (INVALID_KE_PAYLOAD answered by a retry with
+//     the group asked for) and KEYMAT = prf+(SK_d, g^ir | Ni | Nr); a
+//     side configured with PFS refuses a rekey without it; the child of
+//     IKE_AUTH never has a DH transform (§1.2: stripped).
+//   - IKE SA rekeying (RFC 7296 §1.3.2, §2.18), either side
+//     (IKESA.RekeyIKE; the peer's is answered; Config.IKELifetime starts
+//     it, default 4h, up to 10 % earlier at random): CREATE_CHILD_SA with
+//     an IKE proposal, the new SPI, nonces and KE; SKEYSEED =
+//     prf(SK_d (old), g^ir (new) | Ni | Nr) with the old PRF, the keys
+//     with the new one, message IDs from 0; the children move to the
+//     new SA (ChildSA.Owner, IKESA.Successor; not reported down), which
+//     goes to OnIKEUp, and the old one is deleted by the rekey's
+//     initiator (OnIKEDown with ErrRekeyed; a replaced or redundant SA
+//     the peer does not delete is removed after twice the
+//     retransmission schedule). While an IKE SA rekey is under way, a
+//     peer's child rekey is refused with TEMPORARY_FAILURE (§2.25), and
+//     RekeyChild/RekeyIKE retry such refusals a few times.
+//   - Rekey collisions (RFC 7296 §2.8.1, §2.8.2): simultaneous child
+//     rekeys, and simultaneous IKE SA rekeys, by both sides: each side
+//     answers the other's request, then the exchange holding the lowest
+//     of the four nonces made a redundant SA that its initiator deletes;
+//     the other rekey's initiator deletes the old SA; no child is lost,
+//     OnChild/OnChildDown and OnIKEUp/OnIKEDown stay paired
+//     (TestRekeyProperty).
+//   - Dead peer detection (Config.DPDDelay): an empty INFORMATIONAL
+//     after DPDDelay without anything from the peer (on the IKE SA and,
+//     with Config.InboundActivity, on its children); an exchange that
+//     times out (DPD or any other) kills the IKE SA: Config.DPDAction
+//     "clear" (OnChildDown, then OnIKEDown with ErrTimeout) or "restart"
+//     (clear, then Initiate again to the same remote for SAs made by
+//     Initiate, until it succeeds or the Endpoint is closed).
+//   - Peer address changes (RFC 7296 §2.23): with a NAT detected (or
+//     on the NAT-T port), an authenticated request or response from
+//     another address or port moves the IKE SA there (logged at Info,
+//     Config.OnRemoteChanged); the embedder updates its child SAs (the
+//     inbound ones have FloatRemote).
 //   - Denial-of-service bounds (RFC 7296 §2.6): from
 //     Config.CookieThreshold half-open IKE SAs (default 64) on, the
 //     responder answers an IKE_SA_INIT that does not carry a valid
@@ -73,17 +110,19 @@
 //
 // # Not implemented
 //
-// Certificates and signature authentication, EAP, IKE SA rekeying and
-// additional child SAs (such CREATE_CHILD_SA requests are answered with
-// NO_ADDITIONAL_SAS), simultaneous rekeying by both sides (RFC 7296
-// §2.8.1), lifetimes (the embedder calls RekeyChild on the SAs'
-// soft-expiry events, or deletes and initiates again; the peer's
-// lifetimes drive its own rekeys), MOBIKE, IKE
+// Certificates and signature authentication, EAP, additional child
+// SAs (a CREATE_CHILD_SA request for a new child is answered with
+// NO_ADDITIONAL_SAS), child SA lifetimes (the embedder calls
+// RekeyChild on the SAs' soft-expiry events, or deletes and initiates
+// again; the peer's lifetimes drive its own rekeys), MOBIKE, IKE
 // fragmentation (RFC 7383), configuration payloads, transport mode,
-// IPComp, PFS in child SAs, AES-XCBC and other PRFs, a window size
-// above one, multiple peers with different configurations on one
-// Endpoint, and redirect. Traffic selectors must be valid IPv4 or IPv6
-// ranges (no FC or security labels).
+// IPComp, AES-XCBC and other PRFs, a window size above one (our
+// requests queue behind the pending one), multiple peers with
+// different configurations on one Endpoint, redirect, and collisions
+// beyond the two-party cases above (e.g. a third rekey crossing a
+// collision is refused with TEMPORARY_FAILURE and retried). Traffic
+// selectors must be valid IPv4 or IPv6 ranges (no FC or security
+// labels).
 //
 // # Using it
 //

@@ -291,3 +291,66 @@ func TestLoopbackPeerMoves(t *testing.T) {
 		})
 	}
 }
+
+func TestLoopbackRekeyIKETimeout(t *testing.T) {
+	i, r, rconn := dpdPair(t, Config{Retries: 2}, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ike, err := i.ep.Initiate(ctx, port(r.conn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, i.children)
+	rconn.dropping.Store(true)
+	if _, err := ike.RekeyIKE(ctx); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("RekeyIKE to a silent peer: %v", err)
+	}
+	recv(t, i.down)
+	if ev := recvDown(t, i.ikeDown); ev.s != ike || !errors.Is(ev.err, ErrTimeout) {
+		t.Fatalf("OnIKEDown(%v, %v)", ev.s, ev.err)
+	}
+	if n := len(i.ep.IKESAs()); n != 0 {
+		t.Fatalf("%d IKE SAs left after the failed rekey", n)
+	}
+}
+
+func TestLoopbackRekeyingState(t *testing.T) {
+	i, r, gi, _ := gatedPair(t, Config{}, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ike, err := i.ep.Initiate(ctx, port(r.conn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, i.children)
+	gi.hold()
+	done := make(chan error, 1)
+	go func() { _, err := ike.RekeyIKE(ctx); done <- err }()
+	if !waitFor(func() bool { return gi.count() == 1 }) {
+		t.Fatal("no rekey request")
+	}
+	states := map[string]int{}
+	for _, in := range i.ep.IKESAs() {
+		states[in.State]++
+	}
+	if ike.Info().State != StateRekeying || states[StateRekeying] != 1 || states[StateConnecting] != 1 {
+		t.Fatalf("states during the rekey: %v", states)
+	}
+	gi.release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if in := onlySA(t, i); in.SPIi == ike.Info().SPIi {
+		t.Fatal("the old SA survived")
+	}
+}
+
+func TestJitterProperty(t *testing.T) {
+	for _, l := range []time.Duration{10, time.Second, 4 * time.Hour} {
+		for k := 0; k < 1000; k++ {
+			if j := jitter(l); j > l || j < l-l/10 {
+				t.Fatalf("jitter(%v) = %v, want within the last 10 %%", l, j)
+			}
+		}
+	}
+}

@@ -342,9 +342,12 @@ func (e *Endpoint) Serve() {
 	e.wg.Wait()
 }
 
-// Close closes the sockets, stops all timers and waits for background
-// rekeys and restarts to end; Serve returns. It reports nothing to the
-// callbacks of the IKE SAs it drops.
+// Close closes the sockets, stops all timers and waits for the
+// Endpoint's background rekeys (Config.IKELifetime) and restarts
+// (DPDAction "restart") to end; Serve returns. It reports nothing to
+// the callbacks of the IKE SAs it drops. Those goroutines may be in a
+// callback: do not call Close from a callback, nor while holding a lock
+// a callback takes.
 func (e *Endpoint) Close() error {
 	e.mu.Lock()
 	e.closed = true
@@ -1249,7 +1252,8 @@ func (s *IKESA) idOK(id *ID) bool {
 }
 
 // makeChild derives KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr) (RFC
-// 7296 §2.17; gir is nil without PFS) and builds the sa.Configs. ni, nr, tsi and tsr are the nonces and
+// 7296 §2.17; gir is nil without PFS) and builds the sa.Configs. ni,
+// nr, tsi and tsr are the nonces and
 // negotiated selectors of the exchange's initiator and responder; ini
 // tells whether we initiated the exchange (keys for the exchange
 // initiator's outbound direction come first). inSPI is our inbound SPI.
@@ -1559,15 +1563,24 @@ func (s *IKESA) request(ctx context.Context, x ExchangeType, ps []Payload, onRep
 }
 
 // Ping sends an empty INFORMATIONAL request (liveness check, RFC 7296
-// §2.4) and waits for the answer.
+// §2.4) and waits for the answer (on the successor of an IKE SA
+// replaced by a rekey).
 func (s *IKESA) Ping(ctx context.Context) error {
-	return s.request(ctx, Informational, nil, nil)
+	s.e.mu.Lock()
+	h := s.home() // after an IKE SA rekey: the successor
+	s.e.mu.Unlock()
+	return h.request(ctx, Informational, nil, nil)
 }
 
-// Delete deletes the IKE SA (and so its child) with an INFORMATIONAL
-// exchange; the SA is gone locally even if the peer does not answer.
+// Delete deletes the IKE SA (and so its children) with an
+// INFORMATIONAL exchange; the SA is gone locally even if the peer does
+// not answer. On an IKE SA replaced by a rekey it deletes the successor
+// holding the children.
 func (s *IKESA) Delete(ctx context.Context) error {
-	return s.deleteIKE(ctx, errf(ErrClosed, "deleted locally"))
+	s.e.mu.Lock()
+	h := s.home() // after an IKE SA rekey: the successor holding the children
+	s.e.mu.Unlock()
+	return h.deleteIKE(ctx, errf(ErrClosed, "deleted locally"))
 }
 
 // deleteIKE sends the Delete of the IKE SA and removes it with reason.

@@ -96,6 +96,7 @@ func (s *IKESA) moveTo(w *IKESA) []func() {
 	s.childSP = nil // the SPI belongs to a child that lives on
 	w.initiated, w.origRemote = s.initiated, s.origRemote
 	w.established = time.Now()
+	s.reapLater()
 	s.e.log.Info("ike: IKE SA rekeyed", "old", s, "new", w, "children", len(w.children))
 	return w.upAfter()
 }
@@ -111,11 +112,17 @@ func (s *IKESA) newRekeyedSA(initiator bool) *IKESA {
 // OnIKEUp; the children are not reported again), and the old SA is
 // deleted (reported to OnIKEDown with ErrRekeyed). It returns the new
 // IKE SA: after a collision with the peer's rekey, the surviving one
-// (then the peer deletes the old SA).
+// (then the peer deletes the old SA). On an IKE SA already replaced it
+// rekeys the successor.
 func (s *IKESA) RekeyIKE(ctx context.Context) (*IKESA, error) {
 	e := s.e
 	e.mu.Lock()
-	if s.state != stateEstablished || s.successor != nil || s.deleting {
+	if s.successor != nil { // a replaced handle: rekey the current SA
+		h := s.home()
+		e.mu.Unlock()
+		return h.RekeyIKE(ctx)
+	}
+	if s.state != stateEstablished || s.deleting || s.redundant {
 		e.mu.Unlock()
 		return nil, errf(ErrClosed, "IKE SA not established or already rekeyed")
 	}
@@ -219,6 +226,7 @@ func (s *IKESA) rekeyIKEOnce(ctx context.Context, group DHGroup) (n *IKESA, retr
 				winner, n.redundant = p, true
 			} else {
 				p.redundant = true
+				p.reapLater()
 			}
 			e.log.Info("ike: IKE SA rekey collision", "ours", n, "peers", p, "winner", winner)
 		}
@@ -307,6 +315,11 @@ func (s *IKESA) respondRekeyIKE(m *Message) []func() {
 	if s.successor != nil || s.deleting || s.peerNew != nil {
 		return fail(TemporaryFailure, nil)
 	}
+	// Replaced SAs linger until deleted (or reaped): bound them too.
+	if len(e.sas)-e.halfOpen >= 2*e.cfg.MaxIKESAs {
+		e.log.Warn("ike: IKE SA table full, refusing a rekey", "sa", s, "sas", len(e.sas))
+		return fail(TemporaryFailure, nil)
+	}
 	sap, _ := m.Get(PayloadSA).(*SA)
 	nonce, _ := m.Get(PayloadNonce).(*Nonce)
 	ke, _ := m.Get(PayloadKE).(*KE)
@@ -355,4 +368,27 @@ func (s *IKESA) respondRekeyIKE(m *Message) []func() {
 		return nil
 	}
 	return s.moveTo(n)
+}
+
+// reapLater removes s locally if the peer has not deleted it within
+// twice the retransmission schedule: a replaced or redundant IKE SA
+// that its rekey's initiator should delete (e.mu held).
+func (s *IKESA) reapLater() {
+	e := s.e
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	grace := 2 * e.cfg.Retransmit * time.Duration(1<<(e.cfg.Retries+1)-1)
+	s.expiry = time.AfterFunc(grace, func() {
+		e.mu.Lock()
+		var after []func()
+		if s.state != stateDead && (s.successor != nil || s.redundant) {
+			e.log.Info("ike: replaced IKE SA not deleted by the peer, removing it", "sa", s)
+			after = s.dieLocked(errf(ErrRekeyed, "not deleted by the peer"))
+		}
+		e.mu.Unlock()
+		for _, f := range after {
+			f()
+		}
+	})
 }

@@ -187,6 +187,9 @@ func TestLoopbackRekeyIKE(t *testing.T) {
 			if err := ns[r].Ping(ctx); err != nil {
 				t.Fatal(err)
 			}
+			if err := ike.Ping(ctx); err != nil { // forwarded to the successor
+				t.Fatal(err)
+			}
 			if _, err := ike.RekeyChild(ctx); err != nil { // forwarded to the successor
 				t.Fatal(err)
 			}
@@ -199,6 +202,19 @@ func TestLoopbackRekeyIKE(t *testing.T) {
 			}
 			onlySA(t, i)
 			onlySA(t, r)
+			// Delete on the original handle deletes the current SA.
+			if err := ike.Delete(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if !waitFor(func() bool { return len(i.ep.IKESAs()) == 0 && len(r.ep.IKESAs()) == 0 }) {
+				t.Fatal("IKE SAs left after deleting through the original handle")
+			}
+			for _, s := range []*side{i, r} {
+				recv(t, s.down) // the child replaced by RekeyChild
+				if d := recv(t, s.down); d.In.SPI != in2.In.SPI && d.In.SPI != rn2.In.SPI {
+					t.Fatal("the current child was not reported down")
+				}
+			}
 		})
 	}
 }

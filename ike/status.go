@@ -51,6 +51,9 @@ type ChildInfo struct {
 	Transform string
 	// ESN tells whether extended sequence numbers are used.
 	ESN bool
+	// PFS is the DH group of the exchange that created the child (0:
+	// none).
+	PFS DHGroup
 	// LocalTS and RemoteTS are the negotiated traffic selectors.
 	LocalTS, RemoteTS []TrafficSelector
 	// Established is when the child was negotiated.
@@ -65,9 +68,11 @@ const (
 	StateDeleting    = "deleting"
 )
 
-// IKESAs returns a snapshot of the Endpoint's IKE SAs (half-open ones
-// included, as "connecting"), sorted by SPIi then SPIr, taken under the
-// Endpoint's lock.
+// IKESAs returns a snapshot of the Endpoint's IKE SAs, sorted by SPIi
+// then SPIr, taken under the Endpoint's lock. Half-open SAs and the new
+// SA of our IKE SA rekey before its answer are "connecting"; an SA
+// being deleted, or replaced by a rekey and awaiting its delete, is
+// "deleting"; one whose rekey we started is "rekeying".
 func (e *Endpoint) IKESAs() []IKESAInfo {
 	e.mu.Lock()
 	out := make([]IKESAInfo, 0, len(e.sas))
@@ -105,7 +110,8 @@ func (s *IKESA) infoLocked() IKESAInfo {
 		in.Proposal = ProposalString(s.chosenIKE)
 	}
 	switch {
-	case s.state == stateDead || s.deleting:
+	case s.state == stateDead || s.deleting || s.successor != nil || s.redundant:
+		// Replaced or redundant after a rekey: its delete is due.
 		in.State = StateDeleting
 	case s.state == stateEstablished && s.rekeying:
 		in.State = StateRekeying
@@ -116,7 +122,7 @@ func (s *IKESA) infoLocked() IKESAInfo {
 	}
 	for _, c := range s.children {
 		in.Children = append(in.Children, ChildInfo{
-			ID: c.ID, InSPI: c.In.SPI, OutSPI: c.Out.SPI, Transform: c.Transform, ESN: c.ESN,
+			ID: c.ID, InSPI: c.In.SPI, OutSPI: c.Out.SPI, Transform: c.Transform, ESN: c.ESN, PFS: c.PFS,
 			LocalTS: slices.Clone(c.LocalTS), RemoteTS: slices.Clone(c.RemoteTS), Established: c.created,
 		})
 	}
