@@ -993,6 +993,9 @@ func (gw *Gateway) logEvents() {
 			if e.Kind == sa.EventSoftExpire && e.SA != nil {
 				gw.rekeyOn(e.SA) // IKE-owned SAs only
 			}
+			if e.Kind == sa.EventHardExpire && e.SA != nil {
+				gw.hardExpiredIKE(e.SA) // IKE-owned SAs only
+			}
 			switch e.Kind {
 			case sa.EventAcquire:
 				pol := ""

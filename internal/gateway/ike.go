@@ -828,6 +828,46 @@ func (gw *Gateway) rekeyOn(s *sa.SA) {
 	}
 }
 
+// hardExpiredIKE handles an IKE-owned SA that reached its hard
+// lifetime without a successor (the rekeys failed): its IKE SA (which
+// has no other child) is deleted, the peer told, and start_action
+// start negotiates afresh; traffic never continues on an expired key.
+func (gw *Gateway) hardExpiredIKE(s *sa.SA) {
+	gw.mu.Lock()
+	var owner *ikeOwner
+	for _, e := range gw.sas {
+		if e.sa == s {
+			owner = e.owner
+		}
+	}
+	gw.mu.Unlock()
+	if owner == nil {
+		return
+	}
+	p := gw.peerByName(owner.peer)
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	retiring := true
+	for _, c := range p.children {
+		if c.id == owner.child {
+			retiring = c.retiring
+		}
+	}
+	p.mu.Unlock()
+	if retiring {
+		return // already going
+	}
+	ikeSA := owner.current()
+	p.log.Warn("ike: child SA reached its hard lifetime without a rekey; deleting its IKE SA", "child", uint64(owner.child), "ike_sa", ikeSA.String())
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		ikeSA.Delete(ctx)
+	}()
+}
+
 func (gw *Gateway) peerByName(name string) *ikePeer {
 	gw.ike.mu.Lock()
 	defer gw.ike.mu.Unlock()

@@ -25,6 +25,7 @@ type ikeParams struct {
 	extra    string // appended to the peer
 	proposal string // ike_proposals
 	dpd      string // dpd_delay
+	any      bool   // remote: "%any" (respond only)
 }
 
 // writePSK writes a PSK file (mode 0600) and returns its path.
@@ -55,6 +56,9 @@ func ikeGatewayYAML(t *testing.T, s, peer *site, side string, p ikeParams) strin
 	}
 	if p.dpd == "" {
 		p.dpd = "0"
+	}
+	if p.any {
+		remote = `"%any"`
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "gateway:\n  control: %s\n  log_drops: 200ms\n  mss_clamp: 1300\n", s.socket)
@@ -106,7 +110,7 @@ func primaryChild(info IKEPeerInfo) (IKEChildInfo, bool) {
 }
 
 // TestIKEGatewayPair brings up two espxdp gateways that negotiate with
-// IKEv2: the tunnel comes up, pings and checksummed TCP transfers go
+// IKEv2 (B a "%any" responder): the tunnel comes up, pings and checksummed TCP transfers go
 // both ways, show-sa names the owning IKE SA, the children of both
 // sides pair up (our inbound SPI is the peer's outbound), terminate
 // deletes the SAs on both sides and initiate brings them back with new
@@ -114,9 +118,9 @@ func primaryChild(info IKEPeerInfo) (IKEChildInfo, bool) {
 func TestIKEGatewayPair(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	a, b := buildTopology(t)
-	p := ikeParams{psk: "correct horse battery staple 42"}
+	p := ikeParams{psk: "correct horse battery staple 42", any: true}
 	gb := startGateway(t, b, ikeGatewayYAML(t, b, a, "b", p))
-	p.start = true
+	p.start, p.any = true, false
 	ga := startGateway(t, a, ikeGatewayYAML(t, a, b, "a", p))
 	ia, ib := waitIKEUp(t, a, 10*time.Second), waitIKEUp(t, b, 10*time.Second)
 	ca, ok := primaryChild(ia)
