@@ -115,6 +115,12 @@ type ikePeer struct {
 	kick chan struct{}
 	done chan struct{}
 
+	// primaryMu serializes updatePrimary: choosing the primary child and
+	// binding it are one step, so that a choice made before a child was
+	// installed never overwrites a later one (callbacks run on several
+	// goroutines: the socket readers, Terminate, the ike timers).
+	primaryMu sync.Mutex
+
 	mu       sync.Mutex
 	current  *ike.IKESA   // the newest established IKE SA
 	sas      []*ike.IKESA // every IKE SA with children, oldest first
@@ -528,6 +534,8 @@ func (p *ikePeer) onChildDown(c *ike.ChildSA) {
 
 // updatePrimary chooses the child the tunnel sends on and binds it.
 func (p *ikePeer) updatePrimary() {
+	p.primaryMu.Lock()
+	defer p.primaryMu.Unlock()
 	p.mu.Lock()
 	var id sa.ChildID
 	for _, c := range p.children {
@@ -545,8 +553,15 @@ func (p *ikePeer) updatePrimary() {
 		}
 	}
 	p.mu.Unlock()
+	if primaryYield != nil {
+		primaryYield() // tests widen the window between choice and binding
+	}
 	p.gw.setPrimary(p.conf.Name, id)
 }
+
+// primaryYield, set by tests only, runs between choosing the primary
+// child and binding it.
+var primaryYield func()
 
 // rekey rekeys the child id (its soft lifetime expired).
 func (p *ikePeer) rekey(id sa.ChildID) {

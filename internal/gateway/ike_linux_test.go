@@ -206,7 +206,7 @@ func TestIKEGatewayPair(t *testing.T) {
 		t.Errorf("new negotiation reused SPIs: %+v then %+v", ca, ca2)
 	}
 	if got := ping(t, a, b.hostAddr, 3); got != 3 {
-		t.Fatalf("ping after re-negotiation: %d of 3", got)
+		t.Fatalf("ping after re-negotiation: %d of 3\nlogA:\n%s\nlogB:\n%s", got, a.log, b.log)
 	}
 
 	// Terminate on the initiator: it holds the peer down, both sides

@@ -5,7 +5,10 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/espxdp/espxdp/ike"
 	"github.com/espxdp/espxdp/internal/config"
@@ -106,5 +109,41 @@ func TestIKEChildConfig(t *testing.T) {
 	x.Key.Wipe()
 	if string(key) != "0123456789abcdef0123" {
 		t.Error("wiping the config's key wiped the ike package's copy")
+	}
+}
+
+// TestIKEPrimaryConcurrent: callbacks run on several goroutines (socket
+// readers, Terminate, ike timers). One chooses the primary (no child
+// yet) and is held between its choice and the binding; meanwhile a child
+// is installed and another updatePrimary runs: once both are done the
+// bound primary is the installed child, never the stale choice (that
+// lost update left a tunnel without an SA).
+func TestIKEPrimaryConcurrent(t *testing.T) {
+	gw := offlineGateway(t)
+	p := &ikePeer{gw: gw, conf: &config.Peer{Name: "p"}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s := new(ike.IKESA)
+	p.current = s
+	inWindow, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	primaryYield = func() {
+		if first.CompareAndSwap(false, true) { // only the first caller is held
+			close(inWindow)
+			<-release
+		}
+	}
+	defer func() { primaryYield = nil }()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); p.updatePrimary() }() // chooses 0, held
+	<-inWindow
+	p.mu.Lock()
+	p.children = append(p.children, &ikeChild{id: 5, c: &ike.ChildSA{}, ikeSA: s})
+	p.mu.Unlock()
+	go func() { defer wg.Done(); p.updatePrimary() }()
+	time.Sleep(20 * time.Millisecond) // let it run (or block on the first one)
+	close(release)
+	wg.Wait()
+	if got := gw.primary["p"]; got != 5 {
+		t.Fatalf("primary %d after both updates, want the installed child 5", got)
 	}
 }
