@@ -33,6 +33,9 @@
 //	    child: 7                # groups the SAs of one IKE child SA (sa del --child 7); optional
 //	    float_remote: true      # inbound, encap udp only; see below
 //
+// Beside (or instead of) sas, a gateway configuration may have peers:
+// IKEv2 peers whose child SAs the gateway negotiates (see Peer).
+//
 // float_remote: an inbound NAT-T SA accepts its peer from any address and
 // port, and when an authenticated, new packet arrives from another one
 // the gateway moves the outbound SAs of its tunnel (or child) there, in
