@@ -1,15 +1,18 @@
 package gateway
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/ike"
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/sa"
@@ -145,5 +148,60 @@ func TestIKEPrimaryConcurrent(t *testing.T) {
 	wg.Wait()
 	if got := gw.primary["p"]; got != 5 {
 		t.Fatalf("primary %d after both updates, want the installed child 5", got)
+	}
+}
+
+// TestIKEMoveChildren: a peer that moved behind its NAT (ike
+// OnRemoteChanged) moves its children's outbound SAs in place - the
+// same sa.SA, so its sequence numbers go on - and leaves another
+// peer's outbound SA alone.
+func TestIKEMoveChildren(t *testing.T) {
+	gw := offlineGateway(t)
+	tr, err := esp.ParseTransform("aes128gcm16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(name string, child sa.ChildID, spi uint32, remote string) *config.SA {
+		return &config.SA{Name: name, Direction: config.Out, SPI: spi, Mode: esp.Tunnel, Local: netip.MustParseAddr("192.0.2.1"),
+			Remote: netip.MustParseAddr(remote), Encap: config.EncapUDP, LocalPort: 4500, RemotePort: 4500,
+			Transform: tr, Key: config.Secret(bytes.Repeat([]byte{byte(spi >> 8)}, 20)), PathMTU: 1500, Child: child}
+	}
+	gw.mu.Lock()
+	err = gw.addSAsLocked([]*config.SA{mk("p-out-1", 7, 0x7001, "198.51.100.7")}, "peer", &ikeOwner{peer: "p", c: &ike.ChildSA{}, child: 7})
+	if err == nil {
+		err = gw.addSAsLocked([]*config.SA{mk("q-out-1", 8, 0x8001, "198.51.100.8")}, "peer", &ikeOwner{peer: "q", c: &ike.ChildSA{}, child: 8})
+	}
+	gw.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	find := func(name string) *sa.SA {
+		gw.mu.Lock()
+		defer gw.mu.Unlock()
+		for _, e := range gw.sas {
+			if e.conf.Name == name {
+				return e.sa
+			}
+		}
+		return nil
+	}
+	before := find("p-out-1")
+	to := netip.MustParseAddrPort("203.0.113.9:61000")
+	gw.moveChildren([]sa.ChildID{7}, to)
+	after := find("p-out-1")
+	if after != before {
+		t.Fatal("the outbound SA was replaced, not moved in place")
+	}
+	if c := after.Config(); c.Remote != to.Addr() || c.RemotePort != to.Port() {
+		t.Errorf("moved SA goes to %v:%d, want %v", c.Remote, c.RemotePort, to)
+	}
+	if c := find("q-out-1").Config(); c.Remote != netip.MustParseAddr("198.51.100.8") || c.RemotePort != 4500 {
+		t.Errorf("another peer's SA moved to %v:%d", c.Remote, c.RemotePort)
+	}
+	gw.mu.Lock()
+	k := gw.sas[key{sa.Out, 0x7001, to.Addr()}]
+	gw.mu.Unlock()
+	if k == nil {
+		t.Error("the gateway's key of the moved SA did not follow")
 	}
 }
