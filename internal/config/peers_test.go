@@ -166,3 +166,31 @@ func TestPeerFingerprint(t *testing.T) {
 		t.Error("dpd_delay leaves the fingerprint")
 	}
 }
+
+// TestREADMEPeersExample: the README's peers: configuration (the one
+// beside the strongSwan swanctl.conf) parses, with its PSK file.
+func TestREADMEPeersExample(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var y string
+	for _, block := range strings.Split(string(b), "```yaml\n")[1:] {
+		block = block[:strings.Index(block, "```")]
+		if strings.Contains(block, "\npeers:\n") {
+			y = block
+		}
+	}
+	if y == "" {
+		t.Fatal("no yaml block with peers: in README.md")
+	}
+	f := pskFileT(t, "the contents of siteB.psk", 0o600)
+	y = strings.ReplaceAll(y, "/etc/espxdp/siteB.psk", f)
+	cfg, err := Parse("README.md", []byte(y))
+	if err != nil {
+		t.Fatalf("README's peers example: %v", err)
+	}
+	if len(cfg.Peers) != 1 || cfg.Peers[0].Name != "siteB" || cfg.Peers[0].Tunnel != "to-B" {
+		t.Errorf("peers: %+v", cfg.Peers)
+	}
+}
