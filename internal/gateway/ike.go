@@ -126,6 +126,7 @@ type ikePeer struct {
 	sas      []*ike.IKESA // every IKE SA with children, oldest first
 	children []*ikeChild
 	held     bool // terminated by the operator: no automatic initiation
+	restart  bool // a dead peer with dpd_action restart: initiate again (also with start_action none)
 	lastErr  string
 
 	up atomic.Bool
@@ -353,8 +354,9 @@ func (p *ikePeer) deleteAll(timeout time.Duration) {
 	}
 }
 
-// run is the peer's manager: it initiates (start_action start, or
-// after a dead peer with dpd_action restart) and checks liveness.
+// run is the peer's manager: it initiates (start_action start, and
+// after a dead peer with dpd_action restart), again with back-off while
+// that fails; liveness checks are the ike package's (onIKEDown).
 func (p *ikePeer) run() {
 	defer p.gw.ike.wg.Done()
 	defer close(p.done)
@@ -365,16 +367,19 @@ func (p *ikePeer) run() {
 	nextTry := time.Now()
 	for {
 		p.mu.Lock()
-		cur, held := p.current, p.held
+		cur, held, restart := p.current, p.held, p.restart
 		p.mu.Unlock()
 		live := cur != nil && cur.Established()
 		p.up.Store(live)
-		if !live && auto && !held && !p.conf.Responder() && !time.Now().Before(nextTry) {
+		if !live && (auto || restart) && !held && !p.conf.Responder() && !time.Now().Before(nextTry) {
 			if err := p.initiate(); err != nil {
 				nextTry = time.Now().Add(backoff)
 				backoff = min(2*backoff, 30*time.Second)
 			} else {
 				backoff = time.Second
+				p.mu.Lock()
+				p.restart = false
+				p.mu.Unlock()
 			}
 			continue
 		}
@@ -636,12 +641,14 @@ func (p *ikePeer) onIKEDown(s *ike.IKESA, err error) {
 		// dpd_action restart initiates again after it.
 		p.gw.ikeDPDDead.Add(1)
 		p.log.Warn("ike: dead peer detected (no answer to liveness checks or requests)", "ike_sa", s.String(), "dpd_action", p.conf.DPDAction)
+		p.mu.Lock()
 		if p.conf.DPDAction != "restart" {
-			p.mu.Lock()
 			p.held = true // clear: stay down until ike initiate
 			p.mu.Unlock()
 			return
 		}
+		p.restart = true
+		p.mu.Unlock()
 	} else {
 		p.log.Info("ike: IKE SA down", "ike_sa", s.String(), "reason", err)
 	}
