@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -193,9 +194,22 @@ func cmdShowSALive(socket string, timeout time.Duration, asJSON bool, stdout io.
 		r.Unowned = &sres.Stats.Processor.Drops
 	}
 	if asJSON {
-		return show.JSON(stdout, r)
+		var buf bytes.Buffer
+		if err := show.JSON(&buf, r); err != nil {
+			return err
+		}
+		b, err := withOwners(buf.Bytes(), resp.Owners)
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(b)
+		return err
 	}
-	return show.Text(stdout, r)
+	if err := show.Text(stdout, r); err != nil {
+		return err
+	}
+	writeOwners(stdout, resp.Owners)
+	return nil
 }
 
 // cmdShowStats is `show stats --socket S`.

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,6 +106,9 @@ type demoOptions struct {
 	Transform string
 	// IPv6 runs the wan, and so ESP, over IPv6 (demoWAN6).
 	IPv6 bool
+	// IKE makes the gateways negotiate their SAs with IKEv2 (a peers:
+	// section with a fresh random PSK) instead of static keys.
+	IKE bool
 	// Duration caps the setup and the traffic (0: no limit); the
 	// cleanup always runs.
 	Duration time.Duration
@@ -166,6 +170,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	transform := fs.String("transform", demoDefaultTransform, "ESP `transform` of both SAs (see esp.ParseTransform)")
 	duration := fs.Duration("duration", demoDefaultDuration, "give up after this long (0: no limit)")
 	ipv6 := fs.Bool("ipv6", false, "run the wan between the gateways, and so ESP, over IPv6")
+	withIKE := fs.Bool("ike", false, "the gateways negotiate the SAs with IKEv2 (PSK) instead of static keys")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -188,7 +193,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	signal.Ignore(syscall.SIGPIPE)
-	_, err = runDemo(ctx, demoOptions{Size: n, Transform: *transform, Duration: *duration, IPv6: *ipv6}, stdout, stderr)
+	_, err = runDemo(ctx, demoOptions{Size: n, Transform: *transform, Duration: *duration, IPv6: *ipv6, IKE: *withIKE}, stdout, stderr)
 	return err
 }
 
@@ -281,6 +286,7 @@ type demo struct {
 	res    *demoResult
 
 	hostA, gwA, wan, gwB, hostB *topo.NS
+	pskDir, pskFile             string // --ike: the PSK both gateways read
 	gws                         []demoGateway
 	failures                    []string
 }
@@ -355,28 +361,84 @@ func (d *demo) check(ok bool, format string, args ...any) {
 
 func (d *demo) plan() {
 	w := d.wanNet()
+	roleA, roleB := "SA a-to-b out, b-to-a in", "SA a-to-b in, b-to-a out"
+	if d.opts.IKE {
+		roleA, roleB = "IKE peer gwB (initiator)", "IKE peer gwA (responder)"
+	}
 	fmt.Fprintf(d.out, `espxdp demo: two ESP gateways over AF_XDP, in network namespaces
 
   hostA eth0 ── lan0 gwA wan0 ══ toA wan toB ══ wan0 gwB lan0 ── eth0 hostB
         (── plaintext, ══ ESP; gwA and gwB run AF_XDP on both interfaces)
 
   hostA  eth0 %-18s default route via %s
-  gwA    lan0 %-18s wan0 %-20s AF_XDP on both, SA a-to-b out, b-to-a in
+  gwA    lan0 %-18s wan0 %-20s AF_XDP on both, %s
   wan    toA  %-18s toB  %-20s IP forwarding
-  gwB    wan0 %-18s lan0 %-20s AF_XDP on both, SA a-to-b in, b-to-a out
+  gwB    wan0 %-18s lan0 %-20s AF_XDP on both, %s
   hostB  eth0 %-18s default route via %s
 
-  ESP %s tunnel, SPI %#x (A→B) and %#x (B→A), fresh random keys
+  %s
   traffic: ping %s → %s, then %s over TCP %s → %s:%d (SHA-256 checked)
 
 `,
 		demoHostA, demoGwALan.Addr(),
-		demoGwALan, w.GwA,
+		demoGwALan, w.GwA, roleA,
 		w.WanA, w.WanB,
-		w.GwB, demoGwBLan,
+		w.GwB, demoGwBLan, roleB,
 		demoHostB, demoGwBLan.Addr(),
-		d.tr, demoAToBSPI, demoBToASPI,
+		d.keying(),
 		demoHostA.Addr(), demoHostB.Addr(), mib(d.opts.Size), demoHostA.Addr(), demoHostB.Addr(), demoPort)
+}
+
+// writePSK writes a random PSK for both gateways.
+func (d *demo) writePSK() error {
+	dir, err := os.MkdirTemp("", "espxdp-demo")
+	if err != nil {
+		return err
+	}
+	d.pskDir = dir
+	k := make([]byte, 32)
+	rand.Read(k)
+	d.pskFile = filepath.Join(dir, "peer.psk")
+	err = os.WriteFile(d.pskFile, []byte(fmt.Sprintf("0x%x\n", k)), 0o600)
+	clear(k)
+	return err
+}
+
+// keying describes how the SAs get their keys.
+func (d *demo) keying() string {
+	if d.opts.IKE {
+		return fmt.Sprintf("ESP %s tunnel negotiated with IKEv2 (gwA initiates, random PSK): SPIs and keys from IKE", d.tr)
+	}
+	return fmt.Sprintf("ESP %s tunnel, SPI %#x (A→B) and %#x (B→A), fresh random keys", d.tr, demoAToBSPI, demoBToASPI)
+}
+
+// waitIKE waits until gwA's peer has an IKE SA and a child SA.
+func (d *demo) waitIKE(ctx context.Context) error {
+	type ikeInfo interface{ IKEInfo() []gateway.IKEPeerInfo }
+	g, ok := d.gws[0].(ikeInfo)
+	if !ok {
+		return errors.New("gateway without IKE")
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		for _, p := range g.IKEInfo() {
+			for _, s := range p.IKESAs {
+				for _, c := range s.Children {
+					if p.Up && c.Primary {
+						return d.step(nil, "IKEv2: IKE SA %s (%s), child SA SPIs %s in, %s out, %s === %s",
+							s.SPIs, s.Proposal, c.SPIIn, c.SPIOut, strings.Join(c.LocalTS, ","), strings.Join(c.RemoteTS, ","))
+					}
+				}
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return d.step(errors.New("no IKE SA after 15s"), "IKEv2 negotiation")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (d *demo) run(ctx context.Context) error {
@@ -393,6 +455,11 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 
+	if d.opts.IKE {
+		if err := d.step(d.writePSK(), "random IKE pre-shared key (mode 0600, removed at the end)"); err != nil {
+			return err
+		}
+	}
 	specs := d.gatewaySpecs()
 	if d.opts.editSpecs != nil {
 		d.opts.editSpecs(specs)
@@ -406,6 +473,11 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if d.opts.IKE {
+		if err := d.waitIKE(ctx); err != nil {
+			return err
+		}
 	}
 
 	err := d.traffic(ctx)
@@ -557,6 +629,10 @@ func (d *demo) gatewaySpecs() []*gwSpec {
 		Protected: demoNetA, Local: w.GwB.Addr(), Remote: w.GwA.Addr(),
 		Out: demoSA{Name: "b-to-a", SPI: demoBToASPI, demoSAKeys: ba},
 		In:  demoSA{Name: "a-to-b", SPI: demoAToBSPI, demoSAKeys: ab}}
+	if d.opts.IKE {
+		a.IKE, a.PSKFile, a.LocalNet, a.Initiator, a.PeerName = true, d.pskFile, demoNetA, true, "gwB"
+		b.IKE, b.PSKFile, b.LocalNet, b.PeerName = true, d.pskFile, demoNetB, "gwA"
+	}
 	return []*gwSpec{a, b}
 }
 
@@ -684,10 +760,16 @@ func (d *demo) compareCounters(ctx context.Context) {
 		from, to int
 	}{{"a-to-b", 0, 1}, {"b-to-a", 1, 0}} {
 		fl := demoFlow{SA: f.name, From: []string{"gwA", "gwB"}[f.from], To: []string{"gwA", "gwB"}[f.to]}
+		inName := f.name
 		if s, ok := findSA(rs[f.from], f.name, sa.Out); ok {
 			fl.Encaps, fl.EncapsB, fl.SenderDrops = s.EncapsPkts, s.EncapsBytes, s.Drops.Total()
+		} else if s, ok := onlySA(rs[f.from], sa.Out); ok && d.opts.IKE {
+			// Negotiated SAs are named peer-out-SPI and peer-in-SPI.
+			fl.SA = fmt.Sprintf("%s (SPI 0x%08x)", f.name, s.SPI)
+			fl.Encaps, fl.EncapsB, fl.SenderDrops = s.EncapsPkts, s.EncapsBytes, s.Drops.Total()
+			inName = fmt.Sprintf("%s-in-%08x", []string{"gwA", "gwB"}[f.from], s.SPI)
 		}
-		if s, ok := findSA(rs[f.to], f.name, sa.In); ok {
+		if s, ok := findSA(rs[f.to], inName, sa.In); ok {
 			fl.Decaps, fl.DecapsB, fl.ReceiverDrops = s.DecapsPkts, s.DecapsBytes, s.Drops.Total()
 		}
 		fl.PathDrops = drops[f.from]
@@ -735,6 +817,20 @@ func (d *demo) gwNS(i int) *topo.NS {
 	return d.gwB
 }
 
+// onlySA returns the report's one SA of direction dir.
+func onlySA(r *show.Report, dir sa.Direction) (sa.Stats, bool) {
+	var out []sa.Stats
+	for _, s := range r.SAs {
+		if s.Direction == dir {
+			out = append(out, s)
+		}
+	}
+	if len(out) != 1 {
+		return sa.Stats{}, false
+	}
+	return out[0], true
+}
+
 func findSA(r *show.Report, name string, dir sa.Direction) (sa.Stats, bool) {
 	for _, s := range r.SAs {
 		if s.Name == name && s.Direction == dir {
@@ -754,6 +850,11 @@ func (d *demo) cleanup() error {
 		}
 	}
 	d.gws = nil
+	if d.pskDir != "" {
+		if err := os.RemoveAll(d.pskDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	nss := d.tp.Namespaces()
 	if err := d.tp.Close(); err != nil {
 		errs = append(errs, err)
@@ -822,6 +923,14 @@ type gwSpec struct {
 	Protected                   netip.Prefix
 	Local, Remote               netip.Addr
 	Out, In                     demoSA
+	// IKE, when set, replaces the static SAs by an IKE peer with this
+	// PSK file; LocalNet is the gateway's own protected network and
+	// Initiator says whether it starts the negotiation.
+	IKE       bool
+	PSKFile   string
+	LocalNet  netip.Prefix
+	Initiator bool
+	PeerName  string
 }
 
 // yaml returns the gateway's configuration file. It contains the keys:
@@ -832,6 +941,15 @@ func (s *gwSpec) yaml() []byte {
 	fmt.Fprintf(&b, "interfaces:\n  cipher: {name: %s, next_hop: %q}\n  plain: {name: %s, next_hop: %q, address: %s}\n",
 		s.Cipher, s.CipherNextHop, s.Plain, s.PlainNextHop, s.PlainAddr)
 	fmt.Fprintf(&b, "protected: [%s]\n", s.Protected)
+	if s.IKE {
+		start := "none"
+		if s.Initiator {
+			start = "start"
+		}
+		fmt.Fprintf(&b, "tunnels:\n  - {name: to-peer}\npeers:\n  - name: %s\n    local: %s\n    remote: %s\n    psk_file: %s\n", s.PeerName, s.Local, s.Remote, s.PSKFile)
+		fmt.Fprintf(&b, "    local_ts: [%s]\n    remote_ts: [%s]\n    esp_proposals: [%s]\n    start_action: %s\n    retransmit_timeout: 500ms\n", s.LocalNet, s.Protected, s.Transform, start)
+		return []byte(b.String())
+	}
 	fmt.Fprintf(&b, "tunnels:\n  - {name: to-peer, out: [%s], in: [%s]}\n", s.Out.Name, s.In.Name)
 	b.WriteString("sas:\n")
 	for _, x := range []struct {

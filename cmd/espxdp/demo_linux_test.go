@@ -432,3 +432,41 @@ func TestDemoConfigIPv6(t *testing.T) {
 		}
 	}
 }
+
+// TestDemoIKE: espxdp demo --ike, the gateways negotiate their SAs with
+// IKEv2: the IKE step is shown, traffic flows, the counters of the
+// negotiated SAs agree and the PSK file is gone afterwards.
+func TestDemoIKE(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	const size = 2 << 20
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var res *demoResult
+	cleanupDemo(t, &res)
+	res, err := runDemo(ctx, demoOptions{Size: size, Transform: "aes256gcm16", Duration: time.Minute, IKE: true}, &out, &errb)
+	t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
+	if err != nil {
+		t.Fatalf("runDemo --ike: %v", err)
+	}
+	checkDemoGone(t, res)
+	if !strings.Contains(out.String(), "✓ IKEv2: IKE SA ") || !strings.Contains(out.String(), "10.1.0.0/24 === 10.2.0.0/24") {
+		t.Errorf("no IKE step in the output")
+	}
+	if res.Ping.Received != demoPingCount || !res.Transfer.Intact() || res.Transfer.Received != size {
+		t.Errorf("traffic: ping %+v, transfer %+v", res.Ping, res.Transfer)
+	}
+	if len(res.Flows) != 2 || !res.Flows[0].Agree() || !res.Flows[1].Agree() || res.Flows[0].Encaps == 0 {
+		t.Errorf("flows: %+v", res.Flows)
+	}
+	for _, r := range res.Reports {
+		for _, s := range r.SAs {
+			if s.Transform != "aes256gcm16" || !strings.HasPrefix(s.Name, "gw") {
+				t.Errorf("negotiated SA %s: transform %v", s.Name, s.Transform)
+			}
+		}
+	}
+	if strings.Contains(out.String(), "key: 0x") || strings.Contains(errb.String(), "psk") && strings.Contains(errb.String(), "0x") {
+		t.Errorf("key material in the output")
+	}
+}

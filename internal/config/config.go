@@ -33,6 +33,9 @@
 //	    child: 7                # groups the SAs of one IKE child SA (sa del --child 7); optional
 //	    float_remote: true      # inbound, encap udp only; see below
 //
+// Beside (or instead of) sas, a gateway configuration may have peers:
+// IKEv2 peers whose child SAs the gateway negotiates (see Peer).
+//
 // float_remote: an inbound NAT-T SA accepts its peer from any address and
 // port, and when an authenticated, new packet arrives from another one
 // the gateway moves the outbound SAs of its tunnel (or child) there, in
@@ -205,6 +208,9 @@ type Config struct {
 	// Gateway holds the sections `espxdp run` uses (interfaces,
 	// tunnels, policies, options); nil when the file has only sas.
 	Gateway *Gateway
+	// Peers are the IKEv2 peers (peers:, see Peer); they need a
+	// Gateway.
+	Peers []*Peer
 }
 
 // Lookup returns the SA with the given name.
@@ -222,6 +228,9 @@ func (c *Config) Wipe() {
 	for _, s := range c.SAs {
 		s.Key.Wipe()
 		s.AuthKey.Wipe()
+	}
+	for _, p := range c.Peers {
+		p.PSK.Wipe()
 	}
 }
 
@@ -371,6 +380,9 @@ func (p *parser) parse(data []byte) *Config {
 	}
 	p.crossCheck(cfg.SAs)
 	cfg.Gateway = p.gateway(top, cfg)
+	if n := top["peers"]; n != nil {
+		p.peers(n, cfg.Gateway, cfg)
+	}
 	return cfg
 }
 

@@ -159,6 +159,7 @@ const (
 
 var topFields = map[string]bool{
 	"sas": true, "gateway": true, "interfaces": true, "protected": true, "tunnels": true, "policies": true,
+	"peers": true,
 }
 
 // gateway parses the gateway sections found at the top level; vals maps

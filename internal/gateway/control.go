@@ -32,6 +32,9 @@ import (
 //	release-spi {spi}             -> ok
 //	reload                        -> Response.Reload (re-reads the file the daemon runs from)
 //	events                        -> ok, then one Event per line until either side closes
+//	show-ike                      -> Response.IKE (peers, IKE SAs, child SAs)
+//	ike-initiate {peer}           -> ok once the IKE SA is up (or its error)
+//	ike-terminate {peer}          -> ok (IKE and child SAs deleted; no automatic initiation)
 
 // Request is one control command.
 type Request struct {
@@ -54,6 +57,8 @@ type Request struct {
 	Min uint32 `json:"min,omitempty"`
 	Max uint32 `json:"max,omitempty"`
 	TTL string `json:"ttl,omitempty"`
+	// Peer names an IKE peer (ike-initiate, ike-terminate).
+	Peer string `json:"peer,omitempty"`
 }
 
 // Response answers a Request.
@@ -67,6 +72,11 @@ type Response struct {
 	SPI uint32 `json:"spi,omitempty"`
 	// Deleted is how many SAs child-del deleted.
 	Deleted int `json:"deleted,omitempty"`
+	// Owners names the IKE SA of every SA negotiated with IKE
+	// (show-sa).
+	Owners []SAOwner `json:"owners,omitempty"`
+	// IKE is the IKE peers and their SAs (show-ike).
+	IKE []IKEPeerInfo `json:"ike,omitempty"`
 
 	// touched names the SAs of an sa-add or sa-update, for the request
 	// log (which would otherwise parse the request, keys and all, again).
@@ -290,7 +300,19 @@ func (gw *Gateway) Handle(req Request) Response {
 	fail := func(err error) Response { return Response{Error: err.Error()} }
 	switch req.Cmd {
 	case "show-sa":
-		return Response{OK: true, SAs: gw.SAStats()}
+		return Response{OK: true, SAs: gw.SAStats(), Owners: gw.SAOwners()}
+	case "show-ike":
+		return Response{OK: true, IKE: gw.IKEInfo()}
+	case "ike-initiate":
+		if err := gw.Initiate(req.Peer, 8*time.Second); err != nil {
+			return fail(err)
+		}
+		return Response{OK: true}
+	case "ike-terminate":
+		if err := gw.Terminate(req.Peer); err != nil {
+			return fail(err)
+		}
+		return Response{OK: true}
 	case "show-stats":
 		st := gw.Stats()
 		return Response{OK: true, Stats: &st}
@@ -391,7 +413,7 @@ func (gw *Gateway) Handle(req Request) Response {
 		}
 		return Response{OK: true, Reload: &res}
 	}
-	return fail(fmt.Errorf("unknown command %q (want show-sa, show-stats, sa-add, sa-update, sa-del, child-del, alloc-spi, release-spi, reload, events)", req.Cmd))
+	return fail(fmt.Errorf("unknown command %q (want show-sa, show-stats, show-ike, ike-initiate, ike-terminate, sa-add, sa-update, sa-del, child-del, alloc-spi, release-spi, reload, events)", req.Cmd))
 }
 
 // Call sends one request to the control socket at path and returns the

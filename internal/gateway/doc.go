@@ -17,6 +17,12 @@
 // in both directions, while the daemon is not running; it is left in
 // place when the gateway stops (see docs/ARCHITECTURE.md).
 //
+// IKEv2 peers (the configuration's peers:, ike.go) run one ike.Endpoint
+// each on UDP 500 and 4500 sockets the gateway reads itself; their child
+// SAs are installed as one, bound to the peer's tunnel, and rekeyed
+// make-before-break on their soft-expiry events (show-ike,
+// ike-initiate, ike-terminate on the control socket).
+//
 // Everything it does goes through the public APIs of sa and xdp: the
 // control socket's sa add, del and update are the calls a Go IKE daemon
 // would make on an sa.SAD.

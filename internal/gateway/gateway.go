@@ -71,6 +71,9 @@ type entry struct {
 	// (followEndpoint), is the endpoint it had before the first move (as
 	// configured): a reload naming that endpoint keeps the current one.
 	floated *netip.AddrPort
+	// owner, for an SA negotiated with IKE (ike.go), is its IKE SA; nil
+	// for SAs of the file and the control socket.
+	owner *ikeOwner
 }
 
 // Gateway is a running (or ready to run) gateway. Its methods are safe
@@ -110,6 +113,12 @@ type Gateway struct {
 	metrics     *metricsServer // metrics.go
 	eventCounts eventCounters
 	pmtu        pmtuState // outer path MTU discovery (wire.go)
+
+	// IKE (ike.go): the peers and their sockets, the child each peer's
+	// tunnel sends on (gw.mu), and counters.
+	ike                                       ikeState
+	primary                                   map[string]sa.ChildID
+	ikeUnknown, ikeESP, ikeDPDDead, ikeRekeys atomic.Uint64
 }
 
 // New builds a gateway from cfg, which it keeps, wiping the keys of its
@@ -314,7 +323,8 @@ func (gw *Gateway) bind(k key) {
 func (gw *Gateway) rebindOut(t *sa.Tunnel) {
 	var out []*sa.SA
 	for _, k := range gw.order {
-		if e := gw.sas[k]; e != nil && k.dir == sa.Out && e.tunnel == t.Name() {
+		if e := gw.sas[k]; e != nil && k.dir == sa.Out && e.tunnel == t.Name() &&
+			(e.owner == nil || gw.primary[e.owner.peer] == e.owner.child) {
 			out = append(out, e.sa)
 		}
 	}
@@ -663,6 +673,9 @@ func (gw *Gateway) Start() (err error) {
 	gw.wg.Add(1)
 	go gw.logUnprotected(gw.g.LogDrops)
 	gw.startPMTU()
+	if err := gw.startIKE(); err != nil {
+		return err
+	}
 	gw.log.Info("gateway running", "cipher", gw.g.Cipher.Name, "plain", plainName(gw.g), "queues", gw.g.Queues, "sas", len(gw.sas))
 	return nil
 }
@@ -800,6 +813,7 @@ func (gw *Gateway) teardown() error {
 	}
 	gw.stopLinkMonitor()
 	gw.mu.Unlock()
+	gw.stopIKE() // deletes the peers' SAs: takes gw.mu
 	gw.wg.Wait() // background tasks may take gw.mu
 	gw.mu.Lock()
 	for _, t := range gw.tunQ {
@@ -975,6 +989,12 @@ func (gw *Gateway) logEvents() {
 			if e.Kind == sa.EventSeqLimit {
 				gw.extendSeq(e.SA)
 				continue
+			}
+			if e.Kind == sa.EventSoftExpire && e.SA != nil {
+				gw.rekeyOn(e.SA) // IKE-owned SAs only
+			}
+			if e.Kind == sa.EventHardExpire && e.SA != nil {
+				gw.hardExpiredIKE(e.SA) // IKE-owned SAs only
 			}
 			switch e.Kind {
 			case sa.EventAcquire:

@@ -29,6 +29,12 @@ import (
 func (gw *Gateway) AddSAs(cs []*config.SA, tunnel string) error {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
+	return gw.addSAsLocked(cs, tunnel, nil)
+}
+
+// addSAsLocked is AddSAs with gw.mu held; SAs with an owner (negotiated
+// with IKE) get fresh keys, so they have no state record in state_dir.
+func (gw *Gateway) addSAsLocked(cs []*config.SA, tunnel string, owner *ikeOwner) error {
 	if len(cs) == 0 {
 		return fmt.Errorf("gateway: no SA to add")
 	}
@@ -64,7 +70,7 @@ func (gw *Gateway) AddSAs(cs []*config.SA, tunnel string) error {
 		}
 	}
 	for _, c := range cs {
-		s, sels, rid, err := gw.newSAState(c, gw.g, tunnel, true)
+		s, sels, rid, err := gw.newSAState(c, gw.g, tunnel, owner == nil)
 		if err != nil {
 			closeAll()
 			return err
@@ -84,11 +90,13 @@ func (gw *Gateway) AddSAs(cs []*config.SA, tunnel string) error {
 		wipeKeys(c)
 		gw.warnSelectors(c, b.sels)
 		k := keyOf(c)
-		gw.sas[k] = &entry{sa: b.s, conf: c, sum: b.sum, isum: b.isum, tunnel: tunnel, sels: b.sels, rid: b.rid}
+		gw.sas[k] = &entry{sa: b.s, conf: c, sum: b.sum, isum: b.isum, tunnel: tunnel, sels: b.sels, rid: b.rid, owner: owner}
 		gw.order = append(gw.order, k)
 		gw.bind(k)
 	}
-	gw.warnStatic(cs)
+	if owner == nil {
+		gw.warnStatic(cs)
+	}
 	for _, c := range cs {
 		gw.log.Info("sa added", "sa", c.Name, "spi", fmt.Sprintf("0x%x", c.SPI), "dir", c.Direction.String(), "tunnel", tunnel, "child", uint64(c.Child))
 	}
@@ -190,6 +198,9 @@ func (gw *Gateway) followEndpoint(ev sa.Event) []string {
 		e := gw.sas[k]
 		if k.dir != sa.Out || !(in.tunnel != "" && e.tunnel == in.tunnel || in.conf.Child != 0 && e.conf.Child == in.conf.Child) {
 			continue
+		}
+		if in.owner != nil && e.conf.Child != in.conf.Child {
+			continue // an IKE child moves its own outbound SA only, not another peer's in the tunnel
 		}
 		cur := e.sa.Config()
 		udp := e.conf.Encap == config.EncapUDP

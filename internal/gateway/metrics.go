@@ -64,7 +64,7 @@ func (gw *Gateway) MetricsHandler() http.Handler {
 
 func (gw *Gateway) metricsHandler(maxSAs int) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(metrics.NewCollector(gw.MetricsSnapshot, metrics.Options{MaxSAs: maxSAs}),
+	reg.MustRegister(metrics.NewCollector(gw.MetricsSnapshot, metrics.Options{MaxSAs: maxSAs}), ikeCollector{gw},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, MaxRequestsInFlight: 4, Timeout: 10 * time.Second})
 }
@@ -124,4 +124,54 @@ func (gw *Gateway) MetricsAddr() string {
 		return ""
 	}
 	return gw.metrics.ln.Addr().String()
+}
+
+// ikeCollector exports the IKE peers: IKE SAs up per peer and the
+// authentication failures, malformed messages and rekeys.
+type ikeCollector struct{ gw *Gateway }
+
+var (
+	descIKEUp = prometheus.NewDesc("espxdp_ike_sa_up", "1 when the peer has an established IKE SA.",
+		[]string{"peer"}, nil)
+	descIKESAs = prometheus.NewDesc("espxdp_ike_sas", "IKE SAs of the peer (established or being deleted).",
+		[]string{"peer"}, nil)
+	descIKEChildren = prometheus.NewDesc("espxdp_ike_child_sas", "Child SAs installed for the peer (retiring ones included).",
+		[]string{"peer"}, nil)
+	descIKEAuthFailed = prometheus.NewDesc("espxdp_ike_auth_failures_total", "Failed IKE authentications with the peer (wrong PSK or identity), either side.",
+		[]string{"peer"}, nil)
+	descIKEMalformed = prometheus.NewDesc("espxdp_ike_malformed_total", "IKE messages from the peer refused by the parser or the integrity check.",
+		[]string{"peer"}, nil)
+	descIKERekeys = prometheus.NewDesc("espxdp_ike_child_rekeys_total", "Child SA rekeys this gateway initiated.", nil, nil)
+	descIKEDead   = prometheus.NewDesc("espxdp_ike_dead_peers_total", "Peers found dead by liveness checks (DPD).", nil, nil)
+	descIKEStray  = prometheus.NewDesc("espxdp_ike_stray_total", "Datagrams on the IKE sockets dropped: from no configured peer (what=unknown_peer) or ESP in UDP that reached the kernel (what=esp).",
+		[]string{"what"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c ikeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descIKEUp, descIKESAs, descIKEChildren, descIKEAuthFailed, descIKEMalformed, descIKERekeys, descIKEDead, descIKEStray} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c ikeCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c.gw.IKEInfo() {
+		up, children := 0.0, 0
+		if p.Up {
+			up = 1
+		}
+		for _, s := range p.IKESAs {
+			children += len(s.Children)
+		}
+		ch <- prometheus.MustNewConstMetric(descIKEUp, prometheus.GaugeValue, up, p.Peer)
+		ch <- prometheus.MustNewConstMetric(descIKESAs, prometheus.GaugeValue, float64(len(p.IKESAs)), p.Peer)
+		ch <- prometheus.MustNewConstMetric(descIKEChildren, prometheus.GaugeValue, float64(children), p.Peer)
+		ch <- prometheus.MustNewConstMetric(descIKEAuthFailed, prometheus.CounterValue, float64(p.Stats.AuthFailed), p.Peer)
+		ch <- prometheus.MustNewConstMetric(descIKEMalformed, prometheus.CounterValue, float64(p.Stats.Malformed), p.Peer)
+	}
+	ch <- prometheus.MustNewConstMetric(descIKERekeys, prometheus.CounterValue, float64(c.gw.ikeRekeys.Load()))
+	ch <- prometheus.MustNewConstMetric(descIKEDead, prometheus.CounterValue, float64(c.gw.ikeDPDDead.Load()))
+	ch <- prometheus.MustNewConstMetric(descIKEStray, prometheus.CounterValue, float64(c.gw.ikeUnknown.Load()), "unknown_peer")
+	ch <- prometheus.MustNewConstMetric(descIKEStray, prometheus.CounterValue, float64(c.gw.ikeESP.Load()), "esp")
 }

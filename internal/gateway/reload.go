@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -20,6 +21,11 @@ type ReloadResult struct {
 	Updated   []string `json:"updated,omitempty"`
 	Unchanged int      `json:"unchanged"`
 	Policies  int      `json:"policies"`
+	// IKE peers added, removed and changed (stopped, their SAs
+	// deleted, and started again) by name.
+	PeersAdded   []string `json:"peers_added,omitempty"`
+	PeersRemoved []string `json:"peers_removed,omitempty"`
+	PeersChanged []string `json:"peers_changed,omitempty"`
 }
 
 // Reload applies a new configuration without stopping the data path
@@ -31,8 +37,28 @@ type ReloadResult struct {
 // ones added; tunnels rebound and the SPD swapped atomically. A change
 // to interfaces, queues, gateway options or the set of tunnels fails
 // with ErrRestart and changes nothing. SAs added over the control
-// socket and not in the file are removed, as the file is the truth.
+// socket and not in the file are removed, as the file is the truth;
+// SAs negotiated with IKE stay with their peer. Then IKE peers
+// (peers:) that are new are started, removed ones stopped (their SAs
+// deleted, the peer told) and changed ones restarted; unchanged ones
+// keep their IKE and child SAs.
 func (gw *Gateway) Reload(cfg *config.Config) (ReloadResult, error) {
+	res, err := gw.reloadSAs(cfg)
+	if err != nil {
+		return res, err // peers unchanged
+	}
+	gw.mu.Lock()
+	running := gw.running
+	gw.mu.Unlock()
+	if running {
+		if perr := gw.reloadPeers(cfg.Peers, &res); perr != nil {
+			err = errors.Join(err, perr)
+		}
+	}
+	return res, err
+}
+
+func (gw *Gateway) reloadSAs(cfg *config.Config) (ReloadResult, error) {
 	var res ReloadResult
 	if cfg == nil || cfg.Gateway == nil {
 		return res, ErrNotGateway
@@ -68,7 +94,7 @@ func (gw *Gateway) Reload(cfg *config.Config) (ReloadResult, error) {
 	}
 	var errs []error
 	for _, k := range slices.Clone(gw.order) {
-		if want[k] == nil {
+		if want[k] == nil && gw.sas[k].owner == nil {
 			name := gw.sas[k].conf.Name
 			if err := gw.remove(k); err != nil {
 				errs = append(errs, err)
