@@ -19,8 +19,13 @@ import (
 //
 //	gateway:
 //	  control: /run/espxdp/gw.sock   # control socket (default: none)
-//	  queues: 1                      # interface queues = workers
+//	  queues: 1                      # interface queues served
+//	  workers: 2                     # engine workers (default: queues)
 //	  concurrency: shared            # shared | sharded | percpu | ordered
+//	  steering: auto                 # auto | queue | spi | spread (auto: by concurrency)
+//	  spread_chunk: 32               # spread: packets per worker turn (power of two)
+//	  rings: {rx: 4096, tx: 2048, fill: 4096} # AF_XDP ring sizes (default: the engine's)
+//	  busy_poll: {usecs: 50, budget: 64, prefer: true} # default: off
 //	  xdp_mode: auto                 # auto | copy | zerocopy (AF_XDP bind)
 //	  attach: auto                   # auto | native | generic (XDP hook)
 //	  cpus: [0, 1]                   # pin worker i to cpus[i % len]
@@ -47,9 +52,23 @@ import (
 //	  - {name: web, src: 10.1.0.0/24, dst: 10.2.0.0/24, proto: tcp, dst_ports: 80-443, action: protect, tunnel: to-B}
 //	  - {name: rest, dst: 10.2.0.0/24, action: bypass}
 type Gateway struct {
-	Control      string
-	Queues       int
-	Concurrency  sa.Concurrency
+	Control     string
+	Queues      int
+	Concurrency sa.Concurrency
+	// Workers is the number of engine workers (0: Queues; see
+	// EngineWorkers). With steering spi or spread every worker has a
+	// socket on every queue.
+	Workers int
+	// Steering is "auto" (EffectiveSteering decides by Concurrency),
+	// "queue", "spi" or "spread" (xdp.Steering).
+	Steering string
+	// SpreadChunk is, with spread steering, how many consecutive packets
+	// of a queue go to one worker (0: the engine's default).
+	SpreadChunk int
+	// Rings are the AF_XDP ring sizes (zero: the engine's defaults).
+	Rings Rings
+	// BusyPoll is preferred busy polling of the sockets (zero: off).
+	BusyPoll     BusyPoll
 	XDPMode      string // "auto", "copy" or "zerocopy"
 	Attach       string // "auto", "native" or "generic"
 	CPUs         []int
@@ -169,7 +188,7 @@ func (p *parser) gateway(vals map[string]*yaml.Node, cfg *Config) *Gateway {
 		vals["tunnels"] == nil && vals["policies"] == nil {
 		return nil
 	}
-	g := &Gateway{Queues: 1, Concurrency: sa.Shared, XDPMode: "auto", Attach: "auto", Keepalive: DefaultKeepalive,
+	g := &Gateway{Queues: 1, Concurrency: sa.Shared, Steering: SteerAuto, XDPMode: "auto", Attach: "auto", Keepalive: DefaultKeepalive,
 		LogDrops: DefaultLogDrops, FailClosed: true, PMTUAge: DefaultPMTUAge, Fragmentation: "before-encryption",
 		Reassembly: true}
 	if n := vals["gateway"]; n != nil {
@@ -248,6 +267,10 @@ func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
 		return
 	}
 	p.fields(n, "gateway", func(key string, _, v *yaml.Node) bool {
+		if tuningFields[key] {
+			p.tuningOption(key, v, g)
+			return true
+		}
 		if !gatewayOptionFields[key] {
 			return false
 		}
@@ -345,6 +368,7 @@ func (p *parser) gatewayOptions(n *yaml.Node, g *Gateway) {
 		}
 		return true
 	})
+	p.checkTuning(n, g)
 }
 
 // interval parses seconds or a Go duration of at least 10ms (0 = off).
