@@ -245,7 +245,9 @@ func cmdShowStats(args []string, stdout, stderr io.Writer) error {
 		{"icmp errors sent", st.ICMPSent}, {"icmp rate-limited", st.ICMPRateLimited}, {"icmp not sent", st.ICMPNotSent},
 		{"nat-t keepalives sent", st.KeepalivesSent}, {"nat-t keepalives received", st.KeepalivesReceived},
 		{"pmtu learned", st.Wire.PMTUAccepted}, {"pmtu expired", st.Wire.PMTUExpired}, {"vlan drops", st.Wire.VLANDrops},
-		{"xsk rx dropped", st.Wire.XSKRXDropped}, {"xsk rx ring full", st.Wire.XSKRXRingFull},
+		{"xsk rx dropped", st.Kernel.RxDropped}, {"xsk rx ring full", st.Kernel.RxRingFull},
+		{"xsk fill ring empty", st.Kernel.RxFillRingEmptyDescs},
+		{"xsk invalid descs", st.Kernel.RxInvalidDescs + st.Kernel.TxInvalidDescs},
 		{"fragmented (before encr.)", st.Wire.Fragmented}, {"fragment failed", st.Wire.FragmentFailed},
 		{"jumbo rx", st.Wire.JumboRX}, {"jumbo tx", st.Wire.JumboTX}, {"jumbo drops", st.Wire.JumboDrops},
 		{"outer fragments", st.Wire.Reassembly.Fragments}, {"outer reassembled", st.Wire.Reassembly.Reassembled},
@@ -262,9 +264,13 @@ func cmdShowStats(args []string, stdout, stderr io.Writer) error {
 			{"tun drops", t.ReadDrops + t.OversizeDrops}, {"tun write errors", t.WriteErrors},
 		}...)
 	}
+	if st.Steering != "" {
+		fmt.Fprintf(stdout, "%-28s %s (%d workers, %d queues)\n", "steering:", st.Steering, st.Workers, st.Queues)
+	}
 	for _, r := range rows {
 		fmt.Fprintf(stdout, "%-28s %d\n", r.name+":", r.v)
 	}
+	workerRows(stdout, st)
 	unprotectedRows(stdout, st)
 	for _, reason := range slices.Sorted(maps.Keys(st.Wire.PMTURejected)) {
 		if n := st.Wire.PMTURejected[reason]; n > 0 {
@@ -512,5 +518,16 @@ func printEvents(ctx context.Context, socket string, timeout time.Duration, asJS
 			line += fmt.Sprintf(" lost=%d", ev.Lost)
 		}
 		fmt.Fprintln(stdout, line)
+	}
+}
+
+// workerRows are the show stats lines of the engine's workers, one
+// each: what it received and passed on, and its drops of every kind.
+func workerRows(w io.Writer, st *gateway.Stats) {
+	for i := range st.Engine.Workers {
+		ws := &st.Engine.Workers[i]
+		fmt.Fprintf(w, "%-28s rx %d/%d, encrypted %d, decrypted %d, handed off %d, drops %d, tx ring full %d\n",
+			fmt.Sprintf("worker %d (tx queue %d):", ws.Worker, ws.Queue), ws.CipherRX, ws.PlainRX,
+			ws.Encrypted, ws.Decrypted, ws.HandedOff, workerDrops(ws), ws.TXFull)
 	}
 }

@@ -46,6 +46,9 @@ type saRate struct {
 
 // workerRate is one engine worker's rates over an interval.
 type workerRate struct {
+	// Worker is the engine worker; Queue the queue it transmits on
+	// (with gateway.steering spi or spread it receives on every queue).
+	Worker         int     `json:"worker"`
 	Queue          int     `json:"queue"`
 	CipherRXPerSec float64 `json:"cipher_rx_per_sec"`
 	PlainRXPerSec  float64 `json:"plain_rx_per_sec"`
@@ -129,15 +132,15 @@ func computeRates(prev, cur snapshot) rates {
 	})
 	pw := map[int]int{}
 	for i, w := range prev.Stats.Engine.Workers {
-		pw[w.Queue] = i
+		pw[w.Worker] = i
 	}
 	for _, w := range cur.Stats.Engine.Workers {
-		p := xdp.EngineWorkerStats{Queue: w.Queue}
-		if i, ok := pw[w.Queue]; ok {
+		p := xdp.EngineWorkerStats{Worker: w.Worker, Queue: w.Queue}
+		if i, ok := pw[w.Worker]; ok {
 			p = prev.Stats.Engine.Workers[i]
 		}
 		cd, pd := workerDrops(&w), workerDrops(&p)
-		r.Workers = append(r.Workers, workerRate{Queue: w.Queue,
+		r.Workers = append(r.Workers, workerRate{Worker: w.Worker, Queue: w.Queue,
 			CipherRXPerSec: per(delta(p.CipherRX, w.CipherRX)), PlainRXPerSec: per(delta(p.PlainRX, w.PlainRX)),
 			EncryptedPerS: per(delta(p.Encrypted, w.Encrypted)), DecryptedPerS: per(delta(p.Decrypted, w.Decrypted)),
 			DropsPerSec: per(delta(pd, cd)), TXFullPerSec: per(delta(p.TXFull, w.TXFull))})
@@ -212,9 +215,9 @@ func writeRatesText(w io.Writer, title string, r rates, maxSAs int) {
 		}
 	}
 	if len(r.Workers) > 0 {
-		fmt.Fprintf(w, "\n%-6s %12s %12s %12s %12s %9s %9s\n", "QUEUE", "CIPHER RX/S", "PLAIN RX/S", "ENCRYPTED/S", "DECRYPTED/S", "DROPS/S", "TXFULL/S")
+		fmt.Fprintf(w, "\n%-6s %-5s %12s %12s %12s %12s %9s %9s\n", "WORKER", "QUEUE", "CIPHER RX/S", "PLAIN RX/S", "ENCRYPTED/S", "DECRYPTED/S", "DROPS/S", "TXFULL/S")
 		for _, q := range r.Workers {
-			fmt.Fprintf(w, "%-6d %12s %12s %12s %12s %9s %9s\n", q.Queue, human(q.CipherRXPerSec), human(q.PlainRXPerSec),
+			fmt.Fprintf(w, "%-6d %-5d %12s %12s %12s %12s %9s %9s\n", q.Worker, q.Queue, human(q.CipherRXPerSec), human(q.PlainRXPerSec),
 				human(q.EncryptedPerS), human(q.DecryptedPerS), human(q.DropsPerSec), human(q.TXFullPerSec))
 		}
 	}

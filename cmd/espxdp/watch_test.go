@@ -35,7 +35,7 @@ func TestComputeRates(t *testing.T) {
 		},
 		Stats: gateway.Stats{Engine: xdp.EngineStats{Workers: []xdp.EngineWorkerStats{
 			{Queue: 0, CipherRX: 30, SADrops: 5, TXFull: 2},
-			{Queue: 1, PlainRX: 8},
+			{Worker: 1, Queue: 1, PlainRX: 8},
 		}}},
 	}
 	cur.SAs[1].Drops[sa.DropReplay] = 10
@@ -88,7 +88,7 @@ func TestComputeRatesProperties(t *testing.T) {
 			s.SAs = append(s.SAs, st)
 		}
 		for q := range rng.IntN(3) {
-			s.Stats.Engine.Workers = append(s.Stats.Engine.Workers, xdp.EngineWorkerStats{Queue: q, CipherRX: rng.Uint64N(1e6), SADrops: rng.Uint64N(10)})
+			s.Stats.Engine.Workers = append(s.Stats.Engine.Workers, xdp.EngineWorkerStats{Worker: q, Queue: q, CipherRX: rng.Uint64N(1e6), SADrops: rng.Uint64N(10)})
 		}
 		return s
 	}
@@ -175,5 +175,21 @@ func TestLifetimeText(t *testing.T) {
 	}
 	if got := lifetimeText(sa.Remaining{Bytes: 5000000, Packets: -1, Seconds: 3600}); got != "3600s 5.00MB" {
 		t.Errorf("%q", got)
+	}
+}
+
+// TestWatchWorkersOnOneQueue: with spi or spread steering several
+// workers share a queue; each gets its own rate, keyed by worker.
+func TestWatchWorkersOnOneQueue(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	mk := func(at time.Time, rx0, rx1 uint64) snapshot {
+		return snapshot{At: at, Stats: gateway.Stats{Engine: xdp.EngineStats{Workers: []xdp.EngineWorkerStats{
+			{Worker: 0, Queue: 0, CipherRX: rx0}, {Worker: 1, Queue: 0, CipherRX: rx1},
+		}}}}
+	}
+	r := computeRates(mk(t0, 100, 1000), mk(t0.Add(time.Second), 150, 1300))
+	if len(r.Workers) != 2 || r.Workers[0].Worker != 0 || r.Workers[0].CipherRXPerSec != 50 ||
+		r.Workers[1].Worker != 1 || r.Workers[1].Queue != 0 || r.Workers[1].CipherRXPerSec != 300 {
+		t.Errorf("workers: %+v", r.Workers)
 	}
 }

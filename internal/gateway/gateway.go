@@ -168,7 +168,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	proc, err := sa.NewProcessor(sa.ProcessorOptions{
-		Workers: gw.g.Queues, Concurrency: gw.g.Concurrency,
+		Workers: gw.g.EngineWorkers(), Concurrency: gw.g.Concurrency,
 		SAD: gw.sad, SPD: gw.spd, Tunnel: gw.def,
 	})
 	if err != nil {
@@ -584,6 +584,7 @@ func (gw *Gateway) engineConfig() xdp.EngineConfig {
 		Attach:     attachMode(g.Attach),
 		CPUs:       g.CPUs,
 	}
+	tuneEngine(&ec, g)
 	if g.Plain != nil {
 		ec.Plain = &xdp.Port{Name: g.Plain.Name, NextHop: g.Plain.NextHop, VLAN: g.Plain.VLAN}
 		ec.ProtectedPrefixes = g.Protected
@@ -610,7 +611,7 @@ func (gw *Gateway) Start() (err error) {
 	ec := gw.engineConfig()
 	if t := gw.g.TUN; t != nil {
 		if err := gw.inNS(func() error {
-			tuns, err := openTUN(t.Name, gw.g.Queues, gw.log)
+			tuns, err := openTUN(t.Name, gw.g.EngineWorkers(), gw.log)
 			if err != nil {
 				return err
 			}
@@ -676,7 +677,8 @@ func (gw *Gateway) Start() (err error) {
 	if err := gw.startIKE(); err != nil {
 		return err
 	}
-	gw.log.Info("gateway running", "cipher", gw.g.Cipher.Name, "plain", plainName(gw.g), "queues", gw.g.Queues, "sas", len(gw.sas))
+	gw.log.Info("gateway running", "cipher", gw.g.Cipher.Name, "plain", plainName(gw.g), "queues", gw.g.Queues,
+		"workers", gw.g.EngineWorkers(), "steering", eng.Steering().String(), "sas", len(gw.sas))
 	return nil
 }
 
@@ -903,6 +905,14 @@ type Stats struct {
 	// Links are the gateway's interfaces as the link monitor saw them.
 	Links []LinkState `json:"links,omitempty"`
 
+	// EngineInfo is the data plane's layout: steering, workers, queues.
+	EngineInfo
+	// Kernel sums the kernel's AF_XDP counters (XDP_STATISTICS) over all
+	// the engine's sockets (xdp.EngineStats.KernelTotals): packets it
+	// dropped because a socket's RX ring was full or it had no frame to
+	// receive into, invalid descriptors. Per socket in Engine.
+	Kernel xdp.KernelStats `json:"kernel"`
+
 	Processor sa.ProcessorStats `json:"processor"`
 	Engine    xdp.EngineStats   `json:"engine"`
 	// Wire: path MTU discovery and VLAN counters (wire.go).
@@ -918,8 +928,9 @@ func (gw *Gateway) Stats() Stats {
 	eng := gw.eng
 	started := gw.started
 	tuns := gw.tunQ
-	gw.mu.Unlock()
 	var s Stats
+	s.Workers, s.Queues = gw.g.EngineWorkers(), gw.g.Queues
+	gw.mu.Unlock()
 	if len(tuns) > 0 {
 		s.TUN = new(xdp.TUNStats)
 		for _, t := range tuns {
@@ -928,6 +939,8 @@ func (gw *Gateway) Stats() Stats {
 	}
 	if eng != nil {
 		s.Engine = eng.Stats()
+		s.Steering = eng.Steering().String()
+		s.Kernel = s.Engine.KernelTotals()
 		for _, w := range s.Engine.Workers {
 			s.CipherRX += w.CipherRX
 			s.PlainRX += w.PlainRX

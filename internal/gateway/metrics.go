@@ -39,6 +39,7 @@ func (gw *Gateway) MetricsSnapshot() metrics.Snapshot {
 		snap.Engine = &st.Engine
 	}
 	snap.TUN = st.TUN
+	snap.Steering, snap.Queues = st.Steering, st.Queues
 	for k := range gw.eventCounts {
 		if n := gw.eventCounts[k].Load(); n > 0 {
 			snap.Events[sa.EventKind(k)] = n

@@ -158,6 +158,8 @@ func restartNeeded(a, b *config.Gateway) string {
 	case a.Queues != b.Queues || a.Concurrency != b.Concurrency || a.XDPMode != b.XDPMode || a.Attach != b.Attach ||
 		!slices.Equal(a.CPUs, b.CPUs):
 		return "queues, concurrency, xdp_mode, attach or cpus changed"
+	case !sameTuning(a, b):
+		return "workers, steering, spread_chunk, rings or busy_poll changed (the data plane's sockets and workers are made at start)"
 	case a.MSSClamp != b.MSSClamp || a.DecrementTTL != b.DecrementTTL || a.ICMPErrors != b.ICMPErrors ||
 		a.Keepalive != b.Keepalive || a.LogDrops != b.LogDrops || a.Control != b.Control || a.StateDir != b.StateDir ||
 		a.Metrics != b.Metrics || a.MetricsMaxSAs != b.MetricsMaxSAs || a.PMTUAge != b.PMTUAge ||

@@ -12,7 +12,12 @@
 //     own (the first in the Source's order); the others are summed into
 //     series whose name label is OtherSA, and espxdp_sa_aggregated says
 //     how many there are. Every other label takes values from fixed sets
-//     (drop reasons, event kinds, queues, interfaces sides).
+//     (drop reasons, event kinds, steering modes, interfaces sides) or
+//     ranges the configuration bounds: workers (gateway.workers, at most
+//     64) and queues (gateway.queues, at most 64). Sockets are summed per
+//     side and queue, not per worker and queue: with spi or spread
+//     steering every worker has a socket on every queue, and series per
+//     socket would grow as workers times queues.
 package metrics
 
 import (
@@ -52,6 +57,11 @@ type Snapshot struct {
 	EventsLost uint64
 	// TUN is the route-based TUN's offload counters (nil: no TUN).
 	TUN *xdp.TUNStats
+	// Steering is the engine's steering (xdp.Steering.String: queue,
+	// spi or spread) and Queues the interface queues it serves; with
+	// Engine nil they are not exported.
+	Steering string
+	Queues   int
 }
 
 // Source returns the current counters.
@@ -115,6 +125,11 @@ var (
 	descKAErr     = desc("natt_keepalive_errors_total", "NAT-keepalives that could not be sent (or socket errors).")
 	descEvents    = desc("events_total", "Control-plane events handled, by kind.", "kind")
 	descEventLost = desc("events_lost_total", "Control-plane events dropped because the event queue was full.")
+
+	descEngineInfo    = desc("engine_info", "1, labelled with how the XDP programs steer packets to workers (queue, spi, spread).", "steering")
+	descEngineWorkers = desc("engine_workers", "Engine workers.")
+	descEngineQueues  = desc("engine_queues", "Interface queues the engine serves.")
+	descKernelDrops   = desc("kernel_xsk_drops_total", "The kernel's AF_XDP drops (XDP_STATISTICS) summed over every socket, by reason: rx_dropped (no frame to receive into, too large), rx_ring_full, rx_invalid_descs, tx_invalid_descs.", "reason")
 )
 
 // workerCounter is one counter of xdp.EngineWorkerStats.
@@ -124,7 +139,7 @@ type workerCounter struct {
 }
 
 func wc(name, help string, get func(*xdp.EngineWorkerStats) uint64) workerCounter {
-	return workerCounter{desc("worker_"+name+"_total", help, "queue"), get}
+	return workerCounter{desc("worker_"+name+"_total", help, "worker", "queue"), get}
 }
 
 var workerCounters = []workerCounter{
@@ -158,7 +173,7 @@ type socketCounter struct {
 }
 
 func sc(name, help string, get func(*xdp.Stats) uint64) socketCounter {
-	return socketCounter{desc("xsk_"+name+"_total", help, "side", "queue"), get}
+	return socketCounter{desc("xsk_"+name+"_total", help+" Summed over the queue's sockets (one per worker with spi or spread steering).", "side", "queue"), get}
 }
 
 var socketCounters = []socketCounter{
@@ -186,7 +201,8 @@ var socketCounters = []socketCounter{
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSAs, descAggregated, descSAPkts, descSABytes, descSADrops, descSASeq, descSAState, descSALife,
 		descProcPkts, descProcOK, descProcControl, descProcBypass, descProcHanded, descProcDrops,
-		descUp, descUptime, descUMEM, descXDP, descKASent, descKARecv, descKAErr, descEvents, descEventLost, descTUN} {
+		descUp, descUptime, descUMEM, descXDP, descKASent, descKARecv, descKAErr, descEvents, descEventLost, descTUN,
+		descEngineInfo, descEngineWorkers, descEngineQueues, descKernelDrops} {
 		ch <- d
 	}
 	for _, w := range workerCounters {
@@ -292,23 +308,38 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if e := s.Engine; e != nil {
 		gauge(ch, descUp, 1)
 		gauge(ch, descUptime, s.Uptime.Seconds())
+		if s.Steering != "" {
+			gauge(ch, descEngineInfo, 1, s.Steering)
+		}
+		gauge(ch, descEngineWorkers, float64(len(e.Workers)))
+		gauge(ch, descEngineQueues, float64(s.Queues))
 		for i := range e.Workers {
 			w := &e.Workers[i]
-			q := fmt.Sprint(w.Queue)
+			wl, q := fmt.Sprint(w.Worker), fmt.Sprint(w.Queue)
 			for _, m := range workerCounters {
-				counter(ch, m.desc, m.get(w), q)
+				counter(ch, m.desc, m.get(w), wl, q)
 			}
 		}
 		for _, side := range []struct {
 			name  string
 			socks []xdp.Stats
 		}{{"cipher", e.CipherSockets}, {"plain", e.PlainSockets}} {
-			for q := range side.socks {
+			byQueue := socketsByQueue(side.socks, s.Queues)
+			for q := range byQueue {
 				for _, m := range socketCounters {
-					counter(ch, m.desc, m.get(&side.socks[q]), side.name, fmt.Sprint(q))
+					var v uint64
+					for _, i := range byQueue[q] {
+						v += m.get(&side.socks[i])
+					}
+					counter(ch, m.desc, v, side.name, fmt.Sprint(q))
 				}
 			}
 		}
+		k := e.KernelTotals()
+		counter(ch, descKernelDrops, k.RxDropped, "rx_dropped")
+		counter(ch, descKernelDrops, k.RxRingFull, "rx_ring_full")
+		counter(ch, descKernelDrops, k.RxInvalidDescs, "rx_invalid_descs")
+		counter(ch, descKernelDrops, k.TxInvalidDescs, "tx_invalid_descs")
 		xdpProgram(ch, "cipher", &e.CipherProgram)
 		if len(e.PlainSockets) > 0 {
 			xdpProgram(ch, "plain", &e.PlainProgram)
@@ -364,3 +395,21 @@ func xdpProgram(ch chan<- prometheus.Metric, side string, b *bpf.Stats) {
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
+
+// socketsByQueue groups the indexes of an engine side's sockets by
+// queue. The engine lists them worker by worker, each worker's in queue
+// order: one socket per worker on its own queue (queue steering:
+// len(socks) == queues), or one on every queue (spi, spread: len(socks)
+// == workers × queues); either way socket i is on queue i % queues.
+// With queues unknown (0) every socket is its own queue, as before
+// workers and queues were separate.
+func socketsByQueue(socks []xdp.Stats, queues int) [][]int {
+	if queues <= 0 || queues > len(socks) {
+		queues = len(socks)
+	}
+	by := make([][]int, queues)
+	for i := range socks {
+		by[i%queues] = append(by[i%queues], i)
+	}
+	return by
+}

@@ -71,7 +71,7 @@ func fakeSnapshot(nSAs int) Snapshot {
 	s.Processor.InPkts, s.Processor.OutPkts = 11, 22
 	s.Processor.Drops[sa.DropNoSA] = 5
 	s.Engine = &xdp.EngineStats{
-		Workers:       []xdp.EngineWorkerStats{{Queue: 0, CipherRX: 100, TXFull: 3}, {Queue: 1, PlainRX: 50, Sleeps: 9}},
+		Workers:       []xdp.EngineWorkerStats{{Worker: 0, Queue: 0, CipherRX: 100, TXFull: 3}, {Worker: 1, Queue: 1, PlainRX: 50, Sleeps: 9}},
 		CipherSockets: []xdp.Stats{{RXPackets: 100, Wakeups: 6}, {}},
 		PlainSockets:  []xdp.Stats{{TXPackets: 90}, {}},
 		Frames:        xdp.FrameCounts{Total: 10, Free: 6, Fill: 4},
@@ -192,7 +192,7 @@ func TestCollectorLabelsHaveNoSecrets(t *testing.T) {
 	snap := fakeSnapshot(4)
 	mfs := gather(t, NewCollector(func() Snapshot { return snap }, Options{}))
 	allowed := map[string]bool{"name": true, "spi": true, "direction": true, "reason": true, "limit": true, "unit": true,
-		"queue": true, "side": true, "verdict": true, "place": true, "kind": true}
+		"queue": true, "worker": true, "steering": true, "side": true, "verdict": true, "place": true, "kind": true}
 	for name, mf := range mfs {
 		if !strings.HasPrefix(name, Namespace+"_") {
 			t.Errorf("metric %s outside the namespace", name)
