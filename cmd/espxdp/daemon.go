@@ -265,7 +265,7 @@ func cmdShowStats(args []string, stdout, stderr io.Writer) error {
 		}...)
 	}
 	if st.Steering != "" {
-		fmt.Fprintf(stdout, "%-28s %s (%d workers, %d queues)\n", "steering:", st.Steering, st.Workers, st.Queues)
+		fmt.Fprintf(stdout, "%-28s %s (workers %d, queues %d)\n", "steering:", st.Steering, st.Workers, st.Queues)
 	}
 	for _, r := range rows {
 		fmt.Fprintf(stdout, "%-28s %d\n", r.name+":", r.v)
