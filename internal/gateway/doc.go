@@ -17,6 +17,12 @@
 // in both directions, while the daemon is not running; it is left in
 // place when the gateway stops (see docs/ARCHITECTURE.md).
 //
+// The engine's layout and socket tuning come from the gateway section
+// (workers, steering, spread_chunk, rings, busy_poll; tuning.go): they
+// are fixed at Start, so a reload that changes them is refused with
+// ErrRestart; show stats and the metrics report the steering that runs,
+// per-worker counters and the kernel's AF_XDP drops.
+//
 // IKEv2 peers (the configuration's peers:, ike.go) run one ike.Endpoint
 // each on UDP 500 and 4500 sockets the gateway reads itself; their child
 // SAs are installed as one, bound to the peer's tunnel, and rekeyed
