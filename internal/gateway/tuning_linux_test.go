@@ -163,7 +163,7 @@ func TestGatewayWorkers(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			a, b := buildTopology(t)
-			extra := fmt.Sprintf("  workers: 2\n  concurrency: %s\n  mss_clamp: 1300\n", c.concurrency)
+			extra := fmt.Sprintf("  workers: 2\n  concurrency: %s\n  mss_clamp: 1300\n  metrics: 127.0.0.1:0\n", c.concurrency)
 			if c.steering == "spread" {
 				extra += "  spread_chunk: 4\n" // both workers get a share of a short transfer
 			}
@@ -200,6 +200,27 @@ func TestGatewayWorkers(t *testing.T) {
 					t.Errorf("no traffic counted: %+v", st)
 				}
 			}
+			// The metrics: the steering, one series per worker, one
+			// socket series per side and queue (both workers' sockets
+			// on queue 0 summed).
+			_, mfs := scrape(t, gb)
+			if v := metricValue(t, mfs, "espxdp_engine_info", "steering", c.steering); v != 1 {
+				t.Errorf("engine_info{steering=%s} = %v", c.steering, v)
+			}
+			if v := metricValue(t, mfs, "espxdp_engine_workers"); v != 2 {
+				t.Errorf("engine_workers = %v", v)
+			}
+			if n := len(mfs["espxdp_worker_cipher_rx_total"].GetMetric()); n != 2 {
+				t.Errorf("%d worker_cipher_rx series, want 2", n)
+			}
+			sides := 2 // cipher and plain, queue 0
+			if c.tun {
+				sides = 1 // no plain AF_XDP side
+			}
+			if n := len(mfs["espxdp_xsk_rx_packets_total"].GetMetric()); n != sides {
+				t.Errorf("%d xsk_rx_packets series, want %d", n, sides)
+			}
+			metricValue(t, mfs, "espxdp_kernel_xsk_drops_total", "reason", "rx_ring_full")
 			if c.steering == "spread" {
 				// gwB takes the transfer's ESP: dealt over both workers.
 				for _, w := range gb.Stats().Engine.Workers {
