@@ -142,7 +142,8 @@ func TestTuningReloadNeedsRestart(t *testing.T) {
 // one SA per direction in every concurrency mode, with the steering
 // auto picks for it (shared: spread, the SA dealt over both workers;
 // sharded, percpu, ordered: spi, the SA's packets to its owner or
-// sequencer), on AF_XDP plaintext interfaces and on a multi-queue TUN;
+// sequencer), on AF_XDP plaintext interfaces and on a multi-queue TUN,
+// one pair with larger rings and busy polling;
 // show-stats reports the layout, per-worker counters and the kernel's
 // totals.
 func TestGatewayWorkers(t *testing.T) {
@@ -150,12 +151,15 @@ func TestGatewayWorkers(t *testing.T) {
 	for i, c := range []struct {
 		concurrency, steering string
 		tun                   bool
+		opts                  string // more gateway options
 	}{
-		{"shared", "spread", false},
-		{"sharded", "spi", false},
-		{"percpu", "spi", false},
-		{"ordered", "spi", false},
-		{"shared", "spread", true},
+		{"shared", "spread", false, ""},
+		// Ring sizes and busy polling reach the sockets (the engine
+		// starts with them).
+		{"sharded", "spi", false, "  rings: {rx: 8192, tx: 1024, fill: 8192}\n  busy_poll: {usecs: 20, budget: 64, prefer: true}\n"},
+		{"percpu", "spi", false, ""},
+		{"ordered", "spi", false, ""},
+		{"shared", "spread", true, ""},
 	} {
 		name := c.concurrency
 		if c.tun {
@@ -164,6 +168,7 @@ func TestGatewayWorkers(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			a, b := buildTopology(t)
 			extra := fmt.Sprintf("  workers: 2\n  concurrency: %s\n  mss_clamp: 1300\n  metrics: 127.0.0.1:0\n", c.concurrency)
+			extra += c.opts
 			if c.steering == "spread" {
 				extra += "  spread_chunk: 4\n" // both workers get a share of a short transfer
 			}
