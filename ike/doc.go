@@ -59,6 +59,15 @@
 //     IKE_AUTH never has a DH transform (§1.2: stripped). An IKE SA
 //     holds at most 8 child SAs: a peer's rekey beyond that (rekeying
 //     without deleting the replaced ones) gets TEMPORARY_FAILURE.
+//   - Additional child SAs (RFC 7296 §1.3.1: CREATE_CHILD_SA without
+//     REKEY_SA), either side: IKESA.CreateChild proposes the configured
+//     selectors and ESP proposal (with a KE when it names a DH group);
+//     the responder answers like IKE_AUTH (selectors narrowed, PFS
+//     required when configured, as for rekeys) and reports the child
+//     to OnChild. strongSwan recreates a child this way after a hard
+//     expiry or swanctl --initiate --child on an existing IKE SA. They
+//     count against the 8 child SAs per IKE SA: beyond,
+//     NO_ADDITIONAL_SAS.
 //   - IKE SA rekeying (RFC 7296 §1.3.2, §2.18), either side
 //     (IKESA.RekeyIKE; the peer's is answered; Config.IKELifetime starts
 //     it, default 4h, up to 10 % earlier at random): CREATE_CHILD_SA with
@@ -117,9 +126,7 @@
 //
 // # Not implemented
 //
-// Certificates and signature authentication, EAP, additional child
-// SAs (a CREATE_CHILD_SA request for a new child is answered with
-// NO_ADDITIONAL_SAS), child SA lifetimes (the embedder calls
+// Certificates and signature authentication, EAP, child SA lifetimes (the embedder calls
 // RekeyChild on the SAs' soft-expiry events, or deletes and initiates
 // again; the peer's lifetimes drive its own rekeys), MOBIKE, IKE
 // fragmentation (RFC 7383), configuration payloads, transport mode,
