@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"testing"
@@ -220,4 +222,41 @@ func TestAdditionalChildBound(t *testing.T) {
 			tl.mu.Unlock()
 		}
 	}
+}
+
+// TestLoopbackIPv6: IKE over IPv6 outer addresses: the child SAs'
+// Local and Remote are the IPv6 endpoints, ESP round-trips, and a
+// rekey and an additional child work.
+func TestLoopbackIPv6(t *testing.T) {
+	l6 := func() net.PacketConn {
+		c, err := net.ListenPacket("udp6", "[::1]:0")
+		if err != nil {
+			t.Skipf("no IPv6 loopback: %v", err)
+		}
+		return c
+	}
+	rcfg := Config{LocalID: FQDN("responder.test"), LocalTS: ts("10.2.0.0/24"), RemoteTS: ts("10.1.0.0/16")}
+	r := newSideConn(t, rcfg, l6(), l6())
+	icfg := Config{LocalID: FQDN("initiator.test"), LocalTS: ts("10.1.0.0/16"), RemoteTS: ts("10.2.0.0/16"), PeerNATTPort: port(r.natt).Port()}
+	i := newSideConn(t, icfg, l6(), l6())
+	ctx, ike, ic := establish(t, i, r)
+	rc := recv(t, r.children)
+	lo := netip.IPv6Loopback()
+	for _, c := range []*ChildSA{ic, rc} {
+		if c.In.Local != lo || c.In.Remote != lo || c.Out.Local != lo || c.Out.Remote != lo {
+			t.Fatalf("child %d: in %v→%v out %v→%v, want ::1", c.ID, c.In.Remote, c.In.Local, c.Out.Local, c.Out.Remote)
+		}
+	}
+	espRoundTrip(t, ic, rc)
+	espRoundTrip(t, rc, ic)
+	if _, err := ike.RekeyChild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, i.children)
+	recv(t, r.children)
+	if _, err := ike.CreateChild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n1, n2 := recv(t, i.children), recv(t, r.children)
+	espRoundTrip(t, n1, n2)
 }

@@ -213,3 +213,41 @@ func TestIKEStrongSwanRecreatedChild(t *testing.T) {
 		t.Fatalf("ping through the recreated child: %d of 3\nlogA:\n%s\ncharon:\n%s", got, a.log, charon.Log())
 	}
 }
+
+// TestIKEStrongSwanIPv6: strongSwan initiates to espxdp over the IPv6
+// wan; the tunnel carries pings and strongSwan's rekey.
+func TestIKEStrongSwanIPv6(t *testing.T) {
+	swan.Require(t)
+	a, b := buildTopologyWAN(t, true)
+	charon := swan.StartTest(t, b.gw.Name, swan.Options{})
+	conn := swanConn()
+	conn.LocalAddrs, conn.RemoteAddrs = wanB6, wanA6
+	if err := charon.Load(conn); err != nil {
+		t.Fatal(err)
+	}
+	startGateway(t, a, ikeGatewayYAML(t, a, b, "a", ikeParams{psk: swanPSK, extra: swanPeerExtra, wan6: true}))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := charon.Initiate(ctx, swan.DefaultChild); err != nil {
+		t.Fatalf("charon initiate: %v\nlogA:\n%s\ncharon:\n%s", err, a.log, charon.Log())
+	}
+	ia := waitIKEUp(t, a, 10*time.Second)
+	ca, _ := primaryChild(ia)
+	cs := charonChild(t, charon)
+	if spiHex(ca.SPIIn) != cs.SPIOut || spiHex(ca.SPIOut) != cs.SPIIn {
+		t.Fatalf("SPIs do not pair up: espxdp %+v, strongSwan %+v", ca, cs)
+	}
+	if s := ia.IKESAs[len(ia.IKESAs)-1]; !strings.Contains(s.Remote, wanB6) {
+		t.Fatalf("IKE SA %+v, want remote %s", s, wanB6)
+	}
+	if got := ping(t, a, b.hostAddr, 5); got != 5 {
+		t.Fatalf("ping through strongSwan over IPv6: %d of 5\nlogA:\n%s\ncharon:\n%s", got, a.log, charon.Log())
+	}
+	if err := charon.Rekey(ctx, swan.DefaultChild); err != nil {
+		t.Fatal(err)
+	}
+	charonChild(t, charon, cs.SPIIn)
+	if got := ping(t, a, b.hostAddr, 3); got != 3 {
+		t.Fatalf("ping after strongSwan's rekey: %d of 3", got)
+	}
+}
