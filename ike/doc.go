@@ -111,8 +111,15 @@
 //     accepted), before any DH computation and without keeping state;
 //     half-open SAs are bounded apart (Config.MaxHalfOpen) from the
 //     others (Config.MaxIKESAs), both checked before the DH, beyond
-//     them TEMPORARY_FAILURE; an IKE_SA_INIT request over 8 KiB is
-//     refused (a half-open SA keeps its request). The initiator answers
+//     them TEMPORARY_FAILURE; a source address that returned a valid
+//     cookie holds at most Config.MaxHalfOpenPerSource half-open SAs
+//     made with a cookie (default 5, strongSwan's block_threshold;
+//     beyond, its IKE_SA_INIT is dropped and counted in
+//     Stats.SourceBlocked), and SAs made without a cookie never count,
+//     so spoofing a victim's address cannot block it; an IKE_SA_INIT
+//     request over 8 KiB is refused (a half-open SA keeps its
+//     request). Config.Retries and Config.Retransmit are bounded
+//     (MaxRetries, MaxRetransmit) so the back-off cannot overflow. The initiator answers
 //     a COOKIE by retrying with it (same SPIi, Ni and KE), and an
 //     INVALID_KE_PAYLOAD by retrying with the group asked for, each at
 //     most three times.
