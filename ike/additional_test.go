@@ -260,3 +260,61 @@ func TestLoopbackIPv6(t *testing.T) {
 	n1, n2 := recv(t, i.children), recv(t, r.children)
 	espRoundTrip(t, n1, n2)
 }
+
+// TestLoopbackRekeyChildSA: with two children (the first and an
+// additional one), RekeyChildSA rekeys the older one: its successor is
+// reported, it goes down, the other child stays; DeleteChild then
+// deletes one child and leaves the IKE SA and the other child up; a
+// deleted or replaced child is refused.
+func TestLoopbackRekeyChildSA(t *testing.T) {
+	i, r := pair(t, Config{}, Config{})
+	ctx, ike, first := establish(t, i, r)
+	recv(t, r.children)
+	extra, err := ike.CreateChild(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, i.children)
+	recv(t, r.children)
+	succ, err := ike.RekeyChildSA(ctx, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, i.children)
+	recv(t, r.children)
+	if d := <-i.down; d != first {
+		t.Fatalf("child %d went down, want the first %d", d.ID, first.ID)
+	}
+	<-r.down
+	ids := func() []sa.ChildID {
+		var out []sa.ChildID
+		for _, c := range ike.Info().Children {
+			out = append(out, c.ID)
+		}
+		return out
+	}
+	if got := ids(); len(got) != 2 || !slices.Contains(got, extra.ID) || !slices.Contains(got, succ.ID) {
+		t.Fatalf("children %v, want the additional %d and the successor %d", got, extra.ID, succ.ID)
+	}
+	if _, err := ike.RekeyChildSA(ctx, first); !errors.Is(err, ErrConfig) {
+		t.Fatalf("rekey of a replaced child: %v", err)
+	}
+	if err := ike.DeleteChild(ctx, extra); err != nil {
+		t.Fatal(err)
+	}
+	if d := <-i.down; d != extra {
+		t.Fatalf("child %d went down, want %d", d.ID, extra.ID)
+	}
+	if !waitFor(func() bool { return len(r.ep.IKESAs()) == 1 && len(r.ep.IKESAs()[0].Children) == 1 }) {
+		t.Fatalf("responder: %+v", r.ep.IKESAs())
+	}
+	if got := ids(); len(got) != 1 || got[0] != succ.ID || !ike.Established() {
+		t.Fatalf("after DeleteChild: %v, established %v", got, ike.Established())
+	}
+	if err := ike.DeleteChild(ctx, extra); !errors.Is(err, ErrConfig) {
+		t.Fatalf("DeleteChild of a deleted child: %v", err)
+	}
+	if _, err := ike.RekeyChildSA(ctx, extra); !errors.Is(err, ErrConfig) {
+		t.Fatalf("rekey of a deleted child: %v", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -52,13 +53,28 @@ var errTemporary = errors.New("temporary failure")
 // the peer's rekey of the same child, the surviving one). On an IKE SA
 // that was rekeyed it rekeys the successor's child.
 func (s *IKESA) RekeyChild(ctx context.Context) (*ChildSA, error) {
+	return s.rekeyChild(ctx, nil)
+}
+
+// RekeyChildSA is RekeyChild for the child SA c of this IKE SA (or of
+// its successor after IKE SA rekeys), e.g. an older one of several
+// children (additional child SAs). It fails with ErrConfig when c is
+// no longer held (deleted) or was rekeyed already.
+func (s *IKESA) RekeyChildSA(ctx context.Context, c *ChildSA) (*ChildSA, error) {
+	if c == nil {
+		return nil, errf(ErrConfig, "no child SA")
+	}
+	return s.rekeyChild(ctx, c)
+}
+
+func (s *IKESA) rekeyChild(ctx context.Context, target *ChildSA) (*ChildSA, error) {
 	var err error
 	for try := 0; ; try++ {
 		s.e.mu.Lock()
 		h := s.home()
 		s.e.mu.Unlock()
 		var c *ChildSA
-		c, err = h.rekeyChildAttempt(ctx)
+		c, err = h.rekeyChildAttempt(ctx, target)
 		// A request on an IKE SA that the peer replaced and deleted
 		// meanwhile (ErrRekeyed) is retried on the successor.
 		if !(errors.Is(err, errTemporary) || errors.Is(err, ErrRekeyed)) || try >= maxTempRetries {
@@ -83,7 +99,9 @@ func tempWait(ctx context.Context, base time.Duration, try int) error {
 	}
 }
 
-func (s *IKESA) rekeyChildAttempt(ctx context.Context) (*ChildSA, error) {
+// rekeyChildAttempt rekeys target, or with target nil the newest child
+// that is not being rekeyed.
+func (s *IKESA) rekeyChildAttempt(ctx context.Context, target *ChildSA) (*ChildSA, error) {
 	e := s.e
 	e.mu.Lock()
 	if s.successor != nil || s.rekeying {
@@ -96,9 +114,21 @@ func (s *IKESA) rekeyChildAttempt(ctx context.Context) (*ChildSA, error) {
 	}
 	var old *ChildSA
 	for k := len(s.children) - 1; k >= 0 && old == nil; k-- {
-		if c := s.children[k]; c.succ == nil && !c.ourRekey && !c.redundant && c.peerSucc == nil {
+		c := s.children[k]
+		if target != nil && c != target {
+			continue
+		}
+		if target != nil && (c.succ != nil || c.redundant) {
+			e.mu.Unlock()
+			return nil, errf(ErrConfig, "child SA %d was rekeyed already", c.ID)
+		}
+		if c.succ == nil && !c.ourRekey && !c.redundant && c.peerSucc == nil {
 			old = c
 		}
+	}
+	if target != nil && old == nil && !slices.Contains(s.children, target) {
+		e.mu.Unlock()
+		return nil, errf(ErrConfig, "child SA %d is not held by %v", target.ID, s)
 	}
 	if old == nil {
 		busy := len(s.children) > 0
@@ -158,6 +188,23 @@ func (s *IKESA) rekeyChildAttempt(ctx context.Context) (*ChildSA, error) {
 	}
 	// The new child is installed: delete the old one.
 	return child, s.deleteChild(ctx, old)
+}
+
+// DeleteChild deletes the child SA c (held by this IKE SA or its
+// successor) with an INFORMATIONAL exchange and reports it to
+// Config.OnChildDown (also when the peer does not answer); the IKE SA
+// and its other children stay.
+func (s *IKESA) DeleteChild(ctx context.Context, c *ChildSA) error {
+	if c == nil {
+		return errf(ErrConfig, "no child SA")
+	}
+	s.e.mu.Lock()
+	held := slices.Contains(s.home().children, c)
+	s.e.mu.Unlock()
+	if !held {
+		return errf(ErrConfig, "child SA %d is not held by %v", c.ID, s)
+	}
+	return s.deleteChild(ctx, c)
 }
 
 // deleteChild deletes c with an INFORMATIONAL exchange on the IKE SA

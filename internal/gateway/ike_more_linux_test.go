@@ -12,6 +12,7 @@ import (
 
 	"github.com/espxdp/espxdp/internal/swan"
 	"github.com/espxdp/espxdp/internal/testenv"
+	"github.com/espxdp/espxdp/internal/topo"
 )
 
 // waitLog waits until s's log contains want.
@@ -249,5 +250,62 @@ func TestIKEStrongSwanIPv6(t *testing.T) {
 	charonChild(t, charon, cs.SPIIn)
 	if got := ping(t, a, b.hostAddr, 3); got != 3 {
 		t.Fatalf("ping after strongSwan's rekey: %d of 3", got)
+	}
+}
+
+// TestIKETwoChildren: an IKE SA holds two children (an additional
+// child SA made with ike's CreateChild); A (rekey_time 2s) rekeys each
+// of them, not only the newest, so neither reaches its hard lifetime
+// and the IKE SA stays; traffic flows throughout.
+func TestIKETwoChildren(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := buildTopology(t)
+	p := ikeParams{psk: "two children psk 0123456789", any: true}
+	startGateway(t, b, ikeGatewayYAML(t, b, a, "b", p))
+	ga := startGateway(t, a, ikeGatewayYAML(t, a, b, "a", ikeParams{psk: p.psk, start: true, rekey: "2s"}))
+	ia := waitIKEUp(t, a, 10*time.Second)
+	spis := ia.IKESAs[0].SPIs
+	ga.ike.mu.Lock()
+	peer := ga.ike.peers[0]
+	ga.ike.mu.Unlock()
+	peer.mu.Lock()
+	cur := peer.current
+	peer.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := cur.CreateChild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ia = waitIKEUp(t, a, 5*time.Second)
+		if len(ia.IKESAs) == 1 && len(ia.IKESAs[0].Children) >= 2 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("no second child on the IKE SA: %+v", ia)
+		}
+	}
+	// Several rekey periods (soft lifetime 2s minus up to 10 %, hard
+	// 3s) under pings.
+	r, err := topo.Ping(a.host, b.hostAddr, 250, 56, 20*time.Millisecond, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Received < 240 {
+		t.Errorf("%d of 250 pings answered across the rekeys\nlogA:\n%s", r.Received, a.log)
+	}
+	if l := a.log.String(); strings.Contains(l, "reached its hard lifetime") {
+		t.Fatalf("a child hard-expired:\n%s", l)
+	}
+	ia = waitIKEUp(t, a, 2*time.Second)
+	if len(ia.IKESAs) != 1 || ia.IKESAs[0].SPIs != spis {
+		t.Fatalf("the IKE SA changed: %+v (was %s)", ia, spis)
+	}
+	if n := len(ia.IKESAs[0].Children); n < 2 {
+		t.Fatalf("%d children left, want both lines rekeyed: %+v", n, ia)
+	}
+	// The gateway's line (the ike package's has the address as well).
+	if n := strings.Count(a.log.String(), `msg="ike: child SA rekeyed" peer=gwB old=`); n < 3 {
+		t.Errorf("%d child rekeys in 5 s with two children and rekey_time 2s, want ≥ 3\nlogA:\n%s", n, a.log)
 	}
 }
