@@ -67,7 +67,9 @@
 //     to OnChild. strongSwan recreates a child this way after a hard
 //     expiry or swanctl --initiate --child on an existing IKE SA. They
 //     count against the 8 child SAs per IKE SA: beyond,
-//     NO_ADDITIONAL_SAS.
+//     NO_ADDITIONAL_SAS. With several children, IKESA.RekeyChildSA
+//     rekeys a given one (RekeyChild the newest) and IKESA.DeleteChild
+//     deletes one, the IKE SA staying up.
 //   - IKE SA rekeying (RFC 7296 §1.3.2, §2.18), either side
 //     (IKESA.RekeyIKE; the peer's is answered; Config.IKELifetime starts
 //     it, default 4h, up to 10 % earlier at random): CREATE_CHILD_SA with
