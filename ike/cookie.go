@@ -15,6 +15,17 @@ const (
 	DefaultCookieThreshold = 64
 	DefaultMaxHalfOpen     = 4096
 	DefaultMaxIKESAs       = 4096
+	// DefaultMaxHalfOpenPerSource is Config.MaxHalfOpenPerSource's
+	// default (strongSwan's block_threshold).
+	DefaultMaxHalfOpenPerSource = 5
+)
+
+// Bounds of the retransmission schedule (Config.Retries,
+// Config.Retransmit): Retransmit << Retries, and the schedules derived
+// from it, stay far within a time.Duration.
+const (
+	MaxRetries    = 16
+	MaxRetransmit = time.Minute
 )
 
 // maxInitLen bounds the IKE_SA_INIT requests the responder keeps state

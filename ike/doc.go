@@ -59,6 +59,17 @@
 //     IKE_AUTH never has a DH transform (§1.2: stripped). An IKE SA
 //     holds at most 8 child SAs: a peer's rekey beyond that (rekeying
 //     without deleting the replaced ones) gets TEMPORARY_FAILURE.
+//   - Additional child SAs (RFC 7296 §1.3.1: CREATE_CHILD_SA without
+//     REKEY_SA), either side: IKESA.CreateChild proposes the configured
+//     selectors and ESP proposal (with a KE when it names a DH group);
+//     the responder answers like IKE_AUTH (selectors narrowed, PFS
+//     required when configured, as for rekeys) and reports the child
+//     to OnChild. strongSwan recreates a child this way after a hard
+//     expiry or swanctl --initiate --child on an existing IKE SA. They
+//     count against the 8 child SAs per IKE SA: beyond,
+//     NO_ADDITIONAL_SAS. With several children, IKESA.RekeyChildSA
+//     rekeys a given one (RekeyChild the newest) and IKESA.DeleteChild
+//     deletes one, the IKE SA staying up.
 //   - IKE SA rekeying (RFC 7296 §1.3.2, §2.18), either side
 //     (IKESA.RekeyIKE; the peer's is answered; Config.IKELifetime starts
 //     it, default 4h, up to 10 % earlier at random): CREATE_CHILD_SA with
@@ -102,8 +113,15 @@
 //     accepted), before any DH computation and without keeping state;
 //     half-open SAs are bounded apart (Config.MaxHalfOpen) from the
 //     others (Config.MaxIKESAs), both checked before the DH, beyond
-//     them TEMPORARY_FAILURE; an IKE_SA_INIT request over 8 KiB is
-//     refused (a half-open SA keeps its request). The initiator answers
+//     them TEMPORARY_FAILURE; a source address that returned a valid
+//     cookie holds at most Config.MaxHalfOpenPerSource half-open SAs
+//     made with a cookie (default 5, strongSwan's block_threshold;
+//     beyond, its IKE_SA_INIT is dropped and counted in
+//     Stats.SourceBlocked), and SAs made without a cookie never count,
+//     so spoofing a victim's address cannot block it; an IKE_SA_INIT
+//     request over 8 KiB is refused (a half-open SA keeps its
+//     request). Config.Retries and Config.Retransmit are bounded
+//     (MaxRetries, MaxRetransmit) so the back-off cannot overflow. The initiator answers
 //     a COOKIE by retrying with it (same SPIi, Ni and KE), and an
 //     INVALID_KE_PAYLOAD by retrying with the group asked for, each at
 //     most three times.
@@ -117,9 +135,7 @@
 //
 // # Not implemented
 //
-// Certificates and signature authentication, EAP, additional child
-// SAs (a CREATE_CHILD_SA request for a new child is answered with
-// NO_ADDITIONAL_SAS), child SA lifetimes (the embedder calls
+// Certificates and signature authentication, EAP, child SA lifetimes (the embedder calls
 // RekeyChild on the SAs' soft-expiry events, or deletes and initiates
 // again; the peer's lifetimes drive its own rekeys), MOBIKE, IKE
 // fragmentation (RFC 7383), configuration payloads, transport mode,

@@ -88,11 +88,11 @@ type Config struct {
 	// PeerNATTPort is the peer's NAT-T port for an initiator that
 	// switches to it (default 4500).
 	PeerNATTPort uint16
-	// Retransmit is the first retransmission timeout (default 500ms),
-	// doubled on every try.
+	// Retransmit is the first retransmission timeout (default 500ms,
+	// at most MaxRetransmit), doubled on every try.
 	Retransmit time.Duration
 	// Retries is the number of retransmissions before the exchange
-	// fails with ErrTimeout (default 5).
+	// fails with ErrTimeout (default 5, at most MaxRetries).
 	Retries int
 	// Logger receives events; never key material. Default slog.Default.
 	Logger *slog.Logger
@@ -109,6 +109,14 @@ type Config struct {
 	// MaxIKESAs bounds the other IKE SAs (established, or being
 	// initiated; default DefaultMaxIKESAs): half-open SAs do not count.
 	MaxIKESAs int
+	// MaxHalfOpenPerSource bounds the half-open IKE SAs that one source
+	// address may hold once it proved it receives at that address, by
+	// returning a valid cookie (like strongSwan's block_threshold);
+	// beyond it, its IKE_SA_INIT requests are dropped (counted in
+	// Stats.SourceBlocked). Only half-open SAs created with a valid
+	// cookie count, so a spoofer cannot block its victim's address.
+	// 0 means DefaultMaxHalfOpenPerSource; negative means no bound.
+	MaxHalfOpenPerSource int
 	// OnIKEDown is called (without locks held) when an IKE SA that had
 	// been established goes away for any reason: deleted by either
 	// side, a peer that stopped answering (err wraps ErrTimeout), a
@@ -216,6 +224,10 @@ type Stats struct {
 	AuthFailed uint64
 	// CookiesSent counts the stateless COOKIE replies of the responder.
 	CookiesSent uint64
+	// SourceBlocked counts IKE_SA_INIT requests with a valid cookie
+	// dropped because their source address held
+	// Config.MaxHalfOpenPerSource half-open SAs.
+	SourceBlocked uint64
 }
 
 // Endpoint runs IKEv2 on a UDP socket (port 500) and optionally a NAT-T
@@ -232,8 +244,11 @@ type Endpoint struct {
 	mu       sync.Mutex
 	sas      map[uint64]*IKESA // by our SPI
 	halfOpen int               // responder SAs in stateInitDone
-	cookies  cookieSecrets
-	closed   bool
+	// halfOpenBy counts, by source address, the half-open SAs created
+	// with a valid cookie (IKESA.cookieSrc).
+	halfOpenBy map[netip.Addr]int
+	cookies    cookieSecrets
+	closed     bool
 
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
@@ -243,7 +258,7 @@ type Endpoint struct {
 	inflight sync.WaitGroup
 
 	received, sent, retransmits, malformed, dropped, authFailed atomic.Uint64
-	cookiesSent                                                 atomic.Uint64
+	cookiesSent, sourceBlocked                                  atomic.Uint64
 	wg                                                          sync.WaitGroup
 }
 
@@ -279,6 +294,18 @@ func NewEndpoint(cfg Config, conn, natt net.PacketConn) (*Endpoint, error) {
 	if cfg.Retries <= 0 {
 		cfg.Retries = 5
 	}
+	// Invariant (TestRetransmitScheduleBounds): Retransmit << Retries
+	// and the schedules derived from it (reapLater's grace) fit in a
+	// time.Duration.
+	if cfg.Retries > MaxRetries {
+		return nil, errf(ErrConfig, "Retries %d (at most %d)", cfg.Retries, MaxRetries)
+	}
+	if cfg.Retransmit > MaxRetransmit {
+		return nil, errf(ErrConfig, "Retransmit %v (at most %v)", cfg.Retransmit, MaxRetransmit)
+	}
+	if cfg.MaxHalfOpenPerSource == 0 {
+		cfg.MaxHalfOpenPerSource = DefaultMaxHalfOpenPerSource
+	}
 	if cfg.PeerNATTPort == 0 {
 		cfg.PeerNATTPort = 4500
 	}
@@ -304,7 +331,7 @@ func NewEndpoint(cfg Config, conn, natt net.PacketConn) (*Endpoint, error) {
 	default:
 		return nil, errf(ErrConfig, "DPDAction %q (clear or restart)", cfg.DPDAction)
 	}
-	e := &Endpoint{cfg: cfg, conn: conn, natt: natt, sas: map[uint64]*IKESA{}, log: cfg.Logger}
+	e := &Endpoint{cfg: cfg, conn: conn, natt: natt, sas: map[uint64]*IKESA{}, halfOpenBy: map[netip.Addr]int{}, log: cfg.Logger}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	if e.log == nil {
 		e.log = slog.Default()
@@ -330,7 +357,7 @@ func NewEndpoint(cfg Config, conn, natt net.PacketConn) (*Endpoint, error) {
 func (e *Endpoint) Stats() Stats {
 	return Stats{Received: e.received.Load(), Sent: e.sent.Load(), Retransmits: e.retransmits.Load(),
 		Malformed: e.malformed.Load(), Dropped: e.dropped.Load(), AuthFailed: e.authFailed.Load(),
-		CookiesSent: e.cookiesSent.Load()}
+		CookiesSent: e.cookiesSent.Load(), SourceBlocked: e.sourceBlocked.Load()}
 }
 
 // Serve reads both sockets until they are closed (Close); it returns
@@ -527,11 +554,20 @@ const (
 // number of IKE SAs in stateInitDone (invariant, checked by
 // TestHalfOpenCountProperty).
 func (s *IKESA) setState(st int) {
+	e := s.e
 	if s.state == stateInitDone {
-		s.e.halfOpen--
+		e.halfOpen--
+		if a := s.cookieSrc; a.IsValid() {
+			if e.halfOpenBy[a]--; e.halfOpenBy[a] <= 0 {
+				delete(e.halfOpenBy, a)
+			}
+		}
 	}
 	if st == stateInitDone {
-		s.e.halfOpen++
+		e.halfOpen++
+		if a := s.cookieSrc; a.IsValid() {
+			e.halfOpenBy[a]++
+		}
 	}
 	s.state = st
 }
@@ -565,7 +601,8 @@ type IKESA struct {
 	err      error
 	expiry   *time.Timer // responder: removes a half-open SA
 
-	cookie      *Notify // initiator: the COOKIE the responder demanded
+	cookie      *Notify    // initiator: the COOKIE the responder demanded
+	cookieSrc   netip.Addr // responder: the source that returned a valid cookie (Endpoint.halfOpenBy)
 	cookieTries int
 	keTries     int // initiator: IKE_SA_INIT retries after INVALID_KE_PAYLOAD
 
@@ -1423,6 +1460,17 @@ func (e *Endpoint) responderInit(m *Message, raw []byte, from netip.AddrPort, na
 			e.cookiesSent.Add(1)
 			return reply(&Notify{NotifyType: Cookie, Data: e.cookies.issue(ni.Data, from.Addr(), m.SPIi, now)})
 		}
+		// Invariant (TestHalfOpenPerSourceProperty): a source address
+		// that returned a valid cookie (so receives there: not
+		// spoofed) holds at most MaxHalfOpenPerSource half-open SAs
+		// created with a cookie; SAs created without one never count,
+		// so a spoofer cannot use up its victim's share.
+		if lim := e.cfg.MaxHalfOpenPerSource; lim > 0 && e.halfOpenBy[from.Addr()] >= lim {
+			e.sourceBlocked.Add(1)
+			e.log.Debug("ike: IKE_SA_INIT dropped: source holds too many half-open SAs", "peer", from, "half_open", e.halfOpenBy[from.Addr()])
+			return nil
+		}
+		s.cookieSrc = from.Addr()
 	}
 	if e.halfOpen >= e.cfg.MaxHalfOpen || len(e.sas)-e.halfOpen >= e.cfg.MaxIKESAs {
 		e.log.Warn("ike: IKE SA table full", "peer", from, "half_open", e.halfOpen, "sas", len(e.sas))

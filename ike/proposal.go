@@ -283,6 +283,20 @@ func ESPProposal(names []string, esn string) (Proposal, error) {
 		n = strings.Join(toks[:k], "-")
 		tr, err := esp.ParseTransform(n)
 		if err != nil {
+			// "aes256gcm16-ecp521": an unknown group is not an
+			// unknown cipher; name what is wrong.
+			for j := 1; j < k; j++ {
+				if _, perr := esp.ParseTransform(strings.Join(toks[:j], "-")); perr == nil {
+					bad := toks[j]
+					for _, tok := range toks[j:k] {
+						if _, ok := dhByName[tok]; !ok {
+							bad = tok
+							break
+						}
+					}
+					return Proposal{}, errf(ErrConfig, "ESP proposal %q: unsupported DH group %q (supported: %s)", n, bad, dhNames())
+				}
+			}
 			return Proposal{}, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 		e, i, err := ikeFromESP(tr)
@@ -545,4 +559,14 @@ func dhOf(p Proposal) DHGroup {
 		return DHGroup(t.ID)
 	}
 	return 0
+}
+
+// dhNames lists the DH group names of dhByName, sorted.
+func dhNames() string {
+	names := make([]string, 0, len(dhByName))
+	for n := range dhByName {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -52,13 +53,28 @@ var errTemporary = errors.New("temporary failure")
 // the peer's rekey of the same child, the surviving one). On an IKE SA
 // that was rekeyed it rekeys the successor's child.
 func (s *IKESA) RekeyChild(ctx context.Context) (*ChildSA, error) {
+	return s.rekeyChild(ctx, nil)
+}
+
+// RekeyChildSA is RekeyChild for the child SA c of this IKE SA (or of
+// its successor after IKE SA rekeys), e.g. an older one of several
+// children (additional child SAs). It fails with ErrConfig when c is
+// no longer held (deleted) or was rekeyed already.
+func (s *IKESA) RekeyChildSA(ctx context.Context, c *ChildSA) (*ChildSA, error) {
+	if c == nil {
+		return nil, errf(ErrConfig, "no child SA")
+	}
+	return s.rekeyChild(ctx, c)
+}
+
+func (s *IKESA) rekeyChild(ctx context.Context, target *ChildSA) (*ChildSA, error) {
 	var err error
 	for try := 0; ; try++ {
 		s.e.mu.Lock()
 		h := s.home()
 		s.e.mu.Unlock()
 		var c *ChildSA
-		c, err = h.rekeyChildAttempt(ctx)
+		c, err = h.rekeyChildAttempt(ctx, target)
 		// A request on an IKE SA that the peer replaced and deleted
 		// meanwhile (ErrRekeyed) is retried on the successor.
 		if !(errors.Is(err, errTemporary) || errors.Is(err, ErrRekeyed)) || try >= maxTempRetries {
@@ -83,7 +99,9 @@ func tempWait(ctx context.Context, base time.Duration, try int) error {
 	}
 }
 
-func (s *IKESA) rekeyChildAttempt(ctx context.Context) (*ChildSA, error) {
+// rekeyChildAttempt rekeys target, or with target nil the newest child
+// that is not being rekeyed.
+func (s *IKESA) rekeyChildAttempt(ctx context.Context, target *ChildSA) (*ChildSA, error) {
 	e := s.e
 	e.mu.Lock()
 	if s.successor != nil || s.rekeying {
@@ -96,9 +114,21 @@ func (s *IKESA) rekeyChildAttempt(ctx context.Context) (*ChildSA, error) {
 	}
 	var old *ChildSA
 	for k := len(s.children) - 1; k >= 0 && old == nil; k-- {
-		if c := s.children[k]; c.succ == nil && !c.ourRekey && !c.redundant && c.peerSucc == nil {
+		c := s.children[k]
+		if target != nil && c != target {
+			continue
+		}
+		if target != nil && (c.succ != nil || c.redundant) {
+			e.mu.Unlock()
+			return nil, errf(ErrConfig, "child SA %d was rekeyed already", c.ID)
+		}
+		if c.succ == nil && !c.ourRekey && !c.redundant && c.peerSucc == nil {
 			old = c
 		}
+	}
+	if target != nil && old == nil && !slices.Contains(s.children, target) {
+		e.mu.Unlock()
+		return nil, errf(ErrConfig, "child SA %d is not held by %v", target.ID, s)
 	}
 	if old == nil {
 		busy := len(s.children) > 0
@@ -160,6 +190,23 @@ func (s *IKESA) rekeyChildAttempt(ctx context.Context) (*ChildSA, error) {
 	return child, s.deleteChild(ctx, old)
 }
 
+// DeleteChild deletes the child SA c (held by this IKE SA or its
+// successor) with an INFORMATIONAL exchange and reports it to
+// Config.OnChildDown (also when the peer does not answer); the IKE SA
+// and its other children stay.
+func (s *IKESA) DeleteChild(ctx context.Context, c *ChildSA) error {
+	if c == nil {
+		return errf(ErrConfig, "no child SA")
+	}
+	s.e.mu.Lock()
+	held := slices.Contains(s.home().children, c)
+	s.e.mu.Unlock()
+	if !held {
+		return errf(ErrConfig, "child SA %d is not held by %v", c.ID, s)
+	}
+	return s.deleteChild(ctx, c)
+}
+
 // deleteChild deletes c with an INFORMATIONAL exchange on the IKE SA
 // holding it and reports it down (also when the peer does not answer).
 func (s *IKESA) deleteChild(ctx context.Context, c *ChildSA) error {
@@ -178,7 +225,74 @@ func (s *IKESA) deleteChild(ctx context.Context, c *ChildSA) error {
 	return err
 }
 
-// rekeyChildOnce runs one CREATE_CHILD_SA exchange rekeying old (with a
+// CreateChild creates an additional child SA on the IKE SA (RFC 7296
+// §1.3.1: CREATE_CHILD_SA without REKEY_SA) with the configured
+// traffic selectors and ESP proposal (a KE payload when it names a DH
+// group: PFS), reported to Config.OnChild and returned. An IKE SA holds
+// at most 8 child SAs; a peer's NO_ADDITIONAL_SAS gives an error
+// wrapping ErrPeerError. TEMPORARY_FAILURE (e.g. an IKE SA rekey under
+// way) is retried a few times; on an IKE SA that was rekeyed the child
+// is created on the successor.
+func (s *IKESA) CreateChild(ctx context.Context) (*ChildSA, error) {
+	for try := 0; ; try++ {
+		s.e.mu.Lock()
+		h := s.home()
+		s.e.mu.Unlock()
+		c, err := h.createChildAttempt(ctx)
+		if !(errors.Is(err, errTemporary) || errors.Is(err, ErrRekeyed)) || try >= maxTempRetries {
+			return c, err
+		}
+		s.e.log.Debug("ike: additional child SA deferred", "sa", h, "err", err)
+		if werr := tempWait(ctx, s.e.cfg.Retransmit, try); werr != nil {
+			return nil, werr
+		}
+	}
+}
+
+func (s *IKESA) createChildAttempt(ctx context.Context) (*ChildSA, error) {
+	e := s.e
+	e.mu.Lock()
+	if s.successor != nil || s.rekeying {
+		e.mu.Unlock()
+		return nil, fmt.Errorf("%w: %w", errTemporary, errf(ErrConfig, "IKE SA rekey under way"))
+	}
+	if s.state != stateEstablished || s.deleting {
+		e.mu.Unlock()
+		return nil, errf(ErrClosed, "IKE SA not established")
+	}
+	// Invariant (TestAdditionalChildBound): we create no child beyond
+	// maxChildren either (the peer would refuse it).
+	if len(s.children) >= maxChildren {
+		e.mu.Unlock()
+		return nil, errf(ErrConfig, "IKE SA already has %d child SAs", maxChildren)
+	}
+	spi, err := s.allocChildSPI()
+	if err != nil {
+		e.mu.Unlock()
+		return nil, err
+	}
+	group := dhOf(e.espProp)
+	e.mu.Unlock()
+	var child *ChildSA
+	for try := 0; try < 2; try++ {
+		var retry DHGroup
+		child, retry, err = s.rekeyChildOnce(ctx, nil, spi, group)
+		if retry == 0 {
+			break
+		}
+		group = retry
+	}
+	if err != nil {
+		if e.cfg.SAD != nil {
+			e.cfg.SAD.ReleaseSPI(binary.BigEndian.Uint32(spi))
+		}
+		return nil, err
+	}
+	return child, nil
+}
+
+// rekeyChildOnce runs one CREATE_CHILD_SA exchange rekeying old (or,
+// with old nil, creating an additional child) (with a
 // KE of group when group is not 0); retry is the group the peer asked
 // for with INVALID_KE_PAYLOAD.
 func (s *IKESA) rekeyChildOnce(ctx context.Context, old *ChildSA, spi []byte, group DHGroup) (child *ChildSA, retry DHGroup, err error) {
@@ -192,14 +306,19 @@ func (s *IKESA) rekeyChildOnce(ctx context.Context, old *ChildSA, spi []byte, gr
 	ni := newNonce()
 	prop := e.espProp
 	prop.SPI = spi
-	ps := []Payload{
-		&Notify{Proto: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.In.SPI), NotifyType: RekeySA},
-		&SA{Proposals: []Proposal{prop}}, &Nonce{Data: ni},
+	var ps []Payload
+	// An additional child (old nil) proposes the configured selectors,
+	// as IKE_AUTH does; a rekey the old child's.
+	localTS, remoteTS := e.cfg.LocalTS, e.cfg.RemoteTS
+	if old != nil {
+		ps = append(ps, &Notify{Proto: ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, old.In.SPI), NotifyType: RekeySA})
+		localTS, remoteTS = old.LocalTS, old.RemoteTS
 	}
+	ps = append(ps, &SA{Proposals: []Proposal{prop}}, &Nonce{Data: ni})
 	if dh != nil {
 		ps = append(ps, &KE{Group: group, Data: dh.pub})
 	}
-	ps = append(ps, &TS{Selectors: old.LocalTS}, &TS{Responder: true, Selectors: old.RemoteTS})
+	ps = append(ps, &TS{Selectors: localTS}, &TS{Responder: true, Selectors: remoteTS})
 	var cerr error
 	err = s.request(ctx, CreateChildSA, ps, func(m *Message) []func() {
 		if n := m.Notify(InvalidKEPayload); n != nil && len(n.Data) == 2 {
@@ -214,13 +333,22 @@ func (s *IKESA) rekeyChildOnce(ctx context.Context, old *ChildSA, spi []byte, gr
 			cerr = fmt.Errorf("%w: %w", errTemporary, notifyErr(n.NotifyType))
 			return nil
 		}
-		child, cerr = s.rekeyReply(m, spi, ni, old, dh, group)
+		child, cerr = s.rekeyReply(m, spi, ni, localTS, remoteTS, dh, group)
 		if cerr != nil {
 			return nil
 		}
 		h := s.home() // an IKE SA rekey by the peer may have moved the children
 		child.owner = h
 		h.children = append(h.children, child)
+		if old == nil {
+			e.log.Info("ike: additional child SA created", "peer", s.remote, "new", child.ID, "pfs", child.PFS,
+				"spi_in", fmt.Sprintf("%08x", child.In.SPI), "spi_out", fmt.Sprintf("%08x", child.Out.SPI))
+			if f := e.cfg.OnChild; f != nil {
+				c := child
+				return []func(){func() { f(c) }}
+			}
+			return nil
+		}
 		if p := old.peerSucc; p != nil {
 			// A collision: the exchange with the lowest nonce made the
 			// redundant child (RFC 7296 §2.8.1).
@@ -256,7 +384,7 @@ func offersGroup(p Proposal, g DHGroup) bool {
 	return false
 }
 
-func (s *IKESA) rekeyReply(m *Message, spi, ni []byte, old *ChildSA, dh *dhKey, group DHGroup) (*ChildSA, error) {
+func (s *IKESA) rekeyReply(m *Message, spi, ni []byte, localTS, remoteTS []TrafficSelector, dh *dhKey, group DHGroup) (*ChildSA, error) {
 	for _, n := range m.Notifies() {
 		if n.NotifyType.IsError() {
 			return nil, notifyErr(n.NotifyType)
@@ -286,7 +414,7 @@ func (s *IKESA) rekeyReply(m *Message, spi, ni []byte, old *ChildSA, dh *dhKey, 
 		s.e.malformed.Add(1)
 		return nil, errf(ErrNoProposalChosen, "CREATE_CHILD_SA response: DH group %v, KE %v, ours %v", g, ke != nil, group)
 	}
-	if !within(tsi.Selectors, old.LocalTS) || !within(tsr.Selectors, old.RemoteTS) {
+	if !within(tsi.Selectors, localTS) || !within(tsr.Selectors, remoteTS) {
 		return nil, errf(ErrTSUnacceptable, "responder widened the traffic selectors")
 	}
 	var gir []byte
@@ -302,8 +430,9 @@ func (s *IKESA) rekeyReply(m *Message, spi, ni []byte, old *ChildSA, dh *dhKey, 
 }
 
 // respondCreateChild answers CREATE_CHILD_SA (e.mu held): rekeying of
-// a child SA is supported (with PFS when the chosen proposal has a DH
-// group); new child SAs are refused with NO_ADDITIONAL_SAS.
+// a child SA (REKEY_SA) and new, additional child SAs (RFC 7296
+// §1.3.1), both with PFS when the chosen proposal has a DH group and
+// with the traffic selectors narrowed as in IKE_AUTH.
 func (s *IKESA) respondCreateChild(m *Message) []func() {
 	e := s.e
 	var rekey *Notify
@@ -316,8 +445,9 @@ func (s *IKESA) respondCreateChild(m *Message) []func() {
 	nonce, _ := m.Get(PayloadNonce).(*Nonce)
 	tsi, _ := m.Get(PayloadTSi).(*TS)
 	tsr, _ := m.Get(PayloadTSr).(*TS)
-	if rekey == nil || sap == nil || nonce == nil || tsi == nil || tsr == nil {
-		s.respond(m, []Payload{&Notify{NotifyType: NoAdditionalSAs}})
+	if sap == nil || nonce == nil || tsi == nil || tsr == nil {
+		e.malformed.Add(1)
+		s.respond(m, []Payload{&Notify{NotifyType: InvalidSyntax}})
 		return nil
 	}
 	if len(nonce.Data) < 16 || len(nonce.Data) > 256 {
@@ -327,32 +457,49 @@ func (s *IKESA) respondCreateChild(m *Message) []func() {
 	}
 	// RFC 7296 §2.25: not while the IKE SA is being rekeyed.
 	if s.successor != nil || s.rekeying || s.deleting {
-		e.log.Debug("ike: peer's child SA rekey refused during an IKE SA rekey", "sa", s)
+		e.log.Debug("ike: peer's CREATE_CHILD_SA refused during an IKE SA rekey", "sa", s)
 		s.respond(m, []Payload{&Notify{NotifyType: TemporaryFailure}})
 		return nil
 	}
 	var old *ChildSA
-	for _, c := range s.children {
-		if len(rekey.SPI) == 4 && binary.BigEndian.Uint32(rekey.SPI) == c.Out.SPI {
-			old = c
+	if rekey != nil {
+		for _, c := range s.children {
+			if len(rekey.SPI) == 4 && binary.BigEndian.Uint32(rekey.SPI) == c.Out.SPI {
+				old = c
+			}
 		}
-	}
-	if old == nil {
-		s.respond(m, []Payload{&Notify{Proto: ProtoESP, SPI: rekey.SPI, NotifyType: ChildSANotFound}})
-		return nil
-	}
-	// Invariant (TestRedTeamChildRekeyChain): at most maxChildren child
-	// SAs per IKE SA, whatever the peer rekeys without deleting.
-	if len(s.children) >= maxChildren {
-		e.log.Warn("ike: peer rekeys child SAs without deleting the old ones, refused", "sa", s, "children", len(s.children))
-		s.respond(m, []Payload{&Notify{NotifyType: TemporaryFailure}})
-		return nil
-	}
-	if old.succ != nil || old.peerSucc != nil || old.redundant {
-		// Already replaced (its delete is on the way) or a second
-		// colliding rekey.
-		s.respond(m, []Payload{&Notify{NotifyType: TemporaryFailure}})
-		return nil
+		if old == nil {
+			s.respond(m, []Payload{&Notify{Proto: ProtoESP, SPI: rekey.SPI, NotifyType: ChildSANotFound}})
+			return nil
+		}
+		// Invariant (TestRedTeamChildRekeyChain): at most maxChildren
+		// child SAs per IKE SA, whatever the peer rekeys without
+		// deleting.
+		if len(s.children) >= maxChildren {
+			e.log.Warn("ike: peer rekeys child SAs without deleting the old ones, refused", "sa", s, "children", len(s.children))
+			s.respond(m, []Payload{&Notify{NotifyType: TemporaryFailure}})
+			return nil
+		}
+		if old.succ != nil || old.peerSucc != nil || old.redundant {
+			// Already replaced (its delete is on the way) or a second
+			// colliding rekey.
+			s.respond(m, []Payload{&Notify{NotifyType: TemporaryFailure}})
+			return nil
+		}
+	} else {
+		// An additional child SA (RFC 7296 §1.3.1), e.g. one the peer
+		// recreates after a hard expiry. Invariant
+		// (TestAdditionalChildBound): these count against the same
+		// maxChildren bound, beyond it NO_ADDITIONAL_SAS.
+		if len(s.children) >= maxChildren {
+			e.log.Warn("ike: peer's additional child SA refused: too many child SAs", "sa", s, "children", len(s.children))
+			s.respond(m, []Payload{&Notify{NotifyType: NoAdditionalSAs}})
+			return nil
+		}
+		if m.Notify(UseTransportMode) != nil {
+			s.respond(m, []Payload{&Notify{NotifyType: NoProposalChosen}})
+			return nil
+		}
 	}
 	chosen, ok := choose([]Proposal{e.espProp}, sap.Proposals)
 	if !ok || len(chosen.SPI) != 4 || (dhOf(e.espProp) != 0 && dhOf(chosen) == 0) {
@@ -408,13 +555,19 @@ func (s *IKESA) respondCreateChild(m *Message) []func() {
 	}
 	s.respond(m, append(ps, &TS{Selectors: ni}, &TS{Responder: true, Selectors: nr}))
 	s.children = append(s.children, c)
-	if old.ourRekey {
+	switch {
+	case old == nil:
+		e.log.Info("ike: additional child SA created by peer", "peer", s.remote, "new", c.ID, "pfs", c.PFS,
+			"spi_in", fmt.Sprintf("%08x", c.In.SPI), "spi_out", fmt.Sprintf("%08x", c.Out.SPI))
+	case old.ourRekey:
 		old.peerSucc = c // a collision, decided when our response arrives
-	} else {
+	default:
 		old.succ = c
 	}
-	e.log.Info("ike: child SA rekeyed by peer", "peer", s.remote, "old", old.ID, "new", c.ID, "pfs", c.PFS,
-		"spi_in", fmt.Sprintf("%08x", c.In.SPI), "spi_out", fmt.Sprintf("%08x", c.Out.SPI))
+	if old != nil {
+		e.log.Info("ike: child SA rekeyed by peer", "peer", s.remote, "old", old.ID, "new", c.ID, "pfs", c.PFS,
+			"spi_in", fmt.Sprintf("%08x", c.In.SPI), "spi_out", fmt.Sprintf("%08x", c.Out.SPI))
+	}
 	if f := e.cfg.OnChild; f != nil {
 		return []func(){func() { f(c) }}
 	}

@@ -563,3 +563,47 @@ func TestStrongSwanDPD(t *testing.T) {
 		t.Fatal("the dead IKE SA is still listed")
 	}
 }
+
+// TestStrongSwanAdditionalChild: strongSwan's child SA goes away while
+// its IKE SA stays (swanctl --terminate --child, as after a hard
+// expiry without rekey) and strongSwan recreates it on the same IKE SA
+// (CREATE_CHILD_SA without REKEY_SA, RFC 7296 §1.3.1): we accept it and
+// traffic flows; then we create an additional child ourselves
+// (IKESA.CreateChild), delete the old one and traffic flows through
+// ours.
+func TestStrongSwanAdditionalChild(t *testing.T) {
+	x := newInterop(t, interopPSK, nil, "")
+	g, ss := x.g, x.ss
+	x.ssUp(t)
+	first := g.current()
+	ctx := deadline(t, 60*time.Second)
+	if _, err := ss.Swanctl(ctx, "--terminate", "--child", swan.DefaultChild); err != nil {
+		t.Fatalf("strongSwan's child terminate: %v", err)
+	}
+	if !netns.WaitFor(10*time.Second, func() bool { return len(g.sad.Child(first.ID)) == 0 }) {
+		t.Fatal("strongSwan's child delete did not arrive")
+	}
+	if !first.IKE.Established() {
+		t.Fatal("the IKE SA went away with its child")
+	}
+	x.ssUp(t) // --initiate --child on the existing IKE SA
+	second := g.current()
+	if second.ID == first.ID || second.Owner() != first.IKE {
+		t.Fatalf("strongSwan's recreated child %d on %v, want a new child on %v", second.ID, second.Owner(), first.IKE)
+	}
+	if n := len(established(ss)); n != 1 {
+		t.Fatalf("strongSwan has %d IKE SAs, want the one it had", n)
+	}
+	third, err := first.IKE.CreateChild(ctx)
+	if err != nil {
+		t.Fatalf("CreateChild: %v", err)
+	}
+	waitUp(t, g)
+	if g.current() != third {
+		t.Fatal("our additional child was not reported")
+	}
+	if err := first.IKE.deleteChild(ctx, second); err != nil {
+		t.Fatalf("delete strongSwan's child: %v", err)
+	}
+	x.checkTraffic(t)
+}

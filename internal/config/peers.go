@@ -276,8 +276,12 @@ func (p *parser) peer(n *yaml.Node, path string) *Peer {
 			pr.Tunnel = p.name(v, f)
 		case "retransmit_timeout":
 			pr.RetransmitTimeout = p.interval(v, f)
-			if pr.RetransmitTimeout <= 0 {
+			switch {
+			case pr.RetransmitTimeout <= 0:
 				p.errorf(v.Line, f, "want a positive duration such as 1s")
+				pr.RetransmitTimeout = DefaultRetransmitTimeout
+			case pr.RetransmitTimeout > ike.MaxRetransmit:
+				p.errorf(v.Line, f, "at most %v (it doubles with every retransmission), got %v", ike.MaxRetransmit, pr.RetransmitTimeout)
 				pr.RetransmitTimeout = DefaultRetransmitTimeout
 			}
 		case "retransmit_tries":

@@ -3,9 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -121,6 +124,9 @@ func TestPeerErrors(t *testing.T) {
 		{base("    psk_file: " + good + "\n    dpd_action: hold\n"), "peers[0].dpd_action: want restart, clear, none"},
 		{base("    psk_file: " + good + "\n    rekey_time: 0\n"), "rekey_time, rekey_bytes and rekey_packets are all 0"},
 		{base("    psk_file: " + good + "\n    colour: blue\n"), "peers[0].colour: unknown field"},
+		{base("    psk_file: " + good + "\n    retransmit_timeout: 2m\n"), "peers[0].retransmit_timeout: at most 1m0s"},
+		{base("    psk_file: " + good + "\n    retransmit_tries: 200\n"), "peers[0].retransmit_tries: want 1..10"},
+		{base("    psk_file: " + good + "\n    esp_proposals: [aes256gcm16-ecp521]\n"), `unsupported DH group "ecp521"`},
 		{"  - name: b\n    local: 192.0.2.9\n    remote: 192.0.2.2\n    psk_file: " + good + "\n    local_ts: [10.1.0.0/24]\n    remote_ts: [10.2.0.0/24]\n", "192.0.2.9 is not among interfaces.cipher.local"},
 		{"  - name: b\n    local: 192.0.2.1\n    remote: \"%any\"\n    start_action: start\n    psk_file: " + good + "\n    local_ts: [10.1.0.0/24]\n    remote_ts: [10.2.0.0/24]\n", "start needs a remote address"},
 		{base("    psk_file: "+good+"\n") + base("    psk_file: "+good+"\n"), `"b" already used by peers[0]`},
@@ -192,5 +198,42 @@ func TestREADMEPeersExample(t *testing.T) {
 	}
 	if len(cfg.Peers) != 1 || cfg.Peers[0].Name != "siteB" || cfg.Peers[0].Tunnel != "to-B" {
 		t.Errorf("peers: %+v", cfg.Peers)
+	}
+}
+
+// TestPeerESPProposalsOrderIndependent: a peer with esp_proposals:
+// [aes256gcm16-ecp384] (reported to fail once with "unsupported
+// encryption algorithm") parses the same whatever the order of its
+// fields, parsed repeatedly and concurrently. Invariant: peer parsing
+// depends on the document only.
+func TestPeerESPProposalsOrderIndependent(t *testing.T) {
+	f := pskFileT(t, "a long enough passphrase\n", 0o600)
+	fields := []string{"name: b", "local: 192.0.2.1", "remote: 192.0.2.2", "psk_file: " + f,
+		"ike_proposals: [aes256gcm16-prfsha384-ecp384]", "esp_proposals: [aes256gcm16-ecp384]", "esn: no",
+		"local_ts: [10.1.0.0/24]", "remote_ts: [10.2.0.0/24]", "tunnel: to-b", "rekey_time: 1h", "start_action: start"}
+	rng := rand.New(rand.NewPCG(5, 6))
+	errs := make(chan error, 64)
+	var wg sync.WaitGroup
+	for range 40 {
+		fs := slices.Clone(fields)
+		rng.Shuffle(len(fs), func(i, j int) { fs[i], fs[j] = fs[j], fs[i] })
+		y := peersYAML("  - " + strings.Join(fs, "\n    ") + "\n")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cfg, err := Parse("gw.yaml", []byte(y))
+			if err != nil {
+				errs <- fmt.Errorf("%v\n%s", err, y)
+				return
+			}
+			if p := cfg.Peers[0]; !slices.Equal(p.ESPProposals, []string{"aes256gcm16-ecp384"}) {
+				errs <- fmt.Errorf("esp_proposals %q", p.ESPProposals)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

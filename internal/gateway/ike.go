@@ -581,21 +581,15 @@ func (p *ikePeer) rekey(id sa.ChildID) {
 		p.mu.Unlock()
 		return
 	}
-	// The ike package rekeys the newest child of the IKE SA: rekey only
-	// that one (an older child is about to be deleted anyway).
-	for _, c := range p.children {
-		if c.owner() == ch.owner() && c.added.After(ch.added) {
-			p.mu.Unlock()
-			return
-		}
-	}
 	ch.rekeying = true
 	p.mu.Unlock()
 	go func() {
 		timeout := p.conf.RetransmitTimeout * (1 << (p.conf.RetransmitTries + 1))
 		for try := 0; try < 3; try++ {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			n, err := ch.owner().RekeyChild(ctx) // the IKE SA that owns it now
+			// This child (an IKE SA may hold several: additional child
+			// SAs), on the IKE SA that owns it now.
+			n, err := ch.owner().RekeyChildSA(ctx, ch.c)
 			cancel()
 			if err == nil {
 				p.gw.ikeRekeys.Add(1)
@@ -603,8 +597,8 @@ func (p *ikePeer) rekey(id sa.ChildID) {
 				return
 			}
 			p.log.Warn("ike: child SA rekey failed", "child", uint64(id), "err", err, "try", try+1)
-			if !ch.owner().Established() {
-				break
+			if !ch.owner().Established() || errors.Is(err, ike.ErrConfig) {
+				break // gone, or replaced (by the peer's rekey) or deleted meanwhile
 			}
 			select {
 			case <-p.stop:
@@ -851,9 +845,11 @@ func (gw *Gateway) rekeyOn(s *sa.SA) {
 }
 
 // hardExpiredIKE handles an IKE-owned SA that reached its hard
-// lifetime without a successor (the rekeys failed): its IKE SA (which
-// has no other child) is deleted, the peer told, and start_action
-// start negotiates afresh; traffic never continues on an expired key.
+// lifetime without a successor (the rekeys failed): when its IKE SA
+// holds another live child (additional child SAs), only this child is
+// deleted; otherwise the IKE SA is deleted, the peer told, and
+// start_action start negotiates afresh. Traffic never continues on an
+// expired key.
 func (gw *Gateway) hardExpiredIKE(s *sa.SA) {
 	gw.mu.Lock()
 	var owner *ikeOwner
@@ -870,18 +866,29 @@ func (gw *Gateway) hardExpiredIKE(s *sa.SA) {
 	if p == nil {
 		return
 	}
+	ikeSA := owner.current()
 	p.mu.Lock()
-	retiring := true
+	retiring, others := true, false
 	for _, c := range p.children {
 		if c.id == owner.child {
 			retiring = c.retiring
+		} else if !c.retiring && c.owner() == ikeSA {
+			others = true
 		}
 	}
 	p.mu.Unlock()
 	if retiring {
 		return // already going
 	}
-	ikeSA := owner.current()
+	if others {
+		p.log.Warn("ike: child SA reached its hard lifetime without a rekey; deleting it (its IKE SA has other children)", "child", uint64(owner.child), "ike_sa", ikeSA.String())
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			ikeSA.DeleteChild(ctx, owner.c)
+		}()
+		return
+	}
 	p.log.Warn("ike: child SA reached its hard lifetime without a rekey; deleting its IKE SA", "child", uint64(owner.child), "ike_sa", ikeSA.String())
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

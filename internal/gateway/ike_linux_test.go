@@ -26,6 +26,7 @@ type ikeParams struct {
 	proposal string // ike_proposals
 	dpd      string // dpd_delay
 	any      bool   // remote: "%any" (respond only)
+	wan6     bool   // the IPv6 wan of buildTopologyWAN(t, true)
 }
 
 // writePSK writes a PSK file (mode 0600) and returns its path.
@@ -42,6 +43,9 @@ func writePSK(t *testing.T, psk string) string {
 // buildTopology with an IKE peer instead of static SAs.
 func ikeGatewayYAML(t *testing.T, s, peer *site, side string, p ikeParams) string {
 	local, remote := wanA4, wanB4
+	if p.wan6 {
+		local, remote = wanA6, wanB6
+	}
 	lts, rts := "10.1.0.0/24", "10.2.0.0/24"
 	if side == "b" {
 		local, remote = remote, local
