@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/ike"
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/internal/exampleenv"
 	"github.com/espxdp/espxdp/internal/gateway"
@@ -179,6 +180,10 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 		return usagef("demo: -size: %v", err)
 	}
 	if _, err := esp.ParseTransform(*transform); err != nil {
+		if _, perr := ike.ESPProposal([]string{*transform}, "no"); perr == nil {
+			// "aes256gcm16-ecp384": an IKE ESP proposal with a PFS group.
+			return usagef("demo: -transform %q: an ESP transform without a DH group is needed here (PFS groups belong in a peer's esp_proposals)", *transform)
+		}
 		return usagef("demo: -transform: %v", err)
 	}
 	if *duration < 0 {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -294,6 +295,7 @@ func TestDemoFlags(t *testing.T) {
 		{"demo", "-size", "lots"},
 		{"demo", "-size", "0"},
 		{"demo", "-transform", "rot13"},
+		{"demo", "--ike", "-transform", "aes256gcm16-ecp384"},
 		{"demo", "-duration", "-1s"},
 		{"demo", "extra"},
 	} {
@@ -303,6 +305,9 @@ func TestDemoFlags(t *testing.T) {
 		demoPrivileged = orig
 		if code != exitUsage {
 			t.Errorf("%v: exit %d, want %d (stderr %q)", args, code, exitUsage, stderr)
+		}
+		if slices.Contains(args, "aes256gcm16-ecp384") && !strings.Contains(stderr, "without a DH group") {
+			t.Errorf("%v: stderr %q does not say the DH group is the problem", args, stderr)
 		}
 	}
 	for in, want := range map[string]int64{"64MiB": 64 << 20, "1.5KiB": 1536, "1000000": 1e6, "2GB": 2e9, "4 MiB": 4 << 20, "10B": 10} {
