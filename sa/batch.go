@@ -138,7 +138,7 @@ func (w *Worker) completeIn(js []job) {
 	floor := int(w.p.winFloor.Load())
 	floorD := uint64(max(floor/4, 1)) - 1
 	if w.locked {
-		sa.mu.Lock()
+		lockWin(sa)
 	}
 	if grow && sa.win.Size() >= w.p.growTo {
 		grow = false
@@ -163,7 +163,7 @@ func (w *Worker) completeIn(js []job) {
 	}
 	w.aead(js)
 	if w.locked {
-		sa.mu.Lock()
+		lockWin(sa)
 	}
 	for i := range js {
 		j := &js[i]
@@ -196,6 +196,25 @@ func (w *Worker) completeIn(js []job) {
 		w.finishIn(&js[i])
 	}
 }
+
+// lockWin locks sa's replay window (Shared and Ordered modes with
+// several workers). The holder keeps it for one pass over a run (at most
+// maxRun window operations, well under a microsecond), so a worker that
+// finds it taken spins for it a while before it blocks: sync.Mutex parks
+// a contended waiter soon, and parking a goroutine locked to its OS
+// thread (as AF_XDP workers are) costs futex calls to sleep and to wake
+// it, many times the hold.
+func lockWin(sa *SA) {
+	for range lockSpins {
+		if sa.mu.TryLock() {
+			return
+		}
+	}
+	sa.mu.Lock()
+}
+
+// lockSpins is how many times lockWin tries before it blocks.
+const lockSpins = 1000
 
 // growWindow enlarges sa's replay window, up to the processor's bound
 // (ProcessorOptions.ReplayWindowMax), doubling it until it holds four

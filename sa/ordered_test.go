@@ -153,7 +153,8 @@ func TestOrderedBoardHelp(t *testing.T) {
 	}
 	b := w0.board
 	b.jobs, b.sa, b.at = js, out, out.attrs.Load()
-	b.ctl.Store(1<<56 | 1<<16 | uint64(len(js)))
+	b.epoch.Store(1)
+	b.ctl.Store(1<<16 | uint64(len(js)))
 	if n := w1.Pending(); n != len(js) {
 		t.Fatalf("Pending %d, want the %d unclaimed jobs", n, len(js))
 	}
@@ -171,7 +172,7 @@ func TestOrderedBoardHelp(t *testing.T) {
 			t.Fatalf("job %d: %v %x", i, j.drop, j.res[:28])
 		}
 	}
-	if _, _, ok := b.claim(); ok || w1.Pending() != 0 {
+	if _, _, _, ok := b.claim(); ok || w1.Pending() != 0 {
 		t.Fatal("a finished run can still be claimed")
 	}
 }

@@ -119,7 +119,7 @@ func NewProcessor(opts ProcessorOptions) (*Processor, error) {
 		w := &Worker{p: p, id: i, locked: (p.mode == Shared || p.mode == Ordered) && n > 1, s: esp.NewScratch(),
 			events: make([]pendingEvent, 0, 16)}
 		if p.mode == Ordered && n > 1 {
-			w.board = new(board)
+			w.board = &board{nw: uint64(n)}
 		}
 		if p.rings != nil {
 			for _, r := range p.rings[i] {
