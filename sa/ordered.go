@@ -130,14 +130,29 @@ func (b *board) do(w *Worker, lo, hi int, e uint64) uint32 {
 	return n
 }
 
-// run publishes js (the current run of w, a sequencer) and returns when
-// every job is done.
-func (b *board) run(w *Worker, js []job) {
-	b.jobs, b.sa, b.at = js, w.run.sa, w.run.at
-	b.done.Store(0)
-	e := b.epoch.Load() + 1
-	b.epoch.Store(e)
-	b.ctl.Store((e&(1<<epochBits-1))<<16 | uint64(len(js)))
+// publish puts the jobs from..to-1 of w's current run (w.pend) on the
+// board: from 0 it starts a new run, else it adds them to the run.
+func (b *board) publish(w *Worker, from, to int) {
+	if from == 0 {
+		b.jobs, b.sa, b.at = w.pend[:], w.run.sa, w.run.at
+		b.done.Store(0)
+		e := b.epoch.Load() + 1
+		b.epoch.Store(e)
+		b.ctl.Store((e&(1<<epochBits-1))<<16 | uint64(to))
+		return
+	}
+	// Raises total; claimers holding the old value retry.
+	b.ctl.Add(uint64(to - from))
+}
+
+// run publishes js (the current run of w, a sequencer; its first
+// published jobs are on the board already) and returns when every job
+// is done.
+func (b *board) run(w *Worker, js []job, published int) {
+	if len(js) > published {
+		b.publish(w, published, len(js))
+	}
+	e := b.epoch.Load()
 	for {
 		lo, hi, _, ok := b.claim()
 		if !ok {

@@ -48,6 +48,7 @@ type Worker struct {
 	run    run
 	pend   [maxRun]job // the current run's parked packets (batch.go)
 	npend  int
+	npub   int    // Ordered: parked jobs of the run already on the board
 	pcap   int    // complete the run at this many parked packets
 	board  *board // Ordered mode with several workers (ordered.go)
 	pc     [nPCtr]uint64
