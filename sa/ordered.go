@@ -160,26 +160,32 @@ func (b *board) run(w *Worker, js []job, published int) {
 		}
 		b.do(w, lo, hi, e)
 	}
-	// Wait for the jobs other workers took; meanwhile take jobs of
-	// theirs (a sequencer waiting on a helper that is itself a sequencer
-	// helps it finish). help never waits, so two sequencers cannot wait
-	// on each other. When the done count has not moved for longer than a
-	// job takes, the helpers are not running: take back the jobs they
-	// claimed but did not start (the scan is not done sooner, as it pulls
-	// the stamps' lines away from a helper that is running).
+	// Wait for the jobs other workers took. While they make progress it
+	// only spins: the wait is for the jobs helpers are doing, a
+	// microsecond or so. When the done count has not moved for longer
+	// than a job takes, the helpers are not running: take back the jobs
+	// they claimed but did not start (the scan is not done sooner, as it
+	// pulls the stamps' lines away from a helper that is running), and
+	// from then on take jobs of the other workers' boards meanwhile (a
+	// sequencer waiting on a helper that is itself a sequencer helps it
+	// finish). Neither steal nor help ever waits, so two sequencers
+	// cannot wait on each other. Helping sooner would have two busy
+	// sequencers do each other's jobs, moving packet buffers between
+	// their caches for nothing.
 	//
-	// It spins rather than yield at once: a job takes a microsecond or
-	// so, and runtime.Gosched on a worker locked to its OS thread (as
-	// AF_XDP workers are) parks the thread, which costs more than the
-	// wait. It yields only after about a millisecond, when a helper was
-	// evidently preempted in the middle of a job.
+	// It spins rather than yield at once: runtime.Gosched on a worker
+	// locked to its OS thread (as AF_XDP workers are) parks the thread,
+	// which costs more than the wait. It yields only after about a
+	// millisecond, when a helper was evidently preempted in the middle
+	// of a job.
 	last, still := b.done.Load(), 0
 	for i := 0; last != uint32(len(js)); i++ {
-		if w.help() != 0 {
-			still = 0
-		} else if still++; still == stealAfter {
+		switch still++; {
+		case still == stealAfter:
 			b.do(w, 0, len(js), e)
-		} else if i > 1<<14 {
+		case still > stealAfter && w.help() != 0:
+			still = stealAfter + 1
+		case i > 1<<14:
 			runtime.Gosched()
 		}
 		if d := b.done.Load(); d != last {
