@@ -175,18 +175,21 @@ func (b *board) run(w *Worker, js []job, published int) {
 	//
 	// It spins rather than yield at once: runtime.Gosched on a worker
 	// locked to its OS thread (as AF_XDP workers are) parks the thread,
-	// which costs more than the wait. It yields only after about a
-	// millisecond, when a helper was evidently preempted in the middle
-	// of a job.
+	// which costs more than a job. It yields once the done count has not
+	// moved for yieldAfter polls, tens of microseconds, many times a
+	// job: then a helper was evidently preempted in the middle of one,
+	// and spinning on would only burn the CPU its kernel thread may need
+	// to finish it.
 	last, still := b.done.Load(), 0
-	for i := 0; last != uint32(len(js)); i++ {
+	for last != uint32(len(js)) {
 		switch still++; {
 		case still == stealAfter:
 			b.do(w, 0, len(js), e)
 		case still > stealAfter && w.help() != 0:
 			still = stealAfter + 1
-		case i > 1<<14:
+		case still > yieldAfter:
 			runtime.Gosched()
+			still = stealAfter + 1
 		}
 		if d := b.done.Load(); d != last {
 			last, still = d, 0
@@ -199,6 +202,10 @@ func (b *board) run(w *Worker, js []job, published int) {
 // helpers claimed and have not started: a few times the AEAD of one
 // packet.
 const stealAfter = 256
+
+// yieldAfter is how many polls without progress make a waiting
+// sequencer yield its thread (then again after as many).
+const yieldAfter = 1 << 12
 
 // help claims and does AEAD jobs on the other workers' boards (Ordered
 // mode); it returns how many it did.
