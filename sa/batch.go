@@ -17,8 +17,9 @@ import (
 // worker completes it (complete):
 //
 //	inbound:  one replay pre-check pass over the run (one lock in the
-//	          Shared and Ordered modes), the AEAD of every job, one
-//	          replay update pass (one lock), then per packet the
+//	          Shared and Ordered modes; in the Ordered mode one per 8
+//	          packets, as they are published), the AEAD of every job,
+//	          one replay update pass (one lock), then per packet the
 //	          decapsulation, selector check and counters;
 //	outbound: one reservation of sequence numbers for the whole run
 //	          (one atomic add, or one compare-and-swap loop with a
