@@ -17,8 +17,9 @@ import (
 // worker completes it (complete):
 //
 //	inbound:  one replay pre-check pass over the run (one lock in the
-//	          Shared and Ordered modes), the AEAD of every job, one
-//	          replay update pass (one lock), then per packet the
+//	          Shared and Ordered modes; in the Ordered mode one per 8
+//	          packets, as they are published), the AEAD of every job,
+//	          one replay update pass (one lock), then per packet the
 //	          decapsulation, selector check and counters;
 //	outbound: one reservation of sequence numbers for the whole run
 //	          (one atomic add, or one compare-and-swap loop with a
@@ -99,12 +100,22 @@ func (w *Worker) park(p *Packet) *job {
 	return j
 }
 
-// parkDone completes the run if the pending list reached its cap.
+// parkDone completes the run if the pending list reached its cap; in
+// the Ordered mode it publishes every pubStep parked inbound packets
+// early (publishIn).
 func (w *Worker) parkDone() {
 	if w.npend >= w.pcap {
 		w.complete()
+	} else if w.board != nil && w.npend-w.npub >= pubStep && w.run.sa.dir == In {
+		w.publishIn()
 	}
 }
+
+// pubStep is how many parked inbound packets the Ordered mode publishes
+// at a time before their run is complete: enough to keep the replay
+// window's lock (one pre-check pass per publication) off the hot path,
+// few enough for helpers to start early.
+const pubStep = 8
 
 // complete runs the serial steps and the AEAD of the parked jobs of the
 // current run and gives every packet its verdict.
@@ -121,28 +132,17 @@ func (w *Worker) complete() {
 	for i := range js {
 		js[i] = job{} // no references to the caller's packets
 	}
-	w.npend = 0
+	w.npend, w.npub = 0, 0
 }
 
-func (w *Worker) completeIn(js []job) {
+// checkIn is the replay pre-check pass over the parked jobs js: one lock
+// when workers share the window.
+func (w *Worker) checkIn(js []job) {
 	sa := w.run.sa
-	// Invariant (anti-replay): a packet is accepted only if the window
-	// accepted its number before the ICV check (Check) and records it
-	// after (Update, which fails for a number recorded meanwhile - by a
-	// duplicate in the same run or by another worker). One lock per pass
-	// when workers share the window.
-	grow := sa.growable && w.p.growTo > 0
-	// floorD is the delay growWindow is asked to cover when the window is
-	// below the processor's floor (SetReplayWindowFloor): 4*(floorD+1)
-	// is the floor.
-	floor := int(w.p.winFloor.Load())
-	floorD := uint64(max(floor/4, 1)) - 1
 	if w.locked {
-		sa.mu.Lock()
+		lockWin(sa)
 	}
-	if grow && sa.win.Size() >= w.p.growTo {
-		grow = false
-	}
+	grow := sa.growable && w.p.growTo > 0 && sa.win.Size() < w.p.growTo
 	for i := range js {
 		j := &js[i]
 		seq, ok := sa.win.Check(j.lo)
@@ -161,10 +161,38 @@ func (w *Worker) completeIn(js []job) {
 	if w.locked {
 		sa.mu.Unlock()
 	}
+}
+
+// publishIn, in the Ordered mode, pre-checks the inbound jobs parked
+// since the last publication and puts them on the board while the run
+// is still being parked, so that helpers decrypt them while this worker
+// parses the next packets instead of waiting for the whole run.
+func (w *Worker) publishIn() {
+	w.checkIn(w.pend[w.npub:w.npend])
+	w.board.publish(w, w.npub, w.npend)
+	w.npub = w.npend
+}
+
+func (w *Worker) completeIn(js []job) {
+	sa := w.run.sa
+	// Invariant (anti-replay): a packet is accepted only if the window
+	// accepted its number before the ICV check (Check, in checkIn) and
+	// records it after (Update, which fails for a number recorded
+	// meanwhile - by a duplicate in the same run or by another worker).
+	// One lock per pass when workers share the window. In the Ordered
+	// mode the first jobs of the run may have been checked and published
+	// already (publishIn); the rest are checked here.
+	w.checkIn(js[w.npub:])
 	w.aead(js)
+	// floorD is the delay growWindow is asked to cover when the window is
+	// below the processor's floor (SetReplayWindowFloor): 4*(floorD+1)
+	// is the floor.
+	floor := int(w.p.winFloor.Load())
+	floorD := uint64(max(floor/4, 1)) - 1
 	if w.locked {
-		sa.mu.Lock()
+		lockWin(sa)
 	}
+	grow := sa.growable && w.p.growTo > 0 && sa.win.Size() < w.p.growTo
 	for i := range js {
 		j := &js[i]
 		if j.old {
@@ -196,6 +224,25 @@ func (w *Worker) completeIn(js []job) {
 		w.finishIn(&js[i])
 	}
 }
+
+// lockWin locks sa's replay window (Shared and Ordered modes with
+// several workers). The holder keeps it for one pass over a run (at most
+// maxRun window operations, well under a microsecond), so a worker that
+// finds it taken spins for it a while before it blocks: sync.Mutex parks
+// a contended waiter soon, and parking a goroutine locked to its OS
+// thread (as AF_XDP workers are) costs futex calls to sleep and to wake
+// it, many times the hold.
+func lockWin(sa *SA) {
+	for range lockSpins {
+		if sa.mu.TryLock() {
+			return
+		}
+	}
+	sa.mu.Lock()
+}
+
+// lockSpins is how many times lockWin tries before it blocks.
+const lockSpins = 1000
 
 // growWindow enlarges sa's replay window, up to the processor's bound
 // (ProcessorOptions.ReplayWindowMax), doubling it until it holds four
@@ -315,8 +362,8 @@ func (w *Worker) completeOut(js []job) {
 // aead runs the AEAD of the jobs not dropped yet: in line, or in the
 // Ordered mode spread over the workers through the board.
 func (w *Worker) aead(js []job) {
-	if w.board != nil && len(js) > 1 {
-		w.board.run(w, js)
+	if w.board != nil && (len(js) > 1 || w.npub > 0) {
+		w.board.run(w, js, w.npub)
 		return
 	}
 	for i := range js {

@@ -319,15 +319,19 @@
 //     receives a batch is its sequencer: it does each run's serial
 //     steps itself and puts the run's AEAD jobs on its board, a bounded
 //     array that the other workers take jobs from, a few at a time with
-//     one compare-and-swap, whenever they call Worker.Drain (which in
-//     this mode returns no packets) or have no input of their own. The
-//     sequencer takes jobs too, waits for the ones others took, then
-//     finishes the run in order. The packets never leave the caller's
-//     batch - the batch is the reorder buffer - so Inbound and Outbound
-//     return it complete and in input order, nothing is handed off and
-//     no queue can overflow; the price is that the sequencer may wait
-//     for a job another worker is doing (one chunk of AEAD, never more),
-//     and idle helpers poll. Steer one SA's packets to one worker (its
+//     one compare-and-swap (fewer as the run empties), when they call
+//     Worker.Drain (which in this mode returns no packets) without a
+//     batch of their own since their previous Drain. Inbound, the jobs
+//     go on the board every 8 parked packets, so helpers decrypt while
+//     the sequencer still parses the run. The sequencer takes jobs too,
+//     takes back those a stalled helper claimed but did not start,
+//     waits for the ones others are doing, then finishes the run in
+//     order. The packets never leave the caller's batch - the batch is
+//     the reorder buffer - so Inbound and Outbound return it complete
+//     and in input order, nothing is handed off and no queue can
+//     overflow; the price is that the sequencer may wait for a job
+//     another worker is doing (one AEAD per helper, never more), and
+//     idle helpers poll. Steer one SA's packets to one worker (its
 //     sequencer) and let the others help.
 //
 // The Ordered mode, for one sequencer:
@@ -336,9 +340,12 @@
 //	batch ─► per run of one SA:
 //	         serial, in order: lookup, outer and
 //	         lifetime checks, replay pre-check or
-//	         the run's sequence numbers
-//	         board[0..k) ──────── claim (CAS) ─────► Drain: AEAD of
-//	         AEAD of the jobs it claimed               the jobs claimed
+//	         the run's sequence numbers (inbound:
+//	         per 8 packets, published as parked)
+//	         board[0..k) ──────── claim (CAS) ─────► Drain (idle): take
+//	         AEAD of the jobs it claimed, and of       (CAS on the job's
+//	         claimed jobs a stalled helper has         stamp), AEAD
+//	         not started (taken back)
 //	         wait until all k are done ◄── done count ─┘
 //	         serial, in order: window update,
 //	         decapsulation, selectors, counters
@@ -373,10 +380,12 @@
 // ±0.2):
 //
 //	situation                     mode, ingress               measured (2 workers)
-//	one elephant SA, inner        Ordered, steered to one     decrypt 0.52 (wall 0.77×), 0 reordered,
-//	flows must stay in order      sequencer, others help      0 drops
-//	                              Ordered, sprayed            decrypt 0.47, encrypt 0.95, 0 reordered
-//	                                                          per worker, 0 replay drops
+//	one elephant SA, inner        Ordered, steered to one     decrypt 1.00* (0.67* before), 0 reordered,
+//	flows must stay in order      sequencer, others help      0 drops; in that run: 0.52 (wall 0.77×)
+//	                              Ordered, sprayed            decrypt 1.30* (1.00* before), encrypt
+//	                                                          1.40* (0.95* before), 0 reordered per
+//	                                                          worker, 0 replay drops; in that run:
+//	                                                          decrypt 0.47, encrypt 0.95
 //	one elephant SA, order        Shared, sprayed             decrypt 0.91 (wall 1.54×), encrypt 0.92
 //	across queues irrelevant                                  (1.56×), 0 replay drops (window 8192)
 //	many mice SAs (1000)          Sharded, steered by SPI     decrypt 0.97 (wall 1.45×), no hand-off
@@ -387,27 +396,65 @@
 //	SAs (RFC 9611)                                            0.68 (the workers got half the CPUs);
 //	                                                          1000 tunnels: decrypt steered 0.79
 //
+// * The Ordered cells with a star are medians of four runs each of the
+// board as it is now and as it was before (the "before" values), run
+// interleaved (go run ./bench -suite shard -sas 1 -sizes 1420 -workers
+// 1,2; 2026-12-07 00:04-00:06 UTC) at a load average of 22-24 on the 2
+// CPUs. At that load the 1-worker baselines swing so much that the
+// ratios spread by ±0.3 (Shared decrypt, whose only change is the
+// window lock's spinning, ranged 0.68-1.12 in the same runs; the steered cells
+// ranged 0.61-1.55 now and 0.61-0.95 before), and a ratio over 1 only
+// means the baseline got less than its due: read the stars as "the
+// changes below remove the decrypt losses measurable here", not as
+// super-linear scaling. The stars are not from the run the other
+// cells come from.
+//
 // So: one SA whose order does not matter - Shared; many SAs - Sharded
 // with SPI steering (PerCPU where the peer offers per-CPU SAs, which
 // also scales one tunnel); one SA whose inner flows must stay in order
 // over several cores - Ordered, on dedicated cores, knowing that moving
 // each packet's AEAD to another core and back costs per-CPU efficiency
-// (its target of 0.85 is not met here for decryption).
+// (its target of 0.85 was not met for decryption in the 21:31 run; the
+// starred medians meet it, at a load too high to call it met).
 //
 // With many SAs a batch rarely holds two packets of one SA, so runs are
 // single packets and Shared pays its lock and shared lines per packet
 // again: there SPI steering (Sharded, PerCPU) wins. With one SA the
 // per-run batching is what keeps Shared workers apart. Ordered needs its
 // workers on CPUs of their own (busy-polling AF_XDP workers): its
-// sequencer waits for the jobs a helper took, and a helper that the
-// kernel preempts mid-job stalls the sequencer; the sequencer spins
-// (about a millisecond) rather than yield, which keeps its latency low
-// on a dedicated core and shows as CPU time here (an earlier variant
-// that yielded at once measured 0.30× wall clock for the steered cell).
-// Sprayed, every worker is a sequencer and a helper, and a waiting
-// sequencer takes the other's jobs meanwhile. With many SAs, runs are
-// single packets, the board is not used, and the helpers' polling is
-// the cost.
+// sequencer waits for the jobs helpers are doing. A helper that the
+// kernel preempts after claiming jobs no longer stalls the run: the
+// sequencer takes back the claimed jobs it has not started (each job is
+// taken with a compare-and-swap on its own stamp right before it is
+// done; an in-place open that has started cannot be redone, so those
+// are waited for). The sequencer spins for those in-flight jobs and
+// yields only when the done count has not moved for tens of
+// microseconds (it used to spin about a millisecond, which showed as
+// CPU time here; an earlier variant that yielded at once measured 0.30×
+// wall clock for the steered cell). Sprayed, every worker is a
+// sequencer and a helper. With many SAs, runs are single packets, the
+// board is not used, and the helpers' polling is the cost.
+//
+// Why decryption lost where encryption did not (2026-12-07). A job done
+// on another core moves its packet's buffer between the caches twice,
+// which costs about as much as the AEAD. Sprayed, both workers are busy
+// sequencers, yet each took the other's jobs - from Drain after every
+// batch and while waiting for its own - so both paid that and waited on
+// each other; the few cells measured while the two threads really ran
+// at once (not time-sliced) gave 0.56-0.64 for decryption (0.38-0.42
+// with early publication alone). Now a worker helps only from a Drain
+// with no batch of its own since the previous Drain, and a waiting
+// sequencer helps others only once its helpers stall; the one such cell
+// measured since gave 0.86 (encryption 0.81, before 0.63-0.68). Steered, the helper idled while the
+// sequencer parsed its run (the serial part that is larger inbound:
+// outer header, lookup, replay pre-check) and only then got jobs; now
+// inbound jobs are published every 8 parked packets. Claims were fixed
+// chunks of 8, so the sequencer waited for up to 8 AEADs of a helper at
+// the end of a run (now guided: the last claims are single jobs, and
+// unstarted claimed jobs are taken back). And the replay window's lock,
+// which only decryption takes, parked a contended waiter through the
+// runtime (futex calls to sleep and to wake a thread locked to its
+// goroutine); it now spins for the lock a while first.
 //
 // Counters are per worker in every mode: each SA has one cache-line
 // padded block per worker (allocated on first use), written only by

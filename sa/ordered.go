@@ -13,89 +13,199 @@ import (
 // the sequence numbers. The AEAD of a run (up to maxRun packets) goes on
 // the sequencer's board, a bounded array of jobs that any worker may
 // claim, a few at a time, with one compare-and-swap: the sequencer
-// claims jobs too, and idle workers claim them from Worker.Drain. Each
-// claimed job is done on the claimer's own scratch, in place in the
-// packet's buffer, and counted done. The sequencer waits until the run's
-// jobs are all done - at most for the jobs other workers already took -
-// and only then finishes the packets (window update, decapsulation,
-// counters) and moves on. The packets never leave the caller's batch, so
-// the batch is its own reorder buffer: it comes back in the order it
-// went in, and nothing can overflow.
+// claims jobs too, and idle workers claim them from Worker.Drain. A
+// claim hands out a range of jobs; whoever does a job first takes it
+// alone with one compare-and-swap on the job's own stamp (take), right
+// before doing it, on the claimer's own scratch, in place in the
+// packet's buffer, and counts it done. When the sequencer has no jobs
+// left to claim it takes back (steals) the jobs that helpers claimed
+// but have not started - a helper preempted after its claim would
+// otherwise stall the run for its whole time slice - and then waits
+// only for the jobs helpers are doing at that moment, at most one per
+// helper. Only then does it finish the packets (window update,
+// decapsulation, counters) and move on. The packets never leave the
+// caller's batch, so the batch is its own reorder buffer: it comes back
+// in the order it went in, and nothing can overflow.
 //
-// Invariant: a job is touched by at most one worker between its
-// publication and the sequencer seeing it done, and the SA it uses is
-// held (busy) by the sequencer's run all that time, so its keys cannot
-// be wiped under a helper.
+// Invariant: a job is done by exactly one worker - the one whose take
+// succeeded - between its publication and the sequencer seeing it done,
+// and the SA it uses is held (busy) by the sequencer's run all that
+// time, so its keys cannot be wiped under a helper. An in-place AEAD
+// open that has started cannot be redone (it overwrites the ciphertext,
+// and a failed open wipes what it wrote), which is why jobs are stolen
+// only before they start, never while they run.
 type board struct {
-	// ctl is epoch<<16 | claimed<<8 | total, total ≤ maxRun < 256. The
-	// sequencer stores it to publish a run; claimers take jobs with a
-	// compare-and-swap that raises claimed, so a claimer holding a stale
-	// value (an older epoch) cannot take a job of a newer run.
+	// ctl is epoch<<16 | claimed<<8 | total, total ≤ maxRun < 256, with
+	// the low 48 bits of the run's epoch. The sequencer stores it to
+	// publish a run; claimers take jobs with a compare-and-swap that
+	// raises claimed, so a claimer holding a stale value (an older
+	// epoch) cannot claim a job of a newer run.
 	ctl atomic.Uint64
-	_   [cacheLine - 8]byte
+	// epoch is the current run's full epoch (it never wraps), stored
+	// before ctl. A claimer reads it after its compare-and-swap and keeps
+	// the claim only if its low bits are ctl's: else the sequencer has
+	// finished that run already (it took the jobs back) and moved on.
+	epoch atomic.Uint64
+	_     [cacheLine - 16]byte
 	// done counts the jobs of the current run that are finished.
 	done atomic.Uint32
 	_    [cacheLine - 4]byte
-	// Written by the sequencer before it publishes ctl, read by claimers
-	// after their compare-and-swap succeeded.
-	jobs  []job
-	sa    *SA
-	at    *attrs
-	epoch uint64
+	// stamp[i] is the run (its full epoch) in which job i was last
+	// taken. A job of run e is taken by raising its stamp from below e to
+	// e; the stamps only grow, so a worker still holding a claim of an
+	// older run cannot take a job of a newer one. One line each: the
+	// sequencer and a helper take neighbouring jobs at the same time.
+	stamp [maxRun]struct {
+		v atomic.Uint64
+		_ [cacheLine - 8]byte
+	}
+	// Written by the sequencer before it publishes ctl, read by a worker
+	// only after it took a job of the run (take): until that job is done
+	// the run cannot end, so the next run cannot rewrite them.
+	jobs []job
+	sa   *SA
+	at   *attrs
+	nw   uint64 // workers of the processor, set once
 }
 
-func (b *board) claim() (lo, hi int, ok bool) {
+// epochBits is how many bits of the epoch ctl carries.
+const epochBits = 48
+
+// claim hands out the next jobs of the current run: lo..hi-1 and the
+// run's full epoch, for take.
+func (b *board) claim() (lo, hi int, e uint64, ok bool) {
 	for {
 		c := b.ctl.Load()
 		total, cl := c&0xff, (c>>8)&0xff
 		if cl >= total {
-			return 0, 0, false
+			return 0, 0, 0, false
 		}
-		n := min(b.chunkOf(c), total-cl)
+		n := b.chunk(total - cl)
 		if b.ctl.CompareAndSwap(c, c+n<<8) {
-			return int(cl), int(cl + n), true
+			e = b.epoch.Load()
+			if e&(1<<epochBits-1) != c>>16 {
+				return 0, 0, 0, false // that run is over
+			}
+			return int(cl), int(cl + n), e, true
 		}
 	}
 }
 
-// chunkOf is how many jobs one claim takes: small enough to spread a run
-// over the workers, large enough to keep the claims off the hot path.
-func (b *board) chunkOf(c uint64) uint64 { return c >> 56 }
+// chunk is how many of the left unclaimed jobs one claim takes: a share
+// that shrinks as the run is taken (guided self-scheduling), so that the
+// first claims keep the claim word off the hot path and the last ones
+// leave the sequencer little to wait for; 8 at most.
+func (b *board) chunk(left uint64) uint64 {
+	return min(8, max(1, left/(2*b.nw)))
+}
 
-// run publishes js (the current run of w, a sequencer) and returns when
-// every job is done.
-func (b *board) run(w *Worker, js []job) {
-	b.jobs, b.sa, b.at = js, w.run.sa, w.run.at
-	b.done.Store(0)
-	b.epoch = (b.epoch + 1) & (1<<40 - 1)
-	chunk := uint64(min(8, max(1, len(js)/(2*len(w.p.workers)))))
-	b.ctl.Store(chunk<<56 | b.epoch<<16 | uint64(len(js)))
+// take makes job i of run e the caller's to do; false if another worker
+// took it (or a newer run reuses the slot).
+func (b *board) take(i int, e uint64) bool {
+	s := &b.stamp[i].v
 	for {
-		lo, hi, ok := b.claim()
+		v := s.Load()
+		if v >= e {
+			return false
+		}
+		if s.CompareAndSwap(v, e) {
+			return true
+		}
+	}
+}
+
+// do takes and does the jobs lo..hi-1 of run e; it returns how many it
+// did.
+func (b *board) do(w *Worker, lo, hi int, e uint64) uint32 {
+	n := uint32(0)
+	for i := lo; i < hi; i++ {
+		if b.take(i, e) {
+			crypt(w.s, b.sa, b.at, &b.jobs[i])
+			n++
+		}
+	}
+	if n > 0 {
+		b.done.Add(n)
+	}
+	return n
+}
+
+// publish puts the jobs from..to-1 of w's current run (w.pend) on the
+// board: from 0 it starts a new run, else it adds them to the run.
+func (b *board) publish(w *Worker, from, to int) {
+	if from == 0 {
+		b.jobs, b.sa, b.at = w.pend[:], w.run.sa, w.run.at
+		b.done.Store(0)
+		e := b.epoch.Load() + 1
+		b.epoch.Store(e)
+		b.ctl.Store((e&(1<<epochBits-1))<<16 | uint64(to))
+		return
+	}
+	// Raises total; claimers holding the old value retry.
+	b.ctl.Add(uint64(to - from))
+}
+
+// run publishes js (the current run of w, a sequencer; its first
+// published jobs are on the board already) and returns when every job
+// is done.
+func (b *board) run(w *Worker, js []job, published int) {
+	if len(js) > published {
+		b.publish(w, published, len(js))
+	}
+	e := b.epoch.Load()
+	for {
+		lo, hi, _, ok := b.claim()
 		if !ok {
 			break
 		}
-		for i := lo; i < hi; i++ {
-			crypt(w.s, b.sa, b.at, &js[i])
-		}
-		b.done.Add(uint32(hi - lo))
+		b.do(w, lo, hi, e)
 	}
-	// Wait for the jobs other workers took; meanwhile take jobs of
-	// theirs (a sequencer waiting on a helper that is itself a sequencer
-	// helps it finish). help never waits, so two sequencers cannot wait
-	// on each other.
+	// Wait for the jobs other workers took. While they make progress it
+	// only spins: the wait is for the jobs helpers are doing, a
+	// microsecond or so. When the done count has not moved for longer
+	// than a job takes, the helpers are not running: take back the jobs
+	// they claimed but did not start (the scan is not done sooner, as it
+	// pulls the stamps' lines away from a helper that is running), and
+	// from then on take jobs of the other workers' boards meanwhile (a
+	// sequencer waiting on a helper that is itself a sequencer helps it
+	// finish). Neither steal nor help ever waits, so two sequencers
+	// cannot wait on each other. Helping sooner would have two busy
+	// sequencers do each other's jobs, moving packet buffers between
+	// their caches for nothing.
 	//
-	// It spins rather than yield at once: a job takes a microsecond or
-	// so, and runtime.Gosched on a worker locked to its OS thread (as
-	// AF_XDP workers are) parks the thread, which costs more than the
-	// wait. It yields only after about a millisecond, when the helper
-	// was evidently preempted.
-	for i := 0; b.done.Load() != uint32(len(js)); i++ {
-		if w.help() == 0 && i > 1<<14 {
+	// It spins rather than yield at once: runtime.Gosched on a worker
+	// locked to its OS thread (as AF_XDP workers are) parks the thread,
+	// which costs more than a job. It yields once the done count has not
+	// moved for yieldAfter polls, tens of microseconds, many times a
+	// job: then a helper was evidently preempted in the middle of one,
+	// and spinning on would only burn the CPU its kernel thread may need
+	// to finish it.
+	last, still := b.done.Load(), 0
+	for last != uint32(len(js)) {
+		switch still++; {
+		case still == stealAfter:
+			b.do(w, 0, len(js), e)
+		case still > stealAfter && w.help() != 0:
+			still = stealAfter + 1
+		case still > yieldAfter:
 			runtime.Gosched()
+			still = stealAfter + 1
+		}
+		if d := b.done.Load(); d != last {
+			last, still = d, 0
 		}
 	}
 }
+
+// stealAfter is how many idle polls of the done count (tens of
+// nanoseconds each) without progress make a sequencer take back the jobs
+// helpers claimed and have not started: a few times the AEAD of one
+// packet.
+const stealAfter = 256
+
+// yieldAfter is how many polls without progress make a waiting
+// sequencer yield its thread (then again after as many).
+const yieldAfter = 1 << 12
 
 // help claims and does AEAD jobs on the other workers' boards (Ordered
 // mode); it returns how many it did.
@@ -105,15 +215,11 @@ func (w *Worker) help() int {
 	for k := 1; k < len(ws); k++ {
 		b := ws[(w.id+k)%len(ws)].board
 		for {
-			lo, hi, ok := b.claim()
+			lo, hi, e, ok := b.claim()
 			if !ok {
 				break
 			}
-			for i := lo; i < hi; i++ {
-				crypt(w.s, b.sa, b.at, &b.jobs[i])
-			}
-			n += hi - lo
-			b.done.Add(uint32(hi - lo))
+			n += int(b.do(w, lo, hi, e))
 		}
 	}
 	return n

@@ -48,6 +48,8 @@ type Worker struct {
 	run    run
 	pend   [maxRun]job // the current run's parked packets (batch.go)
 	npend  int
+	npub   int    // Ordered: parked jobs of the run already on the board
+	fed    bool   // Ordered: a batch of its own came since the last Drain
 	pcap   int    // complete the run at this many parked packets
 	board  *board // Ordered mode with several workers (ordered.go)
 	pc     [nPCtr]uint64
@@ -119,7 +121,7 @@ func NewProcessor(opts ProcessorOptions) (*Processor, error) {
 		w := &Worker{p: p, id: i, locked: (p.mode == Shared || p.mode == Ordered) && n > 1, s: esp.NewScratch(),
 			events: make([]pendingEvent, 0, 16)}
 		if p.mode == Ordered && n > 1 {
-			w.board = new(board)
+			w.board = &board{nw: uint64(n)}
 		}
 		if p.rings != nil {
 			for _, r := range p.rings[i] {
@@ -229,6 +231,7 @@ func (p *Packet) Reset(buf []byte, off, n int) {
 // is the inner packet (tunnel mode) or the reconstructed original packet
 // (transport mode). It does not allocate.
 func (w *Worker) Inbound(pkts []Packet) {
+	w.fed = w.fed || len(pkts) > 0
 	w.begin()
 	for i := range pkts {
 		w.in(&pkts[i], false)
@@ -244,6 +247,7 @@ func (w *Worker) Inbound(pkts []Packet) {
 // outer packet) may extend past len(Buf), in which case Buf is resliced
 // up to its capacity. It does not allocate.
 func (w *Worker) Outbound(pkts []Packet) {
+	w.fed = w.fed || len(pkts) > 0
 	w.begin()
 	for i := range pkts {
 		w.out(&pkts[i], false)
@@ -255,12 +259,21 @@ func (w *Worker) Outbound(pkts []Packet) {
 // PerCPU modes), at most len(pkts), storing them with their results in
 // pkts; it returns how many. In the Ordered mode it instead does AEAD
 // jobs of other workers' runs (which those workers return in their own
-// batches) and returns 0. Packet.Dir says which way each went. The
-// buffers now belong to this worker's caller, which sends or frees them
-// as for its own packets. Call it in the worker's loop, e.g. after each
-// Inbound or Outbound batch.
+// batches) and returns 0 - but only when this worker had no batch of its
+// own (Inbound or Outbound with packets) since its previous Drain: a
+// worker with input of its own does its own jobs, as each job another
+// core does moves its packet's buffer between the caches twice, which
+// costs about as much as the AEAD; the cores help where they would
+// otherwise idle. Packet.Dir says which way each went. The buffers now
+// belong to this worker's caller, which sends or frees them as for its
+// own packets. Call it in the worker's loop, e.g. after each Inbound or
+// Outbound batch.
 func (w *Worker) Drain(pkts []Packet) int {
 	if w.board != nil {
+		if w.fed {
+			w.fed = false
+			return 0
+		}
 		w.help()
 		return 0
 	}
