@@ -3,7 +3,6 @@
 package xdp
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -43,18 +42,28 @@ type Engine struct {
 
 // engineRun is what Start builds and Stop tears down.
 type engineRun struct {
-	u            *UMEM
-	progC        *bpf.Program
-	progP        *bpf.Program
-	attC, attP   *bpf.Attachment
-	workers      []*engineWorker
-	efd          int
-	stop         atomic.Bool
-	epoch        time.Time // for the ICMP token buckets
-	cMAC, pMAC   [6]byte   // our MACs
-	cNext, pNxt  [6]byte   // next hops
-	cVLAN, pVLAN uint16    // the sides' VLAN IDs (0: untagged)
+	u          *UMEM
+	progC      *bpf.Program
+	progP      *bpf.Program
+	attC, attP *bpf.Attachment
+	workers    []*engineWorker
+	efd        int
+	stop       atomic.Bool
+	epoch      time.Time // for the ICMP token buckets
+	// ports are the two sides: ports[sideCipher] the ciphertext
+	// interface's sockets, ports[sidePlain] the plaintext interface's,
+	// Deliver or EngineConfig.PlainPort. xc and xp are the AF_XDP ones
+	// (xp nil without Plain), bound is how many ports Bind succeeded on.
+	ports  [2]EnginePort
+	xc, xp *xskPort
+	bound  int
 }
+
+// The sides of an engine, indexes of engineRun.ports.
+const (
+	sideCipher = 0
+	sidePlain  = 1
+)
 
 type engineWorker struct {
 	e  *Engine
@@ -62,12 +71,12 @@ type engineWorker struct {
 	id int // engine (and sa.Processor) worker index
 	q  int // the queue it transmits on
 	w  *sa.Worker
-	cs *Socket // ciphertext side, TX (and RX on queue q)
-	ps *Socket // plaintext side, nil with Deliver
-	// rxC and rxP are the sockets the worker receives on: its socket on
-	// every queue (SteerSPI, SteerSpread), or cs and ps alone
-	// (SteerQueue). They include cs and ps.
-	rxC, rxP []*Socket
+	// ports are the sides (engineRun.ports), rounds[s] how many
+	// Receives of side s a step makes (one per poll descriptor, at
+	// least one), inflight[s] what side s had in flight when last idle.
+	ports    [2]EnginePort
+	rounds   [2]int
+	inflight [2]int
 	// pfd is the poll set of sleep, built once at start.
 	pfd []unix.PollFd
 	// asleep is set while the worker sleeps in poll(2), so an Ordered
@@ -81,32 +90,16 @@ type engineWorker struct {
 	asleep       atomic.Bool
 	ordered      bool // the processor's mode is sa.Ordered
 	done         chan struct{}
-	rx           [MaxBatch]Desc
 	pk           [MaxBatch]sa.Packet
-	txC          [2 * MaxBatch]Desc
-	txP          [2 * MaxBatch]Desc
-	free         [2 * MaxBatch]Desc
-	dlv          [2 * MaxBatch][]byte
-	dlvD         [2 * MaxBatch]Desc
-	nC           int
-	nP           int
-	nFree        int
-	nDlv         int
-	c            engCounters
+	// out[s] are the packets finish queued for side s, free the frames
+	// it dropped; flush hands them over.
+	out   [2][2 * MaxBatch]sa.Packet
+	nOut  [2]int
+	free  [2 * MaxBatch]Desc
+	nFree int
+	c     engCounters
 
-	// mssOld[i] is the MSS that ClampMSS lowered in pk[i] before
-	// Outbound (0: none), restored if the packet is bypassed.
-	mssOld [MaxBatch]uint16
-	icmp   tokenBucket
-
-	// Fragmentation before encryption (FragmentInner): the fragments'
-	// frames and packets; fragDepth > 0 while they are processed (no
-	// fragment is fragmented again).
-	fragD     [MaxFragments]Desc
-	fragPk    [MaxFragments]sa.Packet
-	fragDepth int
-
-	jumbo jumboState // MultiBuffer (jumbo_linux.go)
+	router // gateway duties' state (router_linux.go)
 
 	// Packets from Send wait in src (a ring guarded by srcMu) for the
 	// worker; wfd wakes it.
@@ -115,13 +108,7 @@ type engineWorker struct {
 	srcHead int
 	srcN    atomic.Int32
 	wfd     int
-
-	// ra reassembles outer fragments (EngineConfig.Reassembly); only the
-	// worker uses it. raSnap is its counters as of the last batch that
-	// touched it, for Stats on other goroutines.
-	ra     *reasm.Reassembler
-	raMu   sync.Mutex
-	raSnap reasm.Stats
+	src2    [MaxBatch]Desc // what step takes from src
 }
 
 // srcQueueLen is the capacity of a worker's Send queue.
@@ -133,30 +120,6 @@ type engCounters struct {
 	mssClamped, ttlExpired, icmpSent, icmpRateLimited, icmpNotSent, reasmNoFrame,
 	fragmented, fragments, fragFailed,
 	jumboRX, jumboTX, jumboDrops atomic.Uint64
-}
-
-// tokenBucket limits a worker's ICMP errors: rate tokens per second up
-// to burst; one token per error. Only its worker uses it.
-type tokenBucket struct {
-	tokens, burst, perNs float64
-	last                 int64 // ns since engineRun.epoch
-}
-
-func newTokenBucket(rate, burst int) tokenBucket {
-	return tokenBucket{tokens: float64(burst), burst: float64(burst), perNs: float64(rate) / 1e9}
-}
-
-// take reports whether a token was available at now (ns) and takes it.
-func (b *tokenBucket) take(now int64) bool {
-	if now > b.last {
-		b.tokens = min(b.burst, b.tokens+float64(now-b.last)*b.perNs)
-		b.last = now
-	}
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
 }
 
 // plainLocal is the local-address filter of the plaintext-side program:
@@ -213,14 +176,12 @@ func (e *Engine) Start() (err error) {
 	if err != nil {
 		return err
 	}
-	rt.cMAC, rt.cNext, rt.cVLAN = cMAC, [6]byte(cfg.Cipher.NextHop), uint16(cfg.Cipher.VLAN)
 	pIdx := 0
+	var pMAC [6]byte
 	if cfg.Plain != nil {
-		var pMAC [6]byte
 		if pIdx, pMAC, err = resolve(cfg.Plain); err != nil {
 			return err
 		}
-		rt.pMAC, rt.pNxt, rt.pVLAN = pMAC, [6]byte(cfg.Plain.NextHop), uint16(cfg.Plain.VLAN)
 	}
 	if err = checkMTU(&cfg.Cipher, cIdx, false, cfg.UMEM, cfg.MultiBuffer); err != nil {
 		return err
@@ -236,6 +197,17 @@ func (e *Engine) Start() (err error) {
 	}
 	if rt.u, err = NewUMEM(cfg.UMEM); err != nil {
 		return err
+	}
+	rt.xc = newXSKPort(rt, cMAC, [6]byte(cfg.Cipher.NextHop), cfg.Cipher.VLAN)
+	rt.ports[sideCipher] = rt.xc
+	switch {
+	case cfg.Plain != nil:
+		rt.xp = newXSKPort(rt, pMAC, [6]byte(cfg.Plain.NextHop), cfg.Plain.VLAN)
+		rt.ports[sidePlain] = rt.xp
+	case cfg.PlainPort != nil:
+		rt.ports[sidePlain] = cfg.PlainPort
+	default:
+		rt.ports[sidePlain] = &deliverPort{fn: cfg.Deliver}
 	}
 	per := cfg.socketsPerQueue()
 	steer := bpf.Options{SocketsPerQueue: per, SPIHash: per > 1 && cfg.Steering == SteerSPI,
@@ -265,9 +237,13 @@ func (e *Engine) Start() (err error) {
 	}
 	for w := range cfg.Workers {
 		ew := &engineWorker{e: e, rt: rt, id: w, q: w % cfg.Queues, w: cfg.Processor.Worker(w), done: make(chan struct{}), wfd: -1,
-			ordered: cfg.Processor.Concurrency() == sa.Ordered,
-			icmp:    newTokenBucket(cfg.ICMPRate, cfg.ICMPBurst), jumbo: newJumboState(cfg.MultiBuffer)}
+			ordered: cfg.Processor.Concurrency() == sa.Ordered, ports: rt.ports,
+			router: router{icmp: newTokenBucket(cfg.ICMPRate, cfg.ICMPBurst)}}
 		rt.workers = append(rt.workers, ew)
+		rt.xc.addWorker(&ew.c, &ew.c.cipherRX, cfg.MultiBuffer)
+		if rt.xp != nil {
+			rt.xp.addWorker(&ew.c, &ew.c.plainRX, cfg.MultiBuffer)
+		}
 		if cfg.Reassembly != nil {
 			ew.ra = reasm.New(*cfg.Reassembly)
 		}
@@ -308,17 +284,19 @@ func (e *Engine) Start() (err error) {
 			if err != nil {
 				return err
 			}
-			ew.rxC = append(ew.rxC, s)
+			xq := rt.xc.q[ew.id]
+			xq.rx = append(xq.rx, s)
 			if q == ew.q {
-				ew.cs = s
+				xq.tx = s
 			}
 			if cfg.Plain != nil {
 				if s, err = open(rt.progP, pIdx, q, slot); err != nil {
 					return err
 				}
-				ew.rxP = append(ew.rxP, s)
+				xq := rt.xp.q[ew.id]
+				xq.rx = append(xq.rx, s)
 				if q == ew.q {
-					ew.ps = s
+					xq.tx = s
 				}
 			}
 		}
@@ -330,10 +308,22 @@ func (e *Engine) Start() (err error) {
 		// the window floor (sa.Processor.SetReplayWindowFloor).
 		cfg.Processor.SetReplayWindowFloor(spreadWindowFloor(cfg.Workers, cfg.BatchSize))
 	}
+	env := PortEnv{UMEM: rt.u, Workers: cfg.Workers, BatchSize: cfg.BatchSize,
+		Headroom: esp.MaxHeadroom, Tailroom: esp.MaxTailroom, Wake: rt.wake}
+	for _, p := range rt.ports {
+		if err = p.Bind(env); err != nil {
+			return err
+		}
+		rt.bound++
+	}
 	for _, ew := range rt.workers {
 		ew.pfd = append(ew.pfd, unix.PollFd{Fd: int32(rt.efd), Events: unix.POLLIN}, unix.PollFd{Fd: int32(ew.wfd), Events: unix.POLLIN})
-		for _, s := range append(append([]*Socket(nil), ew.rxC...), ew.rxP...) {
-			ew.pfd = append(ew.pfd, unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN})
+		for s, p := range rt.ports {
+			fds := p.PollFDs(ew.id)
+			ew.rounds[s] = max(1, len(fds))
+			for _, fd := range fds {
+				ew.pfd = append(ew.pfd, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+			}
 		}
 	}
 	if rt.attC, err = rt.progC.Attach(cIdx, cfg.Attach); err != nil {
@@ -421,13 +411,17 @@ func (rt *engineRun) teardown() error {
 			add(unix.Close(ew.wfd))
 			ew.wfd = -1
 		}
-		for _, s := range ew.rxC {
-			add(s.Close())
-		}
-		for _, s := range ew.rxP {
-			add(s.Close())
+	}
+	// Every port Bind succeeded on is unbound; the AF_XDP ports close
+	// their sockets also when Start failed before Bind.
+	for i, p := range rt.ports {
+		if i < rt.bound {
+			add(p.Unbind())
+		} else if x, ok := p.(*xskPort); ok && x != nil {
+			add(x.Unbind())
 		}
 	}
+	rt.bound = 0
 	if rt.u != nil {
 		add(rt.u.Close())
 	}
@@ -508,14 +502,19 @@ func (e *Engine) statsLocked() EngineStats {
 			Fragmented: c.fragmented.Load(), Fragments: c.fragments.Load(), FragmentFailed: c.fragFailed.Load(),
 			JumboRX: c.jumboRX.Load(), JumboTX: c.jumboTX.Load(), JumboDrops: c.jumboDrops.Load(),
 		})
-		for _, s := range ew.rxC {
+		for _, s := range rt.xc.q[ew.id].rx {
 			ss, _ := s.Stats()
 			st.CipherSockets = append(st.CipherSockets, ss)
 		}
-		for _, s := range ew.rxP {
-			ss, _ := s.Stats()
-			st.PlainSockets = append(st.PlainSockets, ss)
+		if rt.xp != nil {
+			for _, s := range rt.xp.q[ew.id].rx {
+				ss, _ := s.Stats()
+				st.PlainSockets = append(st.PlainSockets, ss)
+			}
 		}
+	}
+	if e.cfg.PlainPort != nil {
+		st.PlainPort = e.cfg.PlainPort.Stats()
 	}
 	return st
 }
@@ -538,11 +537,13 @@ func (ew *engineWorker) run(ready chan<- error) {
 	}
 	ew.cpu0.Store(threadCPU())
 	ew.tid.Store(int32(unix.Gettid()))
-	ew.refill()
+	for _, p := range ew.ports {
+		p.Maintain(ew.id, false) // fill rings first
+	}
 	ready <- nil
 	idle := 0
 	for !ew.rt.stop.Load() {
-		if ew.step(true) > 0 {
+		if ew.step() > 0 {
 			idle = 0
 			continue
 		}
@@ -594,56 +595,44 @@ func (ew *engineWorker) cpuTime() time.Duration {
 	return time.Duration(max(ns-ew.cpu0.Load(), 0))
 }
 
-// refill gives the fill rings of the queues the worker receives on free
-// frames (a queue's sockets share one ring: whichever worker has work
-// keeps it filled).
-func (ew *engineWorker) refill() {
-	for _, s := range ew.rxC {
-		s.Refill()
-	}
-	for _, s := range ew.rxP {
-		s.Refill()
-	}
-}
-
-// step processes one batch from each socket of each side and the
-// packets other workers handed over; it returns the number of packets
-// taken.
-func (ew *engineWorker) step(refill bool) int {
-	cs, ps := ew.cs, ew.ps
-	cs.Complete()
-	if ps != nil {
-		ps.Complete()
-	}
-	if refill {
-		ew.refill()
+// step is one round of the worker loop: up to rounds[s] batches from
+// each side's port (ciphertext first: decrypt; then plaintext: encrypt),
+// one batch from the Send queue and what other workers handed over. It
+// returns the number of packets taken. The loop knows the ports only
+// through EnginePort.
+func (ew *engineWorker) step() int {
+	for _, p := range ew.ports {
+		p.Maintain(ew.id, false)
 	}
 	bs := ew.e.cfg.BatchSize
 	total := 0
-	for _, s := range ew.rxC {
-		if n := s.Receive(ew.rx[:bs]); n > 0 {
-			ew.c.cipherRX.Add(uint64(n))
-			total += n
-			k := ew.load(n, ew.rt.cVLAN, ew.ra)
-			ew.wakeHelpers(k)
-			ew.w.Inbound(ew.pk[:k])
-			for i := range k {
-				ew.finish(&ew.pk[i], sa.In)
-			}
-			ew.flush()
+	cp, pp := ew.ports[sideCipher], ew.ports[sidePlain]
+	for range ew.rounds[sideCipher] {
+		k := cp.Receive(ew.id, ew.pk[:bs])
+		if k == 0 {
+			break
 		}
+		total += k
+		if ew.ra != nil {
+			k = ew.reassemble(k)
+		}
+		ew.inbound(k)
 	}
-	for _, s := range ew.rxP {
-		if n := s.Receive(ew.rx[:bs]); n > 0 {
-			ew.c.plainRX.Add(uint64(n))
-			total += n
-			ew.outbound(ew.load(n, ew.rt.pVLAN, nil))
+	for range ew.rounds[sidePlain] {
+		k := pp.Receive(ew.id, ew.pk[:bs])
+		if k == 0 {
+			break
 		}
+		if pp != ew.rt.xp {
+			ew.c.plainRX.Add(uint64(k)) // the AF_XDP port counts its frames
+		}
+		total += k
+		ew.outbound(k)
 	}
 	if ew.srcN.Load() > 0 {
-		k := ew.popSource(ew.rx[:bs])
+		k := ew.popSource(ew.src2[:bs])
 		u := ew.rt.u
-		for i, d := range ew.rx[:k] {
+		for i, d := range ew.src2[:k] {
 			buf, off := u.Frame(d)
 			ew.pk[i] = sa.Packet{Buf: buf, Off: off, Len: int(d.Len), Meta: d.Addr &^ u.frameMask}
 		}
@@ -659,144 +648,21 @@ func (ew *engineWorker) step(refill bool) int {
 		total += n
 	}
 	if total == 0 {
-		if cs.tx.prodPending() > 0 {
-			cs.kick()
-		}
-		if ps != nil && ps.tx.prodPending() > 0 {
-			ps.kick()
+		for s, p := range ew.ports {
+			ew.inflight[s] = p.Maintain(ew.id, true)
 		}
 	}
 	return total
 }
 
-// l2Len returns the length of the Ethernet header (with up to two VLAN
-// tags) of an IPv4 or IPv6 frame, or 0 if frame carries neither.
-func l2Len(frame []byte) int {
-	off := 12
-	for range 3 {
-		if len(frame) < off+2 {
-			return 0
-		}
-		switch binary.BigEndian.Uint16(frame[off:]) {
-		case 0x0800, 0x86dd:
-			return off + 2
-		case 0x8100, 0x88a8:
-			off += 4
-		default:
-			return 0
-		}
+// inbound decrypts the k packets in ew.pk (ciphertext side).
+func (ew *engineWorker) inbound(k int) {
+	ew.wakeHelpers(k)
+	ew.w.Inbound(ew.pk[:k])
+	for i := range k {
+		ew.finish(&ew.pk[i], sa.In)
 	}
-	return 0
-}
-
-// vlanOK reports whether frame, whose Ethernet header (with its tags)
-// is h bytes long, belongs to VLAN vlan (0: untagged): exactly one
-// 802.1Q tag with that VLAN ID, or for 0 no tag or a priority tag (VLAN
-// ID 0). Invariant: the engine processes no frame of another VLAN than
-// its port's, so traffic of one VLAN never enters (or leaves) the
-// tunnel of another.
-func vlanOK(frame []byte, h int, vlan uint16) bool {
-	switch h {
-	case 14:
-		return vlan == 0
-	case 18:
-		return binary.BigEndian.Uint16(frame[12:]) == 0x8100 && binary.BigEndian.Uint16(frame[14:])&0x0fff == vlan
-	}
-	return false
-}
-
-// load turns the n received descriptors into SA packets past their L2
-// header; frames without IP, or not of the port's VLAN vlan, are freed.
-// With a reassembler ra (ciphertext side), fragments go to it: their
-// frames are freed, except the one that completes a packet, which
-// receives the reassembled packet (see reassembled). It returns the
-// batch length.
-func (ew *engineWorker) load(n int, vlan uint16, ra *reasm.Reassembler) int {
-	u := ew.rt.u
-	k := 0
-	now, frags := int64(-1), false
-	ew.jumbo.n = 0
-	for i := 0; i < n; i++ {
-		d := ew.rx[i]
-		var buf []byte
-		off, length, meta := 0, int(d.Len), d.Addr&^u.frameMask
-		if d.Options&unix.XDP_PKT_CONTD != 0 {
-			// A jumbo frame's chain (MultiBuffer): gathered, its frames
-			// freed.
-			j, used := ew.gather(i, n)
-			i += used - 1
-			if j < 0 {
-				continue
-			}
-			buf, off, length, meta = ew.jumbo.buf[j], jumboHeadroom, ew.jumbo.len[j], jumboMeta|uint64(j)
-			d = Desc{Addr: meta}
-		} else {
-			buf, off = u.Frame(d)
-		}
-		frame := buf[off : off+length]
-		h := l2Len(frame)
-		if h == 0 {
-			ew.c.notIP.Add(1)
-			ew.queueFree(d)
-			continue
-		}
-		if !vlanOK(frame, h, vlan) {
-			ew.c.vlanDrops.Add(1)
-			ew.queueFree(d)
-			continue
-		}
-		p := sa.Packet{Buf: buf, Off: off + h, Len: length - h, Meta: meta}
-		if ra != nil {
-			if now < 0 {
-				now = int64(time.Since(ew.rt.epoch))
-			}
-			out, res := ra.Add(buf[p.Off:p.Off+p.Len], now)
-			if res != reasm.NotFragment {
-				frags = true
-				if res != reasm.Complete || !ew.reassembled(&p, off, out) {
-					ew.queueFree(d)
-					continue
-				}
-			}
-		}
-		ew.pk[k] = p
-		k++
-	}
-	if frags {
-		ew.publishReasm()
-	}
-	return k
-}
-
-// reassembled puts the reassembled packet out (valid until the next Add)
-// into the frame of p, the fragment that completed it, where the frame's
-// data starts (off, with the headroom for the new Ethernet header before
-// it), and points p at it. It reports false, counted, when the packet
-// does not fit the frame.
-func (ew *engineWorker) reassembled(p *sa.Packet, off int, out []byte) bool {
-	if len(out) > len(p.Buf)-off {
-		ew.c.reasmNoFrame.Add(1)
-		return false
-	}
-	// copy is a memmove: out may lie in this frame (an IPv6 atomic
-	// fragment, whose fragment header Add removed in place).
-	p.Off, p.Len = off, copy(p.Buf[off:], out)
-	return true
-}
-
-// publishReasm copies the reassembler's counters for Stats.
-func (ew *engineWorker) publishReasm() {
-	s := ew.ra.Stats()
-	ew.raMu.Lock()
-	ew.raSnap = s
-	ew.raMu.Unlock()
-}
-
-// reasmStats returns the counters published by the worker.
-func (ew *engineWorker) reasmStats() reasm.Stats {
-	ew.raMu.Lock()
-	defer ew.raMu.Unlock()
-	return ew.raSnap
+	ew.flush()
 }
 
 // outbound encrypts the k packets in ew.pk (plaintext RX or Send):
@@ -821,174 +687,8 @@ func (ew *engineWorker) outbound(k int) {
 	ew.flush()
 }
 
-// beforeOutbound does the gateway duties on the k packets of ew.pk before
-// encryption: it decrements TTLs, taking expiring packets out of the
-// batch (answered with time exceeded, or freed), and clamps MSS. It
-// returns the new batch length.
-func (ew *engineWorker) beforeOutbound(k int) int {
-	cfg := &ew.e.cfg
-	if cfg.ClampMSS == 0 && !cfg.DecrementTTL {
-		return k
-	}
-	m := 0
-	for i := range k {
-		p := &ew.pk[i]
-		if p.Off < 0 || p.Len < 0 || p.Off+p.Len > len(p.Buf) {
-			// Left to the processor, which drops it as malformed.
-			if m != i {
-				ew.pk[m] = *p
-				p.Buf = nil
-			}
-			ew.mssOld[m] = 0
-			m++
-			continue
-		}
-		data := p.Buf[p.Off : p.Off+p.Len]
-		if cfg.DecrementTTL && inet.Version(data) != 0 && !inet.DecTTL(data) {
-			ew.c.ttlExpired.Add(1)
-			ew.icmpBack(p, false, 0)
-			p.Buf = nil
-			continue
-		}
-		old := uint16(0)
-		if cfg.ClampMSS > 0 {
-			old = ew.clampMSS(data)
-		}
-		if m != i {
-			ew.pk[m] = *p
-			p.Buf = nil
-		}
-		ew.mssOld[m] = old
-		m++
-	}
-	return m
-}
-
-// clampMSS clamps the MSS of data (an IP packet) to ClampMSS (IPv6:
-// ClampMSS-20) and returns the MSS it replaced, or 0.
-func (ew *engineWorker) clampMSS(data []byte) uint16 {
-	mss := ew.e.cfg.ClampMSS
-	if len(data) > 0 && data[0]>>4 == 6 {
-		mss -= 20
-	}
-	old, ok := inet.MSS(data)
-	if !ok || old <= mss || !inet.SetMSS(data, mss) {
-		return 0
-	}
-	ew.c.mssClamped.Add(1)
-	return uint16(old)
-}
-
-// afterInbound does the gateway duties on a decrypted (or bypassed)
-// packet: TTL, and for decrypted packets MSS. It returns false when the
-// packet expired and must be dropped.
-func (ew *engineWorker) afterInbound(p *sa.Packet) bool {
-	cfg := &ew.e.cfg
-	if p.Off < 0 || p.Len <= 0 || p.Off+p.Len > len(p.Buf) {
-		return true
-	}
-	data := p.Buf[p.Off : p.Off+p.Len]
-	if cfg.DecrementTTL && inet.Version(data) != 0 && !inet.DecTTL(data) {
-		ew.c.ttlExpired.Add(1)
-		return false
-	}
-	if cfg.ClampMSS > 0 && p.Verdict == sa.VerdictOK {
-		ew.clampMSS(data)
-	}
-	return true
-}
-
-// icmpBack consumes the frame of p, an outbound packet the engine does
-// not forward: with ICMPErrors it becomes an ICMP error to the packet's
-// source (packet too big for mtu, or time exceeded), sent back towards
-// the plaintext side; otherwise, or when no error may or can be sent,
-// the frame is freed.
-func (ew *engineWorker) icmpBack(p *sa.Packet, tooBig bool, mtu int) {
-	d := Desc{Addr: p.Meta}
-	cfg := &ew.e.cfg
-	if !cfg.ICMPErrors {
-		ew.queueFree(d)
-		return
-	}
-	src := cfg.ICMPSource4
-	if p.Off >= 0 && p.Off < len(p.Buf) && p.Buf[p.Off]>>4 == 6 {
-		src = cfg.ICMPSource6
-	}
-	var off, n int
-	err := inet.ErrSourceFamily
-	if src.IsValid() {
-		if tooBig {
-			off, n, err = inet.PacketTooBig(p.Buf, p.Off, p.Len, src, mtu)
-		} else {
-			off, n, err = inet.TimeExceeded(p.Buf, p.Off, p.Len, src)
-		}
-	}
-	if err != nil {
-		ew.c.icmpNotSent.Add(1)
-		ew.queueFree(d)
-		return
-	}
-	if !ew.icmp.take(int64(time.Since(ew.rt.epoch))) {
-		ew.c.icmpRateLimited.Add(1)
-		ew.queueFree(d)
-		return
-	}
-	p.Off, p.Len = off, n
-	if ew.emit(p, d, true) {
-		ew.c.icmpSent.Add(1)
-	}
-}
-
-// fragmentOut fragments p, an outbound IPv4 packet without DF that the
-// SA processor found larger than its SA's plaintext MTU (p.MTU), and
-// encrypts the fragments: fragments 1.. go into fresh UMEM frames,
-// fragment 0 stays in p's frame. It reports whether it consumed p; if
-// not (DF, IPv6, options, too many fragments, no frames), the caller
-// proceeds as without FragmentInner.
-func (ew *engineWorker) fragmentOut(p *sa.Packet) bool {
-	if p.Off < 0 || p.Len <= 0 || p.Off+p.Len > len(p.Buf) || p.Buf[p.Off]>>4 != 4 {
-		return false
-	}
-	data := p.Buf[p.Off : p.Off+p.Len]
-	count, step, err := inet.Fragments4(data, p.MTU)
-	switch {
-	case errors.Is(err, inet.ErrFragDF), errors.Is(err, inet.ErrMalformed):
-		return false
-	case err != nil || count > MaxFragments:
-		ew.c.fragFailed.Add(1)
-		return false
-	}
-	u := ew.rt.u
-	if k := u.Alloc(ew.fragD[:count-1]); k < count-1 {
-		u.Free(ew.fragD[:k])
-		ew.c.fragFailed.Add(1)
-		return false
-	}
-	// Room in the worker's TX and free queues for every fragment.
-	if ew.nC+count > len(ew.txC) || ew.nP+count > len(ew.txP) || ew.nFree+count > len(ew.free) || ew.nDlv+count > len(ew.dlv) {
-		ew.flush()
-	}
-	for i := count - 1; i >= 1; i-- {
-		d := ew.fragD[i-1]
-		buf, off := u.Frame(d)
-		n := inet.WriteFragment4(buf[off:], data, i, step)
-		ew.fragPk[i] = sa.Packet{Buf: buf, Off: off, Len: n, Meta: d.Addr &^ u.frameMask}
-	}
-	n := inet.WriteFragment4(data, data, 0, step)
-	ew.fragPk[0] = sa.Packet{Buf: p.Buf, Off: p.Off, Len: n, Meta: p.Meta}
-	ew.c.fragmented.Add(1)
-	ew.c.fragments.Add(uint64(count))
-	ew.fragDepth++
-	ew.w.Outbound(ew.fragPk[:count])
-	for i := range count {
-		ew.finish(&ew.fragPk[i], sa.Out)
-	}
-	ew.fragDepth--
-	return true
-}
-
-// finish acts on one processed packet: queue it for transmission (with
-// a new Ethernet header) or delivery, pass it to Control, or free it.
+// finish acts on one processed packet: queue it for its port, pass it to
+// Control, or free it.
 func (ew *engineWorker) finish(p *sa.Packet, dir sa.Direction) {
 	d := Desc{Addr: p.Meta}
 	switch p.Verdict {
@@ -1005,7 +705,7 @@ func (ew *engineWorker) finish(p *sa.Packet, dir sa.Direction) {
 			ew.queueFree(d)
 			break
 		}
-		if !ew.emit(p, d, toPlain) || p.Verdict != sa.VerdictOK {
+		if !ew.emit(p, toPlain) || p.Verdict != sa.VerdictOK {
 			break
 		}
 		if toPlain {
@@ -1041,62 +741,26 @@ func (ew *engineWorker) finish(p *sa.Packet, dir sa.Direction) {
 	p.Buf = nil
 }
 
-// emit queues the packet p in frame d towards the plaintext side
-// (plaintext TX, or Deliver without a plaintext port) or the ciphertext
-// side, with a new Ethernet header. It reports whether it queued the
-// packet; if not, the frame is freed (NoRoom).
-func (ew *engineWorker) emit(p *sa.Packet, d Desc, toPlain bool) bool {
-	if toPlain && ew.ps == nil {
-		ew.dlv[ew.nDlv] = p.Buf[p.Off : p.Off+p.Len]
-		ew.dlvD[ew.nDlv] = d
-		ew.nDlv++
-		return true
-	}
-	vlan := ew.rt.cVLAN
-	if toPlain {
-		vlan = ew.rt.pVLAN
-	}
-	hl := 14
-	if vlan != 0 {
-		hl = 18
-	}
-	if p.Off < hl || p.Len < 1 || p.Off+p.Len > len(p.Buf) {
+// emit queues the packet p towards the plaintext side (toPlain) or the
+// ciphertext side, for flush to hand to the side's port. It reports
+// whether it queued the packet; if not (no LinkHeadroom before it, or
+// out of its frame), the frame is freed (NoRoom).
+func (ew *engineWorker) emit(p *sa.Packet, toPlain bool) bool {
+	if p.Off < LinkHeadroom || p.Len < 1 || p.Off+p.Len > len(p.Buf) {
 		ew.c.noRoom.Add(1)
-		ew.queueFree(d)
+		ew.queueFree(Desc{Addr: p.Meta})
 		return false
 	}
-	et := uint16(0x0800)
-	if p.Buf[p.Off]>>4 == 6 {
-		et = 0x86dd
-	}
-	h := p.Buf[p.Off-hl : p.Off]
+	s := sideCipher
 	if toPlain {
-		copy(h[0:6], ew.rt.pNxt[:])
-		copy(h[6:12], ew.rt.pMAC[:])
-	} else {
-		copy(h[0:6], ew.rt.cNext[:])
-		copy(h[6:12], ew.rt.cMAC[:])
+		s = sidePlain
 	}
-	if vlan != 0 {
-		binary.BigEndian.PutUint16(h[12:], 0x8100)
-		binary.BigEndian.PutUint16(h[14:], vlan)
-	}
-	binary.BigEndian.PutUint16(h[hl-2:], et)
-	if isJumbo(d.Addr) {
-		return ew.emitJumbo(p.Buf[p.Off-hl:p.Off+p.Len], toPlain)
-	}
-	d.Addr += uint64(p.Off - hl)
-	d.Len = uint32(p.Len + hl)
-	if toPlain {
-		ew.txP[ew.nP] = d
-		ew.nP++
-	} else {
-		ew.txC[ew.nC] = d
-		ew.nC++
-	}
+	ew.out[s][ew.nOut[s]] = *p
+	ew.nOut[s]++
 	return true
 }
 
+// queueFree queues the frame d to be freed by flush.
 func (ew *engineWorker) queueFree(d Desc) {
 	if isJumbo(d.Addr) {
 		return // a jumbo buffer: reused with the next batch
@@ -1105,49 +769,20 @@ func (ew *engineWorker) queueFree(d Desc) {
 	ew.nFree++
 }
 
-// flush delivers, transmits and frees what finish queued.
+// flush hands what finish queued to the ports and frees the rest.
 func (ew *engineWorker) flush() {
-	u := ew.rt.u
-	if ew.nDlv > 0 {
-		ew.e.cfg.Deliver(ew.dlv[:ew.nDlv])
-		m := 0
-		for i := range ew.nDlv {
-			ew.dlv[i] = nil
-			if !isJumbo(ew.dlvD[i].Addr) {
-				ew.dlvD[m] = ew.dlvD[i]
-				m++
+	for _, s := range [2]int{sidePlain, sideCipher} {
+		if n := ew.nOut[s]; n > 0 {
+			ew.ports[s].Transmit(ew.id, ew.out[s][:n])
+			for i := range ew.out[s][:n] {
+				ew.out[s][i].Buf = nil
 			}
+			ew.nOut[s] = 0
 		}
-		u.Free(ew.dlvD[:m])
-		ew.nDlv = 0
-	}
-	if ew.nC > 0 {
-		ew.transmit(ew.cs, ew.txC[:ew.nC])
-		ew.nC = 0
-	}
-	if ew.nP > 0 {
-		ew.transmit(ew.ps, ew.txP[:ew.nP])
-		ew.nP = 0
 	}
 	if ew.nFree > 0 {
-		u.Free(ew.free[:ew.nFree])
+		ew.rt.u.Free(ew.free[:ew.nFree])
 		ew.nFree = 0
-	}
-}
-
-// transmit puts txs on s's TX ring, reaping completions and retrying a
-// few times while it is full; what still does not fit is freed.
-func (ew *engineWorker) transmit(s *Socket, txs []Desc) {
-	for attempt := 0; len(txs) > 0 && attempt < 8; attempt++ {
-		k := s.Transmit(txs)
-		txs = txs[k:]
-		if len(txs) > 0 {
-			s.Complete()
-		}
-	}
-	if len(txs) > 0 {
-		ew.rt.u.Free(txs)
-		ew.c.txFull.Add(uint64(len(txs)))
 	}
 }
 
@@ -1156,7 +791,7 @@ func (ew *engineWorker) transmit(s *Socket, txs []Desc) {
 // or other workers handed packets over).
 func (ew *engineWorker) sleep() {
 	timeout := 100 * time.Millisecond
-	if ew.cs.TXOutstanding() > 0 || (ew.ps != nil && ew.ps.TXOutstanding() > 0) ||
+	if ew.inflight[sideCipher] > 0 || ew.inflight[sidePlain] > 0 ||
 		ew.e.cfg.Processor.Concurrency() != sa.Shared {
 		timeout = time.Millisecond
 	}
@@ -1201,26 +836,27 @@ func (ew *engineWorker) wakeHelpers(k int) {
 	}
 }
 
-// drain processes what is left on the RX rings without refilling, then
-// waits (bounded) for the TX rings to empty.
+// drain processes what is left on the ports (the AF_XDP ports no longer
+// refill once stop is set), then waits (bounded) until no port has
+// packets in flight.
 func (ew *engineWorker) drain() {
 	deadline := time.Now().Add(drainTimeout)
 	for time.Now().Before(deadline) {
-		if ew.step(false) == 0 {
+		if ew.step() == 0 {
 			break
 		}
 	}
-	for _, s := range []*Socket{ew.cs, ew.ps} {
-		if s == nil {
-			continue
+	for _, p := range ew.ports {
+		for p.Maintain(ew.id, true) > 0 && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Microsecond)
 		}
-		for s.TXOutstanding() > 0 && time.Now().Before(deadline) {
-			s.Kick()
-			if s.Complete() == 0 {
-				time.Sleep(100 * time.Microsecond)
-			}
-		}
-		s.Complete()
+	}
+}
+
+// wake wakes worker w from its sleep (PortEnv.Wake).
+func (rt *engineRun) wake(w int) {
+	if w >= 0 && w < len(rt.workers) {
+		wakeFD(rt.workers[w].wfd)
 	}
 }
 
