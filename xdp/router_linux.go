@@ -190,6 +190,22 @@ func (ew *engineWorker) beforeOutbound(k int) int {
 	return m
 }
 
+// afterOutbound gives the bypassed packets among the k packets of ew.pk
+// (after Outbound) back the MSS beforeOutbound clamped: they are sent in
+// clear, not through the tunnel.
+func (ew *engineWorker) afterOutbound(k int) {
+	if ew.e.cfg.ClampMSS == 0 {
+		return
+	}
+	for i := range k {
+		p := &ew.pk[i]
+		if ew.mssOld[i] != 0 && p.Verdict == sa.VerdictBypass {
+			inet.SetMSS(p.Buf[p.Off:p.Off+p.Len], int(ew.mssOld[i]))
+			ew.c.mssClamped.Add(^uint64(0))
+		}
+	}
+}
+
 // clampMSS clamps the MSS of data (an IP packet) to ClampMSS (IPv6:
 // ClampMSS-20) and returns the MSS it replaced, or 0.
 func (ew *engineWorker) clampMSS(data []byte) uint16 {
