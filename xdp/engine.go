@@ -462,8 +462,9 @@ type EngineStats struct {
 	// CipherSockets and PlainSockets are the sockets' counters, by
 	// queue.
 	CipherSockets, PlainSockets []Stats
-	// PlainPort is EngineConfig.PlainPort's counters (EnginePort.Stats).
-	PlainPort PortStats
+	// PlainPort is EngineConfig.PlainPort's counters (EnginePort.Stats;
+	// nil without one).
+	PlainPort *PortStats `json:",omitempty"`
 	Frames    FrameCounts
 	// UnprotectedDrops are the Cipher program's clear-text discards by
 	// tunnel index (bpf.Program.UnprotectedDrops; only non-zero ones),

@@ -452,7 +452,8 @@ func (e *Engine) statsLocked() EngineStats {
 		}
 	}
 	if e.cfg.PlainPort != nil {
-		st.PlainPort = e.cfg.PlainPort.Stats()
+		ps := e.cfg.PlainPort.Stats()
+		st.PlainPort = &ps
 	}
 	return st
 }

@@ -338,9 +338,10 @@ func (ew *engineWorker) flush() {
 	}
 }
 
-// sleep blocks in poll(2) until a socket has packets, Stop wakes the
-// eventfd, or a timeout passes (short while transmissions are pending
-// or other workers handed packets over).
+// sleep blocks in poll(2) until a port has packets (its descriptor, or
+// its Wake on the worker's eventfd), Stop wakes the engine's eventfd, or
+// a timeout passes (short while a port has packets in flight or other
+// workers may hand packets over).
 func (ew *engineWorker) sleep() {
 	timeout := 100 * time.Millisecond
 	if ew.inflight[sideCipher] > 0 || ew.inflight[sidePlain] > 0 ||

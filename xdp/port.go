@@ -27,8 +27,9 @@ import (
 // (one OS thread), so a port keeps per-worker state without locks; no
 // method may block, and none should allocate: they run per batch.
 type EnginePort interface {
-	// Bind is called by Engine.Start once, before any worker runs; env
-	// is valid until Unbind.
+	// Bind is called by every Engine.Start, before any worker runs;
+	// env is valid until Unbind. A port may be bound to one running
+	// engine at a time.
 	Bind(env PortEnv) error
 	// Receive puts up to len(pkts) received IP packets, each in a UMEM
 	// frame the worker then owns, into pkts and returns how many; 0

@@ -245,11 +245,11 @@ func TestEnginePortTraffic(t *testing.T) {
 		decrypted += w.Decrypted
 		encrypted += w.Encrypted
 	}
-	if plainRX != count || encrypted != count || decrypted != count || st.PlainPort != (PortStats{RX: count, TX: count}) {
-		t.Errorf("PlainRX %d, Encrypted %d, Decrypted %d, port %+v; want %d each", plainRX, encrypted, decrypted, st.PlainPort, count)
+	if len(st.PlainSockets) != 0 || st.PlainPort == nil {
+		t.Fatalf("%d plaintext sockets, port stats %v with a PlainPort", len(st.PlainSockets), st.PlainPort)
 	}
-	if len(st.PlainSockets) != 0 {
-		t.Errorf("%d plaintext sockets with a PlainPort", len(st.PlainSockets))
+	if plainRX != count || encrypted != count || decrypted != count || *st.PlainPort != (PortStats{RX: count, TX: count}) {
+		t.Errorf("PlainRX %d, Encrypted %d, Decrypted %d, port %+v; want %d each", plainRX, encrypted, decrypted, *st.PlainPort, count)
 	}
 	checkFrames(t, e)
 	if err := e.Stop(); err != nil {
