@@ -173,6 +173,9 @@ func (ew *engineWorker) step() int {
 		if k == 0 {
 			break
 		}
+		if cp != EnginePort(ew.rt.xc) {
+			ew.c.cipherRX.Add(uint64(k)) // the AF_XDP port counts its frames
+		}
 		total += k
 		if ew.ra != nil {
 			k = ew.reassemble(k)
@@ -184,7 +187,7 @@ func (ew *engineWorker) step() int {
 		if k == 0 {
 			break
 		}
-		if pp != ew.rt.xp {
+		if pp != EnginePort(ew.rt.xp) {
 			ew.c.plainRX.Add(uint64(k)) // the AF_XDP port counts its frames
 		}
 		total += k
