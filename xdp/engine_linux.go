@@ -52,6 +52,8 @@ type engineRun struct {
 	ports  [2]EnginePort
 	xc, xp *xskPort
 	bound  int
+	// send is the Send queues, every worker's third source.
+	send *sendPort
 }
 
 // The sides of an engine, indexes of engineRun.ports.
@@ -136,6 +138,7 @@ func (e *Engine) Start() (err error) {
 	if rt.u, err = NewUMEM(cfg.UMEM); err != nil {
 		return err
 	}
+	rt.send = newSendPort(rt.u, cfg.Workers)
 	rt.xc = newXSKPort(rt, cMAC, [6]byte(cfg.Cipher.NextHop), cfg.Cipher.VLAN)
 	rt.ports[sideCipher] = rt.xc
 	switch {
@@ -175,7 +178,7 @@ func (e *Engine) Start() (err error) {
 	}
 	for w := range cfg.Workers {
 		ew := &engineWorker{e: e, rt: rt, id: w, q: w % cfg.Queues, w: cfg.Processor.Worker(w), done: make(chan struct{}), wfd: -1,
-			ordered: cfg.Processor.Concurrency() == sa.Ordered, ports: rt.ports,
+			ordered: cfg.Processor.Concurrency() == sa.Ordered, ports: rt.ports, sq: rt.send.q[w],
 			router: router{icmp: newTokenBucket(cfg.ICMPRate, cfg.ICMPBurst)}}
 		rt.workers = append(rt.workers, ew)
 		rt.xc.addWorker(&ew.c, &ew.c.cipherRX, cfg.MultiBuffer)
@@ -258,11 +261,20 @@ func (e *Engine) Start() (err error) {
 		ew.pfd = append(ew.pfd, unix.PollFd{Fd: int32(rt.efd), Events: unix.POLLIN}, unix.PollFd{Fd: int32(ew.wfd), Events: unix.POLLIN})
 		for s, p := range rt.ports {
 			fds := p.PollFDs(ew.id)
-			ew.rounds[s] = max(1, len(fds))
 			for _, fd := range fds {
 				ew.pfd = append(ew.pfd, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
 			}
+			src := source{port: p, dir: sa.In, rounds: max(1, len(fds)), rx: &ew.c.cipherRX}
+			if s == sidePlain {
+				src.dir, src.rx = sa.Out, &ew.c.plainRX
+			}
+			if x, ok := p.(*xskPort); ok && x != nil {
+				src.rx = nil // it counts its frames, chains and drops included
+			}
+			ew.sources = append(ew.sources, src)
 		}
+		// The Send queue: Send counts its packets (Sent).
+		ew.sources = append(ew.sources, source{port: rt.send, dir: sa.Out, rounds: 1})
 	}
 	if rt.attC, err = rt.progC.Attach(cIdx, cfg.Attach); err != nil {
 		return err

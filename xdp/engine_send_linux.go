@@ -3,12 +3,15 @@ package xdp
 import (
 	"fmt"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/sa"
 )
 
 // Engine.Send: the Send queue, a bounded ring per worker that Go code
@@ -38,7 +41,7 @@ func (e *Engine) SendRoom(queue int) int {
 	if !e.running || queue < 0 || queue >= len(e.rt.workers) {
 		return -1
 	}
-	return srcQueueLen - int(e.rt.workers[queue].srcN.Load())
+	return srcQueueLen - int(e.rt.send.q[queue].n.Load())
 }
 
 // waitSendRoom waits until the Send queue of queue has room for n
@@ -69,29 +72,78 @@ func waitRoom(room func() int, n int, stop <-chan struct{}) bool {
 	}
 }
 
-// popSource takes up to len(ds) packets from the Send queue.
-func (ew *engineWorker) popSource(ds []Desc) int {
-	ew.srcMu.Lock()
-	defer ew.srcMu.Unlock()
-	n := min(len(ds), int(ew.srcN.Load()))
-	for i := range n {
-		ds[i] = ew.src[(ew.srcHead+i)%srcQueueLen]
+// sendPort is the receive side of Engine.Send as an EnginePort: worker
+// w's Receive takes from the Send queue q[w]. Nothing is transmitted on
+// it; Send wakes the worker through its eventfd, which every worker
+// polls anyway.
+type sendPort struct {
+	u *UMEM
+	q []*sendQueue
+}
+
+// sendQueue is one worker's Send queue: a ring of frames guarded by mu;
+// n is read without it (a worker checks it every round).
+type sendQueue struct {
+	mu   sync.Mutex
+	ring [srcQueueLen]Desc
+	head int
+	n    atomic.Int32
+	pop  [MaxBatch]Desc // the worker's: what Receive took
+}
+
+func newSendPort(u *UMEM, workers int) *sendPort {
+	sp := &sendPort{u: u, q: make([]*sendQueue, workers)}
+	for i := range sp.q {
+		sp.q[i] = &sendQueue{}
 	}
-	ew.srcHead = (ew.srcHead + n) % srcQueueLen
-	ew.srcN.Add(int32(-n))
+	return sp
+}
+
+func (sp *sendPort) Bind(PortEnv) error        { return nil }
+func (sp *sendPort) Unbind() error             { return nil }
+func (sp *sendPort) Transmit(int, []sa.Packet) {}
+func (sp *sendPort) Maintain(int, bool) int    { return 0 }
+func (sp *sendPort) PollFDs(int) []int         { return nil }
+func (sp *sendPort) Stats() PortStats          { return PortStats{} }
+
+// Receive takes up to len(pkts) packets from worker w's Send queue.
+func (sp *sendPort) Receive(w int, pkts []sa.Packet) int {
+	q := sp.q[w]
+	if q.n.Load() == 0 {
+		return 0
+	}
+	k := q.popN(q.pop[:len(pkts)])
+	u := sp.u
+	for i, d := range q.pop[:k] {
+		buf, off := u.Frame(d)
+		pkts[i] = sa.Packet{Buf: buf, Off: off, Len: int(d.Len), Meta: d.Addr &^ u.frameMask}
+	}
+	return k
+}
+
+// popN takes up to len(ds) packets from the queue.
+func (q *sendQueue) popN(ds []Desc) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := min(len(ds), int(q.n.Load()))
+	for i := range n {
+		ds[i] = q.ring[(q.head+i)%srcQueueLen]
+	}
+	q.head = (q.head + n) % srcQueueLen
+	q.n.Add(int32(-n))
 	return n
 }
 
-// pushSource queues ds for the worker and returns how many fit.
-func (ew *engineWorker) pushSource(ds []Desc) int {
-	ew.srcMu.Lock()
-	defer ew.srcMu.Unlock()
-	q := int(ew.srcN.Load())
-	n := min(len(ds), srcQueueLen-q)
+// push queues ds and returns how many fit.
+func (q *sendQueue) push(ds []Desc) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	k := int(q.n.Load())
+	n := min(len(ds), srcQueueLen-k)
 	for i := range n {
-		ew.src[(ew.srcHead+q+i)%srcQueueLen] = ds[i]
+		q.ring[(q.head+k+i)%srcQueueLen] = ds[i]
 	}
-	ew.srcN.Add(int32(n))
+	q.n.Add(int32(n))
 	return n
 }
 
@@ -136,7 +188,7 @@ func (e *Engine) Send(queue int, pkts [][]byte) (int, error) {
 			ds[i], ds[m] = ds[m], d
 			m++
 		}
-		q := ew.pushSource(ds[:m])
+		q := rt.send.q[queue].push(ds[:m])
 		if k > q {
 			u.Free(ds[q:k])
 		}

@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,11 +28,9 @@ type engineWorker struct {
 	id int // engine (and sa.Processor) worker index
 	q  int // the queue it transmits on
 	w  *sa.Worker
-	// ports are the sides (engineRun.ports), rounds[s] how many
-	// Receives of side s a step makes (one per poll descriptor, at
-	// least one), inflight[s] what side s had in flight when last idle.
+	// ports are the sides (engineRun.ports): where results go;
+	// inflight[s] is what side s had in flight when last idle.
 	ports    [2]EnginePort
-	rounds   [2]int
 	inflight [2]int
 	// pfd is the poll set of sleep, built once at start.
 	pfd []unix.PollFd
@@ -59,14 +56,23 @@ type engineWorker struct {
 
 	router // gateway duties' state (router_linux.go)
 
-	// Packets from Send wait in src (a ring guarded by srcMu) for the
-	// worker; wfd wakes it.
-	srcMu   sync.Mutex
-	src     [srcQueueLen]Desc
-	srcHead int
-	srcN    atomic.Int32
+	// sources are what the worker receives from, in this order: the
+	// ciphertext port (decrypt), the plaintext port and the Send queue
+	// (encrypt); sq is its Send queue (for sleep), wfd its eventfd
+	// (Send and PortEnv.Wake write it).
+	sources []source
+	sq      *sendQueue
 	wfd     int
-	src2    [MaxBatch]Desc // what step takes from src
+}
+
+// source is a port a worker receives from: up to rounds batches a round,
+// each counted in rx (nil: the port counts them itself) and processed in
+// direction dir.
+type source struct {
+	port   EnginePort
+	dir    sa.Direction
+	rounds int
+	rx     *atomic.Uint64
 }
 
 // srcQueueLen is the capacity of a worker's Send queue.
@@ -156,52 +162,37 @@ func (ew *engineWorker) cpuTime() time.Duration {
 	return time.Duration(max(ns-ew.cpu0.Load(), 0))
 }
 
-// step is one round of the worker loop: up to rounds[s] batches from
-// each side's port (ciphertext first: decrypt; then plaintext: encrypt),
-// one batch from the Send queue and what other workers handed over. It
-// returns the number of packets taken. The loop knows the ports only
-// through EnginePort.
+// step is one round of the worker loop: up to rounds batches from each
+// source (the ciphertext port: decrypt; the plaintext port and the Send
+// queue: encrypt) and what other workers handed over. It returns the
+// number of packets taken. The loop knows the ports only through
+// EnginePort.
 func (ew *engineWorker) step() int {
 	for _, p := range ew.ports {
 		p.Maintain(ew.id, false)
 	}
 	bs := ew.e.cfg.BatchSize
 	total := 0
-	cp, pp := ew.ports[sideCipher], ew.ports[sidePlain]
-	for range ew.rounds[sideCipher] {
-		k := cp.Receive(ew.id, ew.pk[:bs])
-		if k == 0 {
-			break
+	for i := range ew.sources {
+		src := &ew.sources[i]
+		for range src.rounds {
+			k := src.port.Receive(ew.id, ew.pk[:bs])
+			if k == 0 {
+				break
+			}
+			if src.rx != nil {
+				src.rx.Add(uint64(k))
+			}
+			total += k
+			if src.dir == sa.In {
+				if ew.ra != nil {
+					k = ew.reassemble(k)
+				}
+				ew.inbound(k)
+			} else {
+				ew.outbound(k)
+			}
 		}
-		if cp != EnginePort(ew.rt.xc) {
-			ew.c.cipherRX.Add(uint64(k)) // the AF_XDP port counts its frames
-		}
-		total += k
-		if ew.ra != nil {
-			k = ew.reassemble(k)
-		}
-		ew.inbound(k)
-	}
-	for range ew.rounds[sidePlain] {
-		k := pp.Receive(ew.id, ew.pk[:bs])
-		if k == 0 {
-			break
-		}
-		if pp != EnginePort(ew.rt.xp) {
-			ew.c.plainRX.Add(uint64(k)) // the AF_XDP port counts its frames
-		}
-		total += k
-		ew.outbound(k)
-	}
-	if ew.srcN.Load() > 0 {
-		k := ew.popSource(ew.src2[:bs])
-		u := ew.rt.u
-		for i, d := range ew.src2[:k] {
-			buf, off := u.Frame(d)
-			ew.pk[i] = sa.Packet{Buf: buf, Off: off, Len: int(d.Len), Meta: d.Addr &^ u.frameMask}
-		}
-		ew.outbound(k)
-		total += k
 	}
 	if ew.w.Pending() > 0 {
 		n := ew.w.Drain(ew.pk[:bs])
@@ -351,7 +342,7 @@ func (ew *engineWorker) sleep() {
 		ew.e.cfg.Processor.Concurrency() != sa.Shared {
 		timeout = time.Millisecond
 	}
-	if ew.srcN.Load() > 0 || ew.w.Pending() > 0 {
+	if (ew.sq != nil && ew.sq.n.Load() > 0) || ew.w.Pending() > 0 {
 		return
 	}
 	for i := range ew.pfd {

@@ -125,7 +125,8 @@ func newLoopWorker(t testing.TB) *loopWorker {
 	}
 	ew := &engineWorker{e: &Engine{cfg: EngineConfig{BatchSize: DefaultBatch, Processor: proc}},
 		rt: &engineRun{u: u, epoch: time.Now()}, w: proc.Worker(0),
-		ports: [2]EnginePort{cp, pp}, rounds: [2]int{1, 1}}
+		ports: [2]EnginePort{cp, pp}}
+	ew.sources = []source{{port: cp, dir: sa.In, rounds: 1, rx: &ew.c.cipherRX}, {port: pp, dir: sa.Out, rounds: 1, rx: &ew.c.plainRX}}
 
 	lw := &loopWorker{ew: ew, cp: cp, pp: pp, u: u, proc: proc}
 	for i := range lw.inner {

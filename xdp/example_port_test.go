@@ -125,7 +125,8 @@ func ExampleEnginePort() {
 		log.Fatal(err)
 	}
 	defer e.Stop()
-	port.Send(0, []byte{0x45 /* an IPv4 packet to encrypt ... */})
+	var ipPacket []byte     // an IP packet the tunnel's outbound SA covers
+	port.Send(0, ipPacket)  // leaves eth0 as ESP to 198.51.100.2
 	decrypted := <-port.Out // an IP packet the peer sent through the tunnel
 	log.Printf("%d bytes decrypted; port %+v", len(decrypted), e.Stats().PlainPort)
 }
