@@ -228,6 +228,9 @@
 // AF_XDP port of EngineConfig.Cipher; the plaintext side is the AF_XDP
 // port of EngineConfig.Plain, a transmit-only port around
 // EngineConfig.Deliver, or a port of the caller's, EngineConfig.PlainPort.
+// A worker receives from three sources, each a port: the ciphertext
+// port (to decrypt), the plaintext port and its Send queue (to encrypt;
+// Engine.Send fills it).
 //
 // To plug in a port (see ExampleEnginePort): keep the PortEnv that Bind
 // gets; in Receive take frames with PortEnv.Alloc, copy each packet to
