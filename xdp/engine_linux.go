@@ -418,25 +418,6 @@ func (e *Engine) Stats() EngineStats {
 func (e *Engine) statsLocked() EngineStats {
 	rt := e.rt
 	st := EngineStats{Processor: e.cfg.Processor.Stats(), Frames: rt.u.Counts()}
-	st.CipherProgram, _ = rt.progC.Stats()
-	if !e.cfg.Unprotected.Empty() {
-		if drops, err := rt.progC.UnprotectedDrops(); err == nil {
-			for i, n := range drops {
-				if n != 0 {
-					if st.UnprotectedDrops == nil {
-						st.UnprotectedDrops = map[int]uint64{}
-					}
-					st.UnprotectedDrops[i] = n
-				}
-			}
-		}
-		if last, ok, err := rt.progC.LastUnprotected(); err == nil && ok {
-			st.LastUnprotected = &last
-		}
-	}
-	if rt.progP != nil {
-		st.PlainProgram, _ = rt.progP.Stats()
-	}
 	for _, ew := range rt.workers {
 		c := &ew.c
 		st.Workers = append(st.Workers, EngineWorkerStats{
@@ -462,6 +443,29 @@ func (e *Engine) statsLocked() EngineStats {
 				st.PlainSockets = append(st.PlainSockets, ss)
 			}
 		}
+	}
+	// The programs' counters after the workers': a packet a worker
+	// counted was steered before, so a program's count is never behind
+	// the workers' count of the same packets (ESPRedirected ≥ Decrypted
+	// while traffic flows).
+	st.CipherProgram, _ = rt.progC.Stats()
+	if !e.cfg.Unprotected.Empty() {
+		if drops, err := rt.progC.UnprotectedDrops(); err == nil {
+			for i, n := range drops {
+				if n != 0 {
+					if st.UnprotectedDrops == nil {
+						st.UnprotectedDrops = map[int]uint64{}
+					}
+					st.UnprotectedDrops[i] = n
+				}
+			}
+		}
+		if last, ok, err := rt.progC.LastUnprotected(); err == nil && ok {
+			st.LastUnprotected = &last
+		}
+	}
+	if rt.progP != nil {
+		st.PlainProgram, _ = rt.progP.Stats()
 	}
 	if e.cfg.PlainPort != nil {
 		ps := e.cfg.PlainPort.Stats()
