@@ -72,6 +72,9 @@ func waitRoom(room func() int, n int, stop <-chan struct{}) bool {
 	}
 }
 
+// srcQueueLen is the capacity of a worker's Send queue.
+const srcQueueLen = 1024
+
 // sendPort is the receive side of Engine.Send as an EnginePort: worker
 // w's Receive takes from the Send queue q[w]. Nothing is transmitted on
 // it; Send wakes the worker through its eventfd, which every worker

@@ -22,6 +22,9 @@ import (
 // it, and hands the results to the ports. It knows nothing about AF_XDP,
 // Ethernet or callbacks: those are the ports' (port*.go).
 
+// engineWorker is one worker: its sa.Worker, its sources and ports, its
+// batch and output queues, its counters (written by it alone) and its
+// router state.
 type engineWorker struct {
 	e  *Engine
 	rt *engineRun
@@ -74,9 +77,6 @@ type source struct {
 	rounds int
 	rx     *atomic.Uint64
 }
-
-// srcQueueLen is the capacity of a worker's Send queue.
-const srcQueueLen = 1024
 
 type engCounters struct {
 	cipherRX, decrypted, plainRX, encrypted, bypassed, control, controlDropped,
