@@ -221,7 +221,8 @@
 // The worker loop above knows a side only as an EnginePort: Receive
 // fills the worker's packet slots (sa.Packets in UMEM frames), Transmit
 // takes them, Maintain does the upkeep between batches (for AF_XDP:
-// completions, refills, kicks; it reports packets in flight), PollFDs or
+// completions, refills, kicks), InFlight reports packets not yet sent
+// (before a sleep and at Stop), PollFDs or
 // PortEnv.Wake wake a sleeping worker, Bind and Unbind bracket a run.
 // Worker w calls a port with w from its own thread only, so a port keeps
 // per-worker state without locks. The ciphertext side is always the

@@ -105,7 +105,8 @@ func newSendPort(u *UMEM, workers int) *sendPort {
 func (sp *sendPort) Bind(PortEnv) error        { return nil }
 func (sp *sendPort) Unbind() error             { return nil }
 func (sp *sendPort) Transmit(int, []sa.Packet) {}
-func (sp *sendPort) Maintain(int, bool) int    { return 0 }
+func (sp *sendPort) Maintain(int, bool)        {}
+func (sp *sendPort) InFlight(int) int          { return 0 }
 func (sp *sendPort) PollFDs(int) []int         { return nil }
 func (sp *sendPort) Stats() PortStats          { return PortStats{} }
 

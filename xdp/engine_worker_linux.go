@@ -31,10 +31,8 @@ type engineWorker struct {
 	id int // engine (and sa.Processor) worker index
 	q  int // the queue it transmits on
 	w  *sa.Worker
-	// ports are the sides (engineRun.ports): where results go;
-	// inflight[s] is what side s had in flight when last idle.
-	ports    [2]EnginePort
-	inflight [2]int
+	// ports are the sides (engineRun.ports): where results go.
+	ports [2]EnginePort
 	// pfd is the poll set of sleep, built once at start.
 	pfd []unix.PollFd
 	// asleep is set while the worker sleeps in poll(2), so an Ordered
@@ -203,8 +201,8 @@ func (ew *engineWorker) step() int {
 		total += n
 	}
 	if total == 0 {
-		for s, p := range ew.ports {
-			ew.inflight[s] = p.Maintain(ew.id, true)
+		for _, p := range ew.ports {
+			p.Maintain(ew.id, true)
 		}
 	}
 	return total
@@ -320,9 +318,6 @@ func (ew *engineWorker) flush() {
 	for _, s := range [2]int{sidePlain, sideCipher} {
 		if n := ew.nOut[s]; n > 0 {
 			ew.ports[s].Transmit(ew.id, ew.out[s][:n])
-			for i := range ew.out[s][:n] {
-				ew.out[s][i].Buf = nil
-			}
 			ew.nOut[s] = 0
 		}
 	}
@@ -337,13 +332,13 @@ func (ew *engineWorker) flush() {
 // a timeout passes (short while a port has packets in flight or other
 // workers may hand packets over).
 func (ew *engineWorker) sleep() {
-	timeout := 100 * time.Millisecond
-	if ew.inflight[sideCipher] > 0 || ew.inflight[sidePlain] > 0 ||
-		ew.e.cfg.Processor.Concurrency() != sa.Shared {
-		timeout = time.Millisecond
-	}
 	if (ew.sq != nil && ew.sq.n.Load() > 0) || ew.w.Pending() > 0 {
 		return
+	}
+	timeout := 100 * time.Millisecond
+	if ew.e.cfg.Processor.Concurrency() != sa.Shared ||
+		ew.ports[sideCipher].InFlight(ew.id) > 0 || ew.ports[sidePlain].InFlight(ew.id) > 0 {
+		timeout = time.Millisecond
 	}
 	for i := range ew.pfd {
 		ew.pfd[i].Revents = 0
@@ -394,7 +389,8 @@ func (ew *engineWorker) drain() {
 		}
 	}
 	for _, p := range ew.ports {
-		for p.Maintain(ew.id, true) > 0 && time.Now().Before(deadline) {
+		for p.InFlight(ew.id) > 0 && time.Now().Before(deadline) {
+			p.Maintain(ew.id, true)
 			time.Sleep(100 * time.Microsecond)
 		}
 	}

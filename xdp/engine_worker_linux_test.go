@@ -38,7 +38,8 @@ func (p *loopPort) Bind(env PortEnv) error { p.env = env; return nil }
 func (p *loopPort) Unbind() error          { return nil }
 func (p *loopPort) PollFDs(int) []int      { return nil }
 func (p *loopPort) Stats() PortStats       { return PortStats{RX: uint64(p.rx), TX: uint64(p.tx)} }
-func (p *loopPort) Maintain(int, bool) int { p.maintain++; return 0 }
+func (p *loopPort) Maintain(int, bool)     { p.maintain++ }
+func (p *loopPort) InFlight(int) int       { return 0 }
 
 // queue puts b on the receive ring.
 func (p *loopPort) queue(b []byte) { p.inLen[p.nIn] = copy(p.inBuf[p.nIn], b); p.nIn++ }

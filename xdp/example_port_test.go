@@ -80,9 +80,10 @@ func (c *chanPort) Transmit(w int, pkts []sa.Packet) {
 	c.env.Free(pkts)
 }
 
-func (c *chanPort) Maintain(w int, idle bool) int { return 0 }
-func (c *chanPort) PollFDs(w int) []int           { return nil }
-func (c *chanPort) Unbind() error                 { return nil }
+func (c *chanPort) Maintain(w int, idle bool) {}
+func (c *chanPort) InFlight(w int) int        { return 0 }
+func (c *chanPort) PollFDs(w int) []int       { return nil }
+func (c *chanPort) Unbind() error             { return nil }
 func (c *chanPort) Stats() xdp.PortStats {
 	return xdp.PortStats{RX: c.rx.Load(), TX: c.tx.Load(), Drops: c.dropped.Load()}
 }

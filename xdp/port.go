@@ -45,13 +45,16 @@ type EnginePort interface {
 	// after returning frames with PortEnv.Free.
 	Transmit(worker int, pkts []sa.Packet)
 	// Maintain is the port's upkeep, called by worker before each
-	// round of receives (idle false; the result is ignored) and after a
-	// round that found no packets (idle true: the time to push out
-	// transmissions batched so far). Idle, it returns how many
-	// transmitted packets are still in flight: while any are, the
-	// worker sleeps briefly, and Stop waits (bounded) for none. Ports
-	// without such state return 0.
-	Maintain(worker int, idle bool) int
+	// round of receives (idle false) and after a round that found no
+	// packets (idle true: the time to push out transmissions batched
+	// so far). It runs on every round, busy or idle: keep it cheap.
+	Maintain(worker int, idle bool)
+	// InFlight returns how many packets worker transmitted that the
+	// port has not finished sending: while any are, the worker sleeps
+	// briefly, and Stop waits (bounded) for none. It is called only
+	// before the worker sleeps and while it stops. Ports that finish in
+	// Transmit return 0.
+	InFlight(worker int) int
 	// PollFDs returns descriptors that poll(2) reports readable when
 	// worker has packets to Receive; it is called once per worker at
 	// Start. A port without any returns nil and calls PortEnv.Wake

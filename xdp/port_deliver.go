@@ -33,7 +33,8 @@ func (d *deliverPort) Bind(env PortEnv) error {
 
 func (d *deliverPort) Unbind() error                    { return nil }
 func (d *deliverPort) Receive(int, []sa.Packet) int     { return 0 }
-func (d *deliverPort) Maintain(int, bool) int           { return 0 }
+func (d *deliverPort) Maintain(int, bool)               {}
+func (d *deliverPort) InFlight(int) int                 { return 0 }
 func (d *deliverPort) PollFDs(int) []int                { return nil }
 func (d *deliverPort) Transmit(w int, pkts []sa.Packet) { d.deliver(d.q[w], pkts) }
 func (d *deliverPort) deliver(q *deliverQueue, pkts []sa.Packet) {

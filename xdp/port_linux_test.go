@@ -84,8 +84,9 @@ func (m *memPort) Transmit(w int, pkts []sa.Packet) {
 	m.env.Free(pkts)
 }
 
-func (m *memPort) Maintain(int, bool) int { return 0 }
-func (m *memPort) PollFDs(int) []int      { return nil }
+func (m *memPort) Maintain(int, bool) {}
+func (m *memPort) InFlight(int) int   { return 0 }
+func (m *memPort) PollFDs(int) []int  { return nil }
 func (m *memPort) Stats() PortStats {
 	return PortStats{RX: m.rx.Load(), TX: m.tx.Load(), Drops: m.drops.Load()}
 }

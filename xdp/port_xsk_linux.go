@@ -106,9 +106,9 @@ func (x *xskPort) Stats() PortStats {
 // completions of the worker's TX socket and refills the fill rings of
 // the queues it receives on (a queue's sockets share one ring: whichever
 // worker has work keeps it filled), except while the engine stops;
-// idle, it pushes out what the TX ring holds and reports the frames
-// still in flight.
-func (x *xskPort) Maintain(w int, idle bool) int {
+// idle, it pushes out what the TX ring holds (and while stopping reaps
+// completions too).
+func (x *xskPort) Maintain(w int, idle bool) {
 	q := x.q[w]
 	stopping := x.rt.stop.Load()
 	if !idle {
@@ -118,7 +118,7 @@ func (x *xskPort) Maintain(w int, idle bool) int {
 				s.Refill()
 			}
 		}
-		return 0
+		return
 	}
 	if q.tx.tx.prodPending() > 0 {
 		q.tx.kick()
@@ -127,8 +127,11 @@ func (x *xskPort) Maintain(w int, idle bool) int {
 		q.tx.Kick()
 		q.tx.Complete()
 	}
-	return q.tx.TXOutstanding()
 }
+
+// InFlight implements EnginePort: the frames transmitted on the
+// worker's TX socket's queue and not yet completed (one lock).
+func (x *xskPort) InFlight(w int) int { return x.q[w].tx.TXOutstanding() }
 
 // Receive implements EnginePort: one batch from the first of the
 // worker's sockets (in turn) that has packets, past their Ethernet
