@@ -162,7 +162,8 @@
 // drives sa.Processor.Worker(i), receives on its sockets and transmits
 // on queue i % Queues of both interfaces.
 //
-// A worker's loop, in batches of up to BatchSize:
+// A worker's loop, in batches of up to BatchSize (the ports are
+// described under Ports; here the two AF_XDP ones):
 //
 //	ciphertext RX → [gather a chain, MultiBuffer] → check the port's
 //	    VLAN (else VLANDrops) → strip Ethernet
@@ -191,8 +192,9 @@
 // freed in the same step, so none is leaked (the tests audit the UMEM
 // after each run). Nothing a packet contains can stall a worker: every
 // packet gets a verdict and a bounded amount of work, and TX retries are
-// bounded (TXFull). When idle a worker sleeps in poll(2) on its sockets
-// and two eventfds (stop, and Send's wakeup).
+// bounded (TXFull). When idle a worker sleeps in poll(2) on its ports'
+// descriptors (the AF_XDP sockets) and two eventfds (stop, and the wakeup
+// of Send and of ports without a descriptor).
 //
 // Engine.Send copies IP packets from Go into UMEM frames and queues them
 // (bounded) for a worker to encrypt: the source side for embedders.
@@ -213,6 +215,42 @@
 // into a per-worker buffer and leave as new chains; both programs are
 // attached in generic mode, where the kernel gives the steering program
 // the whole frame.
+//
+// # Ports
+//
+// The worker loop above knows a side only as an EnginePort: Receive
+// fills the worker's packet slots (sa.Packets in UMEM frames), Transmit
+// takes them, Maintain does the upkeep between batches (for AF_XDP:
+// completions, refills, kicks), InFlight reports packets not yet sent
+// (before a sleep and at Stop), PollFDs or
+// PortEnv.Wake wake a sleeping worker, Bind and Unbind bracket a run.
+// Worker w calls a port with w from its own thread only, so a port keeps
+// per-worker state without locks. The ciphertext side is always the
+// AF_XDP port of EngineConfig.Cipher; the plaintext side is the AF_XDP
+// port of EngineConfig.Plain, a transmit-only port around
+// EngineConfig.Deliver, or a port of the caller's, EngineConfig.PlainPort.
+// A worker receives from three sources, each a port: the ciphertext
+// port (to decrypt), the plaintext port and its Send queue (to encrypt;
+// Engine.Send fills it).
+//
+// To plug in a port (see ExampleEnginePort): keep the PortEnv that Bind
+// gets; in Receive take frames with PortEnv.Alloc, copy each packet to
+// Buf[Off:] (at most PortEnv.MaxPacket bytes) and set Len; in Transmit
+// copy each packet out of Buf[Off:Off+Len] and give the frames back with
+// PortEnv.Free; return a descriptor from PollFDs that poll(2) reports
+// readable when packets wait, or call PortEnv.Wake(worker) when they
+// arrive. Nothing in it may block (the worker is a busy thread that
+// serves every port) and nothing should allocate per packet. The AF_XDP
+// ports need no copy: their frames are the UMEM's, so a frame received on
+// one leaves on the other as it is, past a new Ethernet header.
+//
+// Router duties (outer reassembly, TTL, MSS clamping, ICMP errors,
+// fragmentation before encryption) are the worker's, around the SA
+// processor and never in a port (router_linux.go); Ethernet framing,
+// VLAN tags and jumbo chains are the AF_XDP port's (port_xsk_linux.go,
+// jumbo_linux.go); the TUN feeds the Send queue through ServeTUN and is
+// written through Deliver (see TUN): a TUN read with offloads blocks in
+// the Go poller, which a worker must not.
 //
 // # Steering: several workers per queue
 //

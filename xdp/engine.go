@@ -82,9 +82,15 @@ type EngineConfig struct {
 	// text from the remote protected networks (bpf.Options.Unprotected,
 	// RFC 4301 §5.2).
 	Unprotected bpf.Unprotected
-	// Deliver receives decrypted packets when Plain is nil (required
-	// then; ignored otherwise).
+	// Deliver receives decrypted packets when Plain and PlainPort are
+	// nil (one of the three is required; Deliver is ignored with Plain).
 	Deliver DeliverFunc
+	// PlainPort, if set, is the plaintext side instead of Plain or
+	// Deliver: a port of the caller's (an in-memory queue, a socket, a
+	// TUN served its own way) that the workers receive plaintext from
+	// and send decrypted packets to (see EnginePort). Engine.Send works
+	// beside it.
+	PlainPort EnginePort
 	// Control, if set, receives control packets; otherwise they are
 	// dropped (and counted). The bpf program already passes IKE to the
 	// kernel, so this is rare.
@@ -298,13 +304,18 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 		}
 	}
 	ports := []*Port{&c.Cipher}
-	if c.Plain != nil {
+	switch {
+	case c.Plain != nil && c.PlainPort != nil:
+		return bad("engine takes a Plain interface or a PlainPort, not both")
+	case c.PlainPort != nil && c.Deliver != nil:
+		return bad("engine takes a PlainPort or a Deliver function, not both")
+	case c.Plain != nil:
 		if len(c.ProtectedPrefixes) == 0 {
 			return bad("a Plain port needs ProtectedPrefixes")
 		}
 		ports = append(ports, c.Plain)
-	} else if c.Deliver == nil {
-		return bad("engine needs a Plain port or a Deliver function")
+	case c.PlainPort == nil && c.Deliver == nil:
+		return bad("engine needs a Plain port, a PlainPort or a Deliver function")
 	}
 	for _, p := range ports {
 		if p.Name == "" && p.Ifindex <= 0 {
@@ -451,7 +462,10 @@ type EngineStats struct {
 	// CipherSockets and PlainSockets are the sockets' counters, by
 	// queue.
 	CipherSockets, PlainSockets []Stats
-	Frames                      FrameCounts
+	// PlainPort is EngineConfig.PlainPort's counters (EnginePort.Stats;
+	// nil without one).
+	PlainPort *PortStats `json:",omitempty"`
+	Frames    FrameCounts
 	// UnprotectedDrops are the Cipher program's clear-text discards by
 	// tunnel index (bpf.Program.UnprotectedDrops; only non-zero ones),
 	// LastUnprotected the latest of them (nil: none).

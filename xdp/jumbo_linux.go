@@ -14,10 +14,6 @@ import "golang.org/x/sys/unix"
 // without a copy.
 
 const (
-	// jumboMeta marks an sa.Packet.Meta (and the Desc built from it) as
-	// the index of a worker's jumbo buffer rather than a UMEM frame
-	// address (UMEM addresses are far below 2^63).
-	jumboMeta = uint64(1) << 63
 	// jumboBufs is the number of jumbo buffers per worker: a chain has
 	// at least two descriptors, so a batch of at most MaxBatch never
 	// holds more chains (about 320 KiB per worker).
@@ -35,14 +31,11 @@ const (
 	maxChain = 18
 )
 
-func isJumbo(addr uint64) bool { return addr&jumboMeta != 0 }
-
 // jumboState is a worker's jumbo buffers.
 type jumboState struct {
 	buf [][]byte // jumboBufs buffers of jumboBufSize, nil without MultiBuffer
 	n   int      // buffers in use in the current batch
 	len [jumboBufs]int
-	txD [maxChain]Desc
 }
 
 func newJumboState(on bool) jumboState {
@@ -56,64 +49,61 @@ func newJumboState(on bool) jumboState {
 	return j
 }
 
-// gather copies the chain of received descriptors starting at ew.rx[i]
+// gather copies the chain of received descriptors starting at q.rxD[i]
 // (of n) into a jumbo buffer and frees its frames. It returns the
 // buffer's index, or -1 when the chain was dropped (counted), and the
 // number of descriptors the chain took.
-func (ew *engineWorker) gather(i, n int) (int, int) {
+func (x *xskPort) gather(q *xskQueue, i, n int) (int, int) {
 	end := i
-	for end < n && ew.rx[end].Options&unix.XDP_PKT_CONTD != 0 {
+	for end < n && q.rxD[end].Options&unix.XDP_PKT_CONTD != 0 {
 		end++
 	}
 	if end == n { // cut chain: Receive never returns one
 		end = n - 1
 	}
 	used := end - i + 1
-	j := ew.jumbo.n
-	ok := ew.jumbo.buf != nil && j < len(ew.jumbo.buf)
+	j := q.jumbo.n
+	ok := q.jumbo.buf != nil && j < len(q.jumbo.buf)
 	total := 0
-	u := ew.rt.u
-	for _, d := range ew.rx[i : end+1] {
+	u := x.u
+	for _, d := range q.rxD[i : end+1] {
 		if ok {
 			if total+int(d.Len) > jumboMaxFrame {
 				ok = false
 			} else {
 				buf, off := u.Frame(d)
-				total += copy(ew.jumbo.buf[j][jumboHeadroom+total:], buf[off:off+int(d.Len)])
+				total += copy(q.jumbo.buf[j][jumboHeadroom+total:], buf[off:off+int(d.Len)])
 			}
 		}
-		ew.queueFree(d)
+		q.dropFrame(d)
 	}
 	if !ok {
-		ew.c.jumboDrops.Add(1)
+		q.c.jumboDrops.Add(1)
 		return -1, used
 	}
-	ew.jumbo.n++
-	ew.jumbo.len[j] = total
-	ew.c.jumboRX.Add(1)
+	q.jumbo.n++
+	q.jumbo.len[j] = total
+	q.c.jumboRX.Add(1)
 	return j, used
 }
 
-// emitJumbo queues frame (a whole Ethernet frame in a jumbo buffer) for
-// transmission towards the plaintext or ciphertext side as a chain of
-// new UMEM frames. It reports whether it did; if not (no free frames,
-// too long), the packet is dropped and counted.
-func (ew *engineWorker) emitJumbo(frame []byte, toPlain bool) bool {
-	u := ew.rt.u
+// emitJumbo writes frame (a whole Ethernet frame in a jumbo buffer) into
+// a chain of new UMEM frames, their descriptors into ds (room for
+// maxChain), and returns how many; 0 when the packet is dropped and
+// counted (no free frames, too long).
+func (x *xskPort) emitJumbo(q *xskQueue, frame []byte, ds []Desc) int {
+	u := x.u
 	room := u.cfg.FrameSize - int(u.dataOff)
 	k := (len(frame) + room - 1) / room
-	if k > maxChain || ew.jumbo.buf == nil {
-		ew.c.jumboDrops.Add(1)
-		return false
+	if k > maxChain || q.jumbo.buf == nil {
+		q.c.jumboDrops.Add(1)
+		return 0
 	}
-	if ew.nC+k > len(ew.txC) || ew.nP+k > len(ew.txP) {
-		ew.flush()
-	}
-	ds := ew.jumbo.txD[:k]
+	ds = ds[:k]
 	if got := u.Alloc(ds); got < k {
 		u.Free(ds[:got])
-		ew.c.jumboDrops.Add(1)
-		return false
+		q.c.jumboDrops.Add(1)
+		return 0
 	}
 	for i := range ds {
 		buf, off := u.Frame(ds[i])
@@ -123,11 +113,6 @@ func (ew *engineWorker) emitJumbo(frame []byte, toPlain bool) bool {
 			ds[i].Options = unix.XDP_PKT_CONTD
 		}
 	}
-	if toPlain {
-		ew.nP += copy(ew.txP[ew.nP:], ds)
-	} else {
-		ew.nC += copy(ew.txC[ew.nC:], ds)
-	}
-	ew.c.jumboTX.Add(1)
-	return true
+	q.c.jumboTX.Add(1)
+	return k
 }

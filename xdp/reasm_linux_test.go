@@ -179,7 +179,8 @@ func TestEngineReassembly(t *testing.T) {
 	checkFrames(t, e)
 }
 
-// TestEngineReassemblyLoadAlloc drives a worker's load with a
+// TestEngineReassemblyLoadAlloc drives an AF_XDP port's load and a
+// worker's reassemble with a
 // reassembler on frames of a UMEM (no sockets, no privileges): fragment
 // frames are freed, the one completing a packet carries the reassembled
 // packet where its data started (room for the new Ethernet header in
@@ -191,7 +192,10 @@ func TestEngineReassemblyLoadAlloc(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Close()
-	ew := &engineWorker{e: &Engine{}, rt: &engineRun{u: u, epoch: time.Now()}, ra: reasm.New(reasm.Config{})}
+	rt := &engineRun{u: u, epoch: time.Now()}
+	ew := &engineWorker{e: &Engine{}, rt: rt, router: router{ra: reasm.New(reasm.Config{})}}
+	x := newXSKPort(rt, [6]byte{}, [6]byte{}, 0)
+	q := x.addWorker(&ew.c, &ew.c.cipherRX, false)
 	src, dst := netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.1")
 	whole := ipv4(src, dst, 50, 0, espPayload(0x1001, 1, 1200))
 	plain := ipv4(src, dst, 50, 0, espPayload(0x1001, 2, 100))
@@ -216,10 +220,10 @@ func TestEngineReassemblyLoadAlloc(t *testing.T) {
 			buf, off := u.Frame(descs[i])
 			copy(buf[off:], f)
 			descs[i].Len = uint32(len(f))
-			ew.rx[i] = descs[i]
+			q.rxD[i] = descs[i]
 		}
 		ew.nFree = 0
-		return ew.load(len(frames), 0, ew.ra)
+		return ew.reassemble(x.load(q, len(frames), ew.pk[:]))
 	}
 	k := load()
 	if k != 2 || ew.nFree != len(frames)-2 {

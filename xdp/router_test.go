@@ -510,11 +510,11 @@ func TestICMPTokenBucket(t *testing.T) {
 	}
 }
 
-// routerWorker is an engine worker without sockets: ICMP errors go to
-// the Deliver list (as without a plaintext port).
+// routerWorker is an engine worker without ports: ICMP errors stay in
+// its plaintext side's output queue (ew.out[sidePlain]).
 func routerWorker(cfg EngineConfig) *engineWorker {
 	return &engineWorker{e: &Engine{cfg: cfg}, rt: &engineRun{epoch: time.Now()},
-		icmp: newTokenBucket(1e9, 1e9)}
+		router: router{icmp: newTokenBucket(1e9, 1e9)}}
 }
 
 // synFrame is a frame with headroom holding a TCP SYN from hostA to
@@ -556,17 +556,17 @@ func TestRouterDuties(t *testing.T) {
 			t.Errorf("packet %d: MSS %d (was %d), want 1000 (1460)", i, mss, ew.mssOld[i])
 		}
 	}
-	if ew.nDlv != 2 || ew.c.ttlExpired.Load() != 2 || ew.c.icmpSent.Load() != 2 || ew.c.mssClamped.Load() != 3 {
+	if ew.nOut[sidePlain] != 2 || ew.c.ttlExpired.Load() != 2 || ew.c.icmpSent.Load() != 2 || ew.c.mssClamped.Load() != 3 {
 		t.Errorf("delivered %d, expired %d, ICMP sent %d, clamped %d; want 2, 2, 2, 3",
-			ew.nDlv, ew.c.ttlExpired.Load(), ew.c.icmpSent.Load(), ew.c.mssClamped.Load())
+			ew.nOut[sidePlain], ew.c.ttlExpired.Load(), ew.c.icmpSent.Load(), ew.c.mssClamped.Load())
 	}
-	for i := range ew.nDlv {
-		m := ew.dlv[i]
+	for i := range ew.nOut[sidePlain] {
+		m := ew.out[sidePlain][i].Data()
 		if len(m) != 28+44 || m[9] != 1 || m[20] != 11 || netip.AddrFrom4([4]byte(m[16:20])) != hostA4 || csum(m[:20]) != 0 || csum(m[20:]) != 0 {
 			t.Errorf("delivered %d is not a time exceeded to %v: % x", i, hostA4, m)
 		}
-		if ew.dlvD[i].Addr != uint64([]int{1, 3}[i])<<12 {
-			t.Errorf("delivered %d in frame %#x", i, ew.dlvD[i].Addr)
+		if ew.out[sidePlain][i].Meta != uint64([]int{1, 3}[i])<<12 {
+			t.Errorf("delivered %d in frame %#x", i, ew.out[sidePlain][i].Meta)
 		}
 	}
 
@@ -615,7 +615,7 @@ func TestRouterDutiesAlloc(t *testing.T) {
 		}
 		ew.pk[0].Verdict, ew.pk[0].Reason = sa.VerdictDrop, sa.DropMTU
 		ew.icmpBack(&ew.pk[0], true, 1400)
-		ew.nDlv, ew.nFree = 0, 0
+		ew.nOut[sidePlain], ew.nFree = 0, 0
 	})
 	if allocs != 0 {
 		t.Errorf("%v allocations per batch, want 0", allocs)
@@ -765,9 +765,12 @@ func TestFragmentOutAlloc(t *testing.T) {
 		ew.pk[0] = sa.Packet{Buf: buf, Off: off, Len: len(pkt), Meta: d[0].Addr &^ u.frameMask}
 		ew.w.Outbound(ew.pk[:1])
 		ew.finish(&ew.pk[0], sa.Out)
-		u.Free(ew.txC[:ew.nC])
+		for _, p := range ew.out[sideCipher][:ew.nOut[sideCipher]] {
+			d[0] = Desc{Addr: p.Meta}
+			u.Free(d[:])
+		}
 		u.Free(ew.free[:ew.nFree])
-		ew.nC, ew.nFree = 0, 0
+		ew.nOut[sideCipher], ew.nFree = 0, 0
 	}
 	run()
 	if w := &ew.c; w.fragmented.Load() != 1 || w.fragments.Load() != 3 || w.encrypted.Load() != 3 || w.saDrops.Load() != 0 {
