@@ -173,6 +173,39 @@ func plainRX(st EngineStats) uint64 {
 	return n
 }
 
+// watchStatsOrder reads e.Stats in a loop while traffic flows, until the
+// returned function is called, and checks the order Engine.Stats keeps:
+// within one snapshot no stage counts more packets than a stage before
+// it (the Cipher program redirected at least what the workers received,
+// and they received at least what they decrypted).
+func watchStatsOrder(t *testing.T, e *Engine) (stop func()) {
+	t.Helper()
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		for i := 0; i < 100000; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			st := e.Stats()
+			var rx, dec uint64
+			for _, w := range st.Workers {
+				rx, dec = rx+w.CipherRX, dec+w.Decrypted
+			}
+			pc := st.CipherProgram
+			redir := pc.ESPRedirected + pc.NATTRedirected + pc.FragmentRedirected + pc.PlaintextRedirected
+			if rx < dec || redir < rx {
+				t.Errorf("one Stats snapshot: program redirected %d, workers received %d, decrypted %d", redir, rx, dec)
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	return func() { close(done); <-exited }
+}
+
 // outOfOrder counts the items that arrive after a larger one: the
 // packets a receiver sees out of order within one flow.
 func outOfOrder(seq []int) int {
@@ -223,8 +256,10 @@ func TestEngineOneSAModes(t *testing.T) {
 			}
 			pkts := peerSeal(t, n, spiIn, steerKey(0), inner)
 			col := startCollect(t, newCapture(t, n.p.B), count, 10*time.Second, fromTo(17, n.remote, n.pP))
+			stopWatch := watchStatsOrder(t, e)
 			sendFlowControlled(t, e, pkts, 50, func(b [][]byte) { n.send(t, b...) }, cipherRX)
 			got := col.wait()
+			stopWatch()
 			st := e.Stats()
 			ids := make([]int, len(got))
 			for i, f := range got {
