@@ -641,7 +641,7 @@ func (ew *engineWorker) step(refill bool) int {
 		if n := s.Receive(ew.rx[:bs]); n > 0 {
 			ew.c.cipherRX.Add(uint64(n))
 			total += n
-			k := ew.load(n, ew.rt.cVLAN, ew.ra)
+			k := ew.load(n, ew.rt.cVLAN, ew.ra, 0)
 			ew.wakeHelpers(k)
 			ew.w.Inbound(ew.pk[:k])
 			for i := range k {
@@ -654,7 +654,7 @@ func (ew *engineWorker) step(refill bool) int {
 		if n := s.Receive(ew.rx[:bs]); n > 0 {
 			ew.c.plainRX.Add(uint64(n))
 			total += n
-			ew.outbound(ew.load(n, ew.rt.pVLAN, nil))
+			ew.outbound(ew.load(n, ew.rt.pVLAN, nil, esp.MaxTailroom))
 		}
 	}
 	if ew.srcN.Load() > 0 {
@@ -726,9 +726,11 @@ func vlanOK(frame []byte, h int, vlan uint16) bool {
 // header; frames without IP, or not of the port's VLAN vlan, are freed.
 // With a reassembler ra (ciphertext side), fragments go to it: their
 // frames are freed, except the one that completes a packet, which
-// receives the reassembled packet (see reassembled). It returns the
-// batch length.
-func (ew *engineWorker) load(n int, vlan uint16, ra *reasm.Reassembler) int {
+// receives the reassembled packet (see reassembled). With MultiBuffer,
+// a packet in one frame with less than tail bytes of room after it is
+// copied to a jumbo buffer (see spill); the plaintext side asks for
+// esp.MaxTailroom. It returns the batch length.
+func (ew *engineWorker) load(n int, vlan uint16, ra *reasm.Reassembler, tail int) int {
 	u := ew.rt.u
 	k := 0
 	now, frags := int64(-1), false
@@ -749,6 +751,13 @@ func (ew *engineWorker) load(n int, vlan uint16, ra *reasm.Reassembler) int {
 			d = Desc{Addr: meta}
 		} else {
 			buf, off = u.Frame(d)
+			if len(buf)-off-length < tail {
+				if j := ew.spill(buf[off : off+length]); j >= 0 {
+					ew.queueFree(d)
+					buf, off, meta = ew.jumbo.buf[j], jumboHeadroom, jumboMeta|uint64(j)
+					d = Desc{Addr: meta}
+				}
+			}
 		}
 		frame := buf[off : off+length]
 		h := l2Len(frame)

@@ -219,7 +219,7 @@ func TestEngineReassemblyLoadAlloc(t *testing.T) {
 			ew.rx[i] = descs[i]
 		}
 		ew.nFree = 0
-		return ew.load(len(frames), 0, ew.ra)
+		return ew.load(len(frames), 0, ew.ra, 0)
 	}
 	k := load()
 	if k != 2 || ew.nFree != len(frames)-2 {
