@@ -38,7 +38,11 @@ func floodInit(t *testing.T, spi uint64, ni []byte, cookie []byte) []byte {
 // a cookie for every IKE_SA_INIT (CookieThreshold < 0) establishes the
 // SA after one COOKIE round trip.
 func TestLoopbackCookie(t *testing.T) {
-	i, r := pair(t, Config{}, Config{CookieThreshold: -1})
+	// The initiator retransmits after 1 s, not the tests' 50 ms: on a
+	// loaded machine a COOKIE reply later than 50 ms let it retransmit
+	// its first request, which the responder rightly answered with a
+	// second cookie.
+	i, r := pair(t, Config{Retransmit: time.Second}, Config{CookieThreshold: -1})
 	establish(t, i, r)
 	recv(t, r.children)
 	if n := r.ep.Stats().CookiesSent; n != 1 {

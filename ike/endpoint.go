@@ -74,7 +74,10 @@ type Config struct {
 	SAD *sa.SAD
 	// OnChild is called (from the Endpoint's goroutine, without locks
 	// held) when a child SA is established; it typically installs
-	// sa.New(c.In) and sa.New(c.Out) with SAD.AddChild.
+	// sa.New(c.In) and sa.New(c.Out) with SAD.AddChild. As responder,
+	// the Endpoint sends the response announcing the child only after
+	// OnChild returned, so the peer cannot use the child before it is
+	// installed.
 	OnChild func(c *ChildSA)
 	// OnChildDown is called when a child SA is deleted (by either side).
 	OnChildDown func(c *ChildSA)
@@ -948,6 +951,39 @@ func (s *IKESA) respond(m *Message, ps []Payload) {
 	s.e.send(b, s.remote, s.natt)
 }
 
+// respondLater is respond for a response that announces a child SA: it
+// builds the response and moves the message ID window on, but returns
+// its transmission, which the caller runs after Config.OnChild installed
+// the child (without e.mu held). Until then the response is not recorded
+// for retransmitted requests either: a retransmission arriving meanwhile
+// is dropped, and the peer's next one gets the recorded response.
+// Invariant: the peer learns a new child SA's SPIs only after our
+// inbound SA for it is installed, so its first packets on it are not
+// dropped (it may send on the new SA as soon as it has the response; a
+// loaded gateway that installed after sending dropped them as no-sa).
+func (s *IKESA) respondLater(m *Message, ps []Payload) func() {
+	b, err := s.seal(s.header(m.Exchange, m.MsgID, true), ps)
+	if err != nil {
+		s.e.log.Error("ike: cannot build response", "err", err)
+		return func() {}
+	}
+	s.expect = m.MsgID + 1
+	s.lastResp = nil
+	id := m.MsgID
+	return func() {
+		e := s.e
+		e.mu.Lock()
+		if s.expect != id+1 {
+			e.mu.Unlock()
+			return // the exchange was overtaken (the IKE SA went away or moved on)
+		}
+		s.lastResp = b
+		remote, natt := s.remote, s.natt
+		e.mu.Unlock()
+		e.send(b, remote, natt)
+	}
+}
+
 func (s *IKESA) informational(m *Message) []func() {
 	var reply []Payload
 	var after []func()
@@ -1562,7 +1598,7 @@ func (s *IKESA) responderAuth(m *Message, from netip.AddrPort, natt bool) []func
 		return s.upAfter()
 	}
 	ps = append(ps, &SA{Proposals: []Proposal{c.prop}}, &TS{Selectors: c.tsi}, &TS{Responder: true, Selectors: c.tsr})
-	s.respond(m, ps)
+	send := s.respondLater(m, ps)
 	s.children = append(s.children, c.child)
 	e.log.Info("ike: IKE SA established", "peer", s.remote, "role", "responder", "child", c.child.ID, "transform", c.child.Transform,
 		"spi_in", fmt.Sprintf("%08x", c.child.In.SPI), "spi_out", fmt.Sprintf("%08x", c.child.Out.SPI), "nat", s.nat)
@@ -1571,7 +1607,7 @@ func (s *IKESA) responderAuth(m *Message, from netip.AddrPort, natt bool) []func
 		ch := c.child
 		after = append(after, func() { f(ch) })
 	}
-	return after
+	return append(after, send) // after OnChild: see respondLater
 }
 
 type respChild struct {

@@ -553,7 +553,7 @@ func (s *IKESA) respondCreateChild(m *Message) []func() {
 	if ourKE != nil {
 		ps = append(ps, ourKE)
 	}
-	s.respond(m, append(ps, &TS{Selectors: ni}, &TS{Responder: true, Selectors: nr}))
+	send := s.respondLater(m, append(ps, &TS{Selectors: ni}, &TS{Responder: true, Selectors: nr}))
 	s.children = append(s.children, c)
 	switch {
 	case old == nil:
@@ -569,7 +569,7 @@ func (s *IKESA) respondCreateChild(m *Message) []func() {
 			"spi_in", fmt.Sprintf("%08x", c.In.SPI), "spi_out", fmt.Sprintf("%08x", c.Out.SPI))
 	}
 	if f := e.cfg.OnChild; f != nil {
-		return []func(){func() { f(c) }}
+		return []func(){func() { f(c) }, send} // see respondLater
 	}
-	return nil
+	return []func(){send}
 }

@@ -144,6 +144,7 @@ func (e *Engine) Start() (err error) {
 	switch {
 	case cfg.Plain != nil:
 		rt.xp = newXSKPort(rt, pMAC, [6]byte(cfg.Plain.NextHop), cfg.Plain.VLAN)
+		rt.xp.tail = esp.MaxTailroom
 		rt.ports[sidePlain] = rt.xp
 	case cfg.PlainPort != nil:
 		rt.ports[sidePlain] = cfg.PlainPort
@@ -406,6 +407,15 @@ func (e *Engine) WorkerThreads() []int {
 
 // Stats returns the engine's counters; safe while it runs. After Stop it
 // returns the counters as they were when the engine stopped.
+//
+// The counters are not one atomic snapshot, but they are read from the
+// last stage of a packet's path to the first (a worker's Decrypted and
+// Encrypted before its CipherRX and PlainRX, the workers before the
+// Processor, the XDP programs last), so within one EngineStats a stage
+// never shows fewer packets than a later stage that counts the same
+// packets: the Cipher program's ESPRedirected is at least the workers'
+// Decrypted, the workers' CipherRX at least their Decrypted (summed over
+// the workers), even while traffic flows.
 func (e *Engine) Stats() EngineStats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -417,12 +427,19 @@ func (e *Engine) Stats() EngineStats {
 
 func (e *Engine) statsLocked() EngineStats {
 	rt := e.rt
-	st := EngineStats{Processor: e.cfg.Processor.Stats(), Frames: rt.u.Counts()}
-	for _, ew := range rt.workers {
+	var st EngineStats
+	// Latest stage first (see Stats): all workers' results (a packet
+	// one worker received may finish on another: hand-off, Ordered),
+	// then their other counters, the Processor, the programs.
+	st.Workers = make([]EngineWorkerStats, len(rt.workers))
+	for i, ew := range rt.workers {
+		st.Workers[i].Decrypted, st.Workers[i].Encrypted = ew.c.decrypted.Load(), ew.c.encrypted.Load()
+	}
+	for i, ew := range rt.workers {
 		c := &ew.c
-		st.Workers = append(st.Workers, EngineWorkerStats{
-			Worker: ew.id, Queue: ew.q, CipherRX: c.cipherRX.Load(), Decrypted: c.decrypted.Load(),
-			PlainRX: c.plainRX.Load(), Encrypted: c.encrypted.Load(), Bypassed: c.bypassed.Load(),
+		st.Workers[i] = EngineWorkerStats{
+			Worker: ew.id, Queue: ew.q, CipherRX: c.cipherRX.Load(), Decrypted: st.Workers[i].Decrypted,
+			PlainRX: c.plainRX.Load(), Encrypted: st.Workers[i].Encrypted, Bypassed: c.bypassed.Load(),
 			Control: c.control.Load(), ControlDropped: c.controlDropped.Load(),
 			SADrops: c.saDrops.Load(), MTUDrops: c.mtuDrops.Load(), NotIP: c.notIP.Load(), VLANDrops: c.vlanDrops.Load(),
 			NoRoom: c.noRoom.Load(), TXFull: c.txFull.Load(), HandedOff: c.handedOff.Load(),
@@ -432,7 +449,7 @@ func (e *Engine) statsLocked() EngineStats {
 			Reassembly: ew.reasmStats(), ReasmNoFrame: c.reasmNoFrame.Load(),
 			Fragmented: c.fragmented.Load(), Fragments: c.fragments.Load(), FragmentFailed: c.fragFailed.Load(),
 			JumboRX: c.jumboRX.Load(), JumboTX: c.jumboTX.Load(), JumboDrops: c.jumboDrops.Load(),
-		})
+		}
 		for _, s := range rt.xc.q[ew.id].rx {
 			ss, _ := s.Stats()
 			st.CipherSockets = append(st.CipherSockets, ss)
@@ -444,10 +461,7 @@ func (e *Engine) statsLocked() EngineStats {
 			}
 		}
 	}
-	// The programs' counters after the workers': a packet a worker
-	// counted was steered before, so a program's count is never behind
-	// the workers' count of the same packets (ESPRedirected ≥ Decrypted
-	// while traffic flows).
+	st.Processor, st.Frames = e.cfg.Processor.Stats(), rt.u.Counts()
 	st.CipherProgram, _ = rt.progC.Stats()
 	if !e.cfg.Unprotected.Empty() {
 		if drops, err := rt.progC.UnprotectedDrops(); err == nil {

@@ -14,10 +14,11 @@ import "golang.org/x/sys/unix"
 // without a copy.
 
 const (
-	// jumboBufs is the number of jumbo buffers per worker: a chain has
-	// at least two descriptors, so a batch of at most MaxBatch never
-	// holds more chains (about 320 KiB per worker).
-	jumboBufs = MaxBatch / 2
+	// jumboBufs is the number of jumbo buffers per worker: one per
+	// received descriptor of a batch of at most MaxBatch (a chain takes
+	// one for two or more descriptors, a spilled packet one for one;
+	// about 640 KiB per worker).
+	jumboBufs = MaxBatch
 	// jumboHeadroom is the room before a gathered frame for the ESP and
 	// outer headers (and the Ethernet header they replace).
 	jumboHeadroom = 512
@@ -85,6 +86,27 @@ func (x *xskPort) gather(q *xskQueue, i, n int) (int, int) {
 	q.jumbo.len[j] = total
 	q.c.jumboRX.Add(1)
 	return j, used
+}
+
+// spill copies pkt, a whole frame received in one UMEM frame, into a
+// free jumbo buffer of q and returns its index, or -1 (no MultiBuffer,
+// or no buffer free: the packet stays in its frame). With MultiBuffer
+// the kernel fills a UMEM frame to its end before it starts a chain, so
+// a packet on the plaintext side can arrive in one frame without the
+// tailroom ESP needs (pad, trailer, ICV): in its frame it would be
+// dropped as DropNoRoom, and a TCP segment of that size would be
+// dropped on every retransmission (the connection stalls). In a jumbo
+// buffer it is encrypted and sent as a chain. Invariant: every packet
+// the plaintext side accepts (up to the port's MTU) has room to be
+// encrypted.
+func (q *xskQueue) spill(pkt []byte) int {
+	j := q.jumbo.n
+	if q.jumbo.buf == nil || j >= len(q.jumbo.buf) || len(pkt) > jumboMaxFrame {
+		return -1
+	}
+	q.jumbo.len[j] = copy(q.jumbo.buf[j][jumboHeadroom:], pkt)
+	q.jumbo.n++
+	return j
 }
 
 // emitJumbo writes frame (a whole Ethernet frame in a jumbo buffer) into

@@ -22,6 +22,11 @@ type xskPort struct {
 	mac, next [6]byte
 	vlan      uint16
 	hl        int // Ethernet header length: 14, 18 with VLAN
+	// tail is the room a received packet needs after it in its frame
+	// (the plaintext side: esp.MaxTailroom, for encryption in place);
+	// with MultiBuffer a packet with less is copied to a jumbo buffer
+	// (xskQueue.spill).
+	tail int
 	// q[w] is worker w's state, allocated on its own so workers write
 	// nothing that shares a cache line.
 	q []*xskQueue
@@ -189,6 +194,13 @@ func (x *xskPort) load(q *xskQueue, n int, pkts []sa.Packet) int {
 			d = Desc{Addr: meta}
 		} else {
 			buf, off = u.Frame(d)
+			if len(buf)-off-length < x.tail {
+				if j := q.spill(buf[off : off+length]); j >= 0 {
+					q.dropFrame(d)
+					buf, off, meta = q.jumbo.buf[j], jumboHeadroom, jumboMeta|uint64(j)
+					d = Desc{Addr: meta}
+				}
+			}
 		}
 		frame := buf[off : off+length]
 		h := l2Len(frame)

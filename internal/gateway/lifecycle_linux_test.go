@@ -3,6 +3,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
@@ -158,6 +159,13 @@ func TestKeepalivesLeaveIKEPort(t *testing.T) {
 	}
 	if got := ping(t, a, b.hostAddr, 3); got != 3 {
 		t.Errorf("ESP in UDP with the IKE socket open: %d of 3 pings", got)
+		for _, s := range []*site{a, b} {
+			st, _ := Call(s.socket, Request{Cmd: "show-stats"}, time.Second)
+			sas, _ := Call(s.socket, Request{Cmd: "show-sa"}, time.Second)
+			js, _ := json.Marshal(st.Stats)
+			jsa, _ := json.Marshal(sas.SAs)
+			t.Logf("stats %s\nSAs %s\nlog:\n%s", js, jsa, s.log)
+		}
 	}
 }
 

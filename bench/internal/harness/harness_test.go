@@ -221,3 +221,25 @@ func TestAllocsPer(t *testing.T) {
 	}
 	_ = sink
 }
+
+// TestRunWorkersLateStart: a worker that the scheduler starts only after
+// the time budget passed (here: a budget of zero, over before any
+// goroutine runs) still processes a few batches, so no modes row of a
+// loaded machine reports zero packets.
+func TestRunWorkersLateStart(t *testing.T) {
+	for _, mode := range []sa.Concurrency{sa.Shared, sa.Sharded} {
+		r, err := newModeRig(mode, 2, 1, 1)
+		if mode == sa.Sharded {
+			r, err = newPinnedRig(2, 1)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 20 {
+			o := r.runWorkers(allWorkers(2), innerPacket(64, 1), 0, nil)
+			if o.ok+o.drops < 8*batchLen || o.drops != 0 {
+				t.Fatalf("%v: budget 0: %d packets, %d drops; want at least %d packets, no drops", mode, o.ok, o.drops, 8*batchLen)
+			}
+		}
+	}
+}

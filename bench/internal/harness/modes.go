@@ -90,7 +90,7 @@ type runOutcome struct {
 
 // runWorkers runs one goroutine per worker; worker w processes quota[w]
 // batches (round robin over its flows' tunnels), or, when quota is nil,
-// batches until budget has passed. Each batch goes Outbound on the
+// batches until budget has passed, at least 8 however late it starts. Each batch goes Outbound on the
 // sender's worker w and then Inbound on the receiver's worker w.
 func (r *modeRig) runWorkers(workers []int, inner []byte, budget time.Duration, quota []int) runOutcome {
 	var okN, dropN atomic.Int64
@@ -112,7 +112,12 @@ func (r *modeRig) runWorkers(workers []int, inner []byte, budget time.Duration, 
 				if quota != nil && i >= quota[w] {
 					break
 				}
-				if quota == nil && i&7 == 0 && stop.Load() {
+				// The stop flag is read from the ninth batch on: every
+				// worker started does some work, also when the
+				// scheduler of a loaded machine runs it only after the
+				// budget passed (it used to stop before its first batch,
+				// and its row reported no packets).
+				if quota == nil && i > 0 && i&7 == 0 && stop.Load() {
 					break
 				}
 				b.refill(r.tuns[fl[i%len(fl)]])
