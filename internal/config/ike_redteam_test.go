@@ -1,0 +1,63 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestRedTeamTwoPeersOneTunnel breaks peer isolation (RFC 4301 §4.4.3,
+// the PAD: a peer gets only the traffic of the selectors configured for
+// it). The configuration binds every peer without tunnel: to the first
+// tunnel, and the gateway makes each peer's primary child an outbound
+// SA of that tunnel (rebindOut). A tunnel with several outbound SAs is
+// per-CPU spreading (sa.Tunnel.SetOutbound: worker i sends on
+// sas[i%n]), not a choice by destination: with peers X and Y on one
+// tunnel, packets for Y's networks are encrypted to X (and with one
+// worker all of Y's traffic goes to X). So are packets for a peer
+// whose tunnel also has static outbound SAs. Fix: Parse refuses two
+// peers on one tunnel, and a peer on a tunnel with static outbound SAs.
+func TestRedTeamTwoPeersOneTunnel(t *testing.T) {
+	f := pskFileT(t, "a long enough passphrase\n", 0o600)
+	peer := func(name, remote, rts, tunnel string) string {
+		s := fmt.Sprintf("  - name: %s\n    local: 192.0.2.1\n    remote: %q\n    psk_file: %s\n    local_ts: [10.1.0.0/24]\n    remote_ts: [%s]\n", name, remote, f, rts)
+		if tunnel != "" {
+			s += "    tunnel: " + tunnel + "\n"
+		}
+		return s
+	}
+	gw := func(tunnels, sas string) string {
+		return `interfaces:
+  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: 192.0.2.1}
+  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
+protected: [10.2.0.0/24, 10.3.0.0/24]
+tunnels:
+` + tunnels + sas + "peers:\n"
+	}
+	two := "  - {name: to-x}\n  - {name: to-y}\n"
+	static := `sas:
+  - {name: a-to-s, direction: out, spi: 0x1001, local: 192.0.2.1, remote: 198.51.100.9, transform: aes128gcm16, key: 0x000102030405060708090a0b0c0d0e0f10111213}
+`
+	for _, c := range []struct {
+		name, yaml string
+		ok         bool
+	}{
+		{"default tunnel for both", gw(two, "") + peer("x", "%any", "10.2.0.0/24", "") + peer("y", "198.51.100.2", "10.3.0.0/24", ""), false},
+		{"one tunnel named twice", gw(two, "") + peer("x", "198.51.100.1", "10.2.0.0/24", "to-y") + peer("y", "198.51.100.2", "10.3.0.0/24", "to-y"), false},
+		{"peer beside a static outbound SA", gw("  - {name: to-x, out: [a-to-s]}\n", static) + peer("x", "198.51.100.1", "10.2.0.0/24", ""), false},
+		{"one tunnel each", gw(two, "") + peer("x", "198.51.100.1", "10.2.0.0/24", "to-x") + peer("y", "198.51.100.2", "10.3.0.0/24", "to-y"), true},
+	} {
+		cfg, err := Parse("gw.yaml", []byte(c.yaml))
+		if err == nil {
+			cfg.Wipe()
+		}
+		switch {
+		case c.ok && err != nil:
+			t.Errorf("%s: refused: %v", c.name, err)
+		case !c.ok && err == nil:
+			t.Errorf("%s: accepted: the tunnel would spread one peer's traffic over another peer's SA", c.name)
+		case !c.ok && !strings.Contains(err.Error(), "tunnel"):
+			t.Errorf("%s: error does not name the tunnel: %v", c.name, err)
+		}
+	}
+}
