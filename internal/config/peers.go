@@ -155,6 +155,7 @@ func (p *parser) peers(n *yaml.Node, g *Gateway, cfg *Config) {
 	})
 	names := map[string]*Peer{}
 	remotes := map[netip.Addr]*Peer{}
+	tunnelPeer := map[string]*Peer{}
 	for _, pr := range cfg.Peers {
 		if o := names[pr.Name]; o != nil && pr.Name != "" {
 			p.errorf(pr.Pos.Line, pr.Pos.Field+".name", "%q already used by %s", pr.Name, o.Pos.Field)
@@ -181,6 +182,24 @@ func (p *parser) peers(n *yaml.Node, g *Gateway, cfg *Config) {
 			}
 			if !found {
 				p.errorf(pr.Pos.Line, pr.Pos.Field+".tunnel", "no tunnel named %q", pr.Tunnel)
+			}
+		}
+		// Invariant (peer isolation, RFC 4301 §4.4.3): a tunnel's
+		// outbound SAs all belong to one peer. Several outbound SAs of a
+		// tunnel are per-CPU spreading (sa.Tunnel.SetOutbound), not a
+		// choice by destination, so a second peer's (or a static) SA in
+		// the same tunnel would get packets meant for the other one
+		// (TestRedTeamTwoPeersOneTunnel).
+		if pr.Tunnel != "" {
+			if o := tunnelPeer[pr.Tunnel]; o != nil {
+				p.errorf(pr.Pos.Line, pr.Pos.Field+".tunnel", "tunnel %q already carries peer %s (%s): a tunnel sends on one peer's SA only; give each peer its own tunnel", pr.Tunnel, o.Name, o.Pos.Field)
+			} else {
+				tunnelPeer[pr.Tunnel] = pr
+			}
+			for _, t := range g.Tunnels {
+				if t.Name == pr.Tunnel && len(t.Out) > 0 {
+					p.errorf(pr.Pos.Line, pr.Pos.Field+".tunnel", "tunnel %q has static outbound SAs %v: a peer needs a tunnel of its own (out: empty)", pr.Tunnel, t.Out)
+				}
 			}
 		}
 		if len(g.Cipher.Local) > 0 && pr.Local.IsValid() {
