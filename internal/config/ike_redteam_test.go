@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -59,5 +61,78 @@ tunnels:
 		case !c.ok && !strings.Contains(err.Error(), "tunnel"):
 			t.Errorf("%s: error does not name the tunnel: %v", c.name, err)
 		}
+	}
+}
+
+// TestRedTeamPSKFileSwapAndOwner breaks the PSK file check (a file
+// others may write lets them choose the gateway's PSK and impersonate
+// any peer). pskFile checked the path with os.Stat and then read the
+// path again with os.ReadFile: whoever may replace a symlink on the
+// way (a config-management symlink, a directory writable by a deploy
+// user) swaps it between the check and the read, and the gateway uses a
+// world-writable file (here 0666) as its PSK. And a 0600 file owned by
+// another user (here uid 65534) passed: its owner may rewrite it. Fix:
+// the check is made on the open file (File.Stat of the descriptor that
+// is read), and the file must belong to root or the gateway's user.
+func TestRedTeamPSKFileSwapAndOwner(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.psk")
+	bad := filepath.Join(dir, "bad.psk")
+	link := filepath.Join(dir, "peer.psk")
+	for _, f := range []struct {
+		path, content string
+		mode          os.FileMode
+	}{{good, "the operator's own key", 0o600}, {bad, "the attacker's chosen key", 0o666}} {
+		if err := os.WriteFile(f.path, []byte(f.content), f.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(f.path, f.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(good, link); err != nil {
+		t.Fatal(err)
+	}
+	yaml := peersYAML(fmt.Sprintf("  - name: b\n    local: 192.0.2.1\n    remote: 192.0.2.2\n    psk_file: %s\n    local_ts: [10.1.0.0/24]\n    remote_ts: [10.2.0.0/24]\n", link))
+	// The swap, between the check and the read.
+	pskChecked = func(string) {
+		tmp := link + ".new"
+		if err := os.Symlink(bad, tmp); err != nil {
+			t.Error(err)
+			return
+		}
+		if err := os.Rename(tmp, link); err != nil {
+			t.Error(err)
+		}
+	}
+	cfg, err := Parse("gw.yaml", []byte(yaml))
+	pskChecked = nil
+	if err == nil {
+		psk := string(cfg.Peers[0].PSK)
+		cfg.Wipe()
+		if psk == "the attacker's chosen key" {
+			t.Error("symlink swapped after the permission check: the gateway took the PSK of a mode 0666 file")
+		}
+	}
+
+	// A 0600 file of another user.
+	if os.Geteuid() != 0 {
+		t.Log("not root: the owner case needs chown")
+		return
+	}
+	other := filepath.Join(dir, "other.psk")
+	if err := os.WriteFile(other, []byte("a key that uid 65534 may rewrite"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(other, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	yaml = peersYAML(fmt.Sprintf("  - name: b\n    local: 192.0.2.1\n    remote: 192.0.2.2\n    psk_file: %s\n    local_ts: [10.1.0.0/24]\n    remote_ts: [10.2.0.0/24]\n", other))
+	cfg, err = Parse("gw.yaml", []byte(yaml))
+	if err == nil {
+		cfg.Wipe()
+		t.Error("a PSK file owned by uid 65534 accepted: its owner chooses the gateway's PSK")
+	} else if strings.Contains(err.Error(), "65534 may rewrite") {
+		t.Errorf("error quotes the PSK: %v", err)
 	}
 }

@@ -389,6 +389,9 @@ func (p *parser) pskFile(v *yaml.Node, f, path string) Secret {
 		p.errorf(v.Line, f, "%s is mode %04o: a PSK file must not be accessible to group or others (chmod 600 %s)", path, m, path)
 		return nil
 	}
+	if pskChecked != nil {
+		pskChecked(path)
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		p.errorf(v.Line, f, "%v", err)
@@ -398,6 +401,10 @@ func (p *parser) pskFile(v *yaml.Node, f, path string) Secret {
 	clear(b)
 	return s
 }
+
+// pskChecked, set by tests only, runs after a PSK file's permissions
+// were checked and before it is read.
+var pskChecked func(path string)
 
 // pskValue turns the PSK text into the key: 0x-hex is decoded, other
 // text taken as is without its trailing newline. It never quotes it.
