@@ -2,7 +2,9 @@ package config
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"strings"
@@ -373,31 +375,67 @@ func (p *parser) identity(v *yaml.Node, f string) string {
 	return t
 }
 
+// maxPSKFile is the largest PSK file read (a PSK is at most a few
+// hundred bytes; the rest is refused, not read).
+const maxPSKFile = 4096
+
 // pskFile reads a PSK file. Like ssh with private keys, it refuses a
-// file that others than its owner may read or write.
+// file that others than its owner may read or write, or that belongs
+// to another user than root or the gateway's.
+//
+// Invariant (TestRedTeamPSKFileSwapAndOwner): the PSK is read from the
+// very file whose mode and owner were checked: the checks are made with
+// Stat on the open descriptor, so a symlink or file swapped on the path
+// after the check is not read. A FIFO or device is refused without
+// blocking (opened non-blocking, then not a regular file).
 func (p *parser) pskFile(v *yaml.Node, f, path string) Secret {
 	if !strings.HasPrefix(path, "/") {
 		p.errorf(v.Line, f, "want an absolute path, got %s", quoteShort(path))
 		return nil
 	}
-	fi, err := os.Stat(path)
+	fd, err := openNoBlock(path)
 	if err != nil {
 		p.errorf(v.Line, f, "%v", err)
+		return nil
+	}
+	defer fd.Close()
+	fi, err := fd.Stat()
+	if err != nil {
+		p.errorf(v.Line, f, "%v", err)
+		return nil
+	}
+	if !fi.Mode().IsRegular() {
+		p.errorf(v.Line, f, "%s is not a regular file (%v)", path, fi.Mode().Type())
 		return nil
 	}
 	if m := fi.Mode().Perm(); m&0o077 != 0 {
 		p.errorf(v.Line, f, "%s is mode %04o: a PSK file must not be accessible to group or others (chmod 600 %s)", path, m, path)
 		return nil
 	}
+	if uid, ok := fileOwner(fi); ok && uid != 0 && uid != os.Geteuid() {
+		p.errorf(v.Line, f, "%s belongs to uid %d: a PSK file must belong to root or the gateway's user (uid %d), or its owner chooses the PSK", path, uid, os.Geteuid())
+		return nil
+	}
+	if fi.Size() > maxPSKFile {
+		p.errorf(v.Line, f, "%s has %d bytes: a PSK file has at most %d", path, fi.Size(), maxPSKFile)
+		return nil
+	}
 	if pskChecked != nil {
 		pskChecked(path)
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
+	b := make([]byte, maxPSKFile+1)
+	n, err := io.ReadFull(fd, b)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		clear(b)
 		p.errorf(v.Line, f, "%v", err)
 		return nil
 	}
-	s := p.pskValue(v, f, b)
+	if n > maxPSKFile {
+		clear(b)
+		p.errorf(v.Line, f, "%s has more than %d bytes: a PSK file has at most %d", path, maxPSKFile, maxPSKFile)
+		return nil
+	}
+	s := p.pskValue(v, f, b[:n])
 	clear(b)
 	return s
 }
