@@ -136,3 +136,50 @@ func TestRedTeamPSKFileSwapAndOwner(t *testing.T) {
 		t.Errorf("error quotes the PSK: %v", err)
 	}
 }
+
+// TestRedTeamPeersOverlappingRemoteTS breaks the PAD rule (RFC 4301
+// §4.4.3: a peer may only get child SAs for the selectors configured
+// for it, so that it cannot send as another peer's hosts). Each peer's
+// children are narrowed to its own remote_ts and their inbound SAs
+// deliver inner sources in the negotiated selectors; nothing kept two
+// peers' remote_ts apart. A %any peer with remote_ts 10.0.0.0/8 (any
+// identity proving its PSK: remote_id unset) negotiates 10.3.0.0/24,
+// the network of peer y, and its inbound SA then delivers packets with
+// y's sources to the LAN. Fix: Parse refuses peers whose remote_ts
+// overlap.
+func TestRedTeamPeersOverlappingRemoteTS(t *testing.T) {
+	f := pskFileT(t, "a long enough passphrase\n", 0o600)
+	yaml := func(xts, yts string) string {
+		return `interfaces:
+  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: 192.0.2.1}
+  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
+protected: [10.2.0.0/24, 10.3.0.0/24]
+tunnels:
+  - {name: to-x}
+  - {name: to-y}
+peers:
+` + fmt.Sprintf("  - {name: x, local: 192.0.2.1, remote: \"%%any\", psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [%s], tunnel: to-x}\n", f, xts) +
+			fmt.Sprintf("  - {name: y, local: 192.0.2.1, remote: 198.51.100.2, psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [%s], tunnel: to-y}\n", f, yts)
+	}
+	for _, c := range []struct {
+		x, y string
+		ok   bool
+	}{
+		{"10.0.0.0/8", "10.3.0.0/24", false},
+		{"10.2.0.0/24, 10.3.0.128/25", "10.3.0.0/24", false},
+		{"0.0.0.0/0", "10.3.0.0/24", false},
+		{"10.2.0.0/24", "10.3.0.0/24", true},
+		{"10.2.0.0/24", "fd00::/64, 10.3.0.0/24", true},
+	} {
+		cfg, err := Parse("gw.yaml", []byte(yaml(c.x, c.y)))
+		if err == nil {
+			cfg.Wipe()
+		}
+		switch {
+		case c.ok && err != nil:
+			t.Errorf("x %s, y %s: refused: %v", c.x, c.y, err)
+		case !c.ok && err == nil:
+			t.Errorf("x remote_ts %s, y remote_ts %s accepted: x's children may carry (and deliver) y's sources", c.x, c.y)
+		}
+	}
+}
