@@ -30,7 +30,7 @@ import (
 //	    esp_proposals: [aes128gcm16]
 //	    esn: no                     # no | yes | both
 //	    local_ts: [10.1.0.0/24]
-//	    remote_ts: [10.2.0.0/24]
+//	    remote_ts: [10.2.0.0/24]     # disjoint from every other peer's
 //	    ike_rekey_time: 4h          # IKE SA rekey (when the ike package can)
 //	    rekey_time: 1h              # child SA soft lifetime (rekey)
 //	    rekey_bytes: 0              # child SA soft lifetime in bytes (0: none)
@@ -39,7 +39,7 @@ import (
 //	    dpd_action: restart         # clear | restart | none
 //	    start_action: start         # start (initiate, and again when down) | none (respond only)
 //	    encap: false                # force UDP encapsulation (NAT-T) of ESP
-//	    tunnel: to-B                # the tunnel the child SAs bind to (default: the first)
+//	    tunnel: to-B                # the tunnel the child SAs bind to (default: the first); one peer per tunnel, without static out SAs
 //	    retransmit_timeout: 1s      # first IKE retransmission, doubled each time
 //	    retransmit_tries: 4
 //
@@ -211,6 +211,21 @@ func (p *parser) peers(n *yaml.Node, g *Gateway, cfg *Config) {
 			}
 			if !ok {
 				p.errorf(pr.Pos.Line, pr.Pos.Field+".local", "%v is not among interfaces.cipher.local %v (the data plane takes only ESP to those)", pr.Local, g.Cipher.Local)
+			}
+		}
+	}
+	// Invariant (PAD, RFC 4301 §4.4.3): the remote_ts of two peers are
+	// disjoint, so that no peer can negotiate a child whose inbound SA
+	// delivers another peer's sources or whose selectors cover another
+	// peer's networks (TestRedTeamPeersOverlappingRemoteTS).
+	for i, a := range cfg.Peers {
+		for _, b := range cfg.Peers[:i] {
+			for _, x := range a.RemoteTS {
+				for _, y := range b.RemoteTS {
+					if x.Overlaps(y) {
+						p.errorf(a.Pos.Line, a.Pos.Field+".remote_ts", "%v overlaps %v of peer %s (%s): a peer may only negotiate its own networks", x, y, b.Name, b.Pos.Field)
+					}
+				}
 			}
 		}
 	}
