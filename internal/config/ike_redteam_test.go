@@ -183,3 +183,30 @@ peers:
 		}
 	}
 }
+
+// TestRedTeamTwoAnyPeersOneAddress: the gateway dispatches a datagram
+// from an address that is no peer's remote to the first %any peer of
+// the local address (gateway.peerFor); a second %any peer on the same
+// local address never gets a datagram, whatever its remote_id: its
+// clients are authenticated against the first peer's PSK and identity
+// and refused (or, without remote_id there, get the first peer's
+// selectors). Fix: Parse refuses a second %any peer on one local
+// address.
+func TestRedTeamTwoAnyPeersOneAddress(t *testing.T) {
+	f := pskFileT(t, "a long enough passphrase\n", 0o600)
+	y := `interfaces:
+  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: 192.0.2.1}
+  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
+protected: [10.2.0.0/24, 10.3.0.0/24]
+tunnels:
+  - {name: to-x}
+  - {name: to-y}
+peers:
+` + fmt.Sprintf("  - {name: x, local: 192.0.2.1, remote: \"%%any\", remote_id: x.example, psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [10.2.0.0/24], tunnel: to-x}\n", f) +
+		fmt.Sprintf("  - {name: y, local: 192.0.2.1, remote: \"%%any\", remote_id: y.example, psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [10.3.0.0/24], tunnel: to-y}\n", f)
+	cfg, err := Parse("gw.yaml", []byte(y))
+	if err == nil {
+		cfg.Wipe()
+		t.Fatal("two %any peers on 192.0.2.1 accepted: the second never gets a datagram")
+	}
+}
