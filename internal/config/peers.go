@@ -158,6 +158,7 @@ func (p *parser) peers(n *yaml.Node, g *Gateway, cfg *Config) {
 	names := map[string]*Peer{}
 	remotes := map[netip.Addr]*Peer{}
 	tunnelPeer := map[string]*Peer{}
+	anys := map[netip.Addr]*Peer{}
 	for _, pr := range cfg.Peers {
 		if o := names[pr.Name]; o != nil && pr.Name != "" {
 			p.errorf(pr.Pos.Line, pr.Pos.Field+".name", "%q already used by %s", pr.Name, o.Pos.Field)
@@ -168,6 +169,14 @@ func (p *parser) peers(n *yaml.Node, g *Gateway, cfg *Config) {
 				p.errorf(pr.Pos.Line, pr.Pos.Field+".remote", "%v already the remote of %s (%s): IKE messages are dispatched by the peer's address", pr.Remote, o.Name, o.Pos.Field)
 			}
 			remotes[pr.Remote] = pr
+		} else if pr.Local.IsValid() {
+			// Invariant: at most one %any peer per local address, the
+			// one gateway.peerFor dispatches unknown sources to
+			// (TestRedTeamTwoAnyPeersOneAddress).
+			if o := anys[pr.Local]; o != nil {
+				p.errorf(pr.Pos.Line, pr.Pos.Field+".remote", "%%any already used on %v by %s (%s): IKE messages from unknown addresses go to one peer", pr.Local, o.Name, o.Pos.Field)
+			}
+			anys[pr.Local] = pr
 		}
 		if g == nil {
 			continue
