@@ -128,8 +128,50 @@ type ikePeer struct {
 	held     bool // terminated by the operator: no automatic initiation
 	restart  bool // a dead peer with dpd_action restart: initiate again (also with start_action none)
 	lastErr  string
+	// inits are the initiations in flight (initiate); termGen counts
+	// Terminate calls, so that an initiation that began before one
+	// knows it was overtaken.
+	inits   map[*initAttempt]struct{}
+	termGen uint64
 
 	up atomic.Bool
+}
+
+// initAttempt is one initiation in flight.
+type initAttempt struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// ErrTerminated: the initiation was overtaken by ike terminate (or the
+// peer's removal); its IKE SA, if it came up, was deleted.
+var ErrTerminated = errors.New("gateway: IKE initiation cancelled by terminate")
+
+// stopInitiations cancels the initiations in flight and waits (at most
+// wait) until they have returned, which deletes what they negotiated.
+//
+// Invariant (TestRedTeamTerminateDuringInitiation): once Terminate (or
+// removePeer) returns, no initiation that began before it leaves an
+// IKE SA: initiate either fails (its context cancelled: the ike package
+// abandons the half-open SA) or sees termGen changed and deletes the
+// IKE SA it got, before the attempt is done.
+func (p *ikePeer) stopInitiations(wait time.Duration) {
+	p.mu.Lock()
+	p.termGen++
+	var done []chan struct{}
+	for a := range p.inits {
+		a.cancel()
+		done = append(done, a.done)
+	}
+	p.mu.Unlock()
+	deadline := time.After(wait)
+	for _, d := range done {
+		select {
+		case <-d:
+		case <-deadline:
+			return
+		}
+	}
 }
 
 // ikeState is the gateway's IKE part (gw.ike).
@@ -303,6 +345,7 @@ func (gw *Gateway) removePeer(p *ikePeer, timeout time.Duration) {
 	gw.ike.mu.Unlock()
 	close(p.stop)
 	<-p.done
+	p.stopInitiations(3 * time.Second) // those of ike initiate
 	p.deleteAll(timeout)
 	p.ep.Close()
 	// The children went down through OnChildDown; delete now what is
@@ -408,8 +451,36 @@ func (p *ikePeer) initiate() error {
 		case <-ctx.Done():
 		}
 	}()
+	att := &initAttempt{cancel: cancel, done: make(chan struct{})}
+	p.mu.Lock()
+	gen := p.termGen
+	if p.inits == nil {
+		p.inits = map[*initAttempt]struct{}{}
+	}
+	p.inits[att] = struct{}{}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.inits, att)
+		p.mu.Unlock()
+		close(att.done)
+	}()
 	p.log.Info("ike: initiating", "remote", p.conf.Remote.String())
 	s, err := p.ep.Initiate(ctx, netip.AddrPortFrom(p.conf.Remote, 500))
+	p.mu.Lock()
+	overtaken := p.termGen != gen
+	p.mu.Unlock()
+	if overtaken {
+		// Terminated (or removed) meanwhile: what came up goes.
+		if err == nil {
+			dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
+			s.Delete(dctx)
+			dcancel()
+			p.forget(s)
+			p.log.Info("ike: IKE SA of an initiation overtaken by terminate deleted", "ike_sa", s.String())
+		}
+		return ErrTerminated
+	}
 	if err != nil {
 		select {
 		case <-p.stop:
@@ -948,6 +1019,7 @@ func (gw *Gateway) Terminate(peer string) error {
 	p.mu.Lock()
 	p.held = true
 	p.mu.Unlock()
+	p.stopInitiations(3 * time.Second)
 	p.deleteAll(2 * time.Second)
 	p.log.Info("ike: terminated by the operator")
 	return nil
