@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -29,7 +30,40 @@ import (
 func (gw *Gateway) AddSAs(cs []*config.SA, tunnel string) error {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
+	if tunnel != "" && gw.peerTunnelLocked(tunnel) {
+		return fmt.Errorf("%w: tunnel %q carries an IKE peer's child SAs", ErrIKEOwned, tunnel)
+	}
 	return gw.addSAsLocked(cs, tunnel, nil)
+}
+
+// ErrIKEOwned: the SA (or tunnel) belongs to an IKE peer; it changes
+// only through IKE (ike terminate, rekeys), not by sa-add, sa-update or
+// sa-delete.
+var ErrIKEOwned = errors.New("gateway: owned by an IKE peer (use ike terminate)")
+
+// peerTunnelLocked reports whether tunnel is an IKE peer's (configured
+// as one, or holding a negotiated SA); gw.mu held.
+//
+// Invariant (TestRedTeamOperatorDeletesIKEChildSA): whenever an IKE SA
+// with a live child exists for a peer, its tunnel has an outbound SA
+// the peer can decrypt, and only that peer's: the SAs of IKE children
+// are added, changed and deleted by the IKE code alone (addIKEChild,
+// DeleteChild, moveChildren), and no static SA joins a peer's tunnel
+// (its outbound SAs would be spread per CPU with the peer's).
+func (gw *Gateway) peerTunnelLocked(tunnel string) bool {
+	if gw.cfg != nil {
+		for _, pc := range gw.cfg.Peers {
+			if pc.Tunnel == tunnel {
+				return true
+			}
+		}
+	}
+	for _, e := range gw.sas {
+		if e.owner != nil && e.tunnel == tunnel {
+			return true
+		}
+	}
+	return false
 }
 
 // addSAsLocked is AddSAs with gw.mu held; SAs with an owner (negotiated
