@@ -4,9 +4,12 @@ package gateway
 
 import (
 	"errors"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/internal/testenv"
 )
 
@@ -50,5 +53,84 @@ func TestRedTeamTerminateDuringInitiation(t *testing.T) {
 		if owners := ga.SAOwners(); len(owners) != 0 {
 			t.Fatalf("child SAs installed after ike terminate: %+v", owners)
 		}
+	}
+}
+
+// TestRedTeamTerminateInitiateReloadRace races ike terminate, ike
+// initiate, reloads that keep the peer and reloads that change it
+// (stopping and restarting it) with child rekeys every 2 s, under
+// -race, bounded in count and time. Afterwards the peer comes up with
+// one initiate and the invariant holds: the IKE SA's live child is the
+// tunnel's primary, its outbound SA installed, and traffic passes.
+func TestRedTeamTerminateInitiateReloadRace(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := buildTopology(t)
+	p := ikeParams{psk: "race of terminate and reload psk", any: true, rekey: "2s"}
+	startGateway(t, b, ikeGatewayYAML(t, b, a, "b", p))
+	p.any, p.start = false, true
+	y1 := ikeGatewayYAML(t, a, b, "a", p)
+	p.rekey = "3s"
+	y2 := ikeGatewayYAML(t, a, b, "a", p)
+	ga := startGateway(t, a, y1)
+	waitIKEUp(t, a, 10*time.Second)
+	cfgs := make([]*config.Config, 6)
+	for i := range cfgs {
+		y := y1
+		if i%2 == 1 {
+			y = y2
+		}
+		c, err := config.Parse("gw.yaml", []byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgs[i] = c
+	}
+	var wg sync.WaitGroup
+	stop := time.Now().Add(6 * time.Second)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 15 && time.Now().Before(stop); i++ {
+			ga.Terminate("gwB")
+			time.Sleep(time.Duration(100+i*37%200) * time.Millisecond)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 15 && time.Now().Before(stop); i++ {
+			ga.Initiate("gwB", 150*time.Millisecond)
+			time.Sleep(time.Duration(80+i*53%200) * time.Millisecond)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; i < len(cfgs) && time.Now().Before(stop); i++ {
+			ga.Reload(cfgs[i])
+			ga.IKEInfo()
+			ga.SAOwners()
+			time.Sleep(400 * time.Millisecond)
+		}
+	}()
+	wg.Wait()
+	for _, c := range cfgs {
+		c.Wipe()
+	}
+	if err := ga.Initiate("gwB", 8*time.Second); err != nil {
+		t.Fatalf("initiate after the race: %v\nlog A:\n%s", err, a.log)
+	}
+	info := waitIKEUp(t, a, 10*time.Second)
+	c, ok := primaryChild(info)
+	if !ok {
+		t.Fatalf("IKE SA up without a primary child: %+v", info)
+	}
+	found := false
+	for _, o := range ga.SAOwners() {
+		found = found || strings.HasSuffix(o.SA, strings.TrimPrefix(c.SPIOut, "0x"))
+	}
+	if !found {
+		t.Fatalf("primary child %+v has no outbound SA installed: %+v", c, ga.SAOwners())
+	}
+	if got := ping(t, a, b.hostAddr, 3); got < 2 {
+		t.Fatalf("ping after the race: %d of 3\nlog A:\n%s\nlog B:\n%s", got, a.log, b.log)
 	}
 }
