@@ -2,8 +2,13 @@ package gateway
 
 import (
 	"bytes"
+	"io"
+	"log/slog"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/ike"
@@ -84,5 +89,104 @@ func TestRedTeamOperatorDeletesIKEChildSA(t *testing.T) {
 	}
 	if n := len(tun.Outbound()); n != 1 {
 		t.Fatalf("the tunnel of a live IKE child has %d outbound SAs", n)
+	}
+}
+
+// TestRedTeamNoBlackHoleProperty drives a peer through random
+// sequences of IKE events with the gateway's real SA tables: IKE SAs
+// negotiated (a peer that restarted), children installed (first ones,
+// rekeys, additional ones), children deleted (by either side: retiring),
+// the retire grace elapsing (DeleteChild), and IKE SAs dying (dead
+// peer: all their children down). Invariant after every event: while
+// the peer has a live (non-retiring) child, the tunnel has exactly one
+// outbound SA and it is a live child's (whose inbound SA the peer has
+// installed); with none, the tunnel sends on nothing (never on a child
+// the peer deleted).
+func TestRedTeamNoBlackHoleProperty(t *testing.T) {
+	old := retireGrace
+	retireGrace = time.Hour // the test elapses it itself
+	defer func() { retireGrace = old }()
+	for seed := range uint64(40) {
+		r := rand.New(rand.NewPCG(seed, 11))
+		gw := yamlGateway(t, ikeOnlyYAML)
+		tun := gw.tunnels["to-p"]
+		p := &ikePeer{gw: gw, conf: &config.Peer{Name: "p"}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		outOf := map[uint32]sa.ChildID{}
+		next := sa.ChildID(1)
+		for step := range 80 {
+			op := r.IntN(5)
+			switch {
+			case op == 0 || len(p.sas) == 0: // an IKE SA comes up
+				s := new(ike.IKESA)
+				p.mu.Lock()
+				p.current = s
+				p.sas = append(p.sas, s)
+				p.mu.Unlock()
+			case op == 1: // a child is installed on a live IKE SA
+				p.mu.Lock()
+				s := p.sas[r.IntN(len(p.sas))]
+				p.mu.Unlock()
+				id := next
+				next++
+				out, in := 0x10000+uint32(id)*2, 0x10001+uint32(id)*2
+				installChild(t, gw, id, out, in)
+				outOf[out] = id
+				p.mu.Lock()
+				p.children = append(p.children, &ikeChild{id: id, c: &ike.ChildSA{}, ikeSA: s, in: in, out: out})
+				p.mu.Unlock()
+			case op == 2: // a child is deleted (retires)
+				p.mu.Lock()
+				if len(p.children) > 0 {
+					p.children[r.IntN(len(p.children))].retiring = true
+				}
+				p.mu.Unlock()
+			case op == 3: // a retired child's grace elapses
+				p.mu.Lock()
+				var ch *ikeChild
+				for _, c := range p.children {
+					if c.retiring {
+						ch = c
+						break
+					}
+				}
+				p.mu.Unlock()
+				if ch != nil {
+					gw.DeleteChild(ch.id)
+					p.mu.Lock()
+					p.children = slices.DeleteFunc(p.children, func(x *ikeChild) bool { return x == ch })
+					p.mu.Unlock()
+				}
+			case op == 4: // an IKE SA dies (dead peer), its children down first
+				p.mu.Lock()
+				s := p.sas[r.IntN(len(p.sas))]
+				for _, c := range p.children {
+					if c.ikeSA == s {
+						c.retiring = true
+					}
+				}
+				p.mu.Unlock()
+				p.forget(s)
+			}
+			p.updatePrimary()
+
+			p.mu.Lock()
+			live := map[sa.ChildID]bool{}
+			for _, c := range p.children {
+				if !c.retiring {
+					live[c.id] = true
+				}
+			}
+			p.mu.Unlock()
+			outs := tun.Outbound()
+			switch {
+			case len(live) > 0 && len(outs) != 1:
+				t.Fatalf("seed %d step %d (op %d): %d live children, %d outbound SAs", seed, step, op, len(live), len(outs))
+			case len(live) > 0 && !live[outOf[outs[0].SPI()]]:
+				t.Fatalf("seed %d step %d (op %d): the tunnel sends on child %d, not a live one %v", seed, step, op, outOf[outs[0].SPI()], live)
+			case len(live) == 0 && len(outs) != 0:
+				t.Fatalf("seed %d step %d (op %d): no live child, yet the tunnel sends on child %d", seed, step, op, outOf[outs[0].SPI()])
+			}
+		}
+		gw.Close()
 	}
 }
