@@ -134,3 +134,40 @@ func TestRedTeamTerminateInitiateReloadRace(t *testing.T) {
 		t.Fatalf("ping after the race: %d of 3\nlog A:\n%s\nlog B:\n%s", got, a.log, b.log)
 	}
 }
+
+// TestRedTeamReloadChangedPSK: a reload that changes only a peer's PSK
+// (B keeps the old one) must not keep the IKE SA, or its children,
+// authenticated by the old PSK: A's SAs go, on both sides, and A cannot
+// come up again with the new PSK (B refuses it).
+func TestRedTeamReloadChangedPSK(t *testing.T) {
+	testenv.RequirePrivileged(t)
+	a, b := buildTopology(t)
+	p := ikeParams{psk: "the old pre-shared key, 1", any: true}
+	gb := startGateway(t, b, ikeGatewayYAML(t, b, a, "b", p))
+	p.any, p.start = false, true
+	ga := startGateway(t, a, ikeGatewayYAML(t, a, b, "a", p))
+	waitIKEUp(t, a, 10*time.Second)
+	waitIKEUp(t, b, 10*time.Second)
+	p.psk = "the new pre-shared key, 2"
+	rr, err := reload(t, ga, ikeGatewayYAML(t, a, b, "a", p))
+	if err != nil || len(rr.PeersChanged) != 1 {
+		t.Fatalf("reload with a new PSK: %+v, %v", rr, err)
+	}
+	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		for name, gw := range map[string]*Gateway{"A": ga, "B": gb} {
+			for _, pi := range gw.IKEInfo() {
+				for _, s := range pi.IKESAs {
+					if s.State == "established" && len(s.Children) > 0 && time.Now().After(end.Add(-2*time.Second)) {
+						t.Fatalf("%s: an IKE SA with children is up after the PSK changed: %+v\nlog A:\n%s", name, s, a.log)
+					}
+				}
+			}
+		}
+	}
+	if o := ga.SAOwners(); len(o) != 0 {
+		t.Fatalf("A keeps child SAs of the old PSK: %+v", o)
+	}
+	if strings.Contains(a.log.String(), "pre-shared key") {
+		t.Error("a PSK in A's log")
+	}
+}
