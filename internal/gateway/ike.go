@@ -128,6 +128,9 @@ type ikePeer struct {
 	held     bool // terminated by the operator: no automatic initiation
 	restart  bool // a dead peer with dpd_action restart: initiate again (also with start_action none)
 	lastErr  string
+	// psk is the Endpoint's copy of the PSK (ike.Config.PSK), wiped
+	// once the Endpoint is closed (removePeer).
+	psk []byte
 	// inits are the initiations in flight (initiate); termGen counts
 	// Terminate calls, so that an initiation that began before one
 	// knows it was overtaken.

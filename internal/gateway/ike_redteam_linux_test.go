@@ -148,6 +148,9 @@ func TestRedTeamReloadChangedPSK(t *testing.T) {
 	ga := startGateway(t, a, ikeGatewayYAML(t, a, b, "a", p))
 	waitIKEUp(t, a, 10*time.Second)
 	waitIKEUp(t, b, 10*time.Second)
+	ga.ike.mu.Lock()
+	oldPeer := ga.ike.peers[0]
+	ga.ike.mu.Unlock()
 	p.psk = "the new pre-shared key, 2"
 	rr, err := reload(t, ga, ikeGatewayYAML(t, a, b, "a", p))
 	if err != nil || len(rr.PeersChanged) != 1 {
@@ -166,6 +169,11 @@ func TestRedTeamReloadChangedPSK(t *testing.T) {
 	}
 	if o := ga.SAOwners(); len(o) != 0 {
 		t.Fatalf("A keeps child SAs of the old PSK: %+v", o)
+	}
+	// The stopped peer's copy of the old PSK (its Endpoint's) is wiped,
+	// not left in the heap until the collector reuses it.
+	if len(oldPeer.psk) == 0 || strings.Trim(string(oldPeer.psk), "\x00") != "" {
+		t.Errorf("the removed peer's PSK copy is not wiped (%d bytes)", len(oldPeer.psk))
 	}
 	if strings.Contains(a.log.String(), "pre-shared key") {
 		t.Error("a PSK in A's log")
