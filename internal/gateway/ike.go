@@ -322,6 +322,7 @@ func (gw *Gateway) addPeer(pc *config.Peer) error {
 	}
 	p.ep, err = ike.NewEndpoint(ic, s.wIKE, s.wNATT) // keeps ic.PSK, a copy
 	pc.PSK.Wipe()                                    // p.sum was computed before
+	p.psk = ic.PSK
 	if err != nil {
 		clear(ic.PSK)
 		return pc.Pos.Errorf("%v", err)
@@ -351,6 +352,10 @@ func (gw *Gateway) removePeer(p *ikePeer, timeout time.Duration) {
 	p.stopInitiations(3 * time.Second) // those of ike initiate
 	p.deleteAll(timeout)
 	p.ep.Close()
+	// Invariant (keys): a stopped peer's PSK does not outlive it. Once
+	// Close returned no exchange runs (ike: no callback or message
+	// handling after Close), so nothing reads the copy any more.
+	clear(p.psk)
 	// The children went down through OnChildDown; delete now what is
 	// left (retiring ones included).
 	p.mu.Lock()
