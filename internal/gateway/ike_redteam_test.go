@@ -190,3 +190,20 @@ func TestRedTeamNoBlackHoleProperty(t *testing.T) {
 		gw.Close()
 	}
 }
+
+// TestRedTeamChildDelOfIKEChild: the control socket's child-del (the
+// API for an external IKE daemon, Gateway.DeleteChild) deleted any
+// child, also one that a peer of the peers: section negotiated: its
+// SAs went, the ike package still had the child (and its IKE SA) up,
+// and the tunnel sent on nothing - the same black hole as sa-delete.
+func TestRedTeamChildDelOfIKEChild(t *testing.T) {
+	gw := yamlGateway(t, ikeOnlyYAML)
+	installChild(t, gw, 7, 0x7001, 0x7002)
+	resp := gw.Handle(Request{Cmd: "child-del", Child: 7})
+	if resp.OK {
+		t.Error("child-del deleted the child of an IKE peer")
+	}
+	if n := len(gw.tunnels["to-p"].Outbound()); n != 1 {
+		t.Fatalf("the tunnel of a live IKE child has %d outbound SAs (black hole)", n)
+	}
+}
