@@ -366,7 +366,7 @@ func (gw *Gateway) removePeer(p *ikePeer, timeout time.Duration) {
 	p.children = nil
 	p.mu.Unlock()
 	for _, id := range ids {
-		gw.DeleteChild(id)
+		gw.deleteChild(id, true)
 	}
 	p.up.Store(false)
 	p.log.Info("ike peer removed")
@@ -609,7 +609,7 @@ func (p *ikePeer) onChildDown(c *ike.ChildSA) {
 		p.forget(c.IKE)
 	}
 	time.AfterFunc(retireGrace, func() {
-		p.gw.DeleteChild(c.ID)
+		p.gw.deleteChild(c.ID, true)
 		p.mu.Lock()
 		p.children = slices.DeleteFunc(p.children, func(x *ikeChild) bool { return x == ch })
 		p.mu.Unlock()

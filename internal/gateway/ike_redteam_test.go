@@ -151,7 +151,7 @@ func TestRedTeamNoBlackHoleProperty(t *testing.T) {
 				}
 				p.mu.Unlock()
 				if ch != nil {
-					gw.DeleteChild(ch.id)
+					gw.deleteChild(ch.id, true)
 					p.mu.Lock()
 					p.children = slices.DeleteFunc(p.children, func(x *ikeChild) bool { return x == ch })
 					p.mu.Unlock()

@@ -141,13 +141,28 @@ func (gw *Gateway) addSAsLocked(cs []*config.SA, tunnel string, owner *ikeOwner)
 // sa.Config.Child) in one step (sa.SAD.DeleteChild: no packet finds any
 // of them once it returns) and returns how many; their keys are wiped
 // once in-flight packets are done. It fails with sa.ErrNotFound when no
-// SA has that child id.
+// SA has that child id, and with ErrIKEOwned for a child that a peer of
+// the peers: section negotiated (ike terminate deletes those).
 func (gw *Gateway) DeleteChild(id sa.ChildID) (int, error) {
+	return gw.deleteChild(id, false)
+}
+
+// deleteChild is DeleteChild; ike allows deleting a child that a peer
+// of the peers: section owns (the IKE code's own deletions). Others
+// get ErrIKEOwned (see peerTunnelLocked for the invariant).
+func (gw *Gateway) deleteChild(id sa.ChildID, ike bool) (int, error) {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
 	members := gw.sad.Child(id)
 	if id == 0 || len(members) == 0 {
 		return 0, fmt.Errorf("%w: child %d", sa.ErrNotFound, id)
+	}
+	if !ike {
+		for _, e := range gw.sas {
+			if e.owner != nil && slices.Contains(members, e.sa) {
+				return 0, fmt.Errorf("%w: child %d (peer %s)", ErrIKEOwned, id, e.owner.peer)
+			}
+		}
 	}
 	touched := map[*sa.Tunnel]bool{}
 	for _, k := range slices.Clone(gw.order) {
