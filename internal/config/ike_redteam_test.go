@@ -210,3 +210,41 @@ peers:
 		t.Fatal("two %any peers on 192.0.2.1 accepted: the second never gets a datagram")
 	}
 }
+
+// TestRedTeamPeerRemoteTSCoversStaticPolicy: the remote_ts of a peer
+// may not cover the networks that protect policies send into another
+// tunnel (a static peer's). A %any peer with remote_ts 10.0.0.0/8
+// negotiates 10.3.0.0/24, the network the policy c sends to tunnel to-c,
+// and its inbound SA then delivers packets with the static peer's
+// sources (RFC 4301 §4.4.3, §5.2). Fix: Parse refuses the overlap.
+func TestRedTeamPeerRemoteTSCoversStaticPolicy(t *testing.T) {
+	f := pskFileT(t, "a long enough passphrase\n", 0o600)
+	y := func(rts string) string {
+		return `interfaces:
+  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: 192.0.2.1}
+  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
+protected: [10.2.0.0/24, 10.3.0.0/24]
+tunnels:
+  - {name: to-c, out: [a-to-c], in: [c-to-a]}
+  - {name: to-x}
+policies:
+  - {name: c, src: 10.1.0.0/24, dst: 10.3.0.0/24, action: protect, tunnel: to-c}
+sas:
+  - {name: a-to-c, direction: out, spi: 0x1002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x202122232425262728292a2b2c2d2e2f30313233}
+  - {name: c-to-a, direction: in, spi: 0x2002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x303132333435363738393a3b3c3d3e3f40414243}
+peers:
+` + fmt.Sprintf("  - {name: x, local: 192.0.2.1, remote: \"%%any\", psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [%s], tunnel: to-x}\n", f, rts)
+	}
+	if cfg, err := Parse("gw.yaml", []byte(y("10.2.0.0/24"))); err != nil {
+		t.Fatalf("a peer apart from the static policy refused: %v", err)
+	} else {
+		cfg.Wipe()
+	}
+	for _, rts := range []string{"10.0.0.0/8", "10.3.0.7/32"} {
+		cfg, err := Parse("gw.yaml", []byte(y(rts)))
+		if err == nil {
+			cfg.Wipe()
+			t.Errorf("peer remote_ts %s accepted over policy c's 10.3.0.0/24 (tunnel to-c): the peer may source the static peer's hosts", rts)
+		}
+	}
+}
