@@ -13,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/espxdp/espxdp/ike"
+	"github.com/espxdp/espxdp/sa"
 )
 
 // Peer is one IKEv2 peer of the gateway (the peers: section): the
@@ -233,6 +234,33 @@ func (p *parser) peers(n *yaml.Node, g *Gateway, cfg *Config) {
 				for _, y := range b.RemoteTS {
 					if x.Overlaps(y) {
 						p.errorf(a.Pos.Line, a.Pos.Field+".remote_ts", "%v overlaps %v of peer %s (%s): a peer may only negotiate its own networks", x, y, b.Name, b.Pos.Field)
+					}
+				}
+			}
+		}
+	}
+	// Same invariant against the static side: a peer's remote_ts do
+	// not overlap the destination of a protect policy that sends into
+	// another tunnel (TestRedTeamPeerRemoteTSCoversStaticPolicy).
+	if g != nil {
+		for _, pr := range cfg.Peers {
+			for _, pol := range g.Policies {
+				if pol.Action != sa.Protect {
+					continue
+				}
+				pt := pol.Tunnel
+				if pt == "" && pol.SA != "" {
+					pt = g.TunnelOf(pol.SA)
+				}
+				if pt == "" && len(g.Tunnels) > 0 {
+					pt = g.Tunnels[0].Name
+				}
+				if pt == pr.Tunnel || !pol.Selector.Dst.IsValid() {
+					continue
+				}
+				for _, x := range pr.RemoteTS {
+					if x.Overlaps(pol.Selector.Dst) {
+						p.errorf(pr.Pos.Line, pr.Pos.Field+".remote_ts", "%v overlaps %v, which policy %s sends into tunnel %s: a peer may only negotiate its own networks", x, pol.Selector.Dst, pol.Name, pt)
 					}
 				}
 			}
