@@ -304,7 +304,7 @@ func (gw *Gateway) addPeer(pc *config.Peer) error {
 		DPDAction:       "clear",
 		InboundActivity: p.inboundActivity,
 		OnRemoteChanged: p.remoteChanged,
-		OnESP:           func([]byte, netip.AddrPort) { gw.ikeESP.Add(1) },
+		OnESP:           func(_ []byte, from netip.AddrPort) { gw.strayESP(from) },
 		ForceEncap:      pc.Encap,
 		Retransmit:      pc.RetransmitTimeout,
 		Retries:         pc.RetransmitTries,
@@ -332,6 +332,12 @@ func (gw *Gateway) addPeer(pc *config.Peer) error {
 	go p.run()
 	p.log.Info("ike peer added", "local", pc.Local.String(), "remote", remoteName(pc), "start_action", pc.StartAction, "tunnel", pc.Tunnel)
 	return nil
+}
+
+// strayESP counts ESP in UDP that reached an IKE socket (the data
+// plane did not take it) and is dropped.
+func (gw *Gateway) strayESP(from netip.AddrPort) {
+	gw.ikeESP.Add(1)
 }
 
 func remoteName(pc *config.Peer) string {

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -206,4 +208,48 @@ func TestRedTeamChildDelOfIKEChild(t *testing.T) {
 	if n := len(gw.tunnels["to-p"].Outbound()); n != 1 {
 		t.Fatalf("the tunnel of a live IKE child has %d outbound SAs (black hole)", n)
 	}
+}
+
+// TestRedTeamStrayESPNotSilent: ESP in UDP that the XDP program did
+// not take (generic mode, a frame larger than the XDP buffer, a peer's
+// NAT port the program does not know) reaches the NAT-T socket and is
+// dropped there. It was counted in a Prometheus series only: without a
+// metrics scraper the traffic vanished without a word. Now the first
+// one (then at most one a minute) is logged, with the count.
+func TestRedTeamStrayESPNotSilent(t *testing.T) {
+	cfg, err := config.Parse("gw.yaml", []byte(ikeOnlyYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	gw, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	from := netip.MustParseAddrPort("198.51.100.7:4500")
+	for range 3 {
+		gw.strayESP(from)
+	}
+	if n := gw.ikeESP.Load(); n != 3 {
+		t.Errorf("counted %d of 3", n)
+	}
+	mu.Lock()
+	logged := strings.Count(buf.String(), "ESP in UDP reached the IKE socket")
+	mu.Unlock()
+	if logged != 1 {
+		t.Errorf("stray ESP logged %d times, want once (rate limited):\n%s", logged, buf.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }
