@@ -336,8 +336,18 @@ func (gw *Gateway) addPeer(pc *config.Peer) error {
 
 // strayESP counts ESP in UDP that reached an IKE socket (the data
 // plane did not take it) and is dropped.
+//
+// Invariant (TestRedTeamStrayESPNotSilent): such a drop is never
+// silent: it is counted (espxdp_ike_stray_total{what="esp"}) and the
+// first one, then at most one a minute, is logged with the total.
 func (gw *Gateway) strayESP(from netip.AddrPort) {
-	gw.ikeESP.Add(1)
+	n := gw.ikeESP.Add(1)
+	now := time.Now().UnixNano()
+	last := gw.ikeESPLogged.Load()
+	if (last == 0 || now-last >= int64(time.Minute)) && gw.ikeESPLogged.CompareAndSwap(last, now) {
+		gw.log.Warn("ESP in UDP reached the IKE socket (not taken by the XDP program: generic mode, a frame too large for it?); dropped",
+			"from", from.String(), "total", n)
+	}
 }
 
 func remoteName(pc *config.Peer) string {
