@@ -253,3 +253,43 @@ func (l lockedWriter) Write(b []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(b)
 }
+
+// TestRedTeamIKEChildIDSharedWithStaticChild: the ike package numbers
+// its child SAs 1, 2, 3... (a process-wide counter), the same space as
+// the child: ids of static SAs (sas: ... child: 1, or sa-add), and the
+// SAD groups SAs by that id alone. When a peer's child 1 retired, the
+// gateway deleted SAD child group 1 - the static SAs with child: 1 of
+// another tunnel with it: an IKE rekey took a static tunnel down.
+// Invariant: the IKE code deletes only the SAs its child owns.
+func TestRedTeamIKEChildIDSharedWithStaticChild(t *testing.T) {
+	gw := yamlGateway(t, `interfaces:
+  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: 192.0.2.1}
+  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
+protected: [10.2.0.0/24, 10.3.0.0/24]
+tunnels:
+  - {name: to-s, out: [a-to-s], in: [s-to-a]}
+  - {name: to-p}
+policies:
+  - {name: s, src: 10.1.0.0/24, dst: 10.3.0.0/24, action: protect, tunnel: to-s}
+  - {name: p, src: 10.1.0.0/24, dst: 10.2.0.0/24, action: protect, tunnel: to-p}
+sas:
+  - {name: a-to-s, direction: out, spi: 0x1002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x202122232425262728292a2b2c2d2e2f30313233, child: 1}
+  - {name: s-to-a, direction: in, spi: 0x2002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x303132333435363738393a3b3c3d3e3f40414243, child: 1}
+`)
+	installChild(t, gw, 1, 0x7001, 0x7002) // the ike package's first child id
+	if _, err := gw.deleteChild(1, true); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(gw.tunnels["to-s"].Outbound()); n != 1 {
+		t.Errorf("the static tunnel lost its outbound SA when the IKE child with its child id retired (%d left)", n)
+	}
+	gw.mu.Lock()
+	left := len(gw.sas)
+	gw.mu.Unlock()
+	if left != 2 {
+		t.Errorf("%d SAs left, want the 2 static ones", left)
+	}
+	if n := len(gw.tunnels["to-p"].Outbound()); n != 0 {
+		t.Errorf("the IKE child's outbound SA survived its deletion")
+	}
+}
