@@ -153,6 +153,9 @@ func (gw *Gateway) DeleteChild(id sa.ChildID) (int, error) {
 func (gw *Gateway) deleteChild(id sa.ChildID, ike bool) (int, error) {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
+	if ike {
+		return gw.deleteIKEChildLocked(id)
+	}
 	members := gw.sad.Child(id)
 	if id == 0 || len(members) == 0 {
 		return 0, fmt.Errorf("%w: child %d", sa.ErrNotFound, id)
@@ -183,6 +186,42 @@ func (gw *Gateway) deleteChild(id sa.ChildID, ike bool) (int, error) {
 	}
 	gw.log.Info("child deleted", "child", uint64(id), "sas", n)
 	return n, nil
+}
+
+// deleteIKEChildLocked deletes the SAs that the IKE child id owns
+// (gw.mu held).
+//
+// Invariant (TestRedTeamIKEChildIDSharedWithStaticChild): the IKE code
+// deletes only the SAs its child owns, never the SAD's whole child group
+// id: the ike package numbers its children from 1, the space of the
+// static child: ids, so a group may also hold static SAs.
+func (gw *Gateway) deleteIKEChildLocked(id sa.ChildID) (int, error) {
+	touched := map[*sa.Tunnel]bool{}
+	var gone []*sa.SA
+	for _, k := range slices.Clone(gw.order) {
+		e := gw.sas[k]
+		if e.owner == nil || e.owner.child != id {
+			continue
+		}
+		if t := gw.unlink(k, e); t != nil {
+			touched[t] = true
+		}
+		gone = append(gone, e.sa)
+	}
+	if len(gone) == 0 {
+		return 0, fmt.Errorf("%w: child %d", sa.ErrNotFound, id)
+	}
+	for t := range touched {
+		gw.rebindOut(t)
+	}
+	var errs []error
+	for _, s := range gone {
+		if err := gw.sad.DeleteSA(s); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	gw.log.Info("child deleted", "child", uint64(id), "sas", len(gone))
+	return len(gone), errors.Join(errs...)
 }
 
 // AllocSPI reserves a free inbound SPI in [lo, hi] (hi 0: the whole
