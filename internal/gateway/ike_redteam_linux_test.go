@@ -115,6 +115,12 @@ func TestRedTeamTerminateInitiateReloadRace(t *testing.T) {
 	for _, c := range cfgs {
 		c.Wipe()
 	}
+	// The checks below run without rekeys (1h): the state the race
+	// left is stopped and restarted by this reload like any change.
+	p.rekey = "1h"
+	if _, err := reload(t, ga, ikeGatewayYAML(t, a, b, "a", p)); err != nil {
+		t.Fatal(err)
+	}
 	if err := ga.Initiate("gwB", 8*time.Second); err != nil {
 		t.Fatalf("initiate after the race: %v\nlog A:\n%s", err, a.log)
 	}
