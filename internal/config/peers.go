@@ -2,7 +2,9 @@ package config
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/espxdp/espxdp/ike"
+	"github.com/espxdp/espxdp/sa"
 )
 
 // Peer is one IKEv2 peer of the gateway (the peers: section): the
@@ -28,7 +31,7 @@ import (
 //	    esp_proposals: [aes128gcm16]
 //	    esn: no                     # no | yes | both
 //	    local_ts: [10.1.0.0/24]
-//	    remote_ts: [10.2.0.0/24]
+//	    remote_ts: [10.2.0.0/24]     # disjoint from every other peer's
 //	    ike_rekey_time: 4h          # IKE SA rekey (when the ike package can)
 //	    rekey_time: 1h              # child SA soft lifetime (rekey)
 //	    rekey_bytes: 0              # child SA soft lifetime in bytes (0: none)
@@ -37,7 +40,7 @@ import (
 //	    dpd_action: restart         # clear | restart | none
 //	    start_action: start         # start (initiate, and again when down) | none (respond only)
 //	    encap: false                # force UDP encapsulation (NAT-T) of ESP
-//	    tunnel: to-B                # the tunnel the child SAs bind to (default: the first)
+//	    tunnel: to-B                # the tunnel the child SAs bind to (default: the first); one peer per tunnel, without static out SAs
 //	    retransmit_timeout: 1s      # first IKE retransmission, doubled each time
 //	    retransmit_tries: 4
 //
@@ -155,6 +158,8 @@ func (p *parser) peers(n *yaml.Node, g *Gateway, cfg *Config) {
 	})
 	names := map[string]*Peer{}
 	remotes := map[netip.Addr]*Peer{}
+	tunnelPeer := map[string]*Peer{}
+	anys := map[netip.Addr]*Peer{}
 	for _, pr := range cfg.Peers {
 		if o := names[pr.Name]; o != nil && pr.Name != "" {
 			p.errorf(pr.Pos.Line, pr.Pos.Field+".name", "%q already used by %s", pr.Name, o.Pos.Field)
@@ -165,6 +170,14 @@ func (p *parser) peers(n *yaml.Node, g *Gateway, cfg *Config) {
 				p.errorf(pr.Pos.Line, pr.Pos.Field+".remote", "%v already the remote of %s (%s): IKE messages are dispatched by the peer's address", pr.Remote, o.Name, o.Pos.Field)
 			}
 			remotes[pr.Remote] = pr
+		} else if pr.Local.IsValid() {
+			// Invariant: at most one %any peer per local address, the
+			// one gateway.peerFor dispatches unknown sources to
+			// (TestRedTeamTwoAnyPeersOneAddress).
+			if o := anys[pr.Local]; o != nil {
+				p.errorf(pr.Pos.Line, pr.Pos.Field+".remote", "%%any already used on %v by %s (%s): IKE messages from unknown addresses go to one peer", pr.Local, o.Name, o.Pos.Field)
+			}
+			anys[pr.Local] = pr
 		}
 		if g == nil {
 			continue
@@ -183,6 +196,24 @@ func (p *parser) peers(n *yaml.Node, g *Gateway, cfg *Config) {
 				p.errorf(pr.Pos.Line, pr.Pos.Field+".tunnel", "no tunnel named %q", pr.Tunnel)
 			}
 		}
+		// Invariant (peer isolation, RFC 4301 §4.4.3): a tunnel's
+		// outbound SAs all belong to one peer. Several outbound SAs of a
+		// tunnel are per-CPU spreading (sa.Tunnel.SetOutbound), not a
+		// choice by destination, so a second peer's (or a static) SA in
+		// the same tunnel would get packets meant for the other one
+		// (TestRedTeamTwoPeersOneTunnel).
+		if pr.Tunnel != "" {
+			if o := tunnelPeer[pr.Tunnel]; o != nil {
+				p.errorf(pr.Pos.Line, pr.Pos.Field+".tunnel", "tunnel %q already carries peer %s (%s): a tunnel sends on one peer's SA only; give each peer its own tunnel", pr.Tunnel, o.Name, o.Pos.Field)
+			} else {
+				tunnelPeer[pr.Tunnel] = pr
+			}
+			for _, t := range g.Tunnels {
+				if t.Name == pr.Tunnel && len(t.Out) > 0 {
+					p.errorf(pr.Pos.Line, pr.Pos.Field+".tunnel", "tunnel %q has static outbound SAs %v: a peer needs a tunnel of its own (out: empty)", pr.Tunnel, t.Out)
+				}
+			}
+		}
 		if len(g.Cipher.Local) > 0 && pr.Local.IsValid() {
 			ok := false
 			for _, a := range g.Cipher.Local {
@@ -190,6 +221,48 @@ func (p *parser) peers(n *yaml.Node, g *Gateway, cfg *Config) {
 			}
 			if !ok {
 				p.errorf(pr.Pos.Line, pr.Pos.Field+".local", "%v is not among interfaces.cipher.local %v (the data plane takes only ESP to those)", pr.Local, g.Cipher.Local)
+			}
+		}
+	}
+	// Invariant (PAD, RFC 4301 §4.4.3): the remote_ts of two peers are
+	// disjoint, so that no peer can negotiate a child whose inbound SA
+	// delivers another peer's sources or whose selectors cover another
+	// peer's networks (TestRedTeamPeersOverlappingRemoteTS).
+	for i, a := range cfg.Peers {
+		for _, b := range cfg.Peers[:i] {
+			for _, x := range a.RemoteTS {
+				for _, y := range b.RemoteTS {
+					if x.Overlaps(y) {
+						p.errorf(a.Pos.Line, a.Pos.Field+".remote_ts", "%v overlaps %v of peer %s (%s): a peer may only negotiate its own networks", x, y, b.Name, b.Pos.Field)
+					}
+				}
+			}
+		}
+	}
+	// Same invariant against the static side: a peer's remote_ts do
+	// not overlap the destination of a protect policy that sends into
+	// another tunnel (TestRedTeamPeerRemoteTSCoversStaticPolicy).
+	if g != nil {
+		for _, pr := range cfg.Peers {
+			for _, pol := range g.Policies {
+				if pol.Action != sa.Protect {
+					continue
+				}
+				pt := pol.Tunnel
+				if pt == "" && pol.SA != "" {
+					pt = g.TunnelOf(pol.SA)
+				}
+				if pt == "" && len(g.Tunnels) > 0 {
+					pt = g.Tunnels[0].Name
+				}
+				if pt == pr.Tunnel || !pol.Selector.Dst.IsValid() {
+					continue
+				}
+				for _, x := range pr.RemoteTS {
+					if x.Overlaps(pol.Selector.Dst) {
+						p.errorf(pr.Pos.Line, pr.Pos.Field+".remote_ts", "%v overlaps %v, which policy %s sends into tunnel %s: a peer may only negotiate its own networks", x, pol.Selector.Dst, pol.Name, pt)
+					}
+				}
 			}
 		}
 	}
@@ -354,31 +427,74 @@ func (p *parser) identity(v *yaml.Node, f string) string {
 	return t
 }
 
+// maxPSKFile is the largest PSK file read (a PSK is at most a few
+// hundred bytes; the rest is refused, not read).
+const maxPSKFile = 4096
+
 // pskFile reads a PSK file. Like ssh with private keys, it refuses a
-// file that others than its owner may read or write.
+// file that others than its owner may read or write, or that belongs
+// to another user than root or the gateway's.
+//
+// Invariant (TestRedTeamPSKFileSwapAndOwner): the PSK is read from the
+// very file whose mode and owner were checked: the checks are made with
+// Stat on the open descriptor, so a symlink or file swapped on the path
+// after the check is not read. A FIFO or device is refused without
+// blocking (opened non-blocking, then not a regular file).
 func (p *parser) pskFile(v *yaml.Node, f, path string) Secret {
 	if !strings.HasPrefix(path, "/") {
 		p.errorf(v.Line, f, "want an absolute path, got %s", quoteShort(path))
 		return nil
 	}
-	fi, err := os.Stat(path)
+	fd, err := openNoBlock(path)
 	if err != nil {
 		p.errorf(v.Line, f, "%v", err)
+		return nil
+	}
+	defer fd.Close()
+	fi, err := fd.Stat()
+	if err != nil {
+		p.errorf(v.Line, f, "%v", err)
+		return nil
+	}
+	if !fi.Mode().IsRegular() {
+		p.errorf(v.Line, f, "%s is not a regular file (%v)", path, fi.Mode().Type())
 		return nil
 	}
 	if m := fi.Mode().Perm(); m&0o077 != 0 {
 		p.errorf(v.Line, f, "%s is mode %04o: a PSK file must not be accessible to group or others (chmod 600 %s)", path, m, path)
 		return nil
 	}
-	b, err := os.ReadFile(path)
-	if err != nil {
+	if uid, ok := fileOwner(fi); ok && uid != 0 && uid != os.Geteuid() {
+		p.errorf(v.Line, f, "%s belongs to uid %d: a PSK file must belong to root or the gateway's user (uid %d), or its owner chooses the PSK", path, uid, os.Geteuid())
+		return nil
+	}
+	if fi.Size() > maxPSKFile {
+		p.errorf(v.Line, f, "%s has %d bytes: a PSK file has at most %d", path, fi.Size(), maxPSKFile)
+		return nil
+	}
+	if pskChecked != nil {
+		pskChecked(path)
+	}
+	b := make([]byte, maxPSKFile+1)
+	n, err := io.ReadFull(fd, b)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		clear(b)
 		p.errorf(v.Line, f, "%v", err)
 		return nil
 	}
-	s := p.pskValue(v, f, b)
+	if n > maxPSKFile {
+		clear(b)
+		p.errorf(v.Line, f, "%s has more than %d bytes: a PSK file has at most %d", path, maxPSKFile, maxPSKFile)
+		return nil
+	}
+	s := p.pskValue(v, f, b[:n])
 	clear(b)
 	return s
 }
+
+// pskChecked, set by tests only, runs after a PSK file's permissions
+// were checked and before it is read.
+var pskChecked func(path string)
 
 // pskValue turns the PSK text into the key: 0x-hex is decoded, other
 // text taken as is without its trailing newline. It never quotes it.

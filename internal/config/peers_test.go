@@ -41,7 +41,8 @@ func pskFileT(t *testing.T, content string, mode os.FileMode) string {
 
 func TestPeerParse(t *testing.T) {
 	f := pskFileT(t, "a long enough passphrase\n", 0o600)
-	cfg, err := Parse("gw.yaml", []byte(peersYAML(fmt.Sprintf(`  - name: b
+	// Each peer has a tunnel of its own (TestRedTeamTwoPeersOneTunnel).
+	cfg, err := Parse("gw.yaml", []byte(strings.Replace(peersYAML(fmt.Sprintf(`  - name: b
     local: 192.0.2.1
     remote: 192.0.2.2
     local_id: a.example
@@ -63,7 +64,8 @@ func TestPeerParse(t *testing.T) {
     psk_file: %s
     local_ts: [10.1.0.0/24]
     remote_ts: [10.9.0.0/16]
-`, f, f))))
+    tunnel: to-any
+`, f, f)), "  - {name: to-b}\n", "  - {name: to-b}\n  - {name: to-any}\n", 1)))
 	if err != nil {
 		t.Fatal(err)
 	}

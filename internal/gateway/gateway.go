@@ -119,6 +119,8 @@ type Gateway struct {
 	ike                                       ikeState
 	primary                                   map[string]sa.ChildID
 	ikeUnknown, ikeESP, ikeDPDDead, ikeRekeys atomic.Uint64
+	// ikeESPLogged is when strayESP last logged (UnixNano, 0: never).
+	ikeESPLogged atomic.Int64
 }
 
 // New builds a gateway from cfg, which it keeps, wiping the keys of its

@@ -128,8 +128,53 @@ type ikePeer struct {
 	held     bool // terminated by the operator: no automatic initiation
 	restart  bool // a dead peer with dpd_action restart: initiate again (also with start_action none)
 	lastErr  string
+	// psk is the Endpoint's copy of the PSK (ike.Config.PSK), wiped
+	// once the Endpoint is closed (removePeer).
+	psk []byte
+	// inits are the initiations in flight (initiate); termGen counts
+	// Terminate calls, so that an initiation that began before one
+	// knows it was overtaken.
+	inits   map[*initAttempt]struct{}
+	termGen uint64
 
 	up atomic.Bool
+}
+
+// initAttempt is one initiation in flight.
+type initAttempt struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// ErrTerminated: the initiation was overtaken by ike terminate (or the
+// peer's removal); its IKE SA, if it came up, was deleted.
+var ErrTerminated = errors.New("gateway: IKE initiation cancelled by terminate")
+
+// stopInitiations cancels the initiations in flight and waits (at most
+// wait) until they have returned, which deletes what they negotiated.
+//
+// Invariant (TestRedTeamTerminateDuringInitiation): once Terminate (or
+// removePeer) returns, no initiation that began before it leaves an
+// IKE SA: initiate either fails (its context cancelled: the ike package
+// abandons the half-open SA) or sees termGen changed and deletes the
+// IKE SA it got, before the attempt is done.
+func (p *ikePeer) stopInitiations(wait time.Duration) {
+	p.mu.Lock()
+	p.termGen++
+	var done []chan struct{}
+	for a := range p.inits {
+		a.cancel()
+		done = append(done, a.done)
+	}
+	p.mu.Unlock()
+	deadline := time.After(wait)
+	for _, d := range done {
+		select {
+		case <-d:
+		case <-deadline:
+			return
+		}
+	}
 }
 
 // ikeState is the gateway's IKE part (gw.ike).
@@ -259,7 +304,7 @@ func (gw *Gateway) addPeer(pc *config.Peer) error {
 		DPDAction:       "clear",
 		InboundActivity: p.inboundActivity,
 		OnRemoteChanged: p.remoteChanged,
-		OnESP:           func([]byte, netip.AddrPort) { gw.ikeESP.Add(1) },
+		OnESP:           func(_ []byte, from netip.AddrPort) { gw.strayESP(from) },
 		ForceEncap:      pc.Encap,
 		Retransmit:      pc.RetransmitTimeout,
 		Retries:         pc.RetransmitTries,
@@ -277,6 +322,7 @@ func (gw *Gateway) addPeer(pc *config.Peer) error {
 	}
 	p.ep, err = ike.NewEndpoint(ic, s.wIKE, s.wNATT) // keeps ic.PSK, a copy
 	pc.PSK.Wipe()                                    // p.sum was computed before
+	p.psk = ic.PSK
 	if err != nil {
 		clear(ic.PSK)
 		return pc.Pos.Errorf("%v", err)
@@ -286,6 +332,22 @@ func (gw *Gateway) addPeer(pc *config.Peer) error {
 	go p.run()
 	p.log.Info("ike peer added", "local", pc.Local.String(), "remote", remoteName(pc), "start_action", pc.StartAction, "tunnel", pc.Tunnel)
 	return nil
+}
+
+// strayESP counts ESP in UDP that reached an IKE socket (the data
+// plane did not take it) and is dropped.
+//
+// Invariant (TestRedTeamStrayESPNotSilent): such a drop is never
+// silent: it is counted (espxdp_ike_stray_total{what="esp"}) and the
+// first one, then at most one a minute, is logged with the total.
+func (gw *Gateway) strayESP(from netip.AddrPort) {
+	n := gw.ikeESP.Add(1)
+	now := time.Now().UnixNano()
+	last := gw.ikeESPLogged.Load()
+	if (last == 0 || now-last >= int64(time.Minute)) && gw.ikeESPLogged.CompareAndSwap(last, now) {
+		gw.log.Warn("ESP in UDP reached the IKE socket (not taken by the XDP program: generic mode, a frame too large for it?); dropped",
+			"from", from.String(), "total", n)
+	}
 }
 
 func remoteName(pc *config.Peer) string {
@@ -303,8 +365,13 @@ func (gw *Gateway) removePeer(p *ikePeer, timeout time.Duration) {
 	gw.ike.mu.Unlock()
 	close(p.stop)
 	<-p.done
+	p.stopInitiations(3 * time.Second) // those of ike initiate
 	p.deleteAll(timeout)
 	p.ep.Close()
+	// Invariant (keys): a stopped peer's PSK does not outlive it. Once
+	// Close returned no exchange runs (ike: no callback or message
+	// handling after Close), so nothing reads the copy any more.
+	clear(p.psk)
 	// The children went down through OnChildDown; delete now what is
 	// left (retiring ones included).
 	p.mu.Lock()
@@ -315,7 +382,7 @@ func (gw *Gateway) removePeer(p *ikePeer, timeout time.Duration) {
 	p.children = nil
 	p.mu.Unlock()
 	for _, id := range ids {
-		gw.DeleteChild(id)
+		gw.deleteChild(id, true)
 	}
 	p.up.Store(false)
 	p.log.Info("ike peer removed")
@@ -408,8 +475,36 @@ func (p *ikePeer) initiate() error {
 		case <-ctx.Done():
 		}
 	}()
+	att := &initAttempt{cancel: cancel, done: make(chan struct{})}
+	p.mu.Lock()
+	gen := p.termGen
+	if p.inits == nil {
+		p.inits = map[*initAttempt]struct{}{}
+	}
+	p.inits[att] = struct{}{}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		delete(p.inits, att)
+		p.mu.Unlock()
+		close(att.done)
+	}()
 	p.log.Info("ike: initiating", "remote", p.conf.Remote.String())
 	s, err := p.ep.Initiate(ctx, netip.AddrPortFrom(p.conf.Remote, 500))
+	p.mu.Lock()
+	overtaken := p.termGen != gen
+	p.mu.Unlock()
+	if overtaken {
+		// Terminated (or removed) meanwhile: what came up goes.
+		if err == nil {
+			dctx, dcancel := context.WithTimeout(context.Background(), time.Second)
+			s.Delete(dctx)
+			dcancel()
+			p.forget(s)
+			p.log.Info("ike: IKE SA of an initiation overtaken by terminate deleted", "ike_sa", s.String())
+		}
+		return ErrTerminated
+	}
 	if err != nil {
 		select {
 		case <-p.stop:
@@ -530,7 +625,7 @@ func (p *ikePeer) onChildDown(c *ike.ChildSA) {
 		p.forget(c.IKE)
 	}
 	time.AfterFunc(retireGrace, func() {
-		p.gw.DeleteChild(c.ID)
+		p.gw.deleteChild(c.ID, true)
 		p.mu.Lock()
 		p.children = slices.DeleteFunc(p.children, func(x *ikeChild) bool { return x == ch })
 		p.mu.Unlock()
@@ -948,6 +1043,7 @@ func (gw *Gateway) Terminate(peer string) error {
 	p.mu.Lock()
 	p.held = true
 	p.mu.Unlock()
+	p.stopInitiations(3 * time.Second)
 	p.deleteAll(2 * time.Second)
 	p.log.Info("ike: terminated by the operator")
 	return nil

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -29,7 +30,40 @@ import (
 func (gw *Gateway) AddSAs(cs []*config.SA, tunnel string) error {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
+	if tunnel != "" && gw.peerTunnelLocked(tunnel) {
+		return fmt.Errorf("%w: tunnel %q carries an IKE peer's child SAs", ErrIKEOwned, tunnel)
+	}
 	return gw.addSAsLocked(cs, tunnel, nil)
+}
+
+// ErrIKEOwned: the SA (or tunnel) belongs to an IKE peer; it changes
+// only through IKE (ike terminate, rekeys), not by sa-add, sa-update or
+// sa-delete.
+var ErrIKEOwned = errors.New("gateway: owned by an IKE peer (use ike terminate)")
+
+// peerTunnelLocked reports whether tunnel is an IKE peer's (configured
+// as one, or holding a negotiated SA); gw.mu held.
+//
+// Invariant (TestRedTeamOperatorDeletesIKEChildSA): whenever an IKE SA
+// with a live child exists for a peer, its tunnel has an outbound SA
+// the peer can decrypt, and only that peer's: the SAs of IKE children
+// are added, changed and deleted by the IKE code alone (addIKEChild,
+// DeleteChild, moveChildren), and no static SA joins a peer's tunnel
+// (its outbound SAs would be spread per CPU with the peer's).
+func (gw *Gateway) peerTunnelLocked(tunnel string) bool {
+	if gw.cfg != nil {
+		for _, pc := range gw.cfg.Peers {
+			if pc.Tunnel == tunnel {
+				return true
+			}
+		}
+	}
+	for _, e := range gw.sas {
+		if e.owner != nil && e.tunnel == tunnel {
+			return true
+		}
+	}
+	return false
 }
 
 // addSAsLocked is AddSAs with gw.mu held; SAs with an owner (negotiated
@@ -107,13 +141,31 @@ func (gw *Gateway) addSAsLocked(cs []*config.SA, tunnel string, owner *ikeOwner)
 // sa.Config.Child) in one step (sa.SAD.DeleteChild: no packet finds any
 // of them once it returns) and returns how many; their keys are wiped
 // once in-flight packets are done. It fails with sa.ErrNotFound when no
-// SA has that child id.
+// SA has that child id, and with ErrIKEOwned for a child that a peer of
+// the peers: section negotiated (ike terminate deletes those).
 func (gw *Gateway) DeleteChild(id sa.ChildID) (int, error) {
+	return gw.deleteChild(id, false)
+}
+
+// deleteChild is DeleteChild; ike allows deleting a child that a peer
+// of the peers: section owns (the IKE code's own deletions). Others
+// get ErrIKEOwned (see peerTunnelLocked for the invariant).
+func (gw *Gateway) deleteChild(id sa.ChildID, ike bool) (int, error) {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
+	if ike {
+		return gw.deleteIKEChildLocked(id)
+	}
 	members := gw.sad.Child(id)
 	if id == 0 || len(members) == 0 {
 		return 0, fmt.Errorf("%w: child %d", sa.ErrNotFound, id)
+	}
+	if !ike {
+		for _, e := range gw.sas {
+			if e.owner != nil && slices.Contains(members, e.sa) {
+				return 0, fmt.Errorf("%w: child %d (peer %s)", ErrIKEOwned, id, e.owner.peer)
+			}
+		}
 	}
 	touched := map[*sa.Tunnel]bool{}
 	for _, k := range slices.Clone(gw.order) {
@@ -134,6 +186,42 @@ func (gw *Gateway) DeleteChild(id sa.ChildID) (int, error) {
 	}
 	gw.log.Info("child deleted", "child", uint64(id), "sas", n)
 	return n, nil
+}
+
+// deleteIKEChildLocked deletes the SAs that the IKE child id owns
+// (gw.mu held).
+//
+// Invariant (TestRedTeamIKEChildIDSharedWithStaticChild): the IKE code
+// deletes only the SAs its child owns, never the SAD's whole child group
+// id: the ike package numbers its children from 1, the space of the
+// static child: ids, so a group may also hold static SAs.
+func (gw *Gateway) deleteIKEChildLocked(id sa.ChildID) (int, error) {
+	touched := map[*sa.Tunnel]bool{}
+	var gone []*sa.SA
+	for _, k := range slices.Clone(gw.order) {
+		e := gw.sas[k]
+		if e.owner == nil || e.owner.child != id {
+			continue
+		}
+		if t := gw.unlink(k, e); t != nil {
+			touched[t] = true
+		}
+		gone = append(gone, e.sa)
+	}
+	if len(gone) == 0 {
+		return 0, fmt.Errorf("%w: child %d", sa.ErrNotFound, id)
+	}
+	for t := range touched {
+		gw.rebindOut(t)
+	}
+	var errs []error
+	for _, s := range gone {
+		if err := gw.sad.DeleteSA(s); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	gw.log.Info("child deleted", "child", uint64(id), "sas", len(gone))
+	return len(gone), errors.Join(errs...)
 }
 
 // AllocSPI reserves a free inbound SPI in [lo, hi] (hi 0: the whole

@@ -89,7 +89,7 @@ func (gw *Gateway) reloadSAs(cfg *config.Config) (ReloadResult, error) {
 	}
 	for _, c := range cfg.SAs {
 		if c.Direction == config.Out {
-			gw.followPeer(c, func(k key) bool { return want[k] == nil })
+			gw.followPeer(c, func(k key) bool { return want[k] == nil && gw.sas[k].owner == nil })
 		}
 	}
 	var errs []error
@@ -220,11 +220,17 @@ func (gw *Gateway) UpdateSA(c *config.SA, tunnel string) error {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
 	if c.Direction == config.Out {
-		gw.followPeer(c, func(key) bool { return true })
+		gw.followPeer(c, func(k key) bool { return gw.sas[k].owner == nil }) // not an IKE child's
 	}
 	e := gw.sas[keyOf(c)]
 	if e == nil {
 		return fmt.Errorf("%w: %v SPI 0x%x", sa.ErrNotFound, keyOf(c).dir, c.SPI)
+	}
+	if e.owner != nil {
+		return fmt.Errorf("%w: sa %s (peer %s)", ErrIKEOwned, e.conf.Name, e.owner.peer)
+	}
+	if tunnel != "" && tunnel != e.tunnel && gw.peerTunnelLocked(tunnel) {
+		return fmt.Errorf("%w: tunnel %q carries an IKE peer's child SAs", ErrIKEOwned, tunnel)
 	}
 	if tunnel == "" {
 		tunnel = e.tunnel
@@ -293,6 +299,9 @@ func (gw *Gateway) DeleteSA(dir sa.Direction, spi uint32, remote netip.Addr) err
 				k = found[0]
 			}
 		}
+	}
+	if e := gw.sas[k]; e != nil && e.owner != nil {
+		return fmt.Errorf("%w: sa %s (peer %s)", ErrIKEOwned, e.conf.Name, e.owner.peer)
 	}
 	if err := gw.remove(k); err != nil {
 		return err
