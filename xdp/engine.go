@@ -35,6 +35,11 @@ type Port struct {
 	VLAN int
 }
 
+// isZero reports whether p selects no interface and sets nothing.
+func (p *Port) isZero() bool {
+	return p.Name == "" && p.Ifindex == 0 && p.NextHop == nil && p.MAC == nil && p.VLAN == 0
+}
+
 // MaxJumboMTU is the largest interface MTU an Engine with MultiBuffer
 // takes.
 const MaxJumboMTU = 9216
@@ -64,7 +69,21 @@ type EngineConfig struct {
 	Processor *sa.Processor
 	// Cipher is the ciphertext side: ESP and ESP-in-UDP arrive there
 	// (steered by the bpf program) and encrypted packets leave there.
+	// Required unless CipherPort is set; it must be the zero Port then.
 	Cipher Port
+	// CipherPort, if set, is the ciphertext side instead of Cipher: a
+	// port of the caller's (a UDP socket carrying ESP-in-UDP, a
+	// wireguard-go conn.Bind, an in-memory queue) and no XDP program
+	// at all on that side. Its Receive delivers whole ESP packets with
+	// their outer IP header (IP/ESP or IP/UDP/ESP, as the AF_XDP side
+	// delivers them past the Ethernet header), so the SAs check their
+	// outer addresses and ports as usual; its Transmit gets the
+	// encrypted packets with their outer IP header, which a socket port
+	// turns into its destination address. LocalAddrs, NATTPort (for the
+	// program), Unprotected, Steering and the interface tuning have no
+	// effect on it: the port decides which worker receives what (see
+	// the package documentation, "Ports").
+	CipherPort EnginePort
 	// Plain is the plaintext side (AF_XDP, bpf Plaintext mode with
 	// ProtectedPrefixes): packets to the protected prefixes arriving
 	// there are encrypted, decrypted packets leave there. Nil means no
@@ -303,7 +322,15 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 			return bad("CPU %d", cpu)
 		}
 	}
-	ports := []*Port{&c.Cipher}
+	var ports []*Port
+	switch {
+	case c.CipherPort != nil && !c.Cipher.isZero():
+		return bad("engine takes a Cipher interface or a CipherPort, not both")
+	case c.CipherPort == nil && c.Cipher.isZero():
+		return bad("engine needs a Cipher interface or a CipherPort")
+	case c.CipherPort == nil:
+		ports = append(ports, &c.Cipher)
+	}
 	switch {
 	case c.Plain != nil && c.PlainPort != nil:
 		return bad("engine takes a Plain interface or a PlainPort, not both")
@@ -335,7 +362,10 @@ func (c EngineConfig) normalize() (EngineConfig, error) {
 		return EngineConfig{}, err
 	}
 	if c.UMEM.NumFrames == 0 {
-		c.UMEM.NumFrames = engineFrames(len(ports), c.Queues, c.socketsPerQueue(), c.Workers, c.UMEM.FillSize, c.RXSize, c.TXSize)
+		// A port of the caller's holds at most a batch per worker: the
+		// AF_XDP side's rings are the bigger of the two, so an engine
+		// with no interface at all sizes its UMEM as one with one.
+		c.UMEM.NumFrames = engineFrames(max(1, len(ports)), c.Queues, c.socketsPerQueue(), c.Workers, c.UMEM.FillSize, c.RXSize, c.TXSize)
 	}
 	u, err := c.UMEM.normalize()
 	if err != nil {
@@ -462,6 +492,9 @@ type EngineStats struct {
 	// CipherSockets and PlainSockets are the sockets' counters, by
 	// queue.
 	CipherSockets, PlainSockets []Stats
+	// CipherPort is EngineConfig.CipherPort's counters (EnginePort.Stats;
+	// nil without it).
+	CipherPort *PortStats `json:",omitempty"`
 	// PlainPort is EngineConfig.PlainPort's counters (EnginePort.Stats;
 	// nil without one).
 	PlainPort *PortStats `json:",omitempty"`

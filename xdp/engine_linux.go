@@ -112,9 +112,11 @@ func (e *Engine) Start() (err error) {
 			rt.teardown()
 		}
 	}()
-	cIdx, cMAC, err := resolve(&cfg.Cipher)
-	if err != nil {
-		return err
+	cIdx, cMAC := 0, [6]byte{}
+	if cfg.CipherPort == nil {
+		if cIdx, cMAC, err = resolve(&cfg.Cipher); err != nil {
+			return err
+		}
 	}
 	pIdx := 0
 	var pMAC [6]byte
@@ -123,8 +125,10 @@ func (e *Engine) Start() (err error) {
 			return err
 		}
 	}
-	if err = checkMTU(&cfg.Cipher, cIdx, false, cfg.UMEM, cfg.MultiBuffer); err != nil {
-		return err
+	if cfg.CipherPort == nil {
+		if err = checkMTU(&cfg.Cipher, cIdx, false, cfg.UMEM, cfg.MultiBuffer); err != nil {
+			return err
+		}
 	}
 	if cfg.Plain != nil {
 		if err = checkMTU(cfg.Plain, pIdx, true, cfg.UMEM, cfg.MultiBuffer); err != nil {
@@ -139,8 +143,12 @@ func (e *Engine) Start() (err error) {
 		return err
 	}
 	rt.send = newSendPort(rt.u, cfg.Workers)
-	rt.xc = newXSKPort(rt, cMAC, [6]byte(cfg.Cipher.NextHop), cfg.Cipher.VLAN)
-	rt.ports[sideCipher] = rt.xc
+	if cfg.CipherPort != nil {
+		rt.ports[sideCipher] = cfg.CipherPort
+	} else {
+		rt.xc = newXSKPort(rt, cMAC, [6]byte(cfg.Cipher.NextHop), cfg.Cipher.VLAN)
+		rt.ports[sideCipher] = rt.xc
+	}
 	switch {
 	case cfg.Plain != nil:
 		rt.xp = newXSKPort(rt, pMAC, [6]byte(cfg.Plain.NextHop), cfg.Plain.VLAN)
@@ -157,11 +165,13 @@ func (e *Engine) Start() (err error) {
 	if steer.Spread {
 		steer.SpreadChunk = cfg.SpreadChunk
 	}
-	rt.progC, err = bpf.Load(bpf.Options{NATTPort: cfg.NATTPort, LocalAddrs: cfg.LocalAddrs, Queues: cfg.Queues,
-		Unprotected: cfg.Unprotected, SteerFragments: cfg.Reassembly != nil,
-		SocketsPerQueue: steer.SocketsPerQueue, SPIHash: steer.SPIHash, Spread: steer.Spread, SpreadChunk: steer.SpreadChunk})
-	if err != nil {
-		return err
+	if cfg.CipherPort == nil {
+		rt.progC, err = bpf.Load(bpf.Options{NATTPort: cfg.NATTPort, LocalAddrs: cfg.LocalAddrs, Queues: cfg.Queues,
+			Unprotected: cfg.Unprotected, SteerFragments: cfg.Reassembly != nil,
+			SocketsPerQueue: steer.SocketsPerQueue, SPIHash: steer.SPIHash, Spread: steer.Spread, SpreadChunk: steer.SpreadChunk})
+		if err != nil {
+			return err
+		}
 	}
 	if cfg.Plain != nil {
 		rt.progP, err = bpf.Load(bpf.Options{NATTPort: cfg.NATTPort, Plaintext: true,
@@ -182,7 +192,9 @@ func (e *Engine) Start() (err error) {
 			ordered: cfg.Processor.Concurrency() == sa.Ordered, ports: rt.ports, sq: rt.send.q[w],
 			router: router{icmp: newTokenBucket(cfg.ICMPRate, cfg.ICMPBurst)}}
 		rt.workers = append(rt.workers, ew)
-		rt.xc.addWorker(&ew.c, &ew.c.cipherRX, cfg.MultiBuffer)
+		if rt.xc != nil {
+			rt.xc.addWorker(&ew.c, &ew.c.cipherRX, cfg.MultiBuffer)
+		}
 		if rt.xp != nil {
 			rt.xp.addWorker(&ew.c, &ew.c.plainRX, cfg.MultiBuffer)
 		}
@@ -222,17 +234,20 @@ func (e *Engine) Start() (err error) {
 				}
 				slot = 0
 			}
-			s, err := open(rt.progC, cIdx, q, slot)
-			if err != nil {
-				return err
-			}
-			xq := rt.xc.q[ew.id]
-			xq.rx = append(xq.rx, s)
-			if q == ew.q {
-				xq.tx = s
+			if rt.xc != nil {
+				s, err := open(rt.progC, cIdx, q, slot)
+				if err != nil {
+					return err
+				}
+				xq := rt.xc.q[ew.id]
+				xq.rx = append(xq.rx, s)
+				if q == ew.q {
+					xq.tx = s
+				}
 			}
 			if cfg.Plain != nil {
-				if s, err = open(rt.progP, pIdx, q, slot); err != nil {
+				s, err := open(rt.progP, pIdx, q, slot)
+				if err != nil {
 					return err
 				}
 				xq := rt.xp.q[ew.id]
@@ -243,7 +258,7 @@ func (e *Engine) Start() (err error) {
 			}
 		}
 	}
-	if cfg.Steering == SteerSpread && cfg.Workers > 1 {
+	if cfg.Steering == SteerSpread && cfg.Workers > 1 && rt.xc != nil {
 		// Invariant: an in-order stream dealt to the workers loses
 		// nothing to anti-replay. One worker can fall behind the others
 		// by at most what its RX rings and a batch hold; twice that is
@@ -277,8 +292,10 @@ func (e *Engine) Start() (err error) {
 		// The Send queue: Send counts its packets (Sent).
 		ew.sources = append(ew.sources, source{port: rt.send, dir: sa.Out, rounds: 1})
 	}
-	if rt.attC, err = rt.progC.Attach(cIdx, cfg.Attach); err != nil {
-		return err
+	if rt.progC != nil {
+		if rt.attC, err = rt.progC.Attach(cIdx, cfg.Attach); err != nil {
+			return err
+		}
 	}
 	if cfg.Plain != nil {
 		if rt.attP, err = rt.progP.Attach(pIdx, cfg.Attach); err != nil {
@@ -450,9 +467,11 @@ func (e *Engine) statsLocked() EngineStats {
 			Fragmented: c.fragmented.Load(), Fragments: c.fragments.Load(), FragmentFailed: c.fragFailed.Load(),
 			JumboRX: c.jumboRX.Load(), JumboTX: c.jumboTX.Load(), JumboDrops: c.jumboDrops.Load(),
 		}
-		for _, s := range rt.xc.q[ew.id].rx {
-			ss, _ := s.Stats()
-			st.CipherSockets = append(st.CipherSockets, ss)
+		if rt.xc != nil {
+			for _, s := range rt.xc.q[ew.id].rx {
+				ss, _ := s.Stats()
+				st.CipherSockets = append(st.CipherSockets, ss)
+			}
 		}
 		if rt.xp != nil {
 			for _, s := range rt.xp.q[ew.id].rx {
@@ -462,8 +481,10 @@ func (e *Engine) statsLocked() EngineStats {
 		}
 	}
 	st.Processor, st.Frames = e.cfg.Processor.Stats(), rt.u.Counts()
-	st.CipherProgram, _ = rt.progC.Stats()
-	if !e.cfg.Unprotected.Empty() {
+	if rt.progC != nil {
+		st.CipherProgram, _ = rt.progC.Stats()
+	}
+	if rt.progC != nil && !e.cfg.Unprotected.Empty() {
 		if drops, err := rt.progC.UnprotectedDrops(); err == nil {
 			for i, n := range drops {
 				if n != 0 {
@@ -480,6 +501,10 @@ func (e *Engine) statsLocked() EngineStats {
 	}
 	if rt.progP != nil {
 		st.PlainProgram, _ = rt.progP.Stats()
+	}
+	if e.cfg.CipherPort != nil {
+		cs := e.cfg.CipherPort.Stats()
+		st.CipherPort = &cs
 	}
 	if e.cfg.PlainPort != nil {
 		ps := e.cfg.PlainPort.Stats()
