@@ -417,3 +417,159 @@ func TestUDPCipherPortTraffic(t *testing.T) {
 		})
 	}
 }
+
+// TestUDPCipherPortAlloc checks that the UDP port's batch loop, Receive
+// of a batch of datagrams and Transmit of it back to the sender,
+// allocates nothing per packet: the outer headers are written into the
+// frames, the message arrays are the worker's own, the system calls are
+// raw.
+func TestUDPCipherPortAlloc(t *testing.T) {
+	u, err := NewUMEM(UMEMConfig{NumFrames: 256, FillSize: 64, CompletionSize: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	port := newUDPPort(netip.MustParseAddrPort("127.0.0.1:0"))
+	if err := port.Bind(PortEnv{UMEM: u, Workers: 1, BatchSize: 16, Headroom: esp.MaxHeadroom, Tailroom: esp.MaxTailroom,
+		Wake: func(int) {}}); err != nil {
+		t.Skipf("loopback UDP: %v", err)
+	}
+	t.Cleanup(func() { port.Unbind() })
+	peer, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(peer) })
+	if err := unix.Bind(peer, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	unix.SetsockoptTimeval(peer, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 2})
+	const runs, batch = 20, 8
+	to := &unix.SockaddrInet4{Addr: port.Addr().Addr().As4(), Port: int(port.Addr().Port())}
+	payload := make([]byte, 100)
+	// AllocsPerRun runs the function once more than runs.
+	for i := range (runs + 1) * batch {
+		payload[0] = byte(i)
+		if err := unix.Sendto(peer, payload, 0, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pkts := make([]sa.Packet, batch)
+	moved := 0
+	allocs := testing.AllocsPerRun(runs, func() {
+		n := 0
+		for tries := 0; n < batch && tries < 1000; tries++ {
+			n += port.Receive(0, pkts[n:])
+		}
+		for i := range n {
+			// Back to the sender: swap the outer addresses and ports.
+			b := pkts[i].Data()
+			var a [4]byte
+			copy(a[:], b[12:16])
+			copy(b[12:16], b[16:20])
+			copy(b[16:20], a[:])
+			sp := binary.BigEndian.Uint16(b[20:])
+			copy(b[20:22], b[22:24])
+			binary.BigEndian.PutUint16(b[22:], sp)
+		}
+		port.Transmit(0, pkts[:n])
+		moved += n
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per batch of %d", allocs, batch)
+	}
+	if moved != (runs+1)*batch {
+		t.Fatalf("moved %d datagrams, want %d; port %+v", moved, (runs+1)*batch, port.Stats())
+	}
+	// The echoes arrive whole, and every frame is back.
+	buf := make([]byte, 200)
+	for i := range moved {
+		n, _, err := unix.Recvfrom(peer, buf, 0)
+		if err != nil || n != len(payload) {
+			t.Fatalf("echo %d: %d bytes, %v", i, n, err)
+		}
+	}
+	if st := port.Stats(); st.RX != uint64(moved) || st.TX != uint64(moved) || st.Drops != 0 {
+		t.Errorf("port counters %+v, want %d received and sent", st, moved)
+	}
+	if c := u.Counts(); c.App != 0 {
+		t.Errorf("frames not returned: %+v", c)
+	}
+}
+
+// TestUDPCipherPortDrops checks the port's bad-input handling: a packet
+// to transmit that is not IPv4/UDP is dropped and counted, never sent
+// nor panicked on, and its frame is freed; a datagram too long for a
+// frame is dropped (counted), never delivered in part.
+func TestUDPCipherPortDrops(t *testing.T) {
+	u, err := NewUMEM(UMEMConfig{NumFrames: 64, FillSize: 16, CompletionSize: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	port := newUDPPort(netip.MustParseAddrPort("127.0.0.1:0"))
+	env := PortEnv{UMEM: u, Workers: 1, BatchSize: 8, Headroom: esp.MaxHeadroom, Tailroom: esp.MaxTailroom, Wake: func(int) {}}
+	if err := port.Bind(env); err != nil {
+		t.Skipf("loopback UDP: %v", err)
+	}
+	t.Cleanup(func() { port.Unbind() })
+	pkts := make([]sa.Packet, 3)
+	if env.Alloc(pkts) != 3 {
+		t.Fatal("no frames")
+	}
+	copy(pkts[0].Buf[pkts[0].Off:], ipv4(netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.1"), 50, 1, make([]byte, 40)))
+	pkts[0].Len = 60 // bare ESP: not for a UDP socket
+	pkts[1].Len = 10 // too short for the headers
+	pkts[2].Len = 40
+	pkts[2].Buf[pkts[2].Off] = 0x60 // IPv6
+	port.Transmit(0, pkts)
+	if st := port.Stats(); st.Drops != 3 || st.TX != 0 {
+		t.Errorf("counters %+v, want 3 drops", st)
+	}
+	peer, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(peer) })
+	to := &unix.SockaddrInet4{Addr: port.Addr().Addr().As4(), Port: int(port.Addr().Port())}
+	if err := unix.Sendto(peer, make([]byte, env.MaxPacket()), 0, to); err != nil { // 28 bytes too long
+		t.Fatal(err)
+	}
+	got := 0
+	netns.WaitFor(2*time.Second, func() bool {
+		got += port.Receive(0, pkts)
+		return port.Stats().Drops == 4
+	})
+	if st := port.Stats(); got != 0 || st.Drops != 4 || st.RX != 0 {
+		t.Errorf("oversized datagram: %d delivered, counters %+v", got, st)
+	}
+	if c := u.Counts(); c.App != 0 {
+		t.Errorf("frames not returned: %+v", c)
+	}
+}
+
+// TestEngineCipherPortConfig checks that an engine takes exactly one of
+// Cipher and CipherPort.
+func TestEngineCipherPortConfig(t *testing.T) {
+	proc, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sa.NewSAD(sa.SADOptions{})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac := []byte{2, 0, 0, 0, 0, 1}
+	for _, c := range []struct {
+		name string
+		cfg  EngineConfig
+		ok   bool
+	}{
+		{"neither", EngineConfig{Processor: proc, PlainPort: &memPort{}}, false},
+		{"both", EngineConfig{Processor: proc, Cipher: Port{Name: "lo", NextHop: mac}, CipherPort: newUDPPort(netip.AddrPort{}), PlainPort: &memPort{}}, false},
+		{"both, Cipher only a VLAN", EngineConfig{Processor: proc, Cipher: Port{VLAN: 5}, CipherPort: newUDPPort(netip.AddrPort{}), Deliver: func([][]byte) {}}, false},
+		{"CipherPort", EngineConfig{Processor: proc, CipherPort: newUDPPort(netip.AddrPort{}), Deliver: func([][]byte) {}}, true},
+		{"Cipher", EngineConfig{Processor: proc, Cipher: Port{Name: "lo", NextHop: mac}, Deliver: func([][]byte) {}}, true},
+	} {
+		_, err := NewEngine(c.cfg)
+		if c.ok != (err == nil) || (err != nil && !errors.Is(err, ErrInvalidConfig)) {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+}
