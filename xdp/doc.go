@@ -225,8 +225,9 @@
 // (before a sleep and at Stop), PollFDs or
 // PortEnv.Wake wake a sleeping worker, Bind and Unbind bracket a run.
 // Worker w calls a port with w from its own thread only, so a port keeps
-// per-worker state without locks. The ciphertext side is always the
-// AF_XDP port of EngineConfig.Cipher; the plaintext side is the AF_XDP
+// per-worker state without locks. The ciphertext side is the AF_XDP
+// port of EngineConfig.Cipher or a port of the caller's,
+// EngineConfig.CipherPort (exactly one of them); the plaintext side is the AF_XDP
 // port of EngineConfig.Plain, a transmit-only port around
 // EngineConfig.Deliver, or a port of the caller's, EngineConfig.PlainPort.
 // A worker receives from three sources, each a port: the ciphertext
@@ -243,6 +244,26 @@
 // serves every port) and nothing should allocate per packet. The AF_XDP
 // ports need no copy: their frames are the UMEM's, so a frame received on
 // one leaves on the other as it is, past a new Ethernet header.
+//
+// A ciphertext port (EngineConfig.CipherPort) receives and transmits
+// whole ESP packets with their outer IP header (IP/ESP or IP/UDP/ESP),
+// what the AF_XDP side has past the Ethernet header, so the SAs check
+// outer addresses and NAT-T ports as usual and need no ESPOnly setting.
+// A UDP socket port writes an outer IPv4 and UDP header in front of each
+// datagram it receives (source the sender, destination its bound
+// address; the sa.Processor's NATTPort must be the bound port) and, on
+// transmit, sends the payload after the outer headers to their
+// destination address and port. With such a port no XDP program runs on
+// the ciphertext side and nothing steers: worker w gets what the port's
+// Receive(w) returns. A UDP port that opens one socket per worker, all
+// bound to one address with SO_REUSEPORT, each worker polling its own,
+// gets the kernel's reuseport hash as its steering: every packet from
+// one peer address and port reaches one worker in order, peers spread
+// over the workers, and the sa concurrency modes (hand-off to an SA's
+// owner, Ordered's shared AEAD work) do the rest. Steering, LocalAddrs,
+// Unprotected and the socket tuning apply only to AF_XDP sides; an
+// engine with a CipherPort and a PlainPort or Deliver needs no
+// privileges (see udpPort and TestUDPCipherPortTraffic in the tests).
 //
 // Router duties (outer reassembly, TTL, MSS clamping, ICMP errors,
 // fragmentation before encryption) are the worker's, around the SA
