@@ -12,7 +12,9 @@ import (
 // AF_XDP sockets of EngineConfig.Cipher and EngineConfig.Plain, and
 // EngineConfig.Deliver (a transmit-only port); EngineConfig.PlainPort
 // plugs in a port of the caller's as the plaintext side (see
-// ExampleEnginePort).
+// ExampleEnginePort), EngineConfig.CipherPort one as the ciphertext side
+// (whole ESP packets with their outer IP header; see the package
+// documentation for a UDP socket port and its steering).
 //
 // Packets travel between ports in the frames of the engine's UMEM, as
 // sa.Packets (Buf the whole frame, Buf[Off:Off+Len] the IP packet, Meta
