@@ -59,7 +59,6 @@ type udpQueue struct {
 	msgs  [MaxBatch]unix.Mmsghdr
 	iov   [MaxBatch]unix.Iovec
 	names [MaxBatch]unix.RawSockaddrInet4
-	pkts  [MaxBatch]sa.Packet
 
 	rx, tx, drops atomic.Uint64
 }
