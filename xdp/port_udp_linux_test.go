@@ -218,7 +218,7 @@ func (u *udpPort) Transmit(w int, pkts []sa.Packet) {
 			nm := &q.names[n]
 			*nm = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: [4]byte(b[16:20])}
 			copy((*[2]byte)(unsafe.Pointer(&nm.Port))[:], b[22:24]) // network order as it is
-			q.iov[n].Base = nil // an empty datagram has no first byte
+			q.iov[n].Base = nil                                     // an empty datagram has no first byte
 			if len(b) > udpHdrs {
 				q.iov[n].Base = &b[udpHdrs]
 			}
