@@ -218,7 +218,8 @@ func (u *udpPort) Transmit(w int, pkts []sa.Packet) {
 			nm := &q.names[n]
 			*nm = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: [4]byte(b[16:20])}
 			copy((*[2]byte)(unsafe.Pointer(&nm.Port))[:], b[22:24]) // network order as it is
-			q.iov[n].Base = nil                                     // an empty datagram has no first byte
+			// An empty datagram has no first byte to point at.
+			q.iov[n].Base = nil
 			if len(b) > udpHdrs {
 				q.iov[n].Base = &b[udpHdrs]
 			}
@@ -347,8 +348,9 @@ func newUDPPair(t *testing.T, workers int, mode sa.Concurrency) (a, b *udpSide) 
 // Invariants: every packet injected on one side arrives exactly once and
 // unchanged out of the other side's plaintext port (the outer headers
 // the port writes pass the SAs' outer address and port checks), the
-// ports' counters agree with the engines', and every frame is back in
-// its UMEM afterwards (checkFrames).
+// ports' counters agree with the engines', one peer's ESP is received
+// by one worker only (the SO_REUSEPORT steering), and every frame is
+// back in its UMEM afterwards (checkFrames).
 func TestUDPCipherPortTraffic(t *testing.T) {
 	for _, mode := range []sa.Concurrency{sa.Shared, sa.Sharded, sa.Ordered} {
 		t.Run(mode.String(), func(t *testing.T) {
@@ -409,6 +411,17 @@ func TestUDPCipherPortTraffic(t *testing.T) {
 				if st.CipherPort == nil || st.CipherPort.RX != rx || st.CipherPort.TX != enc || dec != count || enc != count ||
 					st.CipherPort.Drops != 0 {
 					t.Errorf("counters: port %+v, workers CipherRX %d Decrypted %d Encrypted %d, want %d each", st.CipherPort, rx, dec, enc, count)
+				}
+				// Steering by SO_REUSEPORT: the one peer's packets all
+				// reach one worker (its socket), in order.
+				busy := 0
+				for _, w := range st.Workers {
+					if w.CipherRX > 0 {
+						busy++
+					}
+				}
+				if busy != 1 {
+					t.Errorf("one peer's ESP received by %d workers, want 1: %+v", busy, st.Workers)
 				}
 				if st.CipherSockets != nil || st.CipherProgram.ESPRedirected != 0 {
 					t.Errorf("AF_XDP cipher counters without an interface: %+v %+v", st.CipherSockets, st.CipherProgram)
