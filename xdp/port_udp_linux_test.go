@@ -680,3 +680,137 @@ func TestUDPCipherPortRandom(t *testing.T) {
 		t.Errorf("frames not returned: %+v", c)
 	}
 }
+
+// TestUDPCipherPortWithAFXDPPlain runs an engine whose ciphertext side
+// is a UDP socket port (192.0.2.1:4500 in nsE, no XDP program there)
+// and whose plaintext side is the AF_XDP interface p.A, against a Go
+// peer with a UDP socket at 192.0.2.2:4500 in nsC, both ways.
+// Invariants: plaintext from nsP to the protected prefix leaves as ESP
+// in UDP that the peer decrypts to the packets sent, unchanged and each
+// once; ESP in UDP from the peer comes out of p.A decrypted, each once;
+// no frame leaks (checkFrames).
+func TestUDPCipherPortWithAFXDPPlain(t *testing.T) {
+	requireNet(t)
+	n := newEngNet(t)
+	tr := esp.MustParseTransform("aes128gcm16")
+	mk := func(spi uint32, dir sa.Direction, local, remote netip.Addr) *sa.SA {
+		s, err := sa.New(sa.Config{SPI: spi, Direction: dir, Mode: esp.Tunnel, Local: local, Remote: remote,
+			UDPEncap: true, Transform: tr, Key: engKey, ReplayWindow: 1024})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	sad, peerSAD := sa.NewSAD(sa.SADOptions{}), sa.NewSAD(sa.SADOptions{})
+	out, peerOut := mk(0x4001, sa.Out, n.eC, n.pC), mk(0x4002, sa.Out, n.pC, n.eC)
+	for _, x := range []struct {
+		sad *sa.SAD
+		s   *sa.SA
+	}{{sad, out}, {sad, mk(0x4002, sa.In, n.eC, n.pC)}, {peerSAD, peerOut}, {peerSAD, mk(0x4001, sa.In, n.pC, n.eC)}} {
+		if err := x.sad.Add(x.s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tun, peerTun := sa.NewTunnel("peer"), sa.NewTunnel("engine")
+	tun.SetOutbound(out)
+	peerTun.SetOutbound(peerOut)
+	proc, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sad, Tunnel: tun})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := sa.NewProcessor(sa.ProcessorOptions{SAD: peerSAD, Tunnel: peerTun})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := n.config(&engSAs{proc: proc})
+	cfg.Cipher, cfg.CipherPort = Port{}, newUDPPort(netip.AddrPortFrom(n.eC, 4500))
+	e := startEngine(t, n, cfg)
+	var pfd int
+	if err := n.nsC.Do(func() (err error) {
+		if pfd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
+			return err
+		}
+		return unix.Bind(pfd, &unix.SockaddrInet4{Addr: n.pC.As4(), Port: 4500})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(pfd) })
+	unix.SetsockoptTimeval(pfd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 3})
+	capP := newCapture(t, n.p.B)
+
+	const count = 50
+	// Encrypt direction: nsP → protected prefix → ESP in UDP to the peer.
+	var innerOut [][]byte
+	for i := range count {
+		innerOut = append(innerOut, innerUDP(n.pP, n.remote, uint16(i), 20+i*7))
+	}
+	if err := sendIPv4(n.nsP, unix.IPPROTO_RAW, innerOut...); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{}
+	for _, p := range innerOut {
+		want[string(p)]++
+	}
+	buf := make([]byte, 4096)
+	for i := range count {
+		m, from, err := unix.Recvfrom(pfd, buf[esp.MaxHeadroom+udpHdrs:len(buf)-esp.MaxTailroom], 0)
+		if err != nil {
+			t.Fatalf("peer received %d of %d: %v; stats %+v", i, count, err, e.Stats().CipherPort)
+		}
+		src := from.(*unix.SockaddrInet4)
+		if src.Addr != n.eC.As4() || src.Port != 4500 {
+			t.Errorf("ESP in UDP from %v:%d, want %v:4500", src.Addr, src.Port, n.eC)
+		}
+		pk := []sa.Packet{{Buf: buf, Off: esp.MaxHeadroom, Len: udpHdrs + m}}
+		putIPv4UDP(buf[esp.MaxHeadroom:esp.MaxHeadroom+udpHdrs+m], src.Addr, n.pC.As4(), uint16(src.Port), 4500)
+		peer.Worker(0).Inbound(pk)
+		if pk[0].Verdict != sa.VerdictOK {
+			t.Fatalf("peer decrypt %d: %v %v", i, pk[0].Verdict, pk[0].Reason)
+		}
+		if want[string(pk[0].Data())] == 0 {
+			t.Errorf("peer decrypted packet %d that was not sent, or twice", i)
+		}
+		want[string(pk[0].Data())]--
+	}
+	// Decrypt direction: the peer's ESP in UDP → plaintext out of p.A.
+	to := &unix.SockaddrInet4{Addr: n.eC.As4(), Port: 4500}
+	var innerIn [][]byte
+	for i := range count {
+		p := innerUDP(n.remote, n.pP, uint16(100+i), 30+i*5)
+		innerIn = append(innerIn, p)
+		pk := []sa.Packet{{Buf: make([]byte, esp.MaxHeadroom+len(p)+esp.MaxTailroom), Off: esp.MaxHeadroom, Len: len(p)}}
+		copy(pk[0].Buf[esp.MaxHeadroom:], p)
+		peer.Worker(0).Outbound(pk)
+		if pk[0].Verdict != sa.VerdictOK {
+			t.Fatalf("peer encrypt: %v %v", pk[0].Verdict, pk[0].Reason)
+		}
+		if err := unix.Sendto(pfd, pk[0].Data()[udpHdrs:], 0, to); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 9 {
+			netns.WaitFor(2*time.Second, func() bool { return e.Stats().Workers[0].Decrypted >= uint64(i+1) })
+		}
+	}
+	got := capP.collect(count, 5*time.Second, fromTo(17, n.remote, n.pP))
+	wantIn := map[string]int{}
+	for _, p := range innerIn {
+		wantIn[string(p)]++
+	}
+	for i, f := range got {
+		if wantIn[string(f[14:])] == 0 {
+			t.Errorf("frame %d on the plaintext side was not sent, or twice", i)
+		}
+		wantIn[string(f[14:])]--
+	}
+	if len(got) != count {
+		t.Errorf("%d of %d decrypted packets left the plaintext side; stats %+v", len(got), count, e.Stats().Workers)
+	}
+	// TX counts what the engine encrypted: the packets above, and the
+	// ICMP port unreachables nsP answers the decrypted UDP with.
+	st := e.Stats()
+	if st.CipherPort == nil || st.CipherPort.RX != count || st.CipherPort.TX != st.Workers[0].Encrypted ||
+		st.CipherPort.TX < count || st.CipherPort.Drops != 0 || st.Workers[0].Decrypted != count {
+		t.Errorf("cipher port counters %+v, workers %+v", st.CipherPort, st.Workers)
+	}
+	checkFrames(t, e)
+}
