@@ -147,15 +147,7 @@ func (s *IKESA) rekeyChildAttempt(ctx context.Context, target *ChildSA) (*ChildS
 	group := dhOf(e.espProp)
 	e.mu.Unlock()
 
-	var child *ChildSA
-	for try := 0; try < 2; try++ {
-		var retry DHGroup
-		child, retry, err = s.rekeyChildOnce(ctx, old, spi, group)
-		if retry == 0 {
-			break
-		}
-		group = retry
-	}
+	child, err := s.createChildRetry(ctx, old, spi, group)
 	e.mu.Lock()
 	old.ourRekey = false
 	lost := false
@@ -273,15 +265,7 @@ func (s *IKESA) createChildAttempt(ctx context.Context) (*ChildSA, error) {
 	}
 	group := dhOf(e.espProp)
 	e.mu.Unlock()
-	var child *ChildSA
-	for try := 0; try < 2; try++ {
-		var retry DHGroup
-		child, retry, err = s.rekeyChildOnce(ctx, nil, spi, group)
-		if retry == 0 {
-			break
-		}
-		group = retry
-	}
+	child, err := s.createChildRetry(ctx, nil, spi, group)
 	if err != nil {
 		if e.cfg.SAD != nil {
 			e.cfg.SAD.ReleaseSPI(binary.BigEndian.Uint32(spi))
@@ -572,4 +556,22 @@ func (s *IKESA) respondCreateChild(m *Message) []func() {
 		return []func(){func() { f(c) }, send} // see respondLater
 	}
 	return []func(){send}
+}
+
+// createChildRetry runs one CREATE_CHILD_SA exchange (a rekey of old,
+// or an additional child when old is nil) and, when the peer answers
+// INVALID_KE_PAYLOAD naming another group, retries it once with that
+// group.
+func (s *IKESA) createChildRetry(ctx context.Context, old *ChildSA, spi []byte, group DHGroup) (*ChildSA, error) {
+	var child *ChildSA
+	var err error
+	for try := 0; try < 2; try++ {
+		var retry DHGroup
+		child, retry, err = s.rekeyChildOnce(ctx, old, spi, group)
+		if retry == 0 {
+			break
+		}
+		group = retry
+	}
+	return child, err
 }
