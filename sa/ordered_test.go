@@ -177,37 +177,15 @@ func TestOrderedBoardHelp(t *testing.T) {
 	}
 }
 
-// TestOrderedInOrder sends an in-order stream through one sequencer
-// worker of an Ordered processor while the other workers help from
-// Drain, yielding at random: sequence numbers go out in arrival order
-// and decrypted packets come back in arrival order, none lost.
-func TestOrderedInOrder(t *testing.T) {
-	const nw, total = 3, 3000
-	s := newTwoSides(t, Ordered, nw, 1, "aes128gcm16")
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var helped atomic.Int64
-	for _, p := range []*Processor{s.tx, s.rx} {
-		for w := 1; w < nw; w++ {
-			wg.Add(1)
-			go func(w *Worker, seed uint64) {
-				defer wg.Done()
-				rng := rand.New(rand.NewPCG(seed, 1))
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					helped.Add(int64(w.help()))
-					if rng.IntN(4) == 0 {
-						runtime.Gosched()
-					}
-				}
-			}(p.Worker(w), uint64(w))
-		}
-	}
-	rng := rand.New(rand.NewPCG(7, 7))
+// sendInOrder sends total packets of one SA, in batches of random size
+// (seeded), through worker 0 of s.tx then of s.rx, and fails t unless
+// every packet is accepted both ways, sequence numbers go out in
+// arrival order and the decrypted packets come back in arrival order.
+// With yield it yields at random between batches. It returns the number
+// of packets received.
+func sendInOrder(t *testing.T, s *twoSides, total int, seed uint64, yield bool) uint64 {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, seed))
 	var lastSeq uint32
 	next := uint64(0)
 	for id := 0; id < total; {
@@ -238,10 +216,44 @@ func TestOrderedInOrder(t *testing.T) {
 			}
 			next++
 		}
-		if rng.IntN(3) == 0 {
+		if yield && rng.IntN(3) == 0 {
 			runtime.Gosched()
 		}
 	}
+	return next
+}
+
+// TestOrderedInOrder sends an in-order stream through one sequencer
+// worker of an Ordered processor while the other workers help from
+// Drain, yielding at random: sequence numbers go out in arrival order
+// and decrypted packets come back in arrival order, none lost.
+func TestOrderedInOrder(t *testing.T) {
+	const nw, total = 3, 3000
+	s := newTwoSides(t, Ordered, nw, 1, "aes128gcm16")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var helped atomic.Int64
+	for _, p := range []*Processor{s.tx, s.rx} {
+		for w := 1; w < nw; w++ {
+			wg.Add(1)
+			go func(w *Worker, seed uint64) {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(seed, 1))
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					helped.Add(int64(w.help()))
+					if rng.IntN(4) == 0 {
+						runtime.Gosched()
+					}
+				}
+			}(p.Worker(w), uint64(w))
+		}
+	}
+	sendInOrder(t, s, total, 7, true)
 	close(stop)
 	wg.Wait()
 	t.Logf("helpers did %d of %d AEAD jobs", helped.Load(), 2*total)
@@ -654,38 +666,7 @@ func TestOrderedStalledHelpersProperty(t *testing.T) {
 			}(p, p.Worker(w), uint64(w)+uint64(len(p.workers))*7)
 		}
 	}
-	rng := rand.New(rand.NewPCG(11, 11))
-	var lastSeq uint32
-	next := uint64(0)
-	for id := 0; id < total; {
-		b := make([]Packet, 1+rng.IntN(2*maxRun))
-		for i := range b {
-			b[i] = packetFor(udpPacket(hostA, hostB, 1, 2, 200, uint64(id+i)))
-			b[i].Tunnel = s.tuns[0]
-		}
-		id += len(b)
-		s.tx.Worker(0).Outbound(b)
-		for _, p := range b {
-			if p.Verdict != VerdictOK {
-				t.Fatalf("outbound %v %v", p.Verdict, p.Reason)
-			}
-			seq := binary.BigEndian.Uint32(p.Data()[24:])
-			if seq != lastSeq+1 {
-				t.Fatalf("sequence number %d after %d", seq, lastSeq)
-			}
-			lastSeq = seq
-		}
-		s.rx.Worker(0).Inbound(b)
-		for _, p := range b {
-			if p.Verdict != VerdictOK {
-				t.Fatalf("inbound %v %v", p.Verdict, p.Reason)
-			}
-			if got := binary.BigEndian.Uint64(p.Data()[28:]); got != next {
-				t.Fatalf("packet %d left after %d: out of arrival order", got, next-1)
-			}
-			next++
-		}
-	}
+	next := sendInOrder(t, s, total, 11, false)
 	close(stop)
 	wg.Wait()
 	if st := s.ins[0].Stats(); st.DecapsPkts != next {
