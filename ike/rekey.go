@@ -104,13 +104,9 @@ func tempWait(ctx context.Context, base time.Duration, try int) error {
 func (s *IKESA) rekeyChildAttempt(ctx context.Context, target *ChildSA) (*ChildSA, error) {
 	e := s.e
 	e.mu.Lock()
-	if s.successor != nil || s.rekeying {
+	if err := s.childExchangeOKLocked(); err != nil {
 		e.mu.Unlock()
-		return nil, fmt.Errorf("%w: %w", errTemporary, errf(ErrConfig, "IKE SA rekey under way"))
-	}
-	if s.state != stateEstablished || s.deleting {
-		e.mu.Unlock()
-		return nil, errf(ErrClosed, "IKE SA not established")
+		return nil, err
 	}
 	var old *ChildSA
 	for k := len(s.children) - 1; k >= 0 && old == nil; k-- {
@@ -244,13 +240,9 @@ func (s *IKESA) CreateChild(ctx context.Context) (*ChildSA, error) {
 func (s *IKESA) createChildAttempt(ctx context.Context) (*ChildSA, error) {
 	e := s.e
 	e.mu.Lock()
-	if s.successor != nil || s.rekeying {
+	if err := s.childExchangeOKLocked(); err != nil {
 		e.mu.Unlock()
-		return nil, fmt.Errorf("%w: %w", errTemporary, errf(ErrConfig, "IKE SA rekey under way"))
-	}
-	if s.state != stateEstablished || s.deleting {
-		e.mu.Unlock()
-		return nil, errf(ErrClosed, "IKE SA not established")
+		return nil, err
 	}
 	// Invariant (TestAdditionalChildBound): we create no child beyond
 	// maxChildren either (the peer would refuse it).
@@ -574,4 +566,18 @@ func (s *IKESA) createChildRetry(ctx context.Context, old *ChildSA, spi []byte, 
 		group = retry
 	}
 	return child, err
+}
+
+// childExchangeOKLocked reports (with e.mu held) whether s may run a
+// CREATE_CHILD_SA exchange for a child now: a temporary error while the
+// IKE SA itself is being rekeyed, ErrClosed unless it is established and
+// not being deleted.
+func (s *IKESA) childExchangeOKLocked() error {
+	if s.successor != nil || s.rekeying {
+		return fmt.Errorf("%w: %w", errTemporary, errf(ErrConfig, "IKE SA rekey under way"))
+	}
+	if s.state != stateEstablished || s.deleting {
+		return errf(ErrClosed, "IKE SA not established")
+	}
+	return nil
 }
