@@ -133,20 +133,22 @@ func TestRunCap(t *testing.T) {
 	}
 }
 
-// TestOrderedBoardHelp publishes a run on a worker's board by hand and
-// lets another worker do all of its AEAD jobs through Drain: the results
-// are those of the sequencer doing them itself.
-func TestOrderedBoardHelp(t *testing.T) {
-	out, _ := mustPair(t, "aes128gcm16", 0x4444, nil)
+// publishOrderedRun builds an Ordered processor of 2 workers with one
+// outbound SA of spi and publishes by hand, on worker 0's board, a run
+// of n encryption jobs (sequence numbers 1 to n) for the other worker
+// to claim. It returns both workers and the jobs.
+func publishOrderedRun(t *testing.T, spi uint32, n int) (w0, w1 *Worker, js []job) {
+	t.Helper()
+	out, _ := mustPair(t, "aes128gcm16", spi, nil)
 	sad := NewSAD(SADOptions{})
 	sad.Add(out)
 	p, err := NewProcessor(ProcessorOptions{SAD: sad, Workers: 2, Concurrency: Ordered})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w0, w1 := p.Worker(0), p.Worker(1)
-	pk := make([]Packet, 6)
-	js := make([]job, 6)
+	w0, w1 = p.Worker(0), p.Worker(1)
+	pk := make([]Packet, n)
+	js = make([]job, n)
 	for i := range js {
 		pk[i] = packetFor(udpPacket(hostA, hostB, 1, 2, 20, uint64(i)))
 		js[i] = job{p: &pk[i], seq: uint64(i + 1)}
@@ -155,6 +157,15 @@ func TestOrderedBoardHelp(t *testing.T) {
 	b.jobs, b.sa, b.at = js, out, out.attrs.Load()
 	b.epoch.Store(1)
 	b.ctl.Store(1<<16 | uint64(len(js)))
+	return w0, w1, js
+}
+
+// TestOrderedBoardHelp publishes a run on a worker's board by hand and
+// lets another worker do all of its AEAD jobs through Drain: the results
+// are those of the sequencer doing them itself.
+func TestOrderedBoardHelp(t *testing.T) {
+	w0, w1, js := publishOrderedRun(t, 0x4444, 6)
+	b := w0.board
 	if n := w1.Pending(); n != len(js) {
 		t.Fatalf("Pending %d, want the %d unclaimed jobs", n, len(js))
 	}
@@ -679,24 +690,8 @@ func TestOrderedStalledHelpersProperty(t *testing.T) {
 // after a batch of its own (it has input, so it does its own jobs), and
 // takes them at the next Drain with no batch in between.
 func TestOrderedDrainHelpsWhenIdle(t *testing.T) {
-	out, _ := mustPair(t, "aes128gcm16", 0x4646, nil)
-	sad := NewSAD(SADOptions{})
-	sad.Add(out)
-	p, err := NewProcessor(ProcessorOptions{SAD: sad, Workers: 2, Concurrency: Ordered})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w0, w1 := p.Worker(0), p.Worker(1)
-	pk := make([]Packet, 4)
-	js := make([]job, 4)
-	for i := range js {
-		pk[i] = packetFor(udpPacket(hostA, hostB, 1, 2, 20, uint64(i)))
-		js[i] = job{p: &pk[i], seq: uint64(i + 1)}
-	}
+	w0, w1, js := publishOrderedRun(t, 0x4646, 4)
 	b := w0.board
-	b.jobs, b.sa, b.at = js, out, out.attrs.Load()
-	b.epoch.Store(1)
-	b.ctl.Store(1<<16 | uint64(len(js)))
 	own := []Packet{{Buf: []byte{0x45}, Len: 1}} // a batch of its own (dropped: malformed)
 	w1.Inbound(own)
 	if w1.Drain(nil); b.done.Load() != 0 || w1.Pending() != len(js) {
