@@ -439,14 +439,7 @@ func TestUDPCipherPortTraffic(t *testing.T) {
 // raw.
 func TestUDPCipherPortAlloc(t *testing.T) {
 	u, port, _ := bindLoopbackUDPPort(t, UMEMConfig{NumFrames: 256, FillSize: 64, CompletionSize: 64}, 16)
-	peer, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(peer) })
-	if err := unix.Bind(peer, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
+	peer := loopbackUDPPeer(t)
 	unix.SetsockoptTimeval(peer, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 2})
 	const runs, batch = 20, 8
 	to := &unix.SockaddrInet4{Addr: port.Addr().Addr().As4(), Port: int(port.Addr().Port())}
@@ -578,14 +571,7 @@ func TestEngineCipherPortConfig(t *testing.T) {
 // the datagram unchanged; every frame is back in the UMEM at the end.
 func TestUDPCipherPortRandom(t *testing.T) {
 	u, port, env := bindLoopbackUDPPort(t, UMEMConfig{NumFrames: 256, FillSize: 64, CompletionSize: 64}, 32)
-	peer, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(peer) })
-	if err := unix.Bind(peer, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
+	peer := loopbackUDPPeer(t)
 	psa, _ := unix.Getsockname(peer)
 	peerPort := uint16(psa.(*unix.SockaddrInet4).Port)
 	to := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: int(port.Addr().Port())}
@@ -803,4 +789,19 @@ func bindLoopbackUDPPort(t *testing.T, cfg UMEMConfig, batch int) (*UMEM, *udpPo
 	}
 	t.Cleanup(func() { port.Unbind() })
 	return u, port, env
+}
+
+// loopbackUDPPeer returns a blocking UDP socket bound to 127.0.0.1 (a
+// free port), closed when t ends.
+func loopbackUDPPeer(t *testing.T) int {
+	t.Helper()
+	peer, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(peer) })
+	if err := unix.Bind(peer, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	return peer
 }
