@@ -360,15 +360,8 @@ func espFromIKE(p Proposal) (string, error) {
 		return fmt.Sprintf("aes%dgcm16", e.KeyLen), nil
 	case EncrAESCBC:
 		i, _ := p.get(TransformInteg)
-		var s string
-		switch i.ID {
-		case IntegHMACSHA256_128:
-			s = "sha256"
-		case IntegHMACSHA384_192:
-			s = "sha384"
-		case IntegHMACSHA512_256:
-			s = "sha512"
-		default:
+		s, ok := integNames[i.ID]
+		if !ok {
 			return "", errf(ErrUnsupported, "ESP integrity %d", i.ID)
 		}
 		return fmt.Sprintf("aes%d-%s", e.KeyLen, s), nil

@@ -104,13 +104,9 @@ func tempWait(ctx context.Context, base time.Duration, try int) error {
 func (s *IKESA) rekeyChildAttempt(ctx context.Context, target *ChildSA) (*ChildSA, error) {
 	e := s.e
 	e.mu.Lock()
-	if s.successor != nil || s.rekeying {
+	if err := s.childExchangeOKLocked(); err != nil {
 		e.mu.Unlock()
-		return nil, fmt.Errorf("%w: %w", errTemporary, errf(ErrConfig, "IKE SA rekey under way"))
-	}
-	if s.state != stateEstablished || s.deleting {
-		e.mu.Unlock()
-		return nil, errf(ErrClosed, "IKE SA not established")
+		return nil, err
 	}
 	var old *ChildSA
 	for k := len(s.children) - 1; k >= 0 && old == nil; k-- {
@@ -147,15 +143,7 @@ func (s *IKESA) rekeyChildAttempt(ctx context.Context, target *ChildSA) (*ChildS
 	group := dhOf(e.espProp)
 	e.mu.Unlock()
 
-	var child *ChildSA
-	for try := 0; try < 2; try++ {
-		var retry DHGroup
-		child, retry, err = s.rekeyChildOnce(ctx, old, spi, group)
-		if retry == 0 {
-			break
-		}
-		group = retry
-	}
+	child, err := s.createChildRetry(ctx, old, spi, group)
 	e.mu.Lock()
 	old.ourRekey = false
 	lost := false
@@ -252,13 +240,9 @@ func (s *IKESA) CreateChild(ctx context.Context) (*ChildSA, error) {
 func (s *IKESA) createChildAttempt(ctx context.Context) (*ChildSA, error) {
 	e := s.e
 	e.mu.Lock()
-	if s.successor != nil || s.rekeying {
+	if err := s.childExchangeOKLocked(); err != nil {
 		e.mu.Unlock()
-		return nil, fmt.Errorf("%w: %w", errTemporary, errf(ErrConfig, "IKE SA rekey under way"))
-	}
-	if s.state != stateEstablished || s.deleting {
-		e.mu.Unlock()
-		return nil, errf(ErrClosed, "IKE SA not established")
+		return nil, err
 	}
 	// Invariant (TestAdditionalChildBound): we create no child beyond
 	// maxChildren either (the peer would refuse it).
@@ -273,15 +257,7 @@ func (s *IKESA) createChildAttempt(ctx context.Context) (*ChildSA, error) {
 	}
 	group := dhOf(e.espProp)
 	e.mu.Unlock()
-	var child *ChildSA
-	for try := 0; try < 2; try++ {
-		var retry DHGroup
-		child, retry, err = s.rekeyChildOnce(ctx, nil, spi, group)
-		if retry == 0 {
-			break
-		}
-		group = retry
-	}
+	child, err := s.createChildRetry(ctx, nil, spi, group)
 	if err != nil {
 		if e.cfg.SAD != nil {
 			e.cfg.SAD.ReleaseSPI(binary.BigEndian.Uint32(spi))
@@ -572,4 +548,36 @@ func (s *IKESA) respondCreateChild(m *Message) []func() {
 		return []func(){func() { f(c) }, send} // see respondLater
 	}
 	return []func(){send}
+}
+
+// createChildRetry runs one CREATE_CHILD_SA exchange (a rekey of old,
+// or an additional child when old is nil) and, when the peer answers
+// INVALID_KE_PAYLOAD naming another group, retries it once with that
+// group.
+func (s *IKESA) createChildRetry(ctx context.Context, old *ChildSA, spi []byte, group DHGroup) (*ChildSA, error) {
+	var child *ChildSA
+	var err error
+	for try := 0; try < 2; try++ {
+		var retry DHGroup
+		child, retry, err = s.rekeyChildOnce(ctx, old, spi, group)
+		if retry == 0 {
+			break
+		}
+		group = retry
+	}
+	return child, err
+}
+
+// childExchangeOKLocked reports (with e.mu held) whether s may run a
+// CREATE_CHILD_SA exchange for a child now: a temporary error while the
+// IKE SA itself is being rekeyed, ErrClosed unless it is established and
+// not being deleted.
+func (s *IKESA) childExchangeOKLocked() error {
+	if s.successor != nil || s.rekeying {
+		return fmt.Errorf("%w: %w", errTemporary, errf(ErrConfig, "IKE SA rekey under way"))
+	}
+	if s.state != stateEstablished || s.deleting {
+		return errf(ErrClosed, "IKE SA not established")
+	}
+	return nil
 }

@@ -155,28 +155,11 @@ func ProposalString(p Proposal) string {
 				parts = append(parts, fmt.Sprintf("encr%d", t.ID))
 			}
 		case TransformInteg:
-			switch t.ID {
-			case IntegNone:
-			case IntegHMACSHA256_128:
-				parts = append(parts, "sha256")
-			case IntegHMACSHA384_192:
-				parts = append(parts, "sha384")
-			case IntegHMACSHA512_256:
-				parts = append(parts, "sha512")
-			default:
-				parts = append(parts, fmt.Sprintf("integ%d", t.ID))
+			if t.ID != IntegNone {
+				parts = append(parts, transformName(integNames, "integ", t.ID))
 			}
 		case TransformPRF:
-			switch t.ID {
-			case PRFHMACSHA256:
-				parts = append(parts, "prfsha256")
-			case PRFHMACSHA384:
-				parts = append(parts, "prfsha384")
-			case PRFHMACSHA512:
-				parts = append(parts, "prfsha512")
-			default:
-				parts = append(parts, fmt.Sprintf("prf%d", t.ID))
-			}
+			parts = append(parts, transformName(prfNames, "prf", t.ID))
 		case TransformDH:
 			if t.ID != 0 {
 				parts = append(parts, DHGroup(t.ID).String())
@@ -188,4 +171,21 @@ func ProposalString(p Proposal) string {
 		}
 	}
 	return strings.Join(parts, "-")
+}
+
+// integNames and prfNames are the proposal-notation names (those of
+// ParseIKEProposal) of the integrity and PRF transforms this package
+// implements.
+var (
+	integNames = map[uint16]string{IntegHMACSHA256_128: "sha256", IntegHMACSHA384_192: "sha384", IntegHMACSHA512_256: "sha512"}
+	prfNames   = map[uint16]string{PRFHMACSHA256: "prfsha256", PRFHMACSHA384: "prfsha384", PRFHMACSHA512: "prfsha512"}
+)
+
+// transformName returns the name of id in names, else prefix and the
+// number.
+func transformName(names map[uint16]string, prefix string, id uint16) string {
+	if n, ok := names[id]; ok {
+		return n
+	}
+	return fmt.Sprintf("%s%d", prefix, id)
 }

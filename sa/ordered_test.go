@@ -133,20 +133,22 @@ func TestRunCap(t *testing.T) {
 	}
 }
 
-// TestOrderedBoardHelp publishes a run on a worker's board by hand and
-// lets another worker do all of its AEAD jobs through Drain: the results
-// are those of the sequencer doing them itself.
-func TestOrderedBoardHelp(t *testing.T) {
-	out, _ := mustPair(t, "aes128gcm16", 0x4444, nil)
+// publishOrderedRun builds an Ordered processor of 2 workers with one
+// outbound SA of spi and publishes by hand, on worker 0's board, a run
+// of n encryption jobs (sequence numbers 1 to n) for the other worker
+// to claim. It returns both workers and the jobs.
+func publishOrderedRun(t *testing.T, spi uint32, n int) (w0, w1 *Worker, js []job) {
+	t.Helper()
+	out, _ := mustPair(t, "aes128gcm16", spi, nil)
 	sad := NewSAD(SADOptions{})
 	sad.Add(out)
 	p, err := NewProcessor(ProcessorOptions{SAD: sad, Workers: 2, Concurrency: Ordered})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w0, w1 := p.Worker(0), p.Worker(1)
-	pk := make([]Packet, 6)
-	js := make([]job, 6)
+	w0, w1 = p.Worker(0), p.Worker(1)
+	pk := make([]Packet, n)
+	js = make([]job, n)
 	for i := range js {
 		pk[i] = packetFor(udpPacket(hostA, hostB, 1, 2, 20, uint64(i)))
 		js[i] = job{p: &pk[i], seq: uint64(i + 1)}
@@ -155,6 +157,15 @@ func TestOrderedBoardHelp(t *testing.T) {
 	b.jobs, b.sa, b.at = js, out, out.attrs.Load()
 	b.epoch.Store(1)
 	b.ctl.Store(1<<16 | uint64(len(js)))
+	return w0, w1, js
+}
+
+// TestOrderedBoardHelp publishes a run on a worker's board by hand and
+// lets another worker do all of its AEAD jobs through Drain: the results
+// are those of the sequencer doing them itself.
+func TestOrderedBoardHelp(t *testing.T) {
+	w0, w1, js := publishOrderedRun(t, 0x4444, 6)
+	b := w0.board
 	if n := w1.Pending(); n != len(js) {
 		t.Fatalf("Pending %d, want the %d unclaimed jobs", n, len(js))
 	}
@@ -175,6 +186,52 @@ func TestOrderedBoardHelp(t *testing.T) {
 	if _, _, _, ok := b.claim(); ok || w1.Pending() != 0 {
 		t.Fatal("a finished run can still be claimed")
 	}
+}
+
+// sendInOrder sends total packets of one SA, in batches of random size
+// (seeded), through worker 0 of s.tx then of s.rx, and fails t unless
+// every packet is accepted both ways, sequence numbers go out in
+// arrival order and the decrypted packets come back in arrival order.
+// With yield it yields at random between batches. It returns the number
+// of packets received.
+func sendInOrder(t *testing.T, s *twoSides, total int, seed uint64, yield bool) uint64 {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, seed))
+	var lastSeq uint32
+	next := uint64(0)
+	for id := 0; id < total; {
+		b := make([]Packet, 1+rng.IntN(2*maxRun))
+		for i := range b {
+			b[i] = packetFor(udpPacket(hostA, hostB, 1, 2, 200, uint64(id+i)))
+			b[i].Tunnel = s.tuns[0]
+		}
+		id += len(b)
+		s.tx.Worker(0).Outbound(b)
+		for _, p := range b {
+			if p.Verdict != VerdictOK {
+				t.Fatalf("outbound %v %v", p.Verdict, p.Reason)
+			}
+			seq := binary.BigEndian.Uint32(p.Data()[24:])
+			if seq != lastSeq+1 {
+				t.Fatalf("sequence number %d after %d: out of arrival order", seq, lastSeq)
+			}
+			lastSeq = seq
+		}
+		s.rx.Worker(0).Inbound(b)
+		for _, p := range b {
+			if p.Verdict != VerdictOK {
+				t.Fatalf("inbound %v %v", p.Verdict, p.Reason)
+			}
+			if got := binary.BigEndian.Uint64(p.Data()[28:]); got != next {
+				t.Fatalf("packet %d left after %d: out of arrival order", got, next-1)
+			}
+			next++
+		}
+		if yield && rng.IntN(3) == 0 {
+			runtime.Gosched()
+		}
+	}
+	return next
 }
 
 // TestOrderedInOrder sends an in-order stream through one sequencer
@@ -207,41 +264,7 @@ func TestOrderedInOrder(t *testing.T) {
 			}(p.Worker(w), uint64(w))
 		}
 	}
-	rng := rand.New(rand.NewPCG(7, 7))
-	var lastSeq uint32
-	next := uint64(0)
-	for id := 0; id < total; {
-		b := make([]Packet, 1+rng.IntN(2*maxRun))
-		for i := range b {
-			b[i] = packetFor(udpPacket(hostA, hostB, 1, 2, 200, uint64(id+i)))
-			b[i].Tunnel = s.tuns[0]
-		}
-		id += len(b)
-		s.tx.Worker(0).Outbound(b)
-		for _, p := range b {
-			if p.Verdict != VerdictOK {
-				t.Fatalf("outbound %v %v", p.Verdict, p.Reason)
-			}
-			seq := binary.BigEndian.Uint32(p.Data()[24:])
-			if seq != lastSeq+1 {
-				t.Fatalf("sequence number %d after %d: out of arrival order", seq, lastSeq)
-			}
-			lastSeq = seq
-		}
-		s.rx.Worker(0).Inbound(b)
-		for _, p := range b {
-			if p.Verdict != VerdictOK {
-				t.Fatalf("inbound %v %v", p.Verdict, p.Reason)
-			}
-			if got := binary.BigEndian.Uint64(p.Data()[28:]); got != next {
-				t.Fatalf("packet %d left after %d: out of arrival order", got, next-1)
-			}
-			next++
-		}
-		if rng.IntN(3) == 0 {
-			runtime.Gosched()
-		}
-	}
+	sendInOrder(t, s, total, 7, true)
 	close(stop)
 	wg.Wait()
 	t.Logf("helpers did %d of %d AEAD jobs", helped.Load(), 2*total)
@@ -654,38 +677,7 @@ func TestOrderedStalledHelpersProperty(t *testing.T) {
 			}(p, p.Worker(w), uint64(w)+uint64(len(p.workers))*7)
 		}
 	}
-	rng := rand.New(rand.NewPCG(11, 11))
-	var lastSeq uint32
-	next := uint64(0)
-	for id := 0; id < total; {
-		b := make([]Packet, 1+rng.IntN(2*maxRun))
-		for i := range b {
-			b[i] = packetFor(udpPacket(hostA, hostB, 1, 2, 200, uint64(id+i)))
-			b[i].Tunnel = s.tuns[0]
-		}
-		id += len(b)
-		s.tx.Worker(0).Outbound(b)
-		for _, p := range b {
-			if p.Verdict != VerdictOK {
-				t.Fatalf("outbound %v %v", p.Verdict, p.Reason)
-			}
-			seq := binary.BigEndian.Uint32(p.Data()[24:])
-			if seq != lastSeq+1 {
-				t.Fatalf("sequence number %d after %d", seq, lastSeq)
-			}
-			lastSeq = seq
-		}
-		s.rx.Worker(0).Inbound(b)
-		for _, p := range b {
-			if p.Verdict != VerdictOK {
-				t.Fatalf("inbound %v %v", p.Verdict, p.Reason)
-			}
-			if got := binary.BigEndian.Uint64(p.Data()[28:]); got != next {
-				t.Fatalf("packet %d left after %d: out of arrival order", got, next-1)
-			}
-			next++
-		}
-	}
+	next := sendInOrder(t, s, total, 11, false)
 	close(stop)
 	wg.Wait()
 	if st := s.ins[0].Stats(); st.DecapsPkts != next {
@@ -698,24 +690,8 @@ func TestOrderedStalledHelpersProperty(t *testing.T) {
 // after a batch of its own (it has input, so it does its own jobs), and
 // takes them at the next Drain with no batch in between.
 func TestOrderedDrainHelpsWhenIdle(t *testing.T) {
-	out, _ := mustPair(t, "aes128gcm16", 0x4646, nil)
-	sad := NewSAD(SADOptions{})
-	sad.Add(out)
-	p, err := NewProcessor(ProcessorOptions{SAD: sad, Workers: 2, Concurrency: Ordered})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w0, w1 := p.Worker(0), p.Worker(1)
-	pk := make([]Packet, 4)
-	js := make([]job, 4)
-	for i := range js {
-		pk[i] = packetFor(udpPacket(hostA, hostB, 1, 2, 20, uint64(i)))
-		js[i] = job{p: &pk[i], seq: uint64(i + 1)}
-	}
+	w0, w1, js := publishOrderedRun(t, 0x4646, 4)
 	b := w0.board
-	b.jobs, b.sa, b.at = js, out, out.attrs.Load()
-	b.epoch.Store(1)
-	b.ctl.Store(1<<16 | uint64(len(js)))
 	own := []Packet{{Buf: []byte{0x45}, Len: 1}} // a batch of its own (dropped: malformed)
 	w1.Inbound(own)
 	if w1.Drain(nil); b.done.Load() != 0 || w1.Pending() != len(js) {

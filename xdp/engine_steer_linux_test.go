@@ -226,6 +226,18 @@ func outOfOrder(seq []int) int {
 	return n
 }
 
+// startOneQueueEngine starts an engine of 2 workers on one queue of a
+// fresh engNet, its SAs steered in mode.
+func startOneQueueEngine(t *testing.T, mode sa.Concurrency) (*engNet, *steerSAs, *Engine) {
+	t.Helper()
+	n := newEngNet(t)
+	s := newSteerSAs(t, n, mode, 2)
+	cfg := n.config(&engSAs{proc: s.proc})
+	cfg.Workers = 2
+	cfg.UMEM = UMEMConfig{NumFrames: 4096, FillSize: 1024, CompletionSize: 1024}
+	return n, s, startEngine(t, n, cfg)
+}
+
 // TestEngineOneSAModes sends one SA's in-order stream through an engine
 // of 2 workers on ONE queue (as RSS delivers one ESP flow), in every
 // mode, both ways, and checks the steering invariants:
@@ -242,12 +254,7 @@ func TestEngineOneSAModes(t *testing.T) {
 	const count = 1500
 	for _, mode := range steerModes {
 		t.Run(mode.String(), func(t *testing.T) {
-			n := newEngNet(t)
-			s := newSteerSAs(t, n, mode, 2)
-			cfg := n.config(&engSAs{proc: s.proc})
-			cfg.Workers = 2
-			cfg.UMEM = UMEMConfig{NumFrames: 4096, FillSize: 1024, CompletionSize: 1024}
-			e := startEngine(t, n, cfg)
+			n, s, e := startOneQueueEngine(t, mode)
 			want := SteerSPI
 			if mode == sa.Shared {
 				want = SteerSpread
@@ -438,12 +445,7 @@ func TestEngineSAChurnMultiWorker(t *testing.T) {
 	const count = 1200
 	for _, mode := range steerModes {
 		t.Run(mode.String(), func(t *testing.T) {
-			n := newEngNet(t)
-			s := newSteerSAs(t, n, mode, 2)
-			cfg := n.config(&engSAs{proc: s.proc})
-			cfg.Workers = 2
-			cfg.UMEM = UMEMConfig{NumFrames: 4096, FillSize: 1024, CompletionSize: 1024}
-			e := startEngine(t, n, cfg)
+			n, s, e := startOneQueueEngine(t, mode)
 			var inner [][]byte
 			for i := range count {
 				inner = append(inner, innerUDP(n.remote, n.pP, uint16(i), 100))

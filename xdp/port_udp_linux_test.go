@@ -438,25 +438,8 @@ func TestUDPCipherPortTraffic(t *testing.T) {
 // frames, the message arrays are the worker's own, the system calls are
 // raw.
 func TestUDPCipherPortAlloc(t *testing.T) {
-	u, err := NewUMEM(UMEMConfig{NumFrames: 256, FillSize: 64, CompletionSize: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { u.Close() })
-	port := newUDPPort(netip.MustParseAddrPort("127.0.0.1:0"))
-	if err := port.Bind(PortEnv{UMEM: u, Workers: 1, BatchSize: 16, Headroom: esp.MaxHeadroom, Tailroom: esp.MaxTailroom,
-		Wake: func(int) {}}); err != nil {
-		t.Skipf("loopback UDP: %v", err)
-	}
-	t.Cleanup(func() { port.Unbind() })
-	peer, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(peer) })
-	if err := unix.Bind(peer, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
+	u, port, _ := bindLoopbackUDPPort(t, UMEMConfig{NumFrames: 256, FillSize: 64, CompletionSize: 64}, 16)
+	peer := loopbackUDPPeer(t)
 	unix.SetsockoptTimeval(peer, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 2})
 	const runs, batch = 20, 8
 	to := &unix.SockaddrInet4{Addr: port.Addr().Addr().As4(), Port: int(port.Addr().Port())}
@@ -516,17 +499,7 @@ func TestUDPCipherPortAlloc(t *testing.T) {
 // nor panicked on, and its frame is freed; a datagram too long for a
 // frame is dropped (counted), never delivered in part.
 func TestUDPCipherPortDrops(t *testing.T) {
-	u, err := NewUMEM(UMEMConfig{NumFrames: 64, FillSize: 16, CompletionSize: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { u.Close() })
-	port := newUDPPort(netip.MustParseAddrPort("127.0.0.1:0"))
-	env := PortEnv{UMEM: u, Workers: 1, BatchSize: 8, Headroom: esp.MaxHeadroom, Tailroom: esp.MaxTailroom, Wake: func(int) {}}
-	if err := port.Bind(env); err != nil {
-		t.Skipf("loopback UDP: %v", err)
-	}
-	t.Cleanup(func() { port.Unbind() })
+	u, port, env := bindLoopbackUDPPort(t, UMEMConfig{NumFrames: 64, FillSize: 16, CompletionSize: 16}, 8)
 	pkts := make([]sa.Packet, 3)
 	if env.Alloc(pkts) != 3 {
 		t.Fatal("no frames")
@@ -597,25 +570,8 @@ func TestEngineCipherPortConfig(t *testing.T) {
 // Len, source the sender and destination the port, and whose payload is
 // the datagram unchanged; every frame is back in the UMEM at the end.
 func TestUDPCipherPortRandom(t *testing.T) {
-	u, err := NewUMEM(UMEMConfig{NumFrames: 256, FillSize: 64, CompletionSize: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { u.Close() })
-	port := newUDPPort(netip.MustParseAddrPort("127.0.0.1:0"))
-	env := PortEnv{UMEM: u, Workers: 1, BatchSize: 32, Headroom: esp.MaxHeadroom, Tailroom: esp.MaxTailroom, Wake: func(int) {}}
-	if err := port.Bind(env); err != nil {
-		t.Skipf("loopback UDP: %v", err)
-	}
-	t.Cleanup(func() { port.Unbind() })
-	peer, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(peer) })
-	if err := unix.Bind(peer, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
+	u, port, env := bindLoopbackUDPPort(t, UMEMConfig{NumFrames: 256, FillSize: 64, CompletionSize: 64}, 32)
+	peer := loopbackUDPPeer(t)
 	psa, _ := unix.Getsockname(peer)
 	peerPort := uint16(psa.(*unix.SockaddrInet4).Port)
 	to := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: int(port.Addr().Port())}
@@ -813,4 +769,39 @@ func TestUDPCipherPortWithAFXDPPlain(t *testing.T) {
 		t.Errorf("cipher port counters %+v, workers %+v", st.CipherPort, st.Workers)
 	}
 	checkFrames(t, e)
+}
+
+// bindLoopbackUDPPort binds a UDP cipher port on 127.0.0.1 (a free UDP
+// port) for one worker asking for batch packets at once, over a new
+// UMEM of cfg; it skips t when loopback UDP cannot be bound. Port and
+// UMEM are released when t ends.
+func bindLoopbackUDPPort(t *testing.T, cfg UMEMConfig, batch int) (*UMEM, *udpPort, PortEnv) {
+	t.Helper()
+	u, err := NewUMEM(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	port := newUDPPort(netip.MustParseAddrPort("127.0.0.1:0"))
+	env := PortEnv{UMEM: u, Workers: 1, BatchSize: batch, Headroom: esp.MaxHeadroom, Tailroom: esp.MaxTailroom, Wake: func(int) {}}
+	if err := port.Bind(env); err != nil {
+		t.Skipf("loopback UDP: %v", err)
+	}
+	t.Cleanup(func() { port.Unbind() })
+	return u, port, env
+}
+
+// loopbackUDPPeer returns a blocking UDP socket bound to 127.0.0.1 (a
+// free port), closed when t ends.
+func loopbackUDPPeer(t *testing.T) int {
+	t.Helper()
+	peer, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(peer) })
+	if err := unix.Bind(peer, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	return peer
 }

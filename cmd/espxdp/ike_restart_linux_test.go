@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -27,34 +26,20 @@ import (
 // number is ever sent twice under one key, and traffic flows again.
 func TestIKERestartRenegotiates(t *testing.T) {
 	swan.Require(t)
-	tp, mk := topo.NewForTest(t, "ikr")
+	g := newTwoGateways(t, "ikr")
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	hostA, gwA, gwB, hostB := mk("hostA"), mk("gwA"), mk("gwB"), mk("hostB")
-	mac := func(a, b byte) net.HardwareAddr { return net.HardwareAddr{2, 0, 0, 0, a, b} }
-	hl, gl, err := tp.AddVeth(hostA, "eth0", gwA, "lan0", topo.VethOptions{MACA: mac(1, 2), MACB: mac(1, 1)})
-	must(err)
-	must(hl.AddAddr(netip.MustParsePrefix("10.1.0.2/24")))
-	must(gl.AddAddr(netip.MustParsePrefix("10.1.0.1/24")))
-	must(hostA.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), netip.MustParseAddr("10.1.0.1"), "", 0))
-	must(hl.SetNeighbour(netip.MustParseAddr("10.1.0.1"), mac(1, 1)))
-	must(gl.SetNeighbour(netip.MustParseAddr("10.1.0.2"), mac(1, 2)))
-	bl, hb, err := tp.AddVeth(gwB, "lan0", hostB, "eth0", topo.VethOptions{MACA: mac(2, 1), MACB: mac(2, 2)})
-	must(err)
-	must(bl.AddAddr(netip.MustParsePrefix("10.2.0.1/24")))
-	must(hb.AddAddr(netip.MustParsePrefix("10.2.0.2/24")))
+	hostA, gwA, gwB, hostB := g.hostA, g.gwA, g.gwB, g.hostB
+	mac := testMAC
+	must(g.gwALan.SetNeighbour(netip.MustParseAddr("10.1.0.2"), mac(1, 2)))
 	must(hostB.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), netip.MustParseAddr("10.2.0.1"), "", 0))
 	must(gwB.Sysctl("net.ipv4.ip_forward", "1"))
-	wa, wb, err := tp.AddVeth(gwA, "wan0", gwB, "wan0", topo.VethOptions{MACA: mac(0xa, 1), MACB: mac(0xa, 2)})
-	must(err)
-	must(wa.AddAddr(netip.MustParsePrefix("192.0.2.1/24")))
-	must(wb.AddAddr(netip.MustParsePrefix("192.0.2.2/24")))
-	must(wa.SetNeighbour(netip.MustParseAddr("192.0.2.2"), mac(0xa, 2)))
-	must(wb.SetNeighbour(netip.MustParseAddr("192.0.2.1"), mac(0xa, 1)))
+	must(g.wanA.SetNeighbour(netip.MustParseAddr("192.0.2.2"), mac(0xa, 2)))
+	must(g.wanB.SetNeighbour(netip.MustParseAddr("192.0.2.1"), mac(0xa, 1)))
 
 	const psk = "restart test pre-shared key"
 	charon := swan.StartTest(t, gwB.Name, swan.Options{})

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/internal/gateway"
 	"github.com/espxdp/espxdp/internal/testenv"
-	"github.com/espxdp/espxdp/internal/topo"
 	"github.com/espxdp/espxdp/sa"
 )
 
@@ -30,29 +28,15 @@ import (
 // the restart is above the persisted reservation.
 func TestRestartNoReuse(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	tp, mk := topo.NewForTest(t, "dkr")
+	g := newTwoGateways(t, "dkr")
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	hostA, gwA, gwB, hostB := mk("hostA"), mk("gwA"), mk("gwB"), mk("hostB")
-	mac := func(a, b byte) net.HardwareAddr { return net.HardwareAddr{2, 0, 0, 0, a, b} }
-	hl, gl, err := tp.AddVeth(hostA, "eth0", gwA, "lan0", topo.VethOptions{MACA: mac(1, 2), MACB: mac(1, 1)})
-	must(err)
-	must(hl.AddAddr(netip.MustParsePrefix("10.1.0.2/24")))
-	must(gl.AddAddr(netip.MustParsePrefix("10.1.0.1/24")))
-	must(hostA.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), netip.MustParseAddr("10.1.0.1"), "", 0))
-	must(hl.SetNeighbour(netip.MustParseAddr("10.1.0.1"), mac(1, 1)))
-	bl, hb, err := tp.AddVeth(gwB, "lan0", hostB, "eth0", topo.VethOptions{MACA: mac(2, 1), MACB: mac(2, 2)})
-	must(err)
-	must(bl.AddAddr(netip.MustParsePrefix("10.2.0.1/24")))
-	must(hb.AddAddr(netip.MustParsePrefix("10.2.0.2/24")))
-	wa, wb, err := tp.AddVeth(gwA, "wan0", gwB, "wan0", topo.VethOptions{MACA: mac(0xa, 1), MACB: mac(0xa, 2)})
-	must(err)
-	must(wa.AddAddr(netip.MustParsePrefix("192.0.2.1/24")))
-	must(wb.AddAddr(netip.MustParsePrefix("192.0.2.2/24")))
+	hostA, gwA, gwB := g.hostA, g.gwA, g.gwB
+	mac := testMAC
 
 	keyAB, keyBA := "0x"+randHex(t, 20), "0x"+randHex(t, 20)
 	dir := t.TempDir()

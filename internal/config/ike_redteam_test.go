@@ -137,6 +137,18 @@ func TestRedTeamPSKFileSwapAndOwner(t *testing.T) {
 	}
 }
 
+// redTeamTwoPeers is a gateway configuration with the tunnels to-x and
+// to-y, up to the peers list (the tests append two peers).
+const redTeamTwoPeers = `interfaces:
+  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: 192.0.2.1}
+  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
+protected: [10.2.0.0/24, 10.3.0.0/24]
+tunnels:
+  - {name: to-x}
+  - {name: to-y}
+peers:
+`
+
 // TestRedTeamPeersOverlappingRemoteTS breaks the PAD rule (RFC 4301
 // §4.4.3: a peer may only get child SAs for the selectors configured
 // for it, so that it cannot send as another peer's hosts). Each peer's
@@ -150,15 +162,7 @@ func TestRedTeamPSKFileSwapAndOwner(t *testing.T) {
 func TestRedTeamPeersOverlappingRemoteTS(t *testing.T) {
 	f := pskFileT(t, "a long enough passphrase\n", 0o600)
 	yaml := func(xts, yts string) string {
-		return `interfaces:
-  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: 192.0.2.1}
-  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
-protected: [10.2.0.0/24, 10.3.0.0/24]
-tunnels:
-  - {name: to-x}
-  - {name: to-y}
-peers:
-` + fmt.Sprintf("  - {name: x, local: 192.0.2.1, remote: \"%%any\", psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [%s], tunnel: to-x}\n", f, xts) +
+		return redTeamTwoPeers + fmt.Sprintf("  - {name: x, local: 192.0.2.1, remote: \"%%any\", psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [%s], tunnel: to-x}\n", f, xts) +
 			fmt.Sprintf("  - {name: y, local: 192.0.2.1, remote: 198.51.100.2, psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [%s], tunnel: to-y}\n", f, yts)
 	}
 	for _, c := range []struct {
@@ -194,15 +198,7 @@ peers:
 // address.
 func TestRedTeamTwoAnyPeersOneAddress(t *testing.T) {
 	f := pskFileT(t, "a long enough passphrase\n", 0o600)
-	y := `interfaces:
-  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: 192.0.2.1}
-  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
-protected: [10.2.0.0/24, 10.3.0.0/24]
-tunnels:
-  - {name: to-x}
-  - {name: to-y}
-peers:
-` + fmt.Sprintf("  - {name: x, local: 192.0.2.1, remote: \"%%any\", remote_id: x.example, psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [10.2.0.0/24], tunnel: to-x}\n", f) +
+	y := redTeamTwoPeers + fmt.Sprintf("  - {name: x, local: 192.0.2.1, remote: \"%%any\", remote_id: x.example, psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [10.2.0.0/24], tunnel: to-x}\n", f) +
 		fmt.Sprintf("  - {name: y, local: 192.0.2.1, remote: \"%%any\", remote_id: y.example, psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [10.3.0.0/24], tunnel: to-y}\n", f)
 	cfg, err := Parse("gw.yaml", []byte(y))
 	if err == nil {

@@ -923,14 +923,7 @@ func (gw *Gateway) setPrimary(peer string, id sa.ChildID) {
 // rekeyOn starts a rekey for an IKE-owned SA whose soft lifetime
 // expired (from the event loop).
 func (gw *Gateway) rekeyOn(s *sa.SA) {
-	gw.mu.Lock()
-	var owner *ikeOwner
-	for _, e := range gw.sas {
-		if e.sa == s {
-			owner = e.owner
-		}
-	}
-	gw.mu.Unlock()
+	owner := gw.ownerOf(s)
 	if owner == nil {
 		return
 	}
@@ -946,14 +939,7 @@ func (gw *Gateway) rekeyOn(s *sa.SA) {
 // start_action start negotiates afresh. Traffic never continues on an
 // expired key.
 func (gw *Gateway) hardExpiredIKE(s *sa.SA) {
-	gw.mu.Lock()
-	var owner *ikeOwner
-	for _, e := range gw.sas {
-		if e.sa == s {
-			owner = e.owner
-		}
-	}
-	gw.mu.Unlock()
+	owner := gw.ownerOf(s)
 	if owner == nil {
 		return
 	}
@@ -1211,4 +1197,18 @@ func (gw *Gateway) reloadPeers(peers []*config.Peer, res *ReloadResult) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ownerOf returns the IKE owner of s, or nil when s is not an
+// IKE-owned SA of the gateway.
+func (gw *Gateway) ownerOf(s *sa.SA) *ikeOwner {
+	gw.mu.Lock()
+	defer gw.mu.Unlock()
+	var owner *ikeOwner
+	for _, e := range gw.sas {
+		if e.sa == s {
+			owner = e.owner
+		}
+	}
+	return owner
 }

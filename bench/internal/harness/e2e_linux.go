@@ -826,17 +826,9 @@ func (r *e2eRun) engineOn(g sender, op string, w int, sizes []int, multiBuffer b
 		cfg.Plain = &xdp.Port{Name: n.gwA.Name, NextHop: n.genEth.MAC}
 		cfg.ProtectedPrefixes = []netip.Prefix{e2eDstNet}
 	}
-	proc, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sad, Tunnel: tun, Workers: w, Concurrency: sa.Shared})
+	e, err := n.startEngine(cfg, sad, tun, w, sa.Shared)
 	if err != nil {
 		return nil, err
-	}
-	cfg.Processor = proc
-	e, err := xdp.NewEngine(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.gw.Do(e.Start); err != nil {
-		return nil, fmt.Errorf("harness: engine start: %w", err)
 	}
 	defer e.Stop()
 	aeadOp := "open"
@@ -931,4 +923,22 @@ func E2ESteps(cfg Config) ([]suiteStep, func()) {
 		}
 	}
 	return steps, r.close
+}
+
+// startEngine starts in gw an engine of cfg whose Processor, of w
+// workers in mode, serves sad and tun. The caller stops it.
+func (n *e2eNet) startEngine(cfg xdp.EngineConfig, sad *sa.SAD, tun *sa.Tunnel, w int, mode sa.Concurrency) (*xdp.Engine, error) {
+	proc, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sad, Tunnel: tun, Workers: w, Concurrency: mode})
+	if err != nil {
+		return nil, err
+	}
+	cfg.Processor = proc
+	e, err := xdp.NewEngine(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.gw.Do(e.Start); err != nil {
+		return nil, fmt.Errorf("harness: engine start: %w", err)
+	}
+	return e, nil
 }

@@ -155,17 +155,9 @@ func (o *oneSARun) row(op string, mode sa.Concurrency, w int, steer xdp.Steering
 		cfg.Plain = &xdp.Port{Name: n.gwA.Name, NextHop: n.genEth.MAC}
 		cfg.ProtectedPrefixes = []netip.Prefix{e2eDstNet}
 	}
-	proc, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sad, Tunnel: tun, Workers: w, Concurrency: mode})
+	e, err := n.startEngine(cfg, sad, tun, w, mode)
 	if err != nil {
 		return nil, err
-	}
-	cfg.Processor = proc
-	e, err := xdp.NewEngine(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if err := n.gw.Do(e.Start); err != nil {
-		return nil, fmt.Errorf("harness: engine start: %w", err)
 	}
 	defer e.Stop()
 

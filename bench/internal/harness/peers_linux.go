@@ -395,7 +395,7 @@ func (r *peersRun) row(implA, implB string) (Result, error) {
 	if err := errors.Join(errA, errB); err != nil {
 		return res, err
 	}
-	m, err := n.measureTCP(impl, r.runs, PeersPings, r.bytes, r.cfg.Seed)
+	m, err := n.measureTCP(impl, r.runs, PeersPings, r.bytes, nil, n.transferTCP(r.bytes, r.cfg.Seed))
 	if err != nil {
 		return res, err
 	}

@@ -488,10 +488,16 @@ type tcpRuns struct {
 	ping       topo.PingResult
 }
 
+// tcpTransfer runs transfer number run of a measureTCP measurement
+// hostA → hostB, within ctx, and returns its goodput in Gbit/s, its
+// duration in seconds and the client's MSS.
+type tcpTransfer func(ctx context.Context, run int) (gbps, secs float64, mss int, err error)
+
 // measureTCP measures TCP goodput hostA → hostB with whatever the
 // gateways run now: pings first (handshakes, and proof of a path), then
-// runs transfers of size bytes each. The wg and peers suites share it.
-func (n *wgNet) measureTCP(impl string, runs, pings int, size int64, seed uint64) (tcpRuns, error) {
+// start (when not nil), then runs transfers of size bytes each, done by
+// transfer. The wg and peers suites share it.
+func (n *wgNet) measureTCP(impl string, runs, pings int, size int64, start func() error, transfer tcpTransfer) (tcpRuns, error) {
 	var m tcpRuns
 	var err error
 	for range 3 { // the first packets may wait for a handshake
@@ -509,18 +515,23 @@ func (n *wgNet) measureTCP(impl string, runs, pings int, size int64, seed uint64
 	if err != nil {
 		return m, err
 	}
+	if start != nil {
+		if err := start(); err != nil {
+			return m, err
+		}
+	}
 	// Generous bound: 50 Mbit/s at least.
 	timeout := 30*time.Second + time.Duration(size*8/50e6)*time.Second
 	for i := range runs {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		tr, err := topo.Transfer(ctx, n.hostB, netip.AddrPortFrom(wgHostB, wgTCPPort), n.hostA, size, seed+uint64(i), nil)
+		gbps, secs, mss, err := transfer(ctx, i)
 		cancel()
 		if err != nil {
 			return m, fmt.Errorf("harness: TCP through %s: %w", impl, err)
 		}
-		m.gbps = append(m.gbps, tr.Gbps())
-		m.secs = append(m.secs, tr.Duration.Seconds())
-		m.mss = tr.ClientMSS
+		m.gbps = append(m.gbps, gbps)
+		m.secs = append(m.secs, secs)
+		m.mss = mss
 	}
 	re1, err := tcpRetrans(n.hostA)
 	if err != nil {
@@ -528,6 +539,18 @@ func (n *wgNet) measureTCP(impl string, runs, pings int, size int64, seed uint64
 	}
 	m.retrans = re1 - re0
 	return m, nil
+}
+
+// transferTCP is the tcpTransfer of the peers suite: size bytes in
+// this process (topo.Transfer), seeded with seed plus the run number.
+func (n *wgNet) transferTCP(size int64, seed uint64) tcpTransfer {
+	return func(ctx context.Context, run int) (float64, float64, int, error) {
+		tr, err := topo.Transfer(ctx, n.hostB, netip.AddrPortFrom(wgHostB, wgTCPPort), n.hostA, size, seed+uint64(run), nil)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		return tr.Gbps(), tr.Duration.Seconds(), tr.ClientMSS, nil
+	}
 }
 
 // add records m in res: the median goodput and the rest.

@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/espxdp/espxdp/internal/topo"
 )
 
 // wgStreams are the parallel TCP connections of the wg suite's TCP
@@ -85,64 +83,43 @@ func wgKey(impl, tr, variant string, streams int) string {
 func (r *wgRun) tcp(impl, tr, variant string, streams int) (Result, error) {
 	res := Result{Suite: "wg", Kind: KindWG, Impl: impl, Transform: tr, Traffic: "tcp", Size: wgInnerMT, Op: variant, Streams: streams}
 	n := r.net
-	var ping topo.PingResult
-	var err error
-	for range 3 { // the first packets may wait for a WireGuard handshake
-		if ping, err = topo.Ping(n.hostA, wgHostB, 3, 56, 20*time.Millisecond, time.Second); err == nil && ping.Received > 0 {
-			break
-		}
-	}
-	if err != nil {
-		return res, fmt.Errorf("harness: ping through %s: %w", impl, err)
-	}
-	if ping.Received == 0 {
-		return res, fmt.Errorf("harness: no ping reply through %s", impl)
-	}
-	var gbps, secs []float64
-	var mss int
-	re0, err := tcpRetrans(n.hostA)
-	if err != nil {
-		return res, err
-	}
-	x0 := n.xskSnapshot()
-	d0, err := n.ifDrops()
-	if err != nil {
-		return res, err
+	var x0 xskCounts
+	var d0 ifDropCounts
+	start := func() error {
+		x0 = n.xskSnapshot()
+		var err error
+		d0, err = n.ifDrops()
+		return err
 	}
 	var gwCPU, softirq, hostCPU time.Duration
 	var bytes int64
-	// Generous bound: 50 Mbit/s at least.
-	timeout := 30*time.Second + time.Duration(r.bytes*8/50e6)*time.Second
-	for range r.runs {
+	transfer := func(ctx context.Context, _ int) (float64, float64, int, error) {
 		c0, err := sampleCPU()
 		if err != nil {
-			return res, err
+			return 0, 0, 0, err
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		sink, m, hc, err := childTransfer(ctx, n.hostB, netip.AddrPortFrom(wgHostB, wgTCPPort), n.hostA, r.bytes, streams)
-		cancel()
+		sink, mss, hc, err := childTransfer(ctx, n.hostB, netip.AddrPortFrom(wgHostB, wgTCPPort), n.hostA, r.bytes, streams)
 		if err != nil {
-			return res, fmt.Errorf("harness: TCP through %s: %w", impl, err)
+			return 0, 0, 0, err
 		}
 		c1, err := sampleCPU()
 		if err != nil {
-			return res, err
+			return 0, 0, 0, err
 		}
 		gwCPU += c1.self - c0.self
 		softirq += c1.softirq - c0.softirq
 		hostCPU += hc
 		bytes += sink.Bytes
 		d := time.Duration(sink.Ns)
-		gbps = append(gbps, float64(sink.Bytes)*8/d.Seconds()/1e9)
-		secs = append(secs, d.Seconds())
-		mss = m
+		return float64(sink.Bytes) * 8 / d.Seconds() / 1e9, d.Seconds(), mss, nil
 	}
-	re1, err := tcpRetrans(n.hostA)
+	m, err := n.measureTCP(impl, r.runs, 3, r.bytes, start, transfer)
 	if err != nil {
 		return res, err
 	}
+	gbps, secs, mss, ping := m.gbps, m.secs, m.mss, m.ping
 	g := median(gbps)
-	res.add("retransmits", float64(re1-re0), UnitPackets)
+	res.add("retransmits", float64(m.retrans), UnitPackets)
 	n.addXSK(&res, x0, n.xskSnapshot())
 	d1, err := n.ifDrops()
 	if err != nil {
