@@ -56,6 +56,10 @@
 //   - A fragment that is not the last must have a length that is a
 //     multiple of 8 (RFC 791, RFC 8200); empty fragments are refused too
 //     (Malformed, the fragment only).
+//   - A fragment header nested in the fragmentable part (next header 44
+//     in a fragment header, or behind the extension headers of a first
+//     fragment) is Malformed: RFC 8200 does not define nesting, and a
+//     completed packet never carries a fragment header.
 //   - A last fragment that disagrees with the set's length, or a fragment
 //     ending beyond a known end, drops the set (Inconsistent).
 //
@@ -68,7 +72,8 @@
 //
 // IPv6 atomic fragments (offset 0, M clear: RFC 6946) are not
 // reassembled: Add removes the fragment header in place and returns the
-// packet as Complete, counted as Atomic. An IPv4 packet with offset 0 and
+// packet as Complete, counted as Atomic; one whose header chain runs past
+// its end is refused as TinyFirst. An IPv4 packet with offset 0 and
 // MF clear is not a fragment.
 //
 // Sets are keyed by (source, destination, identification, protocol) for

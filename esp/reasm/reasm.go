@@ -122,7 +122,7 @@ func (r Result) Dropped() bool { return r >= Malformed && r < numResults }
 // are the current state; everything else only grows.
 type Stats struct {
 	// Fragments is the number of fragments given to Add (not counting
-	// atomic fragments).
+	// the atomic fragments passed on as Atomic).
 	Fragments uint64
 	// Reassembled is the number of packets completed, InPackets the
 	// number of fragments in them.
@@ -369,6 +369,21 @@ func parse(pkt []byte, f *frag) Result {
 		f.nh = fh[0]
 		f.fragAt = off
 		f.data = pkt[off+8 : tl]
+		// Invariant: a completed packet never carries a fragment header.
+		// A fragment header nested in the fragmentable part (right after
+		// this one, or behind extension headers in a first fragment) is
+		// not defined by RFC 8200 and would leave one in the output.
+		if f.nh == 44 {
+			return Malformed
+		}
+		if f.off == 0 {
+			// The first fragment (or an atomic one) holds the header
+			// chain of the fragmentable part (a chain cut short is
+			// TinyFirst, see firstOK).
+			if upper, _, ok := chain(f.data, f.nh); ok && upper == 44 {
+				return Malformed
+			}
+		}
 		return Buffered
 	}
 	return NotFragment
@@ -388,6 +403,34 @@ func minUpper(proto uint8) int {
 	return 8 // ESP (SPI + sequence number), ICMP, ...
 }
 
+// chain walks the IPv6 extension headers that may follow a fragment
+// header at the start of data, beginning with next header nh, and returns
+// the first header that is not one of them (an upper-layer protocol, or 44
+// for a nested fragment header) and its offset in data. ok is false when
+// the chain runs past data or is longer than 8 headers.
+func chain(data []byte, nh uint8) (upper uint8, off int, ok bool) {
+	for i := 0; ; i++ {
+		switch nh {
+		case 60, 43, 0: // destination options, routing, (misplaced) hop-by-hop
+		case 51: // AH: length in 4-byte units, minus 2
+		default:
+			return nh, off, true
+		}
+		if i == 8 || off+8 > len(data) {
+			return nh, off, false
+		}
+		n := 8 + int(data[off+1])*8
+		if nh == 51 {
+			n = (int(data[off+1]) + 2) * 4
+		}
+		nh = data[off]
+		off += n
+		if off > len(data) {
+			return nh, off, false
+		}
+	}
+}
+
 // firstOK reports whether the fragmentable part data of a first fragment
 // whose header chain continues with next header nh holds the whole header
 // chain and enough of the upper-layer header (RFC 7112). v6 walks IPv6
@@ -395,28 +438,12 @@ func minUpper(proto uint8) int {
 func firstOK(data []byte, nh uint8, v6 bool) bool {
 	off := 0
 	if v6 {
-		for i := 0; ; i++ {
-			switch nh {
-			case 60, 43, 0: // destination options, routing, (misplaced) hop-by-hop
-			case 51: // AH: length in 4-byte units, minus 2
-			default:
-				return len(data)-off >= minUpper(nh)
-			}
-			if i == 8 || off+8 > len(data) {
-				return false
-			}
-			n := 8 + int(data[off+1])*8
-			if nh == 51 {
-				n = (int(data[off+1]) + 2) * 4
-			}
-			nh = data[off]
-			off += n
-			if off > len(data) {
-				return false
-			}
+		var ok bool
+		if nh, off, ok = chain(data, nh); !ok {
+			return false
 		}
 	}
-	return len(data) >= minUpper(nh)
+	return len(data)-off >= minUpper(nh)
 }
 
 // Add takes one IP packet pkt (starting at its IP header; bytes past the
@@ -439,6 +466,13 @@ func (r *Reassembler) Add(pkt []byte, now int64) (out []byte, res Result) {
 		return nil, Malformed
 	}
 	if f.k.v6 && f.off == 0 && !f.more {
+		// An atomic fragment is a first fragment too: its header
+		// chain must be whole (RFC 7112).
+		if _, _, ok := chain(f.data, f.nh); !ok {
+			r.st.Fragments++
+			r.st.TinyFirst++
+			return nil, TinyFirst
+		}
 		return r.atomic(pkt, &f), Complete
 	}
 	r.st.Fragments++

@@ -160,6 +160,57 @@ func TestReassembleAtomic(t *testing.T) {
 	}
 }
 
+// TestReassembleNestedFragmentHeader: a fragment header inside the
+// fragmentable part (the fuzzer found an atomic fragment whose next header
+// was 44 again) is Malformed, for atomic, first and later fragments, so no
+// completed packet ever carries a fragment header.
+func TestReassembleNestedFragmentHeader(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	inner := func(dstopts int) []byte {
+		// The fragmentable part: dstopts destination options headers,
+		// then a fragment header in front of ESP.
+		pl := make([]byte, 8+300)
+		pl[0] = 50
+		copy(pl[8:], espPayload(rng, 300))
+		return v6(1, 2, 1, dstopts, 44, pl)
+	}
+	for _, tc := range []struct {
+		name  string
+		frags [][]byte
+	}{
+		{"atomic", fragV6(inner(0), 1, 3, 1000)},
+		{"atomic-behind-dstopts", fragV6(inner(2), 1, 3, 1000)},
+		{"first", fragV6(inner(0), 1, 4, 104)[:1]},
+		{"first-behind-dstopts", fragV6(inner(1), 1, 5, 104)[:1]},
+		{"later", fragV6(inner(0), 1, 6, 104)[1:2]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := New(Config{})
+			f := tc.frags[0]
+			if tc.name == "later" {
+				// A later fragment whose own header says 44 next.
+				f[40+8] = 44
+			}
+			out, res := r.Add(f, 0)
+			if res != Malformed || out != nil {
+				t.Fatalf("%v %x", res, out)
+			}
+			if s := check(t, r); s.Malformed != 1 {
+				t.Fatalf("stats %+v", s)
+			}
+		})
+	}
+	// An atomic fragment whose header chain runs past its end is a first
+	// fragment without its whole chain (RFC 7112).
+	p := v6(1, 2, 1, 1, 50, espPayload(rng, 100))
+	p[40+8+1] = 40 // the destination options header claims 328 bytes
+	r := New(Config{})
+	if out, res := r.Add(fragV6(p, 1, 9, 1000)[0], 0); res != TinyFirst || out != nil {
+		t.Fatalf("chain overrun: %v", res)
+	}
+	check(t, r)
+}
+
 // TestReassembleOverlap: any overlap drops the whole set, for IPv4 and
 // IPv6 alike (RFC 5722), including a fragment with the offset and length
 // of a buffered one but other bytes.
