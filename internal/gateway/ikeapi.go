@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/espxdp/espxdp/ike"
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/sa"
 )
@@ -35,6 +36,11 @@ func (gw *Gateway) AddSAs(cs []*config.SA, tunnel string) error {
 	}
 	return gw.addSAsLocked(cs, tunnel, nil)
 }
+
+// ErrChildID: a child id in the wrong range: static SAs (config child:,
+// sa-add, AddSAs) take ids below ike.ChildIDBase, the SAs of
+// IKE-negotiated children ids from there up.
+var ErrChildID = errors.New("gateway: child id in the other range (static SAs below ike.ChildIDBase, IKE children from it)")
 
 // ErrIKEOwned: the SA (or tunnel) belongs to an IKE peer; it changes
 // only through IKE (ike terminate, rekeys), not by sa-add, sa-update or
@@ -81,6 +87,14 @@ func (gw *Gateway) addSAsLocked(cs []*config.SA, tunnel string, owner *ikeOwner)
 	}
 	keys := map[key]bool{}
 	for _, c := range cs {
+		// Invariant (TestIKEChildIDNeverStatic): an SAD child group
+		// holds static SAs or one IKE child's, never both: static SAs
+		// have ids below ike.ChildIDBase (or none), an IKE child's SAs
+		// its ike id, from ike.ChildIDBase up. So deleteChild may
+		// delete a whole group.
+		if owner == nil && c.Child >= ike.ChildIDBase || owner != nil && (c.Child < ike.ChildIDBase || c.Child != owner.child) {
+			return fmt.Errorf("%w: sa %s child %d", ErrChildID, c.Name, c.Child)
+		}
 		if names[c.Name] {
 			return fmt.Errorf("%w: name %q", sa.ErrExists, c.Name)
 		}
@@ -150,12 +164,13 @@ func (gw *Gateway) DeleteChild(id sa.ChildID) (int, error) {
 // deleteChild is DeleteChild; ike allows deleting a child that a peer
 // of the peers: section owns (the IKE code's own deletions). Others
 // get ErrIKEOwned (see peerTunnelLocked for the invariant).
+//
+// The whole SAD group id goes: by the invariant of addSAsLocked
+// (TestIKEChildIDNeverStatic) the group of an IKE child holds its SAs
+// only, and a static group no IKE child's.
 func (gw *Gateway) deleteChild(id sa.ChildID, ike bool) (int, error) {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
-	if ike {
-		return gw.deleteIKEChildLocked(id)
-	}
 	members := gw.sad.Child(id)
 	if id == 0 || len(members) == 0 {
 		return 0, fmt.Errorf("%w: child %d", sa.ErrNotFound, id)
@@ -186,42 +201,6 @@ func (gw *Gateway) deleteChild(id sa.ChildID, ike bool) (int, error) {
 	}
 	gw.log.Info("child deleted", "child", uint64(id), "sas", n)
 	return n, nil
-}
-
-// deleteIKEChildLocked deletes the SAs that the IKE child id owns
-// (gw.mu held).
-//
-// Invariant (TestRedTeamIKEChildIDSharedWithStaticChild): the IKE code
-// deletes only the SAs its child owns, never the SAD's whole child group
-// id: the ike package numbers its children from 1, the space of the
-// static child: ids, so a group may also hold static SAs.
-func (gw *Gateway) deleteIKEChildLocked(id sa.ChildID) (int, error) {
-	touched := map[*sa.Tunnel]bool{}
-	var gone []*sa.SA
-	for _, k := range slices.Clone(gw.order) {
-		e := gw.sas[k]
-		if e.owner == nil || e.owner.child != id {
-			continue
-		}
-		if t := gw.unlink(k, e); t != nil {
-			touched[t] = true
-		}
-		gone = append(gone, e.sa)
-	}
-	if len(gone) == 0 {
-		return 0, fmt.Errorf("%w: child %d", sa.ErrNotFound, id)
-	}
-	for t := range touched {
-		gw.rebindOut(t)
-	}
-	var errs []error
-	for _, s := range gone {
-		if err := gw.sad.DeleteSA(s); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	gw.log.Info("child deleted", "child", uint64(id), "sas", len(gone))
-	return len(gone), errors.Join(errs...)
 }
 
 // AllocSPI reserves a free inbound SPI in [lo, hi] (hi 0: the whole
