@@ -119,6 +119,11 @@ type Gateway struct {
 	Tunnels   []*Tunnel
 	Policies  []*Policy
 	Pos       Pos
+
+	// peerTS are the remote_ts of the peers: section by the peer's
+	// tunnel (set by Parse, peers.go): InboundSelectors leaves them out
+	// of what other tunnels derive.
+	peerTS map[string][]netip.Prefix
 }
 
 // Iface is an Ethernet interface the gateway runs AF_XDP on.

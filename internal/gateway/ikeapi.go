@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/ike"
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/sa"
@@ -34,7 +35,44 @@ func (gw *Gateway) AddSAs(cs []*config.SA, tunnel string) error {
 	if tunnel != "" && gw.peerTunnelLocked(tunnel) {
 		return fmt.Errorf("%w: tunnel %q carries an IKE peer's child SAs", ErrIKEOwned, tunnel)
 	}
+	for _, c := range cs {
+		if err := gw.peerTSLocked(c, tunnel, gw.g.SelectorsOf(c, tunnel)); err != nil {
+			return err
+		}
+	}
 	return gw.addSAsLocked(cs, tunnel, nil)
+}
+
+// ErrPeerTS: a static SA's traffic selectors overlap the remote_ts of an
+// IKE peer of the configuration (the error names the peer).
+var ErrPeerTS = errors.New("gateway: selectors overlap an IKE peer's remote_ts")
+
+// peerTSLocked refuses a static SA c (added or updated over the control
+// socket) bound to tunnel whose selectors sels overlap the remote_ts of
+// a configured IKE peer (config.PeerTSOverlap; gw.mu held). An inbound
+// tunnel-mode SA without selectors delivers any source, so it overlaps
+// every peer.
+//
+// Invariant (PAD, RFC 4301 §4.4.3; TestControlSAAddOverPeerTS): what the
+// configuration file may not hold (config.Parse refuses a static SA or a
+// protect policy over a peer's remote_ts), the control socket does not
+// add either: no static SA speaks for an IKE peer's networks. Peers come
+// only from the file, and a reload drops the SAs added over the socket,
+// so the reverse (a peer over a static SA) is Parse's check alone.
+func (gw *Gateway) peerTSLocked(c *config.SA, tunnel string, sels []sa.Selector) error {
+	if gw.cfg == nil || len(gw.cfg.Peers) == 0 {
+		return nil
+	}
+	if sels == nil {
+		if c.Direction != config.In || c.Mode != esp.Tunnel {
+			return nil
+		}
+		sels = []sa.Selector{{}}
+	}
+	if o := config.PeerTSOverlap(gw.cfg.Peers, tunnel, c.Direction, sels); o != nil {
+		return fmt.Errorf("%w: sa %s: %v", ErrPeerTS, c.Name, o)
+	}
+	return nil
 }
 
 // ErrChildID: a child id in the wrong range: static SAs (config child:,
