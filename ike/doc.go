@@ -40,7 +40,8 @@
 //     of the IKE SA or the child SA (either side) and liveness checks
 //     (IKESA.Ping, an empty INFORMATIONAL).
 //   - Child SAs: the inbound SPI comes from SAD.AllocSPI (Config.SAD),
-//     both directions share a fresh sa.ChildID, the negotiated traffic
+//     both directions share a fresh sa.ChildID (above ChildIDBase: the
+//     ids below it are the embedder's own), the negotiated traffic
 //     selectors become the inbound SA's Selectors (source: the peer's
 //     side) and the outbound SA's, ESP transforms are named as in
 //     esp.ParseTransform (aes128gcm16 etc., key with the 4-byte salt

@@ -265,7 +265,24 @@ type Endpoint struct {
 	wg                                                          sync.WaitGroup
 }
 
+// ChildIDBase is where the ike package's child ids begin: every
+// ChildSA.ID is ChildIDBase+n (n = 1, 2, 3... for the process), so the
+// ids below it, [1, ChildIDBase), are the embedder's for the SAs it adds
+// itself (a gateway's static child: groups). An SAD groups SAs by id
+// alone (sa.SAD.DeleteChild deletes the whole group), so a negotiated
+// child must never share an id with an SA it does not own.
+//
+// Invariant (TestChildIDsAboveBase): every child id the package hands
+// out is at least ChildIDBase+1 and unique in the process; an embedder
+// that keeps its own ids below ChildIDBase (internal/config refuses
+// larger child: values) can never collide with one.
+const ChildIDBase sa.ChildID = 1 << 32
+
+// childIDs counts the children made in the process (ChildIDBase+n).
 var childIDs atomic.Uint64
+
+// newChildID returns a fresh child id, ChildIDBase+n.
+func newChildID() sa.ChildID { return ChildIDBase + sa.ChildID(childIDs.Add(1)) }
 
 // NewEndpoint checks cfg and returns an Endpoint on conn (IKE, port
 // 500) and natt (NAT-T, port 4500; may be nil). Call Serve to read.
@@ -1410,7 +1427,7 @@ func (s *IKESA) makeChild(chosen Proposal, inSPI, ni, nr, gir []byte, ini bool, 
 		local, remote = tsr, tsi
 		outEnc, outAuth, inEnc, inAuth = rEnc, rAuth, iEnc, iAuth
 	}
-	id := sa.ChildID(childIDs.Add(1))
+	id := newChildID()
 	localAddr := s.e.localAddr(s.natt).Addr()
 	base := sa.Config{
 		Mode: esp.Tunnel, Transform: tr, ESN: esn, Child: id,
@@ -1430,8 +1447,9 @@ func (s *IKESA) makeChild(chosen Proposal, inSPI, ni, nr, gir []byte, ini bool, 
 	out.Key, out.AuthKey = outEnc, outAuth
 	in.Selectors = saSelectors(remote, local)
 	out.Selectors = saSelectors(local, remote)
-	in.Name = fmt.Sprintf("ike-%d-in", id)
-	out.Name = fmt.Sprintf("ike-%d-out", id)
+	// Names carry n, not the whole id: short and still unique.
+	in.Name = fmt.Sprintf("ike-%d-in", id-ChildIDBase)
+	out.Name = fmt.Sprintf("ike-%d-out", id-ChildIDBase)
 	if out.SPI < 256 {
 		return nil, errf(ErrMalformed, "peer's ESP SPI %d is reserved", out.SPI)
 	}

@@ -30,7 +30,7 @@
 //	    lifetime: {soft_bytes: 1000000000, hard_bytes: 1200000000, soft_seconds: 1h, hard_seconds: 70m}
 //	    path_mtu: 1500          # default 1500
 //	    remote_ts: [10.2.0.0/24] # traffic selectors (or selectors: [...] / any); see selectors.go
-//	    child: 7                # groups the SAs of one IKE child SA (sa del --child 7); optional
+//	    child: 7                # groups the SAs of one IKE child SA (sa del --child 7); optional, 1 to 2^32-1
 //	    float_remote: true      # inbound, encap udp only; see below
 //
 // Beside (or instead of) sas, a gateway configuration may have peers:
@@ -63,6 +63,7 @@ import (
 	"time"
 
 	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/ike"
 	"github.com/espxdp/espxdp/sa"
 	"go.yaml.in/yaml/v3"
 )
@@ -187,7 +188,8 @@ type SA struct {
 	// remote_ts/local_ts), as the packets it carries appear; nil means
 	// none were configured (see Gateway.SelectorsOf for the default).
 	Selectors []sa.Selector
-	// Child groups the SAs of one IKE child SA (child:, 0: none); see
+	// Child groups the SAs of one IKE child SA (child:, 0: none; below
+	// ike.ChildIDBase, the ids the ike package gives its children); see
 	// sa.Config.Child.
 	Child sa.ChildID
 	// FloatRemote (float_remote:, inbound NAT-T SAs only) lets the peer's
@@ -591,8 +593,14 @@ func (p *parser) sa(n *yaml.Node, path string) *SA {
 	s.Selectors = p.selectorSpec(vals, path, s.Direction == In)
 	if v := vals["child"]; v != nil {
 		if x, ok := p.uint(v, f("child"), 64); ok {
-			if x == 0 {
+			// Invariant (TestChildIDBelowIKERange): a static child id
+			// is below ike.ChildIDBase, so it never names the group of
+			// a child SA that the gateway's peers negotiated.
+			switch {
+			case x == 0:
 				p.errorf(v.Line, f("child"), "child 0 means no group; leave it out or use 1 or more")
+			case sa.ChildID(x) >= ike.ChildIDBase:
+				p.errorf(v.Line, f("child"), "child %d: ids from %d up are those of IKE-negotiated child SAs; use 1 to %d", x, ike.ChildIDBase, ike.ChildIDBase-1)
 			}
 			s.Child = sa.ChildID(x)
 		}

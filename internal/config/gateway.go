@@ -25,7 +25,7 @@ import (
 //	  steering: auto                 # auto | queue | spi | spread (auto: by concurrency)
 //	  spread_chunk: 32               # spread: packets per worker turn (power of two)
 //	  rings: {rx: 4096, tx: 2048, fill: 4096} # AF_XDP ring sizes (default: the engine's)
-//	  busy_poll: {usecs: 50, budget: 64, prefer: true} # default: off
+//	  busy_poll: {usecs: 50, budget: 64, prefer: true} # default: off (spins cores; see BusyPoll)
 //	  xdp_mode: auto                 # auto | copy | zerocopy (AF_XDP bind)
 //	  attach: auto                   # auto | native | generic (XDP hook)
 //	  cpus: [0, 1]                   # pin worker i to cpus[i % len]
@@ -67,7 +67,8 @@ type Gateway struct {
 	SpreadChunk int
 	// Rings are the AF_XDP ring sizes (zero: the engine's defaults).
 	Rings Rings
-	// BusyPoll is preferred busy polling of the sockets (zero: off).
+	// BusyPoll is preferred busy polling of the sockets (zero: off, the
+	// default; BusyPoll says why).
 	BusyPoll     BusyPoll
 	XDPMode      string // "auto", "copy" or "zerocopy"
 	Attach       string // "auto", "native" or "generic"
@@ -119,6 +120,11 @@ type Gateway struct {
 	Tunnels   []*Tunnel
 	Policies  []*Policy
 	Pos       Pos
+
+	// peerTS are the remote_ts of the peers: section by the peer's
+	// tunnel (set by Parse, peers.go): InboundSelectors leaves them out
+	// of what other tunnels derive.
+	peerTS map[string][]netip.Prefix
 }
 
 // Iface is an Ethernet interface the gateway runs AF_XDP on.

@@ -2,10 +2,13 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/espxdp/espxdp/sa"
 )
 
 // TestRedTeamTwoPeersOneTunnel breaks peer isolation (RFC 4301 §4.4.3,
@@ -242,5 +245,105 @@ peers:
 			cfg.Wipe()
 			t.Errorf("peer remote_ts %s accepted over policy c's 10.3.0.0/24 (tunnel to-c): the peer may source the static peer's hosts", rts)
 		}
+	}
+}
+
+// TestPeerRemoteTSCoversStaticSA: a static SA's own selectors (remote_ts
+// or selectors:, either direction) may not overlap a peer's remote_ts:
+// an inbound one would deliver packets with the peer's sources from the
+// static peer, an outbound one claims the peer's networks. Parse refuses
+// it naming the peer; selectors apart from the peer's pass.
+func TestPeerRemoteTSCoversStaticSA(t *testing.T) {
+	f := pskFileT(t, "a long enough passphrase\n", 0o600)
+	y := func(inSel, outSel string) string {
+		return `interfaces:
+  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: 192.0.2.1}
+  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
+protected: [10.2.0.0/24, 10.3.0.0/24]
+tunnels:
+  - {name: to-c, out: [a-to-c], in: [c-to-a]}
+  - {name: to-x}
+policies:
+  - {name: c, src: 10.1.0.0/24, dst: 10.3.0.0/24, action: protect, tunnel: to-c}
+sas:
+  - {name: a-to-c, direction: out, spi: 0x1002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x202122232425262728292a2b2c2d2e2f30313233` + outSel + `}
+  - {name: c-to-a, direction: in, spi: 0x2002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x303132333435363738393a3b3c3d3e3f40414243` + inSel + `}
+peers:
+` + fmt.Sprintf("  - {name: x, local: 192.0.2.1, remote: \"%%any\", psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [10.2.0.0/24], tunnel: to-x}\n", f)
+	}
+	for _, ok := range [][2]string{{"", ""}, {", remote_ts: [10.3.0.0/24]", ", remote_ts: [10.3.0.0/24]"}} {
+		cfg, err := Parse("gw.yaml", []byte(y(ok[0], ok[1])))
+		if err != nil {
+			t.Fatalf("static SAs apart from the peer refused (%q, %q): %v", ok[0], ok[1], err)
+		}
+		cfg.Wipe()
+	}
+	for _, bad := range []struct{ in, out, where string }{
+		{", remote_ts: [10.2.0.0/16]", "", "sas[1].selectors"},
+		{", remote_ts: [10.2.0.9/32], local_ts: [10.1.0.0/24]", "", "sas[1].selectors"},
+		{", selectors: any", "", "sas[1].selectors"},
+		{"", ", remote_ts: [10.2.0.0/25]", "sas[0].selectors"},
+	} {
+		cfg, err := Parse("gw.yaml", []byte(y(bad.in, bad.out)))
+		if err == nil {
+			cfg.Wipe()
+			t.Errorf("static SA selectors %q/%q over peer x's remote_ts 10.2.0.0/24 accepted", bad.in, bad.out)
+			continue
+		}
+		if !strings.Contains(err.Error(), bad.where) || !strings.Contains(err.Error(), "IKE peer x") {
+			t.Errorf("static SA selectors %q/%q: error %v, want one at %s naming peer x", bad.in, bad.out, err, bad.where)
+		}
+	}
+}
+
+// TestDerivedSelectorsLeaveOutPeers: the inbound SAs of the default
+// (static) tunnel derived the protected prefixes as their sources,
+// including a peer's remote_ts that is protected too: the static peer
+// could send packets with the IKE peer's sources and have them
+// delivered. Now derived selectors leave out the remote_ts of the peers
+// of other tunnels; the peer's own tunnel keeps them.
+func TestDerivedSelectorsLeaveOutPeers(t *testing.T) {
+	f := pskFileT(t, "a long enough passphrase\n", 0o600)
+	cfg, err := Parse("gw.yaml", []byte(`interfaces:
+  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: 192.0.2.1}
+  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
+protected: [10.2.0.0/16, 10.3.0.0/24]
+tunnels:
+  - {name: to-c, out: [a-to-c], in: [c-to-a]}
+  - {name: to-x}
+sas:
+  - {name: a-to-c, direction: out, spi: 0x1002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x202122232425262728292a2b2c2d2e2f30313233}
+  - {name: c-to-a, direction: in, spi: 0x2002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x303132333435363738393a3b3c3d3e3f40414243}
+peers:
+`+fmt.Sprintf("  - {name: x, local: 192.0.2.1, remote: \"%%any\", psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [10.2.7.0/24], tunnel: to-x}\n", f)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cfg.Wipe()
+	peer := netip.MustParsePrefix("10.2.7.0/24")
+	sels := cfg.Gateway.SelectorsOf(cfg.SAs[1], "to-c")
+	if len(sels) == 0 {
+		t.Fatal("the static tunnel's inbound SA derived no selectors")
+	}
+	covered := map[string]bool{}
+	for _, s := range sels {
+		if !s.Src.IsValid() || s.Src.Overlaps(peer) {
+			t.Errorf("static inbound SA derived source %v, which overlaps peer x's remote_ts %v", s.Src, peer)
+		}
+		for _, a := range []string{"10.2.0.1", "10.2.6.255", "10.2.8.0", "10.2.255.254", "10.3.0.9"} {
+			if s.Src.Contains(netip.MustParseAddr(a)) {
+				covered[a] = true
+			}
+		}
+	}
+	if len(covered) != 5 {
+		t.Errorf("derived sources %v lost protected addresses outside the peer's (covered %v)", sels, covered)
+	}
+	if o := PeerTSOverlap(cfg.Peers, "to-c", In, sels); o != nil {
+		t.Errorf("PeerTSOverlap: %v", o)
+	}
+	// The peer's own tunnel: PeerTSOverlap skips its peer.
+	if o := PeerTSOverlap(cfg.Peers, "to-x", In, []sa.Selector{{Src: peer}}); o != nil {
+		t.Errorf("the peer's own tunnel reported as overlapping: %v", o)
 	}
 }

@@ -2,9 +2,11 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/espxdp/espxdp/ike"
 	"github.com/espxdp/espxdp/sa"
 )
 
@@ -70,6 +72,31 @@ func TestParseSAs(t *testing.T) {
 		got, err := ParseSAs("ctl", []byte(tc.data))
 		if err == nil || got != nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v, %v; want an error with %q", tc.data, got, err, tc.want)
+		}
+	}
+}
+
+// TestChildIDBelowIKERange: a static child id is below ike.ChildIDBase,
+// in a file and over the control socket (ParseSAs): the ids from there
+// up are the ike package's, and the SAD groups SAs by id alone, so a
+// static SA with one would join (and be deleted with) a negotiated
+// child's group.
+func TestChildIDBelowIKERange(t *testing.T) {
+	top := uint64(ike.ChildIDBase - 1)
+	cfg, err := Parse("c.yaml", []byte("sas:\n  - "+ikeSA("i", "in", "0x2001", fmt.Sprintf(", child: %d", top))+"\n"))
+	if err != nil {
+		t.Fatalf("child %d (the largest static id) refused: %v", top, err)
+	}
+	if got := cfg.SAs[0].Child; got != sa.ChildID(top) {
+		t.Fatalf("child %d, want %d", got, top)
+	}
+	for _, id := range []uint64{uint64(ike.ChildIDBase), uint64(ike.ChildIDBase) + 1, 1<<64 - 1} {
+		extra := fmt.Sprintf(", child: %d", id)
+		if _, err := Parse("c.yaml", []byte("sas:\n  - "+ikeSA("i", "in", "0x2001", extra)+"\n")); err == nil || !strings.Contains(err.Error(), "sas[0].child") {
+			t.Errorf("file: child %d: error %v, want one at sas[0].child", id, err)
+		}
+		if _, err := ParseSAs("ctl", []byte(ikeSA("i", "in", "0x2001", extra))); err == nil || !strings.Contains(err.Error(), "IKE") {
+			t.Errorf("control socket: child %d: error %v, want the IKE range named", id, err)
 		}
 	}
 }

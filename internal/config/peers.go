@@ -266,9 +266,83 @@ func (p *parser) peers(n *yaml.Node, g *Gateway, cfg *Config) {
 			}
 		}
 	}
+	// Same invariant for derived selectors: a tunnel's inbound SAs
+	// derive no source inside another tunnel's peer's remote_ts
+	// (InboundSelectors; TestDerivedSelectorsLeaveOutPeers).
+	if g != nil {
+		g.peerTS = map[string][]netip.Prefix{}
+		for _, pr := range cfg.Peers {
+			g.peerTS[pr.Tunnel] = append(g.peerTS[pr.Tunnel], pr.RemoteTS...)
+		}
+	}
+	// Same invariant against static SAs with selectors of their own
+	// (selectors:, remote_ts:): none may speak for a peer's networks
+	// (TestPeerRemoteTSCoversStaticSA); the control socket's sa-add and
+	// sa-update check the same with PeerTSOverlap.
+	for _, c := range cfg.SAs {
+		if c.Selectors == nil {
+			continue
+		}
+		if o := PeerTSOverlap(cfg.Peers, g.TunnelOf(c.Name), c.Direction, c.Selectors); o != nil {
+			p.errorf(max(c.lines["selectors"], c.lines["remote_ts"], c.lines["local_ts"], c.Pos.Line), c.Pos.Field+".selectors", "%v", o)
+		}
+	}
 	if g == nil && len(cfg.Peers) > 0 {
 		p.errorf(n.Line, "peers", "peers need a gateway (interfaces:, tunnels:)")
 	}
+}
+
+// TSOverlap is a static SA's selector that overlaps the remote_ts of
+// an IKE peer (PeerTSOverlap).
+type TSOverlap struct {
+	// Peer is the peer whose remote_ts is overlapped.
+	Peer *Peer
+	// Remote is the SA's remote-side prefix (inbound: the source;
+	// outbound: the destination; invalid: any address); TS the peer's
+	// remote_ts it overlaps.
+	Remote, TS netip.Prefix
+}
+
+func (o *TSOverlap) Error() string {
+	r := "any address"
+	if o.Remote.IsValid() {
+		r = o.Remote.String()
+	}
+	return fmt.Sprintf("selector %s overlaps remote_ts %v of IKE peer %s (%s): only that peer may speak for its networks (RFC 4301 §4.4.3)",
+		r, o.TS, o.Peer.Name, o.Peer.Pos)
+}
+
+// PeerTSOverlap returns where the selectors sels of a static SA of
+// direction dir bound to tunnel ("" for none) overlap the remote_ts of
+// one of peers (the first found), or nil. The remote side of a
+// selector is its source for an inbound SA (what the SA may deliver)
+// and its destination for an outbound one; an invalid prefix is any
+// address. A peer bound to tunnel itself is skipped (the gateway keeps
+// static SAs out of peers' tunnels apart).
+//
+// Invariant (PAD, RFC 4301 §4.4.3; TestPeerRemoteTSCoversStaticSA and
+// the gateway's TestControlSAAddOverPeerTS): no static SA of another
+// tunnel has a selector overlapping a peer's remote_ts, so no static
+// peer can deliver packets with an IKE peer's sources nor be chosen for
+// its networks.
+func PeerTSOverlap(peers []*Peer, tunnel string, dir Direction, sels []sa.Selector) *TSOverlap {
+	for _, pr := range peers {
+		if tunnel != "" && pr.Tunnel == tunnel {
+			continue
+		}
+		for _, s := range sels {
+			r := s.Dst
+			if dir == In {
+				r = s.Src
+			}
+			for _, x := range pr.RemoteTS {
+				if !r.IsValid() || r.Overlaps(x) {
+					return &TSOverlap{Peer: pr, Remote: r, TS: x}
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func (p *parser) peer(n *yaml.Node, path string) *Peer {

@@ -212,7 +212,8 @@ func (g *Gateway) SelectorsOf(s *SA, tunnel string) []sa.Selector {
 //     into account (conservative: the address belongs to the other
 //     tunnel's peer for at least some local hosts, so the default
 //     tunnel's peer never speaks for it), and neither are bypass or
-//     discard policies.
+//     discard policies. The remote_ts of the IKE peers (peers:) of other
+//     tunnels are left out the same way: they are the peers' networks.
 //
 // Invariant (TestSelectorsInvariant, TestRedTeamDefaultTunnelAccepts-
 // OtherPeersSources): no inbound SA of one tunnel accepts an inner
@@ -241,8 +242,14 @@ func (g *Gateway) InboundSelectors(tunnel string) []sa.Selector {
 		}
 	}
 	// others: the remote-side prefixes policies send into tunnels other
-	// than this one (an invalid prefix is any address).
+	// than this one (an invalid prefix is any address), and the
+	// remote_ts of the peers of other tunnels.
 	var others []netip.Prefix
+	for pt, ts := range g.peerTS {
+		if pt != tunnel {
+			others = append(others, ts...)
+		}
+	}
 	for _, pol := range g.Policies {
 		if pol.Action != sa.Protect {
 			continue

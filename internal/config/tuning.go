@@ -44,6 +44,25 @@ type Rings struct {
 
 // BusyPoll is gateway.busy_poll: {usecs, budget, prefer}, preferred
 // busy polling of the engine's sockets (xdp.BusyPoll). Usecs 0: off.
+//
+// Off by default, although it measured better (one TCP stream through
+// two AF_XDP gateways on veth: 1.93 against 1.43 Gbit/s, CPU per GB at
+// full load about the same, bench/RESULTS.md "Peers"), because:
+//   - it turns every wait of a worker into a spin of up to usecs: the
+//     gain was measured at full load, where workers rarely wait; at low
+//     load the spinning costs CPU that was not measured, and on shared
+//     hosts (VMs, containers, the box the bench ran on) that CPU is taken
+//     from the neighbours;
+//   - the gain came from veth, whose NAPI the worker's own system calls
+//     then run; on a physical NIC the kernel leaves the queue to the
+//     workers only with the interface's interrupts deferred
+//     (napi_defer_hard_irqs, gro_flush_timeout), host settings the
+//     daemon does not make;
+//   - set explicitly, a kernel that refuses it (before 5.11 for budget
+//     and prefer) stops the start instead of running without what the
+//     operator asked for, which a default could not do.
+//
+// Turn it on where a core per queue is the gateway's to spend.
 type BusyPoll struct {
 	Usecs  int
 	Budget int

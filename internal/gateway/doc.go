@@ -24,7 +24,9 @@
 // per-worker counters and the kernel's AF_XDP drops.
 //
 // IKEv2 peers (the configuration's peers:, ike.go) run one ike.Endpoint
-// each on UDP 500 and 4500 sockets the gateway reads itself; their child
+// each on UDP 500 and 4500 sockets the gateway reads itself (open while
+// a peer uses the local address: a reload that removes the last one
+// closes them); their child
 // SAs are installed as one, bound to the peer's tunnel, and rekeyed
 // make-before-break on their soft-expiry events (show-ike,
 // ike-initiate, ike-terminate on the control socket).

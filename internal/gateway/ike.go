@@ -1196,7 +1196,36 @@ func (gw *Gateway) reloadPeers(peers []*config.Peer, res *ReloadResult) error {
 			res.PeersAdded = append(res.PeersAdded, pc.Name)
 		}
 	}
+	gw.closeIdleSocks()
 	return errors.Join(errs...)
+}
+
+// closeIdleSocks closes the IKE sockets (UDP 500 and 4500) of the local
+// addresses that no peer uses any more; socksFor opens them again when a
+// peer comes back (after the reload that removed or moved the last
+// peer of an address).
+//
+// Invariant (TestIKEReloadPeers): the gateway holds UDP 500/4500 on an
+// address exactly while a peer of the configuration has that local
+// address. Nothing else needs them: the data plane takes ESP in UDP
+// from the XDP program, not from a socket; NAT-T keepalives go out of,
+// and are counted by, raw sockets (keepalive_linux.go); and a gateway
+// with static SAs only (encap: udp included) never opened them. Left
+// open, they would answer IKE for peers that are gone (counted as
+// unknown, but the port looks open) and keep the ports from an IKE
+// daemon started beside the gateway.
+func (gw *Gateway) closeIdleSocks() {
+	gw.ike.mu.Lock()
+	defer gw.ike.mu.Unlock()
+	for a, s := range gw.ike.socks {
+		if slices.ContainsFunc(gw.ike.peers, func(p *ikePeer) bool { return p.conf.Local == a }) {
+			continue
+		}
+		s.ike.Close()
+		s.natt.Close()
+		delete(gw.ike.socks, a)
+		gw.log.Info("ike sockets closed: no peer on the address any more", "local", a.String())
+	}
 }
 
 // ownerOf returns the IKE owner of s, or nil when s is not an

@@ -4,12 +4,15 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -406,4 +409,45 @@ func TestIKEReloadPeers(t *testing.T) {
 	if r, _ := Call(a.socket, Request{Cmd: "show-ike"}, time.Second); len(r.IKE) != 0 {
 		t.Errorf("show-ike after the peer was removed: %+v", r.IKE)
 	}
+	// No peer left: the IKE ports are free again (closeIdleSocks) ...
+	if open := ikePortsHeld(t, a, wanA4); len(open) != 0 {
+		t.Errorf("UDP %v still bound on %s after the reload removed every peer", open, wanA4)
+	}
+	// ... and the peer coming back binds them again and negotiates.
+	rr, err = reload(t, ga, ya)
+	if err != nil || len(rr.PeersAdded) != 1 {
+		t.Fatalf("reload with the peer back: %+v, %v", rr, err)
+	}
+	waitIKEUp(t, a, 10*time.Second)
+	if held := ikePortsHeld(t, a, wanA4); len(held) != 2 {
+		t.Errorf("UDP ports %v held on %s with a peer back, want 500 and 4500", held, wanA4)
+	}
+	if got := ping(t, a, b.hostAddr, 3); got != 3 {
+		t.Fatalf("ping after the peer came back: %d of 3", got)
+	}
+}
+
+// ikePortsHeld returns which of UDP 500 and 4500 on addr are bound in
+// s's gateway namespace (probing by binding them, closed at once).
+func ikePortsHeld(t *testing.T, s *site, addr string) []int {
+	t.Helper()
+	var held []int
+	err := topo.Do(s.gw.Path(), func() error {
+		for _, port := range []int{500, 4500} {
+			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(addr), uint16(port))))
+			if err != nil {
+				if !errors.Is(err, syscall.EADDRINUSE) {
+					return err
+				}
+				held = append(held, port)
+				continue
+			}
+			c.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return held
 }

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -62,7 +64,7 @@ func installChild(t *testing.T, gw *Gateway, id sa.ChildID, out, in uint32) {
 // IKE children change only through IKE (ike terminate, rekeys).
 func TestRedTeamOperatorDeletesIKEChildSA(t *testing.T) {
 	gw := yamlGateway(t, ikeOnlyYAML)
-	installChild(t, gw, 7, 0x7001, 0x7002)
+	installChild(t, gw, ike.ChildIDBase+7, 0x7001, 0x7002)
 	tun := gw.tunnels["to-p"]
 	if n := len(tun.Outbound()); n != 1 {
 		t.Fatalf("%d outbound SAs after the child was installed", n)
@@ -114,7 +116,7 @@ func TestRedTeamNoBlackHoleProperty(t *testing.T) {
 		tun := gw.tunnels["to-p"]
 		p := &ikePeer{gw: gw, conf: &config.Peer{Name: "p"}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 		outOf := map[uint32]sa.ChildID{}
-		next := sa.ChildID(1)
+		next := ike.ChildIDBase + 1
 		for step := range 80 {
 			op := r.IntN(5)
 			switch {
@@ -130,7 +132,7 @@ func TestRedTeamNoBlackHoleProperty(t *testing.T) {
 				p.mu.Unlock()
 				id := next
 				next++
-				out, in := 0x10000+uint32(id)*2, 0x10001+uint32(id)*2
+				out, in := 0x10000+uint32(id-ike.ChildIDBase)*2, 0x10001+uint32(id-ike.ChildIDBase)*2
 				installChild(t, gw, id, out, in)
 				outOf[out] = id
 				p.mu.Lock()
@@ -200,8 +202,8 @@ func TestRedTeamNoBlackHoleProperty(t *testing.T) {
 // and the tunnel sent on nothing - the same black hole as sa-delete.
 func TestRedTeamChildDelOfIKEChild(t *testing.T) {
 	gw := yamlGateway(t, ikeOnlyYAML)
-	installChild(t, gw, 7, 0x7001, 0x7002)
-	resp := gw.Handle(Request{Cmd: "child-del", Child: 7})
+	installChild(t, gw, ike.ChildIDBase+7, 0x7001, 0x7002)
+	resp := gw.Handle(Request{Cmd: "child-del", Child: uint64(ike.ChildIDBase + 7)})
 	if resp.OK {
 		t.Error("child-del deleted the child of an IKE peer")
 	}
@@ -254,15 +256,45 @@ func (l lockedWriter) Write(b []byte) (int, error) {
 	return l.w.Write(b)
 }
 
-// TestRedTeamIKEChildIDSharedWithStaticChild: the ike package numbers
+// TestRedTeamIKEChildIDSharedWithStaticChild: the ike package numbered
 // its child SAs 1, 2, 3... (a process-wide counter), the same space as
 // the child: ids of static SAs (sas: ... child: 1, or sa-add), and the
 // SAD groups SAs by that id alone. When a peer's child 1 retired, the
 // gateway deleted SAD child group 1 - the static SAs with child: 1 of
-// another tunnel with it: an IKE rekey took a static tunnel down.
-// Invariant: the IKE code deletes only the SAs its child owns.
+// another tunnel with it: an IKE rekey took a static tunnel down. Fix:
+// the id spaces are apart (ike.ChildIDBase), so an IKE child's group
+// holds its own SAs only and deleting it whole is safe; a static child
+// of the same small number stays.
 func TestRedTeamIKEChildIDSharedWithStaticChild(t *testing.T) {
-	gw := yamlGateway(t, `interfaces:
+	gw := yamlGateway(t, staticAndPeerYAML)
+	id := ike.ChildIDBase + 1 // the ike package's first child id
+	installChild(t, gw, id, 0x7001, 0x7002)
+	if n := len(gw.SAD().Child(id)); n != 2 {
+		t.Fatalf("IKE child group %d holds %d SAs, want its 2", id, n)
+	}
+	if _, err := gw.deleteChild(id, true); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(gw.tunnels["to-s"].Outbound()); n != 1 {
+		t.Errorf("the static tunnel lost its outbound SA when the IKE child retired (%d left)", n)
+	}
+	if n := len(gw.SAD().Child(1)); n != 2 {
+		t.Errorf("static child group 1 holds %d SAs, want 2", n)
+	}
+	gw.mu.Lock()
+	left := len(gw.sas)
+	gw.mu.Unlock()
+	if left != 2 {
+		t.Errorf("%d SAs left, want the 2 static ones", left)
+	}
+	if n := len(gw.tunnels["to-p"].Outbound()); n != 0 {
+		t.Errorf("the IKE child's outbound SA survived its deletion")
+	}
+}
+
+// staticAndPeerYAML: a static tunnel (to-s, child: 1) beside a tunnel
+// for IKE children (to-p).
+const staticAndPeerYAML = `interfaces:
   cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: 192.0.2.1}
   plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
 protected: [10.2.0.0/24, 10.3.0.0/24]
@@ -275,21 +307,113 @@ policies:
 sas:
   - {name: a-to-s, direction: out, spi: 0x1002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x202122232425262728292a2b2c2d2e2f30313233, child: 1}
   - {name: s-to-a, direction: in, spi: 0x2002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x303132333435363738393a3b3c3d3e3f40414243, child: 1}
-`)
-	installChild(t, gw, 1, 0x7001, 0x7002) // the ike package's first child id
-	if _, err := gw.deleteChild(1, true); err != nil {
-		t.Fatal(err)
+`
+
+// TestIKEChildIDNeverStatic: an SAD child group holds static SAs or one
+// IKE child's SAs, never both, over random sequences of static adds
+// (sa-add, AddSAs, with ids anywhere in the 64-bit space), IKE child
+// installs (ids from ike.ChildIDBase up, some with a wrong id) and
+// deletions of either kind. After every step: every group is homogeneous
+// (all static, or all of one IKE child), and deleting a whole IKE child
+// group never touches a static SA.
+func TestIKEChildIDNeverStatic(t *testing.T) {
+	for seed := range uint64(20) {
+		r := rand.New(rand.NewPCG(seed, 13))
+		gw := yamlGateway(t, staticAndPeerYAML)
+		nextSPI := uint32(0x10000)
+		nextIKE := ike.ChildIDBase + 1
+		var ikeIDs, staticIDs []sa.ChildID
+		randomID := func() sa.ChildID {
+			switch r.IntN(4) {
+			case 0:
+				return sa.ChildID(1 + r.IntN(5)) // small, shared with others
+			case 1:
+				return ike.ChildIDBase + sa.ChildID(r.IntN(5)) // in the IKE range
+			case 2:
+				return ike.ChildIDBase - 1
+			default:
+				return sa.ChildID(r.Uint64())
+			}
+		}
+		for step := range 60 {
+			switch op := r.IntN(5); op {
+			case 0, 1: // a static SA pair over the control socket's API
+				id := randomID()
+				tr := esp.MustParseTransform("aes128gcm16")
+				mk := func(dir config.Direction, spi uint32) *config.SA {
+					return &config.SA{Name: fmt.Sprintf("s-%x", spi), Direction: dir, SPI: spi, Mode: esp.Tunnel,
+						Local: netip.MustParseAddr("192.0.2.1"), Remote: netip.MustParseAddr("198.51.100.9"), Transform: tr,
+						ReplayWindow: config.DefaultReplayWindow, PathMTU: 1500, Child: id,
+						Key: config.Secret(bytes.Repeat([]byte{byte(spi), byte(spi >> 8), byte(spi >> 16)}, 7)[:20])}
+				}
+				nextSPI += 2
+				err := gw.AddSAs([]*config.SA{mk(config.Out, nextSPI), mk(config.In, nextSPI+1)}, "")
+				if (err == nil) != (id < ike.ChildIDBase) {
+					t.Fatalf("seed %d step %d: static child %d: AddSAs error %v", seed, step, id, err)
+				}
+				if err == nil {
+					staticIDs = append(staticIDs, id)
+				} else if !errors.Is(err, ErrChildID) {
+					t.Fatalf("seed %d step %d: error %v, want ErrChildID", seed, step, err)
+				}
+			case 2: // an IKE child is installed
+				id := nextIKE
+				nextIKE++
+				nextSPI += 2
+				installChild(t, gw, id, nextSPI, nextSPI+1)
+				ikeIDs = append(ikeIDs, id)
+			case 3: // an IKE child retires
+				if len(ikeIDs) > 0 {
+					i := r.IntN(len(ikeIDs))
+					static := len(staticSAs(gw))
+					if _, err := gw.deleteChild(ikeIDs[i], true); err != nil {
+						t.Fatalf("seed %d step %d: %v", seed, step, err)
+					}
+					if n := len(staticSAs(gw)); n != static {
+						t.Fatalf("seed %d step %d: deleting IKE child %d took %d static SAs with it", seed, step, ikeIDs[i], static-n)
+					}
+					ikeIDs = slices.Delete(ikeIDs, i, i+1)
+				}
+			case 4: // an operator deletes a static child (never an IKE one)
+				if len(staticIDs) > 0 {
+					i := r.IntN(len(staticIDs))
+					gw.DeleteChild(staticIDs[i]) // may be gone already (shared id)
+					staticIDs = slices.Delete(staticIDs, i, i+1)
+				}
+			}
+			gw.mu.Lock()
+			groups := map[sa.ChildID]map[string]bool{}
+			for _, e := range gw.sas {
+				if id := e.sa.Config().Child; id != 0 {
+					kind := "static"
+					if e.owner != nil {
+						kind = fmt.Sprint("ike ", e.owner.child)
+					}
+					if groups[id] == nil {
+						groups[id] = map[string]bool{}
+					}
+					groups[id][kind] = true
+				}
+			}
+			gw.mu.Unlock()
+			for id, kinds := range groups {
+				if len(kinds) != 1 {
+					t.Fatalf("seed %d step %d: child group %d mixes %v", seed, step, id, kinds)
+				}
+			}
+		}
 	}
-	if n := len(gw.tunnels["to-s"].Outbound()); n != 1 {
-		t.Errorf("the static tunnel lost its outbound SA when the IKE child with its child id retired (%d left)", n)
-	}
+}
+
+// staticSAs returns the names of gw's SAs that no IKE child owns.
+func staticSAs(gw *Gateway) []string {
 	gw.mu.Lock()
-	left := len(gw.sas)
-	gw.mu.Unlock()
-	if left != 2 {
-		t.Errorf("%d SAs left, want the 2 static ones", left)
+	defer gw.mu.Unlock()
+	var l []string
+	for _, e := range gw.sas {
+		if e.owner == nil {
+			l = append(l, e.conf.Name)
+		}
 	}
-	if n := len(gw.tunnels["to-p"].Outbound()); n != 0 {
-		t.Errorf("the IKE child's outbound SA survived its deletion")
-	}
+	return l
 }

@@ -167,9 +167,9 @@ func TestIKEMoveChildren(t *testing.T) {
 			Transform: tr, Key: config.Secret(bytes.Repeat([]byte{byte(spi >> 8)}, 20)), PathMTU: 1500, Child: child}
 	}
 	gw.mu.Lock()
-	err = gw.addSAsLocked([]*config.SA{mk("p-out-1", 7, 0x7001, "198.51.100.7")}, "peer", &ikeOwner{peer: "p", c: &ike.ChildSA{}, child: 7})
+	err = gw.addSAsLocked([]*config.SA{mk("p-out-1", ike.ChildIDBase+7, 0x7001, "198.51.100.7")}, "peer", &ikeOwner{peer: "p", c: &ike.ChildSA{}, child: ike.ChildIDBase + 7})
 	if err == nil {
-		err = gw.addSAsLocked([]*config.SA{mk("q-out-1", 8, 0x8001, "198.51.100.8")}, "peer", &ikeOwner{peer: "q", c: &ike.ChildSA{}, child: 8})
+		err = gw.addSAsLocked([]*config.SA{mk("q-out-1", ike.ChildIDBase+8, 0x8001, "198.51.100.8")}, "peer", &ikeOwner{peer: "q", c: &ike.ChildSA{}, child: ike.ChildIDBase + 8})
 	}
 	gw.mu.Unlock()
 	if err != nil {
@@ -187,7 +187,7 @@ func TestIKEMoveChildren(t *testing.T) {
 	}
 	before := find("p-out-1")
 	to := netip.MustParseAddrPort("203.0.113.9:61000")
-	gw.moveChildren([]sa.ChildID{7}, to)
+	gw.moveChildren([]sa.ChildID{ike.ChildIDBase + 7}, to)
 	after := find("p-out-1")
 	if after != before {
 		t.Fatal("the outbound SA was replaced, not moved in place")

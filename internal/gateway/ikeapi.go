@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/ike"
 	"github.com/espxdp/espxdp/internal/config"
 	"github.com/espxdp/espxdp/sa"
 )
@@ -33,8 +35,50 @@ func (gw *Gateway) AddSAs(cs []*config.SA, tunnel string) error {
 	if tunnel != "" && gw.peerTunnelLocked(tunnel) {
 		return fmt.Errorf("%w: tunnel %q carries an IKE peer's child SAs", ErrIKEOwned, tunnel)
 	}
+	for _, c := range cs {
+		if err := gw.peerTSLocked(c, tunnel, gw.g.SelectorsOf(c, tunnel)); err != nil {
+			return err
+		}
+	}
 	return gw.addSAsLocked(cs, tunnel, nil)
 }
+
+// ErrPeerTS: a static SA's traffic selectors overlap the remote_ts of an
+// IKE peer of the configuration (the error names the peer).
+var ErrPeerTS = errors.New("gateway: selectors overlap an IKE peer's remote_ts")
+
+// peerTSLocked refuses a static SA c (added or updated over the control
+// socket) bound to tunnel whose selectors sels overlap the remote_ts of
+// a configured IKE peer (config.PeerTSOverlap; gw.mu held). An inbound
+// tunnel-mode SA without selectors delivers any source, so it overlaps
+// every peer.
+//
+// Invariant (PAD, RFC 4301 §4.4.3; TestControlSAAddOverPeerTS): what the
+// configuration file may not hold (config.Parse refuses a static SA or a
+// protect policy over a peer's remote_ts), the control socket does not
+// add either: no static SA speaks for an IKE peer's networks. Peers come
+// only from the file, and a reload drops the SAs added over the socket,
+// so the reverse (a peer over a static SA) is Parse's check alone.
+func (gw *Gateway) peerTSLocked(c *config.SA, tunnel string, sels []sa.Selector) error {
+	if gw.cfg == nil || len(gw.cfg.Peers) == 0 {
+		return nil
+	}
+	if sels == nil {
+		if c.Direction != config.In || c.Mode != esp.Tunnel {
+			return nil
+		}
+		sels = []sa.Selector{{}}
+	}
+	if o := config.PeerTSOverlap(gw.cfg.Peers, tunnel, c.Direction, sels); o != nil {
+		return fmt.Errorf("%w: sa %s: %v", ErrPeerTS, c.Name, o)
+	}
+	return nil
+}
+
+// ErrChildID: a child id in the wrong range: static SAs (config child:,
+// sa-add, AddSAs) take ids below ike.ChildIDBase, the SAs of
+// IKE-negotiated children ids from there up.
+var ErrChildID = errors.New("gateway: child id in the other range (static SAs below ike.ChildIDBase, IKE children from it)")
 
 // ErrIKEOwned: the SA (or tunnel) belongs to an IKE peer; it changes
 // only through IKE (ike terminate, rekeys), not by sa-add, sa-update or
@@ -81,6 +125,14 @@ func (gw *Gateway) addSAsLocked(cs []*config.SA, tunnel string, owner *ikeOwner)
 	}
 	keys := map[key]bool{}
 	for _, c := range cs {
+		// Invariant (TestIKEChildIDNeverStatic): an SAD child group
+		// holds static SAs or one IKE child's, never both: static SAs
+		// have ids below ike.ChildIDBase (or none), an IKE child's SAs
+		// its ike id, from ike.ChildIDBase up. So deleteChild may
+		// delete a whole group.
+		if owner == nil && c.Child >= ike.ChildIDBase || owner != nil && (c.Child < ike.ChildIDBase || c.Child != owner.child) {
+			return fmt.Errorf("%w: sa %s child %d", ErrChildID, c.Name, c.Child)
+		}
 		if names[c.Name] {
 			return fmt.Errorf("%w: name %q", sa.ErrExists, c.Name)
 		}
@@ -150,12 +202,13 @@ func (gw *Gateway) DeleteChild(id sa.ChildID) (int, error) {
 // deleteChild is DeleteChild; ike allows deleting a child that a peer
 // of the peers: section owns (the IKE code's own deletions). Others
 // get ErrIKEOwned (see peerTunnelLocked for the invariant).
+//
+// The whole SAD group id goes: by the invariant of addSAsLocked
+// (TestIKEChildIDNeverStatic) the group of an IKE child holds its SAs
+// only, and a static group no IKE child's.
 func (gw *Gateway) deleteChild(id sa.ChildID, ike bool) (int, error) {
 	gw.mu.Lock()
 	defer gw.mu.Unlock()
-	if ike {
-		return gw.deleteIKEChildLocked(id)
-	}
 	members := gw.sad.Child(id)
 	if id == 0 || len(members) == 0 {
 		return 0, fmt.Errorf("%w: child %d", sa.ErrNotFound, id)
@@ -186,42 +239,6 @@ func (gw *Gateway) deleteChild(id sa.ChildID, ike bool) (int, error) {
 	}
 	gw.log.Info("child deleted", "child", uint64(id), "sas", n)
 	return n, nil
-}
-
-// deleteIKEChildLocked deletes the SAs that the IKE child id owns
-// (gw.mu held).
-//
-// Invariant (TestRedTeamIKEChildIDSharedWithStaticChild): the IKE code
-// deletes only the SAs its child owns, never the SAD's whole child group
-// id: the ike package numbers its children from 1, the space of the
-// static child: ids, so a group may also hold static SAs.
-func (gw *Gateway) deleteIKEChildLocked(id sa.ChildID) (int, error) {
-	touched := map[*sa.Tunnel]bool{}
-	var gone []*sa.SA
-	for _, k := range slices.Clone(gw.order) {
-		e := gw.sas[k]
-		if e.owner == nil || e.owner.child != id {
-			continue
-		}
-		if t := gw.unlink(k, e); t != nil {
-			touched[t] = true
-		}
-		gone = append(gone, e.sa)
-	}
-	if len(gone) == 0 {
-		return 0, fmt.Errorf("%w: child %d", sa.ErrNotFound, id)
-	}
-	for t := range touched {
-		gw.rebindOut(t)
-	}
-	var errs []error
-	for _, s := range gone {
-		if err := gw.sad.DeleteSA(s); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	gw.log.Info("child deleted", "child", uint64(id), "sas", len(gone))
-	return len(gone), errors.Join(errs...)
 }
 
 // AllocSPI reserves a free inbound SPI in [lo, hi] (hi 0: the whole

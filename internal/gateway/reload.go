@@ -238,6 +238,9 @@ func (gw *Gateway) UpdateSA(c *config.SA, tunnel string) error {
 		return fmt.Errorf("gateway: no tunnel %q", tunnel)
 	}
 	sels := gw.g.SelectorsOf(c, tunnel)
+	if err := gw.peerTSLocked(c, tunnel, sels); err != nil {
+		return err
+	}
 	if tunnel == e.tunnel && e.isum == immutableFingerprint(c, sels) {
 		if err := gw.update(c, sels); err != nil {
 			return err
