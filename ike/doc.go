@@ -114,8 +114,8 @@
 //     accepted), before any DH computation and without keeping state;
 //     half-open SAs are bounded apart (Config.MaxHalfOpen) from the
 //     others (Config.MaxIKESAs), both checked before the DH, beyond
-//     them TEMPORARY_FAILURE; a source address that returned a valid
-//     cookie holds at most Config.MaxHalfOpenPerSource half-open SAs
+//     them TEMPORARY_FAILURE; a source address (an IPv6 source: its
+//     /64) that returned a valid cookie holds at most Config.MaxHalfOpenPerSource half-open SAs
 //     made with a cookie (default 5, strongSwan's block_threshold;
 //     beyond, its IKE_SA_INIT is dropped and counted in
 //     Stats.SourceBlocked), and SAs made without a cookie never count,

@@ -80,6 +80,11 @@ type Config struct {
 	// installed.
 	OnChild func(c *ChildSA)
 	// OnChildDown is called when a child SA is deleted (by either side).
+	// After a rekey the peer may still send on the old child's inbound
+	// SA until it has processed the DELETE (some implementations switch
+	// their outbound SA only then): keep the old inbound SA installed a
+	// short while (the gateway keeps it 2 s) rather than removing it
+	// at once, or packets in flight are lost.
 	OnChildDown func(c *ChildSA)
 	// OnESP receives the non-IKE packets (ESP, without the marker) read
 	// from the NAT-T socket.
@@ -118,7 +123,9 @@ type Config struct {
 	// beyond it, its IKE_SA_INIT requests are dropped (counted in
 	// Stats.SourceBlocked). Only half-open SAs created with a valid
 	// cookie count, so a spoofer cannot block its victim's address.
-	// 0 means DefaultMaxHalfOpenPerSource; negative means no bound.
+	// An IPv6 source counts by its /64 prefix, which one host may
+	// hold whole. 0 means DefaultMaxHalfOpenPerSource; negative means no
+	// bound.
 	MaxHalfOpenPerSource int
 	// OnIKEDown is called (without locks held) when an IKE SA that had
 	// been established goes away for any reason: deleted by either
@@ -570,6 +577,18 @@ const (
 	stateRekeyInit // initiator of an IKE SA rekey: CREATE_CHILD_SA sent
 )
 
+// sourceKey is the unit a half-open bound per source counts in: an IPv4
+// address, or the /64 prefix of an IPv6 address (RFC 4291: a /64 is one
+// link's interface identifiers, all of which one host may use; RFC 7707).
+func sourceKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
 // setState moves s to state st (e.mu held), keeping e.halfOpen the
 // number of IKE SAs in stateInitDone (invariant, checked by
 // TestHalfOpenCountProperty).
@@ -622,7 +641,7 @@ type IKESA struct {
 	expiry   *time.Timer // responder: removes a half-open SA
 
 	cookie      *Notify    // initiator: the COOKIE the responder demanded
-	cookieSrc   netip.Addr // responder: the source that returned a valid cookie (Endpoint.halfOpenBy)
+	cookieSrc   netip.Addr // responder: sourceKey of the source that returned a valid cookie (Endpoint.halfOpenBy)
 	cookieTries int
 	keTries     int // initiator: IKE_SA_INIT retries after INVALID_KE_PAYLOAD
 
@@ -1519,12 +1538,15 @@ func (e *Endpoint) responderInit(m *Message, raw []byte, from netip.AddrPort, na
 		// spoofed) holds at most MaxHalfOpenPerSource half-open SAs
 		// created with a cookie; SAs created without one never count,
 		// so a spoofer cannot use up its victim's share.
-		if lim := e.cfg.MaxHalfOpenPerSource; lim > 0 && e.halfOpenBy[from.Addr()] >= lim {
+		// An IPv6 source counts by its /64 (sourceKey): one host
+		// holds a whole /64 and could otherwise take 2^64 shares.
+		src := sourceKey(from.Addr())
+		if lim := e.cfg.MaxHalfOpenPerSource; lim > 0 && e.halfOpenBy[src] >= lim {
 			e.sourceBlocked.Add(1)
-			e.log.Debug("ike: IKE_SA_INIT dropped: source holds too many half-open SAs", "peer", from, "half_open", e.halfOpenBy[from.Addr()])
+			e.log.Debug("ike: IKE_SA_INIT dropped: source holds too many half-open SAs", "peer", from, "half_open", e.halfOpenBy[src])
 			return nil
 		}
-		s.cookieSrc = from.Addr()
+		s.cookieSrc = src
 	}
 	if e.halfOpen >= e.cfg.MaxHalfOpen || len(e.sas)-e.halfOpen >= e.cfg.MaxIKESAs {
 		e.log.Warn("ike: IKE SA table full", "peer", from, "half_open", e.halfOpen, "sas", len(e.sas))

@@ -18,14 +18,18 @@ import (
 // per-source counts equal the half-open SAs created with a valid cookie
 // from that address; no address holds more than MaxHalfOpenPerSource
 // of them; a request with a valid cookie from a source at its bound
-// creates no state and is not answered (SourceBlocked counts it); and
+// creates no state and is not answered (SourceBlocked counts it), an
+// IPv6 source counting by its /64; and
 // the victim, which never reached its bound itself, is always served
 // while the global MaxHalfOpen leaves room - spoofed requests never
 // use up its share.
 func TestHalfOpenPerSourceProperty(t *testing.T) {
 	r := rand.New(rand.NewPCG(21, 22))
 	victim := netip.MustParseAddr("192.0.2.10")
-	real := []netip.Addr{victim, netip.MustParseAddr("192.0.2.11"), netip.MustParseAddr("192.0.2.12")}
+	// Two IPv6 sources share a /64 and count as one (sourceKey); a
+	// third has its own.
+	real := []netip.Addr{victim, netip.MustParseAddr("192.0.2.11"), netip.MustParseAddr("192.0.2.12"),
+		netip.MustParseAddr("2001:db8:1::1"), netip.MustParseAddr("2001:db8:1::2:3"), netip.MustParseAddr("2001:db8:2::1")}
 	var totalBlocked, victimServed int
 	for iter := range 10 {
 		conn := &captureConn{}
@@ -73,7 +77,7 @@ func TestHalfOpenPerSourceProperty(t *testing.T) {
 				}
 			}
 			demand := e.halfOpen >= thr
-			atLimit := e.halfOpenBy[from.Addr()] >= lim
+			atLimit := e.halfOpenBy[sourceKey(from.Addr())] >= lim
 			room := e.halfOpen < e.cfg.MaxHalfOpen
 			before, blocked := len(e.sas), e.sourceBlocked.Load()
 			conn.last = nil
@@ -86,7 +90,7 @@ func TestHalfOpenPerSourceProperty(t *testing.T) {
 			counts := map[netip.Addr]int{}
 			for _, s := range e.sas {
 				if s.state == stateInitDone && s.cookieSrc.IsValid() {
-					counts[s.cookieSrc]++
+					counts[sourceKey(s.cookieSrc)]++
 				}
 			}
 			for a, n := range counts {

@@ -4,7 +4,9 @@ package ike
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -60,8 +62,14 @@ type goSide struct {
 	echoes  int
 	// echoesSeen is echoes at the last checkTraffic.
 	echoesSeen int
-	up         chan struct{}
+	// refused lists the ESP packets our side did not answer, with the
+	// reason, for failure messages.
+	refused []string
+	up      chan struct{}
 }
+
+// childGrace is how long goSide keeps a deleted child's SAs.
+const childGrace = 300 * time.Millisecond
 
 // startGo starts our Endpoint in ns with psk and its Config changed by
 // mod (when not nil).
@@ -112,9 +120,10 @@ func startGo(t *testing.T, ns *netns.NS, psk string, mod func(*Config)) *goSide 
 			g.up <- struct{}{}
 		},
 		OnChildDown: func(c *ChildSA) {
-			if _, err := g.sad.DeleteChild(c.ID); err != nil {
-				t.Errorf("DeleteChild: %v", err)
-			}
+			// Make-before-break, as Config.OnChildDown advises: the
+			// old SAs stay a moment for what is still in flight.
+			// The tests wait for the SAs to go.
+			time.AfterFunc(childGrace, func() { g.sad.DeleteChild(c.ID) })
 		},
 		OnESP: g.esp,
 	}
@@ -140,6 +149,9 @@ func (g *goSide) esp(pkt []byte, from netip.AddrPort) {
 	p := []sa.Packet{{Buf: buf, Off: esp.MaxHeadroom, Len: len(pkt), ESPOnly: true}}
 	g.proc.Worker(0).Inbound(p)
 	if p[0].Verdict != sa.VerdictOK {
+		if len(pkt) >= 8 && len(g.refused) < 32 {
+			g.refused = append(g.refused, fmt.Sprintf("SPI %#x seq %d: %v", binary.BigEndian.Uint32(pkt), binary.BigEndian.Uint32(pkt[4:]), p[0].Verdict))
+		}
 		return
 	}
 	inner := p[0].Buf[p[0].Off : p[0].Off+p[0].Len]
@@ -158,6 +170,7 @@ func (g *goSide) esp(pkt []byte, from netip.AddrPort) {
 	q := []sa.Packet{{Buf: out, Off: esp.MaxHeadroom, Len: len(reply), ESPOnly: true}}
 	g.proc.Worker(0).Outbound(q)
 	if q[0].Verdict != sa.VerdictOK {
+		g.refused = append(g.refused, fmt.Sprintf("reply: %v", q[0].Verdict))
 		return
 	}
 	g.echoes++
@@ -248,7 +261,10 @@ func (x *interop) checkTraffic(t *testing.T) {
 	st := g.in.Stats()
 	g.mu.Unlock()
 	if echoes < 3 {
-		t.Fatalf("answered %d echo requests, want 3", echoes)
+		g.mu.Lock()
+		refused := g.refused
+		g.mu.Unlock()
+		t.Fatalf("answered %d echo requests, want 3; ESP not answered: %v", echoes, refused)
 	}
 	if st.DecryptPkts < 3 {
 		t.Fatalf("inbound SA decrypted %d packets", st.DecryptPkts)
@@ -375,7 +391,7 @@ func TestStrongSwanRekey(t *testing.T) {
 		t.Fatalf("RekeyChild: %v", err)
 	}
 	waitUp(t, g)
-	if len(g.sad.Child(second.ID)) != 0 {
+	if !netns.WaitFor(5*time.Second, func() bool { return len(g.sad.Child(second.ID)) == 0 }) {
 		t.Fatal("old child still installed after our rekey")
 	}
 	x.checkTraffic(t)
