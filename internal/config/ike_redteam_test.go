@@ -218,22 +218,7 @@ func TestRedTeamTwoAnyPeersOneAddress(t *testing.T) {
 // sources (RFC 4301 §4.4.3, §5.2). Fix: Parse refuses the overlap.
 func TestRedTeamPeerRemoteTSCoversStaticPolicy(t *testing.T) {
 	f := pskFileT(t, "a long enough passphrase\n", 0o600)
-	y := func(rts string) string {
-		return `interfaces:
-  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: 192.0.2.1}
-  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
-protected: [10.2.0.0/24, 10.3.0.0/24]
-tunnels:
-  - {name: to-c, out: [a-to-c], in: [c-to-a]}
-  - {name: to-x}
-policies:
-  - {name: c, src: 10.1.0.0/24, dst: 10.3.0.0/24, action: protect, tunnel: to-c}
-sas:
-  - {name: a-to-c, direction: out, spi: 0x1002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x202122232425262728292a2b2c2d2e2f30313233}
-  - {name: c-to-a, direction: in, spi: 0x2002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x303132333435363738393a3b3c3d3e3f40414243}
-peers:
-` + fmt.Sprintf("  - {name: x, local: 192.0.2.1, remote: \"%%any\", psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [%s], tunnel: to-x}\n", f, rts)
-	}
+	y := func(rts string) string { return staticBesidePeerYAML(f, rts, "", "") }
 	if cfg, err := Parse("gw.yaml", []byte(y("10.2.0.0/24"))); err != nil {
 		t.Fatalf("a peer apart from the static policy refused: %v", err)
 	} else {
@@ -255,22 +240,7 @@ peers:
 // it naming the peer; selectors apart from the peer's pass.
 func TestPeerRemoteTSCoversStaticSA(t *testing.T) {
 	f := pskFileT(t, "a long enough passphrase\n", 0o600)
-	y := func(inSel, outSel string) string {
-		return `interfaces:
-  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: 192.0.2.1}
-  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
-protected: [10.2.0.0/24, 10.3.0.0/24]
-tunnels:
-  - {name: to-c, out: [a-to-c], in: [c-to-a]}
-  - {name: to-x}
-policies:
-  - {name: c, src: 10.1.0.0/24, dst: 10.3.0.0/24, action: protect, tunnel: to-c}
-sas:
-  - {name: a-to-c, direction: out, spi: 0x1002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x202122232425262728292a2b2c2d2e2f30313233` + outSel + `}
-  - {name: c-to-a, direction: in, spi: 0x2002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x303132333435363738393a3b3c3d3e3f40414243` + inSel + `}
-peers:
-` + fmt.Sprintf("  - {name: x, local: 192.0.2.1, remote: \"%%any\", psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [10.2.0.0/24], tunnel: to-x}\n", f)
-	}
+	y := func(inSel, outSel string) string { return staticBesidePeerYAML(f, "10.2.0.0/24", inSel, outSel) }
 	for _, ok := range [][2]string{{"", ""}, {", remote_ts: [10.3.0.0/24]", ", remote_ts: [10.3.0.0/24]"}} {
 		cfg, err := Parse("gw.yaml", []byte(y(ok[0], ok[1])))
 		if err != nil {
@@ -346,4 +316,24 @@ peers:
 	if o := PeerTSOverlap(cfg.Peers, "to-x", In, []sa.Selector{{Src: peer}}); o != nil {
 		t.Errorf("the peer's own tunnel reported as overlapping: %v", o)
 	}
+}
+
+// staticBesidePeerYAML is a gateway with a static tunnel to-c (policy c to
+// 10.3.0.0/24, SAs a-to-c and c-to-a with extra fields outSel and inSel)
+// and a %any peer x (PSK file f, remote_ts rts) in tunnel to-x.
+func staticBesidePeerYAML(f, rts, inSel, outSel string) string {
+	return `interfaces:
+  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: 192.0.2.1}
+  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
+protected: [10.2.0.0/24, 10.3.0.0/24]
+tunnels:
+  - {name: to-c, out: [a-to-c], in: [c-to-a]}
+  - {name: to-x}
+policies:
+  - {name: c, src: 10.1.0.0/24, dst: 10.3.0.0/24, action: protect, tunnel: to-c}
+sas:
+  - {name: a-to-c, direction: out, spi: 0x1002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x202122232425262728292a2b2c2d2e2f30313233` + outSel + `}
+  - {name: c-to-a, direction: in, spi: 0x2002, local: 192.0.2.1, remote: 198.51.100.2, transform: aes128gcm16, key: 0x303132333435363738393a3b3c3d3e3f40414243` + inSel + `}
+peers:
+` + fmt.Sprintf("  - {name: x, local: 192.0.2.1, remote: \"%%any\", psk_file: %s, local_ts: [10.1.0.0/24], remote_ts: [%s], tunnel: to-x}\n", f, rts)
 }
