@@ -148,7 +148,9 @@ type EngineConfig struct {
 	// to 4, while its sleeps last longer than spinning IdleSpins polls
 	// would have (traffic in bursts with long gaps, such as one TCP
 	// flow, where every poll of the spin is CPU spent for nothing), and
-	// goes back up as sleeps get short (steady traffic).
+	// goes back up as sleeps get short (steady traffic); in the Shared
+	// mode only (in the others a hand-off may wait for a sleeper's
+	// 1 ms timeout, so workers keep spinning IdleSpins).
 	IdleSpins int
 
 	// Gateway duties on the plaintext (inner) packets; see the package

@@ -112,7 +112,14 @@ func (ew *engineWorker) run(ready chan<- error) {
 	idle := 0
 	// The spin before a sleep adapts (spinBudget): a clock read when an
 	// idle stretch starts and two around the sleep, nothing per packet.
+	// Only in the Shared mode, where everything that brings work wakes
+	// the worker: in the others another worker's hand-off or Ordered
+	// job may wait for the sleep's timeout (1 ms), which the full spin
+	// keeps rarer.
 	budget := newSpinBudget(max(cfg.IdleSpins, 0))
+	if cfg.Processor.Concurrency() != sa.Shared {
+		budget = fixedSpinBudget(max(cfg.IdleSpins, 0))
+	}
 	var idleFrom time.Time
 	for !ew.rt.stop.Load() {
 		if ew.step() > 0 {

@@ -16,7 +16,7 @@ const minIdleSpins = 4
 // 64 empty polls (~20 µs of CPU).
 //
 // Invariant: min <= cur <= max at all times (cur == max when max <=
-// min: no adaptation).
+// min: no adaptation, as in fixedSpinBudget).
 type spinBudget struct {
 	min, max, cur int
 }
@@ -26,6 +26,9 @@ type spinBudget struct {
 func newSpinBudget(max int) spinBudget {
 	return spinBudget{min: min(minIdleSpins, max), max: max, cur: max}
 }
+
+// fixedSpinBudget returns a budget that stays at n empty polls.
+func fixedSpinBudget(n int) spinBudget { return spinBudget{min: n, max: n, cur: n} }
 
 // slept adapts the budget after a sleep: the worker spun rounds empty
 // polls in spun, then slept for slept. If the sleep ended sooner than a

@@ -14,6 +14,13 @@ import (
 func TestSpinBudgetProperty(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, maxSpins := range []int{0, 1, minIdleSpins, minIdleSpins + 1, 64, 1000} {
+		fixed := fixedSpinBudget(maxSpins)
+		for range 100 {
+			fixed.slept(r.IntN(100)+1, time.Duration(r.IntN(100_000)), time.Duration(r.IntN(10_000_000)))
+			if fixed.cur != maxSpins {
+				t.Fatalf("fixed budget of %d moved to %d", maxSpins, fixed.cur)
+			}
+		}
 		b := newSpinBudget(maxSpins)
 		if b.cur != maxSpins {
 			t.Fatalf("max %d: starts at %d, want max", maxSpins, b.cur)
