@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -88,6 +89,10 @@ func run(args []string, stderr io.Writer) error {
 	e2eTrial := fs.Duration("e2e-trial", harness.DefaultE2ETrial, fmt.Sprintf("length of each trial of the e2e suite's NDR/PDR rate search (-quick: %v unless set)", harness.QuickE2ETrial))
 	e2eJumbo := fs.Int("e2e-jumbo", harness.E2EDefaultJumbo, fmt.Sprintf("inner IP packet size of the e2e suite's jumbo rows (veths at MTU %d, the engine with MultiBuffer), 1421..%d; 0: none", harness.E2EJumboMTU, harness.E2EMaxJumbo))
 	wgBytes := fs.Int64("wg-bytes", defWGBytes, "bytes of each TCP transfer of the wg and peers suites")
+	steps := fs.String("steps", "", "comma-separated strings: run only the steps (of the e2e, wg, peers, shard and one-SA suites) whose label contains one, e.g. \"wireguard-go offload,espxdp-tun aes\"")
+	wgStreams := fs.String("wg-streams", "", "TCP connection counts of the wg suite's TCP rows (default 1,4)")
+	wgUDP := fs.Bool("wg-udp", true, "run the wg suite's UDP rows")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (pprof) of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -144,6 +149,12 @@ func run(args []string, stderr io.Writer) error {
 	}
 	cfg.E2EDurationNs, cfg.WGBytes, cfg.E2EJumbo = int64(*e2eDur), *wgBytes, *e2eJumbo
 	cfg.E2ETrialNs = int64(*e2eTrial)
+	cfg.Steps, cfg.WGNoUDP = splitList(*steps), !*wgUDP
+	if *wgStreams != "" {
+		if cfg.WGStreams, err = intList("wg-streams", *wgStreams); err != nil {
+			return err
+		}
+	}
 	if *transforms == "all" {
 		cfg.Transforms = esp.TransformNames()
 	} else {
@@ -154,6 +165,20 @@ func run(args []string, stderr io.Writer) error {
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
 	}
 	var pw io.Writer
 	if *progress {

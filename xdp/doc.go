@@ -192,9 +192,14 @@
 // freed in the same step, so none is leaked (the tests audit the UMEM
 // after each run). Nothing a packet contains can stall a worker: every
 // packet gets a verdict and a bounded amount of work, and TX retries are
-// bounded (TXFull). When idle a worker sleeps in poll(2) on its ports'
-// descriptors (the AF_XDP sockets) and two eventfds (stop, and the wakeup
-// of Send and of ports without a descriptor).
+// bounded (TXFull). When idle a worker polls its sources a few more
+// times (at most EngineConfig.IdleSpins, fewer while its sleeps turn
+// out long: bursty traffic such as one TCP flow) and then sleeps in
+// poll(2) on its ports' descriptors (the AF_XDP sockets) and two
+// eventfds (stop, and the wakeup of Send and of ports without a
+// descriptor); Send writes the eventfd only while the worker sleeps.
+// The non-blocking wakeups of the kernel (AF_XDP sendto and recvfrom,
+// eventfd writes) are raw system calls, which keep the worker's P.
 //
 // Engine.Send copies IP packets from Go into UMEM frames and queues them
 // (bounded) for a worker to encrypt: the source side for embedders.

@@ -143,8 +143,14 @@ type EngineConfig struct {
 	// CPUs, if set, pins worker i to CPUs[i%len(CPUs)]. Unpinned,
 	// workers are still locked to an OS thread each.
 	CPUs []int
-	// IdleSpins is the number of empty polls before a worker sleeps in
-	// poll(2) (0: 64; negative: busy poll).
+	// IdleSpins is the most empty polls before a worker sleeps in
+	// poll(2) (0: 64; negative: busy poll). A worker spins fewer, down
+	// to 4, while its sleeps last longer than spinning IdleSpins polls
+	// would have (traffic in bursts with long gaps, such as one TCP
+	// flow, where every poll of the spin is CPU spent for nothing), and
+	// goes back up as sleeps get short (steady traffic); in the Shared
+	// mode only (in the others a hand-off may wait for a sleeper's
+	// 1 ms timeout, so workers keep spinning IdleSpins).
 	IdleSpins int
 
 	// Gateway duties on the plaintext (inner) packets; see the package
@@ -467,6 +473,13 @@ type EngineWorkerStats struct {
 	HandedOff uint64
 	// Sleeps: times the worker blocked in poll(2).
 	Sleeps uint64
+	// Batches: non-empty batches the worker took from its ports and its
+	// Send queue (packets per batch: (CipherRX + PlainRX + Sent) /
+	// Batches, hand-offs aside).
+	Batches uint64
+	// SendWakes: eventfd writes Engine.Send made to wake the worker
+	// (Send wakes it only while it sleeps or is about to).
+	SendWakes uint64
 	// CPU is the CPU time the worker's thread used since the worker
 	// started (Linux: the thread's sum_exec_runtime), for packets per
 	// CPU-second: what scaling over cores costs when the machine has

@@ -460,7 +460,7 @@ func (e *Engine) statsLocked() EngineStats {
 			Control: c.control.Load(), ControlDropped: c.controlDropped.Load(),
 			SADrops: c.saDrops.Load(), MTUDrops: c.mtuDrops.Load(), NotIP: c.notIP.Load(), VLANDrops: c.vlanDrops.Load(),
 			NoRoom: c.noRoom.Load(), TXFull: c.txFull.Load(), HandedOff: c.handedOff.Load(),
-			Sleeps: c.sleeps.Load(), CPU: ew.cpuTime(), Sent: c.sent.Load(), SendFull: c.sendFull.Load(),
+			Sleeps: c.sleeps.Load(), Batches: c.batches.Load(), SendWakes: c.sendWakes.Load(), CPU: ew.cpuTime(), Sent: c.sent.Load(), SendFull: c.sendFull.Load(),
 			MSSClamped: c.mssClamped.Load(), TTLExpired: c.ttlExpired.Load(), ICMPSent: c.icmpSent.Load(),
 			ICMPRateLimited: c.icmpRateLimited.Load(), ICMPNotSent: c.icmpNotSent.Load(),
 			Reassembly: ew.reasmStats(), ReasmNoFrame: c.reasmNoFrame.Load(),

@@ -6,9 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/sa"
@@ -78,7 +75,7 @@ const srcQueueLen = 1024
 // sendPort is the receive side of Engine.Send as an EnginePort: worker
 // w's Receive takes from the Send queue q[w]. Nothing is transmitted on
 // it; Send wakes the worker through its eventfd, which every worker
-// polls anyway.
+// polls anyway, when the worker sleeps (or is about to).
 type sendPort struct {
 	u *UMEM
 	q []*sendQueue
@@ -203,8 +200,13 @@ func (e *Engine) Send(queue int, pkts [][]byte) (int, error) {
 	}
 	if sent > 0 {
 		ew.c.sent.Add(uint64(sent))
-		one := uint64(1)
-		unix.Write(ew.wfd, unsafe.Slice((*byte)(unsafe.Pointer(&one)), 8))
+		// A worker that is awake takes the packets in its next round
+		// (it checks the queue after announcing a sleep: see sleep), so
+		// only a sleeping one costs a write(2) to its eventfd.
+		if ew.asleep.Load() {
+			ew.c.sendWakes.Add(1)
+			wakeFD(ew.wfd)
+		}
 	}
 	return sent, nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -35,9 +36,11 @@ type engineWorker struct {
 	ports [2]EnginePort
 	// pfd is the poll set of sleep, built once at start.
 	pfd []unix.PollFd
-	// asleep is set while the worker sleeps in poll(2), so an Ordered
-	// sequencer can wake it to help (written by the worker only around
-	// a sleep, read by others once per batch).
+	// asleep is set while the worker sleeps in poll(2) (from just
+	// before its last look at the Send queue), so that Engine.Send
+	// writes its eventfd only then and an Ordered sequencer can wake it
+	// to help (written by the worker only around a sleep and by a
+	// sequencer that wakes it; read by others once per batch or Send).
 	// tid is the worker's thread while it runs (0 after); cpu0 its CPU
 	// time when the worker locked it, cpuEnd the CPU the worker used, set
 	// when it stops.
@@ -78,7 +81,7 @@ type source struct {
 
 type engCounters struct {
 	cipherRX, decrypted, plainRX, encrypted, bypassed, control, controlDropped,
-	saDrops, mtuDrops, notIP, vlanDrops, noRoom, txFull, handedOff, sleeps, sent, sendFull,
+	saDrops, mtuDrops, notIP, vlanDrops, noRoom, txFull, handedOff, sleeps, batches, sendWakes, sent, sendFull,
 	mssClamped, ttlExpired, icmpSent, icmpRateLimited, icmpNotSent, reasmNoFrame,
 	fragmented, fragments, fragFailed,
 	jumboRX, jumboTX, jumboDrops atomic.Uint64
@@ -107,19 +110,35 @@ func (ew *engineWorker) run(ready chan<- error) {
 	}
 	ready <- nil
 	idle := 0
+	// The spin before a sleep adapts (spinBudget): a clock read when an
+	// idle stretch starts and two around the sleep, nothing per packet.
+	// Only in the Shared mode, where everything that brings work wakes
+	// the worker: in the others another worker's hand-off or Ordered
+	// job may wait for the sleep's timeout (1 ms), which the full spin
+	// keeps rarer.
+	budget := newSpinBudget(max(cfg.IdleSpins, 0))
+	if cfg.Processor.Concurrency() != sa.Shared {
+		budget = fixedSpinBudget(max(cfg.IdleSpins, 0))
+	}
+	var idleFrom time.Time
 	for !ew.rt.stop.Load() {
 		if ew.step() > 0 {
 			idle = 0
 			continue
 		}
+		if idle == 0 {
+			idleFrom = time.Now()
+		}
 		idle++
-		if cfg.IdleSpins >= 0 && idle > cfg.IdleSpins {
+		if cfg.IdleSpins >= 0 && idle > budget.cur {
 			if ew.ra != nil {
 				// Sets that will not complete give their memory back.
 				ew.ra.Expire(int64(time.Since(ew.rt.epoch)))
 				ew.publishReasm()
 			}
+			asleep := time.Now()
 			ew.sleep()
+			budget.slept(idle, asleep.Sub(idleFrom), time.Since(asleep))
 			idle = 0
 		}
 	}
@@ -181,6 +200,7 @@ func (ew *engineWorker) step() int {
 			if src.rx != nil {
 				src.rx.Add(uint64(k))
 			}
+			ew.c.batches.Add(1)
 			total += k
 			if src.dir == sa.In {
 				if ew.ra != nil {
@@ -332,10 +352,17 @@ func (ew *engineWorker) flush() {
 // a timeout passes (short while a port has packets in flight or other
 // workers may hand packets over).
 func (ew *engineWorker) sleep() {
+	// Invariant (no lost wake-up, Engine.Send): asleep is set before
+	// the Send queue is looked at, and Send reads asleep only after it
+	// queued its packets. Both are sequentially consistent atomics, so
+	// either this check sees Send's packets (no sleep), or Send sees
+	// asleep and writes the eventfd, which ends the poll below.
+	ew.asleep.Store(true)
 	if (ew.sq != nil && ew.sq.n.Load() > 0) || ew.w.Pending() > 0 {
+		ew.asleep.Store(false)
 		return
 	}
-	timeout := 100 * time.Millisecond
+	timeout := idleSleep
 	if ew.e.cfg.Processor.Concurrency() != sa.Shared ||
 		ew.ports[sideCipher].InFlight(ew.id) > 0 || ew.ports[sidePlain].InFlight(ew.id) > 0 {
 		timeout = time.Millisecond
@@ -343,15 +370,20 @@ func (ew *engineWorker) sleep() {
 	for i := range ew.pfd {
 		ew.pfd[i].Revents = 0
 	}
-	ew.asleep.Store(true)
 	pollRetry(ew.pfd, timeout)
 	ew.asleep.Store(false)
 	if ew.pfd[1].Revents&unix.POLLIN != 0 {
 		var v [8]byte
-		unix.Read(ew.wfd, v[:])
+		unix.RawSyscall(unix.SYS_READ, uintptr(ew.wfd), uintptr(unsafe.Pointer(&v[0])), 8)
 	}
 	ew.c.sleeps.Add(1)
 }
+
+// idleSleep is the longest a worker sleeps in poll(2) with nothing in
+// flight (Shared mode): what wakes it is a port's descriptor or its
+// eventfd; the timeout only bounds housekeeping (reassembly expiry).
+// A variable so that a test can make a lost wake-up obvious.
+var idleSleep = 100 * time.Millisecond
 
 // wakeOne is the 8-byte counter increment written to an eventfd
 // (little-endian 1; the engine runs on little-endian hosts, as the
@@ -359,7 +391,9 @@ func (ew *engineWorker) sleep() {
 var wakeOne = [8]byte{1}
 
 // wakeFD adds one to the eventfd fd, waking a poll on it.
-func wakeFD(fd int) { unix.Write(fd, wakeOne[:]) }
+func wakeFD(fd int) {
+	unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&wakeOne[0])), 8)
+}
 
 // wakeHelpers, in the Ordered mode, wakes the workers sleeping in
 // poll(2) before this one sequences a batch of k packets, so that they

@@ -445,12 +445,21 @@ func (s *Socket) Kick() {
 // kick calls sendto until the kernel has taken everything off the TX
 // ring or stops making progress. In copy mode the kernel sends at most
 // 32 packets per call and returns EAGAIN when more are left.
+//
+// The wakeups (sendto here, recvfrom in Refill) are raw system calls:
+// they never block (MSG_DONTWAIT), so the goroutine keeps its P through
+// them. Through the runtime's entersyscall/exitsyscall instead, a
+// sendto that runs the peer veth's receive work in softirq (tens of µs)
+// let sysmon take the P away and hand it to another thread, which the
+// worker then had to wait to get back: a profile of one TCP stream
+// through two gateways had the runtime's scheduler (sysmon, findRunnable)
+// at about a tenth of the gateways' CPU.
 func (s *Socket) kick() {
 	if s.needWakeup && !s.tx.needWakeup() {
 		return
 	}
 	for range s.maxKicks {
-		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+		_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 		s.c.wakeups.Add(1)
 		switch e {
 		case 0:
@@ -510,7 +519,7 @@ func (s *Socket) Refill() int {
 	}
 	s.c.filled.Add(uint64(n))
 	if wake {
-		_, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+		_, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 		s.c.wakeups.Add(1)
 		if e != 0 && e != unix.EAGAIN && e != unix.EINTR && e != unix.EBUSY {
 			s.c.wakeupErrors.Add(1)

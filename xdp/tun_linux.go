@@ -39,6 +39,9 @@ type TUN struct {
 	// Offload counters (TUNStats): the read ones are written by the one
 	// reader, the write ones under off.wmu.
 	splitSupers, splitSegs, groSupers, groSegs, readDrops, writeErrs atomic.Uint64
+	// reads and writes count the system calls that moved a packet
+	// (TUNStats.Reads, Writes).
+	reads, writes atomic.Uint64
 
 	// ReadBatch state, used by the pre-bound readFn so that a batch read
 	// does not allocate.
@@ -142,6 +145,7 @@ func (t *TUN) readBatchFn(fd uintptr) bool {
 		}
 		t.rsizes[t.rn] = n
 		t.rn++
+		t.reads.Add(1)
 	}
 	return true
 }
@@ -193,9 +197,11 @@ func (t *TUN) WriteBatch(pkts [][]byte) (int, error) {
 		return t.writeOffload(pkts)
 	}
 	for i, p := range pkts {
-		if _, err := t.f.Write(p); err != nil {
+		_, err := t.f.Write(p)
+		if err != nil {
 			return i, tunErr(err)
 		}
+		t.writes.Add(1)
 	}
 	return len(pkts), nil
 }

@@ -159,6 +159,8 @@ func (t *TUN) Stats() TUNStats {
 		ReadDrops:             t.readDrops.Load(),
 		OversizeDrops:         t.oversize.Load(),
 		WriteErrors:           t.writeErrs.Load(),
+		Reads:                 t.reads.Load(),
+		Writes:                t.writes.Load(),
 	}
 }
 
@@ -171,6 +173,9 @@ func (t *TUN) Offload() bool { return t.off != nil }
 func (t *TUN) readOffload(bufs [][]byte, sizes []int) (int, error) {
 	for {
 		n, err := t.readSplit(bufs, sizes)
+		if n > 0 || err == nil {
+			t.reads.Add(1)
+		}
 		if err == nil {
 			if n > 1 {
 				t.splitSupers.Add(1)
@@ -269,7 +274,10 @@ func (t *TUN) writeOffloadLocked(pkts [][]byte) (int, error) {
 		done += m
 		// The coalesced super-packets are the slots whose virtio header
 		// the GRO gave a GSO type (all started zero; it may swap slots
-		// when it prepends, so the header, not the length, tells).
+		// when it prepends, so the header, not the length, tells). Each
+		// is one write(2) for its segments; every other packet is one
+		// write(2) of its own.
+		writes := uint64(m)
 		for i := range m {
 			s := o.slots[i]
 			h := s[tunWriteOffset-vnetHdrLen : tunWriteOffset]
@@ -278,11 +286,14 @@ func (t *TUN) writeOffloadLocked(pkts [][]byte) (int, error) {
 				gso := int(binary.NativeEndian.Uint16(h[4:]))
 				t.groSupers.Add(1)
 				if body := len(s) - tunWriteOffset - hdrLen; gso > 0 && body > 0 {
-					t.groSegs.Add(uint64((body + gso - 1) / gso))
+					segs := uint64((body + gso - 1) / gso)
+					t.groSegs.Add(segs)
+					writes -= min(segs-1, writes-1)
 				}
 			}
 			o.slots[i] = nil
 		}
+		t.writes.Add(writes)
 	}
 	return done, first
 }

@@ -217,6 +217,11 @@ func TestTUNOffloadForward(t *testing.T) {
 			if b.CoalescedSuperPackets == 0 || b.CoalescedSegments <= b.CoalescedSuperPackets {
 				t.Errorf("B coalesced nothing: %+v", b)
 			}
+			// System calls: a read(2) per super-packet (or packet), a
+			// write(2) per coalesced super-packet (or packet).
+			if a.Reads < a.SplitSuperPackets || a.Reads >= a.SplitSegments || b.Writes < b.CoalescedSuperPackets {
+				t.Errorf("read(2)/write(2) counts: A %+v B %+v", a, b)
+			}
 			if a.ReadDrops+b.ReadDrops+a.WriteErrors+b.WriteErrors != 0 {
 				t.Errorf("drops or errors: A %+v B %+v", a, b)
 			}
@@ -274,6 +279,12 @@ func TestTUNOffloadAlloc(t *testing.T) {
 	}
 	if s := p.tunA.Stats(); s.CoalescedSuperPackets == 0 || s.CoalescedSegments < batch {
 		t.Errorf("written TCP segments were not coalesced: %+v", s)
+	}
+	// One flow's consecutive segments: one write(2) per WriteBatch (51
+	// of them: AllocsPerRun runs once more than asked), and every packet
+	// handed over is in a written super-packet or written alone.
+	if s := p.tunA.Stats(); s.Writes != 51 || s.Writes+s.CoalescedSegments-s.CoalescedSuperPackets != 51*batch {
+		t.Errorf("%d write(2) for 51 batches of %d segments of one flow: %+v", s.Writes, batch, s)
 	}
 
 	// Reads: B → A is forwarded by a goroutine; A → B by this one, whose

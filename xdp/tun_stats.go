@@ -23,6 +23,10 @@ type TUNStats struct {
 	// WriteErrors counts Deliver batches that the kernel refused at
 	// least in part.
 	WriteErrors uint64 `json:"write_errors"`
+	// Reads and Writes count the read(2) and write(2) system calls
+	// made on the device that moved a packet (ReadBatch, Deliver).
+	Reads  uint64 `json:"reads"`
+	Writes uint64 `json:"writes"`
 }
 
 // Add adds o's counters to s (to sum a multi-queue device's queues).
@@ -35,4 +39,6 @@ func (s *TUNStats) Add(o TUNStats) {
 	s.ReadDrops += o.ReadDrops
 	s.OversizeDrops += o.OversizeDrops
 	s.WriteErrors += o.WriteErrors
+	s.Reads += o.Reads
+	s.Writes += o.Writes
 }

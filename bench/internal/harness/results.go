@@ -104,6 +104,14 @@ type Config struct {
 	// DefaultShardSizes).
 	ShardWorkers []int `json:"shard_workers,omitempty"`
 	ShardSizes   []int `json:"shard_sizes,omitempty"`
+	// Steps, if not empty, keeps only the steps of the e2e, wg, peers,
+	// shard and one-SA suites whose label contains one of these strings
+	// (for profiling or re-measuring a few rows).
+	Steps []string `json:"steps,omitempty"`
+	// WGStreams are the TCP connection counts of the wg suite's TCP rows
+	// (empty: 1 and 4); WGNoUDP leaves out its UDP rows.
+	WGStreams []int `json:"wg_streams,omitempty"`
+	WGNoUDP   bool  `json:"wg_no_udp,omitempty"`
 }
 
 // Report is the content of results.json.

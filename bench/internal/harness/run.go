@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/espxdp/espxdp/esp"
@@ -110,7 +111,9 @@ func Run(cfg Config, progress io.Writer) (*Report, error) {
 			ss, done := suite.steps(cfg)
 			defer done()
 			for _, s := range ss {
-				steps = append(steps, step(s))
+				if keepStep(cfg.Steps, s.label) {
+					steps = append(steps, step(s))
+				}
 			}
 		}
 	}
@@ -132,4 +135,18 @@ func Run(cfg Config, progress io.Writer) (*Report, error) {
 		fmt.Fprintf(progress, "\r\033[K[%d/%d %5.1fs] done\n", len(steps), len(steps), time.Since(start).Seconds())
 	}
 	return rep, nil
+}
+
+// keepStep reports whether the step labelled label runs: filter is
+// empty, or one of its strings is in the label.
+func keepStep(filter []string, label string) bool {
+	if len(filter) == 0 {
+		return true
+	}
+	for _, f := range filter {
+		if strings.Contains(label, f) {
+			return true
+		}
+	}
+	return false
 }

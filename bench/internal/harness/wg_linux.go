@@ -636,7 +636,7 @@ func (r *wgRun) udp(impl, tr, variant string) ([]Result, error) {
 }
 
 // measure runs the TCP transfers (one stream, then wgStreams), then the
-// UDP runs.
+// UDP runs (unless Config.WGNoUDP).
 func (r *wgRun) measure(impl, tr, variant string) ([]Result, error) {
 	var out []Result
 	for _, streams := range r.streams {
@@ -645,6 +645,9 @@ func (r *wgRun) measure(impl, tr, variant string) ([]Result, error) {
 			return nil, err
 		}
 		out = append(out, res)
+	}
+	if r.cfg.WGNoUDP {
+		return out, nil
 	}
 	us, err := r.udp(impl, tr, variant)
 	return append(out, us...), err
@@ -694,6 +697,9 @@ func WGSteps(cfg Config) ([]suiteStep, func()) {
 		streams: wgStreams, runs: 3, bytes: cfg.WGBytes}
 	if cfg.Quick {
 		r.runs = 1
+	}
+	if len(cfg.WGStreams) > 0 {
+		r.streams = cfg.WGStreams
 	}
 	steps := []suiteStep{
 		{"wg kernel forwarding (no encryption)", func() ([]Result, error) {

@@ -120,7 +120,9 @@ func (r *wgRun) tcp(impl, tr, variant string, streams int) (Result, error) {
 	gbps, secs, mss, ping := m.gbps, m.secs, m.mss, m.ping
 	g := median(gbps)
 	res.add("retransmits", float64(m.retrans), UnitPackets)
-	n.addXSK(&res, x0, n.xskSnapshot())
+	x1 := n.xskSnapshot()
+	n.addXSK(&res, x0, x1)
+	n.addRates(&res, x0, x1, float64(bytes)/1e9)
 	d1, err := n.ifDrops()
 	if err != nil {
 		return res, err

@@ -45,6 +45,11 @@ type xskCounts struct {
 	// queue; tun: the TUNs' own drops (ReadDrops, OversizeDrops,
 	// WriteErrors batches).
 	sendFull, tun uint64
+	// The engines' and TUNs' work counts, for per-GB rates (addRates):
+	// worker sleeps (poll(2)), batches and the packets in them, Send's
+	// eventfd wakes, AF_XDP wakeups (sendto, recvfrom), TUN read(2) and
+	// write(2) calls.
+	sleeps, batches, pkts, sendWakes, xskWakeups, tunReads, tunWrites uint64
 }
 
 // xskSnapshot reads the counters of the espxdp engines that run now
@@ -62,11 +67,22 @@ func (n *wgNet) xskSnapshot() xskCounts {
 		c.workers += st.WorkerDrops()
 		for _, w := range st.Workers {
 			c.sendFull += w.SendFull
+			c.sleeps += w.Sleeps
+			c.batches += w.Batches
+			c.pkts += w.CipherRX + w.PlainRX + w.Sent
+			c.sendWakes += w.SendWakes
+		}
+		for _, ss := range [][]xdp.Stats{st.CipherSockets, st.PlainSockets} {
+			for _, s := range ss {
+				c.xskWakeups += s.Wakeups
+			}
 		}
 	}
 	for _, t := range n.tuns {
 		ts := t.Stats()
 		c.tun += ts.ReadDrops + ts.OversizeDrops + ts.WriteErrors
+		c.tunReads += ts.Reads
+		c.tunWrites += ts.Writes
 	}
 	return c
 }
@@ -148,4 +164,24 @@ func addIfDrops(res *Result, before, now ifDropCounts) {
 	res.add("gw-if-drops", float64(now.gw-before.gw), UnitPackets)
 	res.add("tun-drops", float64(now.tun-before.tun), UnitPackets)
 	res.add("host-if-drops", float64(now.host-before.host), UnitPackets)
+}
+
+// addRates adds the engines' work counts from before to now per GB of
+// goodput (gb) to res, when espxdp engines run: sleeps/GB (workers'
+// poll(2)), xsk-wakeups/GB (AF_XDP sendto and recvfrom), send-wakes/GB
+// (Engine.Send's eventfd writes), tun-reads/GB and tun-writes/GB (TUN
+// read(2) and write(2)), and pkts/batch (packets per worker batch).
+func (n *wgNet) addRates(res *Result, before, now xskCounts, gb float64) {
+	if len(n.engines) == 0 || gb <= 0 {
+		return
+	}
+	per := func(name string, a, b uint64) { res.add(name, float64(b-a)/gb, "1/GB") }
+	per("sleeps/GB", before.sleeps, now.sleeps)
+	per("xsk-wakeups/GB", before.xskWakeups, now.xskWakeups)
+	per("send-wakes/GB", before.sendWakes, now.sendWakes)
+	per("tun-reads/GB", before.tunReads, now.tunReads)
+	per("tun-writes/GB", before.tunWrites, now.tunWrites)
+	if b := now.batches - before.batches; b > 0 {
+		res.add("pkts/batch", float64(now.pkts-before.pkts)/float64(b), "")
+	}
 }

@@ -99,6 +99,35 @@ of streams; the target uses "gateways".
 			cell(&r, "gw-cpu-s/GB"), cell(&r, "softirq-s/GB"), cell(&r, "hosts-cpu-s/GB"), cell(&r, "x-wireguard-cpu"), cell(&r, "x-wireguard-cpu+softirq"))
 	}
 	b.WriteString("\n")
+	wgWorkTable(b, rs)
+}
+
+// wgWorkTable writes the espxdp TCP rows' work counts per GB of goodput
+// (system calls and wake-ups of the engines and TUNs), when a row has
+// them.
+func wgWorkTable(b *strings.Builder, rs []harness.Result) {
+	head := false
+	for _, r := range rs {
+		if _, ok := r.Get("sleeps/GB"); !ok || r.Traffic != "tcp" {
+			continue
+		}
+		if !head {
+			b.WriteString(`The espxdp rows' work per GB of goodput, both gateways: workers'
+sleeps in poll(2), AF_XDP wakeups (sendto, recvfrom), Engine.Send's
+eventfd writes, TUN read(2) and write(2) (after GSO and GRO), and
+packets per worker batch.
+
+| implementation | streams | sleeps/GB | AF_XDP wakeups/GB | Send wakes/GB | TUN reads/GB | TUN writes/GB | packets/batch |
+|---|---:|---:|---:|---:|---:|---:|---:|
+`)
+			head = true
+		}
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s |\n", wgLabel(&r), wgStreams(&r), intCell(&r, "sleeps/GB"),
+			intCell(&r, "xsk-wakeups/GB"), intCell(&r, "send-wakes/GB"), intCell(&r, "tun-reads/GB"), intCell(&r, "tun-writes/GB"), cell(&r, "pkts/batch"))
+	}
+	if head {
+		b.WriteString("\n")
+	}
 }
 
 // wgPlots draws the wg suite's TCP rows: goodput (one stream and

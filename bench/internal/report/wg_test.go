@@ -26,7 +26,9 @@ func wgSynthetic() *harness.Report {
 	tcp("espxdp", "aes128gcm16", "no-offload", 1, "Gbps", 1.5, "Gbit/s", "x-wireguard", 0.75, "x", "gw-cpu-s/GB", 6.0, "CPU s/GB",
 		"x-wireguard-cpu", 0.75, "x", "x-wireguard-cpu+softirq", 0.9, "x", "xsk-rx-ring-full", 0.0, "packets", "xsk-rx-dropped", 0.0, "packets", "xsk-fill-empty", 0.0, "")
 	tcp("espxdp-tun", "aes128gcm16", "offload", 1, "Gbps", 3.2, "Gbit/s", "x-wireguard", 1.6, "x", "gw-cpu-s/GB", 4.0, "CPU s/GB", "x-wireguard-cpu", 0.5, "x",
-		"retransmits", 120.0, "packets", "gw-if-drops", 3.0, "packets", "tun-drops", 117.0, "packets", "host-if-drops", 0.0, "packets")
+		"retransmits", 120.0, "packets", "gw-if-drops", 3.0, "packets", "tun-drops", 117.0, "packets", "host-if-drops", 0.0, "packets",
+		"sleeps/GB", 5000.0, "1/GB", "xsk-wakeups/GB", 27000.0, "1/GB", "send-wakes/GB", 12000.0, "1/GB", "tun-reads/GB", 25000.0, "1/GB",
+		"tun-writes/GB", 38000.0, "1/GB", "pkts/batch", 45.5, "")
 	tcp("espxdp-tun", "aes128gcm16", "offload", 4, "Gbps", 3.0, "Gbit/s", "x-wireguard", 1.2, "x", "gw-cpu-s/GB", 3.5, "CPU s/GB", "x-wireguard-cpu", 0.5, "x")
 	udp := func(size int, x float64) {
 		rep.Results = append(rep.Results, harness.Result{Suite: "wg", Kind: harness.KindWG, Impl: "espxdp", Transform: "aes128gcm16", Op: "no-offload",
@@ -69,6 +71,7 @@ func TestWGSection(t *testing.T) {
 		"| espxdp-tun aes128gcm16 (offload) | 4 | 3.00 | 3.50 |",
 		"| 0 / 0 / 0 |",
 		"| 120 | – | – | 3 / 117 / 0 |",
+		"| espxdp-tun aes128gcm16 (offload) | 1 | 5000 | 27000 | 12000 | 25000 | 38000 | 45.5 |",
 		"![peers: TCP goodput and gateway CPU per GB](wg.svg)",
 	} {
 		if !strings.Contains(md, want) {
@@ -81,5 +84,9 @@ func TestWGSection(t *testing.T) {
 	}
 	if n := strings.Count(md, "gateway CPU per GB ≤"); n != 2 {
 		t.Errorf("%d CPU targets, want 2", n)
+	}
+	// The work table has the rows that carry the counts, and only those.
+	if n := strings.Count(md, "| AF_XDP wakeups/GB |"); n != 1 || strings.Count(md, "| 5000 | 27000 |") != 1 {
+		t.Errorf("work-per-GB table: %d headers, want one with one row", n)
 	}
 }
