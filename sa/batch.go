@@ -93,6 +93,7 @@ func (w *Worker) runCap() int {
 func (w *Worker) park(p *Packet) *job {
 	if w.npend == 0 {
 		w.pcap = w.runCap()
+		w.alone = w.solo()
 	}
 	j := &w.pend[w.npend]
 	w.npend++
@@ -106,7 +107,7 @@ func (w *Worker) park(p *Packet) *job {
 func (w *Worker) parkDone() {
 	if w.npend >= w.pcap {
 		w.complete()
-	} else if w.board != nil && w.npend-w.npub >= pubStep && w.run.sa.dir == In {
+	} else if !w.alone && w.npend-w.npub >= pubStep && w.run.sa.dir == In {
 		w.publishIn()
 	}
 }
@@ -362,7 +363,7 @@ func (w *Worker) completeOut(js []job) {
 // aead runs the AEAD of the jobs not dropped yet: in line, or in the
 // Ordered mode spread over the workers through the board.
 func (w *Worker) aead(js []job) {
-	if w.board != nil && (len(js) > 1 || w.npub > 0) {
+	if !w.alone && (len(js) > 1 || w.npub > 0) {
 		w.board.run(w, js, w.npub)
 		return
 	}

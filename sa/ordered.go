@@ -207,6 +207,66 @@ const stealAfter = 256
 // sequencer yield its thread (then again after as many).
 const yieldAfter = 1 << 12
 
+// feed notes a batch of n packets of the worker's own: a worker with
+// input is not idle (poll).
+func (w *Worker) feed(n int) {
+	if n == 0 {
+		return
+	}
+	w.fed = true
+	if w.idle {
+		w.idle = false
+		w.p.idle.Add(-1)
+	}
+}
+
+// poll, from Drain and Pending, reports whether the worker is idle: it
+// had no batch of its own since the previous poll. An idle worker is
+// counted in Processor.idle until its next batch (feed), so that the
+// sequencers know someone may take their jobs.
+//
+// Invariant: w.idle is true exactly when w is counted in
+// Processor.idle; only w's goroutine changes either.
+func (w *Worker) poll() bool {
+	if w.fed {
+		w.fed = false
+		return false
+	}
+	if !w.idle {
+		w.idle = true
+		w.p.idle.Add(1)
+	}
+	return true
+}
+
+// solo reports whether the run starting now is done without the board:
+// one worker, another mode, or no worker idle to help (Processor.idle),
+// so that publishing its jobs would only add the board's atomics to a
+// run the sequencer does all alone. It is read once per run.
+func (w *Worker) solo() bool {
+	return w.board == nil || w.p.idle.Load() == 0
+}
+
+// linger helps (help) until no job has come for lingerPolls polls of the
+// boards, from an idle Drain that found jobs: the sequencers publish
+// every few packets, and a helper that returned to its caller's loop
+// (and yielded there) would miss the next ones.
+func (w *Worker) linger() {
+	if w.help() == 0 {
+		return
+	}
+	for still := 0; still < lingerPolls; still++ {
+		if w.help() != 0 {
+			still = 0
+		}
+	}
+}
+
+// lingerPolls is how many polls of the other boards without a job end a
+// helper's linger: a few microseconds, the time a sequencer takes to
+// park the next packets of its run or to start the next run.
+const lingerPolls = 1 << 10
+
 // help claims and does AEAD jobs on the other workers' boards (Ordered
 // mode); it returns how many it did.
 func (w *Worker) help() int {
