@@ -247,6 +247,7 @@ func TestOrderedInOrder(t *testing.T) {
 	for _, p := range []*Processor{s.tx, s.rx} {
 		for w := 1; w < nw; w++ {
 			wg.Add(1)
+			p.Worker(w).Pending() // idle (no batch of its own): the sequencers publish
 			go func(w *Worker, seed uint64) {
 				defer wg.Done()
 				rng := rand.New(rand.NewPCG(seed, 1))
@@ -650,6 +651,7 @@ func TestOrderedStalledHelpersProperty(t *testing.T) {
 	for _, p := range []*Processor{s.tx, s.rx} {
 		for w := 1; w < nw; w++ {
 			wg.Add(1)
+			p.Worker(w).Pending() // idle (no batch of its own): the sequencer publishes
 			go func(p *Processor, w *Worker, seed uint64) {
 				defer wg.Done()
 				rng := rand.New(rand.NewPCG(seed, 2))
@@ -699,5 +701,87 @@ func TestOrderedDrainHelpsWhenIdle(t *testing.T) {
 	}
 	if w1.Drain(nil); b.done.Load() != uint32(len(js)) {
 		t.Fatalf("an idle Drain did %d of %d jobs", b.done.Load(), len(js))
+	}
+}
+
+// TestOrderedIdleProperty drives the workers of an Ordered processor
+// through random sequences of batches (empty or not, either direction),
+// Drain and Pending, and checks the idle bookkeeping against a model
+// after every step. Invariants (poll, feed): a worker is idle exactly
+// when it had no batch of its own since its previous Drain or Pending;
+// Processor.idle counts the idle workers; Pending is 0 for a worker that
+// is not idle.
+func TestOrderedIdleProperty(t *testing.T) {
+	const nw = 3
+	for seed := uint64(1); seed <= 20; seed++ {
+		p, err := NewProcessor(ProcessorOptions{SAD: NewSAD(SADOptions{}), Workers: nw, Concurrency: Ordered})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(seed, 3))
+		var fed, idle [nw]bool
+		for step := 0; step < 400; step++ {
+			i := rng.IntN(nw)
+			w := p.Worker(i)
+			bad := []Packet{{Buf: []byte{0x45}, Len: 1}} // dropped (malformed): a batch all the same
+			switch rng.IntN(6) {
+			case 0:
+				w.Inbound(nil)
+			case 1:
+				w.Inbound(bad)
+				fed[i], idle[i] = true, false
+			case 2:
+				w.Outbound(bad)
+				fed[i], idle[i] = true, false
+			case 3:
+				if n := w.Drain(make([]Packet, 4)); n != 0 {
+					t.Fatalf("seed %d step %d: Ordered Drain returned %d", seed, step, n)
+				}
+				idle[i], fed[i] = !fed[i], false
+			default:
+				busy := fed[i]
+				if n := w.Pending(); busy && n != 0 {
+					t.Fatalf("seed %d step %d: Pending %d for a worker with input", seed, step, n)
+				}
+				idle[i], fed[i] = !busy, false
+			}
+			want := 0
+			for k := range nw {
+				if p.Worker(k).idle != idle[k] {
+					t.Fatalf("seed %d step %d: worker %d idle %v, want %v", seed, step, k, p.Worker(k).idle, idle[k])
+				}
+				if idle[k] {
+					want++
+				}
+			}
+			if got := int(p.idle.Load()); got != want {
+				t.Fatalf("seed %d step %d: Processor.idle %d, want %d", seed, step, got, want)
+			}
+		}
+	}
+}
+
+// TestOrderedAloneWithoutIdleHelper: while no worker is idle a sequencer
+// does its runs without the board, as the Shared mode does (no epoch is
+// published); once another worker is idle (its Pending), runs go on the
+// board; both ways every packet is accepted in arrival order.
+func TestOrderedAloneWithoutIdleHelper(t *testing.T) {
+	for _, idle := range []bool{false, true} {
+		s := newTwoSides(t, Ordered, 2, 1, "aes128gcm16")
+		if idle {
+			s.rx.Worker(1).Pending()
+			s.tx.Worker(1).Pending()
+		}
+		next := sendInOrder(t, s, 500, 5, false)
+		ein, eout := s.rx.Worker(0).board.epoch.Load(), s.tx.Worker(0).board.epoch.Load()
+		if !idle && (ein != 0 || eout != 0) {
+			t.Fatalf("%d inbound and %d outbound runs published with no worker idle", ein, eout)
+		}
+		if idle && (ein == 0 || eout == 0) {
+			t.Fatalf("%d inbound and %d outbound runs published with a worker idle", ein, eout)
+		}
+		if st := s.ins[0].Stats(); st.DecapsPkts != next {
+			t.Fatalf("%d packets accepted, want %d", st.DecapsPkts, next)
+		}
 	}
 }
