@@ -17,8 +17,9 @@ import (
 // worker completes it (complete):
 //
 //	inbound:  one replay pre-check pass over the run (one lock in the
-//	          Shared and Ordered modes; in the Ordered mode one per 8
-//	          packets, as they are published), the AEAD of every job,
+//	          Shared and Ordered modes; in the Ordered mode with a worker
+//	          idle, one per 8 packets, as they are published), the AEAD
+//	          of every job,
 //	          one replay update pass (one lock), then per packet the
 //	          decapsulation, selector check and counters;
 //	outbound: one reservation of sequence numbers for the whole run
@@ -28,8 +29,9 @@ import (
 //
 // So workers sharing an SA meet on its lines once per run of up to
 // maxRun packets, not once per packet. The AEAD step is where the
-// Ordered mode differs: it publishes the run's jobs on the worker's
-// board, where idle workers take some of them (ordered.go).
+// Ordered mode differs: while some worker is idle it publishes the run's
+// jobs on the worker's board, where idle workers take some of them
+// (ordered.go); else the run is done as in the Shared mode.
 //
 // Lifetimes stay exact with one worker: a run is cut short (runCap)
 // when its packets could reach a hard packet or byte limit, so that the
@@ -175,16 +177,32 @@ func (w *Worker) publishIn() {
 }
 
 func (w *Worker) completeIn(js []job) {
-	sa := w.run.sa
 	// Invariant (anti-replay): a packet is accepted only if the window
 	// accepted its number before the ICV check (Check, in checkIn) and
-	// records it after (Update, which fails for a number recorded
-	// meanwhile - by a duplicate in the same run or by another worker).
-	// One lock per pass when workers share the window. In the Ordered
-	// mode the first jobs of the run may have been checked and published
-	// already (publishIn); the rest are checked here.
+	// records it after (Update, in settleIn, which fails for a number
+	// recorded meanwhile - by a duplicate in the same run or by another
+	// worker). One lock per pass when workers share the window. In the
+	// Ordered mode the first jobs of the run may have been checked and
+	// published already (publishIn); the rest are checked here, and the
+	// run is settled in parts as its jobs are done (board.run).
 	w.checkIn(js[w.npub:])
 	w.aead(js)
+}
+
+// settle gives the jobs js of the current run, done (AEAD) and in order,
+// their verdicts: settleIn or settleOut.
+func (w *Worker) settle(js []job) {
+	if w.run.sa.dir == In {
+		w.settleIn(js)
+	} else {
+		w.settleOut(js)
+	}
+}
+
+// settleIn updates the replay window with the inbound jobs js (one lock
+// when workers share it) and finishes their packets, in order.
+func (w *Worker) settleIn(js []job) {
+	sa := w.run.sa
 	// floorD is the delay growWindow is asked to cover when the window is
 	// below the processor's floor (SetReplayWindowFloor): 4*(floorD+1)
 	// is the floor.
@@ -341,6 +359,11 @@ func (w *Worker) completeOut(js []job) {
 		}
 	}
 	w.aead(js)
+}
+
+// settleOut gives the outbound jobs js, encrypted, their results, in
+// order.
+func (w *Worker) settleOut(js []job) {
 	for i := range js {
 		j := &js[i]
 		p := j.p
@@ -360,8 +383,9 @@ func (w *Worker) completeOut(js []job) {
 	}
 }
 
-// aead runs the AEAD of the jobs not dropped yet: in line, or in the
-// Ordered mode spread over the workers through the board.
+// aead runs the AEAD of the jobs not dropped yet and settles them: in
+// line, or in the Ordered mode with a worker idle spread over the
+// workers through the board.
 func (w *Worker) aead(js []job) {
 	if !w.alone && (len(js) > 1 || w.npub > 0) {
 		w.board.run(w, js, w.npub)
@@ -370,6 +394,7 @@ func (w *Worker) aead(js []job) {
 	for i := range js {
 		crypt(w.s, w.run.sa, w.run.at, &js[i])
 	}
+	w.settle(js)
 }
 
 // crypt is the AEAD step of one job: decryption and ICV check (inbound)

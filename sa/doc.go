@@ -317,13 +317,18 @@
 //   - Ordered: one SA's serial work in arrival order, its AEAD on all
 //     workers, packets out in the order they came in. The worker that
 //     receives a batch is its sequencer: it does each run's serial
-//     steps itself and puts the run's AEAD jobs on its board, a bounded
-//     array that the other workers take jobs from, a few at a time with
-//     one compare-and-swap (fewer as the run empties), when they call
-//     Worker.Drain (which in this mode returns no packets) without a
-//     batch of their own since their previous Drain. Inbound, the jobs
-//     go on the board every 8 parked packets, so helpers decrypt while
-//     the sequencer still parses the run. The sequencer takes jobs too,
+//     steps itself and, while some other worker is idle, puts the run's
+//     AEAD jobs on its board, a bounded array that the other workers
+//     take jobs from, a few at a time with one compare-and-swap (fewer
+//     as the run empties), when they call Worker.Drain (which in this
+//     mode returns no packets) without a batch of their own since their
+//     previous Drain or Pending. A worker is idle from such a call to
+//     its next batch; while none is, a sequencer does its runs alone,
+//     exactly as in the Shared mode (with nobody to help, a board would
+//     only add its atomics). A helper that found jobs stays in Drain a
+//     few microseconds for the next ones. Inbound, the jobs go on the
+//     board every 8 parked packets, so helpers decrypt while the
+//     sequencer still parses the run. The sequencer takes jobs too,
 //     takes back those a stalled helper claimed but did not start,
 //     waits for the ones others are doing, then finishes the run in
 //     order. The packets never leave the caller's batch - the batch is
