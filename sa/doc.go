@@ -328,10 +328,13 @@
 //     only add its atomics). A helper that found jobs stays in Drain a
 //     few microseconds for the next ones. Inbound, the jobs go on the
 //     board every 8 parked packets, so helpers decrypt while the
-//     sequencer still parses the run. The sequencer takes jobs too,
-//     takes back those a stalled helper claimed but did not start,
-//     waits for the ones others are doing, then finishes the run in
-//     order. The packets never leave the caller's batch - the batch is
+//     sequencer still parses the run. Helpers take jobs from the front
+//     of the run, the sequencer from the back; it settles the run in
+//     order as its jobs are done (window update, decapsulation,
+//     counters), so that it finishes the first packets while helpers
+//     still decrypt the last; it takes back the jobs a stalled helper
+//     claimed but did not start, and waits only for the ones others are
+//     doing. The packets never leave the caller's batch - the batch is
 //     the reorder buffer - so Inbound and Outbound return it complete
 //     and in input order, nothing is handed off and no queue can
 //     overflow; the price is that the sequencer may wait for a job
@@ -339,7 +342,8 @@
 //     idle helpers poll. Steer one SA's packets to one worker (its
 //     sequencer) and let the others help.
 //
-// The Ordered mode, for one sequencer:
+// The Ordered mode, for one sequencer (with a worker idle; else the
+// sequencer does its runs alone, as in the Shared mode):
 //
 //	worker 0 (sequencer of its input)            workers 1..n-1
 //	batch ─► per run of one SA:
@@ -348,12 +352,13 @@
 //	         the run's sequence numbers (inbound:
 //	         per 8 packets, published as parked)
 //	         board[0..k) ──────── claim (CAS) ─────► Drain (idle): take
-//	         AEAD of the jobs it claimed, and of       (CAS on the job's
-//	         claimed jobs a stalled helper has         stamp), AEAD
-//	         not started (taken back)
-//	         wait until all k are done ◄── done count ─┘
-//	         serial, in order: window update,
-//	         decapsulation, selectors, counters
+//	         AEAD of jobs from the back of the run     from the front (CAS
+//	         (and of claimed jobs a stalled helper     on the job's stamp),
+//	         has not started: taken back)              AEAD, mark it done
+//	         settle, in order, each done job ◄─ stamps ┘
+//	         (8 at a time while it has jobs of its
+//	         own): window update, decapsulation,
+//	         selectors, counters
 //	batch ◄─ same slots, same order: nothing reordered
 //
 // Memory layout: what keeps workers off each other's cache lines. A
@@ -370,8 +375,11 @@
 // board keeps the claim word and the done count on lines of their own.
 // Per run, a worker sharing an SA writes its shared lines with at most:
 // the busy count twice, one sequence reservation or two window lock
-// acquisitions, the lifetime usage and the highest number; the last-used
-// time at most once a second. Nothing is written per packet. In the
+// acquisitions (an Ordered sequencer with a worker idle: one per 8
+// packets pre-checked and about one per 8 settled), the lifetime usage
+// and the highest number; the last-used time at most once a second.
+// Nothing is written per packet (but an Ordered board's per-job stamps,
+// which the board's own workers write). In the
 // Sharded and PerCPU modes those lines stay with one worker.
 //
 // Which mode. The cells are per-CPU efficiency at 2 workers: packets

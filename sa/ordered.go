@@ -10,27 +10,32 @@ import (
 //
 // The worker that receives a batch (the sequencer) does the serial steps
 // of every run itself (batch.go): replay pre-check and window update, or
-// the sequence numbers. While some other worker is idle (poll: it
-// called Drain or Pending without a batch of its own since its previous
-// such call; Processor.idle counts them, read once per run), the AEAD
-// of a run (up to maxRun packets) goes on the sequencer's board, a bounded array of jobs that any worker may
-// claim, a few at a time, with one compare-and-swap: the sequencer
-// claims jobs too, and idle workers claim them from Worker.Drain. A
-// claim hands out a range of jobs; whoever does a job first takes it
-// alone with one compare-and-swap on the job's own stamp (take), right
-// before doing it, on the claimer's own scratch, in place in the
-// packet's buffer, and counts it done. While no worker is idle the
-// sequencer does the run alone, as in the Shared mode: the other
-// workers have input of their own, and each job one of them took would
-// move its packet's buffer between the caches twice for nothing. When the sequencer has no jobs
-// left to claim it takes back (steals) the jobs that helpers claimed
-// but have not started - a helper preempted after its claim would
-// otherwise stall the run for its whole time slice - and then waits
-// only for the jobs helpers are doing at that moment, at most one per
-// helper. Only then does it finish the packets (window update,
-// decapsulation, counters) and move on. The packets never leave the
-// caller's batch, so the batch is its own reorder buffer: it comes back
-// in the order it went in, and nothing can overflow.
+// the sequence numbers. While no other worker is idle, it does the whole
+// run alone, as in the Shared mode: the other workers have input of
+// their own, and each job one of them took would move its packet's
+// buffer between the caches twice for nothing. While some worker is
+// idle (poll: it called Drain or Pending without a batch of its own
+// since its previous such call; Processor.idle counts them, read once
+// per run), the AEAD of the run (up to maxRun packets) goes on the
+// sequencer's board, a bounded array of jobs that any worker may claim.
+// Helpers (idle workers, from Worker.Drain) claim a few jobs at a time
+// from the front of the run with one compare-and-swap; the sequencer
+// claims single jobs from the back (claimBack), so they meet once.
+// Whoever does a job first takes it alone with one compare-and-swap on
+// the job's own stamp (take), right before doing it, on its own
+// scratch, in place in the packet's buffer, and marks it done on the
+// same stamp. Meanwhile the sequencer settles the run's jobs in order
+// as they are done, several at a time (window update or results,
+// decapsulation, counters): it finishes the front of the run while
+// helpers still decrypt the rest. When it has no jobs left to claim and
+// the next job is not done, it waits, and once the helpers have made no
+// progress for a while it takes back (steals) the jobs they claimed but
+// have not started - a helper preempted after its claim would otherwise
+// stall the run for its whole time slice - so it waits only for the jobs
+// helpers are doing at that moment, at most one per helper. The packets
+// never leave the caller's batch, so the batch is its own reorder
+// buffer: it comes back in the order it went in, and nothing can
+// overflow.
 //
 // Invariant: a job is done by exactly one worker - the one whose take
 // succeeded - between its publication and the sequencer seeing it done,
