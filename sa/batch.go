@@ -64,6 +64,10 @@ type job struct {
 	verif bool // inbound: the ICV verified (also for padding errors)
 	dec   bool // inbound: decrypted (ICV and padding fine)
 	old   bool // inbound: older than the window, checked only to grow it
+	// fail is, inbound in tunnel mode, why the decrypted packet is
+	// dropped after its window update (decapsulation or selectors,
+	// checked by crypt, on the worker that decrypted it).
+	fail DropReason
 }
 
 // runCap returns how many packets the current run may park before it
@@ -313,27 +317,27 @@ func (w *Worker) finishIn(j *job) {
 		w.sdrop(p, DropDummy)
 		return
 	}
-	var res []byte
-	var err error
-	switch {
-	case sa.mode == esp.Tunnel:
-		res, err = esp.DecapTunnel(j.res, j.nh)
-	case p.ESPOnly:
-		err = esp.ErrMalformed // transport mode needs the outer IP header
-	default:
-		res, err = esp.DecapTransport(p.Buf[p.Off:p.Off+p.Len], &j.parsed, j.res, j.nh)
-	}
-	if err != nil {
-		w.sdrop(p, reasonOf(err))
-		return
-	}
-	if len(sa.selectors) > 0 {
-		if err := parseFlow(res, &w.flow); err != nil {
+	res := j.res // tunnel mode: the inner packet, checked by crypt
+	if sa.mode == esp.Tunnel {
+		if j.fail != DropNone {
+			w.sdrop(p, j.fail)
+			return
+		}
+	} else {
+		// Transport mode rewrites the outer header in the buffer: only
+		// for a packet the window accepted.
+		var err error
+		if p.ESPOnly {
+			err = esp.ErrMalformed // transport mode needs the outer IP header
+		} else {
+			res, err = esp.DecapTransport(p.Buf[p.Off:p.Off+p.Len], &j.parsed, j.res, j.nh)
+		}
+		if err != nil {
 			w.sdrop(p, reasonOf(err))
 			return
 		}
-		if !matchAny(sa.selectors, &w.flow) {
-			w.sdrop(p, DropPolicy)
+		if r := w.selectorCheck(sa, res); r != DropNone {
+			w.sdrop(p, r)
 			return
 		}
 	}
@@ -392,20 +396,39 @@ func (w *Worker) aead(js []job) {
 		return
 	}
 	for i := range js {
-		crypt(w.s, w.run.sa, w.run.at, &js[i])
+		crypt(w, w.run.sa, w.run.at, &js[i])
 	}
 	w.settle(js)
 }
 
-// crypt is the AEAD step of one job: decryption and ICV check (inbound)
-// or encapsulation (outbound). It touches only the job, its packet's
-// buffer and the scratch s, so any worker may run it while the job's
-// worker holds the SA (busy) - the Ordered mode does.
-func crypt(s *esp.Scratch, sa *SA, a *attrs, j *job) {
+// selectorCheck checks the inner packet res against sa's selectors, if
+// it has any (w.flow is the scratch).
+func (w *Worker) selectorCheck(sa *SA, res []byte) DropReason {
+	if len(sa.selectors) == 0 {
+		return DropNone
+	}
+	if err := parseFlow(res, &w.flow); err != nil {
+		return reasonOf(err)
+	}
+	if !matchAny(sa.selectors, &w.flow) {
+		return DropPolicy
+	}
+	return DropNone
+}
+
+// crypt is the AEAD step of one job, done by w: decryption and ICV
+// check (inbound; in tunnel mode also the inner packet's header and the
+// SA's selectors, read-only checks of the bytes the decryption just
+// wrote, so that a helper's job does not pull them back to the
+// sequencer's core) or encapsulation (outbound). It touches only the
+// job, its packet's buffer and w's scratch (esp.Scratch, flow), so any
+// worker may run it while the job's worker holds the SA (busy) - the
+// Ordered mode does.
+func crypt(w *Worker, sa *SA, a *attrs, j *job) {
 	if j.drop != DropNone {
 		return
 	}
-	p := j.p
+	p, s := j.p, w.s
 	if sa.dir == In {
 		payload, nh, err := sa.cipher.Open(s, p.Buf[j.espOff:j.espOff+j.espLen], j.seq)
 		switch {
@@ -421,6 +444,14 @@ func crypt(s *esp.Scratch, sa *SA, a *attrs, j *job) {
 			return
 		}
 		j.verif, j.dec, j.res, j.nh = true, true, payload, nh
+		if sa.mode == esp.Tunnel && !j.dummy {
+			res, err := esp.DecapTunnel(payload, nh)
+			if err != nil {
+				j.fail = reasonOf(err)
+			} else {
+				j.res, j.fail = res, w.selectorCheck(sa, res)
+			}
+		}
 		return
 	}
 	var res []byte

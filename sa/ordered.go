@@ -156,7 +156,7 @@ func (b *board) do(w *Worker, lo, hi int, e uint64) uint32 {
 	n := uint32(0)
 	for i := lo; i < hi; i++ {
 		if b.take(i, e) {
-			crypt(w.s, b.sa, b.at, &b.jobs[i])
+			crypt(w, b.sa, b.at, &b.jobs[i])
 			b.stamp[i].v.Store(2*e + 1)
 			n++
 		}
@@ -240,7 +240,7 @@ func (b *board) run(w *Worker, js []job, published int) {
 		}
 		if i, ok := b.claimBack(); ok {
 			if b.take(i, e) {
-				crypt(w.s, b.sa, b.at, &js[i])
+				crypt(w, b.sa, b.at, &js[i])
 				b.stamp[i].v.Store(2*e + 1)
 			}
 			continue
