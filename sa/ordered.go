@@ -320,24 +320,48 @@ func (w *Worker) solo() bool {
 	return w.board == nil || w.p.idle.Load() == 0
 }
 
-// linger helps (help) until no job has come for lingerPolls polls of the
-// boards, from an idle Drain that found jobs: the sequencers publish
-// every few packets, and a helper that returned to its caller's loop
-// (and yielded there) would miss the next ones.
+// linger helps (help) from an idle Drain for as long as the other
+// workers' boards are busy: until neither a job nor a new run has come
+// for lingerPolls polls. It stays only if some sequencer published a
+// run since this worker last looked (w.seen) or it found jobs at once;
+// else nobody is publishing and it returns to the caller's loop at
+// once. The sequencers publish every few packets, and a helper that
+// went back to its caller's loop between two runs would leave the next
+// ones to the sequencer and, if the loop yields, pay for a park and a
+// wake-up of its thread each time (runtime.Gosched on a thread locked
+// to its goroutine), which on a box with no spare CPU also preempts the
+// sequencer.
 func (w *Worker) linger() {
-	if w.help() == 0 {
+	runs := w.runsSeen()
+	if w.help() == 0 && runs == w.seen {
 		return
 	}
 	for still := 0; still < lingerPolls; still++ {
 		if w.help() != 0 {
 			still = 0
 		}
+		if r := w.runsSeen(); r != runs {
+			runs, still = r, 0
+		}
 	}
+	w.seen = runs
 }
 
-// lingerPolls is how many polls of the other boards without a job end a
-// helper's linger: a few microseconds, the time a sequencer takes to
-// park the next packets of its run or to start the next run.
+// runsSeen sums the epochs of the other workers' boards: it changes
+// with every run one of them publishes.
+func (w *Worker) runsSeen() uint64 {
+	n := uint64(0)
+	ws := w.p.workers
+	for k := 1; k < len(ws); k++ {
+		n += ws[(w.id+k)%len(ws)].board.epoch.Load()
+	}
+	return n
+}
+
+// lingerPolls is how many polls of the other boards without a job or a
+// new run end a helper's linger: a few microseconds, more than a
+// sequencer takes to settle a run and park the first packets of the
+// next.
 const lingerPolls = 1 << 10
 
 // help claims and does AEAD jobs on the other workers' boards (Ordered

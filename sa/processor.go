@@ -60,6 +60,7 @@ type Worker struct {
 	fed    bool   // Ordered: a batch of its own came since the last Drain or Pending
 	idle   bool   // Ordered: counted in Processor.idle (see poll)
 	alone  bool   // the current run goes without the board (solo)
+	seen   uint64 // Ordered: the other boards' epochs at the last linger
 	pcap   int    // complete the run at this many parked packets
 	board  *board // Ordered mode with several workers (ordered.go)
 	pc     [nPCtr]uint64
