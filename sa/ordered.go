@@ -20,7 +20,7 @@ import (
 // sequencer's board, a bounded array of jobs that any worker may claim.
 // Helpers (idle workers, from Worker.Drain) claim a few jobs at a time
 // from the front of the run with one compare-and-swap; the sequencer
-// claims single jobs from the back (claimBack), so they meet once.
+// claims jobs from the back (claimBack), so they meet once.
 // Whoever does a job first takes it alone with one compare-and-swap on
 // the job's own stamp (take), right before doing it, on its own
 // scratch, in place in the packet's buffer, and marks it done on the
@@ -107,18 +107,22 @@ func (b *board) claim() (lo, hi int, e uint64, ok bool) {
 	}
 }
 
-// claimBack hands the sequencer the last unclaimed job of its run (all
-// of whose jobs are published): it lowers total, so that helpers, which
-// claim from the front, and the sequencer meet only once.
-func (b *board) claimBack() (i int, ok bool) {
+// claimBack hands the sequencer the last unclaimed jobs of its run (all
+// of whose jobs are published), lo..hi-1, as many as a helper's claim
+// would take (chunk): it lowers total, so that helpers, which claim from
+// the front, and the sequencer meet only once, and it touches the claim
+// word, which a lingering helper polls, once per chunk rather than once
+// per job.
+func (b *board) claimBack() (lo, hi int, ok bool) {
 	for {
 		c := b.ctl.Load()
 		total, cl := c&0xff, (c>>8)&0xff
 		if cl >= total {
-			return 0, false
+			return 0, 0, false
 		}
-		if b.ctl.CompareAndSwap(c, c-1) {
-			return int(total - 1), true
+		n := b.chunk(total - cl)
+		if b.ctl.CompareAndSwap(c, c-n) {
+			return int(total - n), int(total), true
 		}
 	}
 }
@@ -188,7 +192,7 @@ func (b *board) publish(w *Worker, from, to int) {
 // in order, as they are done; it returns when every job is settled.
 //
 // Helpers claim jobs from the front of the run, the sequencer from the
-// back (claimBack), one at a time, so that they meet once. The
+// back (claimBack), a few at a time, so that they meet once. The
 // sequencer's own work comes first: whenever at least settleStep jobs
 // in a row from the first unsettled one are done, or it has no job left
 // to claim, it settles the done ones; else it does one more job from the
@@ -238,10 +242,12 @@ func (b *board) run(w *Worker, js []job, published int) {
 			k, still = m, 0
 			continue
 		}
-		if i, ok := b.claimBack(); ok {
-			if b.take(i, e) {
-				crypt(w, b.sa, b.at, &js[i])
-				b.stamp[i].v.Store(2*e + 1)
+		if lo, hi, ok := b.claimBack(); ok {
+			for i := hi - 1; i >= lo; i-- { // away from the helpers
+				if b.take(i, e) {
+					crypt(w, b.sa, b.at, &js[i])
+					b.stamp[i].v.Store(2*e + 1)
+				}
 			}
 			continue
 		}
@@ -343,9 +349,24 @@ func (w *Worker) linger() {
 		if r := w.runsSeen(); r != runs {
 			runs, still = r, 0
 		}
+		w.spin = pause(w.spin)
 	}
 	w.seen = runs
 }
+
+// pause spins a little (tens of nanoseconds) on the worker's own data
+// between two polls of the boards, so that a polling helper leaves the
+// claim word to the sequencer, which writes it, for a while: polled in a
+// tight loop, the line would move between the cores at every write.
+func pause(x uint64) uint64 {
+	for range pauseRounds {
+		x = x*0x9e3779b97f4a7c15 + 1
+	}
+	return x
+}
+
+// pauseRounds is how many multiplications pause does.
+const pauseRounds = 16
 
 // runsSeen sums the epochs of the other workers' boards: it changes
 // with every run one of them publishes.

@@ -61,6 +61,7 @@ type Worker struct {
 	idle   bool   // Ordered: counted in Processor.idle (see poll)
 	alone  bool   // the current run goes without the board (solo)
 	seen   uint64 // Ordered: the other boards' epochs at the last linger
+	spin   uint64 // Ordered: pause's state (kept so it is not optimized away)
 	pcap   int    // complete the run at this many parked packets
 	board  *board // Ordered mode with several workers (ordered.go)
 	pc     [nPCtr]uint64
