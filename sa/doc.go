@@ -325,8 +325,7 @@
 //     previous Drain or Pending. A worker is idle from such a call to
 //     its next batch; while none is, a sequencer does its runs alone,
 //     exactly as in the Shared mode (with nobody to help, a board would
-//     only add its atomics). A helper that found jobs stays in Drain a
-//     few microseconds for the next ones. Inbound, the jobs go on the
+//     only add its atomics). Inbound, the jobs go on the
 //     board every 8 parked packets, so helpers decrypt while the
 //     sequencer still parses the run. Helpers take jobs from the front
 //     of the run, the sequencer from the back; it settles the run in

@@ -111,8 +111,7 @@ func (b *board) claim() (lo, hi int, e uint64, ok bool) {
 // of whose jobs are published), lo..hi-1, as many as a helper's claim
 // would take (chunk): it lowers total, so that helpers, which claim from
 // the front, and the sequencer meet only once, and it touches the claim
-// word, which a lingering helper polls, once per chunk rather than once
-// per job.
+// word, which helpers poll, once per chunk rather than once per job.
 func (b *board) claimBack() (lo, hi int, ok bool) {
 	for {
 		c := b.ctl.Load()
@@ -325,65 +324,6 @@ func (w *Worker) poll() bool {
 func (w *Worker) solo() bool {
 	return w.board == nil || w.p.idle.Load() == 0
 }
-
-// linger helps (help) from an idle Drain for as long as the other
-// workers' boards are busy: until neither a job nor a new run has come
-// for lingerPolls polls. It stays only if some sequencer published a
-// run since this worker last looked (w.seen) or it found jobs at once;
-// else nobody is publishing and it returns to the caller's loop at
-// once. The sequencers publish every few packets, and a helper that
-// went back to its caller's loop between two runs would leave the next
-// ones to the sequencer and, if the loop yields, pay for a park and a
-// wake-up of its thread each time (runtime.Gosched on a thread locked
-// to its goroutine), which on a box with no spare CPU also preempts the
-// sequencer.
-func (w *Worker) linger() {
-	runs := w.runsSeen()
-	if w.help() == 0 && runs == w.seen {
-		return
-	}
-	for still := 0; still < lingerPolls; still++ {
-		if w.help() != 0 {
-			still = 0
-		}
-		if r := w.runsSeen(); r != runs {
-			runs, still = r, 0
-		}
-		w.spin = pause(w.spin)
-	}
-	w.seen = runs
-}
-
-// pause spins a little (tens of nanoseconds) on the worker's own data
-// between two polls of the boards, so that a polling helper leaves the
-// claim word to the sequencer, which writes it, for a while: polled in a
-// tight loop, the line would move between the cores at every write.
-func pause(x uint64) uint64 {
-	for range pauseRounds {
-		x = x*0x9e3779b97f4a7c15 + 1
-	}
-	return x
-}
-
-// pauseRounds is how many multiplications pause does.
-const pauseRounds = 16
-
-// runsSeen sums the epochs of the other workers' boards: it changes
-// with every run one of them publishes.
-func (w *Worker) runsSeen() uint64 {
-	n := uint64(0)
-	ws := w.p.workers
-	for k := 1; k < len(ws); k++ {
-		n += ws[(w.id+k)%len(ws)].board.epoch.Load()
-	}
-	return n
-}
-
-// lingerPolls is how many polls of the other boards without a job or a
-// new run end a helper's linger: a few microseconds, more than a
-// sequencer takes to settle a run and park the first packets of the
-// next.
-const lingerPolls = 1 << 10
 
 // help claims and does AEAD jobs on the other workers' boards (Ordered
 // mode); it returns how many it did.

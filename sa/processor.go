@@ -60,8 +60,6 @@ type Worker struct {
 	fed    bool   // Ordered: a batch of its own came since the last Drain or Pending
 	idle   bool   // Ordered: counted in Processor.idle (see poll)
 	alone  bool   // the current run goes without the board (solo)
-	seen   uint64 // Ordered: the other boards' epochs at the last linger
-	spin   uint64 // Ordered: pause's state (kept so it is not optimized away)
 	pcap   int    // complete the run at this many parked packets
 	board  *board // Ordered mode with several workers (ordered.go)
 	pc     [nPCtr]uint64
@@ -276,10 +274,9 @@ func (w *Worker) Outbound(pkts []Packet) {
 //
 // In the Ordered mode it returns 0 and instead, when this worker is
 // idle - it had no batch of its own (Inbound or Outbound with packets)
-// since its previous Drain or Pending - does AEAD jobs of other workers'
-// runs, which those workers return in their own batches; having done
-// some, it stays a few microseconds for the next ones (a sequencer
-// publishes a run's jobs every few packets). A worker with input of its
+// since its previous Drain or Pending - does the AEAD jobs on the other
+// workers' boards at that moment (it does not wait for more), which
+// those workers return in their own batches. A worker with input of its
 // own does its own jobs: each job another core does moves its packet's
 // buffer between the caches twice, which costs about as much as the
 // AEAD, so the cores help only where they would otherwise idle. The
@@ -288,7 +285,7 @@ func (w *Worker) Outbound(pkts []Packet) {
 func (w *Worker) Drain(pkts []Packet) int {
 	if w.board != nil {
 		if w.poll() {
-			w.linger()
+			w.help()
 		}
 		return 0
 	}
