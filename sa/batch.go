@@ -393,10 +393,10 @@ func (w *Worker) settleOut(js []job) {
 func (w *Worker) aead(js []job) {
 	if !w.alone && (len(js) > 1 || w.npub > 0) {
 		w.board.run(w, js, w.npub)
-		return
-	}
-	for i := range js {
-		crypt(w, w.run.sa, w.run.at, &js[i])
+	} else {
+		for i := range js {
+			crypt(w, w.run.sa, w.run.at, &js[i])
+		}
 	}
 	w.settle(js)
 }

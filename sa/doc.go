@@ -327,13 +327,13 @@
 //     exactly as in the Shared mode (with nobody to help, a board would
 //     only add its atomics). Inbound, the jobs go on the
 //     board every 8 parked packets, so helpers decrypt while the
-//     sequencer still parses the run. Helpers take jobs from the front
-//     of the run, the sequencer from the back; it settles the run in
-//     order as its jobs are done (window update, decapsulation,
-//     counters), so that it finishes the first packets while helpers
-//     still decrypt the last; it takes back the jobs a stalled helper
-//     claimed but did not start, and waits only for the ones others are
-//     doing. The packets never leave the caller's batch - the batch is
+//     sequencer still parses the run. The sequencer takes jobs too,
+//     takes back those a stalled helper claimed but did not start,
+//     waits for the ones others are doing, then finishes the run in
+//     order. Whoever decrypts a tunnel-mode packet also checks its
+//     inner header and the SA's selectors (read-only, on the bytes it
+//     just wrote), so the sequencer does not pull a helper's packet
+//     back into its cache. The packets never leave the caller's batch - the batch is
 //     the reorder buffer - so Inbound and Outbound return it complete
 //     and in input order, nothing is handed off and no queue can
 //     overflow; the price is that the sequencer may wait for a job
@@ -351,13 +351,12 @@
 //	         the run's sequence numbers (inbound:
 //	         per 8 packets, published as parked)
 //	         board[0..k) ──────── claim (CAS) ─────► Drain (idle): take
-//	         AEAD of jobs from the back of the run     from the front (CAS
-//	         (and of claimed jobs a stalled helper     on the job's stamp),
-//	         has not started: taken back)              AEAD, mark it done
-//	         settle, in order, each done job ◄─ stamps ┘
-//	         (8 at a time while it has jobs of its
-//	         own): window update, decapsulation,
-//	         selectors, counters
+//	         AEAD of the jobs it claimed, and of       (CAS on the job's
+//	         claimed jobs a stalled helper has         stamp), AEAD, inner
+//	         not started (taken back)                  header, selectors
+//	         wait until all k are done ◄── done count ─┘
+//	         serial, in order: window update,
+//	         decapsulation, counters
 //	batch ◄─ same slots, same order: nothing reordered
 //
 // Memory layout: what keeps workers off each other's cache lines. A
@@ -375,8 +374,8 @@
 // Per run, a worker sharing an SA writes its shared lines with at most:
 // the busy count twice, one sequence reservation or two window lock
 // acquisitions (an Ordered sequencer with a worker idle: one per 8
-// packets pre-checked and about one per 8 settled), the lifetime usage
-// and the highest number; the last-used time at most once a second.
+// packets pre-checked, and one for the update), the lifetime usage and
+// the highest number; the last-used time at most once a second.
 // Nothing is written per packet (but an Ordered board's per-job stamps,
 // which the board's own workers write). In the
 // Sharded and PerCPU modes those lines stay with one worker.

@@ -17,25 +17,21 @@ import (
 // idle (poll: it called Drain or Pending without a batch of its own
 // since its previous such call; Processor.idle counts them, read once
 // per run), the AEAD of the run (up to maxRun packets) goes on the
-// sequencer's board, a bounded array of jobs that any worker may claim.
-// Helpers (idle workers, from Worker.Drain) claim a few jobs at a time
-// from the front of the run with one compare-and-swap; the sequencer
-// claims jobs from the back (claimBack), so they meet once.
-// Whoever does a job first takes it alone with one compare-and-swap on
-// the job's own stamp (take), right before doing it, on its own
-// scratch, in place in the packet's buffer, and marks it done on the
-// same stamp. Meanwhile the sequencer settles the run's jobs in order
-// as they are done, several at a time (window update or results,
-// decapsulation, counters): it finishes the front of the run while
-// helpers still decrypt the rest. When it has no jobs left to claim and
-// the next job is not done, it waits, and once the helpers have made no
-// progress for a while it takes back (steals) the jobs they claimed but
-// have not started - a helper preempted after its claim would otherwise
-// stall the run for its whole time slice - so it waits only for the jobs
-// helpers are doing at that moment, at most one per helper. The packets
-// never leave the caller's batch, so the batch is its own reorder
-// buffer: it comes back in the order it went in, and nothing can
-// overflow.
+// sequencer's board, a bounded array of jobs that any worker may
+// claim, a few at a time, with one compare-and-swap: the sequencer
+// claims jobs too, and idle workers claim them from Worker.Drain. A
+// claim hands out a range of jobs; whoever does a job first takes it
+// alone with one compare-and-swap on the job's own stamp (take), right
+// before doing it, on the claimer's own scratch, in place in the
+// packet's buffer, and counts it done. When the sequencer has no jobs
+// left to claim it takes back (steals) the jobs that helpers claimed
+// but have not started - a helper preempted after its claim would
+// otherwise stall the run for its whole time slice - and then waits
+// only for the jobs helpers are doing at that moment, at most one per
+// helper. Only then does it finish the packets (window update,
+// decapsulation, counters) and move on. The packets never leave the
+// caller's batch, so the batch is its own reorder buffer: it comes back
+// in the order it went in, and nothing can overflow.
 //
 // Invariant: a job is done by exactly one worker - the one whose take
 // succeeded - between its publication and the sequencer seeing it done,
@@ -57,19 +53,13 @@ type board struct {
 	// finished that run already (it took the jobs back) and moved on.
 	epoch atomic.Uint64
 	_     [cacheLine - 16]byte
-	// done counts the jobs of the current run that do finished (those of
-	// helpers, and the ones the sequencer took back): the sequencer's
-	// sign of progress while it waits (run). Each job's own stamp says
-	// whether it is done.
+	// done counts the jobs of the current run that are finished.
 	done atomic.Uint32
 	_    [cacheLine - 4]byte
-	// stamp[i] is 2e while job i is being done in run e (its full
-	// epoch), 2e+1 once it is done. A job of run e is taken by raising
-	// its stamp from below 2e to 2e, and marked done by its taker; the
-	// stamps only grow, so a worker still holding a claim of an older run
-	// cannot take a job of a newer one, and the sequencer, which settles
-	// the jobs in order as they are done (run), cannot mistake an older
-	// run's done job for one of its current run. One line each: the
+	// stamp[i] is the run (its full epoch) in which job i was last
+	// taken. A job of run e is taken by raising its stamp from below e to
+	// e; the stamps only grow, so a worker still holding a claim of an
+	// older run cannot take a job of a newer one. One line each: the
 	// sequencer and a helper take neighbouring jobs at the same time.
 	stamp [maxRun]struct {
 		v atomic.Uint64
@@ -87,8 +77,8 @@ type board struct {
 // epochBits is how many bits of the epoch ctl carries.
 const epochBits = 48
 
-// claim hands out the next jobs of the current run from its front:
-// lo..hi-1 and the run's full epoch, for take.
+// claim hands out the next jobs of the current run: lo..hi-1 and the
+// run's full epoch, for take.
 func (b *board) claim() (lo, hi int, e uint64, ok bool) {
 	for {
 		c := b.ctl.Load()
@@ -107,25 +97,6 @@ func (b *board) claim() (lo, hi int, e uint64, ok bool) {
 	}
 }
 
-// claimBack hands the sequencer the last unclaimed jobs of its run (all
-// of whose jobs are published), lo..hi-1, as many as a helper's claim
-// would take (chunk): it lowers total, so that helpers, which claim from
-// the front, and the sequencer meet only once, and it touches the claim
-// word, which helpers poll, once per chunk rather than once per job.
-func (b *board) claimBack() (lo, hi int, ok bool) {
-	for {
-		c := b.ctl.Load()
-		total, cl := c&0xff, (c>>8)&0xff
-		if cl >= total {
-			return 0, 0, false
-		}
-		n := b.chunk(total - cl)
-		if b.ctl.CompareAndSwap(c, c-n) {
-			return int(total - n), int(total), true
-		}
-	}
-}
-
 // chunk is how many of the left unclaimed jobs one claim takes: a share
 // that shrinks as the run is taken (guided self-scheduling), so that the
 // first claims keep the claim word off the hot path and the last ones
@@ -140,27 +111,22 @@ func (b *board) take(i int, e uint64) bool {
 	s := &b.stamp[i].v
 	for {
 		v := s.Load()
-		if v >= 2*e {
+		if v >= e {
 			return false
 		}
-		if s.CompareAndSwap(v, 2*e) {
+		if s.CompareAndSwap(v, e) {
 			return true
 		}
 	}
 }
 
-// isDone reports whether job i of run e is done.
-func (b *board) isDone(i int, e uint64) bool { return b.stamp[i].v.Load() == 2*e+1 }
-
 // do takes and does the jobs lo..hi-1 of run e; it returns how many it
-// did. Each job is marked done (its stamp) when its results are written:
-// the sequencer may settle it from then on.
+// did.
 func (b *board) do(w *Worker, lo, hi int, e uint64) uint32 {
 	n := uint32(0)
 	for i := lo; i < hi; i++ {
 		if b.take(i, e) {
 			crypt(w, b.sa, b.at, &b.jobs[i])
-			b.stamp[i].v.Store(2*e + 1)
 			n++
 		}
 	}
@@ -186,32 +152,22 @@ func (b *board) publish(w *Worker, from, to int) {
 }
 
 // run publishes js (the current run of w, a sequencer; its first
-// published jobs are on the board already) and settles them (w.settle:
-// window update or results, then per packet decapsulation and counters)
-// in order, as they are done; it returns when every job is settled.
-//
-// Helpers claim jobs from the front of the run, the sequencer from the
-// back (claimBack), a few at a time, so that they meet once. The
-// sequencer's own work comes first: whenever at least settleStep jobs
-// in a row from the first unsettled one are done, or it has no job left
-// to claim, it settles the done ones; else it does one more job from the
-// back. So it finishes the packets at the front while helpers still
-// decrypt the rest, instead of idling them while it finishes a whole
-// run.
-//
-// Invariant (order): js[k] is settled only after js[0..k-1] were, and
-// only once it is done (its stamp is 2e+1, stored by the one worker that
-// took it, after its results): the run leaves in its arrival order, and
-// the window is updated in it.
+// published jobs are on the board already) and returns when every job
+// is done.
 func (b *board) run(w *Worker, js []job, published int) {
 	if len(js) > published {
 		b.publish(w, published, len(js))
 	}
 	e := b.epoch.Load()
-	n := len(js)
-	k := 0 // js[:k] are settled
-	// Waiting for the jobs other workers took: while they make progress
-	// it only spins, the wait is for the jobs helpers are doing, a
+	for {
+		lo, hi, _, ok := b.claim()
+		if !ok {
+			break
+		}
+		b.do(w, lo, hi, e)
+	}
+	// Wait for the jobs other workers took. While they make progress it
+	// only spins: the wait is for the jobs helpers are doing, a
 	// microsecond or so. When the done count has not moved for longer
 	// than a job takes, the helpers are not running: take back the jobs
 	// they claimed but did not start (the scan is not done sooner, as it
@@ -231,33 +187,10 @@ func (b *board) run(w *Worker, js []job, published int) {
 	// and spinning on would only burn the CPU its kernel thread may need
 	// to finish it.
 	last, still := b.done.Load(), 0
-	for k < n {
-		m := k
-		for m < n && b.isDone(m, e) {
-			m++
-		}
-		if m-k >= settleStep {
-			w.settle(js[k:m])
-			k, still = m, 0
-			continue
-		}
-		if lo, hi, ok := b.claimBack(); ok {
-			for i := hi - 1; i >= lo; i-- { // away from the helpers
-				if b.take(i, e) {
-					crypt(w, b.sa, b.at, &js[i])
-					b.stamp[i].v.Store(2*e + 1)
-				}
-			}
-			continue
-		}
-		if m > k {
-			w.settle(js[k:m])
-			k, still = m, 0
-			continue
-		}
+	for last != uint32(len(js)) {
 		switch still++; {
 		case still == stealAfter:
-			b.do(w, k, n, e)
+			b.do(w, 0, len(js), e)
 		case still > stealAfter && w.help() != 0:
 			still = stealAfter + 1
 		case still > yieldAfter:
@@ -269,11 +202,6 @@ func (b *board) run(w *Worker, js []job, published int) {
 		}
 	}
 }
-
-// settleStep is how many done jobs in a row a sequencer settles at once
-// while it still has jobs of its own to do: the window's lock is taken
-// once per settle.
-const settleStep = 8
 
 // stealAfter is how many idle polls of the done count (tens of
 // nanoseconds each) without progress make a sequencer take back the jobs
