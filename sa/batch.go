@@ -187,14 +187,13 @@ func (w *Worker) completeIn(js []job) {
 	// recorded meanwhile - by a duplicate in the same run or by another
 	// worker). One lock per pass when workers share the window. In the
 	// Ordered mode the first jobs of the run may have been checked and
-	// published already (publishIn); the rest are checked here, and the
-	// run is settled in parts as its jobs are done (board.run).
+	// published already (publishIn); the rest are checked here.
 	w.checkIn(js[w.npub:])
 	w.aead(js)
 }
 
-// settle gives the jobs js of the current run, done (AEAD) and in order,
-// their verdicts: settleIn or settleOut.
+// settle gives the jobs js of the current run, once their AEAD is done,
+// their verdicts in order: settleIn or settleOut.
 func (w *Worker) settle(js []job) {
 	if w.run.sa.dir == In {
 		w.settleIn(js)
