@@ -383,7 +383,7 @@
 // Which mode. The cells are per-CPU efficiency at 2 workers: packets
 // per CPU-second the workers' threads got, over one worker's in the same
 // cell (wall-clock speed-up cannot show scaling on a box with fewer free
-// CPUs than workers). All from one run of the shard suite of package
+// CPUs than workers). All but the cells marked † from one run of the shard suite of package
 // bench (go run ./bench -suite shard, 200 ms per cell; bench/RESULTS.md,
 // 2026-12-06 21:31-21:34 UTC), aes128gcm16, 1420-byte inner packets, on
 // a 2-CPU VM shared with other jobs (load average 2.1-4.0; 1-worker
@@ -391,12 +391,13 @@
 // ±0.2):
 //
 //	situation                     mode, ingress               measured (2 workers)
-//	one elephant SA, inner        Ordered, steered to one     decrypt 1.00* (0.67* before), 0 reordered,
-//	flows must stay in order      sequencer, others help      0 drops; in that run: 0.52 (wall 0.77×)
-//	                              Ordered, sprayed            decrypt 1.30* (1.00* before), encrypt
-//	                                                          1.40* (0.95* before), 0 reordered per
-//	                                                          worker, 0 replay drops; in that run:
-//	                                                          decrypt 0.47, encrypt 0.95
+//	one elephant SA, inner        Ordered, steered to one     decrypt 0.52† (0.35-0.72; wall 0.6-1.1×),
+//	flows must stay in order      sequencer, others help      0 reordered, 0 drops; in that run: 0.52
+//	                              Ordered, sprayed            decrypt 0.90† (0.80† before; Shared 1.03†
+//	                                                          in the same runs), encrypt 0.86† (0.88†
+//	                                                          before), 0 reordered per worker, 0 replay
+//	                                                          drops; in that run: decrypt 0.47, encrypt
+//	                                                          0.95
 //	one elephant SA, order        Shared, sprayed             decrypt 0.91 (wall 1.54×), encrypt 0.92
 //	across queues irrelevant                                  (1.56×), 0 replay drops (window 8192)
 //	many mice SAs (1000)          Sharded, steered by SPI     decrypt 0.97 (wall 1.45×), no hand-off
@@ -407,26 +408,28 @@
 //	SAs (RFC 9611)                                            0.68 (the workers got half the CPUs);
 //	                                                          1000 tunnels: decrypt steered 0.79
 //
-// * The Ordered cells with a star are medians of four runs each of the
-// board as it is now and as it was before (the "before" values), run
-// interleaved (go run ./bench -suite shard -sas 1 -sizes 1420 -workers
-// 1,2; 2026-12-07 00:04-00:06 UTC) at a load average of 22-24 on the 2
-// CPUs. At that load the 1-worker baselines swing so much that the
-// ratios spread by ±0.3 (Shared decrypt, whose only change is the
-// window lock's spinning, ranged 0.68-1.12 in the same runs; the steered cells
-// ranged 0.61-1.55 now and 0.61-0.95 before), and a ratio over 1 only
-// means the baseline got less than its due: read the stars as "the
-// changes below remove the decrypt losses measurable here", not as
-// super-linear scaling. The stars are not from the run the other
-// cells come from.
+// † The Ordered cells with a dagger are medians over interleaved runs
+// of the code before and after the changes of the second Ordered pass
+// (below) - go test harness cells of the shard suite, one SA, 1420 B,
+// 200 ms each, 2026-12-07 01:45-02:30 UTC - counting only the samples in
+// which the two workers' threads each got at least 75 % of a CPU (load
+// average 1.9-6.3 at those; the other samples ran time-sliced on one CPU,
+// where a spinning helper only burns its partner's time and ratios
+// spread from 0.3 to 1.4). Sprayed decrypt: 11 samples after, 9 before;
+// steered: 8 before (the code kept for it is the code before, plus the
+// decapsulation on the decrypting worker); encrypt: 6 and 3. Even so
+// the samples spread by ±0.2, and runs came out bimodal (wall 1.1× or
+// 1.8× at the same CPU time), so read these as ±0.15.
 //
 // So: one SA whose order does not matter - Shared; many SAs - Sharded
 // with SPI steering (PerCPU where the peer offers per-CPU SAs, which
 // also scales one tunnel); one SA whose inner flows must stay in order
 // over several cores - Ordered, on dedicated cores, knowing that moving
-// each packet's AEAD to another core and back costs per-CPU efficiency
-// (its target of 0.85 was not met for decryption in the 21:31 run; the
-// starred medians meet it, at a load too high to call it met).
+// each packet's AEAD to another core and back costs per-CPU efficiency:
+// sprayed, with every worker busy, it now costs nothing over Shared but
+// the board's bookkeeping when a worker falls idle (its 0.85 target is
+// met for decryption, 0.90†); steered to one sequencer, a helper costs
+// about as much CPU as it saves (0.52†, target not met).
 //
 // With many SAs a batch rarely holds two packets of one SA, so runs are
 // single packets and Shared pays its lock and shared lines per packet
@@ -466,6 +469,41 @@
 // which only decryption takes, parked a contended waiter through the
 // runtime (futex calls to sleep and to wake a thread locked to its
 // goroutine); it now spins for the lock a while first.
+//
+// The second Ordered pass (2026-12-07). Sprayed, both workers have
+// input, so neither was there to help, yet every run went on the board:
+// the claim word, a compare-and-swap per job on its stamp, the done
+// count, and the replay window locked once per 8 packets instead of once
+// per run. Now a sequencer publishes only while some worker is idle
+// (Processor.idle, counted by Drain and Pending; read once per run) and
+// otherwise runs exactly the Shared code: decrypt 0.80† became 0.90†.
+// What is left to Shared (1.03†) is probably the harness's rounds: at
+// the end of each the worker that finished first polls Drain, yielding
+// its locked thread (a park and a wake-up through a spare thread, which
+// preempts the other worker on a 2-CPU box), while in Shared it just
+// stops. Steered, three things were tried and measured:
+//
+//   - Keeping the helper in Drain while runs kept coming (with and
+//     without pauses between polls), so it would not yield between two
+//     runs: slower, 0.27-0.47 against 0.35-0.72 (wall 0.5-0.9× against
+//     0.6-1.1×). A busy helper took a third of the jobs, and each cost
+//     more than the sequencer doing it: with the two threads pinned to
+//     the two CPUs, opening a 1420-byte packet the other core had just
+//     written took 500-830 ns against 370-430 ns on the writing core (2
+//     MB of packets; 430-980 against 320-440 for 256), and the bench
+//     harness's sequencer writes (seals) every packet right before the
+//     timed part. On an AF_XDP gateway the packet comes from the NIC,
+//     in neither core's cache, so this overstates the cost of a job that
+//     moves; that is not measured here.
+//   - Settling the run in order as its jobs are done (per-job done
+//     stamps), with the sequencer taking jobs from the back of the run
+//     and helpers from the front, so that it finishes the first packets
+//     while helpers decrypt the last: no gain measurable here (0.66
+//     against 0.68 median, mixed load), and more shared lines per job.
+//     Reverted.
+//   - Decapsulation and selector checks on the worker that decrypted the
+//     packet (tunnel mode; read-only checks of the bytes it just wrote),
+//     so that the sequencer does not read a helper's packet back. Kept.
 //
 // Counters are per worker in every mode: each SA has one cache-line
 // padded block per worker (allocated on first use), written only by
