@@ -316,30 +316,28 @@
 //
 //   - Ordered: one SA's serial work in arrival order, its AEAD on all
 //     workers, packets out in the order they came in. The worker that
-//     receives a batch is its sequencer: it does each run's serial
-//     steps itself and, while some other worker is idle, puts the run's
-//     AEAD jobs on its board, a bounded array that the other workers
-//     take jobs from, a few at a time with one compare-and-swap (fewer
-//     as the run empties), when they call Worker.Drain (which in this
-//     mode returns no packets) without a batch of their own since their
-//     previous Drain or Pending. A worker is idle from such a call to
-//     its next batch; while none is, a sequencer does its runs alone,
-//     exactly as in the Shared mode (with nobody to help, a board would
-//     only add its atomics). Inbound, the jobs go on the
-//     board every 8 parked packets, so helpers decrypt while the
-//     sequencer still parses the run. The sequencer takes jobs too,
-//     takes back those a stalled helper claimed but did not start,
-//     waits for the ones others are doing, then finishes the run in
-//     order. Whoever decrypts a tunnel-mode packet also checks its
-//     inner header and the SA's selectors (read-only, on the bytes it
-//     just wrote), so the sequencer does not pull a helper's packet
-//     back into its cache. The packets never leave the caller's batch - the batch is
-//     the reorder buffer - so Inbound and Outbound return it complete
-//     and in input order, nothing is handed off and no queue can
-//     overflow; the price is that the sequencer may wait for a job
-//     another worker is doing (one AEAD per helper, never more), and
-//     idle helpers poll. Steer one SA's packets to one worker (its
-//     sequencer) and let the others help.
+//     receives a batch is its sequencer: it does each run's serial steps
+//     itself and, while some other worker is idle, puts the run's AEAD jobs
+//     on its board, a bounded array that the other workers take jobs from, a
+//     few at a time with one compare-and-swap (fewer as the run empties),
+//     when they call Worker.Drain (which in this mode returns no packets)
+//     without a batch of their own since their previous Drain or Pending. A
+//     worker is idle from such a call to its next batch; while none is, a
+//     sequencer does its runs alone, exactly as in the Shared mode (with
+//     nobody to help, a board would only add its atomics). Inbound, the jobs
+//     go on the board every 8 parked packets, so helpers decrypt while the
+//     sequencer still parses the run. The sequencer takes jobs too, takes
+//     back those a stalled helper claimed but did not start, waits for the
+//     ones others are doing, then finishes the run in order. Whoever
+//     decrypts a tunnel-mode packet also checks its inner header and the
+//     SA's selectors (read-only, on the bytes it just wrote), so the
+//     sequencer does not pull a helper's packet back into its cache. The
+//     packets never leave the caller's batch - the batch is the reorder
+//     buffer - so Inbound and Outbound return it complete and in input
+//     order, nothing is handed off and no queue can overflow; the price is
+//     that the sequencer may wait for a job another worker is doing (one
+//     AEAD per helper, never more), and idle helpers poll. Steer one SA's
+//     packets to one worker (its sequencer) and let the others help.
 //
 // The Ordered mode, for one sequencer (with a worker idle; else the
 // sequencer does its runs alone, as in the Shared mode):
@@ -380,15 +378,15 @@
 // which the board's own workers write). In the
 // Sharded and PerCPU modes those lines stay with one worker.
 //
-// Which mode. The cells are per-CPU efficiency at 2 workers: packets
-// per CPU-second the workers' threads got, over one worker's in the same
-// cell (wall-clock speed-up cannot show scaling on a box with fewer free
-// CPUs than workers). All but the cells marked † from one run of the shard suite of package
-// bench (go run ./bench -suite shard, 200 ms per cell; bench/RESULTS.md,
-// 2026-12-06 21:31-21:34 UTC), aes128gcm16, 1420-byte inner packets, on
-// a 2-CPU VM shared with other jobs (load average 2.1-4.0; 1-worker
-// baselines of equal work differed by up to 25 %, so read these as
-// ±0.2):
+// Which mode. The cells are per-CPU efficiency at 2 workers: packets per
+// CPU-second the workers' threads got, over one worker's in the same cell
+// (wall-clock speed-up cannot show scaling on a box with fewer free CPUs
+// than workers). All but the cells marked † from one run of the shard
+// suite of package bench (go run ./bench -suite shard, 200 ms per cell;
+// bench/RESULTS.md, 2026-12-06 21:31-21:34 UTC), aes128gcm16, 1420-byte
+// inner packets, on a 2-CPU VM shared with other jobs (load average
+// 2.1-4.0; 1-worker baselines of equal work differed by up to 25 %, so
+// read these as ±0.2):
 //
 //	situation                     mode, ingress               measured (2 workers)
 //	one elephant SA, inner        Ordered, steered to one     decrypt 0.52† (0.35-0.72; wall 0.6-1.1×),
