@@ -391,8 +391,8 @@
 //	situation                     mode, ingress               measured (2 workers)
 //	one elephant SA, inner        Ordered, steered to one     decrypt 0.52† (0.35-0.72; wall 0.6-1.1×),
 //	flows must stay in order      sequencer, others help      0 reordered, 0 drops; in that run: 0.52
-//	                              Ordered, sprayed            decrypt 0.90† (0.80† before; Shared 1.03†
-//	                                                          in the same runs), encrypt 0.86† (0.88†
+//	                              Ordered, sprayed            decrypt 0.90† (0.80† before; Shared 1.07†
+//	                                                          in the same runs), encrypt 0.83† (0.88†
 //	                                                          before), 0 reordered per worker, 0 replay
 //	                                                          drops; in that run: decrypt 0.47, encrypt
 //	                                                          0.95
@@ -413,7 +413,8 @@
 // which the two workers' threads each got at least 75 % of a CPU (load
 // average 1.9-6.3 at those; the other samples ran time-sliced on one CPU,
 // where a spinning helper only burns its partner's time and ratios
-// spread from 0.3 to 1.4). Sprayed decrypt: 11 samples after, 9 before;
+// spread from 0.3 to 1.4). Sprayed decrypt: 11 samples after, 9 before
+// (Shared: 11);
 // steered: 8 before (the code kept for it is the code before, plus the
 // decapsulation on the decrypting worker); encrypt: 6 and 3. Even so
 // the samples spread by ±0.2, and runs came out bimodal (wall 1.1× or
@@ -424,10 +425,11 @@
 // also scales one tunnel); one SA whose inner flows must stay in order
 // over several cores - Ordered, on dedicated cores, knowing that moving
 // each packet's AEAD to another core and back costs per-CPU efficiency:
-// sprayed, with every worker busy, it now costs nothing over Shared but
-// the board's bookkeeping when a worker falls idle (its 0.85 target is
-// met for decryption, 0.90†); steered to one sequencer, a helper costs
-// about as much CPU as it saves (0.52†, target not met).
+// sprayed, with every worker busy, it runs the Shared code and uses the
+// board only when a worker falls idle (decryption 0.90†, Shared 1.07†:
+// its 0.85 target met in these samples; encryption 0.83†, unchanged
+// within their spread); steered to one sequencer, a helper costs about
+// as much CPU as it saves (0.52†, target not met).
 //
 // With many SAs a batch rarely holds two packets of one SA, so runs are
 // single packets and Shared pays its lock and shared lines per packet
@@ -475,7 +477,7 @@
 // per run. Now a sequencer publishes only while some worker is idle
 // (Processor.idle, counted by Drain and Pending; read once per run) and
 // otherwise runs exactly the Shared code: decrypt 0.80† became 0.90†.
-// What is left to Shared (1.03†) is probably the harness's rounds: at
+// What is left to Shared (1.07†) is probably the harness's rounds: at
 // the end of each the worker that finished first polls Drain, yielding
 // its locked thread (a park and a wake-up through a spare thread, which
 // preempts the other worker on a 2-CPU box), while in Shared it just
