@@ -785,3 +785,50 @@ func TestOrderedAloneWithoutIdleHelper(t *testing.T) {
 		}
 	}
 }
+
+// TestInnerDropAfterWindowUpdate: a tunnel-mode packet whose ICV holds
+// but whose inner header is malformed is dropped (DropMalformed), and its
+// number is recorded all the same - a replay of it is DropReplay - in
+// every mode, whichever worker decrypted it (the inner checks run where
+// the AEAD ran, in crypt; the verdict follows the window update).
+func TestInnerDropAfterWindowUpdate(t *testing.T) {
+	for _, mode := range []Concurrency{Shared, Ordered} {
+		s := newTwoSides(t, mode, 2, 1, "aes128gcm16")
+		s.rx.Worker(1).Pending() // Ordered: idle, so the runs go on the board
+		b := make([]Packet, 12)
+		for i := range b {
+			b[i] = packetFor(udpPacket(hostA, hostB, 1, 2, 100, uint64(i)))
+			b[i].Tunnel = s.tuns[0]
+			if i%3 == 1 {
+				binary.BigEndian.PutUint16(b[i].Data()[2:], 0xffff) // IPv4 total length past the end
+			}
+		}
+		s.tx.Worker(0).Outbound(b)
+		wire := make([]Packet, len(b))
+		for i := range b {
+			if b[i].Verdict != VerdictOK {
+				t.Fatalf("%v: outbound %d: %v %v", mode, i, b[i].Verdict, b[i].Reason)
+			}
+			wire[i] = clonePacket(b[i])
+		}
+		s.rx.Worker(0).Inbound(b)
+		for i, p := range b {
+			want := VerdictOK
+			if i%3 == 1 {
+				want = VerdictDrop
+				if p.Reason != DropMalformed {
+					t.Fatalf("%v: packet %d dropped for %v, want %v", mode, i, p.Reason, DropMalformed)
+				}
+			}
+			if p.Verdict != want {
+				t.Fatalf("%v: packet %d: %v, want %v", mode, i, p.Verdict, want)
+			}
+		}
+		s.rx.Worker(0).Inbound(wire)
+		for i, p := range wire {
+			if p.Verdict != VerdictDrop || p.Reason != DropReplay {
+				t.Fatalf("%v: replay of packet %d: %v %v, want a replay drop", mode, i, p.Verdict, p.Reason)
+			}
+		}
+	}
+}
