@@ -32,7 +32,7 @@ type Processor struct {
 	// authenticated packet (SetReplayWindowFloor); 0: none.
 	winFloor atomic.Int32
 	// idle counts the Ordered-mode workers that are idle (Worker.idle):
-	// a sequencer reads it once per published step and puts its jobs on
+	// a sequencer reads it once per run and puts the run's jobs on
 	// its board only when it is not 0. On a line of its own: it is
 	// written only when a worker becomes idle or busy, and read by the
 	// sequencers while the other fields are read per packet.
