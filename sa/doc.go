@@ -457,8 +457,9 @@
 // each other; the few cells measured while the two threads really ran
 // at once (not time-sliced) gave 0.56-0.64 for decryption (0.38-0.42
 // with early publication alone). Now a worker helps only from a Drain
-// with no batch of its own since the previous Drain, and a waiting
-// sequencer helps others only once its helpers stall; the one such cell
+// with no batch of its own since the previous Drain (or, now, Pending),
+// and a waiting sequencer helps others only once its helpers stall; the
+// one such cell
 // measured since gave 0.86 (encryption 0.81, before 0.63-0.68). Steered, the helper idled while the
 // sequencer parsed its run (the serial part that is larger inbound:
 // outer header, lookup, replay pre-check) and only then got jobs; now
