@@ -17,8 +17,9 @@ import (
 // worker completes it (complete):
 //
 //	inbound:  one replay pre-check pass over the run (one lock in the
-//	          Shared and Ordered modes; in the Ordered mode one per 8
-//	          packets, as they are published), the AEAD of every job,
+//	          Shared and Ordered modes; in the Ordered mode with a worker
+//	          idle, one per 8 packets, as they are published), the AEAD
+//	          of every job,
 //	          one replay update pass (one lock), then per packet the
 //	          decapsulation, selector check and counters;
 //	outbound: one reservation of sequence numbers for the whole run
@@ -28,8 +29,9 @@ import (
 //
 // So workers sharing an SA meet on its lines once per run of up to
 // maxRun packets, not once per packet. The AEAD step is where the
-// Ordered mode differs: it publishes the run's jobs on the worker's
-// board, where idle workers take some of them (ordered.go).
+// Ordered mode differs: while some worker is idle it publishes the run's
+// jobs on the worker's board, where idle workers take some of them
+// (ordered.go); else the run is done as in the Shared mode.
 //
 // Lifetimes stay exact with one worker: a run is cut short (runCap)
 // when its packets could reach a hard packet or byte limit, so that the
@@ -62,6 +64,10 @@ type job struct {
 	verif bool // inbound: the ICV verified (also for padding errors)
 	dec   bool // inbound: decrypted (ICV and padding fine)
 	old   bool // inbound: older than the window, checked only to grow it
+	// fail is, inbound in tunnel mode, why the decrypted packet is
+	// dropped after its window update (decapsulation or selectors,
+	// checked by crypt, on the worker that decrypted it).
+	fail DropReason
 }
 
 // runCap returns how many packets the current run may park before it
@@ -93,6 +99,7 @@ func (w *Worker) runCap() int {
 func (w *Worker) park(p *Packet) *job {
 	if w.npend == 0 {
 		w.pcap = w.runCap()
+		w.alone = w.solo()
 	}
 	j := &w.pend[w.npend]
 	w.npend++
@@ -106,7 +113,7 @@ func (w *Worker) park(p *Packet) *job {
 func (w *Worker) parkDone() {
 	if w.npend >= w.pcap {
 		w.complete()
-	} else if w.board != nil && w.npend-w.npub >= pubStep && w.run.sa.dir == In {
+	} else if !w.alone && w.npend-w.npub >= pubStep && w.run.sa.dir == In {
 		w.publishIn()
 	}
 }
@@ -174,16 +181,31 @@ func (w *Worker) publishIn() {
 }
 
 func (w *Worker) completeIn(js []job) {
-	sa := w.run.sa
 	// Invariant (anti-replay): a packet is accepted only if the window
 	// accepted its number before the ICV check (Check, in checkIn) and
-	// records it after (Update, which fails for a number recorded
-	// meanwhile - by a duplicate in the same run or by another worker).
-	// One lock per pass when workers share the window. In the Ordered
-	// mode the first jobs of the run may have been checked and published
-	// already (publishIn); the rest are checked here.
+	// records it after (Update, in settleIn, which fails for a number
+	// recorded meanwhile - by a duplicate in the same run or by another
+	// worker). One lock per pass when workers share the window. In the
+	// Ordered mode the first jobs of the run may have been checked and
+	// published already (publishIn); the rest are checked here.
 	w.checkIn(js[w.npub:])
 	w.aead(js)
+}
+
+// settle gives the jobs js of the current run, once their AEAD is done,
+// their verdicts in order: settleIn or settleOut.
+func (w *Worker) settle(js []job) {
+	if w.run.sa.dir == In {
+		w.settleIn(js)
+	} else {
+		w.settleOut(js)
+	}
+}
+
+// settleIn updates the replay window with the inbound jobs js (one lock
+// when workers share it) and finishes their packets, in order.
+func (w *Worker) settleIn(js []job) {
+	sa := w.run.sa
 	// floorD is the delay growWindow is asked to cover when the window is
 	// below the processor's floor (SetReplayWindowFloor): 4*(floorD+1)
 	// is the floor.
@@ -294,27 +316,27 @@ func (w *Worker) finishIn(j *job) {
 		w.sdrop(p, DropDummy)
 		return
 	}
-	var res []byte
-	var err error
-	switch {
-	case sa.mode == esp.Tunnel:
-		res, err = esp.DecapTunnel(j.res, j.nh)
-	case p.ESPOnly:
-		err = esp.ErrMalformed // transport mode needs the outer IP header
-	default:
-		res, err = esp.DecapTransport(p.Buf[p.Off:p.Off+p.Len], &j.parsed, j.res, j.nh)
-	}
-	if err != nil {
-		w.sdrop(p, reasonOf(err))
-		return
-	}
-	if len(sa.selectors) > 0 {
-		if err := parseFlow(res, &w.flow); err != nil {
+	res := j.res // tunnel mode: the inner packet, checked by crypt
+	if sa.mode == esp.Tunnel {
+		if j.fail != DropNone {
+			w.sdrop(p, j.fail)
+			return
+		}
+	} else {
+		// Transport mode rewrites the outer header in the buffer: only
+		// for a packet the window accepted.
+		var err error
+		if p.ESPOnly {
+			err = esp.ErrMalformed // transport mode needs the outer IP header
+		} else {
+			res, err = esp.DecapTransport(p.Buf[p.Off:p.Off+p.Len], &j.parsed, j.res, j.nh)
+		}
+		if err != nil {
 			w.sdrop(p, reasonOf(err))
 			return
 		}
-		if !matchAny(sa.selectors, &w.flow) {
-			w.sdrop(p, DropPolicy)
+		if r := w.selectorCheck(sa, res); r != DropNone {
+			w.sdrop(p, r)
 			return
 		}
 	}
@@ -340,6 +362,11 @@ func (w *Worker) completeOut(js []job) {
 		}
 	}
 	w.aead(js)
+}
+
+// settleOut gives the outbound jobs js, encrypted, their results, in
+// order.
+func (w *Worker) settleOut(js []job) {
 	for i := range js {
 		j := &js[i]
 		p := j.p
@@ -359,27 +386,48 @@ func (w *Worker) completeOut(js []job) {
 	}
 }
 
-// aead runs the AEAD of the jobs not dropped yet: in line, or in the
-// Ordered mode spread over the workers through the board.
+// aead runs the AEAD of the jobs not dropped yet and settles them: in
+// line, or in the Ordered mode with a worker idle spread over the
+// workers through the board.
 func (w *Worker) aead(js []job) {
-	if w.board != nil && (len(js) > 1 || w.npub > 0) {
+	if !w.alone && (len(js) > 1 || w.npub > 0) {
 		w.board.run(w, js, w.npub)
-		return
+	} else {
+		for i := range js {
+			crypt(w, w.run.sa, w.run.at, &js[i])
+		}
 	}
-	for i := range js {
-		crypt(w.s, w.run.sa, w.run.at, &js[i])
-	}
+	w.settle(js)
 }
 
-// crypt is the AEAD step of one job: decryption and ICV check (inbound)
-// or encapsulation (outbound). It touches only the job, its packet's
-// buffer and the scratch s, so any worker may run it while the job's
-// worker holds the SA (busy) - the Ordered mode does.
-func crypt(s *esp.Scratch, sa *SA, a *attrs, j *job) {
+// selectorCheck checks the inner packet res against sa's selectors, if
+// it has any (w.flow is the scratch).
+func (w *Worker) selectorCheck(sa *SA, res []byte) DropReason {
+	if len(sa.selectors) == 0 {
+		return DropNone
+	}
+	if err := parseFlow(res, &w.flow); err != nil {
+		return reasonOf(err)
+	}
+	if !matchAny(sa.selectors, &w.flow) {
+		return DropPolicy
+	}
+	return DropNone
+}
+
+// crypt is the AEAD step of one job, done by w: decryption and ICV
+// check (inbound; in tunnel mode also the inner packet's header and the
+// SA's selectors, read-only checks of the bytes the decryption just
+// wrote, so that a helper's job does not pull them back to the
+// sequencer's core) or encapsulation (outbound). It touches only the
+// job, its packet's buffer and w's scratch (esp.Scratch, flow), so any
+// worker may run it while the job's worker holds the SA (busy) - the
+// Ordered mode does.
+func crypt(w *Worker, sa *SA, a *attrs, j *job) {
 	if j.drop != DropNone {
 		return
 	}
-	p := j.p
+	p, s := j.p, w.s
 	if sa.dir == In {
 		payload, nh, err := sa.cipher.Open(s, p.Buf[j.espOff:j.espOff+j.espLen], j.seq)
 		switch {
@@ -395,6 +443,14 @@ func crypt(s *esp.Scratch, sa *SA, a *attrs, j *job) {
 			return
 		}
 		j.verif, j.dec, j.res, j.nh = true, true, payload, nh
+		if sa.mode == esp.Tunnel && !j.dummy {
+			res, err := esp.DecapTunnel(payload, nh)
+			if err != nil {
+				j.fail = reasonOf(err)
+			} else {
+				j.res, j.fail = res, w.selectorCheck(sa, res)
+			}
+		}
 		return
 	}
 	var res []byte

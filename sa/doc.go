@@ -316,25 +316,31 @@
 //
 //   - Ordered: one SA's serial work in arrival order, its AEAD on all
 //     workers, packets out in the order they came in. The worker that
-//     receives a batch is its sequencer: it does each run's serial
-//     steps itself and puts the run's AEAD jobs on its board, a bounded
-//     array that the other workers take jobs from, a few at a time with
-//     one compare-and-swap (fewer as the run empties), when they call
-//     Worker.Drain (which in this mode returns no packets) without a
-//     batch of their own since their previous Drain. Inbound, the jobs
-//     go on the board every 8 parked packets, so helpers decrypt while
-//     the sequencer still parses the run. The sequencer takes jobs too,
-//     takes back those a stalled helper claimed but did not start,
-//     waits for the ones others are doing, then finishes the run in
-//     order. The packets never leave the caller's batch - the batch is
-//     the reorder buffer - so Inbound and Outbound return it complete
-//     and in input order, nothing is handed off and no queue can
-//     overflow; the price is that the sequencer may wait for a job
-//     another worker is doing (one AEAD per helper, never more), and
-//     idle helpers poll. Steer one SA's packets to one worker (its
-//     sequencer) and let the others help.
+//     receives a batch is its sequencer: it does each run's serial steps
+//     itself and, while some other worker is idle, puts the run's AEAD jobs
+//     on its board, a bounded array that the other workers take jobs from, a
+//     few at a time with one compare-and-swap (fewer as the run empties),
+//     when they call Worker.Drain (which in this mode returns no packets)
+//     without a batch of their own since their previous Drain or Pending. A
+//     worker is idle from such a call to its next batch; while none is, a
+//     sequencer does its runs alone, exactly as in the Shared mode (with
+//     nobody to help, a board would only add its atomics). Inbound, the jobs
+//     go on the board every 8 parked packets, so helpers decrypt while the
+//     sequencer still parses the run. The sequencer takes jobs too, takes
+//     back those a stalled helper claimed but did not start, waits for the
+//     ones others are doing, then finishes the run in order. Whoever
+//     decrypts a tunnel-mode packet also checks its inner header and the
+//     SA's selectors (read-only, on the bytes it just wrote), so the
+//     sequencer does not pull a helper's packet back into its cache. The
+//     packets never leave the caller's batch - the batch is the reorder
+//     buffer - so Inbound and Outbound return it complete and in input
+//     order, nothing is handed off and no queue can overflow; the price is
+//     that the sequencer may wait for a job another worker is doing (one
+//     AEAD per helper, never more), and idle helpers poll. Steer one SA's
+//     packets to one worker (its sequencer) and let the others help.
 //
-// The Ordered mode, for one sequencer:
+// The Ordered mode, for one sequencer (with a worker idle; else the
+// sequencer does its runs alone, as in the Shared mode):
 //
 //	worker 0 (sequencer of its input)            workers 1..n-1
 //	batch ─► per run of one SA:
@@ -344,11 +350,11 @@
 //	         per 8 packets, published as parked)
 //	         board[0..k) ──────── claim (CAS) ─────► Drain (idle): take
 //	         AEAD of the jobs it claimed, and of       (CAS on the job's
-//	         claimed jobs a stalled helper has         stamp), AEAD
-//	         not started (taken back)
+//	         claimed jobs a stalled helper has         stamp), AEAD, inner
+//	         not started (taken back)                  header, selectors
 //	         wait until all k are done ◄── done count ─┘
 //	         serial, in order: window update,
-//	         decapsulation, selectors, counters
+//	         decapsulation, counters
 //	batch ◄─ same slots, same order: nothing reordered
 //
 // Memory layout: what keeps workers off each other's cache lines. A
@@ -365,27 +371,31 @@
 // board keeps the claim word and the done count on lines of their own.
 // Per run, a worker sharing an SA writes its shared lines with at most:
 // the busy count twice, one sequence reservation or two window lock
-// acquisitions, the lifetime usage and the highest number; the last-used
-// time at most once a second. Nothing is written per packet. In the
+// acquisitions (an Ordered sequencer with a worker idle: one per 8
+// packets pre-checked, and one for the update), the lifetime usage and
+// the highest number; the last-used time at most once a second.
+// Nothing is written per packet (but an Ordered board's per-job stamps,
+// which the board's own workers write). In the
 // Sharded and PerCPU modes those lines stay with one worker.
 //
-// Which mode. The cells are per-CPU efficiency at 2 workers: packets
-// per CPU-second the workers' threads got, over one worker's in the same
-// cell (wall-clock speed-up cannot show scaling on a box with fewer free
-// CPUs than workers). All from one run of the shard suite of package
-// bench (go run ./bench -suite shard, 200 ms per cell; bench/RESULTS.md,
-// 2026-12-06 21:31-21:34 UTC), aes128gcm16, 1420-byte inner packets, on
-// a 2-CPU VM shared with other jobs (load average 2.1-4.0; 1-worker
-// baselines of equal work differed by up to 25 %, so read these as
-// ±0.2):
+// Which mode. The cells are per-CPU efficiency at 2 workers: packets per
+// CPU-second the workers' threads got, over one worker's in the same cell
+// (wall-clock speed-up cannot show scaling on a box with fewer free CPUs
+// than workers). All but the cells marked † from one run of the shard
+// suite of package bench (go run ./bench -suite shard, 200 ms per cell;
+// bench/RESULTS.md, 2026-12-06 21:31-21:34 UTC), aes128gcm16, 1420-byte
+// inner packets, on a 2-CPU VM shared with other jobs (load average
+// 2.1-4.0; 1-worker baselines of equal work differed by up to 25 %, so
+// read these as ±0.2):
 //
 //	situation                     mode, ingress               measured (2 workers)
-//	one elephant SA, inner        Ordered, steered to one     decrypt 1.00* (0.67* before), 0 reordered,
-//	flows must stay in order      sequencer, others help      0 drops; in that run: 0.52 (wall 0.77×)
-//	                              Ordered, sprayed            decrypt 1.30* (1.00* before), encrypt
-//	                                                          1.40* (0.95* before), 0 reordered per
-//	                                                          worker, 0 replay drops; in that run:
-//	                                                          decrypt 0.47, encrypt 0.95
+//	one elephant SA, inner        Ordered, steered to one     decrypt 0.52† (0.35-0.72; wall 0.6-1.1×),
+//	flows must stay in order      sequencer, others help      0 reordered, 0 drops; in that run: 0.52
+//	                              Ordered, sprayed            decrypt 0.90† (0.80† before; Shared 1.07†
+//	                                                          in the same runs), encrypt 0.83† (0.88†
+//	                                                          before), 0 reordered per worker, 0 replay
+//	                                                          drops; in that run: decrypt 0.47, encrypt
+//	                                                          0.95
 //	one elephant SA, order        Shared, sprayed             decrypt 0.91 (wall 1.54×), encrypt 0.92
 //	across queues irrelevant                                  (1.56×), 0 replay drops (window 8192)
 //	many mice SAs (1000)          Sharded, steered by SPI     decrypt 0.97 (wall 1.45×), no hand-off
@@ -396,26 +406,30 @@
 //	SAs (RFC 9611)                                            0.68 (the workers got half the CPUs);
 //	                                                          1000 tunnels: decrypt steered 0.79
 //
-// * The Ordered cells with a star are medians of four runs each of the
-// board as it is now and as it was before (the "before" values), run
-// interleaved (go run ./bench -suite shard -sas 1 -sizes 1420 -workers
-// 1,2; 2026-12-07 00:04-00:06 UTC) at a load average of 22-24 on the 2
-// CPUs. At that load the 1-worker baselines swing so much that the
-// ratios spread by ±0.3 (Shared decrypt, whose only change is the
-// window lock's spinning, ranged 0.68-1.12 in the same runs; the steered cells
-// ranged 0.61-1.55 now and 0.61-0.95 before), and a ratio over 1 only
-// means the baseline got less than its due: read the stars as "the
-// changes below remove the decrypt losses measurable here", not as
-// super-linear scaling. The stars are not from the run the other
-// cells come from.
+// † The Ordered cells with a dagger are medians over interleaved runs
+// of the code before and after the changes of the second Ordered pass
+// (below) - go test harness cells of the shard suite, one SA, 1420 B,
+// 200 ms each, 2026-12-07 01:45-02:30 UTC - counting only the samples in
+// which the two workers' threads each got at least 75 % of a CPU (load
+// average 1.9-6.3 at those; the other samples ran time-sliced on one CPU,
+// where a spinning helper only burns its partner's time and ratios
+// spread from 0.3 to 1.4). Sprayed decrypt: 11 samples after, 9 before
+// (Shared: 11);
+// steered: 8 before (the code kept for it is the code before, plus the
+// decapsulation on the decrypting worker); encrypt: 6 and 3. Even so
+// the samples spread by ±0.2, and runs came out bimodal (wall 1.1× or
+// 1.8× at the same CPU time), so read these as ±0.15.
 //
 // So: one SA whose order does not matter - Shared; many SAs - Sharded
 // with SPI steering (PerCPU where the peer offers per-CPU SAs, which
 // also scales one tunnel); one SA whose inner flows must stay in order
 // over several cores - Ordered, on dedicated cores, knowing that moving
-// each packet's AEAD to another core and back costs per-CPU efficiency
-// (its target of 0.85 was not met for decryption in the 21:31 run; the
-// starred medians meet it, at a load too high to call it met).
+// each packet's AEAD to another core and back costs per-CPU efficiency:
+// sprayed, with every worker busy, it runs the Shared code and uses the
+// board only when a worker falls idle (decryption 0.90†, Shared 1.07†:
+// its 0.85 target met in these samples; encryption 0.83†, unchanged
+// within their spread); steered to one sequencer, a helper costs about
+// as much CPU as it saves (0.52†, target not met).
 //
 // With many SAs a batch rarely holds two packets of one SA, so runs are
 // single packets and Shared pays its lock and shared lines per packet
@@ -443,8 +457,9 @@
 // each other; the few cells measured while the two threads really ran
 // at once (not time-sliced) gave 0.56-0.64 for decryption (0.38-0.42
 // with early publication alone). Now a worker helps only from a Drain
-// with no batch of its own since the previous Drain, and a waiting
-// sequencer helps others only once its helpers stall; the one such cell
+// with no batch of its own since the previous Drain (or, now, Pending),
+// and a waiting sequencer helps others only once its helpers stall; the
+// one such cell
 // measured since gave 0.86 (encryption 0.81, before 0.63-0.68). Steered, the helper idled while the
 // sequencer parsed its run (the serial part that is larger inbound:
 // outer header, lookup, replay pre-check) and only then got jobs; now
@@ -455,6 +470,41 @@
 // which only decryption takes, parked a contended waiter through the
 // runtime (futex calls to sleep and to wake a thread locked to its
 // goroutine); it now spins for the lock a while first.
+//
+// The second Ordered pass (2026-12-07). Sprayed, both workers have
+// input, so neither was there to help, yet every run went on the board:
+// the claim word, a compare-and-swap per job on its stamp, the done
+// count, and the replay window locked once per 8 packets instead of once
+// per run. Now a sequencer publishes only while some worker is idle
+// (Processor.idle, counted by Drain and Pending; read once per run) and
+// otherwise runs exactly the Shared code: decrypt 0.80† became 0.90†.
+// What is left to Shared (1.07†) is probably the harness's rounds: at
+// the end of each the worker that finished first polls Drain, yielding
+// its locked thread (a park and a wake-up through a spare thread, which
+// preempts the other worker on a 2-CPU box), while in Shared it just
+// stops. Steered, three things were tried and measured:
+//
+//   - Keeping the helper in Drain while runs kept coming (with and
+//     without pauses between polls), so it would not yield between two
+//     runs: slower, 0.27-0.47 against 0.35-0.72 (wall 0.5-0.9× against
+//     0.6-1.1×). A busy helper took a third of the jobs, and each cost
+//     more than the sequencer doing it: with the two threads pinned to
+//     the two CPUs, opening a 1420-byte packet the other core had just
+//     written took 500-830 ns against 370-430 ns on the writing core (2
+//     MB of packets; 430-980 against 320-440 for 256), and the bench
+//     harness's sequencer writes (seals) every packet right before the
+//     timed part. On an AF_XDP gateway the packet comes from the NIC,
+//     in neither core's cache, so this overstates the cost of a job that
+//     moves; that is not measured here.
+//   - Settling the run in order as its jobs are done (per-job done
+//     stamps), with the sequencer taking jobs from the back of the run
+//     and helpers from the front, so that it finishes the first packets
+//     while helpers decrypt the last: no gain measurable here (0.66
+//     against 0.68 median, mixed load), and more shared lines per job.
+//     Reverted.
+//   - Decapsulation and selector checks on the worker that decrypted the
+//     packet (tunnel mode; read-only checks of the bytes it just wrote),
+//     so that the sequencer does not read a helper's packet back. Kept.
 //
 // Counters are per worker in every mode: each SA has one cache-line
 // padded block per worker (allocated on first use), written only by

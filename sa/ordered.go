@@ -10,8 +10,14 @@ import (
 //
 // The worker that receives a batch (the sequencer) does the serial steps
 // of every run itself (batch.go): replay pre-check and window update, or
-// the sequence numbers. The AEAD of a run (up to maxRun packets) goes on
-// the sequencer's board, a bounded array of jobs that any worker may
+// the sequence numbers. While no other worker is idle, it does the whole
+// run alone, as in the Shared mode: the other workers have input of
+// their own, and each job one of them took would move its packet's
+// buffer between the caches twice for nothing. While some worker is
+// idle (poll: it called Drain or Pending without a batch of its own
+// since its previous such call; Processor.idle counts them, read once
+// per run), the AEAD of the run (up to maxRun packets) goes on the
+// sequencer's board, a bounded array of jobs that any worker may
 // claim, a few at a time, with one compare-and-swap: the sequencer
 // claims jobs too, and idle workers claim them from Worker.Drain. A
 // claim hands out a range of jobs; whoever does a job first takes it
@@ -120,7 +126,7 @@ func (b *board) do(w *Worker, lo, hi int, e uint64) uint32 {
 	n := uint32(0)
 	for i := lo; i < hi; i++ {
 		if b.take(i, e) {
-			crypt(w.s, b.sa, b.at, &b.jobs[i])
+			crypt(w, b.sa, b.at, &b.jobs[i])
 			n++
 		}
 	}
@@ -206,6 +212,46 @@ const stealAfter = 256
 // yieldAfter is how many polls without progress make a waiting
 // sequencer yield its thread (then again after as many).
 const yieldAfter = 1 << 12
+
+// feed notes a batch of n packets of the worker's own: a worker with
+// input is not idle (poll).
+func (w *Worker) feed(n int) {
+	if n == 0 {
+		return
+	}
+	w.fed = true
+	if w.idle {
+		w.idle = false
+		w.p.idle.Add(-1)
+	}
+}
+
+// poll, from Drain and Pending, reports whether the worker is idle: it
+// had no batch of its own since the previous poll. An idle worker is
+// counted in Processor.idle until its next batch (feed), so that the
+// sequencers know someone may take their jobs.
+//
+// Invariant: w.idle is true exactly when w is counted in
+// Processor.idle; only w's goroutine changes either.
+func (w *Worker) poll() bool {
+	if w.fed {
+		w.fed = false
+		return false
+	}
+	if !w.idle {
+		w.idle = true
+		w.p.idle.Add(1)
+	}
+	return true
+}
+
+// solo reports whether the run starting now is done without the board:
+// one worker, another mode, or no worker idle to help (Processor.idle),
+// so that publishing its jobs would only add the board's atomics to a
+// run the sequencer does all alone. It is read once per run.
+func (w *Worker) solo() bool {
+	return w.board == nil || w.p.idle.Load() == 0
+}
 
 // help claims and does AEAD jobs on the other workers' boards (Ordered
 // mode); it returns how many it did.

@@ -247,6 +247,7 @@ func TestOrderedInOrder(t *testing.T) {
 	for _, p := range []*Processor{s.tx, s.rx} {
 		for w := 1; w < nw; w++ {
 			wg.Add(1)
+			p.Worker(w).Pending() // idle (no batch of its own): the sequencers publish
 			go func(w *Worker, seed uint64) {
 				defer wg.Done()
 				rng := rand.New(rand.NewPCG(seed, 1))
@@ -650,6 +651,7 @@ func TestOrderedStalledHelpersProperty(t *testing.T) {
 	for _, p := range []*Processor{s.tx, s.rx} {
 		for w := 1; w < nw; w++ {
 			wg.Add(1)
+			p.Worker(w).Pending() // idle (no batch of its own): the sequencer publishes
 			go func(p *Processor, w *Worker, seed uint64) {
 				defer wg.Done()
 				rng := rand.New(rand.NewPCG(seed, 2))
@@ -699,5 +701,134 @@ func TestOrderedDrainHelpsWhenIdle(t *testing.T) {
 	}
 	if w1.Drain(nil); b.done.Load() != uint32(len(js)) {
 		t.Fatalf("an idle Drain did %d of %d jobs", b.done.Load(), len(js))
+	}
+}
+
+// TestOrderedIdleProperty drives the workers of an Ordered processor
+// through random sequences of batches (empty or not, either direction),
+// Drain and Pending, and checks the idle bookkeeping against a model
+// after every step. Invariants (poll, feed): a worker is idle exactly
+// when it had no batch of its own since its previous Drain or Pending;
+// Processor.idle counts the idle workers; Pending is 0 for a worker that
+// is not idle.
+func TestOrderedIdleProperty(t *testing.T) {
+	const nw = 3
+	for seed := uint64(1); seed <= 20; seed++ {
+		p, err := NewProcessor(ProcessorOptions{SAD: NewSAD(SADOptions{}), Workers: nw, Concurrency: Ordered})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(seed, 3))
+		var fed, idle [nw]bool
+		for step := 0; step < 400; step++ {
+			i := rng.IntN(nw)
+			w := p.Worker(i)
+			bad := []Packet{{Buf: []byte{0x45}, Len: 1}} // dropped (malformed): a batch all the same
+			switch rng.IntN(6) {
+			case 0:
+				w.Inbound(nil)
+			case 1:
+				w.Inbound(bad)
+				fed[i], idle[i] = true, false
+			case 2:
+				w.Outbound(bad)
+				fed[i], idle[i] = true, false
+			case 3:
+				if n := w.Drain(make([]Packet, 4)); n != 0 {
+					t.Fatalf("seed %d step %d: Ordered Drain returned %d", seed, step, n)
+				}
+				idle[i], fed[i] = !fed[i], false
+			default:
+				busy := fed[i]
+				if n := w.Pending(); busy && n != 0 {
+					t.Fatalf("seed %d step %d: Pending %d for a worker with input", seed, step, n)
+				}
+				idle[i], fed[i] = !busy, false
+			}
+			want := 0
+			for k := range nw {
+				if p.Worker(k).idle != idle[k] {
+					t.Fatalf("seed %d step %d: worker %d idle %v, want %v", seed, step, k, p.Worker(k).idle, idle[k])
+				}
+				if idle[k] {
+					want++
+				}
+			}
+			if got := int(p.idle.Load()); got != want {
+				t.Fatalf("seed %d step %d: Processor.idle %d, want %d", seed, step, got, want)
+			}
+		}
+	}
+}
+
+// TestOrderedAloneWithoutIdleHelper: while no worker is idle a sequencer
+// does its runs without the board, as the Shared mode does (no epoch is
+// published); once another worker is idle (its Pending), runs go on the
+// board; both ways every packet is accepted in arrival order.
+func TestOrderedAloneWithoutIdleHelper(t *testing.T) {
+	for _, idle := range []bool{false, true} {
+		s := newTwoSides(t, Ordered, 2, 1, "aes128gcm16")
+		if idle {
+			s.rx.Worker(1).Pending()
+			s.tx.Worker(1).Pending()
+		}
+		next := sendInOrder(t, s, 500, 5, false)
+		ein, eout := s.rx.Worker(0).board.epoch.Load(), s.tx.Worker(0).board.epoch.Load()
+		if !idle && (ein != 0 || eout != 0) {
+			t.Fatalf("%d inbound and %d outbound runs published with no worker idle", ein, eout)
+		}
+		if idle && (ein == 0 || eout == 0) {
+			t.Fatalf("%d inbound and %d outbound runs published with a worker idle", ein, eout)
+		}
+		if st := s.ins[0].Stats(); st.DecapsPkts != next {
+			t.Fatalf("%d packets accepted, want %d", st.DecapsPkts, next)
+		}
+	}
+}
+
+// TestInnerDropAfterWindowUpdate: a tunnel-mode packet whose ICV holds
+// but whose inner header is malformed is dropped (DropMalformed), and its
+// number is recorded all the same - a replay of it is DropReplay - in
+// every mode, whichever worker decrypted it (the inner checks run where
+// the AEAD ran, in crypt; the verdict follows the window update).
+func TestInnerDropAfterWindowUpdate(t *testing.T) {
+	for _, mode := range []Concurrency{Shared, Ordered} {
+		s := newTwoSides(t, mode, 2, 1, "aes128gcm16")
+		s.rx.Worker(1).Pending() // Ordered: idle, so the runs go on the board
+		b := make([]Packet, 12)
+		for i := range b {
+			b[i] = packetFor(udpPacket(hostA, hostB, 1, 2, 100, uint64(i)))
+			b[i].Tunnel = s.tuns[0]
+			if i%3 == 1 {
+				binary.BigEndian.PutUint16(b[i].Data()[2:], 0xffff) // IPv4 total length past the end
+			}
+		}
+		s.tx.Worker(0).Outbound(b)
+		wire := make([]Packet, len(b))
+		for i := range b {
+			if b[i].Verdict != VerdictOK {
+				t.Fatalf("%v: outbound %d: %v %v", mode, i, b[i].Verdict, b[i].Reason)
+			}
+			wire[i] = clonePacket(b[i])
+		}
+		s.rx.Worker(0).Inbound(b)
+		for i, p := range b {
+			want := VerdictOK
+			if i%3 == 1 {
+				want = VerdictDrop
+				if p.Reason != DropMalformed {
+					t.Fatalf("%v: packet %d dropped for %v, want %v", mode, i, p.Reason, DropMalformed)
+				}
+			}
+			if p.Verdict != want {
+				t.Fatalf("%v: packet %d: %v, want %v", mode, i, p.Verdict, want)
+			}
+		}
+		s.rx.Worker(0).Inbound(wire)
+		for i, p := range wire {
+			if p.Verdict != VerdictDrop || p.Reason != DropReplay {
+				t.Fatalf("%v: replay of packet %d: %v %v, want a replay drop", mode, i, p.Verdict, p.Reason)
+			}
+		}
 	}
 }

@@ -31,6 +31,14 @@ type Processor struct {
 	// winFloor is the size growable windows are grown to at their next
 	// authenticated packet (SetReplayWindowFloor); 0: none.
 	winFloor atomic.Int32
+	// idle counts the Ordered-mode workers that are idle (Worker.idle):
+	// a sequencer reads it once per run and puts the run's jobs on
+	// its board only when it is not 0. On a line of its own: it is
+	// written only when a worker becomes idle or busy, and read by the
+	// sequencers while the other fields are read per packet.
+	_    [cacheLine]byte
+	idle atomic.Int32
+	_    [cacheLine - 4]byte
 }
 
 // Worker is one worker of a Processor. Use each Worker from one
@@ -49,7 +57,9 @@ type Worker struct {
 	pend   [maxRun]job // the current run's parked packets (batch.go)
 	npend  int
 	npub   int    // Ordered: parked jobs of the run already on the board
-	fed    bool   // Ordered: a batch of its own came since the last Drain
+	fed    bool   // Ordered: a batch of its own came since the last Drain or Pending
+	idle   bool   // Ordered: counted in Processor.idle (see poll)
+	alone  bool   // the current run goes without the board (solo)
 	pcap   int    // complete the run at this many parked packets
 	board  *board // Ordered mode with several workers (ordered.go)
 	pc     [nPCtr]uint64
@@ -231,7 +241,7 @@ func (p *Packet) Reset(buf []byte, off, n int) {
 // is the inner packet (tunnel mode) or the reconstructed original packet
 // (transport mode). It does not allocate.
 func (w *Worker) Inbound(pkts []Packet) {
-	w.fed = w.fed || len(pkts) > 0
+	w.feed(len(pkts))
 	w.begin()
 	for i := range pkts {
 		w.in(&pkts[i], false)
@@ -247,7 +257,7 @@ func (w *Worker) Inbound(pkts []Packet) {
 // outer packet) may extend past len(Buf), in which case Buf is resliced
 // up to its capacity. It does not allocate.
 func (w *Worker) Outbound(pkts []Packet) {
-	w.fed = w.fed || len(pkts) > 0
+	w.feed(len(pkts))
 	w.begin()
 	for i := range pkts {
 		w.out(&pkts[i], false)
@@ -257,24 +267,26 @@ func (w *Worker) Outbound(pkts []Packet) {
 
 // Drain processes packets other workers handed to this one (Sharded and
 // PerCPU modes), at most len(pkts), storing them with their results in
-// pkts; it returns how many. In the Ordered mode it instead does AEAD
-// jobs of other workers' runs (which those workers return in their own
-// batches) and returns 0 - but only when this worker had no batch of its
-// own (Inbound or Outbound with packets) since its previous Drain: a
-// worker with input of its own does its own jobs, as each job another
-// core does moves its packet's buffer between the caches twice, which
-// costs about as much as the AEAD; the cores help where they would
-// otherwise idle. Packet.Dir says which way each went. The buffers now
-// belong to this worker's caller, which sends or frees them as for its
-// own packets. Call it in the worker's loop, e.g. after each Inbound or
-// Outbound batch.
+// pkts; it returns how many. Packet.Dir says which way each went. The
+// buffers now belong to this worker's caller, which sends or frees them
+// as for its own packets. Call it in the worker's loop, e.g. after each
+// Inbound or Outbound batch.
+//
+// In the Ordered mode it returns 0 and instead, when this worker is
+// idle - it had no batch of its own (Inbound or Outbound with packets)
+// since its previous Drain or Pending - does the AEAD jobs on the other
+// workers' boards at that moment (it does not wait for more), which
+// those workers return in their own batches. A worker with input of its
+// own does its own jobs: each job another core does moves its packet's
+// buffer between the caches twice, which costs about as much as the
+// AEAD, so the cores help only where they would otherwise idle. The
+// sequencers put jobs on their boards only while some worker is idle;
+// otherwise they do their runs alone, as in the Shared mode.
 func (w *Worker) Drain(pkts []Packet) int {
 	if w.board != nil {
-		if w.fed {
-			w.fed = false
-			return 0
+		if w.poll() {
+			w.help()
 		}
-		w.help()
 		return 0
 	}
 	if len(w.inbox) == 0 {
@@ -301,9 +313,14 @@ func (w *Worker) Drain(pkts []Packet) int {
 // Pending returns how many handed-off packets wait for Drain; in the
 // Ordered mode, how many AEAD jobs of other workers' runs are waiting
 // for a helper (Drain takes them), so that a loop that drains only when
-// something is pending helps too.
+// something is pending helps too - but 0 when this worker had a batch of
+// its own since its previous Drain or Pending (it is not idle, and
+// Drain would not help). Like Drain, it marks the worker idle otherwise.
 func (w *Worker) Pending() int {
 	if w.board != nil {
+		if !w.poll() {
+			return 0
+		}
 		return w.unclaimed()
 	}
 	n := 0
