@@ -278,9 +278,11 @@ func (u *UDPPort) open(nbuf int) (*udpQueue, error) {
 			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_NO_CHECK, 1)
 		}
 	}
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Addr: u.local.Addr().As4(), Port: int(u.local.Port())}
+	var sa unix.Sockaddr
 	if u.v6 {
 		sa = &unix.SockaddrInet6{Addr: u.local.Addr().As16(), Port: int(u.local.Port())}
+	} else {
+		sa = &unix.SockaddrInet4{Addr: u.local.Addr().As4(), Port: int(u.local.Port())}
 	}
 	if err := unix.Bind(fd, sa); err != nil {
 		return q, fmt.Errorf("%w: bind %v: %v", ErrUDPPort, u.local, err)

@@ -47,9 +47,20 @@ type udpSide struct {
 // Nothing needs privileges: no XDP program, no interface.
 func newUDPPair(t *testing.T, workers int, mode sa.Concurrency) (a, b *udpSide) {
 	t.Helper()
-	addrA, addrB := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
-	a = &udpSide{udp: newUDPPort(netip.AddrPortFrom(addrA, 0)), plain: &memPort{}}
-	b = &udpSide{udp: newUDPPort(netip.AddrPortFrom(addrB, 0)), plain: &memPort{}}
+	return newUDPPairOn(t, workers, mode, netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2"), UDPPortConfig{})
+}
+
+// newUDPPairOn is newUDPPair with the two ports on addrA and addrB (free
+// ports) and the rest of their configuration from cfg.
+func newUDPPairOn(t *testing.T, workers int, mode sa.Concurrency, addrA, addrB netip.Addr, cfg UDPPortConfig) (a, b *udpSide) {
+	t.Helper()
+	port := func(addr netip.Addr) *UDPPort {
+		c := cfg
+		c.Local, c.EphemeralPort = netip.AddrPortFrom(addr, 0), true
+		return NewUDPPort(c)
+	}
+	a = &udpSide{udp: port(addrA), plain: &memPort{}}
+	b = &udpSide{udp: port(addrB), plain: &memPort{}}
 	// Bind once to learn the ports the SAs need, then let Start bind
 	// again on them.
 	for _, s := range []*udpSide{a, b} {
