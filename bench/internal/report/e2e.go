@@ -195,6 +195,9 @@ hosts' links have MTU 1420 (the WireGuard TUN MTU), the wan 1500.
   offloads (xdp.OpenTUNOffload, ServeTUN, TUN.Deliver) into which the
   gateway's kernel routes the remote network, run with the host settings
   of wireguard-go's better single-stream run ("offloads" column).
+- espxdp-tun-udp: espxdp-tun with the wan side ESP in UDP (RFC 3948,
+  port 4500) through xdp.UDPPort instead of AF_XDP: sendmmsg with UDP
+  GSO and recvmmsg with UDP GRO, as wireguard-go's UDP side.
 - espxdp-busypoll: the espxdp row (aes128gcm16) again with preferred busy
   polling on the engine's sockets (xdp.BusyPoll: SO_BUSY_POLL 50 µs,
   budget 64, SO_PREFER_BUSY_POLL), to show whether it helps.

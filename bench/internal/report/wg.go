@@ -46,7 +46,7 @@ func wgStreams(r *harness.Result) int { return max(r.Streams, 1) }
 func wgTargets(rep *harness.Report) []Target {
 	var ts []Target
 	for _, r := range rep.Filter(harness.KindWG) {
-		if r.Impl != "espxdp" && r.Impl != "espxdp-tun" {
+		if r.Impl != "espxdp" && r.Impl != "espxdp-tun" && r.Impl != "espxdp-tun-udp" {
 			continue
 		}
 		switch {
