@@ -663,27 +663,62 @@ func (r *wgRun) measure(impl, tr, variant string) ([]Result, error) {
 // tcpRetrans returns the TCP RetransSegs counter of ns (/proc/net/snmp
 // read by a process in the namespace).
 func tcpRetrans(ns *topo.NS) (uint64, error) {
+	v, err := snmpCounters(ns, "Tcp:", "RetransSegs")
+	if err != nil {
+		return 0, err
+	}
+	return v[0], nil
+}
+
+// udpSockDrops returns the sum over the gateways of the UDP sockets'
+// buffer drops (RcvbufErrors and SndbufErrors of /proc/net/snmp):
+// datagrams the kernel dropped because a socket's buffer was full
+// (wireguard-go's and espxdp's UDP ports alike), which no other counter
+// of the suite sees.
+func (n *wgNet) udpSockDrops() (uint64, error) {
+	var sum uint64
+	for _, g := range n.gateways {
+		v, err := snmpCounters(g, "Udp:", "RcvbufErrors", "SndbufErrors")
+		if err != nil {
+			return 0, err
+		}
+		sum += v[0] + v[1]
+	}
+	return sum, nil
+}
+
+// snmpCounters returns the named counters of one protocol line
+// ("Tcp:", "Udp:") of /proc/net/snmp, read by a process in ns.
+func snmpCounters(ns *topo.NS, proto string, names ...string) ([]uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	out, err := ns.Exec(ctx, "cat", "/proc/net/snmp")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	var names []string
+	var head []string
 	for _, l := range strings.Split(string(out), "\n") {
 		f := strings.Fields(l)
-		if len(f) < 2 || f[0] != "Tcp:" {
+		if len(f) < 2 || f[0] != proto {
 			continue
 		}
-		if names == nil {
-			names = f
+		if head == nil {
+			head = f
 			continue
 		}
-		if i := slices.Index(names, "RetransSegs"); i > 0 && i < len(f) {
-			return strconv.ParseUint(f[i], 10, 64)
+		vals := make([]uint64, len(names))
+		for k, name := range names {
+			i := slices.Index(head, name)
+			if i <= 0 || i >= len(f) {
+				return nil, fmt.Errorf("harness: no %s %s in /proc/net/snmp of %s", proto, name, ns.Label)
+			}
+			if vals[k], err = strconv.ParseUint(f[i], 10, 64); err != nil {
+				return nil, err
+			}
 		}
+		return vals, nil
 	}
-	return 0, fmt.Errorf("harness: no Tcp RetransSegs in /proc/net/snmp of %s", ns.Label)
+	return nil, fmt.Errorf("harness: no %s line in /proc/net/snmp of %s", proto, ns.Label)
 }
 
 func avgMs(d []time.Duration) float64 {
