@@ -483,3 +483,68 @@ func TestUDPPortEngineGSO(t *testing.T) {
 		})
 	}
 }
+
+// TestUDPPortKeepsSegments receives one super-datagram of 20 packets
+// while the UMEM has only 3 free frames. Invariants: a Receive hands
+// over at most the frames there are and keeps the rest of the datagram
+// (InFlight reports it, so the worker will not sleep on its quiet
+// socket); once frames come back the rest arrives, in order and
+// unchanged, and no packet is lost or delivered twice.
+func TestUDPPortKeepsSegments(t *testing.T) {
+	u, err := NewUMEM(UMEMConfig{NumFrames: 16, FillSize: 4, CompletionSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	port := NewUDPPort(UDPPortConfig{Local: netip.MustParseAddrPort("127.0.0.1:0"), EphemeralPort: true})
+	env := PortEnv{UMEM: u, Workers: 1, BatchSize: 64, Headroom: esp.MaxHeadroom, Tailroom: esp.MaxTailroom, Wake: func(int) {}}
+	if err := port.Bind(env); err != nil {
+		t.Skipf("loopback UDP: %v", err)
+	}
+	t.Cleanup(func() { port.Unbind() })
+	hold := make([]sa.Packet, 13)
+	if env.Alloc(hold) != 13 {
+		t.Fatal("no frames to hold")
+	}
+	peer := loopbackUDPPeer(t)
+	const nseg, seg = 20, 500
+	all := make([]byte, nseg*seg)
+	for i := range nseg {
+		for j := range seg {
+			all[i*seg+j] = byte(i + 1)
+		}
+	}
+	oob := make([]byte, unix.CmsgSpace(2))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(oob[unix.SizeofCmsghdr:], seg)
+	if err := unix.Sendmsg(peer, all, oob, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: int(port.Addr().Port())}, 0); err != nil {
+		t.Skipf("peer cannot send with UDP_SEGMENT: %v", err)
+	}
+	rx := make([]sa.Packet, 64)
+	var got []byte
+	k := 0
+	netns.WaitFor(2*time.Second, func() bool { k = port.Receive(0, rx); return k > 0 })
+	if k != 3 || port.InFlight(0) != 1 {
+		t.Fatalf("first Receive with 3 free frames: %d packets, InFlight %d", k, port.InFlight(0))
+	}
+	for _, p := range rx[:k] {
+		got = append(got, p.Data()[udpHdrs:]...)
+	}
+	env.Free(rx[:k])
+	env.Free(hold)
+	for tries := 0; len(got) < len(all) && tries < 10; tries++ {
+		k = port.Receive(0, rx)
+		for _, p := range rx[:k] {
+			got = append(got, p.Data()[udpHdrs:]...)
+		}
+		env.Free(rx[:k])
+	}
+	if !bytes.Equal(got, all) || port.InFlight(0) != 0 {
+		t.Fatalf("received %d of %d bytes (or altered), InFlight %d; %+v", len(got), len(all), port.InFlight(0), *port.Stats().UDP)
+	}
+	if c := u.Counts(); c.App != 0 {
+		t.Errorf("frames not returned: %+v", c)
+	}
+}

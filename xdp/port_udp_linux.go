@@ -742,8 +742,17 @@ func (u *UDPPort) send(q *udpQueue, nv int) {
 // Maintain has nothing to do: Transmit sends at once.
 func (u *UDPPort) Maintain(int, bool) {}
 
-// InFlight is 0: Transmit finishes every packet.
-func (u *UDPPort) InFlight(int) int { return 0 }
+// InFlight is 0 for transmissions (Transmit finishes every packet);
+// it is 1 while worker w holds received datagrams it has not split into
+// packets yet (a Receive that found no free frame leaves them): the
+// worker then sleeps briefly instead of waiting for its socket, which
+// may stay quiet while those wait.
+func (u *UDPPort) InFlight(w int) int {
+	if q := u.q[w]; q.cur < q.got && (q.cur < q.got-1 || q.off < q.rlen[q.cur]) {
+		return 1
+	}
+	return 0
+}
 
 // PollFDs returns worker w's socket.
 func (u *UDPPort) PollFDs(w int) []int { return []int{u.q[w].fd} }
