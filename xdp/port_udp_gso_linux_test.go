@@ -548,3 +548,29 @@ func TestUDPPortKeepsSegments(t *testing.T) {
 		t.Errorf("frames not returned: %+v", c)
 	}
 }
+
+// TestGROSizeRandom feeds groSize random control buffers, some with a
+// well-formed UDP_GRO message somewhere. Invariants: no panic, no read
+// past the buffer (the slices are exact), and a well-formed message
+// first in the buffer is always found with its value.
+func TestGROSizeRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 9))
+	for range 20000 {
+		b := make([]byte, rng.IntN(3*udpCtrl))
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		want := -1
+		if rng.IntN(2) == 0 && len(b) >= unix.CmsgSpace(4) {
+			h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+			h.Level, h.Type = unix.SOL_UDP, unix.UDP_GRO
+			h.SetLen(unix.CmsgLen(4))
+			want = 1 + rng.IntN(65535)
+			binary.NativeEndian.PutUint32(b[unix.SizeofCmsghdr:], uint32(want))
+		}
+		got := groSize(b)
+		if want >= 0 && got != want {
+			t.Fatalf("groSize = %d, want %d", got, want)
+		}
+	}
+}

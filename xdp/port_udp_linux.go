@@ -394,7 +394,7 @@ func (u *UDPPort) recv(q *udpQueue) int {
 		q.rlen[i] = int(m.Len)
 		q.rseg[i] = int(m.Len)
 		if u.gro {
-			if g := groSize(q.rctrl[i*udpCtrl:][:m.Hdr.Controllen]); g > 0 && g < int(m.Len) {
+			if g := groSize(q.rctrl[i*udpCtrl:][:min(int(m.Hdr.Controllen), udpCtrl)]); g > 0 && g < int(m.Len) {
 				q.rseg[i] = g
 				super++
 			}
