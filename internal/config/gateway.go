@@ -42,6 +42,8 @@ import (
 //	  reassembly: true               # outer fragments of ESP reassembled before decryption
 //	interfaces:
 //	  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: [192.0.2.1], vlan: 100}
+//	  # or ESP in UDP (4500) through kernel UDP sockets with GSO/GRO, no XDP:
+//	  # cipher: {name: wan0, local: 192.0.2.1, mode: udp}
 //	  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
 //	  # or, route-based with a tunnel interface instead of plain:
 //	  tun:    {name: vti0, address: 169.254.0.1/30, mtu: 1400, routes: [10.2.0.0/24]}
