@@ -4,6 +4,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
@@ -18,7 +19,8 @@ import (
 // XDP program on the wan. Invariants: pings and a checksummed TCP
 // transfer cross both ways; the SAs are UDP-encapsulated; the engines'
 // cipher sides are the UDP ports (no AF_XDP socket there), which sent
-// and received, dropped nothing, and sent super-datagrams.
+// and received, dropped nothing, and sent super-datagrams; a reload
+// that changes the mode is refused (ErrRestart).
 func TestGatewayUDPCipher(t *testing.T) {
 	testenv.RequirePrivileged(t)
 	a, b := buildTopology(t)
@@ -50,6 +52,12 @@ func TestGatewayUDPCipher(t *testing.T) {
 	}
 	if super == 0 {
 		t.Error("no super-datagram sent by either gateway during the transfers")
+	}
+	// The cipher side's mode is not changed in place.
+	xp := p
+	xp.udpPort = false
+	if _, err := reload(t, ga, gatewayYAML(a, b, "a", xp)); !errors.Is(err, ErrRestart) {
+		t.Errorf("reload from mode udp to xdp: %v, want ErrRestart", err)
 	}
 }
 
