@@ -268,7 +268,45 @@
 // owner, Ordered's shared AEAD work) do the rest. Steering, LocalAddrs,
 // Unprotected and the socket tuning apply only to AF_XDP sides; an
 // engine with a CipherPort and a PlainPort or Deliver needs no
-// privileges (see udpPort and TestUDPCipherPortTraffic in the tests).
+// privileges (see UDPPort below and TestUDPCipherPortTraffic).
+//
+// # UDP cipher port: ESP in UDP with GSO and GRO
+//
+// UDPPort is that port as a product (ExampleUDPPort): ESP in UDP
+// (RFC 3948; port 4500 unless UDPPortConfig.Local names another) over
+// IPv4 or IPv6, one non-blocking socket per worker with SO_REUSEPORT,
+// polled by the worker loop. It exists for the kernel's per-packet cost
+// on the wan: AF_XDP in copy mode (every veth) makes one socket buffer
+// per ESP packet and runs the receiving side's work on the sender's
+// thread, while UDP segmentation offload moves up to 64 packets as one.
+//
+//   - Transmit: the payloads stay in their frames (one iovec each);
+//     consecutive packets to one destination whose lengths are equal,
+//     the last no longer, go out as one super-datagram with a
+//     UDP_SEGMENT control message (Linux 4.18), at most UDPMaxSegments
+//     and 64 KiB; one sendmmsg per batch. When the kernel refuses GSO
+//     (EIO or EINVAL: no checksum offload on the route, a segment over
+//     the MTU) the port counts a GSOFallback, turns GSO off for every
+//     worker and sends one datagram per packet from then on.
+//   - Receive: UDP_GRO (Linux 5.0) lets the kernel hand over coalesced
+//     datagrams (and GSO datagrams from a local sender unsplit);
+//     recvmmsg reads into the worker's own 64 KiB buffers
+//     (UDPPortConfig.RecvBuffers), Receive splits each by its gso_size
+//     into packets, copies each into a frame behind the outer IP and
+//     UDP header the SAs check, and keeps what does not fit for the
+//     next call. Nothing is allocated per packet.
+//   - Not ESP: NAT keepalives (one byte 0xff) and IKE behind the non-ESP
+//     marker (four zero bytes) go to UDPPortConfig.NonESP, so an IKE
+//     daemon can share port 4500 (answering through UDPPort.WriteTo),
+//     or are counted drops. Datagrams too long for a frame, longer than
+//     a buffer (truncated), empty or of another family are counted
+//     drops too; PortStats.UDP has every counter (datagrams and
+//     super-datagrams each way, segments, fallbacks, drops by reason).
+//
+// Over veth, a super-datagram crosses to the peer namespace as one
+// socket buffer and reaches a UDP_GRO socket there as it is. The bench
+// wg suite's espxdp-tun-udp row measures it against espxdp-tun (AF_XDP
+// on the wan) and wireguard-go (the same UDP GSO/GRO path).
 //
 // Router duties (outer reassembly, TTL, MSS clamping, ICMP errors,
 // fragmentation before encryption) are the worker's, around the SA

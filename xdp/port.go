@@ -78,6 +78,39 @@ type PortStats struct {
 	// Drops are packets the port dropped itself (no free frame, too
 	// long, a full queue, a write error).
 	Drops uint64
+	// UDP is a UDPPort's own counters (nil for other ports).
+	UDP *UDPPortStats `json:",omitempty"`
+}
+
+// UDPPortStats are a UDPPort's own counters, in PortStats.UDP.
+type UDPPortStats struct {
+	// GSO and GRO tell whether the port uses UDP segmentation offload
+	// on transmit (false after a fallback) and UDP GRO on receive.
+	GSO, GRO bool
+	// RXDatagrams are datagrams recvmmsg returned, RXSuper those of
+	// them that were coalesced (a gso_size control message) and
+	// RXSegments the packets split out of those.
+	RXDatagrams, RXSuper, RXSegments uint64
+	// TXDatagrams are datagrams sendmmsg sent, TXSuper those of them
+	// that were super-datagrams (UDP_SEGMENT) and TXSegments the
+	// packets they carried.
+	TXDatagrams, TXSuper, TXSegments uint64
+	// GSOFallbacks counts the kernel's refusals of GSO (after the first
+	// the port sends without it).
+	GSOFallbacks uint64
+	// NonESP are non-ESP datagrams (IKE, keepalives) handed to
+	// UDPPortConfig.NonESP.
+	NonESP uint64
+	// Drops by reason, received: DropNonESP and DropKeepalive (no
+	// NonESP callback), DropEmpty (a datagram without payload),
+	// DropTooLong (a packet longer than a frame takes), DropTruncated
+	// (a datagram longer than a receive buffer), DropFamily (a source
+	// of another address family); transmitted: DropNotUDP (not an
+	// IPv4/UDP or IPv6/UDP packet of the port's family, or an outer
+	// fragment), DropFull (the socket buffer was full), DropSendError
+	// (the kernel refused the datagram).
+	DropNonESP, DropKeepalive, DropEmpty, DropTooLong, DropTruncated, DropFamily uint64
+	DropNotUDP, DropFull, DropSendError                                          uint64
 }
 
 // LinkHeadroom is how many bytes every packet a port transmits has free

@@ -385,7 +385,31 @@ func (p *parser) parse(data []byte) *Config {
 	if n := top["peers"]; n != nil {
 		p.peers(n, cfg.Gateway, cfg)
 	}
+	p.checkUDPCipher(cfg)
 	return cfg
+}
+
+// checkUDPCipher checks the SAs of a gateway whose cipher side is a UDP
+// port (interfaces.cipher.mode: udp): the port carries only ESP in UDP
+// on port 4500 of its address, so every SA must be UDP-encapsulated
+// with local port 4500 and that local address (anything else could
+// never be sent or received).
+func (p *parser) checkUDPCipher(cfg *Config) {
+	g := cfg.Gateway
+	if g == nil || !g.Cipher.UDP || len(g.Cipher.Local) != 1 {
+		return
+	}
+	local := g.Cipher.Local[0]
+	for _, s := range cfg.SAs {
+		switch {
+		case s.Encap != EncapUDP:
+			p.errorf(s.Pos.Line, s.Pos.Field+".encap", "interfaces.cipher.mode udp carries ESP in UDP only: want encap: udp")
+		case s.LocalPort != 0 && s.LocalPort != 4500:
+			p.errorf(s.Pos.Line, s.Pos.Field+".local_port", "interfaces.cipher.mode udp listens on port 4500, not %d", s.LocalPort)
+		case s.Local.IsValid() && s.Local != local:
+			p.errorf(s.Pos.Line, s.Pos.Field+".local", "%v is not interfaces.cipher.local %v (the UDP port's address)", s.Local, local)
+		}
+	}
 }
 
 // deref follows YAML aliases.

@@ -42,6 +42,8 @@ import (
 //	  reassembly: true               # outer fragments of ESP reassembled before decryption
 //	interfaces:
 //	  cipher: {name: wan0, next_hop: "02:00:00:00:0a:fe", local: [192.0.2.1], vlan: 100}
+//	  # or ESP in UDP (4500) through kernel UDP sockets with GSO/GRO, no XDP:
+//	  # cipher: {name: wan0, local: 192.0.2.1, mode: udp}
 //	  plain:  {name: lan0, next_hop: "02:00:00:00:01:02", address: 10.1.0.1}
 //	  # or, route-based with a tunnel interface instead of plain:
 //	  tun:    {name: vti0, address: 169.254.0.1/30, mtu: 1400, routes: [10.2.0.0/24]}
@@ -140,7 +142,15 @@ type Iface struct {
 	// the side: written on every frame sent, required on every frame
 	// taken (xdp.Port.VLAN).
 	VLAN int
-	Pos  Pos
+	// UDP (cipher side, mode: udp; default mode: xdp) carries the
+	// ciphertext as ESP in UDP on port 4500 of the one local address
+	// through kernel UDP sockets with GSO and GRO (xdp.UDPPort) instead
+	// of AF_XDP on the interface: no XDP program, no next_hop; every SA
+	// must be UDP-encapsulated (encap: udp), every peer forces UDP
+	// encapsulation, and IKE on port 4500 shares the port's sockets.
+	// Name stays the wan interface (fail-closed table, link monitor).
+	UDP bool
+	Pos Pos
 }
 
 // TUNIface is the tunnel interface of a route-based gateway.
@@ -478,6 +488,11 @@ func (p *parser) iface(n *yaml.Node, path string, cipher bool) Iface {
 				return false
 			}
 			ifc.Address = p.addr(v, f)
+		case "mode":
+			if !cipher {
+				return false
+			}
+			ifc.UDP = p.oneOf(v, f, "xdp", "udp") == "udp"
 		case "vlan":
 			if x, ok := p.uint(v, f, 16); ok {
 				if x > 4094 {
@@ -491,7 +506,17 @@ func (p *parser) iface(n *yaml.Node, path string, cipher bool) Iface {
 		seen[key] = true
 		return true
 	})
-	for _, k := range []string{"name", "next_hop"} {
+	need := []string{"name", "next_hop"}
+	if ifc.UDP {
+		need = need[:1]
+		if len(ifc.Local) != 1 {
+			p.errorf(n.Line, join(path, "local"), "mode udp needs exactly one local address (the UDP port's), got %d", len(ifc.Local))
+		}
+		if ifc.VLAN != 0 {
+			p.errorf(n.Line, join(path, "vlan"), "mode udp sends through the kernel's UDP sockets: no VLAN of its own")
+		}
+	}
+	for _, k := range need {
 		if !seen[k] {
 			p.errorf(n.Line, join(path, k), "missing")
 		}

@@ -119,6 +119,10 @@ type Gateway struct {
 	ike                                       ikeState
 	primary                                   map[string]sa.ChildID
 	ikeUnknown, ikeESP, ikeDPDDead, ikeRekeys atomic.Uint64
+	// udp is the engine's UDP cipher port (interfaces.cipher.mode udp;
+	// nil otherwise), udpIKE the IKE datagrams it received (udpport.go).
+	udp    *xdp.UDPPort
+	udpIKE chan udpDatagram
 	// ikeESPLogged is when strayESP last logged (UnixNano, 0: never).
 	ikeESPLogged atomic.Int64
 }
@@ -593,6 +597,12 @@ func (gw *Gateway) engineConfig() xdp.EngineConfig {
 	}
 	gw.routerOptions(&ec)
 	ec.Unprotected, _ = Unprotected(g) // checked by New
+	if g.Cipher.UDP {
+		// No AF_XDP on the ciphertext side: the UDP port (udpport.go).
+		ec.Cipher, ec.LocalAddrs, ec.Unprotected = xdp.Port{}, nil, bpf.Unprotected{}
+		gw.udp = gw.newUDPCipherPort()
+		ec.CipherPort = gw.udp
+	}
 	return ec
 }
 
@@ -676,6 +686,10 @@ func (gw *Gateway) Start() (err error) {
 	gw.wg.Add(1)
 	go gw.logUnprotected(gw.g.LogDrops)
 	gw.startPMTU()
+	if gw.udp != nil {
+		gw.wg.Add(1)
+		go gw.dispatchUDPIKE(gw.udp.Addr().Addr(), gw.stop)
+	}
 	if err := gw.startIKE(); err != nil {
 		return err
 	}

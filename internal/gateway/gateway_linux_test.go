@@ -104,6 +104,7 @@ type gwParams struct {
 	keyBA     string
 	extra     string // appended to the gateway: section
 	wan6      bool   // the wan is IPv6 (buildTopologyWAN(t, true))
+	udpPort   bool   // interfaces.cipher.mode udp (the UDP cipher port)
 }
 
 func randKey(t *testing.T) string {
@@ -141,7 +142,11 @@ func gatewayYAML(s *site, peer *site, side string, p gwParams) string {
 		fmt.Fprintf(&b, "  keepalive: %s\n", p.keepalive)
 	}
 	b.WriteString(p.extra)
-	fmt.Fprintf(&b, "interfaces:\n  cipher: {name: wan0, next_hop: %q, local: %s}\n", peer.wanMAC.String(), local)
+	mode := ""
+	if p.udpPort {
+		mode = ", mode: udp"
+	}
+	fmt.Fprintf(&b, "interfaces:\n  cipher: {name: wan0, next_hop: %q, local: %s%s}\n", peer.wanMAC.String(), local, mode)
 	if p.tun {
 		fmt.Fprintf(&b, "  tun: {name: vti0, routes: [%s]}\n", protected)
 	} else {

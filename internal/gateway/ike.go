@@ -78,8 +78,8 @@ func (o *ikeOwner) current() *ike.IKESA {
 // ikeSocks are the IKE sockets of one local address.
 type ikeSocks struct {
 	addr        netip.Addr
-	ike, natt   *net.UDPConn
-	wIKE, wNATT sharedConn
+	ike, natt   *net.UDPConn // natt nil where the UDP cipher port has 4500
+	wIKE, wNATT net.PacketConn
 }
 
 // sharedConn is a socket that Endpoints write to; closing it is the
@@ -204,10 +204,17 @@ func (gw *Gateway) socksFor(a netip.Addr) (*ikeSocks, error) {
 		return s, nil
 	}
 	s := &ikeSocks{addr: a}
+	// With a UDP cipher port on a (interfaces.cipher.mode udp), port
+	// 4500 is the port's: IKE datagrams reach the peers through its
+	// NonESP callback (udpNonESP) and leave through its sockets.
+	shared := gw.udp != nil && gw.udp.Addr().Addr() == a
 	err := gw.inNS(func() error {
 		var err error
 		if s.ike, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 500))); err != nil {
 			return err
+		}
+		if shared {
+			return nil
 		}
 		if s.natt, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 4500))); err != nil {
 			s.ike.Close()
@@ -218,13 +225,29 @@ func (gw *Gateway) socksFor(a netip.Addr) (*ikeSocks, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: IKE sockets on %v: %w", a, err)
 	}
-	s.wIKE, s.wNATT = sharedConn{s.ike}, sharedConn{s.natt}
+	s.wIKE = sharedConn{s.ike}
+	if shared {
+		s.wNATT = udpPortConn{gw.udp}
+	} else {
+		s.wNATT = sharedConn{s.natt}
+	}
 	gw.ike.socks[a] = s
 	for _, c := range []*net.UDPConn{s.ike, s.natt} {
+		if c == nil {
+			continue
+		}
 		gw.ike.wg.Add(1)
 		go gw.readIKE(s, c, c == s.natt)
 	}
 	return s, nil
+}
+
+// close closes the sockets.
+func (s *ikeSocks) close() {
+	s.ike.Close()
+	if s.natt != nil {
+		s.natt.Close()
+	}
 }
 
 // readIKE reads one IKE socket until it is closed and dispatches every
@@ -305,7 +328,7 @@ func (gw *Gateway) addPeer(pc *config.Peer) error {
 		InboundActivity: p.inboundActivity,
 		OnRemoteChanged: p.remoteChanged,
 		OnESP:           func(_ []byte, from netip.AddrPort) { gw.strayESP(from) },
-		ForceEncap:      pc.Encap,
+		ForceEncap:      pc.Encap || gw.g.Cipher.UDP, // a UDP cipher port carries ESP in UDP only
 		Retransmit:      pc.RetransmitTimeout,
 		Retries:         pc.RetransmitTries,
 		Logger:          p.log,
@@ -398,8 +421,7 @@ func (gw *Gateway) stopIKE() {
 	}
 	gw.ike.mu.Lock()
 	for a, s := range gw.ike.socks {
-		s.ike.Close()
-		s.natt.Close()
+		s.close()
 		delete(gw.ike.socks, a)
 	}
 	gw.ike.mu.Unlock()
@@ -1221,8 +1243,7 @@ func (gw *Gateway) closeIdleSocks() {
 		if slices.ContainsFunc(gw.ike.peers, func(p *ikePeer) bool { return p.conf.Local == a }) {
 			continue
 		}
-		s.ike.Close()
-		s.natt.Close()
+		s.close()
 		delete(gw.ike.socks, a)
 		gw.log.Info("ike sockets closed: no peer on the address any more", "local", a.String())
 	}

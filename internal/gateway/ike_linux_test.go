@@ -30,6 +30,7 @@ type ikeParams struct {
 	dpd      string // dpd_delay
 	any      bool   // remote: "%any" (respond only)
 	wan6     bool   // the IPv6 wan of buildTopologyWAN(t, true)
+	udpPort  bool   // interfaces.cipher.mode udp (the UDP cipher port)
 }
 
 // writePSK writes a PSK file (mode 0600) and returns its path.
@@ -69,7 +70,11 @@ func ikeGatewayYAML(t *testing.T, s, peer *site, side string, p ikeParams) strin
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "gateway:\n  control: %s\n  log_drops: 200ms\n  mss_clamp: 1300\n", s.socket)
-	fmt.Fprintf(&b, "interfaces:\n  cipher: {name: wan0, next_hop: %q, local: %s}\n", peer.wanMAC.String(), local)
+	mode := ""
+	if p.udpPort {
+		mode = ", mode: udp"
+	}
+	fmt.Fprintf(&b, "interfaces:\n  cipher: {name: wan0, next_hop: %q, local: %s%s}\n", peer.wanMAC.String(), local, mode)
 	fmt.Fprintf(&b, "  plain: {name: lan0, next_hop: %q, address: %s}\nprotected: [%s]\n", s.hostMAC.String(), gwLAN(side), rts)
 	fmt.Fprintf(&b, "tunnels:\n  - {name: peer}\n")
 	fmt.Fprintf(&b, "peers:\n  - name: gw%s\n    local: %s\n    remote: %s\n    psk_file: %s\n", map[string]string{"a": "B", "b": "A"}[side], local, remote, writePSK(t, p.psk))

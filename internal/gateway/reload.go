@@ -187,7 +187,7 @@ func restartNeeded(a, b *config.Gateway) string {
 }
 
 func sameIface(a, b *config.Iface) bool {
-	return a.Name == b.Name && a.NextHop.String() == b.NextHop.String() && slices.Equal(a.Local, b.Local) && a.Address == b.Address && a.VLAN == b.VLAN
+	return a.Name == b.Name && a.NextHop.String() == b.NextHop.String() && slices.Equal(a.Local, b.Local) && a.Address == b.Address && a.VLAN == b.VLAN && a.UDP == b.UDP
 }
 
 func tunKey(t *config.TUNIface) any {

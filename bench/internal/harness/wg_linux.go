@@ -283,7 +283,7 @@ func (n *wgNet) startWireGuard(offloads bool) (stop func(), err error) {
 // startESP starts an espxdp engine in each gateway with transform tr:
 // ciphertext on the wan link, plaintext on the lan link.
 func (n *wgNet) startESP(tr string, seed uint64) (stop func(), err error) {
-	return n.startESPMode(tr, seed, false, false)
+	return n.startESPMode(tr, seed, false, false, false)
 }
 
 // startESPMode starts an espxdp engine in each gateway with transform
@@ -291,8 +291,11 @@ func (n *wgNet) startESP(tr string, seed uint64) (stop func(), err error) {
 // plaintext on a TUN device "esp0" with offloads (xdp.OpenTUNOffload)
 // into which the kernel routes the remote network, and, if offloads, the
 // hosts' and links' offloads on (setOffloads), as for wireguard-go with
-// offloads (the AF_XDP path needs them off).
-func (n *wgNet) startESPMode(tr string, seed uint64, useTUN, offloads bool) (stop func(), err error) {
+// offloads (the AF_XDP path needs them off). With udp, the ciphertext
+// side is an xdp.UDPPort on the wan address, port 4500 (ESP in UDP,
+// RFC 3948, with UDP GSO and GRO, as wireguard-go's UDP side), instead
+// of AF_XDP on the wan link: the SAs are UDP-encapsulated then.
+func (n *wgNet) startESPMode(tr string, seed uint64, useTUN, offloads, udp bool) (stop func(), err error) {
 	t, err := esp.ParseTransform(tr)
 	if err != nil {
 		return nil, err
@@ -335,11 +338,11 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN, offloads bool) (sto
 			outKey, outAuth, inKey, inAuth = inKey, inAuth, outKey, outAuth
 			prot = wgNetA
 		}
-		out, err := sa.New(sa.Config{Name: "wg-out", SPI: outSPI, Direction: sa.Out, Mode: esp.Tunnel, Local: local, Remote: remote, Transform: t, Key: outKey, AuthKey: outAuth})
+		out, err := sa.New(sa.Config{Name: "wg-out", SPI: outSPI, Direction: sa.Out, Mode: esp.Tunnel, Local: local, Remote: remote, UDPEncap: udp, Transform: t, Key: outKey, AuthKey: outAuth})
 		if err != nil {
 			return nil, err
 		}
-		in, err := sa.New(sa.Config{Name: "wg-in", SPI: inSPI, Direction: sa.In, Mode: esp.Tunnel, Local: local, Remote: remote, Transform: t, Key: inKey, AuthKey: inAuth})
+		in, err := sa.New(sa.Config{Name: "wg-in", SPI: inSPI, Direction: sa.In, Mode: esp.Tunnel, Local: local, Remote: remote, UDPEncap: udp, Transform: t, Key: inKey, AuthKey: inAuth})
 		if err != nil {
 			return nil, err
 		}
@@ -357,6 +360,10 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN, offloads bool) (sto
 			return nil, err
 		}
 		ec := n.engineConfig(g, proc, prot, local)
+		if udp {
+			ec.Cipher, ec.LocalAddrs = xdp.Port{}, nil
+			ec.CipherPort = xdp.NewUDPPort(xdp.UDPPortConfig{Local: netip.AddrPortFrom(local, esp.NATTPort)})
+		}
 		var dev *xdp.TUN
 		if useTUN {
 			if err := g.Do(func() (err error) { dev, err = xdp.OpenTUNOffload("esp0"); return err }); err != nil {
@@ -656,27 +663,62 @@ func (r *wgRun) measure(impl, tr, variant string) ([]Result, error) {
 // tcpRetrans returns the TCP RetransSegs counter of ns (/proc/net/snmp
 // read by a process in the namespace).
 func tcpRetrans(ns *topo.NS) (uint64, error) {
+	v, err := snmpCounters(ns, "Tcp:", "RetransSegs")
+	if err != nil {
+		return 0, err
+	}
+	return v[0], nil
+}
+
+// udpSockDrops returns the sum over the gateways of the UDP sockets'
+// buffer drops (RcvbufErrors and SndbufErrors of /proc/net/snmp):
+// datagrams the kernel dropped because a socket's buffer was full
+// (wireguard-go's and espxdp's UDP ports alike), which no other counter
+// of the suite sees.
+func (n *wgNet) udpSockDrops() (uint64, error) {
+	var sum uint64
+	for _, g := range n.gateways {
+		v, err := snmpCounters(g, "Udp:", "RcvbufErrors", "SndbufErrors")
+		if err != nil {
+			return 0, err
+		}
+		sum += v[0] + v[1]
+	}
+	return sum, nil
+}
+
+// snmpCounters returns the named counters of one protocol line
+// ("Tcp:", "Udp:") of /proc/net/snmp, read by a process in ns.
+func snmpCounters(ns *topo.NS, proto string, names ...string) ([]uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	out, err := ns.Exec(ctx, "cat", "/proc/net/snmp")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	var names []string
+	var head []string
 	for _, l := range strings.Split(string(out), "\n") {
 		f := strings.Fields(l)
-		if len(f) < 2 || f[0] != "Tcp:" {
+		if len(f) < 2 || f[0] != proto {
 			continue
 		}
-		if names == nil {
-			names = f
+		if head == nil {
+			head = f
 			continue
 		}
-		if i := slices.Index(names, "RetransSegs"); i > 0 && i < len(f) {
-			return strconv.ParseUint(f[i], 10, 64)
+		vals := make([]uint64, len(names))
+		for k, name := range names {
+			i := slices.Index(head, name)
+			if i <= 0 || i >= len(f) {
+				return nil, fmt.Errorf("harness: no %s %s in /proc/net/snmp of %s", proto, name, ns.Label)
+			}
+			if vals[k], err = strconv.ParseUint(f[i], 10, 64); err != nil {
+				return nil, err
+			}
 		}
+		return vals, nil
 	}
-	return 0, fmt.Errorf("harness: no Tcp RetransSegs in /proc/net/snmp of %s", ns.Label)
+	return nil, fmt.Errorf("harness: no %s line in /proc/net/snmp of %s", proto, ns.Label)
 }
 
 func avgMs(d []time.Duration) float64 {
@@ -743,12 +785,28 @@ func WGSteps(cfg Config) ([]suiteStep, func()) {
 			}
 			// The host settings of wireguard-go's best single-stream run.
 			v, _ := r.bestWG(1)
-			stop, err := r.net.startESPMode(tr, cfg.Seed, true, v == wgOffload)
+			stop, err := r.net.startESPMode(tr, cfg.Seed, true, v == wgOffload, false)
 			if err != nil {
 				return nil, err
 			}
 			defer stop()
 			return r.measure("espxdp-tun", tr, v)
+		}})
+	}
+	for _, tr := range wgESPSuit {
+		steps = append(steps, suiteStep{"wg espxdp-tun-udp " + tr, func() ([]Result, error) {
+			if err := r.setup(); err != nil {
+				return nil, err
+			}
+			// The TUN side and host settings exactly as espxdp-tun; the
+			// wan side ESP in UDP through xdp.UDPPort (GSO/GRO).
+			v, _ := r.bestWG(1)
+			stop, err := r.net.startESPMode(tr, cfg.Seed, true, v == wgOffload, true)
+			if err != nil {
+				return nil, err
+			}
+			defer stop()
+			return r.measure("espxdp-tun-udp", tr, v)
 		}})
 	}
 	return steps, r.close

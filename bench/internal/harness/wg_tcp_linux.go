@@ -85,9 +85,13 @@ func (r *wgRun) tcp(impl, tr, variant string, streams int) (Result, error) {
 	n := r.net
 	var x0 xskCounts
 	var d0 ifDropCounts
+	var u0 uint64
 	start := func() error {
 		x0 = n.xskSnapshot()
 		var err error
+		if u0, err = n.udpSockDrops(); err != nil {
+			return err
+		}
 		d0, err = n.ifDrops()
 		return err
 	}
@@ -128,6 +132,11 @@ func (r *wgRun) tcp(impl, tr, variant string, streams int) (Result, error) {
 		return res, err
 	}
 	addIfDrops(&res, d0, d1)
+	u1, err := n.udpSockDrops()
+	if err != nil {
+		return res, err
+	}
+	res.add("udp-sock-drops", float64(u1-u0), UnitPackets)
 	res.add("Gbps", g, UnitGbps)
 	res.add("min-Gbps", slices.Min(gbps), UnitGbps)
 	res.add("max-Gbps", slices.Max(gbps), UnitGbps)

@@ -50,6 +50,10 @@ type xskCounts struct {
 	// eventfd wakes, AF_XDP wakeups (sendto, recvfrom), TUN read(2) and
 	// write(2) calls.
 	sleeps, batches, pkts, sendWakes, xskWakeups, tunReads, tunWrites uint64
+	// The UDP cipher ports' datagrams (espxdp-tun-udp): sent and
+	// received, and the super-datagrams among them; udpDrops their
+	// drops, any reason.
+	udpTX, udpTXSuper, udpRX, udpRXSuper, udpDrops uint64
 }
 
 // xskSnapshot reads the counters of the espxdp engines that run now
@@ -71,6 +75,13 @@ func (n *wgNet) xskSnapshot() xskCounts {
 			c.batches += w.Batches
 			c.pkts += w.CipherRX + w.PlainRX + w.Sent
 			c.sendWakes += w.SendWakes
+		}
+		if cp := st.CipherPort; cp != nil && cp.UDP != nil {
+			c.udpTX += cp.UDP.TXDatagrams
+			c.udpTXSuper += cp.UDP.TXSuper
+			c.udpRX += cp.UDP.RXDatagrams
+			c.udpRXSuper += cp.UDP.RXSuper
+			c.udpDrops += cp.Drops
 		}
 		for _, ss := range [][]xdp.Stats{st.CipherSockets, st.PlainSockets} {
 			for _, s := range ss {
@@ -106,6 +117,9 @@ func (n *wgNet) addXSK(res *Result, before, now xskCounts) {
 	res.add("engine-drops", float64(now.workers-before.workers), UnitPackets)
 	res.add("send-full", float64(now.sendFull-before.sendFull), UnitPackets)
 	res.add("tun-port-drops", float64(now.tun-before.tun), UnitPackets)
+	if now.udpTX+now.udpRX > 0 {
+		res.add("udp-port-drops", float64(now.udpDrops-before.udpDrops), UnitPackets)
+	}
 }
 
 // ifDropCounts are the interfaces' drop counters (rx dropped + tx
@@ -181,6 +195,14 @@ func (n *wgNet) addRates(res *Result, before, now xskCounts, gb float64) {
 	per("send-wakes/GB", before.sendWakes, now.sendWakes)
 	per("tun-reads/GB", before.tunReads, now.tunReads)
 	per("tun-writes/GB", before.tunWrites, now.tunWrites)
+	if now.udpTX+now.udpRX > 0 {
+		// The UDP cipher ports: sendmmsg/recvmmsg datagrams per GB, and
+		// how many of them were GSO/GRO super-datagrams.
+		per("udp-tx-datagrams/GB", before.udpTX, now.udpTX)
+		per("udp-tx-super/GB", before.udpTXSuper, now.udpTXSuper)
+		per("udp-rx-datagrams/GB", before.udpRX, now.udpRX)
+		per("udp-rx-super/GB", before.udpRXSuper, now.udpRXSuper)
+	}
 	if b := now.batches - before.batches; b > 0 {
 		res.add("pkts/batch", float64(now.pkts-before.pkts)/float64(b), "")
 	}

@@ -166,7 +166,11 @@ func ifDropCell(r *harness.Result) string {
 	if _, ok := r.Get("gw-if-drops"); !ok {
 		return "–"
 	}
-	return intCell(r, "gw-if-drops") + " / " + intCell(r, "tun-drops") + " / " + intCell(r, "host-if-drops")
+	c := intCell(r, "gw-if-drops") + " / " + intCell(r, "tun-drops") + " / " + intCell(r, "host-if-drops")
+	if _, ok := r.Get("udp-sock-drops"); ok {
+		c += " (UDP sockets " + intCell(r, "udp-sock-drops") + ")"
+	}
+	return c
 }
 
 func wgSection(b *strings.Builder, rep *harness.Report, plots map[string][]byte) {
@@ -195,6 +199,9 @@ hosts' links have MTU 1420 (the WireGuard TUN MTU), the wan 1500.
   offloads (xdp.OpenTUNOffload, ServeTUN, TUN.Deliver) into which the
   gateway's kernel routes the remote network, run with the host settings
   of wireguard-go's better single-stream run ("offloads" column).
+- espxdp-tun-udp: espxdp-tun with the wan side ESP in UDP (RFC 3948,
+  port 4500) through xdp.UDPPort instead of AF_XDP: sendmmsg with UDP
+  GSO and recvmmsg with UDP GRO, as wireguard-go's UDP side.
 - espxdp-busypoll: the espxdp row (aes128gcm16) again with preferred busy
   polling on the engine's sockets (xdp.BusyPoll: SO_BUSY_POLL 50 µs,
   budget 64, SO_PREFER_BUSY_POLL), to show whether it helps.
@@ -217,7 +224,9 @@ failed writes. Interface drops are the rx and tx dropped
 counters ("ip -s link") of the gateways' veths, of their TUN devices
 (wireguard-go's wg0, espxdp's esp0: a full TUN queue drops what the
 kernel routes into it while the reader is behind) and of the hosts'
-veths, over all runs.
+veths, over all runs; in brackets the gateways' UDP sockets' buffer
+drops (RcvbufErrors and SndbufErrors of /proc/net/snmp: wireguard-go's
+sockets, espxdp-tun-udp's UDP port).
 
 UDP: hostA sends pre-built UDP packets (16 flows) from an AF_XDP socket
 as fast as it can for %.1f s per size, as the e2e suite's generator

@@ -46,7 +46,7 @@ func wgStreams(r *harness.Result) int { return max(r.Streams, 1) }
 func wgTargets(rep *harness.Report) []Target {
 	var ts []Target
 	for _, r := range rep.Filter(harness.KindWG) {
-		if r.Impl != "espxdp" && r.Impl != "espxdp-tun" {
+		if r.Impl != "espxdp" && r.Impl != "espxdp-tun" && r.Impl != "espxdp-tun-udp" {
 			continue
 		}
 		switch {
@@ -114,16 +114,22 @@ func wgWorkTable(b *strings.Builder, rs []harness.Result) {
 		if !head {
 			b.WriteString(`The espxdp rows' work per GB of goodput, both gateways: workers'
 sleeps in poll(2), AF_XDP wakeups (sendto, recvfrom), Engine.Send's
-eventfd writes, TUN read(2) and write(2) (after GSO and GRO), and
-packets per worker batch.
+eventfd writes, TUN read(2) and write(2) (after GSO and GRO),
+packets per worker batch, and for a UDP cipher port (espxdp-tun-udp)
+the datagrams it sent per GB, in brackets the GSO super-datagrams among
+them.
 
-| implementation | streams | sleeps/GB | AF_XDP wakeups/GB | Send wakes/GB | TUN reads/GB | TUN writes/GB | packets/batch |
-|---|---:|---:|---:|---:|---:|---:|---:|
+| implementation | streams | sleeps/GB | AF_XDP wakeups/GB | Send wakes/GB | TUN reads/GB | TUN writes/GB | packets/batch | UDP datagrams/GB |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
 `)
 			head = true
 		}
-		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s |\n", wgLabel(&r), wgStreams(&r), intCell(&r, "sleeps/GB"),
-			intCell(&r, "xsk-wakeups/GB"), intCell(&r, "send-wakes/GB"), intCell(&r, "tun-reads/GB"), intCell(&r, "tun-writes/GB"), cell(&r, "pkts/batch"))
+		udp := "–"
+		if _, ok := r.Get("udp-tx-datagrams/GB"); ok {
+			udp = intCell(&r, "udp-tx-datagrams/GB") + " (" + intCell(&r, "udp-tx-super/GB") + ")"
+		}
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", wgLabel(&r), wgStreams(&r), intCell(&r, "sleeps/GB"),
+			intCell(&r, "xsk-wakeups/GB"), intCell(&r, "send-wakes/GB"), intCell(&r, "tun-reads/GB"), intCell(&r, "tun-writes/GB"), cell(&r, "pkts/batch"), udp)
 	}
 	if head {
 		b.WriteString("\n")

@@ -90,3 +90,33 @@ func TestWGSection(t *testing.T) {
 		t.Errorf("work-per-GB table: %d headers, want one with one row", n)
 	}
 }
+
+// TestWGUDPPortRow: an espxdp-tun-udp row is evaluated against the
+// targets like the other espxdp rows, and its UDP port's datagrams per
+// GB (super-datagrams in brackets) and the UDP sockets' drops appear.
+func TestWGUDPPortRow(t *testing.T) {
+	rep := &harness.Report{Machine: harness.Machine{Cores: 2}, Config: harness.Config{E2EDurationNs: 3e8, WGBytes: 16 << 20}}
+	rep.Results = append(rep.Results,
+		harness.Result{Suite: "wg", Kind: harness.KindWG, Impl: "wireguard-go", Op: "offload", Traffic: "tcp", Size: 1420, Streams: 1,
+			Metrics: metrics("Gbps", 1.0, "Gbit/s", "gw-cpu-s/GB", 8.0, "CPU s/GB")},
+		harness.Result{Suite: "wg", Kind: harness.KindWG, Impl: "espxdp-tun-udp", Transform: "aes128gcm16", Op: "offload", Traffic: "tcp", Size: 1420, Streams: 1,
+			Metrics: metrics("Gbps", 2.0, "Gbit/s", "x-wireguard", 2.0, "x", "gw-cpu-s/GB", 3.6, "CPU s/GB", "x-wireguard-cpu", 0.45, "x",
+				"gw-if-drops", 0.0, "packets", "tun-drops", 0.0, "packets", "host-if-drops", 0.0, "packets", "udp-sock-drops", 7.0, "packets",
+				"sleeps/GB", 4000.0, "1/GB", "xsk-wakeups/GB", 0.0, "1/GB", "send-wakes/GB", 14000.0, "1/GB", "tun-reads/GB", 30000.0, "1/GB",
+				"tun-writes/GB", 40000.0, "1/GB", "pkts/batch", 50.0, "", "udp-tx-datagrams/GB", 26000.0, "1/GB", "udp-tx-super/GB", 25000.0, "1/GB")})
+	var b strings.Builder
+	if err := Markdown(&b, rep, "go run ./bench -suite wg", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	md := b.String()
+	for _, want := range []string{
+		"| gateway CPU per GB ≤ 0.6× wireguard-go, one TCP stream, espxdp-tun-udp aes128gcm16 | 0.450× | met |",
+		"| TCP goodput ≥ 1.5× wireguard-go, espxdp-tun-udp aes128gcm16 | 2.00× | met |",
+		"| 50.0 | 26000 (25000) |",
+		"0 / 0 / 0 (UDP sockets 7)",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}
