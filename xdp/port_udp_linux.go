@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -71,7 +72,12 @@ type UDPPort struct {
 	env    PortEnv
 	q      []*udpQueue
 	gsoOff atomic.Bool // set once the kernel refused GSO (or it is off)
-	gro    bool        // UDP_GRO is on for the sockets
+	// fdMu orders WriteTo (any goroutine) against Unbind closing the
+	// sockets, so that WriteTo never uses a closed descriptor (nor one
+	// the process reused). The workers' path does not take it: the
+	// engine stops them before Unbind.
+	fdMu sync.RWMutex
+	gro  bool // UDP_GRO is on for the sockets
 	// noCheckTX sets SO_NO_CHECK / UDP_NO_CHECK6_TX on the sockets,
 	// with which the kernel refuses GSO (EINVAL): the tests' way to
 	// reach the fallback.
@@ -161,13 +167,15 @@ func (u *UDPPort) Bind(env PortEnv) (err error) {
 	if nbuf < 1 || nbuf > 1024 {
 		return fmt.Errorf("%w: RecvBuffers %d out of range 1..1024", ErrUDPPort, nbuf)
 	}
+	u.fdMu.Lock()
+	defer u.fdMu.Unlock()
 	u.env = env
 	u.q = make([]*udpQueue, 0, env.Workers)
 	u.gsoOff.Store(u.cfg.NoGSO)
 	u.gro = !u.cfg.NoGRO
 	defer func() {
 		if err != nil {
-			u.Unbind()
+			u.closeLocked()
 		}
 	}()
 	for range env.Workers {
@@ -282,6 +290,13 @@ func (u *UDPPort) open(nbuf int) (*udpQueue, error) {
 
 // Unbind closes the sockets.
 func (u *UDPPort) Unbind() error {
+	u.fdMu.Lock()
+	defer u.fdMu.Unlock()
+	return u.closeLocked()
+}
+
+// closeLocked closes the sockets; fdMu is held.
+func (u *UDPPort) closeLocked() error {
 	var errs []error
 	for _, q := range u.q {
 		if q.fd >= 0 {
@@ -713,6 +728,8 @@ func (u *UDPPort) PollFDs(w int) []int { return []int{u.q[w].fd} }
 // non-ESP marker). Safe from any goroutine; it allocates (it is not for
 // the data path).
 func (u *UDPPort) WriteTo(b []byte, to netip.AddrPort) error {
+	u.fdMu.RLock()
+	defer u.fdMu.RUnlock()
 	if len(u.q) == 0 || u.q[0].fd < 0 {
 		return fmt.Errorf("%w: not bound", ErrUDPPort)
 	}

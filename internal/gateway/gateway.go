@@ -759,6 +759,15 @@ func (gw *Gateway) tunMTU() int {
 // keys) and removes the control socket. The gateway cannot be restarted.
 func (gw *Gateway) Close() error {
 	gw.mu.Lock()
+	udp := gw.udp != nil
+	gw.mu.Unlock()
+	if udp {
+		// The peers are told (IKE DELETE) through the UDP port, and
+		// their answers come back through it: end IKE while the engine
+		// and the dispatcher still run (teardown stops them).
+		gw.stopIKE()
+	}
+	gw.mu.Lock()
 	defer gw.mu.Unlock()
 	err := gw.teardown()
 	inbound := map[string]*sa.SA{}

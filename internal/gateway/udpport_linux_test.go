@@ -109,4 +109,20 @@ func TestIKEGatewayPairUDPCipher(t *testing.T) {
 			t.Errorf("SA %s: udp %v local port %d, want ESP in UDP from 4500", s.Name, s.UDPEncap, s.LocalPort)
 		}
 	}
+	// Closing A tells B: its IKE DELETE goes out of the UDP port, which
+	// must still run then (no DPD here: only the DELETE ends B's SAs).
+	if err := ga.Close(); err != nil {
+		t.Fatalf("closing A: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := gb.IKEInfo()
+		if len(st) == 1 && len(st[0].IKESAs) == 0 && len(gb.SAStats()) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B still holds SAs after A closed (no DELETE through the UDP port?): %+v\nlogA:\n%s", st, a.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
