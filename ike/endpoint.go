@@ -1735,8 +1735,14 @@ func (s *IKESA) request(ctx context.Context, x ExchangeType, ps []Payload, onRep
 		if onReply != nil {
 			after = onReply(m)
 		}
-		close(done)
-		return after
+		// Invariant (TestIKERekeyUnderTraffic in internal/gateway):
+		// request returns only after the reply's after-functions ran
+		// (Config.OnChild among them), as Initiate does. A child rekey
+		// sends the DELETE of the old child once its CREATE_CHILD_SA
+		// request returned; had it returned before OnChild installed
+		// the new child, the peer could retire the old child and send
+		// on the new one before our inbound SA existed (no-sa drops).
+		return append(after, func() { close(done) })
 	})
 	e.mu.Unlock()
 	select {

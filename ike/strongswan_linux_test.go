@@ -247,6 +247,13 @@ func (x *interop) goUp(t *testing.T, ctx context.Context) *IKESA {
 // both sides saw the ESP: we answered and decrypted three more echo
 // requests, strongSwan lists an ESTABLISHED IKE SA with an INSTALLED
 // child and counts at least three packets each way over its children.
+//
+// ping exits 0 once one reply came, and stops waiting for the others
+// -W seconds after its last request; on a loaded machine the last
+// request may reach our handler (and its reply charon's counters) only
+// after that. So the counts are waited for, within a bound, instead of
+// read once when ping exits: a request that was refused or never
+// arrived still fails the test, with the ESP we did not answer.
 func (x *interop) checkTraffic(t *testing.T) {
 	t.Helper()
 	g := x.g
@@ -255,34 +262,46 @@ func (x *interop) checkTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ping through the tunnel: %v\n%s", err, out)
 	}
+	var echoes int
+	var st sa.Stats
+	netns.WaitFor(10*time.Second, func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		echoes, st = g.echoes-g.echoesSeen, g.in.Stats()
+		return echoes >= 3
+	})
 	g.mu.Lock()
-	echoes := g.echoes - g.echoesSeen
-	g.echoesSeen = g.echoes
-	st := g.in.Stats()
+	g.echoesSeen += echoes
+	refused := g.refused
 	g.mu.Unlock()
 	if echoes < 3 {
-		g.mu.Lock()
-		refused := g.refused
-		g.mu.Unlock()
-		t.Fatalf("answered %d echo requests, want 3; ESP not answered: %v", echoes, refused)
+		t.Fatalf("answered %d echo requests, want 3; ESP not answered: %v\nping: %s", echoes, refused, out)
 	}
 	if st.DecryptPkts < 3 {
 		t.Fatalf("inbound SA decrypted %d packets", st.DecryptPkts)
 	}
-	sas, err := x.ss.ListSAs(ctx)
-	if err != nil {
-		t.Fatalf("strongSwan's SAs: %v", err)
-	}
-	t.Logf("strongSwan's SAs: %+v", sas)
+	var sas []swan.IKESA
 	var installed bool
 	var in, outPkts uint64
-	for _, ike := range sas {
-		for _, c := range ike.Children {
-			installed = installed || ike.State == "ESTABLISHED" && c.State == "INSTALLED"
-			in += c.PacketsIn
-			outPkts += c.PacketsOut
+	for {
+		sas, err = x.ss.ListSAs(ctx)
+		if err != nil {
+			t.Fatalf("strongSwan's SAs: %v", err)
 		}
+		installed, in, outPkts = false, 0, 0
+		for _, ike := range sas {
+			for _, c := range ike.Children {
+				installed = installed || ike.State == "ESTABLISHED" && c.State == "INSTALLED"
+				in += c.PacketsIn
+				outPkts += c.PacketsOut
+			}
+		}
+		if installed && in >= 3 && outPkts >= 3 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
+	t.Logf("strongSwan's SAs: %+v", sas)
 	if !installed {
 		t.Fatalf("strongSwan has no INSTALLED child under an ESTABLISHED IKE SA: %+v", sas)
 	}

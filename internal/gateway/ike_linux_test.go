@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -88,7 +89,14 @@ func ikeGatewayYAML(t *testing.T, s, peer *site, side string, p ikeParams) strin
 }
 
 // waitIKEUp waits until show-ike on socket reports the peer up with a
-// child SA, and returns it.
+// child SA of an established IKE SA that the tunnel sends on (the
+// primary child), and returns it.
+//
+// The primary child is part of the condition: the gateway marks the
+// peer up when the IKE SA is established (ikePeer.established) and
+// binds the tunnel to the new child just after (updatePrimary), so a
+// show-ike between the two lists the child without Primary; on a
+// loaded machine that window is long enough to be seen.
 func waitIKEUp(t *testing.T, s *site, timeout time.Duration) IKEPeerInfo {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -97,7 +105,7 @@ func waitIKEUp(t *testing.T, s *site, timeout time.Duration) IKEPeerInfo {
 		resp, err := Call(s.socket, Request{Cmd: "show-ike"}, time.Second)
 		if err == nil && len(resp.IKE) == 1 && resp.IKE[0].Up {
 			for _, sa := range resp.IKE[0].IKESAs {
-				if sa.State == "established" && len(sa.Children) > 0 {
+				if sa.State == "established" && slices.ContainsFunc(sa.Children, func(c IKEChildInfo) bool { return c.Primary }) {
 					return resp.IKE[0]
 				}
 			}
