@@ -284,10 +284,11 @@
 //     consecutive packets to one destination whose lengths are equal,
 //     the last no longer, go out as one super-datagram with a
 //     UDP_SEGMENT control message (Linux 4.18), at most UDPMaxSegments
-//     and 64 KiB; one sendmmsg per batch. When the kernel refuses GSO
-//     (EIO or EINVAL: no checksum offload on the route, a segment over
-//     the MTU) the port counts a GSOFallback, turns GSO off for every
-//     worker and sends one datagram per packet from then on.
+//     and 64 KiB; one sendmmsg per batch. When the kernel refuses a
+//     super-datagram (EIO: no checksum offload on the route; EINVAL: a
+//     segment over the path MTU) the port counts a GSOFallback and sends
+//     the rest of that batch one datagram per packet; an EIO, or 8
+//     EINVALs in a row, turns GSO off for every worker.
 //   - Receive: UDP_GRO (Linux 5.0) lets the kernel hand over coalesced
 //     datagrams (and GSO datagrams from a local sender unsplit);
 //     recvmmsg reads into the worker's own 64 KiB buffers

@@ -40,6 +40,11 @@ func bindUDPPortCfg(t *testing.T, cfg UDPPortConfig, batch int, noCheck bool) (*
 	cfg.EphemeralPort = true
 	port := NewUDPPort(cfg)
 	port.noCheckTX = noCheck
+	if noCheck {
+		// Three batches: the first two refused and sent singly, then
+		// GSO is off (two refusals in a row).
+		port.refusals = 2
+	}
 	env := PortEnv{UMEM: u, Workers: 1, BatchSize: batch, Headroom: esp.MaxHeadroom, Tailroom: esp.MaxTailroom, Wake: func(int) {}}
 	if err := port.Bind(env); err != nil {
 		t.Skipf("loopback UDP on %v: %v", cfg.Local, err)
@@ -91,9 +96,10 @@ func gsoModel(lens []int, maxBytes int) (dgrams, super int) {
 // with its payload unchanged and outer headers from the sender to the
 // receiver; with GSO the sender sends exactly the datagrams and
 // super-datagrams of the grouping rule (gsoModel) and the receiver
-// splits coalesced datagrams (RXSuper > 0); on refusal the port counts
-// one fallback, turns GSO off and still delivers everything, one
-// datagram per packet; every frame is back in its UMEM.
+// splits coalesced datagrams (RXSuper > 0); on refusal (EINVAL) the
+// port counts one fallback per refused batch, turns GSO off after
+// refusals in a row (2 here, of 3 batches) and still delivers
+// everything, one datagram per packet; every frame is back in its UMEM.
 func TestUDPPortGSOGRO(t *testing.T) {
 	for _, fam := range udpFamilies {
 		for _, fallback := range []bool{false, true} {
@@ -196,7 +202,7 @@ func TestUDPPortGSOGRO(t *testing.T) {
 				}
 				if fallback {
 					dgrams, super = len(sent), 0
-					if stA.UDP.GSOFallbacks != 1 || stA.UDP.GSO {
+					if stA.UDP.GSOFallbacks != 2 || stA.UDP.GSO {
 						t.Errorf("fallback: %+v", *stA.UDP)
 					}
 				} else if stA.UDP.GSOFallbacks != 0 || !stA.UDP.GSO || stB.UDP.RXSuper == 0 || stB.UDP.RXSegments == 0 {
@@ -571,6 +577,68 @@ func TestGROSizeRandom(t *testing.T) {
 		got := groSize(b)
 		if want >= 0 && got != want {
 			t.Fatalf("groSize = %d, want %d", got, want)
+		}
+	}
+}
+
+// TestUDPPortGSORefusalTransient: a refusal (EINVAL, here SO_NO_CHECK
+// switched on for one batch) sends that batch singly but keeps GSO; a
+// super-datagram that goes out resets the count, so isolated refusals
+// (a segment over a path MTU that later rises again) never turn GSO off,
+// while refusals in a row do. Every packet arrives.
+func TestUDPPortGSORefusalTransient(t *testing.T) {
+	local := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), 0)
+	ua, a, envA := bindUDPPortCfg(t, UDPPortConfig{Local: local}, 64, false)
+	ub, b, envB := bindUDPPortCfg(t, UDPPortConfig{Local: local}, 64, false)
+	a.refusals = 2
+	const hl, l = 28, 1000
+	pkts, rx := make([]sa.Packet, 16), make([]sa.Packet, 64)
+	got := 0
+	batch := func(refuse bool) {
+		t.Helper()
+		unix.SetsockoptInt(a.q[0].fd, unix.SOL_SOCKET, unix.SO_NO_CHECK, map[bool]int{false: 0, true: 1}[refuse])
+		n := envA.Alloc(pkts)
+		if n != len(pkts) {
+			t.Fatalf("%d frames", n)
+		}
+		for i := range n {
+			p := &pkts[i]
+			p.Len = hl + l
+			p.Buf[p.Off+hl] = 1 // not the non-ESP marker
+			putOuter(p.Buf[p.Off:p.Off+p.Len], a.Addr(), b.Addr())
+		}
+		a.Transmit(0, pkts[:n])
+		want := got + n
+		netns.WaitFor(5*time.Second, func() bool {
+			k := b.Receive(0, rx)
+			got += k
+			envB.Free(rx[:k])
+			return got >= want
+		})
+		if got != want {
+			t.Fatalf("received %d of %d", got, want)
+		}
+	}
+	st := func() UDPPortStats { return *a.Stats().UDP }
+	// refused, works, refused, works: GSO stays on.
+	for i, refuse := range []bool{true, false, true, false} {
+		supers := st().TXSuper
+		batch(refuse)
+		if s := st(); !s.GSO || s.GSOFallbacks != uint64(i/2+1) || (!refuse && s.TXSuper == supers) {
+			t.Fatalf("batch %d (refused %v): %+v", i, refuse, s)
+		}
+	}
+	// Two refusals in a row: off for good, later batches singly.
+	batch(true)
+	batch(true)
+	supers := st().TXSuper
+	batch(false)
+	if s := st(); s.GSO || s.GSOFallbacks != 4 || s.TXSuper != supers {
+		t.Fatalf("after refusals in a row: %+v", s)
+	}
+	for _, u := range []*UMEM{ua, ub} {
+		if c := u.Counts(); c.App != 0 {
+			t.Errorf("frames not returned: %+v", c)
 		}
 	}
 }

@@ -58,9 +58,11 @@ const (
 // and sends consecutive packets to one destination and of one length
 // (the last may be shorter) as one super-datagram with a UDP_SEGMENT
 // control message, at most UDPMaxSegments packets and 64 KiB; when the
-// kernel refuses GSO (EIO or EINVAL: no checksum offload on the route,
-// a segment over the MTU, an old kernel), the port remembers it,
-// counts a GSOFallback and sends one datagram per packet from then on.
+// kernel refuses a super-datagram (EIO: no checksum offload on the
+// route; EINVAL: a segment over the path MTU, SO_NO_CHECK), it counts a
+// GSOFallback and sends the rest of that batch one datagram per packet;
+// after an EIO, or udpGSORefusals EINVALs in a row (a success resets
+// them), GSO stays off for every worker.
 // Neither direction allocates.
 //
 // The processor's NATTPort must be the bound port (it takes UDP to that
@@ -71,7 +73,13 @@ type UDPPort struct {
 	v6     bool
 	env    PortEnv
 	q      []*udpQueue
-	gsoOff atomic.Bool // set once the kernel refused GSO (or it is off)
+	gsoOff atomic.Bool // set once the kernel refused GSO for good (or it is off)
+	// gsoRefused counts the kernel's EINVAL refusals of a super-datagram
+	// since GSO last worked (a segment over a lowered path MTU refuses
+	// until the route changes back; SO_NO_CHECK refuses always): at
+	// udpGSORefusals in a row GSO is turned off.
+	gsoRefused atomic.Int32
+	refusals   int32 // udpGSORefusals; the tests lower it
 	// fdMu orders WriteTo (any goroutine) against Unbind closing the
 	// sockets, so that WriteTo never uses a closed descriptor (nor one
 	// the process reused). The workers' path does not take it: the
@@ -143,7 +151,7 @@ func NewUDPPort(cfg UDPPortConfig) *UDPPort {
 	if local.Port() == 0 && !cfg.EphemeralPort {
 		local = netip.AddrPortFrom(local.Addr(), esp.NATTPort)
 	}
-	return &UDPPort{cfg: cfg, local: local}
+	return &UDPPort{cfg: cfg, local: local, refusals: udpGSORefusals}
 }
 
 // Addr returns the port's address: after Bind, with the port the
@@ -306,6 +314,10 @@ func (u *UDPPort) closeLocked() error {
 	}
 	return errors.Join(errs...)
 }
+
+// udpGSORefusals is how many EINVAL refusals of a super-datagram in a
+// row turn a port's GSO off (UDPPort.refusals).
+const udpGSORefusals = 8
 
 // hdrLen is the outer IP and UDP header length of the port's family.
 func (u *UDPPort) hdrLen() int {
@@ -609,8 +621,9 @@ func (u *UDPPort) send(q *udpQueue, nv int) {
 	}
 	c := &q.c
 	var sent, dgrams, super, superSegs, full, sendErr uint64
+	single := false // after a refusal: the rest of this batch singly
 	for start := 0; start < nv; {
-		gso := !u.gsoOff.Load()
+		gso := !single && !u.gsoOff.Load()
 		nm := 0
 		for j := start; j < nv; {
 			g, l := 1, q.tlen[j]
@@ -665,11 +678,16 @@ func (u *UDPPort) send(q *udpQueue, nv int) {
 			}
 			if e != 0 {
 				if (e == unix.EIO || e == unix.EINVAL) && q.tcnt[done] > 1 {
-					// The kernel refuses GSO here: remember it (every
-					// worker), and send this and the rest singly.
-					u.gsoOff.Store(true)
+					// The kernel refuses GSO here: send this and the
+					// rest of the batch singly. EIO (no checksum
+					// offload on the route) is for good: remember it
+					// for every worker; EINVAL only after
+					// udpGSORefusals in a row.
+					if e == unix.EIO || u.gsoRefused.Add(1) >= u.refusals {
+						u.gsoOff.Store(true)
+					}
 					c.gsoFallbacks.Add(1)
-					fallback = done
+					single, fallback = true, done
 					break
 				}
 				sendErr += uint64(q.tcnt[done]) // unreachable, too long: drop this one, go on
@@ -682,6 +700,9 @@ func (u *UDPPort) send(q *udpQueue, nv int) {
 					super++
 					superSegs += uint64(q.tcnt[i])
 				}
+			}
+			if super > 0 && u.gsoRefused.Load() != 0 {
+				u.gsoRefused.Store(0) // GSO works again
 			}
 			dgrams += uint64(r)
 			done += int(r)
