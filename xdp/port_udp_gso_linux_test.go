@@ -452,27 +452,7 @@ func TestUDPPortEngineGSO(t *testing.T) {
 			go send(a, b, ab)
 			go send(b, a, ba)
 			wg.Wait()
-			for _, c := range []struct {
-				name string
-				to   *udpSide
-				want [][]byte
-			}{{"a→b", b, ab}, {"b→a", a, ba}} {
-				netns.WaitFor(5*time.Second, func() bool { return len(c.to.plain.received()) >= len(c.want) })
-				want := map[string]int{}
-				for _, p := range c.want {
-					want[string(p)]++
-				}
-				got := c.to.plain.received()
-				for i, p := range got {
-					if want[string(p)] == 0 {
-						t.Errorf("%s: packet %d was not sent, or arrived twice", c.name, i)
-					}
-					want[string(p)]--
-				}
-				if len(got) != len(c.want) {
-					t.Errorf("%s: %d of %d packets arrived", c.name, len(got), len(c.want))
-				}
-			}
+			checkArrivedBothWays(t, a, b, ab, ba)
 			for _, s := range []*udpSide{a, b} {
 				st := s.e.Stats()
 				var rx, enc uint64

@@ -156,27 +156,7 @@ func TestUDPCipherPortTraffic(t *testing.T) {
 			go send(a, b, ab)
 			go send(b, a, ba)
 			wg.Wait()
-			for _, c := range []struct {
-				name string
-				to   *udpSide
-				want [][]byte
-			}{{"a→b", b, ab}, {"b→a", a, ba}} {
-				netns.WaitFor(5*time.Second, func() bool { return len(c.to.plain.received()) >= count })
-				want := map[string]int{}
-				for _, p := range c.want {
-					want[string(p)]++
-				}
-				got := c.to.plain.received()
-				for i, p := range got {
-					if want[string(p)] == 0 {
-						t.Errorf("%s: packet %d (%d bytes) was not sent, or arrived twice", c.name, i, len(p))
-					}
-					want[string(p)]--
-				}
-				if len(got) != count {
-					t.Errorf("%s: %d of %d packets arrived; stats %+v", c.name, len(got), count, c.to.e.Stats().Workers)
-				}
-			}
+			checkArrivedBothWays(t, a, b, ab, ba)
 			for _, s := range []*udpSide{a, b} {
 				st := s.e.Stats()
 				var rx, dec, enc uint64
@@ -583,4 +563,32 @@ func loopbackUDPPeer(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return peer
+}
+
+// checkArrivedBothWays waits (bounded) until b's plain side received as
+// many packets as ab holds and a's as ba holds, then checks each side got
+// exactly those packets, each once, in any order.
+func checkArrivedBothWays(t *testing.T, a, b *udpSide, ab, ba [][]byte) {
+	t.Helper()
+	for _, c := range []struct {
+		name string
+		to   *udpSide
+		want [][]byte
+	}{{"a→b", b, ab}, {"b→a", a, ba}} {
+		netns.WaitFor(5*time.Second, func() bool { return len(c.to.plain.received()) >= len(c.want) })
+		want := map[string]int{}
+		for _, p := range c.want {
+			want[string(p)]++
+		}
+		got := c.to.plain.received()
+		for i, p := range got {
+			if want[string(p)] == 0 {
+				t.Errorf("%s: packet %d (%d bytes) was not sent, or arrived twice", c.name, i, len(p))
+			}
+			want[string(p)]--
+		}
+		if len(got) != len(c.want) {
+			t.Errorf("%s: %d of %d packets arrived; stats %+v", c.name, len(got), len(c.want), c.to.e.Stats().Workers)
+		}
+	}
 }

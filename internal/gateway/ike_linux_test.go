@@ -117,6 +117,38 @@ func waitIKEUp(t *testing.T, s *site, timeout time.Duration) IKEPeerInfo {
 	return IKEPeerInfo{}
 }
 
+// ikePair is two gateways negotiating with IKEv2 (startIKEPair): A the
+// initiator, B a "%any" responder, with their peers' states when up and
+// the primary children, paired.
+type ikePair struct {
+	a, b   *site
+	ga, gb *Gateway
+	ia, ib IKEPeerInfo
+	ca, cb IKEChildInfo
+}
+
+// startIKEPair builds the two-site topology, starts B as a "%any"
+// responder and A as the initiator with p (start and any set here),
+// waits until both are up and checks that their primary children pair up
+// (A's inbound SPI is B's outbound and back).
+func startIKEPair(t *testing.T, p ikeParams) ikePair {
+	t.Helper()
+	var r ikePair
+	r.a, r.b = buildTopology(t)
+	p.start, p.any = false, true
+	r.gb = startGateway(t, r.b, ikeGatewayYAML(t, r.b, r.a, "b", p))
+	p.start, p.any = true, false
+	r.ga = startGateway(t, r.a, ikeGatewayYAML(t, r.a, r.b, "a", p))
+	r.ia, r.ib = waitIKEUp(t, r.a, 10*time.Second), waitIKEUp(t, r.b, 10*time.Second)
+	var ok, ok2 bool
+	r.ca, ok = primaryChild(r.ia)
+	r.cb, ok2 = primaryChild(r.ib)
+	if !ok || !ok2 || r.ca.SPIIn != r.cb.SPIOut || r.ca.SPIOut != r.cb.SPIIn {
+		t.Fatalf("children do not pair up: A %+v, B %+v", r.ia, r.ib)
+	}
+	return r
+}
+
 // primaryChild returns the child the peer's tunnel sends on.
 func primaryChild(info IKEPeerInfo) (IKEChildInfo, bool) {
 	for _, s := range info.IKESAs {
@@ -137,17 +169,8 @@ func primaryChild(info IKEPeerInfo) (IKEChildInfo, bool) {
 // SPIs.
 func TestIKEGatewayPair(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	a, b := buildTopology(t)
-	p := ikeParams{psk: "correct horse battery staple 42", any: true}
-	gb := startGateway(t, b, ikeGatewayYAML(t, b, a, "b", p))
-	p.start, p.any = true, false
-	ga := startGateway(t, a, ikeGatewayYAML(t, a, b, "a", p))
-	ia, ib := waitIKEUp(t, a, 10*time.Second), waitIKEUp(t, b, 10*time.Second)
-	ca, ok := primaryChild(ia)
-	cb, ok2 := primaryChild(ib)
-	if !ok || !ok2 || ca.SPIIn != cb.SPIOut || ca.SPIOut != cb.SPIIn {
-		t.Fatalf("children do not pair up: A %+v, B %+v", ia, ib)
-	}
+	pr := startIKEPair(t, ikeParams{psk: "correct horse battery staple 42"})
+	a, b, ga, gb, ia, ca, cb := pr.a, pr.b, pr.ga, pr.gb, pr.ia, pr.ca, pr.cb
 	if ca.LocalTS[0] != "10.1.0.0/24" || ca.RemoteTS[0] != "10.2.0.0/24" {
 		t.Errorf("A's child selectors: %v ⇄ %v", ca.LocalTS, ca.RemoteTS)
 	}

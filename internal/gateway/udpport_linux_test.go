@@ -69,17 +69,8 @@ func TestGatewayUDPCipher(t *testing.T) {
 // pair up and are UDP-encapsulated; traffic crosses both ways.
 func TestIKEGatewayPairUDPCipher(t *testing.T) {
 	testenv.RequirePrivileged(t)
-	a, b := buildTopology(t)
-	p := ikeParams{psk: "correct horse battery staple 43", any: true, udpPort: true}
-	gb := startGateway(t, b, ikeGatewayYAML(t, b, a, "b", p))
-	p.start, p.any = true, false
-	ga := startGateway(t, a, ikeGatewayYAML(t, a, b, "a", p))
-	ia, ib := waitIKEUp(t, a, 10*time.Second), waitIKEUp(t, b, 10*time.Second)
-	ca, ok := primaryChild(ia)
-	cb, ok2 := primaryChild(ib)
-	if !ok || !ok2 || ca.SPIIn != cb.SPIOut || ca.SPIOut != cb.SPIIn {
-		t.Fatalf("children do not pair up: A %+v, B %+v", ia, ib)
-	}
+	pr := startIKEPair(t, ikeParams{psk: "correct horse battery staple 43", udpPort: true})
+	a, b, ga, gb := pr.a, pr.b, pr.ga, pr.gb
 	if got := ping(t, a, b.hostAddr, 5); got != 5 {
 		t.Fatalf("ping through the IKE tunnel over UDP ports: %d of 5\nlogA:\n%s\nlogB:\n%s", got, a.log, b.log)
 	}
