@@ -4,6 +4,7 @@ package xdp
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
@@ -146,6 +147,16 @@ func TestTUNPortForward(t *testing.T) {
 	}
 }
 
+// withID sets the IPv4 packet p's ID (a sender's consecutive segments
+// have consecutive IDs, which the coalescer requires) and its header
+// checksum.
+func withID(p []byte, id uint16) []byte {
+	binary.BigEndian.PutUint16(p[4:], id)
+	p[10], p[11] = 0, 0
+	binary.BigEndian.PutUint16(p[10:], csum(p[:20]))
+	return p
+}
+
 // framesOf copies each of raw into a UMEM frame, as a worker's decrypted
 // packets lie.
 func framesOf(t testing.TB, u *UMEM, raw [][]byte) []sa.Packet {
@@ -188,7 +199,7 @@ func TestTUNPortKeepsBadChecksums(t *testing.T) {
 			if i < n-1 {
 				size = 1000
 			}
-			raw[i] = tcpSegment(src, p.addrA, 9, seq, bytes.Repeat([]byte{byte(round + i)}, size))
+			raw[i] = withID(tcpSegment(src, p.addrA, 9, seq, bytes.Repeat([]byte{byte(round + i)}, size)), uint16(round*64+i))
 			seq += uint32(size)
 			if rng.IntN(3) == 0 {
 				raw[i][len(raw[i])-1] ^= 0x5a
@@ -219,7 +230,7 @@ func TestTUNPortAlloc(t *testing.T) {
 	raw := make([][]byte, batch)
 	seq := uint32(1000)
 	for i := range raw {
-		raw[i] = tcpSegment(src, p.addrA, 9, seq, bytes.Repeat([]byte{byte(i)}, 1000))
+		raw[i] = withID(tcpSegment(src, p.addrA, 9, seq, bytes.Repeat([]byte{byte(i)}, 1000)), uint16(i))
 		seq += 1000
 	}
 	pkts := framesOf(t, p.u, raw)
