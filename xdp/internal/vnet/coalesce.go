@@ -338,7 +338,14 @@ func (c *Coalescer) Finish() {
 	}
 }
 
-// place puts packet p into a group.
+// place puts packet p into a group. Invariants kept here: a packet joins
+// only the latest group of its own flow, and only while that group is
+// open; any packet of the flow that does not join closes it (the flow's
+// table entry moves to the packet's own group), and a packet whose flow
+// cannot be read closes all (epoch). So every group's packets are
+// consecutive within their flow, and ordering writes by their first
+// packet keeps each flow in Add order. Only kindMerge packets (checksums
+// verified by mergeable) ever join or open a group that others join.
 func (c *Coalescer) place(p int) {
 	inf := &c.info[p]
 	slot := -1

@@ -79,23 +79,22 @@ var (
 
 // pkt is the description of one TCP or UDP test packet.
 type pkt struct {
-	v6         bool
-	udp        bool
-	src, dst   net.IP // nil: src4/dst4 or src6/dst6
-	sport      uint16
-	dport      uint16
-	id         uint16
-	tos, ttl   uint8
-	noDF       bool
-	flow       uint32
-	seq, ack   uint32
-	flags      uint8
-	win        uint16
-	opts       bool // TCP: NOP, NOP, timestamps
-	tsval      uint32
-	payload    []byte
-	badL4Csum  bool // corrupt the L4 checksum after serializing
-	hdrOnlyLen bool
+	v6        bool
+	udp       bool
+	src, dst  net.IP // nil: src4/dst4 or src6/dst6
+	sport     uint16
+	dport     uint16
+	id        uint16
+	tos, ttl  uint8
+	noDF      bool
+	flow      uint32
+	seq, ack  uint32
+	flags     uint8
+	win       uint16
+	opts      bool // TCP: NOP, NOP, timestamps
+	tsval     uint32
+	payload   []byte
+	badL4Csum bool // corrupt the L4 checksum after serializing
 }
 
 // build serializes p with gopacket (FixLengths, ComputeChecksums).

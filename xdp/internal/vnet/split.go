@@ -263,6 +263,10 @@ func (s *Splitter) Next(dst []byte) (int, error) {
 }
 
 // nextSegment builds segment s.i of a TCP or UDP super-packet in dst.
+// Invariants: it reads only s.pkt[:s.hdrLen] and s.pkt[off:end] (end <=
+// len(s.pkt), checked by Reset: s.hdrLen < len(s.pkt)), writes only
+// dst[:n] after checking n <= len(dst), never writes s.pkt, and
+// computes every length and checksum from the segment itself.
 func (s *Splitter) nextSegment(dst []byte) (int, error) {
 	i := s.i
 	off := s.hdrLen + i*s.gso
