@@ -305,3 +305,26 @@ func TestTUNPortAlloc(t *testing.T) {
 		}
 	}
 }
+
+// TestTUNPortOversizeSegments: with the TUN's MTU above what a frame
+// takes, the kernel hands the port super-packets whose segments do not
+// fit a frame: they are dropped and counted (OversizeDrops, the port's
+// Drops), every frame goes back, never a panic or a truncated packet.
+func TestTUNPortOversizeSegments(t *testing.T) {
+	p := newPortPair(t, false)
+	p.nsA.IP(t, "link", "set", p.tunA.Name(), "mtu", "9000")
+	p.nsB.IP(t, "link", "set", p.tunB.Name(), "mtu", "9000")
+	p.forward(t)
+	// The transfer cannot finish (A's big segments are all dropped); it
+	// only has to make them.
+	go p.tcpTransfer(5611, 1<<20)
+	for deadline := time.Now().Add(5 * time.Second); p.tunA.Stats().OversizeDrops == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no drop counted: %+v", p.tunA.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st := p.pa.Stats(); st.Drops == 0 {
+		t.Errorf("port drops not counted: %+v", st)
+	}
+}
