@@ -313,9 +313,10 @@
 // fragmentation before encryption) are the worker's, around the SA
 // processor and never in a port (router_linux.go); Ethernet framing,
 // VLAN tags and jumbo chains are the AF_XDP port's (port_xsk_linux.go,
-// jumbo_linux.go); the TUN feeds the Send queue through ServeTUN and is
-// written through Deliver (see TUN): a TUN read with offloads blocks in
-// the Go poller, which a worker must not.
+// jumbo_linux.go); a TUN with offloads is a port of its own (TUNPort,
+// port_tun_linux.go: the worker reads, splits, coalesces and writes its
+// queue), a bare TUN feeds the Send queue through ServeTUN and is
+// written through Deliver (see TUN).
 //
 // # Steering: several workers per queue
 //
@@ -422,6 +423,26 @@
 // it verified, and every other packet goes with a zero virtio-net
 // header. Keep the TUN's MTU at or below the tunnel's plaintext
 // MTU (and under TUNBufSize).
+//
+// TUNPort is the faster way to run an offload device (the gateway's and
+// the bench's route-based mode): an EnginePort for EngineConfig.PlainPort
+// over the device's queues, worker w owning queue w mod the number of
+// queues. The worker polls the queue with its other ports and reads it
+// itself without blocking (one read(2) per packet or super-packet, into
+// a 64 KiB buffer of its own); xdp/internal/vnet splits a super-packet
+// segment by segment straight into UMEM frames (checksums finished, IPv4
+// IDs, TCP sequence numbers and flags per segment as the kernel's own
+// segmentation sets them), so the packets are encrypted on the core that
+// wrote them, without the reader goroutine, the Send queue's copy and
+// its wake-ups. Transmit groups consecutive TCP segments of a flow whose
+// checksums it verified into super-packets (as Linux GRO would merge
+// them: same headers and options, contiguous sequence numbers, equal
+// sizes but for the last) and writes each with one writev(2) whose
+// iovecs point at the segments in their frames: the virtio-net header,
+// the first packet whole, then the others' payloads; anything else is
+// written alone with a zero header. Nothing is copied in user space and
+// nothing allocated. The TUN's counters (TUNStats) count what the port
+// read, split, coalesced and wrote; PortStats its packets and drops.
 //
 // # Kernel versions
 //

@@ -12,8 +12,9 @@ import (
 )
 
 // ExampleUDPPort runs a route-based gateway without any XDP program: the
-// plaintext side is a TUN device with offloads (ServeTUN reads it into
-// the engine, TUN.Deliver writes decrypted packets with GRO), the
+// plaintext side is a TUN device with offloads, one queue per worker,
+// through a TUNPort (each worker reads and splits its queue into UMEM
+// frames and writes decrypted packets coalesced with GRO), the
 // ciphertext side ESP in UDP on port 4500 through a UDPPort, with UDP
 // GSO on transmit and UDP GRO on receive. IKE datagrams arriving on
 // port 4500 (behind the non-ESP marker) go to the callback; an IKE
@@ -41,11 +42,19 @@ func ExampleUDPPort() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	dev, err := xdp.OpenTUNOffload("esp0") // route the remote networks into it
+	queues, err := xdp.OpenTUNQueues("esp0", 2) // route the remote networks into it
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer dev.Close()
+	defer func() {
+		for _, q := range queues {
+			q.Close() // after e.Stop (deferred later, runs first)
+		}
+	}()
+	plain, err := xdp.NewTUNPort(queues)
+	if err != nil {
+		log.Fatal(err)
+	}
 	ike := make(chan []byte, 64)
 	port := xdp.NewUDPPort(xdp.UDPPortConfig{
 		Local: netip.AddrPortFrom(local, 0), // 0: port 4500
@@ -59,7 +68,7 @@ func ExampleUDPPort() {
 	e, err := xdp.NewEngine(xdp.EngineConfig{
 		Processor:  proc,
 		CipherPort: port,
-		Deliver:    dev.Deliver,
+		PlainPort:  plain,
 		Workers:    2,
 	})
 	if err != nil {
@@ -69,9 +78,6 @@ func ExampleUDPPort() {
 		log.Fatal(err)
 	}
 	defer e.Stop()
-	stop := make(chan struct{})
-	defer close(stop)
-	go xdp.ServeTUN(e, dev, 0, stop)
 	st := e.Stats().CipherPort
 	log.Printf("ESP in UDP: %d sent in %d super-datagrams, %d received", st.TX, st.UDP.TXSuper, st.RX)
 }

@@ -13,18 +13,22 @@ type TUNStats struct {
 	// CoalescedSegments the packets they carried.
 	CoalescedSuperPackets uint64 `json:"coalesced_super_packets"`
 	CoalescedSegments     uint64 `json:"coalesced_segments"`
-	// ReadDrops counts reads whose packet could not be used (a malformed
-	// or unsupported virtio-net header, a super-packet of more segments
-	// than the read buffers hold, a packet longer than TUNBufSize).
+	// ReadDrops counts reads whose packet could not be used, wholly or
+	// in part (a malformed or unsupported virtio-net header, a
+	// super-packet of more segments than the read buffers hold, a packet
+	// longer than TUNBufSize; with a TUNPort: no free UMEM frame for the
+	// rest of a super-packet).
 	ReadDrops uint64 `json:"read_drops"`
 	// OversizeDrops counts packets that filled a whole TUNBufSize buffer
-	// (see TUN.OversizeDrops).
+	// (see TUN.OversizeDrops); with a TUNPort, super-packets whose
+	// segments do not fit a UMEM frame.
 	OversizeDrops uint64 `json:"oversize_drops"`
 	// WriteErrors counts Deliver batches that the kernel refused at
 	// least in part.
 	WriteErrors uint64 `json:"write_errors"`
-	// Reads and Writes count the read(2) and write(2) system calls
-	// made on the device that moved a packet (ReadBatch, Deliver).
+	// Reads and Writes count the read(2) and write(2) (TUNPort:
+	// writev(2)) system calls made on the device that moved a packet
+	// (ReadBatch, Deliver, TUNPort).
 	Reads  uint64 `json:"reads"`
 	Writes uint64 `json:"writes"`
 }

@@ -632,7 +632,18 @@ func (gw *Gateway) Start() (err error) {
 		}); err != nil {
 			return fmt.Errorf("gateway: tun %s: %w", t.Name, err)
 		}
-		ec.Deliver = xdp.DeliverTUNs(gw.tunQ)
+		if gw.tun.Offload() {
+			// The workers read and write the device's queues themselves
+			// (split into and coalesced from UMEM frames, no reader
+			// goroutine, no copy between device and engine).
+			port, err := xdp.NewTUNPort(gw.tunQ)
+			if err != nil {
+				return fmt.Errorf("gateway: tun %s: %w", t.Name, err)
+			}
+			ec.PlainPort = port
+		} else {
+			ec.Deliver = xdp.DeliverTUNs(gw.tunQ)
+		}
 	}
 	eng, err := xdp.NewEngine(ec)
 	if err != nil {
@@ -656,6 +667,9 @@ func (gw *Gateway) Start() (err error) {
 	}
 	gw.startLinkMonitor(watch)
 	for q, tun := range gw.tunQ {
+		if ec.PlainPort != nil {
+			break // the workers read the queues
+		}
 		// One reader per queue of the device: queue q feeds worker q.
 		gw.wg.Add(1)
 		go func() {

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/crypto/curve25519"
@@ -302,12 +301,8 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN, offloads, udp bool)
 	}
 	var engines []*xdp.Engine
 	var tuns []*xdp.TUN
-	halt := make(chan struct{})
-	var served sync.WaitGroup
 	stop = func() {
 		n.engines, n.tuns = nil, nil
-		close(halt)
-		served.Wait()
 		for _, e := range engines {
 			e.Stop()
 		}
@@ -370,7 +365,11 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN, offloads, udp bool)
 				return nil, fmt.Errorf("harness: TUN in %s: %w", g.Label, err)
 			}
 			tuns = append(tuns, dev)
-			ec.Plain, ec.ProtectedPrefixes, ec.Deliver = nil, nil, dev.Deliver
+			port, err := xdp.NewTUNPort([]*xdp.TUN{dev})
+			if err != nil {
+				return nil, err
+			}
+			ec.Plain, ec.ProtectedPrefixes, ec.PlainPort = nil, nil, port
 			if _, err := g.IP("link", "set", "dev", "esp0", "mtu", strconv.Itoa(wgInnerMT), "up"); err != nil {
 				return nil, err
 			}
@@ -389,13 +388,6 @@ func (n *wgNet) startESPMode(tr string, seed uint64, useTUN, offloads, udp bool)
 			return nil, fmt.Errorf("harness: engine in %s: %w", g.Label, err)
 		}
 		engines = append(engines, e)
-		if dev != nil {
-			served.Add(1)
-			go func() {
-				defer served.Done()
-				xdp.ServeTUN(e, dev, 0, halt)
-			}()
-		}
 	}
 	if useTUN && offloads {
 		if err := n.setOffloads(true); err != nil {

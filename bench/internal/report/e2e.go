@@ -196,7 +196,7 @@ hosts' links have MTU 1420 (the WireGuard TUN MTU), the wan 1500.
   on the hosts' link, one queue and worker), tunnel-mode ESP with the
   transform shown.
 - espxdp-tun: the same engine route-based: plaintext on a TUN with GSO/GRO
-  offloads (xdp.OpenTUNOffload, ServeTUN, TUN.Deliver) into which the
+  offloads (xdp.OpenTUNOffload, xdp.TUNPort) into which the
   gateway's kernel routes the remote network, run with the host settings
   of wireguard-go's better single-stream run ("offloads" column).
 - espxdp-tun-udp: espxdp-tun with the wan side ESP in UDP (RFC 3948,
