@@ -16,8 +16,9 @@ import (
 // buffer between the caches twice for nothing. While some worker is
 // idle (poll: it called Drain or Pending without a batch of its own
 // since its previous such call; Processor.idle counts them, read once
-// per run), the AEAD of the run (up to maxRun packets) goes on the
-// sequencer's board, a bounded array of jobs that any worker may
+// per run) and the sequencer's gate finds that helpers make it faster
+// (gate.go: it measures both ways on itself and re-probes), the AEAD of
+// the run (up to maxRun packets) goes on the sequencer's board, a bounded array of jobs that any worker may
 // claim, a few at a time, with one compare-and-swap: the sequencer
 // claims jobs too, and idle workers claim them from Worker.Drain. A
 // claim hands out a range of jobs; whoever does a job first takes it
@@ -246,11 +247,29 @@ func (w *Worker) poll() bool {
 }
 
 // solo reports whether the run starting now is done without the board:
-// one worker, another mode, or no worker idle to help (Processor.idle),
-// so that publishing its jobs would only add the board's atomics to a
-// run the sequencer does all alone. It is read once per run.
+// one worker, another mode, no worker idle to help (Processor.idle), so
+// that publishing its jobs would only add the board's atomics to a run
+// the sequencer does all alone, or the gate found that helpers do not
+// make this worker faster (gate.go). It is read once per run.
 func (w *Worker) solo() bool {
-	return w.board == nil || w.p.idle.Load() == 0
+	return w.board == nil || w.gate.off || w.p.idle.Load() == 0
+}
+
+// gateStart, at the start of a batch of n packets, returns the time for
+// gateEnd when the gate samples the batch (Ordered mode with a worker
+// idle, so that the board is possible), else -1.
+func (w *Worker) gateStart(n int) int64 {
+	if w.board == nil || n == 0 || w.p.idle.Load() == 0 {
+		return -1
+	}
+	return gateNow()
+}
+
+// gateEnd gives the gate the batch's time, if gateStart sampled it.
+func (w *Worker) gateEnd(t0 int64, n int) {
+	if t0 >= 0 {
+		w.gate.sample(gateNow()-t0, n)
+	}
 }
 
 // help claims and does AEAD jobs on the other workers' boards (Ordered

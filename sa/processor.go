@@ -62,6 +62,7 @@ type Worker struct {
 	alone  bool   // the current run goes without the board (solo)
 	pcap   int    // complete the run at this many parked packets
 	board  *board // Ordered mode with several workers (ordered.go)
+	gate   gate   // Ordered mode: whether the board pays (gate.go)
 	pc     [nPCtr]uint64
 	events []pendingEvent
 	inbox  []*ring
@@ -132,6 +133,7 @@ func NewProcessor(opts ProcessorOptions) (*Processor, error) {
 			events: make([]pendingEvent, 0, 16)}
 		if p.mode == Ordered && n > 1 {
 			w.board = &board{nw: uint64(n)}
+			w.gate = newGate()
 		}
 		if p.rings != nil {
 			for _, r := range p.rings[i] {
@@ -242,11 +244,13 @@ func (p *Packet) Reset(buf []byte, off, n int) {
 // (transport mode). It does not allocate.
 func (w *Worker) Inbound(pkts []Packet) {
 	w.feed(len(pkts))
+	t0 := w.gateStart(len(pkts))
 	w.begin()
 	for i := range pkts {
 		w.in(&pkts[i], false)
 	}
 	w.end()
+	w.gateEnd(t0, len(pkts))
 }
 
 // Outbound processes a batch of IP packets to send: SA selection
@@ -258,11 +262,13 @@ func (w *Worker) Inbound(pkts []Packet) {
 // up to its capacity. It does not allocate.
 func (w *Worker) Outbound(pkts []Packet) {
 	w.feed(len(pkts))
+	t0 := w.gateStart(len(pkts))
 	w.begin()
 	for i := range pkts {
 		w.out(&pkts[i], false)
 	}
 	w.end()
+	w.gateEnd(t0, len(pkts))
 }
 
 // Drain processes packets other workers handed to this one (Sharded and
