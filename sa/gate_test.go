@@ -1,6 +1,8 @@
 package sa
 
 import (
+	"bytes"
+	"encoding/binary"
 	"math/rand/v2"
 	"testing"
 )
@@ -128,5 +130,63 @@ func TestOrderedGateOffPublishesNothing(t *testing.T) {
 	}
 	if st := s.ins[0].Stats(); st.DecapsPkts != next {
 		t.Fatalf("%d packets accepted, want %d", st.DecapsPkts, next)
+	}
+}
+
+// TestOrderedOneWorkerIsShared: with one worker there is nobody to help,
+// so an Ordered processor runs the Shared mode's code: no board, no gate
+// sampling, no window lock (the same worker fields as Shared's), and the
+// same packets out both ways (outbound: the headers and lengths, as the
+// keys are random; inbound: the inner packets byte for byte). (An Ordered cell at one
+// worker that measures slower than Shared's is the machine, not the
+// mode.)
+func TestOrderedOneWorkerIsShared(t *testing.T) {
+	var outs [2][][]byte
+	for k, mode := range []Concurrency{Shared, Ordered} {
+		s := newTwoSides(t, mode, 1, 1, "aes128gcm16")
+		for _, p := range []*Processor{s.tx, s.rx} {
+			w := p.Worker(0)
+			if w.board != nil || w.locked || w.gate != (gate{}) {
+				t.Fatalf("%v, one worker: board %v locked %v gate %+v, want none, false, zero", mode, w.board != nil, w.locked, w.gate)
+			}
+			if w.gateStart(32) != -1 {
+				t.Fatalf("%v, one worker: the gate samples a batch", mode)
+			}
+		}
+		rng := rand.New(rand.NewPCG(3, 3))
+		for id := 0; id < 300; {
+			b := make([]Packet, 1+rng.IntN(2*maxRun))
+			for i := range b {
+				b[i] = packetFor(udpPacket(hostA, hostB, 1, 2, 200, uint64(id+i)))
+				b[i].Tunnel = s.tuns[0]
+			}
+			id += len(b)
+			s.tx.Worker(0).Outbound(b)
+			for i := range b {
+				// The keys are random: the outer and ESP headers and the
+				// length must match.
+				d := b[i].Data()
+				outs[k] = append(outs[k], append(binary.BigEndian.AppendUint32(nil, uint32(len(d))), d[:28]...))
+			}
+			s.rx.Worker(0).Inbound(b)
+			for i := range b {
+				if b[i].Verdict != VerdictOK {
+					t.Fatalf("%v: inbound %v %v", mode, b[i].Verdict, b[i].Reason)
+				}
+				outs[k] = append(outs[k], append([]byte(nil), b[i].Data()...))
+			}
+		}
+	}
+	if len(outs[0]) != len(outs[1]) {
+		t.Fatalf("Shared gave %d packets, Ordered %d", len(outs[0]), len(outs[1]))
+	}
+	for i := range outs[0] {
+		if !bytes.Equal(outs[0][i], outs[1][i]) {
+			d := 0
+			for d < len(outs[0][i]) && d < len(outs[1][i]) && outs[0][i][d] == outs[1][i][d] {
+				d++
+			}
+			t.Fatalf("packet %d differs between Shared and Ordered at one worker (from byte %d of %d)", i, d, len(outs[0][i]))
+		}
 	}
 }
