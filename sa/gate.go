@@ -14,10 +14,11 @@ import (
 // helpers get through before the sequencer has done the rest; steered to
 // one sequencer with a helper that pays more per job than it saves, the
 // SA measured slower at two workers than at one. The sequencer has no
-// other way to know than to try, so each worker measures it on itself:
-// the wall-clock time its Inbound and Outbound calls take per packet,
-// for batches in which another worker was idle (those in which helping
-// was possible), once with the board allowed and once without.
+// other way to know than to try, so each worker measures it on itself,
+// with one gate per direction (their costs differ): the wall-clock time
+// its Inbound (or Outbound) calls take per packet, for batches in which
+// another worker was idle (those in which helping was possible), once
+// with the board allowed and once without.
 //
 // A probe alternates blocks of gateBlock such batches between the two
 // arms, gateBlocks blocks each, and ends with the arm whose median block

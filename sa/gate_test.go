@@ -122,7 +122,7 @@ func TestOrderedGateOffPublishesNothing(t *testing.T) {
 	for _, p := range []*Processor{s.rx, s.tx} {
 		p.Worker(1).Pending() // idle
 		w := p.Worker(0)
-		w.gate = gate{off: true, left: 1 << 30}
+		w.gate = [2]gate{{off: true, left: 1 << 30}, {off: true, left: 1 << 30}}
 	}
 	next := sendInOrder(t, s, 500, 7, false)
 	if ein, eout := s.rx.Worker(0).board.epoch.Load(), s.tx.Worker(0).board.epoch.Load(); ein != 0 || eout != 0 {
@@ -146,10 +146,10 @@ func TestOrderedOneWorkerIsShared(t *testing.T) {
 		s := newTwoSides(t, mode, 1, 1, "aes128gcm16")
 		for _, p := range []*Processor{s.tx, s.rx} {
 			w := p.Worker(0)
-			if w.board != nil || w.locked || w.gate != (gate{}) {
+			if w.board != nil || w.locked || w.gate != [2]gate{} {
 				t.Fatalf("%v, one worker: board %v locked %v gate %+v, want none, false, zero", mode, w.board != nil, w.locked, w.gate)
 			}
-			if w.gateStart(32) != -1 {
+			if w.gateStart(In, 32) != -1 || w.gateStart(Out, 32) != -1 {
 				t.Fatalf("%v, one worker: the gate samples a batch", mode)
 			}
 		}

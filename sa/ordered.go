@@ -252,23 +252,33 @@ func (w *Worker) poll() bool {
 // the sequencer does all alone, or the gate found that helpers do not
 // make this worker faster (gate.go). It is read once per run.
 func (w *Worker) solo() bool {
-	return w.board == nil || w.gate.off || w.p.idle.Load() == 0
+	return w.board == nil || w.gate[gateOf(w.run.sa.dir)].off || w.p.idle.Load() == 0
 }
 
-// gateStart, at the start of a batch of n packets, returns the time for
-// gateEnd when the gate samples the batch (Ordered mode with a worker
-// idle, so that the board is possible), else -1.
-func (w *Worker) gateStart(n int) int64 {
+// gateStart, at the start of a batch of n packets in direction d,
+// returns the time for gateEnd when d's gate samples the batch (Ordered
+// mode with a worker idle, so that the board is possible), else -1.
+// Each direction has its gate: their costs per packet differ, and so
+// may what helpers save.
+func (w *Worker) gateStart(d Direction, n int) int64 {
 	if w.board == nil || n == 0 || w.p.idle.Load() == 0 {
 		return -1
 	}
 	return gateNow()
 }
 
+// gateOf is the index of direction d's gate in Worker.gate.
+func gateOf(d Direction) int {
+	if d == Out {
+		return 1
+	}
+	return 0
+}
+
 // gateEnd gives the gate the batch's time, if gateStart sampled it.
-func (w *Worker) gateEnd(t0 int64, n int) {
+func (w *Worker) gateEnd(d Direction, t0 int64, n int) {
 	if t0 >= 0 {
-		w.gate.sample(gateNow()-t0, n)
+		w.gate[gateOf(d)].sample(gateNow()-t0, n)
 	}
 }
 
