@@ -41,6 +41,11 @@ func TestGateChooses(t *testing.T) {
 		if g.off {
 			t.Fatalf("%s: a new gate starts without the board", tc.name)
 		}
+		w := &Worker{board: &board{}}
+		w.gate[0], w.gate[1] = g, gate{off: true}
+		if !w.Publishes() {
+			t.Fatalf("%s: a worker with an open inbound gate does not publish", tc.name)
+		}
 		cost := func(off bool, _ int) float64 {
 			if off {
 				return tc.solo
@@ -50,6 +55,9 @@ func TestGateChooses(t *testing.T) {
 		runGate(&g, probeLen, cost)
 		if g.decisions != 1 || g.probing || g.off != tc.wantOff {
 			t.Fatalf("%s: after a probe: decisions %d probing %v off %v, want 1 false %v", tc.name, g.decisions, g.probing, g.off, tc.wantOff)
+		}
+		if w.gate[0] = g; w.Publishes() != !tc.wantOff {
+			t.Fatalf("%s: Publishes %v with the gate off %v", tc.name, w.Publishes(), g.off)
 		}
 		runGate(&g, gateHold, cost)
 		if !g.probing || g.decisions != 1 {
@@ -124,6 +132,9 @@ func TestOrderedGateOffPublishesNothing(t *testing.T) {
 		w := p.Worker(0)
 		w.gate = [2]gate{{off: true, left: 1 << 30}, {off: true, left: 1 << 30}}
 	}
+	if s.rx.Worker(0).Publishes() || s.tx.Worker(0).Publishes() {
+		t.Fatal("Publishes with both gates off")
+	}
 	next := sendInOrder(t, s, 500, 7, false)
 	if ein, eout := s.rx.Worker(0).board.epoch.Load(), s.tx.Worker(0).board.epoch.Load(); ein != 0 || eout != 0 {
 		t.Fatalf("%d inbound and %d outbound runs published with the gate off", ein, eout)
@@ -148,6 +159,9 @@ func TestOrderedOneWorkerIsShared(t *testing.T) {
 			w := p.Worker(0)
 			if w.board != nil || w.locked || w.gate != [2]gate{} {
 				t.Fatalf("%v, one worker: board %v locked %v gate %+v, want none, false, zero", mode, w.board != nil, w.locked, w.gate)
+			}
+			if w.Publishes() {
+				t.Fatalf("%v, one worker: Publishes", mode)
 			}
 			if w.gateStart(In, 32) != -1 || w.gateStart(Out, 32) != -1 {
 				t.Fatalf("%v, one worker: the gate samples a batch", mode)

@@ -267,6 +267,19 @@ func (w *Worker) gateStart(d Direction, n int) int64 {
 	return gateNow()
 }
 
+// Publishes reports whether this worker, as an Ordered-mode sequencer,
+// currently puts its runs' AEAD jobs on its board when another worker
+// is idle: its gate (inbound or outbound) is open, or probing with the
+// board (gate.go). It is false in the other modes, with one worker, and
+// while the gate keeps helpers out of the way because they do not make
+// this worker faster. An I/O layer that wakes sleeping helpers before a
+// batch (as the xdp engine does) can skip the wake-up, a system call,
+// when it is false: nothing would be published for them. Call it from
+// the worker's goroutine.
+func (w *Worker) Publishes() bool {
+	return w.board != nil && (!w.gate[0].off || !w.gate[1].off)
+}
+
 // gateOf is the index of direction d's gate in Worker.gate.
 func gateOf(d Direction) int {
 	if d == Out {
