@@ -286,7 +286,8 @@ func (w *Worker) Outbound(pkts []Packet) {
 // own does its own jobs: each job another core does moves its packet's
 // buffer between the caches twice, which costs about as much as the
 // AEAD, so the cores help only where they would otherwise idle. The
-// sequencers put jobs on their boards only while some worker is idle;
+// sequencers put jobs on their boards only while some worker is idle
+// and their gate finds that helpers make them faster (Publishes);
 // otherwise they do their runs alone, as in the Shared mode.
 func (w *Worker) Drain(pkts []Packet) int {
 	if w.board != nil {
