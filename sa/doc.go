@@ -324,7 +324,15 @@
 //     without a batch of their own since their previous Drain or Pending. A
 //     worker is idle from such a call to its next batch; while none is, a
 //     sequencer does its runs alone, exactly as in the Shared mode (with
-//     nobody to help, a board would only add its atomics). Inbound, the jobs
+//     nobody to help, a board would only add its atomics). Whether helpers
+//     make it faster, each sequencer measures on itself (its gate): the
+//     time its batches take per packet while a worker is idle, with the
+//     board and without, in alternating blocks; it uses the board only if
+//     that was at least 3 % faster, for the next 2048 such batches, then
+//     measures again - so a helper that costs more than it saves (a job
+//     moves its packet's buffer between the caches) is kept out of the
+//     way, at the price of the probes (at most 40 in 2128 batches with
+//     the board while it loses). Inbound, the jobs
 //     go on the board every 8 parked packets, so helpers decrypt while the
 //     sequencer still parses the run. The sequencer takes jobs too, takes
 //     back those a stalled helper claimed but did not start, waits for the
@@ -339,8 +347,8 @@
 //     AEAD per helper, never more), and idle helpers poll. Steer one SA's
 //     packets to one worker (its sequencer) and let the others help.
 //
-// The Ordered mode, for one sequencer (with a worker idle; else the
-// sequencer does its runs alone, as in the Shared mode):
+// The Ordered mode, for one sequencer (with a worker idle and the gate
+// open; else the sequencer does its runs alone, as in the Shared mode):
 //
 //	worker 0 (sequencer of its input)            workers 1..n-1
 //	batch ─► per run of one SA:
@@ -390,7 +398,10 @@
 //
 //	situation                     mode, ingress               measured (2 workers)
 //	one elephant SA, inner        Ordered, steered to one     decrypt 0.52† (0.35-0.72; wall 0.6-1.1×),
-//	flows must stay in order      sequencer, others help      0 reordered, 0 drops; in that run: 0.52
+//	flows must stay in order      sequencer, others help      0 reordered, 0 drops; in that run: 0.52;
+//	                                                          with the gate‡: wall 0.57-0.87× (0.17-0.65×
+//	                                                          without, same runs), per CPU 0.43-0.79
+//	                                                          (0.53-0.66 without)
 //	                              Ordered, sprayed            decrypt 0.90† (0.80† before; Shared 1.07†
 //	                                                          in the same runs), encrypt 0.83† (0.88†
 //	                                                          before), 0 reordered per worker, 0 replay
@@ -420,6 +431,15 @@
 // the samples spread by ±0.2, and runs came out bimodal (wall 1.1× or
 // 1.8× at the same CPU time), so read these as ±0.15.
 //
+// ‡ Interleaved runs of the code before and after the gate (third
+// Ordered pass, below), 3 each, bench -suite shard -sas 1 -sizes 1420,
+// 2026-12-07 04:44-04:46 UTC, load average 3.7-4.3 (other engineers'
+// tests held about one CPU: the two workers' threads got 45-72 % of 2
+// CPUs, so these are time-sliced cells). In the same runs the sprayed
+// Ordered cells gave decrypt 0.82-0.93 (0.64-0.97 before) and encrypt
+// 0.90-0.94 (0.61-0.90), and Shared - the same code in both builds -
+// 0.68-1.51: read every cell here as ±0.3.
+//
 // So: one SA whose order does not matter - Shared; many SAs - Sharded
 // with SPI steering (PerCPU where the peer offers per-CPU SAs, which
 // also scales one tunnel); one SA whose inner flows must stay in order
@@ -429,7 +449,8 @@
 // board only when a worker falls idle (decryption 0.90†, Shared 1.07†:
 // its 0.85 target met in these samples; encryption 0.83†, unchanged
 // within their spread); steered to one sequencer, a helper costs about
-// as much CPU as it saves (0.52†, target not met).
+// as much CPU as it saves (0.52†, target not met), and the gate keeps
+// it out of the way where it does not make the sequencer faster.
 //
 // With many SAs a batch rarely holds two packets of one SA, so runs are
 // single packets and Shared pays its lock and shared lines per packet
@@ -505,6 +526,44 @@
 //   - Decapsulation and selector checks on the worker that decrypted the
 //     packet (tunnel mode; read-only checks of the bytes it just wrote),
 //     so that the sequencer does not read a helper's packet back. Kept.
+//
+// The third Ordered pass (2026-12-07). At one worker the full run of
+// 03:19 UTC had Ordered 35 % below Shared (1.73-1.82 against 2.53-2.77
+// Mpps). The code is the same: with one worker there is no board, no
+// window lock and no gate (TestOrderedOneWorkerIsShared), and the CPU
+// profiles of the two cells match. Interleaved, the cells agree (Shared
+// 2.67-2.88, Ordered 2.54-2.88 Mpps, load 0.5-1.5; also after a run of
+// the 100000-SA cells, as in the full run). What differs between runs
+// is the machine: one thread's rate on this VM is bimodal, about 1.8 or
+// about 2.7 Mpps per CPU-second for the same cell back to back, with or
+// without a spinning process on the other CPU, so a cell that lands in
+// the slow mode reads 35 % low.
+//
+// Steered, a worker that only helps made the SA slower than one worker:
+// in instrumented runs (load 1.0-3.6) the helper did 13-40 % of the
+// jobs, yet the sequencer got only 1.5-2.2 Mpps per CPU-second of its
+// own (2.6-2.8 alone in the same runs): per job it published, it paid
+// the claim word, a stamp and the job's lines that the helper writes,
+// and it waited at the end of each run for the helper's last job, whose
+// packet the helper had first to pull from the sequencer's cache. (With
+// the gate, which chose solo in most of those runs, 1.6-2.6: the
+// helper's polling costs the sequencer something even when it takes
+// nothing, see below.) How much a helper saves depends on the cores, the caches and
+// the load, none of which the sequencer knows, so each measures it on
+// itself (gate.go): the time per packet of its batches while a worker is
+// idle, with the board and without, in alternating blocks of 8 batches,
+// and keeps the board for the next 2048 such batches only if its median
+// block was 3 % faster; then it measures again. A losing board then runs
+// in at most 40 of every 2128 such batches (TestGateBoundProperty);
+// every packet gets the same verdict either way. Worker.Publishes tells
+// an I/O layer whether the gate currently publishes, so that it can
+// skip waking sleeping helpers. What the gate cannot remove is the
+// helper's own polling: in the bench harness an idle worker yields its
+// locked thread on every empty Drain after 64, and those park and
+// wake-ups (runtime.futex was 31 % of the samples of the steered cell's
+// CPU profile) compete with the sequencer for a CPU; a caller whose
+// idle worker has nothing to help with should sleep (the xdp engine
+// does, in poll(2)).
 //
 // Counters are per worker in every mode: each SA has one cache-line
 // padded block per worker (allocated on first use), written only by

@@ -16,8 +16,9 @@ import (
 // buffer between the caches twice for nothing. While some worker is
 // idle (poll: it called Drain or Pending without a batch of its own
 // since its previous such call; Processor.idle counts them, read once
-// per run), the AEAD of the run (up to maxRun packets) goes on the
-// sequencer's board, a bounded array of jobs that any worker may
+// per run) and the sequencer's gate finds that helpers make it faster
+// (gate.go: it measures both ways on itself and re-probes), the AEAD of
+// the run (up to maxRun packets) goes on the sequencer's board, a bounded array of jobs that any worker may
 // claim, a few at a time, with one compare-and-swap: the sequencer
 // claims jobs too, and idle workers claim them from Worker.Drain. A
 // claim hands out a range of jobs; whoever does a job first takes it
@@ -246,11 +247,52 @@ func (w *Worker) poll() bool {
 }
 
 // solo reports whether the run starting now is done without the board:
-// one worker, another mode, or no worker idle to help (Processor.idle),
-// so that publishing its jobs would only add the board's atomics to a
-// run the sequencer does all alone. It is read once per run.
+// one worker, another mode, no worker idle to help (Processor.idle), so
+// that publishing its jobs would only add the board's atomics to a run
+// the sequencer does all alone, or the gate found that helpers do not
+// make this worker faster (gate.go). It is read once per run.
 func (w *Worker) solo() bool {
-	return w.board == nil || w.p.idle.Load() == 0
+	return w.board == nil || w.gate[gateOf(w.run.sa.dir)].off || w.p.idle.Load() == 0
+}
+
+// gateStart, at the start of a batch of n packets in direction d,
+// returns the time for gateEnd when d's gate samples the batch (Ordered
+// mode with a worker idle, so that the board is possible), else -1.
+// Each direction has its gate: their costs per packet differ, and so
+// may what helpers save.
+func (w *Worker) gateStart(d Direction, n int) int64 {
+	if w.board == nil || n == 0 || w.p.idle.Load() == 0 {
+		return -1
+	}
+	return gateNow()
+}
+
+// Publishes reports whether this worker, as an Ordered-mode sequencer,
+// currently puts its runs' AEAD jobs on its board when another worker
+// is idle: its gate (inbound or outbound) is open, or probing with the
+// board (gate.go). It is false in the other modes, with one worker, and
+// while the gate keeps helpers out of the way because they do not make
+// this worker faster. An I/O layer that wakes sleeping helpers before a
+// batch (as the xdp engine does) can skip the wake-up, a system call,
+// when it is false: nothing would be published for them. Call it from
+// the worker's goroutine.
+func (w *Worker) Publishes() bool {
+	return w.board != nil && (!w.gate[0].off || !w.gate[1].off)
+}
+
+// gateOf is the index of direction d's gate in Worker.gate.
+func gateOf(d Direction) int {
+	if d == Out {
+		return 1
+	}
+	return 0
+}
+
+// gateEnd gives the gate the batch's time, if gateStart sampled it.
+func (w *Worker) gateEnd(d Direction, t0 int64, n int) {
+	if t0 >= 0 {
+		w.gate[gateOf(d)].sample(gateNow()-t0, n)
+	}
 }
 
 // help claims and does AEAD jobs on the other workers' boards (Ordered

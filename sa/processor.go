@@ -56,12 +56,13 @@ type Worker struct {
 	run    run
 	pend   [maxRun]job // the current run's parked packets (batch.go)
 	npend  int
-	npub   int    // Ordered: parked jobs of the run already on the board
-	fed    bool   // Ordered: a batch of its own came since the last Drain or Pending
-	idle   bool   // Ordered: counted in Processor.idle (see poll)
-	alone  bool   // the current run goes without the board (solo)
-	pcap   int    // complete the run at this many parked packets
-	board  *board // Ordered mode with several workers (ordered.go)
+	npub   int     // Ordered: parked jobs of the run already on the board
+	fed    bool    // Ordered: a batch of its own came since the last Drain or Pending
+	idle   bool    // Ordered: counted in Processor.idle (see poll)
+	alone  bool    // the current run goes without the board (solo)
+	pcap   int     // complete the run at this many parked packets
+	board  *board  // Ordered mode with several workers (ordered.go)
+	gate   [2]gate // Ordered mode: whether the board pays, inbound and outbound (gate.go, gateOf)
 	pc     [nPCtr]uint64
 	events []pendingEvent
 	inbox  []*ring
@@ -132,6 +133,7 @@ func NewProcessor(opts ProcessorOptions) (*Processor, error) {
 			events: make([]pendingEvent, 0, 16)}
 		if p.mode == Ordered && n > 1 {
 			w.board = &board{nw: uint64(n)}
+			w.gate = [2]gate{newGate(), newGate()}
 		}
 		if p.rings != nil {
 			for _, r := range p.rings[i] {
@@ -242,11 +244,13 @@ func (p *Packet) Reset(buf []byte, off, n int) {
 // (transport mode). It does not allocate.
 func (w *Worker) Inbound(pkts []Packet) {
 	w.feed(len(pkts))
+	t0 := w.gateStart(In, len(pkts))
 	w.begin()
 	for i := range pkts {
 		w.in(&pkts[i], false)
 	}
 	w.end()
+	w.gateEnd(In, t0, len(pkts))
 }
 
 // Outbound processes a batch of IP packets to send: SA selection
@@ -258,11 +262,13 @@ func (w *Worker) Inbound(pkts []Packet) {
 // up to its capacity. It does not allocate.
 func (w *Worker) Outbound(pkts []Packet) {
 	w.feed(len(pkts))
+	t0 := w.gateStart(Out, len(pkts))
 	w.begin()
 	for i := range pkts {
 		w.out(&pkts[i], false)
 	}
 	w.end()
+	w.gateEnd(Out, t0, len(pkts))
 }
 
 // Drain processes packets other workers handed to this one (Sharded and
@@ -280,7 +286,8 @@ func (w *Worker) Outbound(pkts []Packet) {
 // own does its own jobs: each job another core does moves its packet's
 // buffer between the caches twice, which costs about as much as the
 // AEAD, so the cores help only where they would otherwise idle. The
-// sequencers put jobs on their boards only while some worker is idle;
+// sequencers put jobs on their boards only while some worker is idle
+// and their gate finds that helpers make them faster (Publishes);
 // otherwise they do their runs alone, as in the Shared mode.
 func (w *Worker) Drain(pkts []Packet) int {
 	if w.board != nil {
