@@ -551,6 +551,13 @@ func TestOwnerMatchesSteering(t *testing.T) {
 // that sleep, once each (their flag cleared), without allocating; outside
 // the Ordered mode, or for a batch of one packet, it wakes nobody.
 func TestWakeHelpersAlloc(t *testing.T) {
+	proc, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sa.NewSAD(sa.SADOptions{}), Workers: 3, Concurrency: sa.Ordered})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proc.Worker(0).Publishes() {
+		t.Fatal("a new Ordered worker's gate is closed")
+	}
 	rt := &engineRun{}
 	for i := range 3 {
 		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
@@ -558,7 +565,7 @@ func TestWakeHelpersAlloc(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { unix.Close(fd) })
-		rt.workers = append(rt.workers, &engineWorker{id: i, rt: rt, wfd: fd, ordered: true})
+		rt.workers = append(rt.workers, &engineWorker{id: i, rt: rt, wfd: fd, ordered: true, w: proc.Worker(i)})
 	}
 	seq := rt.workers[0]
 	read := func(ew *engineWorker) uint64 {

@@ -401,8 +401,8 @@ func wakeFD(fd int) {
 // It costs one load of each other worker's asleep flag per batch and a
 // write to an eventfd only for a sleeper; nothing per packet.
 func (ew *engineWorker) wakeHelpers(k int) {
-	if k < 2 || !ew.ordered {
-		return
+	if k < 2 || !ew.ordered || !ew.w.Publishes() {
+		return // nothing for them: the gate keeps helpers out
 	}
 	for _, o := range ew.rt.workers {
 		if o != ew && o.asleep.Load() {
