@@ -134,13 +134,6 @@ func (p *TUNPort) Receive(w int, pkts []sa.Packet) int {
 		}
 		want := min(len(pkts)-n, q.sp.Remaining())
 		k := p.env.Alloc(pkts[n : n+want])
-		if k < want {
-			// No free frame: the rest of this packet is lost (counted);
-			// waiting would leave segments no poll(2) reports.
-			q.t.readDrops.Add(1)
-			q.drops.Add(uint64(q.sp.Remaining() - k))
-			q.sp.Reset(vnet.Hdr{}, nil)
-		}
 		room := p.env.MaxPacket()
 		for i := range k {
 			pk := &pkts[n+i]
@@ -158,6 +151,14 @@ func (p *TUNPort) Receive(w int, pkts []sa.Packet) int {
 			pk.Len = m
 		}
 		n += k
+		if k < want && q.sp.Remaining() > 0 {
+			// No free frame for the rest of this packet: lost (counted),
+			// after the segments that found one; waiting would leave
+			// segments no poll(2) reports.
+			q.t.readDrops.Add(1)
+			q.drops.Add(uint64(q.sp.Remaining()))
+			q.sp.Reset(vnet.Hdr{}, nil)
+		}
 	}
 	q.rx.Add(uint64(n))
 	return n

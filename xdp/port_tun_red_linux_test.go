@@ -1,0 +1,129 @@
+//go:build linux
+
+package xdp
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/sa"
+)
+
+// udpBurst sends one UDP GSO burst of segs datagrams of seg bytes from
+// p's namespace A to addrB:port (routed into tunA): the kernel hands
+// tunA's reader one USO super-packet.
+func (p *offloadPair) udpBurst(t testing.TB, port uint16, seg, segs int) {
+	t.Helper()
+	dst := netip.AddrPortFrom(p.addrB, port)
+	var sc *net.UDPConn
+	if err := p.nsA.Do(func() (err error) { sc, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst)); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	raw.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, seg) })
+	if serr != nil {
+		t.Skipf("UDP_SEGMENT: %v", serr)
+	}
+	if _, err := sc.Write(make([]byte, seg*segs)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// quiet turns IPv6 off on tunA (no router or neighbour solicitations
+// among the packets a test counts) and drains port's worker 0 until it
+// has nothing for 100 ms (bounded: 3 s).
+func (p *offloadPair) quiet(t testing.TB, port *TUNPort, env PortEnv) {
+	t.Helper()
+	if err := p.nsA.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/"+p.tunA.Name()+"/disable_ipv6", []byte("1"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pkts := make([]sa.Packet, DefaultBatch)
+	fds := []unix.PollFd{{Fd: int32(port.PollFDs(0)[0]), Events: unix.POLLIN}}
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		k := port.Receive(0, pkts)
+		env.Free(pkts[:k])
+		if k == 0 {
+			if n, _ := unix.Poll(fds, 100); n == 0 {
+				return
+			}
+		}
+	}
+	t.Fatal("the TUN never went quiet")
+}
+
+// receiveWait calls port.Receive(w) until it returns packets or a
+// second passed.
+func receiveWait(port *TUNPort, w int, pkts []sa.Packet) int {
+	for deadline := time.Now().Add(time.Second); ; {
+		fds := []unix.PollFd{{Fd: int32(port.PollFDs(w)[0]), Events: unix.POLLIN}}
+		unix.Poll(fds, 100)
+		if k := port.Receive(w, pkts); k > 0 || time.Now().After(deadline) {
+			return k
+		}
+	}
+}
+
+// TestTUNPortFramesExhausted: a super-packet read while only a few
+// frames are free gives those frames its first segments; the rest of it
+// is dropped and counted exactly (port Drops), not as oversize, and
+// every frame goes back.
+func TestTUNPortFramesExhausted(t *testing.T) {
+	pp := newOffloadPair(t, false)
+	u, err := NewUMEM(UMEMConfig{NumFrames: 64, FillSize: 32, CompletionSize: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	env := PortEnv{UMEM: u, Workers: 1, BatchSize: DefaultBatch, Headroom: esp.MaxHeadroom, Tailroom: esp.MaxTailroom}
+	port, err := NewTUNPort([]*TUN{pp.tunA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := port.Bind(env); err != nil {
+		t.Fatal(err)
+	}
+	pp.quiet(t, port, env)
+	st0, ts0 := port.Stats(), pp.tunA.Stats()
+	const free, segs = 3, 8
+	held := make([]sa.Packet, 64-free)
+	if k := env.Alloc(held); k != len(held) {
+		t.Fatalf("held %d frames of %d", k, len(held))
+	}
+	pp.udpBurst(t, 5711, 1000, segs)
+	pkts := make([]sa.Packet, DefaultBatch)
+	k := receiveWait(port, 0, pkts)
+	st, ts := port.Stats(), pp.tunA.Stats()
+	st.RX -= st0.RX
+	st.Drops -= st0.Drops
+	ts.OversizeDrops -= ts0.OversizeDrops
+	if k != free || st.RX != free || st.Drops != segs-free || ts.OversizeDrops != 0 {
+		t.Errorf("%d packets received (RX %d), %d dropped, %d oversize; want %d, %d, 0 (%+v)",
+			k, st.RX, st.Drops, ts.OversizeDrops, free, segs-free, ts)
+	}
+	for i := range k {
+		if pkts[i].Len != 20+8+1000 {
+			t.Errorf("segment %d: %d bytes % x", i, pkts[i].Len, pkts[i].Buf[pkts[i].Off:pkts[i].Off+pkts[i].Len])
+		}
+	}
+	env.Free(pkts[:k])
+	env.Free(held)
+	if c := u.Counts(); c.Free != c.Total {
+		t.Errorf("frames not all free: %+v", c)
+	}
+	if err := u.CheckFrames(); err != nil {
+		t.Error(err)
+	}
+}
