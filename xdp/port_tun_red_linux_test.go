@@ -3,6 +3,7 @@
 package xdp
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/internal/topo"
 	"github.com/espxdp/espxdp/sa"
 )
 
@@ -125,5 +127,42 @@ func TestTUNPortFramesExhausted(t *testing.T) {
 	}
 	if err := u.CheckFrames(); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestTUNPortSmallMSS: a peer that announces a small MSS (here B's
+// route's advmss, as a remote host behind the tunnel may) makes A's
+// stack send super-packets of hundreds of small segments (up to 64 KiB
+// in MSS-sized pieces, the TUN's gso_max_segs is 65535): they are split
+// like any other, not refused, and the transfer completes byte for
+// byte, over IPv4 and IPv6.
+func TestTUNPortSmallMSS(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		name := "ipv4"
+		if v6 {
+			name = "ipv6"
+		}
+		t.Run(name, func(t *testing.T) {
+			p := newPortPair(t, v6)
+			peer := netip.PrefixFrom(p.addrA, 24).Masked().String()
+			if v6 {
+				peer = netip.PrefixFrom(p.addrA, 64).Masked().String()
+			}
+			p.nsB.IP(t, "route", "change", peer, "dev", p.tunB.Name(), "advmss", "120")
+			p.forward(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			srv, cli := &topo.NS{Name: p.nsB.Name, Label: "B"}, &topo.NS{Name: p.nsA.Name, Label: "A"}
+			if _, err := topo.Transfer(ctx, srv, netip.AddrPortFrom(p.addrB, 5811), cli, 2<<20, 5811, nil); err != nil {
+				t.Fatalf("tcp: %v (A %+v)", err, p.tunA.Stats())
+			}
+			a := p.tunA.Stats()
+			if a.SplitSuperPackets == 0 {
+				t.Errorf("A read no super-packets: %+v", a)
+			}
+			if a.ReadDrops != 0 || a.OversizeDrops != 0 {
+				t.Errorf("A dropped: %+v", a)
+			}
+		})
 	}
 }

@@ -6,9 +6,12 @@ import (
 )
 
 // MaxSegments is the largest number of packets one super-packet may
-// split into; Splitter.Reset refuses more with ErrUnsupported (64 KiB
-// in segments of at least 512 bytes).
-const MaxSegments = 128
+// split into; Splitter.Reset refuses more with ErrUnsupported. It is the
+// kernel's own bound (GSO_MAX_SEGS, a TUN's gso_max_segs): a TCP sender
+// whose peer announced a small MSS hands over 64 KiB in segments of a
+// few dozen bytes, which must be split like any other (refusing them
+// would drop every such super-packet and stall the connection).
+const MaxSegments = 1<<16 - 1
 
 // IP protocol numbers and TCP flags used here.
 const (

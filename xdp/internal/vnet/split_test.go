@@ -292,7 +292,6 @@ func TestSplitRefuses(t *testing.T) {
 		{"truncated v4", t4, tcp4[:19], ErrMalformed},
 		{"truncated tcp", t4, tcp4[:30], ErrMalformed},
 		{"no payload", t4, hdrOnly, ErrMalformed},
-		{"too many segments", with(t4, func(h *Hdr) { h.GSOSize = 10 }), tcp4, ErrUnsupported},
 		{"ecn on udp", with(u4, func(h *Hdr) { h.GSOType |= GSOECN }), udp4, ErrMalformed},
 		{"ecn on none", Hdr{GSOType: GSOECN}, tcp4, ErrMalformed},
 		{"needs csum past end", Hdr{Flags: FlagNeedsCsum, CsumStart: uint16(len(tcp4) - 17), CsumOffset: 16}, tcp4, ErrMalformed},
@@ -309,6 +308,55 @@ func TestSplitRefuses(t *testing.T) {
 		}
 		if n, err := s.Next(make([]byte, 70000)); n != 0 || err != io.EOF {
 			t.Errorf("%s: Next after a failed Reset: %d, %v", tc.name, n, err)
+		}
+	}
+}
+
+// TestSplitTinySegments: super-packets of hundreds to tens of thousands
+// of segments (a peer's small MSS; the kernel allows up to
+// GSO_MAX_SEGS) are split, not refused: every segment has valid
+// checksums, consecutive sequence numbers and IPv4 IDs (wrapping at
+// 2^16), and the payloads make up the input's.
+func TestSplitTinySegments(t *testing.T) {
+	for _, tc := range []struct {
+		v6       bool
+		gso, len int
+		id       uint16
+		seq      uint32
+	}{
+		{false, 88, 64000, 0xfff0, 0xffffff00},
+		{true, 36, 30000, 7, 1},
+		{false, 1, 65535 - 40, 0xff00, 0xfffffff0},
+	} {
+		p := build(t, pkt{v6: tc.v6, sport: 1, dport: 2, id: tc.id, seq: tc.seq, flags: tcpACK, payload: payloadOf(tc.len, 3)})
+		h := Hdr{Flags: FlagNeedsCsum, GSOType: GSOTCPv4, GSOSize: uint16(tc.gso), CsumStart: 20, CsumOffset: 16}
+		if tc.v6 {
+			h.GSOType, h.CsumStart = GSOTCPv6, 40
+		}
+		segs, err := splitAll(t, h, p)
+		if err != nil {
+			t.Fatalf("gso %d: %v", tc.gso, err)
+		}
+		if want := (tc.len + tc.gso - 1) / tc.gso; len(segs) != want {
+			t.Fatalf("gso %d: %d segments, want %d", tc.gso, len(segs), want)
+		}
+		var payload []byte
+		for i, s := range segs {
+			ipLen, _, valid, ok := refL4(s)
+			if !ok || !valid {
+				t.Fatalf("gso %d: segment %d: checksum", tc.gso, i)
+			}
+			tcp := s[ipLen:]
+			if got := binary.BigEndian.Uint32(tcp[4:]); got != tc.seq+uint32(i*tc.gso) {
+				t.Fatalf("gso %d: segment %d: seq %#x", tc.gso, i, got)
+			}
+			if !tc.v6 && binary.BigEndian.Uint16(s[4:]) != tc.id+uint16(i) {
+				t.Fatalf("gso %d: segment %d: id %#x", tc.gso, i, binary.BigEndian.Uint16(s[4:]))
+			}
+			payload = append(payload, tcp[20:]...)
+		}
+		if !bytes.Equal(payload, payloadOf(tc.len, 3)) {
+			t.Fatalf("gso %d: payloads differ", tc.gso)
 		}
 	}
 }
