@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/espxdp/espxdp/esp"
+	"github.com/espxdp/espxdp/internal/netns"
 	"github.com/espxdp/espxdp/internal/topo"
 	"github.com/espxdp/espxdp/sa"
 )
@@ -164,5 +165,87 @@ func TestTUNPortSmallMSS(t *testing.T) {
 				t.Errorf("A dropped: %+v", a)
 			}
 		})
+	}
+}
+
+// tunEngine starts an engine of workers workers whose plaintext side is
+// a TUNPort over queues queues of an offload TUN named name in a new
+// namespace (address 10.62.1.1/24, 10.62.2.0/24 routed into it) and
+// whose ciphertext side is an in-memory port; it is stopped at cleanup.
+func tunEngine(t *testing.T, name string, queues, workers int) (*Engine, *netns.NS, []*TUN) {
+	t.Helper()
+	requireNet(t)
+	ns := netns.New(t)
+	var tuns []*TUN
+	if err := ns.Do(func() (err error) { tuns, err = OpenTUNQueues(name, queues); return err }); err != nil {
+		t.Fatalf("OpenTUNQueues: %v", err)
+	}
+	t.Cleanup(func() {
+		for _, q := range tuns {
+			q.Close()
+		}
+	})
+	ns.IP(t, "link", "set", name, "mtu", "1400", "up")
+	ns.IP(t, "addr", "add", "10.62.1.1/24", "dev", name)
+	ns.IP(t, "route", "add", "10.62.2.0/24", "dev", name)
+	local, remote := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	out, err := sa.New(sa.Config{SPI: spiOut, Direction: sa.Out, Mode: esp.Tunnel, Local: local, Remote: remote,
+		Transform: esp.MustParseTransform("aes128gcm16"), Key: engKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sad := sa.NewSAD(sa.SADOptions{})
+	if err := sad.Add(out); err != nil {
+		t.Fatal(err)
+	}
+	tun := sa.NewTunnel("peer")
+	tun.SetOutbound(out)
+	proc, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sad, Tunnel: tun, Workers: workers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := NewTUNPort(tuns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := NewEngine(EngineConfig{Processor: proc, CipherPort: &memPort{}, PlainPort: port, Workers: workers,
+		UMEM: UMEMConfig{NumFrames: 1024, FillSize: 256, CompletionSize: 256}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Stop(); err != nil {
+			t.Errorf("Engine.Stop: %v", err)
+		}
+	})
+	return e, ns, tuns
+}
+
+// sleeps is the sum of the engine's workers' Sleeps.
+func sleeps(e *Engine) uint64 {
+	var n uint64
+	for _, w := range e.Stats().Workers {
+		n += w.Sleeps
+	}
+	return n
+}
+
+// TestTUNPortDeviceDeleted: the TUN deleted (ip link del) under a
+// running engine must not make its workers spin: a deleted TUN's
+// descriptor polls as an error forever (EPOLLERR), and reads fail with
+// EBADFD. Invariant: once the device is gone the workers sleep their
+// full idle timeout, so over half a second they sleep a handful of
+// times (idleSleep 100 ms), not thousands; Stop still works.
+func TestTUNPortDeviceDeleted(t *testing.T) {
+	e, ns, _ := tunEngine(t, "esptdel0", 2, 2)
+	ns.IP(t, "link", "del", "esptdel0")
+	time.Sleep(200 * time.Millisecond)
+	before := sleeps(e)
+	time.Sleep(500 * time.Millisecond)
+	if n := sleeps(e) - before; n > 50 {
+		t.Errorf("%d sleeps of 2 workers in 500 ms after the TUN was deleted: they spin", n)
 	}
 }
