@@ -54,9 +54,12 @@ const (
 //   - GSOTCPv4, GSOTCPv6 (optionally |GSOECN) and GSOUDPL4: h.HdrLen is
 //     not trusted. The IP version must match the type (else
 //     ErrMalformed); the L4 header starts at CsumStart, which must be
-//     the IPv4 IHL*4, or 40 for IPv6 (below 40: ErrMalformed; above:
-//     extension headers, ErrUnsupported); the IP protocol (IPv4) or next
-//     header (IPv6) must be the type's (else ErrMalformed); CsumOffset
+//     the IPv4 IHL*4, or for IPv6 40 plus the extension headers in
+//     between (below 40: ErrMalformed): hop-by-hop and destination
+//     options and a routing header with no segments left, each copied
+//     into every segment (see walkExt6 for what else is refused); the IP
+//     protocol (IPv4) or last next header (IPv6) must be the type's
+//     (else ErrMalformed); CsumOffset
 //     must be 16 (TCP) or 6 (UDP); the IPv4 total length or IPv6
 //     payload length must match len(pkt); an IPv4 fragment is
 //     ErrMalformed; the TCP header length comes from its data offset;
@@ -153,12 +156,11 @@ func (s *Splitter) reset(h Hdr, pkt []byte) error {
 		switch {
 		case len(pkt) < 40 || cs < 40:
 			return ErrMalformed
-		case cs > 40:
-			return ErrUnsupported // extension headers: not walked
-		case pkt[6] != proto:
-			return ErrMalformed
 		case int(binary.BigEndian.Uint16(pkt[4:]))+40 != len(pkt):
 			return ErrMalformed
+		}
+		if err := walkExt6(pkt, cs, proto); err != nil {
+			return err
 		}
 	} else {
 		if len(pkt) < 20 {
@@ -205,6 +207,53 @@ func (s *Splitter) reset(h Hdr, pkt []byte) error {
 	}
 	s.n = n
 	s.pseudo = pseudoAddrs(pkt, s.v6, proto)
+	return nil
+}
+
+// IPv6 extension headers a super-packet may carry (RFC 8200 §4).
+const (
+	extHopByHop = 0
+	extRouting  = 43
+	extFragment = 44
+	extDstOpts  = 60
+)
+
+// walkExt6 checks that the IPv6 packet p (at least 40 bytes) reaches its
+// L4 header of protocol proto exactly at cs through extension headers
+// the segments may each carry unchanged: hop-by-hop options (first
+// only), destination options, and a routing header with no segments
+// left (with segments left, the pseudo-header's destination would be
+// the final one, not the header's: ErrUnsupported). A fragment header,
+// a chain that overruns cs or p, or proto found elsewhere is
+// ErrMalformed; any other header ErrUnsupported. The loop advances at
+// least 8 bytes per header, so it ends.
+func walkExt6(p []byte, cs int, proto uint8) error {
+	nh, off := p[6], 40
+	for off < cs {
+		switch nh {
+		case extHopByHop:
+			if off != 40 {
+				return ErrMalformed
+			}
+		case extDstOpts:
+		case extRouting:
+			if off+4 <= len(p) && p[off+3] != 0 {
+				return ErrUnsupported
+			}
+		case extFragment, proto:
+			return ErrMalformed
+		default:
+			return ErrUnsupported
+		}
+		if off+8 > len(p) {
+			return ErrMalformed
+		}
+		nh = p[off]
+		off += (int(p[off+1]) + 1) * 8
+	}
+	if off != cs || nh != proto {
+		return ErrMalformed
+	}
 	return nil
 }
 

@@ -283,7 +283,13 @@ func TestSplitRefuses(t *testing.T) {
 		{"csum start not ihl", with(t4, func(h *Hdr) { h.CsumStart = 24 }), tcp4, ErrMalformed},
 		{"csum start past", with(t4, func(h *Hdr) { h.CsumStart = 60 }), ihl6, ErrMalformed},
 		{"v6 csum start 20", with(t6, func(h *Hdr) { h.CsumStart = 20 }), tcp6, ErrMalformed},
-		{"v6 extension headers", with(t6, func(h *Hdr) { h.CsumStart = 48 }), tcp6, ErrUnsupported},
+		{"v6 csum start past tcp", with(t6, func(h *Hdr) { h.CsumStart = 48 }), tcp6, ErrMalformed},
+		{"v6 ext: fragment", with(t6, func(h *Hdr) { h.CsumStart = 48 }), withExt6(tcp6, 44, 0), ErrMalformed},
+		{"v6 ext: AH", with(t6, func(h *Hdr) { h.CsumStart = 48 }), withExt6(tcp6, 51, 0), ErrUnsupported},
+		{"v6 ext: routing, segments left", with(t6, func(h *Hdr) { h.CsumStart = 48 }), withExt6(tcp6, 43, 1), ErrUnsupported},
+		{"v6 ext: csum start short", t6, withExt6(tcp6, 60, 0), ErrMalformed},
+		{"v6 ext: csum start long", with(t6, func(h *Hdr) { h.CsumStart = 56 }), withExt6(tcp6, 60, 0), ErrMalformed},
+		{"v6 ext: hop-by-hop second", with(t6, func(h *Hdr) { h.CsumStart = 56 }), withExt6(withExt6(tcp6, 0, 0), 60, 0), ErrMalformed},
 		{"v6 next header", t6, ext6, ErrMalformed},
 		{"tcp csum offset", with(t4, func(h *Hdr) { h.CsumOffset = 6 }), tcp4, ErrMalformed},
 		{"udp csum offset", with(u4, func(h *Hdr) { h.CsumOffset = 16 }), udp4, ErrMalformed},
@@ -357,6 +363,68 @@ func TestSplitTinySegments(t *testing.T) {
 		}
 		if !bytes.Equal(payload, payloadOf(tc.len, 3)) {
 			t.Fatalf("gso %d: payloads differ", tc.gso)
+		}
+	}
+}
+
+// withExt6 returns a copy of the IPv6 packet p with an 8-byte extension
+// header of type typ inserted after the IPv6 header (its next header
+// p's, its third and fourth bytes 0 and segsLeft: a routing header's
+// type and segments left), the IPv6 payload length grown to match.
+func withExt6(p []byte, typ uint8, segsLeft uint8) []byte {
+	out := append([]byte(nil), p[:40]...)
+	out = append(out, p[6], 0, 0, segsLeft, 0, 0, 0, 0)
+	out = append(out, p[40:]...)
+	out[6] = typ
+	binary.BigEndian.PutUint16(out[4:], uint16(len(out)-40))
+	return out
+}
+
+// TestSplitIPv6ExtensionHeaders: TCP and UDP super-packets with
+// hop-by-hop and destination options and a routing header with no
+// segments left between IPv6 and L4 (a local sender's IPV6_DSTOPTS,
+// IPV6_HOPOPTS, IPV6_RTHDR) are split; every segment carries the
+// extension headers unchanged, valid lengths and checksums, and the
+// payloads make up the input's.
+func TestSplitIPv6ExtensionHeaders(t *testing.T) {
+	tcp6 := build(t, pkt{v6: true, sport: 1, dport: 2, seq: 5, flags: tcpACK | tcpPSH, payload: payloadOf(3000, 1)})
+	udp6 := build(t, pkt{v6: true, udp: true, sport: 1, dport: 2, payload: payloadOf(3000, 2)})
+	for _, tc := range []struct {
+		name string
+		p    []byte
+		typ  uint8
+		cs   uint16
+		co   uint16
+	}{
+		{"tcp dstopts", withExt6(tcp6, extDstOpts, 0), GSOTCPv6, 48, 16},
+		{"tcp hbh+rthdr+dstopts", withExt6(withExt6(withExt6(tcp6, extDstOpts, 0), extRouting, 0), extHopByHop, 0), GSOTCPv6, 64, 16},
+		{"udp dstopts", withExt6(udp6, extDstOpts, 0), GSOUDPL4, 48, 6},
+	} {
+		h := Hdr{Flags: FlagNeedsCsum, GSOType: tc.typ, GSOSize: 1000, CsumStart: tc.cs, CsumOffset: tc.co}
+		segs, err := splitAll(t, h, tc.p)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if len(segs) != 3 {
+			t.Fatalf("%s: %d segments", tc.name, len(segs))
+		}
+		var payload []byte
+		for i, s := range segs {
+			ipLen, proto, valid, ok := refL4(s)
+			if !ok || !valid || ipLen != int(tc.cs) || !bytes.Equal(s[40:ipLen], tc.p[40:ipLen]) || !bytes.Equal(s[:4], tc.p[:4]) {
+				t.Fatalf("%s: segment %d: ipLen %d proto %d valid %v ok %v", tc.name, i, ipLen, proto, valid, ok)
+			}
+			hl := 8
+			if proto == protoTCP {
+				hl = 20
+				if got := binary.BigEndian.Uint32(s[ipLen+4:]); got != 5+uint32(i*1000) {
+					t.Fatalf("%s: segment %d: seq %d", tc.name, i, got)
+				}
+			}
+			payload = append(payload, s[ipLen+hl:]...)
+		}
+		if !bytes.HasSuffix(tc.p, payload) || len(payload) != 3000 {
+			t.Fatalf("%s: payloads do not make up the input's", tc.name)
 		}
 	}
 }
