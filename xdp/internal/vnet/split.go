@@ -49,8 +49,9 @@ const (
 //     CsumStart to the end, the field holding the pseudo-header sum,
 //     stored complemented). A result of 0 is stored as 0xffff when the
 //     packet is UDP (an IPv4 header of IHL*4 == CsumStart or an IPv6
-//     header with CsumStart == 40 whose protocol is UDP, CsumOffset 6);
-//     other 0 results stay 0.
+//     header whose next header, after the extension headers walkExt6
+//     accepts, is UDP at CsumStart, CsumOffset 6); other 0 results stay
+//     0.
 //   - GSOTCPv4, GSOTCPv6 (optionally |GSOECN) and GSOUDPL4: h.HdrLen is
 //     not trusted. The IP version must match the type (else
 //     ErrMalformed); the L4 header starts at CsumStart, which must be
@@ -275,7 +276,7 @@ func (s *Splitter) resetNone(h Hdr, pkt []byte) error {
 		case 4:
 			s.mangle = len(pkt) >= 20 && int(pkt[0]&0x0f)*4 == start && pkt[9] == protoUDP
 		case 6:
-			s.mangle = len(pkt) >= 40 && start == 40 && pkt[6] == protoUDP
+			s.mangle = len(pkt) >= 40 && start >= 40 && walkExt6(pkt, start, protoUDP) == nil
 		}
 	}
 	return nil

@@ -246,6 +246,15 @@ func TestSplitUDPZeroChecksum(t *testing.T) {
 			t.Fatalf("v6 %v: USO zero UDP checksum not stored as 0xffff: %v", v6, err)
 		}
 	}
+	// IPv6 with a destination options header: still UDP, where a 0
+	// checksum is invalid (RFC 8200 §8.1).
+	full := withExt6(zeroSumUDP(t, true), extDstOpts, 0)
+	partial := append([]byte(nil), full...)
+	setPartial(partial, 48, 6, protoUDP)
+	got, err := splitAll(t, Hdr{Flags: FlagNeedsCsum, CsumStart: 48, CsumOffset: 6}, partial)
+	if err != nil || !bytes.Equal(got[0], full) {
+		t.Fatalf("v6 extension header: NEEDS_CSUM zero UDP checksum not stored as 0xffff: %v", err)
+	}
 }
 
 func TestSplitRefuses(t *testing.T) {
