@@ -779,3 +779,40 @@ func TestTUNPortStopStart(t *testing.T) {
 		t.Errorf("descriptors left open or closed: %s", d)
 	}
 }
+
+// TestTUNPortMTUChanges: both TUNs' MTUs change (1280, 1500, 2000, 3000:
+// all within a frame) while a TCP transfer runs through the ports; the
+// transfer completes byte for byte, nothing is dropped as oversize and
+// every frame goes back.
+func TestTUNPortMTUChanges(t *testing.T) {
+	p := newPortPair(t, false)
+	p.forward(t)
+	if room := (&PortEnv{UMEM: p.u, Tailroom: esp.MaxTailroom}).MaxPacket(); room < 3000 {
+		t.Skipf("frames take %d bytes", room)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.tcpTransfer(6111, 16<<20) }()
+	mtus := []string{"1280", "1500", "2000", "3000"}
+	for i := 0; ; i++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("tcp after %d MTU changes: %v", i, err)
+			}
+			if s := p.tunA.Stats(); s.OversizeDrops != 0 {
+				t.Errorf("oversize drops: %+v", s)
+			}
+			for deadline := time.Now().Add(time.Second); ; time.Sleep(time.Millisecond) {
+				if c := p.u.Counts(); c.Free == c.Total {
+					return
+				} else if time.Now().After(deadline) {
+					t.Fatalf("frames not all free: %+v", c)
+				}
+			}
+		case <-time.After(5 * time.Millisecond):
+			m := mtus[i%len(mtus)]
+			p.nsA.IP(t, "link", "set", p.tunA.Name(), "mtu", m)
+			p.nsB.IP(t, "link", "set", p.tunB.Name(), "mtu", mtus[(i+1)%len(mtus)])
+		}
+	}
+}
