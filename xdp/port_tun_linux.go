@@ -24,7 +24,9 @@ const tunPortRead = vnet.HdrLen + 1<<16
 // without a copy between the device and the engine.
 //
 // Worker w owns queue w mod len(tuns): it polls the queue's descriptor
-// with its other ports (PollFDs), reads it itself without blocking, and
+// with its other ports (PollFDs: an epoll instance holding it, which
+// drops it once the device is deleted, so no worker spins on a deleted
+// TUN's everlasting poll error), reads it itself without blocking, and
 // splits each TCP or UDP super-packet the kernel hands over (GSO) into
 // MTU-sized packets straight into UMEM frames, finishing the checksums
 // the kernel left partial; the packets are then encrypted on the same
