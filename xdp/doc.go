@@ -427,9 +427,10 @@
 // TUNPort is the faster way to run an offload device (the gateway's and
 // the bench's route-based mode): an EnginePort for EngineConfig.PlainPort
 // over the device's queues, worker w owning queue w mod the number of
-// queues. The worker polls the queue with its other ports and reads it
-// itself without blocking (one read(2) per packet or super-packet, into
-// a 64 KiB buffer of its own); xdp/internal/vnet splits a super-packet
+// queues. The worker polls the queue (through an epoll instance) with
+// its other ports and reads it itself without blocking (one read(2) per
+// packet or super-packet, into a 64 KiB buffer of its own);
+// xdp/internal/vnet splits a super-packet
 // segment by segment straight into UMEM frames (checksums finished, IPv4
 // IDs, TCP sequence numbers and flags per segment as the kernel's own
 // segmentation sets them), so the packets are encrypted on the core that
@@ -443,6 +444,16 @@
 // written alone with a zero header. Nothing is copied in user space and
 // nothing allocated. The TUN's counters (TUNStats) count what the port
 // read, split, coalesced and wrote; PortStats its packets and drops.
+// When the UMEM has too few free frames for a super-packet, the segments
+// that found one go on and the rest are dropped and counted; a segment
+// longer than a frame drops the rest of its super-packet (OversizeDrops).
+// A super-packet may have up to the kernel's GSO_MAX_SEGS segments (a
+// peer's small MSS) and IPv6 hop-by-hop and destination options headers.
+// The worker polls its queue through an epoll instance of its own: if
+// the device is deleted under a running engine (its descriptor then
+// polls as an error forever), the first failed read takes the queue out
+// of it, so the worker does not spin; the engine keeps running without
+// that queue until it is stopped.
 //
 // # Kernel versions
 //

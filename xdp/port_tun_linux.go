@@ -24,7 +24,9 @@ const tunPortRead = vnet.HdrLen + 1<<16
 // without a copy between the device and the engine.
 //
 // Worker w owns queue w mod len(tuns): it polls the queue's descriptor
-// with its other ports (PollFDs), reads it itself without blocking, and
+// with its other ports (PollFDs: an epoll instance holding it, which
+// drops it once the device is deleted, so no worker spins on a deleted
+// TUN's everlasting poll error), reads it itself without blocking, and
 // splits each TCP or UDP super-packet the kernel hands over (GSO) into
 // MTU-sized packets straight into UMEM frames, finishing the checksums
 // the kernel left partial; the packets are then encrypted on the same
@@ -48,17 +50,25 @@ type TUNPort struct {
 	q    []*tunQueue
 }
 
-// tunQueue is one worker's state: its queue's descriptor, read buffer,
-// splitter and write plan. Only the worker touches it; the counters are
-// the queue's TUN's (one worker per queue writes them).
+// tunQueue is one worker's state: its queue's descriptor, the epoll
+// instance the worker polls for it, read buffer, splitter and write
+// plan. Only the worker touches it; the counters are the queue's TUN's
+// (one worker per queue writes them).
+//
+// Invariant (no spin on a deleted device): a TUN deleted under the port
+// polls as an error forever and its reads fail with EBADFD; the worker
+// polls ep, not fd, and the first read that fails with EBADFD takes fd
+// out of ep (gone), so the worker sleeps its full timeout from then on.
 type tunQueue struct {
-	fd  int
-	t   *TUN
-	rd  []byte // tunPortRead bytes
-	sp  vnet.Splitter
-	co  vnet.Coalescer
-	hdr [vnet.HdrLen]byte
-	iov [vnet.MaxPackets + 1]unix.Iovec
+	fd   int
+	ep   int  // epoll instance holding fd while the device exists
+	gone bool // the device was deleted: fd is no longer read or polled
+	t    *TUN
+	rd   []byte // tunPortRead bytes
+	sp   vnet.Splitter
+	co   vnet.Coalescer
+	hdr  [vnet.HdrLen]byte
+	iov  [vnet.MaxPackets + 1]unix.Iovec
 
 	rx, tx, drops atomic.Uint64
 	_             [64]byte
@@ -93,13 +103,31 @@ func (p *TUNPort) Bind(env PortEnv) error {
 	p.q = make([]*tunQueue, env.Workers)
 	for w := range p.q {
 		i := w % len(p.tuns)
-		p.q[w] = &tunQueue{fd: p.fds[i], t: p.tuns[i], rd: make([]byte, tunPortRead)}
+		ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+		if err == nil {
+			ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(p.fds[i])}
+			if err = unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, p.fds[i], &ev); err != nil {
+				unix.Close(ep)
+			}
+		}
+		if err != nil {
+			p.q = p.q[:w]
+			p.Unbind()
+			return fmt.Errorf("xdp: TUN %s: epoll: %w", p.tuns[i].name, err)
+		}
+		p.q[w] = &tunQueue{fd: p.fds[i], ep: ep, t: p.tuns[i], rd: make([]byte, tunPortRead)}
 	}
 	return nil
 }
 
 // Unbind implements EnginePort.
-func (p *TUNPort) Unbind() error { return nil }
+func (p *TUNPort) Unbind() error {
+	for _, q := range p.q {
+		unix.Close(q.ep)
+	}
+	p.q = nil
+	return nil
+}
 
 // Maintain implements EnginePort.
 func (p *TUNPort) Maintain(int, bool) {}
@@ -107,8 +135,9 @@ func (p *TUNPort) Maintain(int, bool) {}
 // InFlight implements EnginePort: writes finish in Transmit.
 func (p *TUNPort) InFlight(int) int { return 0 }
 
-// PollFDs implements EnginePort: the worker's queue.
-func (p *TUNPort) PollFDs(w int) []int { return []int{p.q[w].fd} }
+// PollFDs implements EnginePort: an epoll instance holding the worker's
+// queue (see tunQueue: none once the device is deleted).
+func (p *TUNPort) PollFDs(w int) []int { return []int{p.q[w].ep} }
 
 // Stats implements EnginePort.
 func (p *TUNPort) Stats() PortStats {
@@ -134,13 +163,6 @@ func (p *TUNPort) Receive(w int, pkts []sa.Packet) int {
 		}
 		want := min(len(pkts)-n, q.sp.Remaining())
 		k := p.env.Alloc(pkts[n : n+want])
-		if k < want {
-			// No free frame: the rest of this packet is lost (counted);
-			// waiting would leave segments no poll(2) reports.
-			q.t.readDrops.Add(1)
-			q.drops.Add(uint64(q.sp.Remaining() - k))
-			q.sp.Reset(vnet.Hdr{}, nil)
-		}
 		room := p.env.MaxPacket()
 		for i := range k {
 			pk := &pkts[n+i]
@@ -158,6 +180,14 @@ func (p *TUNPort) Receive(w int, pkts []sa.Packet) int {
 			pk.Len = m
 		}
 		n += k
+		if k < want && q.sp.Remaining() > 0 {
+			// No free frame for the rest of this packet: lost (counted),
+			// after the segments that found one; waiting would leave
+			// segments no poll(2) reports.
+			q.t.readDrops.Add(1)
+			q.drops.Add(uint64(q.sp.Remaining()))
+			q.sp.Reset(vnet.Hdr{}, nil)
+		}
 	}
 	q.rx.Add(uint64(n))
 	return n
@@ -166,14 +196,23 @@ func (p *TUNPort) Receive(w int, pkts []sa.Packet) int {
 // read reads one packet from the queue into the splitter; false when
 // the queue has none (or failed).
 func (q *tunQueue) read() bool {
+	if q.gone {
+		return false
+	}
 	for {
 		r, _, errno := unix.Syscall(unix.SYS_READ, uintptr(q.fd), uintptr(unsafe.Pointer(&q.rd[0])), uintptr(len(q.rd)))
 		switch {
 		case errno == unix.EINTR:
 			continue
+		case errno == unix.EBADFD:
+			// The device was deleted: it never comes back on this
+			// descriptor. Stop polling it (tunQueue's invariant); the
+			// link monitor reports the device gone.
+			q.gone = true
+			unix.EpollCtl(q.ep, unix.EPOLL_CTL_DEL, q.fd, nil)
+			return false
 		case errno != 0:
-			// EAGAIN: nothing queued. Anything else (the device gone)
-			// the link monitor reports; the worker keeps polling.
+			// EAGAIN: nothing queued; other errors lose one packet.
 			return false
 		}
 		q.t.reads.Add(1)

@@ -285,8 +285,17 @@ func TestTUNPortAlloc(t *testing.T) {
 		}
 		pumpStep(p.pa, p.pb, 0, out, 10*time.Millisecond)
 	}
+	// The sender may pause (waiting for ACKs) through a whole
+	// measurement on a busy machine: measure again, bounded, until some
+	// steps moved packets; the worst measurement counts.
 	moved := 0
-	allocs = testing.AllocsPerRun(2000, func() { moved += pumpStep(p.pa, p.pb, 0, out, 0) })
+	allocs = 0
+	for try := 0; try < 50 && moved == 0; try++ {
+		allocs = max(allocs, testing.AllocsPerRun(2000, func() { moved += pumpStep(p.pa, p.pb, 0, out, 0) }))
+		if moved == 0 {
+			pumpStep(p.pa, p.pb, 0, out, 10*time.Millisecond)
+		}
+	}
 	if moved == 0 {
 		t.Fatal("the measured steps moved nothing")
 	}

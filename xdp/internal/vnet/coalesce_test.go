@@ -392,3 +392,62 @@ func TestCoalesceRoundTripProperty(t *testing.T) {
 	}
 	t.Logf("%d packets merged, %d alone", merged, singles)
 }
+
+// TestCoalesceManyFlows: the flow table under load. A batch of
+// MaxPackets packets of MaxPackets/2 flows (IPv4 and IPv6, source ports
+// chosen so that many share a table slot, and two flows whose hashes
+// are equal in the slot bits placed first), each flow's two consecutive
+// segments half a batch apart: every pair merges into one write, none
+// with another flow's packet, and checkCoalesce's invariants hold.
+func TestCoalesceManyFlows(t *testing.T) {
+	const flows = MaxPackets / 2
+	mk := func(i int, sport uint16, k int) []byte {
+		return build(t, pkt{v6: i%2 == 1, sport: sport, dport: 443, id: uint16(100*i + k), seq: uint32(1000*i + 500*k),
+			ack: 1, flags: tcpACK, win: 100, payload: payloadOf(500, i)})
+	}
+	slot := func(p []byte) int {
+		ipLen := 20
+		if p[0]>>4 == 6 {
+			ipLen = 40
+		}
+		return int(flowHash(p, p[0]>>4 == 6, ipLen)) & (flowTableSize - 1)
+	}
+	// Flows 0 and 2 (both IPv4) share a slot.
+	ports := make([]uint16, flows)
+	ports[0] = 1
+	want := slot(mk(0, 1, 0))
+	for sp := uint16(2); ; sp++ {
+		if slot(mk(2, sp, 0)) == want {
+			ports[2] = sp
+			break
+		}
+		if sp == 0xffff {
+			t.Fatal("no colliding port")
+		}
+	}
+	for i := range ports {
+		if ports[i] == 0 {
+			ports[i] = uint16(30000 + i)
+		}
+	}
+	in := make([][]byte, 0, MaxPackets)
+	for k := range 2 {
+		for i := range flows {
+			in = append(in, mk(i, ports[i], k))
+		}
+	}
+	r := checkCoalesce(t, in)
+	if r.writes != flows {
+		t.Fatalf("%d writes, want %d", r.writes, flows)
+	}
+	for w, g := range r.groups {
+		if g != 2 {
+			t.Fatalf("write %d holds %d packets, want 2", w, g)
+		}
+	}
+	for w := range flows {
+		if r.order[2*w] != w || r.order[2*w+1] != flows+w {
+			t.Fatalf("write %d: packets %d, %d; want %d, %d", w, r.order[2*w], r.order[2*w+1], w, flows+w)
+		}
+	}
+}

@@ -27,7 +27,9 @@
 //   - it never panics: every input it cannot split is refused by Reset
 //     with ErrMalformed (the packet contradicts itself or the header) or
 //     ErrUnsupported (valid, but not handled: UFO, IPv6 extension
-//     headers, more than MaxSegments segments);
+//     headers other than hop-by-hop and destination options and a
+//     routing header with no segments left, more than MaxSegments
+//     segments, the kernel's GSO_MAX_SEGS);
 //   - every TCP or UDP segment it produces carries a correct IP header
 //     checksum (IPv4), correct length fields and a correct L4 checksum
 //     computed over the segment itself, whatever the input's checksum

@@ -42,7 +42,8 @@ var (
 	// (too short, lengths or protocols that contradict each other).
 	ErrMalformed = errors.New("vnet: malformed packet or virtio-net header")
 	// ErrUnsupported: a well-formed packet the package does not split
-	// (UFO, IPv6 extension headers, too many segments, unknown GSO type).
+	// (UFO, some IPv6 extension headers, too many segments, unknown GSO
+	// type).
 	ErrUnsupported = errors.New("vnet: unsupported virtio-net packet")
 	// ErrShortBuffer: the destination buffer cannot hold the next packet.
 	ErrShortBuffer = errors.New("vnet: destination buffer too small")

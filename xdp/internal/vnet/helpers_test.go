@@ -42,8 +42,9 @@ func refPseudo(p []byte, proto uint8, n int) uint32 {
 }
 
 // refL4 returns the IP header length, protocol and whether the packet's
-// IP header (IPv4: checksum) and L4 checksum verify. ok is false if p
-// is not a plain IPv4/IPv6 packet.
+// IP header (IPv4: checksum) and L4 checksum verify; the IPv6 header
+// length includes hop-by-hop, routing and destination options headers.
+// ok is false if p is not a plain IPv4/IPv6 packet.
 func refL4(p []byte) (ipLen int, proto uint8, valid, ok bool) {
 	if len(p) < 20 {
 		return 0, 0, false, false
@@ -63,6 +64,18 @@ func refL4(p []byte) (ipLen int, proto uint8, valid, ok bool) {
 			return 0, 0, false, false
 		}
 		ipLen, proto = 40, p[6]
+		// Hop-by-hop, routing and destination options headers, as
+		// RFC 8200 chains them (written independently of walkExt6).
+		for proto == 0 || proto == 43 || proto == 60 {
+			if ipLen+8 > len(p) {
+				return 0, 0, false, false
+			}
+			proto = p[ipLen]
+			ipLen += 8 * (1 + int(p[ipLen+1]))
+			if ipLen > len(p) {
+				return 0, 0, false, false
+			}
+		}
 	default:
 		return 0, 0, false, false
 	}

@@ -6,9 +6,12 @@ import (
 )
 
 // MaxSegments is the largest number of packets one super-packet may
-// split into; Splitter.Reset refuses more with ErrUnsupported (64 KiB
-// in segments of at least 512 bytes).
-const MaxSegments = 128
+// split into; Splitter.Reset refuses more with ErrUnsupported. It is the
+// kernel's own bound (GSO_MAX_SEGS, a TUN's gso_max_segs): a TCP sender
+// whose peer announced a small MSS hands over 64 KiB in segments of a
+// few dozen bytes, which must be split like any other (refusing them
+// would drop every such super-packet and stall the connection).
+const MaxSegments = 1<<16 - 1
 
 // IP protocol numbers and TCP flags used here.
 const (
@@ -46,14 +49,18 @@ const (
 //     CsumStart to the end, the field holding the pseudo-header sum,
 //     stored complemented). A result of 0 is stored as 0xffff when the
 //     packet is UDP (an IPv4 header of IHL*4 == CsumStart or an IPv6
-//     header with CsumStart == 40 whose protocol is UDP, CsumOffset 6);
-//     other 0 results stay 0.
+//     header whose next header, after the extension headers walkExt6
+//     accepts, is UDP at CsumStart, CsumOffset 6); other 0 results stay
+//     0.
 //   - GSOTCPv4, GSOTCPv6 (optionally |GSOECN) and GSOUDPL4: h.HdrLen is
 //     not trusted. The IP version must match the type (else
 //     ErrMalformed); the L4 header starts at CsumStart, which must be
-//     the IPv4 IHL*4, or 40 for IPv6 (below 40: ErrMalformed; above:
-//     extension headers, ErrUnsupported); the IP protocol (IPv4) or next
-//     header (IPv6) must be the type's (else ErrMalformed); CsumOffset
+//     the IPv4 IHL*4, or for IPv6 40 plus the extension headers in
+//     between (below 40: ErrMalformed): hop-by-hop and destination
+//     options and a routing header with no segments left, each copied
+//     into every segment (see walkExt6 for what else is refused); the IP
+//     protocol (IPv4) or last next header (IPv6) must be the type's
+//     (else ErrMalformed); CsumOffset
 //     must be 16 (TCP) or 6 (UDP); the IPv4 total length or IPv6
 //     payload length must match len(pkt); an IPv4 fragment is
 //     ErrMalformed; the TCP header length comes from its data offset;
@@ -150,12 +157,11 @@ func (s *Splitter) reset(h Hdr, pkt []byte) error {
 		switch {
 		case len(pkt) < 40 || cs < 40:
 			return ErrMalformed
-		case cs > 40:
-			return ErrUnsupported // extension headers: not walked
-		case pkt[6] != proto:
-			return ErrMalformed
 		case int(binary.BigEndian.Uint16(pkt[4:]))+40 != len(pkt):
 			return ErrMalformed
+		}
+		if err := walkExt6(pkt, cs, proto); err != nil {
+			return err
 		}
 	} else {
 		if len(pkt) < 20 {
@@ -205,6 +211,53 @@ func (s *Splitter) reset(h Hdr, pkt []byte) error {
 	return nil
 }
 
+// IPv6 extension headers a super-packet may carry (RFC 8200 §4).
+const (
+	extHopByHop = 0
+	extRouting  = 43
+	extFragment = 44
+	extDstOpts  = 60
+)
+
+// walkExt6 checks that the IPv6 packet p (at least 40 bytes) reaches its
+// L4 header of protocol proto exactly at cs through extension headers
+// the segments may each carry unchanged: hop-by-hop options (first
+// only), destination options, and a routing header with no segments
+// left (with segments left, the pseudo-header's destination would be
+// the final one, not the header's: ErrUnsupported). A fragment header,
+// a chain that overruns cs or p, or proto found elsewhere is
+// ErrMalformed; any other header ErrUnsupported. The loop advances at
+// least 8 bytes per header, so it ends.
+func walkExt6(p []byte, cs int, proto uint8) error {
+	nh, off := p[6], 40
+	for off < cs {
+		switch nh {
+		case extHopByHop:
+			if off != 40 {
+				return ErrMalformed
+			}
+		case extDstOpts:
+		case extRouting:
+			if off+4 <= len(p) && p[off+3] != 0 {
+				return ErrUnsupported
+			}
+		case extFragment, proto:
+			return ErrMalformed
+		default:
+			return ErrUnsupported
+		}
+		if off+8 > len(p) {
+			return ErrMalformed
+		}
+		nh = p[off]
+		off += (int(p[off+1]) + 1) * 8
+	}
+	if off != cs || nh != proto {
+		return ErrMalformed
+	}
+	return nil
+}
+
 // resetNone validates a GSONone packet.
 func (s *Splitter) resetNone(h Hdr, pkt []byte) error {
 	s.n = 1
@@ -223,7 +276,7 @@ func (s *Splitter) resetNone(h Hdr, pkt []byte) error {
 		case 4:
 			s.mangle = len(pkt) >= 20 && int(pkt[0]&0x0f)*4 == start && pkt[9] == protoUDP
 		case 6:
-			s.mangle = len(pkt) >= 40 && start == 40 && pkt[6] == protoUDP
+			s.mangle = len(pkt) >= 40 && start >= 40 && walkExt6(pkt, start, protoUDP) == nil
 		}
 	}
 	return nil

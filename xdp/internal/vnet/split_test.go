@@ -246,6 +246,15 @@ func TestSplitUDPZeroChecksum(t *testing.T) {
 			t.Fatalf("v6 %v: USO zero UDP checksum not stored as 0xffff: %v", v6, err)
 		}
 	}
+	// IPv6 with a destination options header: still UDP, where a 0
+	// checksum is invalid (RFC 8200 §8.1).
+	full := withExt6(zeroSumUDP(t, true), extDstOpts, 0)
+	partial := append([]byte(nil), full...)
+	setPartial(partial, 48, 6, protoUDP)
+	got, err := splitAll(t, Hdr{Flags: FlagNeedsCsum, CsumStart: 48, CsumOffset: 6}, partial)
+	if err != nil || !bytes.Equal(got[0], full) {
+		t.Fatalf("v6 extension header: NEEDS_CSUM zero UDP checksum not stored as 0xffff: %v", err)
+	}
 }
 
 func TestSplitRefuses(t *testing.T) {
@@ -283,7 +292,13 @@ func TestSplitRefuses(t *testing.T) {
 		{"csum start not ihl", with(t4, func(h *Hdr) { h.CsumStart = 24 }), tcp4, ErrMalformed},
 		{"csum start past", with(t4, func(h *Hdr) { h.CsumStart = 60 }), ihl6, ErrMalformed},
 		{"v6 csum start 20", with(t6, func(h *Hdr) { h.CsumStart = 20 }), tcp6, ErrMalformed},
-		{"v6 extension headers", with(t6, func(h *Hdr) { h.CsumStart = 48 }), tcp6, ErrUnsupported},
+		{"v6 csum start past tcp", with(t6, func(h *Hdr) { h.CsumStart = 48 }), tcp6, ErrMalformed},
+		{"v6 ext: fragment", with(t6, func(h *Hdr) { h.CsumStart = 48 }), withExt6(tcp6, 44, 0), ErrMalformed},
+		{"v6 ext: AH", with(t6, func(h *Hdr) { h.CsumStart = 48 }), withExt6(tcp6, 51, 0), ErrUnsupported},
+		{"v6 ext: routing, segments left", with(t6, func(h *Hdr) { h.CsumStart = 48 }), withExt6(tcp6, 43, 1), ErrUnsupported},
+		{"v6 ext: csum start short", t6, withExt6(tcp6, 60, 0), ErrMalformed},
+		{"v6 ext: csum start long", with(t6, func(h *Hdr) { h.CsumStart = 56 }), withExt6(tcp6, 60, 0), ErrMalformed},
+		{"v6 ext: hop-by-hop second", with(t6, func(h *Hdr) { h.CsumStart = 56 }), withExt6(withExt6(tcp6, 0, 0), 60, 0), ErrMalformed},
 		{"v6 next header", t6, ext6, ErrMalformed},
 		{"tcp csum offset", with(t4, func(h *Hdr) { h.CsumOffset = 6 }), tcp4, ErrMalformed},
 		{"udp csum offset", with(u4, func(h *Hdr) { h.CsumOffset = 16 }), udp4, ErrMalformed},
@@ -292,7 +307,6 @@ func TestSplitRefuses(t *testing.T) {
 		{"truncated v4", t4, tcp4[:19], ErrMalformed},
 		{"truncated tcp", t4, tcp4[:30], ErrMalformed},
 		{"no payload", t4, hdrOnly, ErrMalformed},
-		{"too many segments", with(t4, func(h *Hdr) { h.GSOSize = 10 }), tcp4, ErrUnsupported},
 		{"ecn on udp", with(u4, func(h *Hdr) { h.GSOType |= GSOECN }), udp4, ErrMalformed},
 		{"ecn on none", Hdr{GSOType: GSOECN}, tcp4, ErrMalformed},
 		{"needs csum past end", Hdr{Flags: FlagNeedsCsum, CsumStart: uint16(len(tcp4) - 17), CsumOffset: 16}, tcp4, ErrMalformed},
@@ -309,6 +323,117 @@ func TestSplitRefuses(t *testing.T) {
 		}
 		if n, err := s.Next(make([]byte, 70000)); n != 0 || err != io.EOF {
 			t.Errorf("%s: Next after a failed Reset: %d, %v", tc.name, n, err)
+		}
+	}
+}
+
+// TestSplitTinySegments: super-packets of hundreds to tens of thousands
+// of segments (a peer's small MSS; the kernel allows up to
+// GSO_MAX_SEGS) are split, not refused: every segment has valid
+// checksums, consecutive sequence numbers and IPv4 IDs (wrapping at
+// 2^16), and the payloads make up the input's.
+func TestSplitTinySegments(t *testing.T) {
+	for _, tc := range []struct {
+		v6       bool
+		gso, len int
+		id       uint16
+		seq      uint32
+	}{
+		{false, 88, 64000, 0xfff0, 0xffffff00},
+		{true, 36, 30000, 7, 1},
+		{false, 1, 65535 - 40, 0xff00, 0xfffffff0},
+	} {
+		p := build(t, pkt{v6: tc.v6, sport: 1, dport: 2, id: tc.id, seq: tc.seq, flags: tcpACK, payload: payloadOf(tc.len, 3)})
+		h := Hdr{Flags: FlagNeedsCsum, GSOType: GSOTCPv4, GSOSize: uint16(tc.gso), CsumStart: 20, CsumOffset: 16}
+		if tc.v6 {
+			h.GSOType, h.CsumStart = GSOTCPv6, 40
+		}
+		segs, err := splitAll(t, h, p)
+		if err != nil {
+			t.Fatalf("gso %d: %v", tc.gso, err)
+		}
+		if want := (tc.len + tc.gso - 1) / tc.gso; len(segs) != want {
+			t.Fatalf("gso %d: %d segments, want %d", tc.gso, len(segs), want)
+		}
+		var payload []byte
+		for i, s := range segs {
+			ipLen, _, valid, ok := refL4(s)
+			if !ok || !valid {
+				t.Fatalf("gso %d: segment %d: checksum", tc.gso, i)
+			}
+			tcp := s[ipLen:]
+			if got := binary.BigEndian.Uint32(tcp[4:]); got != tc.seq+uint32(i*tc.gso) {
+				t.Fatalf("gso %d: segment %d: seq %#x", tc.gso, i, got)
+			}
+			if !tc.v6 && binary.BigEndian.Uint16(s[4:]) != tc.id+uint16(i) {
+				t.Fatalf("gso %d: segment %d: id %#x", tc.gso, i, binary.BigEndian.Uint16(s[4:]))
+			}
+			payload = append(payload, tcp[20:]...)
+		}
+		if !bytes.Equal(payload, payloadOf(tc.len, 3)) {
+			t.Fatalf("gso %d: payloads differ", tc.gso)
+		}
+	}
+}
+
+// withExt6 returns a copy of the IPv6 packet p with an 8-byte extension
+// header of type typ inserted after the IPv6 header (its next header
+// p's, its third and fourth bytes 0 and segsLeft: a routing header's
+// type and segments left), the IPv6 payload length grown to match.
+func withExt6(p []byte, typ uint8, segsLeft uint8) []byte {
+	out := append([]byte(nil), p[:40]...)
+	out = append(out, p[6], 0, 0, segsLeft, 0, 0, 0, 0)
+	out = append(out, p[40:]...)
+	out[6] = typ
+	binary.BigEndian.PutUint16(out[4:], uint16(len(out)-40))
+	return out
+}
+
+// TestSplitIPv6ExtensionHeaders: TCP and UDP super-packets with
+// hop-by-hop and destination options and a routing header with no
+// segments left between IPv6 and L4 (a local sender's IPV6_DSTOPTS,
+// IPV6_HOPOPTS, IPV6_RTHDR) are split; every segment carries the
+// extension headers unchanged, valid lengths and checksums, and the
+// payloads make up the input's.
+func TestSplitIPv6ExtensionHeaders(t *testing.T) {
+	tcp6 := build(t, pkt{v6: true, sport: 1, dport: 2, seq: 5, flags: tcpACK | tcpPSH, payload: payloadOf(3000, 1)})
+	udp6 := build(t, pkt{v6: true, udp: true, sport: 1, dport: 2, payload: payloadOf(3000, 2)})
+	for _, tc := range []struct {
+		name string
+		p    []byte
+		typ  uint8
+		cs   uint16
+		co   uint16
+	}{
+		{"tcp dstopts", withExt6(tcp6, extDstOpts, 0), GSOTCPv6, 48, 16},
+		{"tcp hbh+rthdr+dstopts", withExt6(withExt6(withExt6(tcp6, extDstOpts, 0), extRouting, 0), extHopByHop, 0), GSOTCPv6, 64, 16},
+		{"udp dstopts", withExt6(udp6, extDstOpts, 0), GSOUDPL4, 48, 6},
+	} {
+		h := Hdr{Flags: FlagNeedsCsum, GSOType: tc.typ, GSOSize: 1000, CsumStart: tc.cs, CsumOffset: tc.co}
+		segs, err := splitAll(t, h, tc.p)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if len(segs) != 3 {
+			t.Fatalf("%s: %d segments", tc.name, len(segs))
+		}
+		var payload []byte
+		for i, s := range segs {
+			ipLen, proto, valid, ok := refL4(s)
+			if !ok || !valid || ipLen != int(tc.cs) || !bytes.Equal(s[40:ipLen], tc.p[40:ipLen]) || !bytes.Equal(s[:4], tc.p[:4]) {
+				t.Fatalf("%s: segment %d: ipLen %d proto %d valid %v ok %v", tc.name, i, ipLen, proto, valid, ok)
+			}
+			hl := 8
+			if proto == protoTCP {
+				hl = 20
+				if got := binary.BigEndian.Uint32(s[ipLen+4:]); got != 5+uint32(i*1000) {
+					t.Fatalf("%s: segment %d: seq %d", tc.name, i, got)
+				}
+			}
+			payload = append(payload, s[ipLen+hl:]...)
+		}
+		if !bytes.HasSuffix(tc.p, payload) || len(payload) != 3000 {
+			t.Fatalf("%s: payloads do not make up the input's", tc.name)
 		}
 	}
 }
