@@ -196,36 +196,48 @@ func (p *offloadPair) udpExchange(t *testing.T, port uint16) {
 // offload TUNs joined by user-space forwarders, over IPv4 and IPv6; the
 // TCP sender's super-packets are split on read and coalesced on write.
 func TestTUNOffloadForward(t *testing.T) {
+	forEachFamily(t, func(t *testing.T, v6 bool) {
+		p := newOffloadPair(t, v6)
+		p.forward(t)
+		p.transferBoth(t, 5201)
+	})
+}
+
+// forEachFamily runs f as subtests "ipv4" and "ipv6" (v6 false, true).
+func forEachFamily(t *testing.T, f func(t *testing.T, v6 bool)) {
 	for _, v6 := range []bool{false, true} {
 		name := "ipv4"
 		if v6 {
 			name = "ipv6"
 		}
-		t.Run(name, func(t *testing.T) {
-			p := newOffloadPair(t, v6)
-			p.forward(t)
-			if err := p.tcpTransfer(5201, 8<<20); err != nil {
-				t.Fatalf("tcp: %v", err)
-			}
-			p.udpExchange(t, 5202)
-			a, b := p.tunA.Stats(), p.tunB.Stats()
-			t.Logf("A %+v", a)
-			t.Logf("B %+v", b)
-			if a.SplitSuperPackets == 0 || a.SplitSegments <= a.SplitSuperPackets {
-				t.Errorf("A read no TCP super-packets: %+v", a)
-			}
-			if b.CoalescedSuperPackets == 0 || b.CoalescedSegments <= b.CoalescedSuperPackets {
-				t.Errorf("B coalesced nothing: %+v", b)
-			}
-			// System calls: a read(2) per super-packet (or packet), a
-			// write(2) per coalesced super-packet (or packet).
-			if a.Reads < a.SplitSuperPackets || a.Reads >= a.SplitSegments || b.Writes < b.CoalescedSuperPackets {
-				t.Errorf("read(2)/write(2) counts: A %+v B %+v", a, b)
-			}
-			if a.ReadDrops+b.ReadDrops+a.WriteErrors+b.WriteErrors != 0 {
-				t.Errorf("drops or errors: A %+v B %+v", a, b)
-			}
-		})
+		t.Run(name, func(t *testing.T) { f(t, v6) })
+	}
+}
+
+// transferBoth sends TCP (port) and UDP (port+1) from a to b through
+// whatever forwards between the two devices and checks their counters:
+// A split the TCP sender's super-packets, B coalesced what it wrote, one
+// system call per super-packet or packet, nothing dropped.
+func (p *offloadPair) transferBoth(t *testing.T, port uint16) {
+	t.Helper()
+	if err := p.tcpTransfer(port, 8<<20); err != nil {
+		t.Fatalf("tcp: %v", err)
+	}
+	p.udpExchange(t, port+1)
+	a, b := p.tunA.Stats(), p.tunB.Stats()
+	t.Logf("A %+v", a)
+	t.Logf("B %+v", b)
+	if a.SplitSuperPackets == 0 || a.SplitSegments <= a.SplitSuperPackets {
+		t.Errorf("A read no TCP super-packets: %+v", a)
+	}
+	if b.CoalescedSuperPackets == 0 || b.CoalescedSegments <= b.CoalescedSuperPackets {
+		t.Errorf("B coalesced nothing: %+v", b)
+	}
+	if a.Reads < a.SplitSuperPackets || a.Reads >= a.SplitSegments || b.Writes < b.CoalescedSuperPackets {
+		t.Errorf("read(2)/write(2) counts: A %+v B %+v", a, b)
+	}
+	if a.ReadDrops+b.ReadDrops+a.WriteErrors+b.WriteErrors+a.OversizeDrops+b.OversizeDrops != 0 {
+		t.Errorf("drops or errors: A %+v B %+v", a, b)
 	}
 }
 
