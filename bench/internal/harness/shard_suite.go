@@ -86,6 +86,21 @@ func ShardSteps(cfg Config) ([]suiteStep, func()) {
 		runner.Close()
 		return ShardModel(matrix)
 	}})
+	if top := workers[len(workers)-1]; top > 1 {
+		for _, spec := range PairedSpecs(top, sizes[0]) {
+			steps = append(steps, suiteStep{"paired " + spec.Label(), func() ([]Result, error) {
+				la := loadAvg()
+				r, err := ShardPaired(spec, ShardPairs, d, cfg.Seed)
+				if err != nil {
+					return nil, err
+				}
+				if la >= 0 {
+					r.add("loadavg", la, "load")
+				}
+				return []Result{r}, nil
+			}})
+		}
+	}
 	for _, w := range ReorderWindows {
 		steps = append(steps, suiteStep{fmt.Sprintf("shard reorder window %d", w), func() ([]Result, error) {
 			var rs []Result

@@ -342,7 +342,7 @@ func TestShardSteps(t *testing.T) {
 	}
 	steps, done := ShardSteps(cfg)
 	defer done()
-	var shard, models, reorder int
+	var shard, models, reorder, paired int
 	for _, s := range steps {
 		switch {
 		case strings.HasPrefix(s.label, "shard reorder"):
@@ -362,6 +362,23 @@ func TestShardSteps(t *testing.T) {
 				}
 			case KindShardModel:
 				models++
+			case KindShardPaired:
+				paired++
+				// Every pair measured, the median within the range, a
+				// positive efficiency: 1-worker and 2-worker cells of
+				// the same scenario alternated.
+				eff, _ := r.Get("paired-eff")
+				lo, _ := r.Get("paired-eff-min")
+				hi, _ := r.Get("paired-eff-max")
+				if n, _ := r.Get("pairs"); n != ShardPairs || r.Workers != 2 || r.SAs != 1 || r.Size != 64 ||
+					!(eff > 0 && lo <= eff && eff <= hi) {
+					t.Errorf("%s: paired %+v", s.label, r)
+				}
+				if r.Mode == "ordered" {
+					if o, _ := r.Get("reordered%"); o != 0 {
+						t.Errorf("%s: %v%% reordered", s.label, o)
+					}
+				}
 			default:
 				t.Errorf("%s: kind %q", s.label, r.Kind)
 			}
@@ -369,8 +386,8 @@ func TestShardSteps(t *testing.T) {
 	}
 	// Per worker count: Shared 1 + 1 outbound, Sharded, PerCPU and
 	// Ordered 2 + 1.
-	if shard != 2*11 || models != 11 {
-		t.Errorf("%d cells and %d models, want 22 and 11", shard, models)
+	if shard != 2*11 || models != 11 || paired != len(PairedSpecs(2, 64)) {
+		t.Errorf("%d cells, %d models and %d paired, want 22, 11 and %d", shard, models, paired, len(PairedSpecs(2, 64)))
 	}
 	if want := len(ReorderWindows) * (1 + len(ReorderChunks)); reorder != want {
 		t.Errorf("%d reorder steps, want %d", reorder, want)
