@@ -22,11 +22,14 @@ type suiteStep struct {
 
 // Kinds and units of the e2e and wg suites.
 const (
-	KindE2E     = "e2e" // gen → gateway → sink over veth, packets per second
-	KindWG      = "wg"  // two gateways, TCP goodput: espxdp vs wireguard-go
-	UnitGbps    = "Gbit/s"
-	UnitSeconds = "s"
-	UnitBytes   = "bytes"
+	KindE2E = "e2e" // gen → gateway → sink over veth, packets per second
+	KindWG  = "wg"  // two gateways, TCP goodput: espxdp vs wireguard-go
+	// KindWGPaired is one TCP stream through espxdp and through
+	// wireguard-go measured in alternation (the wg suite's last step).
+	KindWGPaired = "wg-paired"
+	UnitGbps     = "Gbit/s"
+	UnitSeconds  = "s"
+	UnitBytes    = "bytes"
 	// UnitMicros is microseconds (latency).
 	UnitMicros = "µs"
 	// UnitCPUPerGB is CPU seconds per gigabyte (1e9 bytes) of goodput.

@@ -212,6 +212,22 @@ func TestE2EAndWG(t *testing.T) {
 		}
 	}
 
+	// The alternated measurement: each UDP-port row against
+	// wireguard-go, round by round (2 rounds in quick mode).
+	paired := rep.Filter(harness.KindWGPaired)
+	if len(paired) != 2 {
+		t.Errorf("%d paired results, want 2", len(paired))
+	}
+	for _, r := range paired {
+		x, _ := r.Get("paired-x-wireguard")
+		lo, _ := r.Get("paired-x-wireguard-min")
+		hi, _ := r.Get("paired-x-wireguard-max")
+		c, _ := r.Get("paired-x-wireguard-cpu")
+		if n, _ := r.Get("rounds"); n != 2 || r.Impl != "espxdp-tun-udp" || !(x > 0 && lo <= x && x <= hi) || c <= 0 {
+			t.Errorf("paired %+v", r)
+		}
+	}
+
 	// Results survive JSON, and the report has the sections and targets.
 	var js bytes.Buffer
 	if err := rep.WriteJSON(&js); err != nil {
@@ -242,6 +258,7 @@ func TestE2EAndWG(t *testing.T) {
 		"![end to end](e2e.svg)", "### Loss-free rates (RFC 2544 NDR/PDR)", "### Throughput under overload",
 		"### CPU per GB of goodput", "| gateway CPU per GB ≤ 0.6× wireguard-go, one TCP stream, espxdp aes128gcm16 |",
 		"| UDP packets delivered under overload ≥ 2× wireguard-go, espxdp aes128gcm16, 64 B |", "![peers: TCP goodput and gateway CPU per GB](wg.svg)",
+		"### One TCP stream, alternated with wireguard-go", "(alternated with wireguard-go, median of 2 rounds",
 	} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report lacks %q", want)

@@ -801,5 +801,6 @@ func WGSteps(cfg Config) ([]suiteStep, func()) {
 			return r.measure("espxdp-tun-udp", tr, v)
 		}})
 	}
+	steps = append(steps, suiteStep{"wg paired wireguard-go / espxdp-tun-udp", r.paired})
 	return steps, r.close
 }

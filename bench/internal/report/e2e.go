@@ -263,6 +263,7 @@ planes under that load, not what either does on dedicated cores.
 			xskCell(&r), engineDropCell(&r), ifDropCell(&r), cell(&r, "ping-ms"), cell(&r, "x-wireguard"), cell(&r, "x-kernel"))
 	}
 	b.WriteString("\n")
+	wgPairedTable(b, rep.Filter(harness.KindWGPaired))
 	wgCPUTable(b, rs)
 	if _, ok := plots[plotWG]; ok {
 		fmt.Fprintf(b, "![peers: TCP goodput and gateway CPU per GB](%s)\n", plotWG)

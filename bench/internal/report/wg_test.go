@@ -120,3 +120,44 @@ func TestWGUDPPortRow(t *testing.T) {
 		}
 	}
 }
+
+// TestWGPairedTargets: an alternated measurement of a row decides its
+// TCP targets (here it meets both where the row's own ratios do not),
+// and its table lists it; rows without one keep their own ratios.
+func TestWGPairedTargets(t *testing.T) {
+	row := func(impl, tr string, x, cpu float64) harness.Result {
+		return harness.Result{Suite: "wg", Kind: harness.KindWG, Impl: impl, Transform: tr, Traffic: "tcp", Streams: 1,
+			Metrics: metrics("Gbps", 3.0, "Gbit/s", "streams", 1.0, "", "x-wireguard", x, "x", "x-wireguard-cpu", cpu, "x")}
+	}
+	rep := &harness.Report{Results: []harness.Result{
+		row("espxdp-tun-udp", "aes128gcm16", 1.3, 0.65),
+		row("espxdp-tun", "aes128gcm16", 1.3, 0.65),
+		{Suite: "wg", Kind: harness.KindWGPaired, Impl: "espxdp-tun-udp", Transform: "aes128gcm16", Traffic: "tcp", Streams: 1,
+			Metrics: metrics("rounds", 5.0, "rounds", "paired-x-wireguard", 1.6, "x", "paired-x-wireguard-min", 1.4, "x", "paired-x-wireguard-max", 1.8, "x",
+				"paired-x-wireguard-cpu", 0.5, "x", "paired-x-wireguard-cpu-min", 0.45, "x", "paired-x-wireguard-cpu-max", 0.62, "x",
+				"Gbps", 3.5, "Gbit/s", "wireguard-Gbps", 2.2, "Gbit/s")},
+	}}
+	want := map[string]bool{
+		"TCP goodput ≥ 1.5× wireguard-go, espxdp-tun-udp aes128gcm16":                        true,
+		"gateway CPU per GB ≤ 0.6× wireguard-go, one TCP stream, espxdp-tun-udp aes128gcm16": true,
+		"TCP goodput ≥ 1.5× wireguard-go, espxdp-tun aes128gcm16":                            false,
+		"gateway CPU per GB ≤ 0.6× wireguard-go, one TCP stream, espxdp-tun aes128gcm16":     false,
+	}
+	got := map[string]bool{}
+	for _, x := range wgTargets(rep) {
+		got[x.What] = x.Met
+		if strings.Contains(x.What, "espxdp-tun-udp") && !strings.Contains(x.Measured, "alternated with wireguard-go, median of 5 rounds") {
+			t.Errorf("%s: measured %q", x.What, x.Measured)
+		}
+	}
+	for k, v := range want {
+		if m, ok := got[k]; !ok || m != v {
+			t.Errorf("%s: met %v (present %v), want %v", k, m, ok, v)
+		}
+	}
+	var b strings.Builder
+	wgPairedTable(&b, rep.Filter(harness.KindWGPaired))
+	if !strings.Contains(b.String(), "| espxdp-tun-udp | aes128gcm16 | 5 | 1.60× | 1.40-1.80 | 0.500× | 0.450-0.620 | 3.50 | 2.20 |") {
+		t.Errorf("paired table:\n%s", b.String())
+	}
+}
