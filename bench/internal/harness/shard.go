@@ -187,6 +187,17 @@ func newShardRig(mode sa.Concurrency, dir sa.Direction, nw, flows, size, window,
 	if err != nil {
 		return nil, err
 	}
+	if dir == sa.In && nw > 1 {
+		// As the xdp engine does when it deals one queue over its
+		// workers (spreadWindowFloor): the window floor is twice how far
+		// one worker can fall behind the others, here a round's input
+		// and a batch per other worker, so that an in-order stream dealt
+		// to the workers loses nothing from its first round on (without
+		// it the first round of a fresh rig dropped a few packets while
+		// the window grew from 1024). Steered cells have no such
+		// displacement; the floor costs them nothing.
+		r.proc.SetReplayWindowFloor(2 * (nw - 1) * (r.roundN + batchLen))
+	}
 	t := esp.MustParseTransform("aes128gcm16")
 	n := flows * r.perFlow
 	r.sas = make([]*sa.SA, n)

@@ -299,7 +299,9 @@ worker's queue (their whole cost — the push, the pop and the Drain — is
 inside the timed span). aes128gcm16, tunnel mode, IPv4, replay window
 1024 by default, grown by the processor with several workers up to what
 the workers' reordering needs ("window": its size at the end of the
-cell). "reordered" counts the OK packets a worker emitted after a
+cell), and with several workers at least the floor the xdp engine sets
+when it deals a queue over its workers (twice a round's input and a
+batch per other worker). "reordered" counts the OK packets a worker emitted after a
 higher sequence number of the same SA (per worker output, one TX
 queue). "Mpps per CPU-s" divides the packets by the CPU time the workers'
 threads actually got while processing (CLOCK_THREAD_CPUTIME_ID, including
