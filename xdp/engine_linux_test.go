@@ -112,19 +112,7 @@ func (n *engNet) config(s *engSAs) EngineConfig {
 // checking that no frame leaked.
 func startEngine(t testing.TB, n *engNet, cfg EngineConfig) *Engine {
 	t.Helper()
-	e, err := NewEngine(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := n.nsE.Do(e.Start); err != nil {
-		t.Fatalf("Engine.Start: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := e.Stop(); err != nil {
-			t.Errorf("Engine.Stop: %v", err)
-		}
-	})
-	return e
+	return startEngineIn(t, n.nsE.Do, cfg)
 }
 
 // checkFrames waits until the engine's UMEM holds no frame outside the

@@ -8,9 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/internal/netns"
-	"github.com/espxdp/espxdp/sa"
 )
 
 // TestEngineSendWake checks the wake-up protocol between Engine.Send and
@@ -31,36 +29,11 @@ func TestEngineSendWake(t *testing.T) {
 	idleSleep = time.Minute
 	t.Cleanup(func() { idleSleep = old })
 
+	proc := outboundProc(t, 1)
 	local, remote := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	out, err := sa.New(sa.Config{SPI: spiOut, Direction: sa.Out, Mode: esp.Tunnel, Local: local, Remote: remote,
-		Transform: esp.MustParseTransform("aes128gcm16"), Key: engKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sad := sa.NewSAD(sa.SADOptions{})
-	if err := sad.Add(out); err != nil {
-		t.Fatal(err)
-	}
-	tun := sa.NewTunnel("peer")
-	tun.SetOutbound(out)
-	proc, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sad, Tunnel: tun})
-	if err != nil {
-		t.Fatal(err)
-	}
 	port := &memPort{}
-	e, err := NewEngine(EngineConfig{Processor: proc, CipherPort: port, Deliver: func([][]byte) {},
+	e := startEngineIn(t, nil, EngineConfig{Processor: proc, CipherPort: port, Deliver: func([][]byte) {},
 		UMEM: UMEMConfig{NumFrames: 1024, FillSize: 256, CompletionSize: 256}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := e.Stop(); err != nil {
-			t.Errorf("Engine.Stop: %v", err)
-		}
-	})
 	ew := e.rt.workers[0]
 	asleep := func() bool { return netns.WaitFor(5*time.Second, ew.asleep.Load) }
 

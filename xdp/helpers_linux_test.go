@@ -18,8 +18,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/espxdp/espxdp/bpf"
+	"github.com/espxdp/espxdp/esp"
 	"github.com/espxdp/espxdp/internal/netns"
 	"github.com/espxdp/espxdp/internal/testenv"
+	"github.com/espxdp/espxdp/sa"
 )
 
 func requireNet(t testing.TB) {
@@ -500,4 +502,94 @@ func rxPackets(t testing.TB, l *netns.Link) uint64 {
 		t.Fatalf("parse ip -s -j link show %s: %v: %q", l.Name, err, out)
 	}
 	return info[0].Stats.RX.Packets
+}
+
+// startEngineIn creates an engine with cfg, starts it (through do, e.g.
+// a namespace's Do; nil: on the calling thread) and stops it, checking
+// that Stop succeeded, when the test ends.
+func startEngineIn(t testing.TB, do func(func() error) error, cfg EngineConfig) *Engine {
+	t.Helper()
+	e, err := NewEngine(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if do == nil {
+		do = func(f func() error) error { return f() }
+	}
+	if err := do(e.Start); err != nil {
+		t.Fatalf("Engine.Start: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := e.Stop(); err != nil {
+			t.Errorf("Engine.Stop: %v", err)
+		}
+	})
+	return e
+}
+
+// dialUDPGSO dials dst from namespace ns with UDP segmentation offload
+// on (UDP_SEGMENT: each write of n×seg bytes leaves as n datagrams of
+// seg), skipping the test where the kernel lacks it; the socket closes
+// when the test ends.
+func dialUDPGSO(t testing.TB, ns *netns.NS, dst netip.AddrPort, seg int) *net.UDPConn {
+	t.Helper()
+	var sc *net.UDPConn
+	if err := ns.Do(func() (err error) { sc, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst)); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Close() })
+	setUDPSegment(t, sc, seg)
+	return sc
+}
+
+// setUDPSegment turns UDP_SEGMENT on for sc, skipping the test where
+// the kernel lacks it.
+func setUDPSegment(t testing.TB, sc *net.UDPConn, seg int) {
+	t.Helper()
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	raw.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, seg) })
+	if serr != nil {
+		t.Skipf("UDP_SEGMENT: %v", serr)
+	}
+}
+
+// outboundProc returns a processor of workers workers whose tunnel
+// encrypts everything with one outbound SA (spiOut, aes128gcm16,
+// 192.0.2.1 → 192.0.2.2, tunnel mode).
+func outboundProc(t testing.TB, workers int) *sa.Processor {
+	t.Helper()
+	out, err := sa.New(sa.Config{SPI: spiOut, Direction: sa.Out, Mode: esp.Tunnel,
+		Local: netip.MustParseAddr("192.0.2.1"), Remote: netip.MustParseAddr("192.0.2.2"),
+		Transform: esp.MustParseTransform("aes128gcm16"), Key: engKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sad := sa.NewSAD(sa.SADOptions{})
+	if err := sad.Add(out); err != nil {
+		t.Fatal(err)
+	}
+	tun := sa.NewTunnel("peer")
+	tun.SetOutbound(out)
+	proc, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sad, Tunnel: tun, Workers: workers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return proc
+}
+
+// udpEncapSA returns an SA of ESP in UDP between local and remote
+// (aes128gcm16, engKey, replay window 4096).
+func udpEncapSA(t testing.TB, spi uint32, dir sa.Direction, local, remote netip.AddrPort) *sa.SA {
+	t.Helper()
+	s, err := sa.New(sa.Config{SPI: spi, Direction: dir, Mode: esp.Tunnel, Local: local.Addr(), Remote: remote.Addr(),
+		UDPEncap: true, LocalPort: local.Port(), RemotePort: remote.Port(),
+		Transform: esp.MustParseTransform("aes128gcm16"), Key: engKey, ReplayWindow: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -5,7 +5,6 @@ package xdp
 import (
 	"bytes"
 	"encoding/binary"
-	"math/rand/v2"
 	"net/netip"
 	"sync"
 	"testing"
@@ -156,40 +155,9 @@ func framesOf(t testing.TB, u *UMEM, raw [][]byte) []sa.Packet {
 // InCsumErrors grows by exactly the number corrupted.
 func TestTUNPortKeepsBadChecksums(t *testing.T) {
 	p := newPortPair(t, false)
-	src := netip.MustParseAddr("10.61.2.9")
-	rng := rand.New(rand.NewPCG(5, 6))
-	read := func() uint64 {
-		var n uint64
-		if err := p.nsA.Do(func() (err error) { n, err = tcpInCsumErrors(); return err }); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	seq := uint32(7000)
-	for round := range 20 {
-		n := 2 + rng.IntN(30)
-		raw := make([][]byte, n)
-		bad := 0
-		for i := range raw {
-			size := 200 + rng.IntN(1000)
-			if i < n-1 {
-				size = 1000
-			}
-			raw[i] = withID(tcpSegment(src, p.addrA, 9, seq, bytes.Repeat([]byte{byte(round + i)}, size)), uint16(round*64+i))
-			seq += uint32(size)
-			if rng.IntN(3) == 0 {
-				raw[i][len(raw[i])-1] ^= 0x5a
-				bad++
-			}
-		}
-		before := read()
-		p.pa.Transmit(1, framesOf(t, p.u, raw))
-		if got := read() - before; got != uint64(bad) {
-			t.Fatalf("round %d: %d corrupted segments of %d, kernel counted %d checksum errors", round, bad, n, got)
-		}
-	}
-	if s := p.tunA.Stats(); s.CoalescedSuperPackets == 0 || s.WriteErrors != 0 {
-		t.Errorf("nothing was coalesced, or errors: %+v", s)
+	p.checkBadChecksums(t, 5, 32, func(raw [][]byte) { p.pa.Transmit(1, framesOf(t, p.u, raw)) })
+	if s := p.tunA.Stats(); s.WriteErrors != 0 {
+		t.Errorf("write errors: %+v", s)
 	}
 }
 
@@ -297,18 +265,8 @@ func TestTUNPortAlloc(t *testing.T) {
 // Drops), every frame goes back, never a panic or a truncated packet.
 func TestTUNPortOversizeSegments(t *testing.T) {
 	p := newPortPair(t, false)
-	p.nsA.IP(t, "link", "set", p.tunA.Name(), "mtu", "9000")
-	p.nsB.IP(t, "link", "set", p.tunB.Name(), "mtu", "9000")
 	p.forward(t)
-	// The transfer cannot finish (A's big segments are all dropped); it
-	// only has to make them.
-	go p.tcpTransfer(5611, 1<<20)
-	for deadline := time.Now().Add(5 * time.Second); p.tunA.Stats().OversizeDrops == 0; {
-		if time.Now().After(deadline) {
-			t.Fatalf("no drop counted: %+v", p.tunA.Stats())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	p.oversize(t, 5611, func(s TUNStats) uint64 { return s.OversizeDrops })
 	if st := p.pa.Stats(); st.Drops == 0 {
 		t.Errorf("port drops not counted: %+v", st)
 	}

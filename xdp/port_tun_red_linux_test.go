@@ -31,21 +31,7 @@ import (
 // tunA's reader one USO super-packet.
 func (p *offloadPair) udpBurst(t testing.TB, port uint16, seg, segs int) {
 	t.Helper()
-	dst := netip.AddrPortFrom(p.addrB, port)
-	var sc *net.UDPConn
-	if err := p.nsA.Do(func() (err error) { sc, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst)); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serr error
-	raw.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, seg) })
-	if serr != nil {
-		t.Skipf("UDP_SEGMENT: %v", serr)
-	}
+	sc := dialUDPGSO(t, p.nsA, netip.AddrPortFrom(p.addrB, port), seg)
 	if _, err := sc.Write(make([]byte, seg*segs)); err != nil {
 		t.Fatal(err)
 	}
@@ -196,39 +182,13 @@ func tunEngine(t *testing.T, name string, queues, workers int) (*Engine, *netns.
 	ns.IP(t, "link", "set", name, "mtu", "1400", "up")
 	ns.IP(t, "addr", "add", "10.62.1.1/24", "dev", name)
 	ns.IP(t, "route", "add", "10.62.2.0/24", "dev", name)
-	local, remote := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
-	out, err := sa.New(sa.Config{SPI: spiOut, Direction: sa.Out, Mode: esp.Tunnel, Local: local, Remote: remote,
-		Transform: esp.MustParseTransform("aes128gcm16"), Key: engKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sad := sa.NewSAD(sa.SADOptions{})
-	if err := sad.Add(out); err != nil {
-		t.Fatal(err)
-	}
-	tun := sa.NewTunnel("peer")
-	tun.SetOutbound(out)
-	proc, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sad, Tunnel: tun, Workers: workers})
-	if err != nil {
-		t.Fatal(err)
-	}
+	proc := outboundProc(t, workers)
 	port, err := NewTUNPort(tuns)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := NewEngine(EngineConfig{Processor: proc, CipherPort: &memPort{}, PlainPort: port, Workers: workers,
+	e := startEngineIn(t, nil, EngineConfig{Processor: proc, CipherPort: &memPort{}, PlainPort: port, Workers: workers,
 		UMEM: UMEMConfig{NumFrames: 1024, FillSize: 256, CompletionSize: 256}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := e.Stop(); err != nil {
-			t.Errorf("Engine.Stop: %v", err)
-		}
-	})
 	return e, ns, tuns
 }
 
@@ -636,16 +596,6 @@ func TestTUNPortEngineTCP(t *testing.T) {
 			}
 			ua, ub := mkPort(), mkPort()
 			la, lb := ua.Addr(), ub.Addr()
-			tr := esp.MustParseTransform("aes128gcm16")
-			mk := func(spi uint32, dir sa.Direction, local, remote netip.AddrPort) *sa.SA {
-				s, err := sa.New(sa.Config{SPI: spi, Direction: dir, Mode: esp.Tunnel, Local: local.Addr(), Remote: remote.Addr(),
-					UDPEncap: true, LocalPort: local.Port(), RemotePort: remote.Port(),
-					Transform: tr, Key: engKey, ReplayWindow: 4096})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return s
-			}
 			start := func(tun *TUN, udp *UDPPort, out, in *sa.SA) *Engine {
 				sad := sa.NewSAD(sa.SADOptions{})
 				for _, x := range []*sa.SA{out, in} {
@@ -663,23 +613,12 @@ func TestTUNPortEngineTCP(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				e, err := NewEngine(EngineConfig{Processor: proc, CipherPort: udp, PlainPort: plain, Workers: 2,
+				e := startEngineIn(t, nil, EngineConfig{Processor: proc, CipherPort: udp, PlainPort: plain, Workers: 2,
 					UMEM: UMEMConfig{NumFrames: 4096, FillSize: 256, CompletionSize: 256}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := e.Start(); err != nil {
-					t.Fatalf("Engine.Start: %v", err)
-				}
-				t.Cleanup(func() {
-					if err := e.Stop(); err != nil {
-						t.Errorf("Engine.Stop: %v", err)
-					}
-				})
 				return e
 			}
-			ea := start(p.tunA, ua, mk(0x5001, sa.Out, la, lb), mk(0x5002, sa.In, la, lb))
-			eb := start(p.tunB, ub, mk(0x5002, sa.Out, lb, la), mk(0x5001, sa.In, lb, la))
+			ea := start(p.tunA, ua, udpEncapSA(t, 0x5001, sa.Out, la, lb), udpEncapSA(t, 0x5002, sa.In, la, lb))
+			eb := start(p.tunB, ub, udpEncapSA(t, 0x5002, sa.Out, lb, la), udpEncapSA(t, 0x5001, sa.In, lb, la))
 			if err := p.tcpTransfer(6011, 4<<20); err != nil {
 				t.Fatalf("tcp: %v\nA %+v\nB %+v", err, ea.Stats().PlainPort, eb.Stats().PlainPort)
 			}
@@ -715,21 +654,7 @@ func TestTUNPortStopStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	fds0, g0 := openFDs(t), runtime.NumGoroutine()
-	var sc *net.UDPConn
-	dst := netip.MustParseAddrPort("10.62.2.9:9")
-	if err := ns.Do(func() (err error) { sc, err = net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst)); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serr error
-	raw.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, 500) })
-	if serr != nil {
-		t.Skipf("UDP_SEGMENT: %v", serr)
-	}
+	sc := dialUDPGSO(t, ns, netip.MustParseAddrPort("10.62.2.9:9"), 500)
 	burst := make([]byte, 500*100)
 	for round := range 8 {
 		if err := e.Start(); err != nil {

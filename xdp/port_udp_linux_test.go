@@ -69,16 +69,6 @@ func newUDPPairOn(t *testing.T, workers int, mode sa.Concurrency, addrA, addrB n
 		}
 		s.udp.Unbind()
 	}
-	tr := esp.MustParseTransform("aes128gcm16")
-	mk := func(spi uint32, dir sa.Direction, local, remote netip.AddrPort) *sa.SA {
-		s, err := sa.New(sa.Config{SPI: spi, Direction: dir, Mode: esp.Tunnel, Local: local.Addr(), Remote: remote.Addr(),
-			UDPEncap: true, LocalPort: local.Port(), RemotePort: remote.Port(),
-			Transform: tr, Key: engKey, ReplayWindow: 4096})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
 	// The processor takes UDP to its NATTPort as ESP in UDP: the
 	// port's bound port.
 	start := func(s *udpSide, out, in *sa.SA) {
@@ -95,24 +85,13 @@ func newUDPPairOn(t *testing.T, workers int, mode sa.Concurrency, addrA, addrB n
 		if err != nil {
 			t.Fatal(err)
 		}
-		e, err := NewEngine(EngineConfig{Processor: proc, CipherPort: s.udp, PlainPort: s.plain, Workers: workers,
+		e := startEngineIn(t, nil, EngineConfig{Processor: proc, CipherPort: s.udp, PlainPort: s.plain, Workers: workers,
 			UMEM: UMEMConfig{NumFrames: 2048, FillSize: 256, CompletionSize: 256}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := e.Start(); err != nil {
-			t.Fatalf("Engine.Start: %v", err)
-		}
-		t.Cleanup(func() {
-			if err := e.Stop(); err != nil {
-				t.Errorf("Engine.Stop: %v", err)
-			}
-		})
 		s.e = e
 	}
 	la, lb := a.udp.Addr(), b.udp.Addr()
-	start(a, mk(0x3001, sa.Out, la, lb), mk(0x3002, sa.In, la, lb))
-	start(b, mk(0x3002, sa.Out, lb, la), mk(0x3001, sa.In, lb, la))
+	start(a, udpEncapSA(t, 0x3001, sa.Out, la, lb), udpEncapSA(t, 0x3002, sa.In, la, lb))
+	start(b, udpEncapSA(t, 0x3002, sa.Out, lb, la), udpEncapSA(t, 0x3001, sa.In, lb, la))
 	return a, b
 }
 

@@ -20,8 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/espxdp/espxdp/internal/netns"
 	"github.com/espxdp/espxdp/internal/race"
 	"github.com/espxdp/espxdp/internal/topo"
@@ -171,15 +169,7 @@ func (p *offloadPair) udpExchange(t *testing.T, port uint16) {
 		recv(msg)
 	}
 	const seg, segs = 1200, 8
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var serr error
-	raw.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT, seg) })
-	if serr != nil {
-		t.Skipf("UDP_SEGMENT: %v", serr)
-	}
+	setUDPSegment(t, sc, seg)
 	burst := make([]byte, seg*segs)
 	for i := range burst {
 		burst[i] = byte(i / seg)
@@ -568,8 +558,24 @@ func tcpInCsumErrors() (uint64, error) {
 // the number corrupted.
 func TestTUNOffloadKeepsBadChecksums(t *testing.T) {
 	p := newOffloadPair(t, false)
+	p.checkBadChecksums(t, 3, 16, func(raw [][]byte) {
+		if k, err := p.tunA.WriteBatch(raw); k != len(raw) || err != nil {
+			t.Fatalf("WriteBatch: %d of %d, %v", k, len(raw), err)
+		}
+	})
+}
+
+// checkBadChecksums writes, through write, 20 random batches of 2 to
+// max consecutive TCP segments of one flow to a's address (equal sizes
+// but for the last, so they coalesce; consecutive IPv4 IDs), a random
+// third of them corrupted (a payload byte flipped), and checks that
+// a's stack counts exactly the corrupted ones as checksum errors: none
+// was merged into a super-packet whose checksum the kernel would
+// compute afresh. Something must have been coalesced.
+func (p *offloadPair) checkBadChecksums(t *testing.T, seed uint64, max int, write func(raw [][]byte)) {
+	t.Helper()
 	src := netip.MustParseAddr("10.61.2.9")
-	rng := rand.New(rand.NewPCG(3, 4))
+	rng := rand.New(rand.NewPCG(seed, seed+1))
 	read := func() uint64 {
 		var n uint64
 		if err := p.nsA.Do(func() (err error) { n, err = tcpInCsumErrors(); return err }); err != nil {
@@ -577,27 +583,25 @@ func TestTUNOffloadKeepsBadChecksums(t *testing.T) {
 		}
 		return n
 	}
-	seq := uint32(5000)
+	seq := uint32(5000 + 1000*seed)
 	for round := range 20 {
-		n := 2 + rng.IntN(14)
-		pkts := make([][]byte, n)
+		n := 2 + rng.IntN(max-1)
+		raw := make([][]byte, n)
 		bad := 0
-		for i := range pkts {
+		for i := range raw {
 			size := 200 + rng.IntN(1000)
 			if i < n-1 {
 				size = 1000 // equal sizes: coalescable
 			}
-			pkts[i] = tcpSegment(src, p.addrA, 9, seq, bytes.Repeat([]byte{byte(round + i)}, size))
+			raw[i] = withID(tcpSegment(src, p.addrA, 9, seq, bytes.Repeat([]byte{byte(round + i)}, size)), uint16(round*64+i))
 			seq += uint32(size)
 			if rng.IntN(3) == 0 {
-				pkts[i][len(pkts[i])-1] ^= 0x5a // payload changed, checksum now wrong
+				raw[i][len(raw[i])-1] ^= 0x5a // payload changed, checksum now wrong
 				bad++
 			}
 		}
 		before := read()
-		if k, err := p.tunA.WriteBatch(pkts); k != n || err != nil {
-			t.Fatalf("WriteBatch: %d of %d, %v", k, n, err)
-		}
+		write(raw)
 		if got := read() - before; got != uint64(bad) {
 			t.Fatalf("round %d: %d corrupted segments of %d, kernel counted %d checksum errors", round, bad, n, got)
 		}
@@ -613,13 +617,20 @@ func TestTUNOffloadKeepsBadChecksums(t *testing.T) {
 // packet.
 func TestTUNOffloadOversizeSegments(t *testing.T) {
 	p := newOffloadPair(t, false)
+	p.forward(t)
+	p.oversize(t, 5601, func(s TUNStats) uint64 { return s.ReadDrops })
+}
+
+// oversize raises both devices' MTU to 9000 and starts a TCP transfer
+// from a to b (it cannot finish: a's big segments are all dropped; it
+// only has to make them), then waits up to 5 s for a's drops, as
+// counted by drops, to be counted.
+func (p *offloadPair) oversize(t *testing.T, port uint16, drops func(TUNStats) uint64) {
+	t.Helper()
 	p.nsA.IP(t, "link", "set", p.tunA.Name(), "mtu", "9000")
 	p.nsB.IP(t, "link", "set", p.tunB.Name(), "mtu", "9000")
-	p.forward(t)
-	// The transfer cannot finish (A's big segments are all dropped); it
-	// only has to make them.
-	go p.tcpTransfer(5601, 1<<20)
-	for deadline := time.Now().Add(5 * time.Second); p.tunA.Stats().ReadDrops == 0; {
+	go p.tcpTransfer(port, 1<<20)
+	for deadline := time.Now().Add(5 * time.Second); drops(p.tunA.Stats()) == 0; {
 		if time.Now().After(deadline) {
 			t.Fatalf("no drop counted: %+v", p.tunA.Stats())
 		}
