@@ -1,26 +1,58 @@
 package inet
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 // Sum returns the 16-bit ones' complement sum of b added to initial
 // (RFC 1071), folded but not inverted. Odd-length b is padded with a
 // zero byte.
-func Sum(b []byte, initial uint32) uint16 {
-	s := uint64(initial)
+func Sum(b []byte, initial uint32) uint16 { return Fold(Add(uint64(initial), b)) }
+
+// Add adds b (an odd length padded with a zero byte) to the ones'
+// complement accumulator acc and returns it. The accumulator is a
+// 64-bit ones' complement sum (end-around carry) of the data read as
+// big-endian 64-bit words; Fold gives the same value as summing 16-bit
+// words, because 2^16 ≡ 1 modulo 2^16-1. Consecutive Adds may split the
+// data only at even offsets (16-bit alignment).
+func Add(acc uint64, b []byte) uint64 {
+	var c uint64
+	for len(b) >= 32 {
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[8:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[16:]), c)
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b[24:]), c)
+		b = b[32:]
+	}
 	for len(b) >= 8 {
-		s += uint64(binary.BigEndian.Uint32(b)) + uint64(binary.BigEndian.Uint32(b[4:]))
+		acc, c = bits.Add64(acc, binary.BigEndian.Uint64(b), c)
 		b = b[8:]
 	}
-	for len(b) >= 2 {
-		s += uint64(binary.BigEndian.Uint16(b))
-		b = b[2:]
+	if len(b) > 0 {
+		var w uint64
+		for i, x := range b {
+			w |= uint64(x) << (56 - 8*uint(i))
+		}
+		acc, c = bits.Add64(acc, w, c)
 	}
-	if len(b) == 1 {
-		s += uint64(b[0]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
+	return AddWord(acc, c)
+}
+
+// AddWord adds the value x to the accumulator acc (end-around carry).
+func AddWord(acc, x uint64) uint64 {
+	s, c := bits.Add64(acc, x, 0)
+	return s + c // no overflow: with c == 1, s <= 2^64-2
+}
+
+// Fold folds the accumulator acc to the 16-bit ones' complement sum
+// (not inverted).
+func Fold(acc uint64) uint16 {
+	s := acc>>32 + acc&0xffffffff
+	s = s>>32 + s&0xffffffff
+	s = s>>16 + s&0xffff
+	s = s>>16 + s&0xffff
+	s = s>>16 + s&0xffff
 	return uint16(s)
 }
 

@@ -3,6 +3,8 @@ package vnet
 import (
 	"bytes"
 	"encoding/binary"
+
+	"github.com/espxdp/espxdp/internal/inet"
 )
 
 // MaxPackets is the most packets one Coalescer batch holds.
@@ -220,8 +222,8 @@ func mergeable(p []byte, v6 bool, ipLen int) bool {
 	if binary.BigEndian.Uint16(tcp[16:]) == 0xffff {
 		return false
 	}
-	acc := csumAddWord(pseudoAddrs(p, v6, protoTCP), uint64(len(tcp)))
-	return csumFold(csumAdd(acc, tcp)) == 0xffff
+	acc := inet.AddWord(pseudoAddrs(p, v6, protoTCP), uint64(len(tcp)))
+	return inet.Fold(inet.Add(acc, tcp)) == 0xffff
 }
 
 // flowHash hashes the addresses and ports of p.
@@ -404,7 +406,7 @@ func (c *Coalescer) rewrite(g *group) {
 	if tcp[13]&tcpCWR != 0 {
 		gsoType |= GSOECN
 	}
-	sum := csumFold(csumAddWord(pseudoAddrs(p, fi.v6, protoTCP), uint64(g.total-ipLen)))
+	sum := inet.Fold(inet.AddWord(pseudoAddrs(p, fi.v6, protoTCP), uint64(g.total-ipLen)))
 	binary.BigEndian.PutUint16(tcp[16:], sum)
 	g.hdr = Hdr{
 		Flags:      FlagNeedsCsum,

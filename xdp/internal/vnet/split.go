@@ -3,6 +3,8 @@ package vnet
 import (
 	"encoding/binary"
 	"io"
+
+	"github.com/espxdp/espxdp/internal/inet"
 )
 
 // MaxSegments is the largest number of packets one super-packet may
@@ -303,7 +305,7 @@ func (s *Splitter) Next(dst []byte) (int, error) {
 		copy(dst, s.pkt)
 		if s.mode == modeCsum {
 			out := dst[:n]
-			c := ^csumFold(csumAdd(0, out[s.csumStart:]))
+			c := ^inet.Fold(inet.Add(0, out[s.csumStart:]))
 			if c == 0 && s.mangle {
 				c = 0xffff
 			}
@@ -339,7 +341,7 @@ func (s *Splitter) nextSegment(dst []byte) (int, error) {
 		binary.BigEndian.PutUint16(out[10:], ipv4HdrChecksum(out[:s.ipLen]))
 	}
 	l4 := out[s.ipLen:]
-	acc := csumAddWord(s.pseudo, uint64(len(l4)))
+	acc := inet.AddWord(s.pseudo, uint64(len(l4)))
 	if s.mode == modeTCP {
 		binary.BigEndian.PutUint32(l4[4:], s.seq+uint32(i*s.gso))
 		f := l4[13]
@@ -351,11 +353,11 @@ func (s *Splitter) nextSegment(dst []byte) (int, error) {
 		}
 		l4[13] = f
 		l4[16], l4[17] = 0, 0
-		binary.BigEndian.PutUint16(l4[16:], ^csumFold(csumAdd(acc, l4)))
+		binary.BigEndian.PutUint16(l4[16:], ^inet.Fold(inet.Add(acc, l4)))
 	} else {
 		binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
 		l4[6], l4[7] = 0, 0
-		c := ^csumFold(csumAdd(acc, l4))
+		c := ^inet.Fold(inet.Add(acc, l4))
 		if c == 0 {
 			c = 0xffff
 		}
