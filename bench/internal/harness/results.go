@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 )
 
 // Metric is one measured number with its unit.
@@ -74,6 +75,14 @@ func (r *Result) add(name string, v float64, unit string) {
 		return
 	}
 	r.Metrics = append(r.Metrics, Metric{Name: name, Value: v, Unit: unit})
+}
+
+// addSpread records the median of xs as name and their smallest and
+// largest as name-min and name-max (xs not empty).
+func (r *Result) addSpread(name string, xs []float64, unit string) {
+	r.add(name, median(xs), unit)
+	r.add(name+"-min", slices.Min(xs), unit)
+	r.add(name+"-max", slices.Max(xs), unit)
 }
 
 // Config is the harness configuration, recorded with the results.

@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"slices"
 	"time"
 
 	"github.com/espxdp/espxdp/sa"
@@ -89,9 +88,7 @@ func ShardPaired(spec ShardSpec, pairs int, budget time.Duration, seed uint64) (
 		c0, m0 = c1, m1
 	}
 	if len(effs) > 0 {
-		res.add("paired-eff", median(effs), "x")
-		res.add("paired-eff-min", slices.Min(effs), "x")
-		res.add("paired-eff-max", slices.Max(effs), "x")
+		res.addSpread("paired-eff", effs, "x")
 		res.add("paired-speedup", median(ups), "x")
 	}
 	res.add("pairs", float64(len(effs)), "pairs")

@@ -4,7 +4,6 @@ package harness
 
 import (
 	"fmt"
-	"slices"
 )
 
 // WGPairRounds is how many rounds the alternated measurement runs.
@@ -88,12 +87,8 @@ func (r *wgRun) paired() ([]Result, error) {
 	for i, p := range wgPairedImpls {
 		res := Result{Suite: "wg", Kind: KindWGPaired, Impl: p.impl, Transform: p.tr, Traffic: "tcp", Size: wgInnerMT, Op: v, Streams: 1}
 		res.add("rounds", float64(len(xg[i])), "rounds")
-		res.add("paired-x-wireguard", median(xg[i]), UnitRatio)
-		res.add("paired-x-wireguard-min", slices.Min(xg[i]), UnitRatio)
-		res.add("paired-x-wireguard-max", slices.Max(xg[i]), UnitRatio)
-		res.add("paired-x-wireguard-cpu", median(xc[i]), UnitRatio)
-		res.add("paired-x-wireguard-cpu-min", slices.Min(xc[i]), UnitRatio)
-		res.add("paired-x-wireguard-cpu-max", slices.Max(xc[i]), UnitRatio)
+		res.addSpread("paired-x-wireguard", xg[i], UnitRatio)
+		res.addSpread("paired-x-wireguard-cpu", xc[i], UnitRatio)
 		res.add("Gbps", median(espG[i]), UnitGbps)
 		res.add("wireguard-Gbps", median(wgG), UnitGbps)
 		res.add("wireguard-cpu-s/GB", median(wgC), UnitCPUPerGB)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -121,9 +120,8 @@ func (r *wgRun) tcp(impl, tr, variant string, streams int) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	gbps, secs, mss, ping := m.gbps, m.secs, m.mss, m.ping
-	g := median(gbps)
-	res.add("retransmits", float64(m.retrans), UnitPackets)
+	g := m.add(&res, r.bytes)
+	res.add("streams", float64(streams), "")
 	x1 := n.xskSnapshot()
 	n.addXSK(&res, x0, x1)
 	n.addRates(&res, x0, x1, float64(bytes)/1e9)
@@ -137,15 +135,6 @@ func (r *wgRun) tcp(impl, tr, variant string, streams int) (Result, error) {
 		return res, err
 	}
 	res.add("udp-sock-drops", float64(u1-u0), UnitPackets)
-	res.add("Gbps", g, UnitGbps)
-	res.add("min-Gbps", slices.Min(gbps), UnitGbps)
-	res.add("max-Gbps", slices.Max(gbps), UnitGbps)
-	res.add("seconds", median(secs), UnitSeconds)
-	res.add("bytes", float64(r.bytes), UnitBytes)
-	res.add("runs", float64(r.runs), "")
-	res.add("streams", float64(streams), "")
-	res.add("mss", float64(mss), UnitBytes)
-	res.add("ping-ms", avgMs(ping.RTTs), "ms")
 	gb := float64(bytes) / 1e9
 	cpuGB := gwCPU.Seconds() / gb
 	sirqGB := softirq.Seconds() / gb
