@@ -556,14 +556,34 @@
 // block was 3 % faster; then it measures again. A losing board then runs
 // in at most 40 of every 2128 such batches (TestGateBoundProperty);
 // every packet gets the same verdict either way. Worker.Publishes tells
-// an I/O layer whether the gate currently publishes, so that it can
-// skip waking sleeping helpers. What the gate cannot remove is the
-// helper's own polling: in the bench harness an idle worker yields its
-// locked thread on every empty Drain after 64, and those park and
-// wake-ups (runtime.futex was 31 % of the samples of the steered cell's
-// CPU profile) compete with the sequencer for a CPU; a caller whose
-// idle worker has nothing to help with should sleep (the xdp engine
-// does, in poll(2)).
+// an I/O layer whether the gate of a direction currently publishes, so
+// that it can skip waking sleeping helpers.
+//
+// The fourth pass (2026-12-07). Worker.Publishes looked at both gates,
+// and the outbound gate of a sequencer that only decrypts never sees a
+// batch, so it stayed as it started, open: the xdp engine woke its
+// sleeping helpers before every inbound batch even after the inbound
+// gate had chosen solo, and each woken helper polled the board's lines
+// for nothing. Publishes now takes the batch's direction. The bench
+// harness's waits went through the Go scheduler: a worker that had
+// finished its round (at the barrier, or polling Drain) called
+// runtime.Gosched on its locked thread, which hands the P to another
+// thread and parks this one - futex wake-ups that landed on the other
+// CPU as reschedule interrupts, in the middle of the worker still being
+// timed (CPU profile of Shared decrypt at 2 workers: the interrupt
+// handling inside its AES-GCM loop). The harness now waits as an xdp
+// worker does: a waiter at the barrier yields with sched_yield(2), an
+// idle worker polls Drain for 20 us and then sleeps on a futex until a
+// sequencer that publishes (or a Sharded hand-off, or the end of the
+// round) wakes it, 1 ms at most; batches are the engine's 64. Steered
+// to one sequencer, the gate now settles on solo and the helper sleeps:
+// the SA runs at one worker's speed (0.92-0.94x in the probes) at
+// 0.9 of its CPU efficiency, where the helper's polls and wake-ups made
+// it 0.56 of it (2.39 against 3.32 Mpps, 1.86 against 3.35 per
+// CPU-second). That the board still loses when steered is the harness
+// as much as the design: its sequencer seals every packet just before
+// the timed part, so a helper pulls each packet from the sequencer's
+// cache (see above), which a NIC's DMA would not do.
 //
 // Counters are per worker in every mode: each SA has one cache-line
 // padded block per worker (allocated on first use), written only by

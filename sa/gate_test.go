@@ -43,8 +43,11 @@ func TestGateChooses(t *testing.T) {
 		}
 		w := &Worker{board: &board{}}
 		w.gate[0], w.gate[1] = g, gate{off: true}
-		if !w.Publishes() {
+		if !w.Publishes(In) {
 			t.Fatalf("%s: a worker with an open inbound gate does not publish", tc.name)
+		}
+		if w.Publishes(Out) {
+			t.Fatalf("%s: a worker with a closed outbound gate publishes outbound", tc.name)
 		}
 		cost := func(off bool, _ int) float64 {
 			if off {
@@ -56,8 +59,15 @@ func TestGateChooses(t *testing.T) {
 		if g.decisions != 1 || g.probing || g.off != tc.wantOff {
 			t.Fatalf("%s: after a probe: decisions %d probing %v off %v, want 1 false %v", tc.name, g.decisions, g.probing, g.off, tc.wantOff)
 		}
-		if w.gate[0] = g; w.Publishes() != !tc.wantOff {
-			t.Fatalf("%s: Publishes %v with the gate off %v", tc.name, w.Publishes(), g.off)
+		if w.gate[0] = g; w.Publishes(In) != !tc.wantOff {
+			t.Fatalf("%s: Publishes %v with the gate off %v", tc.name, w.Publishes(In), g.off)
+		}
+		// The other direction's gate, never sampled (no outbound
+		// traffic), stays open: it must not make an inbound batch wake
+		// helpers the inbound gate keeps out.
+		if w.gate[1] = newGate(); w.Publishes(In) != !tc.wantOff || !w.Publishes(Out) {
+			t.Fatalf("%s: with a fresh outbound gate: Publishes(In) %v Publishes(Out) %v, want %v true",
+				tc.name, w.Publishes(In), w.Publishes(Out), !tc.wantOff)
 		}
 		runGate(&g, gateHold, cost)
 		if !g.probing || g.decisions != 1 {
@@ -132,8 +142,10 @@ func TestOrderedGateOffPublishesNothing(t *testing.T) {
 		w := p.Worker(0)
 		w.gate = [2]gate{{off: true, left: 1 << 30}, {off: true, left: 1 << 30}}
 	}
-	if s.rx.Worker(0).Publishes() || s.tx.Worker(0).Publishes() {
-		t.Fatal("Publishes with both gates off")
+	for _, d := range []Direction{In, Out} {
+		if s.rx.Worker(0).Publishes(d) || s.tx.Worker(0).Publishes(d) {
+			t.Fatalf("Publishes(%v) with both gates off", d)
+		}
 	}
 	next := sendInOrder(t, s, 500, 7, false)
 	if ein, eout := s.rx.Worker(0).board.epoch.Load(), s.tx.Worker(0).board.epoch.Load(); ein != 0 || eout != 0 {
@@ -160,7 +172,7 @@ func TestOrderedOneWorkerIsShared(t *testing.T) {
 			if w.board != nil || w.locked || w.gate != [2]gate{} {
 				t.Fatalf("%v, one worker: board %v locked %v gate %+v, want none, false, zero", mode, w.board != nil, w.locked, w.gate)
 			}
-			if w.Publishes() {
+			if w.Publishes(In) || w.Publishes(Out) {
 				t.Fatalf("%v, one worker: Publishes", mode)
 			}
 			if w.gateStart(In, 32) != -1 || w.gateStart(Out, 32) != -1 {

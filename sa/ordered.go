@@ -268,16 +268,19 @@ func (w *Worker) gateStart(d Direction, n int) int64 {
 }
 
 // Publishes reports whether this worker, as an Ordered-mode sequencer,
-// currently puts its runs' AEAD jobs on its board when another worker
-// is idle: its gate (inbound or outbound) is open, or probing with the
-// board (gate.go). It is false in the other modes, with one worker, and
-// while the gate keeps helpers out of the way because they do not make
-// this worker faster. An I/O layer that wakes sleeping helpers before a
-// batch (as the xdp engine does) can skip the wake-up, a system call,
-// when it is false: nothing would be published for them. Call it from
-// the worker's goroutine.
-func (w *Worker) Publishes() bool {
-	return w.board != nil && (!w.gate[0].off || !w.gate[1].off)
+// currently puts the AEAD jobs of its runs in direction d (In: Inbound,
+// Out: Outbound) on its board when another worker is idle: d's gate is
+// open, or probing with the board (gate.go). It is false in the other
+// modes, with one worker, and while d's gate keeps helpers out of the
+// way because they do not make this worker faster. An I/O layer that
+// wakes sleeping helpers before a batch (as the xdp engine does) can
+// skip the wake-up, a system call, when it is false for the batch's
+// direction: nothing would be published for them. Each direction has
+// its own gate, and a gate that never sees a batch (no traffic that
+// way) stays as it started, open, so asking about the other direction
+// would wake helpers for nothing. Call it from the worker's goroutine.
+func (w *Worker) Publishes(d Direction) bool {
+	return w.board != nil && !w.gate[gateOf(d)].off
 }
 
 // gateOf is the index of direction d's gate in Worker.gate.

@@ -555,7 +555,7 @@ func TestWakeHelpersAlloc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !proc.Worker(0).Publishes() {
+	if !proc.Worker(0).Publishes(sa.In) || !proc.Worker(0).Publishes(sa.Out) {
 		t.Fatal("a new Ordered worker's gate is closed")
 	}
 	rt := &engineRun{}
@@ -577,7 +577,7 @@ func TestWakeHelpersAlloc(t *testing.T) {
 	}
 	rt.workers[2].asleep.Store(true)
 	seq.asleep.Store(true) // itself: never woken by itself
-	seq.wakeHelpers(64)
+	seq.wakeHelpers(64, sa.In)
 	if got := []uint64{read(rt.workers[0]), read(rt.workers[1]), read(rt.workers[2])}; got[0] != 0 || got[1] != 0 || got[2] != 1 {
 		t.Errorf("wakeups %v, want only the sleeping helper 2 woken once", got)
 	}
@@ -585,16 +585,16 @@ func TestWakeHelpersAlloc(t *testing.T) {
 		t.Error("woken helper still marked asleep")
 	}
 	rt.workers[1].asleep.Store(true)
-	seq.wakeHelpers(1)
+	seq.wakeHelpers(1, sa.In)
 	seq.ordered = false
-	seq.wakeHelpers(64)
+	seq.wakeHelpers(64, sa.In)
 	if read(rt.workers[1]) != 0 {
 		t.Error("woken for a one-packet batch or outside the Ordered mode")
 	}
 	seq.ordered = true
 	if allocs := testing.AllocsPerRun(100, func() {
 		rt.workers[1].asleep.Store(true)
-		seq.wakeHelpers(64)
+		seq.wakeHelpers(64, sa.In)
 	}); allocs != 0 {
 		t.Errorf("%v allocations per wake", allocs)
 	}

@@ -230,7 +230,7 @@ func (ew *engineWorker) step() int {
 
 // inbound decrypts the k packets in ew.pk (ciphertext side).
 func (ew *engineWorker) inbound(k int) {
-	ew.wakeHelpers(k)
+	ew.wakeHelpers(k, sa.In)
 	ew.w.Inbound(ew.pk[:k])
 	for i := range k {
 		ew.finish(&ew.pk[i], sa.In)
@@ -242,7 +242,7 @@ func (ew *engineWorker) inbound(k int) {
 // router duties, the SA processor, then finish for each.
 func (ew *engineWorker) outbound(k int) {
 	k = ew.beforeOutbound(k)
-	ew.wakeHelpers(k)
+	ew.wakeHelpers(k, sa.Out)
 	ew.w.Outbound(ew.pk[:k])
 	ew.afterOutbound(k)
 	for i := range k {
@@ -396,12 +396,13 @@ func wakeFD(fd int) {
 }
 
 // wakeHelpers, in the Ordered mode, wakes the workers sleeping in
-// poll(2) before this one sequences a batch of k packets, so that they
+// poll(2) before this one sequences a batch of k packets in direction d
+// whose AEAD jobs it publishes (Worker.Publishes), so that they
 // take its AEAD jobs (Worker.Drain) instead of sleeping through them.
 // It costs one load of each other worker's asleep flag per batch and a
 // write to an eventfd only for a sleeper; nothing per packet.
-func (ew *engineWorker) wakeHelpers(k int) {
-	if k < 2 || !ew.ordered || !ew.w.Publishes() {
+func (ew *engineWorker) wakeHelpers(k int, d sa.Direction) {
+	if k < 2 || !ew.ordered || !ew.w.Publishes(d) {
 		return // nothing for them: the gate keeps helpers out
 	}
 	for _, o := range ew.rt.workers {

@@ -144,9 +144,10 @@ type shardRig struct {
 	mode    sa.Concurrency
 	dir     sa.Direction
 	nw      int
-	flows   int // SAs, or PerCPU tunnels
-	perFlow int // SAs per flow: nw in PerCPU mode, else 1
-	roundN  int // packets per worker and round (spray)
+	flows   int            // SAs, or PerCPU tunnels
+	perFlow int            // SAs per flow: nw in PerCPU mode, else 1
+	roundN  int            // packets per worker and round (spray)
+	ws      []*shardWorker // the workers of the cell being run
 	proc    *sa.Processor
 	sad     *sa.SAD
 	sas     []*sa.SA
@@ -196,7 +197,7 @@ func newShardRig(mode sa.Concurrency, dir sa.Direction, nw, flows, size, window,
 		// it the first round of a fresh rig dropped a few packets while
 		// the window grew from 1024). Steered cells have no such
 		// displacement; the floor costs them nothing.
-		r.proc.SetReplayWindowFloor(2 * (nw - 1) * (r.roundN + batchLen))
+		r.proc.SetReplayWindowFloor(2 * (nw - 1) * (r.roundN + shardBatch))
 	}
 	t := esp.MustParseTransform("aes128gcm16")
 	n := flows * r.perFlow
@@ -276,6 +277,11 @@ type shardWorker struct {
 	last              []uint64 // per SA: highest sequence number this worker emitted
 	roundCPU          int64    // thread CPU time in process in the last round, ns (-1: unknown)
 	drops             [sa.NumDropReasons]uint64
+	// asleep is 1 while the worker sleeps in idle (a futex word), on a
+	// line of its own: other workers read it on every batch.
+	_      [128]byte
+	asleep atomic.Uint32
+	_      [128 - 4]byte
 }
 
 func (sw *shardWorker) reset() {
@@ -383,20 +389,35 @@ func (r *shardRig) build(sw *shardWorker) error {
 }
 
 // process runs the worker's input through its Worker in batches and, in
-// the Sharded and PerCPU modes, drains what other workers handed to it
-// after every batch and then until every worker has finished its input
-// and its queues are empty. Timed.
+// the Sharded, PerCPU and Ordered modes, drains what other workers handed
+// to it (or helps with their AEAD jobs) after every batch and then until
+// every worker has finished its input and its queues are empty. Timed.
+//
+// A worker without input of its own waits as an xdp engine worker does:
+// it polls (Drain) for idleSpin, then sleeps (idle) until another
+// worker wakes it - an Ordered sequencer before a batch whose jobs it
+// publishes (Worker.Publishes), a Sharded worker that handed packets
+// over, or the last worker to finish - or 1 ms passes. Its thread's CPU
+// time counts what the engine's would: the polls, not the sleep.
 func (r *shardRig) process(sw *shardWorker, w *sa.Worker, done *atomic.Int32) {
 	cpu0, cpuOK := threadCPU()
 	drains := r.mode != sa.Shared && r.nw > 1
-	for i := 0; i < len(sw.in); i += batchLen {
-		b := sw.in[i:min(i+batchLen, len(sw.in))]
+	ordered := r.mode == sa.Ordered && r.nw > 1
+	for i := 0; i < len(sw.in); i += shardBatch {
+		b := sw.in[i:min(i+shardBatch, len(sw.in))]
+		if ordered && len(b) > 1 && w.Publishes(r.dir) {
+			r.wakeOthers(sw)
+		}
+		handed := sw.handed
 		if r.dir == sa.In {
 			w.Inbound(b)
 		} else {
 			w.Outbound(b)
 		}
 		sw.tally(b)
+		if sw.handed != handed {
+			r.wakeOthers(sw)
+		}
 		if drains {
 			n := w.Drain(sw.drain)
 			sw.tally(sw.drain[:n])
@@ -404,20 +425,29 @@ func (r *shardRig) process(sw *shardWorker, w *sa.Worker, done *atomic.Int32) {
 	}
 	if drains {
 		done.Add(1)
-		for spins := 0; ; spins++ {
+		r.wakeOthers(sw)
+		var idleFrom time.Time
+		for polls := 0; ; {
 			all := done.Load() == int32(r.nw) // no more hand-offs once all are done
+			busy := w.Pending() > 0
 			n := w.Drain(sw.drain)
 			sw.tally(sw.drain[:n])
-			if n == 0 {
-				if all {
-					break
-				}
-				if spins > 64 {
-					runtime.Gosched()
+			switch {
+			case n > 0 || busy:
+				polls = 0
+			case all:
+				goto out
+			default:
+				if polls++; polls == 1 {
+					idleFrom = time.Now()
+				} else if polls%64 == 0 && time.Since(idleFrom) > idleSpin {
+					r.idle(sw, w, done)
+					polls = 0
 				}
 			}
 		}
 	}
+out:
 	sw.roundCPU = -1
 	if cpu1, ok := threadCPU(); ok && cpuOK {
 		sw.roundCPU = cpu1 - cpu0
@@ -425,7 +455,49 @@ func (r *shardRig) process(sw *shardWorker, w *sa.Worker, done *atomic.Int32) {
 	sw.finish = time.Now()
 }
 
-// barrier is a reusable spinning barrier for n goroutines.
+// shardBatch is the packets per Inbound/Outbound call of a shard cell:
+// the xdp engine's default batch (xdp.DefaultBatch), what a worker takes
+// from its RX ring at a time under load.
+const shardBatch = 64
+
+// idleSpin is how long a worker without input polls before it sleeps:
+// about what the xdp engine's workers spend on their default
+// EngineConfig.IdleSpins empty polls of their rings (a Drain alone is
+// much cheaper than an engine poll, so the harness counts time, not
+// polls).
+const idleSpin = 20 * time.Microsecond
+
+// idleSleep bounds a sleep in idle, as the xdp engine's poll timeout in
+// the modes in which other workers bring work.
+const idleSleep = time.Millisecond
+
+// idle puts sw's thread to sleep until wakeOthers or idleSleep. The
+// flag is set before the last look for work, and wakers read it only
+// after making the work visible, so a wake-up is not lost (at worst the
+// sleep ends at once).
+func (r *shardRig) idle(sw *shardWorker, w *sa.Worker, done *atomic.Int32) {
+	sw.asleep.Store(1)
+	if done.Load() == int32(r.nw) || w.Pending() > 0 {
+		sw.asleep.Store(0)
+		return
+	}
+	sleepWhile(&sw.asleep, 1, idleSleep)
+	sw.asleep.Store(0)
+}
+
+// wakeOthers wakes the workers other than sw sleeping in idle.
+func (r *shardRig) wakeOthers(sw *shardWorker) {
+	for _, o := range r.ws {
+		if o != sw && o.asleep.Load() == 1 && o.asleep.CompareAndSwap(1, 0) {
+			wakeWord(&o.asleep)
+		}
+	}
+}
+
+// barrier is a reusable spinning barrier for n goroutines. A waiter
+// spins, then yields its CPU with yieldThread, never through the Go
+// scheduler: the workers that are still processing are being timed, and
+// a waiter's runtime.Gosched would wake threads onto their CPUs.
 type barrier struct {
 	n     int32
 	count atomic.Int32
@@ -445,12 +517,8 @@ func (b *barrier) wait(last func()) {
 		return
 	}
 	for spins := 0; b.gen.Load() == g; spins++ {
-		switch {
-		case spins < 200:
-		case spins < 20000:
-			runtime.Gosched()
-		default:
-			time.Sleep(20 * time.Microsecond)
+		if spins >= 200 {
+			yieldThread()
 		}
 	}
 }
@@ -489,9 +557,10 @@ func (r *shardRig) run(dist, ingress string, budget time.Duration, seed uint64) 
 	}
 	ws := make([]*shardWorker, r.nw)
 	for i := range ws {
-		ws[i] = &shardWorker{drain: make([]sa.Packet, batchLen), scratch: esp.NewScratch(), last: make([]uint64, len(r.sas))}
+		ws[i] = &shardWorker{drain: make([]sa.Packet, shardBatch), scratch: esp.NewScratch(), last: make([]uint64, len(r.sas))}
 	}
 	out.perWorker = make([]uint64, r.nw)
+	r.ws = ws
 	bar := &barrier{n: int32(r.nw)}
 	var (
 		stop  atomic.Bool

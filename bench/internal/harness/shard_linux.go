@@ -1,6 +1,12 @@
 package harness
 
-import "golang.org/x/sys/unix"
+import (
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
 
 // threadCPU returns the CPU time the calling OS thread has used, in ns,
 // and whether it is known.
@@ -11,3 +17,32 @@ func threadCPU() (int64, bool) {
 	}
 	return ts.Nano(), true
 }
+
+// yieldThread offers the CPU to another runnable thread of the machine
+// (sched_yield(2)) without going through the Go scheduler: on a thread
+// locked to its goroutine, runtime.Gosched hands the P to another M and
+// parks this one, which wakes threads with futexes and sends reschedule
+// interrupts to the other CPU - into a worker that is being timed.
+func yieldThread() { unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
+
+// sleepWhile blocks the thread while *word == v, until wakeWord or d
+// passes (futex(2), private): a blocking system call, so the Go runtime
+// knows the thread is away, and no Go scheduler hand-off on the way in.
+func sleepWhile(word *atomic.Uint32, v uint32, d time.Duration) {
+	ts := unix.NsecToTimespec(d.Nanoseconds())
+	unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(word)), futexWaitPrivate,
+		uintptr(v), uintptr(unsafe.Pointer(&ts)), 0, 0)
+}
+
+// wakeWord wakes the threads sleeping on word in sleepWhile.
+func wakeWord(word *atomic.Uint32) {
+	unix.RawSyscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(word)), futexWakePrivate,
+		1, 0, 0, 0)
+}
+
+// futex(2) operations (linux/futex.h: FUTEX_WAIT or FUTEX_WAKE with
+// FUTEX_PRIVATE_FLAG); x/sys/unix does not name them.
+const (
+	futexWaitPrivate = 0 | 128
+	futexWakePrivate = 1 | 128
+)

@@ -12,7 +12,7 @@ const KindShardPaired = "shard-paired"
 
 // ShardPairs is how many n-worker cells ShardPaired measures per
 // scenario (with one more 1-worker cell around them).
-const ShardPairs = 9
+const ShardPairs = 15
 
 // PairedSpecs are the one-SA scenarios whose efficiency ShardPaired
 // measures at workers workers (issue #14's cells and the PerCPU
