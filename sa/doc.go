@@ -571,8 +571,11 @@
 // thread and parks this one - futex wake-ups that landed on the other
 // CPU as reschedule interrupts, in the middle of the worker still being
 // timed (CPU profile of Shared decrypt at 2 workers: the interrupt
-// handling inside its AES-GCM loop). The harness now waits as an xdp
-// worker does: a waiter at the barrier yields with sched_yield(2), an
+// handling inside its AES-GCM loop). Its workers were not pinned, and
+// released together the kernel often left both on one CPU for
+// milliseconds (cells in which the workers got 43-49 % of 2 CPUs). The
+// harness now pins each worker to a CPU and waits as an xdp worker
+// does: a waiter at the barrier yields with sched_yield(2), an
 // idle worker polls Drain for 20 us and then sleeps on a futex until a
 // sequencer that publishes (or a Sharded hand-off, or the end of the
 // round) wakes it, 1 ms at most; batches are the engine's 64. Steered

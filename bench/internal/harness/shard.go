@@ -576,6 +576,7 @@ func (r *shardRig) run(dist, ingress string, budget time.Duration, seed uint64) 
 			defer wg.Done()
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
+			defer pinThread(w)() // runs before the unlock
 			sw, pw := ws[w], r.proc.Worker(w)
 			for round := 0; ; round++ {
 				bar.wait(nil) // the previous round is over everywhere

@@ -46,3 +46,34 @@ const (
 	futexWaitPrivate = 0 | 128
 	futexWakePrivate = 1 | 128
 )
+
+// pinThread pins the calling OS thread (locked to its goroutine) to the
+// k-th CPU the process may run on (modulo their number), as the xdp
+// engine pins its workers, and returns a function that gives the thread
+// its former CPU set back (call it before unlocking the thread). Without
+// it the kernel may leave two workers on one CPU for milliseconds after
+// they are released together, and a cell measures time-slicing. If the
+// CPU set cannot be read or set, the thread stays as it was.
+func pinThread(k int) (restore func()) {
+	var old unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil || old.Count() == 0 {
+		return func() {}
+	}
+	n := k % old.Count()
+	cpu := -1
+	for c := 0; c < len(old)*64; c++ {
+		if old.IsSet(c) {
+			if n == 0 {
+				cpu = c
+				break
+			}
+			n--
+		}
+	}
+	var set unix.CPUSet
+	set.Set(cpu)
+	if cpu < 0 || unix.SchedSetaffinity(0, &set) != nil {
+		return func() {}
+	}
+	return func() { unix.SchedSetaffinity(0, &old) }
+}

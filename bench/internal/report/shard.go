@@ -284,9 +284,12 @@ func shardSection(b *strings.Builder, rep *harness.Report, plots map[string][]by
 	b.WriteString("## Shard: per-core SA sharding study\n\n")
 	if len(rs) > 0 {
 		fmt.Fprintf(b, "Conditions: %s.\n\n", shardConditions(rep, rs))
-		fmt.Fprintf(b, `Each worker is a goroutine locked to an OS thread with its own input, as
-if from its NIC queue, processed in batches of 32 (Inbound or Outbound, then
-Drain in the Sharded and PerCPU modes). The work runs in rounds: worker 0
+		fmt.Fprintf(b, `Each worker is a goroutine locked to an OS thread and pinned to its own
+CPU with its own input, as if from its NIC queue, processed in batches of
+64 (Inbound or Outbound, then Drain in the Sharded, PerCPU and Ordered
+modes; a worker without input polls Drain for 20 µs, then sleeps until
+work for it is published, as an xdp engine worker does, and its CPU time
+counts the polls, not the sleep). The work runs in rounds: worker 0
 plans the round's packets, every worker builds its own input (inbound:
 ESP packets sealed with the peer's key and the next sequence numbers;
 outbound: inner packets bound to the flow's tunnel), untimed; then all
