@@ -346,7 +346,8 @@
 //	Ordered   SPIHash: one sequencer per SA,      destination hash: one
 //	          its AEAD done by all workers        sequencer per inner
 //	          (a sequencer wakes sleeping         destination
-//	          helpers, once per batch)
+//	          helpers before a batch whose
+//	          jobs its gate lets it publish)
 //
 // One worker on one queue (or MultiBuffer) keeps SteerQueue: one socket
 // per queue, worker i on queue i. What a worker receives on any queue it

@@ -429,9 +429,11 @@ func (r *shardRig) process(sw *shardWorker, w *sa.Worker, done *atomic.Int32) {
 		var idleFrom time.Time
 		for polls := 0; ; {
 			all := done.Load() == int32(r.nw) // no more hand-offs once all are done
-			busy := w.Pending() > 0
-			n := w.Drain(sw.drain)
-			sw.tally(sw.drain[:n])
+			busy, n := w.Pending() > 0, 0
+			if busy { // as the engine: Drain only what Pending announced
+				n = w.Drain(sw.drain)
+				sw.tally(sw.drain[:n])
+			}
 			switch {
 			case n > 0 || busy:
 				polls = 0
@@ -575,8 +577,12 @@ func (r *shardRig) run(dist, ingress string, budget time.Duration, seed uint64) 
 		go func() {
 			defer wg.Done()
 			runtime.LockOSThread()
-			defer runtime.UnlockOSThread()
-			defer pinThread(w)() // runs before the unlock
+			unpin := pinThread(w)
+			defer func() {
+				if unpin() {
+					runtime.UnlockOSThread()
+				} // else the pinned thread exits with the goroutine
+			}()
 			sw, pw := ws[w], r.proc.Worker(w)
 			for round := 0; ; round++ {
 				bar.wait(nil) // the previous round is over everywhere

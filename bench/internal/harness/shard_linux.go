@@ -50,18 +50,21 @@ const (
 // pinThread pins the calling OS thread (locked to its goroutine) to the
 // k-th CPU the process may run on (modulo their number), as the xdp
 // engine pins its workers, and returns a function that gives the thread
-// its former CPU set back (call it before unlocking the thread). Without
-// it the kernel may leave two workers on one CPU for milliseconds after
-// they are released together, and a cell measures time-slicing. If the
-// CPU set cannot be read or set, the thread stays as it was.
-func pinThread(k int) (restore func()) {
+// its former CPU set back and reports whether it did (call it before
+// unlocking the thread; if it fails, keep the thread locked so that it
+// exits with its goroutine instead of going back to the runtime pinned).
+// Without it the kernel may leave two workers on one CPU for
+// milliseconds after they are released together, and a cell measures
+// time-slicing. If the CPU set cannot be read or set, the thread stays
+// as it was.
+func pinThread(k int) (restore func() bool) {
 	var old unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &old); err != nil || old.Count() == 0 {
-		return func() {}
+		return func() bool { return true }
 	}
 	n := k % old.Count()
 	cpu := -1
-	for c := 0; c < len(old)*64; c++ {
+	for c := 0; c < len(old)*int(unsafe.Sizeof(old[0]))*8; c++ {
 		if old.IsSet(c) {
 			if n == 0 {
 				cpu = c
@@ -70,10 +73,13 @@ func pinThread(k int) (restore func()) {
 			n--
 		}
 	}
+	if cpu < 0 {
+		return func() bool { return true }
+	}
 	var set unix.CPUSet
 	set.Set(cpu)
-	if cpu < 0 || unix.SchedSetaffinity(0, &set) != nil {
-		return func() {}
+	if unix.SchedSetaffinity(0, &set) != nil {
+		return func() bool { return true }
 	}
-	return func() { unix.SchedSetaffinity(0, &old) }
+	return func() bool { return unix.SchedSetaffinity(0, &old) == nil }
 }

@@ -25,4 +25,4 @@ func sleepWhile(word *atomic.Uint32, v uint32, d time.Duration) {
 func wakeWord(*atomic.Uint32) {}
 
 // pinThread does nothing here.
-func pinThread(int) (restore func()) { return func() {} }
+func pinThread(int) (restore func() bool) { return func() bool { return true } }

@@ -284,8 +284,8 @@ func shardSection(b *strings.Builder, rep *harness.Report, plots map[string][]by
 	b.WriteString("## Shard: per-core SA sharding study\n\n")
 	if len(rs) > 0 {
 		fmt.Fprintf(b, "Conditions: %s.\n\n", shardConditions(rep, rs))
-		fmt.Fprintf(b, `Each worker is a goroutine locked to an OS thread and pinned to its own
-CPU with its own input, as if from its NIC queue, processed in batches of
+		fmt.Fprintf(b, `Each worker is a goroutine locked to an OS thread and pinned to a CPU
+(worker k to the k-th, modulo the CPUs) with its own input, as if from its NIC queue, processed in batches of
 64 (Inbound or Outbound, then Drain in the Sharded, PerCPU and Ordered
 modes; a worker without input polls Drain for 20 µs, then sleeps until
 work for it is published, as an xdp engine worker does, and its CPU time
