@@ -586,7 +586,18 @@
 // CPU-second). That the board still loses when steered is the harness
 // as much as the design: its sequencer seals every packet just before
 // the timed part, so a helper pulls each packet from the sequencer's
-// cache (see above), which a NIC's DMA would not do.
+// cache (see above), which a NIC's DMA would not do; evicting the packets
+// from its cache after sealing them (a probe, not kept) did not change
+// the gate's choice. The shard suite's alternated pairs after these
+// changes (bench/RESULTS.md, 2026-12-07 08:14 UTC, 15 pairs each, 1420
+// B): Shared encrypt 0.92 and decrypt 0.82, PerCPU - nothing shared -
+// 0.72 and 0.80, Ordered sprayed 0.66 and 0.80, Ordered steered 0.87 at
+// 0.91x one worker's speed (range 0.85-0.89: the steadiest cell, as the
+// helper sleeps). On this VM two busy workers lose 10-30 % per CPU even
+// when they share nothing (a raw AES-GCM loop on two threads loses
+// nothing; the probes point at first touches of packet lines that have
+// left the core's 1 MB L2, which two cores pay together), so the
+// Shared cells are best read against the PerCPU ones of the same run.
 //
 // Counters are per worker in every mode: each SA has one cache-line
 // padded block per worker (allocated on first use), written only by
