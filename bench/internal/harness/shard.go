@@ -148,16 +148,24 @@ type shardRig struct {
 	perFlow int            // SAs per flow: nw in PerCPU mode, else 1
 	roundN  int            // packets per worker and round (spray)
 	ws      []*shardWorker // the workers of the cell being run
-	proc    *sa.Processor
-	sad     *sa.SAD
-	sas     []*sa.SA
-	owner   []int // per SA: owner worker (0 with one worker or Shared)
-	seal    []*esp.Cipher
-	seq     []uint64
-	tuns    []*sa.Tunnel // outbound: per flow
-	inner   []byte
-	size    int
-	outer   esp.Outer
+	// handoffs: in the cell being run a worker may get packets or jobs
+	// from another (Sharded; PerCPU with sprayed inbound; Ordered's
+	// helpers), so each drains until all are done. Otherwise (Shared;
+	// PerCPU outbound or steered, where every packet is its receiver's)
+	// a worker stops when its input is done, as a Shared one does: the
+	// round's barrier is the harness's, and its wait would be CPU time no
+	// engine worker spends.
+	handoffs bool
+	proc     *sa.Processor
+	sad      *sa.SAD
+	sas      []*sa.SA
+	owner    []int // per SA: owner worker (0 with one worker or Shared)
+	seal     []*esp.Cipher
+	seq      []uint64
+	tuns     []*sa.Tunnel // outbound: per flow
+	inner    []byte
+	size     int
+	outer    esp.Outer
 }
 
 // roundLen is the number of packets each worker gets per round for
@@ -388,10 +396,11 @@ func (r *shardRig) build(sw *shardWorker) error {
 	return nil
 }
 
-// process runs the worker's input through its Worker in batches and, in
-// the Sharded, PerCPU and Ordered modes, drains what other workers handed
-// to it (or helps with their AEAD jobs) after every batch and then until
-// every worker has finished its input and its queues are empty. Timed.
+// process runs the worker's input through its Worker in batches and,
+// when other workers may hand it work (shardRig.handoffs), drains what
+// they handed to it (or helps with their AEAD jobs) after every batch
+// and then until every worker has finished its input and its queues are
+// empty. Timed.
 //
 // A worker without input of its own waits as an xdp engine worker does:
 // it polls (Drain) for idleSpin, then sleeps (idle) until another
@@ -401,7 +410,7 @@ func (r *shardRig) build(sw *shardWorker) error {
 // time counts what the engine's would: the polls, not the sleep.
 func (r *shardRig) process(sw *shardWorker, w *sa.Worker, done *atomic.Int32) {
 	cpu0, cpuOK := threadCPU()
-	drains := r.mode != sa.Shared && r.nw > 1
+	drains := r.handoffs
 	ordered := r.mode == sa.Ordered && r.nw > 1
 	for i := 0; i < len(sw.in); i += shardBatch {
 		b := sw.in[i:min(i+shardBatch, len(sw.in))]
@@ -563,6 +572,8 @@ func (r *shardRig) run(dist, ingress string, budget time.Duration, seed uint64) 
 	}
 	out.perWorker = make([]uint64, r.nw)
 	r.ws = ws
+	r.handoffs = r.nw > 1 && (r.mode == sa.Sharded || r.mode == sa.Ordered ||
+		(r.mode == sa.PerCPU && r.dir == sa.In && ingress != IngressSteer))
 	bar := &barrier{n: int32(r.nw)}
 	var (
 		stop  atomic.Bool
