@@ -589,15 +589,16 @@
 // cache (see above), which a NIC's DMA would not do; evicting the packets
 // from its cache after sealing them (a probe, not kept) did not change
 // the gate's choice. The shard suite's alternated pairs after these
-// changes (bench/RESULTS.md, 2026-12-07 08:14 UTC, 15 pairs each, 1420
-// B): Shared encrypt 0.92 and decrypt 0.82, PerCPU - nothing shared -
-// 0.72 and 0.80, Ordered sprayed 0.66 and 0.80, Ordered steered 0.87 at
-// 0.91x one worker's speed (range 0.85-0.89: the steadiest cell, as the
-// helper sleeps). On this VM two busy workers lose 10-30 % per CPU even
-// when they share nothing (a raw AES-GCM loop on two threads loses
-// nothing; the probes point at first touches of packet lines that have
-// left the core's 1 MB L2, which two cores pay together), so the
-// Shared cells are best read against the PerCPU ones of the same run.
+// changes (bench/RESULTS.md, 2026-12-07 08:38 UTC, 15 pairs each, 1420
+// B): Shared encrypt 0.95 and decrypt 0.84, PerCPU - nothing shared -
+// 0.81 and 0.86, Ordered sprayed 0.72 and 0.79, Ordered steered 0.88 at
+// 0.92x one worker's speed. The same cells move by about 0.1 between
+// runs of the same code on this VM, and two busy workers lose 5-20 %
+// per CPU here even when they share nothing (a raw AES-GCM loop on two
+// threads loses nothing; the probes point at first touches of packet
+// lines that have left the core's 1 MB L2, which two cores pay
+// together), so the Shared cells are best read against the PerCPU ones
+// of the same run.
 //
 // Counters are per worker in every mode: each SA has one cache-line
 // padded block per worker (allocated on first use), written only by
