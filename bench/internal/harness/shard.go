@@ -436,18 +436,16 @@ func (r *shardRig) process(sw *shardWorker, w *sa.Worker, done *atomic.Int32) {
 		done.Add(1)
 		r.wakeOthers(sw)
 		var idleFrom time.Time
+	poll:
 		for polls := 0; ; {
 			all := done.Load() == int32(r.nw) // no more hand-offs once all are done
-			busy, n := w.Pending() > 0, 0
-			if busy { // as the engine: Drain only what Pending announced
-				n = w.Drain(sw.drain)
-				sw.tally(sw.drain[:n])
-			}
 			switch {
-			case n > 0 || busy:
+			case w.Pending() > 0: // as the engine: Drain only what Pending announced
+				n := w.Drain(sw.drain)
+				sw.tally(sw.drain[:n])
 				polls = 0
 			case all:
-				goto out
+				break poll
 			default:
 				if polls++; polls == 1 {
 					idleFrom = time.Now()
@@ -458,7 +456,6 @@ func (r *shardRig) process(sw *shardWorker, w *sa.Worker, done *atomic.Int32) {
 			}
 		}
 	}
-out:
 	sw.roundCPU = -1
 	if cpu1, ok := threadCPU(); ok && cpuOK {
 		sw.roundCPU = cpu1 - cpu0
