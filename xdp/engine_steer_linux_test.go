@@ -93,21 +93,8 @@ func (s *steerSAs) outDone(st EngineStats) uint64 {
 // an in-order stream with sequence numbers 1, 2, ...
 func peerSeal(t testing.TB, n *engNet, spi uint32, key []byte, inner [][]byte) [][]byte {
 	t.Helper()
-	out, err := sa.New(sa.Config{SPI: spi, Direction: sa.Out, Mode: esp.Tunnel, Local: n.pC, Remote: n.eC,
-		Transform: esp.MustParseTransform("aes128gcm16"), Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sad := sa.NewSAD(sa.SADOptions{})
-	if err := sad.Add(out); err != nil {
-		t.Fatal(err)
-	}
-	tun := sa.NewTunnel("peer-side")
-	tun.SetOutbound(out)
-	proc, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sad, Tunnel: tun})
-	if err != nil {
-		t.Fatal(err)
-	}
+	proc := oneSAProc(t, sa.Config{SPI: spi, Direction: sa.Out, Mode: esp.Tunnel, Local: n.pC, Remote: n.eC,
+		Transform: esp.MustParseTransform("aes128gcm16"), Key: key}, 1)
 	w := proc.Worker(0)
 	res := make([][]byte, len(inner))
 	buf := make([]byte, 4096)

@@ -562,9 +562,16 @@ func setUDPSegment(t testing.TB, sc *net.UDPConn, seg int) {
 // 192.0.2.1 → 192.0.2.2, tunnel mode).
 func outboundProc(t testing.TB, workers int) *sa.Processor {
 	t.Helper()
-	out, err := sa.New(sa.Config{SPI: spiOut, Direction: sa.Out, Mode: esp.Tunnel,
+	return oneSAProc(t, sa.Config{SPI: spiOut, Direction: sa.Out, Mode: esp.Tunnel,
 		Local: netip.MustParseAddr("192.0.2.1"), Remote: netip.MustParseAddr("192.0.2.2"),
-		Transform: esp.MustParseTransform("aes128gcm16"), Key: engKey})
+		Transform: esp.MustParseTransform("aes128gcm16"), Key: engKey}, workers)
+}
+
+// oneSAProc returns a processor of workers workers whose tunnel encrypts
+// everything with one outbound SA made from cfg.
+func oneSAProc(t testing.TB, cfg sa.Config, workers int) *sa.Processor {
+	t.Helper()
+	out, err := sa.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

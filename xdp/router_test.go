@@ -734,22 +734,8 @@ func TestFragmentOutAlloc(t *testing.T) {
 		t.Skip("allocation counts are meaningless under the race detector")
 	}
 	u := newTestUMEM(t, UMEMConfig{NumFrames: 64, FillSize: 32, CompletionSize: 32})
-	tr := esp.MustParseTransform("aes128gcm16")
-	out, err := sa.New(sa.Config{Name: "f", SPI: 0xf00, Direction: sa.Out, Mode: esp.Tunnel, Local: wanA, Remote: wanB,
-		Transform: tr, Key: bytes.Repeat([]byte{1}, 20), PathMTU: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sad := sa.NewSAD(sa.SADOptions{})
-	if err := sad.Add(out); err != nil {
-		t.Fatal(err)
-	}
-	tun := sa.NewTunnel("t")
-	tun.SetOutbound(out)
-	proc, err := sa.NewProcessor(sa.ProcessorOptions{SAD: sad, Tunnel: tun})
-	if err != nil {
-		t.Fatal(err)
-	}
+	proc := oneSAProc(t, sa.Config{Name: "f", SPI: 0xf00, Direction: sa.Out, Mode: esp.Tunnel, Local: wanA, Remote: wanB,
+		Transform: esp.MustParseTransform("aes128gcm16"), Key: bytes.Repeat([]byte{1}, 20), PathMTU: 1000}, 1)
 	ew := routerWorker(EngineConfig{FragmentInner: true})
 	ew.rt.u, ew.w = u, proc.Worker(0)
 	pkt := innerUDP(hostA4, hostB4, 1, 2400) // 2428 bytes
