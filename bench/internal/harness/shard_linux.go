@@ -23,7 +23,16 @@ func threadCPU() (int64, bool) {
 // locked to its goroutine, runtime.Gosched hands the P to another M and
 // parks this one, which wakes threads with futexes and sends reschedule
 // interrupts to the other CPU - into a worker that is being timed.
-func yieldThread() { unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
+//
+// It must be a system call the runtime knows about (Syscall, not
+// RawSyscall). A goroutine that spins on sched_yield is in the kernel
+// nearly all the time, so the runtime's preemption signal is delivered
+// as the call returns, at a PC inside the assembly of the system call
+// stub, where a goroutine cannot be preempted; a stop-the-world (a GC
+// started by the other worker) then waited for it for seconds (seen:
+// cells of 0.3 s taking 6-24 s, "stopping the world" in a goroutine
+// dump). In a known system call the goroutine counts as stopped.
+func yieldThread() { unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
 
 // sleepWhile blocks the thread while *word == v, until wakeWord or d
 // passes (futex(2), private): a blocking system call, so the Go runtime
