@@ -260,3 +260,56 @@ func BenchmarkModes(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOrderedLoneSequencer decrypts one SA's batches on worker 0 of
+// a 2-worker Ordered processor, with worker 1 either absent from the
+// loop or polling Pending (and Drain when jobs wait) the whole time, as
+// an idle engine worker does. The two should cost the same per packet
+// when the sequencer's gate keeps the board closed, and no more than a
+// 1-worker processor: an idle helper's polls must not touch lines the
+// sequencer writes (Processor.boards).
+func BenchmarkOrderedLoneSequencer(b *testing.B) {
+	inner := udpPacket(hostA, hostB, 1, 2, 1420-28, 0)
+	for _, c := range []struct {
+		name    string
+		workers int
+		poll    bool
+	}{{"one-worker", 1, false}, {"helper-absent", 2, false}, {"helper-polling", 2, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			sadA, sadB := NewSAD(SADOptions{}), NewSAD(SADOptions{})
+			tx, _ := NewProcessor(ProcessorOptions{SAD: sadA, Workers: 1})
+			rx, _ := NewProcessor(ProcessorOptions{SAD: sadB, Workers: c.workers, Concurrency: Ordered})
+			out, in := mustPair(b, "aes128gcm16", 0x100, nil)
+			sadA.Add(out)
+			sadB.Add(in)
+			tun := NewTunnel("t")
+			tun.SetOutbound(out)
+			bb := newBatchBufs(64, inner, tun)
+			var stop atomic.Bool
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for c.poll && !stop.Load() {
+					if rx.Worker(1).Pending() > 0 {
+						rx.Worker(1).Drain(nil)
+					}
+				}
+			}()
+			var inNS int64
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				bb.refill()
+				tx.Worker(0).Outbound(bb.pkts)
+				t0 := time.Now()
+				rx.Worker(0).Inbound(bb.pkts)
+				rx.Worker(0).Drain(nil)
+				inNS += int64(time.Since(t0))
+			}
+			b.StopTimer()
+			stop.Store(true)
+			<-done
+			b.ReportMetric(float64(inNS)/float64(b.N)/float64(len(bb.pkts)), "in-ns/pkt")
+		})
+	}
+}

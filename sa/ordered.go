@@ -302,9 +302,9 @@ func (w *Worker) gateEnd(d Direction, t0 int64, n int) {
 // mode); it returns how many it did.
 func (w *Worker) help() int {
 	n := 0
-	ws := w.p.workers
-	for k := 1; k < len(ws); k++ {
-		b := ws[(w.id+k)%len(ws)].board
+	bs := w.p.boards
+	for k := 1; k < len(bs); k++ {
+		b := bs[(w.id+k)%len(bs)]
 		for {
 			lo, hi, e, ok := b.claim()
 			if !ok {
@@ -320,9 +320,9 @@ func (w *Worker) help() int {
 // has taken yet.
 func (w *Worker) unclaimed() int {
 	n := 0
-	ws := w.p.workers
-	for k := 1; k < len(ws); k++ {
-		c := ws[(w.id+k)%len(ws)].board.ctl.Load()
+	bs := w.p.boards
+	for k := 1; k < len(bs); k++ {
+		c := bs[(w.id+k)%len(bs)].ctl.Load()
 		if total, cl := c&0xff, (c>>8)&0xff; cl < total {
 			n += int(total - cl)
 		}
