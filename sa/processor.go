@@ -31,7 +31,7 @@ type Processor struct {
 	// poll kept that line bouncing - a lone sequencer ran its runs 25 %
 	// slower with a polling helper than without, on the board or not.
 	boards []*board
-	ctrs    []procBlock
+	ctrs   []procBlock
 
 	acqEvents   EventFunc // tunnel acquire events (acquire.go)
 	acqInterval int64
