@@ -284,7 +284,19 @@ type shardWorker struct {
 	reordered         uint64   // OK packets emitted after a higher sequence number of their SA
 	last              []uint64 // per SA: highest sequence number this worker emitted
 	roundCPU          int64    // thread CPU time in process in the last round, ns (-1: unknown)
-	drops             [sa.NumDropReasons]uint64
+	// sleptCPU is the thread's CPU time in process before its last sleep
+	// in idle (-1: none), and wokeAt when that sleep ended: a worker
+	// woken after the round's last packet was done (to learn that the
+	// round is over) is charged only its CPU time up to that sleep.
+	sleptCPU int64
+	wokeAt   time.Time
+	// lastCPU is the thread's CPU time in process at its last work
+	// (finish), -1 if unknown.
+	lastCPU int64
+	// dozing: the worker has slept in idle since it last found work, so
+	// a round that gives it no input starts with it asleep (process).
+	dozing bool
+	drops  [sa.NumDropReasons]uint64
 	// asleep is 1 while the worker sleeps in idle (a futex word), on a
 	// line of its own: other workers read it on every batch.
 	_      [128]byte
@@ -346,7 +358,13 @@ func (r *shardRig) planRound(ws []*shardWorker, pick *flowPicker, ingress string
 	for _, w := range ws {
 		w.plan = w.plan[:0]
 	}
-	total := r.nw * r.roundN
+	// About roundN packets per worker that gets input: spraying, every
+	// worker; steered, the owners of the SAs. A queue's burst does not
+	// grow with the workers of the gateway, and a steered SA's
+	// sequencer handed twice a 1-worker round's input at 2 workers ran
+	// out of its L2 where the 1-worker cell did not (7-17 % slower,
+	// nothing shared).
+	total := r.roundN * r.receivers(ingress)
 	for k := range total {
 		f := pick.next()
 		i := f
@@ -364,6 +382,23 @@ func (r *shardRig) planRound(ws []*shardWorker, pick *flowPicker, ingress string
 		}
 		ws[w].plan = append(ws[w].plan, s)
 	}
+}
+
+// receivers is how many workers get input under ingress: all when
+// spraying, the distinct owners of the SAs when steering.
+func (r *shardRig) receivers(ingress string) int {
+	if ingress != IngressSteer {
+		return r.nw
+	}
+	seen := make([]bool, r.nw)
+	n := 0
+	for _, o := range r.owner {
+		if !seen[o] {
+			seen[o] = true
+			n++
+		}
+	}
+	return max(n, 1)
 }
 
 // build turns the worker's plan into packets: ESP packets sealed by the
@@ -410,6 +445,7 @@ func (r *shardRig) build(sw *shardWorker) error {
 // time counts what the engine's would: the polls, not the sleep.
 func (r *shardRig) process(sw *shardWorker, w *sa.Worker, done *atomic.Int32) {
 	cpu0, cpuOK := threadCPU()
+	sw.sleptCPU, sw.wokeAt = -1, time.Time{}
 	drains := r.handoffs
 	ordered := r.mode == sa.Ordered && r.nw > 1
 	for i := 0; i < len(sw.in); i += shardBatch {
@@ -438,12 +474,24 @@ func (r *shardRig) process(sw *shardWorker, w *sa.Worker, done *atomic.Int32) {
 	// microseconds on a VM) to notice, which is no packet's time - in a
 	// stream there is no round end to wait for. Its CPU time counts.
 	lastWork := time.Now()
+	sw.lastCPU = -1
+	if c, ok := threadCPU(); ok && cpuOK {
+		sw.lastCPU = c - cpu0
+	}
 	if drains {
 		done.Add(1)
 		r.wakeOthers(sw)
 		var idleFrom time.Time
+		polls := 0
+		if len(sw.in) == 0 && sw.dozing {
+			// Asleep since before the round began, with nothing done:
+			// in a stream it would still be asleep, so it does not
+			// spin again before it sleeps.
+			polls, idleFrom = 63, time.Now().Add(-idleSpin-time.Nanosecond)
+		}
+		sw.dozing = false
 	poll:
-		for polls := 0; ; {
+		for {
 			all := done.Load() == int32(r.nw) // no more hand-offs once all are done
 			switch {
 			case w.Pending() > 0: // as the engine: Drain only what Pending announced
@@ -451,13 +499,22 @@ func (r *shardRig) process(sw *shardWorker, w *sa.Worker, done *atomic.Int32) {
 				sw.tally(sw.drain[:n])
 				polls = 0
 				lastWork = time.Now()
+				if c, ok := threadCPU(); ok && cpuOK {
+					sw.lastCPU = c - cpu0
+				}
+				sw.dozing = false
 			case all:
 				break poll
 			default:
 				if polls++; polls == 1 {
 					idleFrom = time.Now()
 				} else if polls%64 == 0 && time.Since(idleFrom) > idleSpin {
+					if c, ok := threadCPU(); ok && cpuOK {
+						sw.sleptCPU = c - cpu0
+					}
 					r.idle(sw, w, done)
+					sw.wokeAt = time.Now()
+					sw.dozing = true // until it finds work
 					polls = 0
 				}
 			}
@@ -621,13 +678,27 @@ func (r *shardRig) run(dist, ingress string, budget time.Duration, seed uint64) 
 						if el > 0 {
 							out.rates = append(out.rates, float64(n)/el.Seconds())
 						}
+						// The workers' CPU time within the timed span: the
+						// worker that did the round's last packet is
+						// charged up to it (not for telling the others
+						// that it is done), and a worker that slept
+						// through the span's end and woke only to learn
+						// that the round was over up to that sleep (in a
+						// stream it would sleep on).
 						var cpu int64
 						for _, x := range ws {
 							if x.roundCPU < 0 {
 								cpu = -1
 								break
 							}
-							cpu += x.roundCPU
+							c := x.roundCPU
+							switch {
+							case x.finish.Equal(last) && x.lastCPU >= 0:
+								c = x.lastCPU // the round's last packet: its end
+							case x.sleptCPU >= 0 && x.wokeAt.After(last):
+								c = x.sleptCPU
+							}
+							cpu += c
 						}
 						if cpu > 0 && el > 0 {
 							out.cpuRates = append(out.cpuRates, float64(n)/(float64(cpu)/1e9))
