@@ -389,33 +389,36 @@
 // Which mode. The cells are per-CPU efficiency at 2 workers: packets per
 // CPU-second the workers' threads got, over one worker's in the same cell
 // (wall-clock speed-up cannot show scaling on a box with fewer free CPUs
-// than workers). All but the cells marked † from one run of the shard
-// suite of package bench (go run ./bench -suite shard, 200 ms per cell;
-// bench/RESULTS.md, 2026-12-06 21:31-21:34 UTC), aes128gcm16, 1420-byte
-// inner packets, on a 2-CPU VM shared with other jobs (load average
-// 2.1-4.0; 1-worker baselines of equal work differed by up to 25 %, so
-// read these as ±0.2):
+// than workers). From one run of the shard suite of package bench (go run
+// ./bench -suite shard, 200 ms per cell; bench/RESULTS.md, 2026-12-07
+// 11:17-11:22 UTC, commit 170eec9), aes128gcm16, 1420-byte inner packets,
+// on a 2-vCPU VM with 4 MB of L2 per core, load average up to 1.5. The
+// one-SA rows are the alternated pairs (1 and 2 workers back to back, the
+// median of 15 pairs, range in brackets), the others the matrix; same
+// code on another machine the same day gave cells up to 0.1 lower, so
+// read them as ±0.1:
 //
 //	situation                     mode, ingress               measured (2 workers)
-//	one elephant SA, inner        Ordered, steered to one     decrypt 0.52† (0.35-0.72; wall 0.6-1.1×),
-//	flows must stay in order      sequencer, others help      0 reordered, 0 drops; in that run: 0.52;
-//	                                                          with the gate‡: wall 0.57-0.87× (0.17-0.65×
-//	                                                          without, same runs), per CPU 0.43-0.79
-//	                                                          (0.53-0.66 without)
-//	                              Ordered, sprayed            decrypt 0.90† (0.80† before; Shared 1.07†
-//	                                                          in the same runs), encrypt 0.83† (0.88†
-//	                                                          before), 0 reordered per worker, 0 replay
-//	                                                          drops; in that run: decrypt 0.47, encrypt
-//	                                                          0.95
-//	one elephant SA, order        Shared, sprayed             decrypt 0.91 (wall 1.54×), encrypt 0.92
-//	across queues irrelevant                                  (1.56×), 0 replay drops (window 8192)
-//	many mice SAs (1000)          Sharded, steered by SPI     decrypt 0.97 (wall 1.45×), no hand-off
-//	                              Shared, sprayed             decrypt 0.76, encrypt 0.86
-//	                              Sharded, sprayed            decrypt 0.50, 7 % reordered (hand-offs)
-//	                              Ordered (runs of 1 packet)  decrypt 0.40 sprayed, 0.36 steered
-//	peer negotiates per-CPU       PerCPU                      1 tunnel: encrypt 0.60, decrypt steered
-//	SAs (RFC 9611)                                            0.68 (the workers got half the CPUs);
-//	                                                          1000 tunnels: decrypt steered 0.79
+//	one elephant SA, inner        Ordered, sprayed            decrypt 0.92 (0.87-0.94), encrypt 0.93
+//	flows must stay in order                                  (0.79-0.96), wall 1.83-1.87×; 0 reordered
+//	                                                          per worker, 0 replay drops
+//	                              Ordered, steered to one     decrypt 0.98 (0.68-0.99) at one worker's
+//	                              sequencer, others help      speed (0.98×): the gate keeps the helper
+//	                                                          asleep (the board does not pay here)
+//	one elephant SA, order        Shared, sprayed             decrypt 0.92 (0.90-0.96, wall 1.81×),
+//	across queues irrelevant                                  encrypt 0.97 (0.95-0.99, 1.92×), 0 replay
+//	                                                          drops (the window grows to 8192)
+//	many mice SAs (1000)          Sharded, steered by SPI     decrypt 0.82 (wall 1.24×; the workers got
+//	                                                          76 % of 2 CPUs), no hand-off
+//	                              Shared, sprayed             decrypt 0.81, encrypt 1.01
+//	                              Sharded, sprayed            decrypt 0.56, 7 % reordered (hand-offs)
+//	                              Ordered (runs of 1 packet)  decrypt 0.66 sprayed, 0.74 steered
+//	peer negotiates per-CPU       PerCPU                      1 tunnel: encrypt 0.96 (0.94-0.98),
+//	SAs (RFC 9611)                                            decrypt steered 0.95 (0.92-0.97);
+//	                                                          1000 tunnels: decrypt steered 0.93
+//
+// The cells marked † and ‡ in the history below are from earlier runs
+// on other machines:
 //
 // † The Ordered cells with a dagger are medians over interleaved runs
 // of the code before and after the changes of the second Ordered pass
@@ -443,14 +446,13 @@
 // So: one SA whose order does not matter - Shared; many SAs - Sharded
 // with SPI steering (PerCPU where the peer offers per-CPU SAs, which
 // also scales one tunnel); one SA whose inner flows must stay in order
-// over several cores - Ordered, on dedicated cores, knowing that moving
-// each packet's AEAD to another core and back costs per-CPU efficiency:
-// sprayed, with every worker busy, it runs the Shared code and uses the
-// board only when a worker falls idle (decryption 0.90†, Shared 1.07†:
-// its 0.85 target met in these samples; encryption 0.83†, unchanged
-// within their spread); steered to one sequencer, a helper costs about
-// as much CPU as it saves (0.52†, target not met), and the gate keeps
-// it out of the way where it does not make the sequencer faster.
+// over several cores - Ordered with the packets sprayed over the
+// workers, on dedicated cores: with every worker busy it runs the
+// Shared code and uses the board only when a worker falls idle. Steered
+// to one sequencer, moving each packet's AEAD to another core and back
+// costs about what it saves on these machines; the gate measures that
+// and keeps the helper out of the way, so the SA runs at one worker's
+// speed without losing efficiency, but does not get faster.
 //
 // With many SAs a batch rarely holds two packets of one SA, so runs are
 // single packets and Shared pays its lock and shared lines per packet
@@ -599,6 +601,31 @@
 // lines that have left the core's 1 MB L2, which two cores pay
 // together), so the Shared cells are best read against the PerCPU ones
 // of the same run.
+//
+// The fifth pass (2026-12-07, a new machine). An idle Ordered worker
+// found the other workers' boards through their Worker structs, and the
+// board pointer there shared a cache line with fields the sequencer
+// writes per packet (npend, its gate): every poll of an idle helper
+// pulled that line away from the sequencer, which ran 10-25 % slower
+// with a polling helper than without, with its board closed or open
+// (BenchmarkOrderedLoneSequencer: 287-290 against 262 ns per packet).
+// That was the "helper's polling costs the sequencer something even
+// when it takes nothing" of the third pass. Helpers now read the boards
+// from Processor.boards, written once. Three things in the bench harness
+// made the steered cell read low and are fixed there: its waits at the
+// barrier spun in a raw sched_yield, which a Go preemption cannot
+// interrupt, so a garbage collection waited seconds for them (cells of
+// 0.3 s took up to 24 s, not timed but enough to time out whole cells);
+// a round's timed span ended when the last worker noticed that all were
+// done, so a helper asleep at the end of a round added its wake-up (tens
+// of microseconds on a VM) to every round, and the sequencer its system
+// call to wake it; and a steered sequencer at 2 workers got twice the
+// input per round of the 1-worker cell, which left its L2. Forced to
+// publish every run (a probe), the steered board gave at best 0.91x one
+// worker's speed where the sequencer alone gave 0.98-1.0x, so the gate's
+// choice (solo) is right here. The alternated pairs of the shard suite: Shared encrypt 0.97,
+// decrypt 0.92; Ordered sprayed 0.93 and 0.92; Ordered steered 0.98 at
+// 0.98x one worker's speed; PerCPU 0.96 and 0.95.
 //
 // Counters are per worker in every mode: each SA has one cache-line
 // padded block per worker (allocated on first use), written only by
