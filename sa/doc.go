@@ -621,11 +621,12 @@
 // of microseconds on a VM) to every round, and the sequencer its system
 // call to wake it; and a steered sequencer at 2 workers got twice the
 // input per round of the 1-worker cell, which left its L2. Forced to
-// publish every run (a probe), the steered board gave at best 0.91x one
-// worker's speed where the sequencer alone gave 0.98-1.0x, so the gate's
-// choice (solo) is right here. The alternated pairs of the shard suite: Shared encrypt 0.97,
-// decrypt 0.92; Ordered sprayed 0.93 and 0.92; Ordered steered 0.98 at
-// 0.98x one worker's speed; PerCPU 0.96 and 0.95.
+// publish every run (a probe), the steered board gave at best 0.91× one
+// worker's speed where the sequencer alone gave 0.98-1.0×, so the gate's
+// choice (solo) is right here. The alternated pairs of the shard suite:
+// Shared encrypt 0.97, decrypt 0.92; Ordered sprayed 0.93 and 0.92;
+// Ordered steered 0.98 at 0.98× one worker's speed; PerCPU 0.96 and
+// 0.95.
 //
 // Counters are per worker in every mode: each SA has one cache-line
 // padded block per worker (allocated on first use), written only by

@@ -168,8 +168,9 @@ type shardRig struct {
 	outer    esp.Outer
 }
 
-// roundLen is the number of packets each worker gets per round for
-// inner packets of n bytes: about 1 MB of input, 256 to 4096 packets.
+// roundLen is the number of packets each worker that gets input gets per
+// round for inner packets of n bytes: about 1 MB of input, 256 to 4096
+// packets.
 func roundLen(n int) int { return max(256, min(4096, (1<<20)/(n+100))) }
 
 // newShardRig builds the SAs of a cell (any Dist and Ingress can then be
@@ -781,10 +782,10 @@ func (r *shardRig) measure(spec ShardSpec, budget time.Duration, seed uint64) (R
 	res.add("ns/pkt", 1e3/mpps, UnitNs)
 	res.add("Mpps-mean", pk/sec/1e6, UnitMpps)
 	if len(o.cpuRates) > 0 {
-		// Per second of CPU the workers' threads actually got (including
-		// waiting for other workers' hand-offs at the end of a round),
-		// median over rounds: shows the cost of sharing even when the
-		// machine has fewer free CPUs than workers.
+		// Per second of CPU the workers' threads actually got within the
+		// timed span (run: including polling for other workers'
+		// hand-offs), median over rounds: shows the cost of sharing even
+		// when the machine has fewer free CPUs than workers.
 		cr := median(o.cpuRates) / 1e6
 		res.add("Mpps/cpu", cr, UnitMpps)
 		res.add("cpu-ns/pkt", 1e3/cr, UnitNs)

@@ -293,8 +293,10 @@ counts the polls, not the sleep). The work runs in rounds: worker 0
 plans the round's packets, every worker builds its own input (inbound:
 ESP packets sealed with the peer's key and the next sequence numbers;
 outbound: inner packets bound to the flow's tunnel), untimed; then all
-are released together and the round's time runs until the last worker
-has processed its input and drained its queues. Mpps is the median over
+are released together and the round's time runs until the last packet
+is done (the last batch, Drain or AEAD job of any worker; not the time a
+helper asleep at the end takes to wake up and learn that the round is
+over). Mpps is the median over
 rounds of packets per second (OK or dropped), Gbps the inner bits of the
 OK ones at that rate, speed-up Mpps over the same scenario at 1 worker,
 "handed off" the fraction of the packets that went through another
@@ -307,8 +309,12 @@ when it deals a queue over its workers (twice a round's input and a
 batch per other worker). "reordered" counts the OK packets a worker emitted after a
 higher sequence number of the same SA (per worker output, one TX
 queue). "Mpps per CPU-s" divides the packets by the CPU time the workers'
-threads actually got while processing (CLOCK_THREAD_CPUTIME_ID, including
-waiting for other workers' hand-offs at the end of a round), "per-CPU
+threads actually got within that span (CLOCK_THREAD_CPUTIME_ID: the
+worker that did the last packet up to it, a worker that slept through
+the end up to that sleep, the others to the end of the round, including
+their polling for other workers' hand-offs; an input-less worker that
+slept through a round starts the next asleep, so the periodic wake-ups
+an idle engine worker pays, about 2 %% of a CPU, are not counted), "per-CPU
 efficiency" is that over the 1-worker cell's, and "CPU got" that CPU time
 over wall time × workers: on a machine with fewer free CPUs than workers
 wall-clock speed-up cannot show scaling, but a per-CPU efficiency near 1
@@ -622,9 +628,9 @@ func pairedTable(b *strings.Builder, paired []harness.Result, size int) {
 
 The matrix above measures a scenario's 1-worker cell minutes before its
 2-worker cell, and this VM drifts between a fast and a slow speed on
-that scale: the same 1-worker cell runs at about 2.6 or about 1.7 Mpps
-(compare the 1-worker rows above), which moves a per-CPU efficiency by
-half. Here each scenario runs 1, 2, 1, 2, ..., 1 workers back to back
+that scale: on the VMs these reports came from, the same 1-worker cell
+ran at about 2.6 or about 1.7 Mpps minutes apart, which moves a per-CPU
+efficiency by half. Here each scenario runs 1, 2, 1, 2, ..., 1 workers back to back
 (each cell as long as a matrix cell); every 2-worker cell's packets per
 CPU-second are divided by the mean of the 1-worker cells just before
 and after it, and the table gives the median of those ratios (and
