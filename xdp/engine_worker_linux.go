@@ -36,20 +36,25 @@ type engineWorker struct {
 	ports [2]EnginePort
 	// pfd is the poll set of sleep, built once at start.
 	pfd []unix.PollFd
-	// asleep is set while the worker sleeps in poll(2) (from just
-	// before its last look at the Send queue), so that Engine.Send
-	// writes its eventfd only then and an Ordered sequencer can wake it
-	// to help (written by the worker only around a sleep and by a
-	// sequencer that wakes it; read by others once per batch or Send).
 	// tid is the worker's thread while it runs (0 after); cpu0 its CPU
 	// time when the worker locked it, cpuEnd the CPU the worker used, set
 	// when it stops.
 	tid          atomic.Int32
 	cpu0, cpuEnd atomic.Int64
-	asleep       atomic.Bool
 	ordered      bool // the processor's mode is sa.Ordered
-	done         chan struct{}
-	pk           [MaxBatch]sa.Packet
+	// asleep is set while the worker sleeps in poll(2) (from just
+	// before its last look at the Send queue), so that Engine.Send
+	// writes its eventfd only then and an Ordered sequencer can wake it
+	// to help (written by the worker only around a sleep and by a
+	// sequencer that wakes it; read by others once per batch or Send).
+	// On a cache line of its own: the fields around it (pk) are written
+	// by the worker every batch, and the other workers' reads would
+	// pull that line across the cores while it is busy.
+	_      [63]byte
+	asleep atomic.Bool
+	_      [63]byte
+	done   chan struct{}
+	pk     [MaxBatch]sa.Packet
 	// out[s] are the packets finish queued for side s, free the frames
 	// it dropped; flush hands them over.
 	out   [2][2 * MaxBatch]sa.Packet
