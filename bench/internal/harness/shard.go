@@ -446,6 +446,12 @@ func (r *shardRig) build(sw *shardWorker) error {
 // time counts what the engine's would: the polls, not the sleep.
 func (r *shardRig) process(sw *shardWorker, w *sa.Worker, done *atomic.Int32) {
 	cpu0, cpuOK := threadCPU()
+	cpuSince := func() int64 { // the thread's CPU time in process, -1 if unknown
+		if c, ok := threadCPU(); ok && cpuOK {
+			return c - cpu0
+		}
+		return -1
+	}
 	sw.sleptCPU, sw.wokeAt = -1, time.Time{}
 	drains := r.handoffs
 	ordered := r.mode == sa.Ordered && r.nw > 1
@@ -473,58 +479,45 @@ func (r *shardRig) process(sw *shardWorker, w *sa.Worker, done *atomic.Int32) {
 	// lastWork), not when the last worker noticed that all are done: a
 	// helper asleep at the end of the round takes a wake-up (tens of
 	// microseconds on a VM) to notice, which is no packet's time - in a
-	// stream there is no round end to wait for. Its CPU time counts.
+	// stream there is no round end to wait for. run charges the CPU time
+	// within the span (lastCPU, sleptCPU).
 	lastWork := time.Now()
-	sw.lastCPU = -1
-	if c, ok := threadCPU(); ok && cpuOK {
-		sw.lastCPU = c - cpu0
-	}
+	sw.lastCPU = cpuSince()
 	if drains {
 		done.Add(1)
 		r.wakeOthers(sw)
 		var idleFrom time.Time
-		polls := 0
-		if len(sw.in) == 0 && sw.dozing {
-			// Asleep since before the round began, with nothing done:
-			// in a stream it would still be asleep, so it does not
-			// spin again before it sleeps.
-			polls, idleFrom = 63, time.Now().Add(-idleSpin-time.Nanosecond)
-		}
+		// Asleep since before the round began, with nothing done: in a
+		// stream it would still be asleep, so it sleeps at once.
+		doze := len(sw.in) == 0 && sw.dozing
 		sw.dozing = false
 	poll:
-		for {
+		for polls := 0; ; {
 			all := done.Load() == int32(r.nw) // no more hand-offs once all are done
 			switch {
 			case w.Pending() > 0: // as the engine: Drain only what Pending announced
 				n := w.Drain(sw.drain)
 				sw.tally(sw.drain[:n])
 				polls = 0
-				lastWork = time.Now()
-				if c, ok := threadCPU(); ok && cpuOK {
-					sw.lastCPU = c - cpu0
-				}
+				lastWork, sw.lastCPU = time.Now(), cpuSince()
 				sw.dozing = false
 			case all:
 				break poll
 			default:
 				if polls++; polls == 1 {
 					idleFrom = time.Now()
-				} else if polls%64 == 0 && time.Since(idleFrom) > idleSpin {
-					if c, ok := threadCPU(); ok && cpuOK {
-						sw.sleptCPU = c - cpu0
-					}
+				}
+				if doze || polls%64 == 0 && time.Since(idleFrom) > idleSpin {
+					sw.sleptCPU = cpuSince()
 					r.idle(sw, w, done)
 					sw.wokeAt = time.Now()
-					sw.dozing = true // until it finds work
+					sw.dozing, doze = true, false // until it finds work
 					polls = 0
 				}
 			}
 		}
 	}
-	sw.roundCPU = -1
-	if cpu1, ok := threadCPU(); ok && cpuOK {
-		sw.roundCPU = cpu1 - cpu0
-	}
+	sw.roundCPU = cpuSince()
 	sw.finish = lastWork
 }
 
