@@ -156,16 +156,19 @@ type shardRig struct {
 	// round's barrier is the harness's, and its wait would be CPU time no
 	// engine worker spends.
 	handoffs bool
-	proc     *sa.Processor
-	sad      *sa.SAD
-	sas      []*sa.SA
-	owner    []int // per SA: owner worker (0 with one worker or Shared)
-	seal     []*esp.Cipher
-	seq      []uint64
-	tuns     []*sa.Tunnel // outbound: per flow
-	inner    []byte
-	size     int
-	outer    esp.Outer
+	// receiving is how many workers get input in the cell being run
+	// (receivers), fixed for the cell.
+	receiving int
+	proc      *sa.Processor
+	sad       *sa.SAD
+	sas       []*sa.SA
+	owner     []int // per SA: owner worker (0 with one worker or Shared)
+	seal      []*esp.Cipher
+	seq       []uint64
+	tuns      []*sa.Tunnel // outbound: per flow
+	inner     []byte
+	size      int
+	outer     esp.Outer
 }
 
 // roundLen is the number of packets each worker that gets input gets per
@@ -365,7 +368,7 @@ func (r *shardRig) planRound(ws []*shardWorker, pick *flowPicker, ingress string
 	// sequencer handed twice a 1-worker round's input at 2 workers ran
 	// out of its L2 where the 1-worker cell did not (7-17 % slower,
 	// nothing shared).
-	total := r.roundN * r.receivers(ingress)
+	total := r.roundN * r.receiving
 	for k := range total {
 		f := pick.next()
 		i := f
@@ -629,6 +632,7 @@ func (r *shardRig) run(dist, ingress string, budget time.Duration, seed uint64) 
 	r.ws = ws
 	r.handoffs = r.nw > 1 && (r.mode == sa.Sharded || r.mode == sa.Ordered ||
 		(r.mode == sa.PerCPU && r.dir == sa.In && ingress != IngressSteer))
+	r.receiving = r.receivers(ingress)
 	bar := &barrier{n: int32(r.nw)}
 	var (
 		stop  atomic.Bool
